@@ -1,0 +1,35 @@
+//! The selfheal wire contract.
+//!
+//! Everything that crosses a process boundary in selfheal is defined here, so
+//! that the agent, the brain and the simulator agree on bytes without knowing
+//! each other.
+//!
+//! # Layout
+//! - [`message`]: the typed messages (indicator batches, changes, hotspots,
+//!   action requests and replies, incident events) and their validation rules.
+//! - [`topology`]: the platform topology document (scenes, services,
+//!   dependencies, backups, IDCs) shared by the simulator, agents and brain.
+//! - [`subject`]: subject naming under a configurable prefix, and NATS
+//!   wildcard matching.
+//! - [`codec`]: bytes ⇄ typed messages: JSON encoding, size bound, version,
+//!   finite values and timestamp skew checked on arrival.
+//! - [`transport`]: the [`Transport`](transport::Transport) trait every bus
+//!   implements, with [`nats`] (async-nats) and [`local`] (in-process)
+//!   implementations.
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod local;
+pub mod message;
+pub mod nats;
+pub mod subject;
+pub mod topology;
+pub mod transport;
+
+pub use codec::{DecodeError, DecodeErrorKind, Limits, decode, encode};
+pub use local::LocalTransport;
+pub use message::*;
+pub use nats::NatsTransport;
+pub use subject::Subjects;
+pub use topology::Topology;
+pub use transport::{Bus, BusError, Message, Subscription, Transport};

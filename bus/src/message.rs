@@ -1,0 +1,579 @@
+//! Typed wire messages and the rules each must satisfy on arrival.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The wire version this build writes and the only one it accepts.
+pub const WIRE_VERSION: u16 = 1;
+
+/// Longest name (service, metric, label, key...) accepted on the wire.
+pub const MAX_NAME_LEN: usize = 128;
+/// Most labels one sample may carry.
+pub const MAX_LABELS: usize = 8;
+
+/// The layer an indicator belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    /// Business indicators: TPS, success rate, latency of scenes and channels.
+    Business,
+    /// Service indicators: CPU, error rate, latency per service and instance.
+    System,
+    /// Host and network indicators.
+    Infra,
+}
+
+impl Layer {
+    /// The subject token of this layer.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Layer::Business => "business",
+            Layer::System => "system",
+            Layer::Infra => "infra",
+        }
+    }
+}
+
+/// One observation of one series inside an [`IndicatorBatch`]; the batch
+/// header carries the layer, IDC and service shared by all its samples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sample {
+    /// The business scene (e.g. `checkout`), when the series is per scene.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene: Option<String>,
+    /// The link (call chain) the series belongs to, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// The instance, for per-instance series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Metric name, e.g. `success_rate`, `latency_p99_ms`, `tps`.
+    pub metric: String,
+    /// Bounded extra labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Timestamp in milliseconds since the Unix epoch.
+    pub ts: i64,
+    /// The value; must be finite.
+    pub value: f64,
+}
+
+/// A batch of samples of one layer, IDC and service, published on
+/// `<prefix>.ind.<layer>.<idc>.<service>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndicatorBatch {
+    /// Wire version.
+    pub v: u16,
+    /// The publishing agent.
+    pub source: String,
+    /// Per-source sequence number, for gap and duplicate detection.
+    pub seq: u64,
+    /// Layer of every sample.
+    pub layer: Layer,
+    /// IDC of every sample.
+    pub idc: String,
+    /// Service of every sample.
+    pub service: String,
+    /// The samples.
+    pub samples: Vec<Sample>,
+}
+
+/// The identity of one series: layer, scope, metric and labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeriesKey {
+    /// Layer.
+    pub layer: Layer,
+    /// IDC.
+    pub idc: String,
+    /// Service.
+    pub service: String,
+    /// Scene, when per scene.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene: Option<String>,
+    /// Link, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Instance, when per instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Metric name.
+    pub metric: String,
+    /// Extra labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl SeriesKey {
+    /// The key of `sample` inside `batch`.
+    pub fn of(batch: &IndicatorBatch, sample: &Sample) -> Self {
+        SeriesKey {
+            layer: batch.layer,
+            idc: batch.idc.clone(),
+            service: batch.service.clone(),
+            scene: sample.scene.clone(),
+            link: sample.link.clone(),
+            instance: sample.instance.clone(),
+            metric: sample.metric.clone(),
+            labels: sample.labels.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for SeriesKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.layer.as_str(), self.idc, self.service)?;
+        if let Some(scene) = &self.scene {
+            write!(f, "/scene={scene}")?;
+        }
+        if let Some(instance) = &self.instance {
+            write!(f, "/{instance}")?;
+        }
+        write!(f, ":{}", self.metric)?;
+        for (k, v) in &self.labels {
+            write!(f, ",{k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What kind of change a [`ChangeEvent`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// A new version of a service was deployed.
+    Deploy,
+    /// A configuration push.
+    Config,
+    /// A feature flag flip.
+    FeatureFlag,
+    /// Instances added or removed.
+    Scaling,
+}
+
+/// A change to the platform, published on `<prefix>.change.<service>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEvent {
+    /// Wire version.
+    pub v: u16,
+    /// Unique id of the change (e.g. the deploy id).
+    pub id: String,
+    /// The changed service.
+    pub service: String,
+    /// Kind of change.
+    pub kind: ChangeKind,
+    /// When it took effect, ms since the epoch.
+    pub ts: i64,
+    /// Who made it.
+    pub author: String,
+    /// Free text: version, diff summary.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// One key and its count in a [`HotspotReport`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCount {
+    /// The key (merchant id, account, item, client IP...).
+    pub key: String,
+    /// Requests seen for it in the period.
+    pub count: u64,
+}
+
+/// Top keys of one dimension of one service, published on
+/// `<prefix>.hot.<service>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotspotReport {
+    /// Wire version.
+    pub v: u16,
+    /// The reporting service.
+    pub service: String,
+    /// IDC.
+    pub idc: String,
+    /// End of the period, ms since the epoch.
+    pub ts: i64,
+    /// The dimension: `merchant`, `account`, `item`, `client_ip`.
+    pub dimension: String,
+    /// Requests seen in the period, all keys.
+    pub total: u64,
+    /// The heaviest keys, heaviest first.
+    pub top: Vec<KeyCount>,
+}
+
+/// What an action does. Parameters are in [`ActionRequest::params`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Move a share of traffic from one channel or IDC to another
+    /// (`from`, `to`, `fraction` in [0,1] of `from`'s traffic).
+    ShiftTraffic,
+    /// Limit a scene, service or key to a rate (`rate` per second).
+    Throttle,
+    /// Turn off a non-critical feature or scene.
+    Degrade,
+    /// Undo a degrade.
+    Restore,
+    /// Roll a service back to its previous version (`change` id).
+    Rollback,
+    /// Revert a configuration push (`change` id).
+    RevertConfig,
+    /// Restart an instance.
+    Restart,
+    /// Isolate a hot key or account.
+    IsolateKey,
+    /// Block a client.
+    BlockClient,
+}
+
+impl ActionKind {
+    /// The snake_case name, as on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::ShiftTraffic => "shift_traffic",
+            ActionKind::Throttle => "throttle",
+            ActionKind::Degrade => "degrade",
+            ActionKind::Restore => "restore",
+            ActionKind::Rollback => "rollback",
+            ActionKind::RevertConfig => "revert_config",
+            ActionKind::Restart => "restart",
+            ActionKind::IsolateKey => "isolate_key",
+            ActionKind::BlockClient => "block_client",
+        }
+    }
+}
+
+/// A request to an edge actuator, sent request/reply on
+/// `<prefix>.act.<service>`. `id` is the idempotency key: an actuator that
+/// sees the same id twice applies it once and answers the second time with
+/// [`ActionStatus::Duplicate`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    /// Wire version.
+    pub v: u16,
+    /// Idempotency key.
+    pub id: String,
+    /// The incident this action serves.
+    pub incident: String,
+    /// The service whose actuator executes it.
+    pub service: String,
+    /// What to do.
+    pub kind: ActionKind,
+    /// What it acts on (a channel, a scene, a key...).
+    pub target: String,
+    /// Kind-specific parameters.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// When the brain issued it, ms since the epoch.
+    pub ts: i64,
+}
+
+/// How an actuator disposed of an [`ActionRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionStatus {
+    /// Applied now.
+    Applied,
+    /// Already applied under the same idempotency key; not applied again.
+    Duplicate,
+    /// Refused (unknown target, unsupported kind, bad parameters).
+    Rejected,
+    /// Tried and failed.
+    Failed,
+}
+
+/// The actuator's answer to an [`ActionRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionReply {
+    /// Wire version.
+    pub v: u16,
+    /// The request's idempotency key.
+    pub id: String,
+    /// Outcome.
+    pub status: ActionStatus,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub message: String,
+    /// When it was applied (platform time), ms since the epoch.
+    pub ts: i64,
+}
+
+/// Lifecycle stage of an incident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    /// First anomaly seen, incident opened.
+    Opened,
+    /// A cause was diagnosed.
+    Diagnosed,
+    /// An action was sent (or refused, or recorded as dry run).
+    Acting,
+    /// Symptoms cleared after action.
+    Recovered,
+    /// Handed to a person.
+    Escalated,
+    /// Closed.
+    Closed,
+}
+
+/// An incident lifecycle event, published on `<prefix>.incident.<id>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentEvent {
+    /// Wire version.
+    pub v: u16,
+    /// Incident id.
+    pub id: String,
+    /// Event time, ms since the epoch.
+    pub ts: i64,
+    /// New state.
+    pub state: IncidentState,
+    /// The main service involved.
+    pub service: String,
+    /// One line for people.
+    pub summary: String,
+}
+
+/// Why a message failed validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Invalid {
+    /// A value is NaN or infinite.
+    NonFinite,
+    /// A timestamp is outside the skew bound.
+    Skew,
+    /// A name is empty, too long or has characters not allowed.
+    BadName,
+    /// Too many samples, labels or keys.
+    TooMany,
+    /// Empty where something is required.
+    Empty,
+    /// A parameter is out of range.
+    OutOfRange,
+}
+
+impl Invalid {
+    /// A short reason, used as a bounded metric label.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Invalid::NonFinite => "non_finite",
+            Invalid::Skew => "timestamp_skew",
+            Invalid::BadName => "bad_name",
+            Invalid::TooMany => "too_many",
+            Invalid::Empty => "empty",
+            Invalid::OutOfRange => "out_of_range",
+        }
+    }
+}
+
+/// Bounds used while validating, set by the receiver.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// The receiver's notion of now, ms since the epoch.
+    pub now_ms: i64,
+    /// Largest accepted distance of a timestamp from `now_ms`, both ways.
+    pub max_skew_ms: i64,
+    /// Most samples (or keys) in one message.
+    pub max_items: usize,
+}
+
+/// A message that can be checked after it was decoded.
+pub trait Validate {
+    /// Checks the message against `bounds`.
+    fn validate(&self, bounds: &Bounds) -> Result<(), Invalid>;
+}
+
+/// A name usable as a subject token and a label: 1..=128 chars of
+/// `[A-Za-z0-9_:/-]`.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'/'))
+}
+
+fn name(s: &str) -> Result<(), Invalid> {
+    if valid_name(s) { Ok(()) } else { Err(Invalid::BadName) }
+}
+
+fn opt_name(s: &Option<String>) -> Result<(), Invalid> {
+    s.as_deref().map_or(Ok(()), name)
+}
+
+fn ts(t: i64, b: &Bounds) -> Result<(), Invalid> {
+    if (t - b.now_ms).abs() <= b.max_skew_ms { Ok(()) } else { Err(Invalid::Skew) }
+}
+
+impl Validate for IndicatorBatch {
+    fn validate(&self, b: &Bounds) -> Result<(), Invalid> {
+        name(&self.source)?;
+        name(&self.idc)?;
+        name(&self.service)?;
+        if self.samples.is_empty() {
+            return Err(Invalid::Empty);
+        }
+        if self.samples.len() > b.max_items {
+            return Err(Invalid::TooMany);
+        }
+        for s in &self.samples {
+            if !s.value.is_finite() {
+                return Err(Invalid::NonFinite);
+            }
+            ts(s.ts, b)?;
+            name(&s.metric)?;
+            opt_name(&s.scene)?;
+            opt_name(&s.link)?;
+            opt_name(&s.instance)?;
+            if s.labels.len() > MAX_LABELS {
+                return Err(Invalid::TooMany);
+            }
+            for (k, v) in &s.labels {
+                name(k)?;
+                name(v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Validate for ChangeEvent {
+    fn validate(&self, b: &Bounds) -> Result<(), Invalid> {
+        name(&self.id)?;
+        name(&self.service)?;
+        ts(self.ts, b)?;
+        if self.author.is_empty() || self.author.len() > MAX_NAME_LEN {
+            return Err(Invalid::BadName);
+        }
+        if self.description.len() > 4096 {
+            return Err(Invalid::TooMany);
+        }
+        Ok(())
+    }
+}
+
+impl Validate for HotspotReport {
+    fn validate(&self, b: &Bounds) -> Result<(), Invalid> {
+        name(&self.service)?;
+        name(&self.idc)?;
+        name(&self.dimension)?;
+        ts(self.ts, b)?;
+        if self.top.len() > b.max_items {
+            return Err(Invalid::TooMany);
+        }
+        for k in &self.top {
+            if k.key.is_empty() || k.key.len() > MAX_NAME_LEN {
+                return Err(Invalid::BadName);
+            }
+            if k.count > self.total {
+                return Err(Invalid::OutOfRange);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Validate for ActionRequest {
+    fn validate(&self, b: &Bounds) -> Result<(), Invalid> {
+        name(&self.id)?;
+        name(&self.incident)?;
+        name(&self.service)?;
+        name(&self.target)?;
+        ts(self.ts, b)?;
+        if self.params.len() > 16 {
+            return Err(Invalid::TooMany);
+        }
+        for v in self.params.values() {
+            if let Some(f) = v.as_f64() {
+                if !f.is_finite() {
+                    return Err(Invalid::NonFinite);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Validate for ActionReply {
+    fn validate(&self, _b: &Bounds) -> Result<(), Invalid> {
+        name(&self.id)?;
+        if self.message.len() > 4096 {
+            return Err(Invalid::TooMany);
+        }
+        Ok(())
+    }
+}
+
+impl Validate for IncidentEvent {
+    fn validate(&self, _b: &Bounds) -> Result<(), Invalid> {
+        name(&self.id)?;
+        name(&self.service)?;
+        Ok(())
+    }
+}
+
+/// A message that carries a wire version.
+pub trait Versioned {
+    /// The message's version field.
+    fn version(&self) -> u16;
+}
+
+macro_rules! versioned {
+    ($($t:ty),*) => { $(impl Versioned for $t { fn version(&self) -> u16 { self.v } })* };
+}
+versioned!(IndicatorBatch, ChangeEvent, HotspotReport, ActionRequest, ActionReply, IncidentEvent);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(value: f64, ts: i64) -> IndicatorBatch {
+        IndicatorBatch {
+            v: WIRE_VERSION,
+            source: "agent-1".into(),
+            seq: 1,
+            layer: Layer::Business,
+            idc: "idc1".into(),
+            service: "cashier".into(),
+            samples: vec![Sample {
+                scene: Some("checkout".into()),
+                link: None,
+                instance: None,
+                metric: "success_rate".into(),
+                labels: BTreeMap::new(),
+                ts,
+                value,
+            }],
+        }
+    }
+
+    const B: Bounds = Bounds { now_ms: 1_000_000, max_skew_ms: 1_000, max_items: 10 };
+
+    #[test]
+    fn rejects_non_finite_skew_and_names() {
+        assert_eq!(batch(0.99, 1_000_000).validate(&B), Ok(()));
+        assert_eq!(batch(f64::NAN, 1_000_000).validate(&B), Err(Invalid::NonFinite));
+        assert_eq!(batch(f64::INFINITY, 1_000_000).validate(&B), Err(Invalid::NonFinite));
+        assert_eq!(batch(0.99, 1_002_000).validate(&B), Err(Invalid::Skew));
+        assert_eq!(batch(0.99, 998_000).validate(&B), Err(Invalid::Skew));
+        let mut b = batch(0.99, 1_000_000);
+        b.service = "cash ier".into();
+        assert_eq!(b.validate(&B), Err(Invalid::BadName));
+        b.service = "cashier".into();
+        b.samples.clear();
+        assert_eq!(b.validate(&B), Err(Invalid::Empty));
+        b.samples = (0..11).map(|_| batch(1.0, 1_000_000).samples[0].clone()).collect();
+        assert_eq!(b.validate(&B), Err(Invalid::TooMany));
+    }
+
+    #[test]
+    fn series_key_display_is_readable() {
+        let b = batch(0.99, 0);
+        let k = SeriesKey::of(&b, &b.samples[0]);
+        assert_eq!(k.to_string(), "business/idc1/cashier/scene=checkout:success_rate");
+    }
+}

@@ -1,0 +1,100 @@
+//! The NATS bus, over async-nats. One client per process, shared by clone.
+
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::{
+    subject::is_publishable,
+    transport::{BusError, Message, Subscription, Transport},
+};
+
+/// A bus backed by a NATS server.
+#[derive(Clone, Debug)]
+pub struct NatsTransport {
+    client: async_nats::Client,
+}
+
+impl NatsTransport {
+    /// Connects to `url` as `name`. The client reconnects forever after a
+    /// loss; while it is disconnected [`Transport::publish`] fails with
+    /// [`BusError::Disconnected`] so the caller can buffer.
+    pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((50 * 2u64.saturating_pow(attempts.min(6) as u32)).min(2_000))
+            })
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(None)
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Other(format!("connect to {url}: {e}")))?;
+        Ok(NatsTransport { client })
+    }
+
+    /// The underlying client, for JetStream and other NATS-only features.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl Transport for NatsTransport {
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        if !is_publishable(subject) {
+            return Err(BusError::InvalidSubject(subject.to_string()));
+        }
+        if !self.is_connected() {
+            return Err(BusError::Disconnected);
+        }
+        self.client
+            .publish(subject.to_string(), payload)
+            .await
+            .map_err(|e| BusError::Other(e.to_string()))
+    }
+
+    async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError> {
+        let sub = self
+            .client
+            .subscribe(pattern.to_string())
+            .await
+            .map_err(|e| BusError::InvalidSubject(format!("{pattern}: {e}")))?;
+        Ok(Subscription::new(sub.map(|m| Message {
+            subject: m.subject.to_string(),
+            reply: m.reply.map(|r| r.to_string()),
+            payload: m.payload,
+        })))
+    }
+
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+        use async_nats::client::RequestErrorKind;
+        if !is_publishable(subject) {
+            return Err(BusError::InvalidSubject(subject.to_string()));
+        }
+        if !self.is_connected() {
+            return Err(BusError::Disconnected);
+        }
+        match tokio::time::timeout(timeout, self.client.request(subject.to_string(), payload)).await {
+            Err(_) => Err(BusError::TimedOut(subject.to_string())),
+            Ok(Ok(m)) => Ok(m.payload),
+            Ok(Err(e)) => Err(match e.kind() {
+                RequestErrorKind::NoResponders => BusError::NoResponders(subject.to_string()),
+                RequestErrorKind::TimedOut => BusError::TimedOut(subject.to_string()),
+                _ => BusError::Other(e.to_string()),
+            }),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), BusError> {
+        self.client.flush().await.map_err(|e| BusError::Other(e.to_string()))
+    }
+
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+}

@@ -1,0 +1,75 @@
+//! The transport trait: publish, subscribe with wildcards, request/reply.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+/// A shared handle to a bus.
+pub type Bus = Arc<dyn Transport>;
+
+/// One message as delivered to a subscriber.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// The subject it was published on.
+    pub subject: String,
+    /// Where to send the answer, for requests.
+    pub reply: Option<String>,
+    /// The bytes.
+    pub payload: Bytes,
+}
+
+/// A stream of messages matching one pattern. Dropping it unsubscribes.
+pub struct Subscription {
+    inner: Pin<Box<dyn Stream<Item = Message> + Send>>,
+}
+
+impl Subscription {
+    /// Wraps a stream.
+    pub fn new(stream: impl Stream<Item = Message> + Send + 'static) -> Self {
+        Subscription { inner: Box::pin(stream) }
+    }
+
+    /// The next message, or `None` when the subscription ended.
+    pub async fn next(&mut self) -> Option<Message> {
+        self.inner.next().await
+    }
+}
+
+/// Why a bus operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// Not connected right now; the caller decides whether to buffer.
+    #[error("bus disconnected")]
+    Disconnected,
+    /// Nobody listens on the request subject.
+    #[error("no responders on {0}")]
+    NoResponders(String),
+    /// No answer in time.
+    #[error("request on {0} timed out")]
+    TimedOut(String),
+    /// The subject is not valid.
+    #[error("invalid subject {0:?}")]
+    InvalidSubject(String),
+    /// Anything else the transport reported.
+    #[error("bus error: {0}")]
+    Other(String),
+}
+
+/// What every bus offers. Implemented by [`NatsTransport`](crate::NatsTransport)
+/// and [`LocalTransport`](crate::LocalTransport), with the same subject and
+/// wildcard semantics.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Publishes `payload` on `subject`.
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError>;
+    /// Subscribes to `pattern` (`*` and `>` wildcards).
+    async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError>;
+    /// Sends a request and waits up to `timeout` for one reply.
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError>;
+    /// Waits until everything published so far has reached the server.
+    async fn flush(&self) -> Result<(), BusError>;
+    /// Whether the bus is connected now.
+    fn is_connected(&self) -> bool;
+}

@@ -1,0 +1,153 @@
+//! Runs a [`Platform`] on a bus: one frame per tick on `<p>.sim.feed`,
+//! commands served on `<p>.sim.ctl`, ground truth on `<p>.sim.event`.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use selfheal_bus::{Bus, Subjects, Topology};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    Scenario,
+    feed::{Command, CommandReply, SimEvent},
+    platform::{Platform, Truth},
+};
+
+/// How fast platform time runs against wall time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Speed {
+    /// `n` platform seconds per wall second.
+    Times(f64),
+}
+
+impl Speed {
+    fn tick_period(self, tick_ms: u64) -> Duration {
+        let Speed::Times(x) = self;
+        Duration::from_secs_f64(tick_ms as f64 / 1000.0 / x.max(1e-3))
+    }
+}
+
+/// Largest control command accepted, bytes.
+const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+/// A simulator ready to run on a bus.
+pub struct SimNode {
+    /// The bus.
+    pub bus: Bus,
+    /// Subjects.
+    pub subjects: Subjects,
+    /// Platform topology.
+    pub topology: Topology,
+    /// What to run.
+    pub scenario: Scenario,
+    /// How fast.
+    pub speed: Speed,
+    /// Platform time of tick 0, ms since the epoch.
+    pub start_ms: i64,
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    truth: Arc<Mutex<Truth>>,
+    stop: CancellationToken,
+    join: JoinHandle<Truth>,
+}
+
+impl SimHandle {
+    /// The ground truth so far.
+    pub fn truth(&self) -> Truth {
+        self.truth.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stops the run early.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits for the end of the run and returns the final truth.
+    pub async fn finish(self) -> Truth {
+        match self.join.await {
+            Ok(t) => t,
+            Err(_) => self.truth.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}
+
+impl SimNode {
+    /// Subscribes to the control subject and starts ticking.
+    pub async fn spawn(self) -> Result<SimHandle, selfheal_bus::BusError> {
+        let ctl = self.bus.subscribe(&self.subjects.sim_ctl()).await?;
+        let truth = Arc::new(Mutex::new(Truth::default()));
+        let stop = CancellationToken::new();
+        let join = tokio::spawn(run(self, ctl, truth.clone(), stop.clone()));
+        Ok(SimHandle { truth, stop, join })
+    }
+}
+
+async fn emit(bus: &Bus, subject: &str, ts: i64, kind: &str, detail: String) {
+    info!(target: "selfheal::sim", kind, %detail, "platform event");
+    let ev = SimEvent { ts, kind: kind.to_string(), detail };
+    if let Ok(bytes) = serde_json::to_vec(&ev) {
+        let _ = bus.publish(subject, bytes.into()).await;
+    }
+}
+
+async fn run(node: SimNode, mut ctl: selfheal_bus::Subscription, shared: Arc<Mutex<Truth>>, stop: CancellationToken) -> Truth {
+    let s = &node.scenario;
+    let mut platform = Platform::new(node.topology.clone(), s.seed, node.start_ms, s.tick_ms, s.faults.clone());
+    let ticks = s.duration_s * 1000 / s.tick_ms;
+    let mut interval = tokio::time::interval(node.speed.tick_period(s.tick_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (feed, events) = (node.subjects.sim_feed(), node.subjects.sim_event());
+    let mut bad_commands = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some(msg) = ctl.next() => {
+                let reply = if msg.payload.len() > MAX_COMMAND_BYTES {
+                    Err("command too large".to_string())
+                } else {
+                    match serde_json::from_slice::<Command>(&msg.payload) {
+                        Ok(cmd) => platform.apply(&cmd),
+                        Err(e) => Err(format!("malformed command: {e}")),
+                    }
+                };
+                let now = platform.now_ms();
+                let answer = match reply {
+                    Ok(detail) => {
+                        emit(&node.bus, &events, now, "action_applied", detail.clone()).await;
+                        CommandReply { ok: true, message: detail, ts: now }
+                    }
+                    Err(why) => {
+                        bad_commands += 1;
+                        warn!(target: "selfheal::sim", %why, bad_commands, "command refused");
+                        CommandReply { ok: false, message: why, ts: now }
+                    }
+                };
+                if let (Some(reply), Ok(bytes)) = (msg.reply, serde_json::to_vec(&answer)) {
+                    let _ = node.bus.publish(&reply, bytes.into()).await;
+                }
+            }
+            _ = interval.tick() => {
+                let (frame, happened) = platform.step();
+                if let Ok(bytes) = serde_json::to_vec(&frame) {
+                    let _ = node.bus.publish(&feed, bytes.into()).await;
+                }
+                for (kind, detail) in happened {
+                    emit(&node.bus, &events, frame.ts, &kind, detail).await;
+                }
+                *shared.lock().unwrap_or_else(|e| e.into_inner()) = platform.truth().clone();
+                if frame.tick >= ticks {
+                    break;
+                }
+            }
+        }
+    }
+    emit(&node.bus, &events, platform.now_ms(), "finished", format!("run {} finished", s.name)).await;
+    platform.truth().clone()
+}
