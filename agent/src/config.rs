@@ -1,0 +1,105 @@
+//! Agent configuration (TOML).
+
+use serde::{Deserialize, Serialize};
+
+/// Where the agent's platform indicators come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feed {
+    /// The simulator's telemetry export on `<p>.sim.feed`.
+    Sim,
+    /// None: only host indicators, on a wall-clock interval.
+    None,
+}
+
+/// The agent's configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Name of this agent, the `source` of its batches.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// The IDC this agent's host is in.
+    #[serde(default = "default_idc")]
+    pub idc: String,
+    /// Where platform indicators come from.
+    #[serde(default = "default_feed")]
+    pub feed: Feed,
+    /// Whether to collect the host's own CPU, memory and load.
+    #[serde(default = "default_true")]
+    pub host: bool,
+    /// Least wall time between two host readings, ms.
+    #[serde(default = "default_host_interval_ms")]
+    pub host_interval_ms: u64,
+    /// Batches kept while the bus is away; the oldest is dropped (and
+    /// counted) beyond this.
+    #[serde(default = "default_buffer_batches")]
+    pub buffer_batches: usize,
+    /// Whether to execute action requests (`<p>.act.*`).
+    #[serde(default = "default_true")]
+    pub actuate: bool,
+    /// How long to wait for the platform to apply an action, ms.
+    #[serde(default = "default_actuate_timeout_ms")]
+    pub actuate_timeout_ms: u64,
+}
+
+fn default_name() -> String {
+    "agent-1".into()
+}
+fn default_idc() -> String {
+    "idc1".into()
+}
+const fn default_feed() -> Feed {
+    Feed::Sim
+}
+const fn default_true() -> bool {
+    true
+}
+const fn default_host_interval_ms() -> u64 {
+    1000
+}
+const fn default_buffer_batches() -> usize {
+    10_000
+}
+const fn default_actuate_timeout_ms() -> u64 {
+    2000
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        toml_defaults()
+    }
+}
+
+fn toml_defaults() -> AgentConfig {
+    AgentConfig {
+        name: default_name(),
+        idc: default_idc(),
+        feed: default_feed(),
+        host: true,
+        host_interval_ms: default_host_interval_ms(),
+        buffer_batches: default_buffer_batches(),
+        actuate: true,
+        actuate_timeout_ms: default_actuate_timeout_ms(),
+    }
+}
+
+impl AgentConfig {
+    /// Every problem with this configuration, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !selfheal_bus::message::valid_name(&self.name) {
+            p.push(format!("name: {:?} must be 1-128 chars of [A-Za-z0-9_:/-]", self.name));
+        }
+        if !selfheal_bus::message::valid_name(&self.idc) {
+            p.push(format!("idc: {:?} must be 1-128 chars of [A-Za-z0-9_:/-]", self.idc));
+        }
+        if self.buffer_batches == 0 {
+            p.push("buffer_batches: must be at least 1".into());
+        }
+        if self.actuate_timeout_ms == 0 {
+            p.push("actuate_timeout_ms: must be at least 1".into());
+        }
+        p
+    }
+}

@@ -1,0 +1,39 @@
+//! The agent's own counters.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters, shared with whoever wants to read them.
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    /// Batches published directly.
+    pub published: AtomicU64,
+    /// Batches put in the buffer because the bus was away.
+    pub buffered: AtomicU64,
+    /// Buffered batches published later.
+    pub flushed: AtomicU64,
+    /// Buffered batches dropped because the buffer was full.
+    pub overflow_dropped: AtomicU64,
+    /// Feed frames that could not be read.
+    pub bad_frames: AtomicU64,
+    /// Host readings that failed.
+    pub host_errors: AtomicU64,
+    /// Actions applied.
+    pub actions_applied: AtomicU64,
+    /// Actions answered as duplicates of an earlier idempotency key.
+    pub actions_duplicate: AtomicU64,
+    /// Actions refused (malformed, invalid, or refused by the platform).
+    pub actions_rejected: AtomicU64,
+    /// Actions that failed to reach the platform.
+    pub actions_failed: AtomicU64,
+}
+
+impl AgentStats {
+    /// Reads one counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
+    }
+
+    pub(crate) fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+}
