@@ -1,1 +1,159 @@
-//! placeholder
+//! The selfheal brain: a library first; the `selfheal` binary only wires it.
+//!
+//! Data flows one way: bus → [`ingest`] → [`detect`] → [`correlate`] →
+//! [`diagnose`] → decide ([`playbook`] metadata) → [`act`] → [`verify`] →
+//! [`store`]. The stages after detection run in one task ([`engine`]) on
+//! event time.
+//!
+//! # Layout
+//! - [`config`]: the brain's TOML configuration.
+//! - [`ingest`]: subscribe, decode, validate, route samples to shards.
+//! - [`detect`]: per-series streaming detectors in shard tasks.
+//! - [`correlate`]: anomalies grouped into incidents.
+//! - [`diagnose`]: ranked hypotheses with evidence.
+//! - [`playbook`]: the sandboxed Rhai runtime and host API.
+//! - [`act`]: guards and dispatch of actions to edge actuators.
+//! - [`verify`]: checks after an action.
+//! - [`store`]: the SQLite store (write-ahead of actions).
+//! - [`engine`]: the task that owns incidents and runs the stages above.
+//! - [`stats`]: the brain's own counters (Prometheus text).
+#![deny(missing_docs)]
+
+pub mod act;
+pub mod config;
+pub mod correlate;
+pub mod detect;
+pub mod diagnose;
+pub mod engine;
+pub mod ingest;
+pub mod playbook;
+pub mod stats;
+pub mod store;
+pub mod verify;
+
+use std::{sync::Arc, time::Duration};
+
+use selfheal_bus::{Bus, Limits, Subjects, Topology};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+pub use config::BrainConfig;
+pub use stats::BrainStats;
+
+/// Why the brain could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid (every problem listed).
+    #[error("invalid brain configuration:\n{}", .0.join("\n"))]
+    Config(Vec<String>),
+    /// Playbooks failed to load (every problem listed).
+    #[error("playbooks failed to load:\n{}", .0.join("\n"))]
+    Playbooks(Vec<String>),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The bus refused a subscription.
+    #[error(transparent)]
+    Bus(#[from] selfheal_bus::BusError),
+}
+
+/// A brain ready to start.
+pub struct Brain {
+    /// Configuration.
+    pub config: BrainConfig,
+    /// The bus.
+    pub bus: Bus,
+    /// Subjects.
+    pub subjects: Subjects,
+    /// The platform's topology.
+    pub topology: Topology,
+}
+
+/// A running brain.
+pub struct BrainHandle {
+    /// Its counters.
+    pub stats: Arc<BrainStats>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl BrainHandle {
+    /// Stops every task and waits for them (bounded).
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+impl Brain {
+    /// Loads playbooks, opens the store, subscribes and starts the tasks.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use selfheal_brain::{Brain, BrainConfig};
+    /// let brain = Brain {
+    ///     config: BrainConfig::default(),
+    ///     bus: Arc::new(selfheal_bus::LocalTransport::default()),
+    ///     subjects: selfheal_bus::Subjects::default(),
+    ///     topology: toml::from_str(&std::fs::read_to_string("sim/topology.toml")?)?,
+    /// };
+    /// let handle = brain.spawn().await?;
+    /// handle.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn spawn(self) -> Result<BrainHandle, StartError> {
+        let cfg = self.config;
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(StartError::Config(problems));
+        }
+        let topology = Arc::new(self.topology);
+        let mut runtime = playbook::Runtime::new(topology.clone(), playbook::Limits::default());
+        runtime
+            .load_dir(&cfg.playbooks)
+            .map_err(|errs| StartError::Playbooks(errs.iter().map(|e| e.to_string()).collect()))?;
+        if runtime.playbooks().is_empty() {
+            return Err(StartError::Playbooks(vec![format!("no playbook found under {}", cfg.playbooks.display())]));
+        }
+        let store = store::Store::open(&cfg.store)?;
+        let stats = Arc::new(BrainStats::default());
+        let stop = CancellationToken::new();
+        let sub = self.bus.subscribe(&self.subjects.all_indicators()).await?;
+
+        let (anomaly_tx, anomaly_rx) = mpsc::channel(4096);
+        let (results_tx, results_rx) = mpsc::channel(256);
+        let (wm_tx, wm_rx) = watch::channel(0i64);
+        let mut tasks = Vec::new();
+        let mut shard_txs = Vec::new();
+        for _ in 0..cfg.shards {
+            let (tx, rx) = mpsc::channel(1024);
+            shard_txs.push(tx);
+            tasks.push(tokio::spawn(detect::shard::run(rx, anomaly_tx.clone(), cfg.detector.clone(), stats.clone(), stop.clone())));
+        }
+        drop(anomaly_tx);
+        let limits =
+            Limits { max_bytes: cfg.max_message_bytes, max_skew_ms: (cfg.max_skew_s * 1000) as i64, max_items: 10_000 };
+        tasks.push(tokio::spawn(ingest::run(sub, self.subjects.clone(), shard_txs, wm_tx, limits, stats.clone(), stop.clone())));
+        let engine = engine::Engine {
+            bus: self.bus,
+            subjects: self.subjects,
+            topology,
+            store,
+            runtime,
+            guards: act::Guards::new(cfg.guard.clone()),
+            stats: stats.clone(),
+            correlator: correlate::Correlator::new((cfg.correlation_window_s * 1000) as i64, (cfg.settle_s * 1000) as i64),
+            action_timeout: Duration::from_millis(cfg.action_timeout_ms),
+            results_tx,
+        };
+        tasks.push(tokio::spawn(engine.run(anomaly_rx, results_rx, wm_rx, stop.clone())));
+        Ok(BrainHandle { stats, stop, tasks })
+    }
+}

@@ -1,0 +1,105 @@
+//! Brain configuration (TOML).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{act::GuardConfig, detect::DetectorConfig};
+
+/// The brain's configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrainConfig {
+    /// The SQLite store.
+    #[serde(default = "default_store")]
+    pub store: PathBuf,
+    /// Where the playbooks are.
+    #[serde(default = "default_playbooks")]
+    pub playbooks: PathBuf,
+    /// Detector shards (tasks).
+    #[serde(default = "default_shards")]
+    pub shards: usize,
+    /// Evidence gathered after an incident opens, before diagnosis, s.
+    #[serde(default = "default_settle_s")]
+    pub settle_s: u64,
+    /// Anomalies this close to an incident's last activity join it, s.
+    #[serde(default = "default_window_s")]
+    pub correlation_window_s: u64,
+    /// How long to wait for an actuator's answer, ms.
+    #[serde(default = "default_action_timeout_ms")]
+    pub action_timeout_ms: u64,
+    /// Largest accepted indicator message, bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Largest accepted distance of a timestamp from the brain's clock, s.
+    #[serde(default = "default_max_skew_s")]
+    pub max_skew_s: u64,
+    /// Detector tuning.
+    #[serde(default)]
+    pub detector: DetectorConfig,
+    /// Action guards.
+    #[serde(default)]
+    pub guard: GuardConfig,
+}
+
+fn default_store() -> PathBuf {
+    "selfheal.db".into()
+}
+fn default_playbooks() -> PathBuf {
+    "playbooks".into()
+}
+const fn default_shards() -> usize {
+    2
+}
+const fn default_settle_s() -> u64 {
+    3
+}
+const fn default_window_s() -> u64 {
+    120
+}
+const fn default_action_timeout_ms() -> u64 {
+    3000
+}
+const fn default_max_message_bytes() -> usize {
+    1 << 20
+}
+const fn default_max_skew_s() -> u64 {
+    900
+}
+
+impl Default for BrainConfig {
+    fn default() -> Self {
+        BrainConfig {
+            store: default_store(),
+            playbooks: default_playbooks(),
+            shards: default_shards(),
+            settle_s: default_settle_s(),
+            correlation_window_s: default_window_s(),
+            action_timeout_ms: default_action_timeout_ms(),
+            max_message_bytes: default_max_message_bytes(),
+            max_skew_s: default_max_skew_s(),
+            detector: DetectorConfig::default(),
+            guard: GuardConfig::default(),
+        }
+    }
+}
+
+impl BrainConfig {
+    /// Every problem, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = self.detector.validate();
+        if self.shards == 0 || self.shards > 256 {
+            p.push("shards: must be in 1..=256".into());
+        }
+        if self.action_timeout_ms == 0 {
+            p.push("action_timeout_ms: must be at least 1".into());
+        }
+        if self.max_message_bytes < 1024 {
+            p.push("max_message_bytes: must be at least 1024".into());
+        }
+        if self.guard.max_in_flight == 0 {
+            p.push("guard.max_in_flight: must be at least 1".into());
+        }
+        p
+    }
+}

@@ -1,0 +1,186 @@
+//! Correlate: group anomalies into incidents (one problem, not fifty
+//! alerts) by time: an anomaly joins the incident that was active within
+//! the correlation window, or opens a new one.
+
+use std::collections::BTreeMap;
+
+use selfheal_bus::SeriesKey;
+
+use crate::{
+    detect::{AnomalyEvent, AnomalyKind, Direction},
+    diagnose::Hypothesis,
+    playbook::{Check, Step},
+};
+
+/// What is known of one anomalous series inside an incident.
+#[derive(Clone, Debug)]
+pub struct Evidence {
+    /// Still anomalous.
+    pub active: bool,
+    /// First bad sample.
+    pub onset: i64,
+    /// When it was detected.
+    pub detected: i64,
+    /// Value when detected.
+    pub value: f64,
+    /// Baseline it departed from.
+    pub baseline: f64,
+    /// Score.
+    pub score: f64,
+    /// Bad direction.
+    pub direction: Direction,
+}
+
+/// What an executing incident waits for.
+#[derive(Clone, Debug)]
+pub enum Wait {
+    /// The actuator's answer to an action.
+    Reply(String),
+    /// A verification window.
+    Verify {
+        /// What.
+        check: Check,
+        /// When the window began.
+        started: i64,
+        /// When it ends.
+        deadline: i64,
+    },
+}
+
+/// Where an incident is in its life.
+#[derive(Clone, Debug)]
+pub enum Phase {
+    /// Gathering evidence until the given time, then diagnose.
+    Collecting(i64),
+    /// Running its plan.
+    Executing,
+    /// Finished, with the final state (`recovered`, `escalated`,
+    /// `cleared`, `dry_run`).
+    Done(&'static str),
+}
+
+/// An incident.
+#[derive(Clone, Debug)]
+pub struct Incident {
+    /// Id.
+    pub id: String,
+    /// Main service (of the first anomaly).
+    pub service: String,
+    /// Earliest onset of its anomalies.
+    pub onset: i64,
+    /// When it was opened.
+    pub opened: i64,
+    /// Last anomaly transition.
+    pub last_activity: i64,
+    /// Anomalous series.
+    pub evidence: BTreeMap<SeriesKey, Evidence>,
+    /// Ranked hypotheses, best first.
+    pub hypotheses: Vec<Hypothesis>,
+    /// Phase.
+    pub phase: Phase,
+    /// The chosen playbook.
+    pub playbook: Option<String>,
+    /// Its plan.
+    pub plan: Vec<Step>,
+    /// Next step.
+    pub cursor: usize,
+    /// What it waits for.
+    pub wait: Option<Wait>,
+    /// Actions applied.
+    pub applied: usize,
+}
+
+impl Incident {
+    /// The symptom series: business series of scenes going the bad way; if
+    /// there are none, every anomalous series.
+    pub fn symptoms(&self) -> Vec<&SeriesKey> {
+        let scene: Vec<&SeriesKey> = self.evidence.keys().filter(|k| k.scene.is_some()).collect();
+        if scene.is_empty() { self.evidence.keys().collect() } else { scene }
+    }
+
+    /// Whether every symptom has cleared.
+    pub fn cleared(&self) -> bool {
+        self.symptoms().iter().all(|k| self.evidence.get(*k).is_some_and(|e| !e.active))
+    }
+
+    /// Whether it is finished.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done(_))
+    }
+}
+
+/// Groups anomalies into incidents.
+pub struct Correlator {
+    window_ms: i64,
+    settle_ms: i64,
+    next: u64,
+    /// Incidents, oldest first.
+    pub incidents: Vec<Incident>,
+}
+
+impl Correlator {
+    /// Anomalies within `window_ms` of an incident's last activity join it;
+    /// a new incident collects evidence for `settle_ms` before diagnosis.
+    pub fn new(window_ms: i64, settle_ms: i64) -> Self {
+        Correlator { window_ms, settle_ms, next: 0, incidents: Vec::new() }
+    }
+
+    /// Files one anomaly transition. Returns the incident's index and
+    /// whether it was opened by this event.
+    pub fn on_anomaly(&mut self, ev: &AnomalyEvent) -> Option<(usize, bool)> {
+        let at = self.incidents.iter().rposition(|i| ev.ts - i.last_activity <= self.window_ms);
+        match ev.kind {
+            AnomalyKind::End => {
+                let i = self.incidents.iter().rposition(|i| i.evidence.contains_key(&ev.key))?;
+                let inc = &mut self.incidents[i];
+                if let Some(e) = inc.evidence.get_mut(&ev.key) {
+                    e.active = false;
+                }
+                inc.last_activity = inc.last_activity.max(ev.ts);
+                Some((i, false))
+            }
+            AnomalyKind::Start => {
+                let evidence = Evidence {
+                    active: true,
+                    onset: ev.onset,
+                    detected: ev.ts,
+                    value: ev.value,
+                    baseline: ev.baseline,
+                    score: ev.score,
+                    direction: ev.direction,
+                };
+                if let Some(i) = at {
+                    let inc = &mut self.incidents[i];
+                    inc.evidence.insert(ev.key.clone(), evidence);
+                    inc.onset = inc.onset.min(ev.onset);
+                    inc.last_activity = inc.last_activity.max(ev.ts);
+                    return Some((i, false));
+                }
+                self.next += 1;
+                let inc = Incident {
+                    id: format!("inc-{}-{}", ev.ts, self.next),
+                    service: ev.key.service.clone(),
+                    onset: ev.onset,
+                    opened: ev.ts,
+                    last_activity: ev.ts,
+                    evidence: [(ev.key.clone(), evidence)].into(),
+                    hypotheses: Vec::new(),
+                    phase: Phase::Collecting(ev.ts + self.settle_ms),
+                    playbook: None,
+                    plan: Vec::new(),
+                    cursor: 0,
+                    wait: None,
+                    applied: 0,
+                };
+                self.incidents.push(inc);
+                Some((self.incidents.len() - 1, true))
+            }
+        }
+    }
+
+    /// Forgets finished incidents idle for longer than the window.
+    pub fn prune(&mut self, now: i64) {
+        let w = self.window_ms;
+        self.incidents.retain(|i| !(i.is_done() && now - i.last_activity > w));
+    }
+}

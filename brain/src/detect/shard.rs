@@ -1,0 +1,94 @@
+//! A shard task: owns the detectors of the series hashed to it (no shared
+//! locks on the hot path) and emits anomaly transitions.
+
+use std::{collections::HashMap, sync::Arc};
+
+use selfheal_bus::SeriesKey;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::{Detector, DetectorConfig, Direction, Transition};
+use crate::stats::BrainStats;
+
+/// Which transition an [`AnomalyEvent`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnomalyKind {
+    /// The series became anomalous.
+    Start,
+    /// The series is back to normal.
+    End,
+}
+
+/// An anomaly transition of one series.
+#[derive(Clone, Debug)]
+pub struct AnomalyEvent {
+    /// The series.
+    pub key: SeriesKey,
+    /// Time of the sample that caused the transition.
+    pub ts: i64,
+    /// Start or end.
+    pub kind: AnomalyKind,
+    /// First bad sample (for a start), or `ts` (for an end).
+    pub onset: i64,
+    /// The sample's value.
+    pub value: f64,
+    /// The baseline it is compared with.
+    pub baseline: f64,
+    /// Score in [0,1] (0 for an end).
+    pub score: f64,
+    /// The series' bad direction.
+    pub direction: Direction,
+}
+
+/// Samples for one shard: (series, ts, value).
+pub type ShardBatch = Vec<(SeriesKey, i64, f64)>;
+
+/// Series one shard tracks at most; new series beyond it are counted and
+/// ignored, so a flood of label values cannot exhaust memory.
+pub const MAX_SERIES_PER_SHARD: usize = 200_000;
+
+/// Runs one shard until its input closes or `stop` fires.
+pub async fn run(
+    mut rx: mpsc::Receiver<ShardBatch>,
+    tx: mpsc::Sender<AnomalyEvent>,
+    cfg: DetectorConfig,
+    stats: Arc<BrainStats>,
+    stop: CancellationToken,
+) {
+    let mut series: HashMap<SeriesKey, Detector> = HashMap::new();
+    loop {
+        let batch = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            b = rx.recv() => match b { Some(b) => b, None => break },
+        };
+        for (key, ts, value) in batch {
+            let det = match series.get_mut(&key) {
+                Some(d) => d,
+                None => {
+                    if series.len() >= MAX_SERIES_PER_SHARD {
+                        BrainStats::bump(&stats.series_refused);
+                        continue;
+                    }
+                    series.entry(key.clone()).or_insert_with(|| Detector::new(Direction::of_metric(&key.metric)))
+                }
+            };
+            let direction = Direction::of_metric(&key.metric);
+            let ev = match det.update(ts, value, &cfg) {
+                None => continue,
+                Some(Transition::Start { onset, baseline, score }) => {
+                    BrainStats::bump(&stats.anomalies);
+                    AnomalyEvent { key, ts, kind: AnomalyKind::Start, onset, value, baseline, score, direction }
+                }
+                Some(Transition::End { baseline }) => {
+                    AnomalyEvent { key, ts, kind: AnomalyKind::End, onset: ts, value, baseline, score: 0.0, direction }
+                }
+            };
+            if tx.send(ev).await.is_err() {
+                warn!("engine gone, shard stopping");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The pipeline after detection, owned by one task: correlate → diagnose →
+//! decide → act → verify → store. It runs on event time (the watermark of
+//! the indicators), so it behaves the same at any simulation speed.
+
+use std::{sync::Arc, time::Duration};
+
+use selfheal_bus::{
+    ActionReply, ActionRequest, ActionStatus, Bus, IncidentEvent, IncidentState, Subjects, Topology, WIRE_VERSION,
+    encode,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::{
+    act::{self, Guards, Verdict},
+    correlate::{Correlator, Incident, Phase, Wait},
+    detect::AnomalyEvent,
+    diagnose,
+    playbook::{Approval, IncidentFacts, Runtime, Step},
+    stats::BrainStats,
+    store::{ActionRow, ActionState, Store},
+    verify::{self, Outcome},
+};
+
+/// The actuator's answer to one dispatched action.
+pub struct ActionResult {
+    incident: String,
+    action: String,
+    reply: Result<ActionReply, String>,
+}
+
+/// Everything the engine owns.
+pub struct Engine {
+    pub(crate) bus: Bus,
+    pub(crate) subjects: Subjects,
+    pub(crate) topology: Arc<Topology>,
+    pub(crate) store: Store,
+    pub(crate) runtime: Runtime,
+    pub(crate) guards: Guards,
+    pub(crate) stats: Arc<BrainStats>,
+    pub(crate) correlator: Correlator,
+    pub(crate) action_timeout: Duration,
+    pub(crate) results_tx: mpsc::Sender<ActionResult>,
+}
+
+impl Engine {
+    /// Runs until `stop` fires or the anomaly stream ends.
+    pub async fn run(
+        mut self,
+        mut anomalies: mpsc::Receiver<AnomalyEvent>,
+        mut results: mpsc::Receiver<ActionResult>,
+        mut watermark: watch::Receiver<i64>,
+        stop: CancellationToken,
+    ) {
+        let mut now = *watermark.borrow();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(r) = results.recv() => self.on_result(r, now).await,
+                ev = anomalies.recv() => {
+                    let Some(ev) = ev else { break };
+                    now = now.max(ev.ts);
+                    self.on_anomaly(&ev).await;
+                }
+                changed = watermark.changed() => {
+                    if changed.is_err() { break; }
+                    now = now.max(*watermark.borrow_and_update());
+                }
+            }
+            self.advance(now).await;
+        }
+    }
+
+    fn store_log(&self, what: &str, r: crate::store::Result<()>) {
+        if let Err(e) = r {
+            error!(error = %e, what, "store write failed");
+        }
+    }
+
+    async fn publish(&self, inc: &Incident, ts: i64, state: IncidentState, summary: String) {
+        info!(incident = %inc.id, state = ?state, %summary, "incident");
+        let kind = format!("{state:?}").to_lowercase();
+        self.store_log("timeline", self.store.timeline(&inc.id, ts, &kind, &summary));
+        let ev = IncidentEvent { v: WIRE_VERSION, id: inc.id.clone(), ts, state, service: inc.service.clone(), summary };
+        if let Err(e) = self.bus.publish(&self.subjects.incident(&inc.id), encode(&ev)).await {
+            warn!(error = %e, "incident event not published");
+        }
+    }
+
+    async fn on_anomaly(&mut self, ev: &AnomalyEvent) {
+        let Some((i, new)) = self.correlator.on_anomaly(ev) else { return };
+        let inc = self.correlator.incidents[i].clone();
+        if new {
+            BrainStats::bump(&self.stats.incidents);
+            let summary = format!(
+                "anomaly on {}: {:.4} against a baseline of {:.4} (onset {} ms before detection)",
+                ev.key,
+                ev.value,
+                ev.baseline,
+                ev.ts - ev.onset
+            );
+            self.store_log("incident", self.store.open_incident(&inc.id, &inc.service, inc.onset, inc.opened, &summary));
+            self.publish(&inc, ev.ts, IncidentState::Opened, summary).await;
+        } else {
+            let what = match ev.kind {
+                crate::detect::AnomalyKind::Start => "anomaly",
+                crate::detect::AnomalyKind::End => "cleared",
+            };
+            self.store_log("timeline", self.store.timeline(&inc.id, ev.ts, what, &ev.key.to_string()));
+        }
+    }
+
+    async fn on_result(&mut self, r: ActionResult, now: i64) {
+        self.guards.answered();
+        let Some(i) = self.correlator.incidents.iter().position(|x| x.id == r.incident) else { return };
+        let (state, reason) = match &r.reply {
+            Ok(rep) => match rep.status {
+                ActionStatus::Applied => (ActionState::Applied, rep.message.clone()),
+                ActionStatus::Duplicate => (ActionState::Duplicate, rep.message.clone()),
+                ActionStatus::Rejected => (ActionState::Rejected, rep.message.clone()),
+                ActionStatus::Failed => (ActionState::Failed, rep.message.clone()),
+            },
+            Err(e) => (ActionState::Failed, e.clone()),
+        };
+        self.store_log("action", self.store.finish_action(&r.action, state, &reason));
+        let inc = &mut self.correlator.incidents[i];
+        if !matches!(&inc.wait, Some(Wait::Reply(id)) if *id == r.action) {
+            return;
+        }
+        inc.wait = None;
+        let snapshot = inc.clone();
+        match state {
+            ActionState::Applied | ActionState::Duplicate => {
+                let inc = &mut self.correlator.incidents[i];
+                inc.applied += 1;
+                inc.cursor += 1;
+                self.publish(&snapshot, now, IncidentState::Acting, format!("action {} applied: {reason}", r.action)).await;
+            }
+            _ => {
+                BrainStats::bump(&self.stats.actions_failed);
+                self.escalate(i, now, format!("action {} {}: {reason}", r.action, state.as_str())).await;
+            }
+        }
+    }
+
+    async fn escalate(&mut self, i: usize, now: i64, why: String) {
+        BrainStats::bump(&self.stats.escalated);
+        let inc = &mut self.correlator.incidents[i];
+        inc.phase = Phase::Done("escalated");
+        inc.wait = None;
+        let snapshot = inc.clone();
+        self.store_log("incident", self.store.set_incident_state(&snapshot.id, "escalated", None));
+        self.publish(&snapshot, now, IncidentState::Escalated, format!("escalated to on-call: {why}")).await;
+    }
+
+    async fn finish(&mut self, i: usize, now: i64, state: &'static str) {
+        let inc = &mut self.correlator.incidents[i];
+        inc.phase = Phase::Done(state);
+        inc.wait = None;
+        let snapshot = inc.clone();
+        let recovered = (state == "recovered").then_some(now);
+        self.store_log("incident", self.store.set_incident_state(&snapshot.id, state, recovered));
+        match state {
+            "recovered" => {
+                BrainStats::bump(&self.stats.recovered);
+                let summary = format!(
+                    "recovered: symptoms cleared {:.1}s after onset, {} action(s) applied",
+                    (now - snapshot.onset) as f64 / 1000.0,
+                    snapshot.applied
+                );
+                self.publish(&snapshot, now, IncidentState::Recovered, summary).await;
+            }
+            other => {
+                self.publish(&snapshot, now, IncidentState::Closed, format!("closed: {other}")).await;
+            }
+        }
+    }
+
+    async fn advance(&mut self, now: i64) {
+        for i in 0..self.correlator.incidents.len() {
+            // Each incident may take several steps in one call (act → wait).
+            for _ in 0..16 {
+                if !self.step(i, now).await {
+                    break;
+                }
+            }
+        }
+        self.correlator.prune(now);
+    }
+
+    /// Moves incident `i` one step; returns whether it may move again.
+    async fn step(&mut self, i: usize, now: i64) -> bool {
+        let inc = &self.correlator.incidents[i];
+        match inc.phase.clone() {
+            Phase::Done(_) => false,
+            Phase::Collecting(until) => {
+                if inc.cleared() && now >= until {
+                    self.finish(i, now, "cleared").await;
+                    return false;
+                }
+                if now < until {
+                    return false;
+                }
+                self.diagnose_and_decide(i, now).await;
+                true
+            }
+            Phase::Executing => {
+                if inc.applied > 0 && inc.cleared() {
+                    self.finish(i, now, "recovered").await;
+                    return false;
+                }
+                match inc.wait.clone() {
+                    Some(Wait::Reply(_)) => false,
+                    Some(Wait::Verify { check, started, deadline }) => {
+                        match verify::check(&check, started, deadline, now, inc) {
+                            Outcome::Pending => false,
+                            Outcome::Passed => {
+                                let inc = &mut self.correlator.incidents[i];
+                                inc.wait = None;
+                                inc.cursor += 1;
+                                true
+                            }
+                            Outcome::Failed(why) => {
+                                let last = inc.cursor + 1 >= inc.plan.len();
+                                if matches!(check, crate::playbook::Check::Cleared) && !last {
+                                    // Not recovered: try the next step.
+                                    let inc = &mut self.correlator.incidents[i];
+                                    inc.wait = None;
+                                    inc.cursor += 1;
+                                    true
+                                } else {
+                                    self.escalate(i, now, format!("verification failed: {why}")).await;
+                                    false
+                                }
+                            }
+                        }
+                    }
+                    None => self.next_step(i, now).await,
+                }
+            }
+        }
+    }
+
+    async fn diagnose_and_decide(&mut self, i: usize, now: i64) {
+        let hyps = diagnose::diagnose(&self.correlator.incidents[i], &self.topology);
+        let ranked: Vec<_> = hyps.iter().map(|h| (h.cause.clone(), h.target.clone(), h.confidence, h.evidence.clone())).collect();
+        let id = self.correlator.incidents[i].id.clone();
+        self.store_log("hypotheses", self.store.set_hypotheses(&id, &ranked));
+        let top = hyps[0].clone();
+        self.correlator.incidents[i].hypotheses = hyps;
+        let snapshot = self.correlator.incidents[i].clone();
+        self.publish(
+            &snapshot,
+            now,
+            IncidentState::Diagnosed,
+            format!("diagnosis: {} on {} (confidence {:.0}%): {}", top.cause, top.target, top.confidence * 100.0, top.evidence.join("; ")),
+        )
+        .await;
+        let Some(pb) = self.runtime.for_cause(&top.cause).cloned() else {
+            self.escalate(i, now, format!("no playbook handles {}", top.cause)).await;
+            return;
+        };
+        let facts = IncidentFacts {
+            id: snapshot.id.clone(),
+            cause: top.cause.clone(),
+            target: top.target.clone(),
+            service: snapshot.service.clone(),
+            confidence: top.confidence,
+            symptoms: snapshot.symptoms().iter().map(|k| k.to_string()).collect(),
+        };
+        let plan = match self.runtime.plan(&pb, &facts) {
+            Ok(p) => p,
+            Err(e) => {
+                BrainStats::bump(&self.stats.playbook_errors);
+                error!(error = %e, "playbook failed");
+                self.escalate(i, now, format!("playbook {} failed", pb.name)).await;
+                return;
+            }
+        };
+        let inc = &mut self.correlator.incidents[i];
+        inc.playbook = Some(pb.name.clone());
+        inc.plan = plan;
+        inc.cursor = 0;
+        inc.phase = Phase::Executing;
+        if pb.meta.approval == Approval::Approval {
+            self.escalate(i, now, format!("playbook {} needs a person's approval", pb.name)).await;
+        } else if pb.meta.approval == Approval::DryRun {
+            self.record_dry_run(i, now).await;
+        }
+    }
+
+    async fn record_dry_run(&mut self, i: usize, now: i64) {
+        let inc = self.correlator.incidents[i].clone();
+        for (n, step) in inc.plan.iter().enumerate() {
+            if let Step::Act(a) = step {
+                BrainStats::bump(&self.stats.actions_dry_run);
+                let row = self.row(&inc, n, a, now, ActionState::DryRun, "playbook policy: dry run");
+                self.store_log("action", self.store.record_action(&row));
+            }
+        }
+        self.finish(i, now, "dry_run").await;
+    }
+
+    fn row(
+        &self,
+        inc: &Incident,
+        n: usize,
+        a: &crate::playbook::PlannedAction,
+        now: i64,
+        state: ActionState,
+        reason: &str,
+    ) -> ActionRow {
+        ActionRow {
+            id: format!("{}-s{n}", inc.id),
+            incident_id: inc.id.clone(),
+            playbook: inc.playbook.clone().unwrap_or_default(),
+            kind: a.kind.as_str().to_string(),
+            service: a.service.clone(),
+            target: a.target.clone(),
+            params: serde_json::to_string(&a.params).unwrap_or_default(),
+            state: state.as_str().to_string(),
+            reason: reason.to_string(),
+            ts: now,
+            recorded_at_us: 0,
+        }
+    }
+
+    async fn next_step(&mut self, i: usize, now: i64) -> bool {
+        let inc = self.correlator.incidents[i].clone();
+        let Some(step) = inc.plan.get(inc.cursor).cloned() else {
+            self.escalate(i, now, "the playbook ran out of steps before the symptoms cleared".into()).await;
+            return false;
+        };
+        match step {
+            Step::Escalate(why) => {
+                self.escalate(i, now, why).await;
+                false
+            }
+            Step::Verify { check, window_ms } => {
+                self.correlator.incidents[i].wait = Some(Wait::Verify { check, started: now, deadline: now + window_ms });
+                true
+            }
+            Step::Act(a) => {
+                match self.guards.check(&inc.id, &a.target, now) {
+                    Verdict::Refuse(why) => {
+                        BrainStats::bump(&self.stats.actions_refused);
+                        let row = self.row(&inc, inc.cursor, &a, now, ActionState::Refused, &why);
+                        self.store_log("action", self.store.record_action(&row));
+                        self.escalate(i, now, format!("action refused: {why}")).await;
+                        return false;
+                    }
+                    Verdict::DryRun => {
+                        self.record_dry_run(i, now).await;
+                        return false;
+                    }
+                    Verdict::Allow => {}
+                }
+                let row = self.row(&inc, inc.cursor, &a, now, ActionState::Pending, "");
+                // Write-ahead: nothing is sent that the store does not hold.
+                if let Err(e) = self.store.record_action(&row) {
+                    error!(error = %e, action = %row.id, "could not write action ahead; not sending it");
+                    self.escalate(i, now, "the store refused the action; nothing was sent".into()).await;
+                    return false;
+                }
+                self.guards.sent(&inc.id, &a.target, now);
+                BrainStats::bump(&self.stats.actions_sent);
+                let req = ActionRequest {
+                    v: WIRE_VERSION,
+                    id: row.id.clone(),
+                    incident: inc.id.clone(),
+                    service: a.service.clone(),
+                    kind: a.kind,
+                    target: a.target.clone(),
+                    params: a.params.clone(),
+                    ts: now,
+                };
+                self.publish(
+                    &inc,
+                    now,
+                    IncidentState::Acting,
+                    format!("action {}: {} {} {}", row.id, a.kind.as_str(), a.target, row.params),
+                )
+                .await;
+                self.correlator.incidents[i].wait = Some(Wait::Reply(row.id.clone()));
+                let (bus, subjects, tx, timeout) =
+                    (self.bus.clone(), self.subjects.clone(), self.results_tx.clone(), self.action_timeout);
+                let (incident, action) = (inc.id.clone(), row.id);
+                tokio::spawn(async move {
+                    let reply = act::send(&bus, &subjects, &req, timeout).await;
+                    let _ = tx.send(ActionResult { incident, action, reply }).await;
+                });
+                false
+            }
+        }
+    }
+}

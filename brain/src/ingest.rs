@@ -1,0 +1,79 @@
+//! Ingest: subscribe to indicator batches, decode and validate each one
+//! (a bad message is counted and dropped, never fatal), route samples to
+//! shards by series hash, and advance the event-time watermark.
+
+use std::{
+    hash::{BuildHasher, Hash, Hasher},
+    sync::Arc,
+};
+
+use selfheal_bus::{IndicatorBatch, Limits, SeriesKey, Subjects, Subscription, decode};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::{detect::shard::ShardBatch, stats::BrainStats};
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs until `stop` fires or the subscription ends.
+pub async fn run(
+    mut sub: Subscription,
+    subjects: Subjects,
+    shards: Vec<mpsc::Sender<ShardBatch>>,
+    watermark: watch::Sender<i64>,
+    limits: Limits,
+    stats: Arc<BrainStats>,
+    stop: CancellationToken,
+) {
+    let hasher = std::collections::hash_map::RandomState::new();
+    let n = shards.len().max(1);
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            m = sub.next() => match m { Some(m) => m, None => break },
+        };
+        let wm = *watermark.borrow();
+        let now = if wm > 0 { wm } else { wall_ms() };
+        let batch: IndicatorBatch = match decode(&msg.payload, &limits, now) {
+            Ok(b) => b,
+            Err(e) => {
+                stats.reject_decode(e.kind());
+                warn!(subject = %msg.subject, reason = e.kind().reason(), error = %e, "indicator batch rejected");
+                continue;
+            }
+        };
+        if msg.subject != subjects.indicators(batch.layer, &batch.idc, &batch.service) {
+            stats.reject("subject_mismatch");
+            warn!(subject = %msg.subject, "indicator batch on the wrong subject rejected");
+            continue;
+        }
+        BrainStats::bump(&stats.batches);
+        stats.samples.fetch_add(batch.samples.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let mut routed: Vec<ShardBatch> = vec![Vec::new(); n];
+        let mut max_ts = wm;
+        for s in &batch.samples {
+            let key = SeriesKey::of(&batch, s);
+            let mut h = hasher.build_hasher();
+            key.hash(&mut h);
+            max_ts = max_ts.max(s.ts);
+            routed[(h.finish() % n as u64) as usize].push((key, s.ts, s.value));
+        }
+        for (tx, b) in shards.iter().zip(routed) {
+            if !b.is_empty() && tx.send(b).await.is_err() {
+                return;
+            }
+        }
+        watermark.send_if_modified(|w| {
+            let moved = max_ts > *w;
+            *w = (*w).max(max_ts);
+            moved
+        });
+    }
+}

@@ -1,0 +1,411 @@
+//! Playbooks: Rhai scripts, compiled once, run in a sandbox, that plan a
+//! repair as a list of steps (actions and verifications) through a
+//! namespaced host API. The runtime executes the plan step by step in
+//! [`act`](crate::act) and [`verify`](crate::verify).
+//!
+//! A playbook defines `fn meta()` (what it handles, risk, approval) and
+//! `fn plan(incident)`. Host API:
+//!
+//! | function | step it adds |
+//! | --- | --- |
+//! | `traffic::shift(from, to, fraction)` | move `fraction` of `from`'s traffic to `to` |
+//! | `verify::healthy(service, window_s)` | `service` stays free of new anomalies for `window_s` |
+//! | `verify::cleared(window_s)` | the incident's symptoms clear within `window_s` |
+//! | `incident::escalate(reason)` | hand to a person |
+//! | `topo::backup_of(service)` | (query) the declared backup, or `()` |
+//! | `topo::router_of(channel)` | (query) the service routing to it, or `()` |
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use rhai::{AST, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Module, Scope};
+use selfheal_bus::{ActionKind, Topology};
+use serde::Serialize;
+
+/// How risky a playbook is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    /// Safe to repeat.
+    Low,
+    /// Changes traffic or capacity.
+    Medium,
+    /// Can lose payments if wrong.
+    High,
+}
+
+/// Who decides before a playbook acts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    /// The brain acts.
+    Auto,
+    /// A person approves first.
+    Approval,
+    /// Never act; record what would be done.
+    DryRun,
+}
+
+/// A playbook's declared metadata.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Meta {
+    /// Cause kinds it handles.
+    pub handles: Vec<String>,
+    /// Risk.
+    pub risk: Risk,
+    /// Approval policy.
+    pub approval: Approval,
+}
+
+/// An action a plan asks for.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedAction {
+    /// Kind.
+    pub kind: ActionKind,
+    /// The service whose actuator executes it.
+    pub service: String,
+    /// What it acts on.
+    pub target: String,
+    /// Parameters.
+    pub params: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// What a verification waits for.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// The service shows no new anomaly during the window.
+    Healthy(String),
+    /// The incident's symptoms clear within the window.
+    Cleared,
+}
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Send an action.
+    Act(PlannedAction),
+    /// Wait and check.
+    Verify {
+        /// What.
+        check: Check,
+        /// How long, ms of event time.
+        window_ms: i64,
+    },
+    /// Hand to a person.
+    Escalate(String),
+}
+
+/// The facts a playbook sees about an incident.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IncidentFacts {
+    /// Id.
+    pub id: String,
+    /// Top cause kind.
+    pub cause: String,
+    /// Blamed service.
+    pub target: String,
+    /// Main service.
+    pub service: String,
+    /// Confidence of the cause.
+    pub confidence: f64,
+    /// Symptom series, as text.
+    pub symptoms: Vec<String>,
+}
+
+/// A playbook error, with the file and line when known.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaybookError {
+    /// The file could not be read or compiled.
+    #[error("{file}: {message}")]
+    Compile {
+        /// File.
+        file: String,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// `meta()` is missing or says something invalid.
+    #[error("{file}: meta(): {message}")]
+    Meta {
+        /// File.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The script failed while planning (including hitting a sandbox limit).
+    #[error("{file}: plan(): {message}")]
+    Run {
+        /// File.
+        file: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// A loaded playbook.
+#[derive(Clone, Debug)]
+pub struct Playbook {
+    /// Name (file stem).
+    pub name: String,
+    /// Path.
+    pub path: PathBuf,
+    /// Metadata.
+    pub meta: Meta,
+    ast: AST,
+}
+
+/// Sandbox limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Operations per run.
+    pub max_operations: u64,
+    /// Wall-clock budget per run.
+    pub budget: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_operations: 200_000, budget: Duration::from_millis(250) }
+    }
+}
+
+/// The Rhai engine with the host API, and the loaded playbooks.
+pub struct Runtime {
+    engine: Engine,
+    steps: Arc<Mutex<Vec<Step>>>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    limits: Limits,
+    playbooks: Vec<Playbook>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Held only for a push or a read, never across a call into Rhai.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn err(msg: String) -> Box<EvalAltResult> {
+    msg.into()
+}
+
+impl Runtime {
+    /// A runtime whose scripts see `topology`.
+    pub fn new(topology: Arc<Topology>, limits: Limits) -> Self {
+        let steps: Arc<Mutex<Vec<Step>>> = Arc::default();
+        let deadline: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let mut engine = Engine::new();
+        engine.set_max_operations(limits.max_operations);
+        engine.set_max_call_levels(32);
+        engine.set_max_expr_depths(64, 32);
+        engine.set_max_string_size(16 * 1024);
+        engine.set_max_array_size(1024);
+        engine.set_max_map_size(256);
+        engine.disable_symbol("eval");
+        engine.on_print(|s| tracing::info!(target: "selfheal::playbook", "{s}"));
+        engine.on_debug(|s, src, pos| tracing::debug!(target: "selfheal::playbook", ?src, %pos, "{s}"));
+        let d = deadline.clone();
+        engine.on_progress(move |ops| {
+            if ops % 256 == 0 && lock(&d).is_some_and(|t| Instant::now() > t) {
+                Some("wall-clock budget exceeded".into())
+            } else {
+                None
+            }
+        });
+
+        let mut traffic = Module::new();
+        let (s, t) = (steps.clone(), topology.clone());
+        traffic.set_native_fn("shift", move |from: ImmutableString, to: ImmutableString, fraction: f64| {
+            if !(fraction > 0.0 && fraction <= 1.0) {
+                return Err(err(format!("traffic::shift: fraction {fraction} is not in (0,1]")));
+            }
+            for n in [&from, &to] {
+                if t.service(n).is_none() {
+                    return Err(err(format!("traffic::shift: unknown service {n:?}")));
+                }
+            }
+            let router = t.router_of(&from).ok_or_else(|| err(format!("traffic::shift: nothing routes to {from:?}")))?;
+            let params = [
+                ("from".to_string(), serde_json::Value::from(from.as_str())),
+                ("to".to_string(), serde_json::Value::from(to.as_str())),
+                ("fraction".to_string(), serde_json::Value::from(fraction)),
+            ];
+            lock(&s).push(Step::Act(PlannedAction {
+                kind: ActionKind::ShiftTraffic,
+                service: router.to_string(),
+                target: from.to_string(),
+                params: params.into(),
+            }));
+            Ok(())
+        });
+        engine.register_static_module("traffic", traffic.into());
+
+        let mut verify = Module::new();
+        let s = steps.clone();
+        verify.set_native_fn("healthy", move |service: ImmutableString, window_s: i64| {
+            let window_ms = window(window_s)?;
+            lock(&s).push(Step::Verify { check: Check::Healthy(service.to_string()), window_ms });
+            Ok(())
+        });
+        let s = steps.clone();
+        verify.set_native_fn("cleared", move |window_s: i64| {
+            let window_ms = window(window_s)?;
+            lock(&s).push(Step::Verify { check: Check::Cleared, window_ms });
+            Ok(())
+        });
+        engine.register_static_module("verify", verify.into());
+
+        let mut incident = Module::new();
+        let s = steps.clone();
+        incident.set_native_fn("escalate", move |reason: ImmutableString| {
+            lock(&s).push(Step::Escalate(reason.to_string()));
+            Ok(())
+        });
+        engine.register_static_module("incident", incident.into());
+
+        let mut topo = Module::new();
+        let t = topology.clone();
+        topo.set_native_fn("backup_of", move |name: ImmutableString| {
+            Ok(t.backup_of(&name).map_or(Dynamic::UNIT, |b| Dynamic::from(b.to_string())))
+        });
+        let t = topology;
+        topo.set_native_fn("router_of", move |name: ImmutableString| {
+            Ok(t.router_of(&name).map_or(Dynamic::UNIT, |b| Dynamic::from(b.to_string())))
+        });
+        engine.register_static_module("topo", topo.into());
+
+        Runtime { engine, steps, deadline, limits, playbooks: Vec::new() }
+    }
+
+    /// Compiles one playbook and reads its metadata.
+    pub fn compile(&self, path: &Path) -> Result<Playbook, PlaybookError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PlaybookError::Compile { file: file.clone(), message: e.to_string() })?;
+        let ast = self.engine.compile(&text).map_err(|e| PlaybookError::Compile { file: file.clone(), message: e.to_string() })?;
+        let has = |name: &str, arity: usize| ast.iter_functions().any(|f| f.name == name && f.params.len() == arity);
+        if !has("meta", 0) || !has("plan", 1) {
+            return Err(PlaybookError::Meta { file, message: "a playbook defines fn meta() and fn plan(incident)".into() });
+        }
+        let meta: Map = self
+            .guarded(|| self.engine.call_fn::<Map>(&mut Scope::new(), &ast, "meta", ()))
+            .map_err(|e| PlaybookError::Meta { file: file.clone(), message: e.to_string() })?;
+        let meta = parse_meta(&meta).map_err(|message| PlaybookError::Meta { file: file.clone(), message })?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(Playbook { name, path: path.to_path_buf(), meta, ast })
+    }
+
+    /// Loads every `*.rhai` under `dir` (recursively, except `diagnose/`
+    /// rules). Returns every problem found, not just the first.
+    pub fn load_dir(&mut self, dir: &Path) -> Result<usize, Vec<PlaybookError>> {
+        let mut files = Vec::new();
+        collect(dir, &mut files);
+        files.sort();
+        let mut problems = Vec::new();
+        let mut loaded = Vec::new();
+        for f in files {
+            match self.compile(&f) {
+                Ok(p) => loaded.push(p),
+                Err(e) => problems.push(e),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        self.playbooks = loaded;
+        Ok(self.playbooks.len())
+    }
+
+    /// The loaded playbooks.
+    pub fn playbooks(&self) -> &[Playbook] {
+        &self.playbooks
+    }
+
+    /// The first playbook handling `cause`.
+    pub fn for_cause(&self, cause: &str) -> Option<&Playbook> {
+        self.playbooks.iter().find(|p| p.meta.handles.iter().any(|h| h == cause))
+    }
+
+    fn guarded<T>(&self, f: impl FnOnce() -> Result<T, Box<EvalAltResult>>) -> Result<T, Box<EvalAltResult>> {
+        *lock(&self.deadline) = Some(Instant::now() + self.limits.budget);
+        let r = f();
+        *lock(&self.deadline) = None;
+        r
+    }
+
+    /// Runs `plan(incident)` in the sandbox and returns the steps.
+    pub fn plan(&self, pb: &Playbook, facts: &IncidentFacts) -> Result<Vec<Step>, PlaybookError> {
+        let mut m = Map::new();
+        m.insert("id".into(), facts.id.clone().into());
+        m.insert("cause".into(), facts.cause.clone().into());
+        m.insert("target".into(), facts.target.clone().into());
+        m.insert("service".into(), facts.service.clone().into());
+        m.insert("confidence".into(), facts.confidence.into());
+        m.insert("symptoms".into(), facts.symptoms.iter().cloned().map(Dynamic::from).collect::<rhai::Array>().into());
+        lock(&self.steps).clear();
+        let r = self.guarded(|| self.engine.call_fn::<Dynamic>(&mut Scope::new(), &pb.ast, "plan", (m,)));
+        let steps = std::mem::take(&mut *lock(&self.steps));
+        match r {
+            Ok(_) => Ok(steps),
+            Err(e) => {
+                let message = match *e {
+                    EvalAltResult::ErrorTerminated(..) => {
+                        format!("wall-clock budget of {} ms exceeded", self.limits.budget.as_millis())
+                    }
+                    other => other.to_string(),
+                };
+                Err(PlaybookError::Run { file: pb.path.display().to_string(), message })
+            }
+        }
+    }
+}
+
+fn window(s: i64) -> Result<i64, Box<EvalAltResult>> {
+    if (1..=3600).contains(&s) { Ok(s * 1000) } else { Err(err(format!("verify window {s}s is not in 1..=3600"))) }
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "diagnose" && n != "tests") {
+                collect(&p, out);
+            }
+        } else if p.extension().is_some_and(|x| x == "rhai") {
+            out.push(p);
+        }
+    }
+}
+
+fn parse_meta(m: &Map) -> Result<Meta, String> {
+    let handles = m
+        .get("handles")
+        .and_then(|v| v.clone().into_typed_array::<ImmutableString>().ok())
+        .ok_or("`handles` must be an array of cause kinds")?
+        .into_iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>();
+    if handles.is_empty() {
+        return Err("`handles` is empty".into());
+    }
+    let text = |k: &str| m.get(k).and_then(|v| v.clone().into_immutable_string().ok()).map(|s| s.to_string());
+    let risk = match text("risk").as_deref() {
+        Some("low") => Risk::Low,
+        Some("medium") => Risk::Medium,
+        Some("high") => Risk::High,
+        other => return Err(format!("`risk` must be low, medium or high, not {other:?}")),
+    };
+    let approval = match text("approval").as_deref() {
+        Some("auto") => Approval::Auto,
+        Some("approval") => Approval::Approval,
+        Some("dry_run") => Approval::DryRun,
+        other => return Err(format!("`approval` must be auto, approval or dry_run, not {other:?}")),
+    };
+    Ok(Meta { handles, risk, approval })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+//! The brain's own counters, exposed in Prometheus text format.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use selfheal_bus::DecodeErrorKind;
+
+/// Reasons a message is rejected; the label values of
+/// `selfheal_brain_rejected_total`.
+pub const REJECT_REASONS: [&str; 10] = [
+    "too_large",
+    "malformed",
+    "version",
+    "non_finite",
+    "timestamp_skew",
+    "bad_name",
+    "too_many",
+    "empty",
+    "out_of_range",
+    "subject_mismatch",
+];
+
+/// Counters.
+#[derive(Debug, Default)]
+pub struct BrainStats {
+    /// Indicator batches accepted.
+    pub batches: AtomicU64,
+    /// Samples accepted.
+    pub samples: AtomicU64,
+    /// Messages rejected, by reason (index into [`REJECT_REASONS`]).
+    pub rejected: [AtomicU64; REJECT_REASONS.len()],
+    /// New series ignored because a shard was full.
+    pub series_refused: AtomicU64,
+    /// Anomalies opened.
+    pub anomalies: AtomicU64,
+    /// Incidents opened.
+    pub incidents: AtomicU64,
+    /// Actions sent to actuators.
+    pub actions_sent: AtomicU64,
+    /// Actions refused by a guard.
+    pub actions_refused: AtomicU64,
+    /// Actions recorded as dry runs.
+    pub actions_dry_run: AtomicU64,
+    /// Actions that failed or were rejected by the actuator.
+    pub actions_failed: AtomicU64,
+    /// Incidents recovered after action.
+    pub recovered: AtomicU64,
+    /// Incidents escalated to a person.
+    pub escalated: AtomicU64,
+    /// Playbook runs that failed (script error, limit hit).
+    pub playbook_errors: AtomicU64,
+}
+
+impl BrainStats {
+    /// Adds one.
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+
+    /// Reads one counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
+    }
+
+    /// Counts a rejected message.
+    pub fn reject(&self, reason: &str) {
+        if let Some(i) = REJECT_REASONS.iter().position(|r| *r == reason) {
+            Self::bump(&self.rejected[i]);
+        }
+    }
+
+    /// Counts a decode failure.
+    pub fn reject_decode(&self, kind: DecodeErrorKind) {
+        self.reject(kind.reason());
+    }
+
+    /// Rejected messages, all reasons.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(Self::get).sum()
+    }
+
+    /// Rejected messages for one reason.
+    pub fn rejected_for(&self, reason: &str) -> u64 {
+        REJECT_REASONS.iter().position(|r| *r == reason).map_or(0, |i| Self::get(&self.rejected[i]))
+    }
+
+    /// The counters in Prometheus text exposition format.
+    pub fn render_prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let plain = [
+            ("selfheal_brain_batches_total", "Indicator batches accepted.", &self.batches),
+            ("selfheal_brain_samples_total", "Samples accepted.", &self.samples),
+            ("selfheal_brain_series_refused_total", "New series ignored, shard full.", &self.series_refused),
+            ("selfheal_brain_anomalies_total", "Anomalies opened.", &self.anomalies),
+            ("selfheal_brain_incidents_total", "Incidents opened.", &self.incidents),
+            ("selfheal_brain_actions_sent_total", "Actions sent to actuators.", &self.actions_sent),
+            ("selfheal_brain_actions_refused_total", "Actions refused by a guard.", &self.actions_refused),
+            ("selfheal_brain_actions_dry_run_total", "Actions recorded as dry runs.", &self.actions_dry_run),
+            ("selfheal_brain_actions_failed_total", "Actions failed or rejected.", &self.actions_failed),
+            ("selfheal_brain_recovered_total", "Incidents recovered after action.", &self.recovered),
+            ("selfheal_brain_escalated_total", "Incidents escalated.", &self.escalated),
+            ("selfheal_brain_playbook_errors_total", "Playbook runs that failed.", &self.playbook_errors),
+        ];
+        for (name, help, c) in plain {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", Self::get(c));
+        }
+        let name = "selfheal_brain_rejected_total";
+        let _ = writeln!(out, "# HELP {name} Messages rejected on arrival, by reason.\n# TYPE {name} counter");
+        for (i, r) in REJECT_REASONS.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{reason=\"{r}\"}} {}", Self::get(&self.rejected[i]));
+        }
+        out
+    }
+}

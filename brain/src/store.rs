@@ -1,0 +1,325 @@
+//! The store: one SQLite file (WAL). Incidents, hypotheses, actions and the
+//! timeline. An action is written here, with its idempotency key, before it
+//! is sent.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// A store error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Result of store calls.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Where an action stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionState {
+    /// Written ahead; being sent.
+    Pending,
+    /// The actuator applied it.
+    Applied,
+    /// The actuator had already applied it (same key).
+    Duplicate,
+    /// The actuator refused it.
+    Rejected,
+    /// It could not be delivered or failed.
+    Failed,
+    /// A guard refused it; never sent.
+    Refused,
+    /// Dry run: recorded, never sent.
+    DryRun,
+}
+
+impl ActionState {
+    /// As stored.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ActionState::Pending => "pending",
+            ActionState::Applied => "applied",
+            ActionState::Duplicate => "duplicate",
+            ActionState::Rejected => "rejected",
+            ActionState::Failed => "failed",
+            ActionState::Refused => "refused",
+            ActionState::DryRun => "dry_run",
+        }
+    }
+}
+
+/// An action as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ActionRow {
+    /// Idempotency key.
+    pub id: String,
+    /// Incident.
+    pub incident_id: String,
+    /// Playbook that planned it.
+    pub playbook: String,
+    /// Kind.
+    pub kind: String,
+    /// Executing service.
+    pub service: String,
+    /// Target.
+    pub target: String,
+    /// Parameters (JSON).
+    pub params: String,
+    /// State.
+    pub state: String,
+    /// Why (guard reason, actuator message).
+    pub reason: String,
+    /// Event time it was planned at, ms.
+    pub ts: i64,
+    /// Wall time it was written, µs since the epoch.
+    pub recorded_at_us: i64,
+}
+
+/// An incident as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IncidentRow {
+    /// Id.
+    pub id: String,
+    /// State (opened, diagnosed, acting, recovered, escalated, cleared).
+    pub state: String,
+    /// Main service.
+    pub service: String,
+    /// First bad sample, ms.
+    pub onset_ts: i64,
+    /// When it was opened (detected), ms.
+    pub opened_ts: i64,
+    /// Top cause kind.
+    pub cause: Option<String>,
+    /// Blamed service.
+    pub target: Option<String>,
+    /// Confidence of the top cause.
+    pub confidence: Option<f64>,
+    /// When symptoms cleared after action, ms.
+    pub recovered_ts: Option<i64>,
+    /// One line for people.
+    pub summary: String,
+}
+
+/// The store.
+pub struct Store {
+    // A std Mutex makes the store shareable across an await in the engine;
+    // each call holds it for one short statement or transaction.
+    conn: std::sync::Mutex<Connection>,
+}
+
+fn wall_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Actions are few and must survive a crash once written: full sync.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS incidents (
+                id TEXT PRIMARY KEY, state TEXT NOT NULL, service TEXT NOT NULL,
+                onset_ts INTEGER NOT NULL, opened_ts INTEGER NOT NULL,
+                cause TEXT, target TEXT, confidence REAL, recovered_ts INTEGER,
+                summary TEXT NOT NULL DEFAULT '');
+             CREATE TABLE IF NOT EXISTS hypotheses (
+                incident_id TEXT NOT NULL, rank INTEGER NOT NULL, cause TEXT NOT NULL,
+                target TEXT NOT NULL, confidence REAL NOT NULL, evidence TEXT NOT NULL,
+                PRIMARY KEY (incident_id, rank));
+             CREATE TABLE IF NOT EXISTS actions (
+                id TEXT PRIMARY KEY, incident_id TEXT NOT NULL, playbook TEXT NOT NULL,
+                kind TEXT NOT NULL, service TEXT NOT NULL, target TEXT NOT NULL,
+                params TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+                ts INTEGER NOT NULL, recorded_at_us INTEGER NOT NULL, updated_at_us INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS timeline (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT, incident_id TEXT NOT NULL,
+                ts INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);",
+        )?;
+        Ok(Store { conn: std::sync::Mutex::new(conn) })
+    }
+
+    /// Records a new incident.
+    pub fn open_incident(&self, id: &str, service: &str, onset_ts: i64, opened_ts: i64, summary: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO incidents (id, state, service, onset_ts, opened_ts, summary) VALUES (?1, 'opened', ?2, ?3, ?4, ?5)",
+            params![id, service, onset_ts, opened_ts, summary],
+        )?;
+        Ok(())
+    }
+
+    /// Changes an incident's state.
+    pub fn set_incident_state(&self, id: &str, state: &str, recovered_ts: Option<i64>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE incidents SET state = ?2, recovered_ts = COALESCE(?3, recovered_ts) WHERE id = ?1",
+            params![id, state, recovered_ts],
+        )?;
+        Ok(())
+    }
+
+    /// Records the ranked hypotheses and the top one on the incident.
+    pub fn set_hypotheses(&self, id: &str, ranked: &[(String, String, f64, Vec<String>)]) -> Result<()> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        tx.execute("DELETE FROM hypotheses WHERE incident_id = ?1", params![id])?;
+        for (rank, (cause, target, conf, evidence)) in ranked.iter().enumerate() {
+            let ev = serde_json::to_string(evidence).unwrap_or_default();
+            tx.execute(
+                "INSERT INTO hypotheses (incident_id, rank, cause, target, confidence, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id, rank as i64, cause, target, conf, ev],
+            )?;
+        }
+        if let Some((cause, target, conf, _)) = ranked.first() {
+            tx.execute(
+                "UPDATE incidents SET cause = ?2, target = ?3, confidence = ?4, state = 'diagnosed' WHERE id = ?1",
+                params![id, cause, target, conf],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes an action ahead of sending it (or records a refused or
+    /// dry-run one). Fails if the idempotency key was already used.
+    pub fn record_action(&self, row: &ActionRow) -> Result<()> {
+        let now = wall_us();
+        self.conn().execute(
+            "INSERT INTO actions (id, incident_id, playbook, kind, service, target, params, state, reason, ts, recorded_at_us, updated_at_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+            params![row.id, row.incident_id, row.playbook, row.kind, row.service, row.target, row.params, row.state, row.reason, row.ts, now],
+        )?;
+        Ok(())
+    }
+
+    /// Updates an action after the actuator answered.
+    pub fn finish_action(&self, id: &str, state: ActionState, reason: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE actions SET state = ?2, reason = ?3, updated_at_us = ?4 WHERE id = ?1",
+            params![id, state.as_str(), reason, wall_us()],
+        )?;
+        Ok(())
+    }
+
+    /// Appends to an incident's timeline.
+    pub fn timeline(&self, incident: &str, ts: i64, kind: &str, detail: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO timeline (incident_id, ts, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![incident, ts, kind, detail],
+        )?;
+        Ok(())
+    }
+
+    /// One action by idempotency key.
+    pub fn action(&self, id: &str) -> Result<Option<ActionRow>> {
+        Ok(self.conn().query_row("SELECT * FROM actions WHERE id = ?1", params![id], action_row).optional()?)
+    }
+
+    /// Every action, oldest first.
+    pub fn actions(&self) -> Result<Vec<ActionRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT * FROM actions ORDER BY recorded_at_us, id")?;
+        let rows = st.query_map([], action_row)?.collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Every incident, oldest first.
+    pub fn incidents(&self) -> Result<Vec<IncidentRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT id, state, service, onset_ts, opened_ts, cause, target, confidence, recovered_ts, summary
+             FROM incidents ORDER BY opened_ts, id",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(IncidentRow {
+                    id: r.get(0)?,
+                    state: r.get(1)?,
+                    service: r.get(2)?,
+                    onset_ts: r.get(3)?,
+                    opened_ts: r.get(4)?,
+                    cause: r.get(5)?,
+                    target: r.get(6)?,
+                    confidence: r.get(7)?,
+                    recovered_ts: r.get(8)?,
+                    summary: r.get(9)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// An incident's timeline: (ts, kind, detail).
+    pub fn timeline_of(&self, incident: &str) -> Result<Vec<(i64, String, String)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT ts, kind, detail FROM timeline WHERE incident_id = ?1 ORDER BY seq")?;
+        let rows =
+            st.query_map(params![incident], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+fn action_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRow> {
+    Ok(ActionRow {
+        id: r.get("id")?,
+        incident_id: r.get("incident_id")?,
+        playbook: r.get("playbook")?,
+        kind: r.get("kind")?,
+        service: r.get("service")?,
+        target: r.get("target")?,
+        params: r.get("params")?,
+        state: r.get("state")?,
+        reason: r.get("reason")?,
+        ts: r.get("ts")?,
+        recorded_at_us: r.get("recorded_at_us")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_are_written_once_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let s = Store::open(&path).unwrap();
+        s.open_incident("inc-1", "cashier", 10, 13, "checkout success down").unwrap();
+        s.set_hypotheses("inc-1", &[("channel_degraded".into(), "bank-a".into(), 0.9, vec!["x".into()])]).unwrap();
+        let row = ActionRow {
+            id: "inc-1-s0".into(),
+            incident_id: "inc-1".into(),
+            playbook: "channel_failover".into(),
+            kind: "shift_traffic".into(),
+            service: "channel-router".into(),
+            target: "bank-a".into(),
+            params: "{}".into(),
+            state: "pending".into(),
+            reason: String::new(),
+            ts: 20,
+            recorded_at_us: 0,
+        };
+        s.record_action(&row).unwrap();
+        assert!(s.record_action(&row).is_err(), "an idempotency key is used once");
+        s.finish_action("inc-1-s0", ActionState::Applied, "ok").unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        let a = s.action("inc-1-s0").unwrap().unwrap();
+        assert_eq!(a.state, "applied");
+        assert!(a.recorded_at_us > 0);
+        assert_eq!(s.incidents().unwrap()[0].cause.as_deref(), Some("channel_degraded"));
+    }
+}

@@ -1,0 +1,41 @@
+//! Verify: after an action, watch the symptoms (or the backup's health)
+//! within a window of event time.
+
+use crate::{correlate::Incident, playbook::Check};
+
+/// The result of a verification so far.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Keep waiting.
+    Pending,
+    /// The check holds.
+    Passed,
+    /// It does not, for this reason.
+    Failed(String),
+}
+
+/// Evaluates `check`, begun at `started`, ending at `deadline`, at `now`.
+pub fn check(check: &Check, started: i64, deadline: i64, now: i64, inc: &Incident) -> Outcome {
+    match check {
+        Check::Healthy(service) => {
+            let sick = inc.evidence.iter().find(|(k, e)| &k.service == service && e.active && e.onset >= started);
+            if let Some((k, e)) = sick {
+                Outcome::Failed(format!("{service} turned anomalous: {k} at {:.4}", e.value))
+            } else if now >= deadline {
+                Outcome::Passed
+            } else {
+                Outcome::Pending
+            }
+        }
+        Check::Cleared => {
+            if inc.cleared() {
+                Outcome::Passed
+            } else if now >= deadline {
+                let left = inc.symptoms().iter().filter(|k| inc.evidence[**k].active).count();
+                Outcome::Failed(format!("{left} symptom series still anomalous after {}s", (deadline - started) / 1000))
+            } else {
+                Outcome::Pending
+            }
+        }
+    }
+}
