@@ -1,1 +1,242 @@
-fn main() {}
+//! `selfheal`: the command-line program. It only wires the crates.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use selfheal_agent::{Agent, AgentConfig};
+use selfheal_brain::{Brain, BrainConfig};
+use selfheal_bus::{Bus, LocalTransport, NatsTransport, Subjects, Topology};
+use selfheal_sim::{Scenario, SimNode, Speed};
+
+#[derive(Parser)]
+#[command(name = "selfheal", version, about = "Self-healing for high-volume transaction platforms")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs the whole loop in one process and heals a fault live.
+    Demo {
+        /// Use this NATS server instead of the in-process bus.
+        #[arg(long)]
+        nats: Option<String>,
+        /// Platform seconds per wall second.
+        #[arg(long, default_value_t = 10.0)]
+        speed: f64,
+        /// Scenario file (default: the shipped bank-channel degradation).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Where to keep the store (default: a temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Record actions without sending them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Runs the brain alone, over NATS.
+    Brain {
+        /// NATS server URL.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        /// Brain configuration (TOML; see docs/configuration.md).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Platform topology (TOML; default: the simulator's).
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Subject prefix.
+        #[arg(long, default_value = "selfheal")]
+        prefix: String,
+    },
+    /// Runs an edge agent alone, over NATS.
+    Agent {
+        /// NATS server URL.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        /// Agent configuration (TOML; see docs/configuration.md).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Subject prefix.
+        #[arg(long, default_value = "selfheal")]
+        prefix: String,
+    },
+    /// Runs the payment-platform simulator alone, over NATS.
+    Sim {
+        /// NATS server URL.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        /// Scenario file (default: the shipped bank-channel degradation).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Platform topology (TOML; default: the shipped one).
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Platform seconds per wall second.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Subject prefix.
+        #[arg(long, default_value = "selfheal")]
+        prefix: String,
+    },
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn topology(path: Option<&PathBuf>) -> anyhow::Result<Topology> {
+    match path {
+        None => Ok(selfheal_sim::default_topology()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            selfheal_sim::parse_topology(&text).map_err(|e| anyhow::anyhow!("{}:\n{e}", p.display()))
+        }
+    }
+}
+
+fn scenario(path: Option<&PathBuf>, topo: &Topology) -> anyhow::Result<Scenario> {
+    match path {
+        None => Ok(Scenario::channel_degradation()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Scenario::parse(&text, topo).map_err(|e| anyhow::anyhow!("{}:\n{e}", p.display()))
+        }
+    }
+}
+
+async fn nats(url: &str, name: &str) -> anyhow::Result<Bus> {
+    Ok(Arc::new(NatsTransport::connect(url, name).await?))
+}
+
+fn check_speed(speed: f64) -> anyhow::Result<()> {
+    if !(speed.is_finite() && speed > 0.0 && speed <= 10_000.0) {
+        bail!("--speed must be in (0, 10000], not {speed}");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let demo = matches!(cli.cmd, Cmd::Demo { .. });
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| if demo { "error".into() } else { "info".into() }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.cmd {
+        Cmd::Demo { nats: url, speed, scenario: sc, data_dir, dry_run } => {
+            check_speed(speed)?;
+            let topo = topology(None)?;
+            let sc = scenario(sc.as_ref(), &topo)?;
+            let tmp = tempfile::tempdir()?;
+            let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
+            std::fs::create_dir_all(&dir)?;
+            let bus: Bus = match &url {
+                Some(u) => nats(u, "selfheal-demo").await?,
+                None => Arc::new(LocalTransport::default()),
+            };
+            let mut opts = selfheal::loop_options(sc, &dir, speed);
+            opts.brain.guard.dry_run = dry_run;
+            let _ = std::fs::remove_file(&opts.brain.store);
+            demo::run(bus, opts, url.is_some()).await
+        }
+        Cmd::Brain { nats: url, config, topology: t, prefix } => {
+            let cfg: BrainConfig = match config {
+                Some(p) => read_toml(&p)?,
+                None => BrainConfig { playbooks: selfheal::paths::playbooks(), ..BrainConfig::default() },
+            };
+            let brain = Brain { config: cfg, bus: nats(&url, "selfheal-brain").await?, subjects: Subjects::new(prefix), topology: topology(t.as_ref())? };
+            let h = brain.spawn().await?;
+            tracing::info!(%url, "brain running; Ctrl-C stops it");
+            tokio::signal::ctrl_c().await?;
+            h.shutdown().await;
+            Ok(())
+        }
+        Cmd::Agent { nats: url, config, prefix } => {
+            let cfg: AgentConfig = match config {
+                Some(p) => read_toml(&p)?,
+                None => AgentConfig::default(),
+            };
+            let problems = cfg.validate();
+            if !problems.is_empty() {
+                bail!("invalid agent configuration:\n{}", problems.join("\n"));
+            }
+            let agent = Agent { config: cfg, bus: nats(&url, "selfheal-agent").await?, subjects: Subjects::new(prefix) };
+            let h = agent.spawn().await?;
+            tracing::info!(%url, "agent running; Ctrl-C stops it");
+            tokio::signal::ctrl_c().await?;
+            h.shutdown().await;
+            Ok(())
+        }
+        Cmd::Sim { nats: url, scenario: sc, topology: t, speed, prefix } => {
+            check_speed(speed)?;
+            let topo = topology(t.as_ref())?;
+            let sc = scenario(sc.as_ref(), &topo)?;
+            let start_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+            let node = SimNode { bus: nats(&url, "selfheal-sim").await?, subjects: Subjects::new(prefix), topology: topo, scenario: sc, speed: Speed::Times(speed), start_ms };
+            let h = node.spawn().await?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => h.stop(),
+                _ = tokio::time::sleep(Duration::from_secs(u64::MAX / 4)) => {}
+            }
+            let truth = h.finish().await;
+            println!("{}", serde_json::to_string_pretty(&truth)?);
+            Ok(())
+        }
+    }
+}
+
+mod demo {
+    use super::*;
+    use selfheal::{LoopOptions, TimelineEntry};
+
+    pub async fn run(bus: Bus, opts: LoopOptions, over_nats: bool) -> anyhow::Result<()> {
+        let name = opts.scenario.name.clone();
+        let store = opts.brain.store.clone();
+        println!(
+            "selfheal demo: scenario {name}, {}x real time, {} bus, store {}",
+            opts.speed,
+            if over_nats { "NATS" } else { "in-process" },
+            store.display()
+        );
+        println!("{:>9}  {:<8}  {:<14}  what happened", "time", "who", "event");
+        let mut t0 = None;
+        let out = selfheal::run_loop(bus, opts, |e: &TimelineEntry| {
+            let start = *t0.get_or_insert(e.ts);
+            println!("{:>8.1}s  {:<8}  {:<14}  {}", (e.ts - start) as f64 / 1000.0, e.source, e.kind, e.text);
+        })
+        .await?;
+        println!();
+        println!("summary");
+        let secs = |ms: Option<i64>| ms.map_or("-".to_string(), |m| format!("{:.1}s", m as f64 / 1000.0));
+        println!("  MTTD (fault → incident opened):        {}", secs(out.mttd_ms()));
+        println!("  MTTR (fault → recovery verified):      {}", secs(out.mttr_ms()));
+        println!("  platform back within SLO after fault:  {}", secs(out.truth.ttr_ms()));
+        println!("  incidents: {}, actions executed: {}", out.incidents.len(), out.executed_actions());
+        println!(
+            "  payments: {:.0} attempted, {:.0} failed ({:.3}%)",
+            out.truth.attempted,
+            out.truth.failed,
+            100.0 * out.truth.failed / out.truth.attempted.max(1.0)
+        );
+        for (k, v) in &out.truth.scene_success {
+            println!("  {k}: success rate {:.2}% over the last 10 s", v * 100.0);
+        }
+        let has_fault = !out.truth.faults.is_empty();
+        if has_fault && out.truth.recovered_ms.is_none() {
+            bail!("the fault was not healed");
+        }
+        if !has_fault && out.executed_actions() > 0 {
+            bail!("actions were executed on a run without a fault");
+        }
+        println!("  healed: {}", if has_fault { "yes" } else { "nothing to heal" });
+        Ok(())
+    }
+}

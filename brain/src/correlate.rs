@@ -91,11 +91,22 @@ pub struct Incident {
 }
 
 impl Incident {
-    /// The symptom series: business series of scenes going the bad way; if
-    /// there are none, every anomalous series.
+    /// The symptom series: the scene-level business series going the bad
+    /// way, of the most important class present (success rates, then
+    /// latency and errors, then the rest); every anomalous series when no
+    /// scene is affected. Recovery is judged on these: a backup channel may
+    /// stay a little slower than the primary without the incident being open.
     pub fn symptoms(&self) -> Vec<&SeriesKey> {
-        let scene: Vec<&SeriesKey> = self.evidence.keys().filter(|k| k.scene.is_some()).collect();
-        if scene.is_empty() { self.evidence.keys().collect() } else { scene }
+        let class = |e: &Evidence| match e.direction {
+            Direction::Down => 0,
+            Direction::Up => 1,
+            Direction::Both => 2,
+        };
+        let scene: Vec<(&SeriesKey, &Evidence)> = self.evidence.iter().filter(|(k, _)| k.scene.is_some()).collect();
+        let Some(best) = scene.iter().map(|(_, e)| class(e)).min() else {
+            return self.evidence.keys().collect();
+        };
+        scene.into_iter().filter(|(_, e)| class(e) == best).map(|(k, _)| k).collect()
     }
 
     /// Whether every symptom has cleared.

@@ -18,7 +18,11 @@ pub enum Outcome {
 pub fn check(check: &Check, started: i64, deadline: i64, now: i64, inc: &Incident) -> Outcome {
     match check {
         Check::Healthy(service) => {
-            let sick = inc.evidence.iter().find(|(k, e)| &k.service == service && e.active && e.onset >= started);
+            // Only quality going the bad way counts: more traffic on a backup
+            // is the intended effect of a shift, not a sickness.
+            let sick = inc.evidence.iter().find(|(k, e)| {
+                &k.service == service && e.active && e.onset >= started && e.direction != crate::detect::Direction::Both
+            });
             if let Some((k, e)) = sick {
                 Outcome::Failed(format!("{service} turned anomalous: {k} at {:.4}", e.value))
             } else if now >= deadline {

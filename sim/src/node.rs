@@ -104,6 +104,7 @@ async fn run(node: SimNode, mut ctl: selfheal_bus::Subscription, shared: Arc<Mut
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (feed, events) = (node.subjects.sim_feed(), node.subjects.sim_event());
     let mut bad_commands = 0u64;
+    emit(&node.bus, &events, node.start_ms, "started", format!("run {} started, seed {}", s.name, s.seed)).await;
     loop {
         tokio::select! {
             biased;

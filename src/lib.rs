@@ -1,0 +1,207 @@
+//! The `selfheal` program's wiring: the whole loop (simulator, agent,
+//! brain) on one bus, used by `selfheal demo` and the end-to-end tests.
+//!
+//! # Layout
+//! - [`run_loop`]: runs a scenario through sim → agent → bus → brain →
+//!   agent → sim and reports what happened, with MTTD and MTTR.
+//! - [`paths`]: where the shipped playbooks and topology are found.
+#![deny(missing_docs)]
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use selfheal_agent::{Agent, AgentConfig, AgentStats};
+use selfheal_brain::{Brain, BrainConfig, BrainStats, store::Store};
+use selfheal_bus::{Bus, IncidentEvent, IncidentState, Limits, Subjects, Topology, decode};
+use selfheal_sim::{Scenario, SimNode, Speed, Truth, feed::SimEvent};
+
+pub mod paths;
+
+/// One line of the live timeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimelineEntry {
+    /// Platform time, ms since the epoch.
+    pub ts: i64,
+    /// `platform` (ground truth) or `brain`.
+    pub source: &'static str,
+    /// Event kind (`fault_start`, `opened`, `diagnosed`, `acting`...).
+    pub kind: String,
+    /// One line for people.
+    pub text: String,
+}
+
+/// How to run the loop.
+#[derive(Clone, Debug)]
+pub struct LoopOptions {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The platform topology.
+    pub topology: Topology,
+    /// Platform seconds per wall second.
+    pub speed: f64,
+    /// The brain's configuration (store path, playbooks, guards...).
+    pub brain: BrainConfig,
+    /// The agent's configuration.
+    pub agent: AgentConfig,
+    /// Subjects.
+    pub subjects: Subjects,
+    /// Stop this long (platform time) after the brain reports recovery or
+    /// escalation; run the whole scenario when `None`.
+    pub stop_after_outcome: Option<Duration>,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct LoopOutcome {
+    /// Ground truth from the platform.
+    pub truth: Truth,
+    /// Platform time of tick 0.
+    pub start_ms: i64,
+    /// The timeline, in arrival order.
+    pub timeline: Vec<TimelineEntry>,
+    /// Incidents in the store.
+    pub incidents: Vec<selfheal_brain::store::IncidentRow>,
+    /// Actions in the store.
+    pub actions: Vec<selfheal_brain::store::ActionRow>,
+    /// The brain's counters.
+    pub brain: Arc<BrainStats>,
+    /// The agent's counters.
+    pub agent: Arc<AgentStats>,
+}
+
+impl LoopOutcome {
+    fn fault_start(&self) -> Option<i64> {
+        self.truth.faults.first().map(|f| f.start_ms)
+    }
+
+    /// Time from the first fault to the first incident the brain opened.
+    pub fn mttd_ms(&self) -> Option<i64> {
+        let first = self.incidents.iter().map(|i| i.opened_ts).min()?;
+        Some(first - self.fault_start()?)
+    }
+
+    /// Time from the first fault to the brain's verified recovery.
+    pub fn mttr_ms(&self) -> Option<i64> {
+        let rec = self.incidents.iter().filter_map(|i| i.recovered_ts).min()?;
+        Some(rec - self.fault_start()?)
+    }
+
+    /// Actions that were really sent (not refused, not dry runs).
+    pub fn executed_actions(&self) -> usize {
+        self.actions.iter().filter(|a| !matches!(a.state.as_str(), "refused" | "dry_run")).count()
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Runs `opts.scenario` through the whole loop on `bus`, calling
+/// `on_event` for each timeline entry as it happens.
+pub async fn run_loop(bus: Bus, opts: LoopOptions, mut on_event: impl FnMut(&TimelineEntry)) -> anyhow::Result<LoopOutcome> {
+    let subjects = opts.subjects.clone();
+    let mut incidents_sub = bus.subscribe(&subjects.all_incidents()).await?;
+    let mut sim_sub = bus.subscribe(&subjects.sim_event()).await?;
+    let brain = Brain { config: opts.brain.clone(), bus: bus.clone(), subjects: subjects.clone(), topology: opts.topology.clone() }
+        .spawn()
+        .await
+        .context("starting the brain")?;
+    let agent = Agent { config: opts.agent.clone(), bus: bus.clone(), subjects: subjects.clone() }
+        .spawn()
+        .await
+        .context("starting the agent")?;
+    let start_ms = wall_ms();
+    let sim = SimNode {
+        bus: bus.clone(),
+        subjects: subjects.clone(),
+        topology: opts.topology.clone(),
+        scenario: opts.scenario.clone(),
+        speed: Speed::Times(opts.speed),
+        start_ms,
+    }
+    .spawn()
+    .await
+    .context("starting the simulator")?;
+
+    let mut timeline = Vec::new();
+    let mut outcome_at: Option<i64> = None;
+    let mut finished = false;
+    let limits = Limits { max_skew_ms: i64::MAX / 2, ..Limits::default() };
+    let wall_limit = Duration::from_secs_f64(opts.scenario.duration_s as f64 / opts.speed.max(1e-3) + 30.0);
+    let deadline = tokio::time::Instant::now() + wall_limit;
+    let mut check = tokio::time::interval(Duration::from_millis(20));
+    while !finished {
+        let entry = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = check.tick() => {
+                if let (Some(grace), Some(at)) = (opts.stop_after_outcome, outcome_at) {
+                    if sim.truth().now_ms >= at + grace.as_millis() as i64 {
+                        sim.stop();
+                    }
+                }
+                continue;
+            }
+            Some(m) = incidents_sub.next() => match decode::<IncidentEvent>(&m.payload, &limits, 0) {
+                Ok(ev) => {
+                    if matches!(ev.state, IncidentState::Recovered | IncidentState::Escalated) {
+                        outcome_at.get_or_insert(ev.ts);
+                    }
+                    let kind = format!("{:?}", ev.state).to_lowercase();
+                    TimelineEntry { ts: ev.ts, source: "brain", kind, text: ev.summary }
+                }
+                Err(_) => continue,
+            },
+            Some(m) = sim_sub.next() => match serde_json::from_slice::<SimEvent>(&m.payload) {
+                Ok(ev) => {
+                    finished = ev.kind == "finished";
+                    TimelineEntry { ts: ev.ts, source: "platform", kind: ev.kind, text: ev.detail }
+                }
+                Err(_) => continue,
+            },
+        };
+        on_event(&entry);
+        timeline.push(entry);
+    }
+    sim.stop();
+    let truth = sim.finish().await;
+    // Let in-flight answers land in the store before reading it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let agent_stats = agent.stats.clone();
+    let brain_stats = brain.stats.clone();
+    agent.shutdown().await;
+    brain.shutdown().await;
+    let store = Store::open(&opts.brain.store)?;
+    Ok(LoopOutcome {
+        truth,
+        start_ms,
+        timeline,
+        incidents: store.incidents()?,
+        actions: store.actions()?,
+        brain: brain_stats,
+        agent: agent_stats,
+    })
+}
+
+/// A brain configuration for one run: store in `dir`, shipped playbooks.
+pub fn brain_config_in(dir: &std::path::Path) -> BrainConfig {
+    BrainConfig { store: dir.join("selfheal.db"), playbooks: paths::playbooks(), ..BrainConfig::default() }
+}
+
+/// Default loop options for `scenario`, storing in `dir`.
+pub fn loop_options(scenario: Scenario, dir: &std::path::Path, speed: f64) -> LoopOptions {
+    LoopOptions {
+        scenario,
+        topology: selfheal_sim::default_topology(),
+        speed,
+        brain: brain_config_in(dir),
+        agent: AgentConfig::default(),
+        subjects: Subjects::default(),
+        stop_after_outcome: Some(Duration::from_secs(10)),
+    }
+}
+
+/// Resolves a path relative to the working directory, falling back to the
+/// source tree.
+pub fn existing(p: PathBuf) -> PathBuf {
+    if p.exists() { p } else { PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p) }
+}
