@@ -96,23 +96,53 @@ fn wall_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// The bus connection of each component; over NATS each has its own, as
+/// separate processes would.
+#[derive(Clone)]
+pub struct Buses {
+    /// The simulator's.
+    pub sim: Bus,
+    /// The agent's.
+    pub agent: Bus,
+    /// The brain's.
+    pub brain: Bus,
+    /// The timeline observer's.
+    pub observer: Bus,
+}
+
+impl Buses {
+    /// One bus shared by every component.
+    pub fn shared(bus: Bus) -> Self {
+        Buses { sim: bus.clone(), agent: bus.clone(), brain: bus.clone(), observer: bus }
+    }
+}
+
 /// Runs `opts.scenario` through the whole loop on `bus`, calling
 /// `on_event` for each timeline entry as it happens.
-pub async fn run_loop(bus: Bus, opts: LoopOptions, mut on_event: impl FnMut(&TimelineEntry)) -> anyhow::Result<LoopOutcome> {
+pub async fn run_loop(bus: Bus, opts: LoopOptions, on_event: impl FnMut(&TimelineEntry)) -> anyhow::Result<LoopOutcome> {
+    run_loop_on(Buses::shared(bus), opts, on_event).await
+}
+
+/// [`run_loop`] with one bus connection per component.
+pub async fn run_loop_on(
+    buses: Buses,
+    opts: LoopOptions,
+    mut on_event: impl FnMut(&TimelineEntry),
+) -> anyhow::Result<LoopOutcome> {
     let subjects = opts.subjects.clone();
-    let mut incidents_sub = bus.subscribe(&subjects.all_incidents()).await?;
-    let mut sim_sub = bus.subscribe(&subjects.sim_event()).await?;
-    let brain = Brain { config: opts.brain.clone(), bus: bus.clone(), subjects: subjects.clone(), topology: opts.topology.clone() }
+    let mut incidents_sub = buses.observer.subscribe(&subjects.all_incidents()).await?;
+    let mut sim_sub = buses.observer.subscribe(&subjects.sim_event()).await?;
+    let brain = Brain { config: opts.brain.clone(), bus: buses.brain.clone(), subjects: subjects.clone(), topology: opts.topology.clone() }
         .spawn()
         .await
         .context("starting the brain")?;
-    let agent = Agent { config: opts.agent.clone(), bus: bus.clone(), subjects: subjects.clone() }
+    let agent = Agent { config: opts.agent.clone(), bus: buses.agent.clone(), subjects: subjects.clone() }
         .spawn()
         .await
         .context("starting the agent")?;
     let start_ms = wall_ms();
     let sim = SimNode {
-        bus: bus.clone(),
+        bus: buses.sim.clone(),
         subjects: subjects.clone(),
         topology: opts.topology.clone(),
         scenario: opts.scenario.clone(),
