@@ -88,12 +88,18 @@ impl LoopOutcome {
 
     /// Actions that were really sent (not refused, not dry runs).
     pub fn executed_actions(&self) -> usize {
-        self.actions.iter().filter(|a| !matches!(a.state.as_str(), "refused" | "dry_run")).count()
+        self.actions
+            .iter()
+            .filter(|a| !matches!(a.state.as_str(), "refused" | "dry_run"))
+            .count()
     }
 }
 
 fn wall_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// The bus connection of each component; over NATS each has its own, as
@@ -113,13 +119,22 @@ pub struct Buses {
 impl Buses {
     /// One bus shared by every component.
     pub fn shared(bus: Bus) -> Self {
-        Buses { sim: bus.clone(), agent: bus.clone(), brain: bus.clone(), observer: bus }
+        Buses {
+            sim: bus.clone(),
+            agent: bus.clone(),
+            brain: bus.clone(),
+            observer: bus,
+        }
     }
 }
 
 /// Runs `opts.scenario` through the whole loop on `bus`, calling
 /// `on_event` for each timeline entry as it happens.
-pub async fn run_loop(bus: Bus, opts: LoopOptions, on_event: impl FnMut(&TimelineEntry)) -> anyhow::Result<LoopOutcome> {
+pub async fn run_loop(
+    bus: Bus,
+    opts: LoopOptions,
+    on_event: impl FnMut(&TimelineEntry),
+) -> anyhow::Result<LoopOutcome> {
     run_loop_on(Buses::shared(bus), opts, on_event).await
 }
 
@@ -132,14 +147,23 @@ pub async fn run_loop_on(
     let subjects = opts.subjects.clone();
     let mut incidents_sub = buses.observer.subscribe(&subjects.all_incidents()).await?;
     let mut sim_sub = buses.observer.subscribe(&subjects.sim_event()).await?;
-    let brain = Brain { config: opts.brain.clone(), bus: buses.brain.clone(), subjects: subjects.clone(), topology: opts.topology.clone() }
-        .spawn()
-        .await
-        .context("starting the brain")?;
-    let agent = Agent { config: opts.agent.clone(), bus: buses.agent.clone(), subjects: subjects.clone() }
-        .spawn()
-        .await
-        .context("starting the agent")?;
+    let brain = Brain {
+        config: opts.brain.clone(),
+        bus: buses.brain.clone(),
+        subjects: subjects.clone(),
+        topology: opts.topology.clone(),
+    }
+    .spawn()
+    .await
+    .context("starting the brain")?;
+    let agent = Agent {
+        config: opts.agent.clone(),
+        bus: buses.agent.clone(),
+        subjects: subjects.clone(),
+    }
+    .spawn()
+    .await
+    .context("starting the agent")?;
     let start_ms = wall_ms();
     let sim = SimNode {
         bus: buses.sim.clone(),
@@ -156,8 +180,12 @@ pub async fn run_loop_on(
     let mut timeline = Vec::new();
     let mut outcome_at: Option<i64> = None;
     let mut finished = false;
-    let limits = Limits { max_skew_ms: i64::MAX / 2, ..Limits::default() };
-    let wall_limit = Duration::from_secs_f64(opts.scenario.duration_s as f64 / opts.speed.max(1e-3) + 30.0);
+    let limits = Limits {
+        max_skew_ms: i64::MAX / 2,
+        ..Limits::default()
+    };
+    let wall_limit =
+        Duration::from_secs_f64(opts.scenario.duration_s as f64 / opts.speed.max(1e-3) + 30.0);
     let deadline = tokio::time::Instant::now() + wall_limit;
     let mut check = tokio::time::interval(Duration::from_millis(20));
     while !finished {
@@ -214,7 +242,11 @@ pub async fn run_loop_on(
 
 /// A brain configuration for one run: store in `dir`, shipped playbooks.
 pub fn brain_config_in(dir: &std::path::Path) -> BrainConfig {
-    BrainConfig { store: dir.join("selfheal.db"), playbooks: paths::playbooks(), ..BrainConfig::default() }
+    BrainConfig {
+        store: dir.join("selfheal.db"),
+        playbooks: paths::playbooks(),
+        ..BrainConfig::default()
+    }
 }
 
 /// Default loop options for `scenario`, storing in `dir`.
@@ -233,5 +265,9 @@ pub fn loop_options(scenario: Scenario, dir: &std::path::Path, speed: f64) -> Lo
 /// Resolves a path relative to the working directory, falling back to the
 /// source tree.
 pub fn existing(p: PathBuf) -> PathBuf {
-    if p.exists() { p } else { PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p) }
+    if p.exists() {
+        p
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
+    }
 }

@@ -10,7 +10,11 @@ use selfheal_bus::{Bus, LocalTransport, NatsTransport, Subjects, Topology};
 use selfheal_sim::{Scenario, SimNode, Speed};
 
 #[derive(Parser)]
-#[command(name = "selfheal", version, about = "Self-healing for high-volume transaction platforms")]
+#[command(
+    name = "selfheal",
+    version,
+    about = "Self-healing for high-volume transaction platforms"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -84,7 +88,8 @@ enum Cmd {
 }
 
 fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
@@ -92,8 +97,10 @@ fn topology(path: Option<&PathBuf>) -> anyhow::Result<Topology> {
     match path {
         None => Ok(selfheal_sim::default_topology()),
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            selfheal_sim::parse_topology(&text).map_err(|e| anyhow::anyhow!("{}:\n{e}", p.display()))
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            selfheal_sim::parse_topology(&text)
+                .map_err(|e| anyhow::anyhow!("{}:\n{e}", p.display()))
         }
     }
 }
@@ -102,7 +109,8 @@ fn scenario(path: Option<&PathBuf>, topo: &Topology) -> anyhow::Result<Scenario>
     match path {
         None => Ok(Scenario::channel_degradation()),
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             Scenario::parse(&text, topo).map_err(|e| anyhow::anyhow!("{}:\n{e}", p.display()))
         }
     }
@@ -131,7 +139,13 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Demo { nats: url, speed, scenario: sc, data_dir, dry_run } => {
+        Cmd::Demo {
+            nats: url,
+            speed,
+            scenario: sc,
+            data_dir,
+            dry_run,
+        } => {
             check_speed(speed)?;
             let topo = topology(None)?;
             let sc = scenario(sc.as_ref(), &topo)?;
@@ -147,19 +161,36 @@ async fn main() -> anyhow::Result<()> {
             let _ = std::fs::remove_file(&opts.brain.store);
             demo::run(bus, opts, url.is_some()).await
         }
-        Cmd::Brain { nats: url, config, topology: t, prefix } => {
+        Cmd::Brain {
+            nats: url,
+            config,
+            topology: t,
+            prefix,
+        } => {
             let cfg: BrainConfig = match config {
                 Some(p) => read_toml(&p)?,
-                None => BrainConfig { playbooks: selfheal::paths::playbooks(), ..BrainConfig::default() },
+                None => BrainConfig {
+                    playbooks: selfheal::paths::playbooks(),
+                    ..BrainConfig::default()
+                },
             };
-            let brain = Brain { config: cfg, bus: nats(&url, "selfheal-brain").await?, subjects: Subjects::new(prefix), topology: topology(t.as_ref())? };
+            let brain = Brain {
+                config: cfg,
+                bus: nats(&url, "selfheal-brain").await?,
+                subjects: Subjects::new(prefix),
+                topology: topology(t.as_ref())?,
+            };
             let h = brain.spawn().await?;
             tracing::info!(%url, "brain running; Ctrl-C stops it");
             tokio::signal::ctrl_c().await?;
             h.shutdown().await;
             Ok(())
         }
-        Cmd::Agent { nats: url, config, prefix } => {
+        Cmd::Agent {
+            nats: url,
+            config,
+            prefix,
+        } => {
             let cfg: AgentConfig = match config {
                 Some(p) => read_toml(&p)?,
                 None => AgentConfig::default(),
@@ -168,19 +199,38 @@ async fn main() -> anyhow::Result<()> {
             if !problems.is_empty() {
                 bail!("invalid agent configuration:\n{}", problems.join("\n"));
             }
-            let agent = Agent { config: cfg, bus: nats(&url, "selfheal-agent").await?, subjects: Subjects::new(prefix) };
+            let agent = Agent {
+                config: cfg,
+                bus: nats(&url, "selfheal-agent").await?,
+                subjects: Subjects::new(prefix),
+            };
             let h = agent.spawn().await?;
             tracing::info!(%url, "agent running; Ctrl-C stops it");
             tokio::signal::ctrl_c().await?;
             h.shutdown().await;
             Ok(())
         }
-        Cmd::Sim { nats: url, scenario: sc, topology: t, speed, prefix } => {
+        Cmd::Sim {
+            nats: url,
+            scenario: sc,
+            topology: t,
+            speed,
+            prefix,
+        } => {
             check_speed(speed)?;
             let topo = topology(t.as_ref())?;
             let sc = scenario(sc.as_ref(), &topo)?;
-            let start_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
-            let node = SimNode { bus: nats(&url, "selfheal-sim").await?, subjects: Subjects::new(prefix), topology: topo, scenario: sc, speed: Speed::Times(speed), start_ms };
+            let start_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as i64;
+            let node = SimNode {
+                bus: nats(&url, "selfheal-sim").await?,
+                subjects: Subjects::new(prefix),
+                topology: topo,
+                scenario: sc,
+                speed: Speed::Times(speed),
+                start_ms,
+            };
             let h = node.spawn().await?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => h.stop(),
@@ -206,20 +256,43 @@ mod demo {
             if over_nats { "NATS" } else { "in-process" },
             store.display()
         );
-        println!("{:>9}  {:<8}  {:<14}  what happened", "time", "who", "event");
+        println!(
+            "{:>9}  {:<8}  {:<14}  what happened",
+            "time", "who", "event"
+        );
         let mut t0 = None;
         let out = selfheal::run_loop(bus, opts, |e: &TimelineEntry| {
             let start = *t0.get_or_insert(e.ts);
-            println!("{:>8.1}s  {:<8}  {:<14}  {}", (e.ts - start) as f64 / 1000.0, e.source, e.kind, e.text);
+            println!(
+                "{:>8.1}s  {:<8}  {:<14}  {}",
+                (e.ts - start) as f64 / 1000.0,
+                e.source,
+                e.kind,
+                e.text
+            );
         })
         .await?;
         println!();
         println!("summary");
-        let secs = |ms: Option<i64>| ms.map_or("-".to_string(), |m| format!("{:.1}s", m as f64 / 1000.0));
-        println!("  MTTD (fault → incident opened):        {}", secs(out.mttd_ms()));
-        println!("  MTTR (fault → recovery verified):      {}", secs(out.mttr_ms()));
-        println!("  platform back within SLO after fault:  {}", secs(out.truth.ttr_ms()));
-        println!("  incidents: {}, actions executed: {}", out.incidents.len(), out.executed_actions());
+        let secs =
+            |ms: Option<i64>| ms.map_or("-".to_string(), |m| format!("{:.1}s", m as f64 / 1000.0));
+        println!(
+            "  MTTD (fault → incident opened):        {}",
+            secs(out.mttd_ms())
+        );
+        println!(
+            "  MTTR (fault → recovery verified):      {}",
+            secs(out.mttr_ms())
+        );
+        println!(
+            "  platform back within SLO after fault:  {}",
+            secs(out.truth.ttr_ms())
+        );
+        println!(
+            "  incidents: {}, actions executed: {}",
+            out.incidents.len(),
+            out.executed_actions()
+        );
         println!(
             "  payments: {:.0} attempted, {:.0} failed ({:.3}%)",
             out.truth.attempted,
@@ -236,7 +309,10 @@ mod demo {
         if !has_fault && out.executed_actions() > 0 {
             bail!("actions were executed on a run without a fault");
         }
-        println!("  healed: {}", if has_fault { "yes" } else { "nothing to heal" });
+        println!(
+            "  healed: {}",
+            if has_fault { "yes" } else { "nothing to heal" }
+        );
         Ok(())
     }
 }

@@ -15,23 +15,37 @@ const MTTR_BOUND_MS: i64 = 40_000;
 async fn heals_a_degraded_channel_over_the_in_process_bus() {
     let dir = tempfile::tempdir().unwrap();
     let opts = loop_options(Scenario::channel_degradation(), dir.path(), 100.0);
-    let out = tokio::time::timeout(Duration::from_secs(60), run_loop(Arc::new(LocalTransport::default()), opts, |_| {}))
-        .await
-        .expect("the run ends")
-        .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_loop(Arc::new(LocalTransport::default()), opts, |_| {}),
+    )
+    .await
+    .expect("the run ends")
+    .unwrap();
     let mttd = out.mttd_ms().expect("detected");
     assert!((0..=5_000).contains(&mttd), "mttd {mttd}");
     let mttr = out.mttr_ms().expect("recovery verified");
     assert!(mttr <= MTTR_BOUND_MS, "mttr {mttr}");
-    assert!(out.truth.recovered_ms.is_some(), "the platform is back within SLO");
+    assert!(
+        out.truth.recovered_ms.is_some(),
+        "the platform is back within SLO"
+    );
     assert!(out.truth.within_slo);
-    assert_eq!(out.incidents.len(), 1, "one problem, one incident: {:?}", out.incidents);
+    assert_eq!(
+        out.incidents.len(),
+        1,
+        "one problem, one incident: {:?}",
+        out.incidents
+    );
     assert_eq!(out.incidents[0].cause.as_deref(), Some("channel_degraded"));
     assert_eq!(out.incidents[0].target.as_deref(), Some("bank-a"));
     assert_eq!(out.incidents[0].state, "recovered");
     assert!(!out.actions.is_empty());
     for a in &out.actions {
-        assert_eq!((a.kind.as_str(), a.target.as_str(), a.state.as_str()), ("shift_traffic", "bank-a", "applied"));
+        assert_eq!(
+            (a.kind.as_str(), a.target.as_str(), a.state.as_str()),
+            ("shift_traffic", "bank-a", "applied")
+        );
     }
     // The platform applied exactly what the store holds, once each.
     let applied: Vec<&str> = out.truth.actions.iter().map(|a| a.key.as_str()).collect();
@@ -44,14 +58,24 @@ async fn a_control_run_executes_no_action() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = loop_options(Scenario::control(), dir.path(), 200.0);
     opts.stop_after_outcome = None;
-    let out = tokio::time::timeout(Duration::from_secs(60), run_loop(Arc::new(LocalTransport::default()), opts, |_| {}))
-        .await
-        .expect("the run ends")
-        .unwrap();
-    assert!(out.brain.samples.load(std::sync::atomic::Ordering::Relaxed) > 10_000, "the brain saw the whole run");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_loop(Arc::new(LocalTransport::default()), opts, |_| {}),
+    )
+    .await
+    .expect("the run ends")
+    .unwrap();
+    assert!(
+        out.brain.samples.load(std::sync::atomic::Ordering::Relaxed) > 10_000,
+        "the brain saw the whole run"
+    );
     assert_eq!(out.executed_actions(), 0, "{:?}", out.actions);
     assert!(out.truth.actions.is_empty());
-    assert!(out.incidents.is_empty(), "no false alarm: {:?}", out.incidents);
+    assert!(
+        out.incidents.is_empty(),
+        "no false alarm: {:?}",
+        out.incidents
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,12 +84,19 @@ async fn dry_run_records_but_never_sends() {
     let mut opts = loop_options(Scenario::channel_degradation(), dir.path(), 100.0);
     opts.brain.guard.dry_run = true;
     opts.stop_after_outcome = Some(Duration::from_secs(5));
-    let out = tokio::time::timeout(Duration::from_secs(60), run_loop(Arc::new(LocalTransport::default()), opts, |_| {}))
-        .await
-        .expect("the run ends")
-        .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_loop(Arc::new(LocalTransport::default()), opts, |_| {}),
+    )
+    .await
+    .expect("the run ends")
+    .unwrap();
     assert!(out.mttd_ms().is_some());
     assert!(out.truth.actions.is_empty(), "nothing reached the platform");
-    assert!(!out.actions.is_empty() && out.actions.iter().all(|a| a.state == "dry_run"), "{:?}", out.actions);
+    assert!(
+        !out.actions.is_empty() && out.actions.iter().all(|a| a.state == "dry_run"),
+        "{:?}",
+        out.actions
+    );
     assert!(out.truth.recovered_ms.is_none());
 }

@@ -31,7 +31,14 @@ pub struct Actuator {
 impl Actuator {
     /// An actuator sending platform commands over `bus`.
     pub fn new(bus: Bus, subjects: Subjects, timeout: Duration, stats: Arc<AgentStats>) -> Self {
-        Actuator { bus, subjects, timeout, stats, done: HashMap::new(), order: VecDeque::new() }
+        Actuator {
+            bus,
+            subjects,
+            timeout,
+            stats,
+            done: HashMap::new(),
+            order: VecDeque::new(),
+        }
     }
 
     /// Handles one raw request; `now_ms` is the agent's clock. Returns the
@@ -42,26 +49,53 @@ impl Actuator {
             Err(e) => {
                 AgentStats::bump(&self.stats.actions_rejected);
                 warn!(error = %e, "action request refused");
-                return reply("unknown", ActionStatus::Rejected, format!("refused: {}", e.kind().reason()), now_ms);
+                return reply(
+                    "unknown",
+                    ActionStatus::Rejected,
+                    format!("refused: {}", e.kind().reason()),
+                    now_ms,
+                );
             }
         };
         if let Some(prev) = self.done.get(&req.id) {
             AgentStats::bump(&self.stats.actions_duplicate);
             info!(id = %req.id, "duplicate action, not applied again");
-            return ActionReply { status: ActionStatus::Duplicate, ..prev.clone() };
+            return ActionReply {
+                status: ActionStatus::Duplicate,
+                ..prev.clone()
+            };
         }
-        let cmd = Command { key: req.id.clone(), kind: req.kind, target: req.target.clone(), params: req.params.clone() };
+        let cmd = Command {
+            key: req.id.clone(),
+            kind: req.kind,
+            target: req.target.clone(),
+            params: req.params.clone(),
+        };
         let body = match serde_json::to_vec(&cmd) {
             Ok(b) => b,
             Err(e) => return reply(&req.id, ActionStatus::Failed, e.to_string(), now_ms),
         };
-        let answer = match self.bus.request(&self.subjects.sim_ctl(), body.into(), self.timeout).await {
+        let answer = match self
+            .bus
+            .request(&self.subjects.sim_ctl(), body.into(), self.timeout)
+            .await
+        {
             Ok(bytes) => match serde_json::from_slice::<CommandReply>(&bytes) {
                 Ok(r) if r.ok => reply(&req.id, ActionStatus::Applied, r.message, r.ts),
                 Ok(r) => reply(&req.id, ActionStatus::Rejected, r.message, r.ts),
-                Err(e) => reply(&req.id, ActionStatus::Failed, format!("unreadable platform reply: {e}"), now_ms),
+                Err(e) => reply(
+                    &req.id,
+                    ActionStatus::Failed,
+                    format!("unreadable platform reply: {e}"),
+                    now_ms,
+                ),
             },
-            Err(e) => reply(&req.id, ActionStatus::Failed, format!("platform unreachable: {e}"), now_ms),
+            Err(e) => reply(
+                &req.id,
+                ActionStatus::Failed,
+                format!("platform unreachable: {e}"),
+                now_ms,
+            ),
         };
         match answer.status {
             ActionStatus::Applied => AgentStats::bump(&self.stats.actions_applied),
@@ -71,10 +105,10 @@ impl Actuator {
         info!(id = %req.id, kind = req.kind.as_str(), target = %req.target, status = ?answer.status, message = %answer.message, "action handled");
         // A failure may be retried under the same key; anything else is final.
         if answer.status != ActionStatus::Failed {
-            if self.order.len() == REMEMBERED {
-                if let Some(old) = self.order.pop_front() {
-                    self.done.remove(&old);
-                }
+            if self.order.len() == REMEMBERED
+                && let Some(old) = self.order.pop_front()
+            {
+                self.done.remove(&old);
             }
             self.order.push_back(req.id.clone());
             self.done.insert(req.id, answer.clone());
@@ -89,5 +123,11 @@ impl Actuator {
 }
 
 fn reply(id: &str, status: ActionStatus, message: String, ts: i64) -> ActionReply {
-    ActionReply { v: WIRE_VERSION, id: id.to_string(), status, message, ts }
+    ActionReply {
+        v: WIRE_VERSION,
+        id: id.to_string(),
+        status,
+        message,
+        ts,
+    }
 }

@@ -89,10 +89,16 @@ impl AgentConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
         if !selfheal_bus::message::valid_name(&self.name) {
-            p.push(format!("name: {:?} must be 1-128 chars of [A-Za-z0-9_:/-]", self.name));
+            p.push(format!(
+                "name: {:?} must be 1-128 chars of [A-Za-z0-9_:/-]",
+                self.name
+            ));
         }
         if !selfheal_bus::message::valid_name(&self.idc) {
-            p.push(format!("idc: {:?} must be 1-128 chars of [A-Za-z0-9_:/-]", self.idc));
+            p.push(format!(
+                "idc: {:?} must be 1-128 chars of [A-Za-z0-9_:/-]",
+                self.idc
+            ));
         }
         if self.buffer_batches == 0 {
             p.push("buffer_batches: must be at least 1".into());

@@ -35,12 +35,18 @@ impl Default for HostCollector {
 impl HostCollector {
     /// A collector reading from `root` (normally `/proc`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        HostCollector { root: root.into(), prev_cpu: None }
+        HostCollector {
+            root: root.into(),
+            prev_cpu: None,
+        }
     }
 
     fn read(&self, name: &str) -> Result<String, HostError> {
         let path = self.root.join(name);
-        std::fs::read_to_string(&path).map_err(|source| HostError::Io { path: path.display().to_string(), source })
+        std::fs::read_to_string(&path).map_err(|source| HostError::Io {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// The host's name, as a valid series label.
@@ -49,10 +55,20 @@ impl HostCollector {
         let clean: String = raw
             .trim()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .take(64)
             .collect();
-        if clean.is_empty() { "host".into() } else { clean }
+        if clean.is_empty() {
+            "host".into()
+        } else {
+            clean
+        }
     }
 
     /// One reading: `(metric, value)` pairs. CPU appears from the second
@@ -81,7 +97,11 @@ impl HostCollector {
             _ => return Err(HostError::Parse("meminfo")),
         }
         let load = self.read("loadavg")?;
-        let l1 = load.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).ok_or(HostError::Parse("loadavg"))?;
+        let l1 = load
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or(HostError::Parse("loadavg"))?;
         out.push(("load1", l1));
         Ok(out)
     }
@@ -112,7 +132,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("selfheal-proc-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("sys/kernel")).unwrap();
         std::fs::write(dir.join("stat"), "cpu  100 0 100 700 100 0 0 0 0 0\n").unwrap();
-        std::fs::write(dir.join("meminfo"), "MemTotal: 1000 kB\nMemFree: 10 kB\nMemAvailable: 250 kB\n").unwrap();
+        std::fs::write(
+            dir.join("meminfo"),
+            "MemTotal: 1000 kB\nMemFree: 10 kB\nMemAvailable: 250 kB\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("loadavg"), "0.50 0.40 0.30 1/100 42\n").unwrap();
         std::fs::write(dir.join("sys/kernel/hostname"), "web.01\n").unwrap();
         let mut h = HostCollector::new(&dir);

@@ -21,7 +21,12 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher on `bus` keeping at most `cap` batches while it is away.
     pub fn new(bus: Bus, cap: usize, stats: Arc<AgentStats>) -> Self {
-        Publisher { bus, buf: VecDeque::new(), cap: cap.max(1), stats }
+        Publisher {
+            bus,
+            buf: VecDeque::new(),
+            cap: cap.max(1),
+            stats,
+        }
     }
 
     /// Batches waiting.
@@ -45,7 +50,11 @@ impl Publisher {
             self.buf.pop_front();
             AgentStats::bump(&self.stats.overflow_dropped);
             if AgentStats::get(&self.stats.overflow_dropped).is_power_of_two() {
-                warn!(cap = self.cap, dropped = AgentStats::get(&self.stats.overflow_dropped), "agent buffer full, dropping oldest batches");
+                warn!(
+                    cap = self.cap,
+                    dropped = AgentStats::get(&self.stats.overflow_dropped),
+                    "agent buffer full, dropping oldest batches"
+                );
             }
         }
         self.buf.push_back((subject, payload));
@@ -96,7 +105,10 @@ mod tests {
         for _ in 0..11 {
             got.push(String::from_utf8(sub.next().await.unwrap().payload.to_vec()).unwrap());
         }
-        let want: Vec<String> = std::iter::once(0).chain(6..=15).map(|i: i32| i.to_string()).collect();
+        let want: Vec<String> = std::iter::once(0)
+            .chain(6..=15)
+            .map(|i: i32| i.to_string())
+            .collect();
         assert_eq!(got, want);
         assert_eq!(AgentStats::get(&stats.published), 1);
         assert_eq!(AgentStats::get(&stats.flushed), 10);

@@ -10,12 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{
-    AgentConfig, AgentStats,
-    actuator::Actuator,
-    config::Feed,
-    procfs::HostCollector,
-    publisher::Publisher,
-    sim_feed,
+    AgentConfig, AgentStats, actuator::Actuator, config::Feed, procfs::HostCollector,
+    publisher::Publisher, sim_feed,
 };
 
 /// Largest feed frame accepted, bytes.
@@ -77,9 +73,21 @@ impl Agent {
                 Duration::from_millis(self.config.actuate_timeout_ms),
                 stats.clone(),
             );
-            tasks.push(tokio::spawn(actuate(acts, actuator, self.bus.clone(), clock.clone(), stop.clone())));
+            tasks.push(tokio::spawn(actuate(
+                acts,
+                actuator,
+                self.bus.clone(),
+                clock.clone(),
+                stop.clone(),
+            )));
         }
-        tasks.push(tokio::spawn(collect(self, feed, stats.clone(), clock, stop.clone())));
+        tasks.push(tokio::spawn(collect(
+            self,
+            feed,
+            stats.clone(),
+            clock,
+            stop.clone(),
+        )));
         Ok(AgentHandle { stats, stop, tasks })
     }
 }
@@ -99,11 +107,10 @@ async fn actuate(
                 let Some(msg) = msg else { break };
                 let now = clock.load(std::sync::atomic::Ordering::Relaxed);
                 let answer = actuator.handle(&msg.payload, now).await;
-                if let Some(reply) = msg.reply {
-                    if let Err(e) = bus.publish(&reply, Actuator::encode_reply(&answer)).await {
+                if let Some(reply) = msg.reply
+                    && let Err(e) = bus.publish(&reply, Actuator::encode_reply(&answer)).await {
                         warn!(error = %e, "could not answer action request");
                     }
-                }
             }
         }
     }

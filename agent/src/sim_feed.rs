@@ -10,15 +10,18 @@ use selfheal_sim::feed::Frame;
 pub fn batches(frame: &Frame, source: &str, seq: &mut u64) -> Vec<IndicatorBatch> {
     let mut groups: BTreeMap<(Layer, &str, &str), Vec<Sample>> = BTreeMap::new();
     for s in &frame.samples {
-        groups.entry((s.layer, &s.idc, &s.service)).or_default().push(Sample {
-            scene: s.scene.clone(),
-            link: s.link.clone(),
-            instance: None,
-            metric: s.metric.clone(),
-            labels: BTreeMap::new(),
-            ts: frame.ts,
-            value: s.value,
-        });
+        groups
+            .entry((s.layer, &s.idc, &s.service))
+            .or_default()
+            .push(Sample {
+                scene: s.scene.clone(),
+                link: s.link.clone(),
+                instance: None,
+                metric: s.metric.clone(),
+                labels: BTreeMap::new(),
+                ts: frame.ts,
+                value: s.value,
+            });
     }
     groups
         .into_iter()
@@ -49,9 +52,15 @@ mod tests {
         let (frame, _) = p.step();
         let mut seq = 0;
         let b = batches(&frame, "a", &mut seq);
-        assert_eq!(b.iter().map(|b| b.samples.len()).sum::<usize>(), frame.samples.len());
+        assert_eq!(
+            b.iter().map(|b| b.samples.len()).sum::<usize>(),
+            frame.samples.len()
+        );
         assert_eq!(seq as usize, b.len());
-        let mut keys: Vec<_> = b.iter().map(|b| (b.layer, b.idc.clone(), b.service.clone())).collect();
+        let mut keys: Vec<_> = b
+            .iter()
+            .map(|b| (b.layer, b.idc.clone(), b.service.clone()))
+            .collect();
         keys.dedup();
         assert_eq!(keys.len(), b.len());
         assert!(b.iter().all(|b| b.samples.iter().all(|x| x.ts == frame.ts)));

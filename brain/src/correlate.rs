@@ -102,16 +102,26 @@ impl Incident {
             Direction::Up => 1,
             Direction::Both => 2,
         };
-        let scene: Vec<(&SeriesKey, &Evidence)> = self.evidence.iter().filter(|(k, _)| k.scene.is_some()).collect();
+        let scene: Vec<(&SeriesKey, &Evidence)> = self
+            .evidence
+            .iter()
+            .filter(|(k, _)| k.scene.is_some())
+            .collect();
         let Some(best) = scene.iter().map(|(_, e)| class(e)).min() else {
             return self.evidence.keys().collect();
         };
-        scene.into_iter().filter(|(_, e)| class(e) == best).map(|(k, _)| k).collect()
+        scene
+            .into_iter()
+            .filter(|(_, e)| class(e) == best)
+            .map(|(k, _)| k)
+            .collect()
     }
 
     /// Whether every symptom has cleared.
     pub fn cleared(&self) -> bool {
-        self.symptoms().iter().all(|k| self.evidence.get(*k).is_some_and(|e| !e.active))
+        self.symptoms()
+            .iter()
+            .all(|k| self.evidence.get(*k).is_some_and(|e| !e.active))
     }
 
     /// Whether it is finished.
@@ -133,16 +143,27 @@ impl Correlator {
     /// Anomalies within `window_ms` of an incident's last activity join it;
     /// a new incident collects evidence for `settle_ms` before diagnosis.
     pub fn new(window_ms: i64, settle_ms: i64) -> Self {
-        Correlator { window_ms, settle_ms, next: 0, incidents: Vec::new() }
+        Correlator {
+            window_ms,
+            settle_ms,
+            next: 0,
+            incidents: Vec::new(),
+        }
     }
 
     /// Files one anomaly transition. Returns the incident's index and
     /// whether it was opened by this event.
     pub fn on_anomaly(&mut self, ev: &AnomalyEvent) -> Option<(usize, bool)> {
-        let at = self.incidents.iter().rposition(|i| ev.ts - i.last_activity <= self.window_ms);
+        let at = self
+            .incidents
+            .iter()
+            .rposition(|i| ev.ts - i.last_activity <= self.window_ms);
         match ev.kind {
             AnomalyKind::End => {
-                let i = self.incidents.iter().rposition(|i| i.evidence.contains_key(&ev.key))?;
+                let i = self
+                    .incidents
+                    .iter()
+                    .rposition(|i| i.evidence.contains_key(&ev.key))?;
                 let inc = &mut self.incidents[i];
                 if let Some(e) = inc.evidence.get_mut(&ev.key) {
                     e.active = false;
@@ -192,6 +213,7 @@ impl Correlator {
     /// Forgets finished incidents idle for longer than the window.
     pub fn prune(&mut self, now: i64) {
         let w = self.window_ms;
-        self.incidents.retain(|i| !(i.is_done() && now - i.last_activity > w));
+        self.incidents
+            .retain(|i| !(i.is_done() && now - i.last_activity > w));
     }
 }

@@ -25,10 +25,23 @@ pub struct Hypothesis {
 
 /// Ranks the causes of `inc`, best first; never empty.
 pub fn diagnose(inc: &Incident, topo: &Topology) -> Vec<Hypothesis> {
-    let first_onset = inc.evidence.values().map(|e| e.onset).min().unwrap_or(inc.onset);
+    let first_onset = inc
+        .evidence
+        .values()
+        .map(|e| e.onset)
+        .min()
+        .unwrap_or(inc.onset);
     let mut out = Vec::new();
-    for ch in topo.services.iter().filter(|s| s.kind == ServiceKind::Channel) {
-        let mine: Vec<_> = inc.evidence.iter().filter(|(k, _)| k.service == ch.name).collect();
+    for ch in topo
+        .services
+        .iter()
+        .filter(|s| s.kind == ServiceKind::Channel)
+    {
+        let mine: Vec<_> = inc
+            .evidence
+            .iter()
+            .filter(|(k, _)| k.service == ch.name)
+            .collect();
         let mut score: f64 = 0.0;
         let mut evidence = Vec::new();
         for (k, e) in &mine {
@@ -40,7 +53,10 @@ pub fn diagnose(inc: &Incident, topo: &Topology) -> Vec<Hypothesis> {
             };
             if w > 0.0 {
                 score += w;
-                evidence.push(format!("{k}: {:.4} against a baseline of {:.4}", e.value, e.baseline));
+                evidence.push(format!(
+                    "{k}: {:.4} against a baseline of {:.4}",
+                    e.value, e.baseline
+                ));
             }
         }
         if score == 0.0 {
@@ -63,7 +79,10 @@ pub fn diagnose(inc: &Incident, topo: &Topology) -> Vec<Hypothesis> {
         cause: "unknown".into(),
         target: inc.service.clone(),
         confidence: 0.1,
-        evidence: vec![format!("{} anomalous series, no rule matched", inc.evidence.len())],
+        evidence: vec![format!(
+            "{} anomalous series, no rule matched",
+            inc.evidence.len()
+        )],
     });
     out
 }

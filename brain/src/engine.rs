@@ -5,8 +5,8 @@
 use std::{sync::Arc, time::Duration};
 
 use selfheal_bus::{
-    ActionReply, ActionRequest, ActionStatus, Bus, IncidentEvent, IncidentState, Subjects, Topology, WIRE_VERSION,
-    encode,
+    ActionReply, ActionRequest, ActionStatus, Bus, IncidentEvent, IncidentState, Subjects,
+    Topology, WIRE_VERSION, encode,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -82,15 +82,31 @@ impl Engine {
     async fn publish(&self, inc: &Incident, ts: i64, state: IncidentState, summary: String) {
         info!(incident = %inc.id, state = ?state, %summary, "incident");
         let kind = format!("{state:?}").to_lowercase();
-        self.store_log("timeline", self.store.timeline(&inc.id, ts, &kind, &summary));
-        let ev = IncidentEvent { v: WIRE_VERSION, id: inc.id.clone(), ts, state, service: inc.service.clone(), summary };
-        if let Err(e) = self.bus.publish(&self.subjects.incident(&inc.id), encode(&ev)).await {
+        self.store_log(
+            "timeline",
+            self.store.timeline(&inc.id, ts, &kind, &summary),
+        );
+        let ev = IncidentEvent {
+            v: WIRE_VERSION,
+            id: inc.id.clone(),
+            ts,
+            state,
+            service: inc.service.clone(),
+            summary,
+        };
+        if let Err(e) = self
+            .bus
+            .publish(&self.subjects.incident(&inc.id), encode(&ev))
+            .await
+        {
             warn!(error = %e, "incident event not published");
         }
     }
 
     async fn on_anomaly(&mut self, ev: &AnomalyEvent) {
-        let Some((i, new)) = self.correlator.on_anomaly(ev) else { return };
+        let Some((i, new)) = self.correlator.on_anomaly(ev) else {
+            return;
+        };
         let inc = self.correlator.incidents[i].clone();
         if new {
             BrainStats::bump(&self.stats.incidents);
@@ -101,20 +117,36 @@ impl Engine {
                 ev.baseline,
                 ev.ts - ev.onset
             );
-            self.store_log("incident", self.store.open_incident(&inc.id, &inc.service, inc.onset, inc.opened, &summary));
-            self.publish(&inc, ev.ts, IncidentState::Opened, summary).await;
+            self.store_log(
+                "incident",
+                self.store
+                    .open_incident(&inc.id, &inc.service, inc.onset, inc.opened, &summary),
+            );
+            self.publish(&inc, ev.ts, IncidentState::Opened, summary)
+                .await;
         } else {
             let what = match ev.kind {
                 crate::detect::AnomalyKind::Start => "anomaly",
                 crate::detect::AnomalyKind::End => "cleared",
             };
-            self.store_log("timeline", self.store.timeline(&inc.id, ev.ts, what, &ev.key.to_string()));
+            self.store_log(
+                "timeline",
+                self.store
+                    .timeline(&inc.id, ev.ts, what, &ev.key.to_string()),
+            );
         }
     }
 
     async fn on_result(&mut self, r: ActionResult, now: i64) {
         self.guards.answered();
-        let Some(i) = self.correlator.incidents.iter().position(|x| x.id == r.incident) else { return };
+        let Some(i) = self
+            .correlator
+            .incidents
+            .iter()
+            .position(|x| x.id == r.incident)
+        else {
+            return;
+        };
         let (state, reason) = match &r.reply {
             Ok(rep) => match rep.status {
                 ActionStatus::Applied => (ActionState::Applied, rep.message.clone()),
@@ -124,7 +156,10 @@ impl Engine {
             },
             Err(e) => (ActionState::Failed, e.clone()),
         };
-        self.store_log("action", self.store.finish_action(&r.action, state, &reason));
+        self.store_log(
+            "action",
+            self.store.finish_action(&r.action, state, &reason),
+        );
         let inc = &mut self.correlator.incidents[i];
         if !matches!(&inc.wait, Some(Wait::Reply(id)) if *id == r.action) {
             return;
@@ -136,11 +171,22 @@ impl Engine {
                 let inc = &mut self.correlator.incidents[i];
                 inc.applied += 1;
                 inc.cursor += 1;
-                self.publish(&snapshot, now, IncidentState::Acting, format!("action {} applied: {reason}", r.action)).await;
+                self.publish(
+                    &snapshot,
+                    now,
+                    IncidentState::Acting,
+                    format!("action {} applied: {reason}", r.action),
+                )
+                .await;
             }
             _ => {
                 BrainStats::bump(&self.stats.actions_failed);
-                self.escalate(i, now, format!("action {} {}: {reason}", r.action, state.as_str())).await;
+                self.escalate(
+                    i,
+                    now,
+                    format!("action {} {}: {reason}", r.action, state.as_str()),
+                )
+                .await;
             }
         }
     }
@@ -151,8 +197,18 @@ impl Engine {
         inc.phase = Phase::Done("escalated");
         inc.wait = None;
         let snapshot = inc.clone();
-        self.store_log("incident", self.store.set_incident_state(&snapshot.id, "escalated", None));
-        self.publish(&snapshot, now, IncidentState::Escalated, format!("escalated to on-call: {why}")).await;
+        self.store_log(
+            "incident",
+            self.store
+                .set_incident_state(&snapshot.id, "escalated", None),
+        );
+        self.publish(
+            &snapshot,
+            now,
+            IncidentState::Escalated,
+            format!("escalated to on-call: {why}"),
+        )
+        .await;
     }
 
     async fn finish(&mut self, i: usize, now: i64, state: &'static str) {
@@ -161,7 +217,11 @@ impl Engine {
         inc.wait = None;
         let snapshot = inc.clone();
         let recovered = (state == "recovered").then_some(now);
-        self.store_log("incident", self.store.set_incident_state(&snapshot.id, state, recovered));
+        self.store_log(
+            "incident",
+            self.store
+                .set_incident_state(&snapshot.id, state, recovered),
+        );
         match state {
             "recovered" => {
                 BrainStats::bump(&self.stats.recovered);
@@ -170,10 +230,17 @@ impl Engine {
                     (now - snapshot.onset) as f64 / 1000.0,
                     snapshot.applied
                 );
-                self.publish(&snapshot, now, IncidentState::Recovered, summary).await;
+                self.publish(&snapshot, now, IncidentState::Recovered, summary)
+                    .await;
             }
             other => {
-                self.publish(&snapshot, now, IncidentState::Closed, format!("closed: {other}")).await;
+                self.publish(
+                    &snapshot,
+                    now,
+                    IncidentState::Closed,
+                    format!("closed: {other}"),
+                )
+                .await;
             }
         }
     }
@@ -213,7 +280,11 @@ impl Engine {
                 }
                 match inc.wait.clone() {
                     Some(Wait::Reply(_)) => false,
-                    Some(Wait::Verify { check, started, deadline }) => {
+                    Some(Wait::Verify {
+                        check,
+                        started,
+                        deadline,
+                    }) => {
                         match verify::check(&check, started, deadline, now, inc) {
                             Outcome::Pending => false,
                             Outcome::Passed => {
@@ -231,7 +302,8 @@ impl Engine {
                                     inc.cursor += 1;
                                     true
                                 } else {
-                                    self.escalate(i, now, format!("verification failed: {why}")).await;
+                                    self.escalate(i, now, format!("verification failed: {why}"))
+                                        .await;
                                     false
                                 }
                             }
@@ -245,7 +317,17 @@ impl Engine {
 
     async fn diagnose_and_decide(&mut self, i: usize, now: i64) {
         let hyps = diagnose::diagnose(&self.correlator.incidents[i], &self.topology);
-        let ranked: Vec<_> = hyps.iter().map(|h| (h.cause.clone(), h.target.clone(), h.confidence, h.evidence.clone())).collect();
+        let ranked: Vec<_> = hyps
+            .iter()
+            .map(|h| {
+                (
+                    h.cause.clone(),
+                    h.target.clone(),
+                    h.confidence,
+                    h.evidence.clone(),
+                )
+            })
+            .collect();
         let id = self.correlator.incidents[i].id.clone();
         self.store_log("hypotheses", self.store.set_hypotheses(&id, &ranked));
         let top = hyps[0].clone();
@@ -255,11 +337,18 @@ impl Engine {
             &snapshot,
             now,
             IncidentState::Diagnosed,
-            format!("diagnosis: {} on {} (confidence {:.0}%): {}", top.cause, top.target, top.confidence * 100.0, top.evidence.join("; ")),
+            format!(
+                "diagnosis: {} on {} (confidence {:.0}%): {}",
+                top.cause,
+                top.target,
+                top.confidence * 100.0,
+                top.evidence.join("; ")
+            ),
         )
         .await;
         let Some(pb) = self.runtime.for_cause(&top.cause).cloned() else {
-            self.escalate(i, now, format!("no playbook handles {}", top.cause)).await;
+            self.escalate(i, now, format!("no playbook handles {}", top.cause))
+                .await;
             return;
         };
         let facts = IncidentFacts {
@@ -275,7 +364,8 @@ impl Engine {
             Err(e) => {
                 BrainStats::bump(&self.stats.playbook_errors);
                 error!(error = %e, "playbook failed");
-                self.escalate(i, now, format!("playbook {} failed", pb.name)).await;
+                self.escalate(i, now, format!("playbook {} failed", pb.name))
+                    .await;
                 return;
             }
         };
@@ -285,7 +375,12 @@ impl Engine {
         inc.cursor = 0;
         inc.phase = Phase::Executing;
         if pb.meta.approval == Approval::Approval {
-            self.escalate(i, now, format!("playbook {} needs a person's approval", pb.name)).await;
+            self.escalate(
+                i,
+                now,
+                format!("playbook {} needs a person's approval", pb.name),
+            )
+            .await;
         } else if pb.meta.approval == Approval::DryRun {
             self.record_dry_run(i, now).await;
         }
@@ -296,7 +391,14 @@ impl Engine {
         for (n, step) in inc.plan.iter().enumerate() {
             if let Step::Act(a) = step {
                 BrainStats::bump(&self.stats.actions_dry_run);
-                let row = self.row(&inc, n, a, now, ActionState::DryRun, "playbook policy: dry run");
+                let row = self.row(
+                    &inc,
+                    n,
+                    a,
+                    now,
+                    ActionState::DryRun,
+                    "playbook policy: dry run",
+                );
                 self.store_log("action", self.store.record_action(&row));
             }
         }
@@ -330,7 +432,12 @@ impl Engine {
     async fn next_step(&mut self, i: usize, now: i64) -> bool {
         let inc = self.correlator.incidents[i].clone();
         let Some(step) = inc.plan.get(inc.cursor).cloned() else {
-            self.escalate(i, now, "the playbook ran out of steps before the symptoms cleared".into()).await;
+            self.escalate(
+                i,
+                now,
+                "the playbook ran out of steps before the symptoms cleared".into(),
+            )
+            .await;
             return false;
         };
         match step {
@@ -339,7 +446,11 @@ impl Engine {
                 false
             }
             Step::Verify { check, window_ms } => {
-                self.correlator.incidents[i].wait = Some(Wait::Verify { check, started: now, deadline: now + window_ms });
+                self.correlator.incidents[i].wait = Some(Wait::Verify {
+                    check,
+                    started: now,
+                    deadline: now + window_ms,
+                });
                 true
             }
             Step::Act(a) => {
@@ -348,7 +459,8 @@ impl Engine {
                         BrainStats::bump(&self.stats.actions_refused);
                         let row = self.row(&inc, inc.cursor, &a, now, ActionState::Refused, &why);
                         self.store_log("action", self.store.record_action(&row));
-                        self.escalate(i, now, format!("action refused: {why}")).await;
+                        self.escalate(i, now, format!("action refused: {why}"))
+                            .await;
                         return false;
                     }
                     Verdict::DryRun => {
@@ -361,7 +473,12 @@ impl Engine {
                 // Write-ahead: nothing is sent that the store does not hold.
                 if let Err(e) = self.store.record_action(&row) {
                     error!(error = %e, action = %row.id, "could not write action ahead; not sending it");
-                    self.escalate(i, now, "the store refused the action; nothing was sent".into()).await;
+                    self.escalate(
+                        i,
+                        now,
+                        "the store refused the action; nothing was sent".into(),
+                    )
+                    .await;
                     return false;
                 }
                 self.guards.sent(&inc.id, &a.target, now);
@@ -380,16 +497,32 @@ impl Engine {
                     &inc,
                     now,
                     IncidentState::Acting,
-                    format!("action {}: {} {} {}", row.id, a.kind.as_str(), a.target, row.params),
+                    format!(
+                        "action {}: {} {} {}",
+                        row.id,
+                        a.kind.as_str(),
+                        a.target,
+                        row.params
+                    ),
                 )
                 .await;
                 self.correlator.incidents[i].wait = Some(Wait::Reply(row.id.clone()));
-                let (bus, subjects, tx, timeout) =
-                    (self.bus.clone(), self.subjects.clone(), self.results_tx.clone(), self.action_timeout);
+                let (bus, subjects, tx, timeout) = (
+                    self.bus.clone(),
+                    self.subjects.clone(),
+                    self.results_tx.clone(),
+                    self.action_timeout,
+                );
                 let (incident, action) = (inc.id.clone(), row.id);
                 tokio::spawn(async move {
                     let reply = act::send(&bus, &subjects, &req, timeout).await;
-                    let _ = tx.send(ActionResult { incident, action, reply }).await;
+                    let _ = tx
+                        .send(ActionResult {
+                            incident,
+                            action,
+                            reply,
+                        })
+                        .await;
                 });
                 false
             }

@@ -2,10 +2,7 @@
 //! (a bad message is counted and dropped, never fatal), route samples to
 //! shards by series hash, and advance the event-time watermark.
 
-use std::{
-    hash::{BuildHasher, Hash, Hasher},
-    sync::Arc,
-};
+use std::{hash::BuildHasher, sync::Arc};
 
 use selfheal_bus::{IndicatorBatch, Limits, SeriesKey, Subjects, Subscription, decode};
 use tokio::sync::{mpsc, watch};
@@ -55,15 +52,17 @@ pub async fn run(
             continue;
         }
         BrainStats::bump(&stats.batches);
-        stats.samples.fetch_add(batch.samples.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        stats.samples.fetch_add(
+            batch.samples.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut routed: Vec<ShardBatch> = vec![Vec::new(); n];
         let mut max_ts = wm;
         for s in &batch.samples {
             let key = SeriesKey::of(&batch, s);
-            let mut h = hasher.build_hasher();
-            key.hash(&mut h);
+
             max_ts = max_ts.max(s.ts);
-            routed[(h.finish() % n as u64) as usize].push((key, s.ts, s.value));
+            routed[(hasher.hash_one(&key) % n as u64) as usize].push((key, s.ts, s.value));
         }
         for (tx, b) in shards.iter().zip(routed) {
             if !b.is_empty() && tx.send(b).await.is_err() {

@@ -120,7 +120,10 @@ impl Brain {
             .load_dir(&cfg.playbooks)
             .map_err(|errs| StartError::Playbooks(errs.iter().map(|e| e.to_string()).collect()))?;
         if runtime.playbooks().is_empty() {
-            return Err(StartError::Playbooks(vec![format!("no playbook found under {}", cfg.playbooks.display())]));
+            return Err(StartError::Playbooks(vec![format!(
+                "no playbook found under {}",
+                cfg.playbooks.display()
+            )]));
         }
         let store = store::Store::open(&cfg.store)?;
         let stats = Arc::new(BrainStats::default());
@@ -135,12 +138,29 @@ impl Brain {
         for _ in 0..cfg.shards {
             let (tx, rx) = mpsc::channel(1024);
             shard_txs.push(tx);
-            tasks.push(tokio::spawn(detect::shard::run(rx, anomaly_tx.clone(), cfg.detector.clone(), stats.clone(), stop.clone())));
+            tasks.push(tokio::spawn(detect::shard::run(
+                rx,
+                anomaly_tx.clone(),
+                cfg.detector.clone(),
+                stats.clone(),
+                stop.clone(),
+            )));
         }
         drop(anomaly_tx);
-        let limits =
-            Limits { max_bytes: cfg.max_message_bytes, max_skew_ms: (cfg.max_skew_s * 1000) as i64, max_items: 10_000 };
-        tasks.push(tokio::spawn(ingest::run(sub, self.subjects.clone(), shard_txs, wm_tx, limits, stats.clone(), stop.clone())));
+        let limits = Limits {
+            max_bytes: cfg.max_message_bytes,
+            max_skew_ms: (cfg.max_skew_s * 1000) as i64,
+            max_items: 10_000,
+        };
+        tasks.push(tokio::spawn(ingest::run(
+            sub,
+            self.subjects.clone(),
+            shard_txs,
+            wm_tx,
+            limits,
+            stats.clone(),
+            stop.clone(),
+        )));
         let engine = engine::Engine {
             bus: self.bus,
             subjects: self.subjects,
@@ -149,11 +169,19 @@ impl Brain {
             runtime,
             guards: act::Guards::new(cfg.guard.clone()),
             stats: stats.clone(),
-            correlator: correlate::Correlator::new((cfg.correlation_window_s * 1000) as i64, (cfg.settle_s * 1000) as i64),
+            correlator: correlate::Correlator::new(
+                (cfg.correlation_window_s * 1000) as i64,
+                (cfg.settle_s * 1000) as i64,
+            ),
             action_timeout: Duration::from_millis(cfg.action_timeout_ms),
             results_tx,
         };
-        tasks.push(tokio::spawn(engine.run(anomaly_rx, results_rx, wm_rx, stop.clone())));
+        tasks.push(tokio::spawn(engine.run(
+            anomaly_rx,
+            results_rx,
+            wm_rx,
+            stop.clone(),
+        )));
         Ok(BrainHandle { stats, stop, tasks })
     }
 }

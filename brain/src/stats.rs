@@ -80,7 +80,10 @@ impl BrainStats {
 
     /// Rejected messages for one reason.
     pub fn rejected_for(&self, reason: &str) -> u64 {
-        REJECT_REASONS.iter().position(|r| *r == reason).map_or(0, |i| Self::get(&self.rejected[i]))
+        REJECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| Self::get(&self.rejected[i]))
     }
 
     /// The counters in Prometheus text exposition format.
@@ -88,26 +91,85 @@ impl BrainStats {
         use std::fmt::Write;
         let mut out = String::new();
         let plain = [
-            ("selfheal_brain_batches_total", "Indicator batches accepted.", &self.batches),
-            ("selfheal_brain_samples_total", "Samples accepted.", &self.samples),
-            ("selfheal_brain_series_refused_total", "New series ignored, shard full.", &self.series_refused),
-            ("selfheal_brain_anomalies_total", "Anomalies opened.", &self.anomalies),
-            ("selfheal_brain_incidents_total", "Incidents opened.", &self.incidents),
-            ("selfheal_brain_actions_sent_total", "Actions sent to actuators.", &self.actions_sent),
-            ("selfheal_brain_actions_refused_total", "Actions refused by a guard.", &self.actions_refused),
-            ("selfheal_brain_actions_dry_run_total", "Actions recorded as dry runs.", &self.actions_dry_run),
-            ("selfheal_brain_actions_failed_total", "Actions failed or rejected.", &self.actions_failed),
-            ("selfheal_brain_recovered_total", "Incidents recovered after action.", &self.recovered),
-            ("selfheal_brain_escalated_total", "Incidents escalated.", &self.escalated),
-            ("selfheal_brain_playbook_errors_total", "Playbook runs that failed.", &self.playbook_errors),
+            (
+                "selfheal_brain_batches_total",
+                "Indicator batches accepted.",
+                &self.batches,
+            ),
+            (
+                "selfheal_brain_samples_total",
+                "Samples accepted.",
+                &self.samples,
+            ),
+            (
+                "selfheal_brain_series_refused_total",
+                "New series ignored, shard full.",
+                &self.series_refused,
+            ),
+            (
+                "selfheal_brain_anomalies_total",
+                "Anomalies opened.",
+                &self.anomalies,
+            ),
+            (
+                "selfheal_brain_incidents_total",
+                "Incidents opened.",
+                &self.incidents,
+            ),
+            (
+                "selfheal_brain_actions_sent_total",
+                "Actions sent to actuators.",
+                &self.actions_sent,
+            ),
+            (
+                "selfheal_brain_actions_refused_total",
+                "Actions refused by a guard.",
+                &self.actions_refused,
+            ),
+            (
+                "selfheal_brain_actions_dry_run_total",
+                "Actions recorded as dry runs.",
+                &self.actions_dry_run,
+            ),
+            (
+                "selfheal_brain_actions_failed_total",
+                "Actions failed or rejected.",
+                &self.actions_failed,
+            ),
+            (
+                "selfheal_brain_recovered_total",
+                "Incidents recovered after action.",
+                &self.recovered,
+            ),
+            (
+                "selfheal_brain_escalated_total",
+                "Incidents escalated.",
+                &self.escalated,
+            ),
+            (
+                "selfheal_brain_playbook_errors_total",
+                "Playbook runs that failed.",
+                &self.playbook_errors,
+            ),
         ];
         for (name, help, c) in plain {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", Self::get(c));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                Self::get(c)
+            );
         }
         let name = "selfheal_brain_rejected_total";
-        let _ = writeln!(out, "# HELP {name} Messages rejected on arrival, by reason.\n# TYPE {name} counter");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Messages rejected on arrival, by reason.\n# TYPE {name} counter"
+        );
         for (i, r) in REJECT_REASONS.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{reason=\"{r}\"}} {}", Self::get(&self.rejected[i]));
+            let _ = writeln!(
+                out,
+                "{name}{{reason=\"{r}\"}} {}",
+                Self::get(&self.rejected[i])
+            );
         }
         out
     }

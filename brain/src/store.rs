@@ -150,11 +150,20 @@ impl Store {
                 seq INTEGER PRIMARY KEY AUTOINCREMENT, incident_id TEXT NOT NULL,
                 ts INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);",
         )?;
-        Ok(Store { conn: std::sync::Mutex::new(conn) })
+        Ok(Store {
+            conn: std::sync::Mutex::new(conn),
+        })
     }
 
     /// Records a new incident.
-    pub fn open_incident(&self, id: &str, service: &str, onset_ts: i64, opened_ts: i64, summary: &str) -> Result<()> {
+    pub fn open_incident(
+        &self,
+        id: &str,
+        service: &str,
+        onset_ts: i64,
+        opened_ts: i64,
+        summary: &str,
+    ) -> Result<()> {
         self.conn().execute(
             "INSERT INTO incidents (id, state, service, onset_ts, opened_ts, summary) VALUES (?1, 'opened', ?2, ?3, ?4, ?5)",
             params![id, service, onset_ts, opened_ts, summary],
@@ -163,7 +172,12 @@ impl Store {
     }
 
     /// Changes an incident's state.
-    pub fn set_incident_state(&self, id: &str, state: &str, recovered_ts: Option<i64>) -> Result<()> {
+    pub fn set_incident_state(
+        &self,
+        id: &str,
+        state: &str,
+        recovered_ts: Option<i64>,
+    ) -> Result<()> {
         self.conn().execute(
             "UPDATE incidents SET state = ?2, recovered_ts = COALESCE(?3, recovered_ts) WHERE id = ?1",
             params![id, state, recovered_ts],
@@ -172,7 +186,11 @@ impl Store {
     }
 
     /// Records the ranked hypotheses and the top one on the incident.
-    pub fn set_hypotheses(&self, id: &str, ranked: &[(String, String, f64, Vec<String>)]) -> Result<()> {
+    pub fn set_hypotheses(
+        &self,
+        id: &str,
+        ranked: &[(String, String, f64, Vec<String>)],
+    ) -> Result<()> {
         let conn = self.conn();
         let tx = conn.unchecked_transaction()?;
         tx.execute("DELETE FROM hypotheses WHERE incident_id = ?1", params![id])?;
@@ -225,14 +243,23 @@ impl Store {
 
     /// One action by idempotency key.
     pub fn action(&self, id: &str) -> Result<Option<ActionRow>> {
-        Ok(self.conn().query_row("SELECT * FROM actions WHERE id = ?1", params![id], action_row).optional()?)
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT * FROM actions WHERE id = ?1",
+                params![id],
+                action_row,
+            )
+            .optional()?)
     }
 
     /// Every action, oldest first.
     pub fn actions(&self) -> Result<Vec<ActionRow>> {
         let conn = self.conn();
         let mut st = conn.prepare("SELECT * FROM actions ORDER BY recorded_at_us, id")?;
-        let rows = st.query_map([], action_row)?.collect::<std::result::Result<Vec<_>, _>>()?;
+        let rows = st
+            .query_map([], action_row)?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -265,9 +292,11 @@ impl Store {
     /// An incident's timeline: (ts, kind, detail).
     pub fn timeline_of(&self, incident: &str) -> Result<Vec<(i64, String, String)>> {
         let conn = self.conn();
-        let mut st = conn.prepare("SELECT ts, kind, detail FROM timeline WHERE incident_id = ?1 ORDER BY seq")?;
-        let rows =
-            st.query_map(params![incident], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut st = conn
+            .prepare("SELECT ts, kind, detail FROM timeline WHERE incident_id = ?1 ORDER BY seq")?;
+        let rows = st
+            .query_map(params![incident], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 }
@@ -297,8 +326,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let s = Store::open(&path).unwrap();
-        s.open_incident("inc-1", "cashier", 10, 13, "checkout success down").unwrap();
-        s.set_hypotheses("inc-1", &[("channel_degraded".into(), "bank-a".into(), 0.9, vec!["x".into()])]).unwrap();
+        s.open_incident("inc-1", "cashier", 10, 13, "checkout success down")
+            .unwrap();
+        s.set_hypotheses(
+            "inc-1",
+            &[(
+                "channel_degraded".into(),
+                "bank-a".into(),
+                0.9,
+                vec!["x".into()],
+            )],
+        )
+        .unwrap();
         let row = ActionRow {
             id: "inc-1-s0".into(),
             incident_id: "inc-1".into(),
@@ -313,13 +352,20 @@ mod tests {
             recorded_at_us: 0,
         };
         s.record_action(&row).unwrap();
-        assert!(s.record_action(&row).is_err(), "an idempotency key is used once");
-        s.finish_action("inc-1-s0", ActionState::Applied, "ok").unwrap();
+        assert!(
+            s.record_action(&row).is_err(),
+            "an idempotency key is used once"
+        );
+        s.finish_action("inc-1-s0", ActionState::Applied, "ok")
+            .unwrap();
         drop(s);
         let s = Store::open(&path).unwrap();
         let a = s.action("inc-1-s0").unwrap().unwrap();
         assert_eq!(a.state, "applied");
         assert!(a.recorded_at_us > 0);
-        assert_eq!(s.incidents().unwrap()[0].cause.as_deref(), Some("channel_degraded"));
+        assert_eq!(
+            s.incidents().unwrap()[0].cause.as_deref(),
+            Some("channel_degraded")
+        );
     }
 }

@@ -21,7 +21,10 @@ pub fn check(check: &Check, started: i64, deadline: i64, now: i64, inc: &Inciden
             // Only quality going the bad way counts: more traffic on a backup
             // is the intended effect of a shift, not a sickness.
             let sick = inc.evidence.iter().find(|(k, e)| {
-                &k.service == service && e.active && e.onset >= started && e.direction != crate::detect::Direction::Both
+                &k.service == service
+                    && e.active
+                    && e.onset >= started
+                    && e.direction != crate::detect::Direction::Both
             });
             if let Some((k, e)) = sick {
                 Outcome::Failed(format!("{service} turned anomalous: {k} at {:.4}", e.value))
@@ -35,8 +38,15 @@ pub fn check(check: &Check, started: i64, deadline: i64, now: i64, inc: &Inciden
             if inc.cleared() {
                 Outcome::Passed
             } else if now >= deadline {
-                let left = inc.symptoms().iter().filter(|k| inc.evidence[**k].active).count();
-                Outcome::Failed(format!("{left} symptom series still anomalous after {}s", (deadline - started) / 1000))
+                let left = inc
+                    .symptoms()
+                    .iter()
+                    .filter(|k| inc.evidence[**k].active)
+                    .count();
+                Outcome::Failed(format!(
+                    "{left} symptom series still anomalous after {}s",
+                    (deadline - started) / 1000
+                ))
             } else {
                 Outcome::Pending
             }

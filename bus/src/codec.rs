@@ -19,7 +19,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 1 << 20, max_skew_ms: 15 * 60 * 1000, max_items: 10_000 }
+        Limits {
+            max_bytes: 1 << 20,
+            max_skew_ms: 15 * 60 * 1000,
+            max_items: 10_000,
+        }
     }
 }
 
@@ -106,13 +110,20 @@ where
     T: DeserializeOwned + Validate + Versioned,
 {
     if bytes.len() > limits.max_bytes {
-        return Err(DecodeError::TooLarge { size: bytes.len(), max: limits.max_bytes });
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            max: limits.max_bytes,
+        });
     }
     let msg: T = serde_json::from_slice(bytes)?;
     if msg.version() != WIRE_VERSION {
         return Err(DecodeError::Version(msg.version()));
     }
-    let bounds = Bounds { now_ms, max_skew_ms: limits.max_skew_ms, max_items: limits.max_items };
+    let bounds = Bounds {
+        now_ms,
+        max_skew_ms: limits.max_skew_ms,
+        max_items: limits.max_items,
+    };
     msg.validate(&bounds).map_err(DecodeError::Invalid)?;
     Ok(msg)
 }
@@ -151,22 +162,57 @@ mod tests {
 
     #[test]
     fn each_problem_has_its_kind() {
-        let l = Limits { max_bytes: 400, ..Limits::default() };
+        let l = Limits {
+            max_bytes: 400,
+            ..Limits::default()
+        };
         let big = vec![b' '; 401];
-        assert_eq!(decode::<IndicatorBatch>(&big, &l, 100).unwrap_err().kind(), DecodeErrorKind::TooLarge);
-        assert_eq!(decode::<IndicatorBatch>(b"{\"v\":1", &l, 100).unwrap_err().kind(), DecodeErrorKind::Malformed);
-        assert_eq!(decode::<IndicatorBatch>(b"[1,2]", &l, 100).unwrap_err().kind(), DecodeErrorKind::Malformed);
+        assert_eq!(
+            decode::<IndicatorBatch>(&big, &l, 100).unwrap_err().kind(),
+            DecodeErrorKind::TooLarge
+        );
+        assert_eq!(
+            decode::<IndicatorBatch>(b"{\"v\":1", &l, 100)
+                .unwrap_err()
+                .kind(),
+            DecodeErrorKind::Malformed
+        );
+        assert_eq!(
+            decode::<IndicatorBatch>(b"[1,2]", &l, 100)
+                .unwrap_err()
+                .kind(),
+            DecodeErrorKind::Malformed
+        );
         let mut b = batch();
         b.v = 9;
-        assert_eq!(decode::<IndicatorBatch>(&encode(&b), &l, 100).unwrap_err().kind(), DecodeErrorKind::Version);
+        assert_eq!(
+            decode::<IndicatorBatch>(&encode(&b), &l, 100)
+                .unwrap_err()
+                .kind(),
+            DecodeErrorKind::Version
+        );
         // NaN is written as null by serde_json and refused on the way back.
         let mut b = batch();
         b.samples[0].value = f64::NAN;
-        assert_eq!(decode::<IndicatorBatch>(&encode(&b), &l, 100).unwrap_err().kind(), DecodeErrorKind::Malformed);
-        let json = String::from_utf8(encode(&batch()).to_vec()).unwrap().replace("0.5", "1e999");
+        assert_eq!(
+            decode::<IndicatorBatch>(&encode(&b), &l, 100)
+                .unwrap_err()
+                .kind(),
+            DecodeErrorKind::Malformed
+        );
+        let json = String::from_utf8(encode(&batch()).to_vec())
+            .unwrap()
+            .replace("0.5", "1e999");
         assert!(decode::<IndicatorBatch>(json.as_bytes(), &l, 100).is_err());
-        let unknown = String::from_utf8(encode(&batch()).to_vec()).unwrap().replace("\"seq\"", "\"sneaky\":1,\"seq\"");
-        assert_eq!(decode::<IndicatorBatch>(unknown.as_bytes(), &l, 100).unwrap_err().kind(), DecodeErrorKind::Malformed);
+        let unknown = String::from_utf8(encode(&batch()).to_vec())
+            .unwrap()
+            .replace("\"seq\"", "\"sneaky\":1,\"seq\"");
+        assert_eq!(
+            decode::<IndicatorBatch>(unknown.as_bytes(), &l, 100)
+                .unwrap_err()
+                .kind(),
+            DecodeErrorKind::Malformed
+        );
         let b = batch();
         let far = decode::<IndicatorBatch>(&encode(&b), &l, 100 + l.max_skew_ms + 1).unwrap_err();
         assert_eq!(far.kind(), DecodeErrorKind::Invalid(Invalid::Skew));

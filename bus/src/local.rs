@@ -78,7 +78,10 @@ impl LocalTransport {
         let targets: Vec<mpsc::Sender<Message>> = {
             let mut subs = self.inner.subs.lock().unwrap_or_else(|e| e.into_inner());
             subs.retain(|s| !s.tx.is_closed());
-            subs.iter().filter(|s| matches(&s.pattern, &msg.subject)).map(|s| s.tx.clone()).collect()
+            subs.iter()
+                .filter(|s| matches(&s.pattern, &msg.subject))
+                .map(|s| s.tx.clone())
+                .collect()
         };
         let n = targets.len();
         for tx in targets {
@@ -95,7 +98,10 @@ impl LocalTransport {
             .subs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Sub { pattern: pattern.to_string(), tx });
+            .push(Sub {
+                pattern: pattern.to_string(),
+                tx,
+            });
         Subscription::new(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
 }
@@ -109,7 +115,11 @@ impl Transport for LocalTransport {
         if !self.is_connected() {
             return Err(BusError::Disconnected);
         }
-        self.deliver(Message { subject: subject.to_string(), reply: None, payload });
+        self.deliver(Message {
+            subject: subject.to_string(),
+            reply: None,
+            payload,
+        });
         Ok(())
     }
 
@@ -120,16 +130,28 @@ impl Transport for LocalTransport {
         Ok(self.subscribe_now(pattern))
     }
 
-    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+    async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
         if !is_publishable(subject) {
             return Err(BusError::InvalidSubject(subject.to_string()));
         }
         if !self.is_connected() {
             return Err(BusError::Disconnected);
         }
-        let inbox = format!("_INBOX.local.{}", self.inner.next_inbox.fetch_add(1, Ordering::Relaxed));
+        let inbox = format!(
+            "_INBOX.local.{}",
+            self.inner.next_inbox.fetch_add(1, Ordering::Relaxed)
+        );
         let mut replies = self.subscribe_now(&inbox);
-        let msg = Message { subject: subject.to_string(), reply: Some(inbox), payload };
+        let msg = Message {
+            subject: subject.to_string(),
+            reply: Some(inbox),
+            payload,
+        };
         if self.deliver(msg) == 0 {
             return Err(BusError::NoResponders(subject.to_string()));
         }
@@ -158,13 +180,20 @@ mod tests {
         let bus = LocalTransport::default();
         let mut all = bus.subscribe("p.ind.>").await.unwrap();
         let mut one = bus.subscribe("p.ind.*.idc1.x").await.unwrap();
-        bus.publish("p.ind.system.idc1.x", Bytes::from_static(b"1")).await.unwrap();
-        bus.publish("p.ind.system.idc2.x", Bytes::from_static(b"2")).await.unwrap();
+        bus.publish("p.ind.system.idc1.x", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        bus.publish("p.ind.system.idc2.x", Bytes::from_static(b"2"))
+            .await
+            .unwrap();
         assert_eq!(&all.next().await.unwrap().payload[..], b"1");
         assert_eq!(&all.next().await.unwrap().payload[..], b"2");
         assert_eq!(&one.next().await.unwrap().payload[..], b"1");
 
-        let err = bus.request("p.act.x", Bytes::new(), Duration::from_millis(50)).await.unwrap_err();
+        let err = bus
+            .request("p.act.x", Bytes::new(), Duration::from_millis(50))
+            .await
+            .unwrap_err();
         assert!(matches!(err, BusError::NoResponders(_)));
 
         let mut responder = bus.subscribe("p.act.*").await.unwrap();
@@ -173,10 +202,15 @@ mod tests {
             while let Some(m) = responder.next().await {
                 let mut answer = m.payload.to_vec();
                 answer.extend_from_slice(b"!");
-                b2.publish(m.reply.as_deref().unwrap(), Bytes::from(answer)).await.unwrap();
+                b2.publish(m.reply.as_deref().unwrap(), Bytes::from(answer))
+                    .await
+                    .unwrap();
             }
         });
-        let got = bus.request("p.act.x", Bytes::from_static(b"hi"), Duration::from_secs(5)).await.unwrap();
+        let got = bus
+            .request("p.act.x", Bytes::from_static(b"hi"), Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(&got[..], b"hi!");
     }
 
@@ -189,7 +223,13 @@ mod tests {
         }
         assert_eq!(bus.slow_consumer_drops(), 3);
         bus.set_online(false);
-        assert!(matches!(bus.publish("a", Bytes::new()).await, Err(BusError::Disconnected)));
-        assert!(matches!(bus.publish("a.*", Bytes::new()).await, Err(BusError::InvalidSubject(_))));
+        assert!(matches!(
+            bus.publish("a", Bytes::new()).await,
+            Err(BusError::Disconnected)
+        ));
+        assert!(matches!(
+            bus.publish("a.*", Bytes::new()).await,
+            Err(BusError::InvalidSubject(_))
+        ));
     }
 }

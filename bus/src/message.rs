@@ -398,7 +398,11 @@ pub fn valid_name(s: &str) -> bool {
 }
 
 fn name(s: &str) -> Result<(), Invalid> {
-    if valid_name(s) { Ok(()) } else { Err(Invalid::BadName) }
+    if valid_name(s) {
+        Ok(())
+    } else {
+        Err(Invalid::BadName)
+    }
 }
 
 fn opt_name(s: &Option<String>) -> Result<(), Invalid> {
@@ -406,7 +410,11 @@ fn opt_name(s: &Option<String>) -> Result<(), Invalid> {
 }
 
 fn ts(t: i64, b: &Bounds) -> Result<(), Invalid> {
-    if (t - b.now_ms).abs() <= b.max_skew_ms { Ok(()) } else { Err(Invalid::Skew) }
+    if (t - b.now_ms).abs() <= b.max_skew_ms {
+        Ok(())
+    } else {
+        Err(Invalid::Skew)
+    }
 }
 
 impl Validate for IndicatorBatch {
@@ -488,10 +496,8 @@ impl Validate for ActionRequest {
             return Err(Invalid::TooMany);
         }
         for v in self.params.values() {
-            if let Some(f) = v.as_f64() {
-                if !f.is_finite() {
-                    return Err(Invalid::NonFinite);
-                }
+            if v.as_f64().is_some_and(|f| !f.is_finite()) {
+                return Err(Invalid::NonFinite);
             }
         }
         Ok(())
@@ -525,7 +531,14 @@ pub trait Versioned {
 macro_rules! versioned {
     ($($t:ty),*) => { $(impl Versioned for $t { fn version(&self) -> u16 { self.v } })* };
 }
-versioned!(IndicatorBatch, ChangeEvent, HotspotReport, ActionRequest, ActionReply, IncidentEvent);
+versioned!(
+    IndicatorBatch,
+    ChangeEvent,
+    HotspotReport,
+    ActionRequest,
+    ActionReply,
+    IncidentEvent
+);
 
 #[cfg(test)]
 mod tests {
@@ -551,13 +564,23 @@ mod tests {
         }
     }
 
-    const B: Bounds = Bounds { now_ms: 1_000_000, max_skew_ms: 1_000, max_items: 10 };
+    const B: Bounds = Bounds {
+        now_ms: 1_000_000,
+        max_skew_ms: 1_000,
+        max_items: 10,
+    };
 
     #[test]
     fn rejects_non_finite_skew_and_names() {
         assert_eq!(batch(0.99, 1_000_000).validate(&B), Ok(()));
-        assert_eq!(batch(f64::NAN, 1_000_000).validate(&B), Err(Invalid::NonFinite));
-        assert_eq!(batch(f64::INFINITY, 1_000_000).validate(&B), Err(Invalid::NonFinite));
+        assert_eq!(
+            batch(f64::NAN, 1_000_000).validate(&B),
+            Err(Invalid::NonFinite)
+        );
+        assert_eq!(
+            batch(f64::INFINITY, 1_000_000).validate(&B),
+            Err(Invalid::NonFinite)
+        );
         assert_eq!(batch(0.99, 1_002_000).validate(&B), Err(Invalid::Skew));
         assert_eq!(batch(0.99, 998_000).validate(&B), Err(Invalid::Skew));
         let mut b = batch(0.99, 1_000_000);
@@ -566,7 +589,9 @@ mod tests {
         b.service = "cashier".into();
         b.samples.clear();
         assert_eq!(b.validate(&B), Err(Invalid::Empty));
-        b.samples = (0..11).map(|_| batch(1.0, 1_000_000).samples[0].clone()).collect();
+        b.samples = (0..11)
+            .map(|_| batch(1.0, 1_000_000).samples[0].clone())
+            .collect();
         assert_eq!(b.validate(&B), Err(Invalid::TooMany));
     }
 
@@ -574,6 +599,9 @@ mod tests {
     fn series_key_display_is_readable() {
         let b = batch(0.99, 0);
         let k = SeriesKey::of(&b, &b.samples[0]);
-        assert_eq!(k.to_string(), "business/idc1/cashier/scene=checkout:success_rate");
+        assert_eq!(
+            k.to_string(),
+            "business/idc1/cashier/scene=checkout:success_rate"
+        );
     }
 }

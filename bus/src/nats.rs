@@ -71,7 +71,12 @@ impl Transport for NatsTransport {
         })))
     }
 
-    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+    async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
         use async_nats::client::RequestErrorKind;
         if !is_publishable(subject) {
             return Err(BusError::InvalidSubject(subject.to_string()));
@@ -79,7 +84,8 @@ impl Transport for NatsTransport {
         if !self.is_connected() {
             return Err(BusError::Disconnected);
         }
-        match tokio::time::timeout(timeout, self.client.request(subject.to_string(), payload)).await {
+        match tokio::time::timeout(timeout, self.client.request(subject.to_string(), payload)).await
+        {
             Err(_) => Err(BusError::TimedOut(subject.to_string())),
             Ok(Ok(m)) => Ok(m.payload),
             Ok(Err(e)) => Err(match e.kind() {
@@ -91,7 +97,10 @@ impl Transport for NatsTransport {
     }
 
     async fn flush(&self) -> Result<(), BusError> {
-        self.client.flush().await.map_err(|e| BusError::Other(e.to_string()))
+        self.client
+            .flush()
+            .await
+            .map_err(|e| BusError::Other(e.to_string()))
     }
 
     fn is_connected(&self) -> bool {

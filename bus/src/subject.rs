@@ -26,7 +26,9 @@ impl Default for Subjects {
 impl Subjects {
     /// Subjects under `prefix`.
     pub fn new(prefix: impl Into<String>) -> Self {
-        Subjects { prefix: prefix.into() }
+        Subjects {
+            prefix: prefix.into(),
+        }
     }
 
     /// The prefix.
@@ -141,8 +143,14 @@ mod tests {
     #[test]
     fn subjects_are_publishable() {
         let s = Subjects::default();
-        assert_eq!(s.indicators(Layer::System, "idc1", "cashier"), "selfheal.ind.system.idc1.cashier");
-        assert!(matches(&s.all_indicators(), &s.indicators(Layer::Infra, "i", "h")));
+        assert_eq!(
+            s.indicators(Layer::System, "idc1", "cashier"),
+            "selfheal.ind.system.idc1.cashier"
+        );
+        assert!(matches(
+            &s.all_indicators(),
+            &s.indicators(Layer::Infra, "i", "h")
+        ));
         assert!(matches(&s.all_acts(), &s.act("router")));
         assert!(is_publishable(&s.act("router")));
         assert!(!is_publishable("a.*"));

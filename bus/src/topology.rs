@@ -111,7 +111,9 @@ impl Topology {
 
     /// Channels (primary first: those that are not anyone's backup).
     pub fn channels(&self) -> impl Iterator<Item = &Service> {
-        self.services.iter().filter(|s| s.kind == ServiceKind::Channel)
+        self.services
+            .iter()
+            .filter(|s| s.kind == ServiceKind::Channel)
     }
 
     /// Checks the document and returns every problem found, not just the
@@ -128,12 +130,18 @@ impl Topology {
         }
         for (i, idc) in self.idcs.iter().enumerate() {
             if !valid_name(&idc.name) {
-                problems.push(format!("idcs[{i}].name: {:?} is not a valid name", idc.name));
+                problems.push(format!(
+                    "idcs[{i}].name: {:?} is not a valid name",
+                    idc.name
+                ));
             }
         }
         for (i, s) in self.services.iter().enumerate() {
             if !valid_name(&s.name) {
-                problems.push(format!("services[{i}].name: {:?} is not a valid name", s.name));
+                problems.push(format!(
+                    "services[{i}].name: {:?} is not a valid name",
+                    s.name
+                ));
             }
             for d in &s.depends_on {
                 if !known(d) {
@@ -145,7 +153,9 @@ impl Topology {
                     problems.push(format!("services[{i}].backup: unknown service {b:?}"));
                 }
                 if b == &s.name {
-                    problems.push(format!("services[{i}].backup: a service cannot back itself up"));
+                    problems.push(format!(
+                        "services[{i}].backup: a service cannot back itself up"
+                    ));
                 }
             }
             if s.instances == 0 {
@@ -164,7 +174,10 @@ impl Topology {
         }
         for (i, sc) in self.scenes.iter().enumerate() {
             if !valid_name(&sc.name) {
-                problems.push(format!("scenes[{i}].name: {:?} is not a valid name", sc.name));
+                problems.push(format!(
+                    "scenes[{i}].name: {:?} is not a valid name",
+                    sc.name
+                ));
             }
             if !self.links.iter().any(|l| l.name == sc.link) {
                 problems.push(format!("scenes[{i}].link: unknown link {:?}", sc.link));

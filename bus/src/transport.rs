@@ -28,7 +28,9 @@ pub struct Subscription {
 impl Subscription {
     /// Wraps a stream.
     pub fn new(stream: impl Stream<Item = Message> + Send + 'static) -> Self {
-        Subscription { inner: Box::pin(stream) }
+        Subscription {
+            inner: Box::pin(stream),
+        }
     }
 
     /// The next message, or `None` when the subscription ended.
@@ -67,7 +69,12 @@ pub trait Transport: Send + Sync + 'static {
     /// Subscribes to `pattern` (`*` and `>` wildcards).
     async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError>;
     /// Sends a request and waits up to `timeout` for one reply.
-    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError>;
+    async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError>;
     /// Waits until everything published so far has reached the server.
     async fn flush(&self) -> Result<(), BusError>;
     /// Whether the bus is connected now.

@@ -30,7 +30,11 @@ pub const DEFAULT_TOPOLOGY: &str = include_str!("../topology.toml");
 pub fn parse_topology(text: &str) -> Result<selfheal_bus::Topology, String> {
     let topo: selfheal_bus::Topology = toml::from_str(text).map_err(|e| e.to_string())?;
     let problems = topo.validate();
-    if problems.is_empty() { Ok(topo) } else { Err(problems.join("\n")) }
+    if problems.is_empty() {
+        Ok(topo)
+    } else {
+        Err(problems.join("\n"))
+    }
 }
 
 /// The default topology, parsed.

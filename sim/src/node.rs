@@ -90,21 +90,43 @@ impl SimNode {
 
 async fn emit(bus: &Bus, subject: &str, ts: i64, kind: &str, detail: String) {
     info!(target: "selfheal::sim", kind, %detail, "platform event");
-    let ev = SimEvent { ts, kind: kind.to_string(), detail };
+    let ev = SimEvent {
+        ts,
+        kind: kind.to_string(),
+        detail,
+    };
     if let Ok(bytes) = serde_json::to_vec(&ev) {
         let _ = bus.publish(subject, bytes.into()).await;
     }
 }
 
-async fn run(node: SimNode, mut ctl: selfheal_bus::Subscription, shared: Arc<Mutex<Truth>>, stop: CancellationToken) -> Truth {
+async fn run(
+    node: SimNode,
+    mut ctl: selfheal_bus::Subscription,
+    shared: Arc<Mutex<Truth>>,
+    stop: CancellationToken,
+) -> Truth {
     let s = &node.scenario;
-    let mut platform = Platform::new(node.topology.clone(), s.seed, node.start_ms, s.tick_ms, s.faults.clone());
+    let mut platform = Platform::new(
+        node.topology.clone(),
+        s.seed,
+        node.start_ms,
+        s.tick_ms,
+        s.faults.clone(),
+    );
     let ticks = s.duration_s * 1000 / s.tick_ms;
     let mut interval = tokio::time::interval(node.speed.tick_period(s.tick_ms));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (feed, events) = (node.subjects.sim_feed(), node.subjects.sim_event());
     let mut bad_commands = 0u64;
-    emit(&node.bus, &events, node.start_ms, "started", format!("run {} started, seed {}", s.name, s.seed)).await;
+    emit(
+        &node.bus,
+        &events,
+        node.start_ms,
+        "started",
+        format!("run {} started, seed {}", s.name, s.seed),
+    )
+    .await;
     loop {
         tokio::select! {
             biased;
@@ -149,6 +171,13 @@ async fn run(node: SimNode, mut ctl: selfheal_bus::Subscription, shared: Arc<Mut
             }
         }
     }
-    emit(&node.bus, &events, platform.now_ms(), "finished", format!("run {} finished", s.name)).await;
+    emit(
+        &node.bus,
+        &events,
+        platform.now_ms(),
+        "finished",
+        format!("run {} finished", s.name),
+    )
+    .await;
     platform.truth().clone()
 }

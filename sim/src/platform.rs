@@ -8,7 +8,7 @@ use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use selfheal_bus::{
     ActionKind, Layer, Topology,
-    topology::{ServiceKind, Scene},
+    topology::{Scene, ServiceKind},
 };
 use serde::Serialize;
 
@@ -120,7 +120,13 @@ const WINDOW_TICKS: usize = 10;
 impl Platform {
     /// A platform of `topo`, starting at `start_ms`, whose random draws all
     /// come from `seed`.
-    pub fn new(topo: Topology, seed: u64, start_ms: i64, tick_ms: u64, faults: Vec<FaultSpec>) -> Self {
+    pub fn new(
+        topo: Topology,
+        seed: u64,
+        start_ms: i64,
+        tick_ms: u64,
+        faults: Vec<FaultSpec>,
+    ) -> Self {
         let total_tps: f64 = topo.scenes.iter().map(|s| s.base_tps).sum();
         let mut channels = Vec::new();
         let mut apps = Vec::new();
@@ -129,7 +135,10 @@ impl Platform {
                 ServiceKind::Channel => {
                     // Backups are a little slower and declare more capacity
                     // than the whole platform's peak, as a real backup must.
-                    let backup = topo.services.iter().any(|o| o.backup.as_deref() == Some(&s.name));
+                    let backup = topo
+                        .services
+                        .iter()
+                        .any(|o| o.backup.as_deref() == Some(&s.name));
                     channels.push(Channel {
                         name: s.name.clone(),
                         base_success: if backup { 0.9965 } else { 0.998 },
@@ -182,7 +191,9 @@ impl Platform {
 
     fn noise(&mut self, sd: f64) -> f64 {
         // sd is always finite and >= 0 here.
-        Normal::new(0.0, sd.max(0.0)).map(|n| n.sample(&mut self.rng)).unwrap_or(0.0)
+        Normal::new(0.0, sd.max(0.0))
+            .map(|n| n.sample(&mut self.rng))
+            .unwrap_or(0.0)
     }
 
     /// Daily seasonality: traffic peaks in the evening, is lowest at night.
@@ -202,14 +213,26 @@ impl Platform {
             }
             events.push((
                 "fault_start".into(),
-                format!("{} degraded: success {:.0}%, p99 {:.0} ms", f.target, f.success * 100.0, f.latency_ms),
+                format!(
+                    "{} degraded: success {:.0}%, p99 {:.0} ms",
+                    f.target,
+                    f.success * 100.0,
+                    f.latency_ms
+                ),
             ));
-            self.truth.faults.push(FaultWindow { kind: f.kind, target: f.target.clone(), start_ms: now, end_ms: None });
+            self.truth.faults.push(FaultWindow {
+                kind: f.kind,
+                target: f.target.clone(),
+                start_ms: now,
+                end_ms: None,
+            });
             self.active.push((f, now));
         }
         let mut ended = Vec::new();
         self.active.retain(|(f, started)| {
-            let over = f.duration_s.is_some_and(|d| now >= started + (d * 1000) as i64);
+            let over = f
+                .duration_s
+                .is_some_and(|d| now >= started + (d * 1000) as i64);
             if over {
                 ended.push(f.clone());
             }
@@ -219,10 +242,19 @@ impl Platform {
             if let Some(ch) = self.channels.iter_mut().find(|c| c.name == f.target) {
                 ch.degraded = None;
             }
-            if let Some(w) = self.truth.faults.iter_mut().rev().find(|w| w.target == f.target && w.end_ms.is_none()) {
+            if let Some(w) = self
+                .truth
+                .faults
+                .iter_mut()
+                .rev()
+                .find(|w| w.target == f.target && w.end_ms.is_none())
+            {
                 w.end_ms = Some(now);
             }
-            events.push(("fault_end".into(), format!("{} back to normal on its own", f.target)));
+            events.push((
+                "fault_end".into(),
+                format!("{} back to normal on its own", f.target),
+            ));
         }
     }
 
@@ -232,20 +264,30 @@ impl Platform {
         let primaries: Vec<&Channel> = self
             .channels
             .iter()
-            .filter(|c| !self.topo.services.iter().any(|s| s.backup.as_deref() == Some(&c.name)))
+            .filter(|c| {
+                !self
+                    .topo
+                    .services
+                    .iter()
+                    .any(|s| s.backup.as_deref() == Some(&c.name))
+            })
             .collect();
         let each = 1.0 / primaries.len().max(1) as f64;
         let mut split = vec![0.0; self.channels.len()];
         for p in primaries {
-            let pi = self.channels.iter().position(|c| c.name == p.name).unwrap_or(0);
+            let pi = self
+                .channels
+                .iter()
+                .position(|c| c.name == p.name)
+                .unwrap_or(0);
             let mut kept = each;
             for ((from, to), share) in &self.shifts {
-                if from == &p.name {
-                    if let Some(ti) = self.channels.iter().position(|c| &c.name == to) {
-                        let moved = each * share;
-                        split[ti] += moved;
-                        kept -= moved;
-                    }
+                if from == &p.name
+                    && let Some(ti) = self.channels.iter().position(|c| &c.name == to)
+                {
+                    let moved = each * share;
+                    split[ti] += moved;
+                    kept -= moved;
                 }
             }
             split[pi] += kept.max(0.0);
@@ -284,7 +326,10 @@ impl Platform {
             .collect();
         let app_success: f64 = self.apps.iter().map(|a| a.success).product();
         let app_latency: f64 = self.apps.iter().map(|a| a.latency_ms).sum();
-        let chan_success: f64 = split.iter().map(|(i, share)| share * chan_health[*i].0).sum();
+        let chan_success: f64 = split
+            .iter()
+            .map(|(i, share)| share * chan_health[*i].0)
+            .sum();
         let chan_p99 = split
             .iter()
             .filter(|(_, share)| *share >= 0.01)
@@ -293,7 +338,8 @@ impl Platform {
 
         for idc in &idcs {
             for scene in &scenes {
-                let tps = (scene.base_tps * idc.traffic_share * season * (1.0 + self.noise(0.02))).max(1.0);
+                let tps = (scene.base_tps * idc.traffic_share * season * (1.0 + self.noise(0.02)))
+                    .max(1.0);
                 let p = (app_success * chan_success).clamp(0.0, 1.0);
                 let sd = (p * (1.0 - p) / tps).sqrt();
                 let success = (p + self.noise(sd)).clamp(0.0, 1.0);
@@ -301,9 +347,18 @@ impl Platform {
                 let e = tick_attempted.entry(scene.name.clone()).or_default();
                 e.0 += tps;
                 e.1 += tps * success;
-                let entry = self.topo.links.iter().find(|l| l.name == scene.link).and_then(|l| l.services.first());
+                let entry = self
+                    .topo
+                    .links
+                    .iter()
+                    .find(|l| l.name == scene.link)
+                    .and_then(|l| l.services.first());
                 let service = entry.cloned().unwrap_or_else(|| scene.name.clone());
-                for (metric, value) in [("tps", tps), ("success_rate", success), ("latency_p99_ms", latency)] {
+                for (metric, value) in [
+                    ("tps", tps),
+                    ("success_rate", success),
+                    ("latency_p99_ms", latency),
+                ] {
                     samples.push(FrameSample {
                         layer: Layer::Business,
                         idc: idc.name.clone(),
@@ -342,12 +397,16 @@ impl Platform {
             // everything downstream of them.
             let apps = self.apps.clone();
             for (k, a) in apps.iter().enumerate() {
-                let downstream_success: f64 = apps[k..].iter().map(|x| x.success).product::<f64>() * chan_success;
-                let downstream_latency: f64 = apps[k..].iter().map(|x| x.latency_ms).sum::<f64>() + chan_p99;
-                let cpu = (0.15 + 0.6 * idc_tps / a.capacity_tps + self.noise(0.01)).clamp(0.0, 1.0);
+                let downstream_success: f64 =
+                    apps[k..].iter().map(|x| x.success).product::<f64>() * chan_success;
+                let downstream_latency: f64 =
+                    apps[k..].iter().map(|x| x.latency_ms).sum::<f64>() + chan_p99;
+                let cpu =
+                    (0.15 + 0.6 * idc_tps / a.capacity_tps + self.noise(0.01)).clamp(0.0, 1.0);
                 let err = (1.0 - downstream_success + self.noise(0.0005)).clamp(0.0, 1.0);
                 let lat = downstream_latency * (1.0 + self.noise(0.03));
-                for (metric, value) in [("cpu", cpu), ("error_rate", err), ("latency_p99_ms", lat)] {
+                for (metric, value) in [("cpu", cpu), ("error_rate", err), ("latency_p99_ms", lat)]
+                {
                     samples.push(FrameSample {
                         layer: Layer::System,
                         idc: idc.name.clone(),
@@ -361,10 +420,22 @@ impl Platform {
             }
         }
         self.account(ts, tick_attempted, &mut events);
-        (Frame { tick: self.tick, ts, samples }, events)
+        (
+            Frame {
+                tick: self.tick,
+                ts,
+                samples,
+            },
+            events,
+        )
     }
 
-    fn account(&mut self, ts: i64, tick: BTreeMap<String, (f64, f64)>, events: &mut Vec<(String, String)>) {
+    fn account(
+        &mut self,
+        ts: i64,
+        tick: BTreeMap<String, (f64, f64)>,
+        events: &mut Vec<(String, String)>,
+    ) {
         let mut all_within = true;
         let mut any_breach_now = false;
         for scene in &self.topo.scenes {
@@ -376,7 +447,9 @@ impl Platform {
             if w.len() > WINDOW_TICKS {
                 w.pop_front();
             }
-            let (a, o) = w.iter().fold((0.0, 0.0), |acc, x| (acc.0 + x.0, acc.1 + x.1));
+            let (a, o) = w
+                .iter()
+                .fold((0.0, 0.0), |acc, x| (acc.0 + x.0, acc.1 + x.1));
             let rate = if a > 0.0 { o / a } else { 1.0 };
             self.truth.scene_success.insert(scene.name.clone(), rate);
             if rate < scene.slo_success {
@@ -409,10 +482,23 @@ impl Platform {
         }
         let detail = match cmd.kind {
             ActionKind::ShiftTraffic => {
-                let from = cmd.params.get("from").and_then(|v| v.as_str()).unwrap_or(&cmd.target).to_string();
-                let to = cmd.params.get("to").and_then(|v| v.as_str()).ok_or("shift_traffic needs `to`")?.to_string();
-                let fraction =
-                    cmd.params.get("fraction").and_then(|v| v.as_f64()).ok_or("shift_traffic needs `fraction`")?;
+                let from = cmd
+                    .params
+                    .get("from")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or(&cmd.target)
+                    .to_string();
+                let to = cmd
+                    .params
+                    .get("to")
+                    .and_then(|v| v.as_str())
+                    .ok_or("shift_traffic needs `to`")?
+                    .to_string();
+                let fraction = cmd
+                    .params
+                    .get("fraction")
+                    .and_then(|v| v.as_f64())
+                    .ok_or("shift_traffic needs `fraction`")?;
                 if !(0.0..=1.0).contains(&fraction) {
                     return Err(format!("fraction {fraction} is not in [0,1]"));
                 }
@@ -425,9 +511,17 @@ impl Platform {
                     return Err("cannot shift a channel's traffic to itself".into());
                 }
                 self.shifts.insert((from.clone(), to.clone()), fraction);
-                format!("{:.1}% of {from}'s traffic now goes to {to}", fraction * 100.0)
+                format!(
+                    "{:.1}% of {from}'s traffic now goes to {to}",
+                    fraction * 100.0
+                )
             }
-            other => return Err(format!("{} is not supported by this platform", other.as_str())),
+            other => {
+                return Err(format!(
+                    "{} is not supported by this platform",
+                    other.as_str()
+                ));
+            }
         };
         self.truth.actions.push(AppliedAction {
             ts: now,
@@ -446,7 +540,13 @@ mod tests {
     use crate::{Scenario, default_topology};
 
     fn run(s: &Scenario, ticks: u64, shift_at: Option<u64>) -> (Platform, Vec<Frame>) {
-        let mut p = Platform::new(default_topology(), s.seed, 1_700_000_000_000, s.tick_ms, s.faults.clone());
+        let mut p = Platform::new(
+            default_topology(),
+            s.seed,
+            1_700_000_000_000,
+            s.tick_ms,
+            s.faults.clone(),
+        );
         let mut frames = Vec::new();
         for t in 0..ticks {
             if Some(t) == shift_at {
@@ -454,7 +554,11 @@ mod tests {
                     key: "k1".into(),
                     kind: ActionKind::ShiftTraffic,
                     target: "bank-a".into(),
-                    params: [("to".to_string(), "bank-b".into()), ("fraction".to_string(), 1.0.into())].into(),
+                    params: [
+                        ("to".to_string(), "bank-b".into()),
+                        ("fraction".to_string(), 1.0.into()),
+                    ]
+                    .into(),
                 };
                 p.apply(&cmd).unwrap();
                 assert!(p.apply(&cmd).unwrap().starts_with("already applied"));
@@ -507,7 +611,12 @@ mod tests {
         let (mut p, _) = run(&Scenario::control(), 300, None);
         assert!(p.truth().within_slo);
         assert!(p.truth().recovered_ms.is_none());
-        let mut cmd = Command { key: "x".into(), kind: ActionKind::ShiftTraffic, target: "bank-a".into(), params: Default::default() };
+        let mut cmd = Command {
+            key: "x".into(),
+            kind: ActionKind::ShiftTraffic,
+            target: "bank-a".into(),
+            params: Default::default(),
+        };
         assert!(p.apply(&cmd).unwrap_err().contains("needs `to`"));
         cmd.params.insert("to".into(), "bank-zz".into());
         cmd.params.insert("fraction".into(), 0.5.into());

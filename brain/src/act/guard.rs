@@ -32,7 +32,12 @@ const fn default_max_in_flight() -> usize {
 
 impl Default for GuardConfig {
     fn default() -> Self {
-        GuardConfig { dry_run: false, kill_switch_file: None, cooldown_s: default_cooldown_s(), max_in_flight: default_max_in_flight() }
+        GuardConfig {
+            dry_run: false,
+            kill_switch_file: None,
+            cooldown_s: default_cooldown_s(),
+            max_in_flight: default_max_in_flight(),
+        }
     }
 }
 
@@ -57,15 +62,19 @@ pub struct Guards {
 impl Guards {
     /// Guards with `cfg`.
     pub fn new(cfg: GuardConfig) -> Self {
-        Guards { cfg, last: HashMap::new(), in_flight: 0 }
+        Guards {
+            cfg,
+            last: HashMap::new(),
+            in_flight: 0,
+        }
     }
 
     /// Decides on an action by `incident` on `target` at event time `now`.
     pub fn check(&self, incident: &str, target: &str, now: i64) -> Verdict {
-        if let Some(f) = &self.cfg.kill_switch_file {
-            if f.exists() {
-                return Verdict::Refuse(format!("kill switch engaged ({})", f.display()));
-            }
+        if let Some(f) = &self.cfg.kill_switch_file
+            && f.exists()
+        {
+            return Verdict::Refuse(format!("kill switch engaged ({})", f.display()));
         }
         if self.cfg.dry_run {
             return Verdict::DryRun;
@@ -88,7 +97,8 @@ impl Guards {
 
     /// Notes an action sent.
     pub fn sent(&mut self, incident: &str, target: &str, now: i64) {
-        self.last.insert(target.to_string(), (incident.to_string(), now));
+        self.last
+            .insert(target.to_string(), (incident.to_string(), now));
         self.in_flight += 1;
     }
 
@@ -104,22 +114,38 @@ mod tests {
 
     #[test]
     fn cooldown_dry_run_kill_switch_and_cap() {
-        let mut g = Guards::new(GuardConfig { cooldown_s: 60, max_in_flight: 1, ..GuardConfig::default() });
+        let mut g = Guards::new(GuardConfig {
+            cooldown_s: 60,
+            max_in_flight: 1,
+            ..GuardConfig::default()
+        });
         assert_eq!(g.check("a", "bank-a", 0), Verdict::Allow);
         g.sent("a", "bank-a", 0);
         assert!(matches!(g.check("b", "bank-c", 1), Verdict::Refuse(r) if r.contains("in flight")));
         g.answered();
-        assert_eq!(g.check("a", "bank-a", 1_000), Verdict::Allow, "its own incident steps on");
-        assert!(matches!(g.check("b", "bank-a", 59_000), Verdict::Refuse(r) if r.contains("cooldown")));
+        assert_eq!(
+            g.check("a", "bank-a", 1_000),
+            Verdict::Allow,
+            "its own incident steps on"
+        );
+        assert!(
+            matches!(g.check("b", "bank-a", 59_000), Verdict::Refuse(r) if r.contains("cooldown"))
+        );
         assert_eq!(g.check("b", "bank-a", 60_000), Verdict::Allow);
 
         let dir = tempfile::tempdir().unwrap();
         let kill = dir.path().join("KILL");
-        let g = Guards::new(GuardConfig { kill_switch_file: Some(kill.clone()), ..GuardConfig::default() });
+        let g = Guards::new(GuardConfig {
+            kill_switch_file: Some(kill.clone()),
+            ..GuardConfig::default()
+        });
         assert_eq!(g.check("a", "x", 0), Verdict::Allow);
         std::fs::write(&kill, "").unwrap();
         assert!(matches!(g.check("a", "x", 0), Verdict::Refuse(r) if r.contains("kill switch")));
-        let g = Guards::new(GuardConfig { dry_run: true, ..GuardConfig::default() });
+        let g = Guards::new(GuardConfig {
+            dry_run: true,
+            ..GuardConfig::default()
+        });
         assert_eq!(g.check("a", "x", 0), Verdict::DryRun);
     }
 }

@@ -152,7 +152,15 @@ pub struct Detector {
 impl Detector {
     /// A fresh detector for a series whose bad direction is `dir`.
     pub fn new(dir: Direction) -> Self {
-        Detector { mean: 0.0, dev: 0.0, onset: 0, n: 0, run: 0, anomalous: false, dir }
+        Detector {
+            mean: 0.0,
+            dev: 0.0,
+            onset: 0,
+            n: 0,
+            run: 0,
+            anomalous: false,
+            dir,
+        }
     }
 
     /// Whether the series is anomalous now.
@@ -166,7 +174,9 @@ impl Detector {
     }
 
     fn scale(&self, cfg: &DetectorConfig) -> f64 {
-        (1.25 * self.dev).max(cfg.rel_floor * self.mean.abs()).max(1e-9)
+        (1.25 * self.dev)
+            .max(cfg.rel_floor * self.mean.abs())
+            .max(1e-9)
     }
 
     /// How bad `x` is, in robust standard deviations, in the bad direction.
@@ -192,8 +202,16 @@ impl Detector {
             // Winsorise: an outlier moves the baseline no more than a value
             // at the alarm threshold would.
             let lim = cfg.z_open * self.scale(cfg);
-            let xc = if self.n >= cfg.warmup { x.clamp(self.mean - lim, self.mean + lim) } else { x };
-            let a = if self.n < cfg.warmup { 1.0 / (self.n as f64 + 1.0) } else { cfg.alpha };
+            let xc = if self.n >= cfg.warmup {
+                x.clamp(self.mean - lim, self.mean + lim)
+            } else {
+                x
+            };
+            let a = if self.n < cfg.warmup {
+                1.0 / (self.n as f64 + 1.0)
+            } else {
+                cfg.alpha
+            };
             let d = xc - self.mean;
             self.mean += a * d;
             self.dev += a * (d.abs() - self.dev);
@@ -219,7 +237,9 @@ impl Detector {
                 if self.run >= cfg.close_run {
                     self.anomalous = false;
                     self.run = 0;
-                    return Some(Transition::End { baseline: self.mean });
+                    return Some(Transition::End {
+                        baseline: self.mean,
+                    });
                 }
             } else {
                 self.run = 0;
@@ -234,7 +254,11 @@ impl Detector {
             if self.run >= cfg.open_run {
                 self.anomalous = true;
                 self.run = 0;
-                return Some(Transition::Start { onset: self.onset, baseline: self.mean, score: Self::score(bad, cfg) });
+                return Some(Transition::Start {
+                    onset: self.onset,
+                    baseline: self.mean,
+                    score: Self::score(bad, cfg),
+                });
             }
             return None;
         }
@@ -251,12 +275,20 @@ mod tests {
 
     fn noisy(seed: u64, n: usize, level: f64, sd: f64) -> Vec<f64> {
         let mut r = rand::rngs::StdRng::seed_from_u64(seed);
-        (0..n).map(|_| level + sd * (r.r#gen::<f64>() - 0.5) * 3.46).collect()
+        (0..n)
+            .map(|_| level + sd * (r.r#gen::<f64>() - 0.5) * 3.46)
+            .collect()
     }
 
     fn feed(d: &mut Detector, xs: &[f64], t0: i64) -> Vec<(i64, Transition)> {
         let cfg = DetectorConfig::default();
-        xs.iter().enumerate().filter_map(|(i, x)| d.update(t0 + i as i64, *x, &cfg).map(|t| (t0 + i as i64, t))).collect()
+        xs.iter()
+            .enumerate()
+            .filter_map(|(i, x)| {
+                d.update(t0 + i as i64, *x, &cfg)
+                    .map(|t| (t0 + i as i64, t))
+            })
+            .collect()
     }
 
     #[test]
@@ -277,7 +309,14 @@ mod tests {
         let ev = feed(&mut d, &xs, 0);
         assert_eq!(ev.len(), 2, "{ev:?}");
         match ev[0] {
-            (at, Transition::Start { onset, baseline, score }) => {
+            (
+                at,
+                Transition::Start {
+                    onset,
+                    baseline,
+                    score,
+                },
+            ) => {
                 assert_eq!(onset, 200);
                 assert_eq!(at, 202);
                 assert!((baseline - 0.997).abs() < 0.002);
@@ -293,11 +332,17 @@ mod tests {
         let mut d = Detector::new(Direction::Down);
         let mut xs = noisy(5, 100, 0.95, 0.003);
         xs.extend(noisy(6, 50, 0.999, 0.0005));
-        assert!(feed(&mut d, &xs, 0).is_empty(), "a success rate rising is not an incident");
+        assert!(
+            feed(&mut d, &xs, 0).is_empty(),
+            "a success rate rising is not an incident"
+        );
         let mut d = Detector::new(Direction::Up);
         let mut xs = noisy(7, 100, 200.0, 10.0);
         xs.extend(noisy(8, 20, 900.0, 10.0));
-        assert!(matches!(feed(&mut d, &xs, 0)[0].1, Transition::Start { .. }));
+        assert!(matches!(
+            feed(&mut d, &xs, 0)[0].1,
+            Transition::Start { .. }
+        ));
     }
 
     #[test]

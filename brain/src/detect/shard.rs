@@ -71,19 +71,41 @@ pub async fn run(
                         BrainStats::bump(&stats.series_refused);
                         continue;
                     }
-                    series.entry(key.clone()).or_insert_with(|| Detector::new(Direction::of_metric(&key.metric)))
+                    series
+                        .entry(key.clone())
+                        .or_insert_with(|| Detector::new(Direction::of_metric(&key.metric)))
                 }
             };
             let direction = Direction::of_metric(&key.metric);
             let ev = match det.update(ts, value, &cfg) {
                 None => continue,
-                Some(Transition::Start { onset, baseline, score }) => {
+                Some(Transition::Start {
+                    onset,
+                    baseline,
+                    score,
+                }) => {
                     BrainStats::bump(&stats.anomalies);
-                    AnomalyEvent { key, ts, kind: AnomalyKind::Start, onset, value, baseline, score, direction }
+                    AnomalyEvent {
+                        key,
+                        ts,
+                        kind: AnomalyKind::Start,
+                        onset,
+                        value,
+                        baseline,
+                        score,
+                        direction,
+                    }
                 }
-                Some(Transition::End { baseline }) => {
-                    AnomalyEvent { key, ts, kind: AnomalyKind::End, onset: ts, value, baseline, score: 0.0, direction }
-                }
+                Some(Transition::End { baseline }) => AnomalyEvent {
+                    key,
+                    ts,
+                    kind: AnomalyKind::End,
+                    onset: ts,
+                    value,
+                    baseline,
+                    score: 0.0,
+                    direction,
+                },
             };
             if tx.send(ev).await.is_err() {
                 warn!("engine gone, shard stopping");

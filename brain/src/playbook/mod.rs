@@ -169,7 +169,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_operations: 200_000, budget: Duration::from_millis(250) }
+        Limits {
+            max_operations: 200_000,
+            budget: Duration::from_millis(250),
+        }
     }
 }
 
@@ -205,7 +208,9 @@ impl Runtime {
         engine.set_max_map_size(256);
         engine.disable_symbol("eval");
         engine.on_print(|s| tracing::info!(target: "selfheal::playbook", "{s}"));
-        engine.on_debug(|s, src, pos| tracing::debug!(target: "selfheal::playbook", ?src, %pos, "{s}"));
+        engine.on_debug(
+            |s, src, pos| tracing::debug!(target: "selfheal::playbook", ?src, %pos, "{s}"),
+        );
         let d = deadline.clone();
         engine.on_progress(move |ops| {
             if ops % 256 == 0 && lock(&d).is_some_and(|t| Instant::now() > t) {
@@ -217,42 +222,55 @@ impl Runtime {
 
         let mut traffic = Module::new();
         let (s, t) = (steps.clone(), topology.clone());
-        traffic.set_native_fn("shift", move |from: ImmutableString, to: ImmutableString, fraction: f64| {
-            if !(fraction > 0.0 && fraction <= 1.0) {
-                return Err(err(format!("traffic::shift: fraction {fraction} is not in (0,1]")));
-            }
-            for n in [&from, &to] {
-                if t.service(n).is_none() {
-                    return Err(err(format!("traffic::shift: unknown service {n:?}")));
+        traffic.set_native_fn(
+            "shift",
+            move |from: ImmutableString, to: ImmutableString, fraction: f64| {
+                if !(fraction > 0.0 && fraction <= 1.0) {
+                    return Err(err(format!(
+                        "traffic::shift: fraction {fraction} is not in (0,1]"
+                    )));
                 }
-            }
-            let router = t.router_of(&from).ok_or_else(|| err(format!("traffic::shift: nothing routes to {from:?}")))?;
-            let params = [
-                ("from".to_string(), serde_json::Value::from(from.as_str())),
-                ("to".to_string(), serde_json::Value::from(to.as_str())),
-                ("fraction".to_string(), serde_json::Value::from(fraction)),
-            ];
-            lock(&s).push(Step::Act(PlannedAction {
-                kind: ActionKind::ShiftTraffic,
-                service: router.to_string(),
-                target: from.to_string(),
-                params: params.into(),
-            }));
-            Ok(())
-        });
+                for n in [&from, &to] {
+                    if t.service(n).is_none() {
+                        return Err(err(format!("traffic::shift: unknown service {n:?}")));
+                    }
+                }
+                let router = t
+                    .router_of(&from)
+                    .ok_or_else(|| err(format!("traffic::shift: nothing routes to {from:?}")))?;
+                let params = [
+                    ("from".to_string(), serde_json::Value::from(from.as_str())),
+                    ("to".to_string(), serde_json::Value::from(to.as_str())),
+                    ("fraction".to_string(), serde_json::Value::from(fraction)),
+                ];
+                lock(&s).push(Step::Act(PlannedAction {
+                    kind: ActionKind::ShiftTraffic,
+                    service: router.to_string(),
+                    target: from.to_string(),
+                    params: params.into(),
+                }));
+                Ok(())
+            },
+        );
         engine.register_static_module("traffic", traffic.into());
 
         let mut verify = Module::new();
         let s = steps.clone();
         verify.set_native_fn("healthy", move |service: ImmutableString, window_s: i64| {
             let window_ms = window(window_s)?;
-            lock(&s).push(Step::Verify { check: Check::Healthy(service.to_string()), window_ms });
+            lock(&s).push(Step::Verify {
+                check: Check::Healthy(service.to_string()),
+                window_ms,
+            });
             Ok(())
         });
         let s = steps.clone();
         verify.set_native_fn("cleared", move |window_s: i64| {
             let window_ms = window(window_s)?;
-            lock(&s).push(Step::Verify { check: Check::Cleared, window_ms });
+            lock(&s).push(Step::Verify {
+                check: Check::Cleared,
+                window_ms,
+            });
             Ok(())
         });
         engine.register_static_module("verify", verify.into());
@@ -268,33 +286,72 @@ impl Runtime {
         let mut topo = Module::new();
         let t = topology.clone();
         topo.set_native_fn("backup_of", move |name: ImmutableString| {
-            Ok(t.backup_of(&name).map_or(Dynamic::UNIT, |b| Dynamic::from(b.to_string())))
+            Ok(t.backup_of(&name)
+                .map_or(Dynamic::UNIT, |b| Dynamic::from(b.to_string())))
         });
         let t = topology;
         topo.set_native_fn("router_of", move |name: ImmutableString| {
-            Ok(t.router_of(&name).map_or(Dynamic::UNIT, |b| Dynamic::from(b.to_string())))
+            Ok(t.router_of(&name)
+                .map_or(Dynamic::UNIT, |b| Dynamic::from(b.to_string())))
         });
         engine.register_static_module("topo", topo.into());
 
-        Runtime { engine, steps, deadline, limits, playbooks: Vec::new() }
+        Runtime {
+            engine,
+            steps,
+            deadline,
+            limits,
+            playbooks: Vec::new(),
+        }
     }
 
     /// Compiles one playbook and reads its metadata.
     pub fn compile(&self, path: &Path) -> Result<Playbook, PlaybookError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| PlaybookError::Compile { file: file.clone(), message: e.to_string() })?;
-        let ast = self.engine.compile(&text).map_err(|e| PlaybookError::Compile { file: file.clone(), message: e.to_string() })?;
-        let has = |name: &str, arity: usize| ast.iter_functions().any(|f| f.name == name && f.params.len() == arity);
+        let text = std::fs::read_to_string(path).map_err(|e| PlaybookError::Compile {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        let ast = self
+            .engine
+            .compile(&text)
+            .map_err(|e| PlaybookError::Compile {
+                file: file.clone(),
+                message: e.to_string(),
+            })?;
+        let has = |name: &str, arity: usize| {
+            ast.iter_functions()
+                .any(|f| f.name == name && f.params.len() == arity)
+        };
         if !has("meta", 0) || !has("plan", 1) {
-            return Err(PlaybookError::Meta { file, message: "a playbook defines fn meta() and fn plan(incident)".into() });
+            return Err(PlaybookError::Meta {
+                file,
+                message: "a playbook defines fn meta() and fn plan(incident)".into(),
+            });
         }
         let meta: Map = self
-            .guarded(|| self.engine.call_fn::<Map>(&mut Scope::new(), &ast, "meta", ()))
-            .map_err(|e| PlaybookError::Meta { file: file.clone(), message: e.to_string() })?;
-        let meta = parse_meta(&meta).map_err(|message| PlaybookError::Meta { file: file.clone(), message })?;
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(Playbook { name, path: path.to_path_buf(), meta, ast })
+            .guarded(|| {
+                self.engine
+                    .call_fn::<Map>(&mut Scope::new(), &ast, "meta", ())
+            })
+            .map_err(|e| PlaybookError::Meta {
+                file: file.clone(),
+                message: e.to_string(),
+            })?;
+        let meta = parse_meta(&meta).map_err(|message| PlaybookError::Meta {
+            file: file.clone(),
+            message,
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Playbook {
+            name,
+            path: path.to_path_buf(),
+            meta,
+            ast,
+        })
     }
 
     /// Loads every `*.rhai` under `dir` (recursively, except `diagnose/`
@@ -325,10 +382,15 @@ impl Runtime {
 
     /// The first playbook handling `cause`.
     pub fn for_cause(&self, cause: &str) -> Option<&Playbook> {
-        self.playbooks.iter().find(|p| p.meta.handles.iter().any(|h| h == cause))
+        self.playbooks
+            .iter()
+            .find(|p| p.meta.handles.iter().any(|h| h == cause))
     }
 
-    fn guarded<T>(&self, f: impl FnOnce() -> Result<T, Box<EvalAltResult>>) -> Result<T, Box<EvalAltResult>> {
+    fn guarded<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, Box<EvalAltResult>>,
+    ) -> Result<T, Box<EvalAltResult>> {
         *lock(&self.deadline) = Some(Instant::now() + self.limits.budget);
         let r = f();
         *lock(&self.deadline) = None;
@@ -343,35 +405,61 @@ impl Runtime {
         m.insert("target".into(), facts.target.clone().into());
         m.insert("service".into(), facts.service.clone().into());
         m.insert("confidence".into(), facts.confidence.into());
-        m.insert("symptoms".into(), facts.symptoms.iter().cloned().map(Dynamic::from).collect::<rhai::Array>().into());
+        m.insert(
+            "symptoms".into(),
+            facts
+                .symptoms
+                .iter()
+                .cloned()
+                .map(Dynamic::from)
+                .collect::<rhai::Array>()
+                .into(),
+        );
         lock(&self.steps).clear();
-        let r = self.guarded(|| self.engine.call_fn::<Dynamic>(&mut Scope::new(), &pb.ast, "plan", (m,)));
+        let r = self.guarded(|| {
+            self.engine
+                .call_fn::<Dynamic>(&mut Scope::new(), &pb.ast, "plan", (m,))
+        });
         let steps = std::mem::take(&mut *lock(&self.steps));
         match r {
             Ok(_) => Ok(steps),
             Err(e) => {
                 let message = match *e {
                     EvalAltResult::ErrorTerminated(..) => {
-                        format!("wall-clock budget of {} ms exceeded", self.limits.budget.as_millis())
+                        format!(
+                            "wall-clock budget of {} ms exceeded",
+                            self.limits.budget.as_millis()
+                        )
                     }
                     other => other.to_string(),
                 };
-                Err(PlaybookError::Run { file: pb.path.display().to_string(), message })
+                Err(PlaybookError::Run {
+                    file: pb.path.display().to_string(),
+                    message,
+                })
             }
         }
     }
 }
 
 fn window(s: i64) -> Result<i64, Box<EvalAltResult>> {
-    if (1..=3600).contains(&s) { Ok(s * 1000) } else { Err(err(format!("verify window {s}s is not in 1..=3600"))) }
+    if (1..=3600).contains(&s) {
+        Ok(s * 1000)
+    } else {
+        Err(err(format!("verify window {s}s is not in 1..=3600")))
+    }
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
-            if p.file_name().is_some_and(|n| n != "diagnose" && n != "tests") {
+            if p.file_name()
+                .is_some_and(|n| n != "diagnose" && n != "tests")
+            {
                 collect(&p, out);
             }
         } else if p.extension().is_some_and(|x| x == "rhai") {
@@ -391,7 +479,11 @@ fn parse_meta(m: &Map) -> Result<Meta, String> {
     if handles.is_empty() {
         return Err("`handles` is empty".into());
     }
-    let text = |k: &str| m.get(k).and_then(|v| v.clone().into_immutable_string().ok()).map(|s| s.to_string());
+    let text = |k: &str| {
+        m.get(k)
+            .and_then(|v| v.clone().into_immutable_string().ok())
+            .map(|s| s.to_string())
+    };
     let risk = match text("risk").as_deref() {
         Some("low") => Risk::Low,
         Some("medium") => Risk::Medium,
@@ -402,9 +494,17 @@ fn parse_meta(m: &Map) -> Result<Meta, String> {
         Some("auto") => Approval::Auto,
         Some("approval") => Approval::Approval,
         Some("dry_run") => Approval::DryRun,
-        other => return Err(format!("`approval` must be auto, approval or dry_run, not {other:?}")),
+        other => {
+            return Err(format!(
+                "`approval` must be auto, approval or dry_run, not {other:?}"
+            ));
+        }
     };
-    Ok(Meta { handles, risk, approval })
+    Ok(Meta {
+        handles,
+        risk,
+        approval,
+    })
 }
 
 #[cfg(test)]

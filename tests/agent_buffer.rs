@@ -1,0 +1,123 @@
+//! The agent keeps collecting while the bus is away: batches within the
+//! buffer's bound arrive after it comes back, overflow is counted. Over a
+//! real nats-server that is killed and restarted on the same port.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::{NatsServer, eventually};
+use selfheal_agent::{Agent, AgentConfig, AgentStats, config::Feed};
+use selfheal_bus::{Bus, IndicatorBatch, Limits, NatsTransport, Subjects, Transport, decode};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_batches_arrive_after_an_outage_and_overflow_is_counted() {
+    let mut nats = NatsServer::start();
+    let agent_nats = NatsTransport::connect(&nats.url(), "agent").await.unwrap();
+    let agent_bus: Bus = Arc::new(agent_nats.clone());
+    let sink = NatsTransport::connect(&nats.url(), "sink").await.unwrap();
+    let subjects = Subjects::default();
+    let mut sub = sink.subscribe(&subjects.all_indicators()).await.unwrap();
+    sink.flush().await.unwrap();
+    let got: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let got2 = got.clone();
+    let reader = tokio::spawn(async move {
+        let limits = Limits {
+            max_skew_ms: i64::MAX / 2,
+            ..Limits::default()
+        };
+        while let Some(m) = sub.next().await {
+            if let Ok(b) = decode::<IndicatorBatch>(&m.payload, &limits, 0) {
+                got2.lock().unwrap().insert(b.seq);
+            }
+        }
+    });
+
+    const CAP: usize = 30;
+    let config = AgentConfig {
+        feed: Feed::None,
+        host: true,
+        host_interval_ms: 10,
+        buffer_batches: CAP,
+        actuate: false,
+        ..AgentConfig::default()
+    };
+    let agent = Agent {
+        config,
+        bus: agent_bus,
+        subjects,
+    }
+    .spawn()
+    .await
+    .unwrap();
+    let stats = agent.stats.clone();
+    let n = |c: &std::sync::atomic::AtomicU64| AgentStats::get(c);
+    eventually("batches flowing", Duration::from_secs(10), || {
+        n(&stats.published) >= 5
+    })
+    .await;
+
+    nats.kill();
+    eventually(
+        "the agent sees the bus gone",
+        Duration::from_secs(10),
+        || !agent_nats.is_connected(),
+    )
+    .await;
+    eventually("the buffer overflowing", Duration::from_secs(20), || {
+        n(&stats.overflow_dropped) >= 10
+    })
+    .await;
+    nats.restart();
+    eventually("the agent reconnected", Duration::from_secs(20), || {
+        agent_nats.is_connected()
+    })
+    .await;
+    eventually("the buffer flushed", Duration::from_secs(20), || {
+        n(&stats.flushed) + n(&stats.overflow_dropped) == n(&stats.buffered)
+    })
+    .await;
+    let published_after = n(&stats.published);
+    eventually("new batches flowing again", Duration::from_secs(10), || {
+        n(&stats.published) > published_after + 3
+    })
+    .await;
+    agent.shutdown().await;
+
+    // Every batch flushed from the buffer reached the subscriber: the last
+    // ones of the outage, the newest CAP of them at least.
+    let flushed = n(&stats.flushed);
+    assert!(flushed >= CAP as u64, "flushed {flushed}");
+    eventually("flushed batches delivered", Duration::from_secs(10), || {
+        got.lock().unwrap().len() as u64 >= flushed
+    })
+    .await;
+    let got = got.lock().unwrap().clone();
+    let max = *got.iter().max().unwrap();
+    let missing: Vec<u64> = (1..=max).filter(|s| !got.contains(s)).collect();
+    // What is missing is exactly the overflow (plus at most the batches
+    // published into the socket in the instant the server died).
+    let overflow = n(&stats.overflow_dropped);
+    assert!(
+        missing.len() as u64 >= overflow,
+        "missing {} < overflow {overflow}",
+        missing.len()
+    );
+    assert!(
+        missing.len() as u64 <= overflow + 3,
+        "missing {:?}, overflow {overflow}",
+        missing
+    );
+    // The dropped ones are the oldest of the outage: one contiguous run.
+    if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
+        assert!(
+            last - first < missing.len() as u64 + 3,
+            "drops are oldest-first: {missing:?}"
+        );
+    }
+    reader.abort();
+}

@@ -1,0 +1,185 @@
+//! Bad input on the indicator subjects is counted and dropped; the brain
+//! keeps working. Over a real nats-server.
+
+mod common;
+
+use std::{collections::BTreeMap, sync::Arc, sync::atomic::Ordering, time::Duration};
+
+use common::{NatsServer, eventually};
+use selfheal_brain::{Brain, BrainConfig};
+use selfheal_bus::{
+    Bus, IndicatorBatch, Layer, NatsTransport, Sample, Subjects, WIRE_VERSION, encode,
+};
+
+fn batch(ts: i64, value: f64) -> IndicatorBatch {
+    IndicatorBatch {
+        v: WIRE_VERSION,
+        source: "test".into(),
+        seq: 1,
+        layer: Layer::Business,
+        idc: "idc1".into(),
+        service: "cashier".into(),
+        samples: vec![Sample {
+            scene: Some("checkout".into()),
+            link: Some("payment".into()),
+            instance: None,
+            metric: "success_rate".into(),
+            labels: BTreeMap::new(),
+            ts,
+            value,
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_messages_are_counted_and_dropped() {
+    let nats = NatsServer::start();
+    let brain_bus: Bus = Arc::new(NatsTransport::connect(&nats.url(), "brain").await.unwrap());
+    let pub_bus: Bus = Arc::new(
+        NatsTransport::connect(&nats.url(), "publisher")
+            .await
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrainConfig {
+        store: dir.path().join("s.db"),
+        playbooks: selfheal::paths::playbooks(),
+        max_message_bytes: 64 * 1024,
+        settle_s: 1,
+        ..BrainConfig::default()
+    };
+    let subjects = Subjects::default();
+    let brain = Brain {
+        config,
+        bus: brain_bus.clone(),
+        subjects: subjects.clone(),
+        topology: selfheal_sim::default_topology(),
+    }
+    .spawn()
+    .await
+    .unwrap();
+    brain_bus.flush().await.unwrap();
+    let stats = brain.stats.clone();
+    let subject = subjects.indicators(Layer::Business, "idc1", "cashier");
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+
+    // One good batch sets the brain's clock.
+    pub_bus
+        .publish(&subject, encode(&batch(t0, 0.997)))
+        .await
+        .unwrap();
+    eventually("first batch", Duration::from_secs(10), || {
+        stats.batches.load(Ordering::Relaxed) == 1
+    })
+    .await;
+
+    let good = String::from_utf8(encode(&batch(t0, 0.997)).to_vec()).unwrap();
+    let bad: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("not json", b"\x00\xffgarbage".to_vec(), "malformed"),
+        (
+            "truncated",
+            good.as_bytes()[..good.len() / 2].to_vec(),
+            "malformed",
+        ),
+        (
+            "NaN written as null",
+            good.replace("0.997", "null").into_bytes(),
+            "malformed",
+        ),
+        (
+            "unknown field",
+            good.replace("\"seq\"", "\"evil\":1,\"seq\"").into_bytes(),
+            "malformed",
+        ),
+        (
+            "oversized",
+            format!("{{\"pad\":\"{}\"}}", "x".repeat(100 * 1024)).into_bytes(),
+            "too_large",
+        ),
+        (
+            "future version",
+            good.replace("\"v\":1", "\"v\":99").into_bytes(),
+            "version",
+        ),
+        (
+            "a day in the future",
+            encode(&batch(t0 + 86_400_000, 0.99)).to_vec(),
+            "timestamp_skew",
+        ),
+        (
+            "no samples",
+            good.replace(
+                &good[good.find("[").unwrap()..good.rfind("]").unwrap() + 1],
+                "[]",
+            )
+            .into_bytes(),
+            "empty",
+        ),
+    ];
+    for (what, payload, _) in &bad {
+        pub_bus
+            .publish(&subject, payload.clone().into())
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    // A valid batch on a subject that does not match its header.
+    pub_bus
+        .publish(
+            &subjects.indicators(Layer::System, "idc9", "other"),
+            encode(&batch(t0, 0.99)),
+        )
+        .await
+        .unwrap();
+    pub_bus.flush().await.unwrap();
+    let expected = bad.len() as u64 + 1;
+    eventually("every bad message counted", Duration::from_secs(10), || {
+        stats.rejected_total() == expected
+    })
+    .await;
+    for (what, _, reason) in &bad {
+        assert!(
+            stats.rejected_for(reason) >= 1,
+            "{what} counted as {reason}"
+        );
+    }
+    assert_eq!(stats.rejected_for("malformed"), 4);
+    assert_eq!(stats.rejected_for("subject_mismatch"), 1);
+    assert!(
+        stats
+            .render_prometheus()
+            .contains("selfheal_brain_rejected_total{reason=\"too_large\"} 1")
+    );
+
+    // The brain keeps working: normal history, then a drop it detects.
+    for i in 1..=60 {
+        let v = if i <= 50 {
+            0.997 + 0.001 * ((i % 3) as f64 - 1.0)
+        } else {
+            0.6
+        };
+        pub_bus
+            .publish(&subject, encode(&batch(t0 + i * 1000, v)))
+            .await
+            .unwrap();
+    }
+    pub_bus.flush().await.unwrap();
+    eventually(
+        "good batches after the bad ones",
+        Duration::from_secs(10),
+        || stats.batches.load(Ordering::Relaxed) == 61,
+    )
+    .await;
+    eventually("the drop detected", Duration::from_secs(10), || {
+        stats.anomalies.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    eventually("an incident opened", Duration::from_secs(10), || {
+        stats.incidents.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(stats.rejected_total(), expected);
+    brain.shutdown().await;
+}
