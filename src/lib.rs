@@ -5,6 +5,7 @@
 //! - [`run_loop`]: runs a scenario through sim → agent → bus → brain →
 //!   agent → sim and reports what happened, with MTTD and MTTR.
 //! - [`paths`]: where the shipped playbooks and topology are found.
+//! - [`bench`]: the `selfheal bench` measurements.
 #![deny(missing_docs)]
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -15,6 +16,7 @@ use selfheal_brain::{Brain, BrainConfig, BrainStats, store::Store};
 use selfheal_bus::{Bus, IncidentEvent, IncidentState, Limits, Subjects, Topology, decode};
 use selfheal_sim::{Scenario, SimNode, Speed, Truth, feed::SimEvent};
 
+pub mod bench;
 pub mod paths;
 
 /// One line of the live timeline.

@@ -40,6 +40,15 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Measures speeds and loop outcomes (run with --release on an idle machine).
+    Bench {
+        /// Seeds per scenario for the loop runs.
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+        /// Platform seconds per wall second for the loop runs.
+        #[arg(long, default_value_t = 100.0)]
+        speed: f64,
+    },
     /// Runs the brain alone, over NATS.
     Brain {
         /// NATS server URL.
@@ -130,7 +139,7 @@ fn check_speed(speed: f64) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let demo = matches!(cli.cmd, Cmd::Demo { .. });
+    let demo = matches!(cli.cmd, Cmd::Demo { .. } | Cmd::Bench { .. });
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -160,6 +169,18 @@ async fn main() -> anyhow::Result<()> {
             opts.brain.guard.dry_run = dry_run;
             let _ = std::fs::remove_file(&opts.brain.store);
             demo::run(bus, opts, url.is_some()).await
+        }
+        Cmd::Bench { seeds, speed } => {
+            check_speed(speed)?;
+            println!(
+                "streaming detector: {:.2} M samples/s on one core",
+                selfheal::bench::detector_throughput() / 1e6
+            );
+            println!(
+                "indicator decode + validation: {:.2} M samples/s",
+                selfheal::bench::decode_throughput() / 1e6
+            );
+            selfheal::bench::loops(seeds, speed).await
         }
         Cmd::Brain {
             nats: url,
