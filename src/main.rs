@@ -1,6 +1,6 @@
 //! `selfheal`: the command-line program. It only wires the crates.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -201,7 +201,10 @@ async fn main() -> anyhow::Result<()> {
                 subjects: Subjects::new(prefix),
                 topology: topology(t.as_ref())?,
             };
+            let bus = brain.bus.clone();
             let h = brain.spawn().await?;
+            // Subscriptions reach the server before anyone is told we run.
+            bus.flush().await?;
             tracing::info!(%url, "brain running; Ctrl-C stops it");
             tokio::signal::ctrl_c().await?;
             h.shutdown().await;
@@ -225,7 +228,9 @@ async fn main() -> anyhow::Result<()> {
                 bus: nats(&url, "selfheal-agent").await?,
                 subjects: Subjects::new(prefix),
             };
+            let bus = agent.bus.clone();
             let h = agent.spawn().await?;
+            bus.flush().await?;
             tracing::info!(%url, "agent running; Ctrl-C stops it");
             tokio::signal::ctrl_c().await?;
             h.shutdown().await;
@@ -253,10 +258,12 @@ async fn main() -> anyhow::Result<()> {
                 start_ms,
             };
             let h = node.spawn().await?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => h.stop(),
-                _ = tokio::time::sleep(Duration::from_secs(u64::MAX / 4)) => {}
-            }
+            let stop = h.stopper();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    stop.cancel();
+                }
+            });
             let truth = h.finish().await;
             println!("{}", serde_json::to_string_pretty(&truth)?);
             Ok(())

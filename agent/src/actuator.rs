@@ -131,3 +131,85 @@ fn reply(id: &str, status: ActionStatus, message: String, ts: i64) -> ActionRepl
         ts,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use selfheal_bus::{ActionKind, LocalTransport};
+    use selfheal_sim::{Scenario, SimNode, Speed, default_topology};
+
+    fn request(id: &str, fraction: f64, ts: i64) -> Vec<u8> {
+        let req = ActionRequest {
+            v: WIRE_VERSION,
+            id: id.into(),
+            incident: "inc-1".into(),
+            service: "channel-router".into(),
+            kind: ActionKind::ShiftTraffic,
+            target: "bank-a".into(),
+            params: [
+                ("to".to_string(), "bank-b".into()),
+                ("fraction".to_string(), fraction.into()),
+            ]
+            .into(),
+            ts,
+        };
+        encode(&req).to_vec()
+    }
+
+    #[tokio::test]
+    async fn applies_once_per_key_and_refuses_bad_requests() {
+        let local = LocalTransport::default();
+        let bus: Bus = Arc::new(local.clone());
+        let subjects = Subjects::default();
+        let start = 1_700_000_000_000;
+        let sim = SimNode {
+            bus: bus.clone(),
+            subjects: subjects.clone(),
+            topology: default_topology(),
+            scenario: Scenario::control(),
+            speed: Speed::Times(1.0),
+            start_ms: start,
+        }
+        .spawn()
+        .await
+        .unwrap();
+        let stats = Arc::new(AgentStats::default());
+        let mut act = Actuator::new(bus, subjects, Duration::from_secs(2), stats.clone());
+
+        let first = act.handle(&request("k-1", 0.5, start), start).await;
+        assert_eq!(first.status, ActionStatus::Applied, "{first:?}");
+        let again = act.handle(&request("k-1", 0.5, start), start).await;
+        assert_eq!(again.status, ActionStatus::Duplicate);
+        let bad = act.handle(&request("k-2", 3.0, start), start).await;
+        assert_eq!(
+            bad.status,
+            ActionStatus::Rejected,
+            "the platform refuses a fraction of 3"
+        );
+        let garbage = act.handle(b"{not json", start).await;
+        assert_eq!(garbage.status, ActionStatus::Rejected);
+        let stale = act
+            .handle(&request("k-3", 0.5, start - 86_400_000), start)
+            .await;
+        assert_eq!(
+            stale.status,
+            ActionStatus::Rejected,
+            "a day-old request is not applied"
+        );
+
+        let truth = sim.truth();
+        assert_eq!(truth.actions.len(), 1, "applied once: {:?}", truth.actions);
+        assert_eq!(truth.actions[0].key, "k-1");
+        assert_eq!(AgentStats::get(&stats.actions_applied), 1);
+        assert_eq!(AgentStats::get(&stats.actions_duplicate), 1);
+        assert_eq!(AgentStats::get(&stats.actions_rejected), 3);
+
+        // The platform gone: a failure, not remembered, so a retry may apply.
+        sim.stop();
+        let _ = sim.finish().await;
+        local.set_online(true);
+        let lost = act.handle(&request("k-4", 0.5, start), start).await;
+        assert_eq!(lost.status, ActionStatus::Failed, "{lost:?}");
+        assert!(!act.done.contains_key("k-4"));
+    }
+}

@@ -63,6 +63,11 @@ impl SimHandle {
         self.truth.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// A token that stops the run early when cancelled.
+    pub fn stopper(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     /// Stops the run early.
     pub fn stop(&self) {
         self.stop.cancel();
@@ -141,6 +146,7 @@ async fn run(
                     }
                 };
                 let now = platform.now_ms();
+                *shared.lock().unwrap_or_else(|e| e.into_inner()) = platform.truth().clone();
                 let answer = match reply {
                     Ok(detail) => {
                         emit(&node.bus, &events, now, "action_applied", detail.clone()).await;

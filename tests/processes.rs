@@ -1,0 +1,172 @@
+//! `selfheal brain`, `selfheal agent` and `selfheal sim` as separate
+//! processes over a real nats-server: the loop heals the fault.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use common::NatsServer;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `selfheal ARGS` and waits until its log says `ready`; the log
+/// goes on into `log`.
+fn start(args: &[&str], ready: &str, log: std::path::PathBuf) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("selfheal starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let ready = ready.to_string();
+    // Drain the log for the whole life of the process, so it never blocks.
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut file = std::fs::File::create(log).unwrap();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+            if line.contains(&ready) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{args:?} did not get ready"));
+    Proc(child)
+}
+
+#[test]
+fn separate_processes_heal_the_fault() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("brain.db");
+    let cfg = dir.path().join("brain.toml");
+    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
+    std::fs::write(
+        &cfg,
+        format!(
+            "store = {:?}\nplaybooks = {:?}\n",
+            db.display().to_string(),
+            playbooks
+        ),
+    )
+    .unwrap();
+    let brain_log = dir.path().join("brain.log");
+    let _brain = start(
+        &["brain", "--nats", &url, "--config", cfg.to_str().unwrap()],
+        "brain running",
+        brain_log.clone(),
+    );
+    let _agent = start(
+        &["agent", "--nats", &url],
+        "agent running",
+        dir.path().join("agent.log"),
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(["sim", "--nats", &url, "--speed", "50"])
+        .stderr(Stdio::null())
+        .output()
+        .expect("the simulator runs");
+    assert!(out.status.success());
+    let truth: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the simulator prints its ground truth");
+    let log = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    assert!(
+        truth["recovered_ms"].is_i64(),
+        "the platform recovered: {truth}\nbrain:\n{}\nagent:\n{}",
+        log(&brain_log),
+        log(&dir.path().join("agent.log"))
+    );
+    assert_eq!(truth["within_slo"], true);
+    let applied = truth["actions"].as_array().unwrap();
+    assert!(!applied.is_empty());
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (state, cause): (String, String) = conn
+        .query_row(
+            "SELECT state, cause FROM incidents ORDER BY opened_ts LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), cause.as_str()),
+        ("recovered", "channel_degraded")
+    );
+    let stored: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM actions WHERE state = 'applied'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored as usize, applied.len());
+}
+
+#[test]
+fn bad_configuration_is_refused_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, "name = \"bad name\"\nbuffer_batches = 0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args([
+            "agent",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("name:") && err.contains("buffer_batches:"),
+        "{err}"
+    );
+
+    std::fs::write(&cfg, "nmae = \"typo\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args([
+            "agent",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `nmae`"));
+
+    let sc = dir.path().join("s.toml");
+    std::fs::write(&sc, "name='x'\nseed=1\nduration_s=10\n[[faults]]\nkind='channel_degradation'\ntarget='nowhere'\nstart_s=99\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(["demo", "--scenario", sc.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown service") && err.contains("start_s"),
+        "{err}"
+    );
+}
