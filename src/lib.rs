@@ -203,7 +203,9 @@ pub async fn run_loop_on(
             }
             Some(m) = incidents_sub.next() => match decode::<IncidentEvent>(&m.payload, &limits, 0) {
                 Ok(ev) => {
-                    if matches!(ev.state, IncidentState::Recovered | IncidentState::Escalated) {
+                    // Only an outcome after a fault began ends a run early.
+                    let after_fault = sim.truth().faults.first().is_some_and(|f| ev.ts >= f.start_ms);
+                    if after_fault && matches!(ev.state, IncidentState::Recovered | IncidentState::Escalated) {
                         outcome_at.get_or_insert(ev.ts);
                     }
                     let kind = format!("{:?}", ev.state).to_lowercase();

@@ -128,7 +128,6 @@ async fn collect(
     let mut host = HostCollector::default();
     let hostname = host.hostname();
     let mut last_host: Option<std::time::Instant> = None;
-    let mut host_values: Vec<(&'static str, f64)> = Vec::new();
     let mut seq = 0u64;
     let mut retry = tokio::time::interval(Duration::from_millis(100));
     let host_period = Duration::from_millis(cfg.host_interval_ms.max(1));
@@ -170,22 +169,23 @@ async fn collect(
         if !cfg.host {
             continue;
         }
-        // Read /proc at most once per host period of wall time; stamp the
-        // values with the agent's clock so they line up with the platform's.
-        if last_host.is_none_or(|t| t.elapsed() >= host_period) {
-            last_host = Some(std::time::Instant::now());
-            match host.collect() {
-                Ok(v) => host_values = v,
-                Err(e) => {
-                    AgentStats::bump(&stats.host_errors);
-                    warn!(error = %e, "host reading failed");
-                    continue;
-                }
-            }
-        }
-        if host_values.is_empty() {
+        // Read /proc at most once per host period of wall time and publish
+        // only fresh readings (a stale value repeated would look like a flat
+        // series to a detector); stamp them with the agent's clock so they
+        // line up with the platform's.
+        if last_host.is_some_and(|t| t.elapsed() < host_period) {
             continue;
         }
+        last_host = Some(std::time::Instant::now());
+        let host_values = match host.collect() {
+            Ok(v) if !v.is_empty() => v,
+            Ok(_) => continue,
+            Err(e) => {
+                AgentStats::bump(&stats.host_errors);
+                warn!(error = %e, "host reading failed");
+                continue;
+            }
+        };
         seq += 1;
         let batch = IndicatorBatch {
             v: WIRE_VERSION,

@@ -48,7 +48,7 @@ pub enum Wait {
 }
 
 /// Where an incident is in its life.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Phase {
     /// Gathering evidence until the given time, then diagnose.
     Collecting(i64),
@@ -215,5 +215,78 @@ impl Correlator {
         let w = self.window_ms;
         self.incidents
             .retain(|i| !(i.is_done() && now - i.last_activity > w));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::AnomalyKind;
+    use selfheal_bus::Layer;
+
+    fn ev(service: &str, metric: &str, ts: i64, kind: AnomalyKind) -> AnomalyEvent {
+        AnomalyEvent {
+            key: SeriesKey {
+                layer: Layer::Business,
+                idc: "idc1".into(),
+                service: service.into(),
+                scene: None,
+                link: None,
+                instance: None,
+                metric: metric.into(),
+                labels: Default::default(),
+            },
+            ts,
+            kind,
+            onset: ts - 2_000,
+            value: 0.5,
+            baseline: 0.99,
+            score: 0.9,
+            direction: Direction::of_metric(metric),
+        }
+    }
+
+    #[test]
+    fn one_problem_one_incident_and_closed_incidents_do_not_swallow_new_ones() {
+        let mut c = Correlator::new(120_000, 3_000);
+        assert_eq!(
+            c.on_anomaly(&ev("bank-a", "success_rate", 10_000, AnomalyKind::Start)),
+            Some((0, true))
+        );
+        assert_eq!(
+            c.on_anomaly(&ev("bank-a", "latency_p99_ms", 11_000, AnomalyKind::Start)),
+            Some((0, false))
+        );
+        assert_eq!(c.incidents[0].onset, 8_000);
+        assert_eq!(
+            c.on_anomaly(&ev("bank-a", "success_rate", 30_000, AnomalyKind::End)),
+            Some((0, false))
+        );
+        assert!(!c.incidents[0].cleared(), "latency is still bad");
+        c.on_anomaly(&ev("bank-a", "latency_p99_ms", 31_000, AnomalyKind::End));
+        assert!(c.incidents[0].cleared());
+        // Far later: a new incident.
+        assert_eq!(
+            c.on_anomaly(&ev("bank-a", "success_rate", 500_000, AnomalyKind::Start)),
+            Some((1, true))
+        );
+        // Escalated: the next anomaly, even close by, is a new problem.
+        c.incidents[1].phase = Phase::Done("escalated");
+        assert_eq!(
+            c.on_anomaly(&ev("bank-c", "success_rate", 501_000, AnomalyKind::Start)),
+            Some((2, true))
+        );
+        // Recovered: traffic moves join it, a quality drop does not.
+        c.incidents[2].phase = Phase::Done("recovered");
+        assert_eq!(
+            c.on_anomaly(&ev("bank-b", "tps", 502_000, AnomalyKind::Start)),
+            Some((2, false))
+        );
+        assert_eq!(
+            c.on_anomaly(&ev("bank-b", "success_rate", 503_000, AnomalyKind::Start)),
+            Some((3, true))
+        );
+        c.prune(1_000_000);
+        assert_eq!(c.incidents.len(), 1, "only the open incident is kept");
     }
 }
