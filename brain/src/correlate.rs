@@ -154,10 +154,18 @@ impl Correlator {
     /// Files one anomaly transition. Returns the incident's index and
     /// whether it was opened by this event.
     pub fn on_anomaly(&mut self, ev: &AnomalyEvent) -> Option<(usize, bool)> {
-        let at = self
-            .incidents
-            .iter()
-            .rposition(|i| ev.ts - i.last_activity <= self.window_ms);
+        // An anomaly joins a recent incident that is still open. A recovered
+        // one takes only traffic moves (the intended effect of its own
+        // traffic actions); anything else, or an incident that was escalated
+        // or closed, means a new problem.
+        let at = self.incidents.iter().rposition(|i| {
+            ev.ts - i.last_activity <= self.window_ms
+                && match i.phase {
+                    Phase::Done("recovered") => ev.direction == Direction::Both,
+                    Phase::Done(_) => false,
+                    _ => true,
+                }
+        });
         match ev.kind {
             AnomalyKind::End => {
                 let i = self
@@ -287,6 +295,11 @@ mod tests {
             Some((3, true))
         );
         c.prune(1_000_000);
-        assert_eq!(c.incidents.len(), 1, "only the open incident is kept");
+        assert_eq!(
+            c.incidents.len(),
+            2,
+            "finished incidents are forgotten, open ones kept"
+        );
+        assert!(c.incidents.iter().all(|i| !i.is_done()));
     }
 }
