@@ -60,6 +60,9 @@ enum Cmd {
         /// Platform topology (TOML; default: the simulator's).
         #[arg(long)]
         topology: Option<PathBuf>,
+        /// Serve /healthz and /metrics here (overrides `listen` in the config).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
         /// Subject prefix.
         #[arg(long, default_value = "selfheal")]
         prefix: String,
@@ -186,15 +189,19 @@ async fn main() -> anyhow::Result<()> {
             nats: url,
             config,
             topology: t,
+            listen,
             prefix,
         } => {
-            let cfg: BrainConfig = match config {
+            let mut cfg: BrainConfig = match config {
                 Some(p) => read_toml(&p)?,
                 None => BrainConfig {
                     playbooks: selfheal::paths::playbooks(),
                     ..BrainConfig::default()
                 },
             };
+            if listen.is_some() {
+                cfg.listen = listen;
+            }
             let brain = Brain {
                 config: cfg,
                 bus: nats(&url, "selfheal-brain").await?,

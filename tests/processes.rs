@@ -69,8 +69,22 @@ fn separate_processes_heal_the_fault() {
     )
     .unwrap();
     let brain_log = dir.path().join("brain.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
     let _brain = start(
-        &["brain", "--nats", &url, "--config", cfg.to_str().unwrap()],
+        &[
+            "brain",
+            "--nats",
+            &url,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ],
         "brain running",
         brain_log.clone(),
     );
@@ -98,6 +112,22 @@ fn separate_processes_heal_the_fault() {
     assert_eq!(truth["within_slo"], true);
     let applied = truth["actions"].as_array().unwrap();
     assert!(!applied.is_empty());
+
+    // The brain's own metrics, over HTTP.
+    let metrics = http_get(&listen, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let count = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("selfheal_brain_batches_total ") > 1000, "{metrics}");
+    assert_eq!(
+        count("selfheal_brain_actions_sent_total "),
+        applied.len() as u64
+    );
+    assert_eq!(count("selfheal_brain_recovered_total "), 1);
 
     let conn = rusqlite::Connection::open(&db).unwrap();
     let (state, cause): (String, String) = conn
@@ -169,4 +199,18 @@ fn bad_configuration_is_refused_with_every_problem() {
         err.contains("unknown service") && err.contains("start_s"),
         "{err}"
     );
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

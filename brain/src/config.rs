@@ -40,6 +40,9 @@ pub struct BrainConfig {
     /// Action guards.
     #[serde(default)]
     pub guard: GuardConfig,
+    /// Where the HTTP API (`/healthz`, `/metrics`) listens; off when absent.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 fn default_store() -> PathBuf {
@@ -80,6 +83,7 @@ impl Default for BrainConfig {
             max_skew_s: default_max_skew_s(),
             detector: DetectorConfig::default(),
             guard: GuardConfig::default(),
+            listen: None,
         }
     }
 }

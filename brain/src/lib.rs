@@ -17,9 +17,11 @@
 //! - [`store`]: the SQLite store (write-ahead of actions).
 //! - [`engine`]: the task that owns incidents and runs the stages above.
 //! - [`stats`]: the brain's own counters (Prometheus text).
+//! - [`api`]: the HTTP API (`/healthz`, `/metrics`).
 #![deny(missing_docs)]
 
 pub mod act;
+pub mod api;
 pub mod config;
 pub mod correlate;
 pub mod detect;
@@ -76,6 +78,8 @@ pub struct Brain {
 pub struct BrainHandle {
     /// Its counters.
     pub stats: Arc<BrainStats>,
+    /// Where its HTTP API listens, when it does.
+    pub api_addr: Option<std::net::SocketAddr>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -182,6 +186,26 @@ impl Brain {
             wm_rx,
             stop.clone(),
         )));
-        Ok(BrainHandle { stats, stop, tasks })
+        let mut api_addr = None;
+        if let Some(addr) = cfg.listen {
+            let (bound, join) = api::serve(
+                addr,
+                api::ApiState {
+                    stats: stats.clone(),
+                },
+                stop.clone(),
+            )
+            .await
+            .map_err(|e| StartError::Config(vec![format!("listen: cannot bind {addr}: {e}")]))?;
+            tracing::info!(%bound, "HTTP API listening");
+            api_addr = Some(bound);
+            tasks.push(join);
+        }
+        Ok(BrainHandle {
+            stats,
+            stop,
+            tasks,
+            api_addr,
+        })
     }
 }
