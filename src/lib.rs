@@ -13,7 +13,9 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use selfheal_agent::{Agent, AgentConfig, AgentStats};
 use selfheal_brain::{Brain, BrainConfig, BrainStats, store::Store};
-use selfheal_bus::{Bus, IncidentEvent, IncidentState, Limits, Subjects, Topology, decode};
+use selfheal_bus::{
+    Bus, IncidentEvent, IncidentState, Limits, Subjects, Topology, decode, wall_ms,
+};
 use selfheal_sim::{Scenario, SimNode, Speed, Truth, feed::SimEvent};
 
 pub mod bench;
@@ -95,13 +97,6 @@ impl LoopOutcome {
             .filter(|a| !matches!(a.state.as_str(), "refused" | "dry_run"))
             .count()
     }
-}
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The bus connection of each component; over NATS each has its own, as

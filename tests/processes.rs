@@ -151,52 +151,49 @@ fn separate_processes_heal_the_fault() {
     assert_eq!(stored as usize, applied.len());
 }
 
+/// Runs `selfheal ARGS` to completion; returns (success, stderr).
+fn selfheal(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn bad_configuration_is_refused_with_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("agent.toml");
+    let agent = [
+        "agent",
+        "--nats",
+        "nats://127.0.0.1:1",
+        "--config",
+        cfg.to_str().unwrap(),
+    ];
     std::fs::write(&cfg, "name = \"bad name\"\nbuffer_batches = 0\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .args([
-            "agent",
-            "--nats",
-            "nats://127.0.0.1:1",
-            "--config",
-            cfg.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, err) = selfheal(&agent);
     assert!(
-        err.contains("name:") && err.contains("buffer_batches:"),
+        !ok && err.contains("name:") && err.contains("buffer_batches:"),
         "{err}"
     );
 
     std::fs::write(&cfg, "nmae = \"typo\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .args([
-            "agent",
-            "--nats",
-            "nats://127.0.0.1:1",
-            "--config",
-            cfg.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `nmae`"));
+    let (ok, err) = selfheal(&agent);
+    assert!(!ok && err.contains("unknown field `nmae`"), "{err}");
 
     let sc = dir.path().join("s.toml");
-    std::fs::write(&sc, "name='x'\nseed=1\nduration_s=10\n[[faults]]\nkind='channel_degradation'\ntarget='nowhere'\nstart_s=99\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .args(["demo", "--scenario", sc.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    std::fs::write(
+        &sc,
+        "name='x'\nseed=1\nduration_s=10\n[[faults]]\nkind='channel_degradation'\ntarget='nowhere'\nstart_s=99\n",
+    )
+    .unwrap();
+    let (ok, err) = selfheal(&["demo", "--scenario", sc.to_str().unwrap()]);
     assert!(
-        err.contains("unknown service") && err.contains("start_s"),
+        !ok && err.contains("unknown service") && err.contains("start_s"),
         "{err}"
     );
 }

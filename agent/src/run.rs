@@ -3,7 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use selfheal_bus::{Bus, BusError, IndicatorBatch, Layer, Sample, Subjects, WIRE_VERSION, encode};
+use selfheal_bus::{
+    Bus, BusError, IndicatorBatch, Layer, Sample, Subjects, WIRE_VERSION, encode, wall_ms,
+};
 use selfheal_sim::feed::Frame;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -43,13 +45,6 @@ impl AgentHandle {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
     }
-}
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Agent {

@@ -4,19 +4,12 @@
 
 use std::{hash::BuildHasher, sync::Arc};
 
-use selfheal_bus::{IndicatorBatch, Limits, SeriesKey, Subjects, Subscription, decode};
+use selfheal_bus::{IndicatorBatch, Limits, SeriesKey, Subjects, Subscription, decode, wall_ms};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{detect::shard::ShardBatch, stats::BrainStats};
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Runs until `stop` fires or the subscription ends.
 pub async fn run(

@@ -87,6 +87,14 @@ impl DecodeError {
     }
 }
 
+/// The wall clock, ms since the Unix epoch (0 if the clock is before it).
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Encodes a message as JSON.
 pub fn encode<T: Serialize>(msg: &T) -> Bytes {
     // Serializing our own types to a Vec cannot fail: no map has non-string

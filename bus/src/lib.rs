@@ -26,7 +26,7 @@ pub mod subject;
 pub mod topology;
 pub mod transport;
 
-pub use codec::{DecodeError, DecodeErrorKind, Limits, decode, encode};
+pub use codec::{DecodeError, DecodeErrorKind, Limits, decode, encode, wall_ms};
 pub use local::LocalTransport;
 pub use message::*;
 pub use nats::NatsTransport;

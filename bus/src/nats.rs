@@ -97,10 +97,26 @@ impl Transport for NatsTransport {
     }
 
     async fn flush(&self) -> Result<(), BusError> {
+        use async_nats::client::RequestErrorKind;
         self.client
             .flush()
             .await
-            .map_err(|e| BusError::Other(e.to_string()))
+            .map_err(|e| BusError::Other(e.to_string()))?;
+        // The client's flush only writes the socket. A request that nobody
+        // answers comes back as "no responders" only after the server has
+        // processed everything this connection sent before it, subscriptions
+        // included: that round trip is what callers of flush rely on.
+        let probe = format!(
+            "_SELFHEAL.sync.{}",
+            self.client.new_inbox().replace('.', "_")
+        );
+        let sent = self.client.request(probe, Bytes::new());
+        match tokio::time::timeout(Duration::from_secs(10), sent).await {
+            Err(_) => Err(BusError::TimedOut("flush".into())),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+            Ok(Err(e)) => Err(BusError::Other(e.to_string())),
+        }
     }
 
     fn is_connected(&self) -> bool {

@@ -75,7 +75,8 @@ pub trait Transport: Send + Sync + 'static {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, BusError>;
-    /// Waits until everything published so far has reached the server.
+    /// Waits until the bus has processed everything this handle sent so
+    /// far, subscriptions included (a server round trip over NATS).
     async fn flush(&self) -> Result<(), BusError>;
     /// Whether the bus is connected now.
     fn is_connected(&self) -> bool;
