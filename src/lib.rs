@@ -161,6 +161,10 @@ pub async fn run_loop_on(
     .spawn()
     .await
     .context("starting the agent")?;
+    // Every subscription is live before the platform starts.
+    for bus in [&buses.brain, &buses.agent, &buses.observer] {
+        bus.flush().await.context("syncing with the bus")?;
+    }
     let start_ms = wall_ms();
     let sim = SimNode {
         bus: buses.sim.clone(),
