@@ -140,6 +140,12 @@ async fn collect(
                             let subject = agent.subjects.indicators(b.layer, &b.idc, &b.service);
                             publisher.send(subject, encode(&b)).await;
                         }
+                        for h in sim_feed::hotspots(&frame) {
+                            publisher.send(agent.subjects.hot(&h.service), encode(&h)).await;
+                        }
+                        for c in sim_feed::changes(&frame) {
+                            publisher.send(agent.subjects.change(&c.service), encode(&c)).await;
+                        }
                         frame.ts
                     }
                     _ => {

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use selfheal_bus::{IndicatorBatch, Layer, Sample, WIRE_VERSION};
+use selfheal_bus::{
+    ChangeEvent, HotspotReport, IndicatorBatch, KeyCount, Layer, Sample, WIRE_VERSION,
+};
 use selfheal_sim::feed::Frame;
 
 /// Groups a frame's samples into batches and numbers them from `*seq`.
@@ -16,7 +18,7 @@ pub fn batches(frame: &Frame, source: &str, seq: &mut u64) -> Vec<IndicatorBatch
             .push(Sample {
                 scene: s.scene.clone(),
                 link: s.link.clone(),
-                instance: None,
+                instance: s.instance.clone(),
                 metric: s.metric.clone(),
                 labels: BTreeMap::new(),
                 ts: frame.ts,
@@ -40,6 +42,47 @@ pub fn batches(frame: &Frame, source: &str, seq: &mut u64) -> Vec<IndicatorBatch
         .collect()
 }
 
+/// The frame's hot-key counts as hotspot reports.
+pub fn hotspots(frame: &Frame) -> Vec<HotspotReport> {
+    frame
+        .hot
+        .iter()
+        .map(|h| HotspotReport {
+            v: WIRE_VERSION,
+            service: h.service.clone(),
+            idc: h.idc.clone(),
+            ts: frame.ts,
+            dimension: h.dimension.clone(),
+            total: h.total,
+            top: h
+                .top
+                .iter()
+                .map(|(key, count)| KeyCount {
+                    key: key.clone(),
+                    count: *count,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The frame's changes as change events.
+pub fn changes(frame: &Frame) -> Vec<ChangeEvent> {
+    frame
+        .changes
+        .iter()
+        .map(|c| ChangeEvent {
+            v: WIRE_VERSION,
+            id: c.id.clone(),
+            service: c.service.clone(),
+            kind: c.kind,
+            ts: frame.ts,
+            author: c.author.clone(),
+            description: c.description.clone(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,7 +91,7 @@ mod tests {
     #[test]
     fn one_batch_per_layer_idc_service_and_nothing_lost() {
         let s = Scenario::control();
-        let mut p = Platform::new(default_topology(), 1, 0, 1000, vec![]);
+        let mut p = Platform::new(default_topology(), &s, 0);
         let (frame, _) = p.step();
         let mut seq = 0;
         let b = batches(&frame, "a", &mut seq);

@@ -397,6 +397,17 @@ pub fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'/'))
 }
 
+/// A key or action target (hot item, account, client IP, instance): 1..=128
+/// chars of `[A-Za-z0-9_:/.@-]`. Unlike a name it may hold dots, and it never
+/// goes into a subject.
+pub fn valid_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'/' | b'.' | b'@')
+        })
+}
+
 fn name(s: &str) -> Result<(), Invalid> {
     if valid_name(s) {
         Ok(())
@@ -490,7 +501,9 @@ impl Validate for ActionRequest {
         name(&self.id)?;
         name(&self.incident)?;
         name(&self.service)?;
-        name(&self.target)?;
+        if !valid_key(&self.target) {
+            return Err(Invalid::BadName);
+        }
         ts(self.ts, b)?;
         if self.params.len() > 16 {
             return Err(Invalid::TooMany);

@@ -40,6 +40,14 @@ pub struct Scene {
     pub base_tps: f64,
     /// Success-rate objective (e.g. 0.99).
     pub slo_success: f64,
+    /// Whether the business needs it during an incident; a non-critical
+    /// scene may be degraded to protect the others.
+    #[serde(default = "default_true")]
+    pub critical: bool,
+}
+
+const fn default_true() -> bool {
+    true
 }
 
 /// A call chain, from the entry service to the channel router.
@@ -69,6 +77,9 @@ pub struct Service {
     /// Instances per IDC.
     #[serde(default = "default_instances")]
     pub instances: u32,
+    /// For a channel: the share of the router's traffic it takes normally.
+    #[serde(default)]
+    pub share: Option<f64>,
 }
 
 const fn default_instances() -> u32 {
@@ -160,6 +171,16 @@ impl Topology {
             }
             if s.instances == 0 {
                 problems.push(format!("services[{i}].instances: must be at least 1"));
+            }
+        }
+        let shares: Vec<f64> = self.channels().filter_map(|c| c.share).collect();
+        if !shares.is_empty() {
+            if shares.iter().any(|s| !(*s >= 0.0 && *s <= 1.0))
+                || (shares.iter().sum::<f64>() - 1.0).abs() > 1e-6
+            {
+                problems.push(
+                    "services: channel shares must each be in [0,1] and add up to 1".to_string(),
+                );
             }
         }
         for (i, l) in self.links.iter().enumerate() {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use selfheal_bus::{ActionKind, Layer};
+use selfheal_bus::{ActionKind, ChangeKind, Layer};
 
 /// One exported measurement.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -13,7 +13,7 @@ pub struct FrameSample {
     pub layer: Layer,
     /// IDC.
     pub idc: String,
-    /// Service.
+    /// Service (for infra samples: the service whose host it is).
     pub service: String,
     /// Scene, for per-scene business indicators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -21,10 +21,43 @@ pub struct FrameSample {
     /// Link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// Instance (or host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// Metric name.
     pub metric: String,
     /// Value.
     pub value: f64,
+}
+
+/// Per-key request counts of one service and dimension in one tick.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HotKeys {
+    /// IDC.
+    pub idc: String,
+    /// Service.
+    pub service: String,
+    /// `item`, `client_ip`, `account`, `order`.
+    pub dimension: String,
+    /// Requests in the tick, all keys.
+    pub total: u64,
+    /// Heaviest keys, heaviest first.
+    pub top: Vec<(String, u64)>,
+}
+
+/// A change to the platform, as its deploy and config systems announce it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// Change id.
+    pub id: String,
+    /// Service changed.
+    pub service: String,
+    /// Kind.
+    pub kind: ChangeKind,
+    /// Who made it.
+    pub author: String,
+    /// What it was.
+    pub description: String,
 }
 
 /// Everything the platform exported in one tick, on `<p>.sim.feed`.
@@ -36,6 +69,12 @@ pub struct Frame {
     pub ts: i64,
     /// Measurements.
     pub samples: Vec<FrameSample>,
+    /// Hot-key counts.
+    #[serde(default)]
+    pub hot: Vec<HotKeys>,
+    /// Changes that took effect this tick.
+    #[serde(default)]
+    pub changes: Vec<Change>,
 }
 
 /// A control command, request/reply on `<p>.sim.ctl`.
@@ -69,7 +108,8 @@ pub struct CommandReply {
 pub struct SimEvent {
     /// Platform time, ms since the epoch.
     pub ts: i64,
-    /// `fault_start`, `fault_end`, `action_applied`, `recovered`, `finished`.
+    /// `started`, `fault_start`, `fault_end`, `event`, `action_applied`,
+    /// `recovered`, `finished`.
     pub kind: String,
     /// One line for people.
     pub detail: String,

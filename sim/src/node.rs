@@ -112,13 +112,7 @@ async fn run(
     stop: CancellationToken,
 ) -> Truth {
     let s = &node.scenario;
-    let mut platform = Platform::new(
-        node.topology.clone(),
-        s.seed,
-        node.start_ms,
-        s.tick_ms,
-        s.faults.clone(),
-    );
+    let mut platform = Platform::new(node.topology.clone(), s, node.start_ms);
     let ticks = s.duration_s * 1000 / s.tick_ms;
     let mut interval = tokio::time::interval(node.speed.tick_period(s.tick_ms));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
