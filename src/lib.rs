@@ -6,6 +6,7 @@
 //!   agent → sim and reports what happened, with MTTD and MTTR.
 //! - [`paths`]: where the shipped playbooks and topology are found.
 //! - [`bench`]: the `selfheal bench` measurements.
+//! - [`drill`]: scenario drills scored against ground truth.
 #![deny(missing_docs)]
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -19,6 +20,7 @@ use selfheal_bus::{
 use selfheal_sim::{Scenario, SimNode, Speed, Truth, feed::SimEvent};
 
 pub mod bench;
+pub mod drill;
 pub mod paths;
 
 /// One line of the live timeline.
@@ -52,6 +54,12 @@ pub struct LoopOptions {
     /// Stop this long (platform time) after the brain reports recovery or
     /// escalation; run the whole scenario when `None`.
     pub stop_after_outcome: Option<Duration>,
+    /// Lockstep: the platform takes its next tick only once the agent and
+    /// the brain have handled the last one completely (every sample
+    /// detected, every anomaly correlated, every action answered). Runs are
+    /// then deterministic per seed, and as fast as the pipeline allows
+    /// (`speed` is an upper bound).
+    pub lockstep: bool,
 }
 
 /// What a run did.
@@ -166,6 +174,12 @@ pub async fn run_loop_on(
         bus.flush().await.context("syncing with the bus")?;
     }
     let start_ms = wall_ms();
+    let (permits, lockstep) = if opts.lockstep {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let sim = SimNode {
         bus: buses.sim.clone(),
         subjects: subjects.clone(),
@@ -173,10 +187,34 @@ pub async fn run_loop_on(
         scenario: opts.scenario.clone(),
         speed: Speed::Times(opts.speed),
         start_ms,
+        lockstep,
     }
     .spawn()
     .await
     .context("starting the simulator")?;
+    let stepper = permits.map(|tx| {
+        let ticks = sim.tick_counter();
+        let (brain, agent) = (brain.stats.clone(), agent.stats.clone());
+        let tick_ms = opts.scenario.tick_ms as i64;
+        tokio::spawn(async move {
+            for k in 1u64.. {
+                if tx.send(()).await.is_err() {
+                    break;
+                }
+                let ts = start_ms + k as i64 * tick_ms;
+                let settled = || {
+                    ticks.load(std::sync::atomic::Ordering::SeqCst) >= k
+                        && AgentStats::get(&agent.frames) >= k
+                        && BrainStats::get(&brain.batches) + brain.rejected_total()
+                            >= AgentStats::get(&agent.indicator_batches)
+                        && brain.settled(ts)
+                };
+                while !settled() {
+                    tokio::time::sleep(Duration::from_micros(100)).await;
+                }
+            }
+        })
+    });
 
     let mut timeline = Vec::new();
     let mut outcome_at: Option<i64> = None;
@@ -185,8 +223,9 @@ pub async fn run_loop_on(
         max_skew_ms: i64::MAX / 2,
         ..Limits::default()
     };
+    let paced = opts.scenario.duration_s as f64 / opts.speed.max(1e-3);
     let wall_limit =
-        Duration::from_secs_f64(opts.scenario.duration_s as f64 / opts.speed.max(1e-3) + 30.0);
+        Duration::from_secs_f64(paced.max(opts.scenario.duration_s as f64 * 0.2) + 30.0);
     let deadline = tokio::time::Instant::now() + wall_limit;
     let mut check = tokio::time::interval(Duration::from_millis(20));
     while !finished {
@@ -225,6 +264,9 @@ pub async fn run_loop_on(
     }
     sim.stop();
     let truth = sim.finish().await;
+    if let Some(s) = stepper {
+        s.abort();
+    }
     // Let in-flight answers land in the store before reading it.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let agent_stats = agent.stats.clone();
@@ -262,7 +304,19 @@ pub fn loop_options(scenario: Scenario, dir: &std::path::Path, speed: f64) -> Lo
         agent: AgentConfig::default(),
         subjects: Subjects::default(),
         stop_after_outcome: Some(Duration::from_secs(10)),
+        lockstep: false,
     }
+}
+
+/// Options for a deterministic drill of `scenario`: lockstep, as fast as
+/// the pipeline allows, the whole run, no host indicators (the machine
+/// running the drill is not part of the simulated platform).
+pub fn drill_options(scenario: Scenario, dir: &std::path::Path) -> LoopOptions {
+    let mut o = loop_options(scenario, dir, 10_000.0);
+    o.lockstep = true;
+    o.stop_after_outcome = None;
+    o.agent.host = false;
+    o
 }
 
 /// Resolves a path relative to the working directory, falling back to the

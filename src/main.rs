@@ -40,6 +40,34 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Runs scenarios through the whole loop on the virtual clock, in
+    /// lockstep, and scores them against the platform's ground truth.
+    Drill {
+        /// Scenario files (default: every file in sim/scenarios).
+        files: Vec<PathBuf>,
+        /// Upper bound on platform seconds per wall second (default: as
+        /// fast as the pipeline goes).
+        #[arg(long)]
+        speed: Option<f64>,
+        /// Write the results here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Fail a scenario whose time to detect is longer, s.
+        #[arg(long)]
+        max_ttd: Option<f64>,
+        /// Fail a scenario whose time to recover is longer, s.
+        #[arg(long)]
+        max_ttr: Option<f64>,
+        /// Fail a scenario whose top diagnosis is wrong.
+        #[arg(long)]
+        require_diagnosis: bool,
+        /// Fail a scenario whose actions do not include the expected cure.
+        #[arg(long)]
+        require_cure: bool,
+        /// Fail a scenario with more harmful actions than this.
+        #[arg(long)]
+        max_harmful: Option<usize>,
+    },
     /// Measures speeds and loop outcomes (run with --release on an idle machine).
     Bench {
         /// Seeds per scenario for the loop runs.
@@ -142,7 +170,10 @@ fn check_speed(speed: f64) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let demo = matches!(cli.cmd, Cmd::Demo { .. } | Cmd::Bench { .. });
+    let demo = matches!(
+        cli.cmd,
+        Cmd::Demo { .. } | Cmd::Bench { .. } | Cmd::Drill { .. }
+    );
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -172,6 +203,64 @@ async fn main() -> anyhow::Result<()> {
             opts.brain.guard.dry_run = dry_run;
             let _ = std::fs::remove_file(&opts.brain.store);
             demo::run(bus, opts, url.is_some()).await
+        }
+        Cmd::Drill {
+            files,
+            speed,
+            json,
+            max_ttd,
+            max_ttr,
+            require_diagnosis,
+            require_cure,
+            max_harmful,
+        } => {
+            if let Some(x) = speed {
+                check_speed(x)?;
+            }
+            let th = selfheal::drill::Thresholds {
+                max_ttd_s: max_ttd,
+                max_ttr_s: max_ttr,
+                require_diagnosis,
+                require_cure,
+                max_harmful,
+            };
+            let files = if files.is_empty() {
+                selfheal::drill::shipped()
+            } else {
+                files
+            };
+            let scenarios = selfheal::drill::load(&files, &topology(None)?)?;
+            let bar = indicatif::ProgressBar::new(scenarios.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let mut results = Vec::new();
+            for s in &scenarios {
+                bar.set_message(s.name.clone());
+                results.push(selfheal::drill::drill(s, speed, &th).await?);
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            print!("{}", selfheal::drill::table(&results));
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_vec_pretty(&results)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            let failed: Vec<&str> = results
+                .iter()
+                .filter(|r| !r.passed())
+                .map(|r| r.name.as_str())
+                .collect();
+            if !failed.is_empty() {
+                bail!(
+                    "{} of {} scenario(s) below the pass marks: {}",
+                    failed.len(),
+                    results.len(),
+                    failed.join(", ")
+                );
+            }
+            Ok(())
         }
         Cmd::Bench { seeds, speed } => {
             check_speed(speed)?;
@@ -263,6 +352,7 @@ async fn main() -> anyhow::Result<()> {
                 scenario: sc,
                 speed: Speed::Times(speed),
                 start_ms,
+                lockstep: None,
             };
             let h = node.spawn().await?;
             let stop = h.stopper();

@@ -193,7 +193,9 @@ fn bad_configuration_is_refused_with_every_problem() {
     .unwrap();
     let (ok, err) = selfheal(&["demo", "--scenario", sc.to_str().unwrap()]);
     assert!(
-        !ok && err.contains("faults[0].target") && err.contains("faults[0].start_s") && err.contains("expect"),
+        !ok && err.contains("faults[0].target")
+            && err.contains("faults[0].start_s")
+            && err.contains("expect"),
         "{err}"
     );
 }

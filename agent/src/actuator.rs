@@ -169,6 +169,7 @@ mod tests {
             scenario: Scenario::control(),
             speed: Speed::Times(1.0),
             start_ms: start,
+            lockstep: None,
         }
         .spawn()
         .await

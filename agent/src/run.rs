@@ -138,6 +138,7 @@ async fn collect(
                         clock.store(frame.ts, std::sync::atomic::Ordering::Relaxed);
                         for b in sim_feed::batches(&frame, &cfg.name, &mut seq) {
                             let subject = agent.subjects.indicators(b.layer, &b.idc, &b.service);
+                            AgentStats::bump(&stats.indicator_batches);
                             publisher.send(subject, encode(&b)).await;
                         }
                         for h in sim_feed::hotspots(&frame) {
@@ -146,6 +147,7 @@ async fn collect(
                         for c in sim_feed::changes(&frame) {
                             publisher.send(agent.subjects.change(&c.service), encode(&c)).await;
                         }
+                        AgentStats::bump(&stats.frames);
                         frame.ts
                     }
                     _ => {

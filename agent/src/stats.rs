@@ -5,6 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// Counters, shared with whoever wants to read them.
 #[derive(Debug, Default)]
 pub struct AgentStats {
+    /// Feed frames fully handled (all their batches published or buffered).
+    pub frames: AtomicU64,
+    /// Indicator batches handed to the publisher.
+    pub indicator_batches: AtomicU64,
     /// Batches published directly.
     pub published: AtomicU64,
     /// Batches put in the buffer because the bus was away.
@@ -34,6 +38,6 @@ impl AgentStats {
     }
 
     pub(crate) fn bump(c: &AtomicU64) {
-        c.fetch_add(1, Relaxed);
+        c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }

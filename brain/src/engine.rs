@@ -54,15 +54,20 @@ impl Engine {
         stop: CancellationToken,
     ) {
         let mut now = *watermark.borrow();
+        let (mut answers, mut transitions) = (0u64, 0u64);
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                Some(r) = results.recv() => self.on_result(r, now).await,
+                Some(r) = results.recv() => {
+                    self.on_result(r, now).await;
+                    answers += 1;
+                }
                 ev = anomalies.recv() => {
                     let Some(ev) = ev else { break };
                     now = now.max(ev.ts);
                     self.on_anomaly(&ev).await;
+                    transitions += 1;
                 }
                 changed = watermark.changed() => {
                     if changed.is_err() { break; }
@@ -70,6 +75,17 @@ impl Engine {
                 }
             }
             self.advance(now).await;
+            // Published only after the steps that follow, so that a
+            // lockstep driver never sees a gap between an answer and the
+            // action it leads to.
+            use std::sync::atomic::Ordering::SeqCst;
+            self.stats.engine_now.store(now, SeqCst);
+            self.stats
+                .actions_answered
+                .fetch_add(std::mem::take(&mut answers), SeqCst);
+            self.stats
+                .transitions_handled
+                .fetch_add(std::mem::take(&mut transitions), SeqCst);
         }
     }
 

@@ -48,12 +48,41 @@ pub struct BrainStats {
     pub escalated: AtomicU64,
     /// Playbook runs that failed (script error, limit hit).
     pub playbook_errors: AtomicU64,
+    /// Samples the detectors have processed.
+    pub samples_detected: AtomicU64,
+    /// Anomaly transitions (starts and ends) the detectors emitted.
+    pub transitions: AtomicU64,
+    /// Anomaly transitions the engine has handled.
+    pub transitions_handled: AtomicU64,
+    /// Actuator answers the engine has handled.
+    pub actions_answered: AtomicU64,
+    /// The engine's event time after its last step, ms.
+    pub engine_now: std::sync::atomic::AtomicI64,
+}
+
+impl BrainStats {
+    /// Whether everything accepted up to `ts` has gone through the whole
+    /// pipeline: detected, correlated, acted on, answered. Used to drive
+    /// deterministic drills in lockstep.
+    pub fn settled(&self, ts: i64) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Read what is done before what was asked for: a count seen late
+        // can only make this answer "not yet".
+        let now = self.engine_now.load(SeqCst);
+        let answered = self.actions_answered.load(SeqCst);
+        let handled = self.transitions_handled.load(SeqCst);
+        let detected = self.samples_detected.load(SeqCst);
+        now >= ts
+            && detected >= self.samples.load(SeqCst)
+            && handled >= self.transitions.load(SeqCst)
+            && answered >= self.actions_sent.load(SeqCst)
+    }
 }
 
 impl BrainStats {
     /// Adds one.
     pub fn bump(c: &AtomicU64) {
-        c.fetch_add(1, Relaxed);
+        c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Reads one counter.

@@ -174,14 +174,12 @@ impl Topology {
             }
         }
         let shares: Vec<f64> = self.channels().filter_map(|c| c.share).collect();
-        if !shares.is_empty() {
-            if shares.iter().any(|s| !(*s >= 0.0 && *s <= 1.0))
-                || (shares.iter().sum::<f64>() - 1.0).abs() > 1e-6
-            {
-                problems.push(
-                    "services: channel shares must each be in [0,1] and add up to 1".to_string(),
-                );
-            }
+        if !shares.is_empty()
+            && (shares.iter().any(|s| !(*s >= 0.0 && *s <= 1.0))
+                || (shares.iter().sum::<f64>() - 1.0).abs() > 1e-6)
+        {
+            problems
+                .push("services: channel shares must each be in [0,1] and add up to 1".to_string());
         }
         for (i, l) in self.links.iter().enumerate() {
             if l.services.is_empty() {

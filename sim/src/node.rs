@@ -48,11 +48,16 @@ pub struct SimNode {
     pub speed: Speed,
     /// Platform time of tick 0, ms since the epoch.
     pub start_ms: i64,
+    /// Lockstep: when set, each tick also waits for one permit from this
+    /// channel, so a driver can let every component finish a tick before
+    /// the next (deterministic drills). The run ends when it closes.
+    pub lockstep: Option<tokio::sync::mpsc::Receiver<()>>,
 }
 
 /// A running simulator.
 pub struct SimHandle {
     truth: Arc<Mutex<Truth>>,
+    ticks: Arc<std::sync::atomic::AtomicU64>,
     stop: CancellationToken,
     join: JoinHandle<Truth>,
 }
@@ -61,6 +66,16 @@ impl SimHandle {
     /// The ground truth so far.
     pub fn truth(&self) -> Truth {
         self.truth.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Ticks published so far.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A shared view of [`ticks`](Self::ticks).
+    pub fn tick_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.ticks.clone()
     }
 
     /// A token that stops the run early when cancelled.
@@ -88,8 +103,14 @@ impl SimNode {
         let ctl = self.bus.subscribe(&self.subjects.sim_ctl()).await?;
         let truth = Arc::new(Mutex::new(Truth::default()));
         let stop = CancellationToken::new();
-        let join = tokio::spawn(run(self, ctl, truth.clone(), stop.clone()));
-        Ok(SimHandle { truth, stop, join })
+        let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let join = tokio::spawn(run(self, ctl, truth.clone(), stop.clone(), ticks.clone()));
+        Ok(SimHandle {
+            truth,
+            ticks,
+            stop,
+            join,
+        })
     }
 }
 
@@ -105,12 +126,27 @@ async fn emit(bus: &Bus, subject: &str, ts: i64, kind: &str, detail: String) {
     }
 }
 
+/// Waits for the next tick: the pace, and in lockstep a permit. `false`
+/// when the lockstep driver is gone.
+async fn next_tick(
+    interval: &mut tokio::time::Interval,
+    permits: &mut Option<tokio::sync::mpsc::Receiver<()>>,
+) -> bool {
+    interval.tick().await;
+    match permits {
+        Some(rx) => rx.recv().await.is_some(),
+        None => true,
+    }
+}
+
 async fn run(
-    node: SimNode,
+    mut node: SimNode,
     mut ctl: selfheal_bus::Subscription,
     shared: Arc<Mutex<Truth>>,
     stop: CancellationToken,
+    ticks_done: Arc<std::sync::atomic::AtomicU64>,
 ) -> Truth {
+    let mut permits = node.lockstep.take();
     let s = &node.scenario;
     let mut platform = Platform::new(node.topology.clone(), s, node.start_ms);
     let ticks = s.duration_s * 1000 / s.tick_ms;
@@ -156,7 +192,10 @@ async fn run(
                     let _ = node.bus.publish(&reply, bytes.into()).await;
                 }
             }
-            _ = interval.tick() => {
+            more = next_tick(&mut interval, &mut permits) => {
+                if !more {
+                    break;
+                }
                 let (frame, happened) = platform.step();
                 if let Ok(bytes) = serde_json::to_vec(&frame) {
                     let _ = node.bus.publish(&feed, bytes.into()).await;
@@ -165,6 +204,7 @@ async fn run(
                     emit(&node.bus, &events, frame.ts, &kind, detail).await;
                 }
                 *shared.lock().unwrap_or_else(|e| e.into_inner()) = platform.truth().clone();
+                ticks_done.store(frame.tick, std::sync::atomic::Ordering::SeqCst);
                 if frame.tick >= ticks {
                     break;
                 }

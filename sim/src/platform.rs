@@ -71,6 +71,8 @@ pub struct AppliedAction {
     pub kind: ActionKind,
     /// Target.
     pub target: String,
+    /// Its parameters.
+    pub params: BTreeMap<String, serde_json::Value>,
     /// What it did.
     pub detail: String,
     /// Whether it cured a fault.
@@ -134,25 +136,13 @@ impl Truth {
         self.failed + self.dropped + self.degraded_lost
     }
 
-    /// Whether an action made things worse: mean loss per tick over the 10
-    /// ticks after it is higher than over the 10 before, by more than 10 %
-    /// and 5 payments.
-    pub fn increased_loss(&self, a: &AppliedAction) -> bool {
-        let t = a.tick as usize;
-        let mean = |r: std::ops::Range<usize>| {
-            let v: Vec<f64> = r
-                .filter_map(|i| self.loss_by_tick.get(i).copied())
-                .collect();
-            if v.is_empty() {
-                None
-            } else {
-                Some(v.iter().sum::<f64>() / v.len() as f64)
-            }
-        };
-        match (mean(t.saturating_sub(10)..t), mean(t..t + 10)) {
-            (Some(before), Some(after)) => after > before * 1.1 + 5.0,
-            _ => false,
-        }
+    /// Loss over the `n` ticks from tick `from`.
+    pub fn loss_window(&self, from: u64, n: u64) -> f64 {
+        self.loss_by_tick
+            .iter()
+            .skip(from as usize)
+            .take(n as usize)
+            .sum()
     }
 }
 
@@ -634,11 +624,14 @@ impl Platform {
                         hot_inst = Some((inst, f.magnitude()));
                     }
                 }
-                let up = (s.instances - down.min(s.instances)).max(0) as f64;
+                let up = (s.instances - down.min(s.instances)) as f64;
                 let capacity = (up * s.cap).max(1e-9);
                 let u = load / capacity;
                 let mut lat = s.lat * (1.0 + 3.0 * u.min(1.5).powi(4));
                 let mut err = s.err + if u > 1.0 { 1.0 - 1.0 / u } else { 0.0 };
+                // A restart resets the connections of the instance going down:
+                // some requests fail while clients reconnect.
+                err += 0.1 * down as f64 / s.instances as f64;
                 if self.fault(FaultKind::BadDeploy).any(|f| f.target == s.name) {
                     err += self
                         .fault(FaultKind::BadDeploy)
@@ -790,11 +783,14 @@ impl Platform {
             for (i, c) in chans.iter().enumerate() {
                 let tps = idc_chan_load * split[i] * (1.0 + self.noise(0.02)).max(0.0);
                 let mut metrics = vec![("tps", tps)];
+                // Draw even when unused, so that the random stream does not
+                // depend on the actions taken (counterfactual replays).
+                let (z1, z2) = (self.noise(1.0), self.noise(1.0));
                 if tps >= 1.0 {
                     let (p, lat) = chan_eff[i];
                     let sd = (p * (1.0 - p) / tps).sqrt();
-                    metrics.push(("success_rate", (p + self.noise(sd)).clamp(0.0, 1.0)));
-                    metrics.push(("latency_p99_ms", lat * (1.0 + self.noise(0.03))));
+                    metrics.push(("success_rate", (p + z1 * sd).clamp(0.0, 1.0)));
+                    metrics.push(("latency_p99_ms", lat * (1.0 + 0.03 * z2)));
                 }
                 for (metric, value) in metrics {
                     samples.push(FrameSample {
@@ -850,9 +846,6 @@ impl Platform {
                 }
                 for k in 1..=s.instances {
                     let inst = instance_name(&s.name, &idc.name, k);
-                    if self.restarting.contains_key(&inst) {
-                        continue;
-                    }
                     let is_hot = hot_inst.as_ref().is_some_and(|(h, _)| h == &inst);
                     let icpu = if is_hot { 0.99 } else { cpu };
                     let ilat = if is_hot {
@@ -892,6 +885,10 @@ impl Platform {
                             (10.0 + 80.0 * u.min(1.5) * (1.0 + self.noise(0.03))).max(0.0),
                         ),
                     ];
+                    // Drawn above either way; a restarting instance reports nothing.
+                    if self.restarting.contains_key(&inst) {
+                        continue;
+                    }
                     for (layer, metric, value) in values {
                         samples.push(FrameSample {
                             layer,
@@ -1200,6 +1197,7 @@ impl Platform {
             key: cmd.key.clone(),
             kind: cmd.kind,
             target: cmd.target.clone(),
+            params: cmd.params.clone(),
             detail: detail.clone(),
             cured,
         });
@@ -1238,6 +1236,66 @@ fn describe(f: &FaultSpec) -> String {
         FaultKind::AbusiveClient => format!("abusive client {key} floods {}", f.target),
         FaultKind::RequestStorm => format!("duplicate request storm on {key} in {}", f.target),
     }
+}
+
+/// Ticks over which an action's effect on loss is judged.
+pub const HARM_WINDOW_TICKS: u64 = 30;
+
+/// Replays `scenario` from `start_ms` for `ticks` ticks, applying each
+/// action before the tick after the one it was recorded at, as the live run
+/// did. The platform is deterministic, so with every action of a run this
+/// reproduces its truth exactly; without one, it shows what that action did.
+pub fn replay(
+    topo: &Topology,
+    scenario: &Scenario,
+    start_ms: i64,
+    ticks: u64,
+    actions: &[&AppliedAction],
+) -> Truth {
+    let mut p = Platform::new(topo.clone(), scenario, start_ms);
+    let mut next = 0;
+    for _ in 0..ticks {
+        while let Some(a) = actions.get(next).filter(|a| a.tick <= p.tick) {
+            let cmd = Command {
+                key: a.key.clone(),
+                kind: a.kind,
+                target: a.target.clone(),
+                params: a.params.clone(),
+            };
+            let _ = p.apply(&cmd);
+            next += 1;
+        }
+        p.step();
+    }
+    p.truth
+}
+
+/// For each action of a run, whether it made things worse: the loss over
+/// the [`HARM_WINDOW_TICKS`] after it is higher than in a replay of the same
+/// run without it, by more than 0.5 % and 10 payments (the replay draws the
+/// same noise, so the difference is the action's own effect).
+pub fn harmful_actions(
+    topo: &Topology,
+    scenario: &Scenario,
+    start_ms: i64,
+    truth: &Truth,
+) -> Vec<bool> {
+    let ticks = truth.loss_by_tick.len() as u64;
+    (0..truth.actions.len())
+        .map(|i| {
+            let others: Vec<&AppliedAction> = truth
+                .actions
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, a)| a)
+                .collect();
+            let without = replay(topo, scenario, start_ms, ticks, &others);
+            let a = &truth.actions[i];
+            let with_it = truth.loss_window(a.tick, HARM_WINDOW_TICKS);
+            with_it > without.loss_window(a.tick, HARM_WINDOW_TICKS) * 1.005 + 10.0
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -298,20 +298,20 @@ impl Scenario {
                     f.kind
                 ));
             }
-            if let Some(m) = f.magnitude {
-                if !(m.is_finite() && m > 0.0) {
-                    p.push(format!("{at}.magnitude: must be > 0"));
-                }
+            if let Some(m) = f.magnitude
+                && !(m.is_finite() && m > 0.0)
+            {
+                p.push(format!("{at}.magnitude: must be > 0"));
             }
-            if let Some(s) = f.success {
-                if !(0.0..=1.0).contains(&s) {
-                    p.push(format!("{at}.success: must be in [0,1]"));
-                }
+            if let Some(s) = f.success
+                && !(0.0..=1.0).contains(&s)
+            {
+                p.push(format!("{at}.success: must be in [0,1]"));
             }
-            if let Some(l) = f.latency_ms {
-                if !(l.is_finite() && l > 0.0) {
-                    p.push(format!("{at}.latency_ms: must be > 0"));
-                }
+            if let Some(l) = f.latency_ms
+                && !(l.is_finite() && l > 0.0)
+            {
+                p.push(format!("{at}.latency_ms: must be > 0"));
             }
         }
         for (i, e) in self.events.iter().enumerate() {

@@ -63,6 +63,7 @@ pub async fn run(
             _ = stop.cancelled() => break,
             b = rx.recv() => match b { Some(b) => b, None => break },
         };
+        let n = batch.len() as u64;
         for (key, ts, value) in batch {
             let det = match series.get_mut(&key) {
                 Some(d) => d,
@@ -107,10 +108,14 @@ pub async fn run(
                     direction,
                 },
             };
+            BrainStats::bump(&stats.transitions);
             if tx.send(ev).await.is_err() {
                 warn!("engine gone, shard stopping");
                 return;
             }
         }
+        stats
+            .samples_detected
+            .fetch_add(n, std::sync::atomic::Ordering::Release);
     }
 }

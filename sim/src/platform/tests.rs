@@ -201,10 +201,8 @@ fn wrong_actions_cost_payments() {
         "degrading loses the scene's payments: {}",
         t.degraded_lost
     );
-    assert!(
-        t.actions.iter().all(|a| t.increased_loss(a)),
-        "both actions increased loss"
-    );
+    let harm = harmful_actions(&default_topology(), &healthy, 0, t);
+    assert_eq!(harm, vec![true, true], "both actions increased loss");
 
     // Failing over to an unhealthy backup makes it worse.
     let mut s = scenario(FaultKind::ChannelDegradation, "bank-a", None);
@@ -281,4 +279,38 @@ fn changes_and_hot_keys_show_the_cause() {
     let items = f.hot.iter().find(|h| h.dimension == "item").unwrap();
     assert_eq!(items.top[0].0, "item-9001");
     assert!(items.top[0].1 as f64 > 0.5 * items.total as f64);
+}
+
+#[test]
+fn replays_reproduce_a_run_and_judge_each_action() {
+    let s = scenario(FaultKind::ChannelDegradation, "bank-a", None);
+    let topo = default_topology();
+    let mut p = Platform::new(topo.clone(), &s, 0);
+    run(&mut p, 70);
+    // A useless action first, then the cure.
+    p.apply(&cmd(ActionKind::Restart, "cashier-idc1-1", &[]))
+        .unwrap();
+    run(&mut p, 5);
+    p.apply(&cmd(
+        ActionKind::ShiftTraffic,
+        "bank-a",
+        &[
+            ("to", serde_json::json!("bank-b")),
+            ("fraction", serde_json::json!(1.0)),
+        ],
+    ))
+    .unwrap();
+    run(&mut p, 60);
+    let t = p.truth().clone();
+    let all: Vec<&AppliedAction> = t.actions.iter().collect();
+    let again = replay(&topo, &s, 0, t.loss_by_tick.len() as u64, &all);
+    assert_eq!(
+        again.loss_by_tick, t.loss_by_tick,
+        "a replay with every action is the run itself"
+    );
+    assert_eq!(
+        harmful_actions(&topo, &s, 0, &t),
+        vec![true, false],
+        "the restart hurt, the failover did not"
+    );
 }

@@ -1,0 +1,244 @@
+//! Drills: run scenarios through the whole loop in lockstep on the virtual
+//! clock and score what the brain did against the platform's ground truth.
+
+use std::path::Path;
+
+use anyhow::Context;
+use selfheal_bus::{LocalTransport, Topology};
+use selfheal_sim::Scenario;
+use serde::Serialize;
+
+use crate::{LoopOutcome, drill_options, run_loop};
+
+/// Pass marks, from the command line. Unset marks are not checked.
+#[derive(Clone, Debug, Default)]
+pub struct Thresholds {
+    /// Longest acceptable time to detect, s.
+    pub max_ttd_s: Option<f64>,
+    /// Longest acceptable time to recover (back within SLO), s.
+    pub max_ttr_s: Option<f64>,
+    /// The top diagnosis must be right.
+    pub require_diagnosis: bool,
+    /// The executed actions must include the expected cure.
+    pub require_cure: bool,
+    /// Most harmful actions accepted.
+    pub max_harmful: Option<usize>,
+}
+
+/// The score of one scenario.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DrillResult {
+    /// Scenario name.
+    pub name: String,
+    /// Whether it is a control run.
+    pub control: bool,
+    /// Time from the first fault to the first incident, s.
+    pub ttd_s: Option<f64>,
+    /// Time from the first fault to back within SLO, s.
+    pub ttr_s: Option<f64>,
+    /// Expected causes the brain named right (top cause and target of an
+    /// incident), out of `expected`.
+    pub diagnosed: usize,
+    /// Expected cures that were executed, out of `expected`.
+    pub cured: usize,
+    /// Expected diagnoses and cures.
+    pub expected: usize,
+    /// Incidents opened before any fault (false alarms).
+    pub false_alarms: usize,
+    /// Incidents.
+    pub incidents: usize,
+    /// Actions the platform applied.
+    pub actions: usize,
+    /// Harmful actions: any on a control run; any that increased loss.
+    pub harmful: usize,
+    /// Business loss: failed, throttled and degraded payments.
+    pub loss: f64,
+    /// Payments attempted.
+    pub attempted: f64,
+    /// Which pass marks it missed.
+    pub failures: Vec<String>,
+}
+
+impl DrillResult {
+    /// Whether it met every pass mark.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Scores one run.
+pub fn score(s: &Scenario, topo: &Topology, out: &LoopOutcome, th: &Thresholds) -> DrillResult {
+    let t = &out.truth;
+    let fault_start = t.faults.first().map(|f| f.start_ms);
+    let after: Vec<_> = out
+        .incidents
+        .iter()
+        .filter(|i| fault_start.is_some_and(|f| i.opened_ts >= f))
+        .collect();
+    let false_alarms = out
+        .incidents
+        .iter()
+        .filter(|i| fault_start.is_none_or(|f| i.opened_ts < f))
+        .count();
+    let secs = |ms: i64| ms as f64 / 1000.0;
+    let ttd_s =
+        fault_start.and_then(|f| after.iter().map(|i| i.opened_ts).min().map(|o| secs(o - f)));
+    let ttr_s = t.ttr_ms().map(secs);
+    let diagnosed = s
+        .expect
+        .iter()
+        .filter(|e| {
+            after.iter().any(|i| {
+                i.cause.as_deref() == Some(e.cause.as_str())
+                    && i.target.as_deref() == Some(e.target.as_str())
+            })
+        })
+        .count();
+    let cured = s
+        .expect
+        .iter()
+        .filter(|e| t.actions.iter().any(|a| a.kind.as_str() == e.action))
+        .count();
+    let harmful = if s.is_control() {
+        t.actions.len()
+    } else {
+        selfheal_sim::platform::harmful_actions(topo, s, out.start_ms, t)
+            .into_iter()
+            .filter(|h| *h)
+            .count()
+    };
+    let mut failures = Vec::new();
+    if !s.is_control() {
+        if let Some(max) = th.max_ttd_s {
+            if ttd_s.is_none_or(|x| x > max) {
+                failures.push(format!(
+                    "time to detect {} > {max}s",
+                    ttd_s.map_or("never".into(), |x| format!("{x:.1}s"))
+                ));
+            }
+        }
+        if let Some(max) = th.max_ttr_s {
+            if ttr_s.is_none_or(|x| x > max) {
+                failures.push(format!(
+                    "time to recover {} > {max}s",
+                    ttr_s.map_or("never".into(), |x| format!("{x:.1}s"))
+                ));
+            }
+        }
+        if th.require_diagnosis && diagnosed < s.expect.len() {
+            failures.push(format!("diagnosis {diagnosed}/{}", s.expect.len()));
+        }
+        if th.require_cure && cured < s.expect.len() {
+            failures.push(format!("cure {cured}/{}", s.expect.len()));
+        }
+    }
+    if let Some(max) = th.max_harmful {
+        if harmful > max {
+            failures.push(format!("{harmful} harmful action(s) > {max}"));
+        }
+    }
+    DrillResult {
+        name: s.name.clone(),
+        control: s.is_control(),
+        ttd_s,
+        ttr_s,
+        diagnosed,
+        cured,
+        expected: s.expect.len(),
+        false_alarms,
+        incidents: out.incidents.len(),
+        actions: t.actions.len(),
+        harmful,
+        loss: t.loss(),
+        attempted: t.attempted,
+        failures,
+    }
+}
+
+/// Runs one scenario in lockstep on the in-process bus and scores it.
+pub async fn drill(
+    s: &Scenario,
+    speed: Option<f64>,
+    th: &Thresholds,
+) -> anyhow::Result<DrillResult> {
+    let dir = tempfile::tempdir()?;
+    let mut opts = drill_options(s.clone(), dir.path());
+    if let Some(x) = speed {
+        opts.speed = x;
+    }
+    let topo = opts.topology.clone();
+    let out = run_loop(std::sync::Arc::new(LocalTransport::default()), opts, |_| {}).await?;
+    Ok(score(s, &topo, &out, th))
+}
+
+/// Reads and checks scenario files; every problem of every file at once.
+pub fn load(files: &[std::path::PathBuf], topo: &Topology) -> anyhow::Result<Vec<Scenario>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display())) {
+            Ok(text) => match Scenario::parse(&text, topo) {
+                Ok(s) => out.push(s),
+                Err(e) => problems.push(format!("{}:\n  {}", f.display(), e.replace('\n', "\n  "))),
+            },
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        anyhow::bail!("{}", problems.join("\n"))
+    }
+}
+
+/// The shipped scenario files, sorted.
+pub fn shipped() -> Vec<std::path::PathBuf> {
+    let dir = crate::existing(Path::new("sim/scenarios").to_path_buf());
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The results as a Markdown table.
+pub fn table(results: &[DrillResult]) -> String {
+    let mut out = String::from(
+        "| scenario | TTD s | TTR s | diagnosis | cure | incidents | false alarms | actions | harmful | loss % | pass |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let s = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
+    for r in results {
+        let frac = |n: usize| {
+            if r.control {
+                "-".to_string()
+            } else {
+                format!("{n}/{}", r.expected)
+            }
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |\n",
+            r.name,
+            s(r.ttd_s),
+            s(r.ttr_s),
+            frac(r.diagnosed),
+            frac(r.cured),
+            r.incidents,
+            r.false_alarms,
+            r.actions,
+            r.harmful,
+            100.0 * r.loss / r.attempted.max(1.0),
+            if r.passed() {
+                "yes".to_string()
+            } else {
+                format!("no: {}", r.failures.join("; "))
+            }
+        ));
+    }
+    out
+}
