@@ -55,12 +55,12 @@ fn shipped_failover_plans_stepped_verified_shift() {
             ..
         })
     ));
-    // A channel without a backup escalates instead of guessing.
+    // A service without a declared backup: escalate instead of guessing.
     let steps = rt
         .plan(
             pb,
             &IncidentFacts {
-                target: "bank-b".into(),
+                target: "cashier".into(),
                 ..facts()
             },
         )
