@@ -28,6 +28,8 @@ const POOL_SIZE: f64 = 32.0;
 const DB_MS: f64 = 5.0;
 /// Ticks an instance is down while it restarts.
 const RESTART_TICKS: u64 = 5;
+/// Worker threads per instance.
+const THREADS: f64 = 200.0;
 /// Ticks in the SLO window.
 const WINDOW_TICKS: usize = 10;
 
@@ -806,16 +808,37 @@ impl Platform {
                 }
             }
 
+            // Latency seen by each service's callers, its downstream calls
+            // included: a slow dependency makes everything upstream slower
+            // and fills upstream thread pools (Little's law).
+            let mut incl: BTreeMap<String, f64> = BTreeMap::new();
+            for _ in 0..svcs.len() {
+                for s in &svcs {
+                    let deps = self
+                        .topo
+                        .service(&s.name)
+                        .map(|x| x.depends_on.clone())
+                        .unwrap_or_default();
+                    let mut down = 0.0f64;
+                    for d in &deps {
+                        if chans.iter().any(|c| &c.name == d) {
+                            down = down.max(chan_p99);
+                        } else {
+                            down = down.max(incl.get(d).copied().unwrap_or(0.0));
+                        }
+                    }
+                    incl.insert(s.name.clone(), app_lat(&s.name) + down);
+                }
+            }
+
             // Services, instances and hosts.
             for (s, up, hot_inst, cpu, _, _) in instance_rows {
-                let (u, lat_own, err, _) = svc_state[&s.name];
-                let lat_total = if s.name == "accounting-core" {
-                    svc_state[&s.name].1
-                } else {
-                    lat_own
-                };
+                let (u, _, err, _) = svc_state[&s.name];
+                let lat_total = incl.get(&s.name).copied().unwrap_or(0.0);
+                let load = svc_load.get(&s.name).copied().unwrap_or(0.0);
                 let pool = (s.name == "accounting-core").then_some(pool_use);
-                let thread = (u * lat_total / s.lat.max(1.0) * 0.3).clamp(0.0, 1.0);
+                let thread =
+                    (load * lat_total / 1000.0 / (up.max(1) as f64 * THREADS)).clamp(0.0, 1.0);
                 let gc = 4.0 + 12.0 * u.min(1.5);
                 let mut svc_metrics = vec![
                     ("error_rate", (err + self.noise(0.0003)).clamp(0.0, 1.0)),
@@ -824,7 +847,6 @@ impl Platform {
                         "thread_pool_use",
                         (thread + self.noise(0.01)).clamp(0.0, 1.0),
                     ),
-                    ("gc_pause_ms", (gc * (1.0 + self.noise(0.05))).max(0.0)),
                 ];
                 if let Some(p) = pool {
                     svc_metrics.push((
@@ -853,11 +875,29 @@ impl Platform {
                     } else {
                         lat_total / hot_inst.as_ref().map_or(1.0, |(_, m)| *m)
                     };
+                    // A saturated instance fails and queues its own share.
+                    let ierr = if is_hot { err + 0.4 } else { err };
+                    let ithread = if is_hot { 1.0 } else { thread };
                     let values = [
                         (
                             Layer::System,
                             "cpu",
                             (icpu + self.noise(0.01)).clamp(0.0, 1.0),
+                        ),
+                        (
+                            Layer::System,
+                            "error_rate",
+                            (ierr + self.noise(0.0005)).clamp(0.0, 1.0),
+                        ),
+                        (
+                            Layer::System,
+                            "thread_pool_use",
+                            (ithread + self.noise(0.01)).clamp(0.0, 1.0),
+                        ),
+                        (
+                            Layer::System,
+                            "gc_pause_ms",
+                            (gc * (1.0 + self.noise(0.05))).max(0.0),
                         ),
                         (
                             Layer::System,
@@ -926,6 +966,14 @@ impl Platform {
                 })
                 .collect();
             ips.extend(ip_counts);
+            let mut merchants: Vec<(String, u64)> = (1..=5)
+                .map(|k| {
+                    (
+                        format!("merchant-{k:03}"),
+                        (all * 0.06 / k as f64 * (1.0 + self.noise(0.05)).max(0.0)) as u64,
+                    )
+                })
+                .collect();
             let mut orders: Vec<(String, u64)> = (1..=5)
                 .map(|k| (format!("order-{}-{k}", self.tick), 1))
                 .collect();
@@ -953,6 +1001,7 @@ impl Platform {
                     ips,
                     all + bad_requests.values().sum::<f64>(),
                 ),
+                ("cashier", "merchant", merchants, all),
                 ("payment-engine", "order", orders, all + storm_load),
                 ("accounting-core", "account", accounts, all),
             ] {

@@ -259,7 +259,10 @@ fn deterministic_per_seed_and_exports_every_layer() {
     }
     assert!(f.samples.iter().all(|x| x.value.is_finite()));
     let dims: BTreeSet<&str> = f.hot.iter().map(|h| h.dimension.as_str()).collect();
-    assert_eq!(dims, ["account", "client_ip", "item", "order"].into());
+    assert_eq!(
+        dims,
+        ["account", "client_ip", "item", "merchant", "order"].into()
+    );
 }
 
 #[test]
@@ -313,4 +316,26 @@ fn replays_reproduce_a_run_and_judge_each_action() {
         vec![true, false],
         "the restart hurt, the failover did not"
     );
+}
+
+#[test]
+fn a_slow_downstream_slows_and_fills_everything_upstream() {
+    let s = scenario(FaultKind::SlowDatabase, "database", None);
+    let mut p = Platform::new(default_topology(), &s, 0);
+    let metric = |f: &Frame, svc: &str, m: &str| {
+        f.samples
+            .iter()
+            .find(|x| x.service == svc && x.metric == m && x.instance.is_none() && x.idc == "idc1")
+            .map(|x| x.value)
+            .unwrap()
+    };
+    let before = run(&mut p, 55);
+    let after = run(&mut p, 20);
+    for svc in ["accounting-core", "payment-engine", "cashier"] {
+        let (l0, l1) = (metric(&before, svc, "latency_p99_ms"), metric(&after, svc, "latency_p99_ms"));
+        assert!(l1 > l0 * 1.5, "{svc} latency {l0} → {l1}");
+        let (t0, t1) = (metric(&before, svc, "thread_pool_use"), metric(&after, svc, "thread_pool_use"));
+        assert!(t1 > t0 * 1.3, "{svc} thread pool {t0} → {t1}");
+    }
+    assert!(metric(&after, "accounting-core", "conn_pool_use") > 0.95);
 }
