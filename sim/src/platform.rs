@@ -966,7 +966,7 @@ impl Platform {
                 })
                 .collect();
             ips.extend(ip_counts);
-            let mut merchants: Vec<(String, u64)> = (1..=5)
+            let merchants: Vec<(String, u64)> = (1..=5)
                 .map(|k| {
                     (
                         format!("merchant-{k:03}"),
