@@ -332,9 +332,15 @@ fn a_slow_downstream_slows_and_fills_everything_upstream() {
     let before = run(&mut p, 55);
     let after = run(&mut p, 20);
     for svc in ["accounting-core", "payment-engine", "cashier"] {
-        let (l0, l1) = (metric(&before, svc, "latency_p99_ms"), metric(&after, svc, "latency_p99_ms"));
+        let (l0, l1) = (
+            metric(&before, svc, "latency_p99_ms"),
+            metric(&after, svc, "latency_p99_ms"),
+        );
         assert!(l1 > l0 * 1.5, "{svc} latency {l0} → {l1}");
-        let (t0, t1) = (metric(&before, svc, "thread_pool_use"), metric(&after, svc, "thread_pool_use"));
+        let (t0, t1) = (
+            metric(&before, svc, "thread_pool_use"),
+            metric(&after, svc, "thread_pool_use"),
+        );
         assert!(t1 > t0 * 1.3, "{svc} thread pool {t0} → {t1}");
     }
     assert!(metric(&after, "accounting-core", "conn_pool_use") > 0.95);
