@@ -7,6 +7,7 @@
 //! - [`paths`]: where the shipped playbooks and topology are found.
 //! - [`bench`]: the `selfheal bench` measurements.
 //! - [`drill`]: scenario drills scored against ground truth.
+//! - [`detect`]: the streaming detector over NAB-style CSV files.
 #![deny(missing_docs)]
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -20,6 +21,7 @@ use selfheal_bus::{
 use selfheal_sim::{Scenario, SimNode, Speed, Truth, feed::SimEvent};
 
 pub mod bench;
+pub mod detect;
 pub mod drill;
 pub mod paths;
 

@@ -213,3 +213,56 @@ fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn detect_scores_nab_style_files_at_the_same_relative_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(input.join("cat")).unwrap();
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..400 {
+        let v = if (300..310).contains(&i) {
+            500.0
+        } else {
+            10.0 + (i % 7) as f64 * 0.1
+        };
+        csv.push_str(&format!("2014-01-01 00:{:02}:{:02},{v}\n", i / 60, i % 60));
+    }
+    std::fs::write(input.join("cat/series.csv"), &csv).unwrap();
+    let output = dir.path().join("out");
+    let (ok, err) = selfheal(&[
+        "detect",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let scored = std::fs::read_to_string(output.join("cat/series.csv")).unwrap();
+    let rows: Vec<&str> = scored.lines().collect();
+    assert_eq!(rows[0], "timestamp,value,anomaly_score");
+    assert_eq!(rows.len(), 401);
+    let scores: Vec<f64> = rows[1..]
+        .iter()
+        .map(|r| r.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
+    assert!(
+        scores[300..305].iter().any(|s| *s > 0.5),
+        "the jump is flagged"
+    );
+    assert!(
+        scores[..300].iter().all(|s| *s < 0.5),
+        "nothing before it is"
+    );
+
+    std::fs::write(input.join("cat/series.csv"), "time,v\n1,2\n").unwrap();
+    let (ok, err) = selfheal(&[
+        "detect",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("timestamp and value"), "{err}");
+}

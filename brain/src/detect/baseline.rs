@@ -147,12 +147,14 @@ pub struct Detector {
     run: u8,
     anomalous: bool,
     dir: Direction,
+    score: f32,
 }
 
 impl Detector {
     /// A fresh detector for a series whose bad direction is `dir`.
     pub fn new(dir: Direction) -> Self {
         Detector {
+            score: 0.0,
             mean: 0.0,
             dev: 0.0,
             onset: 0,
@@ -166,6 +168,12 @@ impl Detector {
     /// Whether the series is anomalous now.
     pub fn is_anomalous(&self) -> bool {
         self.anomalous
+    }
+
+    /// Score in [0,1] of the last sample fed (0 during warm-up or for a
+    /// non-finite value).
+    pub fn last_score(&self) -> f64 {
+        self.score as f64
     }
 
     /// The current baseline.
@@ -222,13 +230,16 @@ impl Detector {
     /// Feeds one sample. Non-finite values are ignored.
     pub fn update(&mut self, ts: i64, x: f64, cfg: &DetectorConfig) -> Option<Transition> {
         if !x.is_finite() {
+            self.score = 0.0;
             return None;
         }
         if self.n < cfg.warmup {
             self.learn(x, cfg);
+            self.score = 0.0;
             return None;
         }
         let bad = self.badness(x, cfg);
+        self.score = Self::score(bad, cfg) as f32;
         if self.anomalous {
             // The baseline stays frozen while anomalous, so the fault does
             // not become the new normal.

@@ -6,6 +6,7 @@
 //! winsorised values, frozen while a series is anomalous, and direction-aware.
 
 pub mod baseline;
+pub mod offline;
 pub mod shard;
 
 pub use baseline::{Detector, DetectorConfig, Direction, Transition};
