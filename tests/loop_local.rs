@@ -11,17 +11,19 @@ use selfheal_sim::Scenario;
 /// five clean samples.
 const MTTR_BOUND_MS: i64 = 40_000;
 
+async fn run(opts: selfheal::LoopOptions) -> selfheal::LoopOutcome {
+    let bus = Arc::new(LocalTransport::default());
+    tokio::time::timeout(Duration::from_secs(60), run_loop(bus, opts, |_| {}))
+        .await
+        .expect("the run ends")
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heals_a_degraded_channel_over_the_in_process_bus() {
     let dir = tempfile::tempdir().unwrap();
     let opts = loop_options(Scenario::channel_degradation(), dir.path(), 100.0);
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_loop(Arc::new(LocalTransport::default()), opts, |_| {}),
-    )
-    .await
-    .expect("the run ends")
-    .unwrap();
+    let out = run(opts).await;
     let mttd = out.mttd_ms().expect("detected");
     assert!((0..=5_000).contains(&mttd), "mttd {mttd}");
     let mttr = out.mttr_ms().expect("recovery verified");
@@ -58,13 +60,7 @@ async fn a_control_run_executes_no_action() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = loop_options(Scenario::control(), dir.path(), 200.0);
     opts.stop_after_outcome = None;
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_loop(Arc::new(LocalTransport::default()), opts, |_| {}),
-    )
-    .await
-    .expect("the run ends")
-    .unwrap();
+    let out = run(opts).await;
     assert!(
         out.brain.samples.load(std::sync::atomic::Ordering::Relaxed) > 10_000,
         "the brain saw the whole run"
@@ -84,13 +80,7 @@ async fn dry_run_records_but_never_sends() {
     let mut opts = loop_options(Scenario::channel_degradation(), dir.path(), 100.0);
     opts.brain.guard.dry_run = true;
     opts.stop_after_outcome = Some(Duration::from_secs(5));
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_loop(Arc::new(LocalTransport::default()), opts, |_| {}),
-    )
-    .await
-    .expect("the run ends")
-    .unwrap();
+    let out = run(opts).await;
     assert!(out.mttd_ms().is_some());
     assert!(out.truth.actions.is_empty(), "nothing reached the platform");
     assert!(

@@ -456,6 +456,25 @@ impl Platform {
         split
     }
 
+    /// The extra demand of the active faults of `kind` on scene `sc` in an
+    /// IDC taking `share` of the traffic: (key, requests per second).
+    fn floods(
+        &self,
+        kind: FaultKind,
+        sc: &selfheal_bus::topology::Scene,
+        share: f64,
+    ) -> Vec<(String, f64)> {
+        self.fault(kind)
+            .filter(|f| f.target == sc.name)
+            .map(|f| {
+                (
+                    f.key.clone().unwrap_or_default(),
+                    sc.base_tps * share * f.magnitude(),
+                )
+            })
+            .collect()
+    }
+
     fn throttle_key(&self, key: &str, demand: f64, share: f64) -> f64 {
         self.key_throttle
             .get(key)
@@ -529,28 +548,14 @@ impl Platform {
                     * (1.0 + noise).max(0.0);
                 let mut extra_ok = 0.0;
                 let mut extra_bad = 0.0;
-                let surges: Vec<FaultSpec> = self
-                    .fault(FaultKind::HotItemSurge)
-                    .filter(|f| f.target == sc.name)
-                    .cloned()
-                    .collect();
-                for f in surges {
-                    let key = f.key.clone().unwrap_or_default();
-                    let d = sc.base_tps * share * f.magnitude();
+                for (key, d) in self.floods(FaultKind::HotItemSurge, sc, share) {
                     let admitted_item = self.throttle_key(&key, d, share);
                     self.truth.dropped += d - admitted_item;
                     loss += d - admitted_item;
                     extra_ok += admitted_item;
                     item_counts.push((key, admitted_item as u64));
                 }
-                let abusers: Vec<FaultSpec> = self
-                    .fault(FaultKind::AbusiveClient)
-                    .filter(|f| f.target == sc.name)
-                    .cloned()
-                    .collect();
-                for f in abusers {
-                    let key = f.key.clone().unwrap_or_default();
-                    let d = sc.base_tps * share * f.magnitude();
+                for (key, d) in self.floods(FaultKind::AbusiveClient, sc, share) {
                     if self.blocked.contains(&key) {
                         self.truth.blocked += d;
                     } else {
@@ -559,14 +564,7 @@ impl Platform {
                         ip_counts.push((key, a as u64));
                     }
                 }
-                let storms: Vec<FaultSpec> = self
-                    .fault(FaultKind::RequestStorm)
-                    .filter(|f| f.target == sc.name)
-                    .cloned()
-                    .collect();
-                for f in storms {
-                    let key = f.key.clone().unwrap_or_default();
-                    let d = sc.base_tps * share * f.magnitude();
+                for (key, d) in self.floods(FaultKind::RequestStorm, sc, share) {
                     let a = self.throttle_key(&key, d, share);
                     storm_load += a;
                     order_counts.push((key, a as u64));
