@@ -209,6 +209,8 @@ pub async fn run_loop_on(
                         && AgentStats::get(&agent.frames) >= k
                         && BrainStats::get(&brain.batches) + brain.rejected_total()
                             >= AgentStats::get(&agent.indicator_batches)
+                        && BrainStats::get(&brain.contexts_seen)
+                            >= AgentStats::get(&agent.context_msgs)
                         && brain.settled(ts)
                 };
                 while !settled() {

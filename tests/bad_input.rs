@@ -125,6 +125,15 @@ async fn malformed_and_oversized_messages_are_counted_and_dropped() {
             .await
             .unwrap_or_else(|e| panic!("{what}: {e}"));
     }
+    // Context messages are checked too.
+    pub_bus
+        .publish(&subjects.change("cashier"), b"{\"v\":1}".to_vec().into())
+        .await
+        .unwrap();
+    pub_bus
+        .publish(&subjects.hot("cashier"), b"not json".to_vec().into())
+        .await
+        .unwrap();
     // A valid batch on a subject that does not match its header.
     pub_bus
         .publish(
@@ -134,7 +143,7 @@ async fn malformed_and_oversized_messages_are_counted_and_dropped() {
         .await
         .unwrap();
     pub_bus.flush().await.unwrap();
-    let expected = bad.len() as u64 + 1;
+    let expected = bad.len() as u64 + 3;
     eventually("every bad message counted", Duration::from_secs(10), || {
         stats.rejected_total() == expected
     })
@@ -145,7 +154,7 @@ async fn malformed_and_oversized_messages_are_counted_and_dropped() {
             "{what} counted as {reason}"
         );
     }
-    assert_eq!(stats.rejected_for("malformed"), 4);
+    assert_eq!(stats.rejected_for("malformed"), 6);
     assert_eq!(stats.rejected_for("subject_mismatch"), 1);
     assert!(
         stats

@@ -46,8 +46,10 @@ async fn three_scenarios_scored() {
     assert_eq!(control.actions, 0, "{control:?}");
     assert!(control.passed());
 
-    // The skeleton brain detects a bad deploy but does not know its cure:
-    // the drill says so, and the pass marks catch it.
+    // The brain detects a bad deploy and blames the change (the deploy
+    // event just before the deployed service's own errors rose), but has
+    // no rollback playbook yet: the drill says so, and the pass marks
+    // catch it.
     let strict = Thresholds {
         require_cure: true,
         max_ttr_s: Some(120.0),
@@ -57,6 +59,7 @@ async fn three_scenarios_scored() {
         .await
         .unwrap();
     assert!(unhealed.ttd_s.is_some(), "{unhealed:?}");
+    assert_eq!(unhealed.diagnosed, 1, "{unhealed:?}");
     assert_eq!((unhealed.cured, unhealed.harmful), (0, 0), "{unhealed:?}");
     assert!(
         !unhealed.passed() && unhealed.failures.iter().any(|f| f.starts_with("cure")),
@@ -105,4 +108,21 @@ async fn drills_are_deterministic_and_match_the_platform_model() {
         &all,
     );
     assert_eq!(again.loss_by_tick, a.truth.loss_by_tick);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_deploy_nearby_is_not_blamed_and_a_hot_key_is() {
+    let th = Thresholds {
+        require_diagnosis: true,
+        max_harmful: Some(0),
+        ..Thresholds::default()
+    };
+    for name in [
+        "bad_deploy_near_healthy_deploy",
+        "hot_item_surge",
+        "abusive_client",
+    ] {
+        let r = timed(drill(&shipped(name), None, &th)).await.unwrap();
+        assert!(r.passed(), "{name}: {r:?}");
+    }
 }

@@ -142,9 +142,11 @@ async fn collect(
                             publisher.send(subject, encode(&b)).await;
                         }
                         for h in sim_feed::hotspots(&frame) {
+                            AgentStats::bump(&stats.context_msgs);
                             publisher.send(agent.subjects.hot(&h.service), encode(&h)).await;
                         }
                         for c in sim_feed::changes(&frame) {
+                            AgentStats::bump(&stats.context_msgs);
                             publisher.send(agent.subjects.change(&c.service), encode(&c)).await;
                         }
                         AgentStats::bump(&stats.frames);

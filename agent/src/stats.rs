@@ -9,6 +9,8 @@ pub struct AgentStats {
     pub frames: AtomicU64,
     /// Indicator batches handed to the publisher.
     pub indicator_batches: AtomicU64,
+    /// Hotspot reports and change events handed to the publisher.
+    pub context_msgs: AtomicU64,
     /// Batches published directly.
     pub published: AtomicU64,
     /// Batches put in the buffer because the bus was away.

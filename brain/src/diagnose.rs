@@ -8,7 +8,9 @@
 use selfheal_bus::{Topology, topology::ServiceKind};
 use serde::Serialize;
 
-use crate::correlate::Incident;
+use selfheal_bus::{ChangeKind, Layer};
+
+use crate::{context::Context, correlate::Incident};
 
 /// A candidate cause.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -24,7 +26,7 @@ pub struct Hypothesis {
 }
 
 /// Ranks the causes of `inc`, best first; never empty.
-pub fn diagnose(inc: &Incident, topo: &Topology) -> Vec<Hypothesis> {
+pub fn diagnose(inc: &Incident, topo: &Topology, ctx: &Context) -> Vec<Hypothesis> {
     let first_onset = inc
         .evidence
         .values()
@@ -74,6 +76,8 @@ pub fn diagnose(inc: &Incident, topo: &Topology) -> Vec<Hypothesis> {
             evidence,
         });
     }
+    out.extend(change_hypotheses(inc, ctx));
+    out.extend(hot_key_hypotheses(inc, ctx));
     out.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
     out.push(Hypothesis {
         cause: "unknown".into(),
@@ -84,5 +88,97 @@ pub fn diagnose(inc: &Incident, topo: &Topology) -> Vec<Hypothesis> {
             inc.evidence.len()
         )],
     });
+    out
+}
+
+/// How far before the first anomaly a change is still a suspect, ms.
+const CHANGE_LOOKBACK_MS: i64 = 10 * 60 * 1000;
+
+/// A change shortly before the first anomaly, on a service whose own
+/// indicators went bad, is a suspect: the closer in time, the stronger. A
+/// change to a service that stayed healthy is not blamed.
+fn change_hypotheses(inc: &Incident, ctx: &Context) -> Vec<Hypothesis> {
+    let onset = inc
+        .evidence
+        .values()
+        .map(|e| e.onset)
+        .min()
+        .unwrap_or(inc.onset);
+    let mut sick: Vec<&str> = inc
+        .evidence
+        .keys()
+        .filter(|k| k.layer == Layer::System && k.scene.is_none())
+        .map(|k| k.service.as_str())
+        .collect();
+    sick.sort_unstable();
+    sick.dedup();
+    let mut out = Vec::new();
+    for service in sick {
+        // The most recent change of the service is the suspect.
+        if let Some(c) = ctx
+            .changes(service, onset - CHANGE_LOOKBACK_MS, onset + 5_000)
+            .first()
+        {
+            let before = (onset - c.ts).max(0);
+            let recency = 1.0 - before as f64 / CHANGE_LOOKBACK_MS as f64;
+            let cause = match c.kind {
+                ChangeKind::Deploy => "bad_deploy",
+                ChangeKind::Config => "config_mistake",
+                ChangeKind::FeatureFlag | ChangeKind::Scaling => "bad_change",
+            };
+            out.push(Hypothesis {
+                cause: cause.into(),
+                target: service.to_string(),
+                confidence: 0.55 + 0.4 * recency,
+                evidence: vec![format!(
+                    "{:?} {} of {service} by {} ({}) {:.1}s before the first anomaly; {service}'s own indicators went bad",
+                    c.kind,
+                    c.id,
+                    c.author,
+                    c.description,
+                    before as f64 / 1000.0
+                )],
+            });
+        }
+    }
+    out
+}
+
+/// A key whose share of a service's requests jumped around the incident's
+/// start: what kind of key says what kind of cause.
+fn hot_key_hypotheses(inc: &Incident, ctx: &Context) -> Vec<Hypothesis> {
+    let onset = inc
+        .evidence
+        .values()
+        .map(|e| e.onset)
+        .min()
+        .unwrap_or(inc.onset);
+    let mut out: Vec<Hypothesis> = Vec::new();
+    for j in ctx.hot_jumps() {
+        if j.since > onset + 60_000 || out.iter().any(|h| h.target == j.key) {
+            continue;
+        }
+        let cause = match j.dimension.as_str() {
+            "item" => "hot_item",
+            "client_ip" => "abusive_client",
+            "order" => "request_storm",
+            "account" => "hot_account",
+            _ => continue,
+        };
+        out.push(Hypothesis {
+            cause: cause.into(),
+            target: j.key.clone(),
+            confidence: (0.5 + 0.45 * j.share).min(0.95),
+            evidence: vec![format!(
+                "{} {} took {:.0}% of {}'s requests in {} (its heaviest key normally takes {:.1}%)",
+                j.dimension,
+                j.key,
+                j.share * 100.0,
+                j.service,
+                j.idc,
+                j.normal * 100.0
+            )],
+        });
+    }
     out
 }

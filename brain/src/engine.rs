@@ -42,6 +42,7 @@ pub struct Engine {
     pub(crate) correlator: Correlator,
     pub(crate) action_timeout: Duration,
     pub(crate) results_tx: mpsc::Sender<ActionResult>,
+    pub(crate) context: crate::context::Context,
 }
 
 impl Engine {
@@ -50,11 +51,12 @@ impl Engine {
         mut self,
         mut anomalies: mpsc::Receiver<AnomalyEvent>,
         mut results: mpsc::Receiver<ActionResult>,
+        mut contexts: mpsc::Receiver<crate::context::ContextMsg>,
         mut watermark: watch::Receiver<i64>,
         stop: CancellationToken,
     ) {
         let mut now = *watermark.borrow();
-        let (mut answers, mut transitions) = (0u64, 0u64);
+        let (mut answers, mut transitions, mut filed) = (0u64, 0u64, 0u64);
         loop {
             tokio::select! {
                 biased;
@@ -62,6 +64,10 @@ impl Engine {
                 Some(r) = results.recv() => {
                     self.on_result(r, now).await;
                     answers += 1;
+                }
+                Some(c) = contexts.recv() => {
+                    self.context.record(c);
+                    filed += 1;
                 }
                 ev = anomalies.recv() => {
                     let Some(ev) = ev else { break };
@@ -86,6 +92,9 @@ impl Engine {
             self.stats
                 .transitions_handled
                 .fetch_add(std::mem::take(&mut transitions), SeqCst);
+            self.stats
+                .contexts_handled
+                .fetch_add(std::mem::take(&mut filed), SeqCst);
         }
     }
 
@@ -332,7 +341,7 @@ impl Engine {
     }
 
     async fn diagnose_and_decide(&mut self, i: usize, now: i64) {
-        let hyps = diagnose::diagnose(&self.correlator.incidents[i], &self.topology);
+        let hyps = diagnose::diagnose(&self.correlator.incidents[i], &self.topology, &self.context);
         let ranked: Vec<_> = hyps
             .iter()
             .map(|h| {

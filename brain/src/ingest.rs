@@ -69,3 +69,45 @@ pub async fn run(
         });
     }
 }
+
+/// Decodes change events and hotspot reports (each rejected one counted)
+/// and hands them to the engine, until `stop` fires.
+pub async fn run_context(
+    mut changes: Subscription,
+    mut hot: Subscription,
+    tx: mpsc::Sender<crate::context::ContextMsg>,
+    watermark: watch::Receiver<i64>,
+    limits: Limits,
+    stats: Arc<BrainStats>,
+    stop: CancellationToken,
+) {
+    use crate::context::ContextMsg;
+    loop {
+        let (msg, is_change) = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            m = changes.next() => match m { Some(m) => (m, true), None => break },
+            m = hot.next() => match m { Some(m) => (m, false), None => break },
+        };
+        let wm = *watermark.borrow();
+        let now = if wm > 0 { wm } else { wall_ms() };
+        let decoded = if is_change {
+            decode::<selfheal_bus::ChangeEvent>(&msg.payload, &limits, now).map(ContextMsg::Change)
+        } else {
+            decode::<selfheal_bus::HotspotReport>(&msg.payload, &limits, now).map(ContextMsg::Hot)
+        };
+        BrainStats::bump(&stats.contexts_seen);
+        match decoded {
+            Ok(m) => {
+                BrainStats::bump(&stats.contexts);
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                stats.reject_decode(e.kind());
+                warn!(subject = %msg.subject, reason = e.kind().reason(), error = %e, "context message rejected");
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@
 //! - [`ingest`]: subscribe, decode, validate, route samples to shards.
 //! - [`detect`]: per-series streaming detectors in shard tasks.
 //! - [`correlate`]: anomalies grouped into incidents.
+//! - [`context`]: recent changes and hot keys the diagnosis weighs.
 //! - [`diagnose`]: ranked hypotheses with evidence.
 //! - [`playbook`]: the sandboxed Rhai runtime and host API.
 //! - [`act`]: guards and dispatch of actions to edge actuators.
@@ -23,6 +24,7 @@
 pub mod act;
 pub mod api;
 pub mod config;
+pub mod context;
 pub mod correlate;
 pub mod detect;
 pub mod diagnose;
@@ -133,6 +135,12 @@ impl Brain {
         let stats = Arc::new(BrainStats::default());
         let stop = CancellationToken::new();
         let sub = self.bus.subscribe(&self.subjects.all_indicators()).await?;
+        let changes_sub = self.bus.subscribe(&self.subjects.all_changes()).await?;
+        let hot_sub = self
+            .bus
+            .subscribe(&format!("{}.hot.*", self.subjects.prefix()))
+            .await?;
+        let (context_tx, context_rx) = mpsc::channel(4096);
 
         let (anomaly_tx, anomaly_rx) = mpsc::channel(4096);
         let (results_tx, results_rx) = mpsc::channel(256);
@@ -156,6 +164,15 @@ impl Brain {
             max_skew_ms: (cfg.max_skew_s * 1000) as i64,
             max_items: 10_000,
         };
+        tasks.push(tokio::spawn(ingest::run_context(
+            changes_sub,
+            hot_sub,
+            context_tx,
+            wm_rx.clone(),
+            limits,
+            stats.clone(),
+            stop.clone(),
+        )));
         tasks.push(tokio::spawn(ingest::run(
             sub,
             self.subjects.clone(),
@@ -179,10 +196,12 @@ impl Brain {
             ),
             action_timeout: Duration::from_millis(cfg.action_timeout_ms),
             results_tx,
+            context: context::Context::default(),
         };
         tasks.push(tokio::spawn(engine.run(
             anomaly_rx,
             results_rx,
+            context_rx,
             wm_rx,
             stop.clone(),
         )));

@@ -56,6 +56,12 @@ pub struct BrainStats {
     pub transitions_handled: AtomicU64,
     /// Actuator answers the engine has handled.
     pub actions_answered: AtomicU64,
+    /// Change events and hotspot reports received (accepted or not).
+    pub contexts_seen: AtomicU64,
+    /// Change events and hotspot reports accepted.
+    pub contexts: AtomicU64,
+    /// Change events and hotspot reports the engine has filed.
+    pub contexts_handled: AtomicU64,
     /// The engine's event time after its last step, ms.
     pub engine_now: std::sync::atomic::AtomicI64,
 }
@@ -72,7 +78,9 @@ impl BrainStats {
         let answered = self.actions_answered.load(SeqCst);
         let handled = self.transitions_handled.load(SeqCst);
         let detected = self.samples_detected.load(SeqCst);
+        let filed = self.contexts_handled.load(SeqCst);
         now >= ts
+            && filed >= self.contexts.load(SeqCst)
             && detected >= self.samples.load(SeqCst)
             && handled >= self.transitions.load(SeqCst)
             && answered >= self.actions_sent.load(SeqCst)
