@@ -46,21 +46,30 @@ async fn three_scenarios_scored() {
     assert_eq!(control.actions, 0, "{control:?}");
     assert!(control.passed());
 
-    // The brain detects a bad deploy and blames the change (the deploy
-    // event just before the deployed service's own errors rose), but has
-    // no rollback playbook yet: the drill says so, and the pass marks
-    // catch it.
+    // A bad deploy: the change is blamed and rolled back.
     let strict = Thresholds {
+        require_diagnosis: true,
         require_cure: true,
-        max_ttr_s: Some(120.0),
+        max_ttr_s: Some(60.0),
         ..th
     };
-    let unhealed = timed(drill(&shipped("bad_deploy"), None, &strict))
+    let rolled_back = timed(drill(&shipped("bad_deploy"), None, &strict))
+        .await
+        .unwrap();
+    assert!(rolled_back.passed(), "{rolled_back:?}");
+    assert_eq!(rolled_back.actions, 1);
+
+    // A slow database: detected, but no rule or playbook knows it yet. The
+    // drill says so, and the pass marks catch it.
+    let unhealed = timed(drill(&shipped("slow_database"), None, &strict))
         .await
         .unwrap();
     assert!(unhealed.ttd_s.is_some(), "{unhealed:?}");
-    assert_eq!(unhealed.diagnosed, 1, "{unhealed:?}");
-    assert_eq!((unhealed.cured, unhealed.harmful), (0, 0), "{unhealed:?}");
+    assert_eq!(
+        (unhealed.diagnosed, unhealed.cured, unhealed.harmful),
+        (0, 0, 0),
+        "{unhealed:?}"
+    );
     assert!(
         !unhealed.passed() && unhealed.failures.iter().any(|f| f.starts_with("cure")),
         "{unhealed:?}"

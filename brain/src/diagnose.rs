@@ -17,8 +17,10 @@ use crate::{context::Context, correlate::Incident};
 pub struct Hypothesis {
     /// Cause kind (`channel_degraded`, `unknown`...).
     pub cause: String,
-    /// Blamed service.
+    /// What is blamed: a service, a key, an IDC.
     pub target: String,
+    /// The service where the cause lives (for a key: the service it hits).
+    pub at: String,
     /// Confidence in [0,1].
     pub confidence: f64,
     /// Why, for people.
@@ -72,6 +74,7 @@ pub fn diagnose(inc: &Incident, topo: &Topology, ctx: &Context) -> Vec<Hypothesi
         out.push(Hypothesis {
             cause: "channel_degraded".into(),
             target: ch.name.clone(),
+            at: ch.name.clone(),
             confidence: score.min(0.99),
             evidence,
         });
@@ -82,6 +85,7 @@ pub fn diagnose(inc: &Incident, topo: &Topology, ctx: &Context) -> Vec<Hypothesi
     out.push(Hypothesis {
         cause: "unknown".into(),
         target: inc.service.clone(),
+        at: inc.service.clone(),
         confidence: 0.1,
         evidence: vec![format!(
             "{} anomalous series, no rule matched",
@@ -129,6 +133,7 @@ fn change_hypotheses(inc: &Incident, ctx: &Context) -> Vec<Hypothesis> {
             out.push(Hypothesis {
                 cause: cause.into(),
                 target: service.to_string(),
+                at: service.to_string(),
                 confidence: 0.55 + 0.4 * recency,
                 evidence: vec![format!(
                     "{:?} {} of {service} by {} ({}) {:.1}s before the first anomaly; {service}'s own indicators went bad",
@@ -168,6 +173,7 @@ fn hot_key_hypotheses(inc: &Incident, ctx: &Context) -> Vec<Hypothesis> {
         out.push(Hypothesis {
             cause: cause.into(),
             target: j.key.clone(),
+            at: j.service.clone(),
             confidence: (0.5 + 0.45 * j.share).min(0.95),
             evidence: vec![format!(
                 "{} {} took {:.0}% of {}'s requests in {} (its heaviest key normally takes {:.1}%)",

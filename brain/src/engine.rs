@@ -380,6 +380,7 @@ impl Engine {
             id: snapshot.id.clone(),
             cause: top.cause.clone(),
             target: top.target.clone(),
+            at: top.at.clone(),
             service: snapshot.service.clone(),
             confidence: top.confidence,
             symptoms: snapshot.symptoms().iter().map(|k| k.to_string()).collect(),

@@ -9,6 +9,11 @@
 //! | function | step it adds |
 //! | --- | --- |
 //! | `traffic::shift(from, to, fraction)` | move `fraction` of `from`'s traffic to `to` |
+//! | `traffic::throttle_key(service, key, rate)` | limit one key (item, order...) at `service` to `rate`/s |
+//! | `traffic::block_client(service, client)` | block a client at `service` |
+//! | `service::rollback(service)` | roll `service` back to its previous version |
+//! | `service::revert_config(service)` | revert `service`'s last configuration push |
+//! | `accounts::isolate(service, account)` | isolate a hot account (its postings buffered) |
 //! | `verify::healthy(service, window_s)` | `service` stays free of new anomalies for `window_s` |
 //! | `verify::cleared(window_s)` | the incident's symptoms clear within `window_s` |
 //! | `incident::escalate(reason)` | hand to a person |
@@ -107,8 +112,10 @@ pub struct IncidentFacts {
     pub id: String,
     /// Top cause kind.
     pub cause: String,
-    /// Blamed service.
+    /// What is blamed: a service, a key, an IDC.
     pub target: String,
+    /// The service where the cause lives (for a key: the service it hits).
+    pub at: String,
     /// Main service.
     pub service: String,
     /// Confidence of the cause.
@@ -252,7 +259,76 @@ impl Runtime {
                 Ok(())
             },
         );
+        let (s, t) = (steps.clone(), topology.clone());
+        traffic.set_native_fn(
+            "throttle_key",
+            move |service: ImmutableString, key: ImmutableString, rate: f64| {
+                if !(rate.is_finite() && rate >= 0.0) {
+                    return Err(err(format!(
+                        "traffic::throttle_key: rate {rate} is not >= 0"
+                    )));
+                }
+                let params = [("rate".to_string(), serde_json::Value::from(rate))].into();
+                push_keyed(&s, &t, ActionKind::Throttle, &service, &key, params)
+            },
+        );
+        let (s, t) = (steps.clone(), topology.clone());
+        traffic.set_native_fn(
+            "block_client",
+            move |service: ImmutableString, client: ImmutableString| {
+                push_keyed(
+                    &s,
+                    &t,
+                    ActionKind::BlockClient,
+                    &service,
+                    &client,
+                    Default::default(),
+                )
+            },
+        );
         engine.register_static_module("traffic", traffic.into());
+
+        let mut service = Module::new();
+        let (s, t) = (steps.clone(), topology.clone());
+        service.set_native_fn("rollback", move |name: ImmutableString| {
+            push_keyed(
+                &s,
+                &t,
+                ActionKind::Rollback,
+                &name,
+                &name,
+                Default::default(),
+            )
+        });
+        let (s, t) = (steps.clone(), topology.clone());
+        service.set_native_fn("revert_config", move |name: ImmutableString| {
+            push_keyed(
+                &s,
+                &t,
+                ActionKind::RevertConfig,
+                &name,
+                &name,
+                Default::default(),
+            )
+        });
+        engine.register_static_module("service", service.into());
+
+        let mut accounts = Module::new();
+        let (s, t) = (steps.clone(), topology.clone());
+        accounts.set_native_fn(
+            "isolate",
+            move |service: ImmutableString, account: ImmutableString| {
+                push_keyed(
+                    &s,
+                    &t,
+                    ActionKind::IsolateKey,
+                    &service,
+                    &account,
+                    Default::default(),
+                )
+            },
+        );
+        engine.register_static_module("accounts", accounts.into());
 
         let mut verify = Module::new();
         let s = steps.clone();
@@ -403,6 +479,7 @@ impl Runtime {
         m.insert("id".into(), facts.id.clone().into());
         m.insert("cause".into(), facts.cause.clone().into());
         m.insert("target".into(), facts.target.clone().into());
+        m.insert("at".into(), facts.at.clone().into());
         m.insert("service".into(), facts.service.clone().into());
         m.insert("confidence".into(), facts.confidence.into());
         m.insert(
@@ -440,6 +517,37 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Adds an action executed by `service`'s actuator on `target` (the service
+/// itself, or a key it serves).
+fn push_keyed(
+    steps: &Mutex<Vec<Step>>,
+    topo: &Topology,
+    kind: ActionKind,
+    service: &str,
+    target: &str,
+    params: std::collections::BTreeMap<String, serde_json::Value>,
+) -> Result<(), Box<EvalAltResult>> {
+    if topo.service(service).is_none() {
+        return Err(err(format!(
+            "{}: unknown service {service:?}",
+            kind.as_str()
+        )));
+    }
+    if !selfheal_bus::message::valid_key(target) {
+        return Err(err(format!(
+            "{}: {target:?} is not a valid target",
+            kind.as_str()
+        )));
+    }
+    lock(steps).push(Step::Act(PlannedAction {
+        kind,
+        service: service.to_string(),
+        target: target.to_string(),
+        params,
+    }));
+    Ok(())
 }
 
 fn window(s: i64) -> Result<i64, Box<EvalAltResult>> {

@@ -150,3 +150,114 @@ fn bad_scripts_are_refused_with_file_and_reason() {
     );
     assert!(rt.plan(&rt.compile(&p).unwrap(), &facts()).is_err());
 }
+
+#[test]
+fn each_shipped_playbook_plans_its_cure() {
+    let mut rt = Runtime::new(topo(), Limits::default());
+    rt.load_dir(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../playbooks"
+    )))
+    .unwrap();
+    let cases = [
+        (
+            "bad_deploy",
+            "payment-engine",
+            "payment-engine",
+            ActionKind::Rollback,
+            "payment-engine",
+        ),
+        (
+            "config_mistake",
+            "accounting-core",
+            "accounting-core",
+            ActionKind::RevertConfig,
+            "accounting-core",
+        ),
+        (
+            "hot_item",
+            "item-9001",
+            "cashier",
+            ActionKind::Throttle,
+            "cashier",
+        ),
+        (
+            "request_storm",
+            "order-77",
+            "payment-engine",
+            ActionKind::Throttle,
+            "payment-engine",
+        ),
+        (
+            "abusive_client",
+            "203.0.113.9",
+            "cashier",
+            ActionKind::BlockClient,
+            "cashier",
+        ),
+        (
+            "hot_account",
+            "acct-7777",
+            "accounting-core",
+            ActionKind::IsolateKey,
+            "accounting-core",
+        ),
+    ];
+    for (cause, target, at, kind, executor) in cases {
+        let pb = rt
+            .for_cause(cause)
+            .unwrap_or_else(|| panic!("a playbook handles {cause}"));
+        let facts = IncidentFacts {
+            cause: cause.into(),
+            target: target.into(),
+            at: at.into(),
+            ..facts()
+        };
+        let steps = rt.plan(pb, &facts).unwrap();
+        let acts: Vec<&PlannedAction> = steps
+            .iter()
+            .filter_map(|s| if let Step::Act(a) = s { Some(a) } else { None })
+            .collect();
+        assert_eq!(acts.len(), 1, "{cause}: {steps:?}");
+        assert_eq!(
+            (
+                acts[0].kind,
+                acts[0].target.as_str(),
+                acts[0].service.as_str()
+            ),
+            (kind, target, executor),
+            "{cause}"
+        );
+        assert!(
+            matches!(
+                steps.last(),
+                Some(Step::Verify {
+                    check: Check::Cleared,
+                    ..
+                })
+            ),
+            "{cause}: verified"
+        );
+    }
+    let storm = IncidentFacts {
+        cause: "request_storm".into(),
+        target: "order-77".into(),
+        at: "payment-engine".into(),
+        ..facts()
+    };
+    let steps = rt
+        .plan(rt.for_cause("request_storm").unwrap(), &storm)
+        .unwrap();
+    assert!(matches!(&steps[0], Step::Act(a) if a.params["rate"] == 1.0));
+    // Bad arguments are refused with a reason.
+    let bad = IncidentFacts {
+        cause: "bad_deploy".into(),
+        target: "no-such-service".into(),
+        ..facts()
+    };
+    let e = rt
+        .plan(rt.for_cause("bad_deploy").unwrap(), &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown service"), "{e}");
+}
