@@ -29,12 +29,8 @@ pub struct Hypothesis {
 
 /// Ranks the causes of `inc`, best first; never empty.
 pub fn diagnose(inc: &Incident, topo: &Topology, ctx: &Context) -> Vec<Hypothesis> {
-    let first_onset = inc
-        .evidence
-        .values()
-        .map(|e| e.onset)
-        .min()
-        .unwrap_or(inc.onset);
+    // The incident's onset is the earliest of its anomalies'.
+    let first_onset = inc.onset;
     let mut out = Vec::new();
     for ch in topo
         .services
@@ -102,12 +98,8 @@ const CHANGE_LOOKBACK_MS: i64 = 10 * 60 * 1000;
 /// indicators went bad, is a suspect: the closer in time, the stronger. A
 /// change to a service that stayed healthy is not blamed.
 fn change_hypotheses(inc: &Incident, ctx: &Context) -> Vec<Hypothesis> {
-    let onset = inc
-        .evidence
-        .values()
-        .map(|e| e.onset)
-        .min()
-        .unwrap_or(inc.onset);
+    // The incident's onset is the earliest of its anomalies'.
+    let onset = inc.onset;
     let mut sick: Vec<&str> = inc
         .evidence
         .keys()
@@ -152,12 +144,8 @@ fn change_hypotheses(inc: &Incident, ctx: &Context) -> Vec<Hypothesis> {
 /// A key whose share of a service's requests jumped around the incident's
 /// start: what kind of key says what kind of cause.
 fn hot_key_hypotheses(inc: &Incident, ctx: &Context) -> Vec<Hypothesis> {
-    let onset = inc
-        .evidence
-        .values()
-        .map(|e| e.onset)
-        .min()
-        .unwrap_or(inc.onset);
+    // The incident's onset is the earliest of its anomalies'.
+    let onset = inc.onset;
     let mut out: Vec<Hypothesis> = Vec::new();
     for j in ctx.hot_jumps() {
         if j.since > onset + 60_000 || out.iter().any(|h| h.target == j.key) {
