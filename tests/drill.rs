@@ -59,7 +59,8 @@ async fn three_scenarios_scored() {
     assert!(rolled_back.passed(), "{rolled_back:?}");
     assert_eq!(rolled_back.actions, 1);
 
-    // A slow database: detected, but no rule or playbook knows it yet. The
+    // A slow database: detected and diagnosed, but its cure (degrading a
+    // scene) turns payments away, so its playbook waits for a person. The
     // drill says so, and the pass marks catch it.
     let unhealed = timed(drill(&shipped("slow_database"), None, &strict))
         .await
@@ -67,7 +68,7 @@ async fn three_scenarios_scored() {
     assert!(unhealed.ttd_s.is_some(), "{unhealed:?}");
     assert_eq!(
         (unhealed.diagnosed, unhealed.cured, unhealed.harmful),
-        (0, 0, 0),
+        (1, 0, 0),
         "{unhealed:?}"
     );
     assert!(

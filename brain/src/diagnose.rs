@@ -77,6 +77,7 @@ pub fn diagnose(inc: &Incident, topo: &Topology, ctx: &Context) -> Vec<Hypothesi
     }
     out.extend(change_hypotheses(inc, ctx));
     out.extend(hot_key_hypotheses(inc, ctx));
+    out.extend(capacity_hypotheses(inc, topo));
     out.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
     out.push(Hypothesis {
         cause: "unknown".into(),
@@ -173,6 +174,108 @@ fn hot_key_hypotheses(inc: &Incident, ctx: &Context) -> Vec<Hypothesis> {
                 j.normal * 100.0
             )],
         });
+    }
+    out
+}
+
+/// Infrastructure causes read from the shape of the evidence:
+/// - one instance pinned at full CPU while its siblings are not: a saturated
+///   host;
+/// - the database slower and the accounting core's connection pool nearly
+///   full: a slow database;
+/// - errors rising in several services of one IDC and in none of the other:
+///   that IDC's network.
+fn capacity_hypotheses(inc: &Incident, topo: &Topology) -> Vec<Hypothesis> {
+    let mut out = Vec::new();
+    let active = || inc.evidence.iter().filter(|(_, e)| e.active);
+    let pinned: Vec<_> = active()
+        .filter(|(k, e)| {
+            k.layer == Layer::System && k.metric == "cpu" && e.value >= 0.95 && k.instance.is_some()
+        })
+        .collect();
+    for (k, e) in &pinned {
+        // Alone among its siblings: a host problem, not load.
+        let siblings = pinned
+            .iter()
+            .filter(|(o, _)| o.service == k.service && o.idc == k.idc)
+            .count();
+        let instances = topo.service(&k.service).map_or(1, |s| s.instances);
+        if siblings == 1
+            && instances > 1
+            && let Some(instance) = &k.instance
+        {
+            out.push(Hypothesis {
+                cause: "host_saturated".into(),
+                target: instance.clone(),
+                at: k.service.clone(),
+                confidence: 0.85,
+                evidence: vec![format!(
+                    "{k}: CPU at {:.0}% (normally {:.0}%)",
+                    e.value * 100.0,
+                    e.baseline * 100.0
+                )],
+            });
+        }
+    }
+    let db_slow = active().find(|(k, _)| {
+        topo.service(&k.service)
+            .is_some_and(|s| s.kind == selfheal_bus::topology::ServiceKind::Database)
+            && k.metric.contains("latency")
+    });
+    let pool_full = active().find(|(k, e)| k.metric == "conn_pool_use" && e.value >= 0.9);
+    if let (Some((dk, de)), Some((pk, pe))) = (db_slow, pool_full) {
+        out.push(Hypothesis {
+            cause: "slow_database".into(),
+            target: dk.service.clone(),
+            at: dk.service.clone(),
+            // Any overload fills the pool too: a more specific cause (a hot key)
+            // outranks this one.
+            confidence: 0.75,
+            evidence: vec![
+                format!(
+                    "{dk}: {:.1} ms against a baseline of {:.1} ms",
+                    de.value, de.baseline
+                ),
+                format!("{pk}: {:.0}% of the pool in use", pe.value * 100.0),
+            ],
+        });
+    }
+    for idc in &topo.idcs {
+        let failing = |name: &str| -> Vec<&str> {
+            let mut v: Vec<&str> = active()
+                .filter(|(k, _)| {
+                    k.idc == name
+                        && k.layer == Layer::System
+                        && k.metric == "error_rate"
+                        && k.instance.is_none()
+                })
+                .map(|(k, _)| k.service.as_str())
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let here = failing(&idc.name);
+        let elsewhere = topo
+            .idcs
+            .iter()
+            .filter(|o| o.name != idc.name)
+            .map(|o| failing(&o.name).len())
+            .sum::<usize>();
+        if here.len() >= 3 && elsewhere == 0 {
+            out.push(Hypothesis {
+                cause: "idc_network".into(),
+                target: idc.name.clone(),
+                at: idc.name.clone(),
+                confidence: 0.9,
+                evidence: vec![format!(
+                    "errors rose in {} services of {} ({}) and in none elsewhere",
+                    here.len(),
+                    idc.name,
+                    here.join(", ")
+                )],
+            });
+        }
     }
     out
 }

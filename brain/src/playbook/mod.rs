@@ -11,7 +11,10 @@
 //! | `traffic::shift(from, to, fraction)` | move `fraction` of `from`'s traffic to `to` |
 //! | `traffic::throttle_key(service, key, rate)` | limit one key (item, order...) at `service` to `rate`/s |
 //! | `traffic::block_client(service, client)` | block a client at `service` |
+//! | `traffic::shift_idc(from, to, fraction)` | move `fraction` of IDC `from`'s traffic to IDC `to` |
 //! | `service::rollback(service)` | roll `service` back to its previous version |
+//! | `service::restart(service, instance)` | restart one instance |
+//! | `scene::degrade(scene)` | turn a non-critical scene away (refused for a critical one) |
 //! | `service::revert_config(service)` | revert `service`'s last configuration push |
 //! | `accounts::isolate(service, account)` | isolate a hot account (its postings buffered) |
 //! | `verify::healthy(service, window_s)` | `service` stays free of new anomalies for `window_s` |
@@ -274,6 +277,36 @@ impl Runtime {
         );
         let (s, t) = (steps.clone(), topology.clone());
         traffic.set_native_fn(
+            "shift_idc",
+            move |from: ImmutableString, to: ImmutableString, fraction: f64| {
+                if !(fraction > 0.0 && fraction <= 1.0) {
+                    return Err(err(format!(
+                        "traffic::shift_idc: fraction {fraction} is not in (0,1]"
+                    )));
+                }
+                for n in [&from, &to] {
+                    if !t.idcs.iter().any(|i| i.name == n.as_str()) {
+                        return Err(err(format!("traffic::shift_idc: unknown IDC {n:?}")));
+                    }
+                }
+                // IDC traffic is steered where it enters: the first service of a link.
+                let entry = t
+                    .links
+                    .first()
+                    .and_then(|l| l.services.first())
+                    .cloned()
+                    .unwrap_or_default();
+                let params = [
+                    ("from".to_string(), serde_json::Value::from(from.as_str())),
+                    ("to".to_string(), serde_json::Value::from(to.as_str())),
+                    ("fraction".to_string(), serde_json::Value::from(fraction)),
+                ]
+                .into();
+                push_keyed(&s, &t, ActionKind::ShiftTraffic, &entry, &from, params)
+            },
+        );
+        let (s, t) = (steps.clone(), topology.clone());
+        traffic.set_native_fn(
             "block_client",
             move |service: ImmutableString, client: ImmutableString| {
                 push_keyed(
@@ -311,7 +344,52 @@ impl Runtime {
                 Default::default(),
             )
         });
+        let (s, t) = (steps.clone(), topology.clone());
+        service.set_native_fn(
+            "restart",
+            move |name: ImmutableString, instance: ImmutableString| {
+                push_keyed(
+                    &s,
+                    &t,
+                    ActionKind::Restart,
+                    &name,
+                    &instance,
+                    Default::default(),
+                )
+            },
+        );
         engine.register_static_module("service", service.into());
+
+        let mut scene = Module::new();
+        let (s, t) = (steps.clone(), topology.clone());
+        scene.set_native_fn("degrade", move |name: ImmutableString| {
+            let sc = t
+                .scenes
+                .iter()
+                .find(|x| x.name == name.as_str())
+                .ok_or_else(|| err(format!("scene::degrade: unknown scene {name:?}")))?;
+            if sc.critical {
+                return Err(err(format!(
+                    "scene::degrade: {name} is critical and is never degraded by automation"
+                )));
+            }
+            let entry = t
+                .links
+                .iter()
+                .find(|l| l.name == sc.link)
+                .and_then(|l| l.services.first())
+                .cloned()
+                .unwrap_or_default();
+            push_keyed(
+                &s,
+                &t,
+                ActionKind::Degrade,
+                &entry,
+                &name,
+                Default::default(),
+            )
+        });
+        engine.register_static_module("scene", scene.into());
 
         let mut accounts = Module::new();
         let (s, t) = (steps.clone(), topology.clone());
@@ -364,6 +442,28 @@ impl Runtime {
         topo.set_native_fn("backup_of", move |name: ImmutableString| {
             Ok(t.backup_of(&name)
                 .map_or(Dynamic::UNIT, |b| Dynamic::from(b.to_string())))
+        });
+        let t = topology.clone();
+        topo.set_native_fn("non_critical_scenes", move || {
+            Ok(t.scenes
+                .iter()
+                .filter(|s| !s.critical)
+                .map(|s| Dynamic::from(s.name.clone()))
+                .collect::<rhai::Array>())
+        });
+        let t = topology.clone();
+        topo.set_native_fn("other_idc", move |name: ImmutableString| {
+            Ok(t.idcs
+                .iter()
+                .find(|i| i.name != name.as_str())
+                .map_or(Dynamic::UNIT, |i| Dynamic::from(i.name.clone())))
+        });
+        let t = topology.clone();
+        topo.set_native_fn("entry_service", move || {
+            Ok(t.links
+                .first()
+                .and_then(|l| l.services.first())
+                .map_or(Dynamic::UNIT, |s| Dynamic::from(s.clone())))
         });
         let t = topology;
         topo.set_native_fn("router_of", move |name: ImmutableString| {

@@ -202,6 +202,20 @@ fn each_shipped_playbook_plans_its_cure() {
             ActionKind::IsolateKey,
             "accounting-core",
         ),
+        (
+            "host_saturated",
+            "payment-engine-idc1-2",
+            "payment-engine",
+            ActionKind::Restart,
+            "payment-engine",
+        ),
+        (
+            "idc_network",
+            "idc1",
+            "idc1",
+            ActionKind::ShiftTraffic,
+            "cashier",
+        ),
     ];
     for (cause, target, at, kind, executor) in cases {
         let pb = rt
@@ -260,4 +274,45 @@ fn each_shipped_playbook_plans_its_cure() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("unknown service"), "{e}");
+}
+
+#[test]
+fn degrading_sheds_only_non_critical_scenes_and_waits_for_a_person() {
+    let mut rt = Runtime::new(topo(), Limits::default());
+    rt.load_dir(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../playbooks"
+    )))
+    .unwrap();
+    let pb = rt.for_cause("slow_database").unwrap();
+    assert_eq!(pb.meta.approval, Approval::Approval);
+    let facts = IncidentFacts {
+        cause: "slow_database".into(),
+        target: "database".into(),
+        at: "database".into(),
+        ..facts()
+    };
+    let steps = rt.plan(pb, &facts).unwrap();
+    let degraded: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| {
+            if let Step::Act(a) = s {
+                Some(a.target.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(degraded, ["billpay"], "only the non-critical scene");
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "bad.rhai",
+        &format!("{META}\nfn plan(i) {{ scene::degrade(\"checkout\"); }}"),
+    );
+    let e = rt
+        .plan(&rt.compile(&p).unwrap(), &facts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("critical"), "{e}");
 }
