@@ -235,11 +235,6 @@ impl Runtime {
         traffic.set_native_fn(
             "shift",
             move |from: ImmutableString, to: ImmutableString, fraction: f64| {
-                if !(fraction > 0.0 && fraction <= 1.0) {
-                    return Err(err(format!(
-                        "traffic::shift: fraction {fraction} is not in (0,1]"
-                    )));
-                }
                 for n in [&from, &to] {
                     if t.service(n).is_none() {
                         return Err(err(format!("traffic::shift: unknown service {n:?}")));
@@ -248,18 +243,8 @@ impl Runtime {
                 let router = t
                     .router_of(&from)
                     .ok_or_else(|| err(format!("traffic::shift: nothing routes to {from:?}")))?;
-                let params = [
-                    ("from".to_string(), serde_json::Value::from(from.as_str())),
-                    ("to".to_string(), serde_json::Value::from(to.as_str())),
-                    ("fraction".to_string(), serde_json::Value::from(fraction)),
-                ];
-                lock(&s).push(Step::Act(PlannedAction {
-                    kind: ActionKind::ShiftTraffic,
-                    service: router.to_string(),
-                    target: from.to_string(),
-                    params: params.into(),
-                }));
-                Ok(())
+                let params = shift_params("traffic::shift", &from, &to, fraction)?;
+                push_keyed(&s, &t, ActionKind::ShiftTraffic, router, &from, params)
             },
         );
         let (s, t) = (steps.clone(), topology.clone());
@@ -279,11 +264,6 @@ impl Runtime {
         traffic.set_native_fn(
             "shift_idc",
             move |from: ImmutableString, to: ImmutableString, fraction: f64| {
-                if !(fraction > 0.0 && fraction <= 1.0) {
-                    return Err(err(format!(
-                        "traffic::shift_idc: fraction {fraction} is not in (0,1]"
-                    )));
-                }
                 for n in [&from, &to] {
                     if !t.idcs.iter().any(|i| i.name == n.as_str()) {
                         return Err(err(format!("traffic::shift_idc: unknown IDC {n:?}")));
@@ -296,12 +276,7 @@ impl Runtime {
                     .and_then(|l| l.services.first())
                     .cloned()
                     .unwrap_or_default();
-                let params = [
-                    ("from".to_string(), serde_json::Value::from(from.as_str())),
-                    ("to".to_string(), serde_json::Value::from(to.as_str())),
-                    ("fraction".to_string(), serde_json::Value::from(fraction)),
-                ]
-                .into();
+                let params = shift_params("traffic::shift_idc", &from, &to, fraction)?;
                 push_keyed(&s, &t, ActionKind::ShiftTraffic, &entry, &from, params)
             },
         );
@@ -617,6 +592,24 @@ impl Runtime {
             }
         }
     }
+}
+
+/// The parameters of a traffic shift, with the fraction checked.
+fn shift_params(
+    who: &str,
+    from: &str,
+    to: &str,
+    fraction: f64,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>, Box<EvalAltResult>> {
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        return Err(err(format!("{who}: fraction {fraction} is not in (0,1]")));
+    }
+    Ok([
+        ("from".to_string(), serde_json::Value::from(from)),
+        ("to".to_string(), serde_json::Value::from(to)),
+        ("fraction".to_string(), serde_json::Value::from(fraction)),
+    ]
+    .into())
 }
 
 /// Adds an action executed by `service`'s actuator on `target` (the service
