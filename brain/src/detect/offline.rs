@@ -5,15 +5,14 @@
 
 use super::{Detector, DetectorConfig, Direction};
 
-/// Scores `values` in order; one score in [0,1] per value.
-pub fn score_series(values: &[f64], cfg: &DetectorConfig) -> Vec<f64> {
+/// Scores `(ts_ms, value)` pairs in order; one score in [0,1] per value.
+pub fn score_series(points: &[(i64, f64)], cfg: &DetectorConfig) -> Vec<f64> {
     let mut d = Detector::new(Direction::Both);
-    values
+    points
         .iter()
-        .enumerate()
-        .map(|(i, v)| match d.update(i as i64, *v, cfg) {
-            Some(super::Transition::Start { score, .. }) => score,
-            _ => 0.0,
+        .map(|(ts, v)| {
+            d.update(*ts, *v, cfg);
+            d.last_score()
         })
         .collect()
 }
@@ -25,11 +24,13 @@ mod tests {
     #[test]
     fn never_looks_ahead() {
         let cfg = DetectorConfig::default();
-        let mut xs: Vec<f64> = (0..500).map(|i| 10.0 + (i as f64 * 0.7).sin()).collect();
+        let mut xs: Vec<(i64, f64)> = (0..500)
+            .map(|i| (i * 300_000, 10.0 + (i as f64 * 0.7).sin()))
+            .collect();
         let base = score_series(&xs, &cfg);
         for cut in [50usize, 200, 499] {
             let mut changed = xs.clone();
-            for v in &mut changed[cut..] {
+            for (_, v) in &mut changed[cut..] {
                 *v += 1000.0;
             }
             let s = score_series(&changed, &cfg);
@@ -39,7 +40,7 @@ mod tests {
                 "changing points from {cut} on changed an earlier score"
             );
         }
-        xs[300] = f64::NAN;
+        xs[300].1 = f64::NAN;
         let s = score_series(&xs, &cfg);
         assert!(s.iter().all(|v| (0.0..=1.0).contains(v)));
     }
