@@ -19,7 +19,7 @@ fn values(n: usize, seed: u64) -> Vec<f64> {
             x ^= x << 17;
             let noise = (x % 1000) as f64 / 100.0;
             let day = (i as f64 * std::f64::consts::TAU / 288.0).sin() * 30.0;
-            let spike = if x % 997 == 0 { 200.0 } else { 0.0 };
+            let spike = if x.is_multiple_of(997) { 200.0 } else { 0.0 };
             100.0 + day + noise + spike
         })
         .collect()
