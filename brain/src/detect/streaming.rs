@@ -305,8 +305,12 @@ pub struct Detector {
 }
 
 impl Detector {
-    /// Bytes of state per series.
-    pub const STATE_BYTES: usize = std::mem::size_of::<Detector>();
+    /// Bytes of state per series (checked at compile time: at most 512).
+    pub const STATE_BYTES: usize = {
+        let n = std::mem::size_of::<Detector>();
+        assert!(n <= 512, "a series' state must fit in 512 bytes");
+        n
+    };
 
     /// A fresh detector for a series whose bad direction is `dir`.
     pub fn new(dir: Direction) -> Self {

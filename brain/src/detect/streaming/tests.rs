@@ -36,15 +36,6 @@ fn peak(scores: &[f64], from: usize) -> (usize, f64) {
 }
 
 #[test]
-fn state_fits_in_512_bytes() {
-    assert!(
-        Detector::STATE_BYTES <= 512,
-        "{} bytes",
-        Detector::STATE_BYTES
-    );
-}
-
-#[test]
 fn default_config_is_valid_and_bad_ones_are_named() {
     assert!(DetectorConfig::default().validate().is_empty());
     let bad = DetectorConfig {
