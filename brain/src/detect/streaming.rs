@@ -256,13 +256,12 @@ impl Channel {
         let d = if warm { r - m } else { r.min(m + 4.0 * sd) - m };
         self.mean = (m + a * d) as f32;
         self.var = (v + a * (d * d - v)) as f32;
-        if warm {
-            return 0.0;
-        }
         let u = ((r - m) / sd).max(0.0);
         let rec = (self.record as f64).max(1e-6);
-        self.record = (rec * fade).max(u) as f32;
-        if u > rec { 1.0 - rec / u } else { 0.0 }
+        // Warm-up surprises set the first record (so the first one after
+        // warm-up is not news by default) but are not reported.
+        self.record = (rec * fade).max(if *n > 2 { u } else { 0.0 }) as f32;
+        if warm || u <= rec { 0.0 } else { 1.0 - rec / u }
     }
 }
 
@@ -639,3 +638,6 @@ impl Detector {
 
 #[cfg(test)]
 mod tests;
+
+// Evaluate the size check in every build.
+const _: usize = Detector::STATE_BYTES;
