@@ -147,7 +147,7 @@ fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
                 s -= l[i * d + k] * l[j * d + k];
             }
             if i == j {
-                if !(s > 0.0) || !s.is_finite() {
+                if s.is_nan() || s <= 0.0 || !s.is_finite() {
                     return None;
                 }
                 l[i * d + i] = s.sqrt();
@@ -225,7 +225,7 @@ impl ServiceModel {
         let mut components = Vec::with_capacity(k);
         for c in 0..gmm.weights().len() {
             let w = gmm.weights()[c];
-            if !(w > 0.0) {
+            if w.is_nan() || w <= 0.0 {
                 continue;
             }
             let p = gmm.precisions().index_axis(ndarray::Axis(0), c);
@@ -281,10 +281,7 @@ impl ServiceModel {
             let mut log_det = 0.0;
             for j in 0..d {
                 // (Lᵀ(z-μ))_j = Σ_{i≥j} L_ij (z_i - μ_i)
-                let mut s = 0.0;
-                for i in j..d {
-                    s += c.chol[i * d + j] * (z[i] - c.mean[i]);
-                }
+                let s: f64 = (j..d).map(|i| c.chol[i * d + j] * (z[i] - c.mean[i])).sum();
                 q += s * s;
                 log_det += c.chol[j * d + j].ln();
             }
@@ -340,7 +337,7 @@ impl ServiceModel {
             if c.mean.len() != d || c.chol.len() != d * d {
                 return Err(format!("component {i} has the wrong shape"));
             }
-            if (0..d).any(|j| !(c.chol[j * d + j] > 0.0)) {
+            if (0..d).any(|j| c.chol[j * d + j].is_nan() || c.chol[j * d + j] <= 0.0) {
                 return Err(format!("component {i} is not positive definite"));
             }
         }
