@@ -82,6 +82,36 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Runs a scenario on the simulated platform alone (nothing repairs
+    /// it) and records its indicators as `metrics.csv` (long form) and its
+    /// changes as `changes.jsonl`.
+    Record {
+        /// Scenario file (default: the shipped bank-channel degradation).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Platform topology (TOML; default: the shipped one).
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Directory to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Fits a multivariate model per service on normal history and writes
+    /// them, one JSON file per service.
+    Train {
+        /// A recorded directory (its `metrics.csv`) or a long-form CSV file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Directory to write the models to.
+        #[arg(long, default_value = "models")]
+        out: PathBuf,
+        /// Gaussian mixture components per service.
+        #[arg(long, default_value_t = 3)]
+        components: usize,
+        /// Seed of the fit.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Measures speeds and loop outcomes (run with --release on an idle machine).
     Bench {
         /// Seeds per scenario for the loop runs.
@@ -293,6 +323,51 @@ async fn main() -> anyhow::Result<()> {
             let (files, rows) = selfheal::detect::detect(&input, &output, &cfg)?;
             eprintln!(
                 "scored {rows} points in {files} files in {:.2} s",
+                t.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Cmd::Record {
+            scenario: sc,
+            topology: t,
+            out,
+        } => {
+            let topo = topology(t.as_ref())?;
+            let sc = scenario(sc.as_ref(), &topo)?;
+            let rows = selfheal::train::record(&topo, &sc, &out)?;
+            eprintln!(
+                "recorded {rows} samples of {} ({} s) into {}",
+                sc.name,
+                sc.duration_s,
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Train {
+            from,
+            out,
+            components,
+            seed,
+        } => {
+            if !(1..=16).contains(&components) {
+                bail!("--components must be in 1..=16, not {components}");
+            }
+            let cfg = selfheal_models::FitConfig {
+                components,
+                seed,
+                ..Default::default()
+            };
+            let t = std::time::Instant::now();
+            let report = selfheal::train::train(&from, &out, &cfg)?;
+            for e in &report.skipped {
+                eprintln!("skipped {e}");
+            }
+            for p in &report.written {
+                println!("{}", p.display());
+            }
+            eprintln!(
+                "{} model(s) in {:.2} s",
+                report.written.len(),
                 t.elapsed().as_secs_f64()
             );
             Ok(())

@@ -7,3 +7,8 @@ use std::path::PathBuf;
 pub fn playbooks() -> PathBuf {
     crate::existing(PathBuf::from("playbooks"))
 }
+
+/// The shipped scenarios directory.
+pub fn scenarios() -> PathBuf {
+    crate::existing(PathBuf::from("sim/scenarios"))
+}

@@ -43,6 +43,18 @@ pub struct BrainConfig {
     /// Where the HTTP API (`/healthz`, `/metrics`) listens; off when absent.
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Directory of per-service multivariate models (`selfheal train`);
+    /// the brain runs without them when absent or empty.
+    #[serde(default)]
+    pub models: Option<PathBuf>,
+    /// Model score (0..1) at or above which a service's indicators, taken
+    /// together, are unusual.
+    #[serde(default = "default_model_open")]
+    pub model_open: f64,
+}
+
+const fn default_model_open() -> f64 {
+    0.75
 }
 
 fn default_store() -> PathBuf {
@@ -84,6 +96,8 @@ impl Default for BrainConfig {
             detector: DetectorConfig::default(),
             guard: GuardConfig::default(),
             listen: None,
+            models: None,
+            model_open: default_model_open(),
         }
     }
 }
@@ -100,6 +114,9 @@ impl BrainConfig {
         }
         if self.max_message_bytes < 1024 {
             p.push("max_message_bytes: must be at least 1024".into());
+        }
+        if !(self.model_open > 0.0 && self.model_open < 1.0) {
+            p.push("model_open: must be in (0,1)".into());
         }
         if self.guard.max_in_flight == 0 {
             p.push("guard.max_in_flight: must be at least 1".into());

@@ -9,7 +9,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::{detect::shard::ShardBatch, stats::BrainStats};
+use crate::{
+    detect::{AnomalyEvent, model::ModelStage, shard::ShardBatch},
+    stats::BrainStats,
+};
 
 /// Runs until `stop` fires or the subscription ends.
 pub async fn run(
@@ -18,6 +21,7 @@ pub async fn run(
     shards: Vec<mpsc::Sender<ShardBatch>>,
     watermark: watch::Sender<i64>,
     limits: Limits,
+    mut models: Option<(ModelStage, mpsc::Sender<AnomalyEvent>)>,
     stats: Arc<BrainStats>,
     stop: CancellationToken,
 ) {
@@ -53,6 +57,17 @@ pub async fn run(
         let mut max_ts = wm;
         for s in &batch.samples {
             let key = SeriesKey::of(&batch, s);
+            if let Some((stage, tx)) = models.as_mut()
+                && let Some(ev) = stage.observe(&batch.service, &s.metric, s.ts, s.value)
+            {
+                if ev.kind == crate::detect::AnomalyKind::Start {
+                    BrainStats::bump(&stats.anomalies);
+                }
+                BrainStats::bump(&stats.transitions);
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
 
             max_ts = max_ts.max(s.ts);
             routed[(hasher.hash_one(&key) % n as u64) as usize].push((key, s.ts, s.value));

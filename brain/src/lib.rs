@@ -43,6 +43,7 @@ use tokio::{
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 pub use config::BrainConfig;
 pub use stats::BrainStats;
@@ -143,6 +144,28 @@ impl Brain {
         let (context_tx, context_rx) = mpsc::channel(4096);
 
         let (anomaly_tx, anomaly_rx) = mpsc::channel(4096);
+        let models = match &cfg.models {
+            None => None,
+            Some(dir) => {
+                let (set, errors) = selfheal_models::ModelSet::load_dir(dir);
+                for e in &errors {
+                    warn!(error = %e, "model refused; that service runs without one");
+                    BrainStats::bump(&stats.models_rejected);
+                }
+                stats.models_loaded.store(
+                    set.models.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                info!(dir = %dir.display(), models = set.models.len(), "multivariate models loaded");
+                (!set.is_empty()).then(|| {
+                    let th = detect::model::ModelThresholds {
+                        open: cfg.model_open,
+                        ..Default::default()
+                    };
+                    (detect::model::ModelStage::new(set, th), anomaly_tx.clone())
+                })
+            }
+        };
         let (results_tx, results_rx) = mpsc::channel(256);
         let (wm_tx, wm_rx) = watch::channel(0i64);
         let mut tasks = Vec::new();
@@ -179,6 +202,7 @@ impl Brain {
             shard_txs,
             wm_tx,
             limits,
+            models,
             stats.clone(),
             stop.clone(),
         )));

@@ -62,6 +62,10 @@ pub struct BrainStats {
     pub contexts: AtomicU64,
     /// Change events and hotspot reports the engine has filed.
     pub contexts_handled: AtomicU64,
+    /// Per-service models loaded at start.
+    pub models_loaded: AtomicU64,
+    /// Model files refused at start (unreadable or inconsistent).
+    pub models_rejected: AtomicU64,
     /// The engine's event time after its last step, ms.
     pub engine_now: std::sync::atomic::AtomicI64,
 }
@@ -137,6 +141,16 @@ impl BrainStats {
                 "selfheal_brain_samples_total",
                 "Samples accepted.",
                 &self.samples,
+            ),
+            (
+                "selfheal_brain_models_loaded",
+                "Per-service multivariate models loaded at start.",
+                &self.models_loaded,
+            ),
+            (
+                "selfheal_brain_models_rejected",
+                "Model files refused at start.",
+                &self.models_rejected,
             ),
             (
                 "selfheal_brain_series_refused_total",
