@@ -14,17 +14,26 @@ use crate::{
     stats::BrainStats,
 };
 
+/// Where accepted samples go.
+pub struct Routes {
+    /// The detector shards, by series hash.
+    pub shards: Vec<mpsc::Sender<ShardBatch>>,
+    /// The multivariate stage and where its anomalies go, when models
+    /// are loaded.
+    pub models: Option<(ModelStage, mpsc::Sender<AnomalyEvent>)>,
+}
+
 /// Runs until `stop` fires or the subscription ends.
 pub async fn run(
     mut sub: Subscription,
     subjects: Subjects,
-    shards: Vec<mpsc::Sender<ShardBatch>>,
+    routes: Routes,
     watermark: watch::Sender<i64>,
     limits: Limits,
-    mut models: Option<(ModelStage, mpsc::Sender<AnomalyEvent>)>,
     stats: Arc<BrainStats>,
     stop: CancellationToken,
 ) {
+    let Routes { shards, mut models } = routes;
     let hasher = std::collections::hash_map::RandomState::new();
     let n = shards.len().max(1);
     loop {

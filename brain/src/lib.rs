@@ -199,10 +199,12 @@ impl Brain {
         tasks.push(tokio::spawn(ingest::run(
             sub,
             self.subjects.clone(),
-            shard_txs,
+            ingest::Routes {
+                shards: shard_txs,
+                models,
+            },
             wm_tx,
             limits,
-            models,
             stats.clone(),
             stop.clone(),
         )));
