@@ -95,3 +95,91 @@ pub async fn loops(seeds: u64, speed: f64) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The multivariate models on the simulator: trains on recordings of every
+/// control scenario under other seeds (normal days, peaks, nightly batch,
+/// a big sale), records every shipped scenario, and
+/// prints, per scenario, the false alarms (alarms before the first fault,
+/// or anywhere on a control) and the delay from the first fault to the
+/// first alarm of any service.
+pub fn models_on_scenarios() -> anyhow::Result<()> {
+    use selfheal_models::ModelSet;
+    let topo = selfheal_sim::default_topology();
+    let dir = tempfile::tempdir()?;
+    let mut files: Vec<_> = std::fs::read_dir(crate::paths::scenarios())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut scenarios = Vec::new();
+    for f in &files {
+        scenarios.push(
+            Scenario::parse(&std::fs::read_to_string(f)?, &topo).map_err(anyhow::Error::msg)?,
+        );
+    }
+    let mut history = Vec::new();
+    let mut seconds = 0;
+    for sc in scenarios.iter().filter(|s| s.is_control()) {
+        let mut sc = sc.clone();
+        sc.seed += 7919;
+        let d = dir.path().join(format!("history-{}", sc.name));
+        crate::train::record(&topo, &sc, &d)?;
+        seconds += sc.duration_s;
+        history.push(d);
+    }
+    let t = Instant::now();
+    crate::train::train(&history, &dir.path().join("models"), &Default::default())?;
+    let fit_s = t.elapsed().as_secs_f64();
+    let (set, _) = ModelSet::load_dir(&dir.path().join("models"));
+    println!(
+        "models: {} services fitted on {seconds} s of normal history ({} recordings, other seeds) in {fit_s:.2} s",
+        set.models.len(),
+        history.len()
+    );
+    println!(
+        "| scenario | fault at s | false alarms | first alarm after the fault, s | services alarmed |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    let th = selfheal_brain::detect::model::ModelThresholds::default();
+    for sc in scenarios {
+        let run = dir.path().join(&sc.name);
+        crate::train::record(&topo, &sc, &run)?;
+        let history = crate::train::read_history(&run.join("metrics.csv"))?;
+        let start = sc.faults.iter().map(|f| f.start_s as i64).min();
+        let mut false_alarms = 0;
+        let mut first: Option<i64> = None;
+        let mut alarmed = std::collections::BTreeSet::new();
+        for (service, m) in &set.models {
+            let Some(times) = history.get(service) else {
+                continue;
+            };
+            let mut run_len = 0u8;
+            for (ts, metrics) in times {
+                let s = m.vector(metrics).map_or(0.0, |v| m.score(&v));
+                run_len = if s >= th.open {
+                    run_len.saturating_add(1)
+                } else {
+                    0
+                };
+                if run_len == th.open_run {
+                    let at = (ts - crate::train::RECORD_START_MS) / 1000;
+                    match start {
+                        Some(s0) if at >= s0 => {
+                            first = Some(first.map_or(at - s0, |f: i64| f.min(at - s0)));
+                            alarmed.insert(service.clone());
+                        }
+                        _ => false_alarms += 1,
+                    }
+                }
+            }
+        }
+        println!(
+            "| {} | {} | {false_alarms} | {} | {} |",
+            sc.name,
+            start.map_or("-".into(), |s| s.to_string()),
+            first.map_or("-".into(), |f| f.to_string()),
+            alarmed.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}

@@ -99,9 +99,10 @@ enum Cmd {
     /// Fits a multivariate model per service on normal history and writes
     /// them, one JSON file per service.
     Train {
-        /// A recorded directory (its `metrics.csv`) or a long-form CSV file.
-        #[arg(long)]
-        from: PathBuf,
+        /// A recorded directory (its `metrics.csv`) or a long-form CSV file;
+        /// repeat to train on several.
+        #[arg(long, required = true)]
+        from: Vec<PathBuf>,
         /// Directory to write the models to.
         #[arg(long, default_value = "models")]
         out: PathBuf,
@@ -375,9 +376,11 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench { seeds, speed } => {
             check_speed(speed)?;
             println!(
-                "streaming detector: {:.2} M samples/s on one core",
-                selfheal::bench::detector_throughput() / 1e6
+                "streaming detector: {:.2} M samples/s on one core, {} bytes of state per series",
+                selfheal::bench::detector_throughput() / 1e6,
+                selfheal_brain::detect::Detector::STATE_BYTES
             );
+            selfheal::bench::models_on_scenarios()?;
             println!(
                 "indicator decode + validation: {:.2} M samples/s",
                 selfheal::bench::decode_throughput() / 1e6

@@ -138,22 +138,30 @@ pub struct TrainReport {
     pub skipped: Vec<ModelError>,
 }
 
-/// Fits one model per service on the history in `from/metrics.csv` (or
-/// `from` itself when it is a file) and writes them to `out`. The
-/// features of a service are the metrics it reports at 95 % of its times
-/// or more.
-pub fn train(from: &Path, out: &Path, cfg: &FitConfig) -> anyhow::Result<TrainReport> {
-    let file = if from.is_dir() {
-        from.join("metrics.csv")
-    } else {
-        from.to_path_buf()
-    };
-    let history = read_history(&file)?;
+/// Fits one model per service on the history in each `from/metrics.csv`
+/// (or `from` itself when it is a file; several recordings add up) and
+/// writes them to `out`. The features of a service are the metrics it
+/// reports at 95 % of its times or more.
+pub fn train(from: &[PathBuf], out: &Path, cfg: &FitConfig) -> anyhow::Result<TrainReport> {
+    let mut history: BTreeMap<String, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
+    for f in from {
+        let file = if f.is_dir() {
+            f.join("metrics.csv")
+        } else {
+            f.clone()
+        };
+        for (service, times) in read_history(&file)? {
+            history
+                .entry(service)
+                .or_default()
+                .extend(times.into_values());
+        }
+    }
     let mut set = ModelSet::default();
     let mut skipped = Vec::new();
     for (service, times) in &history {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-        for m in times.values() {
+        for m in times {
             for k in m.keys() {
                 *seen.entry(k).or_default() += 1;
             }
@@ -164,7 +172,7 @@ pub fn train(from: &Path, out: &Path, cfg: &FitConfig) -> anyhow::Result<TrainRe
             .map(|(k, _)| k.to_string())
             .collect();
         let rows: Vec<Vec<f64>> = times
-            .values()
+            .iter()
             .filter_map(|m| features.iter().map(|f| m.get(f).copied()).collect())
             .collect();
         match ServiceModel::fit(service, &features, &rows, cfg) {
