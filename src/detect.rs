@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use selfheal_brain::detect::{DetectorConfig, offline::score_series};
+pub use selfheal_bus::time::parse_timestamp;
 
 /// Files under `input` (or `input` itself) ending in `.csv`, sorted, with
 /// their path relative to `input`.
@@ -29,40 +30,6 @@ fn inputs(input: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
     }
     out.sort();
     Ok(out)
-}
-
-/// Milliseconds since the epoch of `YYYY-MM-DD[ T]HH:MM[:SS[.fff]]` (UTC),
-/// or of a plain number of epoch seconds (below 10^11) or milliseconds.
-pub fn parse_timestamp(s: &str) -> Option<i64> {
-    if let Ok(n) = s.parse::<f64>() {
-        if !n.is_finite() {
-            return None;
-        }
-        return Some(if n.abs() < 1e11 { n * 1000.0 } else { n } as i64);
-    }
-    let (date, time) = s.split_once([' ', 'T'])?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let time = time.trim_end_matches('Z');
-    let mut t = time.splitn(3, ':');
-    let hh: i64 = t.next()?.parse().ok()?;
-    let mm: i64 = t.next()?.parse().ok()?;
-    let ss: f64 = t.next().map_or(Some(0.0), |x| x.parse().ok())?;
-    if !(0..24).contains(&hh) || !(0..60).contains(&mm) || !(0.0..61.0).contains(&ss) {
-        return None;
-    }
-    // Days from the civil date (H. Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hh * 3600 + mm * 60) * 1000 + (ss * 1000.0).round() as i64)
 }
 
 /// Scores one file into `out`. Returns the number of rows.

@@ -113,6 +113,19 @@ enum Cmd {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Engages, releases or shows the brain's kill switch (the file named by
+    /// `guard.kill_switch_file`): while engaged, no action is sent.
+    KillSwitch {
+        /// on, off or status.
+        #[arg(value_parser = ["on", "off", "status"])]
+        state: String,
+        /// Brain configuration (TOML) naming the kill-switch file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Why (kept in the file, shown by `status`).
+        #[arg(long, default_value = "engaged by hand")]
+        reason: String,
+    },
     /// Measures speeds and loop outcomes (run with --release on an idle machine).
     Bench {
         /// Seeds per scenario for the loop runs.
@@ -371,6 +384,48 @@ async fn main() -> anyhow::Result<()> {
                 report.written.len(),
                 t.elapsed().as_secs_f64()
             );
+            Ok(())
+        }
+        Cmd::KillSwitch {
+            state,
+            config,
+            reason,
+        } => {
+            let cfg: BrainConfig = read_toml(&config)?;
+            let Some(file) = cfg.guard.kill_switch_file else {
+                bail!(
+                    "{}: guard.kill_switch_file is not set, so there is no kill switch to turn",
+                    config.display()
+                );
+            };
+            match state.as_str() {
+                "on" => {
+                    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    let note = format!("{} at {} ms\n", reason.trim(), selfheal_bus::wall_ms());
+                    std::fs::write(&file, note)
+                        .with_context(|| format!("writing {}", file.display()))?;
+                    println!(
+                        "kill switch engaged ({}): no action will be sent",
+                        file.display()
+                    );
+                }
+                "off" => {
+                    match std::fs::remove_file(&file) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("removing {}", file.display()));
+                        }
+                    }
+                    println!("kill switch released ({})", file.display());
+                }
+                _ => match std::fs::read_to_string(&file) {
+                    Ok(why) => println!("engaged ({}): {}", file.display(), why.trim()),
+                    Err(_) => println!("released ({})", file.display()),
+                },
+            }
             Ok(())
         }
         Cmd::Bench { seeds, speed } => {

@@ -266,3 +266,39 @@ fn detect_scores_nab_style_files_at_the_same_relative_paths() {
     ]);
     assert!(!ok && err.contains("timestamp and value"), "{err}");
 }
+
+#[test]
+fn kill_switch_cli_engages_reports_and_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let kill = dir.path().join("run/KILL");
+    let cfg = dir.path().join("brain.toml");
+    std::fs::write(
+        &cfg,
+        format!("[guard]\nkill_switch_file = {:?}\n", kill.to_str().unwrap()),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let c = cfg.to_str().unwrap();
+    let (ok, out, _) = run(&["kill-switch", "status", "--config", c]);
+    assert!(ok && out.starts_with("released"), "{out}");
+    let (ok, _, err) = run(&["kill-switch", "on", "--config", c, "--reason", "bad release at 03:10"]);
+    assert!(ok && kill.exists(), "{err}");
+    let (ok, out, _) = run(&["kill-switch", "status", "--config", c]);
+    assert!(ok && out.contains("engaged") && out.contains("bad release at 03:10"), "{out}");
+    let (ok, _, _) = run(&["kill-switch", "off", "--config", c]);
+    assert!(ok && !kill.exists());
+    // No kill-switch file configured: a clear error, nothing done.
+    std::fs::write(&cfg, "[guard]\ndry_run = true\n").unwrap();
+    let (ok, _, err) = run(&["kill-switch", "on", "--config", c]);
+    assert!(!ok && err.contains("guard.kill_switch_file is not set"), "{err}");
+}

@@ -118,9 +118,7 @@ impl BrainConfig {
         if !(self.model_open > 0.0 && self.model_open < 1.0) {
             p.push("model_open: must be in (0,1)".into());
         }
-        if self.guard.max_in_flight == 0 {
-            p.push("guard.max_in_flight: must be at least 1".into());
-        }
+        p.extend(self.guard.validate());
         p
     }
 }

@@ -480,7 +480,7 @@ impl Engine {
                 true
             }
             Step::Act(a) => {
-                match self.guards.check(&inc.id, &a.target, now) {
+                match self.guards.check(&inc.id, &a, now) {
                     Verdict::Refuse(why) => {
                         BrainStats::bump(&self.stats.actions_refused);
                         let row = self.row(&inc, inc.cursor, &a, now, ActionState::Refused, &why);
@@ -507,7 +507,7 @@ impl Engine {
                     .await;
                     return false;
                 }
-                self.guards.sent(&inc.id, &a.target, now);
+                self.guards.sent(&inc.id, &a, now);
                 BrainStats::bump(&self.stats.actions_sent);
                 let req = ActionRequest {
                     v: WIRE_VERSION,

@@ -23,6 +23,7 @@ pub mod local;
 pub mod message;
 pub mod nats;
 pub mod subject;
+pub mod time;
 pub mod topology;
 pub mod transport;
 
