@@ -291,14 +291,27 @@ fn kill_switch_cli_engages_reports_and_releases() {
     let c = cfg.to_str().unwrap();
     let (ok, out, _) = run(&["kill-switch", "status", "--config", c]);
     assert!(ok && out.starts_with("released"), "{out}");
-    let (ok, _, err) = run(&["kill-switch", "on", "--config", c, "--reason", "bad release at 03:10"]);
+    let (ok, _, err) = run(&[
+        "kill-switch",
+        "on",
+        "--config",
+        c,
+        "--reason",
+        "bad release at 03:10",
+    ]);
     assert!(ok && kill.exists(), "{err}");
     let (ok, out, _) = run(&["kill-switch", "status", "--config", c]);
-    assert!(ok && out.contains("engaged") && out.contains("bad release at 03:10"), "{out}");
+    assert!(
+        ok && out.contains("engaged") && out.contains("bad release at 03:10"),
+        "{out}"
+    );
     let (ok, _, _) = run(&["kill-switch", "off", "--config", c]);
     assert!(ok && !kill.exists());
     // No kill-switch file configured: a clear error, nothing done.
     std::fs::write(&cfg, "[guard]\ndry_run = true\n").unwrap();
     let (ok, _, err) = run(&["kill-switch", "on", "--config", c]);
-    assert!(!ok && err.contains("guard.kill_switch_file is not set"), "{err}");
+    assert!(
+        !ok && err.contains("guard.kill_switch_file is not set"),
+        "{err}"
+    );
 }

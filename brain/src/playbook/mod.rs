@@ -33,6 +33,9 @@ use rhai::{AST, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Module, Sc
 use selfheal_bus::{ActionKind, Topology};
 use serde::Serialize;
 
+/// A host function's result.
+type Res<T> = Result<T, Box<EvalAltResult>>;
+
 /// How risky a playbook is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -232,8 +235,8 @@ impl Runtime {
 
         let mut traffic = Module::new();
         let (s, t) = (steps.clone(), topology.clone());
-        traffic.set_native_fn(
-            "shift",
+        registration("traffic", "shift").set_into_module(
+            &mut traffic,
             move |from: ImmutableString, to: ImmutableString, fraction: f64| {
                 for n in [&from, &to] {
                     if t.service(n).is_none() {
@@ -248,8 +251,8 @@ impl Runtime {
             },
         );
         let (s, t) = (steps.clone(), topology.clone());
-        traffic.set_native_fn(
-            "throttle_key",
+        registration("traffic", "throttle_key").set_into_module(
+            &mut traffic,
             move |service: ImmutableString, key: ImmutableString, rate: f64| {
                 if !(rate.is_finite() && rate >= 0.0) {
                     return Err(err(format!(
@@ -261,8 +264,8 @@ impl Runtime {
             },
         );
         let (s, t) = (steps.clone(), topology.clone());
-        traffic.set_native_fn(
-            "shift_idc",
+        registration("traffic", "shift_idc").set_into_module(
+            &mut traffic,
             move |from: ImmutableString, to: ImmutableString, fraction: f64| {
                 for n in [&from, &to] {
                     if !t.idcs.iter().any(|i| i.name == n.as_str()) {
@@ -281,8 +284,8 @@ impl Runtime {
             },
         );
         let (s, t) = (steps.clone(), topology.clone());
-        traffic.set_native_fn(
-            "block_client",
+        registration("traffic", "block_client").set_into_module(
+            &mut traffic,
             move |service: ImmutableString, client: ImmutableString| {
                 push_keyed(
                     &s,
@@ -298,30 +301,36 @@ impl Runtime {
 
         let mut service = Module::new();
         let (s, t) = (steps.clone(), topology.clone());
-        service.set_native_fn("rollback", move |name: ImmutableString| {
-            push_keyed(
-                &s,
-                &t,
-                ActionKind::Rollback,
-                &name,
-                &name,
-                Default::default(),
-            )
-        });
+        registration("service", "rollback").set_into_module(
+            &mut service,
+            move |name: ImmutableString| {
+                push_keyed(
+                    &s,
+                    &t,
+                    ActionKind::Rollback,
+                    &name,
+                    &name,
+                    Default::default(),
+                )
+            },
+        );
         let (s, t) = (steps.clone(), topology.clone());
-        service.set_native_fn("revert_config", move |name: ImmutableString| {
-            push_keyed(
-                &s,
-                &t,
-                ActionKind::RevertConfig,
-                &name,
-                &name,
-                Default::default(),
-            )
-        });
+        registration("service", "revert_config").set_into_module(
+            &mut service,
+            move |name: ImmutableString| {
+                push_keyed(
+                    &s,
+                    &t,
+                    ActionKind::RevertConfig,
+                    &name,
+                    &name,
+                    Default::default(),
+                )
+            },
+        );
         let (s, t) = (steps.clone(), topology.clone());
-        service.set_native_fn(
-            "restart",
+        registration("service", "restart").set_into_module(
+            &mut service,
             move |name: ImmutableString, instance: ImmutableString| {
                 push_keyed(
                     &s,
@@ -337,39 +346,42 @@ impl Runtime {
 
         let mut scene = Module::new();
         let (s, t) = (steps.clone(), topology.clone());
-        scene.set_native_fn("degrade", move |name: ImmutableString| {
-            let sc = t
-                .scenes
-                .iter()
-                .find(|x| x.name == name.as_str())
-                .ok_or_else(|| err(format!("scene::degrade: unknown scene {name:?}")))?;
-            if sc.critical {
-                return Err(err(format!(
-                    "scene::degrade: {name} is critical and is never degraded by automation"
-                )));
-            }
-            let entry = t
-                .links
-                .iter()
-                .find(|l| l.name == sc.link)
-                .and_then(|l| l.services.first())
-                .cloned()
-                .unwrap_or_default();
-            push_keyed(
-                &s,
-                &t,
-                ActionKind::Degrade,
-                &entry,
-                &name,
-                Default::default(),
-            )
-        });
+        registration("scene", "degrade").set_into_module(
+            &mut scene,
+            move |name: ImmutableString| {
+                let sc = t
+                    .scenes
+                    .iter()
+                    .find(|x| x.name == name.as_str())
+                    .ok_or_else(|| err(format!("scene::degrade: unknown scene {name:?}")))?;
+                if sc.critical {
+                    return Err(err(format!(
+                        "scene::degrade: {name} is critical and is never degraded by automation"
+                    )));
+                }
+                let entry = t
+                    .links
+                    .iter()
+                    .find(|l| l.name == sc.link)
+                    .and_then(|l| l.services.first())
+                    .cloned()
+                    .unwrap_or_default();
+                push_keyed(
+                    &s,
+                    &t,
+                    ActionKind::Degrade,
+                    &entry,
+                    &name,
+                    Default::default(),
+                )
+            },
+        );
         engine.register_static_module("scene", scene.into());
 
         let mut accounts = Module::new();
         let (s, t) = (steps.clone(), topology.clone());
-        accounts.set_native_fn(
-            "isolate",
+        registration("accounts", "isolate").set_into_module(
+            &mut accounts,
             move |service: ImmutableString, account: ImmutableString| {
                 push_keyed(
                     &s,
@@ -385,66 +397,90 @@ impl Runtime {
 
         let mut verify = Module::new();
         let s = steps.clone();
-        verify.set_native_fn("healthy", move |service: ImmutableString, window_s: i64| {
-            let window_ms = window(window_s)?;
-            lock(&s).push(Step::Verify {
-                check: Check::Healthy(service.to_string()),
-                window_ms,
-            });
-            Ok(())
-        });
+        registration("verify", "healthy").set_into_module(
+            &mut verify,
+            move |service: ImmutableString, window_s: i64| -> Res<()> {
+                let window_ms = window(window_s)?;
+                lock(&s).push(Step::Verify {
+                    check: Check::Healthy(service.to_string()),
+                    window_ms,
+                });
+                Ok(())
+            },
+        );
         let s = steps.clone();
-        verify.set_native_fn("cleared", move |window_s: i64| {
-            let window_ms = window(window_s)?;
-            lock(&s).push(Step::Verify {
-                check: Check::Cleared,
-                window_ms,
-            });
-            Ok(())
-        });
+        registration("verify", "cleared").set_into_module(
+            &mut verify,
+            move |window_s: i64| -> Res<()> {
+                let window_ms = window(window_s)?;
+                lock(&s).push(Step::Verify {
+                    check: Check::Cleared,
+                    window_ms,
+                });
+                Ok(())
+            },
+        );
         engine.register_static_module("verify", verify.into());
 
         let mut incident = Module::new();
         let s = steps.clone();
-        incident.set_native_fn("escalate", move |reason: ImmutableString| {
-            lock(&s).push(Step::Escalate(reason.to_string()));
-            Ok(())
-        });
+        registration("incident", "escalate").set_into_module(
+            &mut incident,
+            move |reason: ImmutableString| -> Res<()> {
+                lock(&s).push(Step::Escalate(reason.to_string()));
+                Ok(())
+            },
+        );
         engine.register_static_module("incident", incident.into());
 
         let mut topo = Module::new();
         let t = topology.clone();
-        topo.set_native_fn("backup_of", move |name: ImmutableString| {
-            Ok(t.backup_of(&name)
-                .map_or(Dynamic::UNIT, |b| Dynamic::from(b.to_string())))
-        });
+        registration("topo", "backup_of").set_into_module(
+            &mut topo,
+            move |name: ImmutableString| -> Res<Dynamic> {
+                Ok(t.backup_of(&name)
+                    .map_or(Dynamic::UNIT, |b| Dynamic::from(b.to_string())))
+            },
+        );
         let t = topology.clone();
-        topo.set_native_fn("non_critical_scenes", move || {
-            Ok(t.scenes
-                .iter()
-                .filter(|s| !s.critical)
-                .map(|s| Dynamic::from(s.name.clone()))
-                .collect::<rhai::Array>())
-        });
+        registration("topo", "non_critical_scenes").set_into_module(
+            &mut topo,
+            move || -> Res<rhai::Array> {
+                Ok(t.scenes
+                    .iter()
+                    .filter(|s| !s.critical)
+                    .map(|s| Dynamic::from(s.name.clone()))
+                    .collect::<rhai::Array>())
+            },
+        );
         let t = topology.clone();
-        topo.set_native_fn("other_idc", move |name: ImmutableString| {
-            Ok(t.idcs
-                .iter()
-                .find(|i| i.name != name.as_str())
-                .map_or(Dynamic::UNIT, |i| Dynamic::from(i.name.clone())))
-        });
+        registration("topo", "other_idc").set_into_module(
+            &mut topo,
+            move |name: ImmutableString| -> Res<Dynamic> {
+                Ok(t.idcs
+                    .iter()
+                    .find(|i| i.name != name.as_str())
+                    .map_or(Dynamic::UNIT, |i| Dynamic::from(i.name.clone())))
+            },
+        );
         let t = topology.clone();
-        topo.set_native_fn("entry_service", move || {
-            Ok(t.links
-                .first()
-                .and_then(|l| l.services.first())
-                .map_or(Dynamic::UNIT, |s| Dynamic::from(s.clone())))
-        });
+        registration("topo", "entry_service").set_into_module(
+            &mut topo,
+            move || -> Res<Dynamic> {
+                Ok(t.links
+                    .first()
+                    .and_then(|l| l.services.first())
+                    .map_or(Dynamic::UNIT, |s| Dynamic::from(s.clone())))
+            },
+        );
         let t = topology;
-        topo.set_native_fn("router_of", move |name: ImmutableString| {
-            Ok(t.router_of(&name)
-                .map_or(Dynamic::UNIT, |b| Dynamic::from(b.to_string())))
-        });
+        registration("topo", "router_of").set_into_module(
+            &mut topo,
+            move |name: ImmutableString| -> Res<Dynamic> {
+                Ok(t.router_of(&name)
+                    .map_or(Dynamic::UNIT, |b| Dynamic::from(b.to_string())))
+            },
+        );
         engine.register_static_module("topo", topo.into());
 
         Runtime {
@@ -710,3 +746,193 @@ fn parse_meta(m: &Map) -> Result<Meta, String> {
 
 #[cfg(test)]
 mod tests;
+
+/// The host API's documentation: (module, function, parameters and return
+/// type, doc comment). Attached to each registered function as Rhai
+/// metadata, from which `selfheal playbook docs` generates the reference.
+pub const HOST_DOCS: &[(&str, &str, &[&str], &str)] = &[
+    (
+        "traffic",
+        "shift",
+        &["from: String", "to: String", "fraction: f64", "()"],
+        "Sends `fraction` (0 < f ≤ 1) of the traffic bound for channel `from` to `to`, through the router in front of them. A set-point, not an increment: 0.125, then 0.5, then 1.0 is a stepped failover. Refused for an unknown service or a channel nothing routes to.",
+    ),
+    (
+        "traffic",
+        "throttle_key",
+        &["service: String", "key: String", "rate: f64", "()"],
+        "Limits one key (item, order, merchant...) at `service` to `rate` requests per second (rate ≥ 0).",
+    ),
+    (
+        "traffic",
+        "shift_idc",
+        &["from: String", "to: String", "fraction: f64", "()"],
+        "Sends `fraction` (0 < f ≤ 1) of IDC `from`'s traffic to IDC `to`, where traffic enters the platform.",
+    ),
+    (
+        "traffic",
+        "block_client",
+        &["service: String", "client: String", "()"],
+        "Blocks one client (an IP or client id) at `service`.",
+    ),
+    (
+        "service",
+        "rollback",
+        &["service: String", "()"],
+        "Rolls `service` back to its previous version.",
+    ),
+    (
+        "service",
+        "revert_config",
+        &["service: String", "()"],
+        "Reverts `service`'s last configuration push.",
+    ),
+    (
+        "service",
+        "restart",
+        &["service: String", "instance: String", "()"],
+        "Restarts one instance of `service` (its connections are reset).",
+    ),
+    (
+        "scene",
+        "degrade",
+        &["scene: String", "()"],
+        "Turns a non-critical scene away to protect the others. Refused for a scene the topology marks critical.",
+    ),
+    (
+        "accounts",
+        "isolate",
+        &["service: String", "account: String", "()"],
+        "Isolates a hot account at `service`: its postings are buffered and applied in order, the rest flow.",
+    ),
+    (
+        "verify",
+        "healthy",
+        &["service: String", "window_s: i64", "()"],
+        "Waits `window_s` seconds (1..=3600) and checks that `service` shows no new anomaly; if it does, the plan stops and a person is called.",
+    ),
+    (
+        "verify",
+        "cleared",
+        &["window_s: i64", "()"],
+        "Waits up to `window_s` seconds (1..=3600) for the incident's symptoms to clear; the next step runs if they do not.",
+    ),
+    (
+        "incident",
+        "escalate",
+        &["reason: String", "()"],
+        "Hands the incident to a person with `reason` and what was tried; the plan ends.",
+    ),
+    (
+        "topo",
+        "backup_of",
+        &["service: String", "String or ()"],
+        "The declared backup of `service` (a channel's backup channel), or `()`.",
+    ),
+    (
+        "topo",
+        "non_critical_scenes",
+        &["Array of String"],
+        "The scenes the topology does not mark critical.",
+    ),
+    (
+        "topo",
+        "other_idc",
+        &["idc: String", "String or ()"],
+        "Another IDC than `idc`, or `()` if there is none.",
+    ),
+    (
+        "topo",
+        "entry_service",
+        &["String or ()"],
+        "The service where traffic enters the platform.",
+    ),
+    (
+        "topo",
+        "router_of",
+        &["channel: String", "String or ()"],
+        "The service that routes traffic to `channel`, or `()`.",
+    ),
+];
+
+/// The registration of `module::name`, with its documentation from
+/// [`HOST_DOCS`] attached as metadata.
+fn registration(ns: &str, name: &str) -> rhai::FuncRegistration {
+    let r = rhai::FuncRegistration::new(name.to_string());
+    match HOST_DOCS.iter().find(|(m, n, _, _)| *m == ns && *n == name) {
+        Some((_, _, params, doc)) => r
+            .with_params_info(params.iter().copied())
+            .with_comments([format!("/// {doc}")]),
+        None => {
+            debug_assert!(false, "{ns}::{name} has no entry in HOST_DOCS");
+            r
+        }
+    }
+}
+
+/// One host function, as the engine reports it.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct HostFn {
+    /// Module.
+    pub module: String,
+    /// Function.
+    pub name: String,
+    /// Parameters, `name: type`.
+    pub params: Vec<String>,
+    /// Return type.
+    pub returns: String,
+    /// Documentation.
+    pub doc: String,
+}
+
+impl Runtime {
+    /// The host API, read back from the engine's function metadata.
+    pub fn host_api(&self) -> Vec<HostFn> {
+        let json = self
+            .engine
+            .gen_fn_metadata_to_json(false)
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        let mut out = Vec::new();
+        if let Some(mods) = v.get("modules").and_then(|m| m.as_object()) {
+            for (module, m) in mods {
+                for f in m
+                    .get("functions")
+                    .and_then(|f| f.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let s = |k: &str| f.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+                    let params = f
+                        .get("params")
+                        .and_then(|p| p.as_array())
+                        .into_iter()
+                        .flatten()
+                        .map(|p| {
+                            let g = |k: &str| p.get(k).and_then(|x| x.as_str()).unwrap_or("");
+                            format!("{}: {}", g("name"), g("type"))
+                        })
+                        .collect();
+                    let doc = f
+                        .get("docComments")
+                        .and_then(|d| d.as_array())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|l| l.as_str())
+                        .map(|l| l.trim_start_matches("///").trim())
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    out.push(HostFn {
+                        module: module.clone(),
+                        name: s("name"),
+                        params,
+                        returns: s("returnType"),
+                        doc,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.module, &a.name).cmp(&(&b.module, &b.name)));
+        out
+    }
+}

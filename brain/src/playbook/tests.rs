@@ -316,3 +316,20 @@ fn degrading_sheds_only_non_critical_scenes_and_waits_for_a_person() {
         .to_string();
     assert!(e.contains("critical"), "{e}");
 }
+
+#[test]
+fn the_host_api_is_documented_from_its_registrations() {
+    let rt = Runtime::new(topo(), Limits::default());
+    let api = rt.host_api();
+    assert_eq!(api.len(), HOST_DOCS.len(), "{api:#?}");
+    for (m, n, params, doc) in HOST_DOCS {
+        let f = api
+            .iter()
+            .find(|f| f.module == *m && f.name == *n)
+            .unwrap_or_else(|| panic!("{m}::{n} is documented but not registered"));
+        assert_eq!(f.params.len(), params.len() - 1, "{m}::{n}: {:?}", f.params);
+        assert_eq!(f.doc, *doc);
+    }
+    let shift = api.iter().find(|f| f.name == "shift").unwrap();
+    assert_eq!(shift.params[2], "fraction: f64");
+}
