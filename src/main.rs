@@ -21,6 +21,33 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum PlaybookCmd {
+    /// Compiles and lints playbooks (default: every one under playbooks/):
+    /// syntax, meta() and plan(incident), unknown host functions, wrong
+    /// argument counts. Every problem as file:line.
+    Check {
+        /// Playbook files.
+        files: Vec<PathBuf>,
+    },
+    /// Runs each playbook against its fixture incidents
+    /// (playbooks/**/tests/*.toml) and shows the plan it makes.
+    Test {
+        /// Fixture files (default: every one under playbooks/).
+        files: Vec<PathBuf>,
+    },
+    /// Writes the host API reference, generated from the registered
+    /// functions: Markdown and Rhai definitions for editors.
+    Docs {
+        /// Markdown reference.
+        #[arg(long, default_value = "docs/playbook-api.md")]
+        out: PathBuf,
+        /// Rhai definitions.
+        #[arg(long, default_value = "docs/playbook-api.d.rhai")]
+        defs: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Runs the whole loop in one process and heals a fault live.
     Demo {
@@ -112,6 +139,11 @@ enum Cmd {
         /// Seed of the fit.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+    },
+    /// Tools for playbook authors.
+    Playbook {
+        #[command(subcommand)]
+        cmd: PlaybookCmd,
     },
     /// Engages, releases or shows the brain's kill switch (the file named by
     /// `guard.kill_switch_file`): while engaged, no action is sent.
@@ -384,6 +416,81 @@ async fn main() -> anyhow::Result<()> {
                 report.written.len(),
                 t.elapsed().as_secs_f64()
             );
+            Ok(())
+        }
+        Cmd::Playbook { cmd } => {
+            use selfheal_brain::playbook::{Limits, Runtime, authoring};
+            let dir = selfheal::paths::playbooks();
+            let topo = Arc::new(topology(None)?);
+            let mut rt = Runtime::new(topo, Limits::default());
+            match cmd {
+                PlaybookCmd::Check { files } => {
+                    let files = authoring::files(&files, &dir);
+                    let findings = authoring::check(&rt, &files);
+                    for f in &findings {
+                        println!("{f}");
+                    }
+                    if !findings.is_empty() {
+                        bail!(
+                            "{} problem(s) in {} playbook(s)",
+                            findings.len(),
+                            files.len()
+                        );
+                    }
+                    eprintln!("{} playbook(s) OK", files.len());
+                }
+                PlaybookCmd::Test { files } => {
+                    if let Err(errs) = rt.load_dir(&dir) {
+                        for e in &errs {
+                            println!("{e}");
+                        }
+                        bail!("{} playbook(s) do not load", errs.len());
+                    }
+                    let all = files.is_empty();
+                    let files = if all {
+                        authoring::fixtures(&dir)
+                    } else {
+                        files
+                    };
+                    let results = authoring::test(&rt, &files);
+                    let mut failed = 0;
+                    for r in &results {
+                        let verdict = if r.failure.is_none() { "pass" } else { "FAIL" };
+                        println!("{verdict} {} ({})", r.fixture.display(), r.playbook);
+                        for s in &r.steps {
+                            println!("     {s}");
+                        }
+                        if let Some(why) = &r.failure {
+                            failed += 1;
+                            println!("     {why}");
+                        }
+                    }
+                    let untested: Vec<&str> = rt
+                        .playbooks()
+                        .iter()
+                        .filter(|p| !results.iter().any(|r| r.playbook == p.name))
+                        .map(|p| p.name.as_str())
+                        .collect();
+                    if all && !untested.is_empty() {
+                        println!("no fixture: {}", untested.join(", "));
+                    }
+                    if failed > 0 || results.is_empty() {
+                        bail!("{failed} of {} fixture(s) failed", results.len());
+                    }
+                    eprintln!("{} fixture(s) passed", results.len());
+                }
+                PlaybookCmd::Docs { out, defs } => {
+                    let api = rt.host_api();
+                    for (path, text) in [
+                        (&out, authoring::markdown(&api)),
+                        (&defs, authoring::definitions(&api)),
+                    ] {
+                        std::fs::write(path, text)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                        println!("{}", path.display());
+                    }
+                }
+            }
             Ok(())
         }
         Cmd::KillSwitch {

@@ -23,6 +23,8 @@
 //! | `topo::backup_of(service)` | (query) the declared backup, or `()` |
 //! | `topo::router_of(channel)` | (query) the service routing to it, or `()` |
 
+pub mod authoring;
+
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -699,7 +701,10 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
             {
                 collect(&p, out);
             }
-        } else if p.extension().is_some_and(|x| x == "rhai") {
+        } else if p.extension().is_some_and(|x| x == "rhai")
+            && !p.to_string_lossy().ends_with(".d.rhai")
+        {
+            // (`.d.rhai` files are editor definitions, not playbooks.)
             out.push(p);
         }
     }

@@ -1,0 +1,414 @@
+//! Tools for playbook authors: `check` (compile and lint), `test` (run a
+//! playbook against its fixture incidents) and `docs` (the host API
+//! reference, generated from the registrations).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{HostFn, IncidentFacts, Runtime, Step, collect};
+
+/// One problem, `file:line: message` (line 0: the whole file).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    /// File.
+    pub file: PathBuf,
+    /// Line, from 1; 0 when it concerns the whole file.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+        } else {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        }
+    }
+}
+
+/// The playbooks named, or every `*.rhai` under `dir` when none is.
+pub fn files(named: &[PathBuf], dir: &Path) -> Vec<PathBuf> {
+    if !named.is_empty() {
+        return named.to_vec();
+    }
+    let mut out = Vec::new();
+    collect(dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Calls `module::name(args)` in `text`: (line, module, name, argument
+/// count), outside strings and comments.
+fn host_calls(text: &str) -> Vec<(usize, String, String, usize)> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut i, mut line) = (0usize, 1usize);
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    while i < b.len() {
+        match b[i] {
+            b'\n' => {
+                line += 1;
+                i += 1;
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' | b'`' => {
+                let q = b[i];
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    if b[i] == b'\\' {
+                        i += 1;
+                    } else if b[i] == b'\n' {
+                        line += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            c if ident(c) && (i == 0 || !ident(b[i - 1])) => {
+                let s = i;
+                while i < b.len() && ident(b[i]) {
+                    i += 1;
+                }
+                if b.get(i..i + 2) != Some(b"::") {
+                    continue;
+                }
+                let module = &text[s..i];
+                let n0 = i + 2;
+                let mut j = n0;
+                while j < b.len() && ident(b[j]) {
+                    j += 1;
+                }
+                let name = &text[n0..j];
+                let mut k = j;
+                while k < b.len() && b[k] == b' ' {
+                    k += 1;
+                }
+                if name.is_empty() || b.get(k) != Some(&b'(') {
+                    continue;
+                }
+                // Count top-level arguments up to the matching parenthesis.
+                let (mut depth, mut args, mut any) = (0i32, 0usize, false);
+                let mut m = k;
+                while m < b.len() {
+                    match b[m] {
+                        b'(' | b'[' | b'{' => depth += 1,
+                        b')' | b']' | b'}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        b',' if depth == 1 => args += 1,
+                        b'"' => {
+                            m += 1;
+                            while m < b.len() && b[m] != b'"' {
+                                if b[m] == b'\\' {
+                                    m += 1;
+                                }
+                                m += 1;
+                            }
+                            any = true;
+                        }
+                        c if depth >= 1 && !c.is_ascii_whitespace() => any = true,
+                        _ => {}
+                    }
+                    m += 1;
+                }
+                let count = if any { args + 1 } else { 0 };
+                out.push((line, module.to_string(), name.to_string(), count));
+                i = j;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// Compiles each playbook (syntax, `meta()`, `plan(incident)`) and lints it:
+/// every `module::function(...)` must be a host function called with its
+/// number of arguments. Returns every finding.
+pub fn check(rt: &Runtime, files: &[PathBuf]) -> Vec<Finding> {
+    let api = rt.host_api();
+    let mut out = Vec::new();
+    for f in files {
+        let finding = |line: usize, message: String| Finding {
+            file: f.clone(),
+            line,
+            message,
+        };
+        if let Err(e) = rt.compile(f) {
+            let text = e.to_string();
+            let prefix = format!("{}: ", f.display());
+            let msg = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
+            // Rhai positions read "(line N, position M)".
+            let line = msg
+                .split("(line ")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            out.push(finding(line, msg));
+        }
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for (line, module, name, args) in host_calls(&text) {
+            let same: Vec<&HostFn> = api
+                .iter()
+                .filter(|h| h.module == module && h.name == name)
+                .collect();
+            if same.is_empty() {
+                let known: Vec<String> = api
+                    .iter()
+                    .filter(|h| h.module == module)
+                    .map(|h| format!("{}::{}", h.module, h.name))
+                    .collect();
+                let hint = if known.is_empty() {
+                    format!("there is no host module `{module}`")
+                } else {
+                    format!("`{module}` has {}", known.join(", "))
+                };
+                out.push(finding(
+                    line,
+                    format!("unknown host function {module}::{name} ({hint})"),
+                ));
+            } else if !same.iter().any(|h| h.params.len() == args) {
+                let want: Vec<String> = same
+                    .iter()
+                    .map(|h| format!("{}::{}({})", module, name, h.params.join(", ")))
+                    .collect();
+                out.push(finding(
+                    line,
+                    format!(
+                        "{module}::{name} called with {args} argument(s); it takes {}",
+                        want.join(" or ")
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A fixture: an incident and the plan a playbook must make for it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixture {
+    /// Playbook (file stem).
+    pub playbook: String,
+    /// What the test shows.
+    #[serde(default)]
+    pub description: String,
+    /// The incident's facts.
+    pub incident: FixtureIncident,
+    /// The expected steps, in order, as [`describe`] writes them.
+    pub expect: Vec<String>,
+}
+
+/// The facts of a fixture incident.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureIncident {
+    /// Cause kind.
+    pub cause: String,
+    /// What is blamed.
+    pub target: String,
+    /// Where the cause lives.
+    #[serde(default)]
+    pub at: String,
+    /// Main service.
+    #[serde(default)]
+    pub service: String,
+    /// Confidence.
+    #[serde(default = "one")]
+    pub confidence: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// One step, in a line: `act shift_traffic bank-a to=bank-b fraction=0.125`,
+/// `verify healthy bank-b 10s`, `verify cleared 30s`, `escalate`.
+pub fn describe(step: &Step) -> String {
+    match step {
+        Step::Act(a) => {
+            let mut s = format!("act {} {}", a.kind.as_str(), a.target);
+            for (k, v) in &a.params {
+                if k == "from" {
+                    continue;
+                }
+                let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                s.push_str(&format!(" {k}={v}"));
+            }
+            s
+        }
+        Step::Verify { check, window_ms } => match check {
+            super::Check::Healthy(svc) => format!("verify healthy {svc} {}s", window_ms / 1000),
+            super::Check::Cleared => format!("verify cleared {}s", window_ms / 1000),
+        },
+        Step::Escalate(_) => "escalate".into(),
+    }
+}
+
+/// The outcome of one fixture.
+#[derive(Debug)]
+pub struct TestResult {
+    /// Fixture file.
+    pub fixture: PathBuf,
+    /// Playbook.
+    pub playbook: String,
+    /// The plan made, one line per step (empty if it failed).
+    pub steps: Vec<String>,
+    /// Why it failed; `None` when it passed.
+    pub failure: Option<String>,
+}
+
+/// Fixture files (`tests/*.toml`) under `dir`.
+pub fn fixtures(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "toml")
+                && p.parent()
+                    .and_then(|x| x.file_name())
+                    .is_some_and(|n| n == "tests")
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs every fixture against the loaded playbooks of `rt`.
+pub fn test(rt: &Runtime, fixture_files: &[PathBuf]) -> Vec<TestResult> {
+    let mut out = Vec::new();
+    for f in fixture_files {
+        let mut r = TestResult {
+            fixture: f.clone(),
+            playbook: String::new(),
+            steps: Vec::new(),
+            failure: None,
+        };
+        let fx: Fixture = match std::fs::read_to_string(f)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(fx) => fx,
+            Err(e) => {
+                r.failure = Some(format!("unreadable fixture: {e}"));
+                out.push(r);
+                continue;
+            }
+        };
+        r.playbook = fx.playbook.clone();
+        let Some(pb) = rt.playbooks().iter().find(|p| p.name == fx.playbook) else {
+            r.failure = Some(format!("no playbook named {}", fx.playbook));
+            out.push(r);
+            continue;
+        };
+        let facts = IncidentFacts {
+            id: "fixture".into(),
+            cause: fx.incident.cause.clone(),
+            target: fx.incident.target.clone(),
+            at: fx.incident.at.clone(),
+            service: fx.incident.service.clone(),
+            confidence: fx.incident.confidence,
+            symptoms: Vec::new(),
+        };
+        if !pb.meta.handles.iter().any(|h| *h == facts.cause) {
+            r.failure = Some(format!(
+                "{} does not handle cause {} (it handles {})",
+                pb.name,
+                facts.cause,
+                pb.meta.handles.join(", ")
+            ));
+        }
+        match rt.plan(pb, &facts) {
+            Ok(steps) => {
+                r.steps = steps.iter().map(describe).collect();
+                if r.failure.is_none() && r.steps != fx.expect {
+                    r.failure = Some(format!(
+                        "plan differs:\n  expected: {:?}\n  got:      {:?}",
+                        fx.expect, r.steps
+                    ));
+                }
+            }
+            Err(e) => {
+                r.failure.get_or_insert(e.to_string());
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// A function's return type (Rhai leaves `()` out).
+fn returns(f: &HostFn) -> &str {
+    if f.returns.is_empty() {
+        "()"
+    } else {
+        &f.returns
+    }
+}
+
+/// The host API reference, in Markdown.
+pub fn markdown(api: &[HostFn]) -> String {
+    let mut s = String::from(
+        "# Playbook host API\n\nGenerated by `selfheal playbook docs` from the functions the brain registers; do not edit.\n\nA playbook defines `fn meta()` — `#{ handles: [cause kinds], risk: \"low\" | \"medium\" | \"high\", approval: \"auto\" | \"approval\" | \"dry_run\" }` — and `fn plan(incident)`, where `incident` is a map with `id`, `cause`, `target`, `at`, `service`, `confidence` and `symptoms`. The plan calls the functions below; each action or check becomes one step, executed in order by the brain after its guards.\n",
+    );
+    let mut module = "";
+    for f in api {
+        if f.module != module {
+            module = &f.module;
+            s.push_str(&format!("\n## `{module}`\n"));
+        }
+        s.push_str(&format!(
+            "\n### `{}::{}({})` → {}\n\n{}\n",
+            f.module,
+            f.name,
+            f.params.join(", "),
+            returns(f),
+            f.doc
+        ));
+    }
+    s
+}
+
+/// The host API as Rhai definitions (`.d.rhai`) for editors.
+pub fn definitions(api: &[HostFn]) -> String {
+    let mut s = String::from(
+        "// Generated by `selfheal playbook docs`; do not edit.\n// Host API of selfheal playbooks, for editors that read Rhai definitions.\n",
+    );
+    let mut module = "";
+    for f in api {
+        if f.module != module {
+            module = &f.module;
+            s.push_str(&format!("\nmodule {module};\n"));
+        }
+        s.push_str(&format!(
+            "\n/// {}\nfn {}({}) -> {};\n",
+            f.doc,
+            f.name,
+            f.params.join(", "),
+            returns(f)
+        ));
+    }
+    s
+}

@@ -1,0 +1,151 @@
+//! The playbook authoring tools: `selfheal playbook check | test | docs`.
+
+use std::process::Command;
+
+fn selfheal(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_passes_the_library_and_names_every_problem_with_its_line() {
+    let (ok, out, err) = selfheal(&["playbook", "check"]);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("9 playbook(s) OK"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.rhai");
+    std::fs::write(
+        &bad,
+        r#"fn meta() { #{ handles: ["bad_deploy"], risk: "low", approval: "auto" } }
+fn plan(incident) {
+    // traffic::nothing(1) in a comment is not a call
+    let note = "service::restart(\"in a string\")";
+    traffic::shfit(incident.target, "bank-b", 0.5);
+    service::restart(incident.at);
+    verify::cleared(60);
+    storage::wipe();
+}
+"#,
+    )
+    .unwrap();
+    let broken = dir.path().join("broken.rhai");
+    std::fs::write(
+        &broken,
+        "fn meta() { #{ handles: [] }\nfn plan(i) {\n  let x = ;\n}\n",
+    )
+    .unwrap();
+    let (ok, out, _) = selfheal(&[
+        "playbook",
+        "check",
+        bad.to_str().unwrap(),
+        broken.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    let lines: Vec<&str> = out.lines().collect();
+    let b = bad.display().to_string();
+    assert!(
+        lines.iter().any(|l| l
+            .starts_with(&format!("{b}:5: unknown host function traffic::shfit"))
+            && l.contains("traffic::shift")),
+        "{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(&format!(
+            "{b}:6: service::restart called with 1 argument(s)"
+        ))),
+        "{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(&format!(
+            "{b}:8: unknown host function storage::wipe (there is no host module `storage`)"
+        ))),
+        "{out}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with(&b)).count(),
+        3,
+        "nothing flagged in comments or strings: {out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{}:", broken.display()))),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_library_playbook_passes_its_fixtures_and_a_wrong_one_fails() {
+    let (ok, out, err) = selfheal(&["playbook", "test"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        !out.contains("no fixture"),
+        "every playbook has a fixture: {out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("pass ")).count(),
+        9,
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let fx = dir.path().join("wrong.toml");
+    std::fs::write(
+        &fx,
+        r#"playbook = "rollback_bad_deploy"
+expect = ["act restart payment-engine"]
+[incident]
+cause = "bad_deploy"
+target = "payment-engine"
+"#,
+    )
+    .unwrap();
+    let (ok, out, _) = selfheal(&["playbook", "test", fx.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("FAIL") && out.contains("act rollback payment-engine"),
+        "{out}"
+    );
+    std::fs::write(&fx, "playbook = \"rollback_bad_deploy\"\nexpect = [\"x\"]\n[incident]\ncause = \"hot_item\"\ntarget = \"x\"\n").unwrap();
+    let (ok, out, _) = selfheal(&["playbook", "test", fx.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("does not handle cause hot_item"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_committed_api_reference_is_what_the_code_generates() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("api.md");
+    let defs = dir.path().join("api.d.rhai");
+    let (ok, out, err) = selfheal(&[
+        "playbook",
+        "docs",
+        "--out",
+        md.to_str().unwrap(),
+        "--defs",
+        defs.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (generated, committed) in [
+        (md, "docs/playbook-api.md"),
+        (defs, "docs/playbook-api.d.rhai"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(generated).unwrap(),
+            std::fs::read_to_string(root.join(committed)).unwrap(),
+            "{committed} is stale: run `selfheal playbook docs`"
+        );
+    }
+}
