@@ -332,7 +332,7 @@ pub fn test(rt: &Runtime, fixture_files: &[PathBuf]) -> Vec<TestResult> {
             confidence: fx.incident.confidence,
             symptoms: Vec::new(),
         };
-        if !pb.meta.handles.iter().any(|h| *h == facts.cause) {
+        if !pb.meta.handles.contains(&facts.cause) {
             r.failure = Some(format!(
                 "{} does not handle cause {} (it handles {})",
                 pb.name,
