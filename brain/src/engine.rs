@@ -43,7 +43,12 @@ pub struct Engine {
     pub(crate) action_timeout: Duration,
     pub(crate) results_tx: mpsc::Sender<ActionResult>,
     pub(crate) context: crate::context::Context,
+    /// Where the playbooks are, watched for changes (hot reload).
+    pub(crate) playbook_dir: std::path::PathBuf,
 }
+
+/// How often the playbook files are looked at for changes (wall clock).
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 impl Engine {
     /// Runs until `stop` fires or the anomaly stream ends.
@@ -57,10 +62,17 @@ impl Engine {
     ) {
         let mut now = *watermark.borrow();
         let (mut answers, mut transitions, mut filed) = (0u64, 0u64, 0u64);
+        let mut reload = tokio::time::interval(RELOAD_EVERY);
+        reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reload.tick().await;
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
+                _ = reload.tick() => {
+                    self.reload_playbooks();
+                    continue;
+                }
                 Some(r) = results.recv() => {
                     self.on_result(r, now).await;
                     answers += 1;
@@ -95,6 +107,24 @@ impl Engine {
             self.stats
                 .contexts_handled
                 .fetch_add(std::mem::take(&mut filed), SeqCst);
+        }
+    }
+
+    /// Hot reload of the playbooks: a good set is swapped in, a broken one
+    /// refused (the running set stays) and counted.
+    fn reload_playbooks(&mut self) {
+        match self.runtime.reload_if_changed(&self.playbook_dir) {
+            Ok(None) => {}
+            Ok(Some(n)) => {
+                BrainStats::bump(&self.stats.playbook_reloads);
+                info!(playbooks = n, "playbooks reloaded");
+            }
+            Err(errs) => {
+                BrainStats::bump(&self.stats.playbook_reloads_refused);
+                for e in &errs {
+                    warn!(error = %e, "playbook change refused; the running playbooks stay");
+                }
+            }
         }
     }
 

@@ -223,6 +223,7 @@ impl Brain {
             action_timeout: Duration::from_millis(cfg.action_timeout_ms),
             results_tx,
             context: context::Context::default(),
+            playbook_dir: cfg.playbooks.clone(),
         };
         tasks.push(tokio::spawn(engine.run(
             anomaly_rx,

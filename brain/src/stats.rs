@@ -62,6 +62,10 @@ pub struct BrainStats {
     pub contexts: AtomicU64,
     /// Change events and hotspot reports the engine has filed.
     pub contexts_handled: AtomicU64,
+    /// Playbook sets swapped in by hot reload.
+    pub playbook_reloads: AtomicU64,
+    /// Playbook changes refused by hot reload (the old set kept).
+    pub playbook_reloads_refused: AtomicU64,
     /// Per-service models loaded at start.
     pub models_loaded: AtomicU64,
     /// Model files refused at start (unreadable or inconsistent).
@@ -141,6 +145,16 @@ impl BrainStats {
                 "selfheal_brain_samples_total",
                 "Samples accepted.",
                 &self.samples,
+            ),
+            (
+                "selfheal_brain_playbook_reloads_total",
+                "Playbook sets swapped in by hot reload.",
+                &self.playbook_reloads,
+            ),
+            (
+                "selfheal_brain_playbook_reloads_refused_total",
+                "Playbook changes refused by hot reload; the running set stays.",
+                &self.playbook_reloads_refused,
             ),
             (
                 "selfheal_brain_models_loaded",

@@ -198,6 +198,24 @@ pub struct Runtime {
     deadline: Arc<Mutex<Option<Instant>>>,
     limits: Limits,
     playbooks: Vec<Playbook>,
+    /// The files last loaded (or last refused): path, modified, length.
+    seen: Vec<(PathBuf, Option<std::time::SystemTime>, u64)>,
+}
+
+/// What the playbook files under `dir` look like now.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<std::time::SystemTime>, u64)> {
+    let mut files = Vec::new();
+    collect(dir, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let m = std::fs::metadata(&f).ok();
+            let modified = m.as_ref().and_then(|m| m.modified().ok());
+            let len = m.map_or(0, |m| m.len());
+            (f, modified, len)
+        })
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -491,7 +509,22 @@ impl Runtime {
             deadline,
             limits,
             playbooks: Vec::new(),
+            seen: Vec::new(),
         }
+    }
+
+    /// Hot reload: when a playbook under `dir` was added, changed or
+    /// removed since the last load, compiles them all again and swaps them
+    /// in if every one is good. A broken set is refused (the old one stays)
+    /// and not retried until the files change again. `Ok(None)`: nothing
+    /// changed.
+    pub fn reload_if_changed(&mut self, dir: &Path) -> Result<Option<usize>, Vec<PlaybookError>> {
+        let now = fingerprint(dir);
+        if now == self.seen {
+            return Ok(None);
+        }
+        self.seen = now;
+        self.load_dir(dir).map(Some)
     }
 
     /// Compiles one playbook and reads its metadata.
@@ -557,6 +590,7 @@ impl Runtime {
                 Err(e) => problems.push(e),
             }
         }
+        self.seen = fingerprint(dir);
         if !problems.is_empty() {
             return Err(problems);
         }

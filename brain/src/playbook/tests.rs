@@ -333,3 +333,63 @@ fn the_host_api_is_documented_from_its_registrations() {
     let shift = api.iter().find(|f| f.name == "shift").unwrap();
     assert_eq!(shift.params[2], "fraction: f64");
 }
+
+#[test]
+fn hot_reload_swaps_good_changes_in_and_keeps_the_old_set_on_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = |fraction: &str| {
+        format!(
+            "{META}\nfn plan(i) {{ traffic::shift(i.target, \"bank-b\", {fraction}); verify::cleared(30); }}"
+        )
+    };
+    let p = write(dir.path(), "failover.rhai", &body("0.5"));
+    let mut rt = Runtime::new(topo(), Limits::default());
+    assert_eq!(rt.load_dir(dir.path()).unwrap(), 1);
+    assert_eq!(
+        rt.reload_if_changed(dir.path()).unwrap(),
+        None,
+        "nothing changed"
+    );
+    let fraction = |rt: &Runtime| match &rt.plan(&rt.playbooks()[0], &facts()).unwrap()[0] {
+        Step::Act(a) => a.params["fraction"].as_f64().unwrap(),
+        s => panic!("{s:?}"),
+    };
+    assert_eq!(fraction(&rt), 0.5);
+
+    std::fs::write(&p, body("0.125")).unwrap();
+    assert_eq!(rt.reload_if_changed(dir.path()).unwrap(), Some(1));
+    assert_eq!(fraction(&rt), 0.125, "the change is live");
+
+    std::fs::write(&p, "fn meta() { oops").unwrap();
+    let errs = rt.reload_if_changed(dir.path()).unwrap_err();
+    assert!(errs[0].to_string().contains("failover.rhai"), "{errs:?}");
+    assert_eq!(fraction(&rt), 0.125, "the running playbook stays");
+    assert_eq!(
+        rt.reload_if_changed(dir.path()).unwrap(),
+        None,
+        "not retried until changed"
+    );
+
+    std::fs::write(&p, body("1.0")).unwrap();
+    assert_eq!(rt.reload_if_changed(dir.path()).unwrap(), Some(1));
+    assert_eq!(fraction(&rt), 1.0);
+}
+
+#[test]
+fn huge_strings_are_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(topo(), Limits::default());
+    let p = write(
+        dir.path(),
+        "grow.rhai",
+        &format!("{META}\nfn plan(i) {{ let s = \"xxxxxxxx\"; loop {{ s += s; }} }}"),
+    );
+    let e = rt
+        .plan(&rt.compile(&p).unwrap(), &facts())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("grow.rhai") && e.to_lowercase().contains("too large"),
+        "{e}"
+    );
+}
