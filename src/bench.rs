@@ -183,3 +183,48 @@ pub fn models_on_scenarios() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Playbook overhead per run, excluding actuator I/O: every library
+/// playbook planning its fixture incident, `runs` times each, on one
+/// core. Returns (p50, p99, max) in microseconds over all runs.
+pub fn playbook_overhead(runs: usize) -> anyhow::Result<(f64, f64, f64)> {
+    use selfheal_brain::playbook::{IncidentFacts, Limits, Runtime, authoring};
+    let dir = crate::paths::playbooks();
+    let mut rt = Runtime::new(
+        Arc::new(selfheal_sim::default_topology()),
+        Limits::default(),
+    );
+    rt.load_dir(&dir)
+        .map_err(|e| anyhow::anyhow!("playbooks do not load: {e:?}"))?;
+    let mut cases = Vec::new();
+    for f in authoring::fixtures(&dir) {
+        let fx: authoring::Fixture = toml::from_str(&std::fs::read_to_string(&f)?)?;
+        let pb = rt
+            .playbooks()
+            .iter()
+            .find(|p| p.name == fx.playbook)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("{}: no playbook {}", f.display(), fx.playbook))?;
+        let facts = IncidentFacts {
+            id: "bench".into(),
+            cause: fx.incident.cause,
+            target: fx.incident.target,
+            at: fx.incident.at,
+            service: fx.incident.service,
+            confidence: fx.incident.confidence,
+            symptoms: vec!["payment-engine/error_rate".into()],
+        };
+        cases.push((pb, facts));
+    }
+    let mut us = Vec::with_capacity(runs * cases.len());
+    for _ in 0..runs {
+        for (pb, facts) in &cases {
+            let t = Instant::now();
+            black_box(rt.plan(pb, facts).map_err(|e| anyhow::anyhow!("{e}"))?);
+            us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    us.sort_by(f64::total_cmp);
+    let q = |p: f64| us[((us.len() - 1) as f64 * p) as usize];
+    Ok((q(0.5), q(0.99), *us.last().unwrap_or(&0.0)))
+}

@@ -542,6 +542,10 @@ async fn main() -> anyhow::Result<()> {
                 selfheal::bench::detector_throughput() / 1e6,
                 selfheal_brain::detect::Detector::STATE_BYTES
             );
+            let (p50, p99, max) = selfheal::bench::playbook_overhead(2000)?;
+            println!(
+                "playbook plan, per run (9 library playbooks x 2000): p50 {p50:.1} us, p99 {p99:.1} us, max {max:.0} us"
+            );
             selfheal::bench::models_on_scenarios()?;
             println!(
                 "indicator decode + validation: {:.2} M samples/s",
