@@ -24,8 +24,14 @@ impl Drop for Proc {
 /// Starts `selfheal ARGS` and waits until its log says `ready`; the log
 /// goes on into `log`.
 fn start(args: &[&str], ready: &str, log: std::path::PathBuf) -> Proc {
+    start_with(args, &[], ready, log)
+}
+
+/// [`start`] with extra environment variables.
+fn start_with(args: &[&str], env: &[(&str, &str)], ready: &str, log: std::path::PathBuf) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_selfheal"))
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -314,4 +320,136 @@ fn kill_switch_cli_engages_reports_and_releases() {
         !ok && err.contains("guard.kill_switch_file is not set"),
         "{err}"
     );
+}
+
+/// The brain is killed (abort, as by `kill -9`) right after writing an
+/// action ahead, or right after the actuator applied it, then restarted on
+/// the same store while the platform runs on: the action is applied exactly
+/// once, the store ends with its true outcome, nothing stays pending, the
+/// fault is not acted on again by a new incident, and the cut-off incident
+/// goes to a person.
+#[test]
+fn a_brain_killed_mid_action_resumes_without_duplicate_or_loss() {
+    for (failpoint, final_state) in [("after_record", "applied"), ("after_send", "duplicate")] {
+        let nats = NatsServer::start();
+        let url = nats.url();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("brain.db");
+        let cfg = dir.path().join("brain.toml");
+        let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
+        std::fs::write(
+            &cfg,
+            format!(
+                "store = {:?}\nplaybooks = {:?}\n",
+                db.display().to_string(),
+                playbooks
+            ),
+        )
+        .unwrap();
+        let brain_args = ["brain", "--nats", &url, "--config", cfg.to_str().unwrap()];
+        let mut brain = start_with(
+            &brain_args,
+            &[("SELFHEAL_FAILPOINT", failpoint)],
+            "brain running",
+            dir.path().join("brain1.log"),
+        );
+        let _agent = start(
+            &["agent", "--nats", &url],
+            "agent running",
+            dir.path().join("agent.log"),
+        );
+        let sim = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+            .args(["sim", "--nats", &url, "--speed", "20"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the simulator runs");
+        let sim = Proc(sim);
+
+        // The brain dies at its first action.
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = brain.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{failpoint}: the brain never acted"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(!status.success(), "{failpoint}: aborted");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let rows = |conn: &rusqlite::Connection| -> Vec<(String, String, String)> {
+            let mut st = conn
+                .prepare("SELECT id, state, target FROM actions ORDER BY recorded_at_us")
+                .unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let before = rows(&conn);
+        assert_eq!(before.len(), 1, "{failpoint}: {before:?}");
+        assert_eq!(
+            before[0].1, "pending",
+            "{failpoint}: written ahead, outcome unknown"
+        );
+        let key = before[0].0.clone();
+
+        // Restarted on the same store, while the fault goes on.
+        let brain2 = start(&brain_args, "brain running", dir.path().join("brain2.log"));
+        let mut sim = sim;
+        let out = {
+            let mut stdout = sim.0.stdout.take().unwrap();
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
+            s
+        };
+        assert!(sim.0.wait().unwrap().success());
+        drop(brain2);
+        let truth: serde_json::Value = serde_json::from_str(&out).expect("ground truth");
+        let applied: Vec<&str> = truth["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            applied.iter().filter(|k| **k == key).count(),
+            1,
+            "{failpoint}: the action was applied exactly once: {applied:?}"
+        );
+        let after = rows(&conn);
+        assert!(
+            after.iter().all(|(_, s, _)| s != "pending"),
+            "{failpoint}: {after:?}"
+        );
+        assert_eq!(
+            after.iter().find(|(id, _, _)| *id == key).unwrap().1,
+            final_state,
+            "{failpoint}: {after:?}"
+        );
+        // Nothing else was done to the same target by automation.
+        let on_target: Vec<_> = after
+            .iter()
+            .filter(|(_, s, t)| *t == before[0].2 && matches!(s.as_str(), "applied" | "duplicate"))
+            .collect();
+        assert_eq!(on_target.len(), 1, "{failpoint}: {after:?}");
+        assert_eq!(
+            applied.len(),
+            after
+                .iter()
+                .filter(|(_, s, _)| s == "applied" || s == "duplicate")
+                .count()
+        );
+        let first_incident: String = conn
+            .query_row(
+                "SELECT state FROM incidents ORDER BY opened_ts LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(first_incident, "escalated", "{failpoint}");
+    }
 }

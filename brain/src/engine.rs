@@ -62,6 +62,7 @@ impl Engine {
     ) {
         let mut now = *watermark.borrow();
         let (mut answers, mut transitions, mut filed) = (0u64, 0u64, 0u64);
+        self.resume().await;
         let mut reload = tokio::time::interval(RELOAD_EVERY);
         reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reload.tick().await;
@@ -192,16 +193,111 @@ impl Engine {
         }
     }
 
+    /// After a restart: every action the store holds as pending (written
+    /// ahead, maybe sent, never answered) is sent again under its own
+    /// idempotency key, so the actuator applies it once and answers for it
+    /// (no loss, no duplicate); the cooldown is seeded from the stored
+    /// actions, so a fault seen again is not acted on again by a new
+    /// incident; and incidents cut off mid-playbook go to a person.
+    async fn resume(&mut self) {
+        let actions = match self.store.actions() {
+            Ok(a) => a,
+            Err(e) => {
+                error!(error = %e, "could not read the store's actions; nothing resumed");
+                return;
+            }
+        };
+        for a in &actions {
+            if matches!(a.state.as_str(), "pending" | "applied" | "duplicate") {
+                self.guards.seed(&a.incident_id, &a.target, a.ts);
+            }
+        }
+        for a in actions.iter().filter(|a| a.state == "pending") {
+            let kind: Result<selfheal_bus::ActionKind, _> =
+                serde_json::from_value(serde_json::Value::String(a.kind.clone()));
+            let params = serde_json::from_str(&a.params);
+            let (Ok(kind), Ok(params)) = (kind, params) else {
+                self.store_log(
+                    "action",
+                    self.store.finish_action(
+                        &a.id,
+                        ActionState::Failed,
+                        "unreadable in the store at restart; not re-sent",
+                    ),
+                );
+                continue;
+            };
+            let req = ActionRequest {
+                v: WIRE_VERSION,
+                id: a.id.clone(),
+                incident: a.incident_id.clone(),
+                service: a.service.clone(),
+                kind,
+                target: a.target.clone(),
+                params,
+                ts: a.ts,
+            };
+            info!(action = %a.id, "restart: re-sending an unanswered action under its key");
+            self.store_log(
+                "timeline",
+                self.store.timeline(
+                    &a.incident_id,
+                    a.ts,
+                    "resumed",
+                    &format!(
+                        "brain restarted: action {} re-sent under its idempotency key",
+                        a.id
+                    ),
+                ),
+            );
+            self.guards.resent();
+            BrainStats::bump(&self.stats.actions_sent);
+            let (bus, subjects, tx, timeout) = (
+                self.bus.clone(),
+                self.subjects.clone(),
+                self.results_tx.clone(),
+                self.action_timeout,
+            );
+            let (incident, action) = (a.incident_id.clone(), a.id.clone());
+            tokio::spawn(async move {
+                let reply = act::send(&bus, &subjects, &req, timeout).await;
+                let _ = tx
+                    .send(ActionResult {
+                        incident,
+                        action,
+                        reply,
+                    })
+                    .await;
+            });
+        }
+        for inc in self.store.incidents().unwrap_or_default() {
+            // Incidents end recovered, cleared, escalated or dry run; any
+            // other state was cut off.
+            if matches!(
+                inc.state.as_str(),
+                "recovered" | "cleared" | "escalated" | "dry_run"
+            ) {
+                continue;
+            }
+            BrainStats::bump(&self.stats.escalated);
+            self.store_log(
+                "incident",
+                self.store.set_incident_state(&inc.id, "escalated", None),
+            );
+            self.store_log(
+                "timeline",
+                self.store.timeline(
+                    &inc.id,
+                    inc.opened_ts,
+                    "escalated",
+                    "the brain restarted mid-playbook: unanswered actions were re-sent under their keys, nothing further is done automatically; a person must check",
+                ),
+            );
+        }
+    }
+
     async fn on_result(&mut self, r: ActionResult, now: i64) {
         self.guards.answered();
-        let Some(i) = self
-            .correlator
-            .incidents
-            .iter()
-            .position(|x| x.id == r.incident)
-        else {
-            return;
-        };
         let (state, reason) = match &r.reply {
             Ok(rep) => match rep.status {
                 ActionStatus::Applied => (ActionState::Applied, rep.message.clone()),
@@ -215,6 +311,15 @@ impl Engine {
             "action",
             self.store.finish_action(&r.action, state, &reason),
         );
+        // (An action re-sent at restart belongs to no live incident.)
+        let Some(i) = self
+            .correlator
+            .incidents
+            .iter()
+            .position(|x| x.id == r.incident)
+        else {
+            return;
+        };
         let inc = &mut self.correlator.incidents[i];
         if !matches!(&inc.wait, Some(Wait::Reply(id)) if *id == r.action) {
             return;
@@ -537,6 +642,7 @@ impl Engine {
                     .await;
                     return false;
                 }
+                act::failpoint("after_record");
                 self.guards.sent(&inc.id, &a, now);
                 BrainStats::bump(&self.stats.actions_sent);
                 let req = ActionRequest {
@@ -572,6 +678,7 @@ impl Engine {
                 let (incident, action) = (inc.id.clone(), row.id);
                 tokio::spawn(async move {
                     let reply = act::send(&bus, &subjects, &req, timeout).await;
+                    act::failpoint("after_send");
                     let _ = tx
                         .send(ActionResult {
                             incident,

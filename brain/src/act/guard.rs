@@ -251,6 +251,21 @@ impl Guards {
             .push_back((now, action.target.clone(), shifted(action)));
     }
 
+    /// Notes an action found in the store at start (sent, or about to be,
+    /// by an earlier run), so that the cooldown spans a restart.
+    pub fn seed(&mut self, incident: &str, target: &str, ts: i64) {
+        let newer = self.last.get(target).is_none_or(|(_, at)| *at <= ts);
+        if newer {
+            self.last
+                .insert(target.to_string(), (incident.to_string(), ts));
+        }
+    }
+
+    /// Notes an action re-sent at start (it counts as in flight).
+    pub fn resent(&mut self) {
+        self.in_flight += 1;
+    }
+
     /// Notes an action answered.
     pub fn answered(&mut self) {
         self.in_flight = self.in_flight.saturating_sub(1);

@@ -9,6 +9,18 @@ use selfheal_bus::{ActionReply, ActionRequest, Bus, Limits, Subjects, decode, en
 
 pub use guard::{GuardConfig, Guards, Verdict};
 
+/// Crash injection for tests of write-ahead and resume: when the
+/// environment variable `SELFHEAL_FAILPOINT` names this point, the process
+/// aborts here, as a `kill -9` would stop it. Points: `after_record` (the
+/// action is in the store, not sent), `after_send` (sent, its answer not
+/// yet recorded).
+pub fn failpoint(name: &str) {
+    if std::env::var("SELFHEAL_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
 /// Sends an action request and waits for the actuator's reply.
 pub async fn send(
     bus: &Bus,
