@@ -43,14 +43,20 @@ pub struct BrainConfig {
     /// Where the HTTP API (`/healthz`, `/metrics`) listens; off when absent.
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
-    /// Directory of per-service multivariate models (`selfheal train`);
-    /// the brain runs without them when absent or empty.
-    #[serde(default)]
+    /// Directory of per-service multivariate models (`selfheal train`),
+    /// loaded at start (default `models`, relative to the working
+    /// directory); the brain runs without them when it is missing or holds
+    /// no model file.
+    #[serde(default = "default_models")]
     pub models: Option<PathBuf>,
     /// Model score (0..1) at or above which a service's indicators, taken
     /// together, are unusual.
     #[serde(default = "default_model_open")]
     pub model_open: f64,
+}
+
+fn default_models() -> Option<PathBuf> {
+    Some("models".into())
 }
 
 const fn default_model_open() -> f64 {
@@ -96,7 +102,7 @@ impl Default for BrainConfig {
             detector: DetectorConfig::default(),
             guard: GuardConfig::default(),
             listen: None,
-            models: None,
+            models: default_models(),
             model_open: default_model_open(),
         }
     }
