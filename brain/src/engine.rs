@@ -252,23 +252,7 @@ impl Engine {
             );
             self.guards.resent();
             BrainStats::bump(&self.stats.actions_sent);
-            let (bus, subjects, tx, timeout) = (
-                self.bus.clone(),
-                self.subjects.clone(),
-                self.results_tx.clone(),
-                self.action_timeout,
-            );
-            let (incident, action) = (a.incident_id.clone(), a.id.clone());
-            tokio::spawn(async move {
-                let reply = act::send(&bus, &subjects, &req, timeout).await;
-                let _ = tx
-                    .send(ActionResult {
-                        incident,
-                        action,
-                        reply,
-                    })
-                    .await;
-            });
+            self.dispatch(req);
         }
         for inc in self.store.incidents().unwrap_or_default() {
             // Incidents end recovered, cleared, escalated or dry run; any
@@ -294,6 +278,28 @@ impl Engine {
                 ),
             );
         }
+    }
+
+    /// Sends `req` to its actuator in the background; the answer comes
+    /// back as an [`ActionResult`].
+    fn dispatch(&self, req: ActionRequest) {
+        let (bus, subjects, tx, timeout) = (
+            self.bus.clone(),
+            self.subjects.clone(),
+            self.results_tx.clone(),
+            self.action_timeout,
+        );
+        tokio::spawn(async move {
+            let reply = act::send(&bus, &subjects, &req, timeout).await;
+            act::failpoint("after_send");
+            let _ = tx
+                .send(ActionResult {
+                    incident: req.incident,
+                    action: req.id,
+                    reply,
+                })
+                .await;
+        });
     }
 
     async fn on_result(&mut self, r: ActionResult, now: i64) {
@@ -669,24 +675,7 @@ impl Engine {
                 )
                 .await;
                 self.correlator.incidents[i].wait = Some(Wait::Reply(row.id.clone()));
-                let (bus, subjects, tx, timeout) = (
-                    self.bus.clone(),
-                    self.subjects.clone(),
-                    self.results_tx.clone(),
-                    self.action_timeout,
-                );
-                let (incident, action) = (inc.id.clone(), row.id);
-                tokio::spawn(async move {
-                    let reply = act::send(&bus, &subjects, &req, timeout).await;
-                    act::failpoint("after_send");
-                    let _ = tx
-                        .send(ActionResult {
-                            incident,
-                            action,
-                            reply,
-                        })
-                        .await;
-                });
+                self.dispatch(req);
                 false
             }
         }
