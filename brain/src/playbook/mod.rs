@@ -71,6 +71,9 @@ pub struct Meta {
     pub risk: Risk,
     /// Approval policy.
     pub approval: Approval,
+    /// Most distinct targets one plan may act on (its blast radius);
+    /// `max_targets` in `meta()`, 1 when absent.
+    pub max_targets: usize,
 }
 
 /// An action a plan asks for.
@@ -646,7 +649,29 @@ impl Runtime {
         });
         let steps = std::mem::take(&mut *lock(&self.steps));
         match r {
-            Ok(_) => Ok(steps),
+            Ok(_) => {
+                let mut targets: Vec<&str> = steps
+                    .iter()
+                    .filter_map(|s| match s {
+                        Step::Act(a) => Some(a.target.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                targets.sort_unstable();
+                targets.dedup();
+                if targets.len() > pb.meta.max_targets {
+                    return Err(PlaybookError::Run {
+                        file: pb.path.display().to_string(),
+                        message: format!(
+                            "the plan acts on {} targets ({}), more than meta() allows (max_targets = {})",
+                            targets.len(),
+                            targets.join(", "),
+                            pb.meta.max_targets
+                        ),
+                    });
+                }
+                Ok(steps)
+            }
             Err(e) => {
                 let message = match *e {
                     EvalAltResult::ErrorTerminated(..) => {
@@ -776,10 +801,18 @@ fn parse_meta(m: &Map) -> Result<Meta, String> {
             ));
         }
     };
+    let max_targets = match m.get("max_targets") {
+        None => 1,
+        Some(v) => match v.as_int() {
+            Ok(n) if n >= 1 => n as usize,
+            _ => return Err(format!("`max_targets` must be an integer >= 1, not {v}")),
+        },
+    };
     Ok(Meta {
         handles,
         risk,
         approval,
+        max_targets,
     })
 }
 

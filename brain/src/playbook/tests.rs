@@ -393,3 +393,32 @@ fn huge_strings_are_stopped() {
         "{e}"
     );
 }
+
+#[test]
+fn a_plan_may_not_act_on_more_targets_than_its_declared_blast_radius() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(topo(), Limits::default());
+    let body = |max: &str| {
+        format!(
+            r#"fn meta() {{ #{{ handles: ["channel_degraded"], risk: "medium", approval: "auto"{max} }} }}
+fn plan(i) {{ traffic::shift("bank-a", "bank-b", 0.5); traffic::shift("bank-c", "bank-b", 0.5); }}"#
+        )
+    };
+    let p = write(dir.path(), "two.rhai", &body(""));
+    let e = rt
+        .plan(&rt.compile(&p).unwrap(), &facts())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("acts on 2 targets (bank-a, bank-c)") && e.contains("max_targets = 1"),
+        "{e}"
+    );
+    let p = write(dir.path(), "two.rhai", &body(", max_targets: 2"));
+    assert_eq!(
+        rt.plan(&rt.compile(&p).unwrap(), &facts()).unwrap().len(),
+        2
+    );
+    let p = write(dir.path(), "two.rhai", &body(", max_targets: 0"));
+    let e = rt.compile(&p).unwrap_err().to_string();
+    assert!(e.contains("`max_targets` must be an integer >= 1"), "{e}");
+}
