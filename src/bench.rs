@@ -3,32 +3,10 @@
 
 use std::{hint::black_box, sync::Arc, time::Instant};
 
-use selfheal_brain::detect::{Detector, DetectorConfig, Direction};
 use selfheal_bus::{
     IndicatorBatch, Layer, Limits, LocalTransport, Sample, WIRE_VERSION, decode, encode,
 };
 use selfheal_sim::Scenario;
-
-/// Streaming detector: samples per second on one core.
-pub fn detector_throughput() -> f64 {
-    let cfg = DetectorConfig::default();
-    let series = 1_000usize;
-    let per = 2_000usize;
-    let mut dets: Vec<Detector> = (0..series).map(|_| Detector::new(Direction::Up)).collect();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let t = Instant::now();
-    for i in 0..per {
-        for d in dets.iter_mut() {
-            // xorshift noise around 100.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let v = 100.0 + (x % 1000) as f64 / 100.0;
-            black_box(d.update(i as i64 * 1000, v, &cfg));
-        }
-    }
-    (series * per) as f64 / t.elapsed().as_secs_f64()
-}
 
 /// Indicator batch decode + validation: samples per second.
 pub fn decode_throughput() -> f64 {
@@ -106,15 +84,10 @@ pub fn models_on_scenarios() -> anyhow::Result<()> {
     use selfheal_models::ModelSet;
     let topo = selfheal_sim::default_topology();
     let dir = tempfile::tempdir()?;
-    let mut files: Vec<_> = std::fs::read_dir(crate::paths::scenarios())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
     let mut scenarios = Vec::new();
-    for f in &files {
+    for f in crate::drill::shipped() {
         scenarios.push(
-            Scenario::parse(&std::fs::read_to_string(f)?, &topo).map_err(anyhow::Error::msg)?,
+            Scenario::parse(&std::fs::read_to_string(&f)?, &topo).map_err(anyhow::Error::msg)?,
         );
     }
     let mut history = Vec::new();
@@ -153,23 +126,14 @@ pub fn models_on_scenarios() -> anyhow::Result<()> {
             let Some(times) = history.get(service) else {
                 continue;
             };
-            let mut run_len = 0u8;
-            for (ts, metrics) in times {
-                let s = m.vector(metrics).map_or(0.0, |v| m.score(&v));
-                run_len = if s >= th.open {
-                    run_len.saturating_add(1)
-                } else {
-                    0
-                };
-                if run_len == th.open_run {
-                    let at = (ts - crate::train::RECORD_START_MS) / 1000;
-                    match start {
-                        Some(s0) if at >= s0 => {
-                            first = Some(first.map_or(at - s0, |f: i64| f.min(at - s0)));
-                            alarmed.insert(service.clone());
-                        }
-                        _ => false_alarms += 1,
+            for ts in crate::train::alarms(m, times, &th) {
+                let at = (ts - crate::train::RECORD_START_MS) / 1000;
+                match start {
+                    Some(s0) if at >= s0 => {
+                        first = Some(first.map_or(at - s0, |f: i64| f.min(at - s0)));
+                        alarmed.insert(service.clone());
                     }
+                    _ => false_alarms += 1,
                 }
             }
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use selfheal_brain::detect::{DetectorConfig, offline::score_series};
-pub use selfheal_bus::time::parse_timestamp;
+use selfheal_bus::time::parse_timestamp;
 
 /// Files under `input` (or `input` itself) ending in `.csv`, sorted, with
 /// their path relative to `input`.

@@ -1,8 +1,6 @@
 //! Drills: run scenarios through the whole loop in lockstep on the virtual
 //! clock and score what the brain did against the platform's ground truth.
 
-use std::path::Path;
-
 use anyhow::Context;
 use selfheal_bus::{LocalTransport, Topology};
 use selfheal_sim::Scenario;
@@ -193,8 +191,7 @@ pub fn load(files: &[std::path::PathBuf], topo: &Topology) -> anyhow::Result<Vec
 
 /// The shipped scenario files, sorted.
 pub fn shipped() -> Vec<std::path::PathBuf> {
-    let dir = crate::existing(Path::new("sim/scenarios").to_path_buf());
-    let mut files: Vec<_> = std::fs::read_dir(dir)
+    let mut files: Vec<_> = std::fs::read_dir(crate::paths::scenarios())
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.path())

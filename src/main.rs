@@ -538,8 +538,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench { seeds, speed } => {
             check_speed(speed)?;
             println!(
-                "streaming detector: {:.2} M samples/s on one core, {} bytes of state per series",
-                selfheal::bench::detector_throughput() / 1e6,
+                "streaming detector: {} bytes of state per series (throughput: cargo bench -p selfheal-brain --bench detector)",
                 selfheal_brain::detect::Detector::STATE_BYTES
             );
             let (p50, p99, max) = selfheal::bench::playbook_overhead(2000)?;

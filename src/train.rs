@@ -9,11 +9,13 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use selfheal_bus::Topology;
-use selfheal_models::{FitConfig, ModelError, ModelSet, ServiceModel, Vectors};
+use selfheal_brain::detect::{
+    hysteresis::{Edge, Hysteresis},
+    model::ModelThresholds,
+};
+use selfheal_bus::{Topology, time::parse_timestamp};
+use selfheal_models::{FitConfig, Means, ModelError, ModelSet, ServiceModel};
 use selfheal_sim::{Platform, Scenario};
-
-use crate::detect::parse_timestamp;
 
 /// Platform time of the first tick of a recording, ms.
 pub const RECORD_START_MS: i64 = 1_700_000_000_000;
@@ -88,7 +90,7 @@ pub fn read_history(path: &Path) -> anyhow::Result<History> {
             path.display()
         );
     };
-    let mut by_time: BTreeMap<(String, i64), Vectors> = BTreeMap::new();
+    let mut by_time: BTreeMap<(String, i64), Means> = BTreeMap::new();
     for (i, rec) in rd.records().enumerate() {
         let line = i + 2;
         let rec = rec.with_context(|| format!("{}:{line}", path.display()))?;
@@ -118,15 +120,35 @@ pub fn read_history(path: &Path) -> anyhow::Result<History> {
         by_time
             .entry((service.to_string(), ts))
             .or_default()
-            .add(service, metric, value);
+            .add(metric, value);
     }
     let mut out: History = BTreeMap::new();
-    for ((service, ts), mut v) in by_time {
-        if let Some(means) = v.take().remove(&service) {
-            out.entry(service).or_default().insert(ts, means);
-        }
+    for ((service, ts), means) in by_time {
+        out.entry(service).or_default().insert(ts, means.means());
     }
     Ok(out)
+}
+
+/// When `model` raises an alarm over one service's `times` (the brain's
+/// rule, [`ModelThresholds`]): the times, ms, at which it opens.
+pub fn alarms(
+    model: &ServiceModel,
+    times: &BTreeMap<i64, BTreeMap<String, f64>>,
+    th: &ModelThresholds,
+) -> Vec<i64> {
+    let mut state = Hysteresis::default();
+    times
+        .iter()
+        .filter_map(|(ts, metrics)| {
+            let score = model
+                .vector(|f| metrics.get(f).copied())
+                .map_or(0.0, |v| model.score(&v));
+            match th.step(&mut state, *ts, score)? {
+                Edge::Opened { .. } => Some(*ts),
+                Edge::Closed => None,
+            }
+        })
+        .collect()
 }
 
 /// What `train` did.

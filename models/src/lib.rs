@@ -16,9 +16,9 @@
 //! * [`ServiceModel`]: fit, score, and its calibration on the training
 //!   data.
 //! * [`ModelSet`]: the models of a directory, loaded and saved together.
-//! * [`Vectors`]: turns samples into per-service indicator vectors (the
-//!   mean of each metric over a service's instances), the same way for
-//!   training and for scoring.
+//! * [`Means`]: turns a service's samples of one instant into its
+//!   indicator vector (the mean of each metric over its instances), the
+//!   same way for training and for scoring.
 
 use std::{
     collections::BTreeMap,
@@ -309,13 +309,10 @@ impl ServiceModel {
         z / (z + 1.0)
     }
 
-    /// The vector of this model's features from a service's metric means;
+    /// The vector of this model's features, given each metric's mean;
     /// `None` if one is missing.
-    pub fn vector(&self, metrics: &BTreeMap<String, f64>) -> Option<Vec<f64>> {
-        self.features
-            .iter()
-            .map(|f| metrics.get(f).copied())
-            .collect()
+    pub fn vector(&self, mean: impl Fn(&str) -> Option<f64>) -> Option<Vec<f64>> {
+        self.features.iter().map(|f| mean(f)).collect()
     }
 
     /// Every inconsistency of a loaded model.
@@ -434,46 +431,54 @@ impl ModelSet {
     }
 }
 
-/// Per-service indicator vectors of one instant: for each service, the
-/// mean of each metric over its samples (instances, layers, IDCs).
+/// The mean of each metric of one service at one instant, over its
+/// samples (instances, layers, IDCs): what a model scores. Reused instant
+/// after instant without allocating once its metrics are known.
 #[derive(Clone, Debug, Default)]
-pub struct Vectors {
-    sums: BTreeMap<String, BTreeMap<String, (f64, u32)>>,
+pub struct Means {
+    sums: BTreeMap<String, (f64, u32)>,
 }
 
-impl Vectors {
+impl Means {
     /// Adds one sample (non-finite values are skipped).
-    pub fn add(&mut self, service: &str, metric: &str, value: f64) {
+    pub fn add(&mut self, metric: &str, value: f64) {
         if !value.is_finite() {
             return;
         }
-        let e = self
-            .sums
-            .entry(service.to_string())
-            .or_default()
-            .entry(metric.to_string())
-            .or_insert((0.0, 0));
-        e.0 += value;
-        e.1 += 1;
+        match self.sums.get_mut(metric) {
+            Some(e) => *e = (e.0 + value, e.1 + 1),
+            None => {
+                self.sums.insert(metric.to_string(), (value, 1));
+            }
+        }
     }
 
-    /// The means, by service and metric; empties the accumulator.
-    pub fn take(&mut self) -> BTreeMap<String, BTreeMap<String, f64>> {
-        std::mem::take(&mut self.sums)
-            .into_iter()
-            .map(|(s, m)| {
-                let means = m
-                    .into_iter()
-                    .map(|(k, (sum, n))| (k, sum / n as f64))
-                    .collect();
-                (s, means)
-            })
+    /// The mean of `metric`, if it had a sample.
+    pub fn mean(&self, metric: &str) -> Option<f64> {
+        self.sums
+            .get(metric)
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| s / *n as f64)
+    }
+
+    /// Every metric's mean.
+    pub fn means(&self) -> BTreeMap<String, f64> {
+        self.sums
+            .keys()
+            .filter_map(|k| Some((k.clone(), self.mean(k)?)))
             .collect()
     }
 
-    /// Whether nothing was added since the last `take`.
+    /// Forgets the samples (keeps the metric names).
+    pub fn reset(&mut self) {
+        for e in self.sums.values_mut() {
+            *e = (0.0, 0);
+        }
+    }
+
+    /// Whether no sample was added since the last reset.
     pub fn is_empty(&self) -> bool {
-        self.sums.is_empty()
+        self.sums.values().all(|(_, n)| *n == 0)
     }
 }
 

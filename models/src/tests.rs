@@ -138,16 +138,19 @@ fn bad_model_files_are_named_and_the_rest_still_load() {
 }
 
 #[test]
-fn vectors_average_a_service_over_its_instances() {
-    let mut v = Vectors::default();
-    v.add("a", "cpu", 0.2);
-    v.add("a", "cpu", 0.4);
-    v.add("a", "latency", 10.0);
-    v.add("a", "latency", f64::NAN);
-    v.add("b", "cpu", 1.0);
-    let m = v.take();
-    assert!((m["a"]["cpu"] - 0.3).abs() < 1e-12);
-    assert_eq!(m["a"]["latency"], 10.0);
-    assert_eq!(m["b"]["cpu"], 1.0);
-    assert!(v.is_empty());
+fn means_average_a_service_over_its_instances_and_reset_for_the_next_instant() {
+    let mut m = Means::default();
+    m.add("cpu", 0.2);
+    m.add("cpu", 0.4);
+    m.add("latency", 10.0);
+    m.add("latency", f64::NAN);
+    assert!((m.mean("cpu").unwrap() - 0.3).abs() < 1e-12);
+    assert_eq!(m.mean("latency"), Some(10.0));
+    assert_eq!(m.means().len(), 2);
+    m.reset();
+    assert!(m.is_empty());
+    assert_eq!(m.mean("cpu"), None);
+    m.add("cpu", 1.0);
+    assert_eq!(m.mean("cpu"), Some(1.0));
+    assert_eq!(m.means().keys().collect::<Vec<_>>(), vec!["cpu"]);
 }

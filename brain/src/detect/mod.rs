@@ -1,6 +1,7 @@
 //! Detect: per-series streaming detectors, run by shard tasks that each own
 //! the state of the series hashed to them.
 
+pub mod hysteresis;
 pub mod model;
 pub mod offline;
 pub mod shard;

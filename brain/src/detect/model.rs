@@ -10,9 +10,12 @@
 use std::collections::HashMap;
 
 use selfheal_bus::{Layer, SeriesKey};
-use selfheal_models::{ModelSet, Vectors};
+use selfheal_models::{Means, ModelSet};
 
-use super::{AnomalyEvent, AnomalyKind, Direction};
+use super::{
+    AnomalyEvent, AnomalyKind, Direction,
+    hysteresis::{Edge, Hysteresis},
+};
 
 /// Metric name of a model's anomalies.
 pub const MODEL_METRIC: &str = "model_score";
@@ -38,14 +41,24 @@ impl Default for ModelThresholds {
     }
 }
 
+impl ModelThresholds {
+    /// Takes one instant's score into `state`.
+    pub fn step(&self, state: &mut Hysteresis, ts: i64, score: f64) -> Option<Edge> {
+        state.step(
+            ts,
+            score >= self.open,
+            score < self.open / 2.0,
+            self.open_run,
+            self.close_run,
+        )
+    }
+}
+
 #[derive(Default)]
 struct ServiceState {
     ts: i64,
-    acc: Vectors,
-    run: u8,
-    onset: i64,
-    anomalous: bool,
-    last: f64,
+    acc: Means,
+    state: Hysteresis,
 }
 
 /// The models and each modelled service's state.
@@ -65,16 +78,6 @@ impl ModelStage {
         }
     }
 
-    /// Services modelled.
-    pub fn services(&self) -> usize {
-        self.set.models.len()
-    }
-
-    /// The last score of `service` (0 before any).
-    pub fn last_score(&self, service: &str) -> f64 {
-        self.state.get(service).map_or(0.0, |s| s.last)
-    }
-
     /// Takes one accepted sample; returns a transition when the service's
     /// previous instant, now complete, changed its state.
     pub fn observe(
@@ -85,75 +88,52 @@ impl ModelStage {
         value: f64,
     ) -> Option<AnomalyEvent> {
         let model = self.set.models.get(service)?;
-        let st = self.state.entry(service.to_string()).or_default();
+        if !self.state.contains_key(service) {
+            self.state
+                .insert(service.to_string(), ServiceState::default());
+        }
+        let st = self.state.get_mut(service)?;
         let mut out = None;
         if ts > st.ts && !st.acc.is_empty() {
-            let means = st.acc.take().remove(service).unwrap_or_default();
-            if let Some(v) = model.vector(&means) {
+            if let Some(v) = model.vector(|f| st.acc.mean(f)) {
                 let score = model.score(&v);
-                st.last = score;
-                out = Self::step(st, &self.th, service, score);
+                out = self
+                    .th
+                    .step(&mut st.state, st.ts, score)
+                    .map(|edge| event(service, st.ts, edge, score));
             }
+            st.acc.reset();
         }
         if ts >= st.ts {
             st.ts = ts;
-            st.acc.add(service, metric, value);
+            st.acc.add(metric, value);
         }
         out
     }
+}
 
-    fn step(
-        st: &mut ServiceState,
-        th: &ModelThresholds,
-        service: &str,
-        score: f64,
-    ) -> Option<AnomalyEvent> {
-        let ts = st.ts;
-        let event = |kind, onset, score| AnomalyEvent {
-            key: SeriesKey {
-                layer: Layer::System,
-                idc: "all".into(),
-                service: service.to_string(),
-                scene: None,
-                link: None,
-                instance: None,
-                metric: MODEL_METRIC.into(),
-                labels: Default::default(),
-            },
-            ts,
-            kind,
-            onset,
-            value: score,
-            baseline: 0.0,
-            score,
-            direction: Direction::Up,
-        };
-        if st.anomalous {
-            if score < th.open / 2.0 {
-                st.run += 1;
-                if st.run >= th.close_run {
-                    st.anomalous = false;
-                    st.run = 0;
-                    return Some(event(AnomalyKind::End, ts, 0.0));
-                }
-            } else {
-                st.run = 0;
-            }
-            return None;
-        }
-        if score >= th.open {
-            if st.run == 0 {
-                st.onset = ts;
-            }
-            st.run += 1;
-            if st.run >= th.open_run {
-                st.anomalous = true;
-                st.run = 0;
-                return Some(event(AnomalyKind::Start, st.onset, score));
-            }
-        } else {
-            st.run = 0;
-        }
-        None
+fn event(service: &str, ts: i64, edge: Edge, score: f64) -> AnomalyEvent {
+    let (kind, onset, score) = match edge {
+        Edge::Opened { onset } => (AnomalyKind::Start, onset, score),
+        Edge::Closed => (AnomalyKind::End, ts, 0.0),
+    };
+    AnomalyEvent {
+        key: SeriesKey {
+            layer: Layer::System,
+            idc: "all".into(),
+            service: service.to_string(),
+            scene: None,
+            link: None,
+            instance: None,
+            metric: MODEL_METRIC.into(),
+            labels: Default::default(),
+        },
+        ts,
+        kind,
+        onset,
+        value: score,
+        baseline: 0.0,
+        score,
+        direction: Direction::Up,
     }
 }

@@ -33,6 +33,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::hysteresis::{Edge, Hysteresis};
+
 /// Which way of moving is bad for a series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -293,13 +295,12 @@ pub struct Detector {
     /// Surprises each channel has learned (saturating).
     learned: [u16; CHANNELS],
     first_ts: i64,
-    onset: i64,
+    /// Open/closed, for the brain.
+    state: Hysteresis,
     n: u32,
     since_novel: u16,
     score: f32,
     prev_bin: u8,
-    run: u8,
-    anomalous: bool,
     dir: Direction,
 }
 
@@ -330,20 +331,18 @@ impl Detector {
             channels: [Channel::default(); CHANNELS],
             learned: [0; CHANNELS],
             first_ts: 0,
-            onset: 0,
+            state: Hysteresis::default(),
             n: 0,
             since_novel: u16::MAX,
             score: 0.0,
             prev_bin: 0,
-            run: 0,
-            anomalous: false,
             dir,
         }
     }
 
     /// Whether the series is anomalous now.
     pub fn is_anomalous(&self) -> bool {
-        self.anomalous
+        self.state.is_anomalous()
     }
 
     /// Score in [0,1] of the last sample fed: high only at the strongest
@@ -424,7 +423,7 @@ impl Detector {
             self.score = score.clamp(0.0, 1.0) as f32;
             out = self.transition(ts, self.badness(x, cfg), cfg);
         }
-        if !warm && !self.anomalous && out.is_none() && self.run == 0 {
+        if !warm && out.is_none() && self.state.settled() {
             self.learn_base(x, cfg);
         }
         self.learn(x, warm, cfg);
@@ -600,39 +599,23 @@ impl Detector {
     }
 
     fn transition(&mut self, ts: i64, bad: f64, cfg: &DetectorConfig) -> Option<Transition> {
-        if self.anomalous {
-            if bad < cfg.z_close {
-                self.run += 1;
-                if self.run >= cfg.close_run {
-                    self.anomalous = false;
-                    self.run = 0;
-                    return Some(Transition::End {
-                        baseline: self.base,
-                    });
-                }
-            } else {
-                self.run = 0;
-            }
-            return None;
-        }
-        if bad > cfg.z_open {
-            if self.run == 0 {
-                self.onset = ts;
-            }
-            self.run += 1;
-            if self.run >= cfg.open_run {
-                self.anomalous = true;
-                self.run = 0;
-                return Some(Transition::Start {
-                    onset: self.onset,
-                    baseline: self.base,
-                    score: Self::level_score(bad, cfg),
-                });
-            }
-            return None;
-        }
-        self.run = 0;
-        None
+        let edge = self.state.step(
+            ts,
+            bad > cfg.z_open,
+            bad < cfg.z_close,
+            cfg.open_run,
+            cfg.close_run,
+        )?;
+        Some(match edge {
+            Edge::Opened { onset } => Transition::Start {
+                onset,
+                baseline: self.base,
+                score: Self::level_score(bad, cfg),
+            },
+            Edge::Closed => Transition::End {
+                baseline: self.base,
+            },
+        })
     }
 }
 
