@@ -2,8 +2,11 @@
 //! recorded normal run, loaded by the brain, scored on the simulator's
 //! faults.
 
-use std::{path::Path, process::Command, time::Duration};
+mod common;
 
+use std::{path::Path, time::Duration};
+
+use common::selfheal;
 use selfheal::{drill_options, run_loop, train};
 use selfheal_bus::LocalTransport;
 use selfheal_models::ModelSet;
@@ -20,23 +23,12 @@ fn history() -> Scenario {
     )
 }
 
-fn selfheal(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Records normal history and trains on it with the CLI.
 fn trained(dir: &Path) -> ModelSet {
     let rec = dir.join("history");
     train::record(&default_topology(), &history(), &rec).unwrap();
     let models = dir.join("models");
-    let (ok, err) = selfheal(&[
+    let (ok, _, err) = selfheal(&[
         "train",
         "--from",
         rec.to_str().unwrap(),
@@ -49,21 +41,14 @@ fn trained(dir: &Path) -> ModelSet {
     set
 }
 
-/// Instants at which a service scores at or above `open` three times in
-/// a row (the brain's rule), as seconds from the start.
-fn alarms(set: &ModelSet, run: &Path, service: &str, open: f64) -> Vec<i64> {
+/// When the brain's rule raises an alarm for `service` over a recorded
+/// run, as seconds from the start.
+fn alarms(set: &ModelSet, run: &Path, service: &str) -> Vec<i64> {
     let history = train::read_history(&run.join("metrics.csv")).unwrap();
-    let m = &set.models[service];
-    let mut run_len = 0;
-    let mut out = Vec::new();
-    for (ts, metrics) in &history[service] {
-        let s = m.vector(metrics).map_or(0.0, |v| m.score(&v));
-        run_len = if s >= open { run_len + 1 } else { 0 };
-        if run_len == 3 {
-            out.push((ts - train::RECORD_START_MS) / 1000);
-        }
-    }
-    out
+    train::alarms(&set.models[service], &history[service], &Default::default())
+        .into_iter()
+        .map(|ts| (ts - train::RECORD_START_MS) / 1000)
+        .collect()
 }
 
 #[test]
@@ -82,7 +67,7 @@ fn models_trained_on_normal_history_are_quiet_on_controls_and_see_faults() {
     let text = std::fs::read_to_string(selfheal::paths::scenarios().join("control.toml")).unwrap();
     train::record(&default_topology(), &scenario(&text), &control).unwrap();
     for service in set.models.keys() {
-        let a = alarms(&set, &control, service, 0.75);
+        let a = alarms(&set, &control, service);
         assert!(
             a.is_empty(),
             "{service}: false alarms at {a:?} s on a control run"
@@ -95,7 +80,7 @@ fn models_trained_on_normal_history_are_quiet_on_controls_and_see_faults() {
     let text =
         std::fs::read_to_string(selfheal::paths::scenarios().join("saturated_host.toml")).unwrap();
     train::record(&default_topology(), &scenario(&text), &fault).unwrap();
-    let a = alarms(&set, &fault, "payment-engine", 0.75);
+    let a = alarms(&set, &fault, "payment-engine");
     let first = *a.first().expect("the saturated host is never seen");
     assert!((90..=100).contains(&first), "first alarm at {first} s");
 }
@@ -109,13 +94,13 @@ fn train_refuses_bad_history_with_line_numbers() {
         "timestamp,service,instance,layer,metric,value\n1700000000,cashier,,system,cpu,0.5\n1700000001,cashier,,system,cpu,lots\n",
     )
     .unwrap();
-    let (ok, err) = selfheal(&["train", "--from", bad.to_str().unwrap(), "--out", "unused"]);
+    let (ok, _, err) = selfheal(&["train", "--from", bad.to_str().unwrap(), "--out", "unused"]);
     assert!(
         !ok && err.contains("metrics.csv:3") && err.contains("not a number"),
         "{err}"
     );
     std::fs::write(&bad, "when,what\n1,2\n").unwrap();
-    let (ok, err) = selfheal(&["train", "--from", bad.to_str().unwrap(), "--out", "unused"]);
+    let (ok, _, err) = selfheal(&["train", "--from", bad.to_str().unwrap(), "--out", "unused"]);
     assert!(!ok && err.contains("needs the columns"), "{err}");
     // Too little history for any model: said so, per service.
     std::fs::write(
@@ -123,7 +108,7 @@ fn train_refuses_bad_history_with_line_numbers() {
         "timestamp,service,instance,layer,metric,value\n1700000000,cashier,,system,cpu,0.5\n1700000000,cashier,,system,error_rate,0.01\n",
     )
     .unwrap();
-    let (ok, err) = selfheal(&["train", "--from", bad.to_str().unwrap(), "--out", "unused"]);
+    let (ok, _, err) = selfheal(&["train", "--from", bad.to_str().unwrap(), "--out", "unused"]);
     assert!(!ok && err.contains("cashier: 1 rows of history"), "{err}");
 }
 

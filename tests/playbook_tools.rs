@@ -1,20 +1,8 @@
 //! The playbook authoring tools: `selfheal playbook check | test | docs`.
 
-use std::process::Command;
+mod common;
 
-fn selfheal(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::selfheal;
 
 #[test]
 fn check_passes_the_library_and_names_every_problem_with_its_line() {

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::NatsServer;
+use common::{NatsServer, selfheal};
 
 struct Proc(Child);
 
@@ -57,23 +57,29 @@ fn start_with(args: &[&str], env: &[(&str, &str)], ready: &str, log: std::path::
     Proc(child)
 }
 
+/// A brain configuration in `dir`: its store there, the shipped
+/// playbooks. Returns (store, configuration file).
+fn brain_config(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let db = dir.join("brain.db");
+    let cfg = dir.join("brain.toml");
+    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
+    std::fs::write(
+        &cfg,
+        format!(
+            "store = {:?}\nplaybooks = {playbooks:?}\n",
+            db.display().to_string()
+        ),
+    )
+    .unwrap();
+    (db, cfg)
+}
+
 #[test]
 fn separate_processes_heal_the_fault() {
     let nats = NatsServer::start();
     let url = nats.url();
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("brain.db");
-    let cfg = dir.path().join("brain.toml");
-    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
-    std::fs::write(
-        &cfg,
-        format!(
-            "store = {:?}\nplaybooks = {:?}\n",
-            db.display().to_string(),
-            playbooks
-        ),
-    )
-    .unwrap();
+    let (db, cfg) = brain_config(dir.path());
     let brain_log = dir.path().join("brain.log");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -157,18 +163,6 @@ fn separate_processes_heal_the_fault() {
     assert_eq!(stored as usize, applied.len());
 }
 
-/// Runs `selfheal ARGS` to completion; returns (success, stderr).
-fn selfheal(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn bad_configuration_is_refused_with_every_problem() {
     let dir = tempfile::tempdir().unwrap();
@@ -181,14 +175,14 @@ fn bad_configuration_is_refused_with_every_problem() {
         cfg.to_str().unwrap(),
     ];
     std::fs::write(&cfg, "name = \"bad name\"\nbuffer_batches = 0\n").unwrap();
-    let (ok, err) = selfheal(&agent);
+    let (ok, _, err) = selfheal(&agent);
     assert!(
         !ok && err.contains("name:") && err.contains("buffer_batches:"),
         "{err}"
     );
 
     std::fs::write(&cfg, "nmae = \"typo\"\n").unwrap();
-    let (ok, err) = selfheal(&agent);
+    let (ok, _, err) = selfheal(&agent);
     assert!(!ok && err.contains("unknown field `nmae`"), "{err}");
 
     let sc = dir.path().join("s.toml");
@@ -197,7 +191,7 @@ fn bad_configuration_is_refused_with_every_problem() {
         "name='x'\nseed=1\nduration_s=10\n[[faults]]\nkind='channel_degradation'\ntarget='nowhere'\nstart_s=99\n",
     )
     .unwrap();
-    let (ok, err) = selfheal(&["demo", "--scenario", sc.to_str().unwrap()]);
+    let (ok, _, err) = selfheal(&["demo", "--scenario", sc.to_str().unwrap()]);
     assert!(
         !ok && err.contains("faults[0].target")
             && err.contains("faults[0].start_s")
@@ -236,7 +230,7 @@ fn detect_scores_nab_style_files_at_the_same_relative_paths() {
     }
     std::fs::write(input.join("cat/series.csv"), &csv).unwrap();
     let output = dir.path().join("out");
-    let (ok, err) = selfheal(&[
+    let (ok, _, err) = selfheal(&[
         "detect",
         "--input",
         input.to_str().unwrap(),
@@ -263,7 +257,7 @@ fn detect_scores_nab_style_files_at_the_same_relative_paths() {
     );
 
     std::fs::write(input.join("cat/series.csv"), "time,v\n1,2\n").unwrap();
-    let (ok, err) = selfheal(&[
+    let (ok, _, err) = selfheal(&[
         "detect",
         "--input",
         input.to_str().unwrap(),
@@ -283,21 +277,10 @@ fn kill_switch_cli_engages_reports_and_releases() {
         format!("[guard]\nkill_switch_file = {:?}\n", kill.to_str().unwrap()),
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
     let c = cfg.to_str().unwrap();
-    let (ok, out, _) = run(&["kill-switch", "status", "--config", c]);
+    let (ok, out, _) = selfheal(&["kill-switch", "status", "--config", c]);
     assert!(ok && out.starts_with("released"), "{out}");
-    let (ok, _, err) = run(&[
+    let (ok, _, err) = selfheal(&[
         "kill-switch",
         "on",
         "--config",
@@ -306,16 +289,16 @@ fn kill_switch_cli_engages_reports_and_releases() {
         "bad release at 03:10",
     ]);
     assert!(ok && kill.exists(), "{err}");
-    let (ok, out, _) = run(&["kill-switch", "status", "--config", c]);
+    let (ok, out, _) = selfheal(&["kill-switch", "status", "--config", c]);
     assert!(
         ok && out.contains("engaged") && out.contains("bad release at 03:10"),
         "{out}"
     );
-    let (ok, _, _) = run(&["kill-switch", "off", "--config", c]);
+    let (ok, _, _) = selfheal(&["kill-switch", "off", "--config", c]);
     assert!(ok && !kill.exists());
     // No kill-switch file configured: a clear error, nothing done.
     std::fs::write(&cfg, "[guard]\ndry_run = true\n").unwrap();
-    let (ok, _, err) = run(&["kill-switch", "on", "--config", c]);
+    let (ok, _, err) = selfheal(&["kill-switch", "on", "--config", c]);
     assert!(
         !ok && err.contains("guard.kill_switch_file is not set"),
         "{err}"
@@ -334,18 +317,7 @@ fn a_brain_killed_mid_action_resumes_without_duplicate_or_loss() {
         let nats = NatsServer::start();
         let url = nats.url();
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("brain.db");
-        let cfg = dir.path().join("brain.toml");
-        let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
-        std::fs::write(
-            &cfg,
-            format!(
-                "store = {:?}\nplaybooks = {:?}\n",
-                db.display().to_string(),
-                playbooks
-            ),
-        )
-        .unwrap();
+        let (db, cfg) = brain_config(dir.path());
         let brain_args = ["brain", "--nats", &url, "--config", cfg.to_str().unwrap()];
         let mut brain = start_with(
             &brain_args,
