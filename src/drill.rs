@@ -159,8 +159,19 @@ pub async fn drill(
     speed: Option<f64>,
     th: &Thresholds,
 ) -> anyhow::Result<DrillResult> {
+    drill_with(s, speed, th, &crate::paths::playbooks()).await
+}
+
+/// [`drill`] with the playbooks of `playbooks` (a directory).
+pub async fn drill_with(
+    s: &Scenario,
+    speed: Option<f64>,
+    th: &Thresholds,
+    playbooks: &std::path::Path,
+) -> anyhow::Result<DrillResult> {
     let dir = tempfile::tempdir()?;
     let mut opts = drill_options(s.clone(), dir.path());
+    opts.brain.playbooks = playbooks.to_path_buf();
     if let Some(x) = speed {
         opts.speed = x;
     }
@@ -238,4 +249,74 @@ pub fn table(results: &[DrillResult]) -> String {
         ));
     }
     out
+}
+
+/// A playbook rehearsed on the simulator scenario of its fault class.
+#[derive(Clone, Debug)]
+pub struct Rehearsal {
+    /// Playbook.
+    pub playbook: String,
+    /// Scenario.
+    pub scenario: String,
+    /// The drill's score; `None` when not run.
+    pub result: Option<DrillResult>,
+    /// Why it was not run.
+    pub skipped: Option<String>,
+}
+
+impl Rehearsal {
+    /// Whether it ran and met every mark: the expected cure executed, the
+    /// platform back within SLO, no harmful action.
+    pub fn passed(&self) -> bool {
+        self.result.as_ref().is_some_and(DrillResult::passed)
+    }
+}
+
+/// Runs every shipped single-fault scenario whose expected cause one of
+/// `names` handles, with the playbooks of `dir` loaded in `rt`, through the
+/// whole loop. A playbook that needs a person's approval is not run (no
+/// one approves in a rehearsal).
+pub async fn rehearse(
+    rt: &selfheal_brain::playbook::Runtime,
+    names: &[String],
+    dir: &std::path::Path,
+    topo: &Topology,
+) -> anyhow::Result<Vec<Rehearsal>> {
+    use selfheal_brain::playbook::Approval;
+    let scenarios = load(&shipped(), topo)?;
+    let th = Thresholds {
+        require_cure: true,
+        max_harmful: Some(0),
+        ..Thresholds::default()
+    };
+    let mut out = Vec::new();
+    for s in scenarios.iter().filter(|s| s.expect.len() == 1) {
+        let cause = &s.expect[0].cause;
+        let Some(pb) = rt.for_cause(cause) else {
+            continue;
+        };
+        if !names.contains(&pb.name) {
+            continue;
+        }
+        let mut r = Rehearsal {
+            playbook: pb.name.clone(),
+            scenario: s.name.clone(),
+            result: None,
+            skipped: None,
+        };
+        if pb.meta.approval != Approval::Auto {
+            r.skipped = Some(format!(
+                "approval policy {:?}: a person decides",
+                pb.meta.approval
+            ));
+        } else {
+            let mut d = drill_with(s, None, &th, dir).await?;
+            if d.ttr_s.is_none() {
+                d.failures.push("the platform never recovered".into());
+            }
+            r.result = Some(d);
+        }
+        out.push(r);
+    }
+    Ok(out)
 }

@@ -30,10 +30,15 @@ enum PlaybookCmd {
         files: Vec<PathBuf>,
     },
     /// Runs each playbook against its fixture incidents
-    /// (playbooks/**/tests/*.toml) and shows the plan it makes.
+    /// (playbooks/**/tests/*.toml) and shows the plan it makes; then
+    /// rehearses it on the simulator scenario of its fault class, through
+    /// the whole loop, and reports what it did.
     Test {
         /// Fixture files (default: every one under playbooks/).
         files: Vec<PathBuf>,
+        /// Fixtures only; skip the simulator rehearsals.
+        #[arg(long)]
+        no_sim: bool,
     },
     /// Writes the host API reference, generated from the registered
     /// functions: Markdown and Rhai definitions for editors.
@@ -262,7 +267,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let demo = matches!(
         cli.cmd,
-        Cmd::Demo { .. } | Cmd::Bench { .. } | Cmd::Drill { .. }
+        Cmd::Demo { .. } | Cmd::Bench { .. } | Cmd::Drill { .. } | Cmd::Playbook { .. }
     );
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -439,7 +444,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                     eprintln!("{} playbook(s) OK", files.len());
                 }
-                PlaybookCmd::Test { files } => {
+                PlaybookCmd::Test { files, no_sim } => {
                     if let Err(errs) = rt.load_dir(&dir) {
                         for e in &errs {
                             println!("{e}");
@@ -460,6 +465,9 @@ async fn main() -> anyhow::Result<()> {
                         for s in &r.steps {
                             println!("     {s}");
                         }
+                        if !r.revert.is_empty() {
+                            println!("     on failure, undo: {}", r.revert.join("; "));
+                        }
                         if let Some(why) = &r.failure {
                             failed += 1;
                             println!("     {why}");
@@ -474,10 +482,56 @@ async fn main() -> anyhow::Result<()> {
                     if all && !untested.is_empty() {
                         println!("no fixture: {}", untested.join(", "));
                     }
-                    if failed > 0 || results.is_empty() {
-                        bail!("{failed} of {} fixture(s) failed", results.len());
+                    let mut rehearsals = Vec::new();
+                    if !no_sim {
+                        let mut names: Vec<String> =
+                            results.iter().map(|r| r.playbook.clone()).collect();
+                        names.dedup();
+                        let topo = topology(None)?;
+                        rehearsals = selfheal::drill::rehearse(&rt, &names, &dir, &topo).await?;
+                        for r in &rehearsals {
+                            match (&r.result, &r.skipped) {
+                                (Some(d), _) => {
+                                    let verdict = if d.passed() { "pass" } else { "FAIL" };
+                                    println!(
+                                        "{verdict} sim {} ({}): {} action(s), cure {}/{}, recovered {}, {} harmful",
+                                        r.scenario,
+                                        r.playbook,
+                                        d.actions,
+                                        d.cured,
+                                        d.expected,
+                                        d.ttr_s.map_or("never".into(), |t| format!("in {t:.1} s")),
+                                        d.harmful
+                                    );
+                                    for f in &d.failures {
+                                        println!("     {f}");
+                                    }
+                                }
+                                (None, why) => println!(
+                                    "skip sim {} ({}): {}",
+                                    r.scenario,
+                                    r.playbook,
+                                    why.as_deref().unwrap_or("")
+                                ),
+                            }
+                        }
                     }
-                    eprintln!("{} fixture(s) passed", results.len());
+                    let sim_failed = rehearsals
+                        .iter()
+                        .filter(|r| r.result.is_some() && !r.passed())
+                        .count();
+                    if failed > 0 || sim_failed > 0 || results.is_empty() {
+                        bail!(
+                            "{failed} of {} fixture(s) and {sim_failed} of {} rehearsal(s) failed",
+                            results.len(),
+                            rehearsals.len()
+                        );
+                    }
+                    eprintln!(
+                        "{} fixture(s) and {} rehearsal(s) passed",
+                        results.len(),
+                        rehearsals.iter().filter(|r| r.passed()).count()
+                    );
                 }
                 PlaybookCmd::Docs { out, defs } => {
                     let api = rt.host_api();

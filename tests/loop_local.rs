@@ -92,3 +92,76 @@ async fn dry_run_records_but_never_sends() {
     );
     assert!(out.truth.recovered_ms.is_none());
 }
+
+/// A playbook whose action does not help, for the slow database: throttle
+/// an unrelated key, then expect the symptoms to clear within 10 s.
+fn unhelpful_playbook(on_failure: &str) -> String {
+    format!(
+        r#"
+fn meta() {{
+    #{{ handles: ["slow_database"], risk: "low", approval: "auto",
+        verify_s: 10, on_failure: "{on_failure}" }}
+}}
+fn plan(incident) {{
+    traffic::throttle_key("cashier", "item-1", 50.0);
+    verify::cleared();
+}}
+"#
+    )
+}
+
+async fn run_unhelpful(on_failure: &str) -> selfheal::LoopOutcome {
+    let dir = tempfile::tempdir().unwrap();
+    let books = dir.path().join("playbooks");
+    std::fs::create_dir(&books).unwrap();
+    std::fs::write(books.join("unhelpful.rhai"), unhelpful_playbook(on_failure)).unwrap();
+    let topo = selfheal_sim::default_topology();
+    let file = selfheal::paths::scenarios().join("slow_database.toml");
+    let s = selfheal::drill::load(&[file], &topo).unwrap().remove(0);
+    let mut opts = drill_options(s, dir.path());
+    opts.brain.playbooks = books;
+    opts.stop_after_outcome = Some(Duration::from_secs(5));
+    run(opts).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_verification_reverts_what_the_playbook_did_then_escalates() {
+    let out = run_unhelpful("revert").await;
+    let applied: Vec<(&str, &str)> = out
+        .truth
+        .actions
+        .iter()
+        .map(|a| (a.kind.as_str(), a.target.as_str()))
+        .collect();
+    assert_eq!(
+        applied,
+        [("throttle", "item-1"), ("restore", "item-1")],
+        "the throttle is undone"
+    );
+    // Both went through the write-ahead, under distinct keys.
+    let stored: Vec<(&str, &str)> = out
+        .actions
+        .iter()
+        .map(|a| (a.kind.as_str(), a.state.as_str()))
+        .collect();
+    assert_eq!(stored, [("throttle", "applied"), ("restore", "applied")]);
+    assert_eq!(out.incidents.len(), 1);
+    assert_eq!(out.incidents[0].state, "escalated");
+    let why = out
+        .timeline
+        .iter()
+        .find(|e| e.kind == "escalated")
+        .map(|e| e.text.clone())
+        .unwrap_or_default();
+    assert!(
+        why.contains("verification failed")
+            && why.contains("tried throttle item-1")
+            && why.contains("reverted"),
+        "{why}"
+    );
+
+    // Without `on_failure: "revert"` the throttle stays and a person decides.
+    let out = run_unhelpful("escalate").await;
+    assert_eq!(out.truth.actions.len(), 1, "{:?}", out.truth.actions);
+    assert_eq!(out.incidents[0].state, "escalated");
+}

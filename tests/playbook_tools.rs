@@ -70,6 +70,38 @@ fn plan(incident) {
             .any(|l| l.starts_with(&format!("{}:", broken.display()))),
         "{out}"
     );
+
+    // Verification lints: an action nothing verifies, a verify that can
+    // never run.
+    let unverified = dir.path().join("unverified.rhai");
+    std::fs::write(
+        &unverified,
+        r#"fn meta() { #{ handles: ["bad_deploy"], risk: "low", approval: "auto" } }
+fn plan(incident) {
+    if incident.target == "" {
+        incident::escalate("nothing to roll back");
+        verify::cleared(10);
+    }
+    service::rollback(incident.target);
+}
+"#,
+    )
+    .unwrap();
+    let (ok, out, _) = selfheal(&["playbook", "check", unverified.to_str().unwrap()]);
+    let u = unverified.display().to_string();
+    assert!(!ok);
+    assert!(
+        out.contains(&format!(
+            "{u}:5: verify::cleared can never run: incident::escalate (line 4) ends the plan"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{u}:7: service::rollback is the last action and nothing verifies it"
+        )),
+        "{out}"
+    );
 }
 
 #[test]
@@ -81,9 +113,26 @@ fn every_library_playbook_passes_its_fixtures_and_a_wrong_one_fails() {
         "every playbook has a fixture: {out}"
     );
     assert_eq!(
-        out.lines().filter(|l| l.starts_with("pass ")).count(),
+        out.lines()
+            .filter(|l| l.starts_with("pass playbooks/"))
+            .count(),
         9,
         "{out}"
+    );
+    // Each auto playbook is rehearsed on the simulator scenario of its
+    // fault class and heals it; the approval one is not run.
+    let sims: Vec<&str> = out.lines().filter(|l| l.starts_with("pass sim ")).collect();
+    assert_eq!(sims.len(), 13, "{out}");
+    for l in &sims {
+        assert!(l.contains("cure 1/1") && l.contains("0 harmful"), "{l}");
+    }
+    assert!(
+        out.contains("skip sim slow_database (degrade_non_critical)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("on failure, undo: act restore item-9001"),
+        "the undo of a revert playbook is shown: {out}"
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -98,13 +147,13 @@ target = "payment-engine"
 "#,
     )
     .unwrap();
-    let (ok, out, _) = selfheal(&["playbook", "test", fx.to_str().unwrap()]);
+    let (ok, out, _) = selfheal(&["playbook", "test", "--no-sim", fx.to_str().unwrap()]);
     assert!(
         !ok && out.contains("FAIL") && out.contains("act rollback payment-engine"),
         "{out}"
     );
     std::fs::write(&fx, "playbook = \"rollback_bad_deploy\"\nexpect = [\"x\"]\n[incident]\ncause = \"hot_item\"\ntarget = \"x\"\n").unwrap();
-    let (ok, out, _) = selfheal(&["playbook", "test", fx.to_str().unwrap()]);
+    let (ok, out, _) = selfheal(&["playbook", "test", "--no-sim", fx.to_str().unwrap()]);
     assert!(
         !ok && out.contains("does not handle cause hot_item"),
         "{out}"

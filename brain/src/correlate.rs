@@ -88,6 +88,8 @@ pub struct Incident {
     pub wait: Option<Wait>,
     /// Actions applied.
     pub applied: usize,
+    /// Undoing its plan's actions after a failed verification.
+    pub reverting: bool,
 }
 
 impl Incident {
@@ -117,11 +119,61 @@ impl Incident {
             .collect()
     }
 
-    /// Whether every symptom has cleared.
+    /// Whether every symptom has cleared. A symptom in an IDC whose
+    /// traffic an applied step moved away entirely is judged by the same
+    /// series in the IDC that took the traffic: the drained side carries no
+    /// payments, its series only show the drain.
     pub fn cleared(&self) -> bool {
-        self.symptoms()
+        let shifts = self.shifts();
+        self.symptoms().iter().all(|k| {
+            let to = shifts
+                .iter()
+                .find(|(from, _, f)| *from == k.idc.as_str() && *f >= 0.99)
+                .map(|(_, to, _)| *to);
+            match to {
+                Some(to) => {
+                    let there = SeriesKey {
+                        idc: to.to_string(),
+                        ..(*k).clone()
+                    };
+                    self.evidence.get(&there).is_none_or(|e| !e.active)
+                }
+                None => self.evidence.get(*k).is_some_and(|e| !e.active),
+            }
+        })
+    }
+
+    /// The traffic shifts its applied steps made: (from, to, fraction).
+    pub fn shifts(&self) -> Vec<(&str, &str, f64)> {
+        self.plan[..self.cursor.min(self.plan.len())]
             .iter()
-            .all(|k| self.evidence.get(*k).is_some_and(|e| !e.active))
+            .filter_map(|s| match s {
+                Step::Act(a) if a.kind == selfheal_bus::ActionKind::ShiftTraffic => {
+                    let p = |k: &str| a.params.get(k);
+                    Some((
+                        p("from").and_then(|v| v.as_str())?,
+                        p("to").and_then(|v| v.as_str())?,
+                        p("fraction").and_then(|v| v.as_f64())?,
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether `ev` is an expected effect of the traffic this incident
+    /// moved: traffic levels anywhere, or load (latency, CPU...) where the
+    /// traffic went. A success rate or error count going bad is not.
+    fn expects(&self, ev: &AnomalyEvent) -> bool {
+        let quality = ev.key.metric.contains("success") || ev.key.metric.contains("error");
+        ev.direction == Direction::Both
+            || (!quality
+                && self.shifts().iter().any(|(_, to, f)| {
+                    *f > 0.0
+                        && (*to == ev.key.idc.as_str()
+                            || *to == ev.key.service.as_str()
+                            || ev.key.link.as_deref() == Some(*to))
+                }))
     }
 
     /// Whether it is finished.
@@ -155,13 +207,13 @@ impl Correlator {
     /// whether it was opened by this event.
     pub fn on_anomaly(&mut self, ev: &AnomalyEvent) -> Option<(usize, bool)> {
         // An anomaly joins a recent incident that is still open. A recovered
-        // one takes only traffic moves (the intended effect of its own
-        // traffic actions); anything else, or an incident that was escalated
-        // or closed, means a new problem.
+        // one takes only the expected effects of its own traffic actions;
+        // anything else, or an incident that was escalated or closed, means
+        // a new problem.
         let at = self.incidents.iter().rposition(|i| {
             ev.ts - i.last_activity <= self.window_ms
                 && match i.phase {
-                    Phase::Done("recovered") => ev.direction == Direction::Both,
+                    Phase::Done("recovered") => i.expects(ev),
                     Phase::Done(_) => false,
                     _ => true,
                 }
@@ -211,6 +263,7 @@ impl Correlator {
                     cursor: 0,
                     wait: None,
                     applied: 0,
+                    reverting: false,
                 };
                 self.incidents.push(inc);
                 Some((self.incidents.len() - 1, true))

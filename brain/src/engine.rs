@@ -17,7 +17,9 @@ use crate::{
     correlate::{Correlator, Incident, Phase, Wait},
     detect::AnomalyEvent,
     diagnose,
-    playbook::{Approval, IncidentFacts, Runtime, Step},
+    playbook::{
+        Approval, IncidentFacts, OnFailure, PlannedAction, Runtime, Step, undo_kind, undo_plan,
+    },
     stats::BrainStats,
     store::{ActionRow, ActionState, Store},
     verify::{self, Outcome},
@@ -357,6 +359,75 @@ impl Engine {
         }
     }
 
+    /// A verification failed, or the plan ran out of steps unhealed: when
+    /// the playbook says `on_failure: "revert"`, the undo of each reversible
+    /// action it applied is appended to the plan, newest first, followed by
+    /// the escalation; the undo steps pass the guards and the write-ahead
+    /// like any other. Otherwise, or when nothing can be undone, escalate
+    /// now. Returns whether the incident may move again.
+    async fn failed(&mut self, i: usize, now: i64, why: String) -> bool {
+        let inc = &self.correlator.incidents[i];
+        let revert = !inc.reverting
+            && inc.playbook.as_ref().is_some_and(|name| {
+                self.runtime
+                    .playbooks()
+                    .iter()
+                    .any(|p| &p.name == name && p.meta.on_failure == OnFailure::Revert)
+            });
+        let applied: Vec<&PlannedAction> = inc.plan[..inc.cursor.min(inc.plan.len())]
+            .iter()
+            .filter_map(|s| match s {
+                Step::Act(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        let tried: Vec<String> = applied
+            .iter()
+            .map(|a| format!("{} {}", a.kind.as_str(), a.target))
+            .collect();
+        let tried = if tried.is_empty() {
+            "nothing was applied".to_string()
+        } else {
+            format!("tried {}", tried.join(", "))
+        };
+        let undo: Vec<Step> = if revert {
+            undo_plan(applied.iter().copied())
+                .into_iter()
+                .map(Step::Act)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if undo.is_empty() {
+            self.escalate(i, now, format!("{why}; {tried}")).await;
+            return false;
+        }
+        let kept: Vec<String> = applied
+            .iter()
+            .filter(|a| undo_kind(a.kind).is_none())
+            .map(|a| format!("{} {}", a.kind.as_str(), a.target))
+            .collect();
+        let mut reason = format!("{why}; {tried}; reverted what could be undone");
+        if !kept.is_empty() {
+            reason.push_str(&format!(" (not undoable: {})", kept.join(", ")));
+        }
+        let snapshot = inc.clone();
+        let inc = &mut self.correlator.incidents[i];
+        inc.reverting = true;
+        inc.wait = None;
+        inc.cursor = inc.plan.len();
+        inc.plan.extend(undo);
+        inc.plan.push(Step::Escalate(reason));
+        self.publish(
+            &snapshot,
+            now,
+            IncidentState::Acting,
+            format!("{why}: reverting the playbook's actions"),
+        )
+        .await;
+        true
+    }
+
     async fn escalate(&mut self, i: usize, now: i64, why: String) {
         BrainStats::bump(&self.stats.escalated);
         let inc = &mut self.correlator.incidents[i];
@@ -440,7 +511,7 @@ impl Engine {
                 true
             }
             Phase::Executing => {
-                if inc.applied > 0 && inc.cleared() {
+                if inc.applied > 0 && !inc.reverting && inc.cleared() {
                     self.finish(i, now, "recovered").await;
                     return false;
                 }
@@ -468,9 +539,8 @@ impl Engine {
                                     inc.cursor += 1;
                                     true
                                 } else {
-                                    self.escalate(i, now, format!("verification failed: {why}"))
-                                        .await;
-                                    false
+                                    self.failed(i, now, format!("verification failed: {why}"))
+                                        .await
                                 }
                             }
                         }
@@ -599,13 +669,13 @@ impl Engine {
     async fn next_step(&mut self, i: usize, now: i64) -> bool {
         let inc = self.correlator.incidents[i].clone();
         let Some(step) = inc.plan.get(inc.cursor).cloned() else {
-            self.escalate(
-                i,
-                now,
-                "the playbook ran out of steps before the symptoms cleared".into(),
-            )
-            .await;
-            return false;
+            return self
+                .failed(
+                    i,
+                    now,
+                    "the playbook ran out of steps before the symptoms cleared".into(),
+                )
+                .await;
         };
         match step {
             Step::Escalate(why) => {

@@ -216,7 +216,8 @@ pub enum ActionKind {
     Throttle,
     /// Turn off a non-critical feature or scene.
     Degrade,
-    /// Undo a degrade.
+    /// Undo a degrade, or a throttle, isolation or block of a key, account
+    /// or client.
     Restore,
     /// Roll a service back to its previous version (`change` id).
     Rollback,

@@ -1181,12 +1181,27 @@ impl Platform {
                 )
             }
             ActionKind::Restore => {
-                if !is_scene {
-                    return Err(format!("unknown scene {t:?}"));
+                if is_scene {
+                    self.degraded.remove(&t);
+                    self.scene_throttle.remove(&t);
+                    (format!("scene {t} restored"), false)
+                } else if selfheal_bus::message::valid_key(&t) {
+                    // A key, an account or a client: lift whatever limits it.
+                    let lifted = [
+                        self.key_throttle.remove(&t).map(|_| "throttle"),
+                        self.isolated.remove(&t).then_some("isolation"),
+                        self.blocked.remove(&t).then_some("block"),
+                    ];
+                    let lifted: Vec<&str> = lifted.into_iter().flatten().collect();
+                    let detail = if lifted.is_empty() {
+                        format!("{t} was not limited; nothing to restore")
+                    } else {
+                        format!("{t} restored ({} lifted)", lifted.join(", "))
+                    };
+                    (detail, false)
+                } else {
+                    return Err(format!("unknown restore target {t:?}"));
                 }
-                self.degraded.remove(&t);
-                self.scene_throttle.remove(&t);
-                (format!("scene {t} restored"), false)
             }
             ActionKind::Rollback => {
                 if !is_service {

@@ -40,6 +40,49 @@ pub fn files(named: &[PathBuf], dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Modules whose functions add an action step.
+const ACTING: &[&str] = &["traffic", "service", "scene", "accounts"];
+
+/// Lints on verification: the last action must be followed by a `verify`
+/// step (else nothing checks that it worked), and a `verify` right after
+/// `incident::escalate` in the same block never runs (the plan ends there).
+fn verify_lints(text: &str, calls: &[(usize, String, String, usize)]) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let last_act = calls.iter().rev().find(|c| ACTING.contains(&c.1.as_str()));
+    let last_verify = calls.iter().rev().find(|c| c.1 == "verify");
+    if let Some(act) = last_act
+        && last_verify.is_none_or(|v| v.0 < act.0)
+    {
+        out.push((
+            act.0,
+            format!(
+                "{}::{} is the last action and nothing verifies it: follow it with verify::cleared()",
+                act.1, act.2
+            ),
+        ));
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    for w in calls.windows(2) {
+        let (esc, next) = (&w[0], &w[1]);
+        if esc.1 == "incident" && esc.2 == "escalate" && next.1 == "verify" {
+            let between = lines
+                .get(esc.0 - 1..next.0.saturating_sub(1))
+                .unwrap_or_default()
+                .join("\n");
+            if !between.contains('}') {
+                out.push((
+                    next.0,
+                    format!(
+                        "verify::{} can never run: incident::escalate (line {}) ends the plan",
+                        next.2, esc.0
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Calls `module::name(args)` in `text`: (line, module, name, argument
 /// count), outside strings and comments.
 fn host_calls(text: &str) -> Vec<(usize, String, String, usize)> {
@@ -159,7 +202,11 @@ pub fn check(rt: &Runtime, files: &[PathBuf]) -> Vec<Finding> {
         let Ok(text) = std::fs::read_to_string(f) else {
             continue;
         };
-        for (line, module, name, args) in host_calls(&text) {
+        let calls = host_calls(&text);
+        for (line, message) in verify_lints(&text, &calls) {
+            out.push(finding(line, message));
+        }
+        for (line, module, name, args) in calls {
             let same: Vec<&HostFn> = api
                 .iter()
                 .filter(|h| h.module == module && h.name == name)
@@ -210,6 +257,10 @@ pub struct Fixture {
     pub incident: FixtureIncident,
     /// The expected steps, in order, as [`describe`] writes them.
     pub expect: Vec<String>,
+    /// The expected undo steps should every step run and the symptoms
+    /// remain (`on_failure = "revert"`); not checked when absent.
+    #[serde(default)]
+    pub revert: Option<Vec<String>>,
 }
 
 /// The facts of a fixture incident.
@@ -267,6 +318,9 @@ pub struct TestResult {
     pub playbook: String,
     /// The plan made, one line per step (empty if it failed).
     pub steps: Vec<String>,
+    /// What the brain would undo, newest first, should the whole plan run
+    /// and fail (empty unless `on_failure` is `revert`).
+    pub revert: Vec<String>,
     /// Why it failed; `None` when it passed.
     pub failure: Option<String>,
 }
@@ -304,6 +358,7 @@ pub fn test(rt: &Runtime, fixture_files: &[PathBuf]) -> Vec<TestResult> {
             fixture: f.clone(),
             playbook: String::new(),
             steps: Vec::new(),
+            revert: Vec::new(),
             failure: None,
         };
         let fx: Fixture = match std::fs::read_to_string(f)
@@ -343,10 +398,29 @@ pub fn test(rt: &Runtime, fixture_files: &[PathBuf]) -> Vec<TestResult> {
         match rt.plan(pb, &facts) {
             Ok(steps) => {
                 r.steps = steps.iter().map(describe).collect();
+                if pb.meta.on_failure == super::OnFailure::Revert {
+                    let acts = steps.iter().filter_map(|s| match s {
+                        Step::Act(a) => Some(a),
+                        _ => None,
+                    });
+                    r.revert = super::undo_plan(acts)
+                        .into_iter()
+                        .map(|a| describe(&Step::Act(a)))
+                        .collect();
+                }
                 if r.failure.is_none() && r.steps != fx.expect {
                     r.failure = Some(format!(
                         "plan differs:\n  expected: {:?}\n  got:      {:?}",
                         fx.expect, r.steps
+                    ));
+                }
+                if let Some(want) = &fx.revert
+                    && r.failure.is_none()
+                    && *want != r.revert
+                {
+                    r.failure = Some(format!(
+                        "revert differs:\n  expected: {:?}\n  got:      {:?}",
+                        want, r.revert
                     ));
                 }
             }

@@ -74,6 +74,25 @@ pub struct Meta {
     /// Most distinct targets one plan may act on (its blast radius);
     /// `max_targets` in `meta()`, 1 when absent.
     pub max_targets: usize,
+    /// The verify window `verify::cleared()` waits, s; `verify_s` in
+    /// `meta()`, 60 when absent.
+    pub verify_s: i64,
+    /// What happens when a verification fails: `on_failure` in `meta()`.
+    pub on_failure: OnFailure,
+}
+
+/// What the brain does when a playbook's verification fails (a checked
+/// service is not healthy, or the symptoms outlast the last step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Leave things as they are and hand the incident to a person.
+    Escalate,
+    /// Undo every reversible action the plan applied, newest first (a
+    /// shift goes back to 0; a throttle, degrade, isolation or block is
+    /// restored), then hand the incident to a person. A rollback, config
+    /// revert or restart cannot be undone and is reported as such.
+    Revert,
 }
 
 /// An action a plan asks for.
@@ -199,6 +218,8 @@ pub struct Runtime {
     engine: Engine,
     steps: Arc<Mutex<Vec<Step>>>,
     deadline: Arc<Mutex<Option<Instant>>>,
+    /// The running playbook's `verify_s`, for `verify::cleared()`.
+    verify_s: Arc<Mutex<i64>>,
     limits: Limits,
     playbooks: Vec<Playbook>,
     /// The files last loaded (or last refused): path, modified, length.
@@ -235,6 +256,7 @@ impl Runtime {
     pub fn new(topology: Arc<Topology>, limits: Limits) -> Self {
         let steps: Arc<Mutex<Vec<Step>>> = Arc::default();
         let deadline: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let verify_s = Arc::new(Mutex::new(DEFAULT_VERIFY_S));
         let mut engine = Engine::new();
         engine.set_max_operations(limits.max_operations);
         engine.set_max_call_levels(32);
@@ -443,6 +465,15 @@ impl Runtime {
                 Ok(())
             },
         );
+        let (s, v) = (steps.clone(), verify_s.clone());
+        registration0("verify", "cleared").set_into_module(&mut verify, move || -> Res<()> {
+            let window_ms = window(*lock(&v))?;
+            lock(&s).push(Step::Verify {
+                check: Check::Cleared,
+                window_ms,
+            });
+            Ok(())
+        });
         engine.register_static_module("verify", verify.into());
 
         let mut incident = Module::new();
@@ -510,6 +541,7 @@ impl Runtime {
             engine,
             steps,
             deadline,
+            verify_s,
             limits,
             playbooks: Vec::new(),
             seen: Vec::new(),
@@ -643,6 +675,7 @@ impl Runtime {
                 .into(),
         );
         lock(&self.steps).clear();
+        *lock(&self.verify_s) = pb.meta.verify_s;
         let r = self.guarded(|| {
             self.engine
                 .call_fn::<Dynamic>(&mut Scope::new(), &pb.ast, "plan", (m,))
@@ -689,6 +722,56 @@ impl Runtime {
             }
         }
     }
+}
+
+/// The kind that undoes `kind`, if any.
+pub fn undo_kind(kind: ActionKind) -> Option<ActionKind> {
+    match kind {
+        ActionKind::ShiftTraffic => Some(ActionKind::ShiftTraffic),
+        ActionKind::Throttle
+        | ActionKind::Degrade
+        | ActionKind::IsolateKey
+        | ActionKind::BlockClient => Some(ActionKind::Restore),
+        ActionKind::Restore
+        | ActionKind::Rollback
+        | ActionKind::RevertConfig
+        | ActionKind::Restart => None,
+    }
+}
+
+/// The action that undoes `a`: a shift set back to 0, anything else
+/// limited or turned away restored.
+pub fn undo(a: &PlannedAction) -> Option<PlannedAction> {
+    let kind = undo_kind(a.kind)?;
+    let mut params = std::collections::BTreeMap::new();
+    if kind == ActionKind::ShiftTraffic {
+        params = a.params.clone();
+        params.insert("fraction".into(), serde_json::json!(0.0));
+    }
+    Some(PlannedAction {
+        kind,
+        service: a.service.clone(),
+        target: a.target.clone(),
+        params,
+    })
+}
+
+/// What undoes `applied` (in the order applied): each reversible action
+/// undone, newest first, once per target (a stepped shift or throttle is
+/// undone once).
+pub fn undo_plan<'a>(
+    applied: impl DoubleEndedIterator<Item = &'a PlannedAction>,
+) -> Vec<PlannedAction> {
+    let mut out: Vec<PlannedAction> = Vec::new();
+    for u in applied.rev().filter_map(undo) {
+        if !out
+            .iter()
+            .any(|x| x.kind == u.kind && x.target == u.target && x.params == u.params)
+        {
+            out.push(u);
+        }
+    }
+    out
 }
 
 /// The parameters of a traffic shift, with the fraction checked.
@@ -739,6 +822,9 @@ fn push_keyed(
     }));
     Ok(())
 }
+
+/// The verify window when `meta()` names none, s.
+pub const DEFAULT_VERIFY_S: i64 = 60;
 
 fn window(s: i64) -> Result<i64, Box<EvalAltResult>> {
     if (1..=3600).contains(&s) {
@@ -808,11 +894,33 @@ fn parse_meta(m: &Map) -> Result<Meta, String> {
             _ => return Err(format!("`max_targets` must be an integer >= 1, not {v}")),
         },
     };
+    let verify_s = match m.get("verify_s") {
+        None => DEFAULT_VERIFY_S,
+        Some(v) => match v.as_int() {
+            Ok(n) if (1..=3600).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "`verify_s` must be an integer in 1..=3600, not {v}"
+                ));
+            }
+        },
+    };
+    let on_failure = match text("on_failure").as_deref() {
+        None | Some("escalate") => OnFailure::Escalate,
+        Some("revert") => OnFailure::Revert,
+        Some(other) => {
+            return Err(format!(
+                "`on_failure` must be escalate or revert, not {other:?}"
+            ));
+        }
+    };
     Ok(Meta {
         handles,
         risk,
         approval,
         max_targets,
+        verify_s,
+        on_failure,
     })
 }
 
@@ -890,6 +998,12 @@ pub const HOST_DOCS: &[(&str, &str, &[&str], &str)] = &[
         "Waits up to `window_s` seconds (1..=3600) for the incident's symptoms to clear; the next step runs if they do not.",
     ),
     (
+        "verify",
+        "cleared",
+        &["()"],
+        "Waits up to the playbook's verify window (`verify_s` in `meta()`, 60 s when absent) for the incident's symptoms to clear; the next step runs if they do not.",
+    ),
+    (
         "incident",
         "escalate",
         &["reason: String", "()"],
@@ -930,8 +1044,20 @@ pub const HOST_DOCS: &[(&str, &str, &[&str], &str)] = &[
 /// The registration of `module::name`, with its documentation from
 /// [`HOST_DOCS`] attached as metadata.
 fn registration(ns: &str, name: &str) -> rhai::FuncRegistration {
+    documented(ns, name, |_| true)
+}
+
+/// [`registration`] of the overload of `module::name` without arguments.
+fn registration0(ns: &str, name: &str) -> rhai::FuncRegistration {
+    documented(ns, name, |params| params.len() == 1)
+}
+
+fn documented(ns: &str, name: &str, overload: impl Fn(&[&str]) -> bool) -> rhai::FuncRegistration {
     let r = rhai::FuncRegistration::new(name.to_string());
-    match HOST_DOCS.iter().find(|(m, n, _, _)| *m == ns && *n == name) {
+    match HOST_DOCS
+        .iter()
+        .find(|(m, n, p, _)| *m == ns && *n == name && overload(p))
+    {
         Some((_, _, params, doc)) => r
             .with_params_info(params.iter().copied())
             .with_comments([format!("/// {doc}")]),
