@@ -165,3 +165,102 @@ async fn a_failed_verification_reverts_what_the_playbook_did_then_escalates() {
     assert_eq!(out.truth.actions.len(), 1, "{:?}", out.truth.actions);
     assert_eq!(out.incidents[0].state, "escalated");
 }
+
+/// An HTTP endpoint, as a deploy system would expose: it takes the
+/// action's JSON, applies it through the platform's own actuator (on the
+/// bus, behind it), and answers with the actuator's reply. Records the
+/// idempotency keys it saw.
+async fn deploy_endpoint(
+    bus: selfheal_bus::Bus,
+) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::{body::Bytes, extract::State, http::HeaderMap, routing::post};
+    type Seen = Arc<std::sync::Mutex<Vec<String>>>;
+    let seen: Seen = Arc::default();
+    async fn apply(
+        State((bus, seen)): State<(selfheal_bus::Bus, Seen)>,
+        h: HeaderMap,
+        body: Bytes,
+    ) -> Bytes {
+        let key = h
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        seen.lock().unwrap().push(key);
+        let req: selfheal_bus::ActionRequest = serde_json::from_slice(&body).unwrap();
+        let subject = selfheal_bus::Subjects::default().act(&req.service);
+        bus.request(&subject, body, Duration::from_secs(5))
+            .await
+            .unwrap()
+    }
+    let app = axum::Router::new()
+        .route("/deploy/actions", post(apply))
+        .with_state((bus, seen.clone()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_routed_to_an_http_endpoint_heals_through_it() {
+    let bus = Arc::new(LocalTransport::default());
+    let (addr, seen) = deploy_endpoint(bus.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let topo = selfheal_sim::default_topology();
+    let file = selfheal::paths::scenarios().join("bad_deploy.toml");
+    let s = selfheal::drill::load(&[file], &topo).unwrap().remove(0);
+    let mut opts = drill_options(s, dir.path());
+    opts.brain.http_allow = vec![format!("http://{addr}/deploy/")];
+    opts.brain.http_actuator = vec![selfheal_brain::act::http::HttpRoute {
+        name: "deploy".into(),
+        url: format!("http://{addr}/deploy/actions"),
+        kinds: vec![selfheal_bus::ActionKind::Rollback],
+        services: vec![],
+        token_env: None,
+        timeout_ms: 5000,
+        retries: 2,
+        backoff_ms: 50,
+    }];
+    opts.stop_after_outcome = Some(Duration::from_secs(5));
+    let out = tokio::time::timeout(Duration::from_secs(60), run_loop(bus, opts, |_| {}))
+        .await
+        .expect("the run ends")
+        .unwrap();
+    let applied: Vec<(&str, &str)> = out
+        .truth
+        .actions
+        .iter()
+        .map(|a| (a.kind.as_str(), a.target.as_str()))
+        .collect();
+    assert_eq!(applied, [("rollback", "payment-engine")]);
+    assert_eq!(out.actions.len(), 1);
+    assert_eq!(out.actions[0].state, "applied");
+    // It went through the endpoint, once, under the stored key.
+    assert_eq!(*seen.lock().unwrap(), [out.actions[0].id.clone()]);
+    assert_eq!(out.incidents[0].state, "recovered");
+}
+
+#[tokio::test]
+async fn a_route_outside_the_allow_list_is_refused_by_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = selfheal::brain_config_in(dir.path());
+    cfg.http_allow = vec!["https://deploy.example.com/api/".into()];
+    cfg.http_actuator = vec![selfheal_brain::act::http::HttpRoute {
+        name: "deploy".into(),
+        url: "https://elsewhere.example.com/api/actions".into(),
+        kinds: vec![selfheal_bus::ActionKind::Rollback],
+        services: vec![],
+        token_env: None,
+        timeout_ms: 5000,
+        retries: 2,
+        backoff_ms: 50,
+    }];
+    let problems = cfg.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("http_actuator \"deploy\"") && p.contains("under no base URL")),
+        "{problems:?}"
+    );
+}

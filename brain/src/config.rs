@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{act::GuardConfig, detect::DetectorConfig};
+use crate::{
+    act::{GuardConfig, http::HttpRoute},
+    detect::DetectorConfig,
+};
 
 /// The brain's configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,6 +56,14 @@ pub struct BrainConfig {
     /// together, are unusual.
     #[serde(default = "default_model_open")]
     pub model_open: f64,
+    /// Base URLs (ending in `/`) HTTP actions may be sent under; a route
+    /// outside them is refused at start.
+    #[serde(default)]
+    pub http_allow: Vec<String>,
+    /// Actions sent to HTTP endpoints instead of an edge actuator on the
+    /// bus (`[[http_actuator]]`, see [`crate::act::http`]).
+    #[serde(default)]
+    pub http_actuator: Vec<HttpRoute>,
 }
 
 fn default_models() -> Option<PathBuf> {
@@ -104,6 +115,8 @@ impl Default for BrainConfig {
             listen: None,
             models: default_models(),
             model_open: default_model_open(),
+            http_allow: Vec::new(),
+            http_actuator: Vec::new(),
         }
     }
 }
@@ -125,6 +138,33 @@ impl BrainConfig {
             p.push("model_open: must be in (0,1)".into());
         }
         p.extend(self.guard.validate());
+        p.extend(crate::act::http::validate(
+            &self.http_actuator,
+            &self.http_allow,
+        ));
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_configuration_parses_and_is_valid() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/configuration.md"
+        ))
+        .unwrap();
+        let block = doc
+            .split("```toml")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let cfg: BrainConfig = toml::from_str(block).unwrap();
+        assert_eq!(cfg.validate(), Vec::<String>::new());
+        assert_eq!(cfg.http_actuator.len(), 1);
+        assert_eq!(cfg.guard.freeze.len(), 1);
     }
 }

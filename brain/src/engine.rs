@@ -47,6 +47,8 @@ pub struct Engine {
     pub(crate) context: crate::context::Context,
     /// Where the playbooks are, watched for changes (hot reload).
     pub(crate) playbook_dir: std::path::PathBuf,
+    /// HTTP routes for actions, and the client they go through.
+    pub(crate) http: Option<(reqwest::Client, Arc<Vec<act::http::HttpRoute>>)>,
 }
 
 /// How often the playbook files are looked at for changes (wall clock).
@@ -282,8 +284,9 @@ impl Engine {
         }
     }
 
-    /// Sends `req` to its actuator in the background; the answer comes
-    /// back as an [`ActionResult`].
+    /// Sends `req` to its actuator in the background, over HTTP when a
+    /// route takes it, else over the bus; the answer comes back as an
+    /// [`ActionResult`].
     fn dispatch(&self, req: ActionRequest) {
         let (bus, subjects, tx, timeout) = (
             self.bus.clone(),
@@ -291,8 +294,17 @@ impl Engine {
             self.results_tx.clone(),
             self.action_timeout,
         );
+        let http = self.http.as_ref().and_then(|(c, routes)| {
+            routes
+                .iter()
+                .find(|r| r.takes(req.kind, &req.service))
+                .map(|r| (c.clone(), r.clone()))
+        });
         tokio::spawn(async move {
-            let reply = act::send(&bus, &subjects, &req, timeout).await;
+            let reply = match http {
+                Some((client, route)) => act::http::send(&client, &route, &req).await,
+                None => act::send(&bus, &subjects, &req, timeout).await,
+            };
             act::failpoint("after_send");
             let _ = tx
                 .send(ActionResult {

@@ -166,6 +166,12 @@ impl Brain {
                 })
             }
         };
+        let http = if cfg.http_actuator.is_empty() {
+            None
+        } else {
+            let client = act::http::client().map_err(|e| StartError::Config(vec![e]))?;
+            Some((client, Arc::new(cfg.http_actuator.clone())))
+        };
         let (results_tx, results_rx) = mpsc::channel(256);
         let (wm_tx, wm_rx) = watch::channel(0i64);
         let mut tasks = Vec::new();
@@ -224,6 +230,7 @@ impl Brain {
             results_tx,
             context: context::Context::default(),
             playbook_dir: cfg.playbooks.clone(),
+            http,
         };
         tasks.push(tokio::spawn(engine.run(
             anomaly_rx,

@@ -2,6 +2,7 @@
 //! idempotency key, and only then is sent to an edge actuator over the bus.
 
 pub mod guard;
+pub mod http;
 
 use std::time::Duration;
 
