@@ -208,7 +208,10 @@ fn routes_must_lie_under_the_allow_list() {
         let p = validate(&[route(url)], &allow);
         assert!(p.iter().any(|m| m.contains(why)), "{url}: {p:?}");
     }
-    let p = validate(&[ok.clone()], &["deploy.example.com".to_string()]);
+    let p = validate(
+        std::slice::from_ref(&ok),
+        &["deploy.example.com".to_string()],
+    );
     assert!(p.iter().any(|m| m.starts_with("http_allow")), "{p:?}");
     let mut empty = ok;
     empty.kinds.clear();
