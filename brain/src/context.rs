@@ -116,6 +116,19 @@ impl Context {
         v
     }
 
+    /// Changes to any service that took effect in `[from, to]`, newest
+    /// first.
+    pub fn changes_between(&self, from: i64, to: i64) -> Vec<&ChangeEvent> {
+        let mut v: Vec<&ChangeEvent> = self
+            .changes
+            .values()
+            .flatten()
+            .filter(|c| c.ts >= from && c.ts <= to)
+            .collect();
+        v.sort_by(|a, b| b.ts.cmp(&a.ts).then_with(|| a.id.cmp(&b.id)));
+        v
+    }
+
     /// Keys whose share has jumped now, heaviest first.
     pub fn hot_jumps(&self) -> Vec<&HotJump> {
         let mut v: Vec<&HotJump> = self.hot.values().filter_map(|s| s.jump.as_ref()).collect();

@@ -49,6 +49,8 @@ pub struct Engine {
     pub(crate) playbook_dir: std::path::PathBuf,
     /// HTTP routes for actions, and the client they go through.
     pub(crate) http: Option<(reqwest::Client, Arc<Vec<act::http::HttpRoute>>)>,
+    /// The diagnosis rules.
+    pub(crate) rules: diagnose::Rules,
 }
 
 /// How often the playbook files are looked at for changes (wall clock).
@@ -564,7 +566,13 @@ impl Engine {
     }
 
     async fn diagnose_and_decide(&mut self, i: usize, now: i64) {
-        let hyps = diagnose::diagnose(&self.correlator.incidents[i], &self.topology, &self.context);
+        let (hyps, failed) =
+            self.rules
+                .diagnose(&self.correlator.incidents[i], &self.topology, &self.context);
+        for e in &failed {
+            BrainStats::bump(&self.stats.rule_errors);
+            error!(error = %e, "diagnosis rule failed; skipped");
+        }
         let ranked: Vec<_> = hyps
             .iter()
             .map(|h| {

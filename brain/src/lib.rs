@@ -31,6 +31,7 @@ pub mod diagnose;
 pub mod engine;
 pub mod ingest;
 pub mod playbook;
+pub mod sandbox;
 pub mod stats;
 pub mod store;
 pub mod verify;
@@ -132,6 +133,14 @@ impl Brain {
                 cfg.playbooks.display()
             )]));
         }
+        let mut rules = diagnose::Rules::new(playbook::Limits::default());
+        let rules_dir = cfg.playbooks.join("diagnose");
+        rules
+            .load_dir(&rules_dir)
+            .map_err(|errs| StartError::Playbooks(errs.iter().map(|e| e.to_string()).collect()))?;
+        if rules.names().is_empty() {
+            warn!(dir = %rules_dir.display(), "no diagnosis rule found: every incident will be diagnosed unknown and handed to a person");
+        }
         let store = store::Store::open(&cfg.store)?;
         let stats = Arc::new(BrainStats::default());
         let stop = CancellationToken::new();
@@ -231,6 +240,7 @@ impl Brain {
             context: context::Context::default(),
             playbook_dir: cfg.playbooks.clone(),
             http,
+            rules,
         };
         tasks.push(tokio::spawn(engine.run(
             anomaly_rx,

@@ -48,6 +48,8 @@ pub struct BrainStats {
     pub escalated: AtomicU64,
     /// Playbook runs that failed (script error, limit hit).
     pub playbook_errors: AtomicU64,
+    /// Diagnosis rule runs that failed (the rule was skipped).
+    pub rule_errors: AtomicU64,
     /// Samples the detectors have processed.
     pub samples_detected: AtomicU64,
     /// Anomaly transitions (starts and ends) the detectors emitted.
@@ -215,6 +217,11 @@ impl BrainStats {
                 "selfheal_brain_playbook_errors_total",
                 "Playbook runs that failed.",
                 &self.playbook_errors,
+            ),
+            (
+                "selfheal_brain_rule_errors_total",
+                "Diagnosis rule runs that failed (the rule was skipped).",
+                &self.rule_errors,
             ),
         ];
         for (name, help, c) in plain {

@@ -28,10 +28,9 @@ pub mod authoring;
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
 };
 
-use rhai::{AST, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Module, Scope};
+use rhai::{AST, Dynamic, EvalAltResult, ImmutableString, Map, Module, Scope};
 use selfheal_bus::{ActionKind, Topology};
 use serde::Serialize;
 
@@ -195,32 +194,15 @@ pub struct Playbook {
     ast: AST,
 }
 
-/// Sandbox limits.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Operations per run.
-    pub max_operations: u64,
-    /// Wall-clock budget per run.
-    pub budget: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_operations: 200_000,
-            budget: Duration::from_millis(250),
-        }
-    }
-}
+pub use crate::sandbox::Limits;
+use crate::sandbox::{Sandbox, lock};
 
 /// The Rhai engine with the host API, and the loaded playbooks.
 pub struct Runtime {
-    engine: Engine,
+    sandbox: Sandbox,
     steps: Arc<Mutex<Vec<Step>>>,
-    deadline: Arc<Mutex<Option<Instant>>>,
     /// The running playbook's `verify_s`, for `verify::cleared()`.
     verify_s: Arc<Mutex<i64>>,
-    limits: Limits,
     playbooks: Vec<Playbook>,
     /// The files last loaded (or last refused): path, modified, length.
     seen: Vec<(PathBuf, Option<std::time::SystemTime>, u64)>,
@@ -242,11 +224,6 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<std::time::SystemTime>, u64)>
         .collect()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Held only for a push or a read, never across a call into Rhai.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn err(msg: String) -> Box<EvalAltResult> {
     msg.into()
 }
@@ -255,28 +232,9 @@ impl Runtime {
     /// A runtime whose scripts see `topology`.
     pub fn new(topology: Arc<Topology>, limits: Limits) -> Self {
         let steps: Arc<Mutex<Vec<Step>>> = Arc::default();
-        let deadline: Arc<Mutex<Option<Instant>>> = Arc::default();
         let verify_s = Arc::new(Mutex::new(DEFAULT_VERIFY_S));
-        let mut engine = Engine::new();
-        engine.set_max_operations(limits.max_operations);
-        engine.set_max_call_levels(32);
-        engine.set_max_expr_depths(64, 32);
-        engine.set_max_string_size(16 * 1024);
-        engine.set_max_array_size(1024);
-        engine.set_max_map_size(256);
-        engine.disable_symbol("eval");
-        engine.on_print(|s| tracing::info!(target: "selfheal::playbook", "{s}"));
-        engine.on_debug(
-            |s, src, pos| tracing::debug!(target: "selfheal::playbook", ?src, %pos, "{s}"),
-        );
-        let d = deadline.clone();
-        engine.on_progress(move |ops| {
-            if ops % 256 == 0 && lock(&d).is_some_and(|t| Instant::now() > t) {
-                Some("wall-clock budget exceeded".into())
-            } else {
-                None
-            }
-        });
+        let mut sandbox = Sandbox::new(limits, "playbook");
+        let engine = &mut sandbox.engine;
 
         let mut traffic = Module::new();
         let (s, t) = (steps.clone(), topology.clone());
@@ -538,11 +496,9 @@ impl Runtime {
         engine.register_static_module("topo", topo.into());
 
         Runtime {
-            engine,
+            sandbox,
             steps,
-            deadline,
             verify_s,
-            limits,
             playbooks: Vec::new(),
             seen: Vec::new(),
         }
@@ -570,6 +526,7 @@ impl Runtime {
             message: e.to_string(),
         })?;
         let ast = self
+            .sandbox
             .engine
             .compile(&text)
             .map_err(|e| PlaybookError::Compile {
@@ -587,10 +544,8 @@ impl Runtime {
             });
         }
         let meta: Map = self
-            .guarded(|| {
-                self.engine
-                    .call_fn::<Map>(&mut Scope::new(), &ast, "meta", ())
-            })
+            .sandbox
+            .guarded(|e| e.call_fn::<Map>(&mut Scope::new(), &ast, "meta", ()))
             .map_err(|e| PlaybookError::Meta {
                 file: file.clone(),
                 message: e.to_string(),
@@ -645,16 +600,6 @@ impl Runtime {
             .find(|p| p.meta.handles.iter().any(|h| h == cause))
     }
 
-    fn guarded<T>(
-        &self,
-        f: impl FnOnce() -> Result<T, Box<EvalAltResult>>,
-    ) -> Result<T, Box<EvalAltResult>> {
-        *lock(&self.deadline) = Some(Instant::now() + self.limits.budget);
-        let r = f();
-        *lock(&self.deadline) = None;
-        r
-    }
-
     /// Runs `plan(incident)` in the sandbox and returns the steps.
     pub fn plan(&self, pb: &Playbook, facts: &IncidentFacts) -> Result<Vec<Step>, PlaybookError> {
         let mut m = Map::new();
@@ -676,10 +621,9 @@ impl Runtime {
         );
         lock(&self.steps).clear();
         *lock(&self.verify_s) = pb.meta.verify_s;
-        let r = self.guarded(|| {
-            self.engine
-                .call_fn::<Dynamic>(&mut Scope::new(), &pb.ast, "plan", (m,))
-        });
+        let r = self
+            .sandbox
+            .guarded(|e| e.call_fn::<Dynamic>(&mut Scope::new(), &pb.ast, "plan", (m,)));
         let steps = std::mem::take(&mut *lock(&self.steps));
         match r {
             Ok(_) => {
@@ -706,15 +650,7 @@ impl Runtime {
                 Ok(steps)
             }
             Err(e) => {
-                let message = match *e {
-                    EvalAltResult::ErrorTerminated(..) => {
-                        format!(
-                            "wall-clock budget of {} ms exceeded",
-                            self.limits.budget.as_millis()
-                        )
-                    }
-                    other => other.to_string(),
-                };
+                let message = self.sandbox.describe(*e);
                 Err(PlaybookError::Run {
                     file: pb.path.display().to_string(),
                     message,
@@ -1087,6 +1023,7 @@ impl Runtime {
     /// The host API, read back from the engine's function metadata.
     pub fn host_api(&self) -> Vec<HostFn> {
         let json = self
+            .sandbox
             .engine
             .gen_fn_metadata_to_json(false)
             .unwrap_or_default();

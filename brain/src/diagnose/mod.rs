@@ -1,0 +1,425 @@
+//! Diagnose: turn an incident's evidence into ranked hypotheses, each with
+//! a confidence and the evidence behind it.
+//!
+//! The scoring is written as rules in Rhai (`playbooks/diagnose/*.rhai`),
+//! which operators can read and change. Each rule file defines
+//! `fn rule(incident)`: it receives the incident's facts (its anomalous
+//! series with onsets and baselines, the changes around its start, the keys
+//! whose share jumped, the topology) and calls `hypothesis::add` or
+//! `hypothesis::adjust`. Rules run in file-name order in the playbooks'
+//! sandbox; a rule that fails is skipped, named and counted, and the others
+//! still run. See docs/diagnosis.md.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use rhai::{AST, Array, Dynamic, ImmutableString, Map, Module, Scope};
+use selfheal_bus::{ChangeKind, Layer, Topology, topology::ServiceKind};
+use serde::Serialize;
+
+use crate::{
+    context::Context,
+    correlate::Incident,
+    detect::Direction,
+    sandbox::{Limits, Sandbox, lock},
+};
+
+/// A candidate cause.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hypothesis {
+    /// Cause kind (`channel_degraded`, `unknown`...).
+    pub cause: String,
+    /// What is blamed: a service, a key, an IDC.
+    pub target: String,
+    /// The service where the cause lives (for a key: the service it hits).
+    pub at: String,
+    /// Confidence in [0,1].
+    pub confidence: f64,
+    /// Why, for people.
+    pub evidence: Vec<String>,
+}
+
+/// How far before the first anomaly a change is still a suspect, ms.
+pub const CHANGE_LOOKBACK_MS: i64 = 10 * 60 * 1000;
+/// How long after the first anomaly a change is still listed, ms (clocks
+/// of the change feed and of the indicators differ a little).
+const CHANGE_LOOKAHEAD_MS: i64 = 5_000;
+/// The most anomalous series a rule sees (the earliest first).
+pub const MAX_SERIES: usize = 1000;
+/// The highest confidence a rule may give.
+const MAX_CONFIDENCE: f64 = 0.99;
+
+type Adjustment = (String, String, f64, String);
+
+/// The loaded rules and the engine they run in.
+pub struct Rules {
+    sandbox: Sandbox,
+    added: Arc<Mutex<Vec<Hypothesis>>>,
+    adjusted: Arc<Mutex<Vec<Adjustment>>>,
+    rules: Vec<(String, AST)>,
+}
+
+/// A rule that could not be loaded or failed while running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleError {
+    /// The rule (file stem).
+    pub rule: String,
+    /// What happened.
+    pub message: String,
+}
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "diagnosis rule {}: {}", self.rule, self.message)
+    }
+}
+
+fn clamp(c: f64) -> f64 {
+    if c.is_finite() {
+        c.clamp(0.0, MAX_CONFIDENCE)
+    } else {
+        0.0
+    }
+}
+
+impl Rules {
+    /// An engine with the rules' host functions and no rule loaded.
+    pub fn new(limits: Limits) -> Self {
+        let mut sandbox = Sandbox::new(limits, "diagnose");
+        // Facts are bigger than a plan's inputs: up to MAX_SERIES series of
+        // 14 fields each, plus changes, keys and the topology.
+        sandbox.engine.set_max_array_size(MAX_SERIES * 2);
+        sandbox.engine.set_max_map_size(MAX_SERIES * 16);
+        // (Rhai counts the text of a whole map, nested, against this.)
+        sandbox.engine.set_max_string_size(MAX_SERIES * 256);
+        let added: Arc<Mutex<Vec<Hypothesis>>> = Arc::default();
+        let adjusted: Arc<Mutex<Vec<Adjustment>>> = Arc::default();
+        let mut m = Module::new();
+        let a = added.clone();
+        m.set_native_fn(
+            "add",
+            move |cause: ImmutableString,
+                  target: ImmutableString,
+                  at: ImmutableString,
+                  confidence: f64,
+                  evidence: Array| {
+                if cause.is_empty() || target.is_empty() {
+                    return Err("hypothesis::add: cause and target must not be empty".into());
+                }
+                lock(&a).push(Hypothesis {
+                    cause: cause.to_string(),
+                    target: target.to_string(),
+                    at: at.to_string(),
+                    confidence: clamp(confidence),
+                    evidence: evidence.into_iter().map(|d| d.to_string()).collect(),
+                });
+                Ok(())
+            },
+        );
+        let j = adjusted.clone();
+        m.set_native_fn(
+            "adjust",
+            move |cause: ImmutableString,
+                  target: ImmutableString,
+                  delta: f64,
+                  why: ImmutableString| {
+                if !delta.is_finite() {
+                    return Err("hypothesis::adjust: delta must be a number".into());
+                }
+                lock(&j).push((
+                    cause.to_string(),
+                    target.to_string(),
+                    delta,
+                    why.to_string(),
+                ));
+                Ok(())
+            },
+        );
+        sandbox
+            .engine
+            .register_static_module("hypothesis", m.into());
+        sandbox
+            .engine
+            .register_fn("fixed", |x: f64, digits: i64| -> String {
+                format!("{x:.*}", digits.clamp(0, 9) as usize)
+            })
+            .register_fn("join", |a: Array, sep: ImmutableString| -> String {
+                a.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(sep.as_str())
+            });
+        Rules {
+            sandbox,
+            added,
+            adjusted,
+            rules: Vec::new(),
+        }
+    }
+
+    /// Compiles every `*.rhai` in `dir` (not below it); each must define
+    /// `fn rule(incident)`. Every problem at once; nothing is swapped in
+    /// unless all are good.
+    pub fn load_dir(&mut self, dir: &Path) -> Result<usize, Vec<RuleError>> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.is_file()
+                            && p.extension().is_some_and(|x| x == "rhai")
+                            && !p.to_string_lossy().ends_with(".d.rhai")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        let mut rules = Vec::new();
+        let mut errors = Vec::new();
+        for f in files {
+            let rule = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let r = std::fs::read_to_string(&f)
+                .map_err(|e| e.to_string())
+                .and_then(|t| self.sandbox.engine.compile(&t).map_err(|e| e.to_string()))
+                .and_then(|ast| {
+                    if ast
+                        .iter_functions()
+                        .any(|f| f.name == "rule" && f.params.len() == 1)
+                    {
+                        Ok(ast)
+                    } else {
+                        Err("a diagnosis rule defines fn rule(incident)".into())
+                    }
+                });
+            match r {
+                Ok(ast) => rules.push((rule, ast)),
+                Err(message) => errors.push(RuleError {
+                    rule: f.display().to_string(),
+                    message,
+                }),
+            }
+        }
+        if errors.is_empty() {
+            self.rules = rules;
+            Ok(self.rules.len())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The loaded rules' names, in the order they run.
+    pub fn names(&self) -> Vec<&str> {
+        self.rules.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Ranks the causes of `inc`, best first (never empty: `unknown` comes
+    /// last), and the rules that failed.
+    pub fn diagnose(
+        &self,
+        inc: &Incident,
+        topo: &Topology,
+        ctx: &Context,
+    ) -> (Vec<Hypothesis>, Vec<RuleError>) {
+        self.run(facts(inc, topo, ctx), &inc.service, inc.evidence.len())
+    }
+
+    /// Runs every rule on `facts` (as [`facts`] builds them).
+    pub fn run(
+        &self,
+        facts: Map,
+        service: &str,
+        series: usize,
+    ) -> (Vec<Hypothesis>, Vec<RuleError>) {
+        lock(&self.added).clear();
+        lock(&self.adjusted).clear();
+        let mut errors = Vec::new();
+        let mut out: Vec<Hypothesis> = Vec::new();
+        for (name, ast) in &self.rules {
+            let r = self.sandbox.guarded(|e| {
+                e.call_fn::<Dynamic>(&mut Scope::new(), ast, "rule", (facts.clone(),))
+            });
+            let added = std::mem::take(&mut *lock(&self.added));
+            let adjusted = std::mem::take(&mut *lock(&self.adjusted));
+            if let Err(e) = r {
+                // A failed rule adds nothing.
+                errors.push(RuleError {
+                    rule: name.clone(),
+                    message: self.sandbox.describe(*e),
+                });
+                continue;
+            }
+            for h in added {
+                match out
+                    .iter_mut()
+                    .find(|o| o.cause == h.cause && o.target == h.target)
+                {
+                    Some(o) => {
+                        o.confidence = o.confidence.max(h.confidence);
+                        for e in h.evidence {
+                            if !o.evidence.contains(&e) {
+                                o.evidence.push(e);
+                            }
+                        }
+                    }
+                    None => out.push(h),
+                }
+            }
+            for (cause, target, delta, why) in adjusted {
+                for o in out
+                    .iter_mut()
+                    .filter(|o| o.cause == cause && o.target == target)
+                {
+                    o.confidence = clamp(o.confidence + delta);
+                    o.evidence.push(why.clone());
+                }
+            }
+        }
+        out.retain(|h| h.confidence > 0.0);
+        out.sort_by(|a, b| {
+            b.confidence
+                .total_cmp(&a.confidence)
+                .then_with(|| a.cause.cmp(&b.cause))
+                .then_with(|| a.target.cmp(&b.target))
+        });
+        out.push(Hypothesis {
+            cause: "unknown".into(),
+            target: service.to_string(),
+            at: service.to_string(),
+            confidence: 0.1,
+            evidence: vec![format!("{series} anomalous series, no rule matched")],
+        });
+        (out, errors)
+    }
+}
+
+fn text(s: &str) -> Dynamic {
+    Dynamic::from(ImmutableString::from(s))
+}
+
+fn opt(s: Option<&str>) -> Dynamic {
+    s.map_or(Dynamic::UNIT, text)
+}
+
+fn layer(l: Layer) -> &'static str {
+    match l {
+        Layer::Business => "business",
+        Layer::System => "system",
+        Layer::Infra => "infra",
+    }
+}
+
+/// The facts a rule sees, as a Rhai map (documented in docs/diagnosis.md).
+pub fn facts(inc: &Incident, topo: &Topology, ctx: &Context) -> Map {
+    let onset = inc.onset;
+    let secs = |ms: i64| (ms - onset) as f64 / 1000.0;
+    let mut f = Map::new();
+    f.insert("id".into(), text(&inc.id));
+    f.insert("service".into(), text(&inc.service));
+    f.insert("onset".into(), Dynamic::from(onset));
+    let mut series: Vec<_> = inc.evidence.iter().collect();
+    series.sort_by_key(|(_, e)| e.onset);
+    series.truncate(MAX_SERIES);
+    let evidence: Array = series
+        .into_iter()
+        .map(|(k, e)| {
+            let mut m = Map::new();
+            m.insert("series".into(), text(&k.to_string()));
+            m.insert("layer".into(), text(layer(k.layer)));
+            m.insert("idc".into(), text(&k.idc));
+            m.insert("service".into(), text(&k.service));
+            m.insert("scene".into(), opt(k.scene.as_deref()));
+            m.insert("link".into(), opt(k.link.as_deref()));
+            m.insert("instance".into(), opt(k.instance.as_deref()));
+            m.insert("metric".into(), text(&k.metric));
+            m.insert("value".into(), Dynamic::from(e.value));
+            m.insert("baseline".into(), Dynamic::from(e.baseline));
+            m.insert("onset".into(), Dynamic::from(e.onset));
+            m.insert("after_s".into(), Dynamic::from(secs(e.onset)));
+            m.insert("active".into(), Dynamic::from(e.active));
+            let d = match e.direction {
+                Direction::Up => "up",
+                Direction::Down => "down",
+                Direction::Both => "both",
+            };
+            m.insert("direction".into(), text(d));
+            m.into()
+        })
+        .collect();
+    f.insert("evidence".into(), evidence.into());
+    let changes: Array = ctx
+        .changes_between(onset - CHANGE_LOOKBACK_MS, onset + CHANGE_LOOKAHEAD_MS)
+        .into_iter()
+        .map(|c| {
+            let mut m = Map::new();
+            m.insert("id".into(), text(&c.id));
+            let kind = match c.kind {
+                ChangeKind::Deploy => "deploy",
+                ChangeKind::Config => "config",
+                ChangeKind::FeatureFlag => "feature_flag",
+                ChangeKind::Scaling => "scaling",
+            };
+            m.insert("kind".into(), text(kind));
+            m.insert("service".into(), text(&c.service));
+            m.insert("author".into(), text(&c.author));
+            m.insert("description".into(), text(&c.description));
+            m.insert("before_s".into(), Dynamic::from(-secs(c.ts)));
+            m.into()
+        })
+        .collect();
+    f.insert("changes".into(), changes.into());
+    let hot: Array = ctx
+        .hot_jumps()
+        .into_iter()
+        .map(|j| {
+            let mut m = Map::new();
+            m.insert("dimension".into(), text(&j.dimension));
+            m.insert("key".into(), text(&j.key));
+            m.insert("service".into(), text(&j.service));
+            m.insert("idc".into(), text(&j.idc));
+            m.insert("share".into(), Dynamic::from(j.share));
+            m.insert("normal".into(), Dynamic::from(j.normal));
+            m.insert("since_s".into(), Dynamic::from(secs(j.since)));
+            m.into()
+        })
+        .collect();
+    f.insert("hot".into(), hot.into());
+    let mut services = Map::new();
+    for s in &topo.services {
+        let mut m = Map::new();
+        let kind = match s.kind {
+            ServiceKind::App => "app",
+            ServiceKind::Channel => "channel",
+            ServiceKind::Database => "database",
+        };
+        m.insert("kind".into(), text(kind));
+        m.insert("instances".into(), Dynamic::from(s.instances as i64));
+        m.insert(
+            "depends_on".into(),
+            s.depends_on
+                .iter()
+                .map(|d| text(d))
+                .collect::<Array>()
+                .into(),
+        );
+        m.insert("backup".into(), opt(s.backup.as_deref()));
+        services.insert(s.name.as_str().into(), m.into());
+    }
+    f.insert("services".into(), services.into());
+    f.insert(
+        "idcs".into(),
+        topo.idcs
+            .iter()
+            .map(|i| text(&i.name))
+            .collect::<Array>()
+            .into(),
+    );
+    f
+}
+
+#[cfg(test)]
+mod tests;

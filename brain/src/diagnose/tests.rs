@@ -1,0 +1,443 @@
+//! The shipped rules (`playbooks/diagnose/`) on fixture incidents: one per
+//! hypothesis kind, and what must not be blamed.
+
+use std::collections::BTreeMap;
+
+use selfheal_bus::{ChangeEvent, HotspotReport, KeyCount, SeriesKey, WIRE_VERSION};
+
+use super::*;
+use crate::{
+    context::ContextMsg,
+    correlate::{Evidence, Phase},
+};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn topo() -> Topology {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../sim/topology.toml"))
+            .unwrap();
+    toml::from_str(&text).unwrap()
+}
+
+fn rules() -> Rules {
+    let mut r = Rules::new(Limits::default());
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../playbooks/diagnose");
+    assert!(r.load_dir(Path::new(dir)).unwrap() >= 5);
+    r
+}
+
+/// `(layer, idc, service, instance, metric, value, baseline, onset offset s)`.
+type Series<'a> = (
+    Layer,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    f64,
+    f64,
+    i64,
+);
+
+fn incident(series: &[Series]) -> Incident {
+    let mut evidence = BTreeMap::new();
+    for (layer, idc, service, instance, metric, value, baseline, at) in series {
+        let key = SeriesKey {
+            layer: *layer,
+            idc: idc.to_string(),
+            service: service.to_string(),
+            scene: None,
+            link: None,
+            instance: instance.map(str::to_string),
+            metric: metric.to_string(),
+            labels: BTreeMap::new(),
+        };
+        let direction = if metric.contains("success") {
+            Direction::Down
+        } else {
+            Direction::Up
+        };
+        evidence.insert(
+            key,
+            Evidence {
+                active: true,
+                onset: T0 + at * 1000,
+                detected: T0 + at * 1000 + 2000,
+                value: *value,
+                baseline: *baseline,
+                score: 1.0,
+                direction,
+            },
+        );
+    }
+    let onset = evidence.values().map(|e| e.onset).min().unwrap_or(T0);
+    Incident {
+        id: "inc-1".into(),
+        service: "cashier".into(),
+        onset,
+        opened: onset + 2000,
+        last_activity: onset + 2000,
+        evidence,
+        hypotheses: Vec::new(),
+        phase: Phase::Collecting(onset + 5000),
+        playbook: None,
+        plan: Vec::new(),
+        cursor: 0,
+        wait: None,
+        applied: 0,
+        reverting: false,
+    }
+}
+
+fn change(ctx: &mut Context, id: &str, service: &str, kind: ChangeKind, at_s: i64) {
+    ctx.record(ContextMsg::Change(ChangeEvent {
+        v: WIRE_VERSION,
+        id: id.into(),
+        service: service.into(),
+        kind,
+        ts: T0 + at_s * 1000,
+        author: "dev-alice".into(),
+        description: "v2".into(),
+    }));
+}
+
+/// Ten normal reports (heaviest key 2 %), then `key` takes `share`.
+fn hot(ctx: &mut Context, service: &str, dimension: &str, key: &str, share: f64) {
+    for n in 0..11 {
+        let top = if n < 10 {
+            ("k-normal", 20)
+        } else {
+            (key, (share * 1000.0) as u64)
+        };
+        ctx.record(ContextMsg::Hot(HotspotReport {
+            v: WIRE_VERSION,
+            service: service.into(),
+            idc: "idc1".into(),
+            ts: T0 - 10_000 + n * 1000,
+            dimension: dimension.into(),
+            total: 1000,
+            top: vec![KeyCount {
+                key: top.0.into(),
+                count: top.1,
+            }],
+        }));
+    }
+}
+
+fn top(h: &[Hypothesis]) -> (&str, &str) {
+    (h[0].cause.as_str(), h[0].target.as_str())
+}
+
+use Layer::{Business, System};
+
+#[test]
+fn a_degraded_channel_that_went_bad_first() {
+    let inc = incident(&[
+        (
+            Business,
+            "idc1",
+            "bank-a",
+            None,
+            "success_rate",
+            0.55,
+            0.998,
+            0,
+        ),
+        (
+            Business,
+            "idc1",
+            "bank-a",
+            None,
+            "latency_p99_ms",
+            900.0,
+            120.0,
+            0,
+        ),
+        (
+            System,
+            "idc1",
+            "channel-router",
+            None,
+            "latency_ms",
+            300.0,
+            50.0,
+            2,
+        ),
+    ]);
+    let (h, errs) = rules().diagnose(&inc, &topo(), &Context::default());
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(top(&h), ("channel_degraded", "bank-a"));
+    assert!((h[0].confidence - 0.99).abs() < 1e-9, "{h:?}");
+    assert!(h[0].evidence.iter().any(|e| e == "bank-a went bad first"));
+    assert_eq!(h.last().unwrap().cause, "unknown");
+}
+
+#[test]
+fn a_bad_deploy_is_blamed_and_a_healthy_one_nearby_is_not() {
+    let inc = incident(&[
+        (
+            System,
+            "idc1",
+            "payment-engine",
+            None,
+            "error_rate",
+            0.25,
+            0.001,
+            0,
+        ),
+        (
+            Business,
+            "idc1",
+            "cashier",
+            None,
+            "success_rate",
+            0.78,
+            0.997,
+            1,
+        ),
+    ]);
+    let mut ctx = Context::default();
+    change(
+        &mut ctx,
+        "chg-bad",
+        "payment-engine",
+        ChangeKind::Deploy,
+        -30,
+    );
+    // Closer in time, but its service stayed healthy.
+    change(&mut ctx, "chg-ok", "acquiring", ChangeKind::Deploy, -5);
+    let (h, _) = rules().diagnose(&inc, &topo(), &ctx);
+    assert_eq!(top(&h), ("bad_deploy", "payment-engine"));
+    assert!(h[0].evidence[0].contains("chg-bad") && h[0].evidence[0].contains("30.0s before"));
+    assert!(!h.iter().any(|x| x.target == "acquiring"), "{h:?}");
+    // Recency: the same deploy ten minutes earlier is a weaker suspect; older
+    // than the look-back, not one at all.
+    let mut old = Context::default();
+    change(
+        &mut old,
+        "chg-bad",
+        "payment-engine",
+        ChangeKind::Deploy,
+        -500,
+    );
+    let (h2, _) = rules().diagnose(&inc, &topo(), &old);
+    assert!(h2[0].cause == "bad_deploy" && h2[0].confidence < h[0].confidence);
+    let mut older = Context::default();
+    change(
+        &mut older,
+        "chg-bad",
+        "payment-engine",
+        ChangeKind::Deploy,
+        -700,
+    );
+    let (h3, _) = rules().diagnose(&inc, &topo(), &older);
+    assert!(!h3.iter().any(|x| x.cause == "bad_deploy"), "{h3:?}");
+}
+
+#[test]
+fn a_config_push_and_other_changes_name_their_kind() {
+    let inc = incident(&[(
+        System,
+        "idc1",
+        "accounting-core",
+        None,
+        "error_rate",
+        0.2,
+        0.001,
+        0,
+    )]);
+    for (kind, cause) in [
+        (ChangeKind::Config, "config_mistake"),
+        (ChangeKind::FeatureFlag, "bad_change"),
+        (ChangeKind::Scaling, "bad_change"),
+    ] {
+        let mut ctx = Context::default();
+        change(&mut ctx, "chg-1", "accounting-core", kind, -10);
+        let (h, _) = rules().diagnose(&inc, &topo(), &ctx);
+        assert_eq!(top(&h), (cause, "accounting-core"));
+    }
+}
+
+#[test]
+fn hot_keys_name_their_cause_by_dimension() {
+    let inc = incident(&[(
+        System,
+        "idc1",
+        "cashier",
+        None,
+        "latency_ms",
+        400.0,
+        80.0,
+        0,
+    )]);
+    for (dim, cause) in [
+        ("item", "hot_item"),
+        ("client_ip", "abusive_client"),
+        ("order", "request_storm"),
+        ("account", "hot_account"),
+    ] {
+        let mut ctx = Context::default();
+        hot(&mut ctx, "cashier", dim, "key-1", 0.6);
+        let (h, _) = rules().diagnose(&inc, &topo(), &ctx);
+        assert_eq!(top(&h), (cause, "key-1"), "{dim}");
+        assert_eq!(h[0].at, "cashier");
+        assert!((h[0].confidence - 0.77).abs() < 1e-9, "{h:?}");
+    }
+    // A dimension no rule knows is not blamed.
+    let mut ctx = Context::default();
+    hot(&mut ctx, "cashier", "merchant", "m-1", 0.6);
+    let (h, _) = rules().diagnose(&inc, &topo(), &ctx);
+    assert!(!h.iter().any(|x| x.target == "m-1"), "{h:?}");
+}
+
+#[test]
+fn a_host_pinned_alone_a_slow_database_and_an_idc_outage() {
+    let inc = incident(&[(
+        System,
+        "idc1",
+        "payment-engine",
+        Some("payment-engine-idc1-2"),
+        "cpu",
+        0.98,
+        0.36,
+        0,
+    )]);
+    let (h, _) = rules().diagnose(&inc, &topo(), &Context::default());
+    assert_eq!(top(&h), ("host_saturated", "payment-engine-idc1-2"));
+    // Every sibling pinned too: load, not the host.
+    let all = incident(&[
+        (
+            System,
+            "idc1",
+            "payment-engine",
+            Some("payment-engine-idc1-1"),
+            "cpu",
+            0.98,
+            0.36,
+            0,
+        ),
+        (
+            System,
+            "idc1",
+            "payment-engine",
+            Some("payment-engine-idc1-2"),
+            "cpu",
+            0.98,
+            0.36,
+            0,
+        ),
+    ]);
+    let (h, _) = rules().diagnose(&all, &topo(), &Context::default());
+    assert!(!h.iter().any(|x| x.cause == "host_saturated"), "{h:?}");
+
+    let db = incident(&[
+        (System, "idc1", "database", None, "latency_ms", 40.0, 4.0, 0),
+        (
+            System,
+            "idc1",
+            "accounting-core",
+            None,
+            "conn_pool_use",
+            0.97,
+            0.3,
+            1,
+        ),
+    ]);
+    let (h, _) = rules().diagnose(&db, &topo(), &Context::default());
+    assert_eq!(top(&h), ("slow_database", "database"));
+    assert_eq!(h[0].evidence.len(), 2);
+
+    let mut series = Vec::new();
+    for s in ["cashier", "payment-engine", "accounting-core"] {
+        series.push((System, "idc1", s, None, "error_rate", 0.9, 0.001, 0));
+    }
+    let (h, _) = rules().diagnose(&incident(&series), &topo(), &Context::default());
+    assert_eq!(top(&h), ("idc_network", "idc1"));
+    assert!(h[0].evidence[0].contains("accounting-core, cashier, payment-engine"));
+    // The same errors in both IDCs are not one IDC's network.
+    series.push((System, "idc2", "cashier", None, "error_rate", 0.9, 0.001, 0));
+    let (h, _) = rules().diagnose(&incident(&series), &topo(), &Context::default());
+    assert!(!h.iter().any(|x| x.cause == "idc_network"), "{h:?}");
+}
+
+#[test]
+fn a_dependency_that_went_bad_before_its_callers() {
+    let inc = incident(&[
+        (
+            System,
+            "idc1",
+            "accounting-core",
+            None,
+            "latency_ms",
+            300.0,
+            20.0,
+            0,
+        ),
+        (
+            System,
+            "idc1",
+            "payment-engine",
+            None,
+            "latency_ms",
+            500.0,
+            60.0,
+            3,
+        ),
+    ]);
+    let (h, _) = rules().diagnose(&inc, &topo(), &Context::default());
+    let d = h
+        .iter()
+        .find(|x| x.cause == "dependency_degraded")
+        .unwrap_or_else(|| panic!("{h:?}"));
+    assert_eq!(d.target, "accounting-core");
+    assert!(d.evidence[0].contains("payment-engine"), "{d:?}");
+}
+
+#[test]
+fn a_failing_rule_is_skipped_and_named_and_adjust_moves_confidence() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a_add.rhai"),
+        r#"fn rule(i) { hypothesis::add("hot_item", "k", "cashier", 0.6, ["share jumped"]); }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b_adjust.rhai"),
+        r#"fn rule(i) { hypothesis::adjust("hot_item", "k", 0.2, "seen in both IDCs"); hypothesis::adjust("hot_item", "k", 5.0, "capped"); }"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("c_loop.rhai"), "fn rule(i) { loop {} }").unwrap();
+    std::fs::write(
+        dir.path().join("d_bad.rhai"),
+        r#"fn rule(i) { hypothesis::add("x", "y", "z", 0.9, []); throw "broken rule"; }"#,
+    )
+    .unwrap();
+    let mut r = Rules::new(Limits::default());
+    assert_eq!(r.load_dir(dir.path()).unwrap(), 4);
+    let inc = incident(&[(System, "idc1", "cashier", None, "latency_ms", 1.0, 0.0, 0)]);
+    let (h, errs) = r.diagnose(&inc, &topo(), &Context::default());
+    assert_eq!(top(&h), ("hot_item", "k"));
+    assert!((h[0].confidence - 0.99).abs() < 1e-9, "clamped: {h:?}");
+    assert_eq!(
+        h[0].evidence,
+        ["share jumped", "seen in both IDCs", "capped"]
+    );
+    let names: Vec<&str> = errs.iter().map(|e| e.rule.as_str()).collect();
+    assert_eq!(names, ["c_loop", "d_bad"]);
+    assert!(errs[1].message.contains("broken rule"));
+    assert!(
+        !h.iter().any(|x| x.cause == "x"),
+        "a failed rule adds nothing"
+    );
+
+    // Load errors name the file; nothing is swapped in.
+    std::fs::write(dir.path().join("e_norule.rhai"), "fn other() {}").unwrap();
+    std::fs::write(dir.path().join("f_syntax.rhai"), "fn rule(i) { let = ; }").unwrap();
+    let errs = r.load_dir(dir.path()).unwrap_err();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].to_string().contains("e_norule.rhai")
+            && errs[0].message.contains("fn rule(incident)")
+    );
+    assert_eq!(r.names().len(), 4);
+}

@@ -1,0 +1,99 @@
+//! The Rhai sandbox shared by playbooks and diagnosis rules: an operation
+//! limit, call-depth and size limits, a wall-clock budget, no `eval`, and
+//! no file, process or network access (scripts reach the world only
+//! through the host functions registered on the engine).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use rhai::{Engine, EvalAltResult};
+
+/// Sandbox limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Operations per run.
+    pub max_operations: u64,
+    /// Wall-clock budget per run.
+    pub budget: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: 200_000,
+            budget: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A sandboxed engine and the clock that stops a run past its budget.
+pub struct Sandbox {
+    /// The engine; register host functions on it.
+    pub engine: Engine,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    limits: Limits,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Held only for a push or a read, never across a call into Rhai.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Sandbox {
+    /// A new sandboxed engine; `log` names the tracing target of `print`.
+    pub fn new(limits: Limits, log: &'static str) -> Self {
+        let deadline: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let mut engine = Engine::new();
+        engine.set_max_operations(limits.max_operations);
+        engine.set_max_call_levels(32);
+        engine.set_max_expr_depths(64, 32);
+        engine.set_max_string_size(16 * 1024);
+        engine.set_max_array_size(1024);
+        engine.set_max_map_size(256);
+        engine.disable_symbol("eval");
+        engine.on_print(move |s| tracing::info!(script = log, "{s}"));
+        engine.on_debug(move |s, src, pos| tracing::debug!(script = log, ?src, %pos, "{s}"));
+        let d = deadline.clone();
+        engine.on_progress(move |ops| {
+            if ops % 256 == 0 && lock(&d).is_some_and(|t| Instant::now() > t) {
+                Some("wall-clock budget exceeded".into())
+            } else {
+                None
+            }
+        });
+        Sandbox {
+            engine,
+            deadline,
+            limits,
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Runs `f` under the wall-clock budget.
+    pub fn guarded<T>(
+        &self,
+        f: impl FnOnce(&Engine) -> Result<T, Box<EvalAltResult>>,
+    ) -> Result<T, Box<EvalAltResult>> {
+        *lock(&self.deadline) = Some(Instant::now() + self.limits.budget);
+        let r = f(&self.engine);
+        *lock(&self.deadline) = None;
+        r
+    }
+
+    /// A run's error, in words (a budget stop says so).
+    pub fn describe(&self, e: EvalAltResult) -> String {
+        match e {
+            EvalAltResult::ErrorTerminated(..) => format!(
+                "wall-clock budget of {} ms exceeded",
+                self.limits.budget.as_millis()
+            ),
+            other => other.to_string(),
+        }
+    }
+}
