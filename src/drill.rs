@@ -37,6 +37,17 @@ pub struct DrillResult {
     /// Expected causes the brain named right (top cause and target of an
     /// incident), out of `expected`.
     pub diagnosed: usize,
+    /// Expected causes among the top three hypotheses of an incident.
+    pub top3: usize,
+    /// Incidents whose top cause blames the expected change (deploy or
+    /// config push) of the expected service.
+    pub change_tp: usize,
+    /// Incidents whose top cause blames a change that is not the fault.
+    pub change_fp: usize,
+    /// Expected bad changes no incident blamed.
+    pub change_fn: usize,
+    /// Time from the first incident opening to its first hypothesis, s.
+    pub tth_s: Option<f64>,
     /// Expected cures that were executed, out of `expected`.
     pub cured: usize,
     /// Expected diagnoses and cures.
@@ -92,6 +103,39 @@ pub fn score(s: &Scenario, topo: &Topology, out: &LoopOutcome, th: &Thresholds) 
             })
         })
         .count();
+    let top3 = s
+        .expect
+        .iter()
+        .filter(|e| {
+            after.iter().any(|i| {
+                out.hypotheses.get(&i.id).is_some_and(|h| {
+                    h.iter()
+                        .take(3)
+                        .any(|x| x.cause == e.cause && x.target == e.target)
+                })
+            })
+        })
+        .count();
+    let is_change = |c: &str| matches!(c, "bad_deploy" | "config_mistake" | "bad_change");
+    let mut blamed: Vec<(&str, &str)> = out
+        .incidents
+        .iter()
+        .filter_map(|i| Some((i.cause.as_deref()?, i.target.as_deref()?)))
+        .filter(|(c, _)| is_change(c))
+        .collect();
+    blamed.sort_unstable();
+    blamed.dedup();
+    let bad_changes: Vec<_> = s.expect.iter().filter(|e| is_change(&e.cause)).collect();
+    let right = |c: &str, t: &str| bad_changes.iter().any(|e| e.cause == c && e.target == t);
+    let change_tp = blamed.iter().filter(|(c, t)| right(c, t)).count();
+    let change_fp = blamed.len() - change_tp;
+    let change_fn = bad_changes
+        .iter()
+        .filter(|e| !blamed.contains(&(e.cause.as_str(), e.target.as_str())))
+        .count();
+    let tth_s = after
+        .first()
+        .and_then(|i| out.diagnosed_ts.get(&i.id).map(|d| secs(d - i.opened_ts)));
     let cured = s
         .expect
         .iter()
@@ -141,6 +185,11 @@ pub fn score(s: &Scenario, topo: &Topology, out: &LoopOutcome, th: &Thresholds) 
         ttd_s,
         ttr_s,
         diagnosed,
+        top3,
+        change_tp,
+        change_fp,
+        change_fn,
+        tth_s,
         cured,
         expected: s.expect.len(),
         false_alarms,
@@ -249,6 +298,42 @@ pub fn table(results: &[DrillResult]) -> String {
         ));
     }
     out
+}
+
+/// The diagnosis figures over `results`: top-1 and top-3 accuracy of the
+/// root cause (kind and target), precision and recall of blaming a change,
+/// and the time from an incident opening to its first hypothesis.
+pub fn diagnosis_summary(results: &[DrillResult]) -> String {
+    let sum = |f: fn(&DrillResult) -> usize| results.iter().map(f).sum::<usize>();
+    let expected = sum(|r| r.expected);
+    let pct = |n: usize, d: usize| {
+        if d == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}%", 100.0 * n as f64 / d as f64)
+        }
+    };
+    let (tp, fp, fneg) = (
+        sum(|r| r.change_tp),
+        sum(|r| r.change_fp),
+        sum(|r| r.change_fn),
+    );
+    let mut tth: Vec<f64> = results.iter().filter_map(|r| r.tth_s).collect();
+    tth.sort_by(f64::total_cmp);
+    let median = tth.get(tth.len() / 2).copied();
+    format!(
+        "root cause: top-1 {}/{expected} ({}), top-3 {}/{expected} ({})\n\
+         change blame: precision {} ({tp} right, {fp} wrong), recall {} ({fneg} missed)\n\
+         first hypothesis after the incident opened: median {}, max {}\n",
+        sum(|r| r.diagnosed),
+        pct(sum(|r| r.diagnosed), expected),
+        sum(|r| r.top3),
+        pct(sum(|r| r.top3), expected),
+        pct(tp, tp + fp),
+        pct(tp, tp + fneg),
+        median.map_or("-".into(), |m| format!("{m:.1} s")),
+        tth.last().map_or("-".into(), |m| format!("{m:.1} s")),
+    )
 }
 
 /// A playbook rehearsed on the simulator scenario of its fault class.

@@ -78,6 +78,10 @@ pub struct LoopOutcome {
     pub incidents: Vec<selfheal_brain::store::IncidentRow>,
     /// Actions in the store.
     pub actions: Vec<selfheal_brain::store::ActionRow>,
+    /// Each incident's ranked hypotheses, by incident id.
+    pub hypotheses: std::collections::BTreeMap<String, Vec<selfheal_brain::store::HypothesisRow>>,
+    /// When each incident was first diagnosed (platform time), by id.
+    pub diagnosed_ts: std::collections::BTreeMap<String, i64>,
     /// The brain's counters.
     pub brain: Arc<BrainStats>,
     /// The agent's counters.
@@ -279,11 +283,26 @@ pub async fn run_loop_on(
     agent.shutdown().await;
     brain.shutdown().await;
     let store = Store::open(&opts.brain.store)?;
+    let incidents = store.incidents()?;
+    let mut hypotheses = std::collections::BTreeMap::new();
+    let mut diagnosed_ts = std::collections::BTreeMap::new();
+    for i in &incidents {
+        hypotheses.insert(i.id.clone(), store.hypotheses(&i.id)?);
+        if let Some((ts, _, _)) = store
+            .timeline_of(&i.id)?
+            .into_iter()
+            .find(|(_, kind, _)| kind == "diagnosed")
+        {
+            diagnosed_ts.insert(i.id.clone(), ts);
+        }
+    }
     Ok(LoopOutcome {
         truth,
         start_ms,
         timeline,
-        incidents: store.incidents()?,
+        incidents,
+        hypotheses,
+        diagnosed_ts,
         actions: store.actions()?,
         brain: brain_stats,
         agent: agent_stats,

@@ -338,6 +338,7 @@ async fn main() -> anyhow::Result<()> {
             }
             bar.finish_and_clear();
             print!("{}", selfheal::drill::table(&results));
+            print!("\n{}", selfheal::drill::diagnosis_summary(&results));
             if let Some(p) = json {
                 std::fs::write(&p, serde_json::to_vec_pretty(&results)?)
                     .with_context(|| format!("writing {}", p.display()))?;

@@ -136,3 +136,40 @@ async fn a_healthy_deploy_nearby_is_not_blamed_and_a_hot_key_is() {
         assert!(r.passed(), "{name}: {r:?}");
     }
 }
+
+/// The diagnosis bar over the whole drill catalogue: the root cause (kind
+/// and target) first for at least 90 % of expected faults, and a bad change
+/// blamed with precision and recall of at least 95 % (a healthy deploy near
+/// an unrelated fault is not blamed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalogue_meets_the_diagnosis_bar() {
+    let topo = default_topology();
+    let scenarios = selfheal::drill::load(&selfheal::drill::shipped(), &topo).unwrap();
+    assert!(scenarios.len() >= 20);
+    let mut results = Vec::new();
+    for s in &scenarios {
+        results.push(timed(drill(s, None, &Thresholds::default())).await.unwrap());
+    }
+    let sum = |f: fn(&selfheal::drill::DrillResult) -> usize| results.iter().map(f).sum::<usize>();
+    let (expected, top1, top3) = (sum(|r| r.expected), sum(|r| r.diagnosed), sum(|r| r.top3));
+    let summary = selfheal::drill::diagnosis_summary(&results);
+    assert!(top1 as f64 >= 0.9 * expected as f64, "{summary}");
+    assert!(top3 >= top1, "{summary}");
+    let (tp, fp, fneg) = (
+        sum(|r| r.change_tp),
+        sum(|r| r.change_fp),
+        sum(|r| r.change_fn),
+    );
+    assert!(tp >= 3, "the catalogue has bad changes to blame: {summary}");
+    assert!(tp as f64 >= 0.95 * (tp + fp) as f64, "precision: {summary}");
+    assert!(tp as f64 >= 0.95 * (tp + fneg) as f64, "recall: {summary}");
+    // A hypothesis within the evidence window (settle_s = 3) of opening.
+    for r in results.iter().filter(|r| !r.control) {
+        assert!(
+            r.tth_s.is_some_and(|t| t <= 5.0),
+            "{}: {:?}",
+            r.name,
+            r.tth_s
+        );
+    }
+}

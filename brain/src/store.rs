@@ -80,6 +80,21 @@ pub struct ActionRow {
     pub recorded_at_us: i64,
 }
 
+/// A hypothesis as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HypothesisRow {
+    /// 0 for the best.
+    pub rank: usize,
+    /// Cause kind.
+    pub cause: String,
+    /// What is blamed.
+    pub target: String,
+    /// Confidence in [0,1].
+    pub confidence: f64,
+    /// Why.
+    pub evidence: Vec<String>,
+}
+
 /// An incident as stored.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct IncidentRow {
@@ -283,6 +298,28 @@ impl Store {
                     confidence: r.get(7)?,
                     recovered_ts: r.get(8)?,
                     summary: r.get(9)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// An incident's ranked hypotheses, best first.
+    pub fn hypotheses(&self, incident: &str) -> Result<Vec<HypothesisRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT rank, cause, target, confidence, evidence FROM hypotheses
+             WHERE incident_id = ?1 ORDER BY rank",
+        )?;
+        let rows = st
+            .query_map(params![incident], |r| {
+                let ev: String = r.get(4)?;
+                Ok(HypothesisRow {
+                    rank: r.get::<_, i64>(0)? as usize,
+                    cause: r.get(1)?,
+                    target: r.get(2)?,
+                    confidence: r.get(3)?,
+                    evidence: serde_json::from_str(&ev).unwrap_or_default(),
                 })
             })?
             .collect::<std::result::Result<Vec<_>, _>>()?;
