@@ -24,6 +24,7 @@ pub mod bench;
 pub mod detect;
 pub mod drill;
 pub mod paths;
+pub mod replay;
 pub mod train;
 
 /// One line of the live timeline.

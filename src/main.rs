@@ -128,6 +128,21 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Runs the brain (same code, virtual clock, dry run) over recorded
+    /// data and writes the incidents with their ranked hypotheses
+    /// (docs/replay.md).
+    Replay {
+        /// Directory with metrics.csv, topology.toml or dependencies.csv,
+        /// and optionally changes.jsonl and hotkeys.csv.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to write the incidents (JSON; default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Brain configuration (TOML); its store is replaced by a temporary one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Fits a multivariate model per service on normal history and writes
     /// them, one JSON file per service.
     Train {
@@ -267,7 +282,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let demo = matches!(
         cli.cmd,
-        Cmd::Demo { .. } | Cmd::Bench { .. } | Cmd::Drill { .. } | Cmd::Playbook { .. }
+        Cmd::Demo { .. }
+            | Cmd::Bench { .. }
+            | Cmd::Drill { .. }
+            | Cmd::Playbook { .. }
+            | Cmd::Replay { .. }
     );
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -377,6 +396,44 @@ async fn main() -> anyhow::Result<()> {
                 "scored {rows} points in {files} files in {:.2} s",
                 t.elapsed().as_secs_f64()
             );
+            Ok(())
+        }
+        Cmd::Replay { dir, out, config } => {
+            let mut cfg: BrainConfig = match config {
+                Some(p) => read_toml(&p)?,
+                None => BrainConfig {
+                    playbooks: selfheal::paths::playbooks(),
+                    ..BrainConfig::default()
+                },
+            };
+            let tmp = tempfile::tempdir()?;
+            cfg.store = tmp.path().join("replay.db");
+            let rec = selfheal::replay::read(&dir)?;
+            let rows = rec.rows;
+            let t = std::time::Instant::now();
+            let incidents = selfheal::replay::run(rec, cfg).await?;
+            let json = serde_json::to_string_pretty(&incidents)?;
+            match out {
+                Some(p) => std::fs::write(&p, json + "\n")
+                    .with_context(|| format!("writing {}", p.display()))?,
+                None => println!("{json}"),
+            }
+            eprintln!(
+                "replayed {rows} rows in {:.2} s: {} incident(s)",
+                t.elapsed().as_secs_f64(),
+                incidents.len()
+            );
+            for i in &incidents {
+                eprintln!(
+                    "  {} opened {} {}: {} on {} ({:.0}%)",
+                    i.incident.id,
+                    i.incident.opened_ts,
+                    i.incident.state,
+                    i.incident.cause.as_deref().unwrap_or("-"),
+                    i.incident.target.as_deref().unwrap_or("-"),
+                    100.0 * i.incident.confidence.unwrap_or(0.0)
+                );
+            }
             Ok(())
         }
         Cmd::Record {

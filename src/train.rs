@@ -21,7 +21,8 @@ use selfheal_sim::{Platform, Scenario};
 pub const RECORD_START_MS: i64 = 1_700_000_000_000;
 
 /// Runs `scenario` on the platform alone (no agent, no brain: nothing is
-/// repaired) and writes `metrics.csv` and `changes.jsonl` into `out`.
+/// repaired) and writes `metrics.csv`, `changes.jsonl` and `hotkeys.csv`
+/// into `out` (the replay format, docs/replay.md).
 /// Returns the rows written.
 pub fn record(topology: &Topology, scenario: &Scenario, out: &Path) -> anyhow::Result<usize> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -31,7 +32,14 @@ pub fn record(topology: &Topology, scenario: &Scenario, out: &Path) -> anyhow::R
     let mut changes = std::io::BufWriter::new(
         std::fs::File::create(out.join("changes.jsonl")).context("creating changes.jsonl")?,
     );
-    writeln!(metrics, "timestamp,service,instance,layer,metric,value")?;
+    let mut hot = std::io::BufWriter::new(
+        std::fs::File::create(out.join("hotkeys.csv")).context("creating hotkeys.csv")?,
+    );
+    writeln!(
+        metrics,
+        "timestamp,service,instance,layer,metric,value,idc,scene,link"
+    )?;
+    writeln!(hot, "timestamp,service,idc,dimension,total,key,count")?;
     let mut p = Platform::new(topology.clone(), scenario, RECORD_START_MS);
     let ticks = scenario.duration_s * 1000 / scenario.tick_ms.max(1);
     let mut rows = 0;
@@ -40,15 +48,27 @@ pub fn record(topology: &Topology, scenario: &Scenario, out: &Path) -> anyhow::R
         for s in &frame.samples {
             writeln!(
                 metrics,
-                "{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{}",
                 frame.ts,
                 s.service,
                 s.instance.as_deref().unwrap_or(""),
                 s.layer.as_str(),
                 s.metric,
-                s.value
+                s.value,
+                s.idc,
+                s.scene.as_deref().unwrap_or(""),
+                s.link.as_deref().unwrap_or("")
             )?;
             rows += 1;
+        }
+        for h in &frame.hot {
+            for (key, count) in &h.top {
+                writeln!(
+                    hot,
+                    "{},{},{},{},{},{key},{count}",
+                    frame.ts, h.service, h.idc, h.dimension, h.total
+                )?;
+            }
         }
         for c in &frame.changes {
             let line = serde_json::json!({
@@ -64,6 +84,7 @@ pub fn record(topology: &Topology, scenario: &Scenario, out: &Path) -> anyhow::R
     }
     metrics.flush()?;
     changes.flush()?;
+    hot.flush()?;
     Ok(rows)
 }
 
