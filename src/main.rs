@@ -128,6 +128,9 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Reads a token on standard input and prints its SHA-256, for
+    /// `change_token_sha256` (the token itself is never stored).
+    HashToken,
     /// Runs the brain (same code, virtual clock, dry run) over recorded
     /// data and writes the incidents with their ranked hypotheses
     /// (docs/replay.md).
@@ -396,6 +399,16 @@ async fn main() -> anyhow::Result<()> {
                 "scored {rows} points in {files} files in {:.2} s",
                 t.elapsed().as_secs_f64()
             );
+            Ok(())
+        }
+        Cmd::HashToken => {
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token)?;
+            let token = token.trim_end_matches(['\r', '\n']);
+            if token.len() < 16 {
+                bail!("a token needs at least 16 characters");
+            }
+            println!("{}", selfheal_brain::api::hash_token(token));
             Ok(())
         }
         Cmd::Replay { dir, out, config } => {

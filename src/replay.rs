@@ -13,8 +13,8 @@ use std::{
 use anyhow::{Context, bail};
 use selfheal_brain::{Brain, BrainConfig, stats::BrainStats, store::Store};
 use selfheal_bus::{
-    Bus, ChangeEvent, ChangeKind, HotspotReport, IndicatorBatch, KeyCount, Layer, LocalTransport,
-    Sample, Subjects, Topology, WIRE_VERSION, encode,
+    Bus, ChangeEvent, HotspotReport, IndicatorBatch, KeyCount, Layer, LocalTransport, Sample,
+    Subjects, Topology, WIRE_VERSION, encode,
     time::parse_timestamp,
     topology::{Idc, Service, ServiceKind},
 };
@@ -143,7 +143,7 @@ pub fn read(dir: &Path) -> anyhow::Result<Recording> {
             if l.trim().is_empty() {
                 continue;
             }
-            let c = parse_change(l)
+            let c = selfheal_bus::parse_change(l.as_bytes(), None)
                 .map_err(|e| anyhow::anyhow!("{}:{}: {e}", changes.display(), i + 1))?;
             by_time.entry(c.ts).or_default().changes.push(c);
         }
@@ -168,40 +168,6 @@ pub fn read(dir: &Path) -> anyhow::Result<Recording> {
         by_time,
         topology,
         rows,
-    })
-}
-
-fn parse_change(line: &str) -> Result<ChangeEvent, String> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Line {
-        ts: serde_json::Value,
-        id: String,
-        service: String,
-        kind: ChangeKind,
-        #[serde(default)]
-        author: String,
-        #[serde(default)]
-        description: String,
-    }
-    let l: Line = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    let ts = match &l.ts {
-        serde_json::Value::Number(n) => parse_timestamp(&n.to_string()),
-        serde_json::Value::String(s) => parse_timestamp(s),
-        _ => None,
-    }
-    .ok_or_else(|| format!("unreadable ts {}", l.ts))?;
-    if l.id.is_empty() || l.service.is_empty() {
-        return Err("id and service must not be empty".into());
-    }
-    Ok(ChangeEvent {
-        v: WIRE_VERSION,
-        id: l.id,
-        service: l.service,
-        kind: l.kind,
-        ts,
-        author: l.author,
-        description: l.description,
     })
 }
 

@@ -139,17 +139,36 @@ fn malformed_replay_input_is_refused_with_its_line() {
     };
     std::fs::write(d.join("dependencies.csv"), "source,target\na,b\n").unwrap();
     for (csv, want) in [
-        ("timestamp,service,metric,value\n1,a,cpu,0.5\nyesterday,a,cpu,0.5\n", "metrics.csv:3: unreadable timestamp"),
-        ("timestamp,service,metric,value\n1,a,cpu,lots\n", "metrics.csv:2: value \"lots\" is not a number"),
-        ("timestamp,service,layer,metric,value\n1,a,kernel,cpu,1\n", "metrics.csv:2: layer \"kernel\""),
-        ("timestamp,service,metric,value\n1,,cpu,1\n", "metrics.csv:2: service and metric must not be empty"),
-        ("time,svc,value\n1,a,1\n", "metrics.csv:1: needs the columns"),
+        (
+            "timestamp,service,metric,value\n1,a,cpu,0.5\nyesterday,a,cpu,0.5\n",
+            "metrics.csv:3: unreadable timestamp",
+        ),
+        (
+            "timestamp,service,metric,value\n1,a,cpu,lots\n",
+            "metrics.csv:2: value \"lots\" is not a number",
+        ),
+        (
+            "timestamp,service,layer,metric,value\n1,a,kernel,cpu,1\n",
+            "metrics.csv:2: layer \"kernel\"",
+        ),
+        (
+            "timestamp,service,metric,value\n1,,cpu,1\n",
+            "metrics.csv:2: service and metric must not be empty",
+        ),
+        (
+            "time,svc,value\n1,a,1\n",
+            "metrics.csv:1: needs the columns",
+        ),
     ] {
         std::fs::write(d.join("metrics.csv"), csv).unwrap();
         let err = run();
         assert!(err.contains(want), "{want}: {err}");
     }
-    std::fs::write(d.join("metrics.csv"), "timestamp,service,metric,value\n1,a,cpu,1\n").unwrap();
+    std::fs::write(
+        d.join("metrics.csv"),
+        "timestamp,service,metric,value\n1,a,cpu,1\n",
+    )
+    .unwrap();
     std::fs::write(
         d.join("changes.jsonl"),
         "{\"ts\":1,\"id\":\"c\",\"service\":\"a\",\"kind\":\"deploy\"}\n{\"ts\":1,\"id\":\"c\",\"service\":\"a\",\"kind\":\"rewrite\"}\n",

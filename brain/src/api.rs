@@ -1,27 +1,151 @@
-//! The brain's HTTP API. For now: `/healthz` and `/metrics` (Prometheus
-//! text format); incidents, pending actions and approvals come with the
-//! on-call work.
+//! The brain's HTTP API: `/healthz`, `/metrics` (Prometheus text format)
+//! and the change webhook `POST /v1/changes`; incidents, pending actions
+//! and approvals come with the on-call work.
 
 use std::{net::SocketAddr, sync::Arc};
 
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use selfheal_bus::{Bus, Subjects, encode, parse_change, wall_ms};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::stats::BrainStats;
+
+/// Where the change webhook sends what it accepts.
+#[derive(Clone)]
+pub struct ChangeHook {
+    /// The bus the brain listens on.
+    pub bus: Bus,
+    /// Its subjects.
+    pub subjects: Subjects,
+    /// SHA-256 of the accepted bearer token.
+    pub token_sha256: [u8; 32],
+}
 
 /// What the handlers read.
 #[derive(Clone)]
 pub struct ApiState {
     /// The brain's counters.
     pub stats: Arc<BrainStats>,
+    /// The change webhook, when configured.
+    pub changes: Option<ChangeHook>,
 }
+
+/// The largest change notice accepted, bytes.
+const MAX_CHANGE_BYTES: usize = 16 * 1024;
 
 /// The HTTP application.
 pub fn app(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route(
+            "/v1/changes",
+            post(change).layer(DefaultBodyLimit::max(MAX_CHANGE_BYTES)),
+        )
         .with_state(state)
+}
+
+/// 64 hex digits as bytes.
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let b = hex.trim().as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The SHA-256 of `token`, as hex (what `change_token_sha256` holds).
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn refuse(
+    counter: Option<&std::sync::atomic::AtomicU64>,
+    status: StatusCode,
+    message: String,
+) -> (StatusCode, Json<serde_json::Value>) {
+    if let Some(c) = counter {
+        BrainStats::bump(c);
+    }
+    (status, Json(serde_json::json!({ "error": message })))
+}
+
+/// `POST /v1/changes`: a change notice from a CI/CD system (the JSON of
+/// [`parse_change`]; `ts` defaults to now), authenticated with a bearer
+/// token. Accepted notices go onto the bus like an agent's.
+async fn change(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let Some(hook) = &s.changes else {
+        return refuse(
+            None,
+            StatusCode::NOT_FOUND,
+            "the change webhook is not configured".into(),
+        );
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    // Compare every byte, so the time taken says nothing.
+    let same = given
+        .iter()
+        .zip(hook.token_sha256.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0;
+    if token.is_empty() || !same {
+        return refuse(
+            Some(&s.stats.webhook_unauthorized),
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required".into(),
+        );
+    }
+    let c = match parse_change(&body, Some(wall_ms())) {
+        Ok(c) => c,
+        Err(e) => {
+            return refuse(
+                Some(&s.stats.webhook_malformed),
+                StatusCode::BAD_REQUEST,
+                format!("malformed change: {e}"),
+            );
+        }
+    };
+    if let Err(e) = hook
+        .bus
+        .publish(&hook.subjects.change(&c.service), encode(&c))
+        .await
+    {
+        tracing::error!(error = %e, "change webhook: the bus refused the notice");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": "the bus is unavailable; retry" })),
+        );
+    }
+    BrainStats::bump(&s.stats.webhook_accepted);
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "accepted": c.id, "service": c.service, "ts": c.ts })),
+    )
 }
 
 async fn healthz() -> &'static str {
@@ -67,7 +191,10 @@ mod tests {
     async fn metrics_and_health() {
         let stats = Arc::new(BrainStats::default());
         stats.reject("malformed");
-        let state = ApiState { stats };
+        let state = ApiState {
+            stats,
+            changes: None,
+        };
         let res = app(state.clone())
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
             .await
@@ -120,5 +247,117 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use super::*;
+    use axum::{body::Body, http::Request};
+    use futures::StreamExt;
+    use selfheal_bus::{ChangeEvent, ChangeKind, LocalTransport};
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn the_change_webhook_takes_authenticated_well_formed_notices_only() {
+        let bus: Bus = Arc::new(LocalTransport::default());
+        let subjects = Subjects::default();
+        let mut sub = bus.subscribe(&subjects.all_changes()).await.unwrap();
+        let stats = Arc::new(BrainStats::default());
+        let state = ApiState {
+            stats: stats.clone(),
+            changes: Some(ChangeHook {
+                bus: bus.clone(),
+                subjects,
+                token_sha256: parse_sha256(&hash_token("ci-s3cret")).unwrap(),
+            }),
+        };
+        let post = |auth: Option<&str>, body: &str| {
+            let mut r = Request::post("/v1/changes").header("content-type", "application/json");
+            if let Some(a) = auth {
+                r = r.header("authorization", a);
+            }
+            let req = r.body(Body::from(body.to_string())).unwrap();
+            let app = app(state.clone());
+            async move {
+                let res = app.oneshot(req).await.unwrap();
+                let status = res.status().as_u16();
+                let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let good = r#"{"ts": 1700000000, "id": "chg-1", "service": "payment-engine", "kind": "deploy", "author": "dev-alice", "description": "v2.91"}"#;
+        for (auth, body, status, says) in [
+            (None, good, 401, "bearer token"),
+            (Some("Bearer wrong"), good, 401, "bearer token"),
+            (Some("ci-s3cret"), good, 401, "bearer token"),
+            (
+                Some("Bearer ci-s3cret"),
+                "{not json",
+                400,
+                "malformed change",
+            ),
+            (
+                Some("Bearer ci-s3cret"),
+                r#"{"id": "c", "service": "a", "kind": "rewrite"}"#,
+                400,
+                "unknown variant",
+            ),
+            (
+                Some("Bearer ci-s3cret"),
+                r#"{"id": "c", "service": "a b", "kind": "deploy"}"#,
+                400,
+                "service",
+            ),
+            (
+                Some("Bearer ci-s3cret"),
+                r#"{"id": "c", "service": "a", "kind": "deploy", "extra": 1}"#,
+                400,
+                "unknown field",
+            ),
+        ] {
+            let (got, text) = post(auth, body).await;
+            assert_eq!(got, status, "{body}: {text}");
+            assert!(text.contains(says), "{text}");
+        }
+        let (got, text) = post(Some("Bearer ci-s3cret"), good).await;
+        assert_eq!(got, 202, "{text}");
+        let m = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let c: ChangeEvent = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(
+            (c.id.as_str(), c.kind, c.ts),
+            ("chg-1", ChangeKind::Deploy, 1_700_000_000_000)
+        );
+        // Without ts, now; oversized bodies are refused.
+        let (got, _) = post(
+            Some("Bearer ci-s3cret"),
+            r#"{"id": "chg-2", "service": "cashier", "kind": "config"}"#,
+        )
+        .await;
+        assert_eq!(got, 202);
+        let big = format!(
+            r#"{{"id": "c", "service": "a", "kind": "deploy", "description": "{}"}}"#,
+            "x".repeat(20_000)
+        );
+        let (got, _) = post(Some("Bearer ci-s3cret"), &big).await;
+        assert_eq!(got, 413);
+        let text = stats.render_prometheus();
+        assert!(
+            text.contains("selfheal_brain_webhook_unauthorized_total 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("selfheal_brain_webhook_malformed_total 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("selfheal_brain_webhook_accepted_total 2"),
+            "{text}"
+        );
     }
 }

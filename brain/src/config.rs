@@ -64,6 +64,11 @@ pub struct BrainConfig {
     /// bus (`[[http_actuator]]`, see [`crate::act::http`]).
     #[serde(default)]
     pub http_actuator: Vec<HttpRoute>,
+    /// SHA-256 (hex) of the bearer token the change webhook
+    /// (`POST /v1/changes`) accepts; the webhook is off when absent.
+    /// `selfheal hash-token` prints it. The token itself is never stored.
+    #[serde(default)]
+    pub change_token_sha256: Option<String>,
 }
 
 fn default_models() -> Option<PathBuf> {
@@ -117,6 +122,7 @@ impl Default for BrainConfig {
             model_open: default_model_open(),
             http_allow: Vec::new(),
             http_actuator: Vec::new(),
+            change_token_sha256: None,
         }
     }
 }
@@ -138,6 +144,11 @@ impl BrainConfig {
             p.push("model_open: must be in (0,1)".into());
         }
         p.extend(self.guard.validate());
+        if let Some(h) = &self.change_token_sha256
+            && crate::api::parse_sha256(h).is_none()
+        {
+            p.push("change_token_sha256: must be 64 hex digits (selfheal hash-token)".into());
+        }
         p.extend(crate::act::http::validate(
             &self.http_actuator,
             &self.http_allow,

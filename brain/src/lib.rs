@@ -224,8 +224,8 @@ impl Brain {
             stop.clone(),
         )));
         let engine = engine::Engine {
-            bus: self.bus,
-            subjects: self.subjects,
+            bus: self.bus.clone(),
+            subjects: self.subjects.clone(),
             topology,
             store,
             runtime,
@@ -249,12 +249,22 @@ impl Brain {
             wm_rx,
             stop.clone(),
         )));
+        let (change_bus, change_subjects) = (self.bus, self.subjects);
         let mut api_addr = None;
         if let Some(addr) = cfg.listen {
             let (bound, join) = api::serve(
                 addr,
                 api::ApiState {
                     stats: stats.clone(),
+                    changes: cfg
+                        .change_token_sha256
+                        .as_deref()
+                        .and_then(api::parse_sha256)
+                        .map(|token_sha256| api::ChangeHook {
+                            bus: change_bus.clone(),
+                            subjects: change_subjects.clone(),
+                            token_sha256,
+                        }),
                 },
                 stop.clone(),
             )

@@ -50,6 +50,12 @@ pub struct BrainStats {
     pub playbook_errors: AtomicU64,
     /// Diagnosis rule runs that failed (the rule was skipped).
     pub rule_errors: AtomicU64,
+    /// Change notices accepted by the webhook.
+    pub webhook_accepted: AtomicU64,
+    /// Change notices the webhook refused: unauthenticated.
+    pub webhook_unauthorized: AtomicU64,
+    /// Change notices the webhook refused: malformed.
+    pub webhook_malformed: AtomicU64,
     /// Samples the detectors have processed.
     pub samples_detected: AtomicU64,
     /// Anomaly transitions (starts and ends) the detectors emitted.
@@ -222,6 +228,21 @@ impl BrainStats {
                 "selfheal_brain_rule_errors_total",
                 "Diagnosis rule runs that failed (the rule was skipped).",
                 &self.rule_errors,
+            ),
+            (
+                "selfheal_brain_webhook_accepted_total",
+                "Change notices the webhook accepted.",
+                &self.webhook_accepted,
+            ),
+            (
+                "selfheal_brain_webhook_unauthorized_total",
+                "Change notices refused for a missing or wrong token.",
+                &self.webhook_unauthorized,
+            ),
+            (
+                "selfheal_brain_webhook_malformed_total",
+                "Change notices refused as malformed.",
+                &self.webhook_malformed,
             ),
         ];
         for (name, help, c) in plain {
