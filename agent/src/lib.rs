@@ -19,6 +19,7 @@ pub mod procfs;
 pub mod publisher;
 pub mod run;
 pub mod sim_feed;
+pub mod sketch;
 pub mod stats;
 
 pub use config::AgentConfig;

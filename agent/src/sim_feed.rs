@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::sketch::SpaceSaving;
 use selfheal_bus::{
     ChangeEvent, HotspotReport, IndicatorBatch, KeyCount, Layer, Sample, WIRE_VERSION,
 };
@@ -47,24 +48,34 @@ pub fn hotspots(frame: &Frame) -> Vec<HotspotReport> {
     frame
         .hot
         .iter()
-        .map(|h| HotspotReport {
-            v: WIRE_VERSION,
-            service: h.service.clone(),
-            idc: h.idc.clone(),
-            ts: frame.ts,
-            dimension: h.dimension.clone(),
-            total: h.total,
-            top: h
-                .top
-                .iter()
-                .map(|(key, count)| KeyCount {
-                    key: key.clone(),
-                    count: *count,
-                })
-                .collect(),
+        .map(|h| {
+            // Every key counted this period goes through a bounded
+            // heavy-hitter sketch; its top few are reported.
+            let mut s = SpaceSaving::new(HOT_CAPACITY);
+            for (key, count) in &h.top {
+                s.add(key, *count);
+            }
+            HotspotReport {
+                v: WIRE_VERSION,
+                service: h.service.clone(),
+                idc: h.idc.clone(),
+                ts: frame.ts,
+                dimension: h.dimension.clone(),
+                total: h.total.max(s.total()),
+                top: s
+                    .top(HOT_TOP)
+                    .into_iter()
+                    .map(|(key, count)| KeyCount { key, count })
+                    .collect(),
+            }
         })
         .collect()
 }
+
+/// Counters of the heavy-hitter sketch per service, IDC and dimension.
+pub const HOT_CAPACITY: usize = 32;
+/// Keys reported per service, IDC and dimension.
+pub const HOT_TOP: usize = 5;
 
 /// The frame's changes as change events.
 pub fn changes(frame: &Frame) -> Vec<ChangeEvent> {

@@ -41,7 +41,8 @@ pub struct HotKeys {
     pub dimension: String,
     /// Requests in the tick, all keys.
     pub total: u64,
-    /// Heaviest keys, heaviest first.
+    /// Every key counted this tick, heaviest first (the agent finds the
+    /// heavy hitters with its sketch).
     pub top: Vec<(String, u64)>,
 }
 
