@@ -254,7 +254,6 @@ mod tests {
 mod webhook_tests {
     use super::*;
     use axum::{body::Body, http::Request};
-    use futures::StreamExt;
     use selfheal_bus::{ChangeEvent, ChangeKind, LocalTransport};
     use tower::ServiceExt;
 

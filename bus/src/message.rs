@@ -554,6 +554,63 @@ versioned!(
     IncidentEvent
 );
 
+/// A change as a CI/CD system reports it (the change webhook's body and a
+/// line of a replay's `changes.jsonl`): `{"ts": .., "id": .., "service":
+/// .., "kind": "deploy" | "config" | "feature_flag" | "scaling", "author":
+/// .., "description": ..}`. `ts` is epoch seconds or milliseconds (a number
+/// or a string) and may be left out when `now` is given; `author` and
+/// `description` are optional.
+pub fn parse_change(json: &[u8], now: Option<i64>) -> Result<ChangeEvent, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Notice {
+        #[serde(default)]
+        ts: Option<serde_json::Value>,
+        id: String,
+        service: String,
+        kind: ChangeKind,
+        #[serde(default)]
+        author: String,
+        #[serde(default)]
+        description: String,
+    }
+    let n: Notice = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let ts = match (&n.ts, now) {
+        (Some(serde_json::Value::Number(x)), _) => crate::time::parse_timestamp(&x.to_string()),
+        (Some(serde_json::Value::String(s)), _) => crate::time::parse_timestamp(s),
+        (None, Some(now)) => Some(now),
+        _ => None,
+    }
+    .ok_or_else(|| match &n.ts {
+        Some(v) => format!("unreadable ts {v}"),
+        None => "ts is missing".to_string(),
+    })?;
+    if !valid_key(&n.id) {
+        return Err(format!(
+            "id {:?} must be 1..=128 chars of [A-Za-z0-9_:/.@-]",
+            n.id
+        ));
+    }
+    if !valid_name(&n.service) {
+        return Err(format!(
+            "service {:?} must be 1..=128 chars of [A-Za-z0-9_:/-]",
+            n.service
+        ));
+    }
+    if n.author.len() > 256 || n.description.len() > 4096 {
+        return Err("author (256) or description (4096 bytes) too long".into());
+    }
+    Ok(ChangeEvent {
+        v: WIRE_VERSION,
+        id: n.id,
+        service: n.service,
+        kind: n.kind,
+        ts,
+        author: n.author,
+        description: n.description,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,61 +675,4 @@ mod tests {
             "business/idc1/cashier/scene=checkout:success_rate"
         );
     }
-}
-
-/// A change as a CI/CD system reports it (the change webhook's body and a
-/// line of a replay's `changes.jsonl`): `{"ts": .., "id": .., "service":
-/// .., "kind": "deploy" | "config" | "feature_flag" | "scaling", "author":
-/// .., "description": ..}`. `ts` is epoch seconds or milliseconds (a number
-/// or a string) and may be left out when `now` is given; `author` and
-/// `description` are optional.
-pub fn parse_change(json: &[u8], now: Option<i64>) -> Result<ChangeEvent, String> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Notice {
-        #[serde(default)]
-        ts: Option<serde_json::Value>,
-        id: String,
-        service: String,
-        kind: ChangeKind,
-        #[serde(default)]
-        author: String,
-        #[serde(default)]
-        description: String,
-    }
-    let n: Notice = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-    let ts = match (&n.ts, now) {
-        (Some(serde_json::Value::Number(x)), _) => crate::time::parse_timestamp(&x.to_string()),
-        (Some(serde_json::Value::String(s)), _) => crate::time::parse_timestamp(s),
-        (None, Some(now)) => Some(now),
-        _ => None,
-    }
-    .ok_or_else(|| match &n.ts {
-        Some(v) => format!("unreadable ts {v}"),
-        None => "ts is missing".to_string(),
-    })?;
-    if !valid_key(&n.id) {
-        return Err(format!(
-            "id {:?} must be 1..=128 chars of [A-Za-z0-9_:/.@-]",
-            n.id
-        ));
-    }
-    if !valid_name(&n.service) {
-        return Err(format!(
-            "service {:?} must be 1..=128 chars of [A-Za-z0-9_:/-]",
-            n.service
-        ));
-    }
-    if n.author.len() > 256 || n.description.len() > 4096 {
-        return Err("author (256) or description (4096 bytes) too long".into());
-    }
-    Ok(ChangeEvent {
-        v: WIRE_VERSION,
-        id: n.id,
-        service: n.service,
-        kind: n.kind,
-        ts,
-        author: n.author,
-        description: n.description,
-    })
 }
