@@ -36,6 +36,35 @@ pub struct ApiState {
     pub stats: Arc<BrainStats>,
     /// The change webhook, when configured.
     pub changes: Option<ChangeHook>,
+    /// The kill switch over the API, when configured.
+    pub kill: Option<KillSwitch>,
+}
+
+/// The kill switch as the API turns it: the guard's file, and the admin
+/// token allowed to turn it.
+#[derive(Clone)]
+pub struct KillSwitch {
+    /// `guard.kill_switch_file`.
+    pub file: std::path::PathBuf,
+    /// SHA-256 of the admin bearer token.
+    pub token_sha256: [u8; 32],
+}
+
+/// Whether `headers` carry a bearer token whose SHA-256 is `want`
+/// (compared in constant time).
+fn authorized(headers: &HeaderMap, want: &[u8; 32]) -> bool {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let same = given
+        .iter()
+        .zip(want.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0;
+    !token.is_empty() && same
 }
 
 /// The largest change notice accepted, bytes.
@@ -50,7 +79,98 @@ pub fn app(state: ApiState) -> Router {
             "/v1/changes",
             post(change).layer(DefaultBodyLimit::max(MAX_CHANGE_BYTES)),
         )
+        .route(
+            "/v1/kill-switch",
+            get(kill_status)
+                .post(kill_turn)
+                .layer(DefaultBodyLimit::max(4096)),
+        )
         .with_state(state)
+}
+
+type Answer = (StatusCode, Json<serde_json::Value>);
+
+fn kill_auth<'a>(s: &'a ApiState, headers: &HeaderMap) -> Result<&'a KillSwitch, Answer> {
+    let Some(k) = &s.kill else {
+        return Err(refuse(
+            None,
+            StatusCode::NOT_FOUND,
+            "the API kill switch is not configured".into(),
+        ));
+    };
+    if !authorized(headers, &k.token_sha256) {
+        return Err(refuse(
+            None,
+            StatusCode::UNAUTHORIZED,
+            "a valid admin bearer token is required".into(),
+        ));
+    }
+    Ok(k)
+}
+
+fn kill_state(k: &KillSwitch) -> serde_json::Value {
+    match std::fs::read_to_string(&k.file) {
+        Ok(why) => serde_json::json!({ "engaged": true, "reason": why.trim() }),
+        Err(_) => serde_json::json!({ "engaged": false }),
+    }
+}
+
+/// `GET /v1/kill-switch`: whether it is engaged, and why.
+async fn kill_status(State(s): State<ApiState>, headers: HeaderMap) -> Answer {
+    match kill_auth(&s, &headers) {
+        Ok(k) => (StatusCode::OK, Json(kill_state(k))),
+        Err(e) => e,
+    }
+}
+
+/// `POST /v1/kill-switch` with `{"engaged": true | false, "reason": ".."}`:
+/// engages (while engaged, no action leaves the brain) or releases it.
+async fn kill_turn(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Answer {
+    let k = match kill_auth(&s, &headers) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Turn {
+        engaged: bool,
+        #[serde(default)]
+        reason: String,
+    }
+    let t: Turn = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            return refuse(
+                None,
+                StatusCode::BAD_REQUEST,
+                format!("malformed request: {e}"),
+            );
+        }
+    };
+    let r = if t.engaged {
+        let reason = if t.reason.trim().is_empty() {
+            "engaged over the API".to_string()
+        } else {
+            t.reason.trim().chars().take(500).collect()
+        };
+        std::fs::write(&k.file, format!("{reason} at {} ms\n", wall_ms()))
+    } else {
+        match std::fs::remove_file(&k.file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    };
+    if let Err(e) = r {
+        tracing::error!(error = %e, file = %k.file.display(), "kill switch: cannot turn the file");
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(
+                serde_json::json!({ "error": "the kill switch could not be turned; use the CLI" }),
+            ),
+        );
+    }
+    tracing::warn!(engaged = t.engaged, "kill switch turned over the API");
+    (StatusCode::OK, Json(kill_state(k)))
 }
 
 /// 64 hex digits as bytes.
@@ -101,19 +221,7 @@ async fn change(
             "the change webhook is not configured".into(),
         );
     };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    // Compare every byte, so the time taken says nothing.
-    let same = given
-        .iter()
-        .zip(hook.token_sha256.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0;
-    if token.is_empty() || !same {
+    if !authorized(&headers, &hook.token_sha256) {
         return refuse(
             Some(&s.stats.webhook_unauthorized),
             StatusCode::UNAUTHORIZED,
@@ -194,6 +302,7 @@ mod tests {
         let state = ApiState {
             stats,
             changes: None,
+            kill: None,
         };
         let res = app(state.clone())
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
@@ -270,6 +379,7 @@ mod webhook_tests {
                 subjects,
                 token_sha256: parse_sha256(&hash_token("ci-s3cret")).unwrap(),
             }),
+            kill: None,
         };
         let post = |auth: Option<&str>, body: &str| {
             let mut r = Request::post("/v1/changes").header("content-type", "application/json");
@@ -358,5 +468,73 @@ mod webhook_tests {
             text.contains("selfheal_brain_webhook_accepted_total 2"),
             "{text}"
         );
+    }
+}
+
+#[cfg(test)]
+mod kill_switch_tests {
+    use super::*;
+    use axum::{body::Body, http::Request};
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn the_kill_switch_turns_over_the_api_with_the_admin_token_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("KILL");
+        let state = ApiState {
+            stats: Arc::new(BrainStats::default()),
+            changes: None,
+            kill: Some(KillSwitch {
+                file: file.clone(),
+                token_sha256: parse_sha256(&hash_token("admin-token-0123456789")).unwrap(),
+            }),
+        };
+        let call = |method: &str, auth: Option<&str>, body: &str| {
+            let mut r = Request::builder().method(method).uri("/v1/kill-switch");
+            if let Some(a) = auth {
+                r = r.header("authorization", a);
+            }
+            let req = r.body(Body::from(body.to_string())).unwrap();
+            let app = app(state.clone());
+            async move {
+                let res = app.oneshot(req).await.unwrap();
+                let status = res.status().as_u16();
+                let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let admin = Some("Bearer admin-token-0123456789");
+        let on = r#"{"engaged": true, "reason": "bank-a incident review"}"#;
+        assert_eq!(call("POST", None, on).await.0, 401);
+        assert_eq!(call("POST", Some("Bearer nope"), on).await.0, 401);
+        assert_eq!(call("GET", None, "").await.0, 401);
+        assert!(!file.exists(), "refused requests change nothing");
+        let (status, text) = call("POST", admin, r#"{"engaged": "yes"}"#).await;
+        assert_eq!(status, 400, "{text}");
+        let (status, text) = call("POST", admin, on).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("\"engaged\":true") && text.contains("incident review"));
+        // The guards read the same file.
+        let guards = crate::act::Guards::new(crate::act::GuardConfig {
+            kill_switch_file: Some(file.clone()),
+            ..Default::default()
+        });
+        let a = crate::playbook::PlannedAction {
+            kind: selfheal_bus::ActionKind::Rollback,
+            service: "s".into(),
+            target: "s".into(),
+            params: Default::default(),
+        };
+        assert!(
+            matches!(guards.check("i", &a, 0), crate::act::Verdict::Refuse(w) if w.contains("kill switch"))
+        );
+        let (status, text) = call("GET", admin, "").await;
+        assert_eq!((status, text.contains("\"engaged\":true")), (200, true));
+        let (status, _) = call("POST", admin, r#"{"engaged": false}"#).await;
+        assert_eq!(status, 200);
+        assert!(!file.exists());
+        assert_eq!(guards.check("i", &a, 0), crate::act::Verdict::Allow);
     }
 }

@@ -69,6 +69,10 @@ pub struct BrainConfig {
     /// `selfheal hash-token` prints it. The token itself is never stored.
     #[serde(default)]
     pub change_token_sha256: Option<String>,
+    /// SHA-256 (hex) of the bearer token that may read and turn the kill
+    /// switch over the API (`/v1/kill-switch`); off when absent.
+    #[serde(default)]
+    pub admin_token_sha256: Option<String>,
 }
 
 fn default_models() -> Option<PathBuf> {
@@ -123,6 +127,7 @@ impl Default for BrainConfig {
             http_allow: Vec::new(),
             http_actuator: Vec::new(),
             change_token_sha256: None,
+            admin_token_sha256: None,
         }
     }
 }
@@ -148,6 +153,16 @@ impl BrainConfig {
             && crate::api::parse_sha256(h).is_none()
         {
             p.push("change_token_sha256: must be 64 hex digits (selfheal hash-token)".into());
+        }
+        if let Some(h) = &self.admin_token_sha256 {
+            if crate::api::parse_sha256(h).is_none() {
+                p.push("admin_token_sha256: must be 64 hex digits (selfheal hash-token)".into());
+            }
+            if self.guard.kill_switch_file.is_none() {
+                p.push(
+                    "admin_token_sha256: the API kill switch needs guard.kill_switch_file".into(),
+                );
+            }
         }
         p.extend(crate::act::http::validate(
             &self.http_actuator,

@@ -265,6 +265,12 @@ impl Brain {
                             subjects: change_subjects.clone(),
                             token_sha256,
                         }),
+                    kill: cfg
+                        .admin_token_sha256
+                        .as_deref()
+                        .and_then(api::parse_sha256)
+                        .zip(cfg.guard.kill_switch_file.clone())
+                        .map(|(token_sha256, file)| api::KillSwitch { file, token_sha256 }),
                 },
                 stop.clone(),
             )
