@@ -264,3 +264,39 @@ async fn a_route_outside_the_allow_list_is_refused_by_the_configuration() {
         "{problems:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healed_incident_is_remembered_and_named_when_it_looks_alike_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = selfheal_sim::default_topology();
+    let file = selfheal::paths::scenarios().join("bad_deploy.toml");
+    let s = selfheal::drill::load(&[file], &topo).unwrap().remove(0);
+    let run_once = || {
+        let mut opts = drill_options(s.clone(), dir.path());
+        opts.stop_after_outcome = Some(Duration::from_secs(5));
+        run(opts)
+    };
+    let first = run_once().await;
+    assert_eq!(first.incidents[0].state, "recovered");
+    let first_id = first.incidents[0].id.clone();
+    // The same fault again, on the same store.
+    let second = run_once().await;
+    let inc = second
+        .incidents
+        .iter()
+        .find(|i| i.id != first_id)
+        .expect("a new incident");
+    let top = &second.hypotheses[&inc.id][0];
+    assert_eq!(
+        (top.cause.as_str(), top.target.as_str()),
+        ("bad_deploy", "payment-engine")
+    );
+    assert!(
+        top.evidence
+            .iter()
+            .any(|e| e.contains(&first_id) && e.contains("healed by rollback payment-engine")),
+        "{:?}",
+        top.evidence
+    );
+    assert!(top.evidence.iter().any(|e| e == "it happened before"));
+}

@@ -143,6 +143,28 @@ impl Incident {
         })
     }
 
+    /// Its symptom signature, for the knowledge base: each anomalous
+    /// series as `layer/service/metric/direction` (IDC, instance and scene
+    /// left out, so that the same fault elsewhere looks the same), sorted.
+    pub fn signature(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .evidence
+            .iter()
+            .map(|(k, e)| {
+                format!(
+                    "{}/{}/{}/{:?}",
+                    k.layer.as_str(),
+                    k.service,
+                    k.metric,
+                    e.direction
+                )
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// The traffic shifts its applied steps made: (from, to, fraction).
     pub fn shifts(&self) -> Vec<(&str, &str, f64)> {
         self.plan[..self.cursor.min(self.plan.len())]

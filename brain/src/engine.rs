@@ -53,6 +53,9 @@ pub struct Engine {
     pub(crate) rules: diagnose::Rules,
 }
 
+/// Least similarity of a past incident's symptoms to be listed.
+const SIMILAR_MIN: f64 = 0.3;
+
 /// How often the playbook files are looked at for changes (wall clock).
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
@@ -476,6 +479,25 @@ impl Engine {
         match state {
             "recovered" => {
                 BrainStats::bump(&self.stats.recovered);
+                if let Some(top) = snapshot.hypotheses.first() {
+                    let healed_by: Vec<String> = snapshot.plan
+                        [..snapshot.cursor.min(snapshot.plan.len())]
+                        .iter()
+                        .filter_map(|s| match s {
+                            Step::Act(a) => Some(format!("{} {}", a.kind.as_str(), a.target)),
+                            _ => None,
+                        })
+                        .collect();
+                    let known = crate::store::Known {
+                        incident: snapshot.id.clone(),
+                        ts: now,
+                        signature: snapshot.signature(),
+                        cause: top.cause.clone(),
+                        target: top.target.clone(),
+                        healed_by: healed_by.join(", "),
+                    };
+                    self.store_log("knowledge", self.store.remember(&known));
+                }
                 let summary = format!(
                     "recovered: symptoms cleared {:.1}s after onset, {} action(s) applied",
                     (now - snapshot.onset) as f64 / 1000.0,
@@ -566,9 +588,20 @@ impl Engine {
     }
 
     async fn diagnose_and_decide(&mut self, i: usize, now: i64) {
-        let (hyps, failed) =
-            self.rules
-                .diagnose(&self.correlator.incidents[i], &self.topology, &self.context);
+        // The knowledge base: resolved incidents that looked like this one.
+        let similar = self
+            .store
+            .similar(&self.correlator.incidents[i].signature(), SIMILAR_MIN, 3)
+            .unwrap_or_else(|e| {
+                error!(error = %e, "knowledge base unreadable; diagnosing without it");
+                Vec::new()
+            });
+        let (hyps, failed) = self.rules.diagnose(
+            &self.correlator.incidents[i],
+            &self.topology,
+            &self.context,
+            &similar,
+        );
         for e in &failed {
             BrainStats::bump(&self.stats.rule_errors);
             error!(error = %e, "diagnosis rule failed; skipped");
@@ -594,11 +627,22 @@ impl Engine {
             now,
             IncidentState::Diagnosed,
             format!(
-                "diagnosis: {} on {} (confidence {:.0}%): {}",
+                "diagnosis: {} on {} (confidence {:.0}%): {}{}",
                 top.cause,
                 top.target,
                 top.confidence * 100.0,
-                top.evidence.join("; ")
+                top.evidence.join("; "),
+                similar
+                    .iter()
+                    .map(|(s, k)| format!(
+                        "; like {} ({:.0}% alike): {} on {}, healed by {}",
+                        k.incident,
+                        s * 100.0,
+                        k.cause,
+                        k.target,
+                        k.healed_by
+                    ))
+                    .collect::<String>()
             ),
         )
         .await;

@@ -80,6 +80,23 @@ pub struct ActionRow {
     pub recorded_at_us: i64,
 }
 
+/// A resolved incident in the knowledge base.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Known {
+    /// The incident.
+    pub incident: String,
+    /// When it was resolved, ms.
+    pub ts: i64,
+    /// Its symptom signature (see `correlate::Incident::signature`).
+    pub signature: Vec<String>,
+    /// The confirmed cause.
+    pub cause: String,
+    /// What it blamed.
+    pub target: String,
+    /// The actions that healed it, as `kind target`, in order.
+    pub healed_by: String,
+}
+
 /// A hypothesis as stored.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HypothesisRow {
@@ -161,6 +178,9 @@ impl Store {
                 kind TEXT NOT NULL, service TEXT NOT NULL, target TEXT NOT NULL,
                 params TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
                 ts INTEGER NOT NULL, recorded_at_us INTEGER NOT NULL, updated_at_us INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS knowledge (
+                incident_id TEXT PRIMARY KEY, ts INTEGER NOT NULL, signature TEXT NOT NULL,
+                cause TEXT NOT NULL, target TEXT NOT NULL, healed_by TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS timeline (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT, incident_id TEXT NOT NULL,
                 ts INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);",
@@ -302,6 +322,61 @@ impl Store {
             })?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// Files a resolved incident in the knowledge base: its symptom
+    /// signature, its confirmed cause and what healed it.
+    pub fn remember(&self, k: &Known) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO knowledge (incident_id, ts, signature, cause, target, healed_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                k.incident,
+                k.ts,
+                serde_json::to_string(&k.signature).unwrap_or_default(),
+                k.cause,
+                k.target,
+                k.healed_by
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The resolved incidents most like `signature` (Jaccard similarity of
+    /// the symptom signatures, at least `min`), most similar first, at most
+    /// `n`; the newest 5,000 are searched.
+    pub fn similar(&self, signature: &[String], min: f64, n: usize) -> Result<Vec<(f64, Known)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT incident_id, ts, signature, cause, target, healed_by FROM knowledge
+             ORDER BY ts DESC LIMIT 5000",
+        )?;
+        let mine: std::collections::BTreeSet<&str> = signature.iter().map(String::as_str).collect();
+        let mut out: Vec<(f64, Known)> = st
+            .query_map([], |r| {
+                let sig: String = r.get(2)?;
+                Ok(Known {
+                    incident: r.get(0)?,
+                    ts: r.get(1)?,
+                    signature: serde_json::from_str(&sig).unwrap_or_default(),
+                    cause: r.get(3)?,
+                    target: r.get(4)?,
+                    healed_by: r.get(5)?,
+                })
+            })?
+            .filter_map(|k| k.ok())
+            .map(|k| {
+                let theirs: std::collections::BTreeSet<&str> =
+                    k.signature.iter().map(String::as_str).collect();
+                let both = mine.intersection(&theirs).count() as f64;
+                let any = mine.union(&theirs).count().max(1) as f64;
+                (both / any, k)
+            })
+            .filter(|(s, _)| *s >= min)
+            .collect();
+        out.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| b.1.ts.cmp(&a.1.ts)));
+        out.truncate(n);
+        Ok(out)
     }
 
     /// An incident's ranked hypotheses, best first.

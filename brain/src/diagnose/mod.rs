@@ -24,6 +24,7 @@ use crate::{
     correlate::Incident,
     detect::Direction,
     sandbox::{Limits, Sandbox, lock},
+    store::Known,
 };
 
 /// A candidate cause.
@@ -224,8 +225,23 @@ impl Rules {
         inc: &Incident,
         topo: &Topology,
         ctx: &Context,
+        similar: &[(f64, Known)],
     ) -> (Vec<Hypothesis>, Vec<RuleError>) {
-        self.run(facts(inc, topo, ctx), &inc.service, inc.evidence.len())
+        let mut f = facts(inc, topo, ctx);
+        let past: Array = similar
+            .iter()
+            .map(|(s, k)| {
+                let mut m = Map::new();
+                m.insert("incident".into(), text(&k.incident));
+                m.insert("similarity".into(), Dynamic::from(*s));
+                m.insert("cause".into(), text(&k.cause));
+                m.insert("target".into(), text(&k.target));
+                m.insert("healed_by".into(), text(&k.healed_by));
+                m.into()
+            })
+            .collect();
+        f.insert("similar".into(), past.into());
+        self.run(f, &inc.service, inc.evidence.len())
     }
 
     /// Runs every rule on `facts` (as [`facts`] builds them).
@@ -239,6 +255,7 @@ impl Rules {
         lock(&self.adjusted).clear();
         let mut errors = Vec::new();
         let mut out: Vec<Hypothesis> = Vec::new();
+        let mut adjustments = Vec::new();
         for (name, ast) in &self.rules {
             let r = self.sandbox.guarded(|e| {
                 e.call_fn::<Dynamic>(&mut Scope::new(), ast, "rule", (facts.clone(),))
@@ -269,14 +286,17 @@ impl Rules {
                     None => out.push(h),
                 }
             }
-            for (cause, target, delta, why) in adjusted {
-                for o in out
-                    .iter_mut()
-                    .filter(|o| o.cause == cause && o.target == target)
-                {
-                    o.confidence = clamp(o.confidence + delta);
-                    o.evidence.push(why.clone());
-                }
+            adjustments.extend(adjusted);
+        }
+        // Adjustments apply once every rule has added its hypotheses, so
+        // that the order of the files does not matter.
+        for (cause, target, delta, why) in adjustments {
+            for o in out
+                .iter_mut()
+                .filter(|o| o.cause == cause && o.target == target)
+            {
+                o.confidence = clamp(o.confidence + delta);
+                o.evidence.push(why.clone());
             }
         }
         out.retain(|h| h.confidence > 0.0);
