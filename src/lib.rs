@@ -47,6 +47,9 @@ pub struct LoopOptions {
     pub scenario: Scenario,
     /// The platform topology.
     pub topology: Topology,
+    /// The topology file the brain is given, when it differs from the
+    /// platform's (an out-of-date file); the platform's when `None`.
+    pub brain_topology: Option<Topology>,
     /// Platform seconds per wall second.
     pub speed: f64,
     /// The brain's configuration (store path, playbooks, guards...).
@@ -164,7 +167,10 @@ pub async fn run_loop_on(
         config: opts.brain.clone(),
         bus: buses.brain.clone(),
         subjects: subjects.clone(),
-        topology: opts.topology.clone(),
+        topology: opts
+            .brain_topology
+            .clone()
+            .unwrap_or_else(|| opts.topology.clone()),
     }
     .spawn()
     .await
@@ -324,6 +330,7 @@ pub fn loop_options(scenario: Scenario, dir: &std::path::Path, speed: f64) -> Lo
     LoopOptions {
         scenario,
         topology: selfheal_sim::default_topology(),
+        brain_topology: None,
         speed,
         brain: brain_config_in(dir),
         agent: AgentConfig::default(),

@@ -300,3 +300,44 @@ async fn a_healed_incident_is_remembered_and_named_when_it_looks_alike_again() {
     );
     assert!(top.evidence.iter().any(|e| e == "it happened before"));
 }
+
+/// The brain's topology file is out of date: it says the payment engine
+/// runs one instance per IDC and knows no `acquiring` service. The agents
+/// announce what they see, so one instance pinned among two is still a
+/// saturated host, and the unknown service is learnt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topology_follows_what_agents_announce() {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = selfheal_sim::default_topology();
+    let file = selfheal::paths::scenarios().join("saturated_host.toml");
+    let s = selfheal::drill::load(&[file], &topo).unwrap().remove(0);
+    let mut stale = topo.clone();
+    for svc in &mut stale.services {
+        if svc.name == "payment-engine" {
+            svc.instances = 1;
+        }
+    }
+    stale.services.retain(|s| s.name != "acquiring");
+    for s in &mut stale.services {
+        s.depends_on.retain(|d| d != "acquiring");
+    }
+    for l in &mut stale.links {
+        l.services.retain(|s| s != "acquiring");
+    }
+    let mut opts = drill_options(s, dir.path());
+    opts.brain_topology = Some(stale);
+    opts.stop_after_outcome = Some(Duration::from_secs(5));
+    let out = run(opts).await;
+    let inc = &out.incidents[0];
+    assert_eq!(
+        (inc.cause.as_deref(), inc.target.as_deref()),
+        (Some("host_saturated"), Some("payment-engine-idc1-2"))
+    );
+    assert_eq!(inc.state, "recovered");
+    assert!(
+        out.brain
+            .topology_updates
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}

@@ -124,6 +124,7 @@ async fn collect(
     let hostname = host.hostname();
     let mut last_host: Option<std::time::Instant> = None;
     let mut seq = 0u64;
+    let mut seen = sim_feed::Seen::default();
     let mut retry = tokio::time::interval(Duration::from_millis(100));
     let host_period = Duration::from_millis(cfg.host_interval_ms.max(1));
     let mut host_tick = tokio::time::interval(host_period);
@@ -148,6 +149,10 @@ async fn collect(
                         for c in sim_feed::changes(&frame) {
                             AgentStats::bump(&stats.context_msgs);
                             publisher.send(agent.subjects.change(&c.service), encode(&c)).await;
+                        }
+                        for a in seen.observe(&frame, &cfg.name) {
+                            AgentStats::bump(&stats.context_msgs);
+                            publisher.send(agent.subjects.announce(&format!("{}-{}", cfg.name, a.idc)), encode(&a)).await;
                         }
                         AgentStats::bump(&stats.frames);
                         frame.ts

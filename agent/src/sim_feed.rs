@@ -121,3 +121,57 @@ mod tests {
         let _ = s;
     }
 }
+
+/// Frames between two announcements of an unchanged view.
+pub const ANNOUNCE_EVERY: u64 = 60;
+
+/// The services and instances an agent has seen, per IDC, for its
+/// announcements.
+#[derive(Debug, Default)]
+pub struct Seen {
+    view: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    >,
+    frames: u64,
+}
+
+impl Seen {
+    /// Notes what `frame` shows; returns the announcements due (one per
+    /// IDC): when the view changed, and every [`ANNOUNCE_EVERY`] frames.
+    pub fn observe(&mut self, frame: &Frame, agent: &str) -> Vec<selfheal_bus::Announcement> {
+        let mut changed = false;
+        for s in &frame.samples {
+            let services = self.view.entry(s.idc.clone()).or_default();
+            if !services.contains_key(&s.service) {
+                services.insert(s.service.clone(), Default::default());
+                changed = true;
+            }
+            if let Some(i) = &s.instance
+                && let Some(set) = services.get_mut(&s.service)
+            {
+                changed |= set.insert(i.clone());
+            }
+        }
+        self.frames += 1;
+        if !changed && self.frames % ANNOUNCE_EVERY != 0 {
+            return Vec::new();
+        }
+        self.view
+            .iter()
+            .map(|(idc, services)| selfheal_bus::Announcement {
+                v: WIRE_VERSION,
+                agent: agent.to_string(),
+                idc: idc.clone(),
+                ts: frame.ts,
+                services: services
+                    .iter()
+                    .map(|(name, inst)| selfheal_bus::AnnouncedService {
+                        name: name.clone(),
+                        instances: inst.iter().cloned().collect(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}

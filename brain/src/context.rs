@@ -14,6 +14,8 @@ pub enum ContextMsg {
     Change(ChangeEvent),
     /// A service's hot keys for one period.
     Hot(HotspotReport),
+    /// What an agent sees: services and instances in its IDC.
+    Announce(selfheal_bus::Announcement),
 }
 
 /// Changes kept per service.
@@ -65,6 +67,8 @@ impl Context {
                 }
                 q.push_back(c);
             }
+            // (The engine keeps the topology; see `Engine::learn`.)
+            ContextMsg::Announce(_) => {}
             ContextMsg::Hot(r) => {
                 let Some(top) = r.top.first() else { return };
                 if r.total == 0 {

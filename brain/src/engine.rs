@@ -88,7 +88,10 @@ impl Engine {
                     answers += 1;
                 }
                 Some(c) = contexts.recv() => {
-                    self.context.record(c);
+                    match c {
+                        crate::context::ContextMsg::Announce(a) => self.learn(&a),
+                        other => self.context.record(other),
+                    }
                     filed += 1;
                 }
                 ev = anomalies.recv() => {
@@ -117,6 +120,50 @@ impl Engine {
             self.stats
                 .contexts_handled
                 .fetch_add(std::mem::take(&mut filed), SeqCst);
+        }
+    }
+
+    /// Keeps the topology current from an agent's announcement: an IDC or
+    /// service not in the file is added (a service as an application), and
+    /// a service's instance count follows the most any IDC shows. What the
+    /// file declares beyond that (links, scenes, backups, dependencies)
+    /// stays. Diagnosis reads this view; playbooks keep the file's.
+    fn learn(&mut self, a: &selfheal_bus::Announcement) {
+        use selfheal_bus::topology::{Idc, Service, ServiceKind};
+        let topo = Arc::make_mut(&mut self.topology);
+        let mut changed = false;
+        if !topo.idcs.iter().any(|i| i.name == a.idc) {
+            topo.idcs.push(Idc {
+                name: a.idc.clone(),
+                traffic_share: 0.0,
+            });
+            changed = true;
+        }
+        for s in &a.services {
+            let n = s.instances.len() as u32;
+            match topo.services.iter_mut().find(|x| x.name == s.name) {
+                Some(known) => {
+                    if n > known.instances {
+                        known.instances = n;
+                        changed = true;
+                    }
+                }
+                None => {
+                    topo.services.push(Service {
+                        name: s.name.clone(),
+                        kind: ServiceKind::App,
+                        depends_on: Vec::new(),
+                        backup: None,
+                        instances: n.max(1),
+                        share: None,
+                    });
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            BrainStats::bump(&self.stats.topology_updates);
+            info!(agent = %a.agent, idc = %a.idc, services = a.services.len(), "topology updated from an announcement");
         }
     }
 

@@ -99,6 +99,7 @@ pub async fn run(
 pub async fn run_context(
     mut changes: Subscription,
     mut hot: Subscription,
+    mut announce: Subscription,
     tx: mpsc::Sender<crate::context::ContextMsg>,
     watermark: watch::Receiver<i64>,
     limits: Limits,
@@ -107,18 +108,22 @@ pub async fn run_context(
 ) {
     use crate::context::ContextMsg;
     loop {
-        let (msg, is_change) = tokio::select! {
+        let (msg, kind) = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            m = changes.next() => match m { Some(m) => (m, true), None => break },
-            m = hot.next() => match m { Some(m) => (m, false), None => break },
+            m = changes.next() => match m { Some(m) => (m, 0), None => break },
+            m = hot.next() => match m { Some(m) => (m, 1), None => break },
+            m = announce.next() => match m { Some(m) => (m, 2), None => break },
         };
         let wm = *watermark.borrow();
         let now = if wm > 0 { wm } else { wall_ms() };
-        let decoded = if is_change {
-            decode::<selfheal_bus::ChangeEvent>(&msg.payload, &limits, now).map(ContextMsg::Change)
-        } else {
-            decode::<selfheal_bus::HotspotReport>(&msg.payload, &limits, now).map(ContextMsg::Hot)
+        let decoded = match kind {
+            0 => decode::<selfheal_bus::ChangeEvent>(&msg.payload, &limits, now)
+                .map(ContextMsg::Change),
+            1 => decode::<selfheal_bus::HotspotReport>(&msg.payload, &limits, now)
+                .map(ContextMsg::Hot),
+            _ => decode::<selfheal_bus::Announcement>(&msg.payload, &limits, now)
+                .map(ContextMsg::Announce),
         };
         BrainStats::bump(&stats.contexts_seen);
         match decoded {

@@ -150,6 +150,7 @@ impl Brain {
             .bus
             .subscribe(&format!("{}.hot.*", self.subjects.prefix()))
             .await?;
+        let announce_sub = self.bus.subscribe(&self.subjects.all_announce()).await?;
         let (context_tx, context_rx) = mpsc::channel(4096);
 
         let (anomaly_tx, anomaly_rx) = mpsc::channel(4096);
@@ -205,6 +206,7 @@ impl Brain {
         tasks.push(tokio::spawn(ingest::run_context(
             changes_sub,
             hot_sub,
+            announce_sub,
             context_tx,
             wm_rx.clone(),
             limits,

@@ -50,6 +50,8 @@ pub struct BrainStats {
     pub playbook_errors: AtomicU64,
     /// Diagnosis rule runs that failed (the rule was skipped).
     pub rule_errors: AtomicU64,
+    /// Topology updates learnt from agents' announcements.
+    pub topology_updates: AtomicU64,
     /// Change notices accepted by the webhook.
     pub webhook_accepted: AtomicU64,
     /// Change notices the webhook refused: unauthenticated.
@@ -228,6 +230,11 @@ impl BrainStats {
                 "selfheal_brain_rule_errors_total",
                 "Diagnosis rule runs that failed (the rule was skipped).",
                 &self.rule_errors,
+            ),
+            (
+                "selfheal_brain_topology_updates_total",
+                "Topology updates learnt from agents' announcements.",
+                &self.topology_updates,
             ),
             (
                 "selfheal_brain_webhook_accepted_total",

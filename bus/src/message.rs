@@ -551,8 +551,60 @@ versioned!(
     HotspotReport,
     ActionRequest,
     ActionReply,
-    IncidentEvent
+    IncidentEvent,
+    Announcement
 );
+
+/// What an agent sees of the platform, published on
+/// `<prefix>.announce.<agent>` when it changes and periodically: the
+/// services it reports for in its IDC, with their instances. The brain's
+/// view of services, instances and IDCs follows these.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Announcement {
+    /// Wire version.
+    pub v: u16,
+    /// The agent.
+    pub agent: String,
+    /// Its IDC.
+    pub idc: String,
+    /// When, ms since the epoch.
+    pub ts: i64,
+    /// The services it sees.
+    pub services: Vec<AnnouncedService>,
+}
+
+/// One service an agent sees.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnouncedService {
+    /// Name.
+    pub name: String,
+    /// Its instances in the agent's IDC.
+    #[serde(default)]
+    pub instances: Vec<String>,
+}
+
+impl Validate for Announcement {
+    fn validate(&self, b: &Bounds) -> Result<(), Invalid> {
+        name(&self.agent)?;
+        name(&self.idc)?;
+        ts(self.ts, b)?;
+        if self.services.len() > b.max_items {
+            return Err(Invalid::TooMany);
+        }
+        for s in &self.services {
+            name(&s.name)?;
+            if s.instances.len() > 4096 {
+                return Err(Invalid::TooMany);
+            }
+            if !s.instances.iter().all(|i| valid_key(i)) {
+                return Err(Invalid::BadName);
+            }
+        }
+        Ok(())
+    }
+}
 
 /// A change as a CI/CD system reports it (the change webhook's body and a
 /// line of a replay's `changes.jsonl`): `{"ts": .., "id": .., "service":

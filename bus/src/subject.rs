@@ -61,6 +61,16 @@ impl Subjects {
         format!("{}.hot.{service}", self.prefix)
     }
 
+    /// An agent's announcements.
+    pub fn announce(&self, agent: &str) -> String {
+        format!("{}.announce.{agent}", self.prefix)
+    }
+
+    /// Every announcement subject.
+    pub fn all_announce(&self) -> String {
+        format!("{}.announce.*", self.prefix)
+    }
+
     /// Action requests for a service's actuator.
     pub fn act(&self, service: &str) -> String {
         format!("{}.act.{service}", self.prefix)
