@@ -154,7 +154,7 @@ impl Seen {
             }
         }
         self.frames += 1;
-        if !changed && self.frames % ANNOUNCE_EVERY != 0 {
+        if !changed && !self.frames.is_multiple_of(ANNOUNCE_EVERY) {
             return Vec::new();
         }
         self.view

@@ -94,12 +94,20 @@ pub async fn run(
     }
 }
 
-/// Decodes change events and hotspot reports (each rejected one counted)
-/// and hands them to the engine, until `stop` fires.
+/// The context subscriptions: changes, hot keys, announcements.
+pub struct ContextSubs {
+    /// `<prefix>.change.*`.
+    pub changes: Subscription,
+    /// `<prefix>.hot.*`.
+    pub hot: Subscription,
+    /// `<prefix>.announce.*`.
+    pub announce: Subscription,
+}
+
+/// Decodes change events, hotspot reports and announcements (each rejected
+/// one counted) and hands them to the engine, until `stop` fires.
 pub async fn run_context(
-    mut changes: Subscription,
-    mut hot: Subscription,
-    mut announce: Subscription,
+    subs: ContextSubs,
     tx: mpsc::Sender<crate::context::ContextMsg>,
     watermark: watch::Receiver<i64>,
     limits: Limits,
@@ -107,6 +115,11 @@ pub async fn run_context(
     stop: CancellationToken,
 ) {
     use crate::context::ContextMsg;
+    let ContextSubs {
+        mut changes,
+        mut hot,
+        mut announce,
+    } = subs;
     loop {
         let (msg, kind) = tokio::select! {
             biased;

@@ -204,9 +204,11 @@ impl Brain {
             max_items: 10_000,
         };
         tasks.push(tokio::spawn(ingest::run_context(
-            changes_sub,
-            hot_sub,
-            announce_sub,
+            ingest::ContextSubs {
+                changes: changes_sub,
+                hot: hot_sub,
+                announce: announce_sub,
+            },
             context_tx,
             wm_rx.clone(),
             limits,
