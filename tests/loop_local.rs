@@ -115,6 +115,15 @@ async fn run_unhelpful(on_failure: &str) -> selfheal::LoopOutcome {
     let books = dir.path().join("playbooks");
     std::fs::create_dir(&books).unwrap();
     std::fs::write(books.join("unhelpful.rhai"), unhelpful_playbook(on_failure)).unwrap();
+    // The shipped diagnosis rules, which live beside the playbooks.
+    let rules = books.join("diagnose");
+    std::fs::create_dir(&rules).unwrap();
+    for e in std::fs::read_dir(selfheal::paths::playbooks().join("diagnose")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "rhai") {
+            std::fs::copy(&p, rules.join(p.file_name().unwrap())).unwrap();
+        }
+    }
     let topo = selfheal_sim::default_topology();
     let file = selfheal::paths::scenarios().join("slow_database.toml");
     let s = selfheal::drill::load(&[file], &topo).unwrap().remove(0);
