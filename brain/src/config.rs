@@ -73,6 +73,11 @@ pub struct BrainConfig {
     /// switch over the API (`/v1/kill-switch`); off when absent.
     #[serde(default)]
     pub admin_token_sha256: Option<String>,
+    /// On-call approvals from a phone (`[oncall]`): people, roles, the
+    /// rota, links and notifications. Without it, a plan that needs a
+    /// person is handed over (escalated) with nothing done.
+    #[serde(default)]
+    pub oncall: Option<crate::act::approval::OnCallConfig>,
 }
 
 fn default_models() -> Option<PathBuf> {
@@ -128,6 +133,7 @@ impl Default for BrainConfig {
             http_actuator: Vec::new(),
             change_token_sha256: None,
             admin_token_sha256: None,
+            oncall: None,
         }
     }
 }
@@ -162,6 +168,12 @@ impl BrainConfig {
                 p.push(
                     "admin_token_sha256: the API kill switch needs guard.kill_switch_file".into(),
                 );
+            }
+        }
+        if let Some(oc) = &self.oncall {
+            p.extend(oc.validate());
+            if self.listen.is_none() {
+                p.push("oncall: needs listen (the page and the API)".into());
             }
         }
         p.extend(crate::act::http::validate(

@@ -36,6 +36,13 @@ pub struct Evidence {
 pub enum Wait {
     /// The actuator's answer to an action.
     Reply(String),
+    /// A person's decision on the plan.
+    Approval {
+        /// The approval.
+        id: String,
+        /// When the current approver's time runs out (event time).
+        deadline: i64,
+    },
     /// A verification window.
     Verify {
         /// What.
@@ -90,6 +97,8 @@ pub struct Incident {
     pub applied: usize,
     /// Undoing its plan's actions after a failed verification.
     pub reverting: bool,
+    /// A person approved its plan (change freezes no longer hold it).
+    pub approved: bool,
 }
 
 impl Incident {
@@ -286,6 +295,7 @@ impl Correlator {
                     wait: None,
                     applied: 0,
                     reverting: false,
+                    approved: false,
                 };
                 self.incidents.push(inc);
                 Some((self.incidents.len() - 1, true))

@@ -21,6 +21,8 @@ pub struct Routes {
     /// The multivariate stage and where its anomalies go, when models
     /// are loaded.
     pub models: Option<(ModelStage, mpsc::Sender<AnomalyEvent>)>,
+    /// The last minutes of business indicators, for people's charts.
+    pub recent: Arc<crate::recent::Recent>,
 }
 
 /// Runs until `stop` fires or the subscription ends.
@@ -33,7 +35,11 @@ pub async fn run(
     stats: Arc<BrainStats>,
     stop: CancellationToken,
 ) {
-    let Routes { shards, mut models } = routes;
+    let Routes {
+        shards,
+        mut models,
+        recent,
+    } = routes;
     let hasher = std::collections::hash_map::RandomState::new();
     let n = shards.len().max(1);
     loop {
@@ -79,6 +85,7 @@ pub async fn run(
             }
 
             max_ts = max_ts.max(s.ts);
+            recent.observe(&key, s.ts, s.value);
             routed[(hasher.hash_one(&key) % n as u64) as usize].push((key, s.ts, s.value));
         }
         for (tx, b) in shards.iter().zip(routed) {

@@ -30,7 +30,9 @@ pub mod detect;
 pub mod diagnose;
 pub mod engine;
 pub mod ingest;
+pub mod mask;
 pub mod playbook;
+pub mod recent;
 pub mod sandbox;
 pub mod stats;
 pub mod store;
@@ -141,7 +143,18 @@ impl Brain {
         if rules.names().is_empty() {
             warn!(dir = %rules_dir.display(), "no diagnosis rule found: every incident will be diagnosed unknown and handed to a person");
         }
-        let store = store::Store::open(&cfg.store)?;
+        let store = Arc::new(store::Store::open(&cfg.store)?);
+        // On-call: the link key must be there before anything starts.
+        let oncall = match &cfg.oncall {
+            None => None,
+            Some(oc) => {
+                let key = act::approval::LinkKey::from_env(&oc.link_key_env)
+                    .map_err(|e| StartError::Config(vec![e]))?;
+                Some((Arc::new(oc.clone()), key))
+            }
+        };
+        let recent = Arc::new(recent::Recent::default());
+        let (decisions_tx, decisions_rx) = mpsc::channel(64);
         let stats = Arc::new(BrainStats::default());
         let stop = CancellationToken::new();
         let sub = self.bus.subscribe(&self.subjects.all_indicators()).await?;
@@ -221,6 +234,7 @@ impl Brain {
             ingest::Routes {
                 shards: shard_txs,
                 models,
+                recent: recent.clone(),
             },
             wm_tx,
             limits,
@@ -231,7 +245,7 @@ impl Brain {
             bus: self.bus.clone(),
             subjects: self.subjects.clone(),
             topology,
-            store,
+            store: store.clone(),
             runtime,
             guards: act::Guards::new(cfg.guard.clone()),
             stats: stats.clone(),
@@ -243,13 +257,37 @@ impl Brain {
             results_tx,
             context: context::Context::default(),
             playbook_dir: cfg.playbooks.clone(),
-            http,
+            http: http.clone(),
             rules,
+            oncall: match &oncall {
+                None => None,
+                Some((cfg, key)) => {
+                    let (tx, rx) = mpsc::channel(256);
+                    let client = match &http {
+                        Some((c, _)) => c.clone(),
+                        None => act::http::client().map_err(|e| StartError::Config(vec![e]))?,
+                    };
+                    tasks.push(tokio::spawn(act::notify::run(
+                        rx,
+                        Arc::new(cfg.notify.clone()),
+                        client,
+                        stats.clone(),
+                    )));
+                    Some(engine::OnCall {
+                        cfg: cfg.clone(),
+                        key: key.clone(),
+                        notices: tx,
+                    })
+                }
+            },
         };
         tasks.push(tokio::spawn(engine.run(
             anomaly_rx,
-            results_rx,
-            context_rx,
+            engine::Inputs {
+                results: results_rx,
+                contexts: context_rx,
+                decisions: decisions_rx,
+            },
             wm_rx,
             stop.clone(),
         )));
@@ -269,12 +307,24 @@ impl Brain {
                             subjects: change_subjects.clone(),
                             token_sha256,
                         }),
-                    kill: cfg
-                        .admin_token_sha256
-                        .as_deref()
-                        .and_then(api::parse_sha256)
-                        .zip(cfg.guard.kill_switch_file.clone())
-                        .map(|(token_sha256, file)| api::KillSwitch { file, token_sha256 }),
+                    kill: cfg.guard.kill_switch_file.clone().and_then(|file| {
+                        let token_sha256 = cfg
+                            .admin_token_sha256
+                            .as_deref()
+                            .and_then(api::parse_sha256);
+                        (token_sha256.is_some() || oncall.is_some())
+                            .then_some(api::KillSwitch { file, token_sha256 })
+                    }),
+                    oncall: oncall.map(|(cfg, key)| {
+                        api::oncall::OnCallApi::new(
+                            cfg,
+                            key,
+                            decisions_tx,
+                            store.clone(),
+                            recent,
+                            stats.clone(),
+                        )
+                    }),
                 },
                 stop.clone(),
             )

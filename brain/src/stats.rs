@@ -58,6 +58,23 @@ pub struct BrainStats {
     pub webhook_unauthorized: AtomicU64,
     /// Change notices the webhook refused: malformed.
     pub webhook_malformed: AtomicU64,
+    /// Approval requests made to people.
+    pub approvals_requested: AtomicU64,
+    /// Approval requests granted (the plan ran).
+    pub approvals_granted: AtomicU64,
+    /// Approval requests rejected by a person.
+    pub approvals_rejected: AtomicU64,
+    /// Approval requests nobody decided in time.
+    pub approvals_timed_out: AtomicU64,
+    /// API requests refused (authentication, role, link, policy), each
+    /// also in the audit log.
+    pub api_refused: AtomicU64,
+    /// Notifications delivered.
+    pub notify_sent: AtomicU64,
+    /// Notifications given up on.
+    pub notify_failed: AtomicU64,
+    /// Notification attempts retried.
+    pub notify_retries: AtomicU64,
     /// Samples the detectors have processed.
     pub samples_detected: AtomicU64,
     /// Anomaly transitions (starts and ends) the detectors emitted.
@@ -250,6 +267,46 @@ impl BrainStats {
                 "selfheal_brain_webhook_malformed_total",
                 "Change notices refused as malformed.",
                 &self.webhook_malformed,
+            ),
+            (
+                "selfheal_brain_approvals_requested_total",
+                "Approval requests made to people.",
+                &self.approvals_requested,
+            ),
+            (
+                "selfheal_brain_approvals_granted_total",
+                "Approval requests granted.",
+                &self.approvals_granted,
+            ),
+            (
+                "selfheal_brain_approvals_rejected_total",
+                "Approval requests rejected by a person.",
+                &self.approvals_rejected,
+            ),
+            (
+                "selfheal_brain_approvals_timed_out_total",
+                "Approval requests nobody decided in time.",
+                &self.approvals_timed_out,
+            ),
+            (
+                "selfheal_brain_api_refused_total",
+                "API requests refused (authentication, role, link, policy).",
+                &self.api_refused,
+            ),
+            (
+                "selfheal_brain_notify_sent_total",
+                "Notifications delivered.",
+                &self.notify_sent,
+            ),
+            (
+                "selfheal_brain_notify_failed_total",
+                "Notifications given up on.",
+                &self.notify_failed,
+            ),
+            (
+                "selfheal_brain_notify_retries_total",
+                "Notification attempts retried.",
+                &self.notify_retries,
             ),
         ];
         for (name, help, c) in plain {

@@ -315,6 +315,8 @@ pub enum IncidentState {
     Diagnosed,
     /// An action was sent (or refused, or recorded as dry run).
     Acting,
+    /// The plan waits for a person's approval.
+    AwaitingApproval,
     /// Symptoms cleared after action.
     Recovered,
     /// Handed to a person.

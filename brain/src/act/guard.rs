@@ -177,6 +177,26 @@ impl Guards {
 
     /// Decides on `action` by `incident` at event time `now`.
     pub fn check(&self, incident: &str, action: &PlannedAction, now: i64) -> Verdict {
+        self.check_with(incident, action, now, false)
+    }
+
+    /// The change freeze in force at `now`, by its reason.
+    pub fn frozen(&self, now: i64) -> Option<&str> {
+        self.freeze
+            .iter()
+            .find(|(a, b, _)| (*a..*b).contains(&now))
+            .map(|(_, _, why)| why.as_str())
+    }
+
+    /// [`Guards::check`], for a plan a person approved when `approved`: a
+    /// change freeze does not hold it (every other guard does).
+    pub fn check_with(
+        &self,
+        incident: &str,
+        action: &PlannedAction,
+        now: i64,
+        approved: bool,
+    ) -> Verdict {
         let target = action.target.as_str();
         if let Some(f) = &self.cfg.kill_switch_file
             && f.exists()
@@ -186,7 +206,7 @@ impl Guards {
         if self.cfg.dry_run {
             return Verdict::DryRun;
         }
-        if let Some((_, _, why)) = self.freeze.iter().find(|(a, b, _)| (*a..*b).contains(&now)) {
+        if !approved && let Some(why) = self.frozen(now) {
             return Verdict::Refuse(format!(
                 "change freeze ({why}): automatic actions need a person's approval"
             ));

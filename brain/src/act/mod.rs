@@ -1,8 +1,10 @@
 //! Act: every action passes the guards, is written to the store with its
 //! idempotency key, and only then is sent to an edge actuator over the bus.
 
+pub mod approval;
 pub mod guard;
 pub mod http;
+pub mod notify;
 
 use std::time::Duration;
 

@@ -86,6 +86,7 @@ fn incident(series: &[Series]) -> Incident {
         wait: None,
         applied: 0,
         reverting: false,
+        approved: false,
     }
 }
 

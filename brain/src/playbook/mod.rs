@@ -38,7 +38,7 @@ use serde::Serialize;
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
 /// How risky a playbook is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Risk {
     /// Safe to repeat.
@@ -47,6 +47,21 @@ pub enum Risk {
     Medium,
     /// Can lose payments if wrong.
     High,
+    /// Can lose payments at scale (a whole IDC, every channel): two people
+    /// approve it under the default on-call policy.
+    Critical,
+}
+
+impl Risk {
+    /// As written in `meta()`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+            Risk::Critical => "critical",
+        }
+    }
 }
 
 /// Who decides before a playbook acts.
@@ -78,6 +93,10 @@ pub struct Meta {
     pub verify_s: i64,
     /// What happens when a verification fails: `on_failure` in `meta()`.
     pub on_failure: OnFailure,
+    /// Whether the plan may run when nobody decides on its approval in
+    /// time and the on-call policy says `act`: `act_on_timeout` in
+    /// `meta()`, false when absent.
+    pub act_on_timeout: bool,
 }
 
 /// What the brain does when a playbook's verification fails (a checked
@@ -811,7 +830,12 @@ fn parse_meta(m: &Map) -> Result<Meta, String> {
         Some("low") => Risk::Low,
         Some("medium") => Risk::Medium,
         Some("high") => Risk::High,
-        other => return Err(format!("`risk` must be low, medium or high, not {other:?}")),
+        Some("critical") => Risk::Critical,
+        other => {
+            return Err(format!(
+                "`risk` must be low, medium, high or critical, not {other:?}"
+            ));
+        }
     };
     let approval = match text("approval").as_deref() {
         Some("auto") => Approval::Auto,
@@ -850,6 +874,12 @@ fn parse_meta(m: &Map) -> Result<Meta, String> {
             ));
         }
     };
+    let act_on_timeout = match m.get("act_on_timeout") {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .map_err(|_| format!("`act_on_timeout` must be true or false, not {v}"))?,
+    };
     Ok(Meta {
         handles,
         risk,
@@ -857,6 +887,7 @@ fn parse_meta(m: &Map) -> Result<Meta, String> {
         max_targets,
         verify_s,
         on_failure,
+        act_on_timeout,
     })
 }
 

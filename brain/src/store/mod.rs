@@ -1,11 +1,20 @@
-//! The store: one SQLite file (WAL). Incidents, hypotheses, actions and the
-//! timeline. An action is written here, with its idempotency key, before it
-//! is sent.
+//! The store: one SQLite file (WAL). Incidents, hypotheses, actions, the
+//! timeline, approvals and the hash-chained audit log. An action is written
+//! here, with its idempotency key and an audit entry, before it is sent.
+//! Free text is masked ([`crate::mask`]) before it is written.
+
+pub mod approvals;
+pub mod audit;
+
+pub use approvals::{ApprovalRow, VoteRefused, VoteRow};
+pub use audit::{AuditReport, AuditRow};
 
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+
+use crate::mask::mask;
 
 /// A store error.
 #[derive(Debug, thiserror::Error)]
@@ -183,8 +192,12 @@ impl Store {
                 cause TEXT NOT NULL, target TEXT NOT NULL, healed_by TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS timeline (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT, incident_id TEXT NOT NULL,
-                ts INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);",
+                ts INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS incident_series (
+                incident_id TEXT PRIMARY KEY, series TEXT NOT NULL);",
         )?;
+        conn.execute_batch(audit::SCHEMA)?;
+        conn.execute_batch(approvals::SCHEMA)?;
         Ok(Store {
             conn: std::sync::Mutex::new(conn),
         })
@@ -201,7 +214,7 @@ impl Store {
     ) -> Result<()> {
         self.conn().execute(
             "INSERT INTO incidents (id, state, service, onset_ts, opened_ts, summary) VALUES (?1, 'opened', ?2, ?3, ?4, ?5)",
-            params![id, service, onset_ts, opened_ts, summary],
+            params![id, service, onset_ts, opened_ts, mask(summary).as_ref()],
         )?;
         Ok(())
     }
@@ -230,7 +243,8 @@ impl Store {
         let tx = conn.unchecked_transaction()?;
         tx.execute("DELETE FROM hypotheses WHERE incident_id = ?1", params![id])?;
         for (rank, (cause, target, conf, evidence)) in ranked.iter().enumerate() {
-            let ev = serde_json::to_string(evidence).unwrap_or_default();
+            let evidence: Vec<String> = evidence.iter().map(|e| mask(e).into_owned()).collect();
+            let ev = serde_json::to_string(&evidence).unwrap_or_default();
             tx.execute(
                 "INSERT INTO hypotheses (incident_id, rank, cause, target, confidence, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![id, rank as i64, cause, target, conf, ev],
@@ -250,20 +264,50 @@ impl Store {
     /// dry-run one). Fails if the idempotency key was already used.
     pub fn record_action(&self, row: &ActionRow) -> Result<()> {
         let now = wall_us();
-        self.conn().execute(
+        let reason = mask(&row.reason);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
             "INSERT INTO actions (id, incident_id, playbook, kind, service, target, params, state, reason, ts, recorded_at_us, updated_at_us)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
-            params![row.id, row.incident_id, row.playbook, row.kind, row.service, row.target, row.params, row.state, row.reason, row.ts, now],
+            params![row.id, row.incident_id, row.playbook, row.kind, row.service, row.target, row.params, row.state, reason.as_ref(), row.ts, now],
         )?;
+        audit::append(
+            &tx,
+            "brain",
+            &format!("action_{}", row.state),
+            &row.id,
+            &format!(
+                "{} {} {} by {}{}{}",
+                row.kind,
+                row.target,
+                row.params,
+                row.playbook,
+                if reason.is_empty() { "" } else { ": " },
+                reason
+            ),
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
     /// Updates an action after the actuator answered.
     pub fn finish_action(&self, id: &str, state: ActionState, reason: &str) -> Result<()> {
-        self.conn().execute(
+        let reason = mask(reason);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
             "UPDATE actions SET state = ?2, reason = ?3, updated_at_us = ?4 WHERE id = ?1",
-            params![id, state.as_str(), reason, wall_us()],
+            params![id, state.as_str(), reason.as_ref(), wall_us()],
         )?;
+        audit::append(
+            &tx,
+            "actuator",
+            &format!("action_{}", state.as_str()),
+            id,
+            &reason,
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -271,9 +315,37 @@ impl Store {
     pub fn timeline(&self, incident: &str, ts: i64, kind: &str, detail: &str) -> Result<()> {
         self.conn().execute(
             "INSERT INTO timeline (incident_id, ts, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![incident, ts, kind, detail],
+            params![incident, ts, kind, mask(detail).as_ref()],
         )?;
         Ok(())
+    }
+
+    /// Names the series a person should look at first for an incident
+    /// (its first symptom, as `SeriesKey` text).
+    pub fn set_incident_series(&self, incident: &str, series: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO incident_series (incident_id, series) VALUES (?1, ?2)
+             ON CONFLICT (incident_id) DO UPDATE SET series = excluded.series",
+            params![incident, series],
+        )?;
+        Ok(())
+    }
+
+    /// The series named by [`Store::set_incident_series`].
+    pub fn incident_series(&self, incident: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT series FROM incident_series WHERE incident_id = ?1",
+                params![incident],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// One incident.
+    pub fn incident(&self, id: &str) -> Result<Option<IncidentRow>> {
+        Ok(self.incidents()?.into_iter().find(|i| i.id == id))
     }
 
     /// One action by idempotency key.

@@ -25,6 +25,10 @@ use crate::{
     verify::{self, Outcome},
 };
 
+mod approve;
+
+pub use approve::{Decide, Decided, OnCall};
+
 /// The actuator's answer to one dispatched action.
 pub struct ActionResult {
     incident: String,
@@ -37,7 +41,7 @@ pub struct Engine {
     pub(crate) bus: Bus,
     pub(crate) subjects: Subjects,
     pub(crate) topology: Arc<Topology>,
-    pub(crate) store: Store,
+    pub(crate) store: Arc<Store>,
     pub(crate) runtime: Runtime,
     pub(crate) guards: Guards,
     pub(crate) stats: Arc<BrainStats>,
@@ -51,6 +55,18 @@ pub struct Engine {
     pub(crate) http: Option<(reqwest::Client, Arc<Vec<act::http::HttpRoute>>)>,
     /// The diagnosis rules.
     pub(crate) rules: diagnose::Rules,
+    /// On-call approvals, when configured.
+    pub(crate) oncall: Option<OnCall>,
+}
+
+/// What the engine listens to besides anomalies and the watermark.
+pub struct Inputs {
+    /// Actuators' answers.
+    pub results: mpsc::Receiver<ActionResult>,
+    /// Changes, hot keys, announcements.
+    pub contexts: mpsc::Receiver<crate::context::ContextMsg>,
+    /// People's decisions on approvals, from the API.
+    pub decisions: mpsc::Receiver<Decide>,
 }
 
 /// Least similarity of a past incident's symptoms to be listed.
@@ -64,11 +80,15 @@ impl Engine {
     pub async fn run(
         mut self,
         mut anomalies: mpsc::Receiver<AnomalyEvent>,
-        mut results: mpsc::Receiver<ActionResult>,
-        mut contexts: mpsc::Receiver<crate::context::ContextMsg>,
+        inputs: Inputs,
         mut watermark: watch::Receiver<i64>,
         stop: CancellationToken,
     ) {
+        let Inputs {
+            mut results,
+            mut contexts,
+            mut decisions,
+        } = inputs;
         let mut now = *watermark.borrow();
         let (mut answers, mut transitions, mut filed) = (0u64, 0u64, 0u64);
         self.resume().await;
@@ -86,6 +106,9 @@ impl Engine {
                 Some(r) = results.recv() => {
                     self.on_result(r, now).await;
                     answers += 1;
+                }
+                Some(d) = decisions.recv() => {
+                    self.on_decide(d, now).await;
                 }
                 Some(c) = contexts.recv() => {
                     match c {
@@ -309,6 +332,17 @@ impl Engine {
             self.guards.resent();
             BrainStats::bump(&self.stats.actions_sent);
             self.dispatch(req);
+        }
+        for a in self.store.approvals(Some("waiting")).unwrap_or_default() {
+            self.store_log(
+                "approval",
+                self.store.close_approval(
+                    &a.id,
+                    "expired",
+                    a.deadline_ts,
+                    "the brain restarted before anyone decided; nothing was done",
+                ),
+            );
         }
         for inc in self.store.incidents().unwrap_or_default() {
             // Incidents end recovered, cleared, escalated or dry run; any
@@ -600,6 +634,12 @@ impl Engine {
                 }
                 match inc.wait.clone() {
                     Some(Wait::Reply(_)) => false,
+                    Some(Wait::Approval { id, deadline }) => {
+                        if now < deadline {
+                            return false;
+                        }
+                        self.approval_timed_out(i, &id, now).await
+                    }
                     Some(Wait::Verify {
                         check,
                         started,
@@ -667,6 +707,9 @@ impl Engine {
         let id = self.correlator.incidents[i].id.clone();
         self.store_log("hypotheses", self.store.set_hypotheses(&id, &ranked));
         let top = hyps[0].clone();
+        if let Some(s) = self.correlator.incidents[i].symptoms().first() {
+            self.store_log("series", self.store.set_incident_series(&id, &s.to_string()));
+        }
         self.correlator.incidents[i].hypotheses = hyps;
         let snapshot = self.correlator.incidents[i].clone();
         self.publish(
@@ -717,20 +760,43 @@ impl Engine {
                 return;
             }
         };
+        let acts = plan.iter().any(|s| matches!(s, Step::Act(_)));
         let inc = &mut self.correlator.incidents[i];
         inc.playbook = Some(pb.name.clone());
         inc.plan = plan;
         inc.cursor = 0;
         inc.phase = Phase::Executing;
-        if pb.meta.approval == Approval::Approval {
-            self.escalate(
-                i,
-                now,
-                format!("playbook {} needs a person's approval", pb.name),
-            )
-            .await;
-        } else if pb.meta.approval == Approval::DryRun {
+        if pb.meta.approval == Approval::DryRun {
             self.record_dry_run(i, now).await;
+            return;
+        }
+        let mut why = Vec::new();
+        if pb.meta.approval == Approval::Approval {
+            why.push(format!(
+                "playbook {} ({} risk) needs a person's approval",
+                pb.name,
+                pb.meta.risk.as_str()
+            ));
+        }
+        if let Some(oc) = &self.oncall {
+            if top.confidence < oc.cfg.min_confidence {
+                why.push(format!(
+                    "the diagnosis is {:.0}% confident, below the {:.0}% automation needs",
+                    top.confidence * 100.0,
+                    oc.cfg.min_confidence * 100.0
+                ));
+            }
+            if let Some(f) = self.guards.frozen(now) {
+                why.push(format!("change freeze: {f}"));
+            }
+        }
+        if why.is_empty() || !acts {
+            return;
+        }
+        if self.oncall.is_some() {
+            self.request_approval(i, now, &pb, why).await;
+        } else if pb.meta.approval == Approval::Approval {
+            self.escalate(i, now, why.join("; ")).await;
         }
     }
 
@@ -802,7 +868,7 @@ impl Engine {
                 true
             }
             Step::Act(a) => {
-                match self.guards.check(&inc.id, &a, now) {
+                match self.guards.check_with(&inc.id, &a, now, inc.approved) {
                     Verdict::Refuse(why) => {
                         BrainStats::bump(&self.stats.actions_refused);
                         let row = self.row(&inc, inc.cursor, &a, now, ActionState::Refused, &why);

@@ -1,6 +1,10 @@
-//! The brain's HTTP API: `/healthz`, `/metrics` (Prometheus text format)
-//! and the change webhook `POST /v1/changes`; incidents, pending actions
-//! and approvals come with the on-call work.
+//! The brain's HTTP API: `/healthz`, `/metrics` (Prometheus text format),
+//! the change webhook `POST /v1/changes`, the kill switch, and (with
+//! `[oncall]`) incidents, pending approvals, decisions and the mobile page
+//! ([`oncall`]). Errors are JSON `{"error": reason}` and never carry
+//! internals.
+
+pub mod oncall;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -38,6 +42,8 @@ pub struct ApiState {
     pub changes: Option<ChangeHook>,
     /// The kill switch over the API, when configured.
     pub kill: Option<KillSwitch>,
+    /// The on-call API and page, when configured.
+    pub oncall: Option<oncall::OnCallApi>,
 }
 
 /// The kill switch as the API turns it: the guard's file, and the admin
@@ -46,8 +52,9 @@ pub struct ApiState {
 pub struct KillSwitch {
     /// `guard.kill_switch_file`.
     pub file: std::path::PathBuf,
-    /// SHA-256 of the admin bearer token.
-    pub token_sha256: [u8; 32],
+    /// SHA-256 of the admin bearer token, when one is configured (admin
+    /// users of `[oncall]` may turn it too).
+    pub token_sha256: Option<[u8; 32]>,
 }
 
 /// Whether `headers` carry a bearer token whose SHA-256 is `want`
@@ -59,12 +66,12 @@ fn authorized(headers: &HeaderMap, want: &[u8; 32]) -> bool {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    let same = given
-        .iter()
-        .zip(want.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0;
-    !token.is_empty() && same
+    !token.is_empty() && same(&given, want)
+}
+
+/// Whether two digests are equal, in constant time.
+pub fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The largest change notice accepted, bytes.
@@ -72,7 +79,8 @@ const MAX_CHANGE_BYTES: usize = 16 * 1024;
 
 /// The HTTP application.
 pub fn app(state: ApiState) -> Router {
-    Router::new()
+    let oncall = state.oncall.clone();
+    let r = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route(
@@ -85,12 +93,20 @@ pub fn app(state: ApiState) -> Router {
                 .post(kill_turn)
                 .layer(DefaultBodyLimit::max(4096)),
         )
-        .with_state(state)
+        .with_state(state);
+    match oncall {
+        Some(o) => r.merge(oncall::routes(o)),
+        None => r,
+    }
 }
 
 type Answer = (StatusCode, Json<serde_json::Value>);
 
-fn kill_auth<'a>(s: &'a ApiState, headers: &HeaderMap) -> Result<&'a KillSwitch, Answer> {
+fn kill_auth<'a>(
+    s: &'a ApiState,
+    headers: &HeaderMap,
+    write: bool,
+) -> Result<&'a KillSwitch, Answer> {
     let Some(k) = &s.kill else {
         return Err(refuse(
             None,
@@ -98,14 +114,30 @@ fn kill_auth<'a>(s: &'a ApiState, headers: &HeaderMap) -> Result<&'a KillSwitch,
             "the API kill switch is not configured".into(),
         ));
     };
-    if !authorized(headers, &k.token_sha256) {
-        return Err(refuse(
-            None,
-            StatusCode::UNAUTHORIZED,
-            "a valid admin bearer token is required".into(),
-        ));
+    if k.token_sha256.is_some_and(|t| authorized(headers, &t)) {
+        return Ok(k);
     }
-    Ok(k)
+    if let Some(o) = &s.oncall {
+        match o.caller(headers, write) {
+            Ok(u) if u.role == crate::act::approval::Role::Admin => return Ok(k),
+            Ok(u) => {
+                return Err(refuse(
+                    Some(&s.stats.api_refused),
+                    StatusCode::FORBIDDEN,
+                    format!("{} is not an admin", u.name),
+                ));
+            }
+            Err((StatusCode::FORBIDDEN, why)) => {
+                return Err(refuse(Some(&s.stats.api_refused), StatusCode::FORBIDDEN, why));
+            }
+            Err(_) => {}
+        }
+    }
+    Err(refuse(
+        None,
+        StatusCode::UNAUTHORIZED,
+        "a valid admin bearer token is required".into(),
+    ))
 }
 
 fn kill_state(k: &KillSwitch) -> serde_json::Value {
@@ -117,7 +149,7 @@ fn kill_state(k: &KillSwitch) -> serde_json::Value {
 
 /// `GET /v1/kill-switch`: whether it is engaged, and why.
 async fn kill_status(State(s): State<ApiState>, headers: HeaderMap) -> Answer {
-    match kill_auth(&s, &headers) {
+    match kill_auth(&s, &headers, false) {
         Ok(k) => (StatusCode::OK, Json(kill_state(k))),
         Err(e) => e,
     }
@@ -126,7 +158,7 @@ async fn kill_status(State(s): State<ApiState>, headers: HeaderMap) -> Answer {
 /// `POST /v1/kill-switch` with `{"engaged": true | false, "reason": ".."}`:
 /// engages (while engaged, no action leaves the brain) or releases it.
 async fn kill_turn(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Answer {
-    let k = match kill_auth(&s, &headers) {
+    let k = match kill_auth(&s, &headers, true) {
         Ok(k) => k,
         Err(e) => return e,
     };
@@ -303,6 +335,7 @@ mod tests {
             stats,
             changes: None,
             kill: None,
+            oncall: None,
         };
         let res = app(state.clone())
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
@@ -380,6 +413,7 @@ mod webhook_tests {
                 token_sha256: parse_sha256(&hash_token("ci-s3cret")).unwrap(),
             }),
             kill: None,
+            oncall: None,
         };
         let post = |auth: Option<&str>, body: &str| {
             let mut r = Request::post("/v1/changes").header("content-type", "application/json");
@@ -486,8 +520,9 @@ mod kill_switch_tests {
             changes: None,
             kill: Some(KillSwitch {
                 file: file.clone(),
-                token_sha256: parse_sha256(&hash_token("admin-token-0123456789")).unwrap(),
+                token_sha256: parse_sha256(&hash_token("admin-token-0123456789")),
             }),
+            oncall: None,
         };
         let call = |method: &str, auth: Option<&str>, body: &str| {
             let mut r = Request::builder().method(method).uri("/v1/kill-switch");

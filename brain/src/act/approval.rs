@@ -1,0 +1,408 @@
+//! On-call approval: who may decide, how they are asked, and the signed
+//! one-tap links that carry the question.
+//!
+//! A link names one approval and one approver, expires, and is signed with
+//! HMAC-SHA256 under a key only the brain holds; its nonce decides once.
+//! Holding a link is not enough: the page and the API still require that
+//! approver's session or bearer token. Tokens are stored as SHA-256 only.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::playbook::Risk;
+
+/// What a person may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads incidents and approvals.
+    Viewer,
+    /// Also decides on approvals sent to them.
+    Approver,
+    /// Also turns the kill switch.
+    Admin,
+}
+
+/// A person (or a service account) of the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Name, as change notices give their authors.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// SHA-256 (hex) of their token (`selfheal hash-token`).
+    pub token_sha256: String,
+}
+
+/// What happens when nobody decides before the deadline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    /// Ask the next person in the rota; when the rota is exhausted, hand
+    /// the incident over with nothing done.
+    #[default]
+    NextOnCall,
+    /// Run the plan, when its playbook allows it (`act_on_timeout`);
+    /// otherwise abandon.
+    Act,
+    /// Do nothing and hand the incident over.
+    Abandon,
+}
+
+impl OnTimeout {
+    /// As stored.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OnTimeout::NextOnCall => "next_on_call",
+            OnTimeout::Act => "act",
+            OnTimeout::Abandon => "abandon",
+        }
+    }
+}
+
+/// A chat tool's message format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// selfheal's own JSON.
+    Generic,
+    /// Slack incoming webhook.
+    Slack,
+    /// Feishu / Lark custom bot (interactive card).
+    Feishu,
+    /// DingTalk custom robot (action card).
+    Dingtalk,
+    /// WeCom (WeChat Work) group robot (markdown).
+    Wecom,
+}
+
+/// Where approval requests are sent (`[[oncall.notify]]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTarget {
+    /// The webhook URL.
+    pub url: String,
+    /// Its format.
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// Per-attempt timeout, ms.
+    #[serde(default = "default_notify_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts after the first, with doubling backoff from 500 ms.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+const fn default_format() -> Format {
+    Format::Generic
+}
+const fn default_notify_timeout_ms() -> u64 {
+    5000
+}
+const fn default_retries() -> u32 {
+    4
+}
+
+/// The on-call policy (`[oncall]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnCallConfig {
+    /// The brain's address as phones reach it, ending in `/`
+    /// (`https://selfheal.example.com/`); links start with it.
+    pub public_url: String,
+    /// The environment variable holding the link-signing key (at least 32
+    /// bytes).
+    #[serde(default = "default_key_env")]
+    pub link_key_env: String,
+    /// How long a link is valid, s (wall clock).
+    #[serde(default = "default_link_ttl_s")]
+    pub link_ttl_s: u64,
+    /// How long each approver has before the timeout policy applies, s.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+    /// What the timeout does.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+    /// From this risk up, two different people must approve.
+    #[serde(default = "default_two_from")]
+    pub two_approvers_from: Risk,
+    /// A diagnosis less confident than this waits for a person even when
+    /// its playbook is automatic (0 turns it off).
+    #[serde(default)]
+    pub min_confidence: f64,
+    /// Approvers in the order they are asked.
+    pub rota: Vec<String>,
+    /// People and their roles.
+    #[serde(default, rename = "user")]
+    pub users: Vec<User>,
+    /// Where requests are sent.
+    #[serde(default)]
+    pub notify: Vec<NotifyTarget>,
+}
+
+fn default_key_env() -> String {
+    "SELFHEAL_LINK_KEY".into()
+}
+const fn default_link_ttl_s() -> u64 {
+    900
+}
+const fn default_timeout_s() -> u64 {
+    300
+}
+const fn default_two_from() -> Risk {
+    Risk::Critical
+}
+
+impl OnCallConfig {
+    /// Every problem, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://"))
+            || !self.public_url.ends_with('/')
+        {
+            p.push("oncall.public_url: must be an http(s) URL ending in /".into());
+        }
+        if self.link_ttl_s == 0 || self.timeout_s == 0 {
+            p.push("oncall.link_ttl_s and oncall.timeout_s: must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.min_confidence) {
+            p.push("oncall.min_confidence: must be in [0,1)".into());
+        }
+        let mut names: Vec<&str> = self.users.iter().map(|u| u.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            p.push("oncall.user: names must be unique".into());
+        }
+        let mut hashes: Vec<&str> = self.users.iter().map(|u| u.token_sha256.as_str()).collect();
+        hashes.sort_unstable();
+        if hashes.windows(2).any(|w| w[0] == w[1]) {
+            p.push("oncall.user: two users share a token".into());
+        }
+        for u in &self.users {
+            if crate::api::parse_sha256(&u.token_sha256).is_none() {
+                p.push(format!(
+                    "oncall.user {}: token_sha256 must be 64 hex digits (selfheal hash-token)",
+                    u.name
+                ));
+            }
+        }
+        if self.rota.is_empty() {
+            p.push("oncall.rota: name at least one approver".into());
+        }
+        for r in &self.rota {
+            match self.users.iter().find(|u| &u.name == r) {
+                Some(u) if u.role >= Role::Approver => {}
+                Some(_) => p.push(format!("oncall.rota: {r} is a viewer and cannot approve")),
+                None => p.push(format!("oncall.rota: {r} is not an oncall.user")),
+            }
+        }
+        for n in &self.notify {
+            if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
+                p.push(format!("oncall.notify: {} is not an http(s) URL", n.url));
+            }
+            if n.timeout_ms == 0 || n.retries > 10 {
+                p.push("oncall.notify: timeout_ms must be >= 1 and retries <= 10".into());
+            }
+        }
+        p
+    }
+
+    /// The user whose token this is (constant-time per user).
+    pub fn user_by_token(&self, token: &str) -> Option<&User> {
+        if token.is_empty() {
+            return None;
+        }
+        let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for u in &self.users {
+            if let Some(want) = crate::api::parse_sha256(&u.token_sha256)
+                && crate::api::same(&given, &want)
+            {
+                found = Some(u);
+            }
+        }
+        found
+    }
+
+    /// A user by name.
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+/// The key links are signed with.
+#[derive(Clone)]
+pub struct LinkKey(Vec<u8>);
+
+impl LinkKey {
+    /// From bytes (at least 32).
+    pub fn new(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < 32 {
+            return Err("the link key must be at least 32 bytes".into());
+        }
+        Ok(LinkKey(bytes.to_vec()))
+    }
+
+    /// From the environment variable `name`.
+    pub fn from_env(name: &str) -> Result<Self, String> {
+        let v = std::env::var(name).map_err(|_| {
+            format!("oncall.link_key_env: the environment variable {name} is not set")
+        })?;
+        Self::new(v.as_bytes()).map_err(|e| format!("oncall.link_key_env: {name}: {e}"))
+    }
+
+    fn mac(&self, approval: &str, user: &str, exp_ms: i64, nonce: &str) -> Hmac<Sha256> {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key");
+        m.update(format!("selfheal-link-v1\n{approval}\n{user}\n{exp_ms}\n{nonce}").as_bytes());
+        m
+    }
+}
+
+impl std::fmt::Debug for LinkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkKey(..)")
+    }
+}
+
+/// A signed link's fields (its query string).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// The approver it is for.
+    pub u: String,
+    /// Expiry, wall ms.
+    pub e: i64,
+    /// Nonce (hex): a link decides once.
+    pub n: String,
+    /// HMAC-SHA256 (hex) over the approval, approver, expiry and nonce.
+    pub s: String,
+}
+
+/// Why a link is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkError {
+    /// The signature does not match (forged or altered).
+    Forged,
+    /// Past its expiry.
+    Expired,
+    /// Signed for another approver than the one presenting it.
+    OtherApprover,
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkError::Forged => "the link's signature is not valid",
+            LinkError::Expired => "the link has expired",
+            LinkError::OtherApprover => "the link was sent to another approver",
+        })
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 128 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Link {
+    /// A new link for `user` to decide `approval`, valid until `exp_ms`.
+    pub fn sign(key: &LinkKey, approval: &str, user: &str, exp_ms: i64) -> Link {
+        let nonce: [u8; 16] = rand::random();
+        let n = hex(&nonce);
+        let s = hex(&key.mac(approval, user, exp_ms, &n).finalize().into_bytes());
+        Link {
+            u: user.to_string(),
+            e: exp_ms,
+            n,
+            s,
+        }
+    }
+
+    /// The page's URL for it.
+    pub fn url(&self, public_url: &str, approval: &str) -> String {
+        format!(
+            "{public_url}m/{approval}?u={}&e={}&n={}&s={}",
+            self.u, self.e, self.n, self.s
+        )
+    }
+
+    /// Checks the signature (constant time), then the expiry, then that
+    /// `user` is the approver it was sent to.
+    pub fn verify(
+        &self,
+        key: &LinkKey,
+        approval: &str,
+        user: &str,
+        now_ms: i64,
+    ) -> Result<(), LinkError> {
+        let sig = unhex(&self.s).ok_or(LinkError::Forged)?;
+        key.mac(approval, &self.u, self.e, &self.n)
+            .verify_slice(&sig)
+            .map_err(|_| LinkError::Forged)?;
+        if now_ms >= self.e {
+            return Err(LinkError::Expired);
+        }
+        if self.u != user {
+            return Err(LinkError::OtherApprover);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_bound_to_approval_approver_and_time() {
+        let key = LinkKey::new(&[7u8; 32]).unwrap();
+        let l = Link::sign(&key, "inc-1-a", "alice", 10_000);
+        assert_eq!(l.verify(&key, "inc-1-a", "alice", 9_999), Ok(()));
+        assert_eq!(
+            l.verify(&key, "inc-1-a", "alice", 10_000),
+            Err(LinkError::Expired)
+        );
+        assert_eq!(
+            l.verify(&key, "inc-1-a", "bob", 1),
+            Err(LinkError::OtherApprover)
+        );
+        assert_eq!(
+            l.verify(&key, "inc-2-a", "alice", 1),
+            Err(LinkError::Forged)
+        );
+        let mut longer = l.clone();
+        longer.e += 3_600_000;
+        assert_eq!(
+            longer.verify(&key, "inc-1-a", "alice", 1),
+            Err(LinkError::Forged)
+        );
+        let mut bob = l.clone();
+        bob.u = "bob".into();
+        assert_eq!(bob.verify(&key, "inc-1-a", "bob", 1), Err(LinkError::Forged));
+        let other = LinkKey::new(&[8u8; 32]).unwrap();
+        assert_eq!(
+            l.verify(&other, "inc-1-a", "alice", 1),
+            Err(LinkError::Forged)
+        );
+        let mut junk = l.clone();
+        junk.s = "zz".into();
+        assert_eq!(
+            junk.verify(&key, "inc-1-a", "alice", 1),
+            Err(LinkError::Forged)
+        );
+        assert_ne!(Link::sign(&key, "inc-1-a", "alice", 10_000).n, l.n);
+        assert!(l.url("https://x/", "inc-1-a").starts_with("https://x/m/inc-1-a?u=alice&e=10000&n="));
+        assert!(LinkKey::new(b"short").is_err());
+    }
+}

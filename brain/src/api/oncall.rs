@@ -1,0 +1,589 @@
+//! The on-call API and the mobile page: sign in with a token, read
+//! incidents and pending approvals, and decide with a signed link.
+//!
+//! Every request is authenticated: a bearer token, or the session cookie a
+//! sign-in set (HttpOnly, SameSite=Strict). A write over the cookie must
+//! also carry the session's CSRF token in `X-CSRF-Token` and, when the
+//! browser sends an `Origin`, come from the page's own origin. A decision
+//! needs the approver role and the signed link sent to that approver for
+//! that approval; the engine then applies the policy. Every refusal is
+//! answered with its reason, counted and written to the audit log.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    act::approval::{Link, LinkError, LinkKey, OnCallConfig, Role, User},
+    engine::Decide,
+    recent::Recent,
+    stats::BrainStats,
+    store::Store,
+};
+
+/// The page, served at `/m/<approval>`: one file, no framework.
+pub const PAGE: &str = include_str!("page.html");
+
+/// How long a session lasts.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Most live sessions.
+const MAX_SESSIONS: usize = 10_000;
+const COOKIE: &str = "selfheal_session";
+
+struct Session {
+    user: String,
+    csrf: String,
+    expires: Instant,
+}
+
+/// What the on-call handlers share.
+#[derive(Clone)]
+pub struct OnCallApi {
+    /// The policy, users and rota.
+    pub cfg: Arc<OnCallConfig>,
+    /// The link key.
+    pub key: LinkKey,
+    /// To the engine.
+    pub decisions: mpsc::Sender<Decide>,
+    /// The store (read; refusals audited).
+    pub store: Arc<Store>,
+    /// Recent business indicators, for charts.
+    pub recent: Arc<Recent>,
+    /// The brain's counters.
+    pub stats: Arc<BrainStats>,
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+}
+
+impl OnCallApi {
+    /// Handlers' state.
+    pub fn new(
+        cfg: Arc<OnCallConfig>,
+        key: LinkKey,
+        decisions: mpsc::Sender<Decide>,
+        store: Arc<Store>,
+        recent: Arc<Recent>,
+        stats: Arc<BrainStats>,
+    ) -> Self {
+        OnCallApi {
+            cfg,
+            key,
+            decisions,
+            store,
+            recent,
+            stats,
+            sessions: Arc::default(),
+        }
+    }
+
+    fn secure(&self) -> bool {
+        self.cfg.public_url.starts_with("https://")
+    }
+
+    /// `scheme://host[:port]` of the public URL.
+    fn origin(&self) -> &str {
+        let u = self.cfg.public_url.as_str();
+        let after = u.find("://").map(|i| i + 3).unwrap_or(0);
+        match u[after..].find('/') {
+            Some(j) => &u[..after + j],
+            None => u,
+        }
+    }
+
+    /// Records a refusal: counted and audited.
+    fn refused(&self, actor: &str, subject: &str, status: StatusCode, why: String) -> Response {
+        BrainStats::bump(&self.stats.api_refused);
+        if let Err(e) = self.store.audit(actor, "refused", subject, &why) {
+            tracing::error!(error = %e, "audit write failed");
+        }
+        tracing::warn!(actor, subject, %why, "API request refused");
+        (status, Json(json!({ "error": why }))).into_response()
+    }
+
+    /// Who is calling. `write` demands the CSRF token (and the page's
+    /// origin) of a cookie session; a bearer token needs neither.
+    pub(crate) fn caller(&self, headers: &HeaderMap, write: bool) -> Result<User, (StatusCode, String)> {
+        if let Some(auth) = headers.get(header::AUTHORIZATION) {
+            let token = auth
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            return self.cfg.user_by_token(token).cloned().ok_or((
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required".into(),
+            ));
+        }
+        let sid = cookie(headers, COOKIE).ok_or((
+            StatusCode::UNAUTHORIZED,
+            "sign in first (no session)".to_string(),
+        ))?;
+        let (user, csrf) = {
+            let s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            match s.get(sid) {
+                Some(x) if x.expires > Instant::now() => (x.user.clone(), x.csrf.clone()),
+                _ => {
+                    return Err((
+                        StatusCode::UNAUTHORIZED,
+                        "the session has expired; sign in again".into(),
+                    ));
+                }
+            }
+        };
+        if write {
+            let given = headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let ok = given.len() == csrf.len()
+                && given
+                    .bytes()
+                    .zip(csrf.bytes())
+                    .fold(0u8, |a, (x, y)| a | (x ^ y))
+                    == 0;
+            if !ok {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "cross-site request refused: the CSRF token is missing or wrong (session of {user})"
+                    ),
+                ));
+            }
+            if let Some(o) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+                && o != self.origin()
+            {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    format!("cross-site request refused: origin {o} is not this page's"),
+                ));
+            }
+        }
+        self.cfg.user(&user).cloned().ok_or((
+            StatusCode::UNAUTHORIZED,
+            "the session's user no longer exists".into(),
+        ))
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn random_hex() -> String {
+    let b: [u8; 32] = rand::random();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn err(status: StatusCode, msg: &str) -> Response {
+    (status, Json(json!({ "error": msg }))).into_response()
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "store read failed");
+    err(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store is unavailable; retry",
+    )
+}
+
+/// The on-call routes.
+pub fn routes(api: OnCallApi) -> Router {
+    Router::new()
+        .route("/m/{approval}", get(page))
+        .route(
+            "/v1/login",
+            post(login).layer(DefaultBodyLimit::max(4096)),
+        )
+        .route("/v1/logout", post(logout))
+        .route("/v1/session", get(session))
+        .route("/v1/incidents", get(incidents))
+        .route("/v1/incidents/{id}", get(incident))
+        .route("/v1/pending", get(pending))
+        .route("/v1/approvals/{id}", get(approval))
+        .route(
+            "/v1/approvals/{id}/decision",
+            post(decision).layer(DefaultBodyLimit::max(8192)),
+        )
+        .with_state(api)
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Html(PAGE),
+    )
+        .into_response()
+}
+
+/// `POST /v1/login` with `{"token": ".."}`: a session cookie and the
+/// session's CSRF token.
+async fn login(State(api): State<OnCallApi>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Login {
+        token: String,
+    }
+    let l: Login = match serde_json::from_slice(&body) {
+        Ok(l) => l,
+        Err(e) => return err(StatusCode::BAD_REQUEST, &format!("malformed request: {e}")),
+    };
+    let Some(user) = api.cfg.user_by_token(l.token.trim()).cloned() else {
+        return api.refused(
+            "unknown",
+            "login",
+            StatusCode::UNAUTHORIZED,
+            "sign-in refused: unknown token".into(),
+        );
+    };
+    let (sid, csrf) = (random_hex(), random_hex());
+    {
+        let mut s = api.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        s.retain(|_, x| x.expires > now);
+        if s.len() >= MAX_SESSIONS {
+            return err(StatusCode::SERVICE_UNAVAILABLE, "too many sessions");
+        }
+        s.insert(
+            sid.clone(),
+            Session {
+                user: user.name.clone(),
+                csrf: csrf.clone(),
+                expires: now + SESSION_TTL,
+            },
+        );
+    }
+    if let Err(e) = api
+        .store
+        .audit(&user.name, "signed_in", "session", "signed in with a token")
+    {
+        tracing::error!(error = %e, "audit write failed");
+    }
+    let c = format!(
+        "{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if api.secure() { "; Secure" } else { "" }
+    );
+    let mut res = Json(json!({ "user": user.name, "role": user.role, "csrf": csrf })).into_response();
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+async fn logout(State(api): State<OnCallApi>, headers: HeaderMap) -> Response {
+    if let Err((s, why)) = api.caller(&headers, true) {
+        return err(s, &why);
+    }
+    if let Some(sid) = cookie(&headers, COOKIE) {
+        api.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(sid);
+    }
+    let mut res = Json(json!({ "signed_out": true })).into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("selfheal_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    res
+}
+
+/// `GET /v1/session`: who the cookie belongs to, and its CSRF token.
+async fn session(State(api): State<OnCallApi>, headers: HeaderMap) -> Response {
+    let sid = cookie(&headers, COOKIE).unwrap_or("");
+    let s = api.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    match s.get(sid) {
+        Some(x) if x.expires > Instant::now() => {
+            let role = api.cfg.user(&x.user).map(|u| u.role);
+            Json(json!({ "user": x.user, "role": role, "csrf": x.csrf })).into_response()
+        }
+        _ => err(StatusCode::UNAUTHORIZED, "not signed in"),
+    }
+}
+
+async fn incidents(State(api): State<OnCallApi>, headers: HeaderMap) -> Response {
+    if let Err((s, why)) = api.caller(&headers, false) {
+        return err(s, &why);
+    }
+    match api.store.incidents() {
+        Ok(mut rows) => {
+            rows.reverse();
+            Json(json!({ "incidents": rows })).into_response()
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// An incident with everything a person needs to judge it.
+fn detail(api: &OnCallApi, id: &str) -> Result<Option<Value>, crate::store::StoreError> {
+    let Some(inc) = api.store.incident(id)? else {
+        return Ok(None);
+    };
+    let hypotheses = api.store.hypotheses(id)?;
+    let timeline: Vec<Value> = api
+        .store
+        .timeline_of(id)?
+        .into_iter()
+        .map(|(ts, kind, detail)| json!({ "ts": ts, "kind": kind, "detail": detail }))
+        .collect();
+    let actions: Vec<Value> = api
+        .store
+        .actions()?
+        .into_iter()
+        .filter(|a| a.incident_id == id)
+        .map(|a| {
+            json!({ "id": a.id, "kind": a.kind, "target": a.target, "params": a.params,
+                    "state": a.state, "reason": a.reason, "ts": a.ts, "playbook": a.playbook })
+        })
+        .collect();
+    let approval = match api.store.approval(&format!("{id}-a"))? {
+        Some(a) => {
+            let votes = api.store.votes(&a.id)?;
+            Some(json!({ "approval": a, "votes": votes }))
+        }
+        None => None,
+    };
+    let chart = match api.store.incident_series(id)? {
+        Some(series) => {
+            let points: Vec<[f64; 2]> = api
+                .recent
+                .points(&series, inc.onset_ts - 120_000)
+                .into_iter()
+                .map(|(t, v)| [t as f64, v])
+                .collect();
+            json!({ "series": series, "points": points, "onset": inc.onset_ts })
+        }
+        None => Value::Null,
+    };
+    let audit = api.store.audit_of(id, 50)?;
+    Ok(Some(json!({
+        "incident": inc,
+        "hypotheses": hypotheses,
+        "timeline": timeline,
+        "actions": actions,
+        "approval": approval,
+        "chart": chart,
+        "audit": audit.iter().map(|r| json!({"seq": r.seq, "ts_ms": r.ts_ms, "actor": r.actor, "event": r.event, "subject": r.subject, "detail": r.detail})).collect::<Vec<_>>(),
+    })))
+}
+
+async fn incident(
+    State(api): State<OnCallApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err((s, why)) = api.caller(&headers, false) {
+        return err(s, &why);
+    }
+    match detail(&api, &id) {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => err(StatusCode::NOT_FOUND, "no such incident"),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `GET /v1/pending`: approvals waiting for a person.
+async fn pending(State(api): State<OnCallApi>, headers: HeaderMap) -> Response {
+    if let Err((s, why)) = api.caller(&headers, false) {
+        return err(s, &why);
+    }
+    match api.store.approvals(Some("waiting")) {
+        Ok(rows) => Json(json!({ "pending": rows })).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// The link's fields as the page passes them on.
+#[derive(Deserialize)]
+struct LinkQuery {
+    u: Option<String>,
+    e: Option<i64>,
+    n: Option<String>,
+    s: Option<String>,
+}
+
+impl LinkQuery {
+    fn link(self) -> Option<Link> {
+        Some(Link {
+            u: self.u?,
+            e: self.e?,
+            n: self.n?,
+            s: self.s?,
+        })
+    }
+}
+
+/// The link as this caller may use it: `ok`, or why not.
+fn link_status(api: &OnCallApi, approval: &str, user: &str, link: &Link) -> Result<(), String> {
+    link.verify(&api.key, approval, user, selfheal_bus::wall_ms())
+        .map_err(|e| match e {
+            LinkError::OtherApprover => {
+                format!("{e}: it is {}'s, and you are signed in as {user}", link.u)
+            }
+            e => e.to_string(),
+        })?;
+    match api.store.nonce_used(&link.n) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err("this link has been used already".into()),
+        Err(_) => Err("the store is unavailable; retry".into()),
+    }
+}
+
+/// `GET /v1/approvals/<id>?u&e&n&s`: the approval, its incident, and
+/// whether the caller may decide with this link.
+async fn approval(
+    State(api): State<OnCallApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<LinkQuery>,
+) -> Response {
+    let user = match api.caller(&headers, false) {
+        Ok(u) => u,
+        Err((s, why)) => return err(s, &why),
+    };
+    let Some(inc) = id.strip_suffix("-a") else {
+        return err(StatusCode::NOT_FOUND, "no such approval");
+    };
+    let d = match detail(&api, inc) {
+        Ok(Some(v)) if !v["approval"].is_null() => v,
+        Ok(_) => return err(StatusCode::NOT_FOUND, "no such approval"),
+        Err(e) => return unavailable(e),
+    };
+    let link = match q.link() {
+        None => Err("open the link from your notification to decide".to_string()),
+        Some(l) => link_status(&api, &id, &user.name, &l),
+    };
+    let may = if user.role < Role::Approver {
+        Err(format!("{} is a viewer and cannot decide", user.name))
+    } else {
+        link
+    };
+    Json(json!({
+        "user": user.name,
+        "role": user.role,
+        "can_decide": may.is_ok(),
+        "why_not": may.err(),
+        "detail": d,
+    }))
+    .into_response()
+}
+
+/// `POST /v1/approvals/<id>/decision` with
+/// `{"decision": "approve" | "reject", "comment": "..", "link": {u, e, n, s}}`.
+async fn decision(
+    State(api): State<OnCallApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let user = match api.caller(&headers, true) {
+        Ok(u) => u,
+        Err((s, why)) => return api.refused("unknown", &id, s, why),
+    };
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        decision: String,
+        #[serde(default)]
+        comment: String,
+        link: Link,
+    }
+    let b: Body = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return api.refused(
+                &user.name,
+                &id,
+                StatusCode::BAD_REQUEST,
+                format!("malformed decision: {e}"),
+            );
+        }
+    };
+    let approve = match b.decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        other => {
+            return api.refused(
+                &user.name,
+                &id,
+                StatusCode::BAD_REQUEST,
+                format!("decision must be approve or reject, not {other:?}"),
+            );
+        }
+    };
+    if user.role < Role::Approver {
+        return api.refused(
+            &user.name,
+            &id,
+            StatusCode::FORBIDDEN,
+            format!("{} is a viewer and cannot decide", user.name),
+        );
+    }
+    if let Err(e) = b
+        .link
+        .verify(&api.key, &id, &user.name, selfheal_bus::wall_ms())
+    {
+        let why = match e {
+            LinkError::OtherApprover => {
+                format!("{e}: it is {}'s, and {} presented it", b.link.u, user.name)
+            }
+            e => e.to_string(),
+        };
+        return api.refused(&user.name, &id, StatusCode::FORBIDDEN, why);
+    }
+    let (tx, rx) = oneshot::channel();
+    let d = Decide {
+        approval: id.clone(),
+        user: user.name.clone(),
+        nonce: b.link.n.clone(),
+        approve,
+        comment: b.comment.chars().take(500).collect(),
+        reply: tx,
+    };
+    if api.decisions.send(d).await.is_err() {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "the brain is stopping");
+    }
+    let answer = match tokio::time::timeout(Duration::from_secs(10), rx).await {
+        Ok(Ok(a)) => a,
+        _ => return err(StatusCode::SERVICE_UNAVAILABLE, "the brain did not answer; retry"),
+    };
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let server_us = started.elapsed().as_micros() as u64;
+    let body = if answer.status >= 400 {
+        json!({ "error": answer.message, "state": answer.state })
+    } else {
+        json!({ "state": answer.state, "message": answer.message,
+                "dispatched": answer.dispatched, "server_us": server_us })
+    };
+    (status, Json(body)).into_response()
+}
