@@ -136,13 +136,24 @@ impl Engine {
         } else {
             1
         };
-        let first: Vec<String> = oc
+        // The first `required` people on the rota, and, when they all made
+        // a change the plan rolls back, the next one who did not.
+        let mut first: Vec<String> = oc
             .cfg
             .rota
             .iter()
             .take(required as usize)
             .cloned()
             .collect();
+        if first.iter().all(|u| authors.contains(u))
+            && let Some(next) = oc
+                .cfg
+                .rota
+                .iter()
+                .find(|u| !first.contains(u) && !authors.contains(u))
+        {
+            first.push(next.clone());
+        }
         let row = ApprovalRow {
             id: format!("{}-a", inc.id),
             incident_id: inc.id.clone(),
@@ -378,6 +389,14 @@ impl Engine {
                 return refuse(503, "", "the store is unavailable; retry".into());
             }
         };
+        match self.store.nonce_used(&d.nonce) {
+            Ok(false) => {}
+            Ok(true) => return refuse(409, &row.state, "this link has been used already".into()),
+            Err(e) => {
+                error!(error = %e, "votes unreadable");
+                return refuse(503, "", "the store is unavailable; retry".into());
+            }
+        }
         if row.state != "waiting" {
             return refuse(
                 409,

@@ -1,0 +1,379 @@
+//! On-call approval, end to end: the whole loop over the in-process bus,
+//! the brain's API on a loopback port, a webhook receiver that captures the
+//! notifications, and (for the mobile page) Debian's headless Chromium
+//! driven by playwright-core.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use selfheal::{LoopOutcome, loop_options, run_loop};
+use selfheal_brain::{
+    act::{
+        GuardConfig,
+        approval::{Format, Link, LinkKey, NotifyTarget, OnCallConfig, OnTimeout, Role, User},
+        guard::FreezeWindow,
+    },
+    api::hash_token,
+    playbook::Risk,
+    store::Store,
+};
+use selfheal_bus::{LocalTransport, wall_ms};
+use selfheal_sim::Scenario;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const KEY_ENV: &str = "SELFHEAL_TEST_LINK_KEY";
+const KEY: &str = "test-link-key-0123456789abcdefghijklmnopqrstuvwxyz";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn token(name: &str) -> String {
+    format!("tok-{name}-0123456789")
+}
+
+fn user(name: &str, role: Role) -> User {
+    User {
+        name: name.into(),
+        role,
+        token_sha256: hash_token(&token(name)),
+    }
+}
+
+fn oncall(port: u16, hook: &str, rota: &[&str], two_from: Risk) -> OnCallConfig {
+    // Every test sets the same key before its brain starts.
+    unsafe { std::env::set_var(KEY_ENV, KEY) };
+    OnCallConfig {
+        public_url: format!("http://127.0.0.1:{port}/"),
+        link_key_env: KEY_ENV.into(),
+        link_ttl_s: 900,
+        timeout_s: 3600,
+        on_timeout: OnTimeout::Abandon,
+        two_approvers_from: two_from,
+        min_confidence: 0.0,
+        rota: rota.iter().map(|s| s.to_string()).collect(),
+        users: vec![
+            user("dev-alice", Role::Approver),
+            user("sre-bob", Role::Approver),
+            user("sre-carol", Role::Approver),
+            user("vic", Role::Viewer),
+            user("root", Role::Admin),
+        ],
+        notify: vec![NotifyTarget {
+            url: hook.into(),
+            format: Format::Generic,
+            timeout_ms: 2000,
+            retries: 3,
+        }],
+    }
+}
+
+/// A webhook receiver: every JSON body it gets, in order.
+async fn receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(v);
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (format!("http://{addr}/hook"), rx)
+}
+
+async fn notices(rx: &mut mpsc::UnboundedReceiver<Value>, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let v = tokio::time::timeout(Duration::from_secs(90), rx.recv())
+            .await
+            .expect("an approval request is notified")
+            .unwrap();
+        out.push(v);
+    }
+    out
+}
+
+fn link_of(notice: &Value) -> Link {
+    let url = notice["link"].as_str().unwrap();
+    let q = url.split_once('?').unwrap().1;
+    let get = |k: &str| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_string()
+    };
+    Link {
+        u: get("u"),
+        e: get("e").parse().unwrap(),
+        n: get("n"),
+        s: get("s"),
+    }
+}
+
+fn scenario(name: &str) -> Scenario {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("sim/scenarios/{name}.toml"));
+    Scenario::parse(
+        &std::fs::read_to_string(path).unwrap(),
+        &selfheal_sim::default_topology(),
+    )
+    .unwrap()
+}
+
+enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    Cookie {
+        sid: &'a str,
+        csrf: Option<&'a str>,
+        origin: Option<&'a str>,
+    },
+}
+
+struct Api {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut r = match method {
+            "GET" => self.client.get(&url),
+            _ => self.client.post(&url),
+        };
+        match auth {
+            Auth::None => {}
+            Auth::Bearer(t) => r = r.bearer_auth(t),
+            Auth::Cookie { sid, csrf, origin } => {
+                r = r.header("cookie", format!("selfheal_session={sid}"));
+                if let Some(c) = csrf {
+                    r = r.header("x-csrf-token", c);
+                }
+                if let Some(o) = origin {
+                    r = r.header("origin", o);
+                }
+            }
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let res = r.send().await.unwrap();
+        let status = res.status().as_u16();
+        let v = res.json::<Value>().await.unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    async fn decide(&self, approval: &str, auth: Auth<'_>, decision: &str, link: &Link) -> (u16, Value) {
+        self.call(
+            "POST",
+            &format!("/v1/approvals/{approval}/decision"),
+            auth,
+            Some(json!({ "decision": decision, "comment": "checked", "link": link })),
+        )
+        .await
+    }
+
+    /// Signs in; returns the session id (from Set-Cookie) and CSRF token.
+    async fn login(&self, name: &str) -> (String, String) {
+        let res = self
+            .client
+            .post(format!("{}/v1/login", self.base))
+            .json(&json!({ "token": token(name) }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        let sid = cookie
+            .strip_prefix("selfheal_session=")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let v: Value = res.json().await.unwrap();
+        (sid, v["csrf"].as_str().unwrap().to_string())
+    }
+}
+
+async fn finish(run: tokio::task::JoinHandle<anyhow::Result<LoopOutcome>>) -> LoopOutcome {
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the run ends")
+        .unwrap()
+        .unwrap()
+}
+
+/// A bad deploy during a change freeze: the rollback waits for a person.
+/// Each forged, expired, replayed, misdirected, unprivileged, cross-site or
+/// self-serving decision is refused with its reason and audited; an
+/// independent approver's decision dispatches the rollback at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
+    let (hook, mut rx) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut opts = loop_options(scenario("bad_deploy"), dir.path(), 10.0);
+    opts.agent.host = false;
+    opts.brain.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    opts.brain.guard = GuardConfig {
+        freeze: vec![FreezeWindow {
+            from: "1000000000".into(),
+            to: "4000000000".into(),
+            reason: "big sale".into(),
+        }],
+        ..GuardConfig::default()
+    };
+    opts.brain.oncall = Some(oncall(port, &hook, &["dev-alice", "sre-bob"], Risk::Critical));
+    let store_path = opts.brain.store.clone();
+    let bus = Arc::new(LocalTransport::default());
+    let run = tokio::spawn(run_loop(bus, opts, |_| {}));
+
+    // The deploy's author is first on the rota; the next approver who did
+    // not make the change is asked too.
+    let got = notices(&mut rx, 2).await;
+    let by = |who: &str| got.iter().find(|n| n["approver"] == who).unwrap().clone();
+    let (alice, bob) = (by("dev-alice"), by("sre-bob"));
+    let approval = alice["approval"].as_str().unwrap().to_string();
+    assert_eq!(alice["type"], "approval_requested");
+    assert!(
+        alice["actions"][0].as_str().unwrap().starts_with("rollback payment-engine"),
+        "{alice}"
+    );
+    assert!(
+        alice["why"][0].as_str().unwrap().contains("change freeze: big sale"),
+        "{alice}"
+    );
+    let (alice_link, bob_link) = (link_of(&alice), link_of(&bob));
+    let api = Api {
+        client: selfheal_brain::act::http::client().unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let key = LinkKey::new(KEY.as_bytes()).unwrap();
+    let (bob_t, vic_t, alice_t) = (token("sre-bob"), token("vic"), token("dev-alice"));
+
+    // Reading needs a token; a viewer may read.
+    assert_eq!(api.call("GET", "/v1/pending", Auth::None, None).await.0, 401);
+    let (s, v) = api
+        .call("GET", "/v1/pending", Auth::Bearer(&token("vic")), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["pending"][0]["id"], approval.as_str());
+    assert_eq!(v["pending"][0]["authors"][0], "dev-alice");
+
+    let mut forged = bob_link.clone();
+    forged.s = forged.s.replace(&forged.s[..2], if &forged.s[..2] == "00" { "11" } else { "00" });
+    let mut stretched = bob_link.clone();
+    stretched.e += 86_400_000;
+    let expired = Link::sign(&key, &approval, "sre-bob", wall_ms() - 1);
+    let vic_link = Link::sign(&key, &approval, "vic", wall_ms() + 60_000);
+    let (sid, csrf) = api.login("sre-bob").await;
+    let origin = format!("http://127.0.0.1:{port}");
+    let cases: Vec<(&str, Auth<'_>, &Link, u16, &str)> = vec![
+        ("no token", Auth::None, &bob_link, 401, "sign in"),
+        ("wrong token", Auth::Bearer("tok-nobody"), &bob_link, 401, "bearer token"),
+        ("forged signature", Auth::Bearer(&bob_t), &forged, 403, "signature is not valid"),
+        ("extended expiry", Auth::Bearer(&bob_t), &stretched, 403, "signature is not valid"),
+        ("expired link", Auth::Bearer(&bob_t), &expired, 403, "expired"),
+        ("another approver's link", Auth::Bearer(&bob_t), &alice_link, 403, "another approver"),
+        ("viewer role", Auth::Bearer(&vic_t), &vic_link, 403, "viewer"),
+        (
+            "cross-site, no CSRF token",
+            Auth::Cookie { sid: &sid, csrf: None, origin: Some("https://evil.example") },
+            &bob_link,
+            403,
+            "cross-site request refused",
+        ),
+        (
+            "cross-site, foreign origin",
+            Auth::Cookie { sid: &sid, csrf: Some(&csrf), origin: Some("https://evil.example") },
+            &bob_link,
+            403,
+            "cross-site request refused",
+        ),
+        (
+            "self-approval",
+            Auth::Bearer(&alice_t),
+            &alice_link,
+            403,
+            "separation of duties",
+        ),
+    ];
+    let n_cases = cases.len();
+    for (what, auth, link, status, says) in cases {
+        let (s, v) = api.decide(&approval, auth, "approve", link).await;
+        assert_eq!(s, status, "{what}: {v}");
+        assert!(v["error"].as_str().unwrap_or("").contains(says), "{what}: {v}");
+    }
+    // Nothing was dispatched by any of them.
+    let store = Store::open(&store_path).unwrap();
+    assert_eq!(store.approval(&approval).unwrap().unwrap().state, "waiting");
+    assert!(store.actions().unwrap().iter().all(|a| a.kind != "rollback"));
+
+    // Bob, over his cookie session from the page's origin: approved and
+    // dispatched in the same request.
+    let t0 = Instant::now();
+    let (s, v) = api
+        .decide(
+            &approval,
+            Auth::Cookie { sid: &sid, csrf: Some(&csrf), origin: Some(&origin) },
+            "approve",
+            &bob_link,
+        )
+        .await;
+    let tap = t0.elapsed();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "approved");
+    let action = v["dispatched"].as_str().expect("the rollback is dispatched").to_string();
+    assert!(tap < Duration::from_secs(5), "{tap:?}");
+    let row = store.action(&action).unwrap().unwrap();
+    assert_eq!((row.kind.as_str(), row.target.as_str()), ("rollback", "payment-engine"));
+
+    // The link is spent.
+    let (s, v) = api.decide(&approval, Auth::Bearer(&bob_t), "approve", &bob_link).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("used already"), "{v}");
+
+    let out = finish(run).await;
+    let inc = out
+        .incidents
+        .iter()
+        .find(|i| format!("{}-a", i.id) == approval)
+        .unwrap();
+    assert_eq!(inc.state, "recovered", "{:?}", out.incidents);
+    assert!(out.actions.iter().any(|a| a.id == action && a.state == "applied"));
+
+    // Every refusal and the decision are in the audit log, and the chain
+    // holds.
+    let store = Store::open(&store_path).unwrap();
+    let audit = store.audit_of(&approval, 100).unwrap();
+    let refused = audit.iter().filter(|r| r.event == "refused").count();
+    assert_eq!(refused, n_cases + 1, "{audit:#?}");
+    assert!(audit.iter().any(|r| r.event == "approved" && r.actor == "sre-bob"));
+    assert!(audit.iter().any(|r| r.event == "approval_approved"));
+    let all = store.audit_of("", 10_000).unwrap();
+    assert!(all.iter().any(|r| r.event == "action_pending" && r.subject == action));
+    assert!(all.iter().any(|r| r.event == "action_applied" && r.subject == action));
+    let report = selfheal_brain::store::audit::verify(&store_path).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(
+        selfheal_brain::BrainStats::get(&out.brain.api_refused),
+        refused as u64
+    );
+}
