@@ -377,3 +377,115 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
         refused as u64
     );
 }
+
+/// The browser test's tools: Debian's chromium and the npm package
+/// playwright-core that `./test.sh` installs under `tests/browser`.
+fn browser_tools() -> (PathBuf, PathBuf) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into()));
+    assert!(
+        chromium.exists(),
+        "{} not found: run ./test.sh (it installs Debian's chromium) or set CHROMIUM",
+        chromium.display()
+    );
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core not installed: run ./test.sh (npm ci in tests/browser)"
+    );
+    (dir, chromium)
+}
+
+/// The slow database needs bill pay degraded, which a person approves, and
+/// under this policy two: one approves over the API (the plan still
+/// waits), the other opens the link from the notification on a phone-sized
+/// headless Chromium, signs in, sees the evidence and taps Approve; the
+/// action runs on the simulator and the page shows the recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_heals_the_platform_from_a_phone() {
+    let (tools, chromium) = browser_tools();
+    let (hook, mut rx) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut opts = loop_options(scenario("slow_database"), dir.path(), 6.0);
+    opts.agent.host = false;
+    opts.stop_after_outcome = Some(Duration::from_secs(30));
+    opts.brain.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    opts.brain.oncall = Some(oncall(port, &hook, &["sre-bob", "sre-carol"], Risk::High));
+    let store_path = opts.brain.store.clone();
+    let bus = Arc::new(LocalTransport::default());
+    let run = tokio::spawn(run_loop(bus, opts, |_| {}));
+
+    let got = notices(&mut rx, 2).await;
+    let by = |who: &str| got.iter().find(|n| n["approver"] == who).unwrap().clone();
+    let (bob, carol) = (by("sre-bob"), by("sre-carol"));
+    let approval = bob["approval"].as_str().unwrap().to_string();
+    assert!(bob["actions"][0].as_str().unwrap().starts_with("degrade"), "{bob}");
+    let api = Api {
+        client: selfheal_brain::act::http::client().unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    // One approval where two are needed: recorded, nothing runs.
+    let (s, v) = api
+        .decide(&approval, Auth::Bearer(&token("sre-carol")), "approve", &link_of(&carol))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("1 of 2"), "{v}");
+    assert!(v["dispatched"].is_null());
+    let store = Store::open(&store_path).unwrap();
+    assert_eq!(store.approval(&approval).unwrap().unwrap().state, "waiting");
+    assert!(store.actions().unwrap().iter().all(|a| a.kind != "degrade"));
+
+    // Bob, on his phone.
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("oncall-approve-375px.png");
+    let _ = std::fs::remove_file(&shot);
+    let link = bob["link"].as_str().unwrap().to_string();
+    let out = tokio::process::Command::new("node")
+        .arg(tools.join("approve.mjs"))
+        .arg(&link)
+        .arg(token("sre-bob"))
+        .arg(&shot)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(150), out)
+        .await
+        .expect("the browser finishes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("screenshot: {}", shot.display());
+    assert!(out.status.success(), "browser: {stderr}\n{stdout}");
+    let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    println!("the page showed: {seen:#}");
+    assert_eq!(seen["status"], 200);
+    assert_eq!(seen["width"], 375, "no horizontal scrolling at 375 px");
+    assert!(seen["approve_button"]["height"].as_u64().unwrap() >= 48, "{seen}");
+    assert!(seen["who"].as_str().unwrap().starts_with("sre-bob"));
+    assert!(seen["cause"].as_str().unwrap().starts_with("slow_database on database"), "{seen}");
+    assert!(!seen["evidence"].as_array().unwrap().is_empty());
+    assert!(seen["plan"][0].as_str().unwrap().starts_with("degrade"));
+    assert!(seen["chart_points"].as_u64().unwrap() > 10, "{seen}");
+    assert!(seen["result"].as_str().unwrap().contains("approved by sre-carol and sre-bob"), "{seen}");
+    assert_eq!(seen["incident_state"], "recovered");
+    assert!(
+        seen["actions"].as_array().unwrap().iter().any(|a| a.as_str().unwrap().contains("applied degrade")),
+        "{seen}"
+    );
+    assert_eq!(seen["errors"], json!([]));
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real screenshot");
+
+    let out = finish(run).await;
+    let inc = out
+        .incidents
+        .iter()
+        .find(|i| format!("{}-a", i.id) == approval)
+        .unwrap();
+    assert_eq!(inc.state, "recovered");
+    assert!(out.truth.actions.iter().any(|a| a.kind == selfheal_bus::ActionKind::Degrade), "the simulator degraded a scene");
+    let a = store.approval(&approval).unwrap().unwrap();
+    assert_eq!(a.state, "approved");
+    let votes = store.votes(&approval).unwrap();
+    assert_eq!(votes.len(), 2);
+    assert_eq!(votes[1].comment, "bill pay can wait; checkout cannot");
+    assert!(selfheal_brain::store::audit::verify(&store_path).unwrap().ok());
+}

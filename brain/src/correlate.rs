@@ -134,7 +134,23 @@ impl Incident {
     /// payments, its series only show the drain.
     pub fn cleared(&self) -> bool {
         let shifts = self.shifts();
-        self.symptoms().iter().all(|k| {
+        // A scene this incident degraded is shed on purpose: its own
+        // indicators measure the shedding, not the fault.
+        let shed = self.degraded_scenes();
+        let in_shed = |k: &SeriesKey| k.scene.as_deref().is_some_and(|s| shed.contains(&s));
+        let symptoms: Vec<&SeriesKey> = self
+            .symptoms()
+            .into_iter()
+            .filter(|k| !in_shed(k))
+            .collect();
+        if symptoms.is_empty() && !shed.is_empty() {
+            return self
+                .evidence
+                .iter()
+                .filter(|(k, _)| !in_shed(k))
+                .all(|(_, e)| !e.active);
+        }
+        symptoms.iter().all(|k| {
             let to = shifts
                 .iter()
                 .find(|(from, _, f)| *from == k.idc.as_str() && *f >= 0.99)
@@ -190,6 +206,21 @@ impl Incident {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The scenes its applied plan degraded and has not restored.
+    pub fn degraded_scenes(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for s in &self.plan[..self.cursor.min(self.plan.len())] {
+            if let Step::Act(a) = s {
+                match a.kind {
+                    selfheal_bus::ActionKind::Degrade => out.push(a.target.as_str()),
+                    selfheal_bus::ActionKind::Restore => out.retain(|t| *t != a.target),
+                    _ => {}
+                }
+            }
+        }
+        out
     }
 
     /// Whether `ev` is an expected effect of the traffic this incident

@@ -215,6 +215,7 @@ impl Engine {
     }
 
     async fn publish(&self, inc: &Incident, ts: i64, state: IncidentState, summary: String) {
+        let summary = crate::mask::mask_owned(summary);
         info!(incident = %inc.id, state = ?state, %summary, "incident");
         let kind = format!("{state:?}").to_lowercase();
         self.store_log(
