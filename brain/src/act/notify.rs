@@ -136,7 +136,13 @@ pub async fn deliver(
                     return Err(last);
                 }
             }
-            Err(e) => last = if e.is_timeout() { "timed out".into() } else { e.to_string() },
+            Err(e) => {
+                last = if e.is_timeout() {
+                    "timed out".into()
+                } else {
+                    e.to_string()
+                }
+            }
         }
     }
     Err(format!("gave up after {} attempts: {last}", t.retries + 1))
@@ -207,7 +213,10 @@ mod tests {
         assert_eq!(body(Format::Dingtalk, &n)["msgtype"], "actionCard");
         assert_eq!(body(Format::Feishu, &n)["msg_type"], "interactive");
         assert_eq!(body(Format::Wecom, &n)["msgtype"], "markdown");
-        assert_eq!(body(Format::Slack, &n)["blocks"][2]["elements"][0]["url"], n.link.as_str());
+        assert_eq!(
+            body(Format::Slack, &n)["blocks"][2]["elements"][0]["url"],
+            n.link.as_str()
+        );
     }
 
     /// A receiver that answers 503, then 500, then 200.
@@ -249,7 +258,10 @@ mod tests {
         assert_eq!(hits.load(Ordering::SeqCst), 3);
         {
             let got = got.lock().unwrap();
-            assert!(got.iter().all(|v| v == &got[0]), "the same message each time");
+            assert!(
+                got.iter().all(|v| v == &got[0]),
+                "the same message each time"
+            );
         }
         assert_eq!(stats.notify_retries.load(Ordering::Relaxed), 2);
 
@@ -266,7 +278,9 @@ mod tests {
             retries: 1,
             ..t
         };
-        let e = deliver(&client, &dead, &json!({}), &stats).await.unwrap_err();
+        let e = deliver(&client, &dead, &json!({}), &stats)
+            .await
+            .unwrap_err();
         assert!(e.starts_with("gave up after 2 attempts"), "{e}");
     }
 }

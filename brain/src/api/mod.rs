@@ -71,7 +71,10 @@ fn authorized(headers: &HeaderMap, want: &[u8; 32]) -> bool {
 
 /// Whether two digests are equal, in constant time.
 pub fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// The largest change notice accepted, bytes.
@@ -128,7 +131,11 @@ fn kill_auth<'a>(
                 ));
             }
             Err((StatusCode::FORBIDDEN, why)) => {
-                return Err(refuse(Some(&s.stats.api_refused), StatusCode::FORBIDDEN, why));
+                return Err(refuse(
+                    Some(&s.stats.api_refused),
+                    StatusCode::FORBIDDEN,
+                    why,
+                ));
             }
             Err(_) => {}
         }

@@ -115,7 +115,11 @@ impl OnCallApi {
 
     /// Who is calling. `write` demands the CSRF token (and the page's
     /// origin) of a cookie session; a bearer token needs neither.
-    pub(crate) fn caller(&self, headers: &HeaderMap, write: bool) -> Result<User, (StatusCode, String)> {
+    pub(crate) fn caller(
+        &self,
+        headers: &HeaderMap,
+        write: bool,
+    ) -> Result<User, (StatusCode, String)> {
         if let Some(auth) = headers.get(header::AUTHORIZATION) {
             let token = auth
                 .to_str()
@@ -210,10 +214,7 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
 pub fn routes(api: OnCallApi) -> Router {
     Router::new()
         .route("/m/{approval}", get(page))
-        .route(
-            "/v1/login",
-            post(login).layer(DefaultBodyLimit::max(4096)),
-        )
+        .route("/v1/login", post(login).layer(DefaultBodyLimit::max(4096)))
         .route("/v1/logout", post(logout))
         .route("/v1/session", get(session))
         .route("/v1/incidents", get(incidents))
@@ -292,7 +293,8 @@ async fn login(State(api): State<OnCallApi>, body: Bytes) -> Response {
         SESSION_TTL.as_secs(),
         if api.secure() { "; Secure" } else { "" }
     );
-    let mut res = Json(json!({ "user": user.name, "role": user.role, "csrf": csrf })).into_response();
+    let mut res =
+        Json(json!({ "user": user.name, "role": user.role, "csrf": csrf })).into_response();
     if let Ok(v) = HeaderValue::from_str(&c) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -575,7 +577,12 @@ async fn decision(
     }
     let answer = match tokio::time::timeout(Duration::from_secs(10), rx).await {
         Ok(Ok(a)) => a,
-        _ => return err(StatusCode::SERVICE_UNAVAILABLE, "the brain did not answer; retry"),
+        _ => {
+            return err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the brain did not answer; retry",
+            );
+        }
     };
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let server_us = started.elapsed().as_micros() as u64;

@@ -432,7 +432,9 @@ impl Engine {
             .map(|v| v.user.as_str())
             .collect();
         if d.approve && row.authors.contains(&d.user) {
-            let independent = approvals.iter().any(|u| !row.authors.iter().any(|a| a == u));
+            let independent = approvals
+                .iter()
+                .any(|u| !row.authors.iter().any(|a| a == u));
             let still_needed = (row.required as usize).saturating_sub(approvals.len());
             if still_needed <= 1 && !independent {
                 return refuse(

@@ -709,7 +709,10 @@ impl Engine {
         self.store_log("hypotheses", self.store.set_hypotheses(&id, &ranked));
         let top = hyps[0].clone();
         if let Some(s) = self.correlator.incidents[i].symptoms().first() {
-            self.store_log("series", self.store.set_incident_series(&id, &s.to_string()));
+            self.store_log(
+                "series",
+                self.store.set_incident_series(&id, &s.to_string()),
+            );
         }
         self.correlator.incidents[i].hypotheses = hyps;
         let snapshot = self.correlator.incidents[i].clone();

@@ -174,10 +174,7 @@ impl Store {
             "brain",
             "approval_forwarded",
             id,
-            &format!(
-                "nobody decided in time; now asked: {}",
-                notified.join(", ")
-            ),
+            &format!("nobody decided in time; now asked: {}", notified.join(", ")),
         )?;
         tx.commit()?;
         Ok(())
@@ -209,9 +206,11 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let used: bool = tx
-            .query_row("SELECT 1 FROM votes WHERE nonce = ?1", params![nonce], |_| {
-                Ok(())
-            })
+            .query_row(
+                "SELECT 1 FROM votes WHERE nonce = ?1",
+                params![nonce],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some();
         if used {
@@ -247,9 +246,11 @@ impl Store {
     pub fn nonce_used(&self, nonce: &str) -> Result<bool> {
         Ok(self
             .conn()
-            .query_row("SELECT 1 FROM votes WHERE nonce = ?1", params![nonce], |_| {
-                Ok(())
-            })
+            .query_row(
+                "SELECT 1 FROM votes WHERE nonce = ?1",
+                params![nonce],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some())
     }

@@ -217,8 +217,13 @@ mod tests {
         let s = Store::open(&path).unwrap();
         s.audit("alice", "approved", "inc-1-a", "card 4111111111111111 ok")
             .unwrap();
-        s.audit("brain", "action_pending", "inc-1-s0", "rollback payment-engine")
-            .unwrap();
+        s.audit(
+            "brain",
+            "action_pending",
+            "inc-1-s0",
+            "rollback payment-engine",
+        )
+        .unwrap();
         s.audit("bob", "refused", "inc-1-a", "viewer role").unwrap();
         let r = verify(&path).unwrap();
         assert_eq!((r.rows, r.ok()), (3, true), "{:?}", r.problems);
@@ -250,7 +255,9 @@ mod tests {
         conn.execute("DELETE FROM audit WHERE seq = 2", []).unwrap();
         let r = verify(&path).unwrap();
         assert!(
-            r.problems.iter().any(|p| p.contains("row 3: expected seq 2")),
+            r.problems
+                .iter()
+                .any(|p| p.contains("row 3: expected seq 2")),
             "{:?}",
             r.problems
         );
