@@ -192,3 +192,118 @@ pub fn playbook_overhead(runs: usize) -> anyhow::Result<(f64, f64, f64)> {
     let q = |p: f64| us[((us.len() - 1) as f64 * p) as usize];
     Ok((q(0.5), q(0.99), *us.last().unwrap_or(&0.0)))
 }
+
+/// On-call: the time from an approver's tap to the action dispatched, over
+/// `runs` runs of a bad deploy during a change freeze (the rollback waits
+/// for approval). Each run: the brain's API on a loopback port, a webhook
+/// receiver for the notification, and one approval over HTTP with the
+/// link it carried. Returns (server-side ms: the decision request's
+/// arrival to its answer, which comes after the dispatch; client round
+/// trip ms) per run.
+pub async fn tap_to_dispatch(runs: u64) -> anyhow::Result<Vec<(f64, f64)>> {
+    use anyhow::Context;
+    use selfheal_brain::{
+        act::{
+            GuardConfig,
+            approval::{Format, NotifyTarget, OnCallConfig, OnTimeout, Role, User},
+            guard::FreezeWindow,
+        },
+        api::hash_token,
+        playbook::Risk,
+    };
+    use serde_json::{Value, json};
+    const KEY_ENV: &str = "SELFHEAL_BENCH_LINK_KEY";
+    // SAFETY: set before any brain, the only reader of this variable, starts.
+    unsafe { std::env::set_var(KEY_ENV, "bench-link-key-0123456789abcdefghijklmnopqrstuvwxyz") };
+    let token = "bench-approver-token-0123456789";
+    let client = selfheal_brain::act::http::client().map_err(anyhow::Error::msg)?;
+    let topo = selfheal_sim::default_topology();
+    let text = std::fs::read_to_string(crate::paths::scenarios().join("bad_deploy.toml"))?;
+    let mut out = Vec::new();
+    for run in 0..runs {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(v);
+                    "ok"
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let hook = format!("http://{}/hook", l.local_addr()?);
+        let receiver = tokio::spawn(async move { axum::serve(l, app).await });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = tempfile::tempdir()?;
+        let mut sc = Scenario::parse(&text, &topo).map_err(anyhow::Error::msg)?;
+        sc.seed += run;
+        let mut opts = crate::loop_options(sc, dir.path(), 20.0);
+        opts.agent.host = false;
+        opts.brain.listen = Some(([127, 0, 0, 1], port).into());
+        opts.brain.guard = GuardConfig {
+            freeze: vec![FreezeWindow {
+                from: "1000000000".into(),
+                to: "4000000000".into(),
+                reason: "bench".into(),
+            }],
+            ..GuardConfig::default()
+        };
+        opts.brain.oncall = Some(OnCallConfig {
+            public_url: format!("http://127.0.0.1:{port}/"),
+            link_key_env: KEY_ENV.into(),
+            link_ttl_s: 900,
+            timeout_s: 3600,
+            on_timeout: OnTimeout::Abandon,
+            two_approvers_from: Risk::Critical,
+            min_confidence: 0.0,
+            rota: vec!["sre-bob".into()],
+            users: vec![User {
+                name: "sre-bob".into(),
+                role: Role::Approver,
+                token_sha256: hash_token(token),
+            }],
+            notify: vec![NotifyTarget {
+                url: hook,
+                format: Format::Generic,
+                timeout_ms: 2000,
+                retries: 3,
+            }],
+        });
+        let bus = Arc::new(LocalTransport::default());
+        let looped = tokio::spawn(crate::run_loop(bus, opts, |_| {}));
+        let n = tokio::time::timeout(std::time::Duration::from_secs(120), rx.recv())
+            .await
+            .context("no approval request within 120 s")?
+            .context("the receiver stopped")?;
+        let url = n["link"].as_str().context("no link")?;
+        let q: std::collections::BTreeMap<&str, &str> = url
+            .split_once('?')
+            .context("link without query")?
+            .1
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let link = json!({ "u": q["u"], "e": q["e"].parse::<i64>()?, "n": q["n"], "s": q["s"] });
+        let t = Instant::now();
+        let res = client
+            .post(format!(
+                "http://127.0.0.1:{port}/v1/approvals/{}/decision",
+                n["approval"].as_str().unwrap_or("")
+            ))
+            .bearer_auth(token)
+            .json(&json!({ "decision": "approve", "link": link }))
+            .send()
+            .await?;
+        let v: Value = res.json().await?;
+        let rtt = t.elapsed().as_secs_f64() * 1000.0;
+        anyhow::ensure!(v["dispatched"].is_string(), "not dispatched: {v}");
+        out.push((v["server_us"].as_f64().unwrap_or(f64::NAN) / 1000.0, rtt));
+        looped.await??;
+        receiver.abort();
+    }
+    Ok(out)
+}

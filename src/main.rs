@@ -723,6 +723,20 @@ async fn main() -> anyhow::Result<()> {
                 "indicator decode + validation: {:.2} M samples/s",
                 selfheal::bench::decode_throughput() / 1e6
             );
+            let page = selfheal_brain::api::oncall::PAGE;
+            println!(
+                "on-call page: {} bytes, one request (inline CSS and script, no external resource)",
+                page.len()
+            );
+            let mut taps = selfheal::bench::tap_to_dispatch(5).await?;
+            taps.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let server: Vec<String> = taps.iter().map(|t| format!("{:.2}", t.0)).collect();
+            let rtt: Vec<String> = taps.iter().map(|t| format!("{:.2}", t.1)).collect();
+            println!(
+                "on-call tap to action dispatched, 5 runs: server side {} ms; client round trip {} ms",
+                server.join(" / "),
+                rtt.join(" / ")
+            );
             selfheal::bench::loops(seeds, speed).await
         }
         Cmd::Brain {

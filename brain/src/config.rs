@@ -204,5 +204,8 @@ mod tests {
         assert_eq!(cfg.validate(), Vec::<String>::new());
         assert_eq!(cfg.http_actuator.len(), 1);
         assert_eq!(cfg.guard.freeze.len(), 1);
+        let oc = cfg.oncall.unwrap();
+        assert_eq!((oc.users.len(), oc.notify.len()), (2, 1));
+        assert_eq!(oc.user("sre-carol").unwrap().role, crate::act::approval::Role::Admin);
     }
 }

@@ -365,6 +365,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bad_policy_is_refused_naming_each_problem() {
+        let hash = crate::api::hash_token("t-1");
+        let cfg = OnCallConfig {
+            public_url: "selfheal.example.com".into(),
+            link_key_env: default_key_env(),
+            link_ttl_s: 0,
+            timeout_s: 300,
+            on_timeout: OnTimeout::NextOnCall,
+            two_approvers_from: Risk::Critical,
+            min_confidence: 1.5,
+            rota: vec!["vic".into(), "nobody".into()],
+            users: vec![
+                User { name: "vic".into(), role: Role::Viewer, token_sha256: hash.clone() },
+                User { name: "vic".into(), role: Role::Approver, token_sha256: hash },
+                User { name: "bob".into(), role: Role::Approver, token_sha256: "abc".into() },
+            ],
+            notify: vec![NotifyTarget {
+                url: "ftp://x".into(),
+                format: Format::Generic,
+                timeout_ms: 1,
+                retries: 1,
+            }],
+        };
+        let p = cfg.validate().join("\n");
+        for says in [
+            "public_url",
+            "link_ttl_s",
+            "min_confidence",
+            "names must be unique",
+            "share a token",
+            "oncall.user bob: token_sha256",
+            "vic is a viewer",
+            "nobody is not an oncall.user",
+            "ftp://x is not an http(s) URL",
+        ] {
+            assert!(p.contains(says), "{says}: {p}");
+        }
+        assert_eq!(cfg.user_by_token("t-1").map(|u| u.name.as_str()), Some("vic"));
+        assert!(cfg.user_by_token("").is_none() && cfg.user_by_token("t-2").is_none());
+    }
+
+    #[test]
     fn links_are_bound_to_approval_approver_and_time() {
         let key = LinkKey::new(&[7u8; 32]).unwrap();
         let l = Link::sign(&key, "inc-1-a", "alice", 10_000);
