@@ -214,7 +214,12 @@ pub async fn tap_to_dispatch(runs: u64) -> anyhow::Result<Vec<(f64, f64)>> {
     use serde_json::{Value, json};
     const KEY_ENV: &str = "SELFHEAL_BENCH_LINK_KEY";
     // SAFETY: set before any brain, the only reader of this variable, starts.
-    unsafe { std::env::set_var(KEY_ENV, "bench-link-key-0123456789abcdefghijklmnopqrstuvwxyz") };
+    unsafe {
+        std::env::set_var(
+            KEY_ENV,
+            "bench-link-key-0123456789abcdefghijklmnopqrstuvwxyz",
+        )
+    };
     let token = "bench-approver-token-0123456789";
     let client = selfheal_brain::act::http::client().map_err(anyhow::Error::msg)?;
     let topo = selfheal_sim::default_topology();

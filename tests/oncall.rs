@@ -801,3 +801,168 @@ async fn an_unanswered_approval_follows_the_timeout_policy() {
     assert_eq!(a.state, "abandoned");
     assert_eq!(out.executed_actions(), 0);
 }
+
+/// A rejection stops the plan and says why; the other approver can no
+/// longer approve; an admin session turns the kill switch, an approver's
+/// cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_stops_the_plan_and_only_admins_turn_the_kill_switch() {
+    let (hook, mut rx) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let kill = dir.path().join("KILL");
+    let mut opts = loop_options(scenario("bad_deploy"), dir.path(), 10.0);
+    opts.agent.host = false;
+    opts.brain.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    opts.brain.guard = GuardConfig {
+        kill_switch_file: Some(kill.clone()),
+        freeze: vec![FreezeWindow {
+            from: "1000000000".into(),
+            to: "4000000000".into(),
+            reason: "big sale".into(),
+        }],
+        ..GuardConfig::default()
+    };
+    // Two approvers from medium risk (the rollback's): both are asked.
+    opts.brain.oncall = Some(oncall(port, &hook, &["sre-bob", "sre-carol"], Risk::Medium));
+    let store_path = opts.brain.store.clone();
+    let run = tokio::spawn(run_loop(Arc::new(LocalTransport::default()), opts, |_| {}));
+    let got = notices(&mut rx, 2).await;
+    let by = |who: &str| got.iter().find(|n| n["approver"] == who).unwrap().clone();
+    let approval = by("sre-bob")["approval"].as_str().unwrap().to_string();
+    let api = Api {
+        client: selfheal_brain::act::http::client().unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+
+    // The kill switch: an approver may not, an admin may (over a session).
+    let turn = json!({ "engaged": true, "reason": "drill" });
+    let (s, v) = api
+        .call(
+            "POST",
+            "/v1/kill-switch",
+            Auth::Bearer(&token("sre-bob")),
+            Some(turn.clone()),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(!kill.exists());
+    let (sid, csrf) = api.login("root").await;
+    let admin = Auth::Cookie {
+        sid: &sid,
+        csrf: Some(&csrf),
+        origin: None,
+    };
+    let (s, v) = api.call("POST", "/v1/kill-switch", admin, Some(turn)).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(kill.exists());
+    let admin = Auth::Cookie {
+        sid: &sid,
+        csrf: Some(&csrf),
+        origin: None,
+    };
+    let (s, _) = api
+        .call(
+            "POST",
+            "/v1/kill-switch",
+            admin,
+            Some(json!({ "engaged": false })),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(!kill.exists());
+    // Signed out, the session is gone.
+    let admin = Auth::Cookie {
+        sid: &sid,
+        csrf: Some(&csrf),
+        origin: None,
+    };
+    assert_eq!(
+        api.call("POST", "/v1/logout", admin, Some(json!({})))
+            .await
+            .0,
+        200
+    );
+    let admin = Auth::Cookie {
+        sid: &sid,
+        csrf: None,
+        origin: None,
+    };
+    assert_eq!(api.call("GET", "/v1/incidents", admin, None).await.0, 401);
+
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("/v1/approvals/{approval}/decision"),
+            Auth::Bearer(&token("sre-bob")),
+            Some(json!({ "decision": "reject", "comment": "card 4111 1111 1111 1111 is a test card; the deploy is fine", "link": link_of(&by("sre-bob")) })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "rejected");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("rejected by sre-bob"),
+        "{v}"
+    );
+    assert!(
+        !v["message"].as_str().unwrap().contains("4111 1111"),
+        "masked: {v}"
+    );
+    let (s, v) = api
+        .decide(
+            &approval,
+            Auth::Bearer(&token("sre-carol")),
+            "approve",
+            &link_of(&by("sre-carol")),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("already rejected"),
+        "{v}"
+    );
+
+    // A malformed decision is refused with its reason.
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("/v1/approvals/{approval}/decision"),
+            Auth::Bearer(&token("sre-carol")),
+            Some(json!({ "decision": "maybe", "link": link_of(&by("sre-carol")) })),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("approve or reject"),
+        "{v}"
+    );
+
+    let out = finish(run).await;
+    assert_eq!(out.executed_actions(), 0, "{:?}", out.actions);
+    let inc = out
+        .incidents
+        .iter()
+        .find(|i| format!("{}-a", i.id) == approval)
+        .unwrap();
+    assert_eq!(inc.state, "escalated");
+    let store = Store::open(&store_path).unwrap();
+    let a = store.approval(&approval).unwrap().unwrap();
+    assert_eq!(a.state, "rejected");
+    assert!(a.outcome.contains("************1111"), "{}", a.outcome);
+    let votes = store.votes(&approval).unwrap();
+    assert!(!votes[0].comment.contains("4111 1111"));
+    let events: Vec<String> = store
+        .audit_of(&approval, 50)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    assert!(
+        events.contains(&"rejected".to_string())
+            && events.contains(&"approval_rejected".to_string()),
+        "{events:?}"
+    );
+}

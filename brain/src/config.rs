@@ -206,6 +206,9 @@ mod tests {
         assert_eq!(cfg.guard.freeze.len(), 1);
         let oc = cfg.oncall.unwrap();
         assert_eq!((oc.users.len(), oc.notify.len()), (2, 1));
-        assert_eq!(oc.user("sre-carol").unwrap().role, crate::act::approval::Role::Admin);
+        assert_eq!(
+            oc.user("sre-carol").unwrap().role,
+            crate::act::approval::Role::Admin
+        );
     }
 }

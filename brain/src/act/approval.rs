@@ -377,9 +377,21 @@ mod tests {
             min_confidence: 1.5,
             rota: vec!["vic".into(), "nobody".into()],
             users: vec![
-                User { name: "vic".into(), role: Role::Viewer, token_sha256: hash.clone() },
-                User { name: "vic".into(), role: Role::Approver, token_sha256: hash },
-                User { name: "bob".into(), role: Role::Approver, token_sha256: "abc".into() },
+                User {
+                    name: "vic".into(),
+                    role: Role::Viewer,
+                    token_sha256: hash.clone(),
+                },
+                User {
+                    name: "vic".into(),
+                    role: Role::Approver,
+                    token_sha256: hash,
+                },
+                User {
+                    name: "bob".into(),
+                    role: Role::Approver,
+                    token_sha256: "abc".into(),
+                },
             ],
             notify: vec![NotifyTarget {
                 url: "ftp://x".into(),
@@ -402,7 +414,10 @@ mod tests {
         ] {
             assert!(p.contains(says), "{says}: {p}");
         }
-        assert_eq!(cfg.user_by_token("t-1").map(|u| u.name.as_str()), Some("vic"));
+        assert_eq!(
+            cfg.user_by_token("t-1").map(|u| u.name.as_str()),
+            Some("vic")
+        );
         assert!(cfg.user_by_token("").is_none() && cfg.user_by_token("t-2").is_none());
     }
 

@@ -569,7 +569,7 @@ async fn decision(
         user: user.name.clone(),
         nonce: b.link.n.clone(),
         approve,
-        comment: b.comment.chars().take(500).collect(),
+        comment: crate::mask::mask_owned(b.comment.chars().take(500).collect()),
         reply: tx,
     };
     if api.decisions.send(d).await.is_err() {
