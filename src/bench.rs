@@ -226,20 +226,7 @@ pub async fn tap_to_dispatch(runs: u64) -> anyhow::Result<Vec<(f64, f64)>> {
     let text = std::fs::read_to_string(crate::paths::scenarios().join("bad_deploy.toml"))?;
     let mut out = Vec::new();
     for run in 0..runs {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(v);
-                    "ok"
-                }
-            }),
-        );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let hook = format!("http://{}/hook", l.local_addr()?);
-        let receiver = tokio::spawn(async move { axum::serve(l, app).await });
+        let (hook, mut rx, receiver) = webhook_receiver().await?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -311,4 +298,29 @@ pub async fn tap_to_dispatch(runs: u64) -> anyhow::Result<Vec<(f64, f64)>> {
         receiver.abort();
     }
     Ok(out)
+}
+
+/// A webhook receiver on a free loopback port: its URL, every JSON body it
+/// gets in order, and its task (abort it when done). Stands in for a chat
+/// tool in the on-call measurements and tests.
+pub async fn webhook_receiver() -> anyhow::Result<(
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(v);
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", l.local_addr()?);
+    let server = tokio::spawn(async move { axum::serve(l, app).await });
+    Ok((url, rx, server))
 }

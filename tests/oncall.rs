@@ -4,7 +4,6 @@
 //! driven by playwright-core.
 
 use std::{
-    net::TcpListener,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -31,13 +30,7 @@ mod common;
 const KEY_ENV: &str = "SELFHEAL_TEST_LINK_KEY";
 const KEY: &str = "test-link-key-0123456789abcdefghijklmnopqrstuvwxyz";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_port;
 
 fn token(name: &str) -> String {
     format!("tok-{name}-0123456789")
@@ -81,21 +74,8 @@ fn oncall(port: u16, hook: &str, rota: &[&str], two_from: Risk) -> OnCallConfig 
 
 /// A webhook receiver: every JSON body it gets, in order.
 async fn receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(v);
-                "ok"
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (format!("http://{addr}/hook"), rx)
+    let (url, rx, _server) = selfheal::bench::webhook_receiver().await.unwrap();
+    (url, rx)
 }
 
 async fn notices(rx: &mut mpsc::UnboundedReceiver<Value>, n: usize) -> Vec<Value> {

@@ -110,6 +110,19 @@ impl AuditReport {
     }
 }
 
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        seq: r.get(0)?,
+        ts_ms: r.get(1)?,
+        actor: r.get(2)?,
+        event: r.get(3)?,
+        subject: r.get(4)?,
+        detail: r.get(5)?,
+        prev: r.get(6)?,
+        hash: r.get(7)?,
+    })
+}
+
 /// Checks the chain of the store at `path` (opened read-only).
 pub fn verify(path: &std::path::Path) -> Result<AuditReport> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -120,18 +133,7 @@ fn verify_conn(conn: &Connection) -> Result<AuditReport> {
     let mut st = conn.prepare(
         "SELECT seq, ts_ms, actor, event, subject, detail, prev, hash FROM audit ORDER BY seq",
     )?;
-    let rows = st.query_map([], |r| {
-        Ok(AuditRow {
-            seq: r.get(0)?,
-            ts_ms: r.get(1)?,
-            actor: r.get(2)?,
-            event: r.get(3)?,
-            subject: r.get(4)?,
-            detail: r.get(5)?,
-            prev: r.get(6)?,
-            hash: r.get(7)?,
-        })
-    })?;
+    let rows = st.query_map([], audit_row)?;
     let mut problems = Vec::new();
     let (mut prev, mut want_seq, mut n) = (GENESIS.to_string(), 1i64, 0usize);
     for row in rows {
@@ -183,18 +185,7 @@ impl Store {
              WHERE substr(subject, 1, length(?1)) = ?1 ORDER BY seq DESC LIMIT ?2",
         )?;
         let mut rows = st
-            .query_map(params![subject_prefix, n as i64], |r| {
-                Ok(AuditRow {
-                    seq: r.get(0)?,
-                    ts_ms: r.get(1)?,
-                    actor: r.get(2)?,
-                    event: r.get(3)?,
-                    subject: r.get(4)?,
-                    detail: r.get(5)?,
-                    prev: r.get(6)?,
-                    hash: r.get(7)?,
-                })
-            })?
+            .query_map(params![subject_prefix, n as i64], audit_row)?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         rows.reverse();
         Ok(rows)
