@@ -666,6 +666,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 async fn unanswered(
     policy: OnTimeout,
     playbooks: Option<PathBuf>,
+    fault_lasts_s: Option<u64>,
 ) -> (
     LoopOutcome,
     Vec<String>,
@@ -675,9 +676,11 @@ async fn unanswered(
     let (hook, mut rx) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut opts = selfheal::drill_options(scenario("slow_database"), dir.path());
+    let mut sc = scenario("slow_database");
+    sc.faults[0].duration_s = fault_lasts_s;
+    let mut opts = selfheal::drill_options(sc, dir.path());
     let mut oc = oncall(port, &hook, &["sre-bob", "sre-carol"], Risk::Critical);
-    oc.timeout_s = 20;
+    oc.timeout_s = if fault_lasts_s.is_some() { 3600 } else { 20 };
     oc.on_timeout = policy;
     opts.brain.oncall = Some(oc);
     opts.brain.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
@@ -708,7 +711,7 @@ async fn unanswered(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_approval_follows_the_timeout_policy() {
     // The rota: Bob, then Carol, then nobody.
-    let (out, asked, a, store) = unanswered(OnTimeout::NextOnCall, None).await;
+    let (out, asked, a, store) = unanswered(OnTimeout::NextOnCall, None, None).await;
     assert_eq!(asked, ["sre-bob", "sre-carol"]);
     assert_eq!(a.state, "expired", "{a:?}");
     assert_eq!(a.notified, ["sre-bob", "sre-carol"]);
@@ -735,7 +738,7 @@ async fn an_unanswered_approval_follows_the_timeout_policy() {
     );
 
     // Acting by default needs the playbook's consent: without it, abandon.
-    let (out, _, a, _) = unanswered(OnTimeout::Act, None).await;
+    let (out, _, a, _) = unanswered(OnTimeout::Act, None, None).await;
     assert_eq!(a.state, "abandoned", "{a:?}");
     assert!(
         a.outcome.contains("does not allow acting by default"),
@@ -759,7 +762,7 @@ async fn an_unanswered_approval_follows_the_timeout_policy() {
         ),
     )
     .unwrap();
-    let (out, asked, a, _) = unanswered(OnTimeout::Act, Some(pb.path().into())).await;
+    let (out, asked, a, _) = unanswered(OnTimeout::Act, Some(pb.path().into()), None).await;
     assert_eq!(asked, ["sre-bob"]);
     assert_eq!(a.state, "acted_by_default", "{a:?}");
     assert!(
@@ -776,10 +779,22 @@ async fn an_unanswered_approval_follows_the_timeout_policy() {
         .unwrap();
     assert_eq!(inc.state, "recovered");
 
-    let (out, asked, a, _) = unanswered(OnTimeout::Abandon, None).await;
+    let (out, asked, a, _) = unanswered(OnTimeout::Abandon, None, None).await;
     assert_eq!(asked, ["sre-bob"]);
     assert_eq!(a.state, "abandoned");
     assert_eq!(out.executed_actions(), 0);
+
+    // The database recovers by itself while the plan waits: the request is
+    // withdrawn, nothing runs, the incident is closed as cleared.
+    let (out, _, a, _) = unanswered(OnTimeout::Abandon, None, Some(40)).await;
+    assert_eq!(a.state, "withdrawn", "{a:?}");
+    assert_eq!(out.executed_actions(), 0);
+    let inc = out
+        .incidents
+        .iter()
+        .find(|i| format!("{}-a", i.id) == a.id)
+        .unwrap();
+    assert_eq!(inc.state, "cleared");
 }
 
 /// A rejection stops the plan and says why; the other approver can no

@@ -339,6 +339,21 @@ impl Engine {
         }
     }
 
+    /// The symptoms cleared while the plan waited: nothing is left to
+    /// approve; the request is withdrawn and the incident closed.
+    pub(super) async fn withdraw(&mut self, i: usize, id: &str, now: i64) {
+        self.store_log(
+            "approval",
+            self.store.close_approval(
+                id,
+                "withdrawn",
+                now,
+                "the symptoms cleared before anyone decided; nothing was done",
+            ),
+        );
+        self.finish(i, now, "cleared").await;
+    }
+
     async fn timed_out_close(&mut self, i: usize, id: &str, now: i64, state: &str, why: &str) {
         BrainStats::bump(&self.stats.approvals_timed_out);
         self.store_log(

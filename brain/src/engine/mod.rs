@@ -636,6 +636,10 @@ impl Engine {
                 match inc.wait.clone() {
                     Some(Wait::Reply(_)) => false,
                     Some(Wait::Approval { id, deadline }) => {
+                        if inc.cleared() {
+                            self.withdraw(i, &id, now).await;
+                            return false;
+                        }
                         if now < deadline {
                             return false;
                         }
