@@ -697,11 +697,20 @@ async fn unanswered(
     .unwrap();
     // Deliveries run beside the engine; give the last one a moment.
     let mut asked = Vec::new();
+    let mut closed = Vec::new();
     while let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
-        asked.push(n["approver"].as_str().unwrap().to_string());
+        match n["type"].as_str().unwrap() {
+            "approval_requested" => asked.push(n["approver"].as_str().unwrap().to_string()),
+            _ => closed.push(n["state"].as_str().unwrap().to_string()),
+        }
     }
     let store = Store::open(&store_path).unwrap();
     let a = store.approvals(None).unwrap().remove(0);
+    assert_eq!(
+        closed,
+        std::slice::from_ref(&a.state),
+        "the chat tools hear how it ended"
+    );
     (out, asked, a, store)
 }
 
@@ -959,5 +968,18 @@ async fn a_rejection_stops_the_plan_and_only_admins_turn_the_kill_switch() {
         events.contains(&"rejected".to_string())
             && events.contains(&"approval_rejected".to_string()),
         "{events:?}"
+    );
+    // The chat tools hear it was rejected, masked.
+    let closed = notices(&mut rx, 1).await.remove(0);
+    assert_eq!(
+        (closed["type"].as_str(), closed["state"].as_str()),
+        (Some("approval_closed"), Some("rejected"))
+    );
+    assert!(
+        closed["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("rejected by sre-bob: card ************1111"),
+        "{closed}"
     );
 }

@@ -36,7 +36,89 @@ pub struct Notice {
     pub expires_ms: i64,
 }
 
+/// What is sent: a request to one approver, or word that a request was
+/// closed (decided, expired, withdrawn), so that nobody acts on a stale
+/// message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    /// An approval request for one approver.
+    Request(Notice),
+    /// A request was closed.
+    Closed {
+        /// The approval.
+        approval: String,
+        /// Its incident.
+        incident: String,
+        /// `approved`, `rejected`, `expired`, `abandoned`,
+        /// `acted_by_default`, `withdrawn`.
+        state: String,
+        /// What came of it, in words.
+        outcome: String,
+    },
+}
+
+impl Message {
+    fn approval(&self) -> &str {
+        match self {
+            Message::Request(n) => &n.approval,
+            Message::Closed { approval, .. } => approval,
+        }
+    }
+}
+
 /// The message body for `format`. Text is masked.
+pub fn message_body(format: Format, m: &Message) -> Value {
+    let Message::Closed {
+        approval,
+        incident,
+        state,
+        outcome,
+    } = m
+    else {
+        let Message::Request(n) = m else {
+            unreachable!()
+        };
+        return body(format, n);
+    };
+    let title = format!(
+        "selfheal: approval for {incident} {}",
+        state.replace('_', " ")
+    );
+    let text = mask(outcome).into_owned();
+    match format {
+        Format::Generic => json!({
+            "type": "approval_closed",
+            "approval": approval,
+            "incident": incident,
+            "state": state,
+            "outcome": text,
+        }),
+        Format::Slack => json!({
+            "text": format!("{title}: {text}"),
+            "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": title}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+            ]
+        }),
+        Format::Feishu => json!({
+            "msg_type": "interactive",
+            "card": {
+                "header": {"title": {"tag": "plain_text", "content": title}, "template": "grey"},
+                "elements": [{"tag": "div", "text": {"tag": "lark_md", "content": text}}]
+            }
+        }),
+        Format::Dingtalk => json!({
+            "msgtype": "markdown",
+            "markdown": {"title": title, "text": format!("### {title}\n\n{text}")}
+        }),
+        Format::Wecom => json!({
+            "msgtype": "markdown",
+            "markdown": {"content": format!("**{title}**\n{text}")}
+        }),
+    }
+}
+
+/// The request's body for `format`. Text is masked.
 pub fn body(format: Format, n: &Notice) -> Value {
     let title = format!("selfheal: approval needed for {}", n.incident);
     let text = mask(&format!(
@@ -151,23 +233,23 @@ pub async fn deliver(
 /// The delivery task: sends every notice to every target, one notice after
 /// another (each target in parallel), until the channel closes.
 pub async fn run(
-    mut rx: mpsc::Receiver<Notice>,
+    mut rx: mpsc::Receiver<Message>,
     targets: Arc<Vec<NotifyTarget>>,
     client: reqwest::Client,
     stats: Arc<BrainStats>,
 ) {
     while let Some(n) = rx.recv().await {
         let sends = targets.iter().map(|t| {
-            let (client, stats, n, b) = (&client, &stats, &n, body(t.format, &n));
+            let (client, stats, n, b) = (&client, &stats, &n, message_body(t.format, &n));
             async move {
                 match deliver(client, t, &b, stats).await {
                     Ok(attempts) => {
                         BrainStats::bump(&stats.notify_sent);
-                        tracing::info!(approval = %n.approval, approver = %n.approver, url = %t.url, attempts, "approval request delivered");
+                        tracing::info!(approval = %n.approval(), url = %t.url, attempts, "approval message delivered");
                     }
                     Err(e) => {
                         BrainStats::bump(&stats.notify_failed);
-                        tracing::error!(approval = %n.approval, url = %t.url, error = %e, "approval request not delivered");
+                        tracing::error!(approval = %n.approval(), url = %t.url, error = %e, "approval message not delivered");
                     }
                 }
             }

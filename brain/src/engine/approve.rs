@@ -14,7 +14,7 @@ use super::Engine;
 use crate::{
     act::{
         approval::{Link, LinkKey, OnCallConfig, OnTimeout},
-        notify::Notice,
+        notify::{Message, Notice},
     },
     correlate::Wait,
     playbook::{Playbook, Step},
@@ -29,7 +29,7 @@ pub struct OnCall {
     /// The link-signing key.
     pub key: LinkKey,
     /// To the notification task.
-    pub notices: mpsc::Sender<Notice>,
+    pub notices: mpsc::Sender<Message>,
 }
 
 /// A person's decision, authenticated by the API (their session or token,
@@ -243,7 +243,7 @@ impl Engine {
             link: link.url(&oc.cfg.public_url, &row.id),
             expires_ms,
         };
-        if oc.notices.try_send(n).is_err() {
+        if oc.notices.try_send(Message::Request(n)).is_err() {
             BrainStats::bump(&self.stats.notify_failed);
             warn!(approval = %row.id, "notification queue full; the request is on the page only");
         }
@@ -317,14 +317,11 @@ impl Engine {
                     return false;
                 }
                 BrainStats::bump(&self.stats.approvals_timed_out);
-                self.store_log(
-                    "approval",
-                    self.store.close_approval(
-                        id,
-                        "acted_by_default",
-                        now,
-                        "nobody decided in time; the policy and the playbook allow acting by default",
-                    ),
+                self.close(
+                    id,
+                    "acted_by_default",
+                    now,
+                    "nobody decided in time; the policy and the playbook allow acting by default",
                 );
                 let inc = &mut self.correlator.incidents[i];
                 inc.approved = true;
@@ -339,28 +336,41 @@ impl Engine {
         }
     }
 
+    /// Closes approval `id` in the store (and its audit log), then tells
+    /// the chat tools, so that nobody acts on a stale request.
+    fn close(&self, id: &str, state: &str, now: i64, outcome: &str) {
+        self.store_log(
+            "approval",
+            self.store.close_approval(id, state, now, outcome),
+        );
+        if let Some(oc) = &self.oncall {
+            let m = Message::Closed {
+                approval: id.to_string(),
+                incident: id.strip_suffix("-a").unwrap_or(id).to_string(),
+                state: state.to_string(),
+                outcome: outcome.to_string(),
+            };
+            if oc.notices.try_send(m).is_err() {
+                BrainStats::bump(&self.stats.notify_failed);
+            }
+        }
+    }
+
     /// The symptoms cleared while the plan waited: nothing is left to
     /// approve; the request is withdrawn and the incident closed.
     pub(super) async fn withdraw(&mut self, i: usize, id: &str, now: i64) {
-        self.store_log(
-            "approval",
-            self.store.close_approval(
-                id,
-                "withdrawn",
-                now,
-                "the symptoms cleared before anyone decided; nothing was done",
-            ),
+        self.close(
+            id,
+            "withdrawn",
+            now,
+            "the symptoms cleared before anyone decided; nothing was done",
         );
         self.finish(i, now, "cleared").await;
     }
 
     async fn timed_out_close(&mut self, i: usize, id: &str, now: i64, state: &str, why: &str) {
         BrainStats::bump(&self.stats.approvals_timed_out);
-        self.store_log(
-            "approval",
-            self.store
-                .close_approval(id, state, now, &format!("{why}; nothing was done")),
-        );
+        self.close(id, state, now, &format!("{why}; nothing was done"));
         self.escalate(i, now, format!("{why}; nothing was done"))
             .await;
     }
@@ -491,9 +501,11 @@ impl Engine {
         if !d.approve {
             BrainStats::bump(&self.stats.approvals_rejected);
             let why = format!("rejected by {}{comment}", d.user);
-            self.store_log(
-                "approval",
-                self.store.close_approval(&row.id, "rejected", now, &why),
+            self.close(
+                &row.id,
+                "rejected",
+                now,
+                &format!("{why}; nothing was done"),
             );
             self.escalate(i, now, format!("{why}; nothing was done"))
                 .await;
@@ -526,10 +538,7 @@ impl Engine {
         }
         BrainStats::bump(&self.stats.approvals_granted);
         let why = format!("approved by {}{comment}", by.join(" and "));
-        self.store_log(
-            "approval",
-            self.store.close_approval(&row.id, "approved", now, &why),
-        );
+        self.close(&row.id, "approved", now, &why);
         info!(approval = %row.id, %why, "approved");
         let inc = &mut self.correlator.incidents[i];
         inc.approved = true;
