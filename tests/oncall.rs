@@ -829,6 +829,7 @@ async fn a_rejection_stops_the_plan_and_only_admins_turn_the_kill_switch() {
     };
     // Two approvers from medium risk (the rollback's): both are asked.
     opts.brain.oncall = Some(oncall(port, &hook, &["sre-bob", "sre-carol"], Risk::Medium));
+    opts.brain.refusals_per_minute = 5;
     let store_path = opts.brain.store.clone();
     let run = tokio::spawn(run_loop(Arc::new(LocalTransport::default()), opts, |_| {}));
     let got = notices(&mut rx, 2).await;
@@ -944,6 +945,60 @@ async fn a_rejection_stops_the_plan_and_only_admins_turn_the_kill_switch() {
         "{v}"
     );
 
+    // Guessing tokens: past 5 refusals in a minute (2 above) the address
+    // is turned away, even with a good token, and audited once.
+    let mut guesses = 0;
+    let limited = loop {
+        let (s, v) = api
+            .call(
+                "POST",
+                "/v1/login",
+                Auth::None,
+                Some(json!({ "token": format!("guess-{guesses}") })),
+            )
+            .await;
+        guesses += 1;
+        if s == 429 {
+            break v;
+        }
+        assert_eq!(s, 401, "{v}");
+        assert!(guesses <= 4, "never turned away");
+    };
+    assert_eq!(guesses, 4, "the 4th guess is turned away: {limited}");
+    assert!(
+        limited["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many refused")
+    );
+    let res = api
+        .client
+        .post(format!("{}/v1/login", api.base))
+        .json(&json!({ "token": token("sre-carol") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 429);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let metrics = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("selfheal_brain_api_limited_total 2"),
+        "{metrics}"
+    );
+
     let out = finish(run).await;
     assert_eq!(out.executed_actions(), 0, "{:?}", out.actions);
     let inc = out
@@ -969,6 +1024,11 @@ async fn a_rejection_stops_the_plan_and_only_admins_turn_the_kill_switch() {
             && events.contains(&"approval_rejected".to_string()),
         "{events:?}"
     );
+    let all = store.audit_of("", 10_000).unwrap();
+    let limits: Vec<_> = all.iter().filter(|r| r.event == "rate_limited").collect();
+    assert_eq!(limits.len(), 1, "{limits:?}");
+    assert_eq!(limits[0].subject, "127.0.0.1");
+    assert_eq!(all.iter().filter(|r| r.event == "refused").count(), 5);
     // The chat tools hear it was rejected, masked.
     let closed = notices(&mut rx, 1).await.remove(0);
     assert_eq!(

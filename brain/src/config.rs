@@ -46,6 +46,11 @@ pub struct BrainConfig {
     /// Where the HTTP API (`/healthz`, `/metrics`) listens; off when absent.
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Refused API requests (401/403) one client address may make in a
+    /// minute before it is turned away for the rest of it; 0 turns the
+    /// limit off.
+    #[serde(default = "default_refusals_per_minute")]
+    pub refusals_per_minute: u32,
     /// Directory of per-service multivariate models (`selfheal train`),
     /// loaded at start (default `models`, relative to the working
     /// directory); the brain runs without them when it is missing or holds
@@ -88,6 +93,10 @@ const fn default_model_open() -> f64 {
     0.75
 }
 
+fn default_refusals_per_minute() -> u32 {
+    20
+}
+
 fn default_store() -> PathBuf {
     "selfheal.db".into()
 }
@@ -127,6 +136,7 @@ impl Default for BrainConfig {
             detector: DetectorConfig::default(),
             guard: GuardConfig::default(),
             listen: None,
+            refusals_per_minute: default_refusals_per_minute(),
             models: default_models(),
             model_open: default_model_open(),
             http_allow: Vec::new(),

@@ -315,6 +315,9 @@ impl Brain {
                         (token_sha256.is_some() || oncall.is_some())
                             .then_some(api::KillSwitch { file, token_sha256 })
                     }),
+                    limit: Arc::new(api::limit::RefusalLimit::per_minute(
+                        cfg.refusals_per_minute,
+                    )),
                     oncall: oncall.map(|(cfg, key)| {
                         api::oncall::OnCallApi::new(
                             cfg,

@@ -69,6 +69,9 @@ pub struct BrainStats {
     /// API requests refused (authentication, role, link, policy), each
     /// also in the audit log.
     pub api_refused: AtomicU64,
+    /// API requests turned away because their address was refused too
+    /// often in the last minute (not audited one by one).
+    pub api_limited: AtomicU64,
     /// Notifications delivered.
     pub notify_sent: AtomicU64,
     /// Notifications given up on.
@@ -292,6 +295,11 @@ impl BrainStats {
                 "selfheal_brain_api_refused_total",
                 "API requests refused (authentication, role, link, policy).",
                 &self.api_refused,
+            ),
+            (
+                "selfheal_brain_api_limited_total",
+                "API requests turned away: their address was refused too often in the last minute.",
+                &self.api_limited,
             ),
             (
                 "selfheal_brain_notify_sent_total",

@@ -4,6 +4,7 @@
 //! ([`oncall`]). Errors are JSON `{"error": reason}` and never carry
 //! internals.
 
+pub mod limit;
 pub mod oncall;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -44,6 +45,8 @@ pub struct ApiState {
     pub kill: Option<KillSwitch>,
     /// The on-call API and page, when configured.
     pub oncall: Option<oncall::OnCallApi>,
+    /// Refusals per client address ([`limit`]).
+    pub limit: Arc<limit::RefusalLimit>,
 }
 
 /// The kill switch as the API turns it: the guard's file, and the admin
@@ -83,6 +86,7 @@ const MAX_CHANGE_BYTES: usize = 16 * 1024;
 /// The HTTP application.
 pub fn app(state: ApiState) -> Router {
     let oncall = state.oncall.clone();
+    let guard = axum::middleware::from_fn_with_state(state.clone(), limit::guard);
     let r = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -101,6 +105,7 @@ pub fn app(state: ApiState) -> Router {
         Some(o) => r.merge(oncall::routes(o)),
         None => r,
     }
+    .layer(guard)
 }
 
 type Answer = (StatusCode, Json<serde_json::Value>);
@@ -319,8 +324,11 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let join = tokio::spawn(async move {
-        let server =
-            axum::serve(listener, app(state)).with_graceful_shutdown(stop.cancelled_owned());
+        let server = axum::serve(
+            listener,
+            app(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned());
         if let Err(e) = server.await {
             tracing::error!(error = %e, "HTTP API stopped");
         }
@@ -343,6 +351,7 @@ mod tests {
             changes: None,
             kill: None,
             oncall: None,
+            limit: Arc::new(limit::RefusalLimit::per_minute(20)),
         };
         let res = app(state.clone())
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
@@ -421,6 +430,7 @@ mod webhook_tests {
             }),
             kill: None,
             oncall: None,
+            limit: Arc::new(limit::RefusalLimit::per_minute(20)),
         };
         let post = |auth: Option<&str>, body: &str| {
             let mut r = Request::post("/v1/changes").header("content-type", "application/json");
@@ -530,6 +540,7 @@ mod kill_switch_tests {
                 token_sha256: parse_sha256(&hash_token("admin-token-0123456789")),
             }),
             oncall: None,
+            limit: Arc::new(limit::RefusalLimit::per_minute(20)),
         };
         let call = |method: &str, auth: Option<&str>, body: &str| {
             let mut r = Request::builder().method(method).uri("/v1/kill-switch");
