@@ -6,8 +6,8 @@
 //! `Retry-After` until the minute is over, whatever it sends, so guessing
 //! tokens or links costs a minute per handful of tries. The lock-out is
 //! audited once, not each turned-away request, so a flood cannot grow the
-//! audit log without bound. Requests that succeed never count, and
-//! `/healthz` and `/metrics` are always answered.
+//! audit log without bound. Requests that succeed never count;
+//! [`super::app`] leaves `/healthz` and `/metrics` outside the limit.
 
 use std::{
     collections::HashMap,
@@ -115,9 +115,6 @@ impl RefusalLimit {
 
 /// The middleware: turns limited clients away, counts refusals.
 pub async fn guard(State(s): State<ApiState>, req: Request, next: Next) -> Response {
-    if matches!(req.uri().path(), "/healthz" | "/metrics") {
-        return next.run(req).await;
-    }
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

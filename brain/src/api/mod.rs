@@ -83,13 +83,16 @@ pub fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 /// The largest change notice accepted, bytes.
 const MAX_CHANGE_BYTES: usize = 16 * 1024;
 
-/// The HTTP application.
+/// The HTTP application. Everything but `/healthz` and `/metrics` passes
+/// the refusal limit ([`limit`]).
 pub fn app(state: ApiState) -> Router {
     let oncall = state.oncall.clone();
     let guard = axum::middleware::from_fn_with_state(state.clone(), limit::guard);
-    let r = Router::new()
+    let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .with_state(state.clone());
+    let r = Router::new()
         .route(
             "/v1/changes",
             post(change).layer(DefaultBodyLimit::max(MAX_CHANGE_BYTES)),
@@ -106,6 +109,7 @@ pub fn app(state: ApiState) -> Router {
         None => r,
     }
     .layer(guard)
+    .merge(open)
 }
 
 type Answer = (StatusCode, Json<serde_json::Value>);
