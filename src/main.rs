@@ -145,6 +145,10 @@ enum Cmd {
         /// Brain configuration (TOML); its store is replaced by a temporary one.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Refuse the recording at the first empty, NaN or infinite value
+        /// (by default such a value is a gap: skipped and counted).
+        #[arg(long)]
+        strict: bool,
     },
     /// Fits a multivariate model per service on normal history and writes
     /// them, one JSON file per service.
@@ -426,7 +430,12 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", selfheal_brain::api::hash_token(token));
             Ok(())
         }
-        Cmd::Replay { dir, out, config } => {
+        Cmd::Replay {
+            dir,
+            out,
+            config,
+            strict,
+        } => {
             let mut cfg: BrainConfig = match config {
                 Some(p) => read_toml(&p)?,
                 None => BrainConfig {
@@ -436,8 +445,24 @@ async fn main() -> anyhow::Result<()> {
             };
             let tmp = tempfile::tempdir()?;
             cfg.store = tmp.path().join("replay.db");
-            let rec = selfheal::replay::read(&dir)?;
+            let rec =
+                selfheal::replay::read_with(&dir, selfheal::replay::ReadOptions { strict })?;
             let rows = rec.rows;
+            if !rec.names.changed.is_empty() {
+                eprintln!(
+                    "names mapped to wire-safe names ({}): {}",
+                    rec.names.changed.len(),
+                    rec.names
+                        .changed
+                        .iter()
+                        .map(|(a, b)| format!("{a} -> {b}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            if let Some(g) = rec.gap_summary() {
+                eprintln!("{g}");
+            }
             let t = std::time::Instant::now();
             let incidents = selfheal::replay::run(rec, cfg).await?;
             let json = serde_json::to_string_pretty(&incidents)?;

@@ -15,6 +15,7 @@ use selfheal_brain::{Brain, BrainConfig, stats::BrainStats, store::Store};
 use selfheal_bus::{
     Bus, ChangeEvent, HotspotReport, IndicatorBatch, KeyCount, Layer, LocalTransport, Sample,
     Subjects, Topology, WIRE_VERSION, encode,
+    names::NameMap,
     time::parse_timestamp,
     topology::{Idc, Service, ServiceKind},
 };
@@ -35,6 +36,47 @@ pub struct Recording {
     pub topology: Topology,
     /// Rows read from `metrics.csv`.
     pub rows: usize,
+    /// Empty, NaN or infinite values skipped, per series (its text form).
+    pub gaps: BTreeMap<String, usize>,
+    /// Names mapped to wire-safe ones (`PodSuccessRate(%)` →
+    /// `pod_success_rate_pct`), each once.
+    pub names: NameMap,
+}
+
+impl Recording {
+    /// Rows whose value was a gap.
+    pub fn gap_rows(&self) -> usize {
+        self.gaps.values().sum()
+    }
+
+    /// One line on the gaps, naming the series with the most; `None` when
+    /// there were none.
+    pub fn gap_summary(&self) -> Option<String> {
+        if self.gaps.is_empty() {
+            return None;
+        }
+        let mut worst: Vec<(&String, &usize)> = self.gaps.iter().collect();
+        worst.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        let top: Vec<String> = worst
+            .iter()
+            .take(3)
+            .map(|(s, n)| format!("{s} ({n})"))
+            .collect();
+        Some(format!(
+            "gaps: {} empty, NaN or infinite value(s) skipped in {} series (most: {}); --strict refuses them",
+            self.gap_rows(),
+            self.gaps.len(),
+            top.join(", ")
+        ))
+    }
+}
+
+/// How strictly to read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadOptions {
+    /// Refuse the whole recording at the first empty, NaN or infinite
+    /// value instead of skipping it as a gap.
+    pub strict: bool,
 }
 
 fn layer(s: &str) -> Option<Layer> {
@@ -46,11 +88,24 @@ fn layer(s: &str) -> Option<Layer> {
     }
 }
 
+/// Most samples sent in one batch (the wire takes up to 10,000).
+const BATCH_SAMPLES: usize = 5_000;
+
+/// Reads `dir` as [`read_with`] does, gaps skipped.
+pub fn read(dir: &Path) -> anyhow::Result<Recording> {
+    read_with(dir, ReadOptions::default())
+}
+
 /// Reads `dir`: `metrics.csv`, `topology.toml` or `dependencies.csv`, and
 /// the optional `changes.jsonl` and `hotkeys.csv`. Every malformed line is
-/// an error naming its file and line.
-pub fn read(dir: &Path) -> anyhow::Result<Recording> {
+/// an error naming its file and line. Empty, NaN and infinite values are
+/// gaps (skipped, counted per series) unless `opts.strict`. Service,
+/// instance, metric, IDC, scene and link names are mapped to wire-safe
+/// names ([`NameMap`]), the same way in every file.
+pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
     let mut by_time: BTreeMap<i64, Instant> = BTreeMap::new();
+    let mut names = NameMap::default();
+    let mut gaps: BTreeMap<String, usize> = BTreeMap::new();
     let path = dir.join("metrics.csv");
     let mut rd = csv::ReaderBuilder::new()
         .flexible(false)
@@ -79,23 +134,20 @@ pub fn read(dir: &Path) -> anyhow::Result<Recording> {
     let mut rows = 0;
     let mut idcs = BTreeSet::new();
     let mut instances: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for (i, rec) in rd.records().enumerate() {
-        let line = i + 2;
-        let rec = rec.with_context(|| format!("{}:{line}", path.display()))?;
+    let mut rec = csv::StringRecord::new();
+    let mut line = 1;
+    while rd
+        .read_record(&mut rec)
+        .with_context(|| format!("{}:{}", path.display(), line + 1))?
+    {
+        line += 1;
         let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("").trim();
         let at = |what: String| anyhow::anyhow!("{}:{line}: {what}", path.display());
         let ts = parse_timestamp(field(Some(t)))
             .ok_or_else(|| at(format!("unreadable timestamp {:?}", field(Some(t)))))?;
-        let service = field(Some(s));
-        let metric = field(Some(m));
+        let (service, metric) = (field(Some(s)), field(Some(m)));
         if service.is_empty() || metric.is_empty() {
             return Err(at("service and metric must not be empty".into()));
-        }
-        let value: f64 = field(Some(v))
-            .parse()
-            .map_err(|_| at(format!("value {:?} is not a number", field(Some(v)))))?;
-        if !value.is_finite() {
-            return Err(at(format!("value {value} is not finite")));
         }
         let l = layer(field(lay)).ok_or_else(|| {
             at(format!(
@@ -103,29 +155,59 @@ pub fn read(dir: &Path) -> anyhow::Result<Recording> {
                 field(lay)
             ))
         })?;
-        let idc_name = match field(idc) {
-            "" => "default",
-            x => x,
+        let raw = field(Some(v));
+        let value: Option<f64> = if raw.is_empty() {
+            None
+        } else {
+            let x: f64 = raw
+                .parse()
+                .map_err(|_| at(format!("value {raw:?} is not a number")))?;
+            x.is_finite().then_some(x)
         };
-        idcs.insert(idc_name.to_string());
-        let opt = |c: Option<usize>| Some(field(c)).filter(|x| !x.is_empty()).map(str::to_string);
-        if let Some(i) = opt(inst) {
+        let service = names.map(service).to_string();
+        let metric = names.map(metric).to_string();
+        let idc_name = match field(idc) {
+            "" => "default".to_string(),
+            x => names.map(x).to_string(),
+        };
+        let mut opt = |c: Option<usize>| {
+            Some(field(c))
+                .filter(|x| !x.is_empty())
+                .map(|x| names.map(x).to_string())
+        };
+        let (instance, scene, link) = (opt(inst), opt(scene), opt(link));
+        let Some(value) = value else {
+            if opts.strict {
+                return Err(at(format!(
+                    "value {raw:?} is not a finite number (without --strict it is a gap)"
+                )));
+            }
+            let key = format!(
+                "{service}{}:{metric}",
+                instance.as_deref().map(|i| format!("/{i}")).unwrap_or_default()
+            );
+            *gaps.entry(key).or_default() += 1;
+            rows += 1;
+            continue;
+        };
+        idcs.insert(idc_name.clone());
+        if let Some(i) = &instance {
             instances
-                .entry((service.to_string(), idc_name.to_string()))
+                .entry((service.clone(), idc_name.clone()))
                 .or_default()
-                .insert(i);
+                .insert(i.clone());
         }
         by_time
             .entry(ts)
             .or_default()
             .batches
-            .entry((l, idc_name.to_string(), service.to_string()))
+            .entry((l, idc_name, service))
             .or_default()
             .push(Sample {
-                scene: opt(scene),
-                link: opt(link),
-                instance: opt(inst),
-                metric: metric.to_string(),
+                scene,
+                link,
+                instance,
+                metric,
                 labels: BTreeMap::new(),
                 ts,
                 value,
@@ -135,6 +217,9 @@ pub fn read(dir: &Path) -> anyhow::Result<Recording> {
     if rows == 0 {
         bail!("{}: no rows", path.display());
     }
+    if by_time.is_empty() {
+        bail!("{}: every value is a gap", path.display());
+    }
     let changes = dir.join("changes.jsonl");
     if changes.exists() {
         let text = std::fs::read_to_string(&changes)
@@ -143,35 +228,102 @@ pub fn read(dir: &Path) -> anyhow::Result<Recording> {
             if l.trim().is_empty() {
                 continue;
             }
-            let c = selfheal_bus::parse_change(l.as_bytes(), None)
-                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", changes.display(), i + 1))?;
+            let at = |e: String| anyhow::anyhow!("{}:{}: {e}", changes.display(), i + 1);
+            // The service is named as the metrics name it.
+            let mut v: serde_json::Value =
+                serde_json::from_str(l).map_err(|e| at(e.to_string()))?;
+            if let Some(svc) = v.get_mut("service")
+                && let Some(name) = svc.as_str()
+            {
+                *svc = serde_json::Value::String(names.map(name).to_string());
+            }
+            let c = selfheal_bus::parse_change(v.to_string().as_bytes(), None)
+                .map_err(at)?;
             by_time.entry(c.ts).or_default().changes.push(c);
         }
     }
     let hot = dir.join("hotkeys.csv");
     if hot.exists() {
-        read_hot(&hot, &mut by_time)?;
+        read_hot(&hot, &mut by_time, &mut names)?;
     }
-    let topology = if dir.join("topology.toml").exists() {
+    let mut topology: Topology = if dir.join("topology.toml").exists() {
         let p = dir.join("topology.toml");
         let text = std::fs::read_to_string(&p)?;
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
     } else if dir.join("dependencies.csv").exists() {
-        topology_from_edges(&dir.join("dependencies.csv"), &idcs, &instances)?
+        topology_from_edges(&dir.join("dependencies.csv"), &mut names)?
     } else {
-        bail!(
-            "{}: needs topology.toml (docs/topology.md) or dependencies.csv (source,target)",
-            dir.display()
-        );
+        // No graph: every service seen is an application with no known
+        // callee; localization then rests on the series alone.
+        Topology {
+            idcs: Vec::new(),
+            scenes: Vec::new(),
+            links: Vec::new(),
+            services: Vec::new(),
+        }
     };
+    complete_topology(&mut topology, &by_time, &idcs, &instances);
     Ok(Recording {
         by_time,
         topology,
         rows,
+        gaps,
+        names,
     })
 }
 
-fn read_hot(path: &PathBuf, by_time: &mut BTreeMap<i64, Instant>) -> anyhow::Result<()> {
+/// Adds to `topo` every IDC and service the metrics show that it lacks,
+/// and raises instance counts to what the metrics show.
+fn complete_topology(
+    topo: &mut Topology,
+    by_time: &BTreeMap<i64, Instant>,
+    idcs: &BTreeSet<String>,
+    instances: &BTreeMap<(String, String), BTreeSet<String>>,
+) {
+    for name in idcs {
+        if !topo.idcs.iter().any(|i| &i.name == name) {
+            topo.idcs.push(Idc {
+                name: name.clone(),
+                traffic_share: 0.0,
+            });
+        }
+    }
+    let n = topo.idcs.len().max(1) as f64;
+    if topo.idcs.iter().all(|i| i.traffic_share == 0.0) {
+        for i in &mut topo.idcs {
+            i.traffic_share = 1.0 / n;
+        }
+    }
+    let seen: BTreeSet<&String> = by_time
+        .values()
+        .flat_map(|i| i.batches.keys().map(|(_, _, s)| s))
+        .collect();
+    for name in seen {
+        let count = instances
+            .iter()
+            .filter(|((s, _), _)| s == name)
+            .map(|(_, v)| v.len())
+            .max()
+            .unwrap_or(1) as u32;
+        match topo.services.iter_mut().find(|s| &s.name == name) {
+            Some(s) => s.instances = s.instances.max(count),
+            None => topo.services.push(Service {
+                name: name.clone(),
+                kind: ServiceKind::App,
+                depends_on: Vec::new(),
+                backup: None,
+                instances: count,
+                share: None,
+            }),
+        }
+    }
+}
+
+fn read_hot(
+    path: &PathBuf,
+    by_time: &mut BTreeMap<i64, Instant>,
+    names: &mut NameMap,
+) -> anyhow::Result<()> {
     let mut rd = csv::Reader::from_path(path)?;
     for (i, rec) in rd
         .deserialize::<(String, String, String, String, u64, String, u64)>()
@@ -182,6 +334,8 @@ fn read_hot(path: &PathBuf, by_time: &mut BTreeMap<i64, Instant>) -> anyhow::Res
         let ts = parse_timestamp(&ts).ok_or_else(|| {
             anyhow::anyhow!("{}:{}: unreadable timestamp {ts:?}", path.display(), i + 2)
         })?;
+        let service = names.map(&service).to_string();
+        let idc = names.map(&idc).to_string();
         by_time
             .entry(ts)
             .or_default()
@@ -202,13 +356,9 @@ fn read_hot(path: &PathBuf, by_time: &mut BTreeMap<i64, Instant>) -> anyhow::Res
     Ok(())
 }
 
-/// A topology from call edges: every service an application, the IDCs and
-/// instance counts seen in the metrics.
-fn topology_from_edges(
-    path: &Path,
-    idcs: &BTreeSet<String>,
-    instances: &BTreeMap<(String, String), BTreeSet<String>>,
-) -> anyhow::Result<Topology> {
+/// A topology from call edges: every service an application; the IDCs,
+/// instance counts and services without edges are added from the metrics.
+fn topology_from_edges(path: &Path, names: &mut NameMap) -> anyhow::Result<Topology> {
     let mut rd = csv::Reader::from_path(path)?;
     let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (i, rec) in rd.deserialize::<(String, String)>().enumerate() {
@@ -220,38 +370,29 @@ fn topology_from_edges(
                 i + 2
             );
         }
-        deps.entry(dst.trim().to_string()).or_default();
-        deps.entry(src.trim().to_string())
-            .or_default()
-            .push(dst.trim().to_string());
+        let (src, dst) = (
+            names.map(src.trim()).to_string(),
+            names.map(dst.trim()).to_string(),
+        );
+        deps.entry(dst.clone()).or_default();
+        let d = deps.entry(src).or_default();
+        if !d.contains(&dst) {
+            d.push(dst);
+        }
     }
     let services = deps
         .into_iter()
-        .map(|(name, depends_on)| {
-            let n = instances
-                .iter()
-                .filter(|((s, _), _)| *s == name)
-                .map(|(_, v)| v.len())
-                .max()
-                .unwrap_or(1);
-            Service {
-                name,
-                kind: ServiceKind::App,
-                depends_on,
-                backup: None,
-                instances: n as u32,
-                share: None,
-            }
+        .map(|(name, depends_on)| Service {
+            name,
+            kind: ServiceKind::App,
+            depends_on,
+            backup: None,
+            instances: 1,
+            share: None,
         })
         .collect();
     Ok(Topology {
-        idcs: idcs
-            .iter()
-            .map(|name| Idc {
-                name: name.clone(),
-                traffic_share: 1.0 / idcs.len().max(1) as f64,
-            })
-            .collect(),
+        idcs: Vec::new(),
         scenes: Vec::new(),
         links: Vec::new(),
         services,
@@ -270,15 +411,91 @@ pub struct ReplayIncident {
     pub timeline: Vec<(i64, String, String)>,
 }
 
-/// Runs the brain of `cfg` over `rec` in lockstep and returns its
-/// incidents. The brain runs in dry run and accepts any timestamp.
+/// How far ahead of the brain's ingest the driver may publish, batches
+/// (well inside the in-process bus's queue, so nothing is dropped).
+const MAX_AHEAD: u64 = 4_096;
+/// How long the brain may make no progress at all before replay gives up.
+const STALL: Duration = Duration::from_secs(30);
+
+/// Waits until `done` holds, woken by the brain's progress; fails when
+/// the brain makes no progress for [`STALL`].
+async fn wait_for(
+    stats: &BrainStats,
+    what: &str,
+    ts: i64,
+    done: impl Fn(&BrainStats) -> bool,
+) -> anyhow::Result<()> {
+    let progress = |s: &BrainStats| {
+        (
+            BrainStats::get(&s.batches) + s.rejected_total(),
+            BrainStats::get(&s.samples_detected),
+            s.engine_now.load(std::sync::atomic::Ordering::SeqCst),
+            BrainStats::get(&s.contexts_handled),
+        )
+    };
+    let mut last = progress(stats);
+    let mut since = tokio::time::Instant::now();
+    loop {
+        let woken = stats.progress.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if done(stats) {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(20), woken).await;
+        let p = progress(stats);
+        if p != last {
+            last = p;
+            since = tokio::time::Instant::now();
+        } else if since.elapsed() > STALL {
+            bail!(
+                "the brain made no progress for {} s while {what} at {ts} ({} batches taken, samples detected {}, engine at {})",
+                STALL.as_secs(),
+                p.0,
+                p.1,
+                p.2
+            );
+        }
+    }
+}
+
+/// Reports refusals the brain made since `seen`, at once, with their
+/// reasons; returns the new total.
+fn report_refusals(stats: &BrainStats, seen: u64, ts: i64) -> u64 {
+    let total = stats.rejected_total();
+    if total > seen {
+        let reasons: Vec<String> = selfheal_brain::stats::REJECT_REASONS
+            .iter()
+            .filter_map(|r| {
+                let n = stats.rejected_for(r);
+                (n > 0).then(|| format!("{r} ({n})"))
+            })
+            .collect();
+        eprintln!(
+            "replay: the brain refused {} message(s) up to {ts}; refusals so far by reason: {}",
+            total - seen,
+            reasons.join(", ")
+        );
+    }
+    total
+}
+
+/// Runs the brain of `cfg` over `rec` and returns its incidents. The
+/// brain runs in dry run and accepts any timestamp.
+///
+/// Indicators stream in as fast as the brain takes them (at most
+/// [`MAX_AHEAD`] batches ahead of its ingest); the brain's engine orders
+/// what its shards detect by event time itself, so the result does not
+/// depend on pace. An instant that carries changes or hot keys is a
+/// barrier: the brain first catches up with everything before it, files
+/// the context, then takes the instant's indicators, as it would live.
 pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<ReplayIncident>> {
     cfg.guard.dry_run = true;
     // Recorded time is any time: the skew check is for live traffic.
     cfg.max_skew_s = 100 * 365 * 24 * 3600;
     cfg.listen = None;
     let local = LocalTransport::default();
-    let bus: Bus = Arc::new(local);
+    let bus: Bus = Arc::new(local.clone());
     let subjects = Subjects::default();
     let store_path = cfg.store.clone();
     let brain = Brain {
@@ -293,49 +510,76 @@ pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<Rep
     bus.flush().await?;
     let stats = brain.stats.clone();
     let (mut batches, mut contexts) = (0u64, 0u64);
+    let mut refused = 0u64;
     let mut seq = 0;
     // The brain's clock moves with the indicators it has seen.
     let mut clock = i64::MIN;
     for (ts, inst) in rec.by_time {
+        if !inst.changes.is_empty() || !inst.hot.is_empty() {
+            let (b, c, at) = (batches, contexts, clock);
+            wait_for(&stats, "catching up before a change or hot-key report", ts, |s| {
+                BrainStats::get(&s.batches) + s.rejected_total() >= b
+                    && BrainStats::get(&s.contexts_seen) >= c
+                    && (at == i64::MIN || s.settled(at))
+            })
+            .await?;
+            for c in inst.changes {
+                bus.publish(&subjects.change(&c.service), encode(&c))
+                    .await?;
+                contexts += 1;
+            }
+            for (_, h) in inst.hot {
+                bus.publish(&subjects.hot(&h.service), encode(&h)).await?;
+                contexts += 1;
+            }
+            let c = contexts;
+            wait_for(&stats, "filing a change or hot-key report", ts, |s| {
+                BrainStats::get(&s.contexts_seen) >= c
+                    && BrainStats::get(&s.contexts_handled) >= BrainStats::get(&s.contexts)
+            })
+            .await?;
+        }
         if !inst.batches.is_empty() {
             clock = ts;
         }
-        for c in inst.changes {
-            bus.publish(&subjects.change(&c.service), encode(&c))
-                .await?;
-            contexts += 1;
-        }
-        for (_, h) in inst.hot {
-            bus.publish(&subjects.hot(&h.service), encode(&h)).await?;
-            contexts += 1;
-        }
         for ((layer, idc, service), samples) in inst.batches {
-            seq += 1;
-            let b = IndicatorBatch {
-                v: WIRE_VERSION,
-                source: "replay".into(),
-                seq,
-                layer,
-                idc: idc.clone(),
-                service: service.clone(),
-                samples,
-            };
-            bus.publish(&subjects.indicators(layer, &idc, &service), encode(&b))
-                .await?;
-            batches += 1;
-        }
-        let settled = |s: &BrainStats| {
-            BrainStats::get(&s.batches) + s.rejected_total() >= batches
-                && BrainStats::get(&s.contexts_seen) >= contexts
-                && s.settled(clock)
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !settled(&stats) {
-            if tokio::time::Instant::now() > deadline {
-                bail!("the brain did not keep up at {ts}");
+            for chunk in samples.chunks(BATCH_SAMPLES) {
+                if batches >= MAX_AHEAD
+                    && BrainStats::get(&stats.batches) + stats.rejected_total()
+                        < batches - MAX_AHEAD / 2
+                {
+                    let b = batches - MAX_AHEAD / 2;
+                    wait_for(&stats, "feeding indicators", ts, |s| {
+                        BrainStats::get(&s.batches) + s.rejected_total() >= b
+                    })
+                    .await?;
+                    refused = report_refusals(&stats, refused, ts);
+                }
+                seq += 1;
+                let b = IndicatorBatch {
+                    v: WIRE_VERSION,
+                    source: "replay".into(),
+                    seq,
+                    layer,
+                    idc: idc.clone(),
+                    service: service.clone(),
+                    samples: chunk.to_vec(),
+                };
+                bus.publish(&subjects.indicators(layer, &idc, &service), encode(&b))
+                    .await?;
+                batches += 1;
             }
-            tokio::time::sleep(Duration::from_micros(100)).await;
         }
+    }
+    let (b, at) = (batches, clock);
+    wait_for(&stats, "finishing", clock, |s| {
+        BrainStats::get(&s.batches) + s.rejected_total() >= b && s.settled(at)
+    })
+    .await?;
+    report_refusals(&stats, refused, clock);
+    let dropped = local.slow_consumer_drops();
+    if dropped > 0 {
+        bail!("{dropped} message(s) were dropped on the way to the brain: the replay is incomplete");
     }
     brain.shutdown().await;
     let store = Store::open(&store_path)?;

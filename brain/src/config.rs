@@ -40,6 +40,11 @@ pub struct BrainConfig {
     /// Detector tuning.
     #[serde(default)]
     pub detector: DetectorConfig,
+    /// Metric classes (`[[metric_class]]`), tried before the shipped table
+    /// (see [`crate::detect::class`]): name patterns that give a metric
+    /// its class and bad direction.
+    #[serde(default)]
+    pub metric_class: Vec<crate::detect::ClassRule>,
     /// Action guards.
     #[serde(default)]
     pub guard: GuardConfig,
@@ -134,6 +139,7 @@ impl Default for BrainConfig {
             max_message_bytes: default_max_message_bytes(),
             max_skew_s: default_max_skew_s(),
             detector: DetectorConfig::default(),
+            metric_class: Vec::new(),
             guard: GuardConfig::default(),
             listen: None,
             refusals_per_minute: default_refusals_per_minute(),
@@ -152,6 +158,9 @@ impl BrainConfig {
     /// Every problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
         let mut p = self.detector.validate();
+        if let Err(e) = crate::detect::MetricClasses::new(&self.metric_class) {
+            p.extend(e);
+        }
         if self.shards == 0 || self.shards > 256 {
             p.push("shards: must be in 1..=256".into());
         }

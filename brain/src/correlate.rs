@@ -29,6 +29,8 @@ pub struct Evidence {
     pub score: f64,
     /// Bad direction.
     pub direction: Direction,
+    /// What the series measures (`errors`, `latency`, `cpu`...).
+    pub class: std::sync::Arc<str>,
 }
 
 /// What an executing incident waits for.
@@ -227,7 +229,7 @@ impl Incident {
     /// moved: traffic levels anywhere, or load (latency, CPU...) where the
     /// traffic went. A success rate or error count going bad is not.
     fn expects(&self, ev: &AnomalyEvent) -> bool {
-        let quality = ev.key.metric.contains("success") || ev.key.metric.contains("error");
+        let quality = matches!(&*ev.class, "success" | "errors");
         ev.direction == Direction::Both
             || (!quality
                 && self.shifts().iter().any(|(_, to, f)| {
@@ -302,6 +304,7 @@ impl Correlator {
                     baseline: ev.baseline,
                     score: ev.score,
                     direction: ev.direction,
+                    class: ev.class.clone(),
                 };
                 if let Some(i) = at {
                     let inc = &mut self.incidents[i];
@@ -367,6 +370,9 @@ mod tests {
             baseline: 0.99,
             score: 0.9,
             direction: Direction::of_metric(metric),
+            class: crate::detect::MetricClasses::shipped()
+                .classify(metric)
+                .name,
         }
     }
 

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{
-    detect::{AnomalyEvent, model::ModelStage, shard::ShardBatch},
+    detect::{Detected, model::ModelStage, shard::ShardBatch},
     stats::BrainStats,
 };
 
@@ -20,7 +20,7 @@ pub struct Routes {
     pub shards: Vec<mpsc::Sender<ShardBatch>>,
     /// The multivariate stage and where its anomalies go, when models
     /// are loaded.
-    pub models: Option<(ModelStage, mpsc::Sender<AnomalyEvent>)>,
+    pub models: Option<(ModelStage, mpsc::Sender<Detected>)>,
     /// The last minutes of business indicators, for people's charts.
     pub recent: Arc<crate::recent::Recent>,
 }
@@ -40,7 +40,8 @@ pub async fn run(
         mut models,
         recent,
     } = routes;
-    let hasher = std::collections::hash_map::RandomState::new();
+    // A fixed hasher: a series lands on the same shard in every run.
+    let hasher = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
     let n = shards.len().max(1);
     loop {
         let msg = tokio::select! {
@@ -55,12 +56,14 @@ pub async fn run(
             Err(e) => {
                 stats.reject_decode(e.kind());
                 warn!(subject = %msg.subject, reason = e.kind().reason(), error = %e, "indicator batch rejected");
+                stats.progress.notify_waiters();
                 continue;
             }
         };
         if msg.subject != subjects.indicators(batch.layer, &batch.idc, &batch.service) {
             stats.reject("subject_mismatch");
             warn!(subject = %msg.subject, "indicator batch on the wrong subject rejected");
+            stats.progress.notify_waiters();
             continue;
         }
         BrainStats::bump(&stats.batches);
@@ -68,7 +71,7 @@ pub async fn run(
             batch.samples.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        let mut routed: Vec<ShardBatch> = vec![Vec::new(); n];
+        let mut routed: Vec<ShardBatch> = vec![ShardBatch::default(); n];
         let mut max_ts = wm;
         for s in &batch.samples {
             let key = SeriesKey::of(&batch, s);
@@ -79,20 +82,30 @@ pub async fn run(
                     BrainStats::bump(&stats.anomalies);
                 }
                 BrainStats::bump(&stats.transitions);
-                if tx.send(ev).await.is_err() {
+                if tx.send(Detected::Anomaly(ev)).await.is_err() {
                     return;
                 }
             }
 
             max_ts = max_ts.max(s.ts);
             recent.observe(&key, s.ts, s.value);
-            routed[(hasher.hash_one(&key) % n as u64) as usize].push((key, s.ts, s.value));
+            routed[(hasher.hash_one(&key) % n as u64) as usize]
+                .samples
+                .push((key, s.ts, s.value));
         }
-        for (tx, b) in shards.iter().zip(routed) {
-            if !b.is_empty() && tx.send(b).await.is_err() {
+        // Every shard hears when the watermark moves, even one with no
+        // sample of this batch, so the engine knows how far all have come.
+        let moved = max_ts > wm;
+        for (tx, mut b) in shards.iter().zip(routed) {
+            if b.samples.is_empty() && !moved {
+                continue;
+            }
+            b.mark = max_ts;
+            if tx.send(b).await.is_err() {
                 return;
             }
         }
+        stats.progress.notify_waiters();
         watermark.send_if_modified(|w| {
             let moved = max_ts > *w;
             *w = (*w).max(max_ts);

@@ -199,13 +199,18 @@ impl Brain {
         let (wm_tx, wm_rx) = watch::channel(0i64);
         let mut tasks = Vec::new();
         let mut shard_txs = Vec::new();
-        for _ in 0..cfg.shards {
+        let classes = Arc::new(
+            detect::MetricClasses::new(&cfg.metric_class).map_err(StartError::Config)?,
+        );
+        for index in 0..cfg.shards {
             let (tx, rx) = mpsc::channel(1024);
             shard_txs.push(tx);
             tasks.push(tokio::spawn(detect::shard::run(
+                index,
                 rx,
                 anomaly_tx.clone(),
                 cfg.detector.clone(),
+                classes.clone(),
                 stats.clone(),
                 stop.clone(),
             )));
@@ -288,7 +293,7 @@ impl Brain {
                 contexts: context_rx,
                 decisions: decisions_rx,
             },
-            wm_rx,
+            cfg.shards,
             stop.clone(),
         )));
         let (change_bus, change_subjects) = (self.bus, self.subjects);

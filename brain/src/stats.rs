@@ -22,6 +22,9 @@ pub const REJECT_REASONS: [&str; 10] = [
 /// Counters.
 #[derive(Debug, Default)]
 pub struct BrainStats {
+    /// Woken whenever ingest takes a batch or the engine finishes a round,
+    /// for drivers that wait on the brain (replay, drills) without polling.
+    pub progress: tokio::sync::Notify,
     /// Indicator batches accepted.
     pub batches: AtomicU64,
     /// Samples accepted.

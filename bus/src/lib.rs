@@ -13,6 +13,7 @@
 //!   wildcard matching.
 //! - [`codec`]: bytes ⇄ typed messages: JSON encoding, size bound, version,
 //!   finite values and timestamp skew checked on arrival.
+//! - [`names`]: names as monitoring writes them mapped to wire-safe names.
 //! - [`transport`]: the [`Transport`](transport::Transport) trait every bus
 //!   implements, with [`nats`] (async-nats) and [`local`] (in-process)
 //!   implementations.
@@ -21,6 +22,7 @@
 pub mod codec;
 pub mod local;
 pub mod message;
+pub mod names;
 pub mod nats;
 pub mod subject;
 pub mod time;

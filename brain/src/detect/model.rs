@@ -135,5 +135,6 @@ fn event(service: &str, ts: i64, edge: Edge, score: f64) -> AnomalyEvent {
         baseline: 0.0,
         score,
         direction: Direction::Up,
+        class: "model".into(),
     }
 }

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{Detector, DetectorConfig, Direction, Transition};
+use super::{Detector, DetectorConfig, Direction, MetricClass, MetricClasses, Transition};
 use crate::stats::BrainStats;
 
 /// Which transition an [`AnomalyEvent`] reports.
@@ -39,45 +39,75 @@ pub struct AnomalyEvent {
     pub score: f64,
     /// The series' bad direction.
     pub direction: Direction,
+    /// What the series measures (`errors`, `latency`, `cpu`...).
+    pub class: std::sync::Arc<str>,
 }
 
-/// Samples for one shard: (series, ts, value).
-pub type ShardBatch = Vec<(SeriesKey, i64, f64)>;
+/// Samples for one shard, and the event-time watermark ingest had reached
+/// once it routed them.
+#[derive(Clone, Debug, Default)]
+pub struct ShardBatch {
+    /// (series, ts, value).
+    pub samples: Vec<(SeriesKey, i64, f64)>,
+    /// The watermark after this batch, ms.
+    pub mark: i64,
+}
+
+/// What detection hands the engine: anomaly transitions, and each shard's
+/// progress in event time. Once every shard has passed a time, every
+/// anomaly from samples up to it has arrived, so the engine can take them
+/// in a fixed order whatever the shards' interleaving.
+#[derive(Clone, Debug)]
+pub enum Detected {
+    /// An anomaly transition.
+    Anomaly(AnomalyEvent),
+    /// Shard `shard` has handled every sample routed before watermark `ts`.
+    Mark {
+        /// The shard's index.
+        shard: usize,
+        /// The watermark, ms.
+        ts: i64,
+    },
+}
 
 /// Series one shard tracks at most; new series beyond it are counted and
 /// ignored, so a flood of label values cannot exhaust memory.
 pub const MAX_SERIES_PER_SHARD: usize = 200_000;
 
-/// Runs one shard until its input closes or `stop` fires.
+/// Runs shard `index` until its input closes or `stop` fires.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
+    index: usize,
     mut rx: mpsc::Receiver<ShardBatch>,
-    tx: mpsc::Sender<AnomalyEvent>,
+    tx: mpsc::Sender<Detected>,
     cfg: DetectorConfig,
+    classes: Arc<MetricClasses>,
     stats: Arc<BrainStats>,
     stop: CancellationToken,
 ) {
-    let mut series: HashMap<SeriesKey, Detector> = HashMap::new();
+    let mut series: HashMap<SeriesKey, (Detector, MetricClass)> = HashMap::new();
     loop {
         let batch = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             b = rx.recv() => match b { Some(b) => b, None => break },
         };
-        let n = batch.len() as u64;
-        for (key, ts, value) in batch {
-            let det = match series.get_mut(&key) {
+        let n = batch.samples.len() as u64;
+        for (key, ts, value) in batch.samples {
+            let (det, class) = match series.get_mut(&key) {
                 Some(d) => d,
                 None => {
                     if series.len() >= MAX_SERIES_PER_SHARD {
                         BrainStats::bump(&stats.series_refused);
                         continue;
                     }
+                    let class = classes.classify(&key.metric);
                     series
                         .entry(key.clone())
-                        .or_insert_with(|| Detector::new(Direction::of_metric(&key.metric)))
+                        .or_insert_with(|| (Detector::new(class.direction), class))
                 }
             };
-            let direction = Direction::of_metric(&key.metric);
+            let (direction, class) = (class.direction, class.name.clone());
             let ev = match det.update(ts, value, &cfg) {
                 None => continue,
                 Some(Transition::Start {
@@ -95,6 +125,7 @@ pub async fn run(
                         baseline,
                         score,
                         direction,
+                        class,
                     }
                 }
                 Some(Transition::End { baseline }) => AnomalyEvent {
@@ -106,10 +137,11 @@ pub async fn run(
                     baseline,
                     score: 0.0,
                     direction,
+                    class,
                 },
             };
             BrainStats::bump(&stats.transitions);
-            if tx.send(ev).await.is_err() {
+            if tx.send(Detected::Anomaly(ev)).await.is_err() {
                 warn!("engine gone, shard stopping");
                 return;
             }
@@ -117,5 +149,15 @@ pub async fn run(
         stats
             .samples_detected
             .fetch_add(n, std::sync::atomic::Ordering::Release);
+        if tx
+            .send(Detected::Mark {
+                shard: index,
+                ts: batch.mark,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
 }

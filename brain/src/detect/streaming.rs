@@ -48,21 +48,12 @@ pub enum Direction {
 }
 
 impl Direction {
-    /// The bad direction of a metric, by its name.
+    /// The bad direction of a metric, by its name, from the shipped
+    /// class table ([`super::class`]).
     pub fn of_metric(metric: &str) -> Direction {
-        if metric.contains("success") || metric.contains("availability") {
-            Direction::Down
-        } else if metric.contains("latency")
-            || metric.contains("error")
-            || metric.contains("cpu")
-            || metric.contains("mem")
-            || metric.contains("load")
-            || metric.contains("pool")
-        {
-            Direction::Up
-        } else {
-            Direction::Both
-        }
+        super::class::MetricClasses::shipped()
+            .classify(metric)
+            .direction
     }
 
     /// `z` with the bad direction positive.

@@ -367,6 +367,7 @@ pub fn facts(inc: &Incident, topo: &Topology, ctx: &Context) -> Map {
                 Direction::Both => "both",
             };
             m.insert("direction".into(), text(d));
+            m.insert("class".into(), text(&e.class));
             m.into()
         })
         .collect();

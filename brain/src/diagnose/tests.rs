@@ -67,6 +67,9 @@ fn incident(series: &[Series]) -> Incident {
                 baseline: *baseline,
                 score: 1.0,
                 direction,
+                class: crate::detect::MetricClasses::shipped()
+                    .classify(metric)
+                    .name,
             },
         );
     }

@@ -8,14 +8,14 @@ use selfheal_bus::{
     ActionReply, ActionRequest, ActionStatus, Bus, IncidentEvent, IncidentState, Subjects,
     Topology, WIRE_VERSION, encode,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::{
     act::{self, Guards, Verdict},
     correlate::{Correlator, Incident, Phase, Wait},
-    detect::AnomalyEvent,
+    detect::{AnomalyEvent, Detected},
     diagnose,
     playbook::{
         Approval, IncidentFacts, OnFailure, PlannedAction, Runtime, Step, undo_kind, undo_plan,
@@ -76,12 +76,18 @@ const SIMILAR_MIN: f64 = 0.3;
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 impl Engine {
-    /// Runs until `stop` fires or the anomaly stream ends.
+    /// Runs until `stop` fires or the detection stream ends.
+    ///
+    /// Event time moves with the shards' marks: once every shard has
+    /// passed a time, the anomalies up to it are taken in a fixed order
+    /// (time, onset, series), with the incidents advanced at each time, so
+    /// the same input gives the same incidents whatever the interleaving
+    /// of the shards and the load of the machine.
     pub async fn run(
         mut self,
-        mut anomalies: mpsc::Receiver<AnomalyEvent>,
+        mut detected: mpsc::Receiver<Detected>,
         inputs: Inputs,
-        mut watermark: watch::Receiver<i64>,
+        shards: usize,
         stop: CancellationToken,
     ) {
         let Inputs {
@@ -89,7 +95,9 @@ impl Engine {
             mut contexts,
             mut decisions,
         } = inputs;
-        let mut now = *watermark.borrow();
+        let mut now = 0;
+        let mut marks = vec![i64::MIN; shards.max(1)];
+        let mut pending: Vec<AnomalyEvent> = Vec::new();
         let (mut answers, mut transitions, mut filed) = (0u64, 0u64, 0u64);
         self.resume().await;
         let mut reload = tokio::time::interval(RELOAD_EVERY);
@@ -117,15 +125,24 @@ impl Engine {
                     }
                     filed += 1;
                 }
-                ev = anomalies.recv() => {
-                    let Some(ev) = ev else { break };
-                    now = now.max(ev.ts);
-                    self.on_anomaly(&ev).await;
-                    transitions += 1;
-                }
-                changed = watermark.changed() => {
-                    if changed.is_err() { break; }
-                    now = now.max(*watermark.borrow_and_update());
+                d = detected.recv() => {
+                    match d {
+                        None => break,
+                        Some(Detected::Anomaly(ev)) => {
+                            pending.push(ev);
+                            transitions += 1;
+                        }
+                        Some(Detected::Mark { shard, ts }) => {
+                            if let Some(m) = marks.get_mut(shard) {
+                                *m = (*m).max(ts);
+                            }
+                            let low = marks.iter().copied().min().unwrap_or(i64::MIN);
+                            if low > now {
+                                self.take(&mut pending, low).await;
+                                now = low;
+                            }
+                        }
+                    }
                 }
             }
             self.advance(now).await;
@@ -143,6 +160,30 @@ impl Engine {
             self.stats
                 .contexts_handled
                 .fetch_add(std::mem::take(&mut filed), SeqCst);
+            self.stats.progress.notify_waiters();
+        }
+    }
+
+    /// Files the pending anomalies up to `until` in a fixed order, the
+    /// incidents advanced at each distinct time.
+    async fn take(&mut self, pending: &mut Vec<AnomalyEvent>, until: i64) {
+        if pending.is_empty() {
+            return;
+        }
+        let mut due: Vec<AnomalyEvent>;
+        (due, *pending) = std::mem::take(pending)
+            .into_iter()
+            .partition(|e| e.ts <= until);
+        due.sort_by(|a, b| {
+            (a.ts, a.onset, &a.key, a.kind as u8).cmp(&(b.ts, b.onset, &b.key, b.kind as u8))
+        });
+        let mut at = None;
+        for ev in due {
+            if at.is_some_and(|t| t < ev.ts) {
+                self.advance(at.unwrap_or(ev.ts)).await;
+            }
+            at = Some(ev.ts);
+            self.on_anomaly(&ev).await;
         }
     }
 

@@ -1,0 +1,313 @@
+//! Metric classes: what a series measures and which way of moving is bad
+//! for it, from its name.
+//!
+//! A name is cut into words (at `_`, `-`, `.`, spaces and other
+//! punctuation, and at case changes: `PodSuccessRate` is `pod success
+//! rate`), lower-cased, and matched against a table of classes in order;
+//! the first class with a matching word wins. A pattern is a whole word
+//! (`rt`), a word prefix (`latenc*`) or `pNN` (a percentile such as
+//! `p99`). The shipped table ([`shipped`]) covers the usual names; the
+//! configuration's `[[metric_class]]` entries are tried before it, so an
+//! operator can add or override a name without a release.
+
+use std::sync::{Arc, LazyLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::Direction;
+
+/// One row of the class table, as the configuration writes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassRule {
+    /// The class (`errors`, `latency`, `cpu`... or one of your own).
+    pub class: String,
+    /// Which way of moving is bad: `up`, `down` or `both`.
+    pub direction: Direction,
+    /// Words that put a metric in this class: `word`, `prefix*` or `pNN`.
+    pub patterns: Vec<String>,
+}
+
+/// What a metric measures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricClass {
+    /// The class name (`other` when nothing matched).
+    pub name: Arc<str>,
+    /// Its bad direction.
+    pub direction: Direction,
+}
+
+#[derive(Clone, Debug)]
+enum Pattern {
+    Word(String),
+    Prefix(String),
+    Percentile,
+}
+
+impl Pattern {
+    fn parse(p: &str) -> Result<Pattern, String> {
+        let p = p.trim().to_ascii_lowercase();
+        if p == "pnn" {
+            return Ok(Pattern::Percentile);
+        }
+        let (word, prefix) = match p.strip_suffix('*') {
+            Some(w) => (w, true),
+            None => (p.as_str(), false),
+        };
+        if word.is_empty() || !word.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "pattern {p:?}: a word of letters and digits, optionally ending in *, or pNN"
+            ));
+        }
+        Ok(if prefix {
+            Pattern::Prefix(word.to_string())
+        } else {
+            Pattern::Word(word.to_string())
+        })
+    }
+
+    fn matches(&self, w: &str) -> bool {
+        match self {
+            Pattern::Word(p) => w == p,
+            Pattern::Prefix(p) => w.starts_with(p.as_str()),
+            Pattern::Percentile => {
+                w.len() >= 2
+                    && w.starts_with('p')
+                    && w[1..].bytes().all(|b| b.is_ascii_digit())
+            }
+        }
+    }
+}
+
+/// The shipped class table, in the order it is matched. Errors come first
+/// (`error_ratio` is an error), then the resources, then
+/// latency (after the resources: `container_cpu_usage_seconds_total` is
+/// CPU), then success and availability (`ratio` alone reads as a success
+/// ratio), then network volume and traffic, which are bad either way.
+pub fn shipped() -> Vec<ClassRule> {
+    let row = |class: &str, direction, patterns: &[&str]| ClassRule {
+        class: class.into(),
+        direction,
+        patterns: patterns.iter().map(|p| p.to_string()).collect(),
+    };
+    use Direction::*;
+    vec![
+        row(
+            "errors",
+            Up,
+            &[
+                "error*", "err", "errs", "fail*", "exception*", "5xx", "timeout*", "reject*",
+                "retrans*", "drop*", "loss", "lost",
+            ],
+        ),
+        row("cpu", Up, &["cpu*", "load*", "throttl*"]),
+        row(
+            "memory",
+            Up,
+            &["mem*", "rss", "heap*", "oom*", "gc*", "swap*"],
+        ),
+        row(
+            "disk",
+            Up,
+            &["disk*", "io", "iops", "iowait", "fs", "filesystem*", "inode*"],
+        ),
+        row(
+            "saturation",
+            Up,
+            &["fd", "fds", "thread*", "pool*", "conn*", "queue*", "socket*", "saturat*"],
+        ),
+        row(
+            "latency",
+            Up,
+            &[
+                "latenc*", "duration*", "rt", "rtt", "delay*", "pNN", "seconds", "ms", "elapsed",
+            ],
+        ),
+        row("success", Down, &["success*", "availab*", "ratio", "ok", "hit*"]),
+        row(
+            "network",
+            Both,
+            &[
+                "net*", "receive*", "transmit*", "rx", "tx", "bytes", "packet*", "bandwidth*",
+                "mbps",
+            ],
+        ),
+        row(
+            "traffic",
+            Both,
+            &[
+                "traffic", "qps", "tps", "rps", "request*", "req", "reqs", "workload*",
+                "throughput", "calls", "invocations",
+            ],
+        ),
+    ]
+}
+
+/// A compiled class table: the configuration's rows, then the shipped ones.
+#[derive(Clone, Debug)]
+pub struct MetricClasses {
+    rows: Vec<(Arc<str>, Direction, Vec<Pattern>)>,
+    other: Arc<str>,
+}
+
+static SHIPPED: LazyLock<MetricClasses> = LazyLock::new(|| {
+    MetricClasses::new(&[]).unwrap_or_else(|_| unreachable!("the shipped table is valid"))
+});
+
+impl MetricClasses {
+    /// The table with `extra` tried before the shipped rows; every bad
+    /// pattern is reported, each naming its row.
+    pub fn new(extra: &[ClassRule]) -> Result<Self, Vec<String>> {
+        let mut rows = Vec::new();
+        let mut problems = Vec::new();
+        for (i, r) in extra.iter().chain(shipped().iter()).enumerate() {
+            if r.class.trim().is_empty() {
+                problems.push(format!("metric_class[{i}].class: must not be empty"));
+            }
+            if r.patterns.is_empty() {
+                problems.push(format!("metric_class[{i}].patterns: at least one"));
+            }
+            let mut ps = Vec::new();
+            for p in &r.patterns {
+                match Pattern::parse(p) {
+                    Ok(p) => ps.push(p),
+                    Err(e) => problems.push(format!("metric_class[{i}].patterns: {e}")),
+                }
+            }
+            rows.push((Arc::from(r.class.trim()), r.direction, ps));
+        }
+        if problems.is_empty() {
+            Ok(MetricClasses {
+                rows,
+                other: Arc::from("other"),
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The shipped table alone.
+    pub fn shipped() -> &'static MetricClasses {
+        &SHIPPED
+    }
+
+    /// The class of `metric`; `other`, bad either way, when no row matches.
+    pub fn classify(&self, metric: &str) -> MetricClass {
+        let words = words(metric);
+        for (name, direction, patterns) in &self.rows {
+            if words
+                .iter()
+                .any(|w| patterns.iter().any(|p| p.matches(w)))
+            {
+                return MetricClass {
+                    name: name.clone(),
+                    direction: *direction,
+                };
+            }
+        }
+        MetricClass {
+            name: self.other.clone(),
+            direction: Direction::Both,
+        }
+    }
+}
+
+/// The lower-case words of a name: cut at anything not a letter or digit,
+/// and where a lower-case letter or digit is followed by a capital, or a
+/// run of capitals by a capital and a lower-case letter.
+pub fn words(name: &str) -> Vec<String> {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_ascii_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        if c.is_ascii_uppercase()
+            && i > 0
+            && !cur.is_empty()
+            && (chars[i - 1].is_ascii_lowercase()
+                || chars[i - 1].is_ascii_digit()
+                || (chars[i - 1].is_ascii_uppercase()
+                    && chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase())))
+        {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(c.to_ascii_lowercase());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Direction::*;
+
+    #[test]
+    fn names_as_monitoring_writes_them_get_their_class_and_bad_direction() {
+        let c = MetricClasses::shipped();
+        for (metric, class, dir) in [
+            ("PodSuccessRate(%)", "success", Down),
+            ("pod_success_rate_pct", "success", Down),
+            ("LatencyP99", "latency", Up),
+            ("latency_p99_ms", "latency", Up),
+            ("http_request_duration_seconds", "latency", Up),
+            ("frontend_p95", "latency", Up),
+            ("error_rate", "errors", Up),
+            ("error_ratio", "errors", Up),
+            ("requests_failed_total", "errors", Up),
+            ("HTTP5xx", "other", Both),
+            ("http_5xx", "errors", Up),
+            ("CpuUsage(m)", "cpu", Up),
+            ("container_cpu_usage_seconds_total", "cpu", Up),
+            ("load1", "cpu", Up),
+            ("MemoryUsage(Mi)", "memory", Up),
+            ("mem_used", "memory", Up),
+            ("gc_pause_ms", "memory", Up),
+            ("disk_io_mbps", "disk", Up),
+            ("thread_pool_use", "saturation", Up),
+            ("conn_pool_use", "saturation", Up),
+            ("NetworkReceiveBytes", "network", Both),
+            ("net_mbps", "network", Both),
+            ("tps", "traffic", Both),
+            ("requests", "traffic", Both),
+            ("cache_hit_ratio", "success", Down),
+            ("syscall_read", "other", Both),
+            ("start_count", "other", Both),
+        ] {
+            let got = c.classify(metric);
+            assert_eq!((&*got.name, got.direction), (class, dir), "{metric}");
+        }
+    }
+
+    #[test]
+    fn configured_rows_come_first_and_bad_patterns_are_all_reported() {
+        let mine = vec![ClassRule {
+            class: "queue_depth".into(),
+            direction: Up,
+            patterns: vec!["backlog".into()],
+        }];
+        let c = MetricClasses::new(&mine).unwrap();
+        assert_eq!(&*c.classify("kafka_backlog").name, "queue_depth");
+        let bad = vec![ClassRule {
+            class: "".into(),
+            direction: Up,
+            patterns: vec!["a b".into(), "*".into()],
+        }];
+        let errs = MetricClasses::new(&bad).unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+    }
+
+    #[test]
+    fn words_split_at_case_and_punctuation() {
+        assert_eq!(words("PodSuccessRate(%)"), ["pod", "success", "rate"]);
+        assert_eq!(words("HTTPServerErrors"), ["http", "server", "errors"]);
+        assert_eq!(words("latency-p99.ms"), ["latency", "p99", "ms"]);
+    }
+}
