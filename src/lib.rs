@@ -8,6 +8,8 @@
 //! - [`bench`]: the `selfheal bench` measurements.
 //! - [`drill`]: scenario drills scored against ground truth.
 //! - [`detect`]: the streaming detector over NAB-style CSV files.
+//! - [`replay`]: the brain over recorded data.
+//! - [`petshop`]: root-cause localization measured on the PetShop data set.
 #![deny(missing_docs)]
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -24,6 +26,7 @@ pub mod bench;
 pub mod detect;
 pub mod drill;
 pub mod paths;
+pub mod petshop;
 pub mod replay;
 pub mod train;
 

@@ -184,7 +184,10 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
             }
             let key = format!(
                 "{service}{}:{metric}",
-                instance.as_deref().map(|i| format!("/{i}")).unwrap_or_default()
+                instance
+                    .as_deref()
+                    .map(|i| format!("/{i}"))
+                    .unwrap_or_default()
             );
             *gaps.entry(key).or_default() += 1;
             rows += 1;
@@ -237,8 +240,7 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
             {
                 *svc = serde_json::Value::String(names.map(name).to_string());
             }
-            let c = selfheal_bus::parse_change(v.to_string().as_bytes(), None)
-                .map_err(at)?;
+            let c = selfheal_bus::parse_change(v.to_string().as_bytes(), None).map_err(at)?;
             by_time.entry(c.ts).or_default().changes.push(c);
         }
     }
@@ -517,11 +519,16 @@ pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<Rep
     for (ts, inst) in rec.by_time {
         if !inst.changes.is_empty() || !inst.hot.is_empty() {
             let (b, c, at) = (batches, contexts, clock);
-            wait_for(&stats, "catching up before a change or hot-key report", ts, |s| {
-                BrainStats::get(&s.batches) + s.rejected_total() >= b
-                    && BrainStats::get(&s.contexts_seen) >= c
-                    && (at == i64::MIN || s.settled(at))
-            })
+            wait_for(
+                &stats,
+                "catching up before a change or hot-key report",
+                ts,
+                |s| {
+                    BrainStats::get(&s.batches) + s.rejected_total() >= b
+                        && BrainStats::get(&s.contexts_seen) >= c
+                        && (at == i64::MIN || s.settled(at))
+                },
+            )
             .await?;
             for c in inst.changes {
                 bus.publish(&subjects.change(&c.service), encode(&c))
@@ -579,7 +586,9 @@ pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<Rep
     report_refusals(&stats, refused, clock);
     let dropped = local.slow_consumer_drops();
     if dropped > 0 {
-        bail!("{dropped} message(s) were dropped on the way to the brain: the replay is incomplete");
+        bail!(
+            "{dropped} message(s) were dropped on the way to the brain: the replay is incomplete"
+        );
     }
     brain.shutdown().await;
     let store = Store::open(&store_path)?;

@@ -41,7 +41,8 @@ pub async fn run(
         recent,
     } = routes;
     // A fixed hasher: a series lands on the same shard in every run.
-    let hasher = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+    let hasher =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
     let n = shards.len().max(1);
     loop {
         let msg = tokio::select! {

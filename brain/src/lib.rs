@@ -199,9 +199,8 @@ impl Brain {
         let (wm_tx, wm_rx) = watch::channel(0i64);
         let mut tasks = Vec::new();
         let mut shard_txs = Vec::new();
-        let classes = Arc::new(
-            detect::MetricClasses::new(&cfg.metric_class).map_err(StartError::Config)?,
-        );
+        let classes =
+            Arc::new(detect::MetricClasses::new(&cfg.metric_class).map_err(StartError::Config)?);
         for index in 0..cfg.shards {
             let (tx, rx) = mpsc::channel(1024);
             shard_txs.push(tx);
@@ -264,6 +263,8 @@ impl Brain {
             playbook_dir: cfg.playbooks.clone(),
             http: http.clone(),
             rules,
+            recent: recent.clone(),
+            classes: classes.clone(),
             oncall: match &oncall {
                 None => None,
                 Some((cfg, key)) => {

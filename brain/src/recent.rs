@@ -1,8 +1,15 @@
-//! The last minutes of each business indicator, kept so that a person
-//! deciding on an approval sees the key indicator as a small chart. Only
-//! business-layer series are kept (the scenes' success rates, latency and
-//! volume), each as a ring of its last [`POINTS`] samples, and at most
-//! [`MAX_SERIES`] of them.
+//! Recent samples, kept for two readers:
+//!
+//! * people: a person deciding on an approval sees the key indicator as a
+//!   small chart. Business-layer series (the scenes' success rates, latency
+//!   and volume) are kept as rings of their last [`POINTS`] samples, at most
+//!   [`MAX_SERIES`] of them, by their text form.
+//! * diagnosis: root-cause localization compares every series of every
+//!   service with its own history before the incident, including the
+//!   series the detector did not flag. Every series (any layer) is kept as
+//!   a ring of its last [`HISTORY_POINTS`] samples (values as `f32`), at
+//!   most [`MAX_HISTORY_SERIES`] of them; later series are counted and not
+//!   kept.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -13,15 +20,52 @@ pub const POINTS: usize = 600;
 /// Series kept.
 pub const MAX_SERIES: usize = 4096;
 
-/// The rings, keyed by the series' text form.
+/// Samples of every series kept for diagnosis.
+pub const HISTORY_POINTS: usize = 64;
+/// Series kept for diagnosis.
+pub const MAX_HISTORY_SERIES: usize = 16_384;
+
+/// One series' recent samples: (ts ms, value), oldest first.
+pub type History = VecDeque<(i64, f32)>;
+
+/// The rings.
 #[derive(Debug, Default)]
 pub struct Recent {
+    // A std Mutex: held for one ring update or one copy, never across an
+    // await.
     series: std::sync::Mutex<HashMap<String, VecDeque<(i64, f64)>>>,
+    history: std::sync::Mutex<HashMap<SeriesKey, History>>,
+    /// Series not kept for diagnosis because [`MAX_HISTORY_SERIES`] were.
+    pub history_refused: std::sync::atomic::AtomicU64,
 }
 
 impl Recent {
-    /// Files one sample (ignored unless business-layer).
+    /// Files one sample.
     pub fn observe(&self, key: &SeriesKey, ts: i64, value: f64) {
+        {
+            let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            let full = h.len() >= MAX_HISTORY_SERIES;
+            let ring = if h.contains_key(key) {
+                h.get_mut(key)
+            } else if !full {
+                Some(
+                    h.entry(key.clone())
+                        .or_insert_with(|| VecDeque::with_capacity(HISTORY_POINTS)),
+                )
+            } else {
+                self.history_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                None
+            };
+            if let Some(ring) = ring
+                && ring.back().is_none_or(|(t, _)| *t < ts)
+            {
+                if ring.len() == HISTORY_POINTS {
+                    ring.pop_front();
+                }
+                ring.push_back((ts, value as f32));
+            }
+        }
         if key.layer != Layer::Business {
             return;
         }
@@ -38,6 +82,29 @@ impl Recent {
             ring.pop_front();
         }
         ring.push_back((ts, value));
+    }
+
+    /// Runs `f` over every kept series and its samples (in no particular
+    /// order), under the lock: `f` must be quick and must not block.
+    pub fn scan<R>(
+        &self,
+        f: impl for<'a> FnOnce(std::collections::hash_map::Iter<'a, SeriesKey, History>) -> R,
+    ) -> R {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        f(h.iter())
+    }
+
+    /// Every kept series for which `want` holds, with a copy of its
+    /// samples, in key order.
+    pub fn histories(&self, want: impl Fn(&SeriesKey) -> bool) -> Vec<(SeriesKey, History)> {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(SeriesKey, History)> = h
+            .iter()
+            .filter(|(k, _)| want(k))
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// The samples of `series` at or after `since`, oldest first.

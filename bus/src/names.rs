@@ -137,7 +137,10 @@ mod tests {
             ("169.254.170.2_remote", "169_254_170_2_remote"),
             ("%", "pct"),
             ("()", "x"),
-            ("payforadoption_AWS::ECS::Container", "payforadoption_AWS::ECS::Container"),
+            (
+                "payforadoption_AWS::ECS::Container",
+                "payforadoption_AWS::ECS::Container",
+            ),
         ] {
             assert_eq!(wire_name(raw), want, "{raw}");
         }

@@ -71,9 +71,7 @@ impl Pattern {
             Pattern::Word(p) => w == p,
             Pattern::Prefix(p) => w.starts_with(p.as_str()),
             Pattern::Percentile => {
-                w.len() >= 2
-                    && w.starts_with('p')
-                    && w[1..].bytes().all(|b| b.is_ascii_digit())
+                w.len() >= 2 && w.starts_with('p') && w[1..].bytes().all(|b| b.is_ascii_digit())
             }
         }
     }
@@ -96,8 +94,18 @@ pub fn shipped() -> Vec<ClassRule> {
             "errors",
             Up,
             &[
-                "error*", "err", "errs", "fail*", "exception*", "5xx", "timeout*", "reject*",
-                "retrans*", "drop*", "loss", "lost",
+                "error*",
+                "err",
+                "errs",
+                "fail*",
+                "exception*",
+                "5xx",
+                "timeout*",
+                "reject*",
+                "retrans*",
+                "drop*",
+                "loss",
+                "lost",
             ],
         ),
         row("cpu", Up, &["cpu*", "load*", "throttl*"]),
@@ -109,26 +117,55 @@ pub fn shipped() -> Vec<ClassRule> {
         row(
             "disk",
             Up,
-            &["disk*", "io", "iops", "iowait", "fs", "filesystem*", "inode*"],
+            &[
+                "disk*",
+                "io",
+                "iops",
+                "iowait",
+                "fs",
+                "filesystem*",
+                "inode*",
+            ],
         ),
         row(
             "saturation",
             Up,
-            &["fd", "fds", "thread*", "pool*", "conn*", "queue*", "socket*", "saturat*"],
+            &[
+                "fd", "fds", "thread*", "pool*", "conn*", "queue*", "socket*", "saturat*",
+            ],
         ),
         row(
             "latency",
             Up,
             &[
-                "latenc*", "duration*", "rt", "rtt", "delay*", "pNN", "seconds", "ms", "elapsed",
+                "latenc*",
+                "duration*",
+                "rt",
+                "rtt",
+                "delay*",
+                "pNN",
+                "seconds",
+                "ms",
+                "elapsed",
             ],
         ),
-        row("success", Down, &["success*", "availab*", "ratio", "ok", "hit*"]),
+        row(
+            "success",
+            Down,
+            &["success*", "availab*", "ratio", "ok", "hit*"],
+        ),
         row(
             "network",
             Both,
             &[
-                "net*", "receive*", "transmit*", "rx", "tx", "bytes", "packet*", "bandwidth*",
+                "net*",
+                "receive*",
+                "transmit*",
+                "rx",
+                "tx",
+                "bytes",
+                "packet*",
+                "bandwidth*",
                 "mbps",
             ],
         ),
@@ -136,8 +173,17 @@ pub fn shipped() -> Vec<ClassRule> {
             "traffic",
             Both,
             &[
-                "traffic", "qps", "tps", "rps", "request*", "req", "reqs", "workload*",
-                "throughput", "calls", "invocations",
+                "traffic",
+                "qps",
+                "tps",
+                "rps",
+                "request*",
+                "req",
+                "reqs",
+                "workload*",
+                "throughput",
+                "calls",
+                "invocations",
             ],
         ),
     ]
@@ -195,10 +241,7 @@ impl MetricClasses {
     pub fn classify(&self, metric: &str) -> MetricClass {
         let words = words(metric);
         for (name, direction, patterns) in &self.rows {
-            if words
-                .iter()
-                .any(|w| patterns.iter().any(|p| p.matches(w)))
-            {
+            if words.iter().any(|w| patterns.iter().any(|p| p.matches(w))) {
                 return MetricClass {
                     name: name.clone(),
                     direction: *direction,

@@ -19,6 +19,10 @@ use rhai::{AST, Array, Dynamic, ImmutableString, Map, Module, Scope};
 use selfheal_bus::{ChangeKind, Layer, Topology, topology::ServiceKind};
 use serde::Serialize;
 
+pub mod localize;
+
+pub use localize::Candidate;
+
 use crate::{
     context::Context,
     correlate::Incident,
@@ -226,8 +230,10 @@ impl Rules {
         topo: &Topology,
         ctx: &Context,
         similar: &[(f64, Known)],
+        candidates: &[Candidate],
     ) -> (Vec<Hypothesis>, Vec<RuleError>) {
         let mut f = facts(inc, topo, ctx);
+        f.insert("candidates".into(), candidate_facts(candidates).into());
         let past: Array = similar
             .iter()
             .map(|(s, k)| {
@@ -315,6 +321,42 @@ impl Rules {
         });
         (out, errors)
     }
+}
+
+/// The localization's candidates as the rules see them (at most 10).
+pub fn candidate_facts(candidates: &[Candidate]) -> Array {
+    candidates
+        .iter()
+        .take(10)
+        .map(|c| {
+            let mut m = Map::new();
+            m.insert("service".into(), text(&c.service));
+            m.insert("instance".into(), opt(c.instance.as_deref()));
+            m.insert("score".into(), Dynamic::from(c.score));
+            m.insert("magnitude".into(), Dynamic::from(c.magnitude));
+            m.insert("coverage".into(), Dynamic::from(c.coverage));
+            m.insert(
+                "first_s".into(),
+                c.first_s.map_or(Dynamic::UNIT, Dynamic::from),
+            );
+            m.insert(
+                "explains".into(),
+                c.explains.iter().map(|s| text(s)).collect::<Array>().into(),
+            );
+            m.insert("callee_magnitude".into(), Dynamic::from(c.callee_magnitude));
+            m.insert("comove".into(), Dynamic::from(c.comove));
+            m.insert("fault".into(), text(c.fault));
+            m.insert(
+                "moved".into(),
+                c.moved
+                    .iter()
+                    .map(|(s, class, z)| text(&format!("{s} ({class}) moved {z:.1}")))
+                    .collect::<Array>()
+                    .into(),
+            );
+            m.into()
+        })
+        .collect()
 }
 
 fn text(s: &str) -> Dynamic {

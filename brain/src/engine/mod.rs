@@ -57,6 +57,10 @@ pub struct Engine {
     pub(crate) rules: diagnose::Rules,
     /// On-call approvals, when configured.
     pub(crate) oncall: Option<OnCall>,
+    /// Recent samples of every series, for localization.
+    pub(crate) recent: Arc<crate::recent::Recent>,
+    /// The metric class table.
+    pub(crate) classes: Arc<crate::detect::MetricClasses>,
 }
 
 /// What the engine listens to besides anomalies and the watermark.
@@ -729,11 +733,18 @@ impl Engine {
                 error!(error = %e, "knowledge base unreadable; diagnosing without it");
                 Vec::new()
             });
+        let candidates = {
+            let inc = &self.correlator.incidents[i];
+            let (topo, classes) = (&self.topology, &self.classes);
+            self.recent
+                .scan(|h| diagnose::localize::localize(inc, topo, h, classes))
+        };
         let (hyps, failed) = self.rules.diagnose(
             &self.correlator.incidents[i],
             &self.topology,
             &self.context,
             &similar,
+            &candidates,
         );
         for e in &failed {
             BrainStats::bump(&self.stats.rule_errors);

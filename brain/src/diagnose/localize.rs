@@ -1,0 +1,609 @@
+//! Generic root-cause localization: which service (and instance) of any
+//! service graph is most likely where an incident started, and what kind
+//! of fault it looks like.
+//!
+//! Every series of every service is compared with its own history before
+//! the incident's onset (a robust score: how far its samples since the
+//! onset moved in its bad direction, in units of its usual step-to-step
+//! noise, with a floor of 1 % of its level). A service is then scored by:
+//!
+//! * **magnitude**: its largest moves, weighted by what the series measure
+//!   (errors, success and latency count fully; resources a little less;
+//!   traffic and unknown series least);
+//! * **coverage**: how much of it moved;
+//! * **earliness**: whether its series went bad before the others' (from
+//!   the detector's onsets);
+//! * **propagation**: how many of the services that moved call it,
+//!   directly or not (their symptoms may be its fault), and whether it
+//!   moved more than everything it calls (else it is likelier a victim).
+//!
+//! The graph is the topology's `depends_on` (a topology file or call
+//! edges); without one, propagation is left out. The fault class is named
+//! from the classes of the series that moved most (the fingerprint), and
+//! an instance is named when one stands apart from its siblings. The rules
+//! in `playbooks/diagnose/` read the result as `incident.candidates`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use selfheal_bus::{SeriesKey, Topology};
+
+use crate::{
+    correlate::Incident,
+    detect::{Direction, MetricClasses},
+    recent::History,
+};
+
+/// A robust score at or above this counts as moved.
+pub const MOVED: f64 = 3.0;
+/// Scores are capped here: one absurd value must not outweigh the rest.
+const CAP: f64 = 50.0;
+/// Pre-onset samples needed to score a series.
+const MIN_PRE: usize = 2;
+
+/// One candidate cause location.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// The service.
+    pub service: String,
+    /// The instance that stands apart from its siblings, if one does.
+    pub instance: Option<String>,
+    /// Overall score (higher is likelier), in [0, 1].
+    pub score: f64,
+    /// Its largest weighted robust move.
+    pub magnitude: f64,
+    /// Share of its scored series that moved.
+    pub coverage: f64,
+    /// Seconds after the incident's onset its first flagged series went
+    /// bad (`None` when the detector flagged none).
+    pub first_s: Option<f64>,
+    /// Moved services that reach it through the call graph.
+    pub explains: Vec<String>,
+    /// Largest magnitude among the services it calls.
+    pub callee_magnitude: f64,
+    /// How closely its moved series follow the incident's symptoms
+    /// (absolute correlation over their common recent samples, 0..1).
+    pub comove: f64,
+    /// The fault class its fingerprint suggests.
+    pub fault: &'static str,
+    /// Its series that moved most: (series, class, score), largest first.
+    pub moved: Vec<(String, String, f64)>,
+}
+
+/// How far one series moved since `onset`, in its bad direction, against
+/// its history before it; `None` without enough samples on either side.
+pub fn robust_score(h: &History, onset: i64, direction: Direction) -> Option<f64> {
+    let pre: Vec<f64> = h
+        .iter()
+        .filter(|(t, _)| *t < onset)
+        .map(|(_, v)| *v as f64)
+        .collect();
+    let post: Vec<f64> = h
+        .iter()
+        .filter(|(t, _)| *t >= onset)
+        .map(|(_, v)| *v as f64)
+        .collect();
+    if pre.len() < MIN_PRE || post.is_empty() {
+        return None;
+    }
+    // The level just before the onset (the median of the last three
+    // samples: a level that drifted long ago does not count), and the
+    // series' usual spread around its level: the larger of the robust
+    // deviation and the 90th percentile of its deviations read as a
+    // Gaussian's (a spiky series is judged by its usual spikes), at least
+    // 1 % of the level.
+    let level = median(pre[pre.len().saturating_sub(3)..].to_vec());
+    let center = median(pre.clone());
+    let mut dev: Vec<f64> = pre.iter().map(|v| (v - center).abs()).collect();
+    dev.sort_by(f64::total_cmp);
+    let mad = dev[dev.len() / 2] * 1.4826;
+    let q90 = dev[((dev.len() - 1) as f64 * 0.9).round() as usize] / 1.645;
+    let scale = mad.max(q90).max(0.01 * level.abs()).max(1e-9);
+    let mut z: Vec<f64> = post
+        .iter()
+        .map(|v| match direction {
+            Direction::Up => (v - level) / scale,
+            Direction::Down => (level - v) / scale,
+            Direction::Both => (v - level).abs() / scale,
+        })
+        .collect();
+    z.sort_by(|a, b| b.total_cmp(a));
+    // The second largest when there are several: one stray sample is not
+    // a move.
+    let at = usize::from(z.len() >= 3);
+    Some(z[at].clamp(0.0, CAP))
+}
+
+/// The absolute Pearson correlation of two series over their common
+/// timestamps (0 with fewer than 3 or no spread).
+fn correlation(a: &History, b: &History) -> f64 {
+    let (mut i, mut j) = (0, 0);
+    let mut pairs: Vec<(f64, f64)> = Vec::new();
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                pairs.push((a[i].1 as f64, b[j].1 as f64));
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    if pairs.len() < 3 {
+        return 0.0;
+    }
+    let n = pairs.len() as f64;
+    let (mx, my) = (
+        pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        pairs.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in pairs {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+        syy += (y - my) * (y - my);
+    }
+    if sxx <= 1e-18 || syy <= 1e-18 {
+        0.0
+    } else {
+        (sxy / (sxx * syy).sqrt()).abs()
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// How much a move of a series of `class` says about where a fault is.
+fn weight(class: &str) -> f64 {
+    match class {
+        "errors" | "success" | "latency" => 1.0,
+        "cpu" | "memory" | "disk" | "saturation" => 0.8,
+        "network" => 0.6,
+        _ => 0.5,
+    }
+}
+
+/// The fault class of a service's fingerprint: the classes of its series
+/// that moved, each weighted by how far.
+fn fingerprint(moved: &[(String, String, f64)], entry: bool) -> &'static str {
+    let mut by: BTreeMap<&str, f64> = BTreeMap::new();
+    for (_, class, z) in moved {
+        if *z >= MOVED {
+            *by.entry(class.as_str()).or_default() += z.min(CAP);
+        }
+    }
+    let get = |c: &str| by.get(c).copied().unwrap_or(0.0);
+    let errors = get("errors") + get("success");
+    let latency = get("latency");
+    let resources = [
+        ("cpu", "cpu_hog"),
+        ("memory", "memory_leak"),
+        ("disk", "disk_saturation"),
+        ("saturation", "pool_exhausted"),
+    ];
+    let (best, score) = resources
+        .iter()
+        .map(|(c, f)| (*f, get(c)))
+        .fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
+    if score > 0.0 && score >= 0.5 * (errors + latency) {
+        return best;
+    }
+    if get("traffic") > 0.0 && entry && get("traffic") >= 0.5 * (errors + latency) {
+        return "traffic_surge";
+    }
+    if get("network") > 0.0 && get("network") >= 0.5 * (errors + latency) {
+        return "network_saturation";
+    }
+    match (errors > 0.0, latency > 0.0) {
+        (true, true) if latency >= errors => "packet_loss",
+        (true, _) => "error_returns",
+        (false, true) => "network_delay",
+        _ => "service_degraded",
+    }
+}
+
+/// Ranks every service of `topo` and of `history` as the incident's
+/// likeliest origin, best first. `history` holds each series' recent
+/// samples (see [`crate::recent::Recent::histories`]).
+pub fn localize<'h, I>(
+    inc: &Incident,
+    topo: &Topology,
+    history: I,
+    classes: &MetricClasses,
+) -> Vec<Candidate>
+where
+    I: IntoIterator<Item = (&'h SeriesKey, &'h History)>,
+    I::IntoIter: Clone,
+{
+    let onset = inc.onset;
+    let history = history.into_iter();
+    // The symptoms: the incident's flagged series that go bad one way.
+    let symptoms: Vec<&History> = history
+        .clone()
+        .filter(|(k, _)| {
+            inc.evidence
+                .get(*k)
+                .is_some_and(|e| e.direction != Direction::Both)
+        })
+        .map(|(_, h)| h)
+        .take(8)
+        .collect();
+    // Per service: (series, class, score) and, per instance, the largest.
+    let mut series: BTreeMap<&str, Vec<(String, String, f64)>> = BTreeMap::new();
+    let mut per_instance: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
+    let mut scored: BTreeMap<&str, usize> = BTreeMap::new();
+    // Only services the topology or the evidence knows are named; their
+    // strings are borrowed from those.
+    let mut known: BTreeSet<&str> = topo.services.iter().map(|s| s.name.as_str()).collect();
+    known.extend(inc.evidence.keys().map(|k| k.service.as_str()));
+    let mut owned: BTreeMap<String, ()> = BTreeMap::new();
+    let mut rows: Vec<(String, Option<String>, String, String, f64)> = Vec::new();
+    let mut comove: BTreeMap<String, f64> = BTreeMap::new();
+    for (k, h) in history {
+        let c = classes.classify(&k.metric);
+        let Some(z) = robust_score(h, onset, c.direction) else {
+            continue;
+        };
+        if z >= MOVED {
+            let r = symptoms
+                .iter()
+                .map(|s| correlation(h, s))
+                .fold(0.0, f64::max);
+            let m = comove.entry(k.service.clone()).or_default();
+            *m = m.max(r);
+        }
+        owned.insert(k.service.clone(), ());
+        rows.push((
+            k.service.clone(),
+            k.instance.clone(),
+            k.to_string(),
+            c.name.to_string(),
+            z * weight(&c.name),
+        ));
+    }
+    for name in owned.keys() {
+        known.insert(name.as_str());
+    }
+    for (service, instance, name, class, wz) in &rows {
+        let Some(svc) = known.get(service.as_str()).copied() else {
+            continue;
+        };
+        *scored.entry(svc).or_default() += 1;
+        series
+            .entry(svc)
+            .or_default()
+            .push((name.clone(), class.clone(), *wz));
+        if let Some(i) = instance {
+            let m = per_instance
+                .entry(svc)
+                .or_default()
+                .entry(i.as_str())
+                .or_default();
+            *m = m.max(*wz);
+        }
+    }
+    // The detector's evidence counts too, for a series whose history is
+    // gone (a long incident) or too short.
+    let mut first: BTreeMap<&str, i64> = BTreeMap::new();
+    for (k, e) in &inc.evidence {
+        let f = first.entry(k.service.as_str()).or_insert(e.onset);
+        *f = (*f).min(e.onset);
+        let v = series.entry(k.service.as_str()).or_default();
+        let name = k.to_string();
+        if !v.iter().any(|(s, _, _)| *s == name) {
+            let z = (MOVED * (1.0 + e.score)).min(CAP) * weight(&e.class);
+            v.push((name, e.class.to_string(), z));
+            *scored.entry(k.service.as_str()).or_default() += 1;
+        }
+    }
+    let mut names: BTreeSet<&str> = series.keys().copied().collect();
+    names.extend(topo.services.iter().map(|s| s.name.as_str()));
+    let magnitude = |s: &str| -> f64 {
+        series.get(s).map_or(0.0, |v| {
+            let mut zs: Vec<f64> = v.iter().map(|(_, _, z)| *z).collect();
+            zs.sort_by(|a, b| b.total_cmp(a));
+            // The mean of the two largest: one series alone is weaker
+            // evidence than two that agree.
+            let top: Vec<f64> = zs.iter().take(2).copied().collect();
+            if top.is_empty() {
+                0.0
+            } else {
+                top.iter().sum::<f64>() / top.len().max(2) as f64 * 0.5 + top[0] * 0.5
+            }
+        })
+    };
+    let mags: BTreeMap<&str, f64> = names.iter().map(|s| (*s, magnitude(s))).collect();
+    let moved_services: Vec<&str> = mags
+        .iter()
+        .filter(|(_, m)| **m >= MOVED)
+        .map(|(s, _)| *s)
+        .collect();
+    let callees: BTreeMap<&str, Vec<&str>> = topo
+        .services
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.depends_on.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    let has_graph = callees.values().any(|v| !v.is_empty());
+    let reach = |from: &str| -> BTreeSet<&str> {
+        let mut seen = BTreeSet::new();
+        let mut q = VecDeque::from([from]);
+        while let Some(u) = q.pop_front() {
+            for v in callees.get(u).into_iter().flatten() {
+                if seen.insert(*v) {
+                    q.push_back(v);
+                }
+            }
+        }
+        seen
+    };
+    let reaches: BTreeMap<&str, BTreeSet<&str>> =
+        moved_services.iter().map(|s| (*s, reach(s))).collect();
+    let entries: BTreeSet<&str> = {
+        let called: BTreeSet<&str> = callees.values().flatten().copied().collect();
+        names
+            .iter()
+            .copied()
+            .filter(|s| !called.contains(s))
+            .collect()
+    };
+    let earliest = first.values().copied().min().unwrap_or(onset);
+    let latest = first.values().copied().max().unwrap_or(onset);
+    let top_mag = mags.values().copied().fold(0.0, f64::max).max(MOVED);
+    let mut out: Vec<Candidate> = names
+        .iter()
+        .map(|s| {
+            let m = mags[s];
+            let v = series.get(s).cloned().unwrap_or_default();
+            let n = scored.get(s).copied().unwrap_or(0).max(1);
+            let coverage = v.iter().filter(|(_, _, z)| *z >= MOVED).count() as f64 / n as f64;
+            let explains: Vec<String> = moved_services
+                .iter()
+                .filter(|o| **o != *s && reaches[*o].contains(s))
+                .map(|o| o.to_string())
+                .collect();
+            let callee_magnitude = callees
+                .get(s)
+                .into_iter()
+                .flatten()
+                .map(|c| mags.get(c).copied().unwrap_or(0.0))
+                .fold(0.0, f64::max);
+            let first_s = first.get(s).map(|t| (t - onset) as f64 / 1000.0);
+            // Scores, each in [0, 1].
+            let mag = (m / top_mag).min(1.0);
+            let early = match first.get(s) {
+                Some(t) if latest > earliest => {
+                    1.0 - (t - earliest) as f64 / (latest - earliest) as f64
+                }
+                Some(_) => 1.0,
+                None => 0.0,
+            };
+            let (prop, root) = if has_graph && !moved_services.is_empty() {
+                let others = moved_services.iter().filter(|o| **o != *s).count().max(1);
+                (
+                    explains.len() as f64 / others as f64,
+                    if m > 0.0 {
+                        (1.0 - callee_magnitude / m).clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    },
+                )
+            } else {
+                (0.0, 1.0)
+            };
+            let co = comove.get(*s).copied().unwrap_or(0.0);
+            let score = if m < 1e-9 {
+                0.0
+            } else if has_graph {
+                (0.35 * mag + 0.1 * coverage + 0.1 * early + 0.15 * prop + 0.15 * root + 0.15 * co)
+                    * mag.sqrt()
+            } else {
+                (0.55 * mag + 0.15 * coverage + 0.15 * early + 0.15 * co) * mag.sqrt()
+            };
+            let mut moved = v;
+            moved.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+            let fault = fingerprint(&moved, entries.contains(s));
+            moved.truncate(5);
+            let instance = per_instance.get(s).and_then(|is| {
+                if is.len() < 2 {
+                    return None;
+                }
+                let mut v: Vec<(&str, f64)> = is.iter().map(|(k, z)| (*k, *z)).collect();
+                v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+                let rest = median(v[1..].iter().map(|x| x.1).collect());
+                (v[0].1 >= MOVED && v[0].1 >= 2.0 * rest.max(MOVED / 2.0))
+                    .then(|| v[0].0.to_string())
+            });
+            Candidate {
+                service: s.to_string(),
+                instance,
+                comove: co,
+                score: score.clamp(0.0, 1.0),
+                magnitude: m,
+                coverage,
+                first_s,
+                explains,
+                callee_magnitude,
+                fault,
+                moved,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| b.magnitude.total_cmp(&a.magnitude))
+            .then_with(|| a.service.cmp(&b.service))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use selfheal_bus::{
+        Layer,
+        topology::{Service, ServiceKind},
+    };
+
+    fn key(service: &str, instance: Option<&str>, metric: &str) -> SeriesKey {
+        SeriesKey {
+            layer: Layer::System,
+            idc: "default".into(),
+            service: service.into(),
+            scene: None,
+            link: None,
+            instance: instance.map(str::to_string),
+            metric: metric.into(),
+            labels: Default::default(),
+        }
+    }
+
+    /// 40 samples a minute apart with a little noise; from sample 30 on,
+    /// `after` instead of `before`.
+    fn ramp(before: f64, after: f64, seed: u64) -> History {
+        (0..40)
+            .map(|i| {
+                let wobble = (((i as u64 * 7919 + seed * 104_729) % 17) as f64 / 17.0 - 0.5) * 0.02;
+                let v = if i >= 30 { after } else { before };
+                (i * 60_000, (v * (1.0 + wobble)) as f32)
+            })
+            .collect()
+    }
+
+    fn svc(name: &str, deps: &[&str]) -> Service {
+        Service {
+            name: name.into(),
+            kind: ServiceKind::App,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            backup: None,
+            instances: 1,
+            share: None,
+        }
+    }
+
+    fn incident() -> Incident {
+        let mut c = crate::correlate::Correlator::new(120_000, 3_000);
+        let ev = crate::detect::AnomalyEvent {
+            key: key("front", None, "latency_ms"),
+            ts: 31 * 60_000,
+            kind: crate::detect::AnomalyKind::Start,
+            onset: 30 * 60_000,
+            value: 400.0,
+            baseline: 100.0,
+            score: 0.9,
+            direction: Direction::Up,
+            class: "latency".into(),
+        };
+        c.on_anomaly(&ev);
+        c.incidents.remove(0)
+    }
+
+    #[test]
+    fn the_callee_that_moved_most_is_the_origin_and_its_fingerprint_names_the_fault() {
+        // front → cart → db; cart's CPU and latency went up, front's
+        // latency followed, db stayed.
+        let topo = Topology {
+            idcs: vec![],
+            scenes: vec![],
+            links: vec![],
+            services: vec![
+                svc("front", &["cart"]),
+                svc("cart", &["db"]),
+                svc("db", &[]),
+            ],
+        };
+        let h = vec![
+            (key("front", None, "latency_ms"), ramp(100.0, 300.0, 1)),
+            (key("front", None, "cpu"), ramp(0.3, 0.3, 2)),
+            (key("cart", Some("cart-1"), "cpu"), ramp(0.3, 0.95, 3)),
+            (key("cart", Some("cart-2"), "cpu"), ramp(0.3, 0.31, 4)),
+            (key("cart", None, "latency_ms"), ramp(50.0, 250.0, 5)),
+            (key("db", None, "latency_ms"), ramp(5.0, 5.0, 6)),
+            (key("db", None, "error_rate"), ramp(0.01, 0.01, 7)),
+        ];
+        let c = localize(
+            &incident(),
+            &topo,
+            h.iter().map(|(k, v)| (k, v)),
+            MetricClasses::shipped(),
+        );
+        assert_eq!(c[0].service, "cart", "{c:#?}");
+        assert_eq!(c[0].fault, "cpu_hog");
+        assert_eq!(c[0].instance.as_deref(), Some("cart-1"));
+        assert_eq!(c[0].explains, vec!["front".to_string()]);
+        assert_eq!(c.len(), 3, "every service is ranked");
+        assert!(c[1].score < c[0].score);
+    }
+
+    #[test]
+    fn errors_alone_read_as_error_returns_and_a_quiet_world_scores_nothing() {
+        let topo = Topology {
+            idcs: vec![],
+            scenes: vec![],
+            links: vec![],
+            services: vec![svc("front", &["pay"]), svc("pay", &[])],
+        };
+        let h = vec![
+            (key("front", None, "PodSuccessRate"), ramp(0.999, 0.95, 1)),
+            (key("pay", None, "error_rate"), ramp(0.001, 0.05, 2)),
+            (key("pay", None, "latency_ms"), ramp(20.0, 20.0, 3)),
+        ];
+        let c = localize(
+            &incident(),
+            &topo,
+            h.iter().map(|(k, v)| (k, v)),
+            MetricClasses::shipped(),
+        );
+        assert_eq!(
+            (c[0].service.as_str(), c[0].fault),
+            ("pay", "error_returns")
+        );
+        let quiet = vec![
+            (key("front", None, "latency_ms"), ramp(100.0, 100.0, 1)),
+            (key("pay", None, "latency_ms"), ramp(20.0, 20.0, 3)),
+        ];
+        let mut inc = incident();
+        inc.evidence.clear();
+        let c = localize(
+            &inc,
+            &topo,
+            quiet.iter().map(|(k, v)| (k, v)),
+            MetricClasses::shipped(),
+        );
+        assert!(c.iter().all(|c| c.magnitude < MOVED), "{c:#?}");
+    }
+
+    #[test]
+    fn a_robust_score_needs_history_and_ignores_one_stray_sample() {
+        let h: History = (0..10)
+            .map(|i| (i * 1000, 10.0 + (i % 2) as f32 * 0.1))
+            .collect();
+        assert_eq!(
+            robust_score(&h, 1_000, Direction::Up),
+            None,
+            "too little history"
+        );
+        let mut spike = h.clone();
+        spike.extend([(10_000, 100.0), (11_000, 10.0), (12_000, 10.1)]);
+        assert!(robust_score(&spike, 10_000, Direction::Up).unwrap() < MOVED);
+        let mut shift = h;
+        shift.extend([(10_000, 100.0), (11_000, 100.0), (12_000, 100.1)]);
+        assert!(robust_score(&shift, 10_000, Direction::Up).unwrap() >= MOVED);
+        assert_eq!(robust_score(&shift, 10_000, Direction::Down), Some(0.0));
+    }
+}
