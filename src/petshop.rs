@@ -581,6 +581,8 @@ pub fn given_symptom(
     let classes = MetricClasses::shipped();
     let class = classes.classify(&sym_metric);
     let mut correlator = Correlator::new(i64::MAX / 4, 0);
+    // The operator's symptom opens the incident, whatever its layer.
+    correlator.discipline.entries.insert(sym_node.clone());
     correlator.on_anomaly(&AnomalyEvent {
         key: key(&sym_node, &sym_metric),
         ts: onset,

@@ -45,6 +45,15 @@ pub struct BrainConfig {
     /// its class and bad direction.
     #[serde(default)]
     pub metric_class: Vec<crate::detect::ClassRule>,
+    /// `service:metric` patterns (`*` matches anything) of series that
+    /// open an incident on their own, whatever their class (besides the
+    /// business and entry services' success, errors and latency).
+    #[serde(default)]
+    pub symptoms: Vec<String>,
+    /// Planned windows of expected load (`[[planned]]`: a sale, a batch):
+    /// latency rising inside one opens no incident; errors still do.
+    #[serde(default)]
+    pub planned: Vec<crate::correlate::Planned>,
     /// Action guards.
     #[serde(default)]
     pub guard: GuardConfig,
@@ -140,6 +149,8 @@ impl Default for BrainConfig {
             max_skew_s: default_max_skew_s(),
             detector: DetectorConfig::default(),
             metric_class: Vec::new(),
+            symptoms: Vec::new(),
+            planned: Vec::new(),
             guard: GuardConfig::default(),
             listen: None,
             refusals_per_minute: default_refusals_per_minute(),
@@ -159,6 +170,13 @@ impl BrainConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut p = self.detector.validate();
         if let Err(e) = crate::detect::MetricClasses::new(&self.metric_class) {
+            p.extend(e);
+        }
+        if let Err(e) = crate::correlate::Discipline::new(
+            &selfheal_bus::Topology::default(),
+            &self.symptoms,
+            &self.planned,
+        ) {
             p.extend(e);
         }
         if self.shards == 0 || self.shards > 256 {

@@ -1,6 +1,18 @@
 //! Correlate: group anomalies into incidents (one problem, not fifty
 //! alerts) by time: an anomaly joins the incident that was active within
-//! the correlation window, or opens a new one.
+//! the correlation window, or may open a new one.
+//!
+//! Not every anomaly may open one ([`Discipline`]). An incident opens on a
+//! **symptom** — a success, error or latency series of the business (a
+//! scene, the business layer) or of an entry service (one nothing calls),
+//! or any series the configuration names — or on a **group** of anomalies
+//! that agree (errors or success going bad on two series or more inside
+//! the window). Anything else — one noisy resource series, traffic moving,
+//! an internal latency — is kept as a **signal** and joins the next
+//! incident as evidence. Latency that rises while the same scene's or
+//! service's traffic rises and quality holds is load, not a fault: a
+//! signal; so is latency inside a planned window (a sale, a batch) of the
+//! configured calendar. Errors and success going bad always count.
 
 use std::collections::BTreeMap;
 
@@ -246,6 +258,153 @@ impl Incident {
     }
 }
 
+/// A planned window of expected load (a sale, a batch), from the
+/// configuration's calendar.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Planned {
+    /// What it is (for people).
+    pub name: String,
+    /// Start, as replay and the guards read times (epoch s or ms, or
+    /// `YYYY-MM-DD HH:MM[:SS]` UTC).
+    pub start: String,
+    /// End, the same way.
+    pub end: String,
+    /// The services it concerns; every service when empty.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+/// What may open an incident (see the module's documentation).
+#[derive(Clone, Debug, Default)]
+pub struct Discipline {
+    /// Services nothing calls (the entry services), from the topology.
+    pub entries: std::collections::BTreeSet<String>,
+    /// `service:metric` patterns (`*` matches anything) that are symptoms
+    /// whatever their class.
+    pub symptoms: Vec<regex::Regex>,
+    /// Planned windows: (start ms, end ms, services; all when empty).
+    pub planned: Vec<(i64, i64, Vec<String>)>,
+}
+
+impl Discipline {
+    /// From the topology and the configuration's symptom patterns and
+    /// calendar; every bad pattern or time is reported.
+    pub fn new(
+        topo: &selfheal_bus::Topology,
+        symptoms: &[String],
+        planned: &[Planned],
+    ) -> Result<Self, Vec<String>> {
+        let called: std::collections::BTreeSet<&str> = topo
+            .services
+            .iter()
+            .flat_map(|s| s.depends_on.iter().map(String::as_str))
+            .collect();
+        let mut d = Discipline {
+            entries: topo
+                .services
+                .iter()
+                .filter(|s| !called.contains(s.name.as_str()) && !called.is_empty())
+                .map(|s| s.name.clone())
+                .collect(),
+            ..Default::default()
+        };
+        let mut problems = Vec::new();
+        for (i, p) in symptoms.iter().enumerate() {
+            let re = format!(
+                "^{}$",
+                p.split('*')
+                    .map(regex::escape)
+                    .collect::<Vec<_>>()
+                    .join(".*")
+            );
+            match regex::Regex::new(&re) {
+                Ok(r) => d.symptoms.push(r),
+                Err(e) => problems.push(format!("symptoms[{i}]: {e}")),
+            }
+        }
+        for (i, p) in planned.iter().enumerate() {
+            let (a, b) = (
+                selfheal_bus::time::parse_timestamp(&p.start),
+                selfheal_bus::time::parse_timestamp(&p.end),
+            );
+            match (a, b) {
+                (Some(a), Some(b)) if a < b => d.planned.push((a, b, p.services.clone())),
+                _ => problems.push(format!(
+                    "planned[{i}] ({}): start and end must be times, start before end",
+                    p.name
+                )),
+            }
+        }
+        if problems.is_empty() {
+            Ok(d)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn planned_at(&self, ts: i64, service: &str) -> bool {
+        self.planned.iter().any(|(a, b, svcs)| {
+            *a <= ts && ts < *b && (svcs.is_empty() || svcs.iter().any(|s| s == service))
+        })
+    }
+
+    /// Whether `ev` alone may open an incident, given the signals active
+    /// now and the series whose quality (errors, success) is bad now.
+    fn is_symptom(&self, ev: &AnomalyEvent, signals: &[Signal], bad: &[&SeriesKey]) -> bool {
+        let k = &ev.key;
+        if !self.symptoms.is_empty() {
+            let name = format!("{}:{}", k.service, k.metric);
+            if self.symptoms.iter().any(|r| r.is_match(&name)) {
+                return true;
+            }
+        }
+        let class = &*ev.class;
+        let quality = matches!(class, "errors" | "success");
+        let business = k.layer == selfheal_bus::Layer::Business
+            || k.scene.is_some()
+            || self.entries.contains(&k.service);
+        if !business {
+            return false;
+        }
+        if quality {
+            return true;
+        }
+        let same_place =
+            |o: &SeriesKey| o.service == k.service && o.idc == k.idc && o.scene == k.scene;
+        let quality_bad = bad.iter().any(|o| same_place(o));
+        if class == "traffic" {
+            // Traffic moving while quality holds is a peak, not a fault;
+            // moving where quality is already bad is news.
+            return quality_bad;
+        }
+        if class != "latency" {
+            return false;
+        }
+        // Latency: load, when the same place's traffic is up and quality
+        // holds, or inside a planned window.
+        if self.planned_at(ev.ts, &k.service) {
+            return false;
+        }
+        let load = signals.iter().any(|s| {
+            same_place(&s.key)
+                && &*s.evidence.class == "traffic"
+                && s.evidence.value > s.evidence.baseline
+        });
+        !(load && !quality_bad)
+    }
+}
+
+/// An anomaly that opened no incident (yet).
+#[derive(Clone, Debug)]
+struct Signal {
+    key: SeriesKey,
+    evidence: Evidence,
+}
+
+/// Signals kept at most; the oldest go first.
+const MAX_SIGNALS: usize = 4096;
+
 /// Groups anomalies into incidents.
 pub struct Correlator {
     window_ms: i64,
@@ -253,6 +412,9 @@ pub struct Correlator {
     next: u64,
     /// Incidents, oldest first.
     pub incidents: Vec<Incident>,
+    /// What may open an incident.
+    pub discipline: Discipline,
+    signals: Vec<Signal>,
 }
 
 impl Correlator {
@@ -264,7 +426,14 @@ impl Correlator {
             settle_ms,
             next: 0,
             incidents: Vec::new(),
+            discipline: Discipline::default(),
+            signals: Vec::new(),
         }
+    }
+
+    /// Signals waiting for an incident (anomalies that opened none).
+    pub fn signals(&self) -> usize {
+        self.signals.len()
     }
 
     /// Files one anomaly transition. Returns the incident's index and
@@ -284,6 +453,7 @@ impl Correlator {
         });
         match ev.kind {
             AnomalyKind::End => {
+                self.signals.retain(|s| s.key != ev.key);
                 let i = self
                     .incidents
                     .iter()
@@ -313,14 +483,57 @@ impl Correlator {
                     inc.last_activity = inc.last_activity.max(ev.ts);
                     return Some((i, false));
                 }
+                // Signals older than the window are stale.
+                let w = self.window_ms;
+                self.signals.retain(|s| ev.ts - s.evidence.detected <= w);
+                let quality = |e: &Evidence| e.active && matches!(&*e.class, "errors" | "success");
+                let bad: Vec<&SeriesKey> = self
+                    .signals
+                    .iter()
+                    .filter(|s| quality(&s.evidence))
+                    .map(|s| &s.key)
+                    .chain(self.incidents.iter().flat_map(|i| {
+                        i.evidence
+                            .iter()
+                            .filter(|(_, e)| quality(e))
+                            .map(|(k, _)| k)
+                    }))
+                    .collect();
+                let symptom = self.discipline.is_symptom(ev, &self.signals, &bad);
+                self.signals.retain(|s| s.key != ev.key);
+                self.signals.push(Signal {
+                    key: ev.key.clone(),
+                    evidence: evidence.clone(),
+                });
+                if self.signals.len() > MAX_SIGNALS {
+                    self.signals.remove(0);
+                }
+                let agreeing = self
+                    .signals
+                    .iter()
+                    .filter(|s| matches!(&*s.evidence.class, "errors" | "success"))
+                    .count();
+                if !symptom && agreeing < 2 {
+                    return None;
+                }
                 self.next += 1;
                 let inc = Incident {
                     id: format!("inc-{}-{}", ev.ts, self.next),
                     service: ev.key.service.clone(),
-                    onset: ev.onset,
+                    onset: self
+                        .signals
+                        .iter()
+                        .map(|s| s.evidence.onset)
+                        .min()
+                        .unwrap_or(ev.onset)
+                        .min(ev.onset),
                     opened: ev.ts,
                     last_activity: ev.ts,
-                    evidence: [(ev.key.clone(), evidence)].into(),
+                    evidence: std::mem::take(&mut self.signals)
+                        .into_iter()
+                        .map(|s| (s.key, s.evidence))
+                        .chain([(ev.key.clone(), evidence)])
+                        .collect(),
                     hypotheses: Vec::new(),
                     phase: Phase::Collecting(ev.ts + self.settle_ms),
                     playbook: None,

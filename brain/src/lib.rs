@@ -245,6 +245,8 @@ impl Brain {
             stats.clone(),
             stop.clone(),
         )));
+        let discipline = correlate::Discipline::new(&topology, &cfg.symptoms, &cfg.planned)
+            .map_err(StartError::Config)?;
         let engine = engine::Engine {
             bus: self.bus.clone(),
             subjects: self.subjects.clone(),
@@ -253,10 +255,14 @@ impl Brain {
             runtime,
             guards: act::Guards::new(cfg.guard.clone()),
             stats: stats.clone(),
-            correlator: correlate::Correlator::new(
-                (cfg.correlation_window_s * 1000) as i64,
-                (cfg.settle_s * 1000) as i64,
-            ),
+            correlator: {
+                let mut c = correlate::Correlator::new(
+                    (cfg.correlation_window_s * 1000) as i64,
+                    (cfg.settle_s * 1000) as i64,
+                );
+                c.discipline = discipline;
+                c
+            },
             action_timeout: Duration::from_millis(cfg.action_timeout_ms),
             results_tx,
             context: context::Context::default(),

@@ -87,7 +87,7 @@ const fn default_instances() -> u32 {
 }
 
 /// The whole topology document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
     /// IDCs.

@@ -498,6 +498,7 @@ mod tests {
 
     fn incident() -> Incident {
         let mut c = crate::correlate::Correlator::new(120_000, 3_000);
+        c.discipline.entries.insert("front".into());
         let ev = crate::detect::AnomalyEvent {
             key: key("front", None, "latency_ms"),
             ts: 31 * 60_000,

@@ -168,8 +168,10 @@ impl Engine {
         }
     }
 
-    /// Files the pending anomalies up to `until` in a fixed order, the
-    /// incidents advanced at each distinct time.
+    /// Files the pending anomalies before `until` in a fixed order, the
+    /// incidents advanced at each distinct time. Those at `until` itself
+    /// wait: more batches of that time may still come (one per service and
+    /// layer), and a time is judged whole.
     async fn take(&mut self, pending: &mut Vec<AnomalyEvent>, until: i64) {
         if pending.is_empty() {
             return;
@@ -177,9 +179,18 @@ impl Engine {
         let mut due: Vec<AnomalyEvent>;
         (due, *pending) = std::mem::take(pending)
             .into_iter()
-            .partition(|e| e.ts <= until);
+            .partition(|e| e.ts < until);
+        // At one time: what is bad either way (traffic) first, so that a
+        // symptom is judged knowing the load that came with it.
+        let either = |e: &AnomalyEvent| e.direction != crate::detect::Direction::Both;
         due.sort_by(|a, b| {
-            (a.ts, a.onset, &a.key, a.kind as u8).cmp(&(b.ts, b.onset, &b.key, b.kind as u8))
+            (a.ts, either(a), a.onset, &a.key, a.kind as u8).cmp(&(
+                b.ts,
+                either(b),
+                b.onset,
+                &b.key,
+                b.kind as u8,
+            ))
         });
         let mut at = None;
         for ev in due {
