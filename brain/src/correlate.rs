@@ -351,7 +351,13 @@ impl Discipline {
 
     /// Whether `ev` alone may open an incident, given the signals active
     /// now and the series whose quality (errors, success) is bad now.
-    fn is_symptom(&self, ev: &AnomalyEvent, signals: &[Signal], bad: &[&SeriesKey]) -> bool {
+    fn is_symptom(
+        &self,
+        ev: &AnomalyEvent,
+        signals: &[Signal],
+        bad: &[&SeriesKey],
+        load_rising: bool,
+    ) -> bool {
         let k = &ev.key;
         if !self.symptoms.is_empty() {
             let name = format!("{}:{}", k.service, k.metric);
@@ -386,11 +392,12 @@ impl Discipline {
         if self.planned_at(ev.ts, &k.service) {
             return false;
         }
-        let load = signals.iter().any(|s| {
-            same_place(&s.key)
-                && &*s.evidence.class == "traffic"
-                && s.evidence.value > s.evidence.baseline
-        });
+        let load = load_rising
+            || signals.iter().any(|s| {
+                same_place(&s.key)
+                    && &*s.evidence.class == "traffic"
+                    && s.evidence.value > s.evidence.baseline
+            });
         !(load && !quality_bad)
     }
 }
@@ -439,6 +446,17 @@ impl Correlator {
     /// Files one anomaly transition. Returns the incident's index and
     /// whether it was opened by this event.
     pub fn on_anomaly(&mut self, ev: &AnomalyEvent) -> Option<(usize, bool)> {
+        self.on_anomaly_under(ev, false)
+    }
+
+    /// [`Correlator::on_anomaly`], told whether the traffic of the
+    /// anomaly's place (its service, IDC and scene) is rising, as its
+    /// history shows even where no detector flagged it (a slow ramp).
+    pub fn on_anomaly_under(
+        &mut self,
+        ev: &AnomalyEvent,
+        load_rising: bool,
+    ) -> Option<(usize, bool)> {
         // An anomaly joins a recent incident that is still open. A recovered
         // one takes only the expected effects of its own traffic actions;
         // anything else, or an incident that was escalated or closed, means
@@ -499,7 +517,9 @@ impl Correlator {
                             .map(|(k, _)| k)
                     }))
                     .collect();
-                let symptom = self.discipline.is_symptom(ev, &self.signals, &bad);
+                let symptom = self
+                    .discipline
+                    .is_symptom(ev, &self.signals, &bad, load_rising);
                 self.signals.retain(|s| s.key != ev.key);
                 self.signals.push(Signal {
                     key: ev.key.clone(),

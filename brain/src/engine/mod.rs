@@ -295,8 +295,32 @@ impl Engine {
         }
     }
 
+    /// Whether the traffic where `ev` happened (its service, IDC and
+    /// scene) rose since the anomaly's onset, by the series' own history.
+    fn load_rising(&self, ev: &AnomalyEvent) -> bool {
+        if ev.kind != crate::detect::AnomalyKind::Start || &*ev.class != "latency" {
+            return false;
+        }
+        let k = &ev.key;
+        let classes = &self.classes;
+        self.recent.scan(|all| {
+            all.filter(|(o, _)| {
+                o.service == k.service
+                    && o.idc == k.idc
+                    && o.scene == k.scene
+                    && o.instance == k.instance
+            })
+            .filter(|(o, _)| &*classes.classify(&o.metric).name == "traffic")
+            .any(|(_, h)| {
+                diagnose::localize::robust_score(h, ev.onset, crate::detect::Direction::Up)
+                    .is_some_and(|z| z >= diagnose::localize::MOVED)
+            })
+        })
+    }
+
     async fn on_anomaly(&mut self, ev: &AnomalyEvent) {
-        let Some((i, new)) = self.correlator.on_anomaly(ev) else {
+        let load = self.load_rising(ev);
+        let Some((i, new)) = self.correlator.on_anomaly_under(ev, load) else {
             return;
         };
         let inc = self.correlator.incidents[i].clone();
