@@ -622,7 +622,10 @@ pub fn given_symptom(
         &topo,
         &selfheal_brain::context::Context::default(),
         &[],
-        &candidates,
+        &selfheal_brain::diagnose::Measured {
+            candidates,
+            step_ms: step,
+        },
     );
     let mut ranked = Vec::new();
     for h in hyps {

@@ -179,3 +179,213 @@ fn malformed_replay_input_is_refused_with_its_line() {
     std::fs::remove_file(d.join("dependencies.csv")).unwrap();
     assert!(run().contains("needs topology.toml"));
 }
+
+/// A recording as monitoring exports write it: names with spaces,
+/// brackets and dots, empty and NaN cells, one-minute steps, call edges.
+/// `web` calls `cart`; at minute 150 cart's CPU pins and web's latency and
+/// success follow; cart was deployed 12 minutes before its business KPI
+/// broke; a healthy config push of `search` lies in between.
+fn export_like(d: &std::path::Path) {
+    let t0 = 1_760_000_000i64;
+    let mut csv = String::from("timestamp,service,instance,metric,value\n");
+    for m in 0..200i64 {
+        let ts = t0 + m * 60;
+        let w = ((m * 7919) % 13) as f64 / 13.0;
+        let bad = m >= 150;
+        let gap = |v: f64| {
+            if m % 23 == 5 {
+                String::new()
+            } else {
+                format!("{v}")
+            }
+        };
+        let nan = |v: f64| {
+            if m % 31 == 7 {
+                "NaN".to_string()
+            } else {
+                format!("{v}")
+            }
+        };
+        writeln!(
+            csv,
+            "{ts},Web Front,,PodSuccessRate(%),{}",
+            gap(if bad { 91.0 } else { 99.6 + w / 10.0 })
+        )
+        .unwrap();
+        writeln!(
+            csv,
+            "{ts},Web Front,,LatencyP99,{}",
+            nan(if bad { 900.0 } else { 120.0 + 5.0 * w })
+        )
+        .unwrap();
+        writeln!(csv, "{ts},Web Front,,CpuUsage(m),{}", 200.0 + 9.0 * w).unwrap();
+        writeln!(
+            csv,
+            "{ts},cart.svc,10.0.0.1:80,CpuUsage(m),{}",
+            if bad { 990.0 } else { 300.0 + 11.0 * w }
+        )
+        .unwrap();
+        writeln!(
+            csv,
+            "{ts},cart.svc,10.0.0.2:80,CpuUsage(m),{}",
+            300.0 + 10.0 * w
+        )
+        .unwrap();
+        writeln!(
+            csv,
+            "{ts},cart.svc,,LatencyP99,{}",
+            nan(if bad { 700.0 } else { 40.0 + 3.0 * w })
+        )
+        .unwrap();
+        writeln!(csv, "{ts},search,,LatencyP99,{}", 30.0 + 2.0 * w).unwrap();
+    }
+    std::fs::write(d.join("metrics.csv"), csv).unwrap();
+    std::fs::write(
+        d.join("dependencies.csv"),
+        "source,target\nWeb Front,cart.svc\nWeb Front,search\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("changes.jsonl"),
+        format!(
+            "{{\"ts\":{},\"id\":\"chg-1\",\"service\":\"cart.svc\",\"kind\":\"deploy\",\"author\":\"dev-a\"}}\n\
+             {{\"ts\":{},\"id\":\"chg-2\",\"service\":\"search\",\"kind\":\"config\",\"author\":\"dev-b\"}}\n",
+            t0 + 138 * 60,
+            t0 + 144 * 60
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_export_with_gaps_and_odd_names_is_replayed_and_the_deploy_twelve_minutes_back_is_blamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    export_like(d);
+    let out = d.join("incidents.json");
+    let (ok, _, err) = selfheal(&[
+        "replay",
+        "--dir",
+        d.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("PodSuccessRate(%) -> pod_success_rate_pct"),
+        "{err}"
+    );
+    assert!(err.contains("gaps: "), "{err}");
+    let inc = incidents(&out);
+    assert_eq!(inc.len(), 1, "{inc:#?}");
+    let h = inc[0]["hypotheses"].as_array().unwrap();
+    assert!(h.len() >= 3, "at least three ranked hypotheses: {h:#?}");
+    assert_eq!(h[0]["cause"], "bad_deploy", "{h:#?}");
+    assert_eq!(h[0]["target"], "cart_svc");
+    assert!(
+        !h.iter()
+            .any(|x| x["target"] == "search" && x["cause"] == "config_mistake"),
+        "the healthy change is not blamed: {h:#?}"
+    );
+    // Without the deploy, localization names cart and its pinned instance.
+    std::fs::remove_file(d.join("changes.jsonl")).unwrap();
+    let (ok, _, err) = selfheal(&[
+        "replay",
+        "--dir",
+        d.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let inc = incidents(&out);
+    let h = &inc[0]["hypotheses"][0];
+    assert_eq!(h["cause"], "cpu_hog", "{inc:#?}");
+    assert_eq!(h["target"], "10_0_0_1_80");
+    // --strict refuses the first gap, naming its line.
+    let (ok, _, err) = selfheal(&["replay", "--strict", "--dir", d.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("metrics.csv:") && err.contains("--strict"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_replay_gives_the_same_incidents_whatever_the_load_of_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    export_like(d);
+    let run = |name: &str| {
+        let out = d.join(name);
+        let (ok, _, err) = selfheal(&[
+            "replay",
+            "--dir",
+            d.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        std::fs::read(out).unwrap()
+    };
+    let quiet = run("quiet.json");
+    // Keep every core busy during the second replay.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burners: Vec<_> = (0..std::thread::available_parallelism().map_or(2, |n| n.get()) * 2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect();
+    let busy = run("busy.json");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for b in burners {
+        b.join().unwrap();
+    }
+    assert!(!quiet.is_empty());
+    assert_eq!(quiet, busy, "byte-identical incidents");
+}
+
+#[test]
+fn petshop_cases_are_converted_replayed_and_scored() {
+    let data =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/petshop/dataset");
+    if !data.exists() {
+        eprintln!("skipped: {} is not here", data.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("petshop.json");
+    let (ok, out, err) = selfheal(&[
+        "petshop",
+        "--data",
+        data.to_str().unwrap(),
+        "--scenario",
+        "low_traffic",
+        "--limit",
+        "4",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("| low_traffic | 4 |"), "{out}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let cases = r["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    // The first four low-traffic cases are PetSearch faults: the brain,
+    // given the symptom, ranks the root cause among its first three in
+    // each, as it did when this was written.
+    for c in cases {
+        assert!(
+            c["given_symptom_rank"].as_u64().is_some_and(|k| k <= 3),
+            "{c}"
+        );
+        assert!(c["random_walk_rank"].as_u64().is_some(), "{c}");
+    }
+}

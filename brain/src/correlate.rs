@@ -398,7 +398,7 @@ impl Discipline {
                     && &*s.evidence.class == "traffic"
                     && s.evidence.value > s.evidence.baseline
             });
-        !(load && !quality_bad)
+        !load || quality_bad
     }
 }
 

@@ -83,7 +83,7 @@ pub async fn run(
                     BrainStats::bump(&stats.anomalies);
                 }
                 BrainStats::bump(&stats.transitions);
-                if tx.send(Detected::Anomaly(ev)).await.is_err() {
+                if tx.send(Detected::Anomaly(Box::new(ev))).await.is_err() {
                     return;
                 }
             }

@@ -94,6 +94,28 @@ impl Recent {
         f(h.iter())
     }
 
+    /// The usual sampling step of `keys`' series, ms: the median interval
+    /// between their kept samples (0 when none has two).
+    pub fn step_of<'a>(&self, keys: impl IntoIterator<Item = &'a SeriesKey>) -> i64 {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let mut steps: Vec<i64> = keys
+            .into_iter()
+            .filter_map(|k| h.get(k))
+            .flat_map(|r| {
+                r.iter()
+                    .zip(r.iter().skip(1))
+                    .map(|(a, b)| b.0 - a.0)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|d| *d > 0)
+            .collect();
+        if steps.is_empty() {
+            return 0;
+        }
+        steps.sort_unstable();
+        steps[steps.len() / 2]
+    }
+
     /// Every kept series for which `want` holds, with a copy of its
     /// samples, in key order.
     pub fn histories(&self, want: impl Fn(&SeriesKey) -> bool) -> Vec<(SeriesKey, History)> {

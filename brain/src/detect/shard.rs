@@ -60,7 +60,7 @@ pub struct ShardBatch {
 #[derive(Clone, Debug)]
 pub enum Detected {
     /// An anomaly transition.
-    Anomaly(AnomalyEvent),
+    Anomaly(Box<AnomalyEvent>),
     /// Shard `shard` has handled every sample routed before watermark `ts`.
     Mark {
         /// The shard's index.
@@ -141,7 +141,7 @@ pub async fn run(
                 },
             };
             BrainStats::bump(&stats.transitions);
-            if tx.send(Detected::Anomaly(ev)).await.is_err() {
+            if tx.send(Detected::Anomaly(Box::new(ev))).await.is_err() {
                 warn!("engine gone, shard stopping");
                 return;
             }

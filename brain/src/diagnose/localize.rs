@@ -528,7 +528,7 @@ mod tests {
                 svc("db", &[]),
             ],
         };
-        let h = vec![
+        let h = [
             (key("front", None, "latency_ms"), ramp(100.0, 300.0, 1)),
             (key("front", None, "cpu"), ramp(0.3, 0.3, 2)),
             (key("cart", Some("cart-1"), "cpu"), ramp(0.3, 0.95, 3)),
@@ -559,7 +559,7 @@ mod tests {
             links: vec![],
             services: vec![svc("front", &["pay"]), svc("pay", &[])],
         };
-        let h = vec![
+        let h = [
             (key("front", None, "PodSuccessRate"), ramp(0.999, 0.95, 1)),
             (key("pay", None, "error_rate"), ramp(0.001, 0.05, 2)),
             (key("pay", None, "latency_ms"), ramp(20.0, 20.0, 3)),
@@ -574,7 +574,7 @@ mod tests {
             (c[0].service.as_str(), c[0].fault),
             ("pay", "error_returns")
         );
-        let quiet = vec![
+        let quiet = [
             (key("front", None, "latency_ms"), ramp(100.0, 100.0, 1)),
             (key("pay", None, "latency_ms"), ramp(20.0, 20.0, 3)),
         ];

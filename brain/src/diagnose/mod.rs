@@ -46,8 +46,27 @@ pub struct Hypothesis {
     pub evidence: Vec<String>,
 }
 
-/// How far before the first anomaly a change is still a suspect, ms.
+/// How far before the first anomaly a change is still a suspect, at the
+/// least, ms; on slower data the horizon is [`CHANGE_LOOKBACK_STEPS`]
+/// sampling steps.
 pub const CHANGE_LOOKBACK_MS: i64 = 10 * 60 * 1000;
+/// The change horizon in sampling steps (20 one-minute samples: 20
+/// minutes).
+pub const CHANGE_LOOKBACK_STEPS: i64 = 20;
+
+/// The change horizon for data sampled every `step_ms`.
+pub fn change_lookback_ms(step_ms: i64) -> i64 {
+    CHANGE_LOOKBACK_MS.max(CHANGE_LOOKBACK_STEPS.saturating_mul(step_ms.max(0)))
+}
+
+/// What the brain measured for a diagnosis beyond the incident itself.
+#[derive(Clone, Debug, Default)]
+pub struct Measured {
+    /// The localization's candidates, best first.
+    pub candidates: Vec<Candidate>,
+    /// The sampling step of the incident's series, ms (0: unknown).
+    pub step_ms: i64,
+}
 /// How long after the first anomaly a change is still listed, ms (clocks
 /// of the change feed and of the indicators differ a little).
 const CHANGE_LOOKAHEAD_MS: i64 = 5_000;
@@ -230,10 +249,13 @@ impl Rules {
         topo: &Topology,
         ctx: &Context,
         similar: &[(f64, Known)],
-        candidates: &[Candidate],
+        measured: &Measured,
     ) -> (Vec<Hypothesis>, Vec<RuleError>) {
-        let mut f = facts(inc, topo, ctx);
-        f.insert("candidates".into(), candidate_facts(candidates).into());
+        let mut f = facts_with(inc, topo, ctx, measured.step_ms);
+        f.insert(
+            "candidates".into(),
+            candidate_facts(&measured.candidates).into(),
+        );
         let past: Array = similar
             .iter()
             .map(|(s, k)| {
@@ -377,12 +399,21 @@ fn layer(l: Layer) -> &'static str {
 
 /// The facts a rule sees, as a Rhai map (documented in docs/diagnosis.md).
 pub fn facts(inc: &Incident, topo: &Topology, ctx: &Context) -> Map {
+    facts_with(inc, topo, ctx, 0)
+}
+
+/// [`facts`] for data sampled every `step_ms` (0: unknown), which sets
+/// the change horizon.
+pub fn facts_with(inc: &Incident, topo: &Topology, ctx: &Context, step_ms: i64) -> Map {
     let onset = inc.onset;
+    let lookback = change_lookback_ms(step_ms);
     let secs = |ms: i64| (ms - onset) as f64 / 1000.0;
     let mut f = Map::new();
     f.insert("id".into(), text(&inc.id));
     f.insert("service".into(), text(&inc.service));
     f.insert("onset".into(), Dynamic::from(onset));
+    f.insert("step_s".into(), Dynamic::from(step_ms as f64 / 1000.0));
+    f.insert("lookback_s".into(), Dynamic::from(lookback as f64 / 1000.0));
     let mut series: Vec<_> = inc.evidence.iter().collect();
     series.sort_by_key(|(_, e)| e.onset);
     series.truncate(MAX_SERIES);
@@ -415,7 +446,7 @@ pub fn facts(inc: &Incident, topo: &Topology, ctx: &Context) -> Map {
         .collect();
     f.insert("evidence".into(), evidence.into());
     let changes: Array = ctx
-        .changes_between(onset - CHANGE_LOOKBACK_MS, onset + CHANGE_LOOKAHEAD_MS)
+        .changes_between(onset - lookback, onset + CHANGE_LOOKAHEAD_MS)
         .into_iter()
         .map(|c| {
             let mut m = Map::new();

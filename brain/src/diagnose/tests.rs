@@ -168,7 +168,7 @@ fn a_degraded_channel_that_went_bad_first() {
             2,
         ),
     ]);
-    let (h, errs) = rules().diagnose(&inc, &topo(), &Context::default(), &[], &[]);
+    let (h, errs) = rules().diagnose(&inc, &topo(), &Context::default(), &[], &Default::default());
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(top(&h), ("channel_degraded", "bank-a"));
     assert!((h[0].confidence - 0.99).abs() < 1e-9, "{h:?}");
@@ -210,7 +210,7 @@ fn a_bad_deploy_is_blamed_and_a_healthy_one_nearby_is_not() {
     );
     // Closer in time, but its service stayed healthy.
     change(&mut ctx, "chg-ok", "acquiring", ChangeKind::Deploy, -5);
-    let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &[]);
+    let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &Default::default());
     assert_eq!(top(&h), ("bad_deploy", "payment-engine"));
     assert!(h[0].evidence[0].contains("chg-bad") && h[0].evidence[0].contains("30.0s before"));
     assert!(!h.iter().any(|x| x.target == "acquiring"), "{h:?}");
@@ -224,7 +224,7 @@ fn a_bad_deploy_is_blamed_and_a_healthy_one_nearby_is_not() {
         ChangeKind::Deploy,
         -500,
     );
-    let (h2, _) = rules().diagnose(&inc, &topo(), &old, &[], &[]);
+    let (h2, _) = rules().diagnose(&inc, &topo(), &old, &[], &Default::default());
     assert!(h2[0].cause == "bad_deploy" && h2[0].confidence < h[0].confidence);
     let mut older = Context::default();
     change(
@@ -234,7 +234,7 @@ fn a_bad_deploy_is_blamed_and_a_healthy_one_nearby_is_not() {
         ChangeKind::Deploy,
         -700,
     );
-    let (h3, _) = rules().diagnose(&inc, &topo(), &older, &[], &[]);
+    let (h3, _) = rules().diagnose(&inc, &topo(), &older, &[], &Default::default());
     assert!(!h3.iter().any(|x| x.cause == "bad_deploy"), "{h3:?}");
 }
 
@@ -257,7 +257,7 @@ fn a_config_push_and_other_changes_name_their_kind() {
     ] {
         let mut ctx = Context::default();
         change(&mut ctx, "chg-1", "accounting-core", kind, -10);
-        let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &[]);
+        let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &Default::default());
         assert_eq!(top(&h), (cause, "accounting-core"));
     }
 }
@@ -282,7 +282,7 @@ fn hot_keys_name_their_cause_by_dimension() {
     ] {
         let mut ctx = Context::default();
         hot(&mut ctx, "cashier", dim, "key-1", 0.6);
-        let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &[]);
+        let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &Default::default());
         assert_eq!(top(&h), (cause, "key-1"), "{dim}");
         assert_eq!(h[0].at, "cashier");
         assert!((h[0].confidence - 0.77).abs() < 1e-9, "{h:?}");
@@ -290,7 +290,7 @@ fn hot_keys_name_their_cause_by_dimension() {
     // A dimension no rule knows is not blamed.
     let mut ctx = Context::default();
     hot(&mut ctx, "cashier", "merchant", "m-1", 0.6);
-    let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &[]);
+    let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &Default::default());
     assert!(!h.iter().any(|x| x.target == "m-1"), "{h:?}");
 }
 
@@ -306,7 +306,7 @@ fn a_host_pinned_alone_a_slow_database_and_an_idc_outage() {
         0.36,
         0,
     )]);
-    let (h, _) = rules().diagnose(&inc, &topo(), &Context::default(), &[], &[]);
+    let (h, _) = rules().diagnose(&inc, &topo(), &Context::default(), &[], &Default::default());
     assert_eq!(top(&h), ("host_saturated", "payment-engine-idc1-2"));
     // Every sibling pinned too: load, not the host.
     let all = incident(&[
@@ -331,7 +331,7 @@ fn a_host_pinned_alone_a_slow_database_and_an_idc_outage() {
             0,
         ),
     ]);
-    let (h, _) = rules().diagnose(&all, &topo(), &Context::default(), &[], &[]);
+    let (h, _) = rules().diagnose(&all, &topo(), &Context::default(), &[], &Default::default());
     assert!(!h.iter().any(|x| x.cause == "host_saturated"), "{h:?}");
 
     let db = incident(&[
@@ -347,7 +347,7 @@ fn a_host_pinned_alone_a_slow_database_and_an_idc_outage() {
             1,
         ),
     ]);
-    let (h, _) = rules().diagnose(&db, &topo(), &Context::default(), &[], &[]);
+    let (h, _) = rules().diagnose(&db, &topo(), &Context::default(), &[], &Default::default());
     assert_eq!(top(&h), ("slow_database", "database"));
     assert_eq!(h[0].evidence.len(), 2);
 
@@ -355,12 +355,24 @@ fn a_host_pinned_alone_a_slow_database_and_an_idc_outage() {
     for s in ["cashier", "payment-engine", "accounting-core"] {
         series.push((System, "idc1", s, None, "error_rate", 0.9, 0.001, 0));
     }
-    let (h, _) = rules().diagnose(&incident(&series), &topo(), &Context::default(), &[], &[]);
+    let (h, _) = rules().diagnose(
+        &incident(&series),
+        &topo(),
+        &Context::default(),
+        &[],
+        &Default::default(),
+    );
     assert_eq!(top(&h), ("idc_network", "idc1"));
     assert!(h[0].evidence[0].contains("accounting-core, cashier, payment-engine"));
     // The same errors in both IDCs are not one IDC's network.
     series.push((System, "idc2", "cashier", None, "error_rate", 0.9, 0.001, 0));
-    let (h, _) = rules().diagnose(&incident(&series), &topo(), &Context::default(), &[], &[]);
+    let (h, _) = rules().diagnose(
+        &incident(&series),
+        &topo(),
+        &Context::default(),
+        &[],
+        &Default::default(),
+    );
     assert!(!h.iter().any(|x| x.cause == "idc_network"), "{h:?}");
 }
 
@@ -388,7 +400,7 @@ fn a_dependency_that_went_bad_before_its_callers() {
             3,
         ),
     ]);
-    let (h, _) = rules().diagnose(&inc, &topo(), &Context::default(), &[], &[]);
+    let (h, _) = rules().diagnose(&inc, &topo(), &Context::default(), &[], &Default::default());
     let d = h
         .iter()
         .find(|x| x.cause == "dependency_degraded")
@@ -419,7 +431,7 @@ fn a_failing_rule_is_skipped_and_named_and_adjust_moves_confidence() {
     let mut r = Rules::new(Limits::default());
     assert_eq!(r.load_dir(dir.path()).unwrap(), 4);
     let inc = incident(&[(System, "idc1", "cashier", None, "latency_ms", 1.0, 0.0, 0)]);
-    let (h, errs) = r.diagnose(&inc, &topo(), &Context::default(), &[], &[]);
+    let (h, errs) = r.diagnose(&inc, &topo(), &Context::default(), &[], &Default::default());
     assert_eq!(top(&h), ("hot_item", "k"));
     assert!((h[0].confidence - 0.99).abs() < 1e-9, "clamped: {h:?}");
     assert_eq!(

@@ -133,7 +133,7 @@ impl Engine {
                     match d {
                         None => break,
                         Some(Detected::Anomaly(ev)) => {
-                            pending.push(ev);
+                            pending.push(*ev);
                             transitions += 1;
                         }
                         Some(Detected::Mark { shard, ts }) => {
@@ -768,18 +768,22 @@ impl Engine {
                 error!(error = %e, "knowledge base unreadable; diagnosing without it");
                 Vec::new()
             });
-        let candidates = {
+        let measured = {
             let inc = &self.correlator.incidents[i];
             let (topo, classes) = (&self.topology, &self.classes);
-            self.recent
-                .scan(|h| diagnose::localize::localize(inc, topo, h, classes))
+            diagnose::Measured {
+                candidates: self
+                    .recent
+                    .scan(|h| diagnose::localize::localize(inc, topo, h, classes)),
+                step_ms: self.recent.step_of(inc.evidence.keys()),
+            }
         };
         let (hyps, failed) = self.rules.diagnose(
             &self.correlator.incidents[i],
             &self.topology,
             &self.context,
             &similar,
-            &candidates,
+            &measured,
         );
         for e in &failed {
             BrainStats::bump(&self.stats.rule_errors);
