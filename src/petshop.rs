@@ -616,7 +616,13 @@ pub fn given_symptom(
             })
             .collect(),
     };
-    let candidates = localize(&inc, &topo, history.iter().map(|(k, v)| (k, v)), classes);
+    let candidates = localize(
+        &inc,
+        &topo,
+        history.iter().map(|(k, v)| (k, v)),
+        classes,
+        i64::MAX,
+    );
     let (hyps, _) = rules.diagnose(
         &inc,
         &topo,

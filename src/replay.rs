@@ -416,6 +416,11 @@ pub struct ReplayIncident {
 /// How far ahead of the brain's ingest the driver may publish, batches
 /// (well inside the in-process bus's queue, so nothing is dropped).
 const MAX_AHEAD: u64 = 4_096;
+/// How many instants ingest may run ahead of the engine: well inside the
+/// history the brain keeps of every series (64 samples) beyond what
+/// diagnosis reads (48), so the same recording is diagnosed on the same
+/// samples whatever the pace.
+const LEAD_INSTANTS: usize = 12;
 /// How long the brain may make no progress at all before replay gives up.
 const STALL: Duration = Duration::from_secs(30);
 
@@ -516,7 +521,17 @@ pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<Rep
     let mut seq = 0;
     // The brain's clock moves with the indicators it has seen.
     let mut clock = i64::MIN;
+    let mut fed: std::collections::VecDeque<i64> = std::collections::VecDeque::new();
     for (ts, inst) in rec.by_time {
+        if fed.len() > LEAD_INSTANTS
+            && let Some(t) = fed.pop_front()
+            && stats.engine_now.load(std::sync::atomic::Ordering::SeqCst) < t
+        {
+            wait_for(&stats, "keeping within reach of the engine", ts, |s| {
+                s.engine_now.load(std::sync::atomic::Ordering::SeqCst) >= t
+            })
+            .await?;
+        }
         if !inst.changes.is_empty() || !inst.hot.is_empty() {
             let (b, c, at) = (batches, contexts, clock);
             wait_for(
@@ -548,6 +563,7 @@ pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<Rep
         }
         if !inst.batches.is_empty() {
             clock = ts;
+            fed.push_back(ts);
         }
         for ((layer, idc, service), samples) in inst.batches {
             for chunk in samples.chunks(BATCH_SAMPLES) {

@@ -95,17 +95,19 @@ impl Recent {
     }
 
     /// The usual sampling step of `keys`' series, ms: the median interval
-    /// between their kept samples (0 when none has two).
-    pub fn step_of<'a>(&self, keys: impl IntoIterator<Item = &'a SeriesKey>) -> i64 {
+    /// between their kept samples up to `now` (0 when none has two).
+    pub fn step_of<'a>(&self, keys: impl IntoIterator<Item = &'a SeriesKey>, now: i64) -> i64 {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         let mut steps: Vec<i64> = keys
             .into_iter()
             .filter_map(|k| h.get(k))
             .flat_map(|r| {
-                r.iter()
-                    .zip(r.iter().skip(1))
-                    .map(|(a, b)| b.0 - a.0)
-                    .collect::<Vec<_>>()
+                let upto = r.partition_point(|(t, _)| *t <= now);
+                let seen: Vec<i64> = r
+                    .range(upto.saturating_sub(32)..upto)
+                    .map(|x| x.0)
+                    .collect();
+                seen.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()
             })
             .filter(|d| *d > 0)
             .collect();

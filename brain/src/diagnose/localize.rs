@@ -37,6 +37,11 @@ use crate::{
 pub const MOVED: f64 = 3.0;
 /// Scores are capped here: one absurd value must not outweigh the rest.
 const CAP: f64 = 50.0;
+/// Samples at or before the diagnosis time that a score reads at most
+/// (the brain keeps [`crate::recent::HISTORY_POINTS`]; the rest is slack
+/// for ingest running a little ahead of the engine, so that the same
+/// recording is always scored on the same samples).
+pub const WINDOW: usize = 48;
 /// Pre-onset samples needed to score a series.
 const MIN_PRE: usize = 2;
 
@@ -71,14 +76,16 @@ pub struct Candidate {
 
 /// How far one series moved since `onset`, in its bad direction, against
 /// its history before it; `None` without enough samples on either side.
-pub fn robust_score(h: &History, onset: i64, direction: Direction) -> Option<f64> {
-    let pre: Vec<f64> = h
-        .iter()
+/// Only the last [`WINDOW`] samples at or before `now` are read.
+pub fn robust_score(h: &History, onset: i64, now: i64, direction: Direction) -> Option<f64> {
+    let upto = h.partition_point(|(t, _)| *t <= now);
+    let seen = h.range(upto.saturating_sub(WINDOW)..upto);
+    let pre: Vec<f64> = seen
+        .clone()
         .filter(|(t, _)| *t < onset)
         .map(|(_, v)| *v as f64)
         .collect();
-    let post: Vec<f64> = h
-        .iter()
+    let post: Vec<f64> = seen
         .filter(|(t, _)| *t >= onset)
         .map(|(_, v)| *v as f64)
         .collect();
@@ -115,10 +122,14 @@ pub fn robust_score(h: &History, onset: i64, direction: Direction) -> Option<f64
 
 /// The absolute Pearson correlation of two series over their common
 /// timestamps (0 with fewer than 3 or no spread).
-fn correlation(a: &History, b: &History) -> f64 {
-    let (mut i, mut j) = (0, 0);
+fn correlation(a: &History, b: &History, now: i64) -> f64 {
+    let window = |h: &History| {
+        let upto = h.partition_point(|(t, _)| *t <= now);
+        (upto.saturating_sub(WINDOW), upto)
+    };
+    let ((mut i, ea), (mut j, eb)) = (window(a), window(b));
     let mut pairs: Vec<(f64, f64)> = Vec::new();
-    while i < a.len() && j < b.len() {
+    while i < ea && j < eb {
         match a[i].0.cmp(&b[j].0) {
             std::cmp::Ordering::Less => i += 1,
             std::cmp::Ordering::Greater => j += 1,
@@ -214,12 +225,14 @@ fn fingerprint(moved: &[(String, String, f64)], entry: bool) -> &'static str {
 
 /// Ranks every service of `topo` and of `history` as the incident's
 /// likeliest origin, best first. `history` holds each series' recent
-/// samples (see [`crate::recent::Recent::histories`]).
+/// samples (see [`crate::recent::Recent::histories`]); only samples at or
+/// before `now` are read.
 pub fn localize<'h, I>(
     inc: &Incident,
     topo: &Topology,
     history: I,
     classes: &MetricClasses,
+    now: i64,
 ) -> Vec<Candidate>
 where
     I: IntoIterator<Item = (&'h SeriesKey, &'h History)>,
@@ -251,13 +264,13 @@ where
     let mut comove: BTreeMap<String, f64> = BTreeMap::new();
     for (k, h) in history {
         let c = classes.classify(&k.metric);
-        let Some(z) = robust_score(h, onset, c.direction) else {
+        let Some(z) = robust_score(h, onset, now, c.direction) else {
             continue;
         };
         if z >= MOVED {
             let r = symptoms
                 .iter()
-                .map(|s| correlation(h, s))
+                .map(|s| correlation(h, s, now))
                 .fold(0.0, f64::max);
             let m = comove.entry(k.service.clone()).or_default();
             *m = m.max(r);
@@ -542,6 +555,7 @@ mod tests {
             &topo,
             h.iter().map(|(k, v)| (k, v)),
             MetricClasses::shipped(),
+            i64::MAX,
         );
         assert_eq!(c[0].service, "cart", "{c:#?}");
         assert_eq!(c[0].fault, "cpu_hog");
@@ -569,6 +583,7 @@ mod tests {
             &topo,
             h.iter().map(|(k, v)| (k, v)),
             MetricClasses::shipped(),
+            i64::MAX,
         );
         assert_eq!(
             (c[0].service.as_str(), c[0].fault),
@@ -585,6 +600,7 @@ mod tests {
             &topo,
             quiet.iter().map(|(k, v)| (k, v)),
             MetricClasses::shipped(),
+            i64::MAX,
         );
         assert!(c.iter().all(|c| c.magnitude < MOVED), "{c:#?}");
     }
@@ -595,16 +611,19 @@ mod tests {
             .map(|i| (i * 1000, 10.0 + (i % 2) as f32 * 0.1))
             .collect();
         assert_eq!(
-            robust_score(&h, 1_000, Direction::Up),
+            robust_score(&h, 1_000, i64::MAX, Direction::Up),
             None,
             "too little history"
         );
         let mut spike = h.clone();
         spike.extend([(10_000, 100.0), (11_000, 10.0), (12_000, 10.1)]);
-        assert!(robust_score(&spike, 10_000, Direction::Up).unwrap() < MOVED);
+        assert!(robust_score(&spike, 10_000, i64::MAX, Direction::Up).unwrap() < MOVED);
         let mut shift = h;
         shift.extend([(10_000, 100.0), (11_000, 100.0), (12_000, 100.1)]);
-        assert!(robust_score(&shift, 10_000, Direction::Up).unwrap() >= MOVED);
-        assert_eq!(robust_score(&shift, 10_000, Direction::Down), Some(0.0));
+        assert!(robust_score(&shift, 10_000, i64::MAX, Direction::Up).unwrap() >= MOVED);
+        assert_eq!(
+            robust_score(&shift, 10_000, i64::MAX, Direction::Down),
+            Some(0.0)
+        );
     }
 }

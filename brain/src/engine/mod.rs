@@ -312,7 +312,7 @@ impl Engine {
             })
             .filter(|(o, _)| &*classes.classify(&o.metric).name == "traffic")
             .any(|(_, h)| {
-                diagnose::localize::robust_score(h, ev.onset, crate::detect::Direction::Up)
+                diagnose::localize::robust_score(h, ev.onset, ev.ts, crate::detect::Direction::Up)
                     .is_some_and(|z| z >= diagnose::localize::MOVED)
             })
         })
@@ -774,8 +774,8 @@ impl Engine {
             diagnose::Measured {
                 candidates: self
                     .recent
-                    .scan(|h| diagnose::localize::localize(inc, topo, h, classes)),
-                step_ms: self.recent.step_of(inc.evidence.keys()),
+                    .scan(|h| diagnose::localize::localize(inc, topo, h, classes, now)),
+                step_ms: self.recent.step_of(inc.evidence.keys(), now),
             }
         };
         let (hyps, failed) = self.rules.diagnose(
