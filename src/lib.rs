@@ -10,6 +10,8 @@
 //! - [`detect`]: the streaming detector over NAB-style CSV files.
 //! - [`replay`]: the brain over recorded data.
 //! - [`petshop`]: root-cause localization measured on the PetShop data set.
+//! - [`micro`]: localization drilled on the simulator's generic
+//!   microservice world.
 #![deny(missing_docs)]
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -25,6 +27,7 @@ use selfheal_sim::{Scenario, SimNode, Speed, Truth, feed::SimEvent};
 pub mod bench;
 pub mod detect;
 pub mod drill;
+pub mod micro;
 pub mod paths;
 pub mod petshop;
 pub mod replay;

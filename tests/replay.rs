@@ -392,3 +392,35 @@ fn petshop_cases_are_converted_replayed_and_scored() {
         assert!(c["random_walk_rank"].as_u64().is_some(), "{c}");
     }
 }
+
+#[test]
+fn the_generic_microservice_world_holds_localization_to_the_bar() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("micro.json");
+    let (ok, out, err) = selfheal(&[
+        "micro-drill",
+        "--min-top1",
+        "0.8",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(r["all"]["scenarios"], 15);
+    // Every fault kind is there, and no incident opens before a fault.
+    for f in [
+        "cpu_hog",
+        "memory_leak",
+        "network_delay",
+        "packet_loss",
+        "error_returns",
+    ] {
+        assert_eq!(r["faults"][f]["scenarios"], 3, "{f}");
+    }
+    assert_eq!(r["all"]["false_incidents"], 0);
+    // The scenarios whose fault reaches the users are all detected.
+    for f in ["cpu_hog", "network_delay", "packet_loss", "error_returns"] {
+        assert_eq!(r["faults"][f]["detected"], 3, "{f}");
+    }
+}

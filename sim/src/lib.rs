@@ -12,9 +12,13 @@
 //! - [`platform`]: the model: traffic, channels, services, faults, the
 //!   effect of actions, and the ground truth ([`platform::Truth`]).
 //! - [`node`]: runs a platform on a bus under a virtual clock.
+//! - [`micro`]: a generic microservice world (random service graphs,
+//!   Kubernetes-style names, one fault each) written as recordings, for
+//!   drilling localization on graphs it was not written for.
 #![deny(missing_docs)]
 
 pub mod feed;
+pub mod micro;
 pub mod node;
 pub mod platform;
 pub mod scenario;

@@ -77,7 +77,8 @@ impl Pattern {
     }
 }
 
-/// The shipped class table, in the order it is matched. Errors come first
+/// The shipped class table, in the order it is matched. Network errors
+/// (retransmissions, drops: the mark of packet loss) and errors come first
 /// (`error_ratio` is an error), then the resources, then
 /// latency (after the resources: `container_cpu_usage_seconds_total` is
 /// CPU), then success and availability (`ratio` alone reads as a success
@@ -91,6 +92,11 @@ pub fn shipped() -> Vec<ClassRule> {
     use Direction::*;
     vec![
         row(
+            "network_errors",
+            Up,
+            &["retrans*", "drop*", "dropped", "loss", "lost", "discard*"],
+        ),
+        row(
             "errors",
             Up,
             &[
@@ -102,10 +108,6 @@ pub fn shipped() -> Vec<ClassRule> {
                 "5xx",
                 "timeout*",
                 "reject*",
-                "retrans*",
-                "drop*",
-                "loss",
-                "lost",
             ],
         ),
         row("cpu", Up, &["cpu*", "load*", "throttl*"]),
@@ -322,6 +324,8 @@ mod tests {
             ("requests", "traffic", Both),
             ("cache_hit_ratio", "success", Down),
             ("syscall_read", "other", Both),
+            ("TcpRetransRatio", "network_errors", Up),
+            ("packet_loss_rate", "network_errors", Up),
             ("start_count", "other", Both),
         ] {
             let got = c.classify(metric);

@@ -177,7 +177,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// How much a move of a series of `class` says about where a fault is.
 fn weight(class: &str) -> f64 {
     match class {
-        "errors" | "success" | "latency" => 1.0,
+        "errors" | "success" | "latency" | "network_errors" => 1.0,
         "cpu" | "memory" | "disk" | "saturation" => 0.8,
         "network" => 0.6,
         _ => 0.5,
@@ -185,17 +185,19 @@ fn weight(class: &str) -> f64 {
 }
 
 /// The fault class of a service's fingerprint: the classes of its series
-/// that moved, each weighted by how far.
+/// that moved, each by its largest move.
 fn fingerprint(moved: &[(String, String, f64)], entry: bool) -> &'static str {
     let mut by: BTreeMap<&str, f64> = BTreeMap::new();
     for (_, class, z) in moved {
         if *z >= MOVED {
-            *by.entry(class.as_str()).or_default() += z.min(CAP);
+            let m = by.entry(class.as_str()).or_default();
+            *m = m.max(z.min(CAP));
         }
     }
     let get = |c: &str| by.get(c).copied().unwrap_or(0.0);
-    let errors = get("errors") + get("success");
+    let errors = get("errors").max(get("success"));
     let latency = get("latency");
+    let quality = errors.max(latency);
     let resources = [
         ("cpu", "cpu_hog"),
         ("memory", "memory_leak"),
@@ -206,17 +208,20 @@ fn fingerprint(moved: &[(String, String, f64)], entry: bool) -> &'static str {
         .iter()
         .map(|(c, f)| (*f, get(c)))
         .fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
-    if score > 0.0 && score >= 0.5 * (errors + latency) {
+    if score > 0.0 && score >= 0.5 * quality {
         return best;
     }
-    if get("traffic") > 0.0 && entry && get("traffic") >= 0.5 * (errors + latency) {
+    if get("network_errors") > 0.0 {
+        return "packet_loss";
+    }
+    if get("traffic") > 0.0 && entry && get("traffic") >= 0.5 * quality {
         return "traffic_surge";
     }
-    if get("network") > 0.0 && get("network") >= 0.5 * (errors + latency) {
+    if get("network") > 0.0 && get("network") >= 0.5 * quality {
         return "network_saturation";
     }
     match (errors > 0.0, latency > 0.0) {
-        (true, true) if latency >= errors => "packet_loss",
+        (true, true) if latency > errors => "network_delay",
         (true, _) => "error_returns",
         (false, true) => "network_delay",
         _ => "service_degraded",

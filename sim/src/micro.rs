@@ -1,0 +1,460 @@
+//! A generic microservice world, beside the payment platform: a seeded
+//! random service graph of 8–30 services, each with two or three pods,
+//! reporting Kubernetes-style indicators under the names such exporters
+//! use (`CpuUsage(m)`, `MemoryUsage(Mi)`, `PodSuccessRate(%)`,
+//! `LatencyP99`...), and one injected fault: `cpu_hog` or `memory_leak` on
+//! one pod, `network_delay`, `packet_loss` or `error_returns` on a service.
+//!
+//! Latency and errors propagate up the call graph the way they do in such
+//! systems: a caller's latency includes its callees' (weighted by how often
+//! it calls them), and a callee's errors fail a share of its callers'
+//! requests. A hog or a leak slows its pod, and through it the service.
+//!
+//! The world writes what `selfheal replay` reads (`metrics.csv` in long
+//! form, `dependencies.csv`) and the truth to score against, so that
+//! localization is drilled on graphs and names it was not written for.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use rand::{Rng, SeedableRng, seq::SliceRandom};
+use rand_distr::{Distribution, Normal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+/// The fault kinds of the generic world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MicroFault {
+    /// One pod's CPU pinned at its limit: that pod slows.
+    CpuHog,
+    /// One pod's memory grows until it thrashes: that pod slows.
+    MemoryLeak,
+    /// Every call to the service takes longer.
+    NetworkDelay,
+    /// Packets to the service are lost: retransmissions slow it and some
+    /// requests fail.
+    PacketLoss,
+    /// The service returns errors.
+    ErrorReturns,
+}
+
+impl MicroFault {
+    /// The cause name diagnosis should give it.
+    pub const fn cause(self) -> &'static str {
+        match self {
+            MicroFault::CpuHog => "cpu_hog",
+            MicroFault::MemoryLeak => "memory_leak",
+            MicroFault::NetworkDelay => "network_delay",
+            MicroFault::PacketLoss => "packet_loss",
+            MicroFault::ErrorReturns => "error_returns",
+        }
+    }
+
+    /// Whether it hits one pod rather than the whole service.
+    pub const fn on_pod(self) -> bool {
+        matches!(self, MicroFault::CpuHog | MicroFault::MemoryLeak)
+    }
+}
+
+/// A scenario of the generic world (`sim/scenarios/micro/*.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MicroScenario {
+    /// Name.
+    pub name: String,
+    /// Seed of the graph, the traffic and the fault's target.
+    pub seed: u64,
+    /// Services (8..=30).
+    pub services: usize,
+    /// The fault.
+    pub fault: MicroFault,
+    /// Seconds of normal operation before the fault.
+    #[serde(default = "default_start")]
+    pub start_s: u64,
+    /// Seconds the recording lasts.
+    #[serde(default = "default_duration")]
+    pub duration_s: u64,
+    /// Seconds between samples.
+    #[serde(default = "default_step")]
+    pub step_s: u64,
+}
+
+const fn default_start() -> u64 {
+    300
+}
+const fn default_duration() -> u64 {
+    420
+}
+const fn default_step() -> u64 {
+    1
+}
+
+/// What was injected, to score against.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MicroTruth {
+    /// The faulty service.
+    pub service: String,
+    /// The faulty pod, for pod faults.
+    pub pod: Option<String>,
+    /// The fault.
+    pub fault: MicroFault,
+    /// When it began, ms.
+    pub start_ms: i64,
+    /// Every pod of the faulty service.
+    pub pods: Vec<String>,
+}
+
+/// A generated recording.
+pub struct MicroRecording {
+    /// `metrics.csv`: `timestamp,service,instance,metric,value`.
+    pub metrics: String,
+    /// `dependencies.csv`: `source,target`.
+    pub dependencies: String,
+    /// The truth.
+    pub truth: MicroTruth,
+    /// Rows of `metrics.csv`.
+    pub rows: usize,
+}
+
+const NAMES: [&str; 30] = [
+    "frontend",
+    "checkout",
+    "cart",
+    "catalog",
+    "payment",
+    "shipping",
+    "currency",
+    "email",
+    "recommend",
+    "ad",
+    "user",
+    "order",
+    "inventory",
+    "search",
+    "review",
+    "auth",
+    "session",
+    "pricing",
+    "tax",
+    "fraud",
+    "ledger",
+    "notify",
+    "media",
+    "profile",
+    "wishlist",
+    "coupon",
+    "quote",
+    "geo",
+    "rating",
+    "audit",
+];
+
+/// The epoch of every recording, s.
+pub const START_S: i64 = 1_760_000_000;
+
+struct Svc {
+    name: String,
+    callees: Vec<(usize, f64)>,
+    pods: Vec<String>,
+    own_ms: f64,
+    own_err: f64,
+    cpu_m: f64,
+    mem_mi: f64,
+}
+
+/// Generates `sc`'s recording. Every number is drawn from `sc.seed`: the
+/// same scenario gives the same bytes.
+pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
+    if !(8..=30).contains(&sc.services) {
+        return Err(format!("{}: services must be 8..=30", sc.name));
+    }
+    if sc.step_s == 0 || sc.start_s >= sc.duration_s || sc.start_s < 60 * sc.step_s {
+        return Err(format!(
+            "{}: needs step_s > 0 and at least 60 steps of normal operation before start_s < duration_s",
+            sc.name
+        ));
+    }
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(sc.seed);
+    let mut names: Vec<&str> = NAMES.to_vec();
+    names[1..].shuffle(&mut rng);
+    let mut svcs: Vec<Svc> = Vec::new();
+    for (i, n) in names.iter().take(sc.services).enumerate() {
+        let name = format!("{n}service");
+        let hash: u32 = rng.r#gen();
+        let pods = (0..rng.gen_range(2..=3))
+            .map(|k| format!("{name}-{:08x}-{k}", hash))
+            .collect();
+        svcs.push(Svc {
+            name,
+            callees: Vec::new(),
+            pods,
+            own_ms: rng.gen_range(3.0..25.0),
+            own_err: rng.gen_range(0.0005..0.003),
+            cpu_m: rng.gen_range(80.0..400.0),
+            mem_mi: rng.gen_range(120.0..900.0),
+        });
+        // Every service but the first is called by one or two earlier ones.
+        if i > 0 {
+            for _ in 0..rng.gen_range(1..=2) {
+                let caller = rng.gen_range(0..i);
+                if !svcs[caller].callees.iter().any(|(c, _)| *c == i) {
+                    let share = rng.gen_range(0.3..1.0);
+                    svcs[caller].callees.push((i, share));
+                }
+            }
+        }
+    }
+    let target = rng.gen_range(1..svcs.len());
+    let pod = rng.gen_range(0..svcs[target].pods.len());
+    let n = svcs.len();
+    // Each service's share of the entry traffic.
+    let mut reach = vec![0.0; n];
+    reach[0] = 1.0;
+    for i in 0..n {
+        for (c, share) in svcs[i].callees.clone() {
+            reach[c] += reach[i] * share;
+        }
+    }
+    let noise = Normal::new(0.0, 1.0).map_err(|e| e.to_string())?;
+    let mut csv = String::from("timestamp,service,instance,metric,value\n");
+    let mut rows = 0;
+    let steps = sc.duration_s / sc.step_s;
+    let fault_step = sc.start_s / sc.step_s;
+    let mut leak = 0.0;
+    for k in 0..steps {
+        let ts = START_S + (k * sc.step_s) as i64;
+        let on = k >= fault_step;
+        let since = if on { (k - fault_step) * sc.step_s } else { 0 } as f64;
+        let entry_rps = 200.0
+            * (1.0 + 0.1 * ((k as f64) / 600.0).sin())
+            * (1.0 + 0.02 * noise.sample(&mut rng));
+        // Per service, bottom-up (callees have higher indices): its own
+        // latency and error rate, then with its callees'.
+        let mut lat = vec![0.0; n];
+        let mut tail = vec![0.0; n];
+        let mut err = vec![0.0; n];
+        let mut pod_slow: Vec<Vec<f64>> = svcs.iter().map(|s| vec![1.0; s.pods.len()]).collect();
+        if on && target < n {
+            match sc.fault {
+                // A pinned CPU queues that pod's requests.
+                MicroFault::CpuHog => pod_slow[target][pod] = 8.0,
+                // A leak slows the pod as it swaps and collects, until
+                // requests time out on it.
+                MicroFault::MemoryLeak => {
+                    leak = (since / 30.0).min(1.0);
+                    pod_slow[target][pod] = 1.0 + 15.0 * leak;
+                }
+                _ => {}
+            }
+        }
+        for i in (0..n).rev() {
+            let s = &svcs[i];
+            let pods = pod_slow[i].len() as f64;
+            let slow: f64 = pod_slow[i].iter().sum::<f64>() / pods;
+            let worst = pod_slow[i].iter().copied().fold(1.0, f64::max);
+            let mut own = s.own_ms * slow;
+            let mut own_tail = s.own_ms * worst;
+            // A slow pod times out a share of its own requests.
+            let mut e = s.own_err + 0.01 * (worst - 1.0) / pods;
+            if on && i == target {
+                match sc.fault {
+                    MicroFault::NetworkDelay => {
+                        own += 120.0;
+                        own_tail += 120.0;
+                    }
+                    MicroFault::PacketLoss => {
+                        own += 60.0;
+                        own_tail += 200.0;
+                        e += 0.04;
+                    }
+                    MicroFault::ErrorReturns => e += 0.15,
+                    _ => {}
+                }
+            }
+            let mut l = own;
+            let mut lt = own_tail;
+            let mut ok = 1.0 - e;
+            for (c, share) in &s.callees {
+                l += share * lat[*c];
+                lt += share * tail[*c];
+                ok *= 1.0 - share * err[*c];
+            }
+            lat[i] = l;
+            tail[i] = lt.max(l);
+            err[i] = (1.0 - ok).clamp(0.0, 1.0);
+        }
+        for (i, s) in svcs.iter().enumerate() {
+            let rps = entry_rps * reach[i];
+            let l = lat[i] * (1.0 + 0.04 * noise.sample(&mut rng));
+            let e = (err[i] * (1.0 + 0.1 * noise.sample(&mut rng))).clamp(0.0, 1.0);
+            let svc_rows: [(&str, f64); 5] = [
+                ("LatencyP50", l * 0.6),
+                (
+                    "LatencyP99",
+                    tail[i] * 1.8 * (1.0 + 0.05 * noise.sample(&mut rng)),
+                ),
+                ("PodSuccessRate(%)", 100.0 * (1.0 - e)),
+                (
+                    "RequestsPerSecond",
+                    rps * (1.0 + 0.02 * noise.sample(&mut rng)),
+                ),
+                ("ErrorsPerSecond", rps * e),
+            ];
+            for (m, v) in svc_rows {
+                let _ = writeln!(csv, "{ts},{},,{m},{v:.5}", s.name);
+                rows += 1;
+            }
+            let per_pod = rps / s.pods.len() as f64;
+            for (p, name) in s.pods.iter().enumerate() {
+                let hog = on && i == target && p == pod;
+                let cpu = if hog && sc.fault == MicroFault::CpuHog {
+                    1000.0
+                } else {
+                    s.cpu_m * (0.6 + 0.4 * per_pod / 100.0).min(3.0)
+                } * (1.0 + 0.03 * noise.sample(&mut rng));
+                let mem = if hog && sc.fault == MicroFault::MemoryLeak {
+                    s.mem_mi * (1.0 + 2.0 * leak)
+                } else {
+                    s.mem_mi
+                } * (1.0 + 0.01 * noise.sample(&mut rng));
+                let lost = if on && i == target && sc.fault == MicroFault::PacketLoss {
+                    0.05
+                } else {
+                    0.0005
+                };
+                let pod_rows: [(&str, f64); 5] = [
+                    ("CpuUsage(m)", cpu),
+                    ("MemoryUsage(Mi)", mem),
+                    (
+                        "NetworkReceiveBytes",
+                        per_pod * 2048.0 * (1.0 + 0.03 * noise.sample(&mut rng)),
+                    ),
+                    (
+                        "NetworkTransmitBytes",
+                        per_pod * 4096.0 * (1.0 + 0.03 * noise.sample(&mut rng)),
+                    ),
+                    (
+                        "TcpRetransRatio",
+                        lost * (1.0 + 0.1 * noise.sample(&mut rng).abs()),
+                    ),
+                ];
+                for (m, v) in pod_rows {
+                    let _ = writeln!(csv, "{ts},{},{name},{m},{v:.5}", s.name);
+                    rows += 1;
+                }
+            }
+        }
+    }
+    let mut deps = String::from("source,target\n");
+    for s in &svcs {
+        for (c, _) in &s.callees {
+            let _ = writeln!(deps, "{},{}", s.name, svcs[*c].name);
+        }
+    }
+    let t = &svcs[target];
+    Ok(MicroRecording {
+        metrics: csv,
+        dependencies: deps,
+        rows,
+        truth: MicroTruth {
+            service: t.name.clone(),
+            pod: sc.fault.on_pod().then(|| t.pods[pod].clone()),
+            fault: sc.fault,
+            start_ms: (START_S + sc.start_s as i64) * 1000,
+            pods: t.pods.clone(),
+        },
+    })
+}
+
+/// The scenarios of a directory (`*.toml`), by file name; every bad file
+/// reported.
+pub fn load_dir(dir: &std::path::Path) -> Result<Vec<MicroScenario>, String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(&f)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str::<MicroScenario>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(s) => out.push(s),
+            Err(e) => problems.push(format!("{}: {e}", f.display())),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// Per fault kind, how many scenarios.
+pub fn by_fault(s: &[MicroScenario]) -> BTreeMap<&'static str, usize> {
+    let mut m = BTreeMap::new();
+    for x in s {
+        *m.entry(x.fault.cause()).or_default() += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sc(fault: MicroFault, seed: u64) -> MicroScenario {
+        MicroScenario {
+            name: "t".into(),
+            seed,
+            services: 12,
+            fault,
+            start_s: 120,
+            duration_s: 180,
+            step_s: 1,
+        }
+    }
+
+    #[test]
+    fn a_world_is_the_same_for_a_seed_and_its_fault_shows_where_it_is() {
+        let a = generate(&sc(MicroFault::NetworkDelay, 5)).unwrap();
+        let b = generate(&sc(MicroFault::NetworkDelay, 5)).unwrap();
+        assert_eq!(a.metrics, b.metrics);
+        let c = generate(&sc(MicroFault::NetworkDelay, 6)).unwrap();
+        assert_ne!(a.metrics, c.metrics);
+        assert_eq!(a.rows, a.metrics.lines().count() - 1);
+        // The faulty service's p99 is far higher after the start.
+        let p99 = |after: bool| -> f64 {
+            let v: Vec<f64> = a
+                .metrics
+                .lines()
+                .filter(|l| l.contains(&format!(",{},,LatencyP99,", a.truth.service)))
+                .filter(|l| {
+                    let ts: i64 = l.split(',').next().unwrap().parse().unwrap();
+                    (ts * 1000 >= a.truth.start_ms) == after
+                })
+                .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        assert!(
+            p99(true) > p99(false) + 150.0,
+            "{} {}",
+            p99(true),
+            p99(false)
+        );
+        let hog = generate(&sc(MicroFault::CpuHog, 5)).unwrap();
+        assert!(hog.truth.pod.is_some());
+        assert!(
+            generate(&MicroScenario {
+                services: 40,
+                ..sc(MicroFault::CpuHog, 1)
+            })
+            .is_err()
+        );
+    }
+}
