@@ -613,7 +613,8 @@ impl Validate for Announcement {
 /// .., "kind": "deploy" | "config" | "feature_flag" | "scaling", "author":
 /// .., "description": ..}`. `ts` is epoch seconds or milliseconds (a number
 /// or a string) and may be left out when `now` is given; `author` and
-/// `description` are optional.
+/// `description` are optional. The service may be named any way: a name
+/// the wire does not take is mapped ([`crate::names::wire_name`]).
 pub fn parse_change(json: &[u8], now: Option<i64>) -> Result<ChangeEvent, String> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -645,19 +646,20 @@ pub fn parse_change(json: &[u8], now: Option<i64>) -> Result<ChangeEvent, String
             n.id
         ));
     }
-    if !valid_name(&n.service) {
-        return Err(format!(
-            "service {:?} must be 1..=128 chars of [A-Za-z0-9_:/-]",
-            n.service
-        ));
+    // A service is named as its monitoring names it; the wire takes the
+    // same mapping replay applies (`cart.svc` is `cart_svc`).
+    let service = n.service.trim();
+    if service.is_empty() {
+        return Err("service must not be empty".into());
     }
+    let service = crate::names::wire_name(service);
     if n.author.len() > 256 || n.description.len() > 4096 {
         return Err("author (256) or description (4096 bytes) too long".into());
     }
     Ok(ChangeEvent {
         v: WIRE_VERSION,
         id: n.id,
-        service: n.service,
+        service,
         kind: n.kind,
         ts,
         author: n.author,

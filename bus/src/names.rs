@@ -157,6 +157,21 @@ mod tests {
         assert_eq!(m.changed.len(), 3);
     }
 
+    #[test]
+    fn a_change_notice_names_its_service_as_replay_does() {
+        let c = crate::parse_change(
+            br#"{"ts": 1760000000, "id": "chg-1", "service": "cart.svc", "kind": "deploy"}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.service, "cart_svc");
+        let empty = crate::parse_change(
+            br#"{"ts": 1760000000, "id": "chg-1", "service": " ", "kind": "deploy"}"#,
+            None,
+        );
+        assert_eq!(empty.unwrap_err(), "service must not be empty");
+    }
+
     proptest! {
         #[test]
         fn every_name_maps_to_a_valid_one(s in "\\PC{0,300}") {
