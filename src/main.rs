@@ -168,6 +168,10 @@ enum Cmd {
         /// `truth.json`) under this directory.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// Replay without the call graph (no `dependencies.csv`), as
+        /// metrics-only recordings come.
+        #[arg(long)]
+        no_graph: bool,
     },
     /// Measures root-cause localization on the PetShop data set: converts
     /// each case to replay's format, replays it, and reports top-1 and
@@ -480,6 +484,7 @@ async fn main() -> anyhow::Result<()> {
             json,
             min_top1,
             keep,
+            no_graph,
         } => {
             let cfg = BrainConfig {
                 playbooks: selfheal::paths::playbooks(),
@@ -491,18 +496,19 @@ async fn main() -> anyhow::Result<()> {
                 bail!("no scenario under {}", dir.display());
             }
             let t = std::time::Instant::now();
-            let report = selfheal::micro::drill(&scenarios, &cfg, keep.as_deref(), |r| {
-                eprintln!(
-                    "{} ({} services): {} ranked {} by {}; blamed {}",
-                    r.name,
-                    r.services,
-                    r.truth,
-                    r.rank.map_or("-".into(), |k| k.to_string()),
-                    r.cause.as_deref().unwrap_or("-"),
-                    r.ranked.join(", ")
-                );
-            })
-            .await?;
+            let report =
+                selfheal::micro::drill(&scenarios, &cfg, keep.as_deref(), !no_graph, |r| {
+                    eprintln!(
+                        "{} ({} services): {} ranked {} by {}; blamed {}",
+                        r.name,
+                        r.services,
+                        r.truth,
+                        r.rank.map_or("-".into(), |k| k.to_string()),
+                        r.cause.as_deref().unwrap_or("-"),
+                        r.ranked.join(", ")
+                    );
+                })
+                .await?;
             print!("{}", selfheal::micro::markdown(&report));
             eprintln!(
                 "{} scenarios in {:.1} s",

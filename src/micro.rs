@@ -86,12 +86,14 @@ fn score<'a>(rs: impl Iterator<Item = &'a MicroResult>) -> MicroScore {
     s
 }
 
-/// Runs every scenario through a brain of `cfg` (its store replaced); the
-/// recordings are kept under `keep` when given.
+/// Runs every scenario through a brain of `cfg` (its store replaced), with
+/// the call graph or without; the recordings are kept under `keep` when
+/// given.
 pub async fn drill(
     scenarios: &[MicroScenario],
     cfg: &BrainConfig,
     keep: Option<&std::path::Path>,
+    graph: bool,
     mut progress: impl FnMut(&MicroResult),
 ) -> anyhow::Result<MicroReport> {
     let mut results = Vec::new();
@@ -108,7 +110,9 @@ pub async fn drill(
             serde_json::to_string_pretty(&rec.truth)? + "\n",
         )?;
         std::fs::write(dir.join("metrics.csv"), &rec.metrics)?;
-        std::fs::write(dir.join("dependencies.csv"), &rec.dependencies)?;
+        if graph {
+            std::fs::write(dir.join("dependencies.csv"), &rec.dependencies)?;
+        }
         let recording = crate::replay::read(&dir).with_context(|| sc.name.clone())?;
         let mut c = cfg.clone();
         c.store = tmp.path().join("replay.db");

@@ -285,6 +285,10 @@ pub struct Discipline {
     pub symptoms: Vec<regex::Regex>,
     /// Planned windows: (start ms, end ms, services; all when empty).
     pub planned: Vec<(i64, i64, Vec<String>)>,
+    /// Whether the topology has call edges. Without them no service is
+    /// known to be an entry, and latency that agrees across services opens
+    /// an incident too.
+    pub has_graph: bool,
 }
 
 impl Discipline {
@@ -301,6 +305,7 @@ impl Discipline {
             .flat_map(|s| s.depends_on.iter().map(String::as_str))
             .collect();
         let mut d = Discipline {
+            has_graph: !called.is_empty(),
             entries: topo
                 .services
                 .iter()
@@ -533,7 +538,20 @@ impl Correlator {
                     .iter()
                     .filter(|s| matches!(&*s.evidence.class, "errors" | "success"))
                     .count();
-                if !symptom && agreeing < 2 {
+                // Without a call graph: latency, errors or success going
+                // bad in two services or more.
+                let across = !self.discipline.has_graph && {
+                    let mut services: Vec<&str> = self
+                        .signals
+                        .iter()
+                        .filter(|s| matches!(&*s.evidence.class, "errors" | "success" | "latency"))
+                        .map(|s| s.key.service.as_str())
+                        .collect();
+                    services.sort_unstable();
+                    services.dedup();
+                    services.len() >= 2
+                };
+                if !symptom && agreeing < 2 && !across {
                     return None;
                 }
                 self.next += 1;
@@ -607,6 +625,117 @@ mod tests {
                 .classify(metric)
                 .name,
         }
+    }
+
+    fn sys(service: &str, metric: &str, ts: i64) -> AnomalyEvent {
+        let mut e = ev(service, metric, ts, AnomalyKind::Start);
+        e.key.layer = Layer::System;
+        e
+    }
+
+    #[test]
+    fn a_lone_resource_series_is_a_signal_that_joins_the_next_incident() {
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        c.discipline.entries.insert("web".into());
+        assert_eq!(c.on_anomaly(&sys("db", "cpu", 10_000)), None, "a signal");
+        assert_eq!(
+            c.on_anomaly(&sys("db", "latency_ms", 11_000)),
+            None,
+            "internal latency"
+        );
+        assert_eq!(c.signals(), 2);
+        // The entry's latency is a symptom: it opens, and the signals join.
+        assert_eq!(
+            c.on_anomaly(&sys("web", "latency_ms", 12_000)),
+            Some((0, true))
+        );
+        assert_eq!(c.incidents[0].evidence.len(), 3);
+        assert_eq!(c.incidents[0].onset, 8_000, "the earliest signal's onset");
+        assert_eq!(c.signals(), 0);
+    }
+
+    #[test]
+    fn latency_under_rising_traffic_is_load_and_errors_always_count() {
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        let mut tps = ev("web", "tps", 10_000, AnomalyKind::Start);
+        tps.value = 900.0;
+        tps.baseline = 500.0;
+        assert_eq!(
+            c.on_anomaly(&tps),
+            None,
+            "traffic moving while quality holds"
+        );
+        assert_eq!(
+            c.on_anomaly(&ev("web", "latency_p99_ms", 10_000, AnomalyKind::Start)),
+            None,
+            "latency with the traffic: load"
+        );
+        assert_eq!(
+            c.on_anomaly_under(
+                &ev("shop", "latency_p99_ms", 10_000, AnomalyKind::Start),
+                true
+            ),
+            None,
+            "latency on a traffic ramp the history shows"
+        );
+        assert_eq!(
+            c.on_anomaly(&ev("web", "success_rate", 11_000, AnomalyKind::Start)),
+            Some((0, true))
+        );
+        // Inside a planned window latency is load too; errors still open.
+        let topo = selfheal_bus::Topology::default();
+        let planned = [Planned {
+            name: "sale".into(),
+            start: "1000".into(),
+            end: "2000".into(),
+            services: vec![],
+        }];
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline = Discipline::new(&topo, &[], &planned).unwrap();
+        c.discipline.has_graph = true;
+        assert_eq!(
+            c.on_anomaly(&ev("web", "latency_p99_ms", 1_500_000, AnomalyKind::Start)),
+            None
+        );
+        assert!(
+            c.on_anomaly(&ev("web", "error_rate", 1_500_000, AnomalyKind::Start))
+                .is_some()
+        );
+        assert!(
+            Discipline::new(&topo, &["a[".into()], &[]).is_ok(),
+            "patterns are globs"
+        );
+        let bad = [Planned {
+            end: "500".into(),
+            ..planned[0].clone()
+        }];
+        assert_eq!(Discipline::new(&topo, &[], &bad).unwrap_err().len(), 1);
+    }
+
+    #[test]
+    fn without_a_graph_latency_agreeing_across_services_opens() {
+        let mut c = Correlator::new(120_000, 3_000);
+        assert_eq!(c.on_anomaly(&sys("a", "latency_ms", 10_000)), None);
+        assert_eq!(
+            c.on_anomaly(&sys("a", "LatencyP50", 10_000)),
+            None,
+            "one service"
+        );
+        assert_eq!(
+            c.on_anomaly(&sys("b", "latency_ms", 11_000)),
+            Some((0, true))
+        );
+        assert_eq!(c.incidents[0].evidence.len(), 3);
+        c.discipline.has_graph = true;
+        c.incidents.clear();
+        assert_eq!(c.on_anomaly(&sys("c", "latency_ms", 500_000)), None);
+        assert_eq!(
+            c.on_anomaly(&sys("d", "latency_ms", 500_000)),
+            None,
+            "with a graph, internal latency waits for an entry"
+        );
     }
 
     #[test]
