@@ -405,25 +405,7 @@ fn pearson(a: &[Option<f64>], b: &[Option<f64>]) -> f64 {
         .zip(b)
         .filter_map(|(x, y)| Some(((*x)?, (*y)?)))
         .collect();
-    let n = pairs.len() as f64;
-    if pairs.len() < 3 {
-        return 0.0;
-    }
-    let (mx, my) = (
-        pairs.iter().map(|p| p.0).sum::<f64>() / n,
-        pairs.iter().map(|p| p.1).sum::<f64>() / n,
-    );
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (x, y) in pairs {
-        sxy += (x - mx) * (y - my);
-        sxx += (x - mx) * (x - mx);
-        syy += (y - my) * (y - my);
-    }
-    if sxx <= 0.0 || syy <= 0.0 {
-        0.0
-    } else {
-        sxy / (sxx * syy).sqrt()
-    }
+    selfheal_brain::diagnose::localize::pearson(&pairs)
 }
 
 /// The baseline: a random walk over the call graph from the symptom's
@@ -521,10 +503,7 @@ pub fn given_symptom(
         diagnose::localize::localize,
         recent::{HISTORY_POINTS, History},
     };
-    use selfheal_bus::{
-        Layer, SeriesKey,
-        topology::{Service, ServiceKind},
-    };
+    use selfheal_bus::{Layer, SeriesKey};
     let scenario_dir = case
         .dir
         .parent()
@@ -595,27 +574,7 @@ pub fn given_symptom(
         class: class.name,
     });
     let inc = correlator.incidents.remove(0);
-    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (a, b) in graph_edges(&scenario_dir.join("graph.csv"))? {
-        deps.entry(b.clone()).or_default();
-        deps.entry(a).or_default().push(b);
-    }
-    let topo = selfheal_bus::Topology {
-        idcs: vec![],
-        scenes: vec![],
-        links: vec![],
-        services: deps
-            .into_iter()
-            .map(|(name, depends_on)| Service {
-                name,
-                kind: ServiceKind::App,
-                depends_on,
-                backup: None,
-                instances: 1,
-                share: None,
-            })
-            .collect(),
-    };
+    let topo = selfheal_bus::Topology::from_edges(graph_edges(&scenario_dir.join("graph.csv"))?);
     let candidates = localize(
         &inc,
         &topo,

@@ -362,7 +362,7 @@ fn read_hot(
 /// instance counts and services without edges are added from the metrics.
 fn topology_from_edges(path: &Path, names: &mut NameMap) -> anyhow::Result<Topology> {
     let mut rd = csv::Reader::from_path(path)?;
-    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut edges = Vec::new();
     for (i, rec) in rd.deserialize::<(String, String)>().enumerate() {
         let (src, dst) = rec.map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 2))?;
         if src.trim().is_empty() || dst.trim().is_empty() {
@@ -372,33 +372,12 @@ fn topology_from_edges(path: &Path, names: &mut NameMap) -> anyhow::Result<Topol
                 i + 2
             );
         }
-        let (src, dst) = (
+        edges.push((
             names.map(src.trim()).to_string(),
             names.map(dst.trim()).to_string(),
-        );
-        deps.entry(dst.clone()).or_default();
-        let d = deps.entry(src).or_default();
-        if !d.contains(&dst) {
-            d.push(dst);
-        }
+        ));
     }
-    let services = deps
-        .into_iter()
-        .map(|(name, depends_on)| Service {
-            name,
-            kind: ServiceKind::App,
-            depends_on,
-            backup: None,
-            instances: 1,
-            share: None,
-        })
-        .collect();
-    Ok(Topology {
-        idcs: Vec::new(),
-        scenes: Vec::new(),
-        links: Vec::new(),
-        services,
-    })
+    Ok(Topology::from_edges(edges))
 }
 
 /// One incident as replay reports it.

@@ -101,6 +101,34 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// A topology of call edges (caller, callee) alone: every service an
+    /// application with one instance, no IDC, scene or link. Repeated
+    /// edges count once.
+    pub fn from_edges(edges: impl IntoIterator<Item = (String, String)>) -> Topology {
+        let mut deps: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (src, dst) in edges {
+            deps.entry(dst.clone()).or_default();
+            let d = deps.entry(src).or_default();
+            if !d.contains(&dst) {
+                d.push(dst);
+            }
+        }
+        Topology {
+            services: deps
+                .into_iter()
+                .map(|(name, depends_on)| Service {
+                    name,
+                    kind: ServiceKind::App,
+                    depends_on,
+                    backup: None,
+                    instances: 1,
+                    share: None,
+                })
+                .collect(),
+            ..Topology::default()
+        }
+    }
+
     /// The service called `name`.
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)

@@ -140,6 +140,12 @@ fn correlation(a: &History, b: &History, now: i64) -> f64 {
             }
         }
     }
+    pearson(&pairs).abs()
+}
+
+/// The Pearson correlation of paired samples (0 with fewer than 3 or no
+/// spread).
+pub fn pearson(pairs: &[(f64, f64)]) -> f64 {
     if pairs.len() < 3 {
         return 0.0;
     }
@@ -157,7 +163,7 @@ fn correlation(a: &History, b: &History, now: i64) -> f64 {
     if sxx <= 1e-18 || syy <= 1e-18 {
         0.0
     } else {
-        (sxy / (sxx * syy).sqrt()).abs()
+        sxy / (sxx * syy).sqrt()
     }
 }
 
