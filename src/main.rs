@@ -619,7 +619,7 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("{g}");
             }
             let t = std::time::Instant::now();
-            let incidents = selfheal::replay::run(rec, cfg).await?;
+            let incidents = selfheal::replay::run_alone(rec, cfg).await?;
             let json = serde_json::to_string_pretty(&incidents)?;
             match out {
                 Some(p) => std::fs::write(&p, json + "\n")

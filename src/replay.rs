@@ -395,6 +395,59 @@ pub struct ReplayIncident {
 /// How far ahead of the brain's ingest the driver may publish, batches
 /// (well inside the in-process bus's queue, so nothing is dropped).
 const MAX_AHEAD: u64 = 4_096;
+/// Instants of a thin recording handed over in one batch (below
+/// [`LEAD_INSTANTS`]).
+const PACK_INSTANTS: usize = 8;
+
+/// Sends indicator batches to the brain, never more than [`MAX_AHEAD`]
+/// ahead of its ingest, reporting refusals as they come.
+struct Feeder {
+    bus: Bus,
+    subjects: Subjects,
+    stats: Arc<BrainStats>,
+    batches: u64,
+    seq: u64,
+    refused: u64,
+}
+
+impl Feeder {
+    async fn send(
+        &mut self,
+        (layer, idc, service): (Layer, String, String),
+        samples: Vec<Sample>,
+        ts: i64,
+    ) -> anyhow::Result<()> {
+        for chunk in samples.chunks(BATCH_SAMPLES) {
+            if self.batches >= MAX_AHEAD
+                && BrainStats::get(&self.stats.batches) + self.stats.rejected_total()
+                    < self.batches - MAX_AHEAD / 2
+            {
+                let b = self.batches - MAX_AHEAD / 2;
+                wait_for(&self.stats, "feeding indicators", ts, |s| {
+                    BrainStats::get(&s.batches) + s.rejected_total() >= b
+                })
+                .await?;
+                self.refused = report_refusals(&self.stats, self.refused, ts);
+            }
+            self.seq += 1;
+            let b = IndicatorBatch {
+                v: WIRE_VERSION,
+                source: "replay".into(),
+                seq: self.seq,
+                layer,
+                idc: idc.clone(),
+                service: service.clone(),
+                samples: chunk.to_vec(),
+            };
+            self.bus
+                .publish(&self.subjects.indicators(layer, &idc, &service), encode(&b))
+                .await?;
+            self.batches += 1;
+        }
+        Ok(())
+    }
+}
+
 /// How many instants ingest may run ahead of the engine: well inside the
 /// history the brain keeps of every series (64 samples) beyond what
 /// diagnosis reads (48), so the same recording is diagnosed on the same
@@ -466,6 +519,25 @@ fn report_refusals(stats: &BrainStats, seen: u64, ts: i64) -> u64 {
     total
 }
 
+/// [`run`], on the runtime that suits the recording. A thin recording
+/// (under 64 samples an instant) runs on a runtime of its own with one
+/// thread, from a blocking thread: the brain's tasks then hand instants to
+/// each other without waking other threads, which costs more than the
+/// work itself. A wide one runs here, its shards in parallel. The result
+/// is the same either way.
+pub async fn run_alone(rec: Recording, cfg: BrainConfig) -> anyhow::Result<Vec<ReplayIncident>> {
+    if rec.rows >= 64 * rec.by_time.len().max(1) {
+        return run(rec, cfg).await;
+    }
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(rec, cfg))
+    })
+    .await?
+}
+
 /// Runs the brain of `cfg` over `rec` and returns its incidents. The
 /// brain runs in dry run and accepts any timestamp.
 ///
@@ -495,9 +567,17 @@ pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<Rep
     .context("starting the brain")?;
     bus.flush().await?;
     let stats = brain.stats.clone();
-    let (mut batches, mut contexts) = (0u64, 0u64);
-    let mut refused = 0u64;
-    let mut seq = 0;
+    let mut contexts = 0u64;
+    let mut feeder = Feeder {
+        bus: bus.clone(),
+        subjects: subjects.clone(),
+        stats: stats.clone(),
+        batches: 0,
+        seq: 0,
+        refused: 0,
+    };
+    type Key = (Layer, String, String);
+    let mut pack: Option<(Key, Vec<Sample>, usize)> = None;
     // The brain's clock moves with the indicators it has seen.
     let mut clock = i64::MIN;
     let mut fed: std::collections::VecDeque<i64> = std::collections::VecDeque::new();
@@ -512,7 +592,10 @@ pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<Rep
             .await?;
         }
         if !inst.changes.is_empty() || !inst.hot.is_empty() {
-            let (b, c, at) = (batches, contexts, clock);
+            if let Some((k, v, _)) = pack.take() {
+                feeder.send(k, v, ts).await?;
+            }
+            let (b, c, at) = (feeder.batches, contexts, clock);
             wait_for(
                 &stats,
                 "catching up before a change or hot-key report",
@@ -544,35 +627,38 @@ pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<Rep
             clock = ts;
             fed.push_back(ts);
         }
-        for ((layer, idc, service), samples) in inst.batches {
-            for chunk in samples.chunks(BATCH_SAMPLES) {
-                if batches >= MAX_AHEAD
-                    && BrainStats::get(&stats.batches) + stats.rejected_total()
-                        < batches - MAX_AHEAD / 2
-                {
-                    let b = batches - MAX_AHEAD / 2;
-                    wait_for(&stats, "feeding indicators", ts, |s| {
-                        BrainStats::get(&s.batches) + s.rejected_total() >= b
-                    })
-                    .await?;
-                    refused = report_refusals(&stats, refused, ts);
+        // A thin recording (one batch an instant, the same one) is handed
+        // over several instants at a time: the engine moves through every
+        // time in between itself.
+        let mut instant = inst.batches;
+        if instant.len() == 1
+            && let Some((key, samples)) = instant.pop_first()
+        {
+            if pack
+                .as_ref()
+                .is_some_and(|(k, _, n)| *k != key || *n >= PACK_INSTANTS)
+            {
+                if let Some((k, v, _)) = pack.take() {
+                    feeder.send(k, v, ts).await?;
                 }
-                seq += 1;
-                let b = IndicatorBatch {
-                    v: WIRE_VERSION,
-                    source: "replay".into(),
-                    seq,
-                    layer,
-                    idc: idc.clone(),
-                    service: service.clone(),
-                    samples: chunk.to_vec(),
-                };
-                bus.publish(&subjects.indicators(layer, &idc, &service), encode(&b))
-                    .await?;
-                batches += 1;
             }
+            let p = pack.get_or_insert_with(|| (key, Vec::new(), 0));
+            p.1.extend(samples);
+            p.2 += 1;
+            continue;
+        }
+        if let Some((k, v, _)) = pack.take() {
+            feeder.send(k, v, ts).await?;
+        }
+        for (key, samples) in instant {
+            feeder.send(key, samples, ts).await?;
         }
     }
+    if let Some((k, v, _)) = pack.take() {
+        feeder.send(k, v, clock).await?;
+    }
+    let batches = feeder.batches;
+    let refused = feeder.refused;
     let (b, at) = (batches, clock);
     wait_for(&stats, "finishing", clock, |s| {
         BrainStats::get(&s.batches) + s.rejected_total() >= b && s.settled(at)

@@ -424,3 +424,47 @@ fn the_generic_microservice_world_holds_localization_to_the_bar() {
         assert_eq!(r["faults"][f]["detected"], 3, "{f}");
     }
 }
+
+#[test]
+fn a_thin_recording_handed_over_in_packs_opens_its_incident_on_time() {
+    // One series at one-minute steps: replay hands several instants over
+    // at once; the incident must open and be diagnosed at the same times
+    // as instant by instant.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t0 = 1_760_000_000i64;
+    let mut csv = String::from("timestamp,service,metric,value\n");
+    for m in 0..400i64 {
+        let w = ((m * 7919) % 13) as f64 / 13.0;
+        let v = if m >= 300 { 400.0 } else { 100.0 + 4.0 * w };
+        writeln!(csv, "{},api,latency_ms,{v}", t0 + m * 60).unwrap();
+    }
+    std::fs::write(d.join("metrics.csv"), csv).unwrap();
+    std::fs::write(d.join("dependencies.csv"), "source,target\napi,db\n").unwrap();
+    let out = d.join("incidents.json");
+    let (ok, _, err) = selfheal(&[
+        "replay",
+        "--dir",
+        d.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let inc = incidents(&out);
+    assert_eq!(inc.len(), 1, "{inc:#?}");
+    let opened = inc[0]["opened_ts"].as_i64().unwrap();
+    // Three bad samples open it: at minute 302.
+    assert_eq!(opened, (t0 + 302 * 60) * 1000, "{inc:#?}");
+    let diagnosed = inc[0]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t[1] == "diagnosed")
+        .map(|t| t[0].as_i64().unwrap())
+        .unwrap();
+    assert_eq!(
+        diagnosed,
+        opened + 3_000,
+        "diagnosed when its evidence window ends"
+    );
+}

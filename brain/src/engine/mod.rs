@@ -142,7 +142,7 @@ impl Engine {
                             }
                             let low = marks.iter().copied().min().unwrap_or(i64::MIN);
                             if low > now {
-                                self.take(&mut pending, low).await;
+                                self.take(&mut pending, now, low).await;
                                 now = low;
                             }
                         }
@@ -168,14 +168,15 @@ impl Engine {
         }
     }
 
-    /// Files the pending anomalies before `until` in a fixed order, the
-    /// incidents advanced at each distinct time. Those at `until` itself
-    /// wait: more batches of that time may still come (one per service and
-    /// layer), and a time is judged whole.
-    async fn take(&mut self, pending: &mut Vec<AnomalyEvent>, until: i64) {
-        if pending.is_empty() {
-            return;
-        }
+    /// Files the pending anomalies before `until` in a fixed order and
+    /// moves the incidents through every time in between at which
+    /// something happens: each anomaly's time, and each incident's deadline
+    /// (end of evidence gathering, of a verification window, of an
+    /// approver's time). So a driver may hand over many instants at once
+    /// and the incidents still move as they would instant by instant.
+    /// Anomalies at `until` itself wait: more batches of that time may
+    /// still come (one per service and layer), and a time is judged whole.
+    async fn take(&mut self, pending: &mut Vec<AnomalyEvent>, from: i64, until: i64) {
         let mut due: Vec<AnomalyEvent>;
         (due, *pending) = std::mem::take(pending)
             .into_iter()
@@ -192,14 +193,44 @@ impl Engine {
                 b.kind as u8,
             ))
         });
-        let mut at = None;
-        for ev in due {
-            if at.is_some_and(|t| t < ev.ts) {
-                self.advance(at.unwrap_or(ev.ts)).await;
+        let mut due = std::collections::VecDeque::from(due);
+        let mut cur = from;
+        loop {
+            let next_ev = due.front().map(|e| e.ts);
+            let next_dl = self.next_deadline(cur, until);
+            match (next_ev, next_dl) {
+                (None, None) => break,
+                (Some(t), dl) if dl.is_none_or(|d| t <= d) => {
+                    while due.front().is_some_and(|e| e.ts == t) {
+                        if let Some(ev) = due.pop_front() {
+                            self.on_anomaly(&ev).await;
+                        }
+                    }
+                    cur = cur.max(t);
+                    self.advance(cur).await;
+                }
+                (_, Some(d)) => {
+                    cur = d;
+                    self.advance(cur).await;
+                }
+                _ => break,
             }
-            at = Some(ev.ts);
-            self.on_anomaly(&ev).await;
         }
+    }
+
+    /// The earliest incident deadline after `after` and before `before`.
+    fn next_deadline(&self, after: i64, before: i64) -> Option<i64> {
+        self.correlator
+            .incidents
+            .iter()
+            .filter_map(|i| match (&i.phase, &i.wait) {
+                (Phase::Collecting(until), _) => Some(*until),
+                (Phase::Executing, Some(Wait::Verify { deadline, .. }))
+                | (Phase::Executing, Some(Wait::Approval { deadline, .. })) => Some(*deadline),
+                _ => None,
+            })
+            .filter(|d| *d > after && *d < before)
+            .min()
     }
 
     /// Keeps the topology current from an agent's announcement: an IDC or
