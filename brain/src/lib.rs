@@ -9,9 +9,11 @@
 //! - [`config`]: the brain's TOML configuration.
 //! - [`ingest`]: subscribe, decode, validate, route samples to shards.
 //! - [`detect`]: per-series streaming detectors in shard tasks.
-//! - [`correlate`]: anomalies grouped into incidents.
+//! - [`correlate`]: anomalies grouped into incidents, and what may open
+//!   one (symptoms, agreeing groups; the rest kept as signals).
 //! - [`context`]: recent changes and hot keys the diagnosis weighs.
-//! - [`diagnose`]: ranked hypotheses with evidence.
+//! - [`diagnose`]: ranked hypotheses with evidence; generic localization.
+//! - [`recent`]: recent samples of every series (charts, localization).
 //! - [`playbook`]: the sandboxed Rhai runtime and host API.
 //! - [`act`]: guards and dispatch of actions to edge actuators.
 //! - [`verify`]: checks after an action.

@@ -471,9 +471,9 @@ mod webhook_tests {
             ),
             (
                 Some("Bearer ci-s3cret"),
-                r#"{"id": "c", "service": "a b", "kind": "deploy"}"#,
+                r#"{"id": "c", "service": " ", "kind": "deploy"}"#,
                 400,
-                "service",
+                "service must not be empty",
             ),
             (
                 Some("Bearer ci-s3cret"),
@@ -510,6 +510,15 @@ mod webhook_tests {
         );
         let (got, _) = post(Some("Bearer ci-s3cret"), &big).await;
         assert_eq!(got, 413);
+        // A service named as its monitoring names it is mapped, as replay
+        // maps it.
+        let (got, text) = post(
+            Some("Bearer ci-s3cret"),
+            r#"{"id": "chg-3", "service": "cart.svc", "kind": "deploy"}"#,
+        )
+        .await;
+        assert_eq!(got, 202, "{text}");
+        assert!(text.contains(r#""service":"cart_svc""#), "{text}");
         let text = stats.render_prometheus();
         assert!(
             text.contains("selfheal_brain_webhook_unauthorized_total 3"),
@@ -520,7 +529,7 @@ mod webhook_tests {
             "{text}"
         );
         assert!(
-            text.contains("selfheal_brain_webhook_accepted_total 2"),
+            text.contains("selfheal_brain_webhook_accepted_total 3"),
             "{text}"
         );
     }

@@ -9,6 +9,12 @@
 //! `hypothesis::adjust`. Rules run in file-name order in the playbooks'
 //! sandbox; a rule that fails is skipped, named and counted, and the others
 //! still run. See docs/diagnosis.md.
+//!
+//! # Layout
+//! - this module: the rules' runtime, the facts they read and the
+//!   hypotheses they make.
+//! - [`localize`]: generic root-cause localization over any service graph,
+//!   handed to the rules as `incident.candidates`.
 
 use std::{
     path::Path,
