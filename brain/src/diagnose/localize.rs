@@ -273,6 +273,9 @@ where
     let mut owned: BTreeMap<String, ()> = BTreeMap::new();
     let mut rows: Vec<(String, Option<String>, String, String, f64)> = Vec::new();
     let mut comove: BTreeMap<String, f64> = BTreeMap::new();
+    // Each service's series that moved most, for edges learnt without a
+    // graph.
+    let mut best: BTreeMap<String, (f64, &History)> = BTreeMap::new();
     for (k, h) in history {
         let c = classes.classify(&k.metric);
         let Some(z) = robust_score(h, onset, now, c.direction) else {
@@ -285,6 +288,10 @@ where
                 .fold(0.0, f64::max);
             let m = comove.entry(k.service.clone()).or_default();
             *m = m.max(r);
+            let wz = z * weight(&classes.classify(&k.metric).name);
+            if best.get(&k.service).is_none_or(|(b, _)| wz > *b) {
+                best.insert(k.service.clone(), (wz, h));
+            }
         }
         owned.insert(k.service.clone(), ());
         rows.push((
@@ -352,7 +359,7 @@ where
         .filter(|(_, m)| **m >= MOVED)
         .map(|(s, _)| *s)
         .collect();
-    let callees: BTreeMap<&str, Vec<&str>> = topo
+    let mut callees: BTreeMap<&str, Vec<&str>> = topo
         .services
         .iter()
         .map(|s| {
@@ -362,6 +369,21 @@ where
             )
         })
         .collect();
+    // Without a graph, edges are learnt from what moved together: a
+    // service whose worst series follows (|r| >= 0.7) that of a service
+    // flagged before it is taken to call it.
+    if !callees.values().any(|v| !v.is_empty()) {
+        for (a, (_, ha)) in &best {
+            for (c, (_, hc)) in &best {
+                let (Some(fa), Some(fc)) = (first.get(a.as_str()), first.get(c.as_str())) else {
+                    continue;
+                };
+                if a != c && fc < fa && correlation(ha, hc, now) >= 0.7 {
+                    callees.entry(a.as_str()).or_default().push(c.as_str());
+                }
+            }
+        }
+    }
     let has_graph = callees.values().any(|v| !v.is_empty());
     let reach = |from: &str| -> BTreeSet<&str> {
         let mut seen = BTreeSet::new();
@@ -614,6 +636,40 @@ mod tests {
             i64::MAX,
         );
         assert!(c.iter().all(|c| c.magnitude < MOVED), "{c:#?}");
+    }
+
+    #[test]
+    fn without_a_graph_what_moved_first_and_together_is_learnt_as_a_callee() {
+        let mut c = crate::correlate::Correlator::new(120_000, 3_000);
+        let at = |service: &str, onset: i64| crate::detect::AnomalyEvent {
+            key: key(service, None, "latency_ms"),
+            ts: onset + 2 * 60_000,
+            kind: crate::detect::AnomalyKind::Start,
+            onset,
+            value: 1.0,
+            baseline: 0.0,
+            score: 0.9,
+            direction: Direction::Up,
+            class: "latency".into(),
+        };
+        c.on_anomaly(&at("db", 29 * 60_000));
+        c.on_anomaly(&at("web", 30 * 60_000));
+        let inc = c.incidents.remove(0);
+        let h = [
+            (key("web", None, "latency_ms"), ramp(100.0, 300.0, 1)),
+            (key("db", None, "latency_ms"), ramp(20.0, 220.0, 2)),
+        ];
+        let topo = Topology::default();
+        let c = localize(
+            &inc,
+            &topo,
+            h.iter().map(|(k, v)| (k, v)),
+            MetricClasses::shipped(),
+            i64::MAX,
+        );
+        let db = c.iter().find(|c| c.service == "db").unwrap();
+        assert_eq!(db.explains, vec!["web".to_string()], "{c:#?}");
+        assert_eq!(c[0].service, "db", "{c:#?}");
     }
 
     #[test]
