@@ -12,6 +12,20 @@ fn incidents(path: &std::path::Path) -> Vec<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// Replays `d` with the CLI and returns its incidents.
+fn replayed(d: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = d.join("incidents.json");
+    let (ok, _, err) = selfheal(&[
+        "replay",
+        "--dir",
+        d.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    incidents(&out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_sim_run_replays_to_the_live_incident() {
     let dir = tempfile::tempdir().unwrap();
@@ -106,16 +120,7 @@ fn minute_data_with_call_edges_and_a_deploy_is_diagnosed() {
         ),
     )
     .unwrap();
-    let out = d.join("incidents.json");
-    let (ok, _, err) = selfheal(&[
-        "replay",
-        "--dir",
-        d.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
-    let inc = incidents(&out);
+    let inc = replayed(d);
     assert_eq!(inc.len(), 1, "{inc:#?}");
     let h = &inc[0]["hypotheses"][0];
     assert_eq!(h["cause"], "bad_deploy", "{inc:#?}");
@@ -292,15 +297,7 @@ fn an_export_with_gaps_and_odd_names_is_replayed_and_the_deploy_twelve_minutes_b
     );
     // Without the deploy, localization names cart and its pinned instance.
     std::fs::remove_file(d.join("changes.jsonl")).unwrap();
-    let (ok, _, err) = selfheal(&[
-        "replay",
-        "--dir",
-        d.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
-    let inc = incidents(&out);
+    let inc = replayed(d);
     let h = &inc[0]["hypotheses"][0];
     assert_eq!(h["cause"], "cpu_hog", "{inc:#?}");
     assert_eq!(h["target"], "10_0_0_1_80");
@@ -441,16 +438,7 @@ fn a_thin_recording_handed_over_in_packs_opens_its_incident_on_time() {
     }
     std::fs::write(d.join("metrics.csv"), csv).unwrap();
     std::fs::write(d.join("dependencies.csv"), "source,target\napi,db\n").unwrap();
-    let out = d.join("incidents.json");
-    let (ok, _, err) = selfheal(&[
-        "replay",
-        "--dir",
-        d.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
-    let inc = incidents(&out);
+    let inc = replayed(d);
     assert_eq!(inc.len(), 1, "{inc:#?}");
     let opened = inc[0]["opened_ts"].as_i64().unwrap();
     // Three bad samples open it: at minute 302.
