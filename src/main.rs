@@ -627,7 +627,7 @@ async fn main() -> anyhow::Result<()> {
                 None => println!("{json}"),
             }
             eprintln!(
-                "replayed {rows} rows in {:.2} s: {} incident(s)",
+                "replayed {rows} rows in {:.3} s: {} incident(s)",
                 t.elapsed().as_secs_f64(),
                 incidents.len()
             );

@@ -397,7 +397,7 @@ pub struct ReplayIncident {
 const MAX_AHEAD: u64 = 4_096;
 /// Instants of a thin recording handed over in one batch (below
 /// [`LEAD_INSTANTS`]).
-const PACK_INSTANTS: usize = 8;
+const PACK_INSTANTS: usize = 32;
 
 /// Sends indicator batches to the brain, never more than [`MAX_AHEAD`]
 /// ahead of its ingest, reporting refusals as they come.
@@ -449,10 +449,10 @@ impl Feeder {
 }
 
 /// How many instants ingest may run ahead of the engine: well inside the
-/// history the brain keeps of every series (64 samples) beyond what
+/// history the brain keeps of every series (96 samples) beyond what
 /// diagnosis reads (48), so the same recording is diagnosed on the same
 /// samples whatever the pace.
-const LEAD_INSTANTS: usize = 12;
+const LEAD_INSTANTS: usize = 40;
 /// How long the brain may make no progress at all before replay gives up.
 const STALL: Duration = Duration::from_secs(30);
 

@@ -252,16 +252,18 @@ where
     let onset = inc.onset;
     let history = history.into_iter();
     // The symptoms: the incident's flagged series that go bad one way.
-    let symptoms: Vec<&History> = history
+    // (The history comes in no particular order: everything below is
+    // chosen by key, so the result does not depend on it.)
+    let mut symptoms: Vec<(&SeriesKey, &History)> = history
         .clone()
         .filter(|(k, _)| {
             inc.evidence
                 .get(*k)
                 .is_some_and(|e| e.direction != Direction::Both)
         })
-        .map(|(_, h)| h)
-        .take(8)
         .collect();
+    symptoms.sort_by(|a, b| a.0.cmp(b.0));
+    let symptoms: Vec<&History> = symptoms.into_iter().take(8).map(|(_, h)| h).collect();
     // Per service: (series, class, score) and, per instance, the largest.
     let mut series: BTreeMap<&str, Vec<(String, String, f64)>> = BTreeMap::new();
     let mut per_instance: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
@@ -275,7 +277,7 @@ where
     let mut comove: BTreeMap<String, f64> = BTreeMap::new();
     // Each service's series that moved most, for edges learnt without a
     // graph.
-    let mut best: BTreeMap<String, (f64, &History)> = BTreeMap::new();
+    let mut best: BTreeMap<String, (f64, &SeriesKey, &History)> = BTreeMap::new();
     for (k, h) in history {
         let c = classes.classify(&k.metric);
         let Some(z) = robust_score(h, onset, now, c.direction) else {
@@ -289,8 +291,11 @@ where
             let m = comove.entry(k.service.clone()).or_default();
             *m = m.max(r);
             let wz = z * weight(&classes.classify(&k.metric).name);
-            if best.get(&k.service).is_none_or(|(b, _)| wz > *b) {
-                best.insert(k.service.clone(), (wz, h));
+            if best
+                .get(&k.service)
+                .is_none_or(|(b, bk, _)| wz > *b || (wz == *b && k < *bk))
+            {
+                best.insert(k.service.clone(), (wz, k, h));
             }
         }
         owned.insert(k.service.clone(), ());
@@ -373,8 +378,8 @@ where
     // service whose worst series follows (|r| >= 0.7) that of a service
     // flagged before it is taken to call it.
     if !callees.values().any(|v| !v.is_empty()) {
-        for (a, (_, ha)) in &best {
-            for (c, (_, hc)) in &best {
+        for (a, (_, _, ha)) in &best {
+            for (c, (_, _, hc)) in &best {
                 let (Some(fa), Some(fc)) = (first.get(a.as_str()), first.get(c.as_str())) else {
                     continue;
                 };

@@ -801,6 +801,9 @@ impl Engine {
             });
         let measured = {
             let inc = &self.correlator.incidents[i];
+            // What is known for sure at `now`: the samples before it (more
+            // batches of `now` itself may still be on their way).
+            let now = now - 1;
             let (topo, classes) = (&self.topology, &self.classes);
             diagnose::Measured {
                 candidates: self
