@@ -516,8 +516,7 @@ async fn main() -> anyhow::Result<()> {
                 t.elapsed().as_secs_f64()
             );
             if let Some(p) = json {
-                std::fs::write(&p, serde_json::to_string_pretty(&report)? + "\n")
-                    .with_context(|| format!("writing {}", p.display()))?;
+                write_json(&p, &report)?;
             }
             if let Some(min) = min_top1
                 && report.all.top1 < min
@@ -581,8 +580,7 @@ async fn main() -> anyhow::Result<()> {
                 t.elapsed().as_secs_f64()
             );
             if let Some(p) = json {
-                std::fs::write(&p, serde_json::to_string_pretty(&report)? + "\n")
-                    .with_context(|| format!("writing {}", p.display()))?;
+                write_json(&p, &report)?;
             }
             Ok(())
         }
@@ -1085,4 +1083,10 @@ mod demo {
         );
         Ok(())
     }
+}
+
+/// Writes `value` as pretty JSON to `path`.
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -44,26 +44,21 @@ impl Recent {
     pub fn observe(&self, key: &SeriesKey, ts: i64, value: f64) {
         {
             let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-            let full = h.len() >= MAX_HISTORY_SERIES;
-            let ring = if h.contains_key(key) {
-                h.get_mut(key)
-            } else if !full {
-                Some(
-                    h.entry(key.clone())
-                        .or_insert_with(|| VecDeque::with_capacity(HISTORY_POINTS)),
-                )
+            // One lookup on the hot path; a key is cloned only when new.
+            if let Some(ring) = h.get_mut(key) {
+                if ring.back().is_none_or(|(t, _)| *t < ts) {
+                    if ring.len() == HISTORY_POINTS {
+                        ring.pop_front();
+                    }
+                    ring.push_back((ts, value as f32));
+                }
+            } else if h.len() < MAX_HISTORY_SERIES {
+                let mut ring = VecDeque::with_capacity(HISTORY_POINTS);
+                ring.push_back((ts, value as f32));
+                h.insert(key.clone(), ring);
             } else {
                 self.history_refused
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                None
-            };
-            if let Some(ring) = ring
-                && ring.back().is_none_or(|(t, _)| *t < ts)
-            {
-                if ring.len() == HISTORY_POINTS {
-                    ring.pop_front();
-                }
-                ring.push_back((ts, value as f32));
             }
         }
         if key.layer != Layer::Business {

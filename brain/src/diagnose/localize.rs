@@ -290,7 +290,7 @@ where
                 .fold(0.0, f64::max);
             let m = comove.entry(k.service.clone()).or_default();
             *m = m.max(r);
-            let wz = z * weight(&classes.classify(&k.metric).name);
+            let wz = z * weight(&c.name);
             if best
                 .get(&k.service)
                 .is_none_or(|(b, bk, _)| wz > *b || (wz == *b && k < *bk))
@@ -506,10 +506,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use selfheal_bus::{
-        Layer,
-        topology::{Service, ServiceKind},
-    };
+    use selfheal_bus::Layer;
 
     fn key(service: &str, instance: Option<&str>, metric: &str) -> SeriesKey {
         SeriesKey {
@@ -536,15 +533,8 @@ mod tests {
             .collect()
     }
 
-    fn svc(name: &str, deps: &[&str]) -> Service {
-        Service {
-            name: name.into(),
-            kind: ServiceKind::App,
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            backup: None,
-            instances: 1,
-            share: None,
-        }
+    fn graph(edges: &[(&str, &str)]) -> Topology {
+        Topology::from_edges(edges.iter().map(|(a, b)| (a.to_string(), b.to_string())))
     }
 
     fn incident() -> Incident {
@@ -569,16 +559,7 @@ mod tests {
     fn the_callee_that_moved_most_is_the_origin_and_its_fingerprint_names_the_fault() {
         // front → cart → db; cart's CPU and latency went up, front's
         // latency followed, db stayed.
-        let topo = Topology {
-            idcs: vec![],
-            scenes: vec![],
-            links: vec![],
-            services: vec![
-                svc("front", &["cart"]),
-                svc("cart", &["db"]),
-                svc("db", &[]),
-            ],
-        };
+        let topo = graph(&[("front", "cart"), ("cart", "db")]);
         let h = [
             (key("front", None, "latency_ms"), ramp(100.0, 300.0, 1)),
             (key("front", None, "cpu"), ramp(0.3, 0.3, 2)),
@@ -605,12 +586,7 @@ mod tests {
 
     #[test]
     fn errors_alone_read_as_error_returns_and_a_quiet_world_scores_nothing() {
-        let topo = Topology {
-            idcs: vec![],
-            scenes: vec![],
-            links: vec![],
-            services: vec![svc("front", &["pay"]), svc("pay", &[])],
-        };
+        let topo = graph(&[("front", "pay")]);
         let h = [
             (key("front", None, "PodSuccessRate"), ramp(0.999, 0.95, 1)),
             (key("pay", None, "error_rate"), ramp(0.001, 0.05, 2)),
