@@ -597,7 +597,7 @@ async fn main() -> anyhow::Result<()> {
                     ..BrainConfig::default()
                 },
             };
-            let tmp = tempfile::tempdir()?;
+            let tmp = selfheal::replay::scratch()?;
             cfg.store = tmp.path().join("replay.db");
             let rec = selfheal::replay::read_with(&dir, selfheal::replay::ReadOptions { strict })?;
             let rows = rec.rows;

@@ -115,7 +115,8 @@ pub async fn drill(
         }
         let recording = crate::replay::read(&dir).with_context(|| sc.name.clone())?;
         let mut c = cfg.clone();
-        c.store = tmp.path().join("replay.db");
+        let scratch = crate::replay::scratch()?;
+        c.store = scratch.path().join("replay.db");
         let incidents = crate::replay::run(recording, c).await?;
         let t = &rec.truth;
         let false_incidents = incidents

@@ -347,7 +347,8 @@ pub async fn evaluate(
         let start = convert(case, &dir)?;
         let rec = crate::replay::read(&dir)?;
         let mut c = cfg.clone();
-        c.store = tmp.path().join("replay.db");
+        let scratch = crate::replay::scratch()?;
+        c.store = scratch.path().join("replay.db");
         let incidents = crate::replay::run(rec, c).await?;
         let first = incidents
             .iter()

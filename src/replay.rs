@@ -519,6 +519,22 @@ fn report_refusals(stats: &BrainStats, seen: u64, ts: i64) -> u64 {
     total
 }
 
+/// A scratch folder for a replay's store, in memory-backed storage when the
+/// machine has it (`/dev/shm`), where the store's syncs cost nothing; the
+/// store of a replay is thrown away with its folder. Elsewhere the system's
+/// temporary folder.
+pub fn scratch() -> std::io::Result<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new()
+            .prefix("selfheal-replay")
+            .tempdir_in(shm)
+    {
+        return Ok(dir);
+    }
+    tempfile::tempdir()
+}
+
 /// [`run`], on the runtime that suits the recording. A thin recording
 /// (under 64 samples an instant) runs on a runtime of its own with one
 /// thread, from a blocking thread: the brain's tasks then hand instants to

@@ -306,8 +306,16 @@ async fn a_healed_incident_is_remembered_and_named_when_it_looks_alike_again() {
             .any(|e| e.contains(&first_id) && e.contains("healed by rollback payment-engine")),
         "{:?} first {:?} second {:?}",
         top.evidence,
-        first.incidents.iter().map(|i| (&i.id, &i.state)).collect::<Vec<_>>(),
-        second.incidents.iter().map(|i| (&i.id, &i.state)).collect::<Vec<_>>()
+        first
+            .incidents
+            .iter()
+            .map(|i| (&i.id, &i.state))
+            .collect::<Vec<_>>(),
+        second
+            .incidents
+            .iter()
+            .map(|i| (&i.id, &i.state))
+            .collect::<Vec<_>>()
     );
     assert!(top.evidence.iter().any(|e| e == "it happened before"));
 }

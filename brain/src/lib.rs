@@ -70,6 +70,15 @@ pub enum StartError {
     Bus(#[from] selfheal_bus::BusError),
 }
 
+/// What a start-up thread returned; a panic there is a refusal to start.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, StartError>>) -> Result<T, StartError> {
+    h.join().unwrap_or_else(|_| {
+        Err(StartError::Playbooks(vec![
+            "compiling the scripts panicked".to_string(),
+        ]))
+    })
+}
+
 /// A brain ready to start.
 pub struct Brain {
     /// Configuration.
@@ -127,25 +136,39 @@ impl Brain {
             return Err(StartError::Config(problems));
         }
         let topology = Arc::new(self.topology);
-        let mut runtime = playbook::Runtime::new(topology.clone(), playbook::Limits::default());
-        runtime
-            .load_dir(&cfg.playbooks)
-            .map_err(|errs| StartError::Playbooks(errs.iter().map(|e| e.to_string()).collect()))?;
+        // Compiling the playbooks, compiling the rules and opening the
+        // store are independent and take milliseconds each: side by side.
+        let (runtime, rules, store) = std::thread::scope(|scope| {
+            let runtime = scope.spawn(|| {
+                let mut runtime =
+                    playbook::Runtime::new(topology.clone(), playbook::Limits::default());
+                runtime.load_dir(&cfg.playbooks).map_err(|errs| {
+                    StartError::Playbooks(errs.iter().map(|e| e.to_string()).collect())
+                })?;
+                Ok::<_, StartError>(runtime)
+            });
+            let rules = scope.spawn(|| {
+                let mut rules = diagnose::Rules::new(playbook::Limits::default());
+                rules
+                    .load_dir(&cfg.playbooks.join("diagnose"))
+                    .map_err(|errs| {
+                        StartError::Playbooks(errs.iter().map(|e| e.to_string()).collect())
+                    })?;
+                Ok::<_, StartError>(rules)
+            });
+            let store = store::Store::open(&cfg.store);
+            (joined(runtime), joined(rules), store)
+        });
+        let (runtime, rules, store) = (runtime?, rules?, Arc::new(store?));
         if runtime.playbooks().is_empty() {
             return Err(StartError::Playbooks(vec![format!(
                 "no playbook found under {}",
                 cfg.playbooks.display()
             )]));
         }
-        let mut rules = diagnose::Rules::new(playbook::Limits::default());
-        let rules_dir = cfg.playbooks.join("diagnose");
-        rules
-            .load_dir(&rules_dir)
-            .map_err(|errs| StartError::Playbooks(errs.iter().map(|e| e.to_string()).collect()))?;
         if rules.names().is_empty() {
-            warn!(dir = %rules_dir.display(), "no diagnosis rule found: every incident will be diagnosed unknown and handed to a person");
+            warn!(dir = %cfg.playbooks.join("diagnose").display(), "no diagnosis rule found: every incident will be diagnosed unknown and handed to a person");
         }
-        let store = Arc::new(store::Store::open(&cfg.store)?);
         // On-call: the link key must be there before anything starts.
         let oncall = match &cfg.oncall {
             None => None,

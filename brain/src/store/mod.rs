@@ -172,7 +172,9 @@ impl Store {
         // Actions are few and must survive a crash once written: full sync.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
+        // The schema in one transaction: one sync, not one per statement.
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS incidents (
                 id TEXT PRIMARY KEY, state TEXT NOT NULL, service TEXT NOT NULL,
                 onset_ts INTEGER NOT NULL, opened_ts INTEGER NOT NULL,
@@ -196,8 +198,9 @@ impl Store {
              CREATE TABLE IF NOT EXISTS incident_series (
                 incident_id TEXT PRIMARY KEY, series TEXT NOT NULL);",
         )?;
-        conn.execute_batch(audit::SCHEMA)?;
-        conn.execute_batch(approvals::SCHEMA)?;
+        tx.execute_batch(audit::SCHEMA)?;
+        tx.execute_batch(approvals::SCHEMA)?;
+        tx.commit()?;
         Ok(Store {
             conn: std::sync::Mutex::new(conn),
         })
