@@ -149,8 +149,7 @@ pub async fn run_context(
             m = hot.next() => match m { Some(m) => (m, 1), None => break },
             m = announce.next() => match m { Some(m) => (m, 2), None => break },
         };
-        let wm = *watermark.borrow();
-        let now = if wm > 0 { wm } else { wall_ms() };
+        let now = clock_now(*watermark.borrow());
         let decoded = match kind {
             0 => decode::<selfheal_bus::ChangeEvent>(&msg.payload, &limits, now)
                 .map(ContextMsg::Change),
@@ -173,4 +172,10 @@ pub async fn run_context(
             }
         }
     }
+}
+
+/// The clock context messages are checked against: the brain's event-time
+/// watermark once indicators have moved it, the wall clock before.
+pub(crate) fn clock_now(watermark: i64) -> i64 {
+    if watermark > 0 { watermark } else { wall_ms() }
 }

@@ -343,6 +343,8 @@ impl Brain {
                             bus: change_bus.clone(),
                             subjects: change_subjects.clone(),
                             token_sha256,
+                            limits,
+                            clock: wm_rx.clone(),
                         }),
                     kill: cfg.guard.kill_switch_file.clone().and_then(|file| {
                         let token_sha256 = cfg

@@ -124,6 +124,18 @@ where
         });
     }
     let msg: T = serde_json::from_slice(bytes)?;
+    check(&msg, limits, now_ms)?;
+    Ok(msg)
+}
+
+/// The checks [`decode`] applies after parsing: the wire version and the
+/// message's own validation at `now_ms`. A receiver that builds a message
+/// itself (the change webhook) applies them before accepting it.
+pub fn check<T: Validate + Versioned>(
+    msg: &T,
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<(), DecodeError> {
     if msg.version() != WIRE_VERSION {
         return Err(DecodeError::Version(msg.version()));
     }
@@ -132,8 +144,7 @@ where
         max_skew_ms: limits.max_skew_ms,
         max_items: limits.max_items,
     };
-    msg.validate(&bounds).map_err(DecodeError::Invalid)?;
-    Ok(msg)
+    msg.validate(&bounds).map_err(DecodeError::Invalid)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub mod time;
 pub mod topology;
 pub mod transport;
 
-pub use codec::{DecodeError, DecodeErrorKind, Limits, decode, encode, wall_ms};
+pub use codec::{DecodeError, DecodeErrorKind, Limits, check, decode, encode, wall_ms};
 pub use local::LocalTransport;
 pub use message::*;
 pub use nats::NatsTransport;

@@ -463,15 +463,27 @@ impl Validate for IndicatorBatch {
     }
 }
 
+/// Longest change author, in bytes.
+pub const MAX_AUTHOR_LEN: usize = 256;
+/// Longest change description, in bytes.
+pub const MAX_DESCRIPTION_LEN: usize = 4096;
+
+/// The one set of checks on a change notice, whoever sends it: an agent on
+/// the bus or a CI/CD system through the webhook (which applies it with the
+/// same clock before answering, so that an accepted notice is filed). The id
+/// never goes into a subject, so it may hold dots; the author and the
+/// description are optional.
 impl Validate for ChangeEvent {
     fn validate(&self, b: &Bounds) -> Result<(), Invalid> {
-        name(&self.id)?;
-        name(&self.service)?;
-        ts(self.ts, b)?;
-        if self.author.is_empty() || self.author.len() > MAX_NAME_LEN {
+        if !valid_key(&self.id) {
             return Err(Invalid::BadName);
         }
-        if self.description.len() > 4096 {
+        name(&self.service)?;
+        ts(self.ts, b)?;
+        if self.author.len() > MAX_AUTHOR_LEN || self.author.chars().any(char::is_control) {
+            return Err(Invalid::BadName);
+        }
+        if self.description.len() > MAX_DESCRIPTION_LEN {
             return Err(Invalid::TooMany);
         }
         Ok(())
@@ -653,8 +665,13 @@ pub fn parse_change(json: &[u8], now: Option<i64>) -> Result<ChangeEvent, String
         return Err("service must not be empty".into());
     }
     let service = crate::names::wire_name(service);
-    if n.author.len() > 256 || n.description.len() > 4096 {
-        return Err("author (256) or description (4096 bytes) too long".into());
+    if n.author.len() > MAX_AUTHOR_LEN || n.description.len() > MAX_DESCRIPTION_LEN {
+        return Err(format!(
+            "author ({MAX_AUTHOR_LEN}) or description ({MAX_DESCRIPTION_LEN} bytes) too long"
+        ));
+    }
+    if n.author.chars().any(char::is_control) {
+        return Err("author must not hold control characters".into());
     }
     Ok(ChangeEvent {
         v: WIRE_VERSION,

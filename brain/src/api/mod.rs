@@ -32,6 +32,12 @@ pub struct ChangeHook {
     pub subjects: Subjects,
     /// SHA-256 of the accepted bearer token.
     pub token_sha256: [u8; 32],
+    /// The intake's bounds: a notice is checked against them, on the
+    /// intake's clock, before it is accepted.
+    pub limits: selfheal_bus::Limits,
+    /// The brain's clock (its event-time watermark; 0 before the first
+    /// indicator), as the intake reads it.
+    pub clock: tokio::sync::watch::Receiver<i64>,
 }
 
 /// What the handlers read.
@@ -276,7 +282,8 @@ async fn change(
             "a valid bearer token is required".into(),
         );
     }
-    let c = match parse_change(&body, Some(wall_ms())) {
+    let now = crate::ingest::clock_now(*hook.clock.borrow());
+    let c = match parse_change(&body, Some(now)) {
         Ok(c) => c,
         Err(e) => {
             return refuse(
@@ -286,6 +293,24 @@ async fn change(
             );
         }
     };
+    // Exactly what the intake will check, on its clock: a notice answered
+    // 202 is one the brain files.
+    if let Err(e) = selfheal_bus::check(&c, &hook.limits, now) {
+        let reason = match &e {
+            selfheal_bus::DecodeError::Invalid(selfheal_bus::message::Invalid::Skew) => format!(
+                "change refused: timestamp_skew: ts {} is more than {} s from the brain's clock {}",
+                c.ts,
+                hook.limits.max_skew_ms / 1000,
+                now
+            ),
+            e => format!("change refused: {}: {e}", e.kind().reason()),
+        };
+        return refuse(
+            Some(&s.stats.webhook_malformed),
+            StatusCode::BAD_REQUEST,
+            reason,
+        );
+    }
     if let Err(e) = hook
         .bus
         .publish(&hook.subjects.change(&c.service), encode(&c))
@@ -425,12 +450,16 @@ mod webhook_tests {
         let subjects = Subjects::default();
         let mut sub = bus.subscribe(&subjects.all_changes()).await.unwrap();
         let stats = Arc::new(BrainStats::default());
+        // The brain's clock stands where its indicators have brought it.
+        let (_clock_tx, clock) = tokio::sync::watch::channel(1_700_000_100_000i64);
         let state = ApiState {
             stats: stats.clone(),
             changes: Some(ChangeHook {
                 bus: bus.clone(),
                 subjects,
                 token_sha256: parse_sha256(&hash_token("ci-s3cret")).unwrap(),
+                limits: selfheal_bus::Limits::default(),
+                clock,
             }),
             kill: None,
             oncall: None,
@@ -481,6 +510,25 @@ mod webhook_tests {
                 400,
                 "unknown field",
             ),
+            // What the intake would refuse is refused here, with its reason.
+            (
+                Some("Bearer ci-s3cret"),
+                r#"{"ts": 1000, "id": "c", "service": "a", "kind": "deploy"}"#,
+                400,
+                "timestamp_skew",
+            ),
+            (
+                Some("Bearer ci-s3cret"),
+                r#"{"ts": 99999999999999, "id": "c", "service": "a", "kind": "deploy"}"#,
+                400,
+                "timestamp_skew",
+            ),
+            (
+                Some("Bearer ci-s3cret"),
+                r#"{"id": "c", "service": "a", "kind": "deploy", "author": "a\u0000b"}"#,
+                400,
+                "control characters",
+            ),
         ] {
             let (got, text) = post(auth, body).await;
             assert_eq!(got, status, "{body}: {text}");
@@ -519,17 +567,38 @@ mod webhook_tests {
         .await;
         assert_eq!(got, 202, "{text}");
         assert!(text.contains(r#""service":"cart_svc""#), "{text}");
+        // Without an author (optional), with a dotted id: accepted, and
+        // what goes on the bus passes the intake's own decoding.
+        let (got, text) = post(
+            Some("Bearer ci-s3cret"),
+            r#"{"id": "deploy.2026-12-01.7", "service": "ledger", "kind": "deploy"}"#,
+        )
+        .await;
+        assert_eq!(got, 202, "{text}");
+        let mut seen = 0;
+        while let Ok(Some(m)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), sub.next()).await
+        {
+            selfheal_bus::decode::<ChangeEvent>(
+                &m.payload,
+                &selfheal_bus::Limits::default(),
+                1_700_000_100_000,
+            )
+            .unwrap_or_else(|e| panic!("the intake refuses an accepted notice: {e}"));
+            seen += 1;
+        }
+        assert_eq!(seen, 3, "chg-2, chg-3 and the dotted one");
         let text = stats.render_prometheus();
         assert!(
             text.contains("selfheal_brain_webhook_unauthorized_total 3"),
             "{text}"
         );
         assert!(
-            text.contains("selfheal_brain_webhook_malformed_total 4"),
+            text.contains("selfheal_brain_webhook_malformed_total 7"),
             "{text}"
         );
         assert!(
-            text.contains("selfheal_brain_webhook_accepted_total 3"),
+            text.contains("selfheal_brain_webhook_accepted_total 4"),
             "{text}"
         );
     }
