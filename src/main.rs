@@ -234,6 +234,17 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         last: usize,
     },
+    /// Copies the store into a new file, consistently, while a brain may be
+    /// writing to it (SQLite online backup), checks the copy's integrity and
+    /// says what it holds. The copy is one self-contained file.
+    Backup {
+        /// The store (SQLite file).
+        #[arg(long, default_value = "selfheal.db")]
+        store: PathBuf,
+        /// The new file (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Engages, releases or shows the brain's kill switch (the file named by
     /// `guard.kill_switch_file`): while engaged, no action is sent.
     KillSwitch {
@@ -344,6 +355,24 @@ fn check_speed(speed: f64) -> anyhow::Result<()> {
         bail!("--speed must be in (0, 10000], not {speed}");
     }
     Ok(())
+}
+
+/// Waits for Ctrl-C or, on Unix, SIGTERM (what a service manager or
+/// `kill` sends): either one stops a process gracefully, its store
+/// checkpointed and its buffers flushed.
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }
 
 #[tokio::main]
@@ -844,6 +873,19 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Backup { store, out } => {
+            let r = selfheal_brain::store::backup(&store, &out)?;
+            println!(
+                "backed up {} to {}: {} bytes, {} incidents, {} actions, {} audit entries; integrity ok",
+                store.display(),
+                out.display(),
+                r.bytes,
+                r.incidents,
+                r.actions,
+                r.audit_entries
+            );
+            Ok(())
+        }
         Cmd::KillSwitch {
             state,
             config,
@@ -944,9 +986,10 @@ async fn main() -> anyhow::Result<()> {
             let h = brain.spawn().await?;
             // Subscriptions reach the server before anyone is told we run.
             bus.flush().await?;
-            tracing::info!(%url, "brain running; Ctrl-C stops it");
-            tokio::signal::ctrl_c().await?;
+            tracing::info!(%url, "brain running; Ctrl-C or SIGTERM stops it");
+            stop_signal().await?;
             h.shutdown().await;
+            tracing::info!("brain stopped");
             Ok(())
         }
         Cmd::Agent {
@@ -970,8 +1013,8 @@ async fn main() -> anyhow::Result<()> {
             let bus = agent.bus.clone();
             let h = agent.spawn().await?;
             bus.flush().await?;
-            tracing::info!(%url, "agent running; Ctrl-C stops it");
-            tokio::signal::ctrl_c().await?;
+            tracing::info!(%url, "agent running; Ctrl-C or SIGTERM stops it");
+            stop_signal().await?;
             h.shutdown().await;
             Ok(())
         }
@@ -1000,7 +1043,7 @@ async fn main() -> anyhow::Result<()> {
             let h = node.spawn().await?;
             let stop = h.stopper();
             tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
+                if stop_signal().await.is_ok() {
                     stop.cancel();
                 }
             });

@@ -87,7 +87,7 @@ fn separate_processes_heal_the_fault() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let _brain = start(
+    let mut brain = start(
         &[
             "brain",
             "--nats",
@@ -161,6 +161,59 @@ fn separate_processes_heal_the_fault() {
         )
         .unwrap();
     assert_eq!(stored as usize, applied.len());
+    drop(conn);
+
+    // A consistent copy while the brain runs.
+    let copy = dir.path().join("copy.db");
+    let (ok, out, err) = selfheal(&[
+        "backup",
+        "--store",
+        db.to_str().unwrap(),
+        "--out",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(
+        ok && out.contains("1 incidents") && out.contains("integrity ok"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = selfheal(&[
+        "backup",
+        "--store",
+        db.to_str().unwrap(),
+        "--out",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("never overwrites"), "{err}");
+    let (ok, out, err) = selfheal(&["audit", "verify", "--store", copy.to_str().unwrap()]);
+    assert!(ok, "the copy's audit log verifies: {out}{err}");
+
+    // SIGTERM stops the brain gracefully: the database file alone is then
+    // the whole store (nothing left in the write-ahead log).
+    let pid = brain.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = brain.0.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", log(&brain_log));
+    let alone = tempfile::tempdir().unwrap();
+    std::fs::copy(&db, alone.path().join("brain.db")).unwrap();
+    let conn = rusqlite::Connection::open(alone.path().join("brain.db")).unwrap();
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM actions WHERE state = 'applied'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        n as usize,
+        applied.len(),
+        "the file alone holds every action"
+    );
 }
 
 #[test]

@@ -99,14 +99,25 @@ pub struct BrainHandle {
     pub api_addr: Option<std::net::SocketAddr>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    store: Arc<store::Store>,
 }
 
 impl BrainHandle {
-    /// Stops every task and waits for them (bounded).
+    /// Stops every task and waits for them (bounded), then checkpoints the
+    /// store so that its database file alone holds everything (a copy of
+    /// that file after a graceful stop is the whole store).
     pub async fn shutdown(self) {
         self.stop.cancel();
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let store = self.store;
+        match tokio::task::spawn_blocking(move || store.checkpoint()).await {
+            Ok(Ok(pages)) => tracing::info!(pages, "store checkpointed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "store checkpoint at shutdown failed; the write-ahead log keeps the data")
+            }
+            Err(e) => tracing::warn!(error = %e, "store checkpoint at shutdown did not run"),
         }
     }
 }
@@ -381,6 +392,7 @@ impl Brain {
             stop,
             tasks,
             api_addr,
+            store,
         })
     }
 }
