@@ -220,9 +220,11 @@ enum Cmd {
         cmd: PlaybookCmd,
     },
     /// Checks or shows the store's audit log (every approval, rejection,
-    /// action and refusal, each entry chained to the one before by
-    /// SHA-256): `verify` fails, naming the entries, if any was edited,
-    /// removed or inserted.
+    /// action and refusal, each entry chained to the one before by an
+    /// HMAC-SHA-256 under a key kept outside the store, its head anchored
+    /// outside it): `verify` fails, naming the entries, if any was edited,
+    /// removed, inserted, re-chained or truncated, or if an action row was
+    /// edited.
     Audit {
         /// `verify` or `show`.
         #[arg(value_parser = ["verify", "show"])]
@@ -230,6 +232,12 @@ enum Cmd {
         /// The store (SQLite file).
         #[arg(long, default_value = "selfheal.db")]
         store: PathBuf,
+        /// The audit key (default: beside the store, `<store>.audit-key`).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// The anchors (default: beside the store, `<store>.anchors`).
+        #[arg(long)]
+        anchors: Option<PathBuf>,
         /// With `show`: how many of the latest entries.
         #[arg(long, default_value_t = 50)]
         last: usize,
@@ -840,17 +848,30 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Audit { what, store, last } => {
+        Cmd::Audit {
+            what,
+            store,
+            last,
+            key_file,
+            anchors,
+        } => {
             if !store.exists() {
                 anyhow::bail!("no store at {}", store.display());
             }
+            let files = selfheal_brain::store::AuditFiles {
+                key: key_file,
+                anchors,
+            };
             if what == "verify" {
-                let r = selfheal_brain::store::audit::verify(&store)
+                let r = selfheal_brain::store::audit::verify_with(&store, &files)
                     .with_context(|| format!("reading {}", store.display()))?;
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
+                }
                 if r.ok() {
                     println!(
-                        "audit log intact: {} entries, each chained to the one before",
-                        r.rows
+                        "audit log intact: {} entries, each chained to the one before under the key; {} anchors and {} actions match",
+                        r.rows, r.anchors, r.actions
                     );
                     return Ok(());
                 }
@@ -864,7 +885,7 @@ async fn main() -> anyhow::Result<()> {
                     store.display()
                 );
             }
-            let s = selfheal_brain::store::Store::open(&store)?;
+            let s = selfheal_brain::store::Store::open_with(&store, &files)?;
             for r in s.audit_of("", last)? {
                 println!(
                     "{:>6} {} {:<10} {:<20} {:<28} {}",

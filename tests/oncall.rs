@@ -487,7 +487,7 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
     let (ok, _, stderr) = common::selfheal(&["audit", "verify", "--store", db]);
     assert!(!ok);
     assert!(
-        stderr.contains(&format!("row {seq}: its fields do not match its hash")),
+        stderr.contains(&format!("row {seq}: its fields do not match its MAC")),
         "{stderr}"
     );
     assert!(stderr.contains("audit log broken"), "{stderr}");

@@ -184,7 +184,20 @@ fn separate_processes_heal_the_fault() {
         copy.to_str().unwrap(),
     ]);
     assert!(!ok && err.contains("never overwrites"), "{err}");
-    let (ok, out, err) = selfheal(&["audit", "verify", "--store", copy.to_str().unwrap()]);
+    // The key and the anchors stay where they are: the copy is checked
+    // against them.
+    let key = dir.path().join("brain.db.audit-key");
+    let anchors = dir.path().join("brain.db.anchors");
+    let (ok, out, err) = selfheal(&[
+        "audit",
+        "verify",
+        "--store",
+        copy.to_str().unwrap(),
+        "--key-file",
+        key.to_str().unwrap(),
+        "--anchors",
+        anchors.to_str().unwrap(),
+    ]);
     assert!(ok, "the copy's audit log verifies: {out}{err}");
 
     // SIGTERM stops the brain gracefully: the database file alone is then

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, sync::Arc, sync::atomic::Ordering, time::Durati
 use common::{NatsServer, eventually};
 use selfheal_brain::{Brain, BrainConfig, BrainHandle, api::hash_token};
 use selfheal_bus::{
-    Bus, IndicatorBatch, Layer, NatsTransport, Sample, Subjects, WIRE_VERSION, encode, wall_ms,
+    Bus, IndicatorBatch, Layer, NatsTransport, Sample, Subjects, WIRE_VERSION, wall_ms,
 };
 
 const TOKEN: &str = "ci-s3cret";
@@ -43,6 +43,7 @@ async fn brain(
     (handle, bus)
 }
 
+#[allow(dead_code)] // the cardinality attack uses it
 fn batch(source: &str, service: &str, instance: Option<String>, ts: i64) -> IndicatorBatch {
     IndicatorBatch {
         v: WIRE_VERSION,
@@ -122,4 +123,48 @@ async fn a_change_notice_answered_202_is_filed_and_one_the_intake_would_refuse_i
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(stats.rejected_total(), 0, "the intake refused nothing");
     brain.shutdown().await;
+}
+
+/// Finding 2: the audit chain's head is anchored outside the store, in a
+/// file and on the bus, so that truncating the log shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_head_is_anchored_in_a_file_and_on_the_bus_and_truncation_shows() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let watcher: Bus = Arc::new(NatsTransport::connect(&nats.url(), "watcher").await.unwrap());
+    let mut anchors = watcher
+        .subscribe(&Subjects::default().audit_anchor())
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+    let (brain, _bus) = brain(&nats, dir.path(), |c| c.audit_anchor_every_s = 1).await;
+    let db = dir.path().join("brain.db");
+    // Entries written to the brain's store (as its approvals would).
+    let store = selfheal_brain::store::Store::open(&db).unwrap();
+    for i in 0..3 {
+        store
+            .audit("alice", "approved", &format!("inc-{i}-a"), "ok")
+            .unwrap();
+    }
+    let msg = tokio::time::timeout(Duration::from_secs(10), anchors.next())
+        .await
+        .expect("an anchor on the bus")
+        .unwrap();
+    let a: selfheal_brain::store::Anchor = serde_json::from_slice(&msg.payload).unwrap();
+    let head = store.audit_of("", 1).unwrap().remove(0);
+    assert_eq!((a.seq, a.hash.as_str()), (3, head.hash.as_str()));
+    let file = std::fs::read_to_string(dir.path().join("brain.db.anchors")).unwrap();
+    assert!(file.contains(&a.mac), "the file holds the same anchor");
+    drop(store);
+    brain.shutdown().await;
+
+    let (ok, out, err) = common::selfheal(&["audit", "verify", "--store", db.to_str().unwrap()]);
+    assert!(ok && out.contains("1 anchors"), "{out}{err}");
+    // The newest rows deleted behind the triggers' back.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 3;")
+        .unwrap();
+    drop(conn);
+    let (ok, _, err) = common::selfheal(&["audit", "verify", "--store", db.to_str().unwrap()]);
+    assert!(!ok && err.contains("the log ends at row 2 but an anchor"), "{err}");
 }

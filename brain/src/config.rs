@@ -16,6 +16,18 @@ pub struct BrainConfig {
     /// The SQLite store.
     #[serde(default = "default_store")]
     pub store: PathBuf,
+    /// The audit chain's key (64 hex digits; made, mode 0600, when
+    /// missing). Default: beside the store, `<store>.audit-key`. Kept where
+    /// the store's readers cannot write, it makes a re-chained log show.
+    #[serde(default)]
+    pub audit_key_file: Option<PathBuf>,
+    /// Where signed anchors of the audit chain's head are appended.
+    /// Default: beside the store, `<store>.anchors`.
+    #[serde(default)]
+    pub audit_anchor_file: Option<PathBuf>,
+    /// How often the audit chain's head is anchored (when it moved), s.
+    #[serde(default = "default_audit_anchor_every_s")]
+    pub audit_anchor_every_s: u64,
     /// Where the playbooks are.
     #[serde(default = "default_playbooks")]
     pub playbooks: PathBuf,
@@ -111,6 +123,10 @@ fn default_refusals_per_minute() -> u32 {
     20
 }
 
+const fn default_audit_anchor_every_s() -> u64 {
+    5
+}
+
 fn default_store() -> PathBuf {
     "selfheal.db".into()
 }
@@ -140,6 +156,9 @@ impl Default for BrainConfig {
     fn default() -> Self {
         BrainConfig {
             store: default_store(),
+            audit_key_file: None,
+            audit_anchor_file: None,
+            audit_anchor_every_s: default_audit_anchor_every_s(),
             playbooks: default_playbooks(),
             shards: default_shards(),
             settle_s: default_settle_s(),
@@ -166,6 +185,14 @@ impl Default for BrainConfig {
 }
 
 impl BrainConfig {
+    /// Where the store's audit key and anchors are.
+    pub fn audit_files(&self) -> crate::store::AuditFiles {
+        crate::store::AuditFiles {
+            key: self.audit_key_file.clone(),
+            anchors: self.audit_anchor_file.clone(),
+        }
+    }
+
     /// Every problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
         let mut p = self.detector.validate();
@@ -178,6 +205,9 @@ impl BrainConfig {
             &self.planned,
         ) {
             p.extend(e);
+        }
+        if self.audit_anchor_every_s == 0 || self.audit_anchor_every_s > 3600 {
+            p.push("audit_anchor_every_s: must be in 1..=3600".into());
         }
         if self.shards == 0 || self.shards > 256 {
             p.push("shards: must be in 1..=256".into());

@@ -70,6 +70,42 @@ pub enum StartError {
     Bus(#[from] selfheal_bus::BusError),
 }
 
+/// Anchors the audit chain's head outside the store every `every` (when it
+/// moved): a signed line in the anchor file, and the same on the bus for a
+/// subscriber elsewhere to keep.
+async fn anchor_audit(
+    store: Arc<store::Store>,
+    bus: (Bus, String),
+    every: Duration,
+    stats: Arc<BrainStats>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.anchor()).await {
+            Ok(Ok(Some(a))) => {
+                BrainStats::bump(&stats.audit_anchors);
+                let payload = serde_json::to_vec(&a).unwrap_or_default();
+                if let Err(e) = bus.0.publish(&bus.1, payload.into()).await {
+                    tracing::warn!(error = %e, "audit anchor not published on the bus; the file has it");
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                BrainStats::bump(&stats.audit_anchor_errors);
+                tracing::error!(error = %e, "audit anchor not written");
+            }
+            Err(e) => tracing::error!(error = %e, "audit anchor task failed"),
+        }
+    }
+}
+
 /// What a start-up thread returned; a panic there is a refusal to start.
 fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, StartError>>) -> Result<T, StartError> {
     h.join().unwrap_or_else(|_| {
@@ -112,6 +148,10 @@ impl BrainHandle {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
         let store = self.store;
+        let last = store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || last.anchor()).await {
+            tracing::warn!(error = %e, "audit anchor at shutdown failed");
+        }
         match tokio::task::spawn_blocking(move || store.checkpoint()).await {
             Ok(Ok(pages)) => tracing::info!(pages, "store checkpointed"),
             Ok(Err(e)) => {
@@ -167,7 +207,7 @@ impl Brain {
                     })?;
                 Ok::<_, StartError>(rules)
             });
-            let store = store::Store::open(&cfg.store);
+            let store = store::Store::open_with(&cfg.store, &cfg.audit_files());
             (joined(runtime), joined(rules), store)
         });
         let (runtime, rules, store) = (runtime?, rules?, Arc::new(store?));
@@ -339,6 +379,7 @@ impl Brain {
             cfg.shards,
             stop.clone(),
         )));
+        let anchor_bus = (self.bus.clone(), self.subjects.audit_anchor());
         let (change_bus, change_subjects) = (self.bus, self.subjects);
         let mut api_addr = None;
         if let Some(addr) = cfg.listen {
@@ -387,6 +428,13 @@ impl Brain {
             api_addr = Some(bound);
             tasks.push(join);
         }
+        tasks.push(tokio::spawn(anchor_audit(
+            store.clone(),
+            anchor_bus,
+            Duration::from_secs(cfg.audit_anchor_every_s),
+            stats.clone(),
+            stop.clone(),
+        )));
         Ok(BrainHandle {
             stats,
             stop,

@@ -57,6 +57,10 @@ pub struct BrainStats {
     pub topology_updates: AtomicU64,
     /// Change notices accepted by the webhook.
     pub webhook_accepted: AtomicU64,
+    /// Anchors of the audit chain's head written outside the store.
+    pub audit_anchors: AtomicU64,
+    /// Anchors that could not be written (the file refused).
+    pub audit_anchor_errors: AtomicU64,
     /// Change notices the webhook refused: unauthenticated.
     pub webhook_unauthorized: AtomicU64,
     /// Change notices the webhook refused: malformed.
@@ -258,6 +262,16 @@ impl BrainStats {
                 "selfheal_brain_topology_updates_total",
                 "Topology updates learnt from agents' announcements.",
                 &self.topology_updates,
+            ),
+            (
+                "selfheal_brain_audit_anchors_total",
+                "Signed anchors of the audit chain's head written outside the store.",
+                &self.audit_anchors,
+            ),
+            (
+                "selfheal_brain_audit_anchor_errors_total",
+                "Anchors of the audit chain that could not be written.",
+                &self.audit_anchor_errors,
             ),
             (
                 "selfheal_brain_webhook_accepted_total",

@@ -51,6 +51,11 @@ impl Subjects {
         format!("{}.change.{service}", self.prefix)
     }
 
+    /// Signed anchors of the brain's audit chain head.
+    pub fn audit_anchor(&self) -> String {
+        format!("{}.audit.anchor", self.prefix)
+    }
+
     /// Every change subject.
     pub fn all_changes(&self) -> String {
         format!("{}.change.*", self.prefix)

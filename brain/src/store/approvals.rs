@@ -144,18 +144,22 @@ impl Store {
         )?;
         append(
             &tx,
-            "brain",
-            "approval_requested",
-            &a.id,
-            &format!(
-                "{} asks {} of {} ({}): {}; plan: {}",
-                a.playbook,
-                a.required,
-                a.notified.join(", "),
-                reasons.join("; "),
-                blast,
-                a.plan.join(", ")
+            &self.audit.key,
+            (
+                "brain",
+                "approval_requested",
+                &a.id,
+                &format!(
+                    "{} asks {} of {} ({}): {}; plan: {}",
+                    a.playbook,
+                    a.required,
+                    a.notified.join(", "),
+                    reasons.join("; "),
+                    blast,
+                    a.plan.join(", ")
+                ),
             ),
+            "",
         )?;
         tx.commit()?;
         Ok(())
@@ -171,10 +175,14 @@ impl Store {
         )?;
         append(
             &tx,
-            "brain",
-            "approval_forwarded",
-            id,
-            &format!("nobody decided in time; now asked: {}", notified.join(", ")),
+            &self.audit.key,
+            (
+                "brain",
+                "approval_forwarded",
+                id,
+                &format!("nobody decided in time; now asked: {}", notified.join(", ")),
+            ),
+            "",
         )?;
         tx.commit()?;
         Ok(())
@@ -189,7 +197,12 @@ impl Store {
             "UPDATE approvals SET state = ?2, decided_ts = ?3, outcome = ?4 WHERE id = ?1",
             params![id, state, ts, outcome.as_ref()],
         )?;
-        append(&tx, "brain", &format!("approval_{state}"), id, &outcome)?;
+        append(
+            &tx,
+            &self.audit.key,
+            ("brain", &format!("approval_{state}"), id, &outcome),
+            "",
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -237,7 +250,7 @@ impl Store {
         } else {
             "rejected"
         };
-        append(&tx, user, event, approval, &comment)?;
+        append(&tx, &self.audit.key, (user, event, approval, &comment), "")?;
         tx.commit()?;
         Ok(Ok(()))
     }

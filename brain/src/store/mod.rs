@@ -7,7 +7,7 @@ pub mod approvals;
 pub mod audit;
 
 pub use approvals::{ApprovalRow, VoteRefused, VoteRow};
-pub use audit::{AuditReport, AuditRow};
+pub use audit::{Anchor, AuditFiles, AuditKey, AuditReport, AuditRow};
 
 use std::path::Path;
 
@@ -22,6 +22,9 @@ pub enum StoreError {
     /// SQLite said no.
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The audit key or the anchor file could not be read or written.
+    #[error("audit key or anchors: {0}")]
+    Key(String),
     /// A backup's copy failed its own check.
     #[error("store backup: {0}")]
     Backup(String),
@@ -154,6 +157,7 @@ pub struct Store {
     // A std Mutex makes the store shareable across an await in the engine;
     // each call holds it for one short statement or transaction.
     conn: std::sync::Mutex<Connection>,
+    audit: audit::AuditState,
 }
 
 fn wall_us() -> i64 {
@@ -168,8 +172,16 @@ impl Store {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path`, its audit key and
+    /// anchors beside it.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, &AuditFiles::default())
+    }
+
+    /// Opens (creating if needed) the store at `path`, its audit key (made
+    /// when missing) and anchors where `files` says.
+    pub fn open_with(path: &Path, files: &AuditFiles) -> Result<Self> {
+        let key = AuditKey::load_or_create(&files.key_of(path))?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Actions are few and must survive a crash once written: full sync.
@@ -202,10 +214,16 @@ impl Store {
                 incident_id TEXT PRIMARY KEY, series TEXT NOT NULL);",
         )?;
         tx.execute_batch(audit::SCHEMA)?;
+        audit::migrate(&tx)?;
         tx.execute_batch(approvals::SCHEMA)?;
         tx.commit()?;
         Ok(Store {
             conn: std::sync::Mutex::new(conn),
+            audit: audit::AuditState {
+                key,
+                anchors: files.anchors_of(path),
+                anchored: std::sync::Mutex::new(0),
+            },
         })
     }
 
@@ -278,20 +296,25 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
             params![row.id, row.incident_id, row.playbook, row.kind, row.service, row.target, row.params, row.state, reason.as_ref(), row.ts, now],
         )?;
+        let digest = audit::action_digest(&tx, &row.id)?.unwrap_or_default();
         audit::append(
             &tx,
-            "brain",
-            &format!("action_{}", row.state),
-            &row.id,
-            &format!(
-                "{} {} {} by {}{}{}",
-                row.kind,
-                row.target,
-                row.params,
-                row.playbook,
-                if reason.is_empty() { "" } else { ": " },
-                reason
+            &self.audit.key,
+            (
+                "brain",
+                &format!("action_{}", row.state),
+                &row.id,
+                &format!(
+                    "{} {} {} by {}{}{}",
+                    row.kind,
+                    row.target,
+                    row.params,
+                    row.playbook,
+                    if reason.is_empty() { "" } else { ": " },
+                    reason
+                ),
             ),
+            &digest,
         )?;
         tx.commit()?;
         Ok(())
@@ -306,12 +329,17 @@ impl Store {
             "UPDATE actions SET state = ?2, reason = ?3, updated_at_us = ?4 WHERE id = ?1",
             params![id, state.as_str(), reason.as_ref(), wall_us()],
         )?;
+        let digest = audit::action_digest(&tx, id)?.unwrap_or_default();
         audit::append(
             &tx,
-            "actuator",
-            &format!("action_{}", state.as_str()),
-            id,
-            &reason,
+            &self.audit.key,
+            (
+                "actuator",
+                &format!("action_{}", state.as_str()),
+                id,
+                &reason,
+            ),
+            &digest,
         )?;
         tx.commit()?;
         Ok(())
