@@ -1,5 +1,6 @@
 //! The agent keeps collecting while the bus is away: batches within the
-//! buffer's bound arrive after it comes back, overflow is counted. Over a
+//! buffer's bound arrive, confirmed, after it comes back; overflow is
+//! counted. Over a
 //! real nats-server that is killed and restarted on the same port.
 
 mod common;
@@ -25,12 +26,18 @@ async fn buffered_batches_arrive_after_an_outage_and_overflow_is_counted() {
     sink.flush().await.unwrap();
     let got: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     let got2 = got.clone();
+    let acks = sink.clone();
     let reader = tokio::spawn(async move {
         let limits = Limits {
             max_skew_ms: i64::MAX / 2,
             ..Limits::default()
         };
         while let Some(m) = sub.next().await {
+            // Batches kept through the outage come as requests: the
+            // receiver confirms them, as the brain does.
+            if let Some(r) = &m.reply {
+                let _ = acks.publish(r, bytes::Bytes::new()).await;
+            }
             if let Ok(b) = decode::<IndicatorBatch>(&m.payload, &limits, 0) {
                 got2.lock().unwrap().insert(b.seq);
             }

@@ -1,6 +1,10 @@
 //! Publishing with a bounded buffer: while the bus is away, batches wait in
 //! order; beyond the bound the oldest is dropped and counted; when the bus
-//! is back, the buffer is flushed before anything new goes out.
+//! is back, the buffer is flushed before anything new goes out. A buffered
+//! batch is delivered as a request and leaves the buffer only when a
+//! receiver (the brain) acknowledges it: after an outage the agent may be
+//! back on the bus before the brain is, and a plain publish then would
+//! reach nobody.
 
 use std::{collections::VecDeque, sync::Arc};
 
@@ -10,12 +14,18 @@ use tracing::{debug, warn};
 
 use crate::stats::AgentStats;
 
+/// How long a receiver has to acknowledge a buffered batch.
+pub const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A publisher with a bounded buffer.
 pub struct Publisher {
     bus: Bus,
     buf: VecDeque<(String, Bytes)>,
     cap: usize,
     stats: Arc<AgentStats>,
+    /// Whether a receiver has been heard since the bus last went away:
+    /// until then everything goes out acknowledged.
+    confirmed: bool,
 }
 
 impl Publisher {
@@ -26,6 +36,16 @@ impl Publisher {
             buf: VecDeque::new(),
             cap: cap.max(1),
             stats,
+            confirmed: true,
+        }
+    }
+
+    /// Notes whether the bus is still there (called often): once it was
+    /// away, batches go out acknowledged until a receiver answers, so that
+    /// none is published to a bus the brain has not come back to yet.
+    pub fn watch(&mut self) {
+        if !self.bus.is_connected() {
+            self.confirmed = false;
         }
     }
 
@@ -37,13 +57,17 @@ impl Publisher {
     /// Publishes now if the bus is there and nothing older waits; buffers
     /// otherwise.
     pub async fn send(&mut self, subject: String, payload: Bytes) {
-        if self.buf.is_empty() {
+        self.watch();
+        if self.buf.is_empty() && self.confirmed {
             match self.bus.publish(&subject, payload.clone()).await {
                 Ok(()) => {
                     AgentStats::bump(&self.stats.published);
                     return;
                 }
-                Err(e) => debug!(error = %e, "bus unavailable, buffering"),
+                Err(e) => {
+                    self.confirmed = false;
+                    debug!(error = %e, "bus unavailable, buffering");
+                }
             }
         }
         if self.buf.len() == self.cap {
@@ -62,17 +86,25 @@ impl Publisher {
         self.flush().await;
     }
 
-    /// Publishes buffered batches, oldest first, until the buffer is empty
-    /// or the bus fails again. Returns how many went out.
+    /// Delivers buffered batches, oldest first, each acknowledged by a
+    /// receiver, until the buffer is empty or a delivery fails (the bus
+    /// away, nobody listening yet, no answer in time). Returns how many
+    /// went out.
     pub async fn flush(&mut self) -> usize {
         let mut sent = 0;
         while let Some((subject, payload)) = self.buf.front() {
             if !self.bus.is_connected() {
                 break;
             }
-            if self.bus.publish(subject, payload.clone()).await.is_err() {
+            if let Err(e) = self
+                .bus
+                .request(subject, payload.clone(), ACK_TIMEOUT)
+                .await
+            {
+                debug!(error = %e, "buffered batch not acknowledged yet; kept");
                 break;
             }
+            self.confirmed = true;
             self.buf.pop_front();
             AgentStats::bump(&self.stats.flushed);
             sent += 1;
@@ -87,11 +119,11 @@ mod tests {
     use selfheal_bus::{LocalTransport, Transport};
 
     #[tokio::test]
-    async fn buffers_in_order_drops_oldest_and_flushes() {
+    async fn buffers_in_order_drops_oldest_and_flushes_only_what_a_receiver_confirms() {
         let local = LocalTransport::default();
-        let mut sub = local.subscribe("t.>").await.unwrap();
         let stats = Arc::new(AgentStats::default());
         let mut p = Publisher::new(Arc::new(local.clone()), 10, stats.clone());
+        // Nobody listens: the plain publish goes nowhere, as on NATS.
         p.send("t.a".into(), Bytes::from("0")).await;
         local.set_online(false);
         for i in 1..=15 {
@@ -100,16 +132,26 @@ mod tests {
         assert_eq!(p.buffered(), 10);
         assert_eq!(AgentStats::get(&stats.overflow_dropped), 5);
         local.set_online(true);
+        // Back on the bus, but no receiver yet: everything is kept.
+        assert_eq!(p.flush().await, 0);
+        assert_eq!(p.buffered(), 10);
+        // A receiver that acknowledges, as the brain does.
+        let mut sub = local.subscribe("t.>").await.unwrap();
+        let bus = local.clone();
+        let receiver = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 10 {
+                let m = sub.next().await.unwrap();
+                if let Some(r) = &m.reply {
+                    bus.publish(r, Bytes::new()).await.unwrap();
+                }
+                got.push(String::from_utf8(m.payload.to_vec()).unwrap());
+            }
+            got
+        });
         assert_eq!(p.flush().await, 10);
-        let mut got = Vec::new();
-        for _ in 0..11 {
-            got.push(String::from_utf8(sub.next().await.unwrap().payload.to_vec()).unwrap());
-        }
-        let want: Vec<String> = std::iter::once(0)
-            .chain(6..=15)
-            .map(|i: i32| i.to_string())
-            .collect();
-        assert_eq!(got, want);
+        let want: Vec<String> = (6..=15).map(|i: i32| i.to_string()).collect();
+        assert_eq!(receiver.await.unwrap(), want);
         assert_eq!(AgentStats::get(&stats.published), 1);
         assert_eq!(AgentStats::get(&stats.flushed), 10);
     }

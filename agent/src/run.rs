@@ -111,6 +111,9 @@ async fn actuate(
     }
 }
 
+/// Frames remembered to skip a resent one.
+const RECENT_FRAMES: usize = 256;
+
 async fn collect(
     agent: Agent,
     mut feed: Option<selfheal_bus::Subscription>,
@@ -125,6 +128,10 @@ async fn collect(
     let mut last_host: Option<std::time::Instant> = None;
     let mut seq = 0u64;
     let mut seen = sim_feed::Seen::default();
+    // The frames handled last: the simulator resends the ones it sent just
+    // before an outage (they may have died with the connection).
+    let mut recent_frames: std::collections::VecDeque<(u64, i64)> =
+        std::collections::VecDeque::with_capacity(RECENT_FRAMES);
     let mut retry = tokio::time::interval(Duration::from_millis(100));
     let host_period = Duration::from_millis(cfg.host_interval_ms.max(1));
     let mut host_tick = tokio::time::interval(host_period);
@@ -134,8 +141,21 @@ async fn collect(
             _ = stop.cancelled() => break,
             msg = async { feed.as_mut()?.next().await }, if feed.is_some() => {
                 let Some(msg) = msg else { break };
+                // A frame sent as a request is the simulator's backlog from
+                // an outage: confirm it, it is ours to keep from here on.
+                if let Some(reply) = &msg.reply {
+                    let _ = agent.bus.publish(reply, bytes::Bytes::new()).await;
+                }
                 match (msg.payload.len() <= MAX_FRAME_BYTES).then(|| serde_json::from_slice::<Frame>(&msg.payload)) {
+                    Some(Ok(frame)) if recent_frames.contains(&(frame.tick, frame.ts)) => {
+                        AgentStats::bump(&stats.duplicate_frames);
+                        continue;
+                    }
                     Some(Ok(frame)) => {
+                        if recent_frames.len() == RECENT_FRAMES {
+                            recent_frames.pop_front();
+                        }
+                        recent_frames.push_back((frame.tick, frame.ts));
                         clock.store(frame.ts, std::sync::atomic::Ordering::Relaxed);
                         for b in sim_feed::batches(&frame, &cfg.name, &mut seq) {
                             let subject = agent.subjects.indicators(b.layer, &b.idc, &b.service);
@@ -170,6 +190,7 @@ async fn collect(
                 now
             }
             _ = retry.tick() => {
+                publisher.watch();
                 if publisher.buffered() > 0 {
                     publisher.flush().await;
                 }

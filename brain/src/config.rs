@@ -95,6 +95,9 @@ pub struct BrainConfig {
     /// bus (`[[http_actuator]]`, see [`crate::act::http`]).
     #[serde(default)]
     pub http_actuator: Vec<HttpRoute>,
+    /// Bounds of the HTTP API against slow or hostile clients (`[http]`).
+    #[serde(default)]
+    pub http: crate::api::HttpLimits,
     /// SHA-256 (hex) of the bearer token the change webhook
     /// (`POST /v1/changes`) accepts; the webhook is off when absent.
     /// `selfheal hash-token` prints it. The token itself is never stored.
@@ -177,6 +180,7 @@ impl Default for BrainConfig {
             model_open: default_model_open(),
             http_allow: Vec::new(),
             http_actuator: Vec::new(),
+            http: crate::api::HttpLimits::default(),
             change_token_sha256: None,
             admin_token_sha256: None,
             oncall: None,
@@ -206,6 +210,7 @@ impl BrainConfig {
         ) {
             p.extend(e);
         }
+        p.extend(self.http.validate());
         if self.audit_anchor_every_s == 0 || self.audit_anchor_every_s > 3600 {
             p.push("audit_anchor_every_s: must be in 1..=3600".into());
         }

@@ -25,10 +25,11 @@ pub struct Routes {
     pub recent: Arc<crate::recent::Recent>,
 }
 
-/// Runs until `stop` fires or the subscription ends.
+/// Runs until `stop` fires or the subscription ends; the bus answers
+/// batches sent as requests (acknowledgements).
 pub async fn run(
     mut sub: Subscription,
-    subjects: Subjects,
+    (bus, subjects): (selfheal_bus::Bus, Subjects),
     routes: Routes,
     watermark: watch::Sender<i64>,
     limits: Limits,
@@ -50,6 +51,7 @@ pub async fn run(
             _ = stop.cancelled() => break,
             m = sub.next() => match m { Some(m) => m, None => break },
         };
+        acknowledge(&bus, &msg).await;
         let wm = *watermark.borrow();
         let now = if wm > 0 { wm } else { wall_ms() };
         let batch: IndicatorBatch = match decode(&msg.payload, &limits, now) {
@@ -129,6 +131,7 @@ pub struct ContextSubs {
 /// one counted) and hands them to the engine, until `stop` fires.
 pub async fn run_context(
     subs: ContextSubs,
+    bus: selfheal_bus::Bus,
     tx: mpsc::Sender<crate::context::ContextMsg>,
     watermark: watch::Receiver<i64>,
     limits: Limits,
@@ -149,6 +152,7 @@ pub async fn run_context(
             m = hot.next() => match m { Some(m) => (m, 1), None => break },
             m = announce.next() => match m { Some(m) => (m, 2), None => break },
         };
+        acknowledge(&bus, &msg).await;
         let now = clock_now(*watermark.borrow());
         let decoded = match kind {
             0 => decode::<selfheal_bus::ChangeEvent>(&msg.payload, &limits, now)
@@ -178,4 +182,16 @@ pub async fn run_context(
 /// watermark once indicators have moved it, the wall clock before.
 pub(crate) fn clock_now(watermark: i64) -> i64 {
     if watermark > 0 { watermark } else { wall_ms() }
+}
+
+/// Answers a message sent as a request — a sender delivering what it kept
+/// through an outage, which keeps it until the brain confirms — with an
+/// empty reply: the brain has it (taken or, if bad, counted and dropped:
+/// resending would not make it good).
+async fn acknowledge(bus: &selfheal_bus::Bus, msg: &selfheal_bus::Message) {
+    if let Some(reply) = &msg.reply
+        && let Err(e) = bus.publish(reply, bytes::Bytes::new()).await
+    {
+        tracing::debug!(error = %e, "acknowledgement not sent; the sender will send again");
+    }
 }

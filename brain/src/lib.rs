@@ -302,6 +302,7 @@ impl Brain {
                 hot: hot_sub,
                 announce: announce_sub,
             },
+            self.bus.clone(),
             context_tx,
             wm_rx.clone(),
             limits,
@@ -310,7 +311,7 @@ impl Brain {
         )));
         tasks.push(tokio::spawn(ingest::run(
             sub,
-            self.subjects.clone(),
+            (self.bus.clone(), self.subjects.clone()),
             ingest::Routes {
                 shards: shard_txs,
                 models,
@@ -383,7 +384,7 @@ impl Brain {
         let (change_bus, change_subjects) = (self.bus, self.subjects);
         let mut api_addr = None;
         if let Some(addr) = cfg.listen {
-            let (bound, join) = api::serve(
+            let (bound, join) = api::serve_with(
                 addr,
                 api::ApiState {
                     stats: stats.clone(),
@@ -421,6 +422,7 @@ impl Brain {
                     }),
                 },
                 stop.clone(),
+                cfg.http,
             )
             .await
             .map_err(|e| StartError::Config(vec![format!("listen: cannot bind {addr}: {e}")]))?;

@@ -57,6 +57,8 @@ pub struct BrainStats {
     pub topology_updates: AtomicU64,
     /// Change notices accepted by the webhook.
     pub webhook_accepted: AtomicU64,
+    /// HTTP connections closed at once because the API had too many open.
+    pub http_connections_refused: AtomicU64,
     /// Anchors of the audit chain's head written outside the store.
     pub audit_anchors: AtomicU64,
     /// Anchors that could not be written (the file refused).
@@ -262,6 +264,11 @@ impl BrainStats {
                 "selfheal_brain_topology_updates_total",
                 "Topology updates learnt from agents' announcements.",
                 &self.topology_updates,
+            ),
+            (
+                "selfheal_brain_http_connections_refused_total",
+                "HTTP connections closed at once: too many were open.",
+                &self.http_connections_refused,
             ),
             (
                 "selfheal_brain_audit_anchors_total",

@@ -126,6 +126,83 @@ async fn emit(bus: &Bus, subject: &str, ts: i64, kind: &str, detail: String) {
     }
 }
 
+/// Most bytes of feed frames kept while nobody takes them.
+pub const FEED_BACKLOG_BYTES: usize = 64 << 20;
+/// How long a finished run still tries to deliver what it kept.
+pub const FEED_DRAIN: Duration = Duration::from_secs(30);
+
+/// The telemetry export's own buffer. A frame that cannot go out (the bus
+/// away) is kept, in order, up to [`FEED_BACKLOG_BYTES`] (the oldest
+/// dropped and counted beyond); kept frames go out as requests and leave
+/// the backlog only when a collector (the agent) confirms it has them,
+/// since after an outage the simulator may be back on the bus before any
+/// collector is. New frames wait behind the backlog.
+///
+/// A frame published just before the bus went away may have died with the
+/// connection: the frames of the last [`RESEND_WINDOW`] are resent first
+/// (the agent skips the ones it already has).
+#[derive(Default)]
+struct Backlog {
+    frames: std::collections::VecDeque<bytes::Bytes>,
+    bytes: usize,
+    dropped: u64,
+    recent: std::collections::VecDeque<(std::time::Instant, bytes::Bytes)>,
+}
+
+/// How far back frames are resent after a failed publish.
+pub const RESEND_WINDOW: Duration = Duration::from_secs(2);
+
+impl Backlog {
+    async fn send(&mut self, bus: &Bus, subject: &str, frame: bytes::Bytes) {
+        let now = std::time::Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RESEND_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        if self.frames.is_empty() {
+            if bus.publish(subject, frame.clone()).await.is_ok() {
+                self.recent.push_back((now, frame));
+                return;
+            }
+            // The bus just went away: what went out last may be lost too.
+            for (_, f) in self.recent.drain(..).rev() {
+                self.bytes += f.len();
+                self.frames.push_front(f);
+            }
+        }
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+        while self.bytes > FEED_BACKLOG_BYTES
+            && let Some(old) = self.frames.pop_front()
+        {
+            self.bytes -= old.len();
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                warn!(target: "selfheal::sim", dropped = self.dropped, "feed backlog full, dropping the oldest frames");
+            }
+        }
+        self.flush(bus, subject).await;
+    }
+
+    async fn flush(&mut self, bus: &Bus, subject: &str) {
+        while let Some(f) = self.frames.front() {
+            if !bus.is_connected()
+                || bus
+                    .request(subject, f.clone(), Duration::from_secs(2))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            self.bytes -= f.len();
+            self.frames.pop_front();
+        }
+    }
+}
+
 /// Waits for the next tick: the pace, and in lockstep a permit. `false`
 /// when the lockstep driver is gone.
 async fn next_tick(
@@ -154,6 +231,7 @@ async fn run(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (feed, events) = (node.subjects.sim_feed(), node.subjects.sim_event());
     let mut bad_commands = 0u64;
+    let mut backlog = Backlog::default();
     emit(
         &node.bus,
         &events,
@@ -198,7 +276,7 @@ async fn run(
                 }
                 let (frame, happened) = platform.step();
                 if let Ok(bytes) = serde_json::to_vec(&frame) {
-                    let _ = node.bus.publish(&feed, bytes.into()).await;
+                    backlog.send(&node.bus, &feed, bytes.into()).await;
                 }
                 for (kind, detail) in happened {
                     emit(&node.bus, &events, frame.ts, &kind, detail).await;
@@ -211,6 +289,20 @@ async fn run(
             }
         }
     }
+    // What an outage kept is still delivered after the last tick.
+    let drain_until = tokio::time::Instant::now() + FEED_DRAIN;
+    while !backlog.frames.is_empty()
+        && !stop.is_cancelled()
+        && tokio::time::Instant::now() < drain_until
+    {
+        backlog.flush(&node.bus, &feed).await;
+        if !backlog.frames.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if !backlog.frames.is_empty() || backlog.dropped > 0 {
+        warn!(target: "selfheal::sim", undelivered = backlog.frames.len(), dropped = backlog.dropped, "feed frames lost to an outage");
+    }
     emit(
         &node.bus,
         &events,
@@ -219,5 +311,8 @@ async fn run(
         format!("run {} finished", s.name),
     )
     .await;
+    // What was published last is still in the client's buffer: out with it
+    // before the run's bus handle may be dropped.
+    let _ = tokio::time::timeout(Duration::from_secs(5), node.bus.flush()).await;
     platform.truth().clone()
 }

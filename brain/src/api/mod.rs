@@ -343,23 +343,197 @@ async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     )
 }
 
+/// Bounds that keep a slow or hostile client from holding the API
+/// (`[http]` in the brain's configuration).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    /// Connections open at once; beyond, a new one is closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one address, so that one client
+    /// cannot take every slot (a load balancer's health check, a phone).
+    pub max_connections_per_peer: usize,
+    /// Time to send a request's headers, ms; also how long a kept-alive
+    /// connection may sit idle.
+    pub header_timeout_ms: u64,
+    /// Time for a whole request, body included, and its answer, ms (408
+    /// after).
+    pub request_timeout_ms: u64,
+    /// Age after which a connection is closed once its request is done, s.
+    pub max_age_s: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 1024,
+            max_connections_per_peer: 128,
+            header_timeout_ms: 5_000,
+            request_timeout_ms: 10_000,
+            max_age_s: 300,
+        }
+    }
+}
+
+impl HttpLimits {
+    /// Every problem with these limits.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.max_connections == 0 || self.max_connections > 65_536 {
+            p.push("http.max_connections: must be in 1..=65536".into());
+        }
+        if self.max_connections_per_peer == 0
+            || self.max_connections_per_peer > self.max_connections
+        {
+            p.push("http.max_connections_per_peer: must be in 1..=max_connections".into());
+        }
+        for (name, v) in [
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&v) {
+                p.push(format!("http.{name}: must be in 100..=600000"));
+            }
+        }
+        if self.max_age_s == 0 {
+            p.push("http.max_age_s: must be at least 1".into());
+        }
+        p
+    }
+}
+
+/// Open connections, in all and per address.
+struct Slots {
+    total: usize,
+    per_peer: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// A connection's hold on its slots, given back when it ends.
+struct Slot {
+    slots: Arc<std::sync::Mutex<Slots>>,
+    peer: std::net::IpAddr,
+}
+
+impl Slot {
+    fn take(
+        slots: &Arc<std::sync::Mutex<Slots>>,
+        peer: std::net::IpAddr,
+        limits: &HttpLimits,
+    ) -> Option<Slot> {
+        let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = s.per_peer.get(&peer).copied().unwrap_or(0);
+        if s.total >= limits.max_connections || mine >= limits.max_connections_per_peer {
+            return None;
+        }
+        s.total += 1;
+        *s.per_peer.entry(peer).or_default() += 1;
+        Some(Slot {
+            slots: slots.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        s.total -= 1;
+        if let Some(n) = s.per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
 /// Serves [`app`] on `addr` until `stop` fires. Returns the bound address
 /// (useful with port 0) once listening.
+///
+/// Each connection is served by hyper with a header read timeout (which
+/// also closes a kept-alive connection sitting idle); each request, its
+/// body included, has a deadline and gets a 408 after it; at most
+/// [`HttpLimits::max_connections`] are open at once and
+/// [`HttpLimits::max_connections_per_peer`] from one address, and one over
+/// either cap is closed at once and counted, so one client cannot starve
+/// the others (the health check, the phone).
 pub async fn serve(
     addr: SocketAddr,
     state: ApiState,
     stop: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(addr, state, stop, HttpLimits::default()).await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with(
+    addr: SocketAddr,
+    state: ApiState,
+    stop: CancellationToken,
+    limits: HttpLimits,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let stats = state.stats.clone();
+    let request_timeout = std::time::Duration::from_millis(limits.request_timeout_ms);
+    let router = app(state).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        request_timeout,
+    ));
+    let slots = Arc::new(std::sync::Mutex::new(Slots {
+        total: 0,
+        per_peer: Default::default(),
+    }));
     let join = tokio::spawn(async move {
-        let server = axum::serve(
-            listener,
-            app(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.cancelled_owned());
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "HTTP API stopped");
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = stop.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait, go on.
+                        tracing::warn!(error = %e, "HTTP accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(slot) = Slot::take(&slots, peer.ip(), &limits) else {
+                BrainStats::bump(&stats.http_connections_refused);
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let svc = hyper_util::service::TowerToHyperService::new(
+                router
+                    .clone()
+                    .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+            );
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_millis(limits.header_timeout_ms))
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let mut conn = std::pin::pin!(conn);
+                // The header timeout also closes a kept-alive connection
+                // that sends nothing; past its age a connection is asked to
+                // close after its current request.
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn).await;
+                    }
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(limits.max_age_s)) => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(request_timeout, conn).await;
+                    }
+                }
+                drop(slot);
+            });
         }
     });
     Ok((local, join))
