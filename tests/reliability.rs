@@ -258,3 +258,141 @@ async fn a_60_s_nats_outage_under_the_simulator_feed_loses_no_sample() {
     agent.shutdown().await;
     brain.shutdown().await;
 }
+
+/// The brain's resident memory, KiB (this process: the brain runs in it).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A connection to `addr` from the loopback address `ip`.
+async fn connect_from(ip: &str, addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// One `GET /healthz` from another loopback address (as a load balancer's
+/// health check would come), its time and status line.
+async fn health_from_elsewhere(addr: std::net::SocketAddr) -> (Duration, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = std::time::Instant::now();
+    let mut s = connect_from("127.0.0.2", addr).await;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: brain\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    (t.elapsed(), text.lines().next().unwrap_or("").to_string())
+}
+
+/// Finding 3: partial headers held 75 s, a 1 byte/s body drip held, a
+/// declared 20 MB body with none sent waited forever, and 10,500 such
+/// connections took `/healthz` to 1.04 s. Now headers and requests have
+/// deadlines, connections a cap in all and per address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_hostile_http_clients_are_cut_off_and_the_health_check_stays_fast() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (brain, _bus) = brain(&nats, dir.path(), |c| {
+        c.http.header_timeout_ms = 1_000;
+        c.http.request_timeout_ms = 2_000;
+        c.http.max_connections = 2_000;
+        c.http.max_connections_per_peer = 300;
+    })
+    .await;
+    let addr = brain.api_addr.unwrap();
+    let before = rss_kib();
+    // 1,500 connections that never finish their headers.
+    let mut slow = Vec::new();
+    for _ in 0..1_500 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = s
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: brain\r\n")
+            .await;
+        slow.push(s);
+    }
+    // A body dripped a byte at a time, and a 20 MB body declared, never sent.
+    let post = |len: usize| {
+        format!(
+            "POST /v1/changes HTTP/1.1\r\nHost: brain\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    // From another address: 127.0.0.1 is over its cap by now.
+    let mut drip = connect_from("127.0.0.3", addr).await;
+    drip.write_all(post(100).as_bytes()).await.unwrap();
+    let dripping = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        for _ in 0..100 {
+            if drip.write_all(b" ").await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 512];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(200), drip.read(&mut buf)).await
+            {
+                answer.extend_from_slice(&buf[..n]);
+                if n == 0 || answer.ends_with(b"}") {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    let mut declared = connect_from("127.0.0.3", addr).await;
+    declared
+        .write_all(post(20_000_000).as_bytes())
+        .await
+        .unwrap();
+    // The health check, from elsewhere, throughout.
+    let mut worst = Duration::ZERO;
+    let mut peak = 0;
+    for _ in 0..30 {
+        let (took, status) = health_from_elsewhere(addr).await;
+        assert!(status.contains("200"), "{status}");
+        worst = worst.max(took);
+        peak = peak.max(rss_kib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(worst < Duration::from_millis(50), "/healthz took {worst:?}");
+    // Over the per-address cap, connections were closed at once.
+    let refused = brain.stats.http_connections_refused.load(Ordering::Relaxed);
+    assert!(refused >= 1_200, "refused {refused}");
+    // Every slow connection is closed by now (headers: 1 s).
+    let mut open = 0;
+    for s in &mut slow {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(50), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            _ => open += 1,
+        }
+    }
+    assert_eq!(open, 0, "slow connections still open");
+    let answer = dripping.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "the drip: {answer}");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), declared.read(&mut buf))
+        .await
+        .expect("an answer to the declared body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        answer.starts_with("HTTP/1.1 413") || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    assert!(
+        grew_mib < 64,
+        "memory grew by {grew_mib} MiB under the attack"
+    );
+    eprintln!("http attack: /healthz worst {worst:?}, refused {refused}, memory +{grew_mib} MiB");
+    drop(slow);
+    brain.shutdown().await;
+}
