@@ -43,7 +43,6 @@ async fn brain(
     (handle, bus)
 }
 
-#[allow(dead_code)] // the cardinality attack uses it
 fn batch(source: &str, service: &str, instance: Option<String>, ts: i64) -> IndicatorBatch {
     IndicatorBatch {
         v: WIRE_VERSION,
@@ -394,5 +393,97 @@ async fn slow_and_hostile_http_clients_are_cut_off_and_the_health_check_stays_fa
     );
     eprintln!("http attack: /healthz worst {worst:?}, refused {refused}, memory +{grew_mib} MiB");
     drop(slow);
+    brain.shutdown().await;
+}
+
+/// Finding 4: 500,000 distinct `instance` values from one publisher filled
+/// the brain's series cap, and from then on legitimate new series were
+/// refused too. Now a source has a cap of its own, its refusals are counted
+/// under its name and raised as a finding, and everyone else gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_flooding_new_series_is_capped_and_raised_and_the_rest_get_in() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (brain, bus) = brain(&nats, dir.path(), |_| {}).await;
+    let mut findings = bus.subscribe("selfheal.finding.>").await.unwrap();
+    let publisher: Bus = Arc::new(NatsTransport::connect(&nats.url(), "pub").await.unwrap());
+    let subjects = Subjects::default();
+    let stats = brain.stats.clone();
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let before = rss_kib();
+    let now = wall_ms();
+    const BATCHES: usize = 40;
+    const PER_BATCH: usize = 5_000;
+    for b in 0..BATCHES {
+        let mut flood = batch("rogue", "cart", None, now);
+        flood.seq = b as u64 + 1;
+        flood.samples = (0..PER_BATCH)
+            .map(|i| Sample {
+                instance: Some(format!("i-{}", b * PER_BATCH + i)),
+                ..flood.samples[0].clone()
+            })
+            .collect();
+        let subject = subjects.indicators(flood.layer, &flood.idc, &flood.service);
+        publisher
+            .publish(&subject, selfheal_bus::encode(&flood))
+            .await
+            .unwrap();
+    }
+    eventually("the flood taken in", Duration::from_secs(60), || {
+        n(&stats.batches) == BATCHES as u64
+    })
+    .await;
+    let cap = selfheal_brain::admit::SeriesLimits::default().max_per_source as u64;
+    let refused = (BATCHES * PER_BATCH) as u64 - cap;
+    eventually(
+        "all but the source's cap refused",
+        Duration::from_secs(10),
+        || n(&stats.series_refused) == refused,
+    )
+    .await;
+    // Everyone else still gets in: new series of another source.
+    for (i, service) in ["payments", "ledger", "risk"].iter().enumerate() {
+        let mut b = batch("agent-1", service, Some(format!("{service}-1")), now + 1000);
+        b.seq = i as u64 + 1;
+        publisher
+            .publish(
+                &subjects.indicators(b.layer, &b.idc, &b.service),
+                selfheal_bus::encode(&b),
+            )
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the legitimate batches taken",
+        Duration::from_secs(10),
+        || n(&stats.batches) == BATCHES as u64 + 3,
+    )
+    .await;
+    assert_eq!(
+        n(&stats.series_refused),
+        refused,
+        "no legitimate series refused"
+    );
+    // Counted under the source's name, raised once as a finding.
+    let metrics = stats.render_prometheus();
+    assert!(
+        metrics.contains(&format!(
+            "selfheal_brain_series_refused_by_source_total{{source=\"rogue\"}} {refused}"
+        )),
+        "{metrics}"
+    );
+    assert_eq!(n(&stats.findings), 1);
+    let f = tokio::time::timeout(Duration::from_secs(5), findings.next())
+        .await
+        .expect("a finding on the bus")
+        .unwrap();
+    let f: serde_json::Value = serde_json::from_slice(&f.payload).unwrap();
+    assert_eq!(
+        (f["kind"].as_str(), f["source"].as_str()),
+        (Some("series_cap"), Some("rogue"))
+    );
+    let grew_mib = rss_kib().saturating_sub(before) / 1024;
+    eprintln!("series flood: {refused} refused, memory +{grew_mib} MiB");
+    assert!(grew_mib < 200, "memory grew by {grew_mib} MiB");
     brain.shutdown().await;
 }

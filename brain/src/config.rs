@@ -95,6 +95,10 @@ pub struct BrainConfig {
     /// bus (`[[http_actuator]]`, see [`crate::act::http`]).
     #[serde(default)]
     pub http_actuator: Vec<HttpRoute>,
+    /// Caps on distinct series, in all, per source and per service, and
+    /// when an idle series is forgotten (`[series]`).
+    #[serde(default)]
+    pub series: crate::admit::SeriesLimits,
     /// Bounds of the HTTP API against slow or hostile clients (`[http]`).
     #[serde(default)]
     pub http: crate::api::HttpLimits,
@@ -181,6 +185,7 @@ impl Default for BrainConfig {
             http_allow: Vec::new(),
             http_actuator: Vec::new(),
             http: crate::api::HttpLimits::default(),
+            series: crate::admit::SeriesLimits::default(),
             change_token_sha256: None,
             admin_token_sha256: None,
             oncall: None,
@@ -211,6 +216,7 @@ impl BrainConfig {
             p.extend(e);
         }
         p.extend(self.http.validate());
+        p.extend(self.series.validate());
         if self.audit_anchor_every_s == 0 || self.audit_anchor_every_s > 3600 {
             p.push("audit_anchor_every_s: must be in 1..=3600".into());
         }

@@ -23,6 +23,8 @@ pub struct Routes {
     pub models: Option<(ModelStage, mpsc::Sender<Detected>)>,
     /// The last minutes of business indicators, for people's charts.
     pub recent: Arc<crate::recent::Recent>,
+    /// Which series are taken (caps in all, per source, per service).
+    pub admission: crate::admit::Admission,
 }
 
 /// Runs until `stop` fires or the subscription ends; the bus answers
@@ -40,6 +42,7 @@ pub async fn run(
         shards,
         mut models,
         recent,
+        mut admission,
     } = routes;
     // A fixed hasher: a series lands on the same shard in every run.
     let hasher =
@@ -76,8 +79,18 @@ pub async fn run(
         );
         let mut routed: Vec<ShardBatch> = vec![ShardBatch::default(); n];
         let mut max_ts = wm;
+        let mut refused = 0u64;
         for s in &batch.samples {
             let key = SeriesKey::of(&batch, s);
+            let id = hasher.hash_one(&key);
+            max_ts = max_ts.max(s.ts);
+            if admission
+                .admit(id, &batch.source, &batch.service, s.ts)
+                .is_err()
+            {
+                refused += 1;
+                continue;
+            }
             if let Some((stage, tx)) = models.as_mut()
                 && let Some(ev) = stage.observe(&batch.service, &s.metric, s.ts, s.value)
             {
@@ -89,13 +102,17 @@ pub async fn run(
                     return;
                 }
             }
-
-            max_ts = max_ts.max(s.ts);
             recent.observe(&key, s.ts, s.value);
-            routed[(hasher.hash_one(&key) % n as u64) as usize]
+            routed[(id % n as u64) as usize]
                 .samples
                 .push((key, s.ts, s.value));
         }
+        if refused > 0
+            && let Some(total) = stats.refuse_series(&batch.source, refused)
+        {
+            raise_series_cap(&bus, &subjects, &batch.source, total, max_ts).await;
+        }
+        admission.sweep(max_ts);
         // Every shard hears when the watermark moves, even one with no
         // sample of this batch, so the engine knows how far all have come.
         let moved = max_ts > wm;
@@ -193,5 +210,33 @@ async fn acknowledge(bus: &selfheal_bus::Bus, msg: &selfheal_bus::Message) {
         && let Err(e) = bus.publish(reply, bytes::Bytes::new()).await
     {
         tracing::debug!(error = %e, "acknowledgement not sent; the sender will send again");
+    }
+}
+
+/// A finding of its own: a source has new series refused over a cap (a
+/// label taking a new value per request, a misconfigured exporter). Logged
+/// and published on `<prefix>.finding.series_cap` for whoever watches the
+/// brain's inputs; counted per source in `/metrics`.
+async fn raise_series_cap(
+    bus: &selfheal_bus::Bus,
+    subjects: &Subjects,
+    source: &str,
+    refused: u64,
+    ts: i64,
+) {
+    warn!(
+        source,
+        refused, "a source is over its series cap: its new series are refused (finding)"
+    );
+    let finding = serde_json::json!({
+        "kind": "series_cap",
+        "source": source,
+        "refused": refused,
+        "ts": ts,
+        "detail": format!("{source} keeps creating new series; {refused} samples of new series refused so far"),
+    });
+    let subject = format!("{}.finding.series_cap", subjects.prefix());
+    if let Err(e) = bus.publish(&subject, finding.to_string().into()).await {
+        tracing::debug!(error = %e, "finding not published");
     }
 }

@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod act;
+pub mod admit;
 pub mod api;
 pub mod config;
 pub mod context;
@@ -284,7 +285,7 @@ impl Brain {
                 index,
                 rx,
                 anomaly_tx.clone(),
-                cfg.detector.clone(),
+                (cfg.detector.clone(), (cfg.series.idle_s * 1000) as i64),
                 classes.clone(),
                 stats.clone(),
                 stop.clone(),
@@ -316,6 +317,7 @@ impl Brain {
                 shards: shard_txs,
                 models,
                 recent: recent.clone(),
+                admission: admit::Admission::new(cfg.series),
             },
             wm_tx,
             limits,

@@ -1,5 +1,6 @@
 //! The brain's own counters, exposed in Prometheus text format.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use selfheal_bus::DecodeErrorKind;
@@ -18,6 +19,11 @@ pub const REJECT_REASONS: [&str; 10] = [
     "out_of_range",
     "subject_mismatch",
 ];
+
+/// Sources named in the per-source refusal counts; the rest are `_other`.
+pub const MAX_TRACKED_SOURCES: usize = 1024;
+/// How often one source over its cap is raised again as a finding.
+pub const FINDING_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Counters.
 #[derive(Debug, Default)]
@@ -57,6 +63,13 @@ pub struct BrainStats {
     pub topology_updates: AtomicU64,
     /// Change notices accepted by the webhook.
     pub webhook_accepted: AtomicU64,
+    /// New series refused over a cap, by source (at most
+    /// [`MAX_TRACKED_SOURCES`] named, the rest under `_other`), with when
+    /// each source was last raised as a finding.
+    pub series_refused_by_source:
+        std::sync::Mutex<HashMap<String, (u64, Option<std::time::Instant>)>>,
+    /// Findings raised: a source refused series over its cap.
+    pub findings: AtomicU64,
     /// HTTP connections closed at once because the API had too many open.
     pub http_connections_refused: AtomicU64,
     /// Anchors of the audit chain's head written outside the store.
@@ -150,6 +163,35 @@ impl BrainStats {
         if let Some(i) = REJECT_REASONS.iter().position(|r| *r == reason) {
             Self::bump(&self.rejected[i]);
         }
+    }
+
+    /// Counts `n` samples of new series from `source` refused over a cap.
+    /// Returns the source's total when it should be raised as a finding
+    /// now: the first time, then at most every [`FINDING_EVERY`].
+    pub fn refuse_series(&self, source: &str, n: u64) -> Option<u64> {
+        Self::bump_by(&self.series_refused, n);
+        let mut m = self
+            .series_refused_by_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let key = if m.contains_key(source) || m.len() < MAX_TRACKED_SOURCES {
+            source
+        } else {
+            "_other"
+        };
+        let e = m.entry(key.to_string()).or_insert((0, None));
+        e.0 += n;
+        let due = e.1.is_none_or(|t| t.elapsed() >= FINDING_EVERY);
+        if due {
+            e.1 = Some(std::time::Instant::now());
+            Self::bump(&self.findings);
+        }
+        due.then_some(e.0)
+    }
+
+    /// Adds `n` to a counter.
+    pub fn bump_by(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Counts a decode failure.
@@ -266,6 +308,11 @@ impl BrainStats {
                 &self.topology_updates,
             ),
             (
+                "selfheal_brain_findings_total",
+                "Findings raised about the brain's inputs (a source over its series cap).",
+                &self.findings,
+            ),
+            (
                 "selfheal_brain_http_connections_refused_total",
                 "HTTP connections closed at once: too many were open.",
                 &self.http_connections_refused,
@@ -347,6 +394,23 @@ impl BrainStats {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 Self::get(c)
             );
+        }
+        let name = "selfheal_brain_series_refused_by_source_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Samples of new series refused over a cap, by source.\n# TYPE {name} counter"
+        );
+        let by: Vec<(String, u64)> = {
+            let m = self
+                .series_refused_by_source
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let mut v: Vec<_> = m.iter().map(|(k, (n, _))| (k.clone(), *n)).collect();
+            v.sort();
+            v
+        };
+        for (source, n) in by {
+            let _ = writeln!(out, "{name}{{source=\"{source}\"}} {n}");
         }
         let name = "selfheal_brain_rejected_total";
         let _ = writeln!(

@@ -80,12 +80,13 @@ pub async fn run(
     index: usize,
     mut rx: mpsc::Receiver<ShardBatch>,
     tx: mpsc::Sender<Detected>,
-    cfg: DetectorConfig,
+    (cfg, idle_ms): (DetectorConfig, i64),
     classes: Arc<MetricClasses>,
     stats: Arc<BrainStats>,
     stop: CancellationToken,
 ) {
-    let mut series: HashMap<SeriesKey, (Detector, MetricClass)> = HashMap::new();
+    let mut series: HashMap<SeriesKey, (Detector, MetricClass, i64)> = HashMap::new();
+    let mut swept_at = i64::MIN;
     loop {
         let batch = tokio::select! {
             biased;
@@ -94,7 +95,7 @@ pub async fn run(
         };
         let n = batch.samples.len() as u64;
         for (key, ts, value) in batch.samples {
-            let (det, class) = match series.get_mut(&key) {
+            let (det, class, last) = match series.get_mut(&key) {
                 Some(d) => d,
                 None => {
                     if series.len() >= MAX_SERIES_PER_SHARD {
@@ -104,9 +105,10 @@ pub async fn run(
                     let class = classes.classify(&key.metric);
                     series
                         .entry(key.clone())
-                        .or_insert_with(|| (Detector::new(class.direction), class))
+                        .or_insert_with(|| (Detector::new(class.direction), class, ts))
                 }
             };
+            *last = (*last).max(ts);
             let (direction, class) = (class.direction, class.name.clone());
             let ev = match det.update(ts, value, &cfg) {
                 None => continue,
@@ -145,6 +147,12 @@ pub async fn run(
                 warn!("engine gone, shard stopping");
                 return;
             }
+        }
+        // Series idle for the idle time are forgotten (ingest forgets them
+        // too, and gives their slots back); a quarter of it between sweeps.
+        if swept_at == i64::MIN || batch.mark >= swept_at + idle_ms / 4 {
+            swept_at = batch.mark;
+            series.retain(|_, (_, _, last)| *last >= batch.mark - idle_ms);
         }
         stats
             .samples_detected
