@@ -487,3 +487,83 @@ async fn one_source_flooding_new_series_is_capped_and_raised_and_the_rest_get_in
     assert!(grew_mib < 200, "memory grew by {grew_mib} MiB");
     brain.shutdown().await;
 }
+
+/// What this test binary logs at WARN and above, for the tests that count
+/// log lines (installed once, for every test of the binary).
+fn log_capture() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOG: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        #[derive(Clone)]
+        struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
+        let sink = Sink(buf.clone());
+        tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .init();
+        buf
+    })
+    .clone()
+}
+
+/// Finding 5: one WARN line per rejected message (111,000 rejections,
+/// 111,005 lines). Now a burst per window, then one summary line; the
+/// counters stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_messages_is_counted_exactly_and_logged_in_a_few_lines() {
+    let log = log_capture();
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (brain, _bus) = brain(&nats, dir.path(), |_| {}).await;
+    let publisher: Bus = Arc::new(NatsTransport::connect(&nats.url(), "pub").await.unwrap());
+    const N: u64 = 20_000;
+    for i in 0..N {
+        publisher
+            .publish(
+                "selfheal.ind.system.idc1.cart",
+                format!("garbage {i}").into_bytes().into(),
+            )
+            .await
+            .unwrap();
+        if i % 1000 == 999 {
+            publisher.flush().await.unwrap();
+        }
+    }
+    let stats = brain.stats.clone();
+    eventually("every bad message counted", Duration::from_secs(30), || {
+        stats.rejected_total() == N
+    })
+    .await;
+    let lines = |what: &str| {
+        String::from_utf8_lossy(&log.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(what))
+            .count()
+    };
+    let rejected_lines = lines("indicator batch rejected");
+    assert!(
+        rejected_lines <= 2 * selfheal_bus::lograte::LOG_BURST as usize,
+        "{rejected_lines} lines for {N} rejections"
+    );
+    eventually("one summary line", Duration::from_secs(25), || {
+        lines("rejection lines held back") >= 1
+    })
+    .await;
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let summary = text
+        .lines()
+        .find(|l| l.contains("rejection lines held back"))
+        .unwrap();
+    assert!(summary.contains(&format!("malformed {N}")), "{summary}");
+    brain.shutdown().await;
+}

@@ -128,6 +128,8 @@ async fn collect(
     let mut last_host: Option<std::time::Instant> = None;
     let mut seq = 0u64;
     let mut seen = sim_feed::Seen::default();
+    // One line per bad frame would be a flood of its own; the count is exact.
+    let bad_frame_log = selfheal_bus::lograte::LogGate::default();
     // The frames handled last: the simulator resends the ones it sent just
     // before an outage (they may have died with the connection).
     let mut recent_frames: std::collections::VecDeque<(u64, i64)> =
@@ -179,7 +181,9 @@ async fn collect(
                     }
                     _ => {
                         AgentStats::bump(&stats.bad_frames);
-                        warn!(bad_frames = AgentStats::get(&stats.bad_frames), "unreadable feed frame dropped");
+                        if bad_frame_log.allow().is_some() {
+                            warn!(bad_frames = AgentStats::get(&stats.bad_frames), "unreadable feed frame dropped");
+                        }
                         continue;
                     }
                 }

@@ -61,14 +61,18 @@ pub async fn run(
             Ok(b) => b,
             Err(e) => {
                 stats.reject_decode(e.kind());
-                warn!(subject = %msg.subject, reason = e.kind().reason(), error = %e, "indicator batch rejected");
+                if let Some(held) = stats.reject_log.allow() {
+                    warn!(subject = %msg.subject, reason = e.kind().reason(), error = %e, held_back = held, "indicator batch rejected");
+                }
                 stats.progress.notify_waiters();
                 continue;
             }
         };
         if msg.subject != subjects.indicators(batch.layer, &batch.idc, &batch.service) {
             stats.reject("subject_mismatch");
-            warn!(subject = %msg.subject, "indicator batch on the wrong subject rejected");
+            if let Some(held) = stats.reject_log.allow() {
+                warn!(subject = %msg.subject, held_back = held, "indicator batch on the wrong subject rejected");
+            }
             stats.progress.notify_waiters();
             continue;
         }
@@ -189,7 +193,9 @@ pub async fn run_context(
             }
             Err(e) => {
                 stats.reject_decode(e.kind());
-                warn!(subject = %msg.subject, reason = e.kind().reason(), error = %e, "context message rejected");
+                if let Some(held) = stats.reject_log.allow() {
+                    warn!(subject = %msg.subject, reason = e.kind().reason(), error = %e, held_back = held, "context message rejected");
+                }
             }
         }
     }

@@ -107,6 +107,22 @@ async fn anchor_audit(
     }
 }
 
+/// Every log window, one line for the rejection lines held back in it
+/// (see [`selfheal_bus::lograte`]).
+async fn summarize_rejections(stats: Arc<BrainStats>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(selfheal_bus::lograte::LOG_WINDOW);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Some(line) = stats.rejection_summary() {
+            warn!("{line}");
+        }
+    }
+}
+
 /// What a start-up thread returned; a panic there is a refusal to start.
 fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, StartError>>) -> Result<T, StartError> {
     h.join().unwrap_or_else(|_| {
@@ -432,6 +448,10 @@ impl Brain {
             api_addr = Some(bound);
             tasks.push(join);
         }
+        tasks.push(tokio::spawn(summarize_rejections(
+            stats.clone(),
+            stop.clone(),
+        )));
         tasks.push(tokio::spawn(anchor_audit(
             store.clone(),
             anchor_bus,

@@ -68,6 +68,9 @@ pub struct BrainStats {
     /// each source was last raised as a finding.
     pub series_refused_by_source:
         std::sync::Mutex<HashMap<String, (u64, Option<std::time::Instant>)>>,
+    /// The gate in front of the per-message rejection lines (the counters
+    /// stay exact; a summary says what was held back).
+    pub reject_log: selfheal_bus::lograte::LogGate,
     /// Findings raised: a source refused series over its cap.
     pub findings: AtomicU64,
     /// HTTP connections closed at once because the API had too many open.
@@ -197,6 +200,26 @@ impl BrainStats {
     /// Counts a decode failure.
     pub fn reject_decode(&self, kind: DecodeErrorKind) {
         self.reject(kind.reason());
+    }
+
+    /// One line for the rejection lines held back since the last one (none
+    /// when nothing was), with the exact totals by reason.
+    pub fn rejection_summary(&self) -> Option<String> {
+        let held = self.reject_log.take_held();
+        if held == 0 {
+            return None;
+        }
+        let by: Vec<String> = REJECT_REASONS
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r, Self::get(&self.rejected[i])))
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        Some(format!(
+            "{held} rejection lines held back; rejected so far: {}",
+            by.join(", ")
+        ))
     }
 
     /// Rejected messages, all reasons.

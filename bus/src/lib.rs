@@ -21,6 +21,7 @@
 
 pub mod codec;
 pub mod local;
+pub mod lograte;
 pub mod message;
 pub mod names;
 pub mod nats;
