@@ -25,6 +25,7 @@ use selfheal_bus::{
 use selfheal_sim::{Scenario, SimNode, Speed, Truth, feed::SimEvent};
 
 pub mod bench;
+pub mod config_file;
 pub mod detect;
 pub mod drill;
 pub mod micro;

@@ -328,7 +328,7 @@ enum Cmd {
 fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    selfheal::config_file::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn topology(path: Option<&PathBuf>) -> anyhow::Result<Topology> {
@@ -996,6 +996,12 @@ async fn main() -> anyhow::Result<()> {
             };
             if listen.is_some() {
                 cfg.listen = listen;
+            }
+            // Every problem of the configuration, before anything is
+            // reached for (with NATS down, the bus error would hide them).
+            let problems = cfg.validate();
+            if !problems.is_empty() {
+                bail!("invalid brain configuration:\n{}", problems.join("\n"));
             }
             let brain = Brain {
                 config: cfg,

@@ -111,7 +111,21 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         .flexible(false)
         .from_path(&path)
         .with_context(|| format!("reading {}", path.display()))?;
-    let headers = rd.headers()?.clone();
+    let headers = rd
+        .headers()
+        .with_context(|| format!("{}:1: reading the header row", path.display()))?
+        .clone();
+    // A column named twice would be read from its first place and the
+    // other silently ignored: refused, naming it.
+    let mut named = BTreeSet::new();
+    for h in headers.iter().map(str::trim) {
+        if !named.insert(h) {
+            bail!(
+                "{}:1: the column {h:?} appears twice; which one holds the data is ambiguous",
+                path.display()
+            );
+        }
+    }
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
     let (Some(t), Some(s), Some(m), Some(v)) = (
         col("timestamp"),
@@ -250,7 +264,8 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
     }
     let mut topology: Topology = if dir.join("topology.toml").exists() {
         let p = dir.join("topology.toml");
-        let text = std::fs::read_to_string(&p)?;
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
     } else if dir.join("dependencies.csv").exists() {
         topology_from_edges(&dir.join("dependencies.csv"), &mut names)?

@@ -26,6 +26,12 @@ pub const RECORD_START_MS: i64 = 1_700_000_000_000;
 /// Returns the rows written.
 pub fn record(topology: &Topology, scenario: &Scenario, out: &Path) -> anyhow::Result<usize> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // The recording is replayable as it stands: the topology goes with it.
+    std::fs::write(
+        out.join("topology.toml"),
+        toml::to_string(topology).context("writing the topology as TOML")?,
+    )
+    .context("creating topology.toml")?;
     let mut metrics = std::io::BufWriter::new(
         std::fs::File::create(out.join("metrics.csv")).context("creating metrics.csv")?,
     );

@@ -251,6 +251,36 @@ fn bad_configuration_is_refused_with_every_problem() {
     let (ok, _, err) = selfheal(&agent);
     assert!(!ok && err.contains("unknown field `nmae`"), "{err}");
 
+    // The brain's file: every TOML problem at once, and the range checks
+    // before the bus is reached for (NATS is down here).
+    let bcfg = dir.path().join("brain.toml");
+    let brain = [
+        "brain",
+        "--nats",
+        "nats://127.0.0.1:1",
+        "--config",
+        bcfg.to_str().unwrap(),
+    ];
+    std::fs::write(&bcfg, "shards = \"two\"\nsettle_s = -1\nnmae = 1\n").unwrap();
+    let (ok, _, err) = selfheal(&brain);
+    assert!(
+        !ok && err.contains("3 problems")
+            && err.contains("shards:")
+            && err.contains("settle_s:")
+            && err.contains("unknown field `nmae`"),
+        "{err}"
+    );
+    std::fs::write(&bcfg, "[http]\nmax_connections = 0\n[series]\nidle_s = 1\n").unwrap();
+    let (ok, _, err) = selfheal(&brain);
+    assert!(
+        !ok && err.contains("http.max_connections") && err.contains("series.idle_s"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("nats://"),
+        "the bus is not reached for: {err}"
+    );
+
     let sc = dir.path().join("s.toml");
     std::fs::write(
         &sc,

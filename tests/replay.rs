@@ -39,11 +39,10 @@ async fn a_recorded_sim_run_replays_to_the_live_incident() {
         rec.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    std::fs::copy(
-        selfheal::paths::scenarios().join("../topology.toml"),
-        rec.join("topology.toml"),
-    )
-    .unwrap();
+    // The recording carries its topology: replayable as it stands.
+    let written = std::fs::read_to_string(rec.join("topology.toml")).unwrap();
+    let topology: selfheal_bus::Topology = toml::from_str(&written).unwrap();
+    assert_eq!(topology, selfheal_sim::default_topology());
     let out = dir.path().join("incidents.json");
     let (ok, _, err) = selfheal(&[
         "replay",
@@ -164,6 +163,10 @@ fn malformed_replay_input_is_refused_with_its_line() {
             "time,svc,value\n1,a,1\n",
             "metrics.csv:1: needs the columns",
         ),
+        (
+            "timestamp,service,metric,value,value\n1,a,cpu,1,2\n",
+            "metrics.csv:1: the column \"value\" appears twice",
+        ),
     ] {
         std::fs::write(d.join("metrics.csv"), csv).unwrap();
         let err = run();
@@ -181,6 +184,14 @@ fn malformed_replay_input_is_refused_with_its_line() {
     .unwrap();
     assert!(run().contains("changes.jsonl:2:"));
     std::fs::remove_file(d.join("changes.jsonl")).unwrap();
+    // A binary topology file is named in the refusal.
+    std::fs::write(d.join("topology.toml"), [0xff, 0xfe, 0x00, 0x9f]).unwrap();
+    let err = run();
+    assert!(
+        err.contains("topology.toml") && err.contains("UTF-8"),
+        "{err}"
+    );
+    std::fs::remove_file(d.join("topology.toml")).unwrap();
     std::fs::remove_file(d.join("dependencies.csv")).unwrap();
     // Without a graph the recording is still replayed (localization then
     // rests on the series alone).
