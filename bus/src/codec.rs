@@ -123,9 +123,36 @@ where
             max: limits.max_bytes,
         });
     }
-    let msg: T = serde_json::from_slice(bytes)?;
+    let msg: T = serde_json::from_slice(bytes).map_err(|e| classify(bytes, e))?;
     check(&msg, limits, now_ms)?;
     Ok(msg)
+}
+
+/// A parse failure at a number JSON cannot hold (`NaN`, `Infinity`,
+/// `1e309`) is a non-finite value, not a malformed message: counted as
+/// such.
+fn classify(bytes: &[u8], e: serde_json::Error) -> DecodeError {
+    if e.classify() == serde_json::error::Category::Syntax {
+        if e.to_string().starts_with("number out of range") {
+            return DecodeError::Invalid(Invalid::NonFinite);
+        }
+        // Where the parser stopped (line and column count from 1).
+        let start = bytes
+            .split(|b| *b == b'\n')
+            .take(e.line().saturating_sub(1))
+            .map(|l| l.len() + 1)
+            .sum::<usize>()
+            + e.column().saturating_sub(1);
+        let rest = bytes.get(start.min(bytes.len())..).unwrap_or_default();
+        let rest = rest.strip_prefix(b"-").unwrap_or(rest);
+        if [&b"NaN"[..], b"Infinity", b"inf", b"nan"]
+            .iter()
+            .any(|t| rest.starts_with(t))
+        {
+            return DecodeError::Invalid(Invalid::NonFinite);
+        }
+    }
+    DecodeError::Malformed(e)
 }
 
 /// The checks [`decode`] applies after parsing: the wire version and the
@@ -151,6 +178,20 @@ pub fn check<T: Validate + Versioned>(
 mod tests {
     use super::*;
     use crate::message::*;
+
+    #[test]
+    fn nan_infinity_and_out_of_range_numbers_count_as_non_finite() {
+        let good = String::from_utf8(encode(&batch()).to_vec()).unwrap();
+        let l = Limits::default();
+        for bad in ["NaN", "Infinity", "-Infinity", "1e309", "-1e400"] {
+            let text = good.replace("0.5", bad);
+            assert_ne!(text, good);
+            let e = decode::<IndicatorBatch>(text.as_bytes(), &l, 1_000).unwrap_err();
+            assert_eq!(e.kind().reason(), "non_finite", "{bad}: {e}");
+        }
+        let e = decode::<IndicatorBatch>(b"{\"v\": NaX}", &l, 1_000).unwrap_err();
+        assert_eq!(e.kind().reason(), "malformed");
+    }
 
     fn batch() -> IndicatorBatch {
         IndicatorBatch {

@@ -116,6 +116,44 @@ pub fn app(state: ApiState) -> Router {
     }
     .layer(guard)
     .merge(open)
+    .layer(axum::middleware::from_fn(json_errors))
+}
+
+/// Every refusal answers in the documented form, `{"error": "..."}`, even
+/// those axum or a layer writes as plain text (413 over the body limit,
+/// 408 past the deadline, a malformed header).
+async fn json_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let textual = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !textual {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let text = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_lowercase()
+    } else {
+        text
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({ "error": text }).to_string();
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 type Answer = (StatusCode, Json<serde_json::Value>);
@@ -280,6 +318,18 @@ async fn change(
             Some(&s.stats.webhook_unauthorized),
             StatusCode::UNAUTHORIZED,
             "a valid bearer token is required".into(),
+        );
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return refuse(
+            Some(&s.stats.webhook_malformed),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a change notice is JSON: send Content-Type: application/json".into(),
         );
     }
     let now = crate::ingest::clock_now(*hook.clock.borrow());
@@ -730,8 +780,23 @@ mod webhook_tests {
             r#"{{"id": "c", "service": "a", "kind": "deploy", "description": "{}"}}"#,
             "x".repeat(20_000)
         );
-        let (got, _) = post(Some("Bearer ci-s3cret"), &big).await;
+        let (got, text) = post(Some("Bearer ci-s3cret"), &big).await;
         assert_eq!(got, 413);
+        let e: serde_json::Value = serde_json::from_str(&text).expect("a JSON refusal");
+        assert!(e["error"].as_str().is_some_and(|t| !t.is_empty()), "{text}");
+        // JSON under another media type is refused, in JSON.
+        let req = Request::post("/v1/changes")
+            .header("content-type", "application/xml")
+            .header("authorization", "Bearer ci-s3cret")
+            .body(Body::from(good.to_string()))
+            .unwrap();
+        let res = app(state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(res.status().as_u16(), 415);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let e: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(e["error"].as_str().unwrap().contains("application/json"));
         // A service named as its monitoring names it is mapped, as replay
         // maps it.
         let (got, text) = post(
@@ -768,7 +833,7 @@ mod webhook_tests {
             "{text}"
         );
         assert!(
-            text.contains("selfheal_brain_webhook_malformed_total 7"),
+            text.contains("selfheal_brain_webhook_malformed_total 8"),
             "{text}"
         );
         assert!(
