@@ -22,6 +22,7 @@ fn plan(incident) {
     service::restart(incident.at);
     verify::cleared(60);
     storage::wipe();
+    system("reboot");
 }
 "#,
     )
@@ -59,9 +60,15 @@ fn plan(incident) {
         ))),
         "{out}"
     );
+    assert!(
+        lines.iter().any(|l| l.starts_with(&format!(
+            "{b}:9: unknown function system: neither a host function"
+        ))),
+        "{out}"
+    );
     assert_eq!(
         lines.iter().filter(|l| l.starts_with(&b)).count(),
-        3,
+        4,
         "nothing flagged in comments or strings: {out}"
     );
     assert!(

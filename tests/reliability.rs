@@ -567,3 +567,47 @@ async fn a_flood_of_bad_messages_is_counted_exactly_and_logged_in_a_few_lines() 
     assert!(summary.contains(&format!("malformed {N}")), "{summary}");
     brain.shutdown().await;
 }
+
+/// Finding 8: the brain started with a playbook calling a host function
+/// that does not exist; it failed only when an incident ran it. Now it is
+/// refused at load, like a compile error, with the file and line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playbook_calling_a_function_that_does_not_exist_keeps_the_brain_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir_all(playbooks.join("diagnose")).unwrap();
+    for f in std::fs::read_dir(selfheal::paths::playbooks())
+        .unwrap()
+        .flatten()
+    {
+        if f.path().is_file() {
+            std::fs::copy(f.path(), playbooks.join(f.file_name())).unwrap();
+        }
+    }
+    std::fs::write(
+        playbooks.join("reboot.rhai"),
+        "fn meta() { #{ handles: [\"saturated_host\"], risk: \"low\", approval: \"auto\" } }\n\
+         fn plan(incident) {\n    system(\"reboot\");\n}\n",
+    )
+    .unwrap();
+    let bus: Bus = Arc::new(selfheal_bus::LocalTransport::default());
+    let refused = Brain {
+        config: BrainConfig {
+            store: dir.path().join("brain.db"),
+            playbooks: playbooks.clone(),
+            ..BrainConfig::default()
+        },
+        bus,
+        subjects: Subjects::default(),
+        topology: selfheal_sim::default_topology(),
+    }
+    .spawn()
+    .await
+    .err()
+    .expect("the brain refuses to start");
+    let text = refused.to_string();
+    assert!(
+        text.contains("reboot.rhai") && text.contains("unknown function system (line 3"),
+        "{text}"
+    );
+}

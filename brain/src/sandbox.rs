@@ -42,6 +42,72 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Sandbox {
+    /// Every call in `ast` to a function that exists nowhere: not a host
+    /// function, not one of Rhai's own, not one the script defines. Rhai
+    /// resolves calls only when they run, so without this a script calling
+    /// `system()` or `open_file()` loads and fails at 3 a.m. instead.
+    /// Returns (line, name) of each, in order.
+    pub fn unknown_calls(&self, ast: &rhai::AST) -> Vec<(usize, String)> {
+        use rhai::{ASTNode, Expr};
+        // Functions the engine knows, by name (qualified for modules).
+        let known: std::collections::HashSet<String> = self
+            .engine
+            .gen_fn_signatures(true)
+            .into_iter()
+            .filter_map(|sig| sig.split('(').next().map(|n| n.trim().to_string()))
+            .chain(ast.iter_functions().map(|f| f.name.to_string()))
+            .chain(
+                [
+                    "print",
+                    "debug",
+                    "type_of",
+                    "eval",
+                    "Fn",
+                    "call",
+                    "curry",
+                    "is_shared",
+                    "is_def_var",
+                    "is_def_fn",
+                    "this",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        // Variables a script may call like functions (closures).
+        let mut vars = std::collections::HashSet::new();
+        ast.walk(&mut |path: &[ASTNode]| {
+            if let Some(ASTNode::Stmt(rhai::Stmt::Var(x, ..))) = path.last() {
+                vars.insert(x.0.name.to_string());
+            }
+            true
+        });
+        let mut out = Vec::new();
+        ast.walk(&mut |path: &[ASTNode]| {
+            let call = match path.last() {
+                Some(ASTNode::Expr(Expr::FnCall(call, pos))) => Some((call, pos)),
+                // A call standing alone as a statement.
+                Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, pos))) => Some((call, pos)),
+                _ => None,
+            };
+            if let Some((call, pos)) = call
+                && !call.is_operator_call()
+            {
+                let name = if call.is_qualified() {
+                    format!("{}::{}", call.namespace, call.name)
+                } else {
+                    call.name.to_string()
+                };
+                if !known.contains(&name) && !vars.contains(call.name.as_str()) {
+                    out.push((pos.line().unwrap_or(0), name));
+                }
+            }
+            true
+        });
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// A new sandboxed engine; `log` names the tracing target of `print`.
     pub fn new(limits: Limits, log: &'static str) -> Self {
         let deadline: Arc<Mutex<Option<Instant>>> = Arc::default();

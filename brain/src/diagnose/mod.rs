@@ -216,6 +216,12 @@ impl Rules {
             let r = std::fs::read_to_string(&f)
                 .map_err(|e| e.to_string())
                 .and_then(|t| self.sandbox.engine.compile(&t).map_err(|e| e.to_string()))
+                .and_then(
+                    |ast| match crate::playbook::unknown_calls_message(&self.sandbox, &ast) {
+                        Some(m) => Err(m),
+                        None => Ok(ast),
+                    },
+                )
                 .and_then(|ast| {
                     if ast
                         .iter_functions()

@@ -174,6 +174,15 @@ fn host_calls(text: &str) -> Vec<(usize, String, String, usize)> {
     out
 }
 
+/// The line of a Rhai message: its positions read "(line N, position M)".
+fn line_of(msg: &str) -> usize {
+    msg.split("(line ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Compiles each playbook (syntax, `meta()`, `plan(incident)`) and lints it:
 /// every `module::function(...)` must be a host function called with its
 /// number of arguments. Returns every finding.
@@ -190,14 +199,27 @@ pub fn check(rt: &Runtime, files: &[PathBuf]) -> Vec<Finding> {
             let text = e.to_string();
             let prefix = format!("{}: ", f.display());
             let msg = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
-            // Rhai positions read "(line N, position M)".
-            let line = msg
-                .split("(line ")
-                .nth(1)
-                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            out.push(finding(line, msg));
+            if msg.starts_with("unknown function ") {
+                // One finding per call; `module::name` calls are left to the
+                // host-call lint below, which names what the module has.
+                for part in msg.split("; ") {
+                    let Some(rest) = part.strip_prefix("unknown function ") else {
+                        continue;
+                    };
+                    let name = rest.split(' ').next().unwrap_or_default();
+                    if name.contains("::") {
+                        continue;
+                    }
+                    out.push(finding(
+                        line_of(rest),
+                        format!(
+                            "unknown function {name}: neither a host function, one of Rhai's, nor defined in the script"
+                        ),
+                    ));
+                }
+            } else {
+                out.push(finding(line_of(&msg), msg));
+            }
         }
         let Ok(text) = std::fs::read_to_string(f) else {
             continue;

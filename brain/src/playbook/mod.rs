@@ -552,6 +552,9 @@ impl Runtime {
                 file: file.clone(),
                 message: e.to_string(),
             })?;
+        if let Some(message) = unknown_calls_message(&self.sandbox, &ast) {
+            return Err(PlaybookError::Compile { file, message });
+        }
         let has = |name: &str, arity: usize| {
             ast.iter_functions()
                 .any(|f| f.name == name && f.params.len() == arity)
@@ -1101,4 +1104,21 @@ impl Runtime {
         out.sort_by(|a, b| (&a.module, &a.name).cmp(&(&b.module, &b.name)));
         out
     }
+}
+
+/// The refusal of a script that calls functions that exist nowhere (see
+/// [`crate::sandbox::Sandbox::unknown_calls`]), as Rhai words a compile
+/// error: each with its line.
+pub(crate) fn unknown_calls_message(
+    sandbox: &crate::sandbox::Sandbox,
+    ast: &rhai::AST,
+) -> Option<String> {
+    let unknown = sandbox.unknown_calls(ast);
+    (!unknown.is_empty()).then(|| {
+        unknown
+            .iter()
+            .map(|(line, name)| format!("unknown function {name} (line {line}, position 1)"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }

@@ -144,13 +144,33 @@ fn bad_scripts_are_refused_with_file_and_reason() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not in (0,1]"), "{e}");
-    // No file access from scripts.
+    // No file access from scripts, and a call to a function that exists
+    // nowhere is refused at load, like a compile error, with its line.
+    for (name, call) in [
+        ("io.rhai", "let f = open_file(\"/etc/passwd\");"),
+        ("sys.rhai", "system(\"rm -rf /\");"),
+        ("nuke.rhai", "service::nuke(\"ledger\");"),
+    ] {
+        let p = write(
+            dir.path(),
+            name,
+            &format!("{META}\nfn plan(i) {{\n  {call}\n}}"),
+        );
+        let e = rt.compile(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown function") && e.contains("line 3"),
+            "{name}: {e}"
+        );
+    }
+    // Functions the script defines, closures and Rhai's own are known.
     let p = write(
         dir.path(),
-        "io.rhai",
-        &format!("{META}\nfn plan(i) {{ let f = open_file(\"/etc/passwd\"); }}"),
+        "own.rhai",
+        &format!(
+            "{META}\nfn half(x) {{ x / 2.0 }}\nfn plan(i) {{ let f = |x| x + 1; let n = f(1); let h = half(1.0); print(type_of(h)); [1, 2].len(); }}"
+        ),
     );
-    assert!(rt.plan(&rt.compile(&p).unwrap(), &facts()).is_err());
+    rt.compile(&p).unwrap();
 }
 
 #[test]
