@@ -149,20 +149,27 @@ async fn the_audit_head_is_anchored_in_a_file_and_on_the_bus_and_truncation_show
             .audit("alice", "approved", &format!("inc-{i}-a"), "ok")
             .unwrap();
     }
-    let msg = tokio::time::timeout(Duration::from_secs(10), anchors.next())
-        .await
-        .expect("an anchor on the bus")
-        .unwrap();
-    let a: selfheal_brain::store::Anchor = serde_json::from_slice(&msg.payload).unwrap();
+    // The anchor task may have caught an earlier head first.
+    let a = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let msg = anchors.next().await.unwrap();
+            let a: selfheal_brain::store::Anchor = serde_json::from_slice(&msg.payload).unwrap();
+            if a.seq == 3 {
+                return a;
+            }
+        }
+    })
+    .await
+    .expect("an anchor of the head on the bus");
     let head = store.audit_of("", 1).unwrap().remove(0);
-    assert_eq!((a.seq, a.hash.as_str()), (3, head.hash.as_str()));
+    assert_eq!(a.hash, head.hash);
     let file = std::fs::read_to_string(dir.path().join("brain.db.anchors")).unwrap();
     assert!(file.contains(&a.mac), "the file holds the same anchor");
     drop(store);
     brain.shutdown().await;
 
     let (ok, out, err) = common::selfheal(&["audit", "verify", "--store", db.to_str().unwrap()]);
-    assert!(ok && out.contains("1 anchors"), "{out}{err}");
+    assert!(ok && out.contains("audit log intact"), "{out}{err}");
     // The newest rows deleted behind the triggers' back.
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 3;")
@@ -249,6 +256,12 @@ async fn a_60_s_nats_outage_under_the_simulator_feed_loses_no_sample() {
         n(&astats.buffered),
         n(&astats.flushed),
         n(&astats.overflow_dropped),
+        n(&astats.duplicate_frames)
+    );
+    eprintln!(
+        "nats outage 60 s: {ticks} frames of {ticks} collected, {} batches of {} delivered, {} resent frames skipped",
+        n(&bstats.batches),
+        n(&astats.indicator_batches),
         n(&astats.duplicate_frames)
     );
     assert_eq!(n(&astats.overflow_dropped), 0);
@@ -551,6 +564,7 @@ async fn a_flood_of_bad_messages_is_counted_exactly_and_logged_in_a_few_lines() 
             .count()
     };
     let rejected_lines = lines("indicator batch rejected");
+    eprintln!("log flood: {N} rejections, {rejected_lines} rejection lines");
     assert!(
         rejected_lines <= 2 * selfheal_bus::lograte::LOG_BURST as usize,
         "{rejected_lines} lines for {N} rejections"
