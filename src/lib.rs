@@ -5,6 +5,7 @@
 //! - [`run_loop`]: runs a scenario through sim → agent → bus → brain →
 //!   agent → sim and reports what happened, with MTTD and MTTR.
 //! - [`paths`]: where the shipped playbooks and topology are found.
+//! - [`config_file`]: configuration files with every problem named at once.
 //! - [`bench`]: the `selfheal bench` measurements.
 //! - [`drill`]: scenario drills scored against ground truth.
 //! - [`detect`]: the streaming detector over NAB-style CSV files.

@@ -7,7 +7,10 @@
 //!
 //! # Layout
 //! - [`config`]: the brain's TOML configuration.
-//! - [`ingest`]: subscribe, decode, validate, route samples to shards.
+//! - [`ingest`]: subscribe, decode, validate, acknowledge what was sent as
+//!   a request, route samples to shards.
+//! - [`admit`]: series admission (caps in all, per source, per service) and
+//!   the eviction of idle series.
 //! - [`detect`]: per-series streaming detectors in shard tasks.
 //! - [`correlate`]: anomalies grouped into incidents, and what may open
 //!   one (symptoms, agreeing groups; the rest kept as signals).
@@ -17,10 +20,12 @@
 //! - [`playbook`]: the sandboxed Rhai runtime and host API.
 //! - [`act`]: guards and dispatch of actions to edge actuators.
 //! - [`verify`]: checks after an action.
-//! - [`store`]: the SQLite store (write-ahead of actions).
+//! - [`store`]: the SQLite store (write-ahead of actions; the keyed,
+//!   anchored audit chain; checkpoint and online backup).
 //! - [`engine`]: the task that owns incidents and runs the stages above.
 //! - [`stats`]: the brain's own counters (Prometheus text).
-//! - [`api`]: the HTTP API (`/healthz`, `/metrics`).
+//! - [`api`]: the HTTP API (`/healthz`, `/metrics`), served with header and
+//!   request deadlines and connection caps.
 #![deny(missing_docs)]
 
 pub mod act;

@@ -14,6 +14,7 @@
 //! - [`codec`]: bytes ⇄ typed messages: JSON encoding, size bound, version,
 //!   finite values and timestamp skew checked on arrival.
 //! - [`names`]: names as monitoring writes them mapped to wire-safe names.
+//! - [`lograte`]: rate-limited logging of per-message problems.
 //! - [`transport`]: the [`Transport`](transport::Transport) trait every bus
 //!   implements, with [`nats`] (async-nats) and [`local`] (in-process)
 //!   implementations.
