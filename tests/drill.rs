@@ -138,7 +138,8 @@ async fn a_healthy_deploy_nearby_is_not_blamed_and_a_hot_key_is() {
 }
 
 /// The diagnosis bar over the whole drill catalogue: the root cause (kind
-/// and target) first for at least 90 % of expected faults, and a bad change
+/// and target) first, and among the top three, for at least 90 % of
+/// expected faults each, and a bad change
 /// blamed with precision and recall of at least 95 % (a healthy deploy near
 /// an unrelated fault is not blamed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +155,9 @@ async fn the_catalogue_meets_the_diagnosis_bar() {
     let (expected, top1, top3) = (sum(|r| r.expected), sum(|r| r.diagnosed), sum(|r| r.top3));
     let summary = selfheal::drill::diagnosis_summary(&results);
     assert!(top1 as f64 >= 0.9 * expected as f64, "{summary}");
-    assert!(top3 >= top1, "{summary}");
+    // Among the top three: the same bar, counted on its own (a cause the
+    // brain names third but not first still helps the person on call).
+    assert!(top3 as f64 >= 0.9 * expected as f64, "{summary}");
     let (tp, fp, fneg) = (
         sum(|r| r.change_tp),
         sum(|r| r.change_fp),
