@@ -17,7 +17,7 @@ fn check_passes_the_library_and_names_every_problem_with_its_line() {
         r#"fn meta() { #{ handles: ["bad_deploy"], risk: "low", approval: "auto" } }
 fn plan(incident) {
     // traffic::nothing(1) in a comment is not a call
-    let note = "service::restart(\"in a string\")";
+    let note = "service::restart(\"in a string\")"; /* storage::wipe() in a block comment */
     traffic::shfit(incident.target, "bank-b", 0.5);
     service::restart(incident.at);
     verify::cleared(60);

@@ -108,6 +108,37 @@ impl Sandbox {
         out
     }
 
+    /// Every `module::name(args)` call in `ast`, in source order: (line,
+    /// module, name, argument count). Read from the AST, so comments and
+    /// strings never count.
+    pub fn qualified_calls(ast: &rhai::AST) -> Vec<(usize, String, String, usize)> {
+        use rhai::{ASTNode, Expr};
+        let mut out = Vec::new();
+        ast.walk(&mut |path: &[ASTNode]| {
+            let call = match path.last() {
+                Some(ASTNode::Expr(Expr::FnCall(call, pos))) => Some((call, pos)),
+                Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, pos))) => Some((call, pos)),
+                _ => None,
+            };
+            if let Some((call, pos)) = call
+                && call.is_qualified()
+            {
+                out.push((
+                    pos.line().unwrap_or(0),
+                    pos.position().unwrap_or(0),
+                    call.namespace.to_string(),
+                    call.name.to_string(),
+                    call.args.len(),
+                ));
+            }
+            true
+        });
+        out.sort();
+        out.into_iter()
+            .map(|(line, _, module, name, args)| (line, module, name, args))
+            .collect()
+    }
+
     /// A new sandboxed engine; `log` names the tracing target of `print`.
     pub fn new(limits: Limits, log: &'static str) -> Self {
         let deadline: Arc<Mutex<Option<Instant>>> = Arc::default();

@@ -83,97 +83,6 @@ fn verify_lints(text: &str, calls: &[(usize, String, String, usize)]) -> Vec<(us
     out
 }
 
-/// Calls `module::name(args)` in `text`: (line, module, name, argument
-/// count), outside strings and comments.
-fn host_calls(text: &str) -> Vec<(usize, String, String, usize)> {
-    let b = text.as_bytes();
-    let mut out = Vec::new();
-    let (mut i, mut line) = (0usize, 1usize);
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-    while i < b.len() {
-        match b[i] {
-            b'\n' => {
-                line += 1;
-                i += 1;
-            }
-            b'/' if b.get(i + 1) == Some(&b'/') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'"' | b'`' => {
-                let q = b[i];
-                i += 1;
-                while i < b.len() && b[i] != q {
-                    if b[i] == b'\\' {
-                        i += 1;
-                    } else if b[i] == b'\n' {
-                        line += 1;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            c if ident(c) && (i == 0 || !ident(b[i - 1])) => {
-                let s = i;
-                while i < b.len() && ident(b[i]) {
-                    i += 1;
-                }
-                if b.get(i..i + 2) != Some(b"::") {
-                    continue;
-                }
-                let module = &text[s..i];
-                let n0 = i + 2;
-                let mut j = n0;
-                while j < b.len() && ident(b[j]) {
-                    j += 1;
-                }
-                let name = &text[n0..j];
-                let mut k = j;
-                while k < b.len() && b[k] == b' ' {
-                    k += 1;
-                }
-                if name.is_empty() || b.get(k) != Some(&b'(') {
-                    continue;
-                }
-                // Count top-level arguments up to the matching parenthesis.
-                let (mut depth, mut args, mut any) = (0i32, 0usize, false);
-                let mut m = k;
-                while m < b.len() {
-                    match b[m] {
-                        b'(' | b'[' | b'{' => depth += 1,
-                        b')' | b']' | b'}' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        b',' if depth == 1 => args += 1,
-                        b'"' => {
-                            m += 1;
-                            while m < b.len() && b[m] != b'"' {
-                                if b[m] == b'\\' {
-                                    m += 1;
-                                }
-                                m += 1;
-                            }
-                            any = true;
-                        }
-                        c if depth >= 1 && !c.is_ascii_whitespace() => any = true,
-                        _ => {}
-                    }
-                    m += 1;
-                }
-                let count = if any { args + 1 } else { 0 };
-                out.push((line, module.to_string(), name.to_string(), count));
-                i = j;
-            }
-            _ => i += 1,
-        }
-    }
-    out
-}
-
 /// The line of a Rhai message: its positions read "(line N, position M)".
 fn line_of(msg: &str) -> usize {
     msg.split("(line ")
@@ -224,7 +133,11 @@ pub fn check(rt: &Runtime, files: &[PathBuf]) -> Vec<Finding> {
         let Ok(text) = std::fs::read_to_string(f) else {
             continue;
         };
-        let calls = host_calls(&text);
+        // Syntax errors are reported above; the lints need a parse.
+        let Ok(ast) = rt.parse(&text) else {
+            continue;
+        };
+        let calls = crate::sandbox::Sandbox::qualified_calls(&ast);
         for (line, message) in verify_lints(&text, &calls) {
             out.push(finding(line, message));
         }

@@ -1054,6 +1054,12 @@ pub struct HostFn {
 }
 
 impl Runtime {
+    /// `text` parsed by the playbook engine, nothing checked beyond syntax
+    /// (for the authoring lints).
+    pub fn parse(&self, text: &str) -> Result<rhai::AST, rhai::ParseError> {
+        self.sandbox.engine.compile(text)
+    }
+
     /// The host API, read back from the engine's function metadata.
     pub fn host_api(&self) -> Vec<HostFn> {
         let json = self
