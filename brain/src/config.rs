@@ -234,12 +234,12 @@ impl BrainConfig {
         }
         p.extend(self.guard.validate());
         if let Some(h) = &self.change_token_sha256
-            && crate::api::parse_sha256(h).is_none()
+            && crate::secret::parse_sha256(h).is_none()
         {
             p.push("change_token_sha256: must be 64 hex digits (selfheal hash-token)".into());
         }
         if let Some(h) = &self.admin_token_sha256 {
-            if crate::api::parse_sha256(h).is_none() {
+            if crate::secret::parse_sha256(h).is_none() {
                 p.push("admin_token_sha256: must be 64 hex digits (selfheal hash-token)".into());
             }
             if self.guard.kill_switch_file.is_none() {

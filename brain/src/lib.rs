@@ -24,6 +24,7 @@
 //!   anchored audit chain; checkpoint and online backup).
 //! - [`engine`]: the task that owns incidents and runs the stages above.
 //! - [`stats`]: the brain's own counters (Prometheus text).
+//! - [`secret`]: tokens and digests (hashing, hex, constant-time compare).
 //! - [`api`]: the HTTP API (`/healthz`, `/metrics`), served with header and
 //!   request deadlines and connection caps.
 #![deny(missing_docs)]
@@ -42,6 +43,7 @@ pub mod mask;
 pub mod playbook;
 pub mod recent;
 pub mod sandbox;
+pub mod secret;
 pub mod stats;
 pub mod store;
 pub mod verify;

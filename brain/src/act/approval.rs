@@ -181,7 +181,7 @@ impl OnCallConfig {
             p.push("oncall.user: two users share a token".into());
         }
         for u in &self.users {
-            if crate::api::parse_sha256(&u.token_sha256).is_none() {
+            if crate::secret::parse_sha256(&u.token_sha256).is_none() {
                 p.push(format!(
                     "oncall.user {}: token_sha256 must be 64 hex digits (selfheal hash-token)",
                     u.name
@@ -217,8 +217,8 @@ impl OnCallConfig {
         let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for u in &self.users {
-            if let Some(want) = crate::api::parse_sha256(&u.token_sha256)
-                && crate::api::same(&given, &want)
+            if let Some(want) = crate::secret::parse_sha256(&u.token_sha256)
+                && crate::secret::same(&given, &want)
             {
                 found = Some(u);
             }
@@ -301,26 +301,20 @@ impl std::fmt::Display for LinkError {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || s.len() > 128 {
+    // A signature is 32 bytes; anything much longer is not one.
+    if s.len() > 128 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    hex::decode(s).ok()
 }
 
 impl Link {
     /// A new link for `user` to decide `approval`, valid until `exp_ms`.
     pub fn sign(key: &LinkKey, approval: &str, user: &str, exp_ms: i64) -> Link {
         let nonce: [u8; 16] = rand::random();
-        let n = hex(&nonce);
-        let s = hex(&key.mac(approval, user, exp_ms, &n).finalize().into_bytes());
+        let n = hex::encode(nonce);
+        let s = hex::encode(key.mac(approval, user, exp_ms, &n).finalize().into_bytes());
         Link {
             u: user.to_string(),
             e: exp_ms,
@@ -366,7 +360,7 @@ mod tests {
 
     #[test]
     fn a_bad_policy_is_refused_naming_each_problem() {
-        let hash = crate::api::hash_token("t-1");
+        let hash = crate::secret::hash_token("t-1");
         let cfg = OnCallConfig {
             public_url: "selfheal.example.com".into(),
             link_key_env: default_key_env(),

@@ -78,13 +78,7 @@ fn authorized(headers: &HeaderMap, want: &[u8; 32]) -> bool {
     !token.is_empty() && same(&given, want)
 }
 
-/// Whether two digests are equal, in constant time.
-pub fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
+pub use crate::secret::{hash_token, parse_sha256, same};
 
 /// The largest change notice accepted, bytes.
 const MAX_CHANGE_BYTES: usize = 16 * 1024;
@@ -263,28 +257,6 @@ async fn kill_turn(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -
     }
     tracing::warn!(engaged = t.engaged, "kill switch turned over the API");
     (StatusCode::OK, Json(kill_state(k)))
-}
-
-/// 64 hex digits as bytes.
-pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
-    let b = hex.trim().as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in b.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// The SHA-256 of `token`, as hex (what `change_token_sha256` holds).
-pub fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn refuse(
