@@ -1,37 +1,36 @@
 //! Timestamps as people and files write them.
 
-/// Milliseconds since the epoch of `YYYY-MM-DD[ T]HH:MM[:SS[.fff]]` (UTC),
-/// or of a plain number of epoch seconds (below 10^11) or milliseconds.
+/// Milliseconds since the epoch of `YYYY-MM-DD[ T]HH:MM[:SS[.fff]]` (UTC,
+/// an optional `Z`), of an RFC 3339 time with its offset
+/// (`2026-11-11T00:00:00+08:00`), or of a plain number of epoch seconds
+/// (below 10^11) or milliseconds. Calendar dates are checked by the `time`
+/// crate: 2014-02-31 is no date.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
+    use time::{
+        OffsetDateTime, PrimitiveDateTime, format_description::well_known::Rfc3339,
+        macros::format_description,
+    };
+    let s = s.trim();
     if let Ok(n) = s.parse::<f64>() {
         if !n.is_finite() {
             return None;
         }
         return Some(if n.abs() < 1e11 { n * 1000.0 } else { n } as i64);
     }
-    let (date, time) = s.split_once([' ', 'T'])?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
+    let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(ms(t));
     }
-    let time = time.trim_end_matches('Z');
-    let mut t = time.splitn(3, ':');
-    let hh: i64 = t.next()?.parse().ok()?;
-    let mm: i64 = t.next()?.parse().ok()?;
-    let ss: f64 = t.next().map_or(Some(0.0), |x| x.parse().ok())?;
-    if !(0..24).contains(&hh) || !(0..60).contains(&mm) || !(0.0..61.0).contains(&ss) {
-        return None;
-    }
-    // Days from the civil date (H. Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hh * 3600 + mm * 60) * 1000 + (ss * 1000.0).round() as i64)
+    let plain = s.strip_suffix('Z').unwrap_or(s).replacen('T', " ", 1);
+    let formats = [
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]"),
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
+        format_description!("[year]-[month]-[day] [hour]:[minute]"),
+    ];
+    formats
+        .iter()
+        .find_map(|f| PrimitiveDateTime::parse(&plain, f).ok())
+        .map(|t| ms(t.assume_utc()))
 }
 
 #[cfg(test)]
@@ -51,6 +50,15 @@ mod tests {
         );
         assert_eq!(parse_timestamp("2026-11-11 08:30"), Some(1_794_385_800_000));
         assert_eq!(parse_timestamp("1396310700"), Some(1_396_310_700_000));
+        assert_eq!(
+            parse_timestamp("2014-04-01 08:05:00+08:00".replacen(' ', "T", 1).as_str()),
+            Some(1_396_310_700_000)
+        );
+        assert_eq!(
+            parse_timestamp("2014-04-01 00:05:00.250"),
+            Some(1_396_310_700_250)
+        );
+        assert_eq!(parse_timestamp("2016-02-29 00:00"), Some(1_456_704_000_000));
         assert_eq!(parse_timestamp("1396310700000"), Some(1_396_310_700_000));
         for bad in [
             "",
@@ -59,6 +67,9 @@ mod tests {
             "2014-01-01 25:00:00",
             "NaN",
             "2014-01-01",
+            "2014-02-31 00:00:00",
+            "2015-02-29 12:00",
+            "2014-04-01 00:05:00 trailing",
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
