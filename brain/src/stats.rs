@@ -261,11 +261,6 @@ impl BrainStats {
                 &self.playbook_reloads_refused,
             ),
             (
-                "selfheal_brain_models_loaded",
-                "Per-service multivariate models loaded at start.",
-                &self.models_loaded,
-            ),
-            (
                 "selfheal_brain_models_rejected",
                 "Model files refused at start.",
                 &self.models_rejected,
@@ -329,6 +324,41 @@ impl BrainStats {
                 "selfheal_brain_topology_updates_total",
                 "Topology updates learnt from agents' announcements.",
                 &self.topology_updates,
+            ),
+            (
+                "selfheal_brain_samples_detected_total",
+                "Samples the detectors have processed.",
+                &self.samples_detected,
+            ),
+            (
+                "selfheal_brain_transitions_total",
+                "Anomaly transitions (starts and ends) the detectors emitted.",
+                &self.transitions,
+            ),
+            (
+                "selfheal_brain_transitions_handled_total",
+                "Anomaly transitions the engine has handled.",
+                &self.transitions_handled,
+            ),
+            (
+                "selfheal_brain_actions_answered_total",
+                "Actuator answers the engine has handled.",
+                &self.actions_answered,
+            ),
+            (
+                "selfheal_brain_contexts_seen_total",
+                "Change events, hotspot reports and announcements received (accepted or not).",
+                &self.contexts_seen,
+            ),
+            (
+                "selfheal_brain_contexts_total",
+                "Change events, hotspot reports and announcements accepted.",
+                &self.contexts,
+            ),
+            (
+                "selfheal_brain_contexts_handled_total",
+                "Change events, hotspot reports and announcements the engine has filed.",
+                &self.contexts_handled,
             ),
             (
                 "selfheal_brain_findings_total",
@@ -418,6 +448,17 @@ impl BrainStats {
                 Self::get(c)
             );
         }
+        // Gauges: values that go down as well as up.
+        let _ = writeln!(
+            out,
+            "# HELP selfheal_brain_models_loaded Per-service models loaded at start.\n# TYPE selfheal_brain_models_loaded gauge\nselfheal_brain_models_loaded {}",
+            Self::get(&self.models_loaded)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP selfheal_brain_engine_time_ms The engine's event time after its last step, ms.\n# TYPE selfheal_brain_engine_time_ms gauge\nselfheal_brain_engine_time_ms {}",
+            self.engine_now.load(Relaxed)
+        );
         let name = "selfheal_brain_series_refused_by_source_total";
         let _ = writeln!(
             out,
@@ -448,5 +489,44 @@ impl BrainStats {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_exported_once_and_gauges_are_typed_gauge() {
+        let s = BrainStats::default();
+        let text = s.render_prometheus();
+        let source = include_str!("stats.rs");
+        let body = &source[source.find("pub struct BrainStats").unwrap()
+            ..source.find("impl BrainStats").unwrap()];
+        let render = &source[source.find("pub fn render_prometheus").unwrap()..];
+        for f in body
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub "))
+            .filter_map(|l| l.split_once(": AtomicU64"))
+            .map(|(name, _)| name)
+        {
+            assert!(
+                render.contains(&format!("&self.{f}")),
+                "{f} is never exported"
+            );
+        }
+        assert!(
+            text.contains("# TYPE selfheal_brain_models_loaded gauge"),
+            "{text}"
+        );
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "a metric declared twice");
     }
 }
