@@ -625,3 +625,43 @@ async fn a_playbook_calling_a_function_that_does_not_exist_keeps_the_brain_from_
         "{text}"
     );
 }
+
+/// At restart, a store that cannot be read was taken for an empty one:
+/// approvals left waiting and incidents cut off went unhandled, silently.
+/// Now the read is retried, then counted and logged as what it leaves
+/// undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_unreadable_at_restart_is_counted_not_taken_for_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("brain.db");
+    drop(selfheal_brain::store::Store::open(&db).unwrap());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("ALTER TABLE incidents RENAME COLUMN summary TO damaged;")
+        .unwrap();
+    drop(conn);
+    let bus: Bus = Arc::new(selfheal_bus::LocalTransport::default());
+    let brain = Brain {
+        config: BrainConfig {
+            store: db,
+            playbooks: selfheal::paths::playbooks(),
+            ..BrainConfig::default()
+        },
+        bus,
+        subjects: Subjects::default(),
+        topology: selfheal_sim::default_topology(),
+    }
+    .spawn()
+    .await
+    .unwrap();
+    let stats = brain.stats.clone();
+    eventually("the failed read counted", Duration::from_secs(10), || {
+        stats.store_errors.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    assert!(
+        stats
+            .render_prometheus()
+            .contains("selfheal_brain_store_errors_total 1")
+    );
+    brain.shutdown().await;
+}

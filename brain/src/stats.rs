@@ -71,6 +71,8 @@ pub struct BrainStats {
     /// The gate in front of the per-message rejection lines (the counters
     /// stay exact; a summary says what was held back).
     pub reject_log: selfheal_bus::lograte::LogGate,
+    /// Store writes that failed, and reads the restart could not do.
+    pub store_errors: AtomicU64,
     /// Findings raised: a source refused series over its cap.
     pub findings: AtomicU64,
     /// HTTP connections closed at once because the API had too many open.
@@ -359,6 +361,11 @@ impl BrainStats {
                 "selfheal_brain_contexts_handled_total",
                 "Change events, hotspot reports and announcements the engine has filed.",
                 &self.contexts_handled,
+            ),
+            (
+                "selfheal_brain_store_errors_total",
+                "Store writes that failed, and reads the restart could not do.",
+                &self.store_errors,
             ),
             (
                 "selfheal_brain_findings_total",

@@ -297,8 +297,36 @@ impl Engine {
 
     fn store_log(&self, what: &str, r: crate::store::Result<()>) {
         if let Err(e) = r {
+            BrainStats::bump(&self.stats.store_errors);
             error!(error = %e, what, "store write failed");
         }
+    }
+
+    /// A read the restart cannot do without: tried a few times (the store
+    /// may be busy), then the failure is counted and logged as what it
+    /// leaves undone, never taken for "nothing there".
+    async fn read_at_restart<T>(
+        &self,
+        what: &str,
+        undone: &str,
+        read: impl Fn() -> crate::store::Result<Vec<T>>,
+    ) -> Vec<T> {
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=5 {
+            match read() {
+                Ok(v) => return v,
+                Err(e) if attempt == 5 => {
+                    BrainStats::bump(&self.stats.store_errors);
+                    error!(error = %e, what, undone, "the store could not be read at restart");
+                }
+                Err(e) => {
+                    warn!(error = %e, what, attempt, "store read at restart failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+        Vec::new()
     }
 
     async fn publish(&self, inc: &Incident, ts: i64, state: IncidentState, summary: String) {
@@ -445,7 +473,15 @@ impl Engine {
             BrainStats::bump(&self.stats.actions_sent);
             self.dispatch(req);
         }
-        for a in self.store.approvals(Some("waiting")).unwrap_or_default() {
+        let store = self.store.clone();
+        let waiting = self
+            .read_at_restart(
+                "approvals",
+                "approvals left waiting are not expired",
+                || store.approvals(Some("waiting")),
+            )
+            .await;
+        for a in waiting {
             self.store_log(
                 "approval",
                 self.store.close_approval(
@@ -456,7 +492,15 @@ impl Engine {
                 ),
             );
         }
-        for inc in self.store.incidents().unwrap_or_default() {
+        let store = self.store.clone();
+        let incidents = self
+            .read_at_restart(
+                "incidents",
+                "incidents cut off mid-playbook are not escalated",
+                || store.incidents(),
+            )
+            .await;
+        for inc in incidents {
             // Incidents end recovered, cleared, escalated or dry run; any
             // other state was cut off.
             if matches!(
