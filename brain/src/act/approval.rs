@@ -323,11 +323,24 @@ impl Link {
         }
     }
 
-    /// The page's URL for it.
+    /// The page's URL for it, every part percent-encoded (a user named
+    /// `o'brien & co` stays one parameter).
     pub fn url(&self, public_url: &str, approval: &str) -> String {
+        use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+        // Everything but the unreserved characters of RFC 3986.
+        const PART: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.')
+            .remove(b'~');
+        let enc = |s: &str| utf8_percent_encode(s, PART).to_string();
         format!(
-            "{public_url}m/{approval}?u={}&e={}&n={}&s={}",
-            self.u, self.e, self.n, self.s
+            "{public_url}m/{}?u={}&e={}&n={}&s={}",
+            enc(approval),
+            enc(&self.u),
+            self.e,
+            enc(&self.n),
+            enc(&self.s)
         )
     }
 
@@ -357,6 +370,30 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_keeps_every_part_whole_whatever_the_names_hold() {
+        let key = LinkKey::new(&[7u8; 32]).unwrap();
+        let l = Link::sign(&key, "inc-1-a", "o'brien & co=1", 9);
+        let url = l.url("https://selfheal.example.com/", "inc-1-a");
+        assert!(
+            url.starts_with(
+                "https://selfheal.example.com/m/inc-1-a?u=o%27brien%20%26%20co%3D1&e=9&n="
+            ),
+            "{url}"
+        );
+        // Read back as a page would: the parameters split on & and =.
+        let query = url.split_once('?').unwrap().1;
+        let u = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("u="))
+            .unwrap();
+        let u = percent_encoding::percent_decode_str(u)
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(u, "o'brien & co=1");
+        assert!(l.verify(&key, "inc-1-a", &u, 1).is_ok());
+    }
 
     #[test]
     fn a_bad_policy_is_refused_naming_each_problem() {
