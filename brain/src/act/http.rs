@@ -152,12 +152,11 @@ pub async fn send(
         })?),
         None => None,
     };
-    let mut backoff = Duration::from_millis(route.backoff_ms);
+    let mut delays = super::backoff(Duration::from_millis(route.backoff_ms), route.retries);
     let mut last = String::new();
     for attempt in 0..=route.retries {
         if attempt > 0 {
-            tokio::time::sleep(backoff).await;
-            backoff = backoff.saturating_mul(2);
+            tokio::time::sleep(delays.next().unwrap_or_default()).await;
         }
         let mut rb = client
             .post(&route.url)

@@ -1,6 +1,23 @@
 //! Act: every action passes the guards, is written to the store with its
 //! idempotency key, and only then is sent to an edge actuator over the bus.
 
+/// The delays between attempts of a delivery that may be retried (an HTTP
+/// action, a notification): doubling from `first`, at most 30 s, with a
+/// random jitter of up to the delay itself so that many senders retrying
+/// the same receiver do not arrive in step; `retries` of them.
+pub(crate) fn backoff(
+    first: std::time::Duration,
+    retries: u32,
+) -> impl Iterator<Item = std::time::Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(first)
+        .with_max_delay(std::time::Duration::from_secs(30).max(first))
+        .with_jitter()
+        .with_max_times(retries as usize)
+        .build()
+}
+
 pub mod approval;
 pub mod guard;
 pub mod http;
@@ -46,4 +63,30 @@ pub async fn send(
         return Err(format!("reply for {} answered {}", req.id, reply.id));
     }
     Ok(reply)
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use std::time::Duration;
+
+    #[test]
+    fn delays_double_with_jitter_and_stop_after_the_retries() {
+        let d: Vec<Duration> = super::backoff(Duration::from_millis(500), 4).collect();
+        assert_eq!(d.len(), 4);
+        for (i, got) in d.iter().enumerate() {
+            let base = Duration::from_millis(500) * 2u32.pow(i as u32);
+            assert!(
+                *got >= base && *got <= base * 2,
+                "attempt {i}: {got:?} for {base:?}"
+            );
+        }
+        let runs: std::collections::BTreeSet<_> = (0..8)
+            .map(|_| {
+                super::backoff(Duration::from_millis(500), 1)
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert!(runs.len() > 1, "jitter: {runs:?}");
+    }
 }

@@ -188,20 +188,19 @@ pub fn body(format: Format, n: &Notice) -> Value {
 
 /// Sends `body` to `t`: a 2xx is delivered; a 4xx other than 408 and 429
 /// is final; anything else (5xx, timeout, refused) is retried after 0.5,
-/// 1, 2, 4… s. Returns the attempts made, or why it gave up.
+/// 1, 2, 4… s, each with a random jitter of up to as much again. Returns the attempts made, or why it gave up.
 pub async fn deliver(
     client: &reqwest::Client,
     t: &NotifyTarget,
     body: &Value,
     stats: &BrainStats,
 ) -> Result<u32, String> {
-    let mut backoff = Duration::from_millis(500);
+    let mut delays = super::backoff(Duration::from_millis(500), t.retries);
     let mut last = String::new();
     for attempt in 0..=t.retries {
         if attempt > 0 {
             BrainStats::bump(&stats.notify_retries);
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
+            tokio::time::sleep(delays.next().unwrap_or_default()).await;
         }
         let r = client
             .post(&t.url)
