@@ -43,6 +43,26 @@ async fn brain(
     (handle, bus)
 }
 
+/// A brain on the in-process bus with its store at `store` and the
+/// playbooks of `playbooks`, the rest as shipped.
+async fn local_brain(
+    store: std::path::PathBuf,
+    playbooks: std::path::PathBuf,
+) -> Result<BrainHandle, selfheal_brain::StartError> {
+    Brain {
+        config: BrainConfig {
+            store,
+            playbooks,
+            ..BrainConfig::default()
+        },
+        bus: Arc::new(selfheal_bus::LocalTransport::default()),
+        subjects: Subjects::default(),
+        topology: selfheal_sim::default_topology(),
+    }
+    .spawn()
+    .await
+}
+
 fn batch(source: &str, service: &str, instance: Option<String>, ts: i64) -> IndicatorBatch {
     IndicatorBatch {
         v: WIRE_VERSION,
@@ -604,21 +624,10 @@ async fn a_playbook_calling_a_function_that_does_not_exist_keeps_the_brain_from_
          fn plan(incident) {\n    system(\"reboot\");\n}\n",
     )
     .unwrap();
-    let bus: Bus = Arc::new(selfheal_bus::LocalTransport::default());
-    let refused = Brain {
-        config: BrainConfig {
-            store: dir.path().join("brain.db"),
-            playbooks: playbooks.clone(),
-            ..BrainConfig::default()
-        },
-        bus,
-        subjects: Subjects::default(),
-        topology: selfheal_sim::default_topology(),
-    }
-    .spawn()
-    .await
-    .err()
-    .expect("the brain refuses to start");
+    let refused = local_brain(dir.path().join("brain.db"), playbooks.clone())
+        .await
+        .err()
+        .expect("the brain refuses to start");
     let text = refused.to_string();
     assert!(
         text.contains("reboot.rhai") && text.contains("unknown function system (line 3"),
@@ -639,20 +648,7 @@ async fn a_store_unreadable_at_restart_is_counted_not_taken_for_empty() {
     conn.execute_batch("ALTER TABLE incidents RENAME COLUMN summary TO damaged;")
         .unwrap();
     drop(conn);
-    let bus: Bus = Arc::new(selfheal_bus::LocalTransport::default());
-    let brain = Brain {
-        config: BrainConfig {
-            store: db,
-            playbooks: selfheal::paths::playbooks(),
-            ..BrainConfig::default()
-        },
-        bus,
-        subjects: Subjects::default(),
-        topology: selfheal_sim::default_topology(),
-    }
-    .spawn()
-    .await
-    .unwrap();
+    let brain = local_brain(db, selfheal::paths::playbooks()).await.unwrap();
     let stats = brain.stats.clone();
     eventually("the failed read counted", Duration::from_secs(10), || {
         stats.store_errors.load(Ordering::Relaxed) >= 1

@@ -36,6 +36,20 @@ pub struct Sandbox {
     limits: Limits,
 }
 
+/// Calls `f` on every function call in `ast`, in an expression or standing
+/// alone as a statement, with its position.
+fn each_call(ast: &rhai::AST, mut f: impl FnMut(&rhai::FnCallExpr, rhai::Position)) {
+    use rhai::{ASTNode, Expr, Stmt};
+    ast.walk(&mut |path: &[ASTNode]| {
+        match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, pos))) => f(call, *pos),
+            Some(ASTNode::Stmt(Stmt::FnCall(call, pos))) => f(call, *pos),
+            _ => {}
+        }
+        true
+    });
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Held only for a push or a read, never across a call into Rhai.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -48,7 +62,7 @@ impl Sandbox {
     /// `system()` or `open_file()` loads and fails at 3 a.m. instead.
     /// Returns (line, name) of each, in order.
     pub fn unknown_calls(&self, ast: &rhai::AST) -> Vec<(usize, String)> {
-        use rhai::{ASTNode, Expr};
+        use rhai::ASTNode;
         // Functions the engine knows, by name (qualified for modules).
         let known: std::collections::HashSet<String> = self
             .engine
@@ -82,26 +96,18 @@ impl Sandbox {
             true
         });
         let mut out = Vec::new();
-        ast.walk(&mut |path: &[ASTNode]| {
-            let call = match path.last() {
-                Some(ASTNode::Expr(Expr::FnCall(call, pos))) => Some((call, pos)),
-                // A call standing alone as a statement.
-                Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, pos))) => Some((call, pos)),
-                _ => None,
-            };
-            if let Some((call, pos)) = call
-                && !call.is_operator_call()
-            {
-                let name = if call.is_qualified() {
-                    format!("{}::{}", call.namespace, call.name)
-                } else {
-                    call.name.to_string()
-                };
-                if !known.contains(&name) && !vars.contains(call.name.as_str()) {
-                    out.push((pos.line().unwrap_or(0), name));
-                }
+        each_call(ast, |call, pos| {
+            if call.is_operator_call() {
+                return;
             }
-            true
+            let name = if call.is_qualified() {
+                format!("{}::{}", call.namespace, call.name)
+            } else {
+                call.name.to_string()
+            };
+            if !known.contains(&name) && !vars.contains(call.name.as_str()) {
+                out.push((pos.line().unwrap_or(0), name));
+            }
         });
         out.sort();
         out.dedup();
@@ -112,17 +118,9 @@ impl Sandbox {
     /// module, name, argument count). Read from the AST, so comments and
     /// strings never count.
     pub fn qualified_calls(ast: &rhai::AST) -> Vec<(usize, String, String, usize)> {
-        use rhai::{ASTNode, Expr};
         let mut out = Vec::new();
-        ast.walk(&mut |path: &[ASTNode]| {
-            let call = match path.last() {
-                Some(ASTNode::Expr(Expr::FnCall(call, pos))) => Some((call, pos)),
-                Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, pos))) => Some((call, pos)),
-                _ => None,
-            };
-            if let Some((call, pos)) = call
-                && call.is_qualified()
-            {
+        each_call(ast, |call, pos| {
+            if call.is_qualified() {
                 out.push((
                     pos.line().unwrap_or(0),
                     pos.position().unwrap_or(0),
@@ -131,7 +129,6 @@ impl Sandbox {
                     call.args.len(),
                 ));
             }
-            true
         });
         out.sort();
         out.into_iter()
