@@ -194,8 +194,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn random_hex() -> String {
-    let b: [u8; 32] = rand::random();
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 fn err(status: StatusCode, msg: &str) -> Response {
