@@ -56,7 +56,7 @@ pub async fn run(
         };
         acknowledge(&bus, &msg).await;
         let wm = *watermark.borrow();
-        let now = if wm > 0 { wm } else { wall_ms() };
+        let now = clock_now(wm);
         let batch: IndicatorBatch = match decode(&msg.payload, &limits, now) {
             Ok(b) => b,
             Err(e) => {

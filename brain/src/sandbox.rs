@@ -34,6 +34,8 @@ pub struct Sandbox {
     pub engine: Engine,
     deadline: Arc<Mutex<Option<Instant>>>,
     limits: Limits,
+    /// The names of the functions the engine knows, once asked.
+    known: std::sync::OnceLock<std::collections::HashSet<String>>,
 }
 
 /// Calls `f` on every function call in `ast`, in an expression or standing
@@ -63,30 +65,33 @@ impl Sandbox {
     /// Returns (line, name) of each, in order.
     pub fn unknown_calls(&self, ast: &rhai::AST) -> Vec<(usize, String)> {
         use rhai::ASTNode;
-        // Functions the engine knows, by name (qualified for modules).
-        let known: std::collections::HashSet<String> = self
-            .engine
-            .gen_fn_signatures(true)
-            .into_iter()
-            .filter_map(|sig| sig.split('(').next().map(|n| n.trim().to_string()))
-            .chain(ast.iter_functions().map(|f| f.name.to_string()))
-            .chain(
-                [
-                    "print",
-                    "debug",
-                    "type_of",
-                    "eval",
-                    "Fn",
-                    "call",
-                    "curry",
-                    "is_shared",
-                    "is_def_var",
-                    "is_def_fn",
-                    "this",
-                ]
-                .map(String::from),
-            )
-            .collect();
+        // Functions the engine knows, by name (qualified for modules): read
+        // once, after the host functions were registered.
+        let known = self.known.get_or_init(|| {
+            self.engine
+                .gen_fn_signatures(true)
+                .into_iter()
+                .filter_map(|sig| sig.split('(').next().map(|n| n.trim().to_string()))
+                .chain(
+                    [
+                        "print",
+                        "debug",
+                        "type_of",
+                        "eval",
+                        "Fn",
+                        "call",
+                        "curry",
+                        "is_shared",
+                        "is_def_var",
+                        "is_def_fn",
+                        "this",
+                    ]
+                    .map(String::from),
+                )
+                .collect()
+        });
+        let own: std::collections::HashSet<String> =
+            ast.iter_functions().map(|f| f.name.to_string()).collect();
         // Variables a script may call like functions (closures).
         let mut vars = std::collections::HashSet::new();
         ast.walk(&mut |path: &[ASTNode]| {
@@ -105,7 +110,8 @@ impl Sandbox {
             } else {
                 call.name.to_string()
             };
-            if !known.contains(&name) && !vars.contains(call.name.as_str()) {
+            if !known.contains(&name) && !own.contains(&name) && !vars.contains(call.name.as_str())
+            {
                 out.push((pos.line().unwrap_or(0), name));
             }
         });
@@ -161,6 +167,7 @@ impl Sandbox {
             engine,
             deadline,
             limits,
+            known: std::sync::OnceLock::new(),
         }
     }
 

@@ -53,18 +53,10 @@ pub(super) const SCHEMA: &str = "
 /// Columns added when the chain was keyed; a store from before gets them
 /// (its old rows keep `keyed = 0`).
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has = |col: &str| -> rusqlite::Result<bool> {
-        conn.query_row(
-            "SELECT COUNT(*) FROM pragma_table_info('audit') WHERE name = ?1",
-            params![col],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n > 0)
-    };
-    if !has("row_digest")? {
+    if !has_column(conn, "row_digest")? {
         conn.execute_batch("ALTER TABLE audit ADD COLUMN row_digest TEXT NOT NULL DEFAULT ''")?;
     }
-    if !has("keyed")? {
+    if !has_column(conn, "keyed")? {
         conn.execute_batch("ALTER TABLE audit ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0")?;
     }
     Ok(())
@@ -115,24 +107,21 @@ impl AuditKey {
     /// Reads the key at `path` (64 hex digits), creating it (mode 0600,
     /// 32 random bytes) when the file does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(text.trim())
-                .ok_or_else(|| StoreError::Key(format!("{}: not 64 hex digits", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let fail = |e: std::io::Error| StoreError::Key(format!("{}: {e}", path.display()));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        match opts.open(path) {
+            Ok(mut f) => {
                 let key: [u8; 32] = rand::random();
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts
-                    .open(path)
-                    .map_err(|e| StoreError::Key(format!("{}: {e}", path.display())))?;
                 f.write_all(format!("{}\n", hex::encode(key)).as_bytes())
                     .and_then(|()| f.sync_all())
-                    .map_err(|e| StoreError::Key(format!("{}: {e}", path.display())))?;
+                    .map_err(fail)?;
                 Ok(AuditKey(key))
             }
-            Err(e) => Err(StoreError::Key(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
+            Err(e) => Err(fail(e)),
         }
     }
 
@@ -150,21 +139,20 @@ impl AuditKey {
         Some(AuditKey(key))
     }
 
-    fn mac(&self, canon: &str) -> String {
+    fn hmac(&self, canon: &str) -> Hmac<Sha256> {
         let mut m = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
         m.update(canon.as_bytes());
-        hex::encode(m.finalize().into_bytes())
+        m
+    }
+
+    fn mac(&self, canon: &str) -> String {
+        hex::encode(self.hmac(canon).finalize().into_bytes())
     }
 
     /// Whether `mac` (hex) is this key's MAC of `canon`, compared in
     /// constant time.
     fn verifies(&self, canon: &str, mac: &str) -> bool {
-        let Ok(bytes) = hex::decode(mac) else {
-            return false;
-        };
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
-        m.update(canon.as_bytes());
-        m.verify_slice(&bytes).is_ok()
+        hex::decode(mac).is_ok_and(|bytes| self.hmac(canon).verify_slice(&bytes).is_ok())
     }
 }
 
