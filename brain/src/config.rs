@@ -101,7 +101,7 @@ pub struct BrainConfig {
     pub series: crate::admit::SeriesLimits,
     /// Bounds of the HTTP API against slow or hostile clients (`[http]`).
     #[serde(default)]
-    pub http: crate::api::HttpLimits,
+    pub http: HttpLimits,
     /// SHA-256 (hex) of the bearer token the change webhook
     /// (`POST /v1/changes`) accepts; the webhook is off when absent.
     /// `selfheal hash-token` prints it. The token itself is never stored.
@@ -184,7 +184,7 @@ impl Default for BrainConfig {
             model_open: default_model_open(),
             http_allow: Vec::new(),
             http_actuator: Vec::new(),
-            http: crate::api::HttpLimits::default(),
+            http: HttpLimits::default(),
             series: crate::admit::SeriesLimits::default(),
             change_token_sha256: None,
             admin_token_sha256: None,
@@ -258,6 +258,65 @@ impl BrainConfig {
             &self.http_actuator,
             &self.http_allow,
         ));
+        p
+    }
+}
+
+/// Bounds that keep a slow or hostile client from holding the API
+/// (`[http]` in the brain's configuration).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    /// Connections open at once; beyond, a new one is closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one address, so that one client
+    /// cannot take every slot (a load balancer's health check, a phone).
+    pub max_connections_per_peer: usize,
+    /// Time to send a request's headers, ms; also how long a kept-alive
+    /// connection may sit idle.
+    pub header_timeout_ms: u64,
+    /// Time for a whole request, body included, and its answer, ms (408
+    /// after).
+    pub request_timeout_ms: u64,
+    /// Age after which a connection is closed once its request is done, s.
+    pub max_age_s: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 1024,
+            max_connections_per_peer: 128,
+            header_timeout_ms: 5_000,
+            request_timeout_ms: 10_000,
+            max_age_s: 300,
+        }
+    }
+}
+
+impl HttpLimits {
+    /// Every problem with these limits.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.max_connections == 0 || self.max_connections > 65_536 {
+            p.push("http.max_connections: must be in 1..=65536".into());
+        }
+        if self.max_connections_per_peer == 0
+            || self.max_connections_per_peer > self.max_connections
+        {
+            p.push("http.max_connections_per_peer: must be in 1..=max_connections".into());
+        }
+        for (name, v) in [
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&v) {
+                p.push(format!("http.{name}: must be in 100..=600000"));
+            }
+        }
+        if self.max_age_s == 0 {
+            p.push("http.max_age_s: must be at least 1".into());
+        }
         p
     }
 }

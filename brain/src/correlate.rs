@@ -14,249 +14,10 @@
 //! signal; so is latency inside a planned window (a sale, a batch) of the
 //! configured calendar. Errors and success going bad always count.
 
-use std::collections::BTreeMap;
-
 use selfheal_bus::SeriesKey;
 
-use crate::{
-    detect::{AnomalyEvent, AnomalyKind, Direction},
-    diagnose::Hypothesis,
-    playbook::{Check, Step},
-};
-
-/// What is known of one anomalous series inside an incident.
-#[derive(Clone, Debug)]
-pub struct Evidence {
-    /// Still anomalous.
-    pub active: bool,
-    /// First bad sample.
-    pub onset: i64,
-    /// When it was detected.
-    pub detected: i64,
-    /// Value when detected.
-    pub value: f64,
-    /// Baseline it departed from.
-    pub baseline: f64,
-    /// Score.
-    pub score: f64,
-    /// Bad direction.
-    pub direction: Direction,
-    /// What the series measures (`errors`, `latency`, `cpu`...).
-    pub class: std::sync::Arc<str>,
-}
-
-/// What an executing incident waits for.
-#[derive(Clone, Debug)]
-pub enum Wait {
-    /// The actuator's answer to an action.
-    Reply(String),
-    /// A person's decision on the plan.
-    Approval {
-        /// The approval.
-        id: String,
-        /// When the current approver's time runs out (event time).
-        deadline: i64,
-    },
-    /// A verification window.
-    Verify {
-        /// What.
-        check: Check,
-        /// When the window began.
-        started: i64,
-        /// When it ends.
-        deadline: i64,
-    },
-}
-
-/// Where an incident is in its life.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Phase {
-    /// Gathering evidence until the given time, then diagnose.
-    Collecting(i64),
-    /// Running its plan.
-    Executing,
-    /// Finished, with the final state (`recovered`, `escalated`,
-    /// `cleared`, `dry_run`).
-    Done(&'static str),
-}
-
-/// An incident.
-#[derive(Clone, Debug)]
-pub struct Incident {
-    /// Id.
-    pub id: String,
-    /// Main service (of the first anomaly).
-    pub service: String,
-    /// Earliest onset of its anomalies.
-    pub onset: i64,
-    /// When it was opened.
-    pub opened: i64,
-    /// Last anomaly transition.
-    pub last_activity: i64,
-    /// Anomalous series.
-    pub evidence: BTreeMap<SeriesKey, Evidence>,
-    /// Ranked hypotheses, best first.
-    pub hypotheses: Vec<Hypothesis>,
-    /// Phase.
-    pub phase: Phase,
-    /// The chosen playbook.
-    pub playbook: Option<String>,
-    /// Its plan.
-    pub plan: Vec<Step>,
-    /// Next step.
-    pub cursor: usize,
-    /// What it waits for.
-    pub wait: Option<Wait>,
-    /// Actions applied.
-    pub applied: usize,
-    /// Undoing its plan's actions after a failed verification.
-    pub reverting: bool,
-    /// A person approved its plan (change freezes no longer hold it).
-    pub approved: bool,
-}
-
-impl Incident {
-    /// The symptom series: the scene-level business series going the bad
-    /// way, of the most important class present (success rates, then
-    /// latency and errors, then the rest); every anomalous series when no
-    /// scene is affected. Recovery is judged on these: a backup channel may
-    /// stay a little slower than the primary without the incident being open.
-    pub fn symptoms(&self) -> Vec<&SeriesKey> {
-        let class = |e: &Evidence| match e.direction {
-            Direction::Down => 0,
-            Direction::Up => 1,
-            Direction::Both => 2,
-        };
-        let scene: Vec<(&SeriesKey, &Evidence)> = self
-            .evidence
-            .iter()
-            .filter(|(k, _)| k.scene.is_some())
-            .collect();
-        let Some(best) = scene.iter().map(|(_, e)| class(e)).min() else {
-            return self.evidence.keys().collect();
-        };
-        scene
-            .into_iter()
-            .filter(|(_, e)| class(e) == best)
-            .map(|(k, _)| k)
-            .collect()
-    }
-
-    /// Whether every symptom has cleared. A symptom in an IDC whose
-    /// traffic an applied step moved away entirely is judged by the same
-    /// series in the IDC that took the traffic: the drained side carries no
-    /// payments, its series only show the drain.
-    pub fn cleared(&self) -> bool {
-        let shifts = self.shifts();
-        // A scene this incident degraded is shed on purpose: its own
-        // indicators measure the shedding, not the fault.
-        let shed = self.degraded_scenes();
-        let in_shed = |k: &SeriesKey| k.scene.as_deref().is_some_and(|s| shed.contains(&s));
-        let symptoms: Vec<&SeriesKey> = self
-            .symptoms()
-            .into_iter()
-            .filter(|k| !in_shed(k))
-            .collect();
-        if symptoms.is_empty() && !shed.is_empty() {
-            return self
-                .evidence
-                .iter()
-                .filter(|(k, _)| !in_shed(k))
-                .all(|(_, e)| !e.active);
-        }
-        symptoms.iter().all(|k| {
-            let to = shifts
-                .iter()
-                .find(|(from, _, f)| *from == k.idc.as_str() && *f >= 0.99)
-                .map(|(_, to, _)| *to);
-            match to {
-                Some(to) => {
-                    let there = SeriesKey {
-                        idc: to.to_string(),
-                        ..(*k).clone()
-                    };
-                    self.evidence.get(&there).is_none_or(|e| !e.active)
-                }
-                None => self.evidence.get(*k).is_some_and(|e| !e.active),
-            }
-        })
-    }
-
-    /// Its symptom signature, for the knowledge base: each anomalous
-    /// series as `layer/service/metric/direction` (IDC, instance and scene
-    /// left out, so that the same fault elsewhere looks the same), sorted.
-    pub fn signature(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .evidence
-            .iter()
-            .map(|(k, e)| {
-                format!(
-                    "{}/{}/{}/{:?}",
-                    k.layer.as_str(),
-                    k.service,
-                    k.metric,
-                    e.direction
-                )
-            })
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    }
-
-    /// The traffic shifts its applied steps made: (from, to, fraction).
-    pub fn shifts(&self) -> Vec<(&str, &str, f64)> {
-        self.plan[..self.cursor.min(self.plan.len())]
-            .iter()
-            .filter_map(|s| match s {
-                Step::Act(a) if a.kind == selfheal_bus::ActionKind::ShiftTraffic => {
-                    let p = |k: &str| a.params.get(k);
-                    Some((
-                        p("from").and_then(|v| v.as_str())?,
-                        p("to").and_then(|v| v.as_str())?,
-                        p("fraction").and_then(|v| v.as_f64())?,
-                    ))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The scenes its applied plan degraded and has not restored.
-    pub fn degraded_scenes(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        for s in &self.plan[..self.cursor.min(self.plan.len())] {
-            if let Step::Act(a) = s {
-                match a.kind {
-                    selfheal_bus::ActionKind::Degrade => out.push(a.target.as_str()),
-                    selfheal_bus::ActionKind::Restore => out.retain(|t| *t != a.target),
-                    _ => {}
-                }
-            }
-        }
-        out
-    }
-
-    /// Whether `ev` is an expected effect of the traffic this incident
-    /// moved: traffic levels anywhere, or load (latency, CPU...) where the
-    /// traffic went. A success rate or error count going bad is not.
-    fn expects(&self, ev: &AnomalyEvent) -> bool {
-        let quality = matches!(&*ev.class, "success" | "errors");
-        ev.direction == Direction::Both
-            || (!quality
-                && self.shifts().iter().any(|(_, to, f)| {
-                    *f > 0.0
-                        && (*to == ev.key.idc.as_str()
-                            || *to == ev.key.service.as_str()
-                            || ev.key.link.as_deref() == Some(*to))
-                }))
-    }
-
-    /// Whether it is finished.
-    pub fn is_done(&self) -> bool {
-        matches!(self.phase, Phase::Done(_))
-    }
-}
+use crate::detect::{AnomalyEvent, AnomalyKind};
+pub use crate::incident::{Evidence, Incident, Phase, Terminal, Wait};
 
 /// A planned window of expected load (a sale, a batch), from the
 /// configuration's calendar.
@@ -469,7 +230,7 @@ impl Correlator {
         let at = self.incidents.iter().rposition(|i| {
             ev.ts - i.last_activity <= self.window_ms
                 && match i.phase {
-                    Phase::Done("recovered") => i.expects(ev),
+                    Phase::Done(Terminal::Recovered) => i.expects(ev),
                     Phase::Done(_) => false,
                     _ => true,
                 }
@@ -555,33 +316,26 @@ impl Correlator {
                     return None;
                 }
                 self.next += 1;
-                let inc = Incident {
-                    id: format!("inc-{}-{}", ev.ts, self.next),
-                    service: ev.key.service.clone(),
-                    onset: self
-                        .signals
-                        .iter()
-                        .map(|s| s.evidence.onset)
-                        .min()
-                        .unwrap_or(ev.onset)
-                        .min(ev.onset),
-                    opened: ev.ts,
-                    last_activity: ev.ts,
-                    evidence: std::mem::take(&mut self.signals)
-                        .into_iter()
-                        .map(|s| (s.key, s.evidence))
-                        .chain([(ev.key.clone(), evidence)])
-                        .collect(),
-                    hypotheses: Vec::new(),
-                    phase: Phase::Collecting(ev.ts + self.settle_ms),
-                    playbook: None,
-                    plan: Vec::new(),
-                    cursor: 0,
-                    wait: None,
-                    applied: 0,
-                    reverting: false,
-                    approved: false,
-                };
+                let onset = self
+                    .signals
+                    .iter()
+                    .map(|s| s.evidence.onset)
+                    .min()
+                    .unwrap_or(ev.onset)
+                    .min(ev.onset);
+                let evidence = std::mem::take(&mut self.signals)
+                    .into_iter()
+                    .map(|s| (s.key, s.evidence))
+                    .chain([(ev.key.clone(), evidence)])
+                    .collect();
+                let inc = Incident::open(
+                    format!("inc-{}-{}", ev.ts, self.next),
+                    ev.key.service.clone(),
+                    onset,
+                    ev.ts,
+                    evidence,
+                    ev.ts + self.settle_ms,
+                );
                 self.incidents.push(inc);
                 Some((self.incidents.len() - 1, true))
             }
@@ -599,7 +353,7 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::AnomalyKind;
+    use crate::detect::{AnomalyKind, Direction};
     use selfheal_bus::Layer;
 
     fn ev(service: &str, metric: &str, ts: i64, kind: AnomalyKind) -> AnomalyEvent {
@@ -763,13 +517,13 @@ mod tests {
             Some((1, true))
         );
         // Escalated: the next anomaly, even close by, is a new problem.
-        c.incidents[1].phase = Phase::Done("escalated");
+        c.incidents[1].phase = Phase::Done(Terminal::Escalated);
         assert_eq!(
             c.on_anomaly(&ev("bank-c", "success_rate", 501_000, AnomalyKind::Start)),
             Some((2, true))
         );
         // Recovered: traffic moves join it, a quality drop does not.
-        c.incidents[2].phase = Phase::Done("recovered");
+        c.incidents[2].phase = Phase::Done(Terminal::Recovered);
         assert_eq!(
             c.on_anomaly(&ev("bank-b", "tps", 502_000, AnomalyKind::Start)),
             Some((2, false))

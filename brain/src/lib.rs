@@ -38,6 +38,7 @@ pub mod correlate;
 pub mod detect;
 pub mod diagnose;
 pub mod engine;
+pub mod incident;
 pub mod ingest;
 pub mod mask;
 pub mod playbook;
@@ -349,13 +350,35 @@ impl Brain {
         )));
         let discipline = correlate::Discipline::new(&topology, &cfg.symptoms, &cfg.planned)
             .map_err(StartError::Config)?;
+        // The actuators, in order: each HTTP route for what it takes, then
+        // the edge agents over the bus for everything else.
+        let mut actuators: Vec<Arc<dyn selfheal_bus::Actuator>> = Vec::new();
+        if let Some((client, routes)) = &http {
+            for r in routes.iter() {
+                actuators.push(Arc::new(act::gateway::HttpActuator::new(
+                    client.clone(),
+                    r.clone(),
+                )));
+            }
+        }
+        actuators.push(Arc::new(act::gateway::BusActuator::new(
+            self.bus.clone(),
+            self.subjects.clone(),
+            Duration::from_millis(cfg.action_timeout_ms),
+        )));
         let engine = engine::Engine {
             bus: self.bus.clone(),
             subjects: self.subjects.clone(),
             topology,
             store: store.clone(),
             runtime,
-            guards: act::Guards::new(cfg.guard.clone()),
+            gateway: act::Gateway::new(
+                act::Guards::new(cfg.guard.clone()),
+                store.clone(),
+                stats.clone(),
+                actuators,
+                results_tx,
+            ),
             stats: stats.clone(),
             correlator: {
                 let mut c = correlate::Correlator::new(
@@ -365,11 +388,8 @@ impl Brain {
                 c.discipline = discipline;
                 c
             },
-            action_timeout: Duration::from_millis(cfg.action_timeout_ms),
-            results_tx,
             context: context::Context::default(),
             playbook_dir: cfg.playbooks.clone(),
-            http: http.clone(),
             rules,
             recent: recent.clone(),
             classes: classes.clone(),

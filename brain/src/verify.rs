@@ -1,18 +1,8 @@
 //! Verify: after an action, watch the symptoms (or the backup's health)
 //! within a window of event time.
 
-use crate::{correlate::Incident, playbook::Check};
-
-/// The result of a verification so far.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
-    /// Keep waiting.
-    Pending,
-    /// The check holds.
-    Passed,
-    /// It does not, for this reason.
-    Failed(String),
-}
+pub use crate::incident::Outcome;
+use crate::{incident::Incident, playbook::Check};
 
 /// Evaluates `check`, begun at `started`, ending at `deadline`, at `now`.
 pub fn check(check: &Check, started: i64, deadline: i64, now: i64, inc: &Incident) -> Outcome {

@@ -5,6 +5,8 @@
 //! each other.
 //!
 //! # Layout
+//! - [`actuate`]: the [`Actuator`](actuate::Actuator) trait everything
+//!   that carries out an action implements, and its typed error.
 //! - [`message`]: the typed messages (indicator batches, changes, hotspots,
 //!   action requests and replies, incident events) and their validation rules.
 //! - [`topology`]: the platform topology document (scenes, services,
@@ -20,6 +22,7 @@
 //!   implementations.
 #![deny(missing_docs)]
 
+pub mod actuate;
 pub mod codec;
 pub mod local;
 pub mod lograte;
@@ -31,10 +34,11 @@ pub mod time;
 pub mod topology;
 pub mod transport;
 
+pub use actuate::{ActError, ActErrorKind, Actuator};
 pub use codec::{DecodeError, DecodeErrorKind, Limits, check, decode, encode, wall_ms};
 pub use local::LocalTransport;
 pub use message::*;
 pub use nats::NatsTransport;
 pub use subject::Subjects;
 pub use topology::Topology;
-pub use transport::{Bus, BusError, Message, Subscription, Transport};
+pub use transport::{Bus, BusError, BusErrorKind, Message, Subscription, Transport};

@@ -59,6 +59,34 @@ pub enum BusError {
     Other(String),
 }
 
+/// What kind of bus error, to branch on (a `Copy` view of [`BusError`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BusErrorKind {
+    /// Not connected.
+    Disconnected,
+    /// Nobody listens.
+    NoResponders,
+    /// No answer in time.
+    TimedOut,
+    /// A bad subject.
+    InvalidSubject,
+    /// Anything else.
+    Other,
+}
+
+impl BusError {
+    /// The kind of error.
+    pub fn kind(&self) -> BusErrorKind {
+        match self {
+            BusError::Disconnected => BusErrorKind::Disconnected,
+            BusError::NoResponders(_) => BusErrorKind::NoResponders,
+            BusError::TimedOut(_) => BusErrorKind::TimedOut,
+            BusError::InvalidSubject(_) => BusErrorKind::InvalidSubject,
+            BusError::Other(_) => BusErrorKind::Other,
+        }
+    }
+}
+
 /// What every bus offers. Implemented by [`NatsTransport`](crate::NatsTransport)
 /// and [`LocalTransport`](crate::LocalTransport), with the same subject and
 /// wildcard semantics.

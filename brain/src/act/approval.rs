@@ -367,6 +367,60 @@ impl Link {
     }
 }
 
+/// A person's decision, authenticated by the API (their session or token,
+/// their role, and their signed link for this approval).
+pub struct Decide {
+    /// The approval.
+    pub approval: String,
+    /// Who decides.
+    pub user: String,
+    /// The link's nonce (a link decides once).
+    pub nonce: String,
+    /// Approve (else reject).
+    pub approve: bool,
+    /// Their comment.
+    pub comment: String,
+    /// The answer.
+    pub reply: tokio::sync::oneshot::Sender<Decided>,
+}
+
+/// The engine's answer to a decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decided {
+    /// How it went.
+    pub status: DecisionStatus,
+    /// The approval's state after it.
+    pub state: String,
+    /// In words.
+    pub message: String,
+    /// The action dispatched because of it, if any.
+    pub dispatched: Option<String>,
+}
+
+/// How a decision went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionStatus {
+    /// Done: approved (and acted on) or rejected.
+    Done,
+    /// Recorded; another approver must decide too.
+    Waiting,
+    /// Refused by policy (not asked, separation of duties).
+    Forbidden,
+    /// No such approval.
+    NotFound,
+    /// Too late, already decided, or the link was used.
+    Conflict,
+    /// The store could not be read or written; try again.
+    Unavailable,
+}
+
+impl DecisionStatus {
+    /// Whether the decision was refused (nothing recorded).
+    pub fn refused(self) -> bool {
+        !matches!(self, DecisionStatus::Done | DecisionStatus::Waiting)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

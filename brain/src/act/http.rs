@@ -19,7 +19,9 @@
 
 use std::time::Duration;
 
-use selfheal_bus::{ActionKind, ActionReply, ActionRequest, ActionStatus, WIRE_VERSION};
+use selfheal_bus::{
+    ActError, ActErrorKind, ActionKind, ActionReply, ActionRequest, ActionStatus, WIRE_VERSION,
+};
 use serde::{Deserialize, Serialize};
 
 /// One HTTP route for actions.
@@ -142,18 +144,22 @@ pub async fn send(
     client: &reqwest::Client,
     route: &HttpRoute,
     req: &ActionRequest,
-) -> Result<ActionReply, String> {
+) -> Result<ActionReply, ActError> {
     let token = match &route.token_env {
         Some(var) => Some(std::env::var(var).map_err(|_| {
-            format!(
-                "{}: the token variable {var} is not set; nothing was sent",
-                route.name
+            ActError::new(
+                ActErrorKind::Unreachable,
+                format!(
+                    "{}: the token variable {var} is not set; nothing was sent",
+                    route.name
+                ),
             )
         })?),
         None => None,
     };
     let mut delays = super::backoff(Duration::from_millis(route.backoff_ms), route.retries);
     let mut last = String::new();
+    let mut kind = ActErrorKind::Failed;
     for attempt in 0..=route.retries {
         if attempt > 0 {
             tokio::time::sleep(delays.next().unwrap_or_default()).await;
@@ -169,6 +175,13 @@ pub async fn send(
         let resp = match rb.send().await {
             Ok(r) => r,
             Err(e) => {
+                kind = if e.is_timeout() {
+                    ActErrorKind::TimedOut
+                } else if e.is_connect() {
+                    ActErrorKind::Unreachable
+                } else {
+                    ActErrorKind::Failed
+                };
                 last = format!("{}: attempt {}: {}", route.name, attempt + 1, plain(&e));
                 tracing::warn!(route = %route.name, action = %req.id, error = %last, "HTTP action attempt failed");
                 continue;
@@ -202,6 +215,7 @@ pub async fn send(
             ));
         }
         if status.is_server_error() {
+            kind = ActErrorKind::Failed;
             last = format!(
                 "{}: attempt {}: HTTP {}: {text}",
                 route.name,
@@ -221,9 +235,9 @@ pub async fn send(
             format!("{}: HTTP {}: {why}", route.name, status.as_u16()),
         ));
     }
-    Err(format!(
-        "{} attempt(s) failed; last: {last}",
-        route.retries + 1
+    Err(ActError::new(
+        kind,
+        format!("{} attempt(s) failed; last: {last}", route.retries + 1),
     ))
 }
 

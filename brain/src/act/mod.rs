@@ -1,5 +1,15 @@
 //! Act: every action passes the guards, is written to the store with its
-//! idempotency key, and only then is sent to an edge actuator over the bus.
+//! idempotency key, and only then is sent to an actuator — all through the
+//! one [`Gateway`].
+//!
+//! # Layout
+//! - [`gateway`]: guards → write-ahead → dispatch → result, and the
+//!   brain's actuators (an edge agent over the bus, an HTTP route).
+//! - [`guard`]: kill switch, dry run, change freeze, cooldown, in-flight
+//!   cap, blast radius.
+//! - [`http`]: HTTP routes for actions (deploy systems, feature flags).
+//! - [`approval`]: on-call configuration, signed approval links.
+//! - [`notify`]: delivery of notices to people (chat webhooks, SMS gateways).
 
 /// The delays between attempts of a delivery that may be retried (an HTTP
 /// action, a notification): doubling from `first`, at most 30 s, with a
@@ -19,14 +29,12 @@ pub(crate) fn backoff(
 }
 
 pub mod approval;
+pub mod gateway;
 pub mod guard;
 pub mod http;
 pub mod notify;
 
-use std::time::Duration;
-
-use selfheal_bus::{ActionReply, ActionRequest, Bus, Limits, Subjects, decode, encode};
-
+pub use gateway::{ActionResult, Admission, Gateway, Intent, Ready};
 pub use guard::{GuardConfig, Guards, Verdict};
 
 /// Crash injection for tests of write-ahead and resume: when the
@@ -39,30 +47,6 @@ pub fn failpoint(name: &str) {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();
     }
-}
-
-/// Sends an action request and waits for the actuator's reply.
-pub async fn send(
-    bus: &Bus,
-    subjects: &Subjects,
-    req: &ActionRequest,
-    timeout: Duration,
-) -> Result<ActionReply, String> {
-    let bytes = bus
-        .request(&subjects.act(&req.service), encode(req), timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    // The actuator's clock is the platform's; check size and shape only.
-    let limits = Limits {
-        max_skew_ms: i64::MAX / 2,
-        ..Limits::default()
-    };
-    let reply: ActionReply =
-        decode(&bytes, &limits, 0).map_err(|e| format!("unreadable reply: {e}"))?;
-    if reply.id != req.id && reply.id != "unknown" {
-        return Err(format!("reply for {} answered {}", req.id, reply.id));
-    }
-    Ok(reply)
 }
 
 #[cfg(test)]

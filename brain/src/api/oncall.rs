@@ -28,8 +28,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    act::approval::{Link, LinkError, LinkKey, OnCallConfig, Role, User},
-    engine::Decide,
+    act::approval::{Decide, DecisionStatus, Link, LinkError, LinkKey, OnCallConfig, Role, User},
     recent::Recent,
     stats::BrainStats,
     store::Store,
@@ -583,9 +582,16 @@ async fn decision(
             );
         }
     };
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = match answer.status {
+        DecisionStatus::Done => StatusCode::OK,
+        DecisionStatus::Waiting => StatusCode::ACCEPTED,
+        DecisionStatus::Forbidden => StatusCode::FORBIDDEN,
+        DecisionStatus::NotFound => StatusCode::NOT_FOUND,
+        DecisionStatus::Conflict => StatusCode::CONFLICT,
+        DecisionStatus::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
     let server_us = started.elapsed().as_micros() as u64;
-    let body = if answer.status >= 400 {
+    let body = if answer.status.refused() {
         json!({ "error": answer.message, "state": answer.state })
     } else {
         json!({ "state": answer.state, "message": answer.message,

@@ -28,8 +28,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use selfheal_bus::{SeriesKey, Topology};
 
 use crate::{
-    correlate::Incident,
     detect::{Direction, MetricClasses},
+    incident::Incident,
     recent::History,
 };
 

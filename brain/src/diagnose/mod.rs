@@ -23,7 +23,6 @@ use std::{
 
 use rhai::{AST, Array, Dynamic, ImmutableString, Map, Module, Scope};
 use selfheal_bus::{ChangeKind, Layer, Topology, topology::ServiceKind};
-use serde::Serialize;
 
 pub mod localize;
 
@@ -31,26 +30,13 @@ pub use localize::Candidate;
 
 use crate::{
     context::Context,
-    correlate::Incident,
     detect::Direction,
+    incident::Incident,
     sandbox::{Limits, Sandbox, lock},
     store::Known,
 };
 
-/// A candidate cause.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Hypothesis {
-    /// Cause kind (`channel_degraded`, `unknown`...).
-    pub cause: String,
-    /// What is blamed: a service, a key, an IDC.
-    pub target: String,
-    /// The service where the cause lives (for a key: the service it hits).
-    pub at: String,
-    /// Confidence in [0,1].
-    pub confidence: f64,
-    /// Why, for people.
-    pub evidence: Vec<String>,
-}
+pub use crate::incident::Hypothesis;
 
 /// How far before the first anomaly a change is still a suspect, at the
 /// least, ms; on slower data the horizon is [`CHANGE_LOOKBACK_STEPS`]

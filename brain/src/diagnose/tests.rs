@@ -6,10 +6,7 @@ use std::collections::BTreeMap;
 use selfheal_bus::{ChangeEvent, HotspotReport, KeyCount, SeriesKey, WIRE_VERSION};
 
 use super::*;
-use crate::{
-    context::ContextMsg,
-    correlate::{Evidence, Phase},
-};
+use crate::{context::ContextMsg, incident::Evidence};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -74,23 +71,14 @@ fn incident(series: &[Series]) -> Incident {
         );
     }
     let onset = evidence.values().map(|e| e.onset).min().unwrap_or(T0);
-    Incident {
-        id: "inc-1".into(),
-        service: "cashier".into(),
+    Incident::open(
+        "inc-1".into(),
+        "cashier".into(),
         onset,
-        opened: onset + 2000,
-        last_activity: onset + 2000,
+        onset + 2000,
         evidence,
-        hypotheses: Vec::new(),
-        phase: Phase::Collecting(onset + 5000),
-        playbook: None,
-        plan: Vec::new(),
-        cursor: 0,
-        wait: None,
-        applied: 0,
-        reverting: false,
-        approved: false,
-    }
+        onset + 5000,
+    )
 }
 
 fn change(ctx: &mut Context, id: &str, service: &str, kind: ChangeKind, at_s: i64) {

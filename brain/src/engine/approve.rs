@@ -7,16 +7,16 @@
 use std::sync::Arc;
 
 use selfheal_bus::{ActionKind, IncidentState, wall_ms};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::Engine;
 use crate::{
     act::{
-        approval::{Link, LinkKey, OnCallConfig, OnTimeout},
+        approval::{Decide, Decided, DecisionStatus, Link, LinkKey, OnCallConfig, OnTimeout},
         notify::{Message, Notice},
     },
-    correlate::Wait,
+    incident::{Terminal, Wait},
     playbook::{Playbook, Step},
     stats::BrainStats,
     store::{ApprovalRow, VoteRefused},
@@ -32,38 +32,6 @@ pub struct OnCall {
     pub notices: mpsc::Sender<Message>,
 }
 
-/// A person's decision, authenticated by the API (their session or token,
-/// their role, and their signed link for this approval).
-pub struct Decide {
-    /// The approval.
-    pub approval: String,
-    /// Who decides.
-    pub user: String,
-    /// The link's nonce (a link decides once).
-    pub nonce: String,
-    /// Approve (else reject).
-    pub approve: bool,
-    /// Their comment.
-    pub comment: String,
-    /// The answer.
-    pub reply: oneshot::Sender<Decided>,
-}
-
-/// The engine's answer to a decision.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Decided {
-    /// HTTP status: 200 done, 202 recorded and waiting for another
-    /// approver, 403 refused by policy, 404 unknown, 409 too late or
-    /// replayed.
-    pub status: u16,
-    /// The approval's state after it.
-    pub state: String,
-    /// In words.
-    pub message: String,
-    /// The action dispatched because of it, if any.
-    pub dispatched: Option<String>,
-}
-
 impl Engine {
     /// Asks the rota to approve incident `i`'s plan.
     pub(super) async fn request_approval(
@@ -76,7 +44,8 @@ impl Engine {
         let Some(oc) = &self.oncall else { return };
         let inc = &self.correlator.incidents[i];
         let acts: Vec<_> = inc
-            .plan
+            .run()
+            .plan()
             .iter()
             .filter_map(|s| match s {
                 Step::Act(a) => Some(a),
@@ -183,18 +152,14 @@ impl Engine {
             return;
         }
         BrainStats::bump(&self.stats.approvals_requested);
-        let snapshot = self.correlator.incidents[i].clone();
-        self.correlator.incidents[i].wait = Some(Wait::Approval {
-            id: row.id.clone(),
-            deadline: row.deadline_ts,
-        });
+        self.correlator.incidents[i].await_approval(row.id.clone(), row.deadline_ts);
         self.store_log(
             "incident",
             self.store
-                .set_incident_state(&snapshot.id, "awaiting_approval", None),
+                .set_incident_state(&row.incident_id, "awaiting_approval", None),
         );
         self.publish(
-            &snapshot,
+            i,
             now,
             IncidentState::AwaitingApproval,
             format!(
@@ -284,10 +249,7 @@ impl Engine {
                             &format!("nobody decided in time; asking {next}, next on call"),
                         ),
                     );
-                    self.correlator.incidents[i].wait = Some(Wait::Approval {
-                        id: id.to_string(),
-                        deadline,
-                    });
+                    self.correlator.incidents[i].await_approval(id.to_string(), deadline);
                     let row = ApprovalRow { notified, ..row };
                     self.notify(&row, next);
                     return false;
@@ -323,9 +285,7 @@ impl Engine {
                     now,
                     "nobody decided in time; the policy and the playbook allow acting by default",
                 );
-                let inc = &mut self.correlator.incidents[i];
-                inc.approved = true;
-                inc.wait = None;
+                self.correlator.incidents[i].approve();
                 true
             }
             OnTimeout::Abandon => {
@@ -365,7 +325,7 @@ impl Engine {
             now,
             "the symptoms cleared before anyone decided; nothing was done",
         );
-        self.finish(i, now, "cleared").await;
+        self.finish(i, now, Terminal::Cleared).await;
     }
 
     async fn timed_out_close(&mut self, i: usize, id: &str, now: i64, state: &str, why: &str) {
@@ -380,7 +340,7 @@ impl Engine {
     /// at once, so the reply can name the action dispatched.
     pub(super) async fn on_decide(&mut self, d: Decide, now: i64) {
         let answer = self.decide(&d, now).await;
-        if answer.status >= 400 {
+        if answer.status.refused() {
             BrainStats::bump(&self.stats.api_refused);
             self.store_log(
                 "audit",
@@ -400,7 +360,7 @@ impl Engine {
     }
 
     async fn decide(&mut self, d: &Decide, now: i64) -> Decided {
-        let refuse = |status: u16, state: &str, message: String| Decided {
+        let refuse = |status: DecisionStatus, state: &str, message: String| Decided {
             status,
             state: state.to_string(),
             message,
@@ -408,30 +368,44 @@ impl Engine {
         };
         let row = match self.store.approval(&d.approval) {
             Ok(Some(r)) => r,
-            Ok(None) => return refuse(404, "", "no such approval".into()),
+            Ok(None) => return refuse(DecisionStatus::NotFound, "", "no such approval".into()),
             Err(e) => {
                 error!(error = %e, "approval unreadable");
-                return refuse(503, "", "the store is unavailable; retry".into());
+                return refuse(
+                    DecisionStatus::Unavailable,
+                    "",
+                    "the store is unavailable; retry".into(),
+                );
             }
         };
         match self.store.nonce_used(&d.nonce) {
             Ok(false) => {}
-            Ok(true) => return refuse(409, &row.state, "this link has been used already".into()),
+            Ok(true) => {
+                return refuse(
+                    DecisionStatus::Conflict,
+                    &row.state,
+                    "this link has been used already".into(),
+                );
+            }
             Err(e) => {
                 error!(error = %e, "votes unreadable");
-                return refuse(503, "", "the store is unavailable; retry".into());
+                return refuse(
+                    DecisionStatus::Unavailable,
+                    "",
+                    "the store is unavailable; retry".into(),
+                );
             }
         }
         if row.state != "waiting" {
             return refuse(
-                409,
+                DecisionStatus::Conflict,
                 &row.state,
                 format!("the approval is already {}: {}", row.state, row.outcome),
             );
         }
         if !row.notified.contains(&d.user) {
             return refuse(
-                403,
+                DecisionStatus::Forbidden,
                 &row.state,
                 format!("{} was not asked to decide on this approval", d.user),
             );
@@ -442,13 +416,21 @@ impl Engine {
             .iter()
             .position(|x| x.id == row.incident_id)
         else {
-            return refuse(409, &row.state, "the incident is no longer live".into());
+            return refuse(
+                DecisionStatus::Conflict,
+                &row.state,
+                "the incident is no longer live".into(),
+            );
         };
         let votes = match self.store.votes(&row.id) {
             Ok(v) => v,
             Err(e) => {
                 error!(error = %e, "votes unreadable");
-                return refuse(503, "", "the store is unavailable; retry".into());
+                return refuse(
+                    DecisionStatus::Unavailable,
+                    "",
+                    "the store is unavailable; retry".into(),
+                );
             }
         };
         let approvals: Vec<&str> = votes
@@ -463,7 +445,7 @@ impl Engine {
             let still_needed = (row.required as usize).saturating_sub(approvals.len());
             if still_needed <= 1 && !independent {
                 return refuse(
-                    403,
+                    DecisionStatus::Forbidden,
                     &row.state,
                     format!(
                         "separation of duties: {} made a change this plan rolls back and cannot be its only approver; another approver must decide",
@@ -479,18 +461,26 @@ impl Engine {
         {
             Ok(Ok(())) => {}
             Ok(Err(VoteRefused::Replayed)) => {
-                return refuse(409, &row.state, "this link has been used already".into());
+                return refuse(
+                    DecisionStatus::Conflict,
+                    &row.state,
+                    "this link has been used already".into(),
+                );
             }
             Ok(Err(VoteRefused::AlreadyVoted)) => {
                 return refuse(
-                    409,
+                    DecisionStatus::Conflict,
                     &row.state,
                     format!("{} has decided on this approval already", d.user),
                 );
             }
             Err(e) => {
                 error!(error = %e, "vote not stored");
-                return refuse(503, "", "the store is unavailable; retry".into());
+                return refuse(
+                    DecisionStatus::Unavailable,
+                    "",
+                    "the store is unavailable; retry".into(),
+                );
             }
         }
         let comment = if d.comment.trim().is_empty() {
@@ -510,7 +500,7 @@ impl Engine {
             self.escalate(i, now, format!("{why}; nothing was done"))
                 .await;
             return Decided {
-                status: 200,
+                status: DecisionStatus::Done,
                 state: "rejected".into(),
                 message: format!("{why}; nothing was done"),
                 dispatched: None,
@@ -530,7 +520,7 @@ impl Engine {
                 self.store.timeline(&row.incident_id, now, "approval", &msg),
             );
             return Decided {
-                status: 202,
+                status: DecisionStatus::Waiting,
                 state: "waiting".into(),
                 message: msg,
                 dispatched: None,
@@ -540,11 +530,8 @@ impl Engine {
         let why = format!("approved by {}{comment}", by.join(" and "));
         self.close(&row.id, "approved", now, &why);
         info!(approval = %row.id, %why, "approved");
-        let inc = &mut self.correlator.incidents[i];
-        inc.approved = true;
-        inc.wait = None;
-        let snapshot = inc.clone();
-        self.publish(&snapshot, now, IncidentState::Acting, why.clone())
+        self.correlator.incidents[i].approve();
+        self.publish(i, now, IncidentState::Acting, why.clone())
             .await;
         // Act now: the reply names what was dispatched.
         for _ in 0..16 {
@@ -552,12 +539,12 @@ impl Engine {
                 break;
             }
         }
-        let dispatched = match &self.correlator.incidents[i].wait {
+        let dispatched = match self.correlator.incidents[i].run().wait() {
             Some(Wait::Reply(a)) => Some(a.clone()),
             _ => None,
         };
         Decided {
-            status: 200,
+            status: DecisionStatus::Done,
             state: "approved".into(),
             message: match &dispatched {
                 Some(a) => format!("{why}; action {a} dispatched"),

@@ -4,37 +4,27 @@
 
 use std::{sync::Arc, time::Duration};
 
-use selfheal_bus::{
-    ActionReply, ActionRequest, ActionStatus, Bus, IncidentEvent, IncidentState, Subjects,
-    Topology, WIRE_VERSION, encode,
-};
+use selfheal_bus::{Bus, IncidentEvent, IncidentState, Subjects, Topology, WIRE_VERSION, encode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::{
-    act::{self, Guards, Verdict},
-    correlate::{Correlator, Incident, Phase, Wait},
+    act::{Admission, Gateway, Intent},
+    correlate::Correlator,
     detect::{AnomalyEvent, Detected},
     diagnose,
-    playbook::{
-        Approval, IncidentFacts, OnFailure, PlannedAction, Runtime, Step, undo_kind, undo_plan,
-    },
+    incident::{Due, Incident, Judged, Terminal},
+    playbook::{Approval, IncidentFacts, OnFailure, Runtime, Step, undo_kind, undo_plan},
     stats::BrainStats,
-    store::{ActionRow, ActionState, Store},
-    verify::{self, Outcome},
+    store::{ActionState, Store},
+    verify,
 };
 
 mod approve;
 
-pub use approve::{Decide, Decided, OnCall};
-
-/// The actuator's answer to one dispatched action.
-pub struct ActionResult {
-    incident: String,
-    action: String,
-    reply: Result<ActionReply, String>,
-}
+pub use crate::act::ActionResult;
+pub use approve::OnCall;
 
 /// Everything the engine owns.
 pub struct Engine {
@@ -43,16 +33,13 @@ pub struct Engine {
     pub(crate) topology: Arc<Topology>,
     pub(crate) store: Arc<Store>,
     pub(crate) runtime: Runtime,
-    pub(crate) guards: Guards,
+    /// The one way out for actions: guards, write-ahead, actuators.
+    pub(crate) gateway: Gateway,
     pub(crate) stats: Arc<BrainStats>,
     pub(crate) correlator: Correlator,
-    pub(crate) action_timeout: Duration,
-    pub(crate) results_tx: mpsc::Sender<ActionResult>,
     pub(crate) context: crate::context::Context,
     /// Where the playbooks are, watched for changes (hot reload).
     pub(crate) playbook_dir: std::path::PathBuf,
-    /// HTTP routes for actions, and the client they go through.
-    pub(crate) http: Option<(reqwest::Client, Arc<Vec<act::http::HttpRoute>>)>,
     /// The diagnosis rules.
     pub(crate) rules: diagnose::Rules,
     /// On-call approvals, when configured.
@@ -70,7 +57,7 @@ pub struct Inputs {
     /// Changes, hot keys, announcements.
     pub contexts: mpsc::Receiver<crate::context::ContextMsg>,
     /// People's decisions on approvals, from the API.
-    pub decisions: mpsc::Receiver<Decide>,
+    pub decisions: mpsc::Receiver<crate::act::approval::Decide>,
 }
 
 /// Least similarity of a past incident's symptoms to be listed.
@@ -223,12 +210,7 @@ impl Engine {
         self.correlator
             .incidents
             .iter()
-            .filter_map(|i| match (&i.phase, &i.wait) {
-                (Phase::Collecting(until), _) => Some(*until),
-                (Phase::Executing, Some(Wait::Verify { deadline, .. }))
-                | (Phase::Executing, Some(Wait::Approval { deadline, .. })) => Some(*deadline),
-                _ => None,
-            })
+            .filter_map(Incident::deadline)
             .filter(|d| *d > after && *d < before)
             .min()
     }
@@ -296,10 +278,7 @@ impl Engine {
     }
 
     fn store_log(&self, what: &str, r: crate::store::Result<()>) {
-        if let Err(e) = r {
-            BrainStats::bump(&self.stats.store_errors);
-            error!(error = %e, what, "store write failed");
-        }
+        crate::store::log_write(&self.stats, what, r);
     }
 
     /// A read the restart cannot do without: tried a few times (the store
@@ -329,7 +308,9 @@ impl Engine {
         Vec::new()
     }
 
-    async fn publish(&self, inc: &Incident, ts: i64, state: IncidentState, summary: String) {
+    /// Files an incident's event on its timeline and publishes it.
+    async fn publish(&self, i: usize, ts: i64, state: IncidentState, summary: String) {
+        let inc = &self.correlator.incidents[i];
         let summary = crate::mask::mask_owned(summary);
         info!(incident = %inc.id, state = ?state, %summary, "incident");
         let kind = format!("{state:?}").to_lowercase();
@@ -382,7 +363,7 @@ impl Engine {
         let Some((i, new)) = self.correlator.on_anomaly_under(ev, load) else {
             return;
         };
-        let inc = self.correlator.incidents[i].clone();
+        let inc = &self.correlator.incidents[i];
         if new {
             BrainStats::bump(&self.stats.incidents);
             let summary = format!(
@@ -397,8 +378,7 @@ impl Engine {
                 self.store
                     .open_incident(&inc.id, &inc.service, inc.onset, inc.opened, &summary),
             );
-            self.publish(&inc, ev.ts, IncidentState::Opened, summary)
-                .await;
+            self.publish(i, ev.ts, IncidentState::Opened, summary).await;
         } else {
             let what = match ev.kind {
                 crate::detect::AnomalyKind::Start => "anomaly",
@@ -412,66 +392,15 @@ impl Engine {
         }
     }
 
-    /// After a restart: every action the store holds as pending (written
-    /// ahead, maybe sent, never answered) is sent again under its own
-    /// idempotency key, so the actuator applies it once and answers for it
-    /// (no loss, no duplicate); the cooldown is seeded from the stored
-    /// actions, so a fault seen again is not acted on again by a new
-    /// incident; and incidents cut off mid-playbook go to a person.
+    /// After a restart: the gateway re-sends every action written ahead
+    /// and never answered, under its own key, and seeds the cooldown; the
+    /// approvals left waiting are expired; incidents cut off mid-playbook
+    /// go to a person.
     async fn resume(&mut self) {
-        let actions = match self.store.actions() {
-            Ok(a) => a,
-            Err(e) => {
-                error!(error = %e, "could not read the store's actions; nothing resumed");
-                return;
-            }
-        };
-        for a in &actions {
-            if matches!(a.state.as_str(), "pending" | "applied" | "duplicate") {
-                self.guards.seed(&a.incident_id, &a.target, a.ts);
-            }
-        }
-        for a in actions.iter().filter(|a| a.state == "pending") {
-            let kind: Result<selfheal_bus::ActionKind, _> =
-                serde_json::from_value(serde_json::Value::String(a.kind.clone()));
-            let params = serde_json::from_str(&a.params);
-            let (Ok(kind), Ok(params)) = (kind, params) else {
-                self.store_log(
-                    "action",
-                    self.store.finish_action(
-                        &a.id,
-                        ActionState::Failed,
-                        "unreadable in the store at restart; not re-sent",
-                    ),
-                );
-                continue;
-            };
-            let req = ActionRequest {
-                v: WIRE_VERSION,
-                id: a.id.clone(),
-                incident: a.incident_id.clone(),
-                service: a.service.clone(),
-                kind,
-                target: a.target.clone(),
-                params,
-                ts: a.ts,
-            };
-            info!(action = %a.id, "restart: re-sending an unanswered action under its key");
-            self.store_log(
-                "timeline",
-                self.store.timeline(
-                    &a.incident_id,
-                    a.ts,
-                    "resumed",
-                    &format!(
-                        "brain restarted: action {} re-sent under its idempotency key",
-                        a.id
-                    ),
-                ),
-            );
-            self.guards.resent();
-            BrainStats::bump(&self.stats.actions_sent);
-            self.dispatch(req);
+        if let Err(e) = self.gateway.resume() {
+            BrainStats::bump(&self.stats.store_errors);
+            error!(error = %e, kind = ?e.kind(), "could not read the store's actions; nothing resumed");
+            return;
         }
         let store = self.store.clone();
         let waiting = self
@@ -501,18 +430,15 @@ impl Engine {
             )
             .await;
         for inc in incidents {
-            // Incidents end recovered, cleared, escalated or dry run; any
-            // other state was cut off.
-            if matches!(
-                inc.state.as_str(),
-                "recovered" | "cleared" | "escalated" | "dry_run"
-            ) {
+            // A finished incident stays as it ended; any other was cut off.
+            if Terminal::from_stored(&inc.state).is_some() {
                 continue;
             }
             BrainStats::bump(&self.stats.escalated);
             self.store_log(
                 "incident",
-                self.store.set_incident_state(&inc.id, "escalated", None),
+                self.store
+                    .set_incident_state(&inc.id, Terminal::Escalated.as_str(), None),
             );
             self.store_log(
                 "timeline",
@@ -526,53 +452,8 @@ impl Engine {
         }
     }
 
-    /// Sends `req` to its actuator in the background, over HTTP when a
-    /// route takes it, else over the bus; the answer comes back as an
-    /// [`ActionResult`].
-    fn dispatch(&self, req: ActionRequest) {
-        let (bus, subjects, tx, timeout) = (
-            self.bus.clone(),
-            self.subjects.clone(),
-            self.results_tx.clone(),
-            self.action_timeout,
-        );
-        let http = self.http.as_ref().and_then(|(c, routes)| {
-            routes
-                .iter()
-                .find(|r| r.takes(req.kind, &req.service))
-                .map(|r| (c.clone(), r.clone()))
-        });
-        tokio::spawn(async move {
-            let reply = match http {
-                Some((client, route)) => act::http::send(&client, &route, &req).await,
-                None => act::send(&bus, &subjects, &req, timeout).await,
-            };
-            act::failpoint("after_send");
-            let _ = tx
-                .send(ActionResult {
-                    incident: req.incident,
-                    action: req.id,
-                    reply,
-                })
-                .await;
-        });
-    }
-
     async fn on_result(&mut self, r: ActionResult, now: i64) {
-        self.guards.answered();
-        let (state, reason) = match &r.reply {
-            Ok(rep) => match rep.status {
-                ActionStatus::Applied => (ActionState::Applied, rep.message.clone()),
-                ActionStatus::Duplicate => (ActionState::Duplicate, rep.message.clone()),
-                ActionStatus::Rejected => (ActionState::Rejected, rep.message.clone()),
-                ActionStatus::Failed => (ActionState::Failed, rep.message.clone()),
-            },
-            Err(e) => (ActionState::Failed, e.clone()),
-        };
-        self.store_log(
-            "action",
-            self.store.finish_action(&r.action, state, &reason),
-        );
+        let (state, reason) = self.gateway.answered(&r);
         // (An action re-sent at restart belongs to no live incident.)
         let Some(i) = self
             .correlator
@@ -582,34 +463,26 @@ impl Engine {
         else {
             return;
         };
-        let inc = &mut self.correlator.incidents[i];
-        if !matches!(&inc.wait, Some(Wait::Reply(id)) if *id == r.action) {
+        let applied = matches!(state, ActionState::Applied | ActionState::Duplicate);
+        if !self.correlator.incidents[i].reply(&r.action, applied) {
             return;
         }
-        inc.wait = None;
-        let snapshot = inc.clone();
-        match state {
-            ActionState::Applied | ActionState::Duplicate => {
-                let inc = &mut self.correlator.incidents[i];
-                inc.applied += 1;
-                inc.cursor += 1;
-                self.publish(
-                    &snapshot,
-                    now,
-                    IncidentState::Acting,
-                    format!("action {} applied: {reason}", r.action),
-                )
-                .await;
-            }
-            _ => {
-                BrainStats::bump(&self.stats.actions_failed);
-                self.escalate(
-                    i,
-                    now,
-                    format!("action {} {}: {reason}", r.action, state.as_str()),
-                )
-                .await;
-            }
+        if applied {
+            self.publish(
+                i,
+                now,
+                IncidentState::Acting,
+                format!("action {} applied: {reason}", r.action),
+            )
+            .await;
+        } else {
+            BrainStats::bump(&self.stats.actions_failed);
+            self.escalate(
+                i,
+                now,
+                format!("action {} {}: {reason}", r.action, state.as_str()),
+            )
+            .await;
         }
     }
 
@@ -620,21 +493,15 @@ impl Engine {
     /// like any other. Otherwise, or when nothing can be undone, escalate
     /// now. Returns whether the incident may move again.
     async fn failed(&mut self, i: usize, now: i64, why: String) -> bool {
-        let inc = &self.correlator.incidents[i];
-        let revert = !inc.reverting
-            && inc.playbook.as_ref().is_some_and(|name| {
+        let run = self.correlator.incidents[i].run();
+        let revert = !run.reverting()
+            && run.playbook().is_some_and(|name| {
                 self.runtime
                     .playbooks()
                     .iter()
-                    .any(|p| &p.name == name && p.meta.on_failure == OnFailure::Revert)
+                    .any(|p| p.name == name && p.meta.on_failure == OnFailure::Revert)
             });
-        let applied: Vec<&PlannedAction> = inc.plan[..inc.cursor.min(inc.plan.len())]
-            .iter()
-            .filter_map(|s| match s {
-                Step::Act(a) => Some(a),
-                _ => None,
-            })
-            .collect();
+        let applied: Vec<_> = run.applied_actions().collect();
         let tried: Vec<String> = applied
             .iter()
             .map(|a| format!("{} {}", a.kind.as_str(), a.target))
@@ -665,15 +532,9 @@ impl Engine {
         if !kept.is_empty() {
             reason.push_str(&format!(" (not undoable: {})", kept.join(", ")));
         }
-        let snapshot = inc.clone();
-        let inc = &mut self.correlator.incidents[i];
-        inc.reverting = true;
-        inc.wait = None;
-        inc.cursor = inc.plan.len();
-        inc.plan.extend(undo);
-        inc.plan.push(Step::Escalate(reason));
+        self.correlator.incidents[i].revert(undo, reason);
         self.publish(
-            &snapshot,
+            i,
             now,
             IncidentState::Acting,
             format!("{why}: reverting the playbook's actions"),
@@ -684,17 +545,15 @@ impl Engine {
 
     async fn escalate(&mut self, i: usize, now: i64, why: String) {
         BrainStats::bump(&self.stats.escalated);
-        let inc = &mut self.correlator.incidents[i];
-        inc.phase = Phase::Done("escalated");
-        inc.wait = None;
-        let snapshot = inc.clone();
+        self.correlator.incidents[i].close(Terminal::Escalated);
+        let inc = &self.correlator.incidents[i];
         self.store_log(
             "incident",
             self.store
-                .set_incident_state(&snapshot.id, "escalated", None),
+                .set_incident_state(&inc.id, Terminal::Escalated.as_str(), None),
         );
         self.publish(
-            &snapshot,
+            i,
             now,
             IncidentState::Escalated,
             format!("escalated to on-call: {why}"),
@@ -702,57 +561,50 @@ impl Engine {
         .await;
     }
 
-    async fn finish(&mut self, i: usize, now: i64, state: &'static str) {
+    async fn finish(&mut self, i: usize, now: i64, t: Terminal) {
         let inc = &mut self.correlator.incidents[i];
-        inc.phase = Phase::Done(state);
-        inc.wait = None;
-        let snapshot = inc.clone();
-        let recovered = (state == "recovered").then_some(now);
+        inc.close(t);
+        let inc = &self.correlator.incidents[i];
+        let recovered = (t == Terminal::Recovered).then_some(now);
         self.store_log(
             "incident",
             self.store
-                .set_incident_state(&snapshot.id, state, recovered),
+                .set_incident_state(&inc.id, t.as_str(), recovered),
         );
-        match state {
-            "recovered" => {
-                BrainStats::bump(&self.stats.recovered);
-                if let Some(top) = snapshot.hypotheses.first() {
-                    let healed_by: Vec<String> = snapshot.plan
-                        [..snapshot.cursor.min(snapshot.plan.len())]
-                        .iter()
-                        .filter_map(|s| match s {
-                            Step::Act(a) => Some(format!("{} {}", a.kind.as_str(), a.target)),
-                            _ => None,
-                        })
-                        .collect();
-                    let known = crate::store::Known {
-                        incident: snapshot.id.clone(),
-                        ts: now,
-                        signature: snapshot.signature(),
-                        cause: top.cause.clone(),
-                        target: top.target.clone(),
-                        healed_by: healed_by.join(", "),
-                    };
-                    self.store_log("knowledge", self.store.remember(&known));
-                }
-                let summary = format!(
-                    "recovered: symptoms cleared {:.1}s after onset, {} action(s) applied",
-                    (now - snapshot.onset) as f64 / 1000.0,
-                    snapshot.applied
-                );
-                self.publish(&snapshot, now, IncidentState::Recovered, summary)
-                    .await;
-            }
-            other => {
-                self.publish(
-                    &snapshot,
-                    now,
-                    IncidentState::Closed,
-                    format!("closed: {other}"),
-                )
-                .await;
-            }
+        if t != Terminal::Recovered {
+            self.publish(
+                i,
+                now,
+                IncidentState::Closed,
+                format!("closed: {}", t.as_str()),
+            )
+            .await;
+            return;
         }
+        BrainStats::bump(&self.stats.recovered);
+        if let Some(top) = inc.hypotheses.first() {
+            let healed_by: Vec<String> = inc
+                .run()
+                .applied_actions()
+                .map(|a| format!("{} {}", a.kind.as_str(), a.target))
+                .collect();
+            let known = crate::store::Known {
+                incident: inc.id.clone(),
+                ts: now,
+                signature: inc.signature(),
+                cause: top.cause.clone(),
+                target: top.target.clone(),
+                healed_by: healed_by.join(", "),
+            };
+            self.store_log("knowledge", self.store.remember(&known));
+        }
+        let summary = format!(
+            "recovered: symptoms cleared {:.1}s after onset, {} action(s) applied",
+            (now - inc.onset) as f64 / 1000.0,
+            inc.run().applied()
+        );
+        self.publish(i, now, IncidentState::Recovered, summary)
+            .await;
     }
 
     async fn advance(&mut self, now: i64) {
@@ -767,70 +619,49 @@ impl Engine {
         self.correlator.prune(now);
     }
 
-    /// Moves incident `i` one step; returns whether it may move again.
+    /// Moves incident `i` one step: asks it what it needs and routes that
+    /// to the stage that owns it. Returns whether it may move again.
     async fn step(&mut self, i: usize, now: i64) -> bool {
-        let inc = &self.correlator.incidents[i];
-        match inc.phase.clone() {
-            Phase::Done(_) => false,
-            Phase::Collecting(until) => {
-                if inc.cleared() && now >= until {
-                    self.finish(i, now, "cleared").await;
-                    return false;
-                }
-                if now < until {
-                    return false;
-                }
+        match self.correlator.incidents[i].due(now) {
+            Due::Nothing => false,
+            Due::Close(t) => {
+                self.finish(i, now, t).await;
+                false
+            }
+            Due::Diagnose => {
                 self.diagnose_and_decide(i, now).await;
                 true
             }
-            Phase::Executing => {
-                if inc.applied > 0 && !inc.reverting && inc.cleared() {
-                    self.finish(i, now, "recovered").await;
-                    return false;
-                }
-                match inc.wait.clone() {
-                    Some(Wait::Reply(_)) => false,
-                    Some(Wait::Approval { id, deadline }) => {
-                        if inc.cleared() {
-                            self.withdraw(i, &id, now).await;
-                            return false;
-                        }
-                        if now < deadline {
-                            return false;
-                        }
-                        self.approval_timed_out(i, &id, now).await
+            Due::Withdraw(id) => {
+                self.withdraw(i, &id, now).await;
+                false
+            }
+            Due::ApprovalExpired(id) => self.approval_timed_out(i, &id, now).await,
+            Due::Judge {
+                check,
+                started,
+                deadline,
+            } => {
+                let inc = &mut self.correlator.incidents[i];
+                let outcome = verify::check(&check, started, deadline, now, inc);
+                match inc.judged(&check, outcome) {
+                    Judged::Pending => false,
+                    Judged::Next => true,
+                    Judged::Failed(why) => {
+                        self.failed(i, now, format!("verification failed: {why}"))
+                            .await
                     }
-                    Some(Wait::Verify {
-                        check,
-                        started,
-                        deadline,
-                    }) => {
-                        match verify::check(&check, started, deadline, now, inc) {
-                            Outcome::Pending => false,
-                            Outcome::Passed => {
-                                let inc = &mut self.correlator.incidents[i];
-                                inc.wait = None;
-                                inc.cursor += 1;
-                                true
-                            }
-                            Outcome::Failed(why) => {
-                                let last = inc.cursor + 1 >= inc.plan.len();
-                                if matches!(check, crate::playbook::Check::Cleared) && !last {
-                                    // Not recovered: try the next step.
-                                    let inc = &mut self.correlator.incidents[i];
-                                    inc.wait = None;
-                                    inc.cursor += 1;
-                                    true
-                                } else {
-                                    self.failed(i, now, format!("verification failed: {why}"))
-                                        .await
-                                }
-                            }
-                        }
-                    }
-                    None => self.next_step(i, now).await,
                 }
             }
+            Due::OutOfSteps => {
+                self.failed(
+                    i,
+                    now,
+                    "the playbook ran out of steps before the symptoms cleared".into(),
+                )
+                .await
+            }
+            Due::Step(step) => self.run_step(i, now, step).await,
         }
     }
 
@@ -888,9 +719,8 @@ impl Engine {
             );
         }
         self.correlator.incidents[i].hypotheses = hyps;
-        let snapshot = self.correlator.incidents[i].clone();
         self.publish(
-            &snapshot,
+            i,
             now,
             IncidentState::Diagnosed,
             format!(
@@ -918,14 +748,15 @@ impl Engine {
                 .await;
             return;
         };
+        let inc = &self.correlator.incidents[i];
         let facts = IncidentFacts {
-            id: snapshot.id.clone(),
+            id: inc.id.clone(),
             cause: top.cause.clone(),
             target: top.target.clone(),
             at: top.at.clone(),
-            service: snapshot.service.clone(),
+            service: inc.service.clone(),
             confidence: top.confidence,
-            symptoms: snapshot.symptoms().iter().map(|k| k.to_string()).collect(),
+            symptoms: inc.symptoms().iter().map(|k| k.to_string()).collect(),
         };
         let plan = match self.runtime.plan(&pb, &facts) {
             Ok(p) => p,
@@ -938,11 +769,7 @@ impl Engine {
             }
         };
         let acts = plan.iter().any(|s| matches!(s, Step::Act(_)));
-        let inc = &mut self.correlator.incidents[i];
-        inc.playbook = Some(pb.name.clone());
-        inc.plan = plan;
-        inc.cursor = 0;
-        inc.phase = Phase::Executing;
+        self.correlator.incidents[i].begin(pb.name.clone(), plan);
         if pb.meta.approval == Approval::DryRun {
             self.record_dry_run(i, now).await;
             return;
@@ -963,7 +790,7 @@ impl Engine {
                     oc.cfg.min_confidence * 100.0
                 ));
             }
-            if let Some(f) = self.guards.frozen(now) {
+            if let Some(f) = self.gateway.guards().frozen(now) {
                 why.push(format!("change freeze: {f}"));
             }
         }
@@ -977,131 +804,84 @@ impl Engine {
         }
     }
 
+    /// Records every action of incident `i`'s plan as a dry run, and
+    /// closes it.
     async fn record_dry_run(&mut self, i: usize, now: i64) {
-        let inc = self.correlator.incidents[i].clone();
-        for (n, step) in inc.plan.iter().enumerate() {
+        let inc = &self.correlator.incidents[i];
+        let run = inc.run();
+        for (n, step) in run.plan().iter().enumerate() {
             if let Step::Act(a) = step {
-                BrainStats::bump(&self.stats.actions_dry_run);
-                let row = self.row(
-                    &inc,
-                    n,
-                    a,
-                    now,
-                    ActionState::DryRun,
-                    "playbook policy: dry run",
-                );
-                self.store_log("action", self.store.record_action(&row));
+                let intent = Intent {
+                    incident: &inc.id,
+                    playbook: run.playbook().unwrap_or_default(),
+                    step: n,
+                    action: a,
+                    approved: run.approved(),
+                };
+                self.gateway.dry_run(&intent, now);
             }
         }
-        self.finish(i, now, "dry_run").await;
+        self.finish(i, now, Terminal::DryRun).await;
     }
 
-    fn row(
-        &self,
-        inc: &Incident,
-        n: usize,
-        a: &crate::playbook::PlannedAction,
-        now: i64,
-        state: ActionState,
-        reason: &str,
-    ) -> ActionRow {
-        ActionRow {
-            id: format!("{}-s{n}", inc.id),
-            incident_id: inc.id.clone(),
-            playbook: inc.playbook.clone().unwrap_or_default(),
-            kind: a.kind.as_str().to_string(),
-            service: a.service.clone(),
-            target: a.target.clone(),
-            params: serde_json::to_string(&a.params).unwrap_or_default(),
-            state: state.as_str().to_string(),
-            reason: reason.to_string(),
-            ts: now,
-            recorded_at_us: 0,
-        }
-    }
-
-    async fn next_step(&mut self, i: usize, now: i64) -> bool {
-        let inc = self.correlator.incidents[i].clone();
-        let Some(step) = inc.plan.get(inc.cursor).cloned() else {
-            return self
-                .failed(
-                    i,
-                    now,
-                    "the playbook ran out of steps before the symptoms cleared".into(),
-                )
-                .await;
-        };
-        match step {
+    /// Carries out `step`, the one at incident `i`'s cursor.
+    async fn run_step(&mut self, i: usize, now: i64, step: Step) -> bool {
+        let a = match step {
             Step::Escalate(why) => {
                 self.escalate(i, now, why).await;
-                false
+                return false;
             }
             Step::Verify { check, window_ms } => {
-                self.correlator.incidents[i].wait = Some(Wait::Verify {
-                    check,
-                    started: now,
-                    deadline: now + window_ms,
-                });
-                true
+                self.correlator.incidents[i].await_verdict(check, now, window_ms);
+                return true;
             }
-            Step::Act(a) => {
-                match self.guards.check_with(&inc.id, &a, now, inc.approved) {
-                    Verdict::Refuse(why) => {
-                        BrainStats::bump(&self.stats.actions_refused);
-                        let row = self.row(&inc, inc.cursor, &a, now, ActionState::Refused, &why);
-                        self.store_log("action", self.store.record_action(&row));
-                        self.escalate(i, now, format!("action refused: {why}"))
-                            .await;
-                        return false;
-                    }
-                    Verdict::DryRun => {
-                        self.record_dry_run(i, now).await;
-                        return false;
-                    }
-                    Verdict::Allow => {}
-                }
-                let row = self.row(&inc, inc.cursor, &a, now, ActionState::Pending, "");
-                // Write-ahead: nothing is sent that the store does not hold.
-                if let Err(e) = self.store.record_action(&row) {
-                    error!(error = %e, action = %row.id, "could not write action ahead; not sending it");
-                    self.escalate(
-                        i,
-                        now,
-                        "the store refused the action; nothing was sent".into(),
-                    )
+            Step::Act(a) => a,
+        };
+        let inc = &self.correlator.incidents[i];
+        let run = inc.run();
+        let intent = Intent {
+            incident: &inc.id,
+            playbook: run.playbook().unwrap_or_default(),
+            step: run.cursor(),
+            action: &a,
+            approved: run.approved(),
+        };
+        let ready = match self.gateway.admit(&intent, now) {
+            Admission::Ready(r) => r,
+            Admission::Refused(why) => {
+                self.escalate(i, now, format!("action refused: {why}"))
                     .await;
-                    return false;
-                }
-                act::failpoint("after_record");
-                self.guards.sent(&inc.id, &a, now);
-                BrainStats::bump(&self.stats.actions_sent);
-                let req = ActionRequest {
-                    v: WIRE_VERSION,
-                    id: row.id.clone(),
-                    incident: inc.id.clone(),
-                    service: a.service.clone(),
-                    kind: a.kind,
-                    target: a.target.clone(),
-                    params: a.params.clone(),
-                    ts: now,
-                };
-                self.publish(
-                    &inc,
+                return false;
+            }
+            Admission::DryRun => {
+                self.record_dry_run(i, now).await;
+                return false;
+            }
+            Admission::NotWritten(_) => {
+                self.escalate(
+                    i,
                     now,
-                    IncidentState::Acting,
-                    format!(
-                        "action {}: {} {} {}",
-                        row.id,
-                        a.kind.as_str(),
-                        a.target,
-                        row.params
-                    ),
+                    "the store refused the action; nothing was sent".into(),
                 )
                 .await;
-                self.correlator.incidents[i].wait = Some(Wait::Reply(row.id.clone()));
-                self.dispatch(req);
-                false
+                return false;
             }
-        }
+        };
+        self.publish(
+            i,
+            now,
+            IncidentState::Acting,
+            format!(
+                "action {}: {} {} {}",
+                ready.id(),
+                a.kind.as_str(),
+                a.target,
+                ready.params()
+            ),
+        )
+        .await;
+        self.correlator.incidents[i].await_reply(ready.id().to_string());
+        self.gateway.dispatch(ready);
+        false
     }
 }

@@ -30,8 +30,56 @@ pub enum StoreError {
     Backup(String),
 }
 
+/// What kind of store error, to branch on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The database is locked by another writer; trying again may work.
+    Busy,
+    /// The database file is damaged or not a database.
+    Corrupt,
+    /// The disk is full or the file cannot be written.
+    Io,
+    /// A constraint refused the row (a duplicate key and the like).
+    Constraint,
+    /// The audit key or anchors.
+    Key,
+    /// A backup.
+    Backup,
+    /// Anything else SQLite reported.
+    Other,
+}
+
+impl StoreError {
+    /// The kind of error.
+    pub fn kind(&self) -> StoreErrorKind {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Key(_) => StoreErrorKind::Key,
+            StoreError::Backup(_) => StoreErrorKind::Backup,
+            StoreError::Sqlite(e) => match e.sqlite_error_code() {
+                Some(C::DatabaseBusy | C::DatabaseLocked) => StoreErrorKind::Busy,
+                Some(C::DatabaseCorrupt | C::NotADatabase) => StoreErrorKind::Corrupt,
+                Some(C::DiskFull | C::SystemIoFailure | C::CannotOpen | C::ReadOnly) => {
+                    StoreErrorKind::Io
+                }
+                Some(C::ConstraintViolation) => StoreErrorKind::Constraint,
+                _ => StoreErrorKind::Other,
+            },
+        }
+    }
+}
+
 /// Result of store calls.
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Logs and counts a failed store write (`what` names the table); a write
+/// the caller cannot do anything else about is never silently dropped.
+pub(crate) fn log_write(stats: &crate::stats::BrainStats, what: &str, r: Result<()>) {
+    if let Err(e) = r {
+        crate::stats::BrainStats::bump(&stats.store_errors);
+        tracing::error!(error = %e, kind = ?e.kind(), what, "store write failed");
+    }
+}
 
 /// Where an action stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

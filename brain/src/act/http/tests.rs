@@ -123,7 +123,11 @@ async fn an_endpoint_gets_the_action_with_its_key_and_token_and_its_answer_is_re
     // A missing token variable sends nothing.
     r.token_env = Some("SELFHEAL_TEST_NO_SUCH_VARIABLE".into());
     let err = send(&c, &r, &request()).await.unwrap_err();
-    assert!(err.contains("SELFHEAL_TEST_NO_SUCH_VARIABLE"), "{err}");
+    assert!(
+        err.detail.contains("SELFHEAL_TEST_NO_SUCH_VARIABLE"),
+        "{err}"
+    );
+    assert_eq!(err.kind, ActErrorKind::Unreachable);
     assert_eq!(e.calls.load(Ordering::SeqCst), 1);
 }
 
@@ -164,9 +168,10 @@ async fn server_errors_are_retried_under_the_same_key_then_given_up() {
     let (url, e) = endpoint(vec![(502, "bad gateway")]).await;
     let err = send(&c, &route(&url), &request()).await.unwrap_err();
     assert!(
-        err.contains("3 attempt(s) failed") && err.contains("HTTP 502"),
+        err.detail.contains("3 attempt(s) failed") && err.detail.contains("HTTP 502"),
         "{err}"
     );
+    assert_eq!(err.kind, ActErrorKind::Failed);
     assert_eq!(e.calls.load(Ordering::SeqCst), 3);
 
     // A slow endpoint times out; a closed port refuses.
@@ -175,7 +180,8 @@ async fn server_errors_are_retried_under_the_same_key_then_given_up() {
     r.timeout_ms = 50;
     r.retries = 0;
     let err = send(&c, &r, &request()).await.unwrap_err();
-    assert!(err.contains("timed out"), "{err}");
+    assert!(err.detail.contains("timed out"), "{err}");
+    assert_eq!(err.kind, ActErrorKind::TimedOut);
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
@@ -183,7 +189,8 @@ async fn server_errors_are_retried_under_the_same_key_then_given_up() {
     let err = send(&c, &route(&format!("http://{closed}/x")), &request())
         .await
         .unwrap_err();
-    assert!(err.contains("could not connect"), "{err}");
+    assert!(err.detail.contains("could not connect"), "{err}");
+    assert_eq!(err.kind, ActErrorKind::Unreachable);
 }
 
 #[test]

@@ -1,0 +1,738 @@
+//! An incident and its state machine: collecting evidence, then running a
+//! plan (each step an action, a verification window or an escalation, with
+//! waits for an actuator's answer or a person's decision), then done in
+//! one of four typed terminal states.
+//!
+//! The incident decides nothing that reaches outside it: [`Incident::due`]
+//! says what it needs at a time (diagnosis, its next step, a verdict on a
+//! verification, a decision on an expired approval), and the engine routes
+//! that to the stage that owns it (diagnose, the action gateway, verify,
+//! the approvals), then reports back through the transition methods
+//! ([`Incident::begin`], [`Incident::reply`], [`Incident::judged`],
+//! [`Incident::revert`], [`Incident::close`]...).
+
+use std::collections::BTreeMap;
+
+use selfheal_bus::SeriesKey;
+use serde::Serialize;
+
+use crate::{
+    detect::{AnomalyEvent, Direction},
+    playbook::{Check, PlannedAction, Step},
+};
+
+/// A candidate cause.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hypothesis {
+    /// Cause kind (`channel_degraded`, `unknown`...).
+    pub cause: String,
+    /// What is blamed: a service, a key, an IDC.
+    pub target: String,
+    /// The service where the cause lives (for a key: the service it hits).
+    pub at: String,
+    /// Confidence in [0,1].
+    pub confidence: f64,
+    /// Why, for people.
+    pub evidence: Vec<String>,
+}
+
+/// What is known of one anomalous series inside an incident.
+#[derive(Clone, Debug)]
+pub struct Evidence {
+    /// Still anomalous.
+    pub active: bool,
+    /// First bad sample.
+    pub onset: i64,
+    /// When it was detected.
+    pub detected: i64,
+    /// Value when detected.
+    pub value: f64,
+    /// Baseline it departed from.
+    pub baseline: f64,
+    /// Score.
+    pub score: f64,
+    /// Bad direction.
+    pub direction: Direction,
+    /// What the series measures (`errors`, `latency`, `cpu`...).
+    pub class: std::sync::Arc<str>,
+}
+
+/// What an executing incident waits for.
+#[derive(Clone, Debug)]
+pub enum Wait {
+    /// The actuator's answer to an action.
+    Reply(String),
+    /// A person's decision on the plan.
+    Approval {
+        /// The approval.
+        id: String,
+        /// When the current approver's time runs out (event time).
+        deadline: i64,
+    },
+    /// A verification window.
+    Verify {
+        /// What.
+        check: Check,
+        /// When the window began.
+        started: i64,
+        /// When it ends.
+        deadline: i64,
+    },
+}
+
+/// How an incident ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Terminal {
+    /// Its symptoms cleared after the plan's actions.
+    Recovered,
+    /// Handed to a person.
+    Escalated,
+    /// Its symptoms cleared on their own (nothing was done).
+    Cleared,
+    /// Its plan was recorded, never sent (dry-run policy).
+    DryRun,
+}
+
+impl Terminal {
+    /// Every terminal state.
+    pub const ALL: [Terminal; 4] = [
+        Terminal::Recovered,
+        Terminal::Escalated,
+        Terminal::Cleared,
+        Terminal::DryRun,
+    ];
+
+    /// As stored (`recovered`, `escalated`, `cleared`, `dry_run`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Terminal::Recovered => "recovered",
+            Terminal::Escalated => "escalated",
+            Terminal::Cleared => "cleared",
+            Terminal::DryRun => "dry_run",
+        }
+    }
+
+    /// The terminal state a stored state names; `None` for a state an
+    /// incident passes through (`opened`, `acting`...).
+    pub fn from_stored(s: &str) -> Option<Terminal> {
+        Terminal::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Where an incident is in its life.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    /// Gathering evidence until the given time, then diagnose.
+    Collecting(i64),
+    /// Running its plan.
+    Executing,
+    /// Finished.
+    Done(Terminal),
+}
+
+/// The execution of a plan: which playbook, its steps, how far it got,
+/// what it waits for. Changed only through the incident's transitions.
+#[derive(Clone, Debug, Default)]
+pub struct Run {
+    playbook: Option<String>,
+    plan: Vec<Step>,
+    cursor: usize,
+    wait: Option<Wait>,
+    applied: usize,
+    reverting: bool,
+    approved: bool,
+}
+
+impl Run {
+    /// The steps carried out so far.
+    pub fn done_steps(&self) -> &[Step] {
+        &self.plan[..self.cursor.min(self.plan.len())]
+    }
+    /// The actions among them.
+    pub fn applied_actions(&self) -> impl Iterator<Item = &PlannedAction> {
+        self.done_steps().iter().filter_map(|s| match s {
+            Step::Act(a) => Some(a),
+            _ => None,
+        })
+    }
+    /// The chosen playbook.
+    pub fn playbook(&self) -> Option<&str> {
+        self.playbook.as_deref()
+    }
+    /// The whole plan.
+    pub fn plan(&self) -> &[Step] {
+        &self.plan
+    }
+    /// The index of the next step.
+    pub fn cursor(&self) -> usize {
+        self.cursor
+    }
+    /// What it waits for.
+    pub fn wait(&self) -> Option<&Wait> {
+        self.wait.as_ref()
+    }
+    /// Actions the actuators applied.
+    pub fn applied(&self) -> usize {
+        self.applied
+    }
+    /// Undoing its actions after a failure.
+    pub fn reverting(&self) -> bool {
+        self.reverting
+    }
+    /// A person approved the plan (a change freeze no longer holds it).
+    pub fn approved(&self) -> bool {
+        self.approved
+    }
+}
+
+/// What an incident needs at a time (see [`Incident::due`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Due {
+    /// Nothing now.
+    Nothing,
+    /// It is over, in this state.
+    Close(Terminal),
+    /// Evidence gathered: diagnose it and choose a plan.
+    Diagnose,
+    /// Its symptoms cleared while a person was asked: withdraw approval `0`.
+    Withdraw(String),
+    /// The current approver's time on approval `0` ran out.
+    ApprovalExpired(String),
+    /// A verification window is open: judge it.
+    Judge {
+        /// What.
+        check: Check,
+        /// When the window began.
+        started: i64,
+        /// When it ends.
+        deadline: i64,
+    },
+    /// The plan ran out of steps with the symptoms still there.
+    OutOfSteps,
+    /// Carry out this step (the one at the cursor).
+    Step(Step),
+}
+
+/// A verification's result so far (what [`crate::verify::check`] says).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Keep waiting.
+    Pending,
+    /// The check holds.
+    Passed,
+    /// It does not, for this reason.
+    Failed(String),
+}
+
+/// What a judged verification leads to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Judged {
+    /// Keep waiting.
+    Pending,
+    /// On to the next step.
+    Next,
+    /// The plan failed, for this reason.
+    Failed(String),
+}
+
+/// An incident.
+#[derive(Clone, Debug)]
+pub struct Incident {
+    /// Id.
+    pub id: String,
+    /// Main service (of the first anomaly).
+    pub service: String,
+    /// Earliest onset of its anomalies.
+    pub onset: i64,
+    /// When it was opened.
+    pub opened: i64,
+    /// Last anomaly transition.
+    pub last_activity: i64,
+    /// Anomalous series.
+    pub evidence: BTreeMap<SeriesKey, Evidence>,
+    /// Ranked hypotheses, best first.
+    pub hypotheses: Vec<Hypothesis>,
+    /// Phase.
+    pub phase: Phase,
+    /// Its plan's execution.
+    run: Run,
+}
+
+impl Incident {
+    /// A new incident gathering `evidence` until `collect_until`.
+    pub fn open(
+        id: String,
+        service: String,
+        onset: i64,
+        opened: i64,
+        evidence: BTreeMap<SeriesKey, Evidence>,
+        collect_until: i64,
+    ) -> Self {
+        Incident {
+            id,
+            service,
+            onset,
+            opened,
+            last_activity: opened,
+            evidence,
+            hypotheses: Vec::new(),
+            phase: Phase::Collecting(collect_until),
+            run: Run::default(),
+        }
+    }
+
+    /// Its plan's execution.
+    pub fn run(&self) -> &Run {
+        &self.run
+    }
+
+    /// What it needs at `now`.
+    pub fn due(&self, now: i64) -> Due {
+        match &self.phase {
+            Phase::Done(_) => Due::Nothing,
+            Phase::Collecting(until) => {
+                if self.cleared() && now >= *until {
+                    Due::Close(Terminal::Cleared)
+                } else if now < *until {
+                    Due::Nothing
+                } else {
+                    Due::Diagnose
+                }
+            }
+            Phase::Executing => {
+                let r = &self.run;
+                if r.applied > 0 && !r.reverting && self.cleared() {
+                    return Due::Close(Terminal::Recovered);
+                }
+                match &r.wait {
+                    Some(Wait::Reply(_)) => Due::Nothing,
+                    Some(Wait::Approval { id, deadline }) => {
+                        if self.cleared() {
+                            Due::Withdraw(id.clone())
+                        } else if now < *deadline {
+                            Due::Nothing
+                        } else {
+                            Due::ApprovalExpired(id.clone())
+                        }
+                    }
+                    Some(Wait::Verify {
+                        check,
+                        started,
+                        deadline,
+                    }) => Due::Judge {
+                        check: check.clone(),
+                        started: *started,
+                        deadline: *deadline,
+                    },
+                    None => match r.plan.get(r.cursor) {
+                        None => Due::OutOfSteps,
+                        Some(s) => Due::Step(s.clone()),
+                    },
+                }
+            }
+        }
+    }
+
+    /// The time by which it must be looked at again, if any: the end of
+    /// evidence gathering, of a verification window, of an approver's time.
+    pub fn deadline(&self) -> Option<i64> {
+        match (&self.phase, &self.run.wait) {
+            (Phase::Collecting(until), _) => Some(*until),
+            (Phase::Executing, Some(Wait::Verify { deadline, .. }))
+            | (Phase::Executing, Some(Wait::Approval { deadline, .. })) => Some(*deadline),
+            _ => None,
+        }
+    }
+
+    /// Diagnosed: run `plan` of `playbook`.
+    pub fn begin(&mut self, playbook: String, plan: Vec<Step>) {
+        self.run.playbook = Some(playbook);
+        self.run.plan = plan;
+        self.run.cursor = 0;
+        self.phase = Phase::Executing;
+    }
+
+    /// The step at the cursor is an action, sent as `action`: wait for its
+    /// answer.
+    pub fn await_reply(&mut self, action: String) {
+        self.run.wait = Some(Wait::Reply(action));
+    }
+
+    /// The step at the cursor opens a verification window.
+    pub fn await_verdict(&mut self, check: Check, now: i64, window_ms: i64) {
+        self.run.wait = Some(Wait::Verify {
+            check,
+            started: now,
+            deadline: now + window_ms,
+        });
+    }
+
+    /// The plan waits for a person's decision on approval `id` until
+    /// `deadline`.
+    pub fn await_approval(&mut self, id: String, deadline: i64) {
+        self.run.wait = Some(Wait::Approval { id, deadline });
+    }
+
+    /// The approval came (from a person, or by policy at its deadline):
+    /// the plan goes on, past any change freeze.
+    pub fn approve(&mut self) {
+        self.run.approved = true;
+        self.run.wait = None;
+    }
+
+    /// The actuator answered `action`, `applied` or not. Returns whether
+    /// the incident was waiting for it (an answer to anything else — an
+    /// action re-sent at restart — changes nothing).
+    pub fn reply(&mut self, action: &str, applied: bool) -> bool {
+        if !matches!(&self.run.wait, Some(Wait::Reply(id)) if id == action) {
+            return false;
+        }
+        self.run.wait = None;
+        if applied {
+            self.run.applied += 1;
+            self.run.cursor += 1;
+        }
+        true
+    }
+
+    /// A verification window judged `outcome`: a passed check moves on; a
+    /// failed `cleared` check with steps left tries the next step; any
+    /// other failure fails the plan.
+    pub fn judged(&mut self, check: &Check, outcome: Outcome) -> Judged {
+        match outcome {
+            Outcome::Pending => Judged::Pending,
+            Outcome::Passed => {
+                self.run.wait = None;
+                self.run.cursor += 1;
+                Judged::Next
+            }
+            Outcome::Failed(why) => {
+                let last = self.run.cursor + 1 >= self.run.plan.len();
+                if matches!(check, Check::Cleared) && !last {
+                    self.run.wait = None;
+                    self.run.cursor += 1;
+                    Judged::Next
+                } else {
+                    Judged::Failed(why)
+                }
+            }
+        }
+    }
+
+    /// The plan failed: run `undo` (the reversible actions' undo, newest
+    /// first), then escalate saying `reason`. Only once: a failing revert
+    /// escalates.
+    pub fn revert(&mut self, undo: Vec<Step>, reason: String) {
+        let r = &mut self.run;
+        r.reverting = true;
+        r.wait = None;
+        r.cursor = r.plan.len();
+        r.plan.extend(undo);
+        r.plan.push(Step::Escalate(reason));
+    }
+
+    /// Finished, as `t`.
+    pub fn close(&mut self, t: Terminal) {
+        self.phase = Phase::Done(t);
+        self.run.wait = None;
+    }
+
+    /// The symptom series: the scene-level business series going the bad
+    /// way, of the most important class present (success rates, then
+    /// latency and errors, then the rest); every anomalous series when no
+    /// scene is affected. Recovery is judged on these: a backup channel may
+    /// stay a little slower than the primary without the incident being open.
+    pub fn symptoms(&self) -> Vec<&SeriesKey> {
+        let class = |e: &Evidence| match e.direction {
+            Direction::Down => 0,
+            Direction::Up => 1,
+            Direction::Both => 2,
+        };
+        let scene: Vec<(&SeriesKey, &Evidence)> = self
+            .evidence
+            .iter()
+            .filter(|(k, _)| k.scene.is_some())
+            .collect();
+        let Some(best) = scene.iter().map(|(_, e)| class(e)).min() else {
+            return self.evidence.keys().collect();
+        };
+        scene
+            .into_iter()
+            .filter(|(_, e)| class(e) == best)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Whether every symptom has cleared. A symptom in an IDC whose
+    /// traffic an applied step moved away entirely is judged by the same
+    /// series in the IDC that took the traffic: the drained side carries no
+    /// payments, its series only show the drain.
+    pub fn cleared(&self) -> bool {
+        let shifts = self.shifts();
+        // A scene this incident degraded is shed on purpose: its own
+        // indicators measure the shedding, not the fault.
+        let shed = self.degraded_scenes();
+        let in_shed = |k: &SeriesKey| k.scene.as_deref().is_some_and(|s| shed.contains(&s));
+        let symptoms: Vec<&SeriesKey> = self
+            .symptoms()
+            .into_iter()
+            .filter(|k| !in_shed(k))
+            .collect();
+        if symptoms.is_empty() && !shed.is_empty() {
+            return self
+                .evidence
+                .iter()
+                .filter(|(k, _)| !in_shed(k))
+                .all(|(_, e)| !e.active);
+        }
+        symptoms.iter().all(|k| {
+            let to = shifts
+                .iter()
+                .find(|(from, _, f)| *from == k.idc.as_str() && *f >= 0.99)
+                .map(|(_, to, _)| *to);
+            match to {
+                Some(to) => {
+                    let there = SeriesKey {
+                        idc: to.to_string(),
+                        ..(*k).clone()
+                    };
+                    self.evidence.get(&there).is_none_or(|e| !e.active)
+                }
+                None => self.evidence.get(*k).is_some_and(|e| !e.active),
+            }
+        })
+    }
+
+    /// Its symptom signature, for the knowledge base: each anomalous
+    /// series as `layer/service/metric/direction` (IDC, instance and scene
+    /// left out, so that the same fault elsewhere looks the same), sorted.
+    pub fn signature(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .evidence
+            .iter()
+            .map(|(k, e)| {
+                format!(
+                    "{}/{}/{}/{:?}",
+                    k.layer.as_str(),
+                    k.service,
+                    k.metric,
+                    e.direction
+                )
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The traffic shifts its applied steps made: (from, to, fraction).
+    pub fn shifts(&self) -> Vec<(&str, &str, f64)> {
+        self.run
+            .done_steps()
+            .iter()
+            .filter_map(|s| match s {
+                Step::Act(a) if a.kind == selfheal_bus::ActionKind::ShiftTraffic => {
+                    let p = |k: &str| a.params.get(k);
+                    Some((
+                        p("from").and_then(|v| v.as_str())?,
+                        p("to").and_then(|v| v.as_str())?,
+                        p("fraction").and_then(|v| v.as_f64())?,
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The scenes its applied plan degraded and has not restored.
+    pub fn degraded_scenes(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for s in self.run.done_steps() {
+            if let Step::Act(a) = s {
+                match a.kind {
+                    selfheal_bus::ActionKind::Degrade => out.push(a.target.as_str()),
+                    selfheal_bus::ActionKind::Restore => out.retain(|t| *t != a.target),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `ev` is an expected effect of the traffic this incident
+    /// moved: traffic levels anywhere, or load (latency, CPU...) where the
+    /// traffic went. A success rate or error count going bad is not.
+    pub(crate) fn expects(&self, ev: &AnomalyEvent) -> bool {
+        let quality = matches!(&*ev.class, "success" | "errors");
+        ev.direction == Direction::Both
+            || (!quality
+                && self.shifts().iter().any(|(_, to, f)| {
+                    *f > 0.0
+                        && (*to == ev.key.idc.as_str()
+                            || *to == ev.key.service.as_str()
+                            || ev.key.link.as_deref() == Some(*to))
+                }))
+    }
+
+    /// Whether it is finished.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use selfheal_bus::{ActionKind, Layer};
+
+    use super::*;
+
+    fn key(metric: &str) -> SeriesKey {
+        SeriesKey {
+            layer: Layer::Business,
+            service: "cashier".into(),
+            idc: "idc-a".into(),
+            instance: None,
+            metric: metric.into(),
+            scene: Some("pay".into()),
+            link: None,
+            labels: Default::default(),
+        }
+    }
+
+    fn incident(active: bool) -> Incident {
+        let e = Evidence {
+            active,
+            onset: 1_000,
+            detected: 2_000,
+            value: 0.5,
+            baseline: 0.99,
+            score: 9.0,
+            direction: Direction::Down,
+            class: "success".into(),
+        };
+        Incident::open(
+            "inc-1".into(),
+            "cashier".into(),
+            1_000,
+            2_000,
+            [(key("success_rate"), e)].into_iter().collect(),
+            5_000,
+        )
+    }
+
+    fn act(target: &str) -> Step {
+        Step::Act(PlannedAction {
+            kind: ActionKind::Restart,
+            service: "cashier".into(),
+            target: target.into(),
+            params: Default::default(),
+        })
+    }
+
+    #[test]
+    fn collecting_then_diagnosis_or_cleared() {
+        let inc = incident(true);
+        assert_eq!(inc.due(4_999), Due::Nothing);
+        assert_eq!(inc.deadline(), Some(5_000));
+        assert_eq!(inc.due(5_000), Due::Diagnose);
+        let inc = incident(false);
+        assert_eq!(inc.due(5_000), Due::Close(Terminal::Cleared));
+    }
+
+    #[test]
+    fn a_plan_runs_step_by_step_and_recovers_only_after_an_applied_action() {
+        let mut inc = incident(true);
+        let verify = Step::Verify {
+            check: Check::Cleared,
+            window_ms: 10_000,
+        };
+        inc.begin("pb".into(), vec![act("a"), verify.clone(), act("b")]);
+        assert_eq!(inc.due(6_000), Due::Step(act("a")));
+        inc.await_reply("inc-1-s0".into());
+        assert_eq!(inc.due(6_000), Due::Nothing, "waits for the answer");
+        assert!(!inc.reply("inc-9-s0", true), "another action's answer");
+        assert!(inc.reply("inc-1-s0", true));
+        assert_eq!(inc.run().applied(), 1);
+        assert_eq!(inc.due(6_000), Due::Step(verify));
+        inc.await_verdict(Check::Cleared, 6_000, 10_000);
+        assert_eq!(inc.deadline(), Some(16_000));
+        let Due::Judge { check, .. } = inc.due(7_000) else {
+            panic!("judge the window");
+        };
+        assert_eq!(inc.judged(&check, Outcome::Pending), Judged::Pending);
+        // Not cleared with a step left: the next step is tried.
+        assert_eq!(
+            inc.judged(&check, Outcome::Failed("still bad".into())),
+            Judged::Next
+        );
+        assert_eq!(inc.due(16_000), Due::Step(act("b")));
+        // The symptoms clear: recovered.
+        inc.evidence.values_mut().for_each(|e| e.active = false);
+        assert_eq!(inc.due(16_000), Due::Close(Terminal::Recovered));
+        inc.close(Terminal::Recovered);
+        assert!(inc.is_done());
+        assert_eq!(inc.due(20_000), Due::Nothing);
+    }
+
+    #[test]
+    fn a_failed_last_check_fails_and_revert_runs_the_undo_then_escalates() {
+        let mut inc = incident(true);
+        inc.begin(
+            "pb".into(),
+            vec![
+                act("a"),
+                Step::Verify {
+                    check: Check::Cleared,
+                    window_ms: 1_000,
+                },
+            ],
+        );
+        inc.await_reply("x".into());
+        inc.reply("x", true);
+        inc.await_verdict(Check::Cleared, 6_000, 1_000);
+        assert_eq!(
+            inc.judged(&Check::Cleared, Outcome::Failed("still bad".into())),
+            Judged::Failed("still bad".into())
+        );
+        inc.revert(vec![act("undo-a")], "why".into());
+        assert!(inc.run().reverting());
+        assert_eq!(inc.due(8_000), Due::Step(act("undo-a")));
+        inc.await_reply("u".into());
+        inc.reply("u", true);
+        // Reverting: a clearing does not count as recovered; escalate.
+        inc.evidence.values_mut().for_each(|e| e.active = false);
+        assert_eq!(inc.due(8_000), Due::Step(Step::Escalate("why".into())));
+        assert_eq!(inc.run().applied_actions().count(), 2);
+    }
+
+    #[test]
+    fn approvals_wait_expire_or_are_withdrawn() {
+        let mut inc = incident(true);
+        inc.begin("pb".into(), vec![act("a")]);
+        inc.await_approval("inc-1-a".into(), 9_000);
+        assert_eq!(inc.due(8_999), Due::Nothing);
+        assert_eq!(inc.due(9_000), Due::ApprovalExpired("inc-1-a".into()));
+        inc.approve();
+        assert!(inc.run().approved());
+        assert_eq!(inc.due(9_000), Due::Step(act("a")));
+        inc.await_approval("inc-1-a".into(), 20_000);
+        inc.evidence.values_mut().for_each(|e| e.active = false);
+        assert_eq!(inc.due(10_000), Due::Withdraw("inc-1-a".into()));
+        // A failed answer leaves the cursor where it was.
+        let mut inc = incident(true);
+        inc.begin("pb".into(), vec![act("a")]);
+        inc.await_reply("s0".into());
+        assert!(inc.reply("s0", false));
+        assert_eq!(inc.run().cursor(), 0);
+    }
+
+    #[test]
+    fn terminal_states_round_trip_through_their_stored_names() {
+        for t in Terminal::ALL {
+            assert_eq!(Terminal::from_stored(t.as_str()), Some(t));
+        }
+        for passing in ["opened", "diagnosed", "acting", "awaiting_approval", ""] {
+            assert_eq!(Terminal::from_stored(passing), None);
+        }
+    }
+}
