@@ -192,3 +192,83 @@ async fn malformed_and_oversized_messages_are_counted_and_dropped() {
     assert_eq!(stats.rejected_total(), expected);
     brain.shutdown().await;
 }
+
+/// Runs `selfheal ARGS` with backtraces asked for; returns (exit code,
+/// stderr).
+fn exit_of(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("selfheal runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_fails_with_one_clean_error_and_its_documented_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_pb = dir.path().join("bad.rhai");
+    std::fs::write(
+        &bad_pb,
+        "fn meta() { #{ handles: [\"x\"] } }\nfn plan(i) { nosuch::call(); }\n",
+    )
+    .unwrap();
+    let no_switch = dir.path().join("brain.toml");
+    std::fs::write(&no_switch, "").unwrap();
+    let not_a_db = dir.path().join("store.db");
+    std::fs::write(&not_a_db, vec![b'x'; 4096]).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for (args, code, says) in [
+        (vec!["demo", "--speed", "0"], 2, "--speed must be"),
+        (
+            vec!["drill", "/nonexistent/scenario.toml"],
+            2,
+            "/nonexistent/scenario.toml",
+        ),
+        (
+            vec![
+                "kill-switch",
+                "status",
+                "--config",
+                no_switch.to_str().unwrap(),
+            ],
+            2,
+            "kill_switch_file is not set",
+        ),
+        (
+            vec!["playbook", "check", bad_pb.to_str().unwrap()],
+            1,
+            "problem(s)",
+        ),
+        (
+            vec![
+                "backup",
+                "--store",
+                not_a_db.to_str().unwrap(),
+                "--out",
+                dir.path().join("copy.db").to_str().unwrap(),
+            ],
+            3,
+            "error: ",
+        ),
+        (vec!["no-such-command"], 2, "unrecognized subcommand"),
+    ] {
+        let (got, err) = exit_of(&args);
+        assert_eq!(got, code, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            !err.contains("backtrace") && !err.contains("panicked") && !err.contains("Error {"),
+            "{args:?} printed a backtrace or a debug dump: {err}"
+        );
+        assert!(
+            readme.contains(&format!("| {code} |")),
+            "exit code {code} is not in the README's table"
+        );
+    }
+}

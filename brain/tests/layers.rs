@@ -114,7 +114,14 @@ fn no_module_reaches_back_up_the_flow() {
     assert!(cycles.is_empty(), "module cycles: {cycles:#?}");
     // No HTTP server types below the API (the action gateway's HTTP
     // actuator is a client: reqwest).
-    for m in ["engine", "incident", "correlate", "act", "verify", "diagnose"] {
+    for m in [
+        "engine",
+        "incident",
+        "correlate",
+        "act",
+        "verify",
+        "diagnose",
+    ] {
         let mut files = Vec::new();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         if src.join(m).is_dir() {

@@ -1,0 +1,46 @@
+//! `selfheal agent`.
+
+use super::prelude::*;
+
+/// Its arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// NATS server URL.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    /// Agent configuration (TOML; see docs/configuration.md).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Subject prefix.
+    #[arg(long, default_value = "selfheal")]
+    pub prefix: String,
+}
+
+/// Runs it.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let Args {
+        nats: url,
+        config,
+        prefix,
+    } = args;
+    let cfg: AgentConfig = match config {
+        Some(p) => read_toml(&p)?,
+        None => AgentConfig::default(),
+    };
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        input!("invalid agent configuration:\n{}", problems.join("\n"));
+    }
+    let agent = Agent {
+        config: cfg,
+        bus: nats(&url, "selfheal-agent").await?,
+        subjects: Subjects::new(prefix),
+    };
+    let bus = agent.bus.clone();
+    let h = agent.spawn().await?;
+    bus.flush().await?;
+    tracing::info!(%url, "agent running; Ctrl-C or SIGTERM stops it");
+    stop_signal().await?;
+    h.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! `selfheal backup`.
+
+use super::prelude::*;
+
+/// Its arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The store (SQLite file).
+    #[arg(long, default_value = "selfheal.db")]
+    pub store: PathBuf,
+    /// The new file (refused if it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs it.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let Args { store, out } = args;
+    let r = selfheal_brain::store::backup(&store, &out)?;
+    println!(
+        "backed up {} to {}: {} bytes, {} incidents, {} actions, {} audit entries; integrity ok",
+        store.display(),
+        out.display(),
+        r.bytes,
+        r.incidents,
+        r.actions,
+        r.audit_entries
+    );
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! `selfheal micro-drill`.
+
+use super::prelude::*;
+
+/// Its arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory of micro-world scenarios.
+    #[arg(long, default_value = "sim/scenarios/micro")]
+    pub dir: PathBuf,
+    /// Write the report (JSON) here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Fail (exit 1) when top-1 is below this share.
+    #[arg(long)]
+    pub min_top1: Option<f64>,
+    /// Keep each scenario's recording (replay's format, with
+    /// `truth.json`) under this directory.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+    /// Replay without the call graph (no `dependencies.csv`), as
+    /// metrics-only recordings come.
+    #[arg(long)]
+    pub no_graph: bool,
+}
+
+/// Runs it.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let Args {
+        dir,
+        json,
+        min_top1,
+        keep,
+        no_graph,
+    } = args;
+    let cfg = BrainConfig {
+        playbooks: selfheal::paths::playbooks(),
+        ..BrainConfig::default()
+    };
+    let dir = selfheal::existing(dir);
+    let scenarios = selfheal_sim::micro::load_dir(&dir).map_err(anyhow::Error::msg)?;
+    if scenarios.is_empty() {
+        input!("no scenario under {}", dir.display());
+    }
+    let t = std::time::Instant::now();
+    let report = selfheal::micro::drill(&scenarios, &cfg, keep.as_deref(), !no_graph, |r| {
+        eprintln!(
+            "{} ({} services): {} ranked {} by {}; blamed {}",
+            r.name,
+            r.services,
+            r.truth,
+            r.rank.map_or("-".into(), |k| k.to_string()),
+            r.cause.as_deref().unwrap_or("-"),
+            r.ranked.join(", ")
+        );
+    })
+    .await?;
+    print!("{}", selfheal::micro::markdown(&report));
+    eprintln!(
+        "{} scenarios in {:.1} s",
+        report.all.scenarios,
+        t.elapsed().as_secs_f64()
+    );
+    if let Some(p) = json {
+        write_json(&p, &report)?;
+    }
+    if let Some(min) = min_top1
+        && report.all.top1 < min
+    {
+        gate!(
+            "top-1 {:.0} % is below the bar of {:.0} %",
+            100.0 * report.all.top1,
+            100.0 * min
+        );
+    }
+    Ok(())
+}
