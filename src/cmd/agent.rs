@@ -1,4 +1,4 @@
-//! `selfheal agent`.
+//! `selfheal agent`: runs an edge agent alone, over NATS.
 
 use super::prelude::*;
 

@@ -1,4 +1,9 @@
-//! `selfheal audit`.
+//! `selfheal audit`: checks or shows the store's audit log (every approval,
+//! rejection, action and refusal, each entry chained to the one before by
+//! an HMAC-SHA-256 under a key kept outside the store, its head anchored
+//! outside it): `verify` fails, naming the entries, if any was edited,
+//! removed, inserted, re-chained or truncated, or if an action row was
+//! edited.
 
 use super::prelude::*;
 

@@ -1,4 +1,6 @@
-//! `selfheal backup`.
+//! `selfheal backup`: copies the store into a new file, consistently, while
+//! a brain may be writing to it (SQLite online backup), checks the copy's
+//! integrity and says what it holds.
 
 use super::prelude::*;
 

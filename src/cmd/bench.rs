@@ -1,4 +1,5 @@
-//! `selfheal bench`.
+//! `selfheal bench`: measures speeds and loop outcomes (run with --release
+//! on an idle machine).
 
 use super::prelude::*;
 

@@ -1,4 +1,4 @@
-//! `selfheal brain`.
+//! `selfheal brain`: runs the brain alone, over NATS.
 
 use super::prelude::*;
 

@@ -1,4 +1,5 @@
-//! `selfheal demo`.
+//! `selfheal demo`: runs the whole loop in one process and heals a fault
+//! live.
 
 use super::prelude::*;
 

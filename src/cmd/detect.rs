@@ -1,4 +1,6 @@
-//! `selfheal detect`.
+//! `selfheal detect`: scores NAB-style CSV files (`timestamp,value`) with
+//! the streaming detector the brain uses; writes
+//! `timestamp,value,anomaly_score` at the same relative paths.
 
 use super::prelude::*;
 

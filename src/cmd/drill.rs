@@ -1,4 +1,5 @@
-//! `selfheal drill`.
+//! `selfheal drill`: runs scenarios through the whole loop on the virtual
+//! clock, in lockstep, and scores them against the platform's ground truth.
 
 use super::prelude::*;
 

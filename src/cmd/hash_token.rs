@@ -1,4 +1,5 @@
-//! `selfheal hash-token`.
+//! `selfheal hash-token`: reads a token on standard input and prints its
+//! SHA-256, for `change_token_sha256` (the token itself is never stored).
 
 use super::prelude::*;
 

@@ -1,4 +1,6 @@
-//! `selfheal kill-switch`.
+//! `selfheal kill-switch`: engages, releases or shows the brain's kill
+//! switch (the file named by `guard.kill_switch_file`): while engaged, no
+//! action is sent.
 
 use super::prelude::*;
 

@@ -1,4 +1,7 @@
-//! `selfheal micro-drill`.
+//! `selfheal micro-drill`: drills generic root-cause localization on the
+//! simulator's generic microservice world (random service graphs of 8-30
+//! services, Kubernetes-style names; cpu_hog, memory_leak, network_delay,
+//! packet_loss, error_returns) through replay.
 
 use super::prelude::*;
 

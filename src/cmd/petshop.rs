@@ -1,4 +1,7 @@
-//! `selfheal petshop`.
+//! `selfheal petshop`: measures root-cause localization on the PetShop data
+//! set: converts each case to replay's format, replays it, and reports
+//! top-1 and top-3 per traffic scenario beside a random walk over the call
+//! graph.
 
 use super::prelude::*;
 

@@ -1,4 +1,4 @@
-//! `selfheal playbook`.
+//! `selfheal playbook`: tools for playbook authors.
 
 use super::prelude::*;
 

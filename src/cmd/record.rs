@@ -1,4 +1,6 @@
-//! `selfheal record`.
+//! `selfheal record`: runs a scenario on the simulated platform alone
+//! (nothing repairs it) and records its indicators as `metrics.csv` (long
+//! form) and its changes as `changes.jsonl`.
 
 use super::prelude::*;
 

@@ -1,4 +1,6 @@
-//! `selfheal replay`.
+//! `selfheal replay`: runs the brain (same code, virtual clock, dry run)
+//! over recorded data and writes the incidents with their ranked hypotheses
+//! (docs/replay.md).
 
 use super::prelude::*;
 

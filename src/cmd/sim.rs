@@ -1,4 +1,4 @@
-//! `selfheal sim`.
+//! `selfheal sim`: runs the payment-platform simulator alone, over NATS.
 
 use super::prelude::*;
 

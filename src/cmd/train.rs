@@ -1,4 +1,5 @@
-//! `selfheal train`.
+//! `selfheal train`: fits a multivariate model per service on normal
+//! history and writes them, one JSON file per service.
 
 use super::prelude::*;
 
