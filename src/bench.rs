@@ -30,7 +30,7 @@ pub fn decode_throughput() -> f64 {
             })
             .collect(),
     };
-    let bytes = encode(&batch);
+    let bytes = encode(&batch).expect("an indicator batch encodes");
     let n = 20_000;
     let t = Instant::now();
     for _ in 0..n {

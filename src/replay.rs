@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use selfheal_brain::{Brain, BrainConfig, stats::BrainStats, store::Store};
 use selfheal_bus::{
     Bus, ChangeEvent, HotspotReport, IndicatorBatch, KeyCount, Layer, LocalTransport, Sample,
-    Subjects, Topology, WIRE_VERSION, encode,
+    Subjects, Topology, WIRE_VERSION,
     names::NameMap,
     time::parse_timestamp,
     topology::{Idc, Service, ServiceKind},
@@ -454,9 +454,12 @@ impl Feeder {
                 service: service.clone(),
                 samples: chunk.to_vec(),
             };
-            self.bus
-                .publish(&self.subjects.indicators(layer, &idc, &service), encode(&b))
-                .await?;
+            selfheal_bus::publish_msg(
+                &self.bus,
+                &self.subjects.indicators(layer, &idc, &service),
+                &b,
+            )
+            .await?;
             self.batches += 1;
         }
         Ok(())
@@ -639,12 +642,11 @@ pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<Rep
             )
             .await?;
             for c in inst.changes {
-                bus.publish(&subjects.change(&c.service), encode(&c))
-                    .await?;
+                selfheal_bus::publish_msg(&bus, &subjects.change(&c.service), &c).await?;
                 contexts += 1;
             }
             for (_, h) in inst.hot {
-                bus.publish(&subjects.hot(&h.service), encode(&h)).await?;
+                selfheal_bus::publish_msg(&bus, &subjects.hot(&h.service), &h).await?;
                 contexts += 1;
             }
             let c = contexts;

@@ -68,7 +68,7 @@ async fn malformed_and_oversized_messages_are_counted_and_dropped() {
 
     // One good batch sets the brain's clock.
     pub_bus
-        .publish(&subject, encode(&batch(t0, 0.997)))
+        .publish(&subject, encode(&batch(t0, 0.997)).unwrap())
         .await
         .unwrap();
     eventually("first batch", Duration::from_secs(10), || {
@@ -76,7 +76,7 @@ async fn malformed_and_oversized_messages_are_counted_and_dropped() {
     })
     .await;
 
-    let good = String::from_utf8(encode(&batch(t0, 0.997)).to_vec()).unwrap();
+    let good = String::from_utf8(encode(&batch(t0, 0.997)).unwrap().to_vec()).unwrap();
     let bad: Vec<(&str, Vec<u8>, &str)> = vec![
         ("not json", b"\x00\xffgarbage".to_vec(), "malformed"),
         (
@@ -106,7 +106,7 @@ async fn malformed_and_oversized_messages_are_counted_and_dropped() {
         ),
         (
             "a day in the future",
-            encode(&batch(t0 + 86_400_000, 0.99)).to_vec(),
+            encode(&batch(t0 + 86_400_000, 0.99)).unwrap().to_vec(),
             "timestamp_skew",
         ),
         (
@@ -138,7 +138,7 @@ async fn malformed_and_oversized_messages_are_counted_and_dropped() {
     pub_bus
         .publish(
             &subjects.indicators(Layer::System, "idc9", "other"),
-            encode(&batch(t0, 0.99)),
+            encode(&batch(t0, 0.99)).unwrap(),
         )
         .await
         .unwrap();
@@ -170,7 +170,7 @@ async fn malformed_and_oversized_messages_are_counted_and_dropped() {
             0.6
         };
         pub_bus
-            .publish(&subject, encode(&batch(t0 + i * 1000, v)))
+            .publish(&subject, encode(&batch(t0 + i * 1000, v)).unwrap())
             .await
             .unwrap();
     }

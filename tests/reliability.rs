@@ -458,7 +458,7 @@ async fn one_source_flooding_new_series_is_capped_and_raised_and_the_rest_get_in
             .collect();
         let subject = subjects.indicators(flood.layer, &flood.idc, &flood.service);
         publisher
-            .publish(&subject, selfheal_bus::encode(&flood))
+            .publish(&subject, selfheal_bus::encode(&flood).unwrap())
             .await
             .unwrap();
     }
@@ -481,7 +481,7 @@ async fn one_source_flooding_new_series_is_capped_and_raised_and_the_rest_get_in
         publisher
             .publish(
                 &subjects.indicators(b.layer, &b.idc, &b.service),
-                selfheal_bus::encode(&b),
+                selfheal_bus::encode(&b).unwrap(),
             )
             .await
             .unwrap();

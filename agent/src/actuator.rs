@@ -8,7 +8,7 @@ use std::{
 };
 
 use selfheal_bus::{
-    ActionReply, ActionRequest, ActionStatus, Bus, Limits, Subjects, WIRE_VERSION, decode, encode,
+    ActionReply, ActionRequest, ActionStatus, Bus, Limits, Subjects, WIRE_VERSION, decode,
 };
 use selfheal_sim::feed::{Command, CommandReply};
 use tracing::{info, warn};
@@ -115,11 +115,6 @@ impl Actuator {
         }
         answer
     }
-
-    /// Serialized reply.
-    pub fn encode_reply(r: &ActionReply) -> bytes::Bytes {
-        encode(r)
-    }
 }
 
 fn reply(id: &str, status: ActionStatus, message: String, ts: i64) -> ActionReply {
@@ -153,7 +148,7 @@ mod tests {
             .into(),
             ts,
         };
-        encode(&req).to_vec()
+        selfheal_bus::encode(&req).unwrap().to_vec()
     }
 
     #[tokio::test]

@@ -54,6 +54,18 @@ impl Publisher {
         self.buf.len()
     }
 
+    /// Encodes `msg` and [`Publisher::send`]s it; a message that cannot be
+    /// encoded is counted (`unencodable`) and logged, never sent empty.
+    pub async fn send_msg<T: serde::Serialize>(&mut self, subject: String, msg: &T) {
+        match selfheal_bus::encode(msg) {
+            Ok(bytes) => self.send(subject, bytes).await,
+            Err(e) => {
+                AgentStats::bump(&self.stats.unencodable);
+                warn!(error = %e, %subject, "message not sent");
+            }
+        }
+    }
+
     /// Publishes now if the bus is there and nothing older waits; buffers
     /// otherwise.
     pub async fn send(&mut self, subject: String, payload: Bytes) {

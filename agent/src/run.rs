@@ -3,9 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use selfheal_bus::{
-    Bus, BusError, IndicatorBatch, Layer, Sample, Subjects, WIRE_VERSION, encode, wall_ms,
-};
+use selfheal_bus::{Bus, BusError, IndicatorBatch, Layer, Sample, Subjects, WIRE_VERSION, wall_ms};
 use selfheal_sim::feed::Frame;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -103,7 +101,7 @@ async fn actuate(
                 let now = clock.load(std::sync::atomic::Ordering::Relaxed);
                 let answer = actuator.handle(&msg.payload, now).await;
                 if let Some(reply) = msg.reply
-                    && let Err(e) = bus.publish(&reply, Actuator::encode_reply(&answer)).await {
+                    && let Err(e) = selfheal_bus::publish_msg(&bus, &reply, &answer).await {
                         warn!(error = %e, "could not answer action request");
                     }
             }
@@ -162,19 +160,19 @@ async fn collect(
                         for b in sim_feed::batches(&frame, &cfg.name, &mut seq) {
                             let subject = agent.subjects.indicators(b.layer, &b.idc, &b.service);
                             AgentStats::bump(&stats.indicator_batches);
-                            publisher.send(subject, encode(&b)).await;
+                            publisher.send_msg(subject, &b).await;
                         }
                         for h in sim_feed::hotspots(&frame) {
                             AgentStats::bump(&stats.context_msgs);
-                            publisher.send(agent.subjects.hot(&h.service), encode(&h)).await;
+                            publisher.send_msg(agent.subjects.hot(&h.service), &h).await;
                         }
                         for c in sim_feed::changes(&frame) {
                             AgentStats::bump(&stats.context_msgs);
-                            publisher.send(agent.subjects.change(&c.service), encode(&c)).await;
+                            publisher.send_msg(agent.subjects.change(&c.service), &c).await;
                         }
                         for a in seen.observe(&frame, &cfg.name) {
                             AgentStats::bump(&stats.context_msgs);
-                            publisher.send(agent.subjects.announce(&format!("{}-{}", cfg.name, a.idc)), encode(&a)).await;
+                            publisher.send_msg(agent.subjects.announce(&format!("{}-{}", cfg.name, a.idc)), &a).await;
                         }
                         AgentStats::bump(&stats.frames);
                         frame.ts
@@ -243,6 +241,6 @@ async fn collect(
                 .collect(),
         };
         let subject = agent.subjects.indicators(Layer::Infra, &cfg.idc, "host");
-        publisher.send(subject, encode(&batch)).await;
+        publisher.send_msg(subject, &batch).await;
     }
 }

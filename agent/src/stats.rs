@@ -21,6 +21,8 @@ pub struct AgentStats {
     pub overflow_dropped: AtomicU64,
     /// Feed frames that could not be read.
     pub bad_frames: AtomicU64,
+    /// Messages that could not be encoded (never sent).
+    pub unencodable: AtomicU64,
     /// Feed frames received twice (resent after an outage) and skipped.
     pub duplicate_frames: AtomicU64,
     /// Host readings that failed.

@@ -100,8 +100,7 @@ async fn anchor_audit(
         match tokio::task::spawn_blocking(move || s.anchor()).await {
             Ok(Ok(Some(a))) => {
                 BrainStats::bump(&stats.audit_anchors);
-                let payload = serde_json::to_vec(&a).unwrap_or_default();
-                if let Err(e) = bus.0.publish(&bus.1, payload.into()).await {
+                if let Err(e) = selfheal_bus::publish_msg(&bus.0, &bus.1, &a).await {
                     tracing::warn!(error = %e, "audit anchor not published on the bus; the file has it");
                 }
             }

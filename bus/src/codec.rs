@@ -95,11 +95,15 @@ pub fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A message that could not be encoded (a map with non-string keys, a
+/// value whose serializer failed): never sent as empty bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("message not encoded: {0}")]
+pub struct EncodeError(#[from] serde_json::Error);
+
 /// Encodes a message as JSON.
-pub fn encode<T: Serialize>(msg: &T) -> Bytes {
-    // Serializing our own types to a Vec cannot fail: no map has non-string
-    // keys and no value is a non-finite float (validated on the way in).
-    Bytes::from(serde_json::to_vec(msg).unwrap_or_default())
+pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, EncodeError> {
+    Ok(Bytes::from(serde_json::to_vec(msg)?))
 }
 
 /// Decodes and validates a message; `now_ms` is the receiver's clock.
@@ -109,7 +113,7 @@ pub fn encode<T: Serialize>(msg: &T) -> Bytes {
 /// use selfheal_bus::{decode, encode, Limits, IncidentEvent, IncidentState, WIRE_VERSION};
 /// let ev = IncidentEvent { v: WIRE_VERSION, id: "inc-1".into(), ts: 5, state: IncidentState::Opened,
 ///     service: "cashier".into(), summary: "success rate down".into() };
-/// let back: IncidentEvent = decode(&encode(&ev), &Limits::default(), 5).unwrap();
+/// let back: IncidentEvent = decode(&encode(&ev).unwrap(), &Limits::default(), 5).unwrap();
 /// assert_eq!(back, ev);
 /// assert!(decode::<IncidentEvent>(b"{", &Limits::default(), 5).is_err());
 /// ```
@@ -181,7 +185,7 @@ mod tests {
 
     #[test]
     fn nan_infinity_and_out_of_range_numbers_count_as_non_finite() {
-        let good = String::from_utf8(encode(&batch()).to_vec()).unwrap();
+        let good = String::from_utf8(encode(&batch()).unwrap().to_vec()).unwrap();
         let l = Limits::default();
         for bad in ["NaN", "Infinity", "-Infinity", "1e309", "-1e400"] {
             let text = good.replace("0.5", bad);
@@ -216,7 +220,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let b = batch();
-        let back: IndicatorBatch = decode(&encode(&b), &Limits::default(), 100).unwrap();
+        let back: IndicatorBatch = decode(&encode(&b).unwrap(), &Limits::default(), 100).unwrap();
         assert_eq!(back, b);
     }
 
@@ -246,7 +250,7 @@ mod tests {
         let mut b = batch();
         b.v = 9;
         assert_eq!(
-            decode::<IndicatorBatch>(&encode(&b), &l, 100)
+            decode::<IndicatorBatch>(&encode(&b).unwrap(), &l, 100)
                 .unwrap_err()
                 .kind(),
             DecodeErrorKind::Version
@@ -255,16 +259,16 @@ mod tests {
         let mut b = batch();
         b.samples[0].value = f64::NAN;
         assert_eq!(
-            decode::<IndicatorBatch>(&encode(&b), &l, 100)
+            decode::<IndicatorBatch>(&encode(&b).unwrap(), &l, 100)
                 .unwrap_err()
                 .kind(),
             DecodeErrorKind::Malformed
         );
-        let json = String::from_utf8(encode(&batch()).to_vec())
+        let json = String::from_utf8(encode(&batch()).unwrap().to_vec())
             .unwrap()
             .replace("0.5", "1e999");
         assert!(decode::<IndicatorBatch>(json.as_bytes(), &l, 100).is_err());
-        let unknown = String::from_utf8(encode(&batch()).to_vec())
+        let unknown = String::from_utf8(encode(&batch()).unwrap().to_vec())
             .unwrap()
             .replace("\"seq\"", "\"sneaky\":1,\"seq\"");
         assert_eq!(
@@ -274,7 +278,23 @@ mod tests {
             DecodeErrorKind::Malformed
         );
         let b = batch();
-        let far = decode::<IndicatorBatch>(&encode(&b), &l, 100 + l.max_skew_ms + 1).unwrap_err();
+        let far = decode::<IndicatorBatch>(&encode(&b).unwrap(), &l, 100 + l.max_skew_ms + 1)
+            .unwrap_err();
         assert_eq!(far.kind(), DecodeErrorKind::Invalid(Invalid::Skew));
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_encoded_is_an_error_and_nothing_is_sent() {
+        // JSON objects need string keys.
+        let bad: std::collections::BTreeMap<(i32, i32), i32> = [((1, 2), 3)].into();
+        assert!(encode(&bad).is_err());
+        let bus: crate::Bus = std::sync::Arc::new(crate::LocalTransport::new(8));
+        let mut sub = bus.subscribe("x.>").await.unwrap();
+        let e = crate::publish_msg(&bus, "x.y", &bad).await.unwrap_err();
+        assert_eq!(e.kind(), crate::BusErrorKind::Encode);
+        crate::publish_msg(&bus, "x.z", &batch()).await.unwrap();
+        let m = sub.next().await.unwrap();
+        assert_eq!(m.subject, "x.z", "the unencodable message never went out");
+        assert!(!m.payload.is_empty());
     }
 }

@@ -35,10 +35,12 @@ pub mod topology;
 pub mod transport;
 
 pub use actuate::{ActError, ActErrorKind, Actuator};
-pub use codec::{DecodeError, DecodeErrorKind, Limits, check, decode, encode, wall_ms};
+pub use codec::{
+    DecodeError, DecodeErrorKind, EncodeError, Limits, check, decode, encode, wall_ms,
+};
 pub use local::LocalTransport;
 pub use message::*;
 pub use nats::NatsTransport;
 pub use subject::Subjects;
 pub use topology::Topology;
-pub use transport::{Bus, BusError, BusErrorKind, Message, Subscription, Transport};
+pub use transport::{Bus, BusError, BusErrorKind, Message, Subscription, Transport, publish_msg};

@@ -39,6 +39,17 @@ impl Subscription {
     }
 }
 
+/// Encodes `msg` and publishes it on `subject`; a message that cannot be
+/// encoded is an error ([`BusError::Encode`]), never empty bytes.
+pub async fn publish_msg<T: serde::Serialize>(
+    bus: &Bus,
+    subject: &str,
+    msg: &T,
+) -> Result<(), BusError> {
+    let bytes = crate::codec::encode(msg)?;
+    bus.publish(subject, bytes).await
+}
+
 /// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -54,6 +65,9 @@ pub enum BusError {
     /// The subject is not valid.
     #[error("invalid subject {0:?}")]
     InvalidSubject(String),
+    /// A message that could not be encoded; nothing was sent.
+    #[error(transparent)]
+    Encode(#[from] crate::codec::EncodeError),
     /// Anything else the transport reported.
     #[error("bus error: {0}")]
     Other(String),
@@ -70,6 +84,8 @@ pub enum BusErrorKind {
     TimedOut,
     /// A bad subject.
     InvalidSubject,
+    /// A message that could not be encoded.
+    Encode,
     /// Anything else.
     Other,
 }
@@ -82,6 +98,7 @@ impl BusError {
             BusError::NoResponders(_) => BusErrorKind::NoResponders,
             BusError::TimedOut(_) => BusErrorKind::TimedOut,
             BusError::InvalidSubject(_) => BusErrorKind::InvalidSubject,
+            BusError::Encode(_) => BusErrorKind::Encode,
             BusError::Other(_) => BusErrorKind::Other,
         }
     }

@@ -343,9 +343,11 @@ impl Actuator for BusActuator {
     }
 
     async fn apply(&self, req: &ActionRequest) -> Result<ActionReply, ActError> {
+        let payload =
+            encode(req).map_err(|e| ActError::new(ActErrorKind::Failed, e.to_string()))?;
         let bytes = self
             .bus
-            .request(&self.subjects.act(&req.service), encode(req), self.timeout)
+            .request(&self.subjects.act(&req.service), payload, self.timeout)
             .await
             .map_err(|e| {
                 let kind = match e.kind() {
@@ -353,7 +355,7 @@ impl Actuator for BusActuator {
                     BusErrorKind::Disconnected
                     | BusErrorKind::NoResponders
                     | BusErrorKind::InvalidSubject => ActErrorKind::Unreachable,
-                    BusErrorKind::Other => ActErrorKind::Failed,
+                    BusErrorKind::Other | BusErrorKind::Encode => ActErrorKind::Failed,
                 };
                 ActError::new(kind, e.to_string())
             })?;
@@ -437,7 +439,7 @@ mod tests {
                 };
                 let rep = selfheal_bus::actuate::reply(&req, status, format!("stored: {stored:?}"));
                 if let Some(to) = m.reply {
-                    bus.publish(&to, encode(&rep)).await.unwrap();
+                    bus.publish(&to, encode(&rep).unwrap()).await.unwrap();
                 }
             }
         });

@@ -17,7 +17,7 @@ use axum::{
     response::IntoResponse,
     routing::{get, post},
 };
-use selfheal_bus::{Bus, Subjects, encode, parse_change, wall_ms};
+use selfheal_bus::{Bus, Subjects, parse_change, wall_ms};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -333,10 +333,8 @@ async fn change(
             reason,
         );
     }
-    if let Err(e) = hook
-        .bus
-        .publish(&hook.subjects.change(&c.service), encode(&c))
-        .await
+    if let Err(e) =
+        selfheal_bus::publish_msg(&hook.bus, &hook.subjects.change(&c.service), &c).await
     {
         tracing::error!(error = %e, "change webhook: the bus refused the notice");
         return (

@@ -4,7 +4,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use selfheal_bus::{Bus, IncidentEvent, IncidentState, Subjects, Topology, WIRE_VERSION, encode};
+use selfheal_bus::{
+    Bus, IncidentEvent, IncidentState, Subjects, Topology, WIRE_VERSION, publish_msg,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -326,11 +328,7 @@ impl Engine {
             service: inc.service.clone(),
             summary,
         };
-        if let Err(e) = self
-            .bus
-            .publish(&self.subjects.incident(&inc.id), encode(&ev))
-            .await
-        {
+        if let Err(e) = publish_msg(&self.bus, &self.subjects.incident(&inc.id), &ev).await {
             warn!(error = %e, "incident event not published");
         }
     }
