@@ -32,6 +32,8 @@ const KEY: &str = "test-link-key-0123456789abcdefghijklmnopqrstuvwxyz";
 
 use common::free_port;
 
+static VIEWER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| token("vic"));
+
 fn token(name: &str) -> String {
     format!("tok-{name}-0123456789")
 }
@@ -876,6 +878,58 @@ async fn a_rejection_stops_the_plan_and_only_admins_turn_the_kill_switch() {
         .await;
     assert_eq!(s, 200);
     assert!(!kill.exists());
+
+    // Incidents come in bounded pages, newest first, with a cursor.
+    {
+        let other = selfheal_brain::store::Store::open(&store_path).unwrap();
+        for k in 0..7 {
+            other
+                .open_incident(
+                    &format!("inc-page-{k}"),
+                    "cashier",
+                    1_000 + k,
+                    2_000 + k,
+                    "seeded",
+                )
+                .unwrap();
+        }
+    }
+    let viewer = || Auth::Bearer(&VIEWER);
+    let (mut seen, mut next) = (Vec::new(), None::<String>);
+    loop {
+        let path = match &next {
+            None => "/v1/incidents?limit=3".to_string(),
+            Some(c) => format!("/v1/incidents?limit=3&before={c}"),
+        };
+        let (s, v) = api.call("GET", &path, viewer(), None).await;
+        assert_eq!(s, 200, "{v}");
+        let rows = v["incidents"].as_array().unwrap();
+        assert!(!rows.is_empty() && rows.len() <= 3, "{v}");
+        seen.extend(rows.iter().map(|r| {
+            (
+                r["opened_ts"].as_i64().unwrap(),
+                r["id"].as_str().unwrap().to_string(),
+            )
+        }));
+        match v["next"].as_str() {
+            Some(c) => next = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut want = seen.clone();
+    want.sort();
+    want.reverse();
+    want.dedup();
+    assert_eq!(seen, want, "newest first, each once");
+    assert!(seen.len() >= 8, "7 seeded and the live one: {seen:?}");
+    for bad in [
+        "/v1/incidents?limit=0",
+        "/v1/incidents?limit=501",
+        "/v1/incidents?before=nope",
+    ] {
+        assert_eq!(api.call("GET", bad, viewer(), None).await.0, 400, "{bad}");
+    }
+
     // Signed out, the session is gone.
     let admin = Auth::Cookie {
         sid: &sid,

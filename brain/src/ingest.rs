@@ -106,11 +106,15 @@ pub async fn run(
                     return;
                 }
             }
-            recent.observe(&key, s.ts, s.value);
             routed[(id % n as u64) as usize]
                 .samples
                 .push((key, s.ts, s.value));
         }
+        recent.observe_all(
+            routed
+                .iter()
+                .flat_map(|b| b.samples.iter().map(|(k, ts, v)| (k, *ts, *v))),
+        );
         if refused > 0
             && let Some(total) = stats.refuse_series(&batch.source, refused)
         {

@@ -32,6 +32,7 @@
 pub mod act;
 pub mod admit;
 pub mod api;
+pub mod blocking;
 pub mod config;
 pub mod context;
 pub mod correlate;

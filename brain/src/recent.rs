@@ -42,41 +42,55 @@ pub struct Recent {
 impl Recent {
     /// Files one sample.
     pub fn observe(&self, key: &SeriesKey, ts: i64, value: f64) {
+        self.observe_all([(key, ts, value)]);
+    }
+
+    /// Files many samples (a batch) under one take of each lock: the
+    /// ingest hot path locks once per batch, not once per sample.
+    pub fn observe_all<'a>(&self, samples: impl IntoIterator<Item = (&'a SeriesKey, i64, f64)>) {
+        let mut business = Vec::new();
         {
             let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-            // One lookup on the hot path; a key is cloned only when new.
-            if let Some(ring) = h.get_mut(key) {
-                if ring.back().is_none_or(|(t, _)| *t < ts) {
-                    if ring.len() == HISTORY_POINTS {
-                        ring.pop_front();
+            for (key, ts, value) in samples {
+                // One lookup per sample; a key is cloned only when new.
+                if let Some(ring) = h.get_mut(key) {
+                    if ring.back().is_none_or(|(t, _)| *t < ts) {
+                        if ring.len() == HISTORY_POINTS {
+                            ring.pop_front();
+                        }
+                        ring.push_back((ts, value as f32));
                     }
+                } else if h.len() < MAX_HISTORY_SERIES {
+                    let mut ring = VecDeque::with_capacity(HISTORY_POINTS);
                     ring.push_back((ts, value as f32));
+                    h.insert(key.clone(), ring);
+                } else {
+                    self.history_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-            } else if h.len() < MAX_HISTORY_SERIES {
-                let mut ring = VecDeque::with_capacity(HISTORY_POINTS);
-                ring.push_back((ts, value as f32));
-                h.insert(key.clone(), ring);
-            } else {
-                self.history_refused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if key.layer == Layer::Business {
+                    business.push((key, ts, value));
+                }
             }
         }
-        if key.layer != Layer::Business {
+        if business.is_empty() {
             return;
         }
         let mut m = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let name = key.to_string();
-        if !m.contains_key(&name) && m.len() >= MAX_SERIES {
-            return;
+        for (key, ts, value) in business {
+            let name = key.to_string();
+            if !m.contains_key(&name) && m.len() >= MAX_SERIES {
+                continue;
+            }
+            let ring = m.entry(name).or_default();
+            if ring.back().is_some_and(|(t, _)| *t >= ts) {
+                continue;
+            }
+            if ring.len() == POINTS {
+                ring.pop_front();
+            }
+            ring.push_back((ts, value));
         }
-        let ring = m.entry(name).or_default();
-        if ring.back().is_some_and(|(t, _)| *t >= ts) {
-            return;
-        }
-        if ring.len() == POINTS {
-            ring.pop_front();
-        }
-        ring.push_back((ts, value));
     }
 
     /// Runs `f` over every kept series and its samples (in no particular

@@ -151,7 +151,7 @@ impl Gateway {
             Verdict::Refuse(why) => {
                 BrainStats::bump(&self.stats.actions_refused);
                 let row = intent.row(now, ActionState::Refused, &why);
-                self.log_write("action", self.store.record_action(&row));
+                self.log_write("action", self.db(|db| db.record_action(&row)));
                 return Admission::Refused(why);
             }
             Verdict::DryRun => return Admission::DryRun,
@@ -159,7 +159,7 @@ impl Gateway {
         }
         let row = intent.row(now, ActionState::Pending, "");
         // Write-ahead: nothing is sent that the store does not hold.
-        if let Err(e) = self.store.record_action(&row) {
+        if let Err(e) = self.db(|db| db.record_action(&row)) {
             error!(error = %e, action = %row.id, "could not write action ahead; not sending it");
             return Admission::NotWritten(e);
         }
@@ -186,7 +186,7 @@ impl Gateway {
     pub fn dry_run(&self, intent: &Intent<'_>, now: i64) {
         BrainStats::bump(&self.stats.actions_dry_run);
         let row = intent.row(now, ActionState::DryRun, "playbook policy: dry run");
-        self.log_write("action", self.store.record_action(&row));
+        self.log_write("action", self.db(|db| db.record_action(&row)));
     }
 
     /// Sends an admitted action to its actuator in the background; the
@@ -241,7 +241,7 @@ impl Gateway {
         };
         self.log_write(
             "action",
-            self.store.finish_action(&r.action, state, &reason),
+            self.db(|db| db.finish_action(&r.action, state, &reason)),
         );
         (state, reason)
     }
@@ -253,7 +253,7 @@ impl Gateway {
     /// actuator applies it once and answers for it. Returns how many were
     /// re-sent; `Err` when the store could not be read (nothing resumed).
     pub fn resume(&mut self) -> Result<usize, StoreError> {
-        let actions = self.store.actions()?;
+        let actions = self.db(|db| db.actions())?;
         for a in &actions {
             if matches!(a.state.as_str(), "pending" | "applied" | "duplicate") {
                 self.guards.seed(&a.incident_id, &a.target, a.ts);
@@ -267,26 +267,30 @@ impl Gateway {
             let (Ok(kind), Ok(params)) = (kind, params) else {
                 self.log_write(
                     "action",
-                    self.store.finish_action(
-                        &a.id,
-                        ActionState::Failed,
-                        "unreadable in the store at restart; not re-sent",
-                    ),
+                    self.db(|db| {
+                        db.finish_action(
+                            &a.id,
+                            ActionState::Failed,
+                            "unreadable in the store at restart; not re-sent",
+                        )
+                    }),
                 );
                 continue;
             };
             info!(action = %a.id, "restart: re-sending an unanswered action under its key");
             self.log_write(
                 "timeline",
-                self.store.timeline(
-                    &a.incident_id,
-                    a.ts,
-                    "resumed",
-                    &format!(
-                        "brain restarted: action {} re-sent under its idempotency key",
-                        a.id
-                    ),
-                ),
+                self.db(|db| {
+                    db.timeline(
+                        &a.incident_id,
+                        a.ts,
+                        "resumed",
+                        &format!(
+                            "brain restarted: action {} re-sent under its idempotency key",
+                            a.id
+                        ),
+                    )
+                }),
             );
             self.guards.resent();
             BrainStats::bump(&self.stats.actions_sent);
@@ -306,6 +310,11 @@ impl Gateway {
             sent += 1;
         }
         Ok(sent)
+    }
+
+    /// A store call, off the async workers.
+    fn db<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        crate::blocking::run(|| f(&self.store))
     }
 
     fn log_write(&self, what: &str, r: crate::store::Result<()>) {

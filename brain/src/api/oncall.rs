@@ -330,17 +330,81 @@ async fn session(State(api): State<OnCallApi>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn incidents(State(api): State<OnCallApi>, headers: HeaderMap) -> Response {
+/// Incidents per page of `GET /v1/incidents`, by default and at most.
+const PAGE_DEFAULT: usize = 50;
+const PAGE_MAX: usize = 500;
+
+/// `GET /v1/incidents?limit=N&before=CURSOR`.
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+/// Runs a store query on the blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    api: &OnCallApi,
+    f: impl FnOnce(&OnCallApi) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, crate::store::StoreError> {
+    let api = api.clone();
+    tokio::task::spawn_blocking(move || f(&api))
+        .await
+        .unwrap_or_else(|e| Err(crate::store::StoreError::Key(format!("store task: {e}"))))
+}
+
+/// `GET /v1/incidents`: a page of incidents, newest first, with the cursor
+/// of the next page (`next`, absent on the last page).
+async fn incidents(
+    State(api): State<OnCallApi>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
     if let Err((s, why)) = api.caller(&headers, false) {
         return err(s, &why);
     }
-    match api.store.incidents() {
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
+    if limit == 0 || limit > PAGE_MAX {
+        return err(
+            StatusCode::BAD_REQUEST,
+            &format!("limit must be 1 to {PAGE_MAX}"),
+        );
+    }
+    let before = match q.before.as_deref().map(parse_cursor) {
+        None => None,
+        Some(Some(c)) => Some(c),
+        Some(None) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "before must be a cursor from a previous page (opened_ts:id)",
+            );
+        }
+    };
+    let page = blocking(&api, move |api| {
+        api.store.incidents_page(
+            before.as_ref().map(|(ts, id)| (*ts, id.as_str())),
+            limit + 1,
+        )
+    })
+    .await;
+    match page {
         Ok(mut rows) => {
-            rows.reverse();
-            Json(json!({ "incidents": rows })).into_response()
+            let next = (rows.len() > limit).then(|| {
+                rows.truncate(limit);
+                rows.last()
+                    .map(|r| format!("{}:{}", r.opened_ts, r.id))
+                    .unwrap_or_default()
+            });
+            Json(json!({ "incidents": rows, "next": next })).into_response()
         }
         Err(e) => unavailable(e),
     }
+}
+
+/// A page cursor: `opened_ts:id`.
+fn parse_cursor(c: &str) -> Option<(i64, String)> {
+    let (ts, id) = c.split_once(':')?;
+    let ts = ts.parse().ok()?;
+    (!id.is_empty() && id.len() <= 256).then(|| (ts, id.to_string()))
 }
 
 /// An incident with everything a person needs to judge it.
@@ -357,9 +421,8 @@ fn detail(api: &OnCallApi, id: &str) -> Result<Option<Value>, crate::store::Stor
         .collect();
     let actions: Vec<Value> = api
         .store
-        .actions()?
+        .actions_of(id)?
         .into_iter()
-        .filter(|a| a.incident_id == id)
         .map(|a| {
             json!({ "id": a.id, "kind": a.kind, "target": a.target, "params": a.params,
                     "state": a.state, "reason": a.reason, "ts": a.ts, "playbook": a.playbook })
@@ -404,7 +467,7 @@ async fn incident(
     if let Err((s, why)) = api.caller(&headers, false) {
         return err(s, &why);
     }
-    match detail(&api, &id) {
+    match blocking(&api, move |api| detail(api, &id)).await {
         Ok(Some(v)) => Json(v).into_response(),
         Ok(None) => err(StatusCode::NOT_FOUND, "no such incident"),
         Err(e) => unavailable(e),
@@ -416,7 +479,7 @@ async fn pending(State(api): State<OnCallApi>, headers: HeaderMap) -> Response {
     if let Err((s, why)) = api.caller(&headers, false) {
         return err(s, &why);
     }
-    match api.store.approvals(Some("waiting")) {
+    match blocking(&api, |api| api.store.approvals(Some("waiting"))).await {
         Ok(rows) => Json(json!({ "pending": rows })).into_response(),
         Err(e) => unavailable(e),
     }

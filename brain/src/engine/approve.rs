@@ -141,7 +141,7 @@ impl Engine {
             decided_ts: None,
             outcome: String::new(),
         };
-        if let Err(e) = self.store.request_approval(&row) {
+        if let Err(e) = self.read(|db| db.request_approval(&row)) {
             error!(error = %e, "could not store the approval request");
             self.escalate(
                 i,
@@ -153,11 +153,9 @@ impl Engine {
         }
         BrainStats::bump(&self.stats.approvals_requested);
         self.correlator.incidents[i].await_approval(row.id.clone(), row.deadline_ts);
-        self.store_log(
-            "incident",
-            self.store
-                .set_incident_state(&row.incident_id, "awaiting_approval", None),
-        );
+        self.write("incident", |db| {
+            db.set_incident_state(&row.incident_id, "awaiting_approval", None)
+        });
         self.publish(
             i,
             now,
@@ -220,7 +218,7 @@ impl Engine {
             return false;
         };
         let cfg = oc.cfg.clone();
-        let row = match self.store.approval(id) {
+        let row = match self.read(|db| db.approval(id)) {
             Ok(Some(r)) => r,
             other => {
                 error!(approval = id, ?other, "approval unreadable at its deadline");
@@ -236,19 +234,17 @@ impl Engine {
                     let mut notified = row.notified.clone();
                     notified.push(next.clone());
                     let deadline = now + (cfg.timeout_s * 1000) as i64;
-                    self.store_log(
-                        "approval",
-                        self.store.forward_approval(id, &notified, deadline),
-                    );
-                    self.store_log(
-                        "timeline",
-                        self.store.timeline(
+                    self.write("approval", |db| {
+                        db.forward_approval(id, &notified, deadline)
+                    });
+                    self.write("timeline", |db| {
+                        db.timeline(
                             &inc_id,
                             now,
                             "approval",
                             &format!("nobody decided in time; asking {next}, next on call"),
-                        ),
-                    );
+                        )
+                    });
                     self.correlator.incidents[i].await_approval(id.to_string(), deadline);
                     let row = ApprovalRow { notified, ..row };
                     self.notify(&row, next);
@@ -299,10 +295,7 @@ impl Engine {
     /// Closes approval `id` in the store (and its audit log), then tells
     /// the chat tools, so that nobody acts on a stale request.
     fn close(&self, id: &str, state: &str, now: i64, outcome: &str) {
-        self.store_log(
-            "approval",
-            self.store.close_approval(id, state, now, outcome),
-        );
+        self.write("approval", |db| db.close_approval(id, state, now, outcome));
         if let Some(oc) = &self.oncall {
             let m = Message::Closed {
                 approval: id.to_string(),
@@ -342,9 +335,8 @@ impl Engine {
         let answer = self.decide(&d, now).await;
         if answer.status.refused() {
             BrainStats::bump(&self.stats.api_refused);
-            self.store_log(
-                "audit",
-                self.store.audit(
+            self.write("audit", |db| {
+                db.audit(
                     &d.user,
                     "refused",
                     &d.approval,
@@ -353,8 +345,8 @@ impl Engine {
                         if d.approve { "approval" } else { "rejection" },
                         answer.message
                     ),
-                ),
-            );
+                )
+            });
         }
         let _ = d.reply.send(answer);
     }
@@ -366,7 +358,7 @@ impl Engine {
             message,
             dispatched: None,
         };
-        let row = match self.store.approval(&d.approval) {
+        let row = match self.read(|db| db.approval(&d.approval)) {
             Ok(Some(r)) => r,
             Ok(None) => return refuse(DecisionStatus::NotFound, "", "no such approval".into()),
             Err(e) => {
@@ -378,7 +370,7 @@ impl Engine {
                 );
             }
         };
-        match self.store.nonce_used(&d.nonce) {
+        match self.read(|db| db.nonce_used(&d.nonce)) {
             Ok(false) => {}
             Ok(true) => {
                 return refuse(
@@ -422,7 +414,7 @@ impl Engine {
                 "the incident is no longer live".into(),
             );
         };
-        let votes = match self.store.votes(&row.id) {
+        let votes = match self.read(|db| db.votes(&row.id)) {
             Ok(v) => v,
             Err(e) => {
                 error!(error = %e, "votes unreadable");
@@ -455,10 +447,7 @@ impl Engine {
             }
         }
         let decision = if d.approve { "approve" } else { "reject" };
-        match self
-            .store
-            .vote(&row.id, &d.user, decision, &d.comment, &d.nonce)
-        {
+        match self.read(|db| db.vote(&row.id, &d.user, decision, &d.comment, &d.nonce)) {
             Ok(Ok(())) => {}
             Ok(Err(VoteRefused::Replayed)) => {
                 return refuse(
@@ -515,10 +504,9 @@ impl Engine {
                 by.len(),
                 row.required
             );
-            self.store_log(
-                "timeline",
-                self.store.timeline(&row.incident_id, now, "approval", &msg),
-            );
+            self.write("timeline", |db| {
+                db.timeline(&row.incident_id, now, "approval", &msg)
+            });
             return Decided {
                 status: DecisionStatus::Waiting,
                 state: "waiting".into(),

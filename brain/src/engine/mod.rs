@@ -279,8 +279,16 @@ impl Engine {
         }
     }
 
-    fn store_log(&self, what: &str, r: crate::store::Result<()>) {
+    /// A store write whose failure leaves nothing else to do but say so:
+    /// off the async workers, logged and counted when it fails.
+    fn write(&self, what: &str, f: impl FnOnce(&Store) -> crate::store::Result<()>) {
+        let r = crate::blocking::run(|| f(&self.store));
         crate::store::log_write(&self.stats, what, r);
+    }
+
+    /// A store call whose answer the engine needs, off the async workers.
+    fn read<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        crate::blocking::run(|| f(&self.store))
     }
 
     /// A read the restart cannot do without: tried a few times (the store
@@ -294,7 +302,7 @@ impl Engine {
     ) -> Vec<T> {
         let mut wait = Duration::from_millis(100);
         for attempt in 1..=5 {
-            match read() {
+            match crate::blocking::run(&read) {
                 Ok(v) => return v,
                 Err(e) if attempt == 5 => {
                     BrainStats::bump(&self.stats.store_errors);
@@ -316,10 +324,7 @@ impl Engine {
         let summary = crate::mask::mask_owned(summary);
         info!(incident = %inc.id, state = ?state, %summary, "incident");
         let kind = format!("{state:?}").to_lowercase();
-        self.store_log(
-            "timeline",
-            self.store.timeline(&inc.id, ts, &kind, &summary),
-        );
+        self.write("timeline", |db| db.timeline(&inc.id, ts, &kind, &summary));
         let ev = IncidentEvent {
             v: WIRE_VERSION,
             id: inc.id.clone(),
@@ -371,22 +376,18 @@ impl Engine {
                 ev.baseline,
                 ev.ts - ev.onset
             );
-            self.store_log(
-                "incident",
-                self.store
-                    .open_incident(&inc.id, &inc.service, inc.onset, inc.opened, &summary),
-            );
+            self.write("incident", |db| {
+                db.open_incident(&inc.id, &inc.service, inc.onset, inc.opened, &summary)
+            });
             self.publish(i, ev.ts, IncidentState::Opened, summary).await;
         } else {
             let what = match ev.kind {
                 crate::detect::AnomalyKind::Start => "anomaly",
                 crate::detect::AnomalyKind::End => "cleared",
             };
-            self.store_log(
-                "timeline",
-                self.store
-                    .timeline(&inc.id, ev.ts, what, &ev.key.to_string()),
-            );
+            self.write("timeline", |db| {
+                db.timeline(&inc.id, ev.ts, what, &ev.key.to_string())
+            });
         }
     }
 
@@ -409,15 +410,14 @@ impl Engine {
             )
             .await;
         for a in waiting {
-            self.store_log(
-                "approval",
-                self.store.close_approval(
+            self.write("approval", |db| {
+                db.close_approval(
                     &a.id,
                     "expired",
                     a.deadline_ts,
                     "the brain restarted before anyone decided; nothing was done",
-                ),
-            );
+                )
+            });
         }
         let store = self.store.clone();
         let incidents = self
@@ -433,14 +433,10 @@ impl Engine {
                 continue;
             }
             BrainStats::bump(&self.stats.escalated);
-            self.store_log(
-                "incident",
-                self.store
-                    .set_incident_state(&inc.id, Terminal::Escalated.as_str(), None),
-            );
-            self.store_log(
-                "timeline",
-                self.store.timeline(
+            self.write("incident", |db| {
+                db.set_incident_state(&inc.id, Terminal::Escalated.as_str(), None)
+            });
+            self.write("timeline", |db| db.timeline(
                     &inc.id,
                     inc.opened_ts,
                     "escalated",
@@ -545,11 +541,9 @@ impl Engine {
         BrainStats::bump(&self.stats.escalated);
         self.correlator.incidents[i].close(Terminal::Escalated);
         let inc = &self.correlator.incidents[i];
-        self.store_log(
-            "incident",
-            self.store
-                .set_incident_state(&inc.id, Terminal::Escalated.as_str(), None),
-        );
+        self.write("incident", |db| {
+            db.set_incident_state(&inc.id, Terminal::Escalated.as_str(), None)
+        });
         self.publish(
             i,
             now,
@@ -564,11 +558,9 @@ impl Engine {
         inc.close(t);
         let inc = &self.correlator.incidents[i];
         let recovered = (t == Terminal::Recovered).then_some(now);
-        self.store_log(
-            "incident",
-            self.store
-                .set_incident_state(&inc.id, t.as_str(), recovered),
-        );
+        self.write("incident", |db| {
+            db.set_incident_state(&inc.id, t.as_str(), recovered)
+        });
         if t != Terminal::Recovered {
             self.publish(
                 i,
@@ -594,7 +586,7 @@ impl Engine {
                 target: top.target.clone(),
                 healed_by: healed_by.join(", "),
             };
-            self.store_log("knowledge", self.store.remember(&known));
+            self.write("knowledge", |db| db.remember(&known));
         }
         let summary = format!(
             "recovered: symptoms cleared {:.1}s after onset, {} action(s) applied",
@@ -665,9 +657,9 @@ impl Engine {
 
     async fn diagnose_and_decide(&mut self, i: usize, now: i64) {
         // The knowledge base: resolved incidents that looked like this one.
+        let signature = self.correlator.incidents[i].signature();
         let similar = self
-            .store
-            .similar(&self.correlator.incidents[i].signature(), SIMILAR_MIN, 3)
+            .read(|db| db.similar(&signature, SIMILAR_MIN, 3))
             .unwrap_or_else(|e| {
                 error!(error = %e, "knowledge base unreadable; diagnosing without it");
                 Vec::new()
@@ -685,13 +677,16 @@ impl Engine {
                 step_ms: self.recent.step_of(inc.evidence.keys(), now),
             }
         };
-        let (hyps, failed) = self.rules.diagnose(
-            &self.correlator.incidents[i],
-            &self.topology,
-            &self.context,
-            &similar,
-            &measured,
-        );
+        // The rules are Rhai, with a time budget: off the async workers.
+        let (hyps, failed) = crate::blocking::run(|| {
+            self.rules.diagnose(
+                &self.correlator.incidents[i],
+                &self.topology,
+                &self.context,
+                &similar,
+                &measured,
+            )
+        });
         for e in &failed {
             BrainStats::bump(&self.stats.rule_errors);
             error!(error = %e, "diagnosis rule failed; skipped");
@@ -708,13 +703,10 @@ impl Engine {
             })
             .collect();
         let id = self.correlator.incidents[i].id.clone();
-        self.store_log("hypotheses", self.store.set_hypotheses(&id, &ranked));
+        self.write("hypotheses", |db| db.set_hypotheses(&id, &ranked));
         let top = hyps[0].clone();
         if let Some(s) = self.correlator.incidents[i].symptoms().first() {
-            self.store_log(
-                "series",
-                self.store.set_incident_series(&id, &s.to_string()),
-            );
+            self.write("series", |db| db.set_incident_series(&id, &s.to_string()));
         }
         self.correlator.incidents[i].hypotheses = hyps;
         self.publish(
@@ -756,7 +748,7 @@ impl Engine {
             confidence: top.confidence,
             symptoms: inc.symptoms().iter().map(|k| k.to_string()).collect(),
         };
-        let plan = match self.runtime.plan(&pb, &facts) {
+        let plan = match crate::blocking::run(|| self.runtime.plan(&pb, &facts)) {
             Ok(p) => p,
             Err(e) => {
                 BrainStats::bump(&self.stats.playbook_errors);

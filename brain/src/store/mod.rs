@@ -452,15 +452,48 @@ impl Store {
         Ok(rows)
     }
 
+    /// Every action of one incident, in the order they were recorded.
+    pub fn actions_of(&self, incident: &str) -> Result<Vec<ActionRow>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT * FROM actions WHERE incident_id = ?1 ORDER BY recorded_at_us, id")?;
+        let rows = st
+            .query_map([incident], action_row)?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// Every incident, oldest first.
     pub fn incidents(&self) -> Result<Vec<IncidentRow>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(
+        self.incident_rows(
             "SELECT id, state, service, onset_ts, opened_ts, cause, target, confidence, recovered_ts, summary
              FROM incidents ORDER BY opened_ts, id",
-        )?;
+            [],
+        )
+    }
+
+    /// A page of incidents, newest first: at most `limit` of those opened
+    /// before `before` (an incident's `(opened_ts, id)`), or the newest.
+    pub fn incidents_page(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<IncidentRow>> {
+        // With no cursor every incident is before the end of time.
+        let (ts, id) = before.unwrap_or((i64::MAX, ""));
+        self.incident_rows(
+            "SELECT id, state, service, onset_ts, opened_ts, cause, target, confidence, recovered_ts, summary
+             FROM incidents WHERE opened_ts < ?1 OR (opened_ts = ?1 AND id < ?2)
+             ORDER BY opened_ts DESC, id DESC LIMIT ?3",
+            params![ts, id, limit as i64],
+        )
+    }
+
+    fn incident_rows(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<IncidentRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(sql)?;
         let rows = st
-            .query_map([], |r| {
+            .query_map(args, |r| {
                 Ok(IncidentRow {
                     id: r.get(0)?,
                     state: r.get(1)?,
