@@ -6,27 +6,39 @@
 //! event time.
 //!
 //! # Layout
+//! In the order data flows; a module uses only those before it (checked
+//! by `tests/layers.rs`), the engine routes between them, the API sits on
+//! top.
 //! - [`config`]: the brain's TOML configuration.
 //! - [`ingest`]: subscribe, decode, validate, acknowledge what was sent as
 //!   a request, route samples to shards.
 //! - [`admit`]: series admission (caps in all, per source, per service) and
 //!   the eviction of idle series.
 //! - [`detect`]: per-series streaming detectors in shard tasks.
+//! - [`recent`]: recent samples of every series (charts, localization).
+//! - [`incident`]: an incident and its state machine (collecting, running
+//!   its plan, done in a typed terminal state); what it needs at a time
+//!   ([`incident::Due`]).
 //! - [`correlate`]: anomalies grouped into incidents, and what may open
 //!   one (symptoms, agreeing groups; the rest kept as signals).
 //! - [`context`]: recent changes and hot keys the diagnosis weighs.
 //! - [`diagnose`]: ranked hypotheses with evidence; generic localization.
-//! - [`recent`]: recent samples of every series (charts, localization).
 //! - [`playbook`]: the sandboxed Rhai runtime and host API.
-//! - [`act`]: guards and dispatch of actions to edge actuators.
+//! - [`act`]: the action gateway (guards → write-ahead → dispatch →
+//!   result) over the [`selfheal_bus::Actuator`] trait; on-call
+//!   approvals and notices.
 //! - [`verify`]: checks after an action.
 //! - [`store`]: the SQLite store (write-ahead of actions; the keyed,
-//!   anchored audit chain; checkpoint and online backup).
-//! - [`engine`]: the task that owns incidents and runs the stages above.
+//!   anchored audit chain; checkpoint and online backup; paged queries).
+//! - [`blocking`]: SQLite and Rhai work kept off the async workers.
+//! - [`engine`]: the task that routes events between the stages above; it
+//!   decides nothing itself.
 //! - [`stats`]: the brain's own counters (Prometheus text).
 //! - [`secret`]: tokens and digests (hashing, hex, constant-time compare).
-//! - [`api`]: the HTTP API (`/healthz`, `/metrics`), served with header and
-//!   request deadlines and connection caps.
+//! - [`mask`], [`sandbox`]: personal data masked in evidence; the Rhai
+//!   engine's limits.
+//! - [`api`]: the HTTP API (`/healthz`, `/metrics`, changes, on-call),
+//!   served with header and request deadlines and connection caps.
 #![deny(missing_docs)]
 
 pub mod act;

@@ -130,7 +130,7 @@ fn no_module_reaches_back_up_the_flow() {
             files.push(src.join(format!("{m}.rs")));
         }
         for f in files.iter().filter(|f| !f.ends_with("tests.rs")) {
-            let c = code(&std::fs::read_to_string(&f).unwrap());
+            let c = code(&std::fs::read_to_string(f).unwrap());
             assert!(
                 !c.contains("axum") && !c.contains("hyper"),
                 "{} uses HTTP server types",
