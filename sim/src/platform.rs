@@ -180,6 +180,78 @@ fn instance_name(svc: &str, idc: &str, k: u32) -> String {
     format!("{svc}-{idc}-{k}")
 }
 
+/// What every IDC of one tick shares, and what the tick gathers.
+struct Tick {
+    season: f64,
+    peak: f64,
+    batch: bool,
+    idc_shares: Vec<f64>,
+    split: Vec<f64>,
+    scenes: Vec<selfheal_bus::topology::Scene>,
+    idcs: Vec<selfheal_bus::topology::Idc>,
+    links: Vec<selfheal_bus::topology::Link>,
+    svcs: Vec<Svc>,
+    chans: Vec<Chan>,
+    /// Each channel's (success, latency) before load.
+    chan_health: Vec<(f64, f64)>,
+    samples: Vec<FrameSample>,
+    hot: Vec<HotKeys>,
+    /// Per scene: (attempts, successes), for the SLO.
+    tick_att: BTreeMap<String, (f64, f64)>,
+    /// Payments lost this tick.
+    loss: f64,
+}
+
+/// One IDC's demand after admission.
+#[derive(Default)]
+struct Demand {
+    admitted: BTreeMap<String, f64>,
+    bad_requests: BTreeMap<String, f64>,
+    storm_load: f64,
+    item_counts: Vec<(String, u64)>,
+    ip_counts: Vec<(String, u64)>,
+    order_counts: Vec<(String, u64)>,
+}
+
+/// One service in one IDC, for its instances' indicators.
+struct InstanceRow {
+    svc: Svc,
+    up: u32,
+    /// The saturated instance and its latency factor.
+    hot: Option<(String, f64)>,
+    cpu: f64,
+}
+
+/// One IDC's services after load: (utilisation, own latency, error, cpu)
+/// and load per service, the instances, the database pool's use.
+struct Served {
+    state: BTreeMap<String, (f64, f64, f64, f64)>,
+    load: BTreeMap<String, f64>,
+    instances: Vec<InstanceRow>,
+    pool_use: f64,
+}
+
+impl Served {
+    fn err(&self, name: &str) -> f64 {
+        self.state.get(name).map_or(0.0, |x| x.2)
+    }
+    fn lat(&self, name: &str) -> f64 {
+        self.state.get(name).map_or(0.0, |x| x.1)
+    }
+}
+
+/// The payment channels as one IDC sees them.
+struct Channels {
+    /// Traffic this IDC sends to the channels.
+    load: f64,
+    /// Each channel's (success, latency) under that load.
+    eff: Vec<(f64, f64)>,
+    /// Success over the split.
+    success: f64,
+    /// The worst p99 of the channels in use.
+    p99: f64,
+}
+
 impl Platform {
     /// The platform of `topo` running `scenario` from `start_ms`.
     pub fn new(topo: Topology, scenario: &Scenario, start_ms: i64) -> Self {
@@ -481,14 +553,45 @@ impl Platform {
             .map_or(demand, |r| demand.min(r * share))
     }
 
-    /// Advances one tick and returns what the platform exported, plus the
-    /// ground-truth events of the tick.
+    /// Advances one tick: the platform's indicators, hot keys and changes
+    /// for it, and what happened (fault starts and ends). Per IDC, in this
+    /// order (the random draws follow it, so a scenario replays exactly):
+    /// demand and admission, service load and state, channels, the scenes'
+    /// business indicators, the channels' indicators, latency as callers
+    /// see it, service and instance indicators, hot keys.
     pub fn step(&mut self) -> (Frame, Vec<(String, String)>) {
         let mut events = Vec::new();
         let mut changes = Vec::new();
         self.tick += 1;
         let ts = self.now_ms();
         self.start_and_end(&mut events, &mut changes);
+        let mut t = self.begin_tick();
+        for ii in 0..t.idcs.len() {
+            let demand = self.admit_demand(&mut t, ii);
+            let svc = self.serve(&t, ii, &demand);
+            let ch = self.channels(&t, ii, &demand);
+            self.report_scenes(&mut t, ii, &demand, &svc, &ch);
+            self.report_channels(&mut t, ii, &ch);
+            let incl = self.caller_latency(&t, &svc, &ch);
+            self.report_services(&mut t, ii, &svc, &incl);
+            self.report_hot_keys(&mut t, ii, demand);
+        }
+        self.account(ts, t.tick_att, t.loss, &mut events);
+        (
+            Frame {
+                tick: self.tick,
+                ts,
+                samples: t.samples,
+                hot: t.hot,
+                changes,
+            },
+            events,
+        )
+    }
+
+    /// What every IDC of this tick shares.
+    fn begin_tick(&mut self) -> Tick {
+        let ts = self.now_ms();
         let season = self.season(ts - self.start_ms);
         let peak: f64 = self
             .live_events
@@ -500,20 +603,9 @@ impl Platform {
             .live_events
             .iter()
             .any(|(e, _)| e.kind == EventKind::NightlyBatch);
-        let idc_shares = self.idc_shares();
-        let split = self.chan_split();
-        let scenes = self.topo.scenes.clone();
-        let idcs = self.topo.idcs.clone();
-        let links = self.topo.links.clone();
-        let svcs = self.svcs.clone();
-        let chans = self.chans.clone();
-        let mut samples = Vec::new();
-        let mut hot = Vec::new();
-        let mut tick_att = BTreeMap::<String, (f64, f64)>::new();
-        let mut loss = 0.0;
-
         // Channel health (the same in both IDCs: channels are external).
-        let chan_health: Vec<(f64, f64)> = chans
+        let chan_health: Vec<(f64, f64)> = self
+            .chans
             .iter()
             .map(|c| {
                 let degraded = self
@@ -528,504 +620,559 @@ impl Platform {
                 }
             })
             .collect();
+        Tick {
+            season,
+            peak,
+            batch,
+            idc_shares: self.idc_shares(),
+            split: self.chan_split(),
+            scenes: self.topo.scenes.clone(),
+            idcs: self.topo.idcs.clone(),
+            links: self.topo.links.clone(),
+            svcs: self.svcs.clone(),
+            chans: self.chans.clone(),
+            chan_health,
+            samples: Vec::new(),
+            hot: Vec::new(),
+            tick_att: BTreeMap::new(),
+            loss: 0.0,
+        }
+    }
 
-        for (ii, idc) in idcs.iter().enumerate() {
-            let share = idc_shares[ii];
-            // Demand and admission per scene.
-            let mut admitted: BTreeMap<String, f64> = BTreeMap::new();
-            let mut bad_requests: BTreeMap<String, f64> = BTreeMap::new();
-            let mut storm_load = 0.0;
-            let mut item_counts: Vec<(String, u64)> = Vec::new();
-            let mut ip_counts: Vec<(String, u64)> = Vec::new();
-            let mut order_counts: Vec<(String, u64)> = Vec::new();
-            for sc in &scenes {
-                let noise = self.noise(self.traffic.noise);
-                let legit = sc.base_tps
-                    * share
-                    * season
-                    * peak
-                    * self.traffic.multiplier
-                    * (1.0 + noise).max(0.0);
-                let mut extra_ok = 0.0;
-                let mut extra_bad = 0.0;
-                for (key, d) in self.floods(FaultKind::HotItemSurge, sc, share) {
-                    let admitted_item = self.throttle_key(&key, d, share);
-                    self.truth.dropped += d - admitted_item;
-                    loss += d - admitted_item;
-                    extra_ok += admitted_item;
-                    item_counts.push((key, admitted_item as u64));
-                }
-                for (key, d) in self.floods(FaultKind::AbusiveClient, sc, share) {
-                    if self.blocked.contains(&key) {
-                        self.truth.blocked += d;
-                    } else {
-                        let a = self.throttle_key(&key, d, share);
-                        extra_bad += a;
-                        ip_counts.push((key, a as u64));
-                    }
-                }
-                for (key, d) in self.floods(FaultKind::RequestStorm, sc, share) {
-                    let a = self.throttle_key(&key, d, share);
-                    storm_load += a;
-                    order_counts.push((key, a as u64));
-                }
-                self.truth.attempted += legit + extra_ok;
-                let mut adm = legit + extra_ok;
-                if self.degraded.contains(&sc.name) {
-                    self.truth.degraded_lost += adm;
-                    loss += adm;
-                    adm = 0.0;
-                    extra_bad = 0.0;
-                } else if let Some(r) = self.scene_throttle.get(&sc.name) {
-                    let cap = r * share;
-                    if adm > cap {
-                        self.truth.dropped += adm - cap;
-                        loss += adm - cap;
-                        adm = cap;
-                    }
-                }
-                admitted.insert(sc.name.clone(), adm);
-                bad_requests.insert(sc.name.clone(), extra_bad);
+    /// Demand and admission per scene in IDC `ii`: legitimate traffic,
+    /// surges, abuse and storms, then blocks, throttles and degraded scenes.
+    fn admit_demand(&mut self, t: &mut Tick, ii: usize) -> Demand {
+        let share = t.idc_shares[ii];
+        let mut d = Demand::default();
+        for sc in &t.scenes {
+            let noise = self.noise(self.traffic.noise);
+            let legit = sc.base_tps
+                * share
+                * t.season
+                * t.peak
+                * self.traffic.multiplier
+                * (1.0 + noise).max(0.0);
+            let mut extra_ok = 0.0;
+            let mut extra_bad = 0.0;
+            for (key, dem) in self.floods(FaultKind::HotItemSurge, sc, share) {
+                let admitted_item = self.throttle_key(&key, dem, share);
+                self.truth.dropped += dem - admitted_item;
+                t.loss += dem - admitted_item;
+                extra_ok += admitted_item;
+                d.item_counts.push((key, admitted_item as u64));
             }
-
-            // Load, utilisation, latency and errors per service.
-            let mut svc_state: BTreeMap<String, (f64, f64, f64, f64)> = BTreeMap::new(); // util, own latency, error, cpu
-            let mut svc_load: BTreeMap<String, f64> = BTreeMap::new();
-            for sc in &scenes {
-                let a = admitted[&sc.name] + bad_requests[&sc.name];
-                if let Some(l) = links.iter().find(|l| l.name == sc.link) {
-                    for s in &l.services {
-                        *svc_load.entry(s.clone()).or_default() += a;
-                    }
+            for (key, dem) in self.floods(FaultKind::AbusiveClient, sc, share) {
+                if self.blocked.contains(&key) {
+                    self.truth.blocked += dem;
+                } else {
+                    let a = self.throttle_key(&key, dem, share);
+                    extra_bad += a;
+                    d.ip_counts.push((key, a as u64));
                 }
             }
-            *svc_load.entry("payment-engine".into()).or_default() += storm_load;
-            *svc_load.entry("accounting-core".into()).or_default() += storm_load;
-            let acc_load = svc_load.get("accounting-core").copied().unwrap_or(0.0);
-            svc_load.insert("database".into(), acc_load);
-            let network = self
-                .fault(FaultKind::IdcNetworkFailure)
-                .find(|f| f.target == idc.name)
-                .map(|f| f.magnitude());
-            let mut instance_rows = Vec::new();
-            for s in &svcs {
-                let load = svc_load.get(&s.name).copied().unwrap_or(0.0);
-                let mut down = 0u32;
-                let mut hot_inst: Option<(String, f64)> = None;
-                for k in 1..=s.instances {
-                    let inst = instance_name(&s.name, &idc.name, k);
-                    if self.restarting.contains_key(&inst) {
-                        down += 1;
-                    }
-                    if let Some(f) = self
-                        .fault(FaultKind::SaturatedHost)
-                        .find(|f| f.key.as_deref() == Some(&inst))
-                    {
-                        hot_inst = Some((inst, f.magnitude()));
-                    }
+            for (key, dem) in self.floods(FaultKind::RequestStorm, sc, share) {
+                let a = self.throttle_key(&key, dem, share);
+                d.storm_load += a;
+                d.order_counts.push((key, a as u64));
+            }
+            self.truth.attempted += legit + extra_ok;
+            let mut adm = legit + extra_ok;
+            if self.degraded.contains(&sc.name) {
+                self.truth.degraded_lost += adm;
+                t.loss += adm;
+                adm = 0.0;
+                extra_bad = 0.0;
+            } else if let Some(r) = self.scene_throttle.get(&sc.name) {
+                let cap = r * share;
+                if adm > cap {
+                    self.truth.dropped += adm - cap;
+                    t.loss += adm - cap;
+                    adm = cap;
                 }
-                let up = (s.instances - down.min(s.instances)) as f64;
-                let capacity = (up * s.cap).max(1e-9);
-                let u = load / capacity;
-                let mut lat = s.lat * (1.0 + 3.0 * u.min(1.5).powi(4));
-                let mut err = s.err + if u > 1.0 { 1.0 - 1.0 / u } else { 0.0 };
-                // A restart resets the connections of the instance going down:
-                // some requests fail while clients reconnect.
-                err += 0.1 * down as f64 / s.instances as f64;
-                if self.fault(FaultKind::BadDeploy).any(|f| f.target == s.name) {
-                    err += self
-                        .fault(FaultKind::BadDeploy)
-                        .find(|f| f.target == s.name)
-                        .map_or(0.0, |f| f.magnitude());
+            }
+            d.admitted.insert(sc.name.clone(), adm);
+            d.bad_requests.insert(sc.name.clone(), extra_bad);
+        }
+        d
+    }
+
+    /// Load, utilisation, latency and errors per service in IDC `ii`, the
+    /// faults' effects included, and the accounting core's database pool.
+    fn serve(&self, t: &Tick, ii: usize, d: &Demand) -> Served {
+        let idc = &t.idcs[ii];
+        // util, own latency, error, cpu
+        let mut svc_state: BTreeMap<String, (f64, f64, f64, f64)> = BTreeMap::new();
+        let mut svc_load: BTreeMap<String, f64> = BTreeMap::new();
+        for sc in &t.scenes {
+            let a = d.admitted[&sc.name] + d.bad_requests[&sc.name];
+            if let Some(l) = t.links.iter().find(|l| l.name == sc.link) {
+                for s in &l.services {
+                    *svc_load.entry(s.clone()).or_default() += a;
+                }
+            }
+        }
+        let storm_load = d.storm_load;
+        *svc_load.entry("payment-engine".into()).or_default() += storm_load;
+        *svc_load.entry("accounting-core".into()).or_default() += storm_load;
+        let acc_load = svc_load.get("accounting-core").copied().unwrap_or(0.0);
+        svc_load.insert("database".into(), acc_load);
+        let network = self
+            .fault(FaultKind::IdcNetworkFailure)
+            .find(|f| f.target == idc.name)
+            .map(|f| f.magnitude());
+        let mut instance_rows = Vec::new();
+        for s in &t.svcs {
+            let load = svc_load.get(&s.name).copied().unwrap_or(0.0);
+            let mut down = 0u32;
+            let mut hot_inst: Option<(String, f64)> = None;
+            for k in 1..=s.instances {
+                let inst = instance_name(&s.name, &idc.name, k);
+                if self.restarting.contains_key(&inst) {
+                    down += 1;
                 }
                 if let Some(f) = self
-                    .fault(FaultKind::ConfigMistake)
+                    .fault(FaultKind::SaturatedHost)
+                    .find(|f| f.key.as_deref() == Some(&inst))
+                {
+                    hot_inst = Some((inst, f.magnitude()));
+                }
+            }
+            let up = (s.instances - down.min(s.instances)) as f64;
+            let capacity = (up * s.cap).max(1e-9);
+            let u = load / capacity;
+            let mut lat = s.lat * (1.0 + 3.0 * u.min(1.5).powi(4));
+            let mut err = s.err + if u > 1.0 { 1.0 - 1.0 / u } else { 0.0 };
+            // A restart resets the connections of the instance going down:
+            // some requests fail while clients reconnect.
+            err += 0.1 * down as f64 / s.instances as f64;
+            if self.fault(FaultKind::BadDeploy).any(|f| f.target == s.name) {
+                err += self
+                    .fault(FaultKind::BadDeploy)
+                    .find(|f| f.target == s.name)
+                    .map_or(0.0, |f| f.magnitude());
+            }
+            if let Some(f) = self
+                .fault(FaultKind::ConfigMistake)
+                .find(|f| f.target == s.name)
+            {
+                lat *= f.magnitude();
+                err += 0.08;
+            }
+            if s.kind == ServiceKind::Database {
+                if let Some(f) = self
+                    .fault(FaultKind::SlowDatabase)
                     .find(|f| f.target == s.name)
                 {
                     lat *= f.magnitude();
-                    err += 0.08;
                 }
-                if s.kind == ServiceKind::Database {
-                    if let Some(f) = self
-                        .fault(FaultKind::SlowDatabase)
-                        .find(|f| f.target == s.name)
-                    {
-                        lat *= f.magnitude();
-                    }
-                    if batch {
-                        lat *= 1.6;
-                    }
-                }
-                if s.name == "accounting-core" {
-                    let contention: Vec<(String, f64)> = self
-                        .fault(FaultKind::HotAccountContention)
-                        .map(|f| (f.key.clone().unwrap_or_default(), f.magnitude()))
-                        .collect();
-                    for (key, m) in contention {
-                        if !self.isolated.contains(&key) {
-                            lat *= m;
-                            err += 0.1;
-                        }
-                    }
-                    if storm_load > 0.0 {
-                        // Duplicate requests fight for the same idempotency lock.
-                        err += (storm_load / (acc_load + 1.0)) * 0.3;
-                        lat *= 1.0 + 2.0 * storm_load / (acc_load + 1.0);
-                    }
-                }
-                if let Some((_, m)) = &hot_inst {
-                    // One saturated instance: its share of requests is slow
-                    // and many time out; p99 is that instance's latency.
-                    lat *= m;
-                    err += 0.4 / up.max(1.0);
-                }
-                if let Some(n) = network {
-                    err += n;
-                    lat *= 3.0;
-                }
-                let cpu = (0.08 + 0.7 * u.min(1.3)).min(1.0);
-                svc_state.insert(s.name.clone(), (u, lat, err.min(1.0), cpu));
-                instance_rows.push((s.clone(), up as u32, hot_inst, cpu, lat, err));
-            }
-            // The database pool of the accounting core.
-            let db_lat = svc_state.get("database").map_or(DB_MS, |x| x.1);
-            let pool_use = acc_load * db_lat / 1000.0 / POOL_SIZE;
-            if let Some(st) = svc_state.get_mut("accounting-core") {
-                st.1 += db_lat * (1.0 + pool_use.min(1.5).powi(4) * 4.0);
-                if pool_use > 1.0 {
-                    st.2 = (st.2 + 1.0 - 1.0 / pool_use).min(1.0);
+                if t.batch {
+                    lat *= 1.6;
                 }
             }
-            let app_err = |name: &str| svc_state.get(name).map_or(0.0, |x| x.2);
-            let app_lat = |name: &str| svc_state.get(name).map_or(0.0, |x| x.1);
+            if s.name == "accounting-core" {
+                let contention: Vec<(String, f64)> = self
+                    .fault(FaultKind::HotAccountContention)
+                    .map(|f| (f.key.clone().unwrap_or_default(), f.magnitude()))
+                    .collect();
+                for (key, m) in contention {
+                    if !self.isolated.contains(&key) {
+                        lat *= m;
+                        err += 0.1;
+                    }
+                }
+                if storm_load > 0.0 {
+                    // Duplicate requests fight for the same idempotency lock.
+                    err += (storm_load / (acc_load + 1.0)) * 0.3;
+                    lat *= 1.0 + 2.0 * storm_load / (acc_load + 1.0);
+                }
+            }
+            if let Some((_, m)) = &hot_inst {
+                // One saturated instance: its share of requests is slow
+                // and many time out; p99 is that instance's latency.
+                lat *= m;
+                err += 0.4 / up.max(1.0);
+            }
+            if let Some(n) = network {
+                err += n;
+                lat *= 3.0;
+            }
+            let cpu = (0.08 + 0.7 * u.min(1.3)).min(1.0);
+            svc_state.insert(s.name.clone(), (u, lat, err.min(1.0), cpu));
+            instance_rows.push(InstanceRow {
+                svc: s.clone(),
+                up: up as u32,
+                hot: hot_inst,
+                cpu,
+            });
+        }
+        // The database pool of the accounting core.
+        let db_lat = svc_state.get("database").map_or(DB_MS, |x| x.1);
+        let pool_use = acc_load * db_lat / 1000.0 / POOL_SIZE;
+        if let Some(st) = svc_state.get_mut("accounting-core") {
+            st.1 += db_lat * (1.0 + pool_use.min(1.5).powi(4) * 4.0);
+            if pool_use > 1.0 {
+                st.2 = (st.2 + 1.0 - 1.0 / pool_use).min(1.0);
+            }
+        }
+        Served {
+            state: svc_state,
+            load: svc_load,
+            instances: instance_rows,
+            pool_use,
+        }
+    }
 
-            // Channels.
-            let idc_chan_load: f64 = scenes
-                .iter()
-                .filter(|sc| {
-                    links.iter().any(|l| {
-                        l.name == sc.link && l.services.iter().any(|s| s == "channel-router")
-                    })
-                })
-                .map(|sc| admitted[&sc.name])
-                .sum();
-            let chan_eff: Vec<(f64, f64)> = chans
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let (mut p, lat) = chan_health[i];
-                    let load = idc_chan_load * split[i] / share.max(1e-9);
-                    if load > c.cap {
-                        p *= c.cap / load;
-                    }
-                    (p, lat)
-                })
-                .collect();
-            let chan_success: f64 = split.iter().zip(&chan_eff).map(|(s, (p, _))| s * p).sum();
-            let chan_p99 = split
-                .iter()
-                .zip(&chan_eff)
-                .filter(|(s, _)| **s >= 0.01)
-                .map(|(_, (_, l))| *l)
-                .fold(0.0, f64::max);
+    /// The payment channels as IDC `ii` sees them: load, success and p99.
+    fn channels(&self, t: &Tick, ii: usize, d: &Demand) -> Channels {
+        let share = t.idc_shares[ii];
+        let load: f64 = t
+            .scenes
+            .iter()
+            .filter(|sc| {
+                t.links
+                    .iter()
+                    .any(|l| l.name == sc.link && l.services.iter().any(|s| s == "channel-router"))
+            })
+            .map(|sc| d.admitted[&sc.name])
+            .sum();
+        let eff: Vec<(f64, f64)> = t
+            .chans
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (mut p, lat) = t.chan_health[i];
+                let l = load * t.split[i] / share.max(1e-9);
+                if l > c.cap {
+                    p *= c.cap / l;
+                }
+                (p, lat)
+            })
+            .collect();
+        let success: f64 = t.split.iter().zip(&eff).map(|(s, (p, _))| s * p).sum();
+        let p99 = t
+            .split
+            .iter()
+            .zip(&eff)
+            .filter(|(s, _)| **s >= 0.01)
+            .map(|(_, (_, l))| *l)
+            .fold(0.0, f64::max);
+        Channels {
+            load,
+            eff,
+            success,
+            p99,
+        }
+    }
 
-            // Scenes: success and latency along their links.
-            for sc in &scenes {
-                let Some(link) = links.iter().find(|l| l.name == sc.link) else {
-                    continue;
-                };
-                let adm = admitted[&sc.name];
-                let bad = bad_requests[&sc.name];
-                let uses_chan = link.services.iter().any(|s| s == "channel-router");
-                let mut p: f64 = link.services.iter().map(|s| 1.0 - app_err(s)).product();
-                if uses_chan {
-                    p *= chan_success;
-                }
-                let mut lat: f64 = link.services.iter().map(|s| app_lat(s)).sum();
-                if uses_chan {
-                    lat += chan_p99;
-                }
-                // Abusive requests (stolen cards) are mostly declined.
-                let total = adm + bad;
-                let ok = adm * p + bad * 0.3 * p;
-                let rate_true = if total > 0.0 { ok / total } else { 1.0 };
-                let sd = (rate_true * (1.0 - rate_true) / total.max(1.0)).sqrt();
-                let rate = (rate_true + self.noise(sd)).clamp(0.0, 1.0);
-                let lat = lat * (1.0 + self.noise(0.03));
-                let failed_legit = adm * (1.0 - p);
-                self.truth.failed += failed_legit;
-                loss += failed_legit;
-                if !self.degraded.contains(&sc.name) {
-                    let e = tick_att.entry(sc.name.clone()).or_default();
-                    e.0 += total;
-                    e.1 += total * rate;
-                }
-                if total > 0.0 {
-                    let entry = link.services.first().cloned().unwrap_or_default();
-                    for (metric, value) in [
-                        ("tps", total),
-                        ("success_rate", rate),
-                        ("latency_p99_ms", lat),
-                    ] {
-                        samples.push(FrameSample {
-                            layer: Layer::Business,
-                            idc: idc.name.clone(),
-                            service: entry.clone(),
-                            scene: Some(sc.name.clone()),
-                            link: Some(sc.link.clone()),
-                            instance: None,
-                            metric: metric.into(),
-                            value,
-                        });
-                    }
-                }
+    /// Each scene's success and latency along its link: the business
+    /// indicators, the payments that failed, the SLO's attempts.
+    fn report_scenes(&mut self, t: &mut Tick, ii: usize, d: &Demand, svc: &Served, ch: &Channels) {
+        let idc = t.idcs[ii].name.clone();
+        for sc in &t.scenes {
+            let Some(link) = t.links.iter().find(|l| l.name == sc.link) else {
+                continue;
+            };
+            let adm = d.admitted[&sc.name];
+            let bad = d.bad_requests[&sc.name];
+            let uses_chan = link.services.iter().any(|s| s == "channel-router");
+            let mut p: f64 = link.services.iter().map(|s| 1.0 - svc.err(s)).product();
+            if uses_chan {
+                p *= ch.success;
             }
-            for (i, c) in chans.iter().enumerate() {
-                let tps = idc_chan_load * split[i] * (1.0 + self.noise(0.02)).max(0.0);
-                let mut metrics = vec![("tps", tps)];
-                // Draw even when unused, so that the random stream does not
-                // depend on the actions taken (counterfactual replays).
-                let (z1, z2) = (self.noise(1.0), self.noise(1.0));
-                if tps >= 1.0 {
-                    let (p, lat) = chan_eff[i];
-                    let sd = (p * (1.0 - p) / tps).sqrt();
-                    metrics.push(("success_rate", (p + z1 * sd).clamp(0.0, 1.0)));
-                    metrics.push(("latency_p99_ms", lat * (1.0 + 0.03 * z2)));
-                }
-                for (metric, value) in metrics {
-                    samples.push(FrameSample {
+            let mut lat: f64 = link.services.iter().map(|s| svc.lat(s)).sum();
+            if uses_chan {
+                lat += ch.p99;
+            }
+            // Abusive requests (stolen cards) are mostly declined.
+            let total = adm + bad;
+            let ok = adm * p + bad * 0.3 * p;
+            let rate_true = if total > 0.0 { ok / total } else { 1.0 };
+            let sd = (rate_true * (1.0 - rate_true) / total.max(1.0)).sqrt();
+            let rate = (rate_true + self.noise(sd)).clamp(0.0, 1.0);
+            let lat = lat * (1.0 + self.noise(0.03));
+            let failed_legit = adm * (1.0 - p);
+            self.truth.failed += failed_legit;
+            t.loss += failed_legit;
+            if !self.degraded.contains(&sc.name) {
+                let e = t.tick_att.entry(sc.name.clone()).or_default();
+                e.0 += total;
+                e.1 += total * rate;
+            }
+            if total > 0.0 {
+                let entry = link.services.first().cloned().unwrap_or_default();
+                for (metric, value) in [
+                    ("tps", total),
+                    ("success_rate", rate),
+                    ("latency_p99_ms", lat),
+                ] {
+                    t.samples.push(FrameSample {
                         layer: Layer::Business,
-                        idc: idc.name.clone(),
-                        service: c.name.clone(),
-                        scene: None,
-                        link: None,
+                        idc: idc.clone(),
+                        service: entry.clone(),
+                        scene: Some(sc.name.clone()),
+                        link: Some(sc.link.clone()),
                         instance: None,
                         metric: metric.into(),
                         value,
                     });
                 }
             }
+        }
+    }
 
-            // Latency seen by each service's callers, its downstream calls
-            // included: a slow dependency makes everything upstream slower
-            // and fills upstream thread pools (Little's law).
-            let mut incl: BTreeMap<String, f64> = BTreeMap::new();
-            for _ in 0..svcs.len() {
-                for s in &svcs {
-                    let deps = self
-                        .topo
-                        .service(&s.name)
-                        .map(|x| x.depends_on.clone())
-                        .unwrap_or_default();
-                    let mut down = 0.0f64;
-                    for d in &deps {
-                        if chans.iter().any(|c| &c.name == d) {
-                            down = down.max(chan_p99);
-                        } else {
-                            down = down.max(incl.get(d).copied().unwrap_or(0.0));
-                        }
-                    }
-                    incl.insert(s.name.clone(), app_lat(&s.name) + down);
-                }
+    /// Each channel's traffic, success and latency from IDC `ii`.
+    fn report_channels(&mut self, t: &mut Tick, ii: usize, ch: &Channels) {
+        let idc = t.idcs[ii].name.clone();
+        for (i, c) in t.chans.iter().enumerate() {
+            let tps = ch.load * t.split[i] * (1.0 + self.noise(0.02)).max(0.0);
+            let mut metrics = vec![("tps", tps)];
+            // Draw even when unused, so that the random stream does not
+            // depend on the actions taken (counterfactual replays).
+            let (z1, z2) = (self.noise(1.0), self.noise(1.0));
+            if tps >= 1.0 {
+                let (p, lat) = ch.eff[i];
+                let sd = (p * (1.0 - p) / tps).sqrt();
+                metrics.push(("success_rate", (p + z1 * sd).clamp(0.0, 1.0)));
+                metrics.push(("latency_p99_ms", lat * (1.0 + 0.03 * z2)));
             }
-
-            // Services, instances and hosts.
-            for (s, up, hot_inst, cpu, _, _) in instance_rows {
-                let (u, _, err, _) = svc_state[&s.name];
-                let lat_total = incl.get(&s.name).copied().unwrap_or(0.0);
-                let load = svc_load.get(&s.name).copied().unwrap_or(0.0);
-                let pool = (s.name == "accounting-core").then_some(pool_use);
-                let thread =
-                    (load * lat_total / 1000.0 / (up.max(1) as f64 * THREADS)).clamp(0.0, 1.0);
-                let gc = 4.0 + 12.0 * u.min(1.5);
-                let mut svc_metrics = vec![
-                    ("error_rate", (err + self.noise(0.0003)).clamp(0.0, 1.0)),
-                    ("latency_p99_ms", lat_total * (1.0 + self.noise(0.03))),
-                    (
-                        "thread_pool_use",
-                        (thread + self.noise(0.01)).clamp(0.0, 1.0),
-                    ),
-                ];
-                if let Some(p) = pool {
-                    svc_metrics.push((
-                        "conn_pool_use",
-                        (p.min(1.0) + self.noise(0.01)).clamp(0.0, 1.0),
-                    ));
-                }
-                for (metric, value) in svc_metrics {
-                    samples.push(FrameSample {
-                        layer: Layer::System,
-                        idc: idc.name.clone(),
-                        service: s.name.clone(),
-                        scene: None,
-                        link: None,
-                        instance: None,
-                        metric: metric.into(),
-                        value,
-                    });
-                }
-                for k in 1..=s.instances {
-                    let inst = instance_name(&s.name, &idc.name, k);
-                    let is_hot = hot_inst.as_ref().is_some_and(|(h, _)| h == &inst);
-                    let icpu = if is_hot { 0.99 } else { cpu };
-                    let ilat = if is_hot {
-                        lat_total
-                    } else {
-                        lat_total / hot_inst.as_ref().map_or(1.0, |(_, m)| *m)
-                    };
-                    // A saturated instance fails and queues its own share.
-                    let ierr = if is_hot { err + 0.4 } else { err };
-                    let ithread = if is_hot { 1.0 } else { thread };
-                    let values = [
-                        (
-                            Layer::System,
-                            "cpu",
-                            (icpu + self.noise(0.01)).clamp(0.0, 1.0),
-                        ),
-                        (
-                            Layer::System,
-                            "error_rate",
-                            (ierr + self.noise(0.0005)).clamp(0.0, 1.0),
-                        ),
-                        (
-                            Layer::System,
-                            "thread_pool_use",
-                            (ithread + self.noise(0.01)).clamp(0.0, 1.0),
-                        ),
-                        (
-                            Layer::System,
-                            "gc_pause_ms",
-                            (gc * (1.0 + self.noise(0.05))).max(0.0),
-                        ),
-                        (
-                            Layer::System,
-                            "latency_p99_ms",
-                            ilat * (1.0 + self.noise(0.03)),
-                        ),
-                        (
-                            Layer::Infra,
-                            "cpu",
-                            (icpu * 0.9 + 0.05 + self.noise(0.01)).clamp(0.0, 1.0),
-                        ),
-                        (
-                            Layer::Infra,
-                            "mem_used",
-                            (0.55 + 0.1 * u.min(1.0) + self.noise(0.005)).clamp(0.0, 1.0),
-                        ),
-                        (
-                            Layer::Infra,
-                            "disk_io_mbps",
-                            (5.0 + 20.0 * u.min(1.5) * (1.0 + self.noise(0.05))).max(0.0),
-                        ),
-                        (
-                            Layer::Infra,
-                            "net_mbps",
-                            (10.0 + 80.0 * u.min(1.5) * (1.0 + self.noise(0.03))).max(0.0),
-                        ),
-                    ];
-                    // Drawn above either way; a restarting instance reports nothing.
-                    if self.restarting.contains_key(&inst) {
-                        continue;
-                    }
-                    for (layer, metric, value) in values {
-                        samples.push(FrameSample {
-                            layer,
-                            idc: idc.name.clone(),
-                            service: s.name.clone(),
-                            scene: None,
-                            link: None,
-                            instance: Some(inst.clone()),
-                            metric: metric.into(),
-                            value,
-                        });
-                    }
-                }
-                let _ = up;
-            }
-
-            // Hot keys: a long tail of normal keys, plus whatever a fault adds.
-            let checkout = admitted.get("checkout").copied().unwrap_or(0.0);
-            let all: f64 = admitted.values().sum();
-            let mut items: Vec<(String, u64)> = (1..=5)
-                .map(|k| {
-                    (
-                        format!("item-{k}"),
-                        (checkout * 0.05 / k as f64 * (1.0 + self.noise(0.05)).max(0.0)) as u64,
-                    )
-                })
-                .collect();
-            items.extend(item_counts);
-            let mut ips: Vec<(String, u64)> = (1..=5)
-                .map(|k| {
-                    (
-                        format!("10.0.{ii}.{k}"),
-                        (all * 0.002 * (1.0 + self.noise(0.2)).max(0.0)) as u64,
-                    )
-                })
-                .collect();
-            ips.extend(ip_counts);
-            let merchants: Vec<(String, u64)> = (1..=5)
-                .map(|k| {
-                    (
-                        format!("merchant-{k:03}"),
-                        (all * 0.06 / k as f64 * (1.0 + self.noise(0.05)).max(0.0)) as u64,
-                    )
-                })
-                .collect();
-            let mut orders: Vec<(String, u64)> = (1..=5)
-                .map(|k| (format!("order-{}-{k}", self.tick), 1))
-                .collect();
-            orders.extend(order_counts);
-            let mut accounts: Vec<(String, u64)> = (1..=5)
-                .map(|k| {
-                    (
-                        format!("acct-{k:04}"),
-                        (all * 0.01 / k as f64 * (1.0 + self.noise(0.05)).max(0.0)) as u64,
-                    )
-                })
-                .collect();
-            let contention: Vec<String> = self
-                .fault(FaultKind::HotAccountContention)
-                .filter_map(|f| f.key.clone())
-                .collect();
-            for key in contention {
-                accounts.push((key, (all * 0.3) as u64));
-            }
-            for (service, dimension, mut top, total) in [
-                ("cashier", "item", items, checkout),
-                (
-                    "cashier",
-                    "client_ip",
-                    ips,
-                    all + bad_requests.values().sum::<f64>(),
-                ),
-                ("cashier", "merchant", merchants, all),
-                ("payment-engine", "order", orders, all + storm_load),
-                ("accounting-core", "account", accounts, all),
-            ] {
-                // Every key counted; the agent's sketch finds the heavy ones.
-                top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-                let total = (total.max(0.0) as u64).max(top.iter().map(|x| x.1).sum());
-                hot.push(HotKeys {
-                    idc: idc.name.clone(),
-                    service: service.into(),
-                    dimension: dimension.into(),
-                    total,
-                    top,
+            for (metric, value) in metrics {
+                t.samples.push(FrameSample {
+                    layer: Layer::Business,
+                    idc: idc.clone(),
+                    service: c.name.clone(),
+                    scene: None,
+                    link: None,
+                    instance: None,
+                    metric: metric.into(),
+                    value,
                 });
             }
         }
-        self.account(ts, tick_att, loss, &mut events);
-        (
-            Frame {
-                tick: self.tick,
-                ts,
-                samples,
-                hot,
-                changes,
-            },
-            events,
-        )
+    }
+
+    /// Latency seen by each service's callers, its downstream calls
+    /// included: a slow dependency makes everything upstream slower and
+    /// fills upstream thread pools (Little's law).
+    fn caller_latency(&self, t: &Tick, svc: &Served, ch: &Channels) -> BTreeMap<String, f64> {
+        let mut incl: BTreeMap<String, f64> = BTreeMap::new();
+        for _ in 0..t.svcs.len() {
+            for s in &t.svcs {
+                let deps = self
+                    .topo
+                    .service(&s.name)
+                    .map(|x| x.depends_on.clone())
+                    .unwrap_or_default();
+                let mut down = 0.0f64;
+                for d in &deps {
+                    if t.chans.iter().any(|c| &c.name == d) {
+                        down = down.max(ch.p99);
+                    } else {
+                        down = down.max(incl.get(d).copied().unwrap_or(0.0));
+                    }
+                }
+                incl.insert(s.name.clone(), svc.lat(&s.name) + down);
+            }
+        }
+        incl
+    }
+
+    /// Services', instances' and hosts' indicators in IDC `ii` (a
+    /// restarting instance reports nothing).
+    fn report_services(
+        &mut self,
+        t: &mut Tick,
+        ii: usize,
+        svc: &Served,
+        incl: &BTreeMap<String, f64>,
+    ) {
+        let idc = t.idcs[ii].name.clone();
+        for row in &svc.instances {
+            let (s, up, hot_inst, cpu) = (&row.svc, row.up, &row.hot, row.cpu);
+            let (u, _, err, _) = svc.state[&s.name];
+            let lat_total = incl.get(&s.name).copied().unwrap_or(0.0);
+            let load = svc.load.get(&s.name).copied().unwrap_or(0.0);
+            let pool = (s.name == "accounting-core").then_some(svc.pool_use);
+            let thread = (load * lat_total / 1000.0 / (up.max(1) as f64 * THREADS)).clamp(0.0, 1.0);
+            let gc = 4.0 + 12.0 * u.min(1.5);
+            let mut svc_metrics = vec![
+                ("error_rate", (err + self.noise(0.0003)).clamp(0.0, 1.0)),
+                ("latency_p99_ms", lat_total * (1.0 + self.noise(0.03))),
+                (
+                    "thread_pool_use",
+                    (thread + self.noise(0.01)).clamp(0.0, 1.0),
+                ),
+            ];
+            if let Some(p) = pool {
+                svc_metrics.push((
+                    "conn_pool_use",
+                    (p.min(1.0) + self.noise(0.01)).clamp(0.0, 1.0),
+                ));
+            }
+            for (metric, value) in svc_metrics {
+                t.samples.push(FrameSample {
+                    layer: Layer::System,
+                    idc: idc.clone(),
+                    service: s.name.clone(),
+                    scene: None,
+                    link: None,
+                    instance: None,
+                    metric: metric.into(),
+                    value,
+                });
+            }
+            for k in 1..=s.instances {
+                let inst = instance_name(&s.name, &idc, k);
+                let is_hot = hot_inst.as_ref().is_some_and(|(h, _)| h == &inst);
+                let icpu = if is_hot { 0.99 } else { cpu };
+                let ilat = if is_hot {
+                    lat_total
+                } else {
+                    lat_total / hot_inst.as_ref().map_or(1.0, |(_, m)| *m)
+                };
+                // A saturated instance fails and queues its own share.
+                let ierr = if is_hot { err + 0.4 } else { err };
+                let ithread = if is_hot { 1.0 } else { thread };
+                let values = [
+                    (
+                        Layer::System,
+                        "cpu",
+                        (icpu + self.noise(0.01)).clamp(0.0, 1.0),
+                    ),
+                    (
+                        Layer::System,
+                        "error_rate",
+                        (ierr + self.noise(0.0005)).clamp(0.0, 1.0),
+                    ),
+                    (
+                        Layer::System,
+                        "thread_pool_use",
+                        (ithread + self.noise(0.01)).clamp(0.0, 1.0),
+                    ),
+                    (
+                        Layer::System,
+                        "gc_pause_ms",
+                        (gc * (1.0 + self.noise(0.05))).max(0.0),
+                    ),
+                    (
+                        Layer::System,
+                        "latency_p99_ms",
+                        ilat * (1.0 + self.noise(0.03)),
+                    ),
+                    (
+                        Layer::Infra,
+                        "cpu",
+                        (icpu * 0.9 + 0.05 + self.noise(0.01)).clamp(0.0, 1.0),
+                    ),
+                    (
+                        Layer::Infra,
+                        "mem_used",
+                        (0.55 + 0.1 * u.min(1.0) + self.noise(0.005)).clamp(0.0, 1.0),
+                    ),
+                    (
+                        Layer::Infra,
+                        "disk_io_mbps",
+                        (5.0 + 20.0 * u.min(1.5) * (1.0 + self.noise(0.05))).max(0.0),
+                    ),
+                    (
+                        Layer::Infra,
+                        "net_mbps",
+                        (10.0 + 80.0 * u.min(1.5) * (1.0 + self.noise(0.03))).max(0.0),
+                    ),
+                ];
+                // Drawn above either way; a restarting instance reports nothing.
+                if self.restarting.contains_key(&inst) {
+                    continue;
+                }
+                for (layer, metric, value) in values {
+                    t.samples.push(FrameSample {
+                        layer,
+                        idc: idc.clone(),
+                        service: s.name.clone(),
+                        scene: None,
+                        link: None,
+                        instance: Some(inst.clone()),
+                        metric: metric.into(),
+                        value,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Hot keys in IDC `ii`: a long tail of normal keys, plus whatever a
+    /// fault adds.
+    fn report_hot_keys(&mut self, t: &mut Tick, ii: usize, d: Demand) {
+        let idc = t.idcs[ii].name.clone();
+        let checkout = d.admitted.get("checkout").copied().unwrap_or(0.0);
+        let all: f64 = d.admitted.values().sum();
+        let mut items: Vec<(String, u64)> = (1..=5)
+            .map(|k| {
+                (
+                    format!("item-{k}"),
+                    (checkout * 0.05 / k as f64 * (1.0 + self.noise(0.05)).max(0.0)) as u64,
+                )
+            })
+            .collect();
+        items.extend(d.item_counts);
+        let mut ips: Vec<(String, u64)> = (1..=5)
+            .map(|k| {
+                (
+                    format!("10.0.{ii}.{k}"),
+                    (all * 0.002 * (1.0 + self.noise(0.2)).max(0.0)) as u64,
+                )
+            })
+            .collect();
+        ips.extend(d.ip_counts);
+        let merchants: Vec<(String, u64)> = (1..=5)
+            .map(|k| {
+                (
+                    format!("merchant-{k:03}"),
+                    (all * 0.06 / k as f64 * (1.0 + self.noise(0.05)).max(0.0)) as u64,
+                )
+            })
+            .collect();
+        let mut orders: Vec<(String, u64)> = (1..=5)
+            .map(|k| (format!("order-{}-{k}", self.tick), 1))
+            .collect();
+        orders.extend(d.order_counts);
+        let mut accounts: Vec<(String, u64)> = (1..=5)
+            .map(|k| {
+                (
+                    format!("acct-{k:04}"),
+                    (all * 0.01 / k as f64 * (1.0 + self.noise(0.05)).max(0.0)) as u64,
+                )
+            })
+            .collect();
+        let contention: Vec<String> = self
+            .fault(FaultKind::HotAccountContention)
+            .filter_map(|f| f.key.clone())
+            .collect();
+        for key in contention {
+            accounts.push((key, (all * 0.3) as u64));
+        }
+        for (service, dimension, mut top, total) in [
+            ("cashier", "item", items, checkout),
+            (
+                "cashier",
+                "client_ip",
+                ips,
+                all + d.bad_requests.values().sum::<f64>(),
+            ),
+            ("cashier", "merchant", merchants, all),
+            ("payment-engine", "order", orders, all + d.storm_load),
+            ("accounting-core", "account", accounts, all),
+        ] {
+            // Every key counted; the agent's sketch finds the heavy ones.
+            top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let total = (total.max(0.0) as u64).max(top.iter().map(|x| x.1).sum());
+            t.hot.push(HotKeys {
+                idc: idc.clone(),
+                service: service.into(),
+                dimension: dimension.into(),
+                total,
+                top,
+            });
+        }
     }
 
     fn account(
