@@ -3,8 +3,8 @@
 //! parser and the replay reader never panic and never pass garbage; what
 //! the codec encodes it decodes back unchanged.
 //!
-//! Each property runs `SELFHEAL_FUZZ_CASES` cases (256 by default, a few
-//! seconds in all), so CI runs it on every change; set it higher to fuzz
+//! Each property runs `SELFHEAL_FUZZ_CASES` cases (1,000 by default, about a
+//! second in all), so CI runs it on every change; set it higher to fuzz
 //! longer.
 
 use std::collections::BTreeMap;
@@ -19,7 +19,7 @@ fn config() -> ProptestConfig {
     let cases = std::env::var("SELFHEAL_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+        .unwrap_or(1000);
     ProptestConfig {
         cases,
         failure_persistence: None,
@@ -159,7 +159,10 @@ proptest! {
         for strict in [false, true] {
             match selfheal::replay::read_with(dir.path(), selfheal::replay::ReadOptions { strict }) {
                 Ok(rec) => prop_assert!(rec.rows <= rows.len()),
-                Err(e) => prop_assert!(!format!("{e:#}").is_empty()),
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    prop_assert!(!why.is_empty());
+                }
             }
         }
     }

@@ -446,3 +446,99 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use selfheal_bus::ActionKind;
+
+    use super::*;
+
+    /// One attempt: (incident, target, fraction moved, seconds after the
+    /// previous attempt, answered before it).
+    fn attempts() -> impl Strategy<Value = Vec<(u8, u8, Option<f64>, u16, bool)>> {
+        proptest::collection::vec(
+            (
+                0u8..4,
+                0u8..8,
+                proptest::option::of(0.0f64..1.0),
+                0u16..400,
+                any::<bool>(),
+            ),
+            1..60,
+        )
+    }
+
+    fn action(target: u8, fraction: Option<f64>) -> PlannedAction {
+        let mut params = std::collections::BTreeMap::new();
+        if let Some(f) = fraction {
+            params.insert("fraction".into(), serde_json::Value::from(f));
+        }
+        PlannedAction {
+            kind: if fraction.is_some() {
+                ActionKind::ShiftTraffic
+            } else {
+                ActionKind::Restart
+            },
+            service: "svc".into(),
+            target: format!("t{target}"),
+            params,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever the sequence, what the guards allow keeps every
+        /// budget: no more targets or traffic in a window than configured,
+        /// no target acted on by two incidents within the cooldown, never
+        /// more actions in flight than the cap.
+        #[test]
+        fn allowed_actions_keep_every_budget(seq in attempts(), max_targets in 1usize..5, max_in_flight in 1usize..5) {
+            let cfg = GuardConfig {
+                max_targets_per_window: max_targets,
+                max_in_flight,
+                ..GuardConfig::default()
+            };
+            let (window, cool) = ((cfg.blast_window_s * 1000) as i64, (cfg.cooldown_s * 1000) as i64);
+            let mut g = Guards::new(cfg.clone());
+            let mut now = 0i64;
+            let mut in_flight = 0usize;
+            let mut allowed: Vec<(i64, u8, String, f64)> = Vec::new();
+            for (inc, target, fraction, dt, answer) in seq {
+                now += dt as i64 * 1000;
+                if answer && in_flight > 0 {
+                    g.answered();
+                    in_flight -= 1;
+                }
+                let a = action(target, fraction);
+                let incident = format!("inc-{inc}");
+                if g.check(&incident, &a, now) == Verdict::Allow {
+                    g.sent(&incident, &a, now);
+                    in_flight += 1;
+                    allowed.push((now, inc, a.target.clone(), fraction.unwrap_or(0.0)));
+                }
+                prop_assert!(in_flight <= max_in_flight, "in flight {in_flight}");
+            }
+            for (i, (t, inc, target, _)) in allowed.iter().enumerate() {
+                let recent: Vec<_> = allowed[..=i].iter().filter(|x| x.0 > t - window).collect();
+                let mut targets: Vec<&str> = recent.iter().map(|x| x.2.as_str()).collect();
+                targets.sort_unstable();
+                targets.dedup();
+                prop_assert!(targets.len() <= max_targets, "targets {targets:?} at {t}");
+                let mut moved = std::collections::HashMap::<&str, f64>::new();
+                for x in &recent {
+                    let e = moved.entry(x.2.as_str()).or_default();
+                    *e = e.max(x.3);
+                }
+                let total: f64 = moved.values().sum();
+                prop_assert!(total <= cfg.max_shifted_per_window + 1e-9, "moved {total}");
+                for (t2, inc2, target2, _) in &allowed[..i] {
+                    if target2 == target && inc2 != inc {
+                        prop_assert!(t - t2 >= cool, "{target} by two incidents {}s apart", (t - t2) / 1000);
+                    }
+                }
+            }
+        }
+    }
+}
