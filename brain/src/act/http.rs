@@ -157,88 +157,97 @@ pub async fn send(
         })?),
         None => None,
     };
-    let mut delays = super::backoff(Duration::from_millis(route.backoff_ms), route.retries);
-    let mut last = String::new();
-    let mut kind = ActErrorKind::Failed;
-    for attempt in 0..=route.retries {
-        if attempt > 0 {
-            tokio::time::sleep(delays.next().unwrap_or_default()).await;
-        }
-        let mut rb = client
-            .post(&route.url)
-            .timeout(Duration::from_millis(route.timeout_ms))
-            .header("Idempotency-Key", &req.id)
-            .json(req);
-        if let Some(t) = &token {
-            rb = rb.bearer_auth(t);
-        }
-        let resp = match rb.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                kind = if e.is_timeout() {
-                    ActErrorKind::TimedOut
-                } else if e.is_connect() {
-                    ActErrorKind::Unreachable
-                } else {
-                    ActErrorKind::Failed
+    let answer = |s: ActionStatus, message: String| ActionReply {
+        v: WIRE_VERSION,
+        id: req.id.clone(),
+        status: s,
+        message,
+        ts: req.ts,
+    };
+    let r = super::retry(
+        Duration::from_millis(route.backoff_ms),
+        route.retries,
+        |_| {},
+        |attempt| {
+            let rb = client
+                .post(&route.url)
+                .timeout(Duration::from_millis(route.timeout_ms))
+                .header("Idempotency-Key", &req.id)
+                .json(req);
+            let rb = match &token {
+                Some(t) => rb.bearer_auth(t),
+                None => rb,
+            };
+            let answer = &answer;
+            async move {
+                let resp = match rb.send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let kind = if e.is_timeout() {
+                            ActErrorKind::TimedOut
+                        } else if e.is_connect() {
+                            ActErrorKind::Unreachable
+                        } else {
+                            ActErrorKind::Failed
+                        };
+                        let last = format!("{}: attempt {}: {}", route.name, attempt + 1, plain(&e));
+                        tracing::warn!(route = %route.name, action = %req.id, error = %last, "HTTP action attempt failed");
+                        return super::Attempt::Again((kind, last));
+                    }
                 };
-                last = format!("{}: attempt {}: {}", route.name, attempt + 1, plain(&e));
-                tracing::warn!(route = %route.name, action = %req.id, error = %last, "HTTP action attempt failed");
-                continue;
+                let status = resp.status();
+                let body = resp.bytes().await.unwrap_or_default();
+                let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                if status.is_success() {
+                    if let Ok(r) = serde_json::from_slice::<ActionReply>(&body)
+                        && r.id == req.id
+                    {
+                        return super::Attempt::Done(r);
+                    }
+                    return super::Attempt::Done(answer(
+                        ActionStatus::Applied,
+                        format!("{}: HTTP {}", route.name, status.as_u16()),
+                    ));
+                }
+                if status == reqwest::StatusCode::CONFLICT {
+                    return super::Attempt::Done(answer(
+                        ActionStatus::Duplicate,
+                        format!("{}: HTTP 409: {text}", route.name),
+                    ));
+                }
+                if status.is_server_error() {
+                    let last = format!(
+                        "{}: attempt {}: HTTP {}: {text}",
+                        route.name,
+                        attempt + 1,
+                        status.as_u16()
+                    );
+                    tracing::warn!(route = %route.name, action = %req.id, error = %last, "HTTP action attempt failed");
+                    return super::Attempt::Again((ActErrorKind::Failed, last));
+                }
+                let why = if status.is_redirection() {
+                    "redirect not followed".to_string()
+                } else {
+                    text
+                };
+                super::Attempt::Done(answer(
+                    ActionStatus::Rejected,
+                    format!("{}: HTTP {}: {why}", route.name, status.as_u16()),
+                ))
             }
-        };
-        let status = resp.status();
-        let body = resp.bytes().await.unwrap_or_default();
-        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-        let answer = |s: ActionStatus, message: String| ActionReply {
-            v: WIRE_VERSION,
-            id: req.id.clone(),
-            status: s,
-            message,
-            ts: req.ts,
-        };
-        if status.is_success() {
-            if let Ok(r) = serde_json::from_slice::<ActionReply>(&body)
-                && r.id == req.id
-            {
-                return Ok(r);
-            }
-            return Ok(answer(
-                ActionStatus::Applied,
-                format!("{}: HTTP {}", route.name, status.as_u16()),
-            ));
+        },
+    )
+    .await;
+    match r {
+        Ok((reply, _)) => Ok(reply),
+        Err(g) => {
+            let (kind, last) = g.error;
+            Err(ActError::new(
+                kind,
+                format!("{} attempt(s) failed; last: {last}", g.attempts),
+            ))
         }
-        if status == reqwest::StatusCode::CONFLICT {
-            return Ok(answer(
-                ActionStatus::Duplicate,
-                format!("{}: HTTP 409: {text}", route.name),
-            ));
-        }
-        if status.is_server_error() {
-            kind = ActErrorKind::Failed;
-            last = format!(
-                "{}: attempt {}: HTTP {}: {text}",
-                route.name,
-                attempt + 1,
-                status.as_u16()
-            );
-            tracing::warn!(route = %route.name, action = %req.id, error = %last, "HTTP action attempt failed");
-            continue;
-        }
-        let why = if status.is_redirection() {
-            "redirect not followed".to_string()
-        } else {
-            text
-        };
-        return Ok(answer(
-            ActionStatus::Rejected,
-            format!("{}: HTTP {}: {why}", route.name, status.as_u16()),
-        ));
     }
-    Err(ActError::new(
-        kind,
-        format!("{} attempt(s) failed; last: {last}", route.retries + 1),
-    ))
 }
 
 /// A transport error, in a few words.

@@ -28,6 +28,68 @@ pub(crate) fn backoff(
         .build()
 }
 
+/// What one attempt of a retried delivery came to.
+pub(crate) enum Attempt<T, E> {
+    /// Done: stop here with this.
+    Done(T),
+    /// Failed for good (a 4xx): stop, with this error.
+    Final(E),
+    /// Failed; worth another attempt, if any is left.
+    Again(E),
+}
+
+/// Why a retried delivery stopped without success.
+#[derive(Debug, PartialEq)]
+pub(crate) struct GaveUp<E> {
+    /// The last attempt's error.
+    pub error: E,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Every attempt was used (else the last failure was final).
+    pub exhausted: bool,
+}
+
+/// Runs `attempt` (given its number, from 0) until it is done or final,
+/// at most `retries + 1` times, sleeping the [`backoff`] delays between
+/// attempts (`before_retry` is told of each retry). Returns the result
+/// with the attempts made, or why it stopped.
+pub(crate) async fn retry<T, E, F, Fut>(
+    first: std::time::Duration,
+    retries: u32,
+    mut before_retry: impl FnMut(u32),
+    mut attempt: F,
+) -> Result<(T, u32), GaveUp<E>>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Attempt<T, E>>,
+{
+    let mut delays = backoff(first, retries);
+    let mut n = 0;
+    loop {
+        match attempt(n).await {
+            Attempt::Done(t) => return Ok((t, n + 1)),
+            Attempt::Final(error) => {
+                return Err(GaveUp {
+                    error,
+                    attempts: n + 1,
+                    exhausted: false,
+                });
+            }
+            Attempt::Again(error) if n >= retries => {
+                return Err(GaveUp {
+                    error,
+                    attempts: n + 1,
+                    exhausted: true,
+                });
+            }
+            Attempt::Again(_) => {}
+        }
+        n += 1;
+        before_retry(n);
+        tokio::time::sleep(delays.next().unwrap_or_default()).await;
+    }
+}
+
 pub mod approval;
 pub mod gateway;
 pub mod guard;
@@ -52,6 +114,82 @@ pub fn failpoint(name: &str) {
 #[cfg(test)]
 mod backoff_tests {
     use std::time::Duration;
+
+    use super::{Attempt, GaveUp, retry};
+
+    /// On paused time: the attempts are spaced by the backoff delays in
+    /// virtual time, and the test does not wait them out.
+    #[tokio::test(start_paused = true)]
+    async fn retries_wait_the_backoff_and_stop_when_done_final_or_out_of_attempts() {
+        let wall = std::time::Instant::now();
+        let start = tokio::time::Instant::now();
+        let mut at = Vec::new();
+        let mut retried = 0;
+        let r: Result<(&str, u32), GaveUp<&str>> = retry(
+            Duration::from_millis(500),
+            5,
+            |_| retried += 1,
+            |n| {
+                at.push(start.elapsed());
+                async move {
+                    if n < 2 {
+                        Attempt::Again("busy")
+                    } else {
+                        Attempt::Done("ok")
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(r, Ok(("ok", 3)));
+        assert_eq!(retried, 2);
+        assert_eq!(at[0], Duration::ZERO);
+        let gap1 = at[1] - at[0];
+        let gap2 = at[2] - at[1];
+        assert!(
+            gap1 >= Duration::from_millis(500) && gap1 <= Duration::from_millis(1000),
+            "{gap1:?}"
+        );
+        assert!(
+            gap2 >= Duration::from_millis(1000) && gap2 <= Duration::from_millis(2000),
+            "{gap2:?}"
+        );
+
+        let final_: Result<((), u32), GaveUp<&str>> = retry(
+            Duration::from_secs(1),
+            5,
+            |_| {},
+            |_| async { Attempt::Final("404") },
+        )
+        .await;
+        let gave_up = |error, attempts, exhausted| GaveUp {
+            error,
+            attempts,
+            exhausted,
+        };
+        assert_eq!(
+            final_,
+            Err(gave_up("404", 1, false)),
+            "a final failure is not retried"
+        );
+        let out: Result<((), u32), GaveUp<&str>> = retry(
+            Duration::from_secs(1),
+            3,
+            |_| {},
+            |_| async { Attempt::Again("503") },
+        )
+        .await;
+        assert_eq!(
+            out,
+            Err(gave_up("503", 4, true)),
+            "retries + 1 attempts, then the last error"
+        );
+        assert!(
+            start.elapsed() >= Duration::from_secs(7),
+            "1 + 2 + 4 s of virtual time at least"
+        );
+        assert!(wall.elapsed() < Duration::from_secs(1), "no real waiting");
+    }
 
     #[test]
     fn delays_double_with_jitter_and_stop_after_the_retries() {

@@ -195,38 +195,53 @@ pub async fn deliver(
     body: &Value,
     stats: &BrainStats,
 ) -> Result<u32, String> {
-    let mut delays = super::backoff(Duration::from_millis(500), t.retries);
-    let mut last = String::new();
-    for attempt in 0..=t.retries {
-        if attempt > 0 {
-            BrainStats::bump(&stats.notify_retries);
-            tokio::time::sleep(delays.next().unwrap_or_default()).await;
-        }
-        let r = client
-            .post(&t.url)
-            .timeout(Duration::from_millis(t.timeout_ms))
-            .json(body)
-            .send()
-            .await;
-        match r {
-            Ok(res) if res.status().is_success() => return Ok(attempt + 1),
-            Ok(res) => {
-                let s = res.status();
-                last = format!("HTTP {s}");
-                if s.is_client_error() && s.as_u16() != 408 && s.as_u16() != 429 {
-                    return Err(last);
+    deliver_after(client, t, body, stats, Duration::from_millis(500)).await
+}
+
+/// [`deliver`], the first retry after `first` (the backoff itself is
+/// tested on paused time in `act`).
+async fn deliver_after(
+    client: &reqwest::Client,
+    t: &NotifyTarget,
+    body: &Value,
+    stats: &BrainStats,
+    first: Duration,
+) -> Result<u32, String> {
+    let r = super::retry(
+        first,
+        t.retries,
+        |_| BrainStats::bump(&stats.notify_retries),
+        |_| async {
+            let r = client
+                .post(&t.url)
+                .timeout(Duration::from_millis(t.timeout_ms))
+                .json(body)
+                .send()
+                .await;
+            match r {
+                Ok(res) if res.status().is_success() => super::Attempt::Done(()),
+                Ok(res) => {
+                    let s = res.status();
+                    if s.is_client_error() && s.as_u16() != 408 && s.as_u16() != 429 {
+                        super::Attempt::Final(format!("HTTP {s}"))
+                    } else {
+                        super::Attempt::Again(format!("HTTP {s}"))
+                    }
                 }
+                Err(e) if e.is_timeout() => super::Attempt::Again("timed out".into()),
+                Err(e) => super::Attempt::Again(e.to_string()),
             }
-            Err(e) => {
-                last = if e.is_timeout() {
-                    "timed out".into()
-                } else {
-                    e.to_string()
-                }
-            }
-        }
+        },
+    )
+    .await;
+    match r {
+        Ok(((), n)) => Ok(n),
+        Err(g) if g.exhausted => Err(format!(
+            "gave up after {} attempts: {}",
+            g.attempts, g.error
+        )),
+        Err(g) => Err(g.error),
     }
-    Err(format!("gave up after {} attempts: {last}", t.retries + 1))
 }
 
 /// The delivery task: sends every notice to every target, one notice after
@@ -300,6 +315,8 @@ mod tests {
         );
     }
 
+    const MS: Duration = Duration::from_millis(1);
+
     /// A receiver that answers 503, then 500, then 200.
     #[tokio::test]
     async fn a_receiver_that_fails_twice_gets_the_message_on_the_third_attempt() {
@@ -332,7 +349,7 @@ mod tests {
             retries: 4,
         };
         let n = notice();
-        let attempts = deliver(&client, &t, &body(t.format, &n), &stats)
+        let attempts = deliver_after(&client, &t, &body(t.format, &n), &stats, MS)
             .await
             .unwrap();
         assert_eq!(attempts, 3);
@@ -352,14 +369,16 @@ mod tests {
             retries: 3,
             ..t.clone()
         };
-        let e = deliver(&client, &t2, &json!({}), &stats).await.unwrap_err();
+        let e = deliver_after(&client, &t2, &json!({}), &stats, MS)
+            .await
+            .unwrap_err();
         assert!(e.contains("404"), "{e}");
         let dead = NotifyTarget {
             url: "http://127.0.0.1:9/hook".into(),
             retries: 1,
             ..t
         };
-        let e = deliver(&client, &dead, &json!({}), &stats)
+        let e = deliver_after(&client, &dead, &json!({}), &stats, MS)
             .await
             .unwrap_err();
         assert!(e.starts_with("gave up after 2 attempts"), "{e}");

@@ -300,22 +300,32 @@ impl Engine {
         undone: &str,
         read: impl Fn() -> crate::store::Result<Vec<T>>,
     ) -> Vec<T> {
-        let mut wait = Duration::from_millis(100);
-        for attempt in 1..=5 {
-            match crate::blocking::run(&read) {
-                Ok(v) => return v,
-                Err(e) if attempt == 5 => {
-                    BrainStats::bump(&self.stats.store_errors);
-                    error!(error = %e, what, undone, "the store could not be read at restart");
+        let r = crate::act::retry(
+            Duration::from_millis(100),
+            4,
+            |_| {},
+            |attempt| {
+                let r = crate::blocking::run(&read);
+                async move {
+                    match r {
+                        Ok(v) => crate::act::Attempt::Done(v),
+                        Err(e) => {
+                            warn!(error = %e, what, attempt = attempt + 1, "store read at restart failed");
+                            crate::act::Attempt::Again(e)
+                        }
+                    }
                 }
-                Err(e) => {
-                    warn!(error = %e, what, attempt, "store read at restart failed; trying again");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
+            },
+        )
+        .await;
+        match r {
+            Ok((v, _)) => v,
+            Err(g) => {
+                BrainStats::bump(&self.stats.store_errors);
+                error!(error = %g.error, what, undone, "the store could not be read at restart");
+                Vec::new()
             }
         }
-        Vec::new()
     }
 
     /// Files an incident's event on its timeline and publishes it.
