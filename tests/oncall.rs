@@ -196,7 +196,10 @@ impl Api {
         assert_eq!(res.status().as_u16(), 200);
         let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
         assert!(
-            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Strict")
+                && cookie.contains("Path=/")
+                && cookie.contains("Max-Age=43200"),
             "{cookie}"
         );
         let sid = cookie

@@ -19,10 +19,11 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{DefaultBodyLimit, Path, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -136,7 +137,7 @@ impl OnCallApi {
         ))?;
         let (user, csrf) = {
             let s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-            match s.get(sid) {
+            match s.get(&sid) {
                 Some(x) if x.expires > Instant::now() => (x.user.clone(), x.csrf.clone()),
                 _ => {
                     return Err((
@@ -181,15 +182,29 @@ impl OnCallApi {
     }
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+/// The value of cookie `name` in the request (axum-extra's cookie jar).
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    CookieJar::from_headers(headers)
+        .get(name)
+        .map(|c| c.value().to_string())
+}
+
+/// The session cookie: HttpOnly, SameSite=Strict, Secure behind HTTPS;
+/// `None` as the value removes it.
+fn session_cookie(sid: Option<String>, secure: bool) -> Cookie<'static> {
+    let removed = sid.is_none();
+    let mut c = Cookie::build((COOKIE, sid.unwrap_or_default()))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .build();
+    if removed {
+        c.make_removal();
+    } else {
+        c.set_max_age(time::Duration::seconds(SESSION_TTL.as_secs() as i64));
+    }
+    c
 }
 
 fn random_hex() -> String {
@@ -286,17 +301,12 @@ async fn login(State(api): State<OnCallApi>, body: Bytes) -> Response {
     {
         tracing::error!(error = %e, "audit write failed");
     }
-    let c = format!(
-        "{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        SESSION_TTL.as_secs(),
-        if api.secure() { "; Secure" } else { "" }
-    );
-    let mut res =
-        Json(json!({ "user": user.name, "role": user.role, "csrf": csrf })).into_response();
-    if let Ok(v) = HeaderValue::from_str(&c) {
-        res.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    res
+    let jar = CookieJar::new().add(session_cookie(Some(sid), api.secure()));
+    (
+        jar,
+        Json(json!({ "user": user.name, "role": user.role, "csrf": csrf })),
+    )
+        .into_response()
 }
 
 async fn logout(State(api): State<OnCallApi>, headers: HeaderMap) -> Response {
@@ -307,21 +317,17 @@ async fn logout(State(api): State<OnCallApi>, headers: HeaderMap) -> Response {
         api.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(sid);
+            .remove(&sid);
     }
-    let mut res = Json(json!({ "signed_out": true })).into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("selfheal_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
-    res
+    let jar = CookieJar::new().add(session_cookie(None, api.secure()));
+    (jar, Json(json!({ "signed_out": true }))).into_response()
 }
 
 /// `GET /v1/session`: who the cookie belongs to, and its CSRF token.
 async fn session(State(api): State<OnCallApi>, headers: HeaderMap) -> Response {
-    let sid = cookie(&headers, COOKIE).unwrap_or("");
+    let sid = cookie(&headers, COOKIE).unwrap_or_default();
     let s = api.sessions.lock().unwrap_or_else(|e| e.into_inner());
-    match s.get(sid) {
+    match s.get(&sid) {
         Some(x) if x.expires > Instant::now() => {
             let role = api.cfg.user(&x.user).map(|u| u.role);
             Json(json!({ "user": x.user, "role": role, "csrf": x.csrf })).into_response()
