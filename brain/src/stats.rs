@@ -1,4 +1,4 @@
-//! The brain's own counters, exposed in Prometheus text format.
+//! The brain's own counters, exposed as OpenMetrics text (prometheus-client).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -237,10 +237,13 @@ impl BrainStats {
             .map_or(0, |i| Self::get(&self.rejected[i]))
     }
 
-    /// The counters in Prometheus text exposition format.
+    /// The counters as OpenMetrics text, encoded by prometheus-client.
     pub fn render_prometheus(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
+        use prometheus_client::{
+            encoding::text::encode,
+            metrics::{counter::ConstCounter, counter::Counter, family::Family, gauge::ConstGauge},
+            registry::Registry,
+        };
         let plain = [
             (
                 "selfheal_brain_batches_total",
@@ -448,52 +451,61 @@ impl BrainStats {
                 &self.notify_retries,
             ),
         ];
-        for (name, help, c) in plain {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                Self::get(c)
-            );
+        // Encoded by prometheus-client (OpenMetrics text): names, types,
+        // escaping and the `_total` suffix of counters are its business.
+        let mut r = Registry::default();
+        // The encoder ends each help with a full stop of its own.
+        let help = |h: &'static str| h.trim_end_matches('.');
+        for (name, h, c) in plain {
+            let help = help(h);
+            match name.strip_suffix("_total") {
+                Some(base) => r.register(base, help, ConstCounter::new(Self::get(c))),
+                // Counted once at start: a gauge of this run.
+                None => r.register(name, help, ConstGauge::new(Self::get(c) as i64)),
+            }
         }
         // Gauges: values that go down as well as up.
-        let _ = writeln!(
-            out,
-            "# HELP selfheal_brain_models_loaded Per-service models loaded at start.\n# TYPE selfheal_brain_models_loaded gauge\nselfheal_brain_models_loaded {}",
-            Self::get(&self.models_loaded)
+        r.register(
+            "selfheal_brain_models_loaded",
+            help("Per-service models loaded at start."),
+            ConstGauge::new(Self::get(&self.models_loaded) as i64),
         );
-        let _ = writeln!(
-            out,
-            "# HELP selfheal_brain_engine_time_ms The engine's event time after its last step, ms.\n# TYPE selfheal_brain_engine_time_ms gauge\nselfheal_brain_engine_time_ms {}",
-            self.engine_now.load(Relaxed)
+        r.register(
+            "selfheal_brain_engine_time_ms",
+            help("The engine's event time after its last step, ms."),
+            ConstGauge::new(self.engine_now.load(Relaxed)),
         );
-        let name = "selfheal_brain_series_refused_by_source_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Samples of new series refused over a cap, by source.\n# TYPE {name} counter"
-        );
-        let by: Vec<(String, u64)> = {
+        let by_source = Family::<Vec<(&'static str, String)>, Counter>::default();
+        {
             let m = self
                 .series_refused_by_source
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let mut v: Vec<_> = m.iter().map(|(k, (n, _))| (k.clone(), *n)).collect();
-            v.sort();
-            v
-        };
-        for (source, n) in by {
-            let _ = writeln!(out, "{name}{{source=\"{source}\"}} {n}");
+            for (source, (n, _)) in m.iter() {
+                by_source
+                    .get_or_create(&vec![("source", source.clone())])
+                    .inc_by(*n);
+            }
         }
-        let name = "selfheal_brain_rejected_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Messages rejected on arrival, by reason.\n# TYPE {name} counter"
+        r.register(
+            "selfheal_brain_series_refused_by_source",
+            help("Samples of new series refused over a cap, by source."),
+            by_source,
         );
-        for (i, r) in REJECT_REASONS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}{{reason=\"{r}\"}} {}",
-                Self::get(&self.rejected[i])
-            );
+        let by_reason = Family::<Vec<(&'static str, String)>, Counter>::default();
+        for (i, reason) in REJECT_REASONS.iter().enumerate() {
+            by_reason
+                .get_or_create(&vec![("reason", reason.to_string())])
+                .inc_by(Self::get(&self.rejected[i]));
+        }
+        r.register(
+            "selfheal_brain_rejected",
+            help("Messages rejected on arrival, by reason."),
+            by_reason,
+        );
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &r) {
+            tracing::error!(error = %e, "metrics not encoded");
         }
         out
     }

@@ -357,7 +357,7 @@ async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         s.stats.render_prometheus(),
     )
@@ -528,7 +528,7 @@ mod tests {
             res.headers()[header::CONTENT_TYPE]
                 .to_str()
                 .unwrap()
-                .starts_with("text/plain")
+                .starts_with("application/openmetrics-text")
         );
         let body = axum::body::to_bytes(res.into_body(), 1 << 20)
             .await
