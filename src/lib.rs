@@ -13,6 +13,11 @@
 //! - [`petshop`]: root-cause localization measured on the PetShop data set.
 //! - [`micro`]: localization drilled on the simulator's generic
 //!   microservice world.
+//! - [`train`]: recording scenarios and fitting the per-service models.
+//!
+//! The `selfheal` binary (`src/main.rs`) only parses the command line; each
+//! subcommand lives in its own module under `src/cmd/`, and every failure
+//! ends in one error line with its causes and a documented exit code.
 #![deny(missing_docs)]
 
 use std::{path::PathBuf, sync::Arc, time::Duration};

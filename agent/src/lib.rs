@@ -8,6 +8,7 @@
 //! - [`sim_feed`]: the simulator collector: platform telemetry frames turned
 //!   into indicator batches.
 //! - [`publisher`]: publishing with a bounded buffer across bus outages.
+//! - [`sketch`]: the space-saving sketch that finds hot keys.
 //! - [`actuator`]: request/reply action execution with idempotency keys.
 //! - [`stats`]: the agent's own counters.
 //! - [`run`]: wires them into a running agent ([`Agent::spawn`]).
