@@ -141,6 +141,47 @@ impl Context {
     }
 }
 
+/// Keeps the topology current from an agent's announcement: an IDC or
+/// service not in the file is added (a service as an application), and
+/// a service's instance count follows the most any IDC shows. What the
+/// file declares beyond that (links, scenes, backups, dependencies)
+/// stays. Diagnosis reads this view; playbooks keep the file's.
+/// Returns whether anything changed.
+pub fn learn(topo: &mut selfheal_bus::Topology, a: &selfheal_bus::Announcement) -> bool {
+    use selfheal_bus::topology::{Idc, Service, ServiceKind};
+    let mut changed = false;
+    if !topo.idcs.iter().any(|i| i.name == a.idc) {
+        topo.idcs.push(Idc {
+            name: a.idc.clone(),
+            traffic_share: 0.0,
+        });
+        changed = true;
+    }
+    for s in &a.services {
+        let n = s.instances.len() as u32;
+        match topo.services.iter_mut().find(|x| x.name == s.name) {
+            Some(known) => {
+                if n > known.instances {
+                    known.instances = n;
+                    changed = true;
+                }
+            }
+            None => {
+                topo.services.push(Service {
+                    name: s.name.clone(),
+                    kind: ServiceKind::App,
+                    depends_on: Vec::new(),
+                    backup: None,
+                    instances: n.max(1),
+                    share: None,
+                });
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,6 +224,15 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// What a failed plan leads to (see [`Incident::fail`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// Its undo steps were queued, then an escalation.
+    Revert,
+    /// Hand it to a person now, saying this.
+    Escalate(String),
+}
+
 /// What a judged verification leads to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Judged {
@@ -429,6 +438,66 @@ impl Incident {
         r.cursor = r.plan.len();
         r.plan.extend(undo);
         r.plan.push(Step::Escalate(reason));
+    }
+
+    /// The plan failed (`why`): what to do. With `revert` (the playbook's
+    /// `on_failure`) and something reversible applied, the undo of each
+    /// reversible action, newest first, then an escalation naming what was
+    /// tried and undone, are appended to the plan ([`Failure::Revert`]);
+    /// otherwise, or when reverting already, [`Failure::Escalate`] with
+    /// what was tried.
+    pub fn fail(&mut self, why: &str, revert: bool) -> Failure {
+        let applied: Vec<&PlannedAction> = self.run.applied_actions().collect();
+        let tried: Vec<String> = applied
+            .iter()
+            .map(|a| format!("{} {}", a.kind.as_str(), a.target))
+            .collect();
+        let tried = if tried.is_empty() {
+            "nothing was applied".to_string()
+        } else {
+            format!("tried {}", tried.join(", "))
+        };
+        let undo: Vec<Step> = if revert && !self.run.reverting {
+            crate::playbook::undo_plan(applied.iter().copied())
+                .into_iter()
+                .map(Step::Act)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if undo.is_empty() {
+            return Failure::Escalate(format!("{why}; {tried}"));
+        }
+        let kept: Vec<String> = applied
+            .iter()
+            .filter(|a| crate::playbook::undo_kind(a.kind).is_none())
+            .map(|a| format!("{} {}", a.kind.as_str(), a.target))
+            .collect();
+        let mut reason = format!("{why}; {tried}; reverted what could be undone");
+        if !kept.is_empty() {
+            reason.push_str(&format!(" (not undoable: {})", kept.join(", ")));
+        }
+        self.revert(undo, reason);
+        Failure::Revert
+    }
+
+    /// What a recovered incident teaches the knowledge base: its symptom
+    /// signature, its top cause and what healed it.
+    pub fn lesson(&self, now: i64) -> Option<crate::store::Known> {
+        let top = self.hypotheses.first()?;
+        let healed_by: Vec<String> = self
+            .run
+            .applied_actions()
+            .map(|a| format!("{} {}", a.kind.as_str(), a.target))
+            .collect();
+        Some(crate::store::Known {
+            incident: self.id.clone(),
+            ts: now,
+            signature: self.signature(),
+            cause: top.cause.clone(),
+            target: top.target.clone(),
+            healed_by: healed_by.join(", "),
+        })
     }
 
     /// Finished, as `t`.

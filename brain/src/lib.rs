@@ -405,7 +405,7 @@ impl Brain {
             rules,
             recent: recent.clone(),
             classes: classes.clone(),
-            oncall: match &oncall {
+            approvals: match &oncall {
                 None => None,
                 Some((cfg, key)) => {
                     let (tx, rx) = mpsc::channel(256);
@@ -419,11 +419,15 @@ impl Brain {
                         client,
                         stats.clone(),
                     )));
-                    Some(engine::OnCall {
-                        cfg: cfg.clone(),
-                        key: key.clone(),
-                        notices: tx,
-                    })
+                    Some(act::approvals::Approvals::new(
+                        act::approvals::OnCall {
+                            cfg: cfg.clone(),
+                            key: key.clone(),
+                            notices: tx,
+                        },
+                        store.clone(),
+                        stats.clone(),
+                    ))
                 }
             },
         };

@@ -8,7 +8,10 @@
 //! - [`guard`]: kill switch, dry run, change freeze, cooldown, in-flight
 //!   cap, blast radius.
 //! - [`http`]: HTTP routes for actions (deploy systems, feature flags).
-//! - [`approval`]: on-call configuration, signed approval links.
+//! - [`approval`]: on-call configuration, signed approval links, a
+//!   person's decision and its answer.
+//! - [`approvals`]: the on-call policy applied: who is asked, what a
+//!   decision or a timeout comes to, every step stored and audited.
 //! - [`notify`]: delivery of notices to people (chat webhooks, SMS gateways).
 
 /// The delays between attempts of a delivery that may be retried (an HTTP
@@ -91,6 +94,7 @@ where
 }
 
 pub mod approval;
+pub mod approvals;
 pub mod gateway;
 pub mod guard;
 pub mod http;

@@ -16,8 +16,8 @@ use crate::{
     correlate::Correlator,
     detect::{AnomalyEvent, Detected},
     diagnose,
-    incident::{Due, Incident, Judged, Terminal},
-    playbook::{Approval, IncidentFacts, OnFailure, Runtime, Step, undo_kind, undo_plan},
+    incident::{Due, Failure, Incident, Judged, Terminal},
+    playbook::{Approval, IncidentFacts, OnFailure, Runtime, Step},
     stats::BrainStats,
     store::{ActionState, Store},
     verify,
@@ -26,7 +26,7 @@ use crate::{
 mod approve;
 
 pub use crate::act::ActionResult;
-pub use approve::OnCall;
+pub use crate::act::approvals::OnCall;
 
 /// Everything the engine owns.
 pub struct Engine {
@@ -45,7 +45,7 @@ pub struct Engine {
     /// The diagnosis rules.
     pub(crate) rules: diagnose::Rules,
     /// On-call approvals, when configured.
-    pub(crate) oncall: Option<OnCall>,
+    pub(crate) approvals: Option<crate::act::approvals::Approvals>,
     /// Recent samples of every series, for localization.
     pub(crate) recent: Arc<crate::recent::Recent>,
     /// The metric class table.
@@ -217,45 +217,10 @@ impl Engine {
             .min()
     }
 
-    /// Keeps the topology current from an agent's announcement: an IDC or
-    /// service not in the file is added (a service as an application), and
-    /// a service's instance count follows the most any IDC shows. What the
-    /// file declares beyond that (links, scenes, backups, dependencies)
-    /// stays. Diagnosis reads this view; playbooks keep the file's.
+    /// Keeps the topology current from an agent's announcement
+    /// ([`crate::context::learn`]).
     fn learn(&mut self, a: &selfheal_bus::Announcement) {
-        use selfheal_bus::topology::{Idc, Service, ServiceKind};
-        let topo = Arc::make_mut(&mut self.topology);
-        let mut changed = false;
-        if !topo.idcs.iter().any(|i| i.name == a.idc) {
-            topo.idcs.push(Idc {
-                name: a.idc.clone(),
-                traffic_share: 0.0,
-            });
-            changed = true;
-        }
-        for s in &a.services {
-            let n = s.instances.len() as u32;
-            match topo.services.iter_mut().find(|x| x.name == s.name) {
-                Some(known) => {
-                    if n > known.instances {
-                        known.instances = n;
-                        changed = true;
-                    }
-                }
-                None => {
-                    topo.services.push(Service {
-                        name: s.name.clone(),
-                        kind: ServiceKind::App,
-                        depends_on: Vec::new(),
-                        backup: None,
-                        instances: n.max(1),
-                        share: None,
-                    });
-                    changed = true;
-                }
-            }
-        }
-        if changed {
+        if crate::context::learn(Arc::make_mut(&mut self.topology), a) {
             BrainStats::bump(&self.stats.topology_updates);
             info!(agent = %a.agent, idc = %a.idc, services = a.services.len(), "topology updated from an announcement");
         }
@@ -497,54 +462,31 @@ impl Engine {
     /// like any other. Otherwise, or when nothing can be undone, escalate
     /// now. Returns whether the incident may move again.
     async fn failed(&mut self, i: usize, now: i64, why: String) -> bool {
-        let run = self.correlator.incidents[i].run();
-        let revert = !run.reverting()
-            && run.playbook().is_some_and(|name| {
+        let revert = self.correlator.incidents[i]
+            .run()
+            .playbook()
+            .is_some_and(|name| {
                 self.runtime
                     .playbooks()
                     .iter()
                     .any(|p| p.name == name && p.meta.on_failure == OnFailure::Revert)
             });
-        let applied: Vec<_> = run.applied_actions().collect();
-        let tried: Vec<String> = applied
-            .iter()
-            .map(|a| format!("{} {}", a.kind.as_str(), a.target))
-            .collect();
-        let tried = if tried.is_empty() {
-            "nothing was applied".to_string()
-        } else {
-            format!("tried {}", tried.join(", "))
-        };
-        let undo: Vec<Step> = if revert {
-            undo_plan(applied.iter().copied())
-                .into_iter()
-                .map(Step::Act)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if undo.is_empty() {
-            self.escalate(i, now, format!("{why}; {tried}")).await;
-            return false;
+        match self.correlator.incidents[i].fail(&why, revert) {
+            Failure::Escalate(reason) => {
+                self.escalate(i, now, reason).await;
+                false
+            }
+            Failure::Revert => {
+                self.publish(
+                    i,
+                    now,
+                    IncidentState::Acting,
+                    format!("{why}: reverting the playbook's actions"),
+                )
+                .await;
+                true
+            }
         }
-        let kept: Vec<String> = applied
-            .iter()
-            .filter(|a| undo_kind(a.kind).is_none())
-            .map(|a| format!("{} {}", a.kind.as_str(), a.target))
-            .collect();
-        let mut reason = format!("{why}; {tried}; reverted what could be undone");
-        if !kept.is_empty() {
-            reason.push_str(&format!(" (not undoable: {})", kept.join(", ")));
-        }
-        self.correlator.incidents[i].revert(undo, reason);
-        self.publish(
-            i,
-            now,
-            IncidentState::Acting,
-            format!("{why}: reverting the playbook's actions"),
-        )
-        .await;
-        true
     }
 
     async fn escalate(&mut self, i: usize, now: i64, why: String) {
@@ -582,20 +524,7 @@ impl Engine {
             return;
         }
         BrainStats::bump(&self.stats.recovered);
-        if let Some(top) = inc.hypotheses.first() {
-            let healed_by: Vec<String> = inc
-                .run()
-                .applied_actions()
-                .map(|a| format!("{} {}", a.kind.as_str(), a.target))
-                .collect();
-            let known = crate::store::Known {
-                incident: inc.id.clone(),
-                ts: now,
-                signature: inc.signature(),
-                cause: top.cause.clone(),
-                target: top.target.clone(),
-                healed_by: healed_by.join(", "),
-            };
+        if let Some(known) = inc.lesson(now) {
             self.write("knowledge", |db| db.remember(&known));
         }
         let summary = format!(
@@ -782,12 +711,12 @@ impl Engine {
                 pb.meta.risk.as_str()
             ));
         }
-        if let Some(oc) = &self.oncall {
-            if top.confidence < oc.cfg.min_confidence {
+        if let Some(ap) = &self.approvals {
+            if top.confidence < ap.cfg().min_confidence {
                 why.push(format!(
                     "the diagnosis is {:.0}% confident, below the {:.0}% automation needs",
                     top.confidence * 100.0,
-                    oc.cfg.min_confidence * 100.0
+                    ap.cfg().min_confidence * 100.0
                 ));
             }
             if let Some(f) = self.gateway.guards().frozen(now) {
@@ -797,7 +726,7 @@ impl Engine {
         if why.is_empty() || !acts {
             return;
         }
-        if self.oncall.is_some() {
+        if self.approvals.is_some() {
             self.request_approval(i, now, &pb, why).await;
         } else if pb.meta.approval == Approval::Approval {
             self.escalate(i, now, why.join("; ")).await;
