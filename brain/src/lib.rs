@@ -118,10 +118,7 @@ async fn anchor_audit(
                 }
             }
             Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                BrainStats::bump(&stats.audit_anchor_errors);
-                tracing::error!(error = %e, "audit anchor not written");
-            }
+            Ok(Err(error)) => stats.fault(stats::Fault::Anchor { error: &error }),
             Err(e) => tracing::error!(error = %e, "audit anchor task failed"),
         }
     }
@@ -285,8 +282,9 @@ impl Brain {
             Some(dir) => {
                 let (set, errors) = selfheal_models::ModelSet::load_dir(dir);
                 for e in &errors {
-                    warn!(error = %e, "model refused; that service runs without one");
-                    BrainStats::bump(&stats.models_rejected);
+                    stats.fault(stats::Fault::Model {
+                        error: &e.to_string(),
+                    });
                 }
                 stats.models_loaded.store(
                     set.models.len() as u64,

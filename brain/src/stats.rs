@@ -131,6 +131,110 @@ pub struct BrainStats {
     pub engine_now: std::sync::atomic::AtomicI64,
 }
 
+/// Something that went wrong inside the brain, typed: [`BrainStats::fault`]
+/// counts it and logs it in one call, so that neither is forgotten and the
+/// counter and the log line always agree.
+#[derive(Debug)]
+pub enum Fault<'a> {
+    /// A store write failed (`what`: the table).
+    StoreWrite {
+        /// The table.
+        what: &'a str,
+        /// Why.
+        error: &'a crate::store::StoreError,
+    },
+    /// A store read failed; `undone` says what is left undone because of it.
+    StoreRead {
+        /// What was read.
+        what: &'a str,
+        /// What is not done for want of it.
+        undone: &'a str,
+        /// Why.
+        error: &'a crate::store::StoreError,
+    },
+    /// A diagnosis rule failed; it was skipped.
+    Rule {
+        /// Why.
+        error: &'a str,
+    },
+    /// A playbook failed to plan.
+    Playbook {
+        /// Which.
+        name: &'a str,
+        /// Why.
+        error: &'a str,
+    },
+    /// A changed playbook set was refused on reload (the running set stays).
+    ReloadRefused {
+        /// Every problem.
+        errors: &'a [String],
+    },
+    /// A notice to people was not delivered (or not even queued).
+    Notice {
+        /// The approval or incident it was about.
+        about: &'a str,
+        /// Why.
+        error: &'a str,
+    },
+    /// An audit anchor was not written.
+    Anchor {
+        /// Why.
+        error: &'a crate::store::StoreError,
+    },
+    /// A model file was refused at start.
+    Model {
+        /// Why.
+        error: &'a str,
+    },
+}
+
+impl BrainStats {
+    /// Counts `f` and logs it.
+    pub fn fault(&self, f: Fault<'_>) {
+        use tracing::{error, warn};
+        match f {
+            Fault::StoreWrite { what, error } => {
+                Self::bump(&self.store_errors);
+                error!(%error, kind = ?error.kind(), what, "store write failed");
+            }
+            Fault::StoreRead {
+                what,
+                undone,
+                error,
+            } => {
+                Self::bump(&self.store_errors);
+                error!(%error, kind = ?error.kind(), what, undone, "store read failed");
+            }
+            Fault::Rule { error } => {
+                Self::bump(&self.rule_errors);
+                error!(error, "diagnosis rule failed; skipped");
+            }
+            Fault::Playbook { name, error } => {
+                Self::bump(&self.playbook_errors);
+                error!(playbook = name, error, "playbook failed");
+            }
+            Fault::ReloadRefused { errors } => {
+                Self::bump(&self.playbook_reloads_refused);
+                for e in errors {
+                    warn!(error = %e, "playbook change refused; the running playbooks stay");
+                }
+            }
+            Fault::Notice { about, error } => {
+                Self::bump(&self.notify_failed);
+                error!(about, error, "notice to people not delivered");
+            }
+            Fault::Anchor { error } => {
+                Self::bump(&self.audit_anchor_errors);
+                error!(%error, "audit anchor not written");
+            }
+            Fault::Model { error } => {
+                Self::bump(&self.models_rejected);
+                warn!(error, "model refused; that service runs without one");
+            }
+        }
+    }
+}
+
 impl BrainStats {
     /// Whether everything accepted up to `ts` has gone through the whole
     /// pipeline: detected, correlated, acted on, answered. Used to drive
@@ -508,6 +612,62 @@ impl BrainStats {
             tracing::error!(error = %e, "metrics not encoded");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+
+    #[test]
+    fn every_fault_is_counted_where_metrics_show_it() {
+        let s = BrainStats::default();
+        let e = crate::store::StoreError::Key("x".into());
+        let errors = ["a".to_string(), "b".to_string()];
+        let cases: Vec<(Fault<'_>, &AtomicU64)> = vec![
+            (
+                Fault::StoreWrite {
+                    what: "t",
+                    error: &e,
+                },
+                &s.store_errors,
+            ),
+            (
+                Fault::StoreRead {
+                    what: "t",
+                    undone: "u",
+                    error: &e,
+                },
+                &s.store_errors,
+            ),
+            (Fault::Rule { error: "r" }, &s.rule_errors),
+            (
+                Fault::Playbook {
+                    name: "p",
+                    error: "e",
+                },
+                &s.playbook_errors,
+            ),
+            (
+                Fault::ReloadRefused { errors: &errors },
+                &s.playbook_reloads_refused,
+            ),
+            (
+                Fault::Notice {
+                    about: "a",
+                    error: "e",
+                },
+                &s.notify_failed,
+            ),
+            (Fault::Anchor { error: &e }, &s.audit_anchor_errors),
+            (Fault::Model { error: "m" }, &s.models_rejected),
+        ];
+        for (f, counter) in cases {
+            let before = BrainStats::get(counter);
+            let what = format!("{f:?}");
+            s.fault(f);
+            assert_eq!(BrainStats::get(counter), before + 1, "{what}");
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use selfheal_bus::{ActionKind, wall_ms};
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::{
     approval::{Decide, Decided, DecisionStatus, Link, LinkKey, OnCallConfig, OnTimeout},
@@ -20,7 +20,7 @@ use crate::{
     context::Context,
     incident::Incident,
     playbook::{Playbook, Step},
-    stats::BrainStats,
+    stats::{BrainStats, Fault},
     store::{ApprovalRow, Store, StoreError, VoteRefused},
 };
 
@@ -235,8 +235,10 @@ impl Approvals {
             expires_ms,
         };
         if oc.notices.try_send(Message::Request(n)).is_err() {
-            BrainStats::bump(&self.stats.notify_failed);
-            warn!(approval = %row.id, "notification queue full; the request is on the page only");
+            self.stats.fault(Fault::Notice {
+                about: &row.id,
+                error: "notification queue full; the request is on the page only",
+            });
         }
     }
 

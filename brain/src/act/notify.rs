@@ -261,10 +261,10 @@ pub async fn run(
                         BrainStats::bump(&stats.notify_sent);
                         tracing::info!(approval = %n.approval(), url = %t.url, attempts, "approval message delivered");
                     }
-                    Err(e) => {
-                        BrainStats::bump(&stats.notify_failed);
-                        tracing::error!(approval = %n.approval(), url = %t.url, error = %e, "approval message not delivered");
-                    }
+                    Err(e) => stats.fault(crate::stats::Fault::Notice {
+                        about: n.approval(),
+                        error: &format!("{}: {e}", t.url),
+                    }),
                 }
             }
         });

@@ -18,7 +18,7 @@ use crate::{
     diagnose,
     incident::{Due, Failure, Incident, Judged, Terminal},
     playbook::{Approval, IncidentFacts, OnFailure, Runtime, Step},
-    stats::BrainStats,
+    stats::{BrainStats, Fault},
     store::{ActionState, Store},
     verify,
 };
@@ -236,10 +236,8 @@ impl Engine {
                 info!(playbooks = n, "playbooks reloaded");
             }
             Err(errs) => {
-                BrainStats::bump(&self.stats.playbook_reloads_refused);
-                for e in &errs {
-                    warn!(error = %e, "playbook change refused; the running playbooks stay");
-                }
+                let errors: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+                self.stats.fault(Fault::ReloadRefused { errors: &errors });
             }
         }
     }
@@ -286,8 +284,11 @@ impl Engine {
         match r {
             Ok((v, _)) => v,
             Err(g) => {
-                BrainStats::bump(&self.stats.store_errors);
-                error!(error = %g.error, what, undone, "the store could not be read at restart");
+                self.stats.fault(Fault::StoreRead {
+                    what,
+                    undone,
+                    error: &g.error,
+                });
                 Vec::new()
             }
         }
@@ -371,9 +372,12 @@ impl Engine {
     /// approvals left waiting are expired; incidents cut off mid-playbook
     /// go to a person.
     async fn resume(&mut self) {
-        if let Err(e) = self.gateway.resume() {
-            BrainStats::bump(&self.stats.store_errors);
-            error!(error = %e, kind = ?e.kind(), "could not read the store's actions; nothing resumed");
+        if let Err(error) = self.gateway.resume() {
+            self.stats.fault(Fault::StoreRead {
+                what: "actions",
+                undone: "nothing resumed: unanswered actions not re-sent",
+                error: &error,
+            });
             return;
         }
         let store = self.store.clone();
@@ -627,8 +631,9 @@ impl Engine {
             )
         });
         for e in &failed {
-            BrainStats::bump(&self.stats.rule_errors);
-            error!(error = %e, "diagnosis rule failed; skipped");
+            self.stats.fault(Fault::Rule {
+                error: &e.to_string(),
+            });
         }
         let ranked: Vec<_> = hyps
             .iter()
@@ -690,8 +695,10 @@ impl Engine {
         let plan = match crate::blocking::run(|| self.runtime.plan(&pb, &facts)) {
             Ok(p) => p,
             Err(e) => {
-                BrainStats::bump(&self.stats.playbook_errors);
-                error!(error = %e, "playbook failed");
+                self.stats.fault(Fault::Playbook {
+                    name: &pb.name,
+                    error: &e.to_string(),
+                });
                 self.escalate(i, now, format!("playbook {} failed", pb.name))
                     .await;
                 return;

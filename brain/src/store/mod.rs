@@ -75,9 +75,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// Logs and counts a failed store write (`what` names the table); a write
 /// the caller cannot do anything else about is never silently dropped.
 pub(crate) fn log_write(stats: &crate::stats::BrainStats, what: &str, r: Result<()>) {
-    if let Err(e) = r {
-        crate::stats::BrainStats::bump(&stats.store_errors);
-        tracing::error!(error = %e, kind = ?e.kind(), what, "store write failed");
+    if let Err(error) = r {
+        stats.fault(crate::stats::Fault::StoreWrite {
+            what,
+            error: &error,
+        });
     }
 }
 
