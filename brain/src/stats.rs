@@ -141,7 +141,9 @@ pub enum Fault<'a> {
         /// The table.
         what: &'a str,
         /// Why.
-        error: &'a crate::store::StoreError,
+        error: &'a dyn std::error::Error,
+        /// Its kind (the store's `StoreErrorKind`).
+        kind: &'a dyn std::fmt::Debug,
     },
     /// A store read failed; `undone` says what is left undone because of it.
     StoreRead {
@@ -150,7 +152,9 @@ pub enum Fault<'a> {
         /// What is not done for want of it.
         undone: &'a str,
         /// Why.
-        error: &'a crate::store::StoreError,
+        error: &'a dyn std::error::Error,
+        /// Its kind (the store's `StoreErrorKind`).
+        kind: &'a dyn std::fmt::Debug,
     },
     /// A diagnosis rule failed; it was skipped.
     Rule {
@@ -179,7 +183,7 @@ pub enum Fault<'a> {
     /// An audit anchor was not written.
     Anchor {
         /// Why.
-        error: &'a crate::store::StoreError,
+        error: &'a dyn std::error::Error,
     },
     /// A model file was refused at start.
     Model {
@@ -193,17 +197,18 @@ impl BrainStats {
     pub fn fault(&self, f: Fault<'_>) {
         use tracing::{error, warn};
         match f {
-            Fault::StoreWrite { what, error } => {
+            Fault::StoreWrite { what, error, kind } => {
                 Self::bump(&self.store_errors);
-                error!(%error, kind = ?error.kind(), what, "store write failed");
+                error!(%error, ?kind, what, "store write failed");
             }
             Fault::StoreRead {
                 what,
                 undone,
                 error,
+                kind,
             } => {
                 Self::bump(&self.store_errors);
-                error!(%error, kind = ?error.kind(), what, undone, "store read failed");
+                error!(%error, ?kind, what, undone, "store read failed");
             }
             Fault::Rule { error } => {
                 Self::bump(&self.rule_errors);
@@ -622,13 +627,15 @@ mod fault_tests {
     #[test]
     fn every_fault_is_counted_where_metrics_show_it() {
         let s = BrainStats::default();
-        let e = crate::store::StoreError::Key("x".into());
+        let e = std::io::Error::other("disk I/O error");
+        let k = "Io";
         let errors = ["a".to_string(), "b".to_string()];
         let cases: Vec<(Fault<'_>, &AtomicU64)> = vec![
             (
                 Fault::StoreWrite {
                     what: "t",
                     error: &e,
+                    kind: &k,
                 },
                 &s.store_errors,
             ),
@@ -637,6 +644,7 @@ mod fault_tests {
                     what: "t",
                     undone: "u",
                     error: &e,
+                    kind: &k,
                 },
                 &s.store_errors,
             ),

@@ -288,6 +288,7 @@ impl Engine {
                     what,
                     undone,
                     error: &g.error,
+                    kind: &g.error.kind(),
                 });
                 Vec::new()
             }
@@ -377,6 +378,7 @@ impl Engine {
                 what: "actions",
                 undone: "nothing resumed: unanswered actions not re-sent",
                 error: &error,
+                kind: &error.kind(),
             });
             return;
         }

@@ -79,6 +79,7 @@ pub(crate) fn log_write(stats: &crate::stats::BrainStats, what: &str, r: Result<
         stats.fault(crate::stats::Fault::StoreWrite {
             what,
             error: &error,
+            kind: &error.kind(),
         });
     }
 }
