@@ -23,7 +23,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use selfheal_agent::{Agent, AgentConfig, AgentStats};
+use selfheal_agent::{AgentConfig, AgentStats};
 use selfheal_brain::{Brain, BrainConfig, BrainStats, store::Store};
 use selfheal_bus::{
     Bus, IncidentEvent, IncidentState, Limits, Subjects, Topology, decode, wall_ms,
@@ -188,14 +188,13 @@ pub async fn run_loop_on(
     .spawn()
     .await
     .context("starting the brain")?;
-    let agent = Agent {
-        config: opts.agent.clone(),
-        bus: buses.agent.clone(),
-        subjects: subjects.clone(),
-    }
-    .spawn()
-    .await
-    .context("starting the agent")?;
+    let agent =
+        selfheal_sim::edge::agent(opts.agent.clone(), buses.agent.clone(), subjects.clone())
+            .await
+            .context("starting the agent")?
+            .spawn()
+            .await
+            .context("starting the agent")?;
     // Every subscription is live before the platform starts.
     for bus in [&buses.brain, &buses.agent, &buses.observer] {
         bus.flush().await.context("syncing with the bus")?;

@@ -12,7 +12,7 @@ use std::{
 };
 
 use common::{NatsServer, eventually};
-use selfheal_agent::{Agent, AgentConfig, AgentStats, config::Feed};
+use selfheal_agent::{AgentConfig, AgentStats, config::Feed};
 use selfheal_bus::{Bus, IndicatorBatch, Limits, NatsTransport, Subjects, Transport, decode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,14 +53,12 @@ async fn buffered_batches_arrive_after_an_outage_and_overflow_is_counted() {
         actuate: false,
         ..AgentConfig::default()
     };
-    let agent = Agent {
-        config,
-        bus: agent_bus,
-        subjects,
-    }
-    .spawn()
-    .await
-    .unwrap();
+    let agent = selfheal_sim::edge::agent(config, agent_bus, subjects)
+        .await
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
     let stats = agent.stats.clone();
     let n = |c: &std::sync::atomic::AtomicU64| AgentStats::get(c);
     eventually("batches flowing", Duration::from_secs(10), || {

@@ -212,16 +212,18 @@ async fn a_60_s_nats_outage_under_the_simulator_feed_loses_no_sample() {
     let dir = tempfile::tempdir().unwrap();
     let (brain, _bus) = brain(&nats, dir.path(), |_| {}).await;
     let agent_bus: Bus = Arc::new(NatsTransport::connect(&nats.url(), "agent").await.unwrap());
-    let agent = selfheal_agent::Agent {
-        config: selfheal_agent::AgentConfig {
+    let agent = selfheal_sim::edge::agent(
+        selfheal_agent::AgentConfig {
             feed: selfheal_agent::config::Feed::Sim,
             host: false,
             actuate: false,
             ..selfheal_agent::AgentConfig::default()
         },
-        bus: agent_bus.clone(),
-        subjects: Subjects::default(),
-    }
+        agent_bus.clone(),
+        Subjects::default(),
+    )
+    .await
+    .unwrap()
     .spawn()
     .await
     .unwrap();

@@ -1,21 +1,23 @@
-//! A running agent: the collectors, the publisher and the actuator on one
-//! bus, under one shutdown token.
+//! A running agent: its source and the host collector, the publisher and
+//! the executor of its actuators on one bus, under one shutdown token.
 
 use std::{sync::Arc, time::Duration};
 
-use selfheal_bus::{Bus, BusError, IndicatorBatch, Layer, Sample, Subjects, WIRE_VERSION, wall_ms};
-use selfheal_sim::feed::Frame;
+use selfheal_bus::{
+    Actuator, Bus, BusError, IndicatorBatch, Layer, Sample, Subjects, WIRE_VERSION, wall_ms,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{
-    AgentConfig, AgentStats, actuator::Actuator, config::Feed, procfs::HostCollector,
-    publisher::Publisher, sim_feed,
+    AgentConfig, AgentStats,
+    executor::Executor,
+    procfs::HostCollector,
+    publisher::Publisher,
+    readings,
+    source::{Source, SourceError},
 };
-
-/// Largest feed frame accepted, bytes.
-const MAX_FRAME_BYTES: usize = 4 << 20;
 
 /// An agent ready to run.
 pub struct Agent {
@@ -25,6 +27,11 @@ pub struct Agent {
     pub bus: Bus,
     /// Subjects.
     pub subjects: Subjects,
+    /// Where platform indicators come from (none: only the host's own,
+    /// on a wall-clock interval).
+    pub source: Option<Box<dyn Source>>,
+    /// What carries out actions, tried in order (with `actuate` on).
+    pub actuators: Vec<Arc<dyn Actuator>>,
 }
 
 /// A running agent.
@@ -47,28 +54,20 @@ impl AgentHandle {
 
 impl Agent {
     /// Subscribes and starts the agent's tasks.
-    pub async fn spawn(self) -> Result<AgentHandle, BusError> {
+    pub async fn spawn(mut self) -> Result<AgentHandle, BusError> {
         let stats = Arc::new(AgentStats::default());
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         // The agent's clock: the platform time of the last frame when it
         // follows the simulator, the wall clock otherwise.
         let clock = Arc::new(std::sync::atomic::AtomicI64::new(wall_ms()));
-        let feed = match self.config.feed {
-            Feed::Sim => Some(self.bus.subscribe(&self.subjects.sim_feed()).await?),
-            Feed::None => None,
-        };
+        let source = self.source.take();
         if self.config.actuate {
             let acts = self.bus.subscribe(&self.subjects.all_acts()).await?;
-            let actuator = Actuator::new(
-                self.bus.clone(),
-                self.subjects.clone(),
-                Duration::from_millis(self.config.actuate_timeout_ms),
-                stats.clone(),
-            );
+            let executor = Executor::new(std::mem::take(&mut self.actuators), stats.clone());
             tasks.push(tokio::spawn(actuate(
                 acts,
-                actuator,
+                executor,
                 self.bus.clone(),
                 clock.clone(),
                 stop.clone(),
@@ -76,7 +75,7 @@ impl Agent {
         }
         tasks.push(tokio::spawn(collect(
             self,
-            feed,
+            source,
             stats.clone(),
             clock,
             stop.clone(),
@@ -87,7 +86,7 @@ impl Agent {
 
 async fn actuate(
     mut acts: selfheal_bus::Subscription,
-    mut actuator: Actuator,
+    mut executor: Executor,
     bus: Bus,
     clock: Arc<std::sync::atomic::AtomicI64>,
     stop: CancellationToken,
@@ -99,7 +98,7 @@ async fn actuate(
             msg = acts.next() => {
                 let Some(msg) = msg else { break };
                 let now = clock.load(std::sync::atomic::Ordering::Relaxed);
-                let answer = actuator.handle(&msg.payload, now).await;
+                let answer = executor.handle(&msg.payload, now).await;
                 if let Some(reply) = msg.reply
                     && let Err(e) = selfheal_bus::publish_msg(&bus, &reply, &answer).await {
                         warn!(error = %e, "could not answer action request");
@@ -109,12 +108,12 @@ async fn actuate(
     }
 }
 
-/// Frames remembered to skip a resent one.
-const RECENT_FRAMES: usize = 256;
+/// Readings remembered to skip a resent one.
+const RECENT_READINGS: usize = 256;
 
 async fn collect(
     agent: Agent,
-    mut feed: Option<selfheal_bus::Subscription>,
+    mut source: Option<Box<dyn Source>>,
     stats: Arc<AgentStats>,
     clock: Arc<std::sync::atomic::AtomicI64>,
     stop: CancellationToken,
@@ -125,13 +124,15 @@ async fn collect(
     let hostname = host.hostname();
     let mut last_host: Option<std::time::Instant> = None;
     let mut seq = 0u64;
-    let mut seen = sim_feed::Seen::default();
-    // One line per bad frame would be a flood of its own; the count is exact.
+    let mut seen = readings::Seen::default();
+    // One line per bad reading would be a flood of its own; the count is
+    // exact.
     let bad_frame_log = selfheal_bus::lograte::LogGate::default();
-    // The frames handled last: the simulator resends the ones it sent just
+    // The readings handled last: a source may resend the ones it sent just
     // before an outage (they may have died with the connection).
-    let mut recent_frames: std::collections::VecDeque<(u64, i64)> =
-        std::collections::VecDeque::with_capacity(RECENT_FRAMES);
+    let mut recent: std::collections::VecDeque<(u64, i64)> =
+        std::collections::VecDeque::with_capacity(RECENT_READINGS);
+    let has_source = source.is_some();
     let mut retry = tokio::time::interval(Duration::from_millis(100));
     let host_period = Duration::from_millis(cfg.host_interval_ms.max(1));
     let mut host_tick = tokio::time::interval(host_period);
@@ -139,54 +140,51 @@ async fn collect(
         let frame_ts = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            msg = async { feed.as_mut()?.next().await }, if feed.is_some() => {
-                let Some(msg) = msg else { break };
-                // A frame sent as a request is the simulator's backlog from
-                // an outage: confirm it, it is ours to keep from here on.
-                if let Some(reply) = &msg.reply {
-                    let _ = agent.bus.publish(reply, bytes::Bytes::new()).await;
-                }
-                match (msg.payload.len() <= MAX_FRAME_BYTES).then(|| serde_json::from_slice::<Frame>(&msg.payload)) {
-                    Some(Ok(frame)) if recent_frames.contains(&(frame.tick, frame.ts)) => {
+            next = async { source.as_mut()?.next().await }, if has_source => {
+                let Some(next) = next else { break };
+                match next {
+                    Ok(r) if r.key.is_some_and(|k| recent.contains(&k)) => {
                         AgentStats::bump(&stats.duplicate_frames);
                         continue;
                     }
-                    Some(Ok(frame)) => {
-                        if recent_frames.len() == RECENT_FRAMES {
-                            recent_frames.pop_front();
+                    Ok(r) => {
+                        if let Some(k) = r.key {
+                            if recent.len() == RECENT_READINGS {
+                                recent.pop_front();
+                            }
+                            recent.push_back(k);
                         }
-                        recent_frames.push_back((frame.tick, frame.ts));
-                        clock.store(frame.ts, std::sync::atomic::Ordering::Relaxed);
-                        for b in sim_feed::batches(&frame, &cfg.name, &mut seq) {
+                        clock.store(r.ts, std::sync::atomic::Ordering::Relaxed);
+                        for b in readings::batches(&r, &cfg.name, &mut seq) {
                             let subject = agent.subjects.indicators(b.layer, &b.idc, &b.service);
                             AgentStats::bump(&stats.indicator_batches);
                             publisher.send_msg(subject, &b).await;
                         }
-                        for h in sim_feed::hotspots(&frame) {
+                        for h in readings::hotspots(&r) {
                             AgentStats::bump(&stats.context_msgs);
                             publisher.send_msg(agent.subjects.hot(&h.service), &h).await;
                         }
-                        for c in sim_feed::changes(&frame) {
+                        for c in readings::changes(&r) {
                             AgentStats::bump(&stats.context_msgs);
                             publisher.send_msg(agent.subjects.change(&c.service), &c).await;
                         }
-                        for a in seen.observe(&frame, &cfg.name) {
+                        for a in seen.observe(&r, &cfg.name) {
                             AgentStats::bump(&stats.context_msgs);
                             publisher.send_msg(agent.subjects.announce(&format!("{}-{}", cfg.name, a.idc)), &a).await;
                         }
                         AgentStats::bump(&stats.frames);
-                        frame.ts
+                        r.ts
                     }
-                    _ => {
+                    Err(SourceError::Unreadable(why)) => {
                         AgentStats::bump(&stats.bad_frames);
                         if bad_frame_log.allow().is_some() {
-                            warn!(bad_frames = AgentStats::get(&stats.bad_frames), "unreadable feed frame dropped");
+                            warn!(bad_frames = AgentStats::get(&stats.bad_frames), %why, "unreadable reading dropped");
                         }
                         continue;
                     }
                 }
             }
-            _ = host_tick.tick(), if feed.is_none() => {
+            _ = host_tick.tick(), if !has_source => {
                 let now = wall_ms();
                 clock.store(now, std::sync::atomic::Ordering::Relaxed);
                 now

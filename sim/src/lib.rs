@@ -12,11 +12,15 @@
 //! - [`platform`]: the model: traffic, channels, services, faults, the
 //!   effect of actions, and the ground truth ([`platform::Truth`]).
 //! - [`node`]: runs a platform on a bus under a virtual clock.
+//! - [`edge`]: the simulator's side of an edge agent, as a vendor ships
+//!   it: its telemetry export as an agent source, its control API as an
+//!   actuator, and [`edge::agent`], an agent wired with both.
 //! - [`micro`]: a generic microservice world (random service graphs,
 //!   Kubernetes-style names, one fault each) written as recordings, for
 //!   drilling localization on graphs it was not written for.
 #![deny(missing_docs)]
 
+pub mod edge;
 pub mod feed;
 pub mod micro;
 pub mod node;

@@ -31,11 +31,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !problems.is_empty() {
         input!("invalid agent configuration:\n{}", problems.join("\n"));
     }
-    let agent = Agent {
-        config: cfg,
-        bus: nats(&url, "selfheal-agent").await?,
-        subjects: Subjects::new(prefix),
-    };
+    // The sources and actuators this build knows: the simulator's.
+    let agent = selfheal_sim::edge::agent(
+        cfg,
+        nats(&url, "selfheal-agent").await?,
+        Subjects::new(prefix),
+    )
+    .await?;
     let bus = agent.bus.clone();
     let h = agent.spawn().await?;
     bus.flush().await?;

@@ -106,7 +106,7 @@ pub(crate) mod prelude {
     pub(crate) use std::{path::PathBuf, sync::Arc};
 
     pub(crate) use anyhow::Context;
-    pub(crate) use selfheal_agent::{Agent, AgentConfig};
+    pub(crate) use selfheal_agent::AgentConfig;
     pub(crate) use selfheal_brain::{Brain, BrainConfig};
     pub(crate) use selfheal_bus::{Bus, LocalTransport, Subjects, Topology};
     pub(crate) use selfheal_sim::{Scenario, SimNode, Speed};

@@ -1,18 +1,19 @@
-//! The simulator collector: turns a platform telemetry frame into indicator
-//! batches, one per layer, IDC and service, as a real exporter scrape would.
+//! What the agent publishes from a source's readings: indicator batches,
+//! one per layer, IDC and service; hot keys through its heavy-hitter
+//! sketch; change events; announcements of what it sees.
 
 use std::collections::BTreeMap;
 
 use crate::sketch::SpaceSaving;
+use crate::source::Reading;
 use selfheal_bus::{
     ChangeEvent, HotspotReport, IndicatorBatch, KeyCount, Layer, Sample, WIRE_VERSION,
 };
-use selfheal_sim::feed::Frame;
 
-/// Groups a frame's samples into batches and numbers them from `*seq`.
-pub fn batches(frame: &Frame, source: &str, seq: &mut u64) -> Vec<IndicatorBatch> {
+/// Groups a reading's samples into batches and numbers them from `*seq`.
+pub fn batches(r: &Reading, source: &str, seq: &mut u64) -> Vec<IndicatorBatch> {
     let mut groups: BTreeMap<(Layer, &str, &str), Vec<Sample>> = BTreeMap::new();
-    for s in &frame.samples {
+    for s in &r.samples {
         groups
             .entry((s.layer, &s.idc, &s.service))
             .or_default()
@@ -22,7 +23,7 @@ pub fn batches(frame: &Frame, source: &str, seq: &mut u64) -> Vec<IndicatorBatch
                 instance: s.instance.clone(),
                 metric: s.metric.clone(),
                 labels: BTreeMap::new(),
-                ts: frame.ts,
+                ts: r.ts,
                 value: s.value,
             });
     }
@@ -43,23 +44,22 @@ pub fn batches(frame: &Frame, source: &str, seq: &mut u64) -> Vec<IndicatorBatch
         .collect()
 }
 
-/// The frame's hot-key counts as hotspot reports.
-pub fn hotspots(frame: &Frame) -> Vec<HotspotReport> {
-    frame
-        .hot
+/// The reading's key counts as hotspot reports.
+pub fn hotspots(r: &Reading) -> Vec<HotspotReport> {
+    r.keys
         .iter()
         .map(|h| {
             // Every key counted this period goes through a bounded
             // heavy-hitter sketch; its top few are reported.
             let mut s = SpaceSaving::new(HOT_CAPACITY);
-            for (key, count) in &h.top {
+            for (key, count) in &h.counts {
                 s.add(key, *count);
             }
             HotspotReport {
                 v: WIRE_VERSION,
                 service: h.service.clone(),
                 idc: h.idc.clone(),
-                ts: frame.ts,
+                ts: r.ts,
                 dimension: h.dimension.clone(),
                 total: h.total.max(s.total()),
                 top: s
@@ -77,52 +77,23 @@ pub const HOT_CAPACITY: usize = 32;
 /// Keys reported per service, IDC and dimension.
 pub const HOT_TOP: usize = 5;
 
-/// The frame's changes as change events.
-pub fn changes(frame: &Frame) -> Vec<ChangeEvent> {
-    frame
-        .changes
+/// The reading's changes as change events.
+pub fn changes(r: &Reading) -> Vec<ChangeEvent> {
+    r.changes
         .iter()
         .map(|c| ChangeEvent {
             v: WIRE_VERSION,
             id: c.id.clone(),
             service: c.service.clone(),
             kind: c.kind,
-            ts: frame.ts,
+            ts: r.ts,
             author: c.author.clone(),
             description: c.description.clone(),
         })
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use selfheal_sim::{Platform, Scenario, default_topology};
-
-    #[test]
-    fn one_batch_per_layer_idc_service_and_nothing_lost() {
-        let s = Scenario::control();
-        let mut p = Platform::new(default_topology(), &s, 0);
-        let (frame, _) = p.step();
-        let mut seq = 0;
-        let b = batches(&frame, "a", &mut seq);
-        assert_eq!(
-            b.iter().map(|b| b.samples.len()).sum::<usize>(),
-            frame.samples.len()
-        );
-        assert_eq!(seq as usize, b.len());
-        let mut keys: Vec<_> = b
-            .iter()
-            .map(|b| (b.layer, b.idc.clone(), b.service.clone()))
-            .collect();
-        keys.dedup();
-        assert_eq!(keys.len(), b.len());
-        assert!(b.iter().all(|b| b.samples.iter().all(|x| x.ts == frame.ts)));
-        let _ = s;
-    }
-}
-
-/// Frames between two announcements of an unchanged view.
+/// Readings between two announcements of an unchanged view.
 pub const ANNOUNCE_EVERY: u64 = 60;
 
 /// The services and instances an agent has seen, per IDC, for its
@@ -137,11 +108,11 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Notes what `frame` shows; returns the announcements due (one per
-    /// IDC): when the view changed, and every [`ANNOUNCE_EVERY`] frames.
-    pub fn observe(&mut self, frame: &Frame, agent: &str) -> Vec<selfheal_bus::Announcement> {
+    /// Notes what `r` shows; returns the announcements due (one per
+    /// IDC): when the view changed, and every [`ANNOUNCE_EVERY`] readings.
+    pub fn observe(&mut self, r: &Reading, agent: &str) -> Vec<selfheal_bus::Announcement> {
         let mut changed = false;
-        for s in &frame.samples {
+        for s in &r.samples {
             let services = self.view.entry(s.idc.clone()).or_default();
             if !services.contains_key(&s.service) {
                 services.insert(s.service.clone(), Default::default());
@@ -163,7 +134,7 @@ impl Seen {
                 v: WIRE_VERSION,
                 agent: agent.to_string(),
                 idc: idc.clone(),
-                ts: frame.ts,
+                ts: r.ts,
                 services: services
                     .iter()
                     .map(|(name, inst)| selfheal_bus::AnnouncedService {
@@ -173,5 +144,78 @@ impl Seen {
                     .collect(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{KeyCounts, Observed};
+    use selfheal_bus::Layer;
+
+    fn reading() -> Reading {
+        let obs = |layer, service: &str, instance: Option<&str>, metric: &str| Observed {
+            layer,
+            idc: "idc1".into(),
+            service: service.into(),
+            scene: None,
+            link: None,
+            instance: instance.map(str::to_string),
+            metric: metric.into(),
+            value: 1.0,
+        };
+        Reading {
+            ts: 5_000,
+            key: Some((1, 5_000)),
+            samples: vec![
+                obs(Layer::Business, "cashier", None, "tps"),
+                obs(Layer::Business, "cashier", None, "success_rate"),
+                obs(Layer::System, "cashier", Some("cashier-1"), "cpu"),
+                obs(Layer::System, "ledger", Some("ledger-1"), "cpu"),
+                obs(Layer::Infra, "ledger", Some("ledger-1"), "mem_used"),
+            ],
+            keys: vec![KeyCounts {
+                idc: "idc1".into(),
+                service: "cashier".into(),
+                dimension: "item".into(),
+                total: 1_000,
+                counts: (0..100)
+                    .map(|k| (format!("item-{k}"), if k == 7 { 500 } else { 5 }))
+                    .collect(),
+            }],
+            changes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_batch_per_layer_idc_service_and_nothing_lost() {
+        let r = reading();
+        let mut seq = 0;
+        let b = batches(&r, "a", &mut seq);
+        assert_eq!(
+            b.iter().map(|b| b.samples.len()).sum::<usize>(),
+            r.samples.len()
+        );
+        assert_eq!(seq as usize, b.len());
+        assert_eq!(
+            b.len(),
+            4,
+            "business cashier, system cashier, system ledger, infra ledger"
+        );
+        assert!(b.iter().all(|b| b.samples.iter().all(|x| x.ts == r.ts)));
+    }
+
+    #[test]
+    fn the_sketch_reports_the_heavy_key_and_seen_announces_changes_only() {
+        let r = reading();
+        let h = hotspots(&r);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].top[0].key, "item-7");
+        assert!(h[0].top.len() <= HOT_TOP);
+        let mut seen = Seen::default();
+        let first = seen.observe(&r, "agent-a");
+        assert_eq!(first.len(), 1, "one IDC");
+        assert_eq!(first[0].services.len(), 2);
+        assert!(seen.observe(&r, "agent-a").is_empty(), "nothing new");
     }
 }
