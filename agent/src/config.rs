@@ -41,6 +41,10 @@ pub struct AgentConfig {
     /// How long to wait for the platform to apply an action, ms.
     #[serde(default = "default_actuate_timeout_ms")]
     pub actuate_timeout_ms: u64,
+    /// Units on this host the agent may restart, with their commands
+    /// (`[[process]]`; none by default).
+    #[serde(default)]
+    pub process: Vec<crate::process::Unit>,
 }
 
 fn default_name() -> String {
@@ -81,6 +85,7 @@ fn toml_defaults() -> AgentConfig {
         buffer_batches: default_buffer_batches(),
         actuate: true,
         actuate_timeout_ms: default_actuate_timeout_ms(),
+        process: Vec::new(),
     }
 }
 
@@ -106,6 +111,33 @@ impl AgentConfig {
         if self.actuate_timeout_ms == 0 {
             p.push("actuate_timeout_ms: must be at least 1".into());
         }
+        for (i, u) in self.process.iter().enumerate() {
+            p.extend(u.validate(&format!("process[{i}]")));
+        }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_agent_configuration_parses_and_is_valid() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/configuration.md"
+        ))
+        .unwrap();
+        let block = doc
+            .split("## Agent")
+            .nth(1)
+            .and_then(|s| s.split("```toml").nth(1))
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let cfg: AgentConfig = toml::from_str(block).unwrap();
+        assert_eq!(cfg.validate(), Vec::<String>::new());
+        assert_eq!(cfg.process.len(), 1);
+        assert_eq!(cfg.process[0].restart[0], "/usr/bin/systemctl");
     }
 }

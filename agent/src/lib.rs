@@ -14,12 +14,15 @@
 //! - [`sketch`]: the space-saving sketch that finds hot keys.
 //! - [`executor`]: request/reply action execution, once per idempotency
 //!   key, through the [`selfheal_bus::Actuator`]s the agent is given.
+//! - [`process`]: the agent's own actuator for its host: restart an
+//!   allow-listed unit through its configured command.
 //! - [`stats`]: the agent's own counters.
 //! - [`run`]: wires them into a running agent ([`Agent::spawn`]).
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod executor;
+pub mod process;
 pub mod procfs;
 pub mod publisher;
 pub mod readings;

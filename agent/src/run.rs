@@ -52,6 +52,18 @@ impl AgentHandle {
     }
 }
 
+/// The actuators the agent brings itself, from its configuration (units
+/// on its host it may restart); a platform adds its own after them.
+pub fn own_actuators(cfg: &AgentConfig) -> Vec<Arc<dyn Actuator>> {
+    let mut v: Vec<Arc<dyn Actuator>> = Vec::new();
+    if !cfg.process.is_empty() {
+        v.push(Arc::new(crate::process::ProcessActuator::new(
+            cfg.process.clone(),
+        )));
+    }
+    v
+}
+
 impl Agent {
     /// Subscribes and starts the agent's tasks.
     pub async fn spawn(mut self) -> Result<AgentHandle, BusError> {

@@ -184,12 +184,14 @@ pub async fn agent(
         subjects.clone(),
         Duration::from_millis(config.actuate_timeout_ms),
     );
+    let mut actuators = selfheal_agent::run::own_actuators(&config);
+    actuators.push(std::sync::Arc::new(control));
     Ok(selfheal_agent::Agent {
         config,
         bus,
         subjects,
         source,
-        actuators: vec![std::sync::Arc::new(control)],
+        actuators,
     })
 }
 
