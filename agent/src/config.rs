@@ -45,6 +45,10 @@ pub struct AgentConfig {
     /// (`[[process]]`; none by default).
     #[serde(default)]
     pub process: Vec<crate::process::Unit>,
+    /// HAProxy instances and the servers the agent may act on
+    /// (`[[haproxy]]`; none by default).
+    #[serde(default)]
+    pub haproxy: Vec<crate::haproxy::HaproxyConfig>,
 }
 
 fn default_name() -> String {
@@ -86,6 +90,7 @@ fn toml_defaults() -> AgentConfig {
         actuate: true,
         actuate_timeout_ms: default_actuate_timeout_ms(),
         process: Vec::new(),
+        haproxy: Vec::new(),
     }
 }
 
@@ -114,6 +119,9 @@ impl AgentConfig {
         for (i, u) in self.process.iter().enumerate() {
             p.extend(u.validate(&format!("process[{i}]")));
         }
+        for (i, h) in self.haproxy.iter().enumerate() {
+            p.extend(h.validate(&format!("haproxy[{i}]")));
+        }
         p
     }
 }
@@ -129,13 +137,18 @@ mod tests {
             "/../docs/configuration.md"
         ))
         .unwrap();
-        let block = doc
-            .split("## Agent")
-            .nth(1)
-            .and_then(|s| s.split("```toml").nth(1))
-            .and_then(|b| b.split("```").next())
-            .unwrap();
-        let cfg: AgentConfig = toml::from_str(block).unwrap();
+        let section = doc.split("## Agent").nth(1).unwrap();
+        let section = section.split("\n## ").next().unwrap();
+        let blocks: Vec<&str> = section
+            .split("```toml")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .collect();
+        assert_eq!(blocks.len(), 2, "the agent's keys, then [[haproxy]]");
+        let h: AgentConfig = toml::from_str(blocks[1]).unwrap();
+        assert_eq!(h.validate(), Vec::<String>::new());
+        assert_eq!(h.haproxy[0].servers[0].backend, "pay");
+        let cfg: AgentConfig = toml::from_str(blocks[0]).unwrap();
         assert_eq!(cfg.validate(), Vec::<String>::new());
         assert_eq!(cfg.process.len(), 1);
         assert_eq!(cfg.process[0].restart[0], "/usr/bin/systemctl");

@@ -16,12 +16,15 @@
 //!   key, through the [`selfheal_bus::Actuator`]s the agent is given.
 //! - [`process`]: the agent's own actuator for its host: restart an
 //!   allow-listed unit through its configured command.
+//! - [`haproxy`]: an actuator for HAProxy's runtime API: shift weight off
+//!   a server in steps, drain it, ready it again.
 //! - [`stats`]: the agent's own counters.
 //! - [`run`]: wires them into a running agent ([`Agent::spawn`]).
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod executor;
+pub mod haproxy;
 pub mod process;
 pub mod procfs;
 pub mod publisher;

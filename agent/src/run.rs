@@ -61,6 +61,9 @@ pub fn own_actuators(cfg: &AgentConfig) -> Vec<Arc<dyn Actuator>> {
             cfg.process.clone(),
         )));
     }
+    for h in &cfg.haproxy {
+        v.push(Arc::new(crate::haproxy::HaproxyActuator::new(h.clone())));
+    }
     v
 }
 
