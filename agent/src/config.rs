@@ -49,6 +49,9 @@ pub struct AgentConfig {
     /// (`[[haproxy]]`; none by default).
     #[serde(default)]
     pub haproxy: Vec<crate::haproxy::HaproxyConfig>,
+    /// Dial tests of business endpoints (`[[probe]]`; none by default).
+    #[serde(default)]
+    pub probe: Vec<crate::probe::Probe>,
 }
 
 fn default_name() -> String {
@@ -91,6 +94,7 @@ fn toml_defaults() -> AgentConfig {
         actuate_timeout_ms: default_actuate_timeout_ms(),
         process: Vec::new(),
         haproxy: Vec::new(),
+        probe: Vec::new(),
     }
 }
 
@@ -122,6 +126,9 @@ impl AgentConfig {
         for (i, h) in self.haproxy.iter().enumerate() {
             p.extend(h.validate(&format!("haproxy[{i}]")));
         }
+        for (i, pr) in self.probe.iter().enumerate() {
+            p.extend(pr.validate(&format!("probe[{i}]")));
+        }
         p
     }
 }
@@ -151,6 +158,8 @@ mod tests {
         let cfg: AgentConfig = toml::from_str(blocks[0]).unwrap();
         assert_eq!(cfg.validate(), Vec::<String>::new());
         assert_eq!(cfg.process.len(), 1);
+        assert_eq!(cfg.probe.len(), 1);
+        assert_eq!(cfg.probe[0].expect_body.as_deref(), Some("ok|accepted"));
         assert_eq!(cfg.process[0].restart[0], "/usr/bin/systemctl");
     }
 }

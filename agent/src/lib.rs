@@ -18,6 +18,8 @@
 //!   allow-listed unit through its configured command.
 //! - [`haproxy`]: an actuator for HAProxy's runtime API: shift weight off
 //!   a server in steps, drain it, ready it again.
+//! - [`probe`]: dial tests of business endpoints, published as business
+//!   indicators (`probe_success`, `probe_latency_ms`).
 //! - [`stats`]: the agent's own counters.
 //! - [`run`]: wires them into a running agent ([`Agent::spawn`]).
 #![deny(missing_docs)]
@@ -25,6 +27,7 @@
 pub mod config;
 pub mod executor;
 pub mod haproxy;
+pub mod probe;
 pub mod process;
 pub mod procfs;
 pub mod publisher;

@@ -77,6 +77,22 @@ impl Agent {
         // follows the simulator, the wall clock otherwise.
         let clock = Arc::new(std::sync::atomic::AtomicI64::new(wall_ms()));
         let source = self.source.take();
+        // Dial tests run on their own clocks and hand their results to the
+        // collector, which publishes them with everything else.
+        let (probe_tx, probe_rx) = tokio::sync::mpsc::channel(64);
+        if !self.config.probe.is_empty() {
+            let client = crate::probe::client().map_err(BusError::Other)?;
+            for p in self.config.probe.clone() {
+                tasks.push(tokio::spawn(dial_every(
+                    client.clone(),
+                    p,
+                    clock.clone(),
+                    probe_tx.clone(),
+                    stop.clone(),
+                )));
+            }
+        }
+        drop(probe_tx);
         if self.config.actuate {
             let acts = self.bus.subscribe(&self.subjects.all_acts()).await?;
             let executor = Executor::new(std::mem::take(&mut self.actuators), stats.clone());
@@ -91,6 +107,7 @@ impl Agent {
         tasks.push(tokio::spawn(collect(
             self,
             source,
+            probe_rx,
             stats.clone(),
             clock,
             stop.clone(),
@@ -129,6 +146,7 @@ const RECENT_READINGS: usize = 256;
 async fn collect(
     agent: Agent,
     mut source: Option<Box<dyn Source>>,
+    mut probes: tokio::sync::mpsc::Receiver<(crate::probe::Probe, crate::probe::Dialed, i64)>,
     stats: Arc<AgentStats>,
     clock: Arc<std::sync::atomic::AtomicI64>,
     stop: CancellationToken,
@@ -204,6 +222,39 @@ async fn collect(
                 clock.store(now, std::sync::atomic::Ordering::Relaxed);
                 now
             }
+            Some((p, d, ts)) = probes.recv() => {
+                AgentStats::bump(&stats.probes);
+                if !d.ok {
+                    AgentStats::bump(&stats.probe_failures);
+                    warn!(probe = %p.name, url = %p.url, why = d.why.as_deref().unwrap_or(""), "dial test failed");
+                }
+                seq += 1;
+                let sample = |metric: &str, value: f64| Sample {
+                    scene: Some(p.name.clone()),
+                    link: None,
+                    instance: None,
+                    metric: metric.to_string(),
+                    labels: Default::default(),
+                    ts,
+                    value,
+                };
+                let batch = IndicatorBatch {
+                    v: WIRE_VERSION,
+                    source: cfg.name.clone(),
+                    seq,
+                    layer: Layer::Business,
+                    idc: cfg.idc.clone(),
+                    service: p.service.clone(),
+                    samples: vec![
+                        sample("probe_success", if d.ok { 1.0 } else { 0.0 }),
+                        sample("probe_latency_ms", d.latency_ms),
+                    ],
+                };
+                AgentStats::bump(&stats.indicator_batches);
+                let subject = agent.subjects.indicators(Layer::Business, &cfg.idc, &p.service);
+                publisher.send_msg(subject, &batch).await;
+                continue;
+            }
             _ = retry.tick() => {
                 publisher.watch();
                 if publisher.buffered() > 0 {
@@ -255,5 +306,35 @@ async fn collect(
         };
         let subject = agent.subjects.indicators(Layer::Infra, &cfg.idc, "host");
         publisher.send_msg(subject, &batch).await;
+    }
+}
+
+/// Dials `p` every `interval_ms` of wall time and hands each result, with
+/// the agent's clock, to the collector.
+async fn dial_every(
+    client: reqwest::Client,
+    p: crate::probe::Probe,
+    clock: Arc<std::sync::atomic::AtomicI64>,
+    out: tokio::sync::mpsc::Sender<(crate::probe::Probe, crate::probe::Dialed, i64)>,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_millis(p.interval_ms));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = every.tick() => {}
+        }
+        let d = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            d = crate::probe::dial(&client, &p) => d,
+        };
+        // On a feed the agent's clock is the platform's; alone, the wall's.
+        let ts = clock.load(std::sync::atomic::Ordering::Relaxed);
+        if out.send((p.clone(), d, ts)).await.is_err() {
+            break;
+        }
     }
 }

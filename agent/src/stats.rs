@@ -27,6 +27,10 @@ pub struct AgentStats {
     pub duplicate_frames: AtomicU64,
     /// Host readings that failed.
     pub host_errors: AtomicU64,
+    /// Dial tests run.
+    pub probes: AtomicU64,
+    /// Dial tests that failed (the endpoint unhealthy or unreachable).
+    pub probe_failures: AtomicU64,
     /// Actions applied.
     pub actions_applied: AtomicU64,
     /// Actions answered as duplicates of an earlier idempotency key.
