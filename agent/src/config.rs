@@ -138,6 +138,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_integration_guide_s_agent_example_parses_and_is_valid() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/integrations.md"
+        ))
+        .unwrap();
+        let block = doc
+            .split("## Agent")
+            .nth(1)
+            .and_then(|s| s.split("```toml").nth(1))
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let cfg: AgentConfig = toml::from_str(block).unwrap();
+        assert_eq!(cfg.validate(), Vec::<String>::new());
+        assert_eq!(
+            (
+                cfg.process.len(),
+                cfg.haproxy[0].servers.len(),
+                cfg.probe.len()
+            ),
+            (1, 2, 1)
+        );
+        assert_eq!(cfg.feed, Feed::None);
+    }
+
+    #[test]
     fn the_documented_agent_configuration_parses_and_is_valid() {
         let doc = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
