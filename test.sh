@@ -17,23 +17,24 @@ fi
 export NATS_SERVER="${NATS_SERVER:-$PWD/.venv-nats/bin/nats-server}"
 "$NATS_SERVER" --version
 
-if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
-  echo "installing chromium (Debian package)"
-  sudo=""
+# Installs a Debian package (refreshing the package lists if need be).
+apt_install() {
+  echo "installing $1 (Debian package)"
+  local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get install -y --no-install-recommends chromium >/dev/null \
-    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends chromium >/dev/null; }
+  $sudo apt-get install -y --no-install-recommends "$1" >/dev/null \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "$1" >/dev/null; }
+}
+
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  apt_install chromium
 fi
 export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
 if [ -z "${HAPROXY:-}" ] && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
-  echo "installing haproxy (Debian package)"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get install -y --no-install-recommends haproxy >/dev/null \
-    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends haproxy >/dev/null; }
+  apt_install haproxy
 fi
 export HAPROXY="${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}"
-"$HAPROXY" -v | head -1
+"$HAPROXY" -v | sed -n 1p
 "$CHROMIUM" --version
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "installing playwright-core (npm) into tests/browser/"

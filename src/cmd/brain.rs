@@ -31,13 +31,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         listen,
         prefix,
     } = args;
-    let mut cfg: BrainConfig = match config {
-        Some(p) => read_toml(&p)?,
-        None => BrainConfig {
-            playbooks: selfheal::paths::playbooks(),
-            ..BrainConfig::default()
-        },
-    };
+    let mut cfg: BrainConfig = brain_config(config.as_ref())?;
     if listen.is_some() {
         cfg.listen = listen;
     }

@@ -112,7 +112,7 @@ pub(crate) mod prelude {
     pub(crate) use selfheal_sim::{Scenario, SimNode, Speed};
 
     pub(crate) use super::{
-        check_speed, nats, read_toml, scenario, stop_signal, topology, write_json,
+        brain_config, check_speed, nats, read_toml, scenario, stop_signal, topology, write_json,
     };
     pub(crate) use super::{gate, input};
 }
@@ -127,6 +127,18 @@ pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     selfheal::config_file::parse(&text)
         .map_err(|e| anyhow::Error::new(BadInput(format!("{}: {e}", path.display()))))
+}
+
+/// The brain's configuration from `path`, or the defaults with the
+/// shipped playbooks; every problem of a file named.
+pub(crate) fn brain_config(path: Option<&PathBuf>) -> anyhow::Result<BrainConfig> {
+    match path {
+        Some(p) => read_toml(p),
+        None => Ok(BrainConfig {
+            playbooks: selfheal::paths::playbooks(),
+            ..BrainConfig::default()
+        }),
+    }
 }
 
 pub(crate) fn topology(path: Option<&PathBuf>) -> anyhow::Result<Topology> {

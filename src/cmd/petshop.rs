@@ -39,13 +39,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config,
         keep,
     } = args;
-    let cfg: BrainConfig = match config {
-        Some(p) => read_toml(&p)?,
-        None => BrainConfig {
-            playbooks: selfheal::paths::playbooks(),
-            ..BrainConfig::default()
-        },
-    };
+    let cfg: BrainConfig = brain_config(config.as_ref())?;
     let mut cases = selfheal::petshop::cases(&data)?;
     if let Some(s) = &scenario {
         cases.retain(|c| &c.scenario == s);

@@ -31,13 +31,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config,
         strict,
     } = args;
-    let mut cfg: BrainConfig = match config {
-        Some(p) => read_toml(&p)?,
-        None => BrainConfig {
-            playbooks: selfheal::paths::playbooks(),
-            ..BrainConfig::default()
-        },
-    };
+    let mut cfg: BrainConfig = brain_config(config.as_ref())?;
     let tmp = selfheal::replay::scratch()?;
     cfg.store = tmp.path().join("replay.db");
     let rec = selfheal::replay::read_with(&dir, selfheal::replay::ReadOptions { strict })?;

@@ -297,7 +297,7 @@ mod tests {
     use super::*;
     use selfheal_bus::ActionKind;
 
-    fn act(target: &str, fraction: Option<f64>) -> PlannedAction {
+    pub(super) fn act(target: &str, fraction: Option<f64>) -> PlannedAction {
         let mut params = std::collections::BTreeMap::new();
         if let Some(f) = fraction {
             params.insert("fraction".into(), serde_json::Value::from(f));
@@ -470,20 +470,7 @@ mod properties {
     }
 
     fn action(target: u8, fraction: Option<f64>) -> PlannedAction {
-        let mut params = std::collections::BTreeMap::new();
-        if let Some(f) = fraction {
-            params.insert("fraction".into(), serde_json::Value::from(f));
-        }
-        PlannedAction {
-            kind: if fraction.is_some() {
-                ActionKind::ShiftTraffic
-            } else {
-                ActionKind::Restart
-            },
-            service: "svc".into(),
-            target: format!("t{target}"),
-            params,
-        }
+        super::tests::act(&format!("t{target}"), fraction)
     }
 
     proptest! {
