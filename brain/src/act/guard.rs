@@ -450,7 +450,6 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use proptest::prelude::*;
-    use selfheal_bus::ActionKind;
 
     use super::*;
 
