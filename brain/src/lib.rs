@@ -15,6 +15,8 @@
 //! - [`admit`]: series admission (caps in all, per source, per service) and
 //!   the eviction of idle series.
 //! - [`detect`]: per-series streaming detectors in shard tasks.
+//! - [`alert`]: alerts from an existing monitoring (Alertmanager) as
+//!   anomalies: firing opens or joins an incident, resolved ends it.
 //! - [`recent`]: recent samples of every series (charts, localization).
 //! - [`incident`]: an incident and its state machine (collecting, running
 //!   its plan, done in a typed terminal state); what it needs at a time
@@ -43,6 +45,7 @@
 
 pub mod act;
 pub mod admit;
+pub mod alert;
 pub mod api;
 pub mod blocking;
 pub mod config;
@@ -265,6 +268,7 @@ impl Brain {
         };
         let recent = Arc::new(recent::Recent::default());
         let (decisions_tx, decisions_rx) = mpsc::channel(64);
+        let (alerts_tx, alerts_rx) = mpsc::channel(256);
         let stats = Arc::new(BrainStats::default());
         let stop = CancellationToken::new();
         let sub = self.bus.subscribe(&self.subjects.all_indicators()).await?;
@@ -435,6 +439,7 @@ impl Brain {
                 results: results_rx,
                 contexts: context_rx,
                 decisions: decisions_rx,
+                alerts: alerts_rx,
             },
             cfg.shards,
             stop.clone(),
@@ -466,6 +471,14 @@ impl Brain {
                         (token_sha256.is_some() || oncall.is_some())
                             .then_some(api::KillSwitch { file, token_sha256 })
                     }),
+                    alerts: cfg
+                        .alert_token_sha256
+                        .as_deref()
+                        .and_then(api::parse_sha256)
+                        .map(|token_sha256| api::AlertHook {
+                            token_sha256,
+                            tx: alerts_tx.clone(),
+                        }),
                     limit: Arc::new(api::limit::RefusalLimit::per_minute(
                         cfg.refusals_per_minute,
                     )),

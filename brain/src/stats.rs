@@ -45,6 +45,10 @@ pub struct BrainStats {
     pub incidents: AtomicU64,
     /// Actions sent to actuators.
     pub actions_sent: AtomicU64,
+    /// Alerts taken from Alertmanager's webhook.
+    pub alerts_received: AtomicU64,
+    /// Alertmanager notifications refused (token, shape).
+    pub alerts_refused: AtomicU64,
     /// Actions refused by a guard.
     pub actions_refused: AtomicU64,
     /// Actions recorded as dry runs.
@@ -393,6 +397,16 @@ impl BrainStats {
                 "selfheal_brain_incidents_total",
                 "Incidents opened.",
                 &self.incidents,
+            ),
+            (
+                "selfheal_brain_alerts_received_total",
+                "Alerts taken from Alertmanager's webhook.",
+                &self.alerts_received,
+            ),
+            (
+                "selfheal_brain_alerts_refused_total",
+                "Alertmanager notifications refused (token, shape).",
+                &self.alerts_refused,
             ),
             (
                 "selfheal_brain_actions_sent_total",

@@ -53,6 +53,17 @@ pub struct ApiState {
     pub oncall: Option<oncall::OnCallApi>,
     /// Refusals per client address ([`limit`]).
     pub limit: Arc<limit::RefusalLimit>,
+    /// Alertmanager's webhook, when configured.
+    pub alerts: Option<AlertHook>,
+}
+
+/// Alertmanager's webhook: its token, and the way to the engine.
+#[derive(Clone)]
+pub struct AlertHook {
+    /// SHA-256 of the accepted bearer token.
+    pub token_sha256: [u8; 32],
+    /// To the engine.
+    pub tx: tokio::sync::mpsc::Sender<crate::alert::Alert>,
 }
 
 /// The kill switch as the API turns it: the guard's file, and the admin
@@ -96,6 +107,10 @@ pub fn app(state: ApiState) -> Router {
         .route(
             "/v1/changes",
             post(change).layer(DefaultBodyLimit::max(MAX_CHANGE_BYTES)),
+        )
+        .route(
+            "/v1/alerts",
+            post(alerts).layer(DefaultBodyLimit::max(MAX_ALERT_BYTES)),
         )
         .route(
             "/v1/kill-switch",
@@ -273,6 +288,47 @@ fn refuse(
 /// `POST /v1/changes`: a change notice from a CI/CD system (the JSON of
 /// [`parse_change`]; `ts` defaults to now), authenticated with a bearer
 /// token. Accepted notices go onto the bus like an agent's.
+/// Largest Alertmanager notification accepted, bytes.
+const MAX_ALERT_BYTES: usize = 256 * 1024;
+
+/// `POST /v1/alerts`: Alertmanager's webhook (bearer token). Each firing
+/// alert goes to the engine as a symptom, each resolved one as its end.
+async fn alerts(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let Some(hook) = &s.alerts else {
+        return refuse(
+            None,
+            StatusCode::NOT_FOUND,
+            "the alert webhook is not configured".into(),
+        );
+    };
+    if !authorized(&headers, &hook.token_sha256) {
+        return refuse(
+            Some(&s.stats.alerts_refused),
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required".into(),
+        );
+    }
+    let alerts = match crate::alert::Alert::parse(&body) {
+        Ok(a) => a,
+        Err(why) => return refuse(Some(&s.stats.alerts_refused), StatusCode::BAD_REQUEST, why),
+    };
+    let n = alerts.len();
+    for a in alerts {
+        if hook.tx.send(a).await.is_err() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "error": "the brain is stopping; retry" })),
+            );
+        }
+        BrainStats::bump(&s.stats.alerts_received);
+    }
+    (StatusCode::OK, Json(serde_json::json!({ "alerts": n })))
+}
+
 async fn change(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -518,6 +574,7 @@ mod tests {
             kill: None,
             oncall: None,
             limit: Arc::new(limit::RefusalLimit::per_minute(20)),
+            alerts: None,
         };
         let res = app(state.clone())
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
@@ -601,6 +658,7 @@ mod webhook_tests {
             kill: None,
             oncall: None,
             limit: Arc::new(limit::RefusalLimit::per_minute(20)),
+            alerts: None,
         };
         let post = |auth: Option<&str>, body: &str| {
             let mut r = Request::post("/v1/changes").header("content-type", "application/json");
@@ -775,6 +833,7 @@ mod kill_switch_tests {
             }),
             oncall: None,
             limit: Arc::new(limit::RefusalLimit::per_minute(20)),
+            alerts: None,
         };
         let call = |method: &str, auth: Option<&str>, body: &str| {
             let mut r = Request::builder().method(method).uri("/v1/kill-switch");

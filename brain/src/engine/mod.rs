@@ -60,6 +60,8 @@ pub struct Inputs {
     pub contexts: mpsc::Receiver<crate::context::ContextMsg>,
     /// People's decisions on approvals, from the API.
     pub decisions: mpsc::Receiver<crate::act::approval::Decide>,
+    /// Alerts from an existing monitoring (Alertmanager).
+    pub alerts: mpsc::Receiver<crate::alert::Alert>,
 }
 
 /// Least similarity of a past incident's symptoms to be listed.
@@ -87,6 +89,7 @@ impl Engine {
             mut results,
             mut contexts,
             mut decisions,
+            mut alerts,
         } = inputs;
         let mut now = 0;
         let mut marks = vec![i64::MIN; shards.max(1)];
@@ -110,6 +113,13 @@ impl Engine {
                 }
                 Some(d) = decisions.recv() => {
                     self.on_decide(d, now).await;
+                }
+                Some(a) = alerts.recv() => {
+                    // A symptom at the engine's time: it opens or joins an
+                    // incident like an anomaly of a business error series.
+                    let ev = a.anomaly(now);
+                    info!(series = %ev.key, firing = a.firing, summary = %a.summary, "alert");
+                    self.on_anomaly(&ev).await;
                 }
                 Some(c) = contexts.recv() => {
                     match c {
