@@ -7,7 +7,7 @@ mod common;
 
 use std::{process::Command, sync::Arc, time::Duration};
 
-use common::eventually;
+use common::{eventually, free_port};
 use selfheal_agent::{Agent, AgentConfig, config::Feed};
 use selfheal_brain::{Brain, BrainConfig, BrainStats, api::hash_token, store::Store};
 use selfheal_bus::{Bus, LocalTransport, Subjects};
@@ -21,14 +21,6 @@ impl Drop for Child {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn alertmanager(dir: &std::path::Path, brain: std::net::SocketAddr) -> (Child, String) {

@@ -432,6 +432,16 @@ mod tests {
         }
     }
 
+    fn intent<'a>(incident: &'a str, step: usize, a: &'a PlannedAction) -> Intent<'a> {
+        Intent {
+            incident,
+            playbook: "pb",
+            step,
+            action: a,
+            approved: false,
+        }
+    }
+
     /// An edge that applies an action only when the brain's store already
     /// holds it as pending (the write-ahead), and says so otherwise.
     async fn edge(bus: Bus, store: Arc<Store>, seen: Arc<std::sync::Mutex<Vec<String>>>) {
@@ -479,13 +489,7 @@ mod tests {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         edge(bus.clone(), store.clone(), seen.clone()).await;
         let a = action("cashier");
-        let intent = Intent {
-            incident: "inc-1",
-            playbook: "pb",
-            step: 0,
-            action: &a,
-            approved: false,
-        };
+        let intent = intent("inc-1", 0, &a);
         let Admission::Ready(ready) = g.admit(&intent, 1_000) else {
             panic!("the guards allow a first action");
         };
@@ -556,13 +560,7 @@ mod tests {
         {
             let (mut g, _bus, _store, _rx) = gateway(dir.path(), GuardConfig::default());
             let a = action("cashier");
-            let intent = Intent {
-                incident: "inc-1",
-                playbook: "pb",
-                step: 1,
-                action: &a,
-                approved: false,
-            };
+            let intent = intent("inc-1", 1, &a);
             // Written ahead, then the process "dies" before dispatching.
             let Admission::Ready(ready) = g.admit(&intent, 1_000) else {
                 panic!("allowed");
@@ -581,13 +579,7 @@ mod tests {
         assert_eq!(seen.lock().unwrap().as_slice(), ["inc-1-s1"]);
         // And the cooldown spans the restart.
         let a = action("cashier");
-        let other = Intent {
-            incident: "inc-9",
-            playbook: "pb",
-            step: 0,
-            action: &a,
-            approved: false,
-        };
+        let other = intent("inc-9", 0, &a);
         assert!(matches!(g.admit(&other, 2_000), Admission::Refused(_)));
     }
 
@@ -596,13 +588,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut g, _bus, _store, mut rx) = gateway(dir.path(), GuardConfig::default());
         let a = action("cashier");
-        let intent = Intent {
-            incident: "inc-1",
-            playbook: "pb",
-            step: 0,
-            action: &a,
-            approved: false,
-        };
+        let intent = intent("inc-1", 0, &a);
         let Admission::Ready(ready) = g.admit(&intent, 1) else {
             panic!("allowed");
         };
