@@ -120,8 +120,33 @@ pub fn client() -> Result<reqwest::Client, String> {
         .map_err(|e| format!("HTTP client: {e}"))
 }
 
-/// Dials `p` once.
-pub async fn dial(client: &reqwest::Client, p: &Probe) -> Dialed {
+/// A probe ready to dial: its body pattern compiled once.
+pub struct Dialer {
+    /// The probe.
+    pub probe: Probe,
+    pattern: Option<regex::Regex>,
+}
+
+impl Dialer {
+    /// `p`, its pattern compiled (a bad one is refused, as
+    /// [`Probe::validate`] says).
+    pub fn new(p: Probe) -> Result<Self, String> {
+        let pattern = p
+            .expect_body
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| format!("probe {}: expect_body: {e}", p.name))?;
+        Ok(Dialer { probe: p, pattern })
+    }
+
+    /// Dials once.
+    pub async fn dial(&self, client: &reqwest::Client) -> Dialed {
+        dial(client, &self.probe, self.pattern.as_ref()).await
+    }
+}
+
+async fn dial(client: &reqwest::Client, p: &Probe, pattern: Option<&regex::Regex>) -> Dialed {
     let started = Instant::now();
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
     let method = reqwest::Method::from_bytes(p.method.as_bytes()).unwrap_or(reqwest::Method::GET);
@@ -158,12 +183,10 @@ pub async fn dial(client: &reqwest::Client, p: &Probe) -> Dialed {
             latency_ms,
         );
     }
-    if let Some(re) = &p.expect_body {
+    if let Some(re) = pattern {
         let text = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]);
-        match regex::Regex::new(re) {
-            Ok(r) if r.is_match(&text) => {}
-            Ok(_) => return fail(format!("body does not match {re:?}"), latency_ms),
-            Err(e) => return fail(format!("bad pattern: {e}"), latency_ms),
+        if !re.is_match(&text) {
+            return fail(format!("body does not match {:?}", re.as_str()), latency_ms);
         }
     }
     Dialed {

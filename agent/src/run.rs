@@ -83,9 +83,10 @@ impl Agent {
         if !self.config.probe.is_empty() {
             let client = crate::probe::client().map_err(BusError::Other)?;
             for p in self.config.probe.clone() {
+                let dialer = crate::probe::Dialer::new(p).map_err(BusError::Other)?;
                 tasks.push(tokio::spawn(dial_every(
                     client.clone(),
-                    p,
+                    dialer,
                     clock.clone(),
                     probe_tx.clone(),
                     stop.clone(),
@@ -309,15 +310,16 @@ async fn collect(
     }
 }
 
-/// Dials `p` every `interval_ms` of wall time and hands each result, with
+/// Dials its probe every `interval_ms` of wall time and hands each result, with
 /// the agent's clock, to the collector.
 async fn dial_every(
     client: reqwest::Client,
-    p: crate::probe::Probe,
+    dialer: crate::probe::Dialer,
     clock: Arc<std::sync::atomic::AtomicI64>,
     out: tokio::sync::mpsc::Sender<(crate::probe::Probe, crate::probe::Dialed, i64)>,
     stop: CancellationToken,
 ) {
+    let p = &dialer.probe;
     let mut every = tokio::time::interval(Duration::from_millis(p.interval_ms));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -329,7 +331,7 @@ async fn dial_every(
         let d = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            d = crate::probe::dial(&client, &p) => d,
+            d = dialer.dial(&client) => d,
         };
         // On a feed the agent's clock is the platform's; alone, the wall's.
         let ts = clock.load(std::sync::atomic::Ordering::Relaxed);

@@ -8,7 +8,7 @@ use axum::{Router, http::StatusCode, routing::get};
 use selfheal_agent::{
     Agent, AgentConfig,
     config::Feed,
-    probe::{Probe, client, dial},
+    probe::{Dialer, Probe, client},
 };
 use selfheal_bus::{Bus, IndicatorBatch, Layer, LocalTransport, Subjects};
 
@@ -51,7 +51,10 @@ fn probe(name: &str, url: String) -> Probe {
 async fn a_dial_judges_status_body_and_time() {
     let base = server().await;
     let c = client().unwrap();
-    let ok = dial(&c, &probe("pay", format!("{base}/ok"))).await;
+    let ok = Dialer::new(probe("pay", format!("{base}/ok")))
+        .unwrap()
+        .dial(&c)
+        .await;
     assert!(ok.ok, "{ok:?}");
     assert!(ok.latency_ms > 0.0 && ok.latency_ms < 300.0, "{ok:?}");
     for (path, says) in [
@@ -59,7 +62,10 @@ async fn a_dial_judges_status_body_and_time() {
         ("/wrong", "does not match"),
         ("/slow", "no answer in 300 ms"),
     ] {
-        let d = dial(&c, &probe("pay", format!("{base}{path}"))).await;
+        let d = Dialer::new(probe("pay", format!("{base}{path}")))
+            .unwrap()
+            .dial(&c)
+            .await;
         assert!(!d.ok, "{path}: {d:?}");
         assert!(
             d.why.as_deref().unwrap_or("").contains(says),
@@ -70,7 +76,10 @@ async fn a_dial_judges_status_body_and_time() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let d = dial(&c, &probe("pay", format!("http://{closed}/"))).await;
+    let d = Dialer::new(probe("pay", format!("http://{closed}/")))
+        .unwrap()
+        .dial(&c)
+        .await;
     assert!(!d.ok);
     // Bad probes are named.
     let mut bad = probe("pay", "ftp://x".into());

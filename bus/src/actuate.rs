@@ -50,6 +50,18 @@ pub struct ActError {
 }
 
 impl ActError {
+    /// No answer over the bus: a timeout may have been applied, anything
+    /// else did not reach the other side. `what` says who was asked.
+    pub fn from_bus(e: &crate::BusError, what: &str) -> Self {
+        use crate::BusErrorKind as K;
+        let kind = match e.kind() {
+            K::TimedOut => ActErrorKind::TimedOut,
+            K::Disconnected | K::NoResponders | K::InvalidSubject => ActErrorKind::Unreachable,
+            K::Other | K::Encode => ActErrorKind::Failed,
+        };
+        ActError::new(kind, format!("{what}{e}"))
+    }
+
     /// An error of `kind` saying `detail`.
     pub fn new(kind: ActErrorKind, detail: impl Into<String>) -> Self {
         Self {

@@ -141,13 +141,7 @@ impl Actuator for SimControl {
             .bus
             .request(&self.subjects.sim_ctl(), body.into(), self.timeout)
             .await
-            .map_err(|e| {
-                let kind = match e.kind() {
-                    selfheal_bus::BusErrorKind::TimedOut => ActErrorKind::TimedOut,
-                    _ => ActErrorKind::Unreachable,
-                };
-                ActError::new(kind, format!("platform unreachable: {e}"))
-            })?;
+            .map_err(|e| ActError::from_bus(&e, "platform unreachable: "))?;
         let r: CommandReply = serde_json::from_slice(&bytes).map_err(|e| {
             ActError::new(
                 ActErrorKind::BadReply,

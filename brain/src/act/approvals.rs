@@ -93,12 +93,11 @@ impl Approvals {
     }
 
     fn db<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
-        crate::blocking::run(|| f(&self.store))
+        self.store.blocking(f)
     }
 
     fn write(&self, what: &str, f: impl FnOnce(&Store) -> crate::store::Result<()>) {
-        let r = self.db(f);
-        crate::store::log_write(&self.stats, what, r);
+        self.store.write_logged(&self.stats, what, f);
     }
 
     /// The request for `inc`'s plan (of playbook `pb`), waiting for `why`:

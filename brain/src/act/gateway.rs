@@ -13,8 +13,8 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use selfheal_bus::{
-    ActError, ActErrorKind, ActionReply, ActionRequest, ActionStatus, Actuator, Bus, BusErrorKind,
-    Limits, Subjects, WIRE_VERSION, decode, encode,
+    ActError, ActErrorKind, ActionReply, ActionRequest, ActionStatus, Actuator, Bus, Limits,
+    Subjects, WIRE_VERSION, decode, encode,
 };
 use tokio::sync::mpsc;
 use tracing::{error, info};
@@ -314,7 +314,7 @@ impl Gateway {
 
     /// A store call, off the async workers.
     fn db<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
-        crate::blocking::run(|| f(&self.store))
+        self.store.blocking(f)
     }
 
     fn log_write(&self, what: &str, r: crate::store::Result<()>) {
@@ -358,16 +358,7 @@ impl Actuator for BusActuator {
             .bus
             .request(&self.subjects.act(&req.service), payload, self.timeout)
             .await
-            .map_err(|e| {
-                let kind = match e.kind() {
-                    BusErrorKind::TimedOut => ActErrorKind::TimedOut,
-                    BusErrorKind::Disconnected
-                    | BusErrorKind::NoResponders
-                    | BusErrorKind::InvalidSubject => ActErrorKind::Unreachable,
-                    BusErrorKind::Other | BusErrorKind::Encode => ActErrorKind::Failed,
-                };
-                ActError::new(kind, e.to_string())
-            })?;
+            .map_err(|e| ActError::from_bus(&e, ""))?;
         // The actuator's clock is the platform's; check size and shape only.
         let limits = Limits {
             max_skew_ms: i64::MAX / 2,

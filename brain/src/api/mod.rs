@@ -285,9 +285,32 @@ fn refuse(
     (status, Json(serde_json::json!({ "error": message })))
 }
 
-/// `POST /v1/changes`: a change notice from a CI/CD system (the JSON of
-/// [`parse_change`]; `ts` defaults to now), authenticated with a bearer
-/// token. Accepted notices go onto the bus like an agent's.
+/// The gate of a webhook: configured (else 404), and called with its
+/// bearer token (else 401, counted in `unauthorized`).
+fn webhook_gate<'a, H>(
+    hook: Option<&'a H>,
+    token_sha256: impl Fn(&H) -> &[u8; 32],
+    what: &str,
+    headers: &HeaderMap,
+    unauthorized: &std::sync::atomic::AtomicU64,
+) -> Result<&'a H, (StatusCode, Json<serde_json::Value>)> {
+    let Some(hook) = hook else {
+        return Err(refuse(
+            None,
+            StatusCode::NOT_FOUND,
+            format!("the {what} webhook is not configured"),
+        ));
+    };
+    if !authorized(headers, token_sha256(hook)) {
+        return Err(refuse(
+            Some(unauthorized),
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required".into(),
+        ));
+    }
+    Ok(hook)
+}
+
 /// Largest Alertmanager notification accepted, bytes.
 const MAX_ALERT_BYTES: usize = 256 * 1024;
 
@@ -298,20 +321,16 @@ async fn alerts(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Json<serde_json::Value>) {
-    let Some(hook) = &s.alerts else {
-        return refuse(
-            None,
-            StatusCode::NOT_FOUND,
-            "the alert webhook is not configured".into(),
-        );
+    let hook = match webhook_gate(
+        s.alerts.as_ref(),
+        |h| &h.token_sha256,
+        "alert",
+        &headers,
+        &s.stats.alerts_refused,
+    ) {
+        Ok(h) => h,
+        Err(r) => return r,
     };
-    if !authorized(&headers, &hook.token_sha256) {
-        return refuse(
-            Some(&s.stats.alerts_refused),
-            StatusCode::UNAUTHORIZED,
-            "a valid bearer token is required".into(),
-        );
-    }
     let alerts = match crate::alert::Alert::parse(&body) {
         Ok(a) => a,
         Err(why) => return refuse(Some(&s.stats.alerts_refused), StatusCode::BAD_REQUEST, why),
@@ -329,25 +348,24 @@ async fn alerts(
     (StatusCode::OK, Json(serde_json::json!({ "alerts": n })))
 }
 
+/// `POST /v1/changes`: a change notice from a CI/CD system (the JSON of
+/// [`parse_change`]; `ts` defaults to now), authenticated with a bearer
+/// token. Accepted notices go onto the bus like an agent's.
 async fn change(
     State(s): State<ApiState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Json<serde_json::Value>) {
-    let Some(hook) = &s.changes else {
-        return refuse(
-            None,
-            StatusCode::NOT_FOUND,
-            "the change webhook is not configured".into(),
-        );
+    let hook = match webhook_gate(
+        s.changes.as_ref(),
+        |h| &h.token_sha256,
+        "change",
+        &headers,
+        &s.stats.webhook_unauthorized,
+    ) {
+        Ok(h) => h,
+        Err(r) => return r,
     };
-    if !authorized(&headers, &hook.token_sha256) {
-        return refuse(
-            Some(&s.stats.webhook_unauthorized),
-            StatusCode::UNAUTHORIZED,
-            "a valid bearer token is required".into(),
-        );
-    }
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -255,13 +255,12 @@ impl Engine {
     /// A store write whose failure leaves nothing else to do but say so:
     /// off the async workers, logged and counted when it fails.
     fn write(&self, what: &str, f: impl FnOnce(&Store) -> crate::store::Result<()>) {
-        let r = crate::blocking::run(|| f(&self.store));
-        crate::store::log_write(&self.stats, what, r);
+        self.store.write_logged(&self.stats, what, f);
     }
 
     /// A store call whose answer the engine needs, off the async workers.
     fn read<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
-        crate::blocking::run(|| f(&self.store))
+        self.store.blocking(f)
     }
 
     /// A read the restart cannot do without: tried a few times (the store

@@ -229,6 +229,24 @@ impl Store {
         Self::open_with(path, &AuditFiles::default())
     }
 
+    /// Runs `f` on this store without stalling the async runtime's other
+    /// tasks ([`crate::blocking::run`]): every call from async code goes
+    /// through here.
+    pub fn blocking<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        crate::blocking::run(|| f(self))
+    }
+
+    /// A write whose failure leaves the caller nothing else to do: run
+    /// through [`Store::blocking`], and logged and counted when it fails.
+    pub fn write_logged(
+        &self,
+        stats: &crate::stats::BrainStats,
+        what: &str,
+        f: impl FnOnce(&Store) -> Result<()>,
+    ) {
+        log_write(stats, what, self.blocking(f));
+    }
+
     /// Opens (creating if needed) the store at `path`, its audit key (made
     /// when missing) and anchors where `files` says.
     pub fn open_with(path: &Path, files: &AuditFiles) -> Result<Self> {
