@@ -52,6 +52,9 @@ pub struct AgentConfig {
     /// Dial tests of business endpoints (`[[probe]]`; none by default).
     #[serde(default)]
     pub probe: Vec<crate::probe::Probe>,
+    /// Prometheus endpoints to scrape (`[[scrape]]`; none by default).
+    #[serde(default)]
+    pub scrape: Vec<crate::scrape::Target>,
 }
 
 fn default_name() -> String {
@@ -95,6 +98,7 @@ fn toml_defaults() -> AgentConfig {
         process: Vec::new(),
         haproxy: Vec::new(),
         probe: Vec::new(),
+        scrape: Vec::new(),
     }
 }
 
@@ -128,6 +132,9 @@ impl AgentConfig {
         }
         for (i, pr) in self.probe.iter().enumerate() {
             p.extend(pr.validate(&format!("probe[{i}]")));
+        }
+        for (i, t) in self.scrape.iter().enumerate() {
+            p.extend(t.validate(&format!("scrape[{i}]")));
         }
         p
     }

@@ -33,6 +33,7 @@ pub mod procfs;
 pub mod publisher;
 pub mod readings;
 pub mod run;
+pub mod scrape;
 pub mod sketch;
 pub mod source;
 pub mod stats;

@@ -107,7 +107,36 @@ pub struct Dialed {
     pub why: Option<String>,
 }
 
-/// The HTTP client dials go through: rustls, no redirects followed (a
+impl Dialed {
+    /// This result as a business batch of the probe's service and scene:
+    /// `probe_success` (1 or 0) and `probe_latency_ms`, at `ts`. The
+    /// publisher sets its source and number.
+    pub fn batch(&self, p: &Probe, idc: &str, ts: i64) -> selfheal_bus::IndicatorBatch {
+        let sample = |metric: &str, value: f64| selfheal_bus::Sample {
+            scene: Some(p.name.clone()),
+            link: None,
+            instance: None,
+            metric: metric.to_string(),
+            labels: Default::default(),
+            ts,
+            value,
+        };
+        selfheal_bus::IndicatorBatch {
+            v: selfheal_bus::WIRE_VERSION,
+            source: String::new(),
+            seq: 0,
+            layer: selfheal_bus::Layer::Business,
+            idc: idc.to_string(),
+            service: p.service.clone(),
+            samples: vec![
+                sample("probe_success", if self.ok { 1.0 } else { 0.0 }),
+                sample("probe_latency_ms", self.latency_ms),
+            ],
+        }
+    }
+}
+
+/// The HTTP client dials and scrapes go through: rustls, no redirects followed (a
 /// redirect is an answer to judge).
 pub fn client() -> Result<reqwest::Client, String> {
     // reqwest is built without a TLS provider of its own; ring is the one

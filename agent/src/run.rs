@@ -77,23 +77,38 @@ impl Agent {
         // follows the simulator, the wall clock otherwise.
         let clock = Arc::new(std::sync::atomic::AtomicI64::new(wall_ms()));
         let source = self.source.take();
-        // Dial tests run on their own clocks and hand their results to the
-        // collector, which publishes them with everything else.
-        let (probe_tx, probe_rx) = tokio::sync::mpsc::channel(64);
-        if !self.config.probe.is_empty() {
+        // Dial tests and scrapes run on their own clocks and hand their
+        // batches to the collector, which numbers and publishes them with
+        // everything else.
+        let (gathered_tx, gathered_rx) = tokio::sync::mpsc::channel(64);
+        if !self.config.probe.is_empty() || !self.config.scrape.is_empty() {
             let client = crate::probe::client().map_err(BusError::Other)?;
             for p in self.config.probe.clone() {
                 let dialer = crate::probe::Dialer::new(p).map_err(BusError::Other)?;
                 tasks.push(tokio::spawn(dial_every(
                     client.clone(),
                     dialer,
+                    self.config.idc.clone(),
                     clock.clone(),
-                    probe_tx.clone(),
+                    stats.clone(),
+                    gathered_tx.clone(),
+                    stop.clone(),
+                )));
+            }
+            for t in self.config.scrape.clone() {
+                let scraper = crate::scrape::Scraper::new(t).map_err(BusError::Other)?;
+                tasks.push(tokio::spawn(scrape_every(
+                    client.clone(),
+                    scraper,
+                    self.config.idc.clone(),
+                    clock.clone(),
+                    stats.clone(),
+                    gathered_tx.clone(),
                     stop.clone(),
                 )));
             }
         }
-        drop(probe_tx);
+        drop(gathered_tx);
         if self.config.actuate {
             let acts = self.bus.subscribe(&self.subjects.all_acts()).await?;
             let executor = Executor::new(std::mem::take(&mut self.actuators), stats.clone());
@@ -108,7 +123,7 @@ impl Agent {
         tasks.push(tokio::spawn(collect(
             self,
             source,
-            probe_rx,
+            gathered_rx,
             stats.clone(),
             clock,
             stop.clone(),
@@ -147,7 +162,7 @@ const RECENT_READINGS: usize = 256;
 async fn collect(
     agent: Agent,
     mut source: Option<Box<dyn Source>>,
-    mut probes: tokio::sync::mpsc::Receiver<(crate::probe::Probe, crate::probe::Dialed, i64)>,
+    mut gathered: tokio::sync::mpsc::Receiver<Vec<IndicatorBatch>>,
     stats: Arc<AgentStats>,
     clock: Arc<std::sync::atomic::AtomicI64>,
     stop: CancellationToken,
@@ -223,37 +238,15 @@ async fn collect(
                 clock.store(now, std::sync::atomic::Ordering::Relaxed);
                 now
             }
-            Some((p, d, ts)) = probes.recv() => {
-                AgentStats::bump(&stats.probes);
-                if !d.ok {
-                    AgentStats::bump(&stats.probe_failures);
-                    warn!(probe = %p.name, url = %p.url, why = d.why.as_deref().unwrap_or(""), "dial test failed");
+            Some(batches) = gathered.recv() => {
+                for mut b in batches {
+                    seq += 1;
+                    b.seq = seq;
+                    b.source = cfg.name.clone();
+                    AgentStats::bump(&stats.indicator_batches);
+                    let subject = agent.subjects.indicators(b.layer, &b.idc, &b.service);
+                    publisher.send_msg(subject, &b).await;
                 }
-                seq += 1;
-                let sample = |metric: &str, value: f64| Sample {
-                    scene: Some(p.name.clone()),
-                    link: None,
-                    instance: None,
-                    metric: metric.to_string(),
-                    labels: Default::default(),
-                    ts,
-                    value,
-                };
-                let batch = IndicatorBatch {
-                    v: WIRE_VERSION,
-                    source: cfg.name.clone(),
-                    seq,
-                    layer: Layer::Business,
-                    idc: cfg.idc.clone(),
-                    service: p.service.clone(),
-                    samples: vec![
-                        sample("probe_success", if d.ok { 1.0 } else { 0.0 }),
-                        sample("probe_latency_ms", d.latency_ms),
-                    ],
-                };
-                AgentStats::bump(&stats.indicator_batches);
-                let subject = agent.subjects.indicators(Layer::Business, &cfg.idc, &p.service);
-                publisher.send_msg(subject, &batch).await;
                 continue;
             }
             _ = retry.tick() => {
@@ -310,13 +303,15 @@ async fn collect(
     }
 }
 
-/// Dials its probe every `interval_ms` of wall time and hands each result, with
-/// the agent's clock, to the collector.
+/// Dials its probe every `interval_ms` of wall time and hands each result,
+/// as a business batch stamped with the agent's clock, to the collector.
 async fn dial_every(
     client: reqwest::Client,
     dialer: crate::probe::Dialer,
+    idc: String,
     clock: Arc<std::sync::atomic::AtomicI64>,
-    out: tokio::sync::mpsc::Sender<(crate::probe::Probe, crate::probe::Dialed, i64)>,
+    stats: Arc<AgentStats>,
+    out: tokio::sync::mpsc::Sender<Vec<IndicatorBatch>>,
     stop: CancellationToken,
 ) {
     let p = &dialer.probe;
@@ -333,9 +328,61 @@ async fn dial_every(
             _ = stop.cancelled() => break,
             d = dialer.dial(&client) => d,
         };
+        AgentStats::bump(&stats.probes);
+        if !d.ok {
+            AgentStats::bump(&stats.probe_failures);
+            warn!(probe = %p.name, url = %p.url, why = d.why.as_deref().unwrap_or(""), "dial test failed");
+        }
         // On a feed the agent's clock is the platform's; alone, the wall's.
         let ts = clock.load(std::sync::atomic::Ordering::Relaxed);
-        if out.send((p.clone(), d, ts)).await.is_err() {
+        if out.send(vec![d.batch(p, &idc, ts)]).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Scrapes its target every `interval_ms` of wall time and hands what it
+/// read, stamped with the agent's clock, to the collector.
+async fn scrape_every(
+    client: reqwest::Client,
+    mut scraper: crate::scrape::Scraper,
+    idc: String,
+    clock: Arc<std::sync::atomic::AtomicI64>,
+    stats: Arc<AgentStats>,
+    out: tokio::sync::mpsc::Sender<Vec<IndicatorBatch>>,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_millis(scraper.target.interval_ms));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let failures = selfheal_bus::lograte::LogGate::default();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = every.tick() => {}
+        }
+        let text = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            t = scraper.fetch(&client) => t,
+        };
+        AgentStats::bump(&stats.scrapes);
+        let text = match text {
+            Ok(t) => t,
+            Err(why) => {
+                AgentStats::bump(&stats.scrape_failures);
+                if failures.allow().is_some() {
+                    warn!(target = %scraper.target.name, url = %scraper.target.url, %why, "scrape failed");
+                }
+                continue;
+            }
+        };
+        let ts = clock.load(std::sync::atomic::Ordering::Relaxed);
+        let read = scraper.read(&text, ts, &idc);
+        stats
+            .scrape_dropped
+            .fetch_add(read.dropped, std::sync::atomic::Ordering::Relaxed);
+        if !read.batches.is_empty() && out.send(read.batches).await.is_err() {
             break;
         }
     }

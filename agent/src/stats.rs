@@ -31,6 +31,13 @@ pub struct AgentStats {
     pub probes: AtomicU64,
     /// Dial tests that failed (the endpoint unhealthy or unreachable).
     pub probe_failures: AtomicU64,
+    /// Scrapes of Prometheus endpoints made.
+    pub scrapes: AtomicU64,
+    /// Scrapes that failed (no answer, an HTTP error, an unreadable body).
+    pub scrape_failures: AtomicU64,
+    /// Scraped samples dropped: too many labels, over a target's
+    /// `max_samples`, or not finite.
+    pub scrape_dropped: AtomicU64,
     /// Actions applied.
     pub actions_applied: AtomicU64,
     /// Actions answered as duplicates of an earlier idempotency key.
