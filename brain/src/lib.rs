@@ -15,6 +15,8 @@
 //! - [`admit`]: series admission (caps in all, per source, per service) and
 //!   the eviction of idle series.
 //! - [`detect`]: per-series streaming detectors in shard tasks.
+//! - [`remote_write`]: Prometheus remote_write decoded and turned into
+//!   indicators, published on the bus like an agent's.
 //! - [`alert`]: alerts from an existing monitoring (Alertmanager) as
 //!   anomalies: firing opens or joins an incident, resolved ends it.
 //! - [`recent`]: recent samples of every series (charts, localization).
@@ -59,6 +61,7 @@ pub mod ingest;
 pub mod mask;
 pub mod playbook;
 pub mod recent;
+pub mod remote_write;
 pub mod sandbox;
 pub mod secret;
 pub mod stats;
@@ -479,6 +482,15 @@ impl Brain {
                             token_sha256,
                             tx: alerts_tx.clone(),
                         }),
+                    remote_write: cfg.remote_write.as_ref().and_then(|rw| {
+                        Some(api::RemoteWriteHook {
+                            token_sha256: api::parse_sha256(&rw.token_sha256)?,
+                            intake: Arc::new(std::sync::Mutex::new(remote_write::Intake::new(rw))),
+                            bus: change_bus.clone(),
+                            subjects: change_subjects.clone(),
+                            seq: Default::default(),
+                        })
+                    }),
                     limit: Arc::new(api::limit::RefusalLimit::per_minute(
                         cfg.refusals_per_minute,
                     )),

@@ -49,6 +49,12 @@ pub struct BrainStats {
     pub alerts_received: AtomicU64,
     /// Alertmanager notifications refused (token, shape).
     pub alerts_refused: AtomicU64,
+    /// Samples taken from Prometheus remote_write requests.
+    pub remote_write_samples: AtomicU64,
+    /// Remote-written samples dropped (labels, series memory).
+    pub remote_write_dropped: AtomicU64,
+    /// Prometheus remote_write requests refused (token, encoding, shape).
+    pub remote_write_refused: AtomicU64,
     /// Actions refused by a guard.
     pub actions_refused: AtomicU64,
     /// Actions recorded as dry runs.
@@ -407,6 +413,21 @@ impl BrainStats {
                 "selfheal_brain_alerts_refused_total",
                 "Alertmanager notifications refused (token, shape).",
                 &self.alerts_refused,
+            ),
+            (
+                "selfheal_brain_remote_write_samples_total",
+                "Samples taken from Prometheus remote_write requests.",
+                &self.remote_write_samples,
+            ),
+            (
+                "selfheal_brain_remote_write_dropped_total",
+                "Remote-written samples dropped (labels, series memory).",
+                &self.remote_write_dropped,
+            ),
+            (
+                "selfheal_brain_remote_write_refused_total",
+                "Prometheus remote_write requests refused (token, encoding, shape).",
+                &self.remote_write_refused,
             ),
             (
                 "selfheal_brain_actions_sent_total",

@@ -16,6 +16,8 @@
 //! - [`codec`]: bytes ⇄ typed messages: JSON encoding, size bound, version,
 //!   finite values and timestamp skew checked on arrival.
 //! - [`names`]: names as monitoring writes them mapped to wire-safe names.
+//! - [`prom`]: Prometheus series (scraped or remote-written) turned into
+//!   indicators: counters as rates, histograms as interval percentiles.
 //! - [`lograte`]: rate-limited logging of per-message problems.
 //! - [`transport`]: the [`Transport`](transport::Transport) trait every bus
 //!   implements, with [`nats`] (async-nats) and [`local`] (in-process)
@@ -29,6 +31,7 @@ pub mod lograte;
 pub mod message;
 pub mod names;
 pub mod nats;
+pub mod prom;
 pub mod subject;
 pub mod time;
 pub mod topology;

@@ -15,6 +15,8 @@
 //! - [`edge`]: the simulator's side of an edge agent, as a vendor ships
 //!   it: its telemetry export as an agent source, its control API as an
 //!   actuator, and [`edge::agent`], an agent wired with both.
+//! - [`stack`]: a real stack to heal: a payment service run as processes
+//!   behind HAProxy, for the stack drill.
 //! - [`micro`]: a generic microservice world (random service graphs,
 //!   Kubernetes-style names, one fault each) written as recordings, for
 //!   drilling localization on graphs it was not written for.
@@ -26,6 +28,7 @@ pub mod micro;
 pub mod node;
 pub mod platform;
 pub mod scenario;
+pub mod stack;
 
 pub use node::{SimHandle, SimNode, Speed};
 pub use platform::{Platform, Truth};

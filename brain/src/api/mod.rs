@@ -55,6 +55,24 @@ pub struct ApiState {
     pub limit: Arc<limit::RefusalLimit>,
     /// Alertmanager's webhook, when configured.
     pub alerts: Option<AlertHook>,
+    /// Prometheus' remote_write, when configured.
+    pub remote_write: Option<RemoteWriteHook>,
+}
+
+/// Prometheus' remote_write: its token, the intake's memory, and the bus
+/// its indicators go out on.
+#[derive(Clone)]
+pub struct RemoteWriteHook {
+    /// SHA-256 of the accepted bearer token.
+    pub token_sha256: [u8; 32],
+    /// The readings rates need.
+    pub intake: Arc<std::sync::Mutex<crate::remote_write::Intake>>,
+    /// The bus.
+    pub bus: Bus,
+    /// Its subjects.
+    pub subjects: Subjects,
+    /// The number of the last batch published.
+    pub seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Alertmanager's webhook: its token, and the way to the engine.
@@ -111,6 +129,10 @@ pub fn app(state: ApiState) -> Router {
         .route(
             "/v1/alerts",
             post(alerts).layer(DefaultBodyLimit::max(MAX_ALERT_BYTES)),
+        )
+        .route(
+            "/v1/write",
+            post(remote_write).layer(DefaultBodyLimit::max(crate::remote_write::MAX_BODY)),
         )
         .route(
             "/v1/kill-switch",
@@ -309,6 +331,77 @@ fn webhook_gate<'a, H>(
         ));
     }
     Ok(hook)
+}
+
+/// `POST /v1/write`: Prometheus remote_write 1.0 (bearer token, snappy
+/// protobuf). The series become indicators published on the bus as an
+/// agent's; a refused request gets a 400 with the reason, counted.
+async fn remote_write(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let hook = match webhook_gate(
+        s.remote_write.as_ref(),
+        |h| &h.token_sha256,
+        "remote_write",
+        &headers,
+        &s.stats.remote_write_refused,
+    ) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING)
+        && !enc.as_bytes().eq_ignore_ascii_case(b"snappy")
+    {
+        return refuse(
+            Some(&s.stats.remote_write_refused),
+            StatusCode::BAD_REQUEST,
+            format!("Content-Encoding {enc:?} is not snappy"),
+        );
+    }
+    let intake = hook.intake.clone();
+    let converted = crate::blocking::run(move || {
+        let req = crate::remote_write::decode(&body)?;
+        let samples: usize = req.timeseries.iter().map(|t| t.samples.len()).sum();
+        let mut intake = intake.lock().unwrap_or_else(|p| p.into_inner());
+        Ok::<_, String>((samples, intake.convert(req)))
+    });
+    let (samples, converted) = match converted {
+        Ok(c) => c,
+        Err(why) => {
+            return refuse(
+                Some(&s.stats.remote_write_refused),
+                StatusCode::BAD_REQUEST,
+                why,
+            );
+        }
+    };
+    s.stats
+        .remote_write_samples
+        .fetch_add(samples as u64, std::sync::atomic::Ordering::Relaxed);
+    s.stats
+        .remote_write_dropped
+        .fetch_add(converted.dropped, std::sync::atomic::Ordering::Relaxed);
+    let batches = converted.batches.len();
+    for mut b in converted.batches {
+        b.source = "remote_write".into();
+        b.seq = hook.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let subject = hook.subjects.indicators(b.layer, &b.idc, &b.service);
+        if let Err(e) = selfheal_bus::publish_msg(&hook.bus, &subject, &b).await {
+            // Prometheus retries a 5xx: nothing is lost while the bus is away.
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "error": format!("bus: {e}; retry") })),
+            );
+        }
+    }
+    (
+        StatusCode::OK,
+        Json(
+            serde_json::json!({ "samples": samples, "batches": batches, "dropped": converted.dropped }),
+        ),
+    )
 }
 
 /// Largest Alertmanager notification accepted, bytes.
@@ -593,6 +686,7 @@ mod tests {
             oncall: None,
             limit: Arc::new(limit::RefusalLimit::per_minute(20)),
             alerts: None,
+            remote_write: None,
         };
         let res = app(state.clone())
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
@@ -677,6 +771,7 @@ mod webhook_tests {
             oncall: None,
             limit: Arc::new(limit::RefusalLimit::per_minute(20)),
             alerts: None,
+            remote_write: None,
         };
         let post = |auth: Option<&str>, body: &str| {
             let mut r = Request::post("/v1/changes").header("content-type", "application/json");
@@ -852,6 +947,7 @@ mod kill_switch_tests {
             oncall: None,
             limit: Arc::new(limit::RefusalLimit::per_minute(20)),
             alerts: None,
+            remote_write: None,
         };
         let call = |method: &str, auth: Option<&str>, body: &str| {
             let mut r = Request::builder().method(method).uri("/v1/kill-switch");
