@@ -91,12 +91,9 @@ impl Backend {
         let mut registry = Registry::default();
         let requests = Counter::default();
         let errors = Counter::default();
-        let duration = Histogram::new(
-            [
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]
-            .into_iter(),
-        );
+        let duration = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]);
         let config_version = Gauge::default();
         let cpu_ms = Counter::default();
         registry.register("payment_requests", "Payments asked for.", requests.clone());
