@@ -70,10 +70,12 @@ fn load(addr: std::net::SocketAddr, stop: CancellationToken) {
     });
 }
 
-/// Every (source, service, metric) seen on the bus's indicator subjects.
-fn watch(
-    mut sub: selfheal_bus::Subscription,
-) -> Arc<std::sync::Mutex<BTreeSet<(String, String, String, String)>>> {
+/// (source, service, instance, metric) seen.
+type Seen = std::sync::Mutex<BTreeSet<(String, String, String, String)>>;
+
+/// Every (source, service, instance, metric) seen on the bus's indicator
+/// subjects.
+fn watch(mut sub: selfheal_bus::Subscription) -> Arc<Seen> {
     let seen = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let s = seen.clone();
     tokio::spawn(async move {
@@ -93,12 +95,7 @@ fn watch(
     seen
 }
 
-fn has(
-    seen: &std::sync::Mutex<BTreeSet<(String, String, String, String)>>,
-    source: &str,
-    service: &str,
-    metric: &str,
-) -> bool {
+fn has(seen: &Seen, source: &str, service: &str, metric: &str) -> bool {
     seen.lock()
         .unwrap()
         .iter()

@@ -163,9 +163,10 @@ mod tests {
             (
                 cfg.process.len(),
                 cfg.haproxy[0].servers.len(),
-                cfg.probe.len()
+                cfg.probe.len(),
+                cfg.scrape.len()
             ),
-            (1, 2, 1)
+            (1, 2, 1, 1)
         );
         assert_eq!(cfg.feed, Feed::None);
     }

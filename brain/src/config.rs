@@ -359,6 +359,10 @@ mod tests {
         assert_eq!(cfg.validate(), Vec::<String>::new());
         assert_eq!(cfg.http_actuator.len(), 1);
         assert!(cfg.alert_token_sha256.is_some());
+        assert_eq!(
+            cfg.remote_write.as_ref().map(|r| r.idc.as_str()),
+            Some("idc1")
+        );
         assert_eq!(cfg.guard.freeze.len(), 1);
         let oc = cfg.oncall.unwrap();
         assert_eq!((oc.users.len(), oc.notify.len()), (2, 1));
