@@ -159,8 +159,12 @@ impl HaproxyActuator {
                 if f >= 1.0 {
                     Ok(vec![format!("set server {at} state drain")])
                 } else {
+                    // Out of a drain (a shift undone, or stepped back) too.
                     let pct = ((1.0 - f) * 100.0).round() as u32;
-                    Ok(vec![format!("set weight {at} {pct}%")])
+                    Ok(vec![
+                        format!("set server {at} state ready"),
+                        format!("set weight {at} {pct}%"),
+                    ])
                 }
             }
             ActionKind::Restore => Ok(vec![

@@ -128,6 +128,17 @@ async fn weight_drain_and_ready_through_the_runtime_api() {
         .unwrap();
     assert_eq!(r.status, ActionStatus::Applied, "{}", r.message);
     assert_ne!(state().await & 0x08, 0, "drained");
+    // A shift undone (its fraction set back to 0) leaves the drain too.
+    let r = a
+        .apply(&request(ActionKind::ShiftTraffic, "pay-api-1", Some(0.0)))
+        .await
+        .unwrap();
+    assert_eq!(r.status, ActionStatus::Applied, "{}", r.message);
+    assert_eq!(state().await & 0x08, 0, "out of the drain");
+    assert!(weight().await.starts_with("100"), "{}", weight().await);
+    a.apply(&request(ActionKind::ShiftTraffic, "pay-api-1", Some(1.0)))
+        .await
+        .unwrap();
     // Undone: ready, full weight.
     let r = a
         .apply(&request(ActionKind::Restore, "pay-api-1", None))

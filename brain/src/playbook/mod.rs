@@ -273,6 +273,26 @@ impl Runtime {
             },
         );
         let (s, t) = (steps.clone(), topology.clone());
+        registration("traffic", "shift_instance").set_into_module(
+            &mut traffic,
+            move |service: ImmutableString, instance: ImmutableString, fraction: f64| {
+                if !(fraction > 0.0 && fraction <= 1.0) {
+                    return Err(err(format!(
+                        "traffic::shift_instance: fraction {fraction} is not in (0, 1]"
+                    )));
+                }
+                let params = [("fraction".to_string(), serde_json::Value::from(fraction))].into();
+                push_keyed(
+                    &s,
+                    &t,
+                    ActionKind::ShiftTraffic,
+                    &service,
+                    &instance,
+                    params,
+                )
+            },
+        );
+        let (s, t) = (steps.clone(), topology.clone());
         registration("traffic", "throttle_key").set_into_module(
             &mut traffic,
             move |service: ImmutableString, key: ImmutableString, rate: f64| {
@@ -906,6 +926,12 @@ pub const HOST_DOCS: &[(&str, &str, &[&str], &str)] = &[
         "shift",
         &["from: String", "to: String", "fraction: f64", "()"],
         "Sends `fraction` (0 < f ≤ 1) of the traffic bound for channel `from` to `to`, through the router in front of them. A set-point, not an increment: 0.125, then 0.5, then 1.0 is a stepped failover. Refused for an unknown service or a channel nothing routes to.",
+    ),
+    (
+        "traffic",
+        "shift_instance",
+        &["service: String", "instance: String", "fraction: f64", "()"],
+        "Moves `fraction` (0 < f ≤ 1) of `service`'s traffic off one of its instances, at the load balancer in front of it: its weight set to (1 - f); 1.0 drains it. A set-point: 0.5, then 1.0 is a stepped shift. Undone by setting it back to full weight.",
     ),
     (
         "traffic",
