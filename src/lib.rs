@@ -38,6 +38,7 @@ pub mod micro;
 pub mod paths;
 pub mod petshop;
 pub mod replay;
+pub mod stack_drill;
 pub mod train;
 
 /// One line of the live timeline.

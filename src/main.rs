@@ -74,6 +74,13 @@ enum Cmd {
     Agent(cmd::agent::Args),
     /// Runs the payment-platform simulator alone, over NATS.
     Sim(cmd::sim::Args),
+    /// Heals faults on real processes: HAProxy in front of the stack's
+    /// payment service, nats-server, a brain and an agent; measures MTTD
+    /// and MTTR from the load generator's view (docs/stack-drill.md).
+    StackDrill(cmd::stack_drill::Args),
+    /// Runs one instance of the stack drill's payment service.
+    #[command(hide = true)]
+    StackBackend(cmd::stack_backend::Args),
 }
 
 /// Runs the command; on failure prints one clean error with its causes
@@ -135,5 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Brain(a) => cmd::brain::run(a).await,
         Cmd::Agent(a) => cmd::agent::run(a).await,
         Cmd::Sim(a) => cmd::sim::run(a).await,
+        Cmd::StackDrill(a) => cmd::stack_drill::run(a).await,
+        Cmd::StackBackend(a) => cmd::stack_backend::run(a).await,
     }
 }

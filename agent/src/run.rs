@@ -34,6 +34,36 @@ pub struct Agent {
     pub actuators: Vec<Arc<dyn Actuator>>,
 }
 
+/// The agent's clock: the platform time of the last frame when it follows
+/// a source (the simulator's feed runs on its own clock), the wall clock
+/// otherwise, read afresh each time.
+struct Clock {
+    follows_source: bool,
+    platform: std::sync::atomic::AtomicI64,
+}
+
+impl Clock {
+    fn new(follows_source: bool) -> Self {
+        Clock {
+            follows_source,
+            platform: std::sync::atomic::AtomicI64::new(wall_ms()),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        if self.follows_source {
+            self.platform.load(std::sync::atomic::Ordering::Relaxed)
+        } else {
+            wall_ms()
+        }
+    }
+
+    fn follow(&self, ts: i64) {
+        self.platform
+            .store(ts, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A running agent.
 pub struct AgentHandle {
     /// Its counters.
@@ -73,10 +103,8 @@ impl Agent {
         let stats = Arc::new(AgentStats::default());
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
-        // The agent's clock: the platform time of the last frame when it
-        // follows the simulator, the wall clock otherwise.
-        let clock = Arc::new(std::sync::atomic::AtomicI64::new(wall_ms()));
         let source = self.source.take();
+        let clock = Arc::new(Clock::new(source.is_some()));
         // Dial tests and scrapes run on their own clocks and hand their
         // batches to the collector, which numbers and publishes them with
         // everything else.
@@ -136,7 +164,7 @@ async fn actuate(
     mut acts: selfheal_bus::Subscription,
     mut executor: Executor,
     bus: Bus,
-    clock: Arc<std::sync::atomic::AtomicI64>,
+    clock: Arc<Clock>,
     stop: CancellationToken,
 ) {
     loop {
@@ -145,7 +173,7 @@ async fn actuate(
             _ = stop.cancelled() => break,
             msg = acts.next() => {
                 let Some(msg) = msg else { break };
-                let now = clock.load(std::sync::atomic::Ordering::Relaxed);
+                let now = clock.now();
                 let answer = executor.handle(&msg.payload, now).await;
                 if let Some(reply) = msg.reply
                     && let Err(e) = selfheal_bus::publish_msg(&bus, &reply, &answer).await {
@@ -164,7 +192,7 @@ async fn collect(
     mut source: Option<Box<dyn Source>>,
     mut gathered: tokio::sync::mpsc::Receiver<Vec<IndicatorBatch>>,
     stats: Arc<AgentStats>,
-    clock: Arc<std::sync::atomic::AtomicI64>,
+    clock: Arc<Clock>,
     stop: CancellationToken,
 ) {
     let cfg = &agent.config;
@@ -203,7 +231,7 @@ async fn collect(
                             }
                             recent.push_back(k);
                         }
-                        clock.store(r.ts, std::sync::atomic::Ordering::Relaxed);
+                        clock.follow(r.ts);
                         for b in readings::batches(&r, &cfg.name, &mut seq) {
                             let subject = agent.subjects.indicators(b.layer, &b.idc, &b.service);
                             AgentStats::bump(&stats.indicator_batches);
@@ -234,9 +262,7 @@ async fn collect(
                 }
             }
             _ = host_tick.tick(), if !has_source => {
-                let now = wall_ms();
-                clock.store(now, std::sync::atomic::Ordering::Relaxed);
-                now
+                clock.now()
             }
             Some(batches) = gathered.recv() => {
                 for mut b in batches {
@@ -309,7 +335,7 @@ async fn dial_every(
     client: reqwest::Client,
     dialer: crate::probe::Dialer,
     idc: String,
-    clock: Arc<std::sync::atomic::AtomicI64>,
+    clock: Arc<Clock>,
     stats: Arc<AgentStats>,
     out: tokio::sync::mpsc::Sender<Vec<IndicatorBatch>>,
     stop: CancellationToken,
@@ -333,8 +359,7 @@ async fn dial_every(
             AgentStats::bump(&stats.probe_failures);
             warn!(probe = %p.name, url = %p.url, why = d.why.as_deref().unwrap_or(""), "dial test failed");
         }
-        // On a feed the agent's clock is the platform's; alone, the wall's.
-        let ts = clock.load(std::sync::atomic::Ordering::Relaxed);
+        let ts = clock.now();
         if out.send(vec![d.batch(p, &idc, ts)]).await.is_err() {
             break;
         }
@@ -347,7 +372,7 @@ async fn scrape_every(
     client: reqwest::Client,
     mut scraper: crate::scrape::Scraper,
     idc: String,
-    clock: Arc<std::sync::atomic::AtomicI64>,
+    clock: Arc<Clock>,
     stats: Arc<AgentStats>,
     out: tokio::sync::mpsc::Sender<Vec<IndicatorBatch>>,
     stop: CancellationToken,
@@ -367,7 +392,7 @@ async fn scrape_every(
             t = scraper.fetch(&client) => t,
         };
         AgentStats::bump(&stats.scrapes);
-        let ts = clock.load(std::sync::atomic::Ordering::Relaxed);
+        let ts = clock.now();
         let text = match text {
             Ok(t) => t,
             Err(why) => {

@@ -65,14 +65,26 @@ impl Discipline {
             .iter()
             .flat_map(|s| s.depends_on.iter().map(String::as_str))
             .collect();
-        let mut d = Discipline {
-            has_graph: !called.is_empty(),
-            entries: topo
-                .services
+        // Where traffic enters is known from the call edges (what nothing
+        // calls) and from the declared links (their first service): a
+        // single service behind a load balancer has no edge, but its link
+        // says it is the entry.
+        let mut entries: std::collections::BTreeSet<String> = topo
+            .services
+            .iter()
+            .filter(|s| !called.contains(s.name.as_str()) && !called.is_empty())
+            .map(|s| s.name.clone())
+            .collect();
+        entries.extend(
+            topo.links
                 .iter()
-                .filter(|s| !called.contains(s.name.as_str()) && !called.is_empty())
-                .map(|s| s.name.clone())
-                .collect(),
+                .filter_map(|l| l.services.first())
+                .filter(|s| !called.contains(s.as_str()))
+                .cloned(),
+        );
+        let mut d = Discipline {
+            has_graph: !called.is_empty() || !entries.is_empty(),
+            entries,
             ..Default::default()
         };
         let mut problems = Vec::new();

@@ -17,6 +17,8 @@ pub mod playbook;
 pub mod record;
 pub mod replay;
 pub mod sim;
+pub mod stack_backend;
+pub mod stack_drill;
 pub mod train;
 
 /// A check the command exists to make did not pass (a drill below its
