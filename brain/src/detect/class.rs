@@ -154,7 +154,7 @@ pub fn shipped() -> Vec<ClassRule> {
         row(
             "success",
             Down,
-            &["success*", "availab*", "ratio", "ok", "hit*"],
+            &["success*", "availab*", "ratio", "ok", "hit*", "up"],
         ),
         row(
             "network",
@@ -304,6 +304,9 @@ mod tests {
             ("latency_p99_ms", "latency", Up),
             ("http_request_duration_seconds", "latency", Up),
             ("frontend_p95", "latency", Up),
+            // Prometheus' own: 1 while a target answers its scrape.
+            ("up", "success", Down),
+            ("payment_errors_per_s", "errors", Up),
             ("error_rate", "errors", Up),
             ("error_ratio", "errors", Up),
             ("requests_failed_total", "errors", Up),

@@ -15,7 +15,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::post,
 };
-use selfheal_bus::{ActionKind, ActionRequest, ChangeEvent, ChangeKind, WIRE_VERSION};
+use selfheal_bus::{ActionKind, ActionRequest};
 
 use super::backend::ConfigPush;
 
@@ -68,15 +68,15 @@ impl Deploy {
             v.0 = version;
         }
         if let Some((url, token)) = &self.0.brain {
-            let change = ChangeEvent {
-                v: WIRE_VERSION,
-                id: format!("config-v{version}"),
-                service: "pay".into(),
-                kind: ChangeKind::Config,
-                ts: selfheal_bus::wall_ms(),
-                author: author.into(),
-                description: format!("pay configuration v{version}"),
-            };
+            // The webhook's body: a change notice without the wire version.
+            let change = serde_json::json!({
+                "id": format!("config-v{version}"),
+                "service": "pay",
+                "kind": "config",
+                "ts": selfheal_bus::wall_ms(),
+                "author": author,
+                "description": format!("pay configuration v{version}"),
+            });
             let r = self
                 .0
                 .client
@@ -86,10 +86,12 @@ impl Deploy {
                 .send()
                 .await
                 .map_err(|e| DeployError(format!("change notice: {e}")))?;
-            if !r.status().is_success() {
+            let status = r.status();
+            if !status.is_success() {
+                let why = r.text().await.unwrap_or_default();
                 return Err(DeployError(format!(
-                    "change notice refused: HTTP {}",
-                    r.status().as_u16()
+                    "change notice refused: HTTP {}: {why}",
+                    status.as_u16()
                 )));
             }
         }
