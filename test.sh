@@ -46,6 +46,7 @@ fi
 export ALERTMANAGER="${ALERTMANAGER:-$(command -v prometheus-alertmanager)}"
 "$ALERTMANAGER" --version 2>&1 | sed -n 1p
 "$HAPROXY" -v | sed -n 1p
+"$PROMETHEUS" --version 2>&1 | sed -n 1p
 "$CHROMIUM" --version
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "installing playwright-core (npm) into tests/browser/"
@@ -61,3 +62,7 @@ cargo test --workspace --doc 2>&1 | tee -a "$log"
 # One closing line for the whole run.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
+# The whole loop on real processes: HAProxy, the payment service, nats-server,
+# a brain and an agent; each fault healed within its bar, nothing on the
+# control run (minutes of wall clock; docs/stack-drill.md).
+target/debug/selfheal stack-drill --json target/stack-drill.json

@@ -116,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             | Cmd::Replay { .. }
             | Cmd::Petshop { .. }
             | Cmd::MicroDrill { .. }
+            | Cmd::StackDrill { .. }
     );
     tracing_subscriber::fmt()
         .with_env_filter(

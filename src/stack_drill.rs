@@ -124,7 +124,7 @@ pub async fn run(opts: &Options, sc: &StackScenario) -> anyhow::Result<Outcome> 
     let dir = tmp.path().to_path_buf();
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let mut procs = Procs::default();
+    let mut procs = Procs::recording(dir.join("pids"));
     let result = drive(opts, sc, &dir, &logs, &mut procs).await;
     procs.stop();
     let mut outcome = match result {
@@ -626,8 +626,13 @@ pub fn table(outcomes: &[Outcome]) -> String {
             .iter()
             .map(|a| format!("{} {}", a.kind, a.target))
             .collect();
+        let bar = if o.fault.is_some() {
+            format!("{:.0}", o.mttr_bar_s)
+        } else {
+            "-".into()
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             o.scenario,
             o.fault.as_deref().unwrap_or("-"),
             match (&o.cause, &o.cause_target) {
@@ -643,7 +648,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
             o.failed,
             f(o.mttd_s),
             f(o.mttr_s),
-            o.mttr_bar_s,
+            bar,
             if o.pass {
                 "yes".to_string()
             } else {

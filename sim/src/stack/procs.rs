@@ -14,9 +14,20 @@ use std::{
 pub struct Procs {
     children: Vec<(String, Child)>,
     pidfiles: Vec<PathBuf>,
+    record: Option<PathBuf>,
 }
 
 impl Procs {
+    /// A set that also lists each process it starts (`name pid` lines) in
+    /// `record`, for whoever wants to check that they are all gone.
+    pub fn recording(record: PathBuf) -> Self {
+        Procs {
+            children: Vec::new(),
+            pidfiles: Vec::new(),
+            record: Some(record),
+        }
+    }
+
     /// Starts `cmd` as `name`, its output in `logs/<name>.log`.
     pub fn spawn(&mut self, name: &str, mut cmd: Command, logs: &Path) -> std::io::Result<u32> {
         let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
@@ -31,6 +42,14 @@ impl Procs {
         })?;
         let pid = child.id();
         self.children.push((name.to_string(), child));
+        if let Some(r) = &self.record {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(r)?;
+            writeln!(f, "{name} {pid}")?;
+        }
         Ok(pid)
     }
 
