@@ -26,12 +26,16 @@ impl Drop for Child {
 fn alertmanager(dir: &std::path::Path, brain: std::net::SocketAddr) -> (Child, String) {
     let bin = std::env::var("ALERTMANAGER").unwrap_or_else(|_| "prometheus-alertmanager".into());
     let cfg = dir.join("alertmanager.yml");
+    // The integration guide's receiver, pointed at this brain.
+    let token = dir.join("selfheal.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let receivers = common::doc_block("docs/integrations.md", "```yaml\nreceivers:")
+        .replace("https://selfheal.example.com", &format!("http://{brain}"))
+        .replace("/etc/alertmanager/selfheal.token", &token.display().to_string());
     std::fs::write(
         &cfg,
         format!(
-            "route:\n  receiver: selfheal\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
-             receivers:\n- name: selfheal\n  webhook_configs:\n  - url: http://{brain}/v1/alerts\n    send_resolved: true\n    \
-             http_config:\n      authorization:\n        type: Bearer\n        credentials: {TOKEN}\n"
+            "route:\n  receiver: selfheal\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n{receivers}"
         ),
     )
     .unwrap();

@@ -35,11 +35,16 @@ fn prometheus(dir: &std::path::Path, target: &str, write_to: Option<String>) -> 
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 800ms\n\
          scrape_configs:\n- job_name: pay\n  static_configs:\n  - targets: ['{target}']\n    labels:\n      idc: idc1\n"
     );
-    if let Some(url) = write_to {
-        cfg.push_str(&format!(
-            "remote_write:\n- url: {url}\n  authorization:\n    credentials: {TOKEN}\n  \
-             queue_config:\n    batch_send_deadline: 500ms\n    min_backoff: 100ms\n    max_backoff: 500ms\n"
-        ));
+    if let Some(base) = write_to {
+        // The integration guide's block, pointed at this brain.
+        let token = dir.join("selfheal.token");
+        std::fs::write(&token, TOKEN).unwrap();
+        cfg.push_str(
+            &common::doc_block("docs/integrations.md", "```yaml\nremote_write:")
+                .replace("https://selfheal.example.com", &base)
+                .replace("/etc/prometheus/selfheal.token", &token.display().to_string())
+                .replace("batch_send_deadline: 1s", "batch_send_deadline: 500ms"),
+        );
     }
     let file = dir.join("prometheus.yml");
     std::fs::write(&file, cfg).unwrap();
@@ -59,8 +64,16 @@ fn prometheus(dir: &std::path::Path, target: &str, write_to: Option<String>) -> 
     (Child(child), format!("127.0.0.1:{port}"))
 }
 
-/// Payments through the backend, a few a second, until `stop`.
-fn load(addr: std::net::SocketAddr, stop: CancellationToken) {
+/// An instance of the stack's payment service taking payments, a few a
+/// second, until `stop`.
+async fn paying(stop: CancellationToken) -> std::net::SocketAddr {
+    let (addr, _) = serve(
+        Backend::new("pay-1"),
+        "127.0.0.1:0".parse().unwrap(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     tokio::spawn(async move {
         let http = selfheal_agent::probe::client().unwrap();
         while !stop.is_cancelled() {
@@ -68,6 +81,7 @@ fn load(addr: std::net::SocketAddr, stop: CancellationToken) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
+    addr
 }
 
 /// (source, service, instance, metric) seen.
@@ -128,18 +142,11 @@ async fn prometheus_remote_writes_a_scraped_service_into_the_brain() {
     .unwrap();
     let api = brain.api_addr.unwrap();
     let stop = CancellationToken::new();
-    let (pay, _j) = serve(
-        Backend::new("pay-1"),
-        "127.0.0.1:0".parse().unwrap(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    load(pay, stop.clone());
+    let pay = paying(stop.clone()).await;
     let (_prom, _) = prometheus(
         dir.path(),
         &pay.to_string(),
-        Some(format!("http://{api}/v1/write")),
+        Some(format!("http://{api}")),
     );
     let stats = brain.stats.clone();
     let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
@@ -190,14 +197,7 @@ async fn an_agent_scrapes_a_service_and_prometheus_itself() {
     let bus: Bus = Arc::new(LocalTransport::default());
     let seen = watch(bus.subscribe("selfheal.ind.>").await.unwrap());
     let stop = CancellationToken::new();
-    let (pay, _j) = serve(
-        Backend::new("pay-1"),
-        "127.0.0.1:0".parse().unwrap(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    load(pay, stop.clone());
+    let pay = paying(stop.clone()).await;
     let (_prom, prom) = prometheus(dir.path(), &pay.to_string(), None);
     let dead = free_port();
     let cfg: AgentConfig = toml::from_str(&format!(

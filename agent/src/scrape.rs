@@ -268,15 +268,7 @@ timeout_ms = 500
     }
 
     fn values(s: &Converted) -> BTreeMap<String, f64> {
-        s.batches
-            .iter()
-            .flat_map(|b| &b.samples)
-            .map(|s| {
-                let labels: Vec<String> =
-                    s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                (format!("{}{{{}}}", s.metric, labels.join(",")), s.value)
-            })
-            .collect()
+        s.by_series()
     }
 
     #[test]

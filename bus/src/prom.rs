@@ -71,6 +71,22 @@ pub struct Converted {
     pub dropped: u64,
 }
 
+impl Converted {
+    /// Every sample's value by its series written `metric{k=v,...}`
+    /// (labels in order), for reports and checks.
+    pub fn by_series(&self) -> BTreeMap<String, f64> {
+        self.batches
+            .iter()
+            .flat_map(|b| &b.samples)
+            .map(|s| {
+                let labels: Vec<String> =
+                    s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                (format!("{}{{{}}}", s.metric, labels.join(",")), s.value)
+            })
+            .collect()
+    }
+}
+
 /// Most samples in one batch (well under a brain's limit and NATS' default
 /// message size).
 pub const BATCH_SAMPLES: usize = 1000;
@@ -394,15 +410,7 @@ mod tests {
     }
 
     fn values(c: &Converted) -> BTreeMap<String, f64> {
-        c.batches
-            .iter()
-            .flat_map(|b| &b.samples)
-            .map(|s| {
-                let labels: Vec<String> =
-                    s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                (format!("{}{{{}}}", s.metric, labels.join(",")), s.value)
-            })
-            .collect()
+        c.by_series()
     }
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -132,3 +132,18 @@ pub fn selfheal(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The fenced block of `doc` (a path from the repository's root) that
+/// starts with `opening` (its fence and first line), without its fences.
+pub fn doc_block(doc: &str, opening: &str) -> String {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))
+        .unwrap();
+    let lang_end = opening.find('\n').unwrap();
+    let start = text
+        .find(opening)
+        .unwrap_or_else(|| panic!("{doc} has no block starting {opening:?}"))
+        + lang_end
+        + 1;
+    let len = text[start..].find("```").unwrap();
+    text[start..start + len].to_string()
+}
