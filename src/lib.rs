@@ -34,6 +34,7 @@ pub mod bench;
 pub mod config_file;
 pub mod detect;
 pub mod drill;
+pub mod ingest_bench;
 pub mod micro;
 pub mod paths;
 pub mod petshop;

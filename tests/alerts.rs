@@ -31,7 +31,10 @@ fn alertmanager(dir: &std::path::Path, brain: std::net::SocketAddr) -> (Child, S
     std::fs::write(&token, TOKEN).unwrap();
     let receivers = common::doc_block("docs/integrations.md", "```yaml\nreceivers:")
         .replace("https://selfheal.example.com", &format!("http://{brain}"))
-        .replace("/etc/alertmanager/selfheal.token", &token.display().to_string());
+        .replace(
+            "/etc/alertmanager/selfheal.token",
+            &token.display().to_string(),
+        );
     std::fs::write(
         &cfg,
         format!(

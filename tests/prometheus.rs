@@ -42,7 +42,10 @@ fn prometheus(dir: &std::path::Path, target: &str, write_to: Option<String>) -> 
         cfg.push_str(
             &common::doc_block("docs/integrations.md", "```yaml\nremote_write:")
                 .replace("https://selfheal.example.com", &base)
-                .replace("/etc/prometheus/selfheal.token", &token.display().to_string())
+                .replace(
+                    "/etc/prometheus/selfheal.token",
+                    &token.display().to_string(),
+                )
                 .replace("batch_send_deadline: 1s", "batch_send_deadline: 500ms"),
         );
     }
@@ -143,11 +146,7 @@ async fn prometheus_remote_writes_a_scraped_service_into_the_brain() {
     let api = brain.api_addr.unwrap();
     let stop = CancellationToken::new();
     let pay = paying(stop.clone()).await;
-    let (_prom, _) = prometheus(
-        dir.path(),
-        &pay.to_string(),
-        Some(format!("http://{api}")),
-    );
+    let (_prom, _) = prometheus(dir.path(), &pay.to_string(), Some(format!("http://{api}")));
     let stats = brain.stats.clone();
     let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     eventually(

@@ -38,6 +38,8 @@ pub mod topology;
 pub mod transport;
 
 pub use actuate::{ActError, ActErrorKind, Actuator};
+/// The payload type of every message on the bus.
+pub use bytes::Bytes;
 pub use codec::{
     DecodeError, DecodeErrorKind, EncodeError, Limits, check, decode, encode, wall_ms,
 };

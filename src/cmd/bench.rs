@@ -5,7 +5,11 @@ use super::prelude::*;
 
 /// Its arguments.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// One bench alone (without: the speeds and loop outcomes below).
+    #[command(subcommand)]
+    pub what: Option<What>,
     /// Seeds per scenario for the loop runs.
     #[arg(long, default_value_t = 5)]
     pub seeds: u64,
@@ -14,9 +18,120 @@ pub struct Args {
     pub speed: f64,
 }
 
+/// A bench of its own.
+#[derive(clap::Subcommand)]
+pub enum What {
+    /// The brain's ingest beside the raw NATS pipe on the same payloads,
+    /// in the same run, and its memory per series.
+    Ingest(IngestArgs),
+}
+
+/// `bench ingest`'s arguments.
+#[derive(clap::Args)]
+pub struct IngestArgs {
+    /// A running NATS server (default: start nats-server on a free
+    /// loopback port: $NATS_SERVER, .venv-nats/bin/nats-server or PATH).
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// Distinct series published in the throughput runs (repeatable).
+    #[arg(long, default_values_t = [10_000])]
+    pub series: Vec<usize>,
+    /// Seconds of publishing per run.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Series counts for the memory steps (repeatable; 0 alone skips them).
+    #[arg(long, default_values_t = [10_000, 100_000, 1_000_000])]
+    pub memory: Vec<usize>,
+    /// Write the results (JSON) here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
+    if !(a.seconds > 0.0 && a.seconds <= 600.0) {
+        input!("--seconds must be in (0, 600]");
+    }
+    if a.series.iter().any(|n| *n == 0 || *n > 5_000_000) {
+        input!("--series must be 1 to 5000000");
+    }
+    let mut steps: Vec<usize> = a.memory.into_iter().filter(|n| *n > 0).collect();
+    steps.sort_unstable();
+    steps.dedup();
+    // A server of our own when none is given, stopped at the end.
+    let mut own = selfheal_sim::stack::procs::Procs::default();
+    let url = match a.nats {
+        Some(u) => u,
+        None => {
+            let Some(bin) = find_program(
+                "NATS_SERVER",
+                Some(".venv-nats/bin/nats-server"),
+                "nats-server",
+                &[],
+            ) else {
+                input!(
+                    "nats-server not found: give --nats, set NATS_SERVER, or run ./test.sh once (it installs it)"
+                );
+            };
+            let port = selfheal_sim::stack::procs::free_port()?;
+            let logs = tempfile::tempdir()?;
+            let mut c = std::process::Command::new(bin);
+            c.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+            own.spawn("nats-server", c, logs.path())?;
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            if !selfheal_sim::stack::procs::listening(addr, std::time::Duration::from_secs(10))
+                .await
+            {
+                anyhow::bail!("nats-server is not listening on {addr}");
+            }
+            format!("nats://{addr}")
+        }
+    };
+    let mut report = selfheal::ingest_bench::IngestReport {
+        throughput: Vec::new(),
+        memory: Vec::new(),
+        detector_state_bytes: selfheal_brain::detect::Detector::STATE_BYTES,
+    };
+    for n in a.series {
+        let t = selfheal::ingest_bench::throughput(&url, n, a.seconds).await?;
+        println!(
+            "ingest, {} series, batches of {}: raw NATS pipe {:.2} M samples/s ({} of {} taken); brain {:.2} M samples/s ({} taken); brain / pipe {:.2}",
+            t.series,
+            t.batch_samples,
+            t.raw_samples_per_s / 1e6,
+            t.raw_taken,
+            t.published,
+            t.brain_samples_per_s / 1e6,
+            t.brain_taken,
+            t.ratio
+        );
+        report.throughput.push(t);
+    }
+    own.stop();
+    if !steps.is_empty() {
+        report.memory = selfheal::ingest_bench::memory(&steps).await?;
+        for m in &report.memory {
+            println!(
+                "memory, {} series: {:.0} MiB resident{}",
+                m.series,
+                m.rss_bytes as f64 / 1048576.0,
+                m.bytes_per_series.map_or(String::new(), |b| format!(
+                    ", {b:.0} bytes per series added"
+                ))
+            );
+        }
+    }
+    if let Some(p) = a.json {
+        write_json(&p, &report)?;
+    }
+    Ok(())
+}
+
 /// Runs it.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let Args { seeds, speed } = args;
+    let Args { what, seeds, speed } = args;
+    if let Some(What::Ingest(a)) = what {
+        return ingest(a).await;
+    }
     check_speed(speed)?;
     println!(
         "streaming detector: {} bytes of state per series (throughput: cargo bench -p selfheal-brain --bench detector)",

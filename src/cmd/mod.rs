@@ -114,7 +114,8 @@ pub(crate) mod prelude {
     pub(crate) use selfheal_sim::{Scenario, SimNode, Speed};
 
     pub(crate) use super::{
-        brain_config, check_speed, nats, read_toml, scenario, stop_signal, topology, write_json,
+        brain_config, check_speed, find_program, nats, read_toml, scenario, stop_signal, topology,
+        write_json,
     };
     pub(crate) use super::{gate, input};
 }
@@ -165,6 +166,32 @@ pub(crate) fn scenario(path: Option<&PathBuf>, topo: &Topology) -> anyhow::Resul
                 .map_err(|e| anyhow::Error::new(BadInput(format!("{}:\n{e}", p.display()))))
         }
     }
+}
+
+/// A program to run: `$env`, else `venv` (under the checkout) when it
+/// exists, else `name` on `PATH`, else the first of `fallback` that exists.
+pub(crate) fn find_program(
+    env: &str,
+    venv: Option<&str>,
+    name: &str,
+    fallback: &[&str],
+) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(p.into());
+    }
+    if let Some(v) = venv {
+        let p = selfheal::existing(PathBuf::from(v));
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(name))
+                .find(|p| p.exists())
+        })
+        .or_else(|| fallback.iter().map(PathBuf::from).find(|p| p.exists()))
 }
 
 pub(crate) async fn nats(url: &str, name: &str) -> anyhow::Result<Bus> {

@@ -27,25 +27,6 @@ pub struct Args {
     pub workdir: Option<PathBuf>,
 }
 
-fn find(env: &str, venv: Option<&str>, name: &str, fallback: &[&str]) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(env) {
-        return Some(p.into());
-    }
-    if let Some(v) = venv {
-        let p = selfheal::existing(PathBuf::from(v));
-        if p.exists() {
-            return Some(p);
-        }
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join(name))
-                .find(|p| p.exists())
-        })
-        .or_else(|| fallback.iter().map(PathBuf::from).find(|p| p.exists()))
-}
-
 /// Runs it.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let Args {
@@ -81,7 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let Some(nats_server) = nats_server.or_else(|| {
-        find(
+        find_program(
             "NATS_SERVER",
             Some(".venv-nats/bin/nats-server"),
             "nats-server",
@@ -93,7 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     };
     let Some(haproxy) =
-        haproxy.or_else(|| find("HAPROXY", None, "haproxy", &["/usr/sbin/haproxy"]))
+        haproxy.or_else(|| find_program("HAPROXY", None, "haproxy", &["/usr/sbin/haproxy"]))
     else {
         input!("haproxy not found: give --haproxy or install Debian's haproxy");
     };

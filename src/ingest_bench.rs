@@ -1,0 +1,282 @@
+//! `selfheal bench ingest`: how fast the brain takes indicators beside the
+//! raw NATS pipe carrying the same payloads, in the same run, and what a
+//! series costs it in memory.
+//!
+//! - **Raw pipe**: a publisher sends real indicator batches (JSON, as agents
+//!   send them) as fast as it can for a while; a plain subscriber decodes
+//!   and validates each one (the brain's own `decode`) and counts samples.
+//! - **Brain**: the same publisher, the same payloads, into a brain (its
+//!   ingest, series admission, detectors and correlation; a temporary
+//!   store); what counts is the samples its detectors have seen.
+//!
+//! Both rates are samples a second from the first publish until the last
+//! sample is taken (or the taker stops keeping up for a second). Messages
+//! NATS drops for a slow consumer are counted as lost, not taken.
+//!
+//! - **Memory**: a brain on the in-process bus takes `N` series, a few
+//!   samples each, for N in the steps asked; the process' resident memory
+//!   after each step gives the bytes per series between steps.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use selfheal_brain::{Brain, BrainConfig};
+use selfheal_bus::{
+    Bus, IndicatorBatch, Layer, Limits, LocalTransport, Sample, Subjects, WIRE_VERSION, decode,
+    encode, wall_ms,
+};
+use serde::Serialize;
+
+/// Samples in one batch, as an agent sends them.
+pub const BATCH: usize = 100;
+/// Series per service (under the brain's per-service cap).
+const PER_SERVICE: usize = 5_000;
+
+/// One throughput measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct Throughput {
+    /// Distinct series published.
+    pub series: usize,
+    /// Samples per batch.
+    pub batch_samples: usize,
+    /// Samples published.
+    pub published: u64,
+    /// Samples taken by the raw subscriber.
+    pub raw_taken: u64,
+    /// Raw pipe: samples decoded a second.
+    pub raw_samples_per_s: f64,
+    /// Samples the brain's detectors saw.
+    pub brain_taken: u64,
+    /// Brain: samples a second.
+    pub brain_samples_per_s: f64,
+    /// Brain ÷ raw pipe.
+    pub ratio: f64,
+}
+
+/// Resident memory of the brain's process after it took `series` series.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryStep {
+    /// Series taken.
+    pub series: usize,
+    /// Resident set, bytes.
+    pub rss_bytes: u64,
+    /// Bytes per series added since the step before (none for the first).
+    pub bytes_per_series: Option<f64>,
+}
+
+/// What `bench ingest` writes (`--json`); fields are added, never renamed
+/// or dropped.
+#[derive(Clone, Debug, Serialize)]
+pub struct IngestReport {
+    /// The throughput runs.
+    pub throughput: Vec<Throughput>,
+    /// The memory steps.
+    pub memory: Vec<MemoryStep>,
+    /// The streaming detector's own state per series, bytes.
+    pub detector_state_bytes: usize,
+}
+
+/// The batches of one round: every series once, at `ts`.
+fn round(series: usize, ts: i64, seq: &mut u64) -> Vec<(String, selfheal_bus::Bytes)> {
+    let subjects = Subjects::default();
+    let mut out = Vec::with_capacity(series.div_ceil(BATCH));
+    let mut i = 0;
+    while i < series {
+        let n = BATCH.min(series - i);
+        let svc = format!("svc-{}", i / PER_SERVICE);
+        *seq += 1;
+        let b = IndicatorBatch {
+            v: WIRE_VERSION,
+            source: format!("bench-{}", i / PER_SERVICE),
+            seq: *seq,
+            layer: Layer::System,
+            idc: "idc1".into(),
+            service: svc.clone(),
+            samples: (i..i + n)
+                .map(|k| Sample {
+                    scene: None,
+                    link: None,
+                    instance: Some(format!("i{}", k % PER_SERVICE / 10)),
+                    metric: format!("m{}", k % 10),
+                    labels: Default::default(),
+                    ts,
+                    // A steady series with a little noise: no anomaly.
+                    value: 100.0 + ((k as i64 * 7919 + ts) % 13) as f64 * 0.1,
+                })
+                .collect(),
+        };
+        out.push((
+            subjects.indicators(Layer::System, "idc1", &svc),
+            encode(&b).expect("a bench batch encodes"),
+        ));
+        i += n;
+    }
+    out
+}
+
+/// Publishes rounds of `series` series as fast as it can for `secs`;
+/// returns the samples published.
+async fn publish(bus: &Bus, series: usize, secs: f64, start_ts: i64) -> anyhow::Result<u64> {
+    let t = Instant::now();
+    let mut seq = 0;
+    let mut published = 0u64;
+    let mut ts = start_ts;
+    while t.elapsed().as_secs_f64() < secs {
+        for (subject, payload) in round(series, ts, &mut seq) {
+            bus.publish(&subject, payload).await?;
+        }
+        published += series as u64;
+        // One millisecond of event time a round: the clock barely moves
+        // however fast the rounds go (timestamps stay within the skew bound).
+        ts += 1;
+    }
+    bus.flush().await?;
+    Ok(published)
+}
+
+/// Waits until `taken` reaches `want` or stops moving for a second;
+/// returns the instant of the last progress.
+async fn drain(taken: &AtomicU64, want: u64) -> Instant {
+    let mut last = taken.load(Ordering::Relaxed);
+    let mut at = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = taken.load(Ordering::Relaxed);
+        if now != last {
+            (last, at) = (now, Instant::now());
+        }
+        if now >= want || at.elapsed() > Duration::from_secs(1) {
+            return at;
+        }
+    }
+}
+
+/// The brain's configuration for a bench: a temporary store, series caps
+/// out of the way, no models.
+fn bench_config(store: std::path::PathBuf) -> BrainConfig {
+    let mut cfg = BrainConfig {
+        store,
+        playbooks: crate::paths::playbooks(),
+        models: None,
+        ..BrainConfig::default()
+    };
+    cfg.series.max_total = 5_000_000;
+    cfg.series.max_per_source = 5_000_000;
+    cfg.series.max_per_service = 5_000_000;
+    cfg
+}
+
+/// Measures the raw pipe and the brain over the NATS server at `url`.
+pub async fn throughput(url: &str, series: usize, secs: f64) -> anyhow::Result<Throughput> {
+    let bus: Bus = Arc::new(selfheal_bus::NatsTransport::connect(url, "bench-publisher").await?);
+    let subjects = Subjects::default();
+
+    // The raw pipe: decode and validate each batch, count its samples.
+    let raw_bus: Bus = Arc::new(selfheal_bus::NatsTransport::connect(url, "bench-raw").await?);
+    let mut sub = raw_bus.subscribe(&subjects.all_indicators()).await?;
+    raw_bus.flush().await?;
+    let raw = Arc::new(AtomicU64::new(0));
+    let r = raw.clone();
+    let reader = tokio::spawn(async move {
+        let limits = Limits::default();
+        while let Some(m) = sub.next().await {
+            if let Ok(b) = decode::<IndicatorBatch>(&m.payload, &limits, wall_ms()) {
+                r.fetch_add(b.samples.len() as u64, Ordering::Relaxed);
+            }
+        }
+    });
+    let t = Instant::now();
+    let published = publish(&bus, series, secs, wall_ms()).await?;
+    let end = drain(&raw, published).await;
+    let raw_taken = raw.load(Ordering::Relaxed);
+    let raw_rate = raw_taken as f64 / end.duration_since(t).as_secs_f64();
+    reader.abort();
+    drop(raw_bus);
+
+    // The brain.
+    let dir = tempfile::tempdir()?;
+    let brain_bus: Bus = Arc::new(selfheal_bus::NatsTransport::connect(url, "bench-brain").await?);
+    let brain = Brain {
+        config: bench_config(dir.path().join("bench.db")),
+        bus: brain_bus.clone(),
+        subjects: subjects.clone(),
+        topology: selfheal_sim::default_topology(),
+    }
+    .spawn()
+    .await?;
+    brain_bus.flush().await?;
+    let stats = brain.stats.clone();
+    let t = Instant::now();
+    let published_b = publish(&bus, series, secs, wall_ms()).await?;
+    let end = drain(&stats.samples_detected, published_b).await;
+    let brain_taken = stats.samples_detected.load(Ordering::Relaxed);
+    let brain_rate = brain_taken as f64 / end.duration_since(t).as_secs_f64();
+    brain.shutdown().await;
+    Ok(Throughput {
+        series,
+        batch_samples: BATCH,
+        published: published.max(published_b),
+        raw_taken,
+        raw_samples_per_s: raw_rate,
+        brain_taken,
+        brain_samples_per_s: brain_rate,
+        ratio: brain_rate / raw_rate,
+    })
+}
+
+/// Resident set of this process, bytes (`/proc/self/statm`).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Feeds a brain on the in-process bus `steps` series counts in turn (each
+/// series a few samples), and reads the resident memory after each.
+pub async fn memory(steps: &[usize]) -> anyhow::Result<Vec<MemoryStep>> {
+    let dir = tempfile::tempdir()?;
+    let bus: Bus = Arc::new(LocalTransport::default());
+    let brain = Brain {
+        config: bench_config(dir.path().join("bench.db")),
+        bus: bus.clone(),
+        subjects: Subjects::default(),
+        topology: selfheal_sim::default_topology(),
+    }
+    .spawn()
+    .await?;
+    let stats = brain.stats.clone();
+    let mut out: Vec<MemoryStep> = Vec::new();
+    let start = wall_ms();
+    let mut seq = 0;
+    let mut fed = 0u64;
+    for (step, &n) in steps.iter().enumerate() {
+        // A few samples per series: past the first, the detector and the
+        // recent ring hold state. Each step's samples come after the last
+        // step's, so the series seen before take them too.
+        for r in 0..4 {
+            let ts = start + 10 * step as i64 + r;
+            for (subject, payload) in round(n, ts, &mut seq) {
+                bus.publish(&subject, payload).await?;
+            }
+            fed += n as u64;
+        }
+        drain(&stats.samples_detected, fed).await;
+        let rss = rss_bytes();
+        let per = out
+            .last()
+            .map(|p| (rss as f64 - p.rss_bytes as f64) / (n - p.series) as f64);
+        out.push(MemoryStep {
+            series: n,
+            rss_bytes: rss,
+            bytes_per_series: per,
+        });
+    }
+    brain.shutdown().await;
+    Ok(out)
+}
