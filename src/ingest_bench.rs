@@ -81,12 +81,15 @@ pub struct IngestReport {
     pub detector_state_bytes: usize,
 }
 
-/// The batches of one round: every series once, at `ts`.
-fn round(series: usize, ts: i64, seq: &mut u64) -> Vec<(String, selfheal_bus::Bytes)> {
+/// The batches of one round, made as they are sent: every series once, at
+/// `ts`.
+fn round(
+    series: usize,
+    ts: i64,
+    seq: &mut u64,
+) -> impl Iterator<Item = (String, selfheal_bus::Bytes)> + '_ {
     let subjects = Subjects::default();
-    let mut out = Vec::with_capacity(series.div_ceil(BATCH));
-    let mut i = 0;
-    while i < series {
+    (0..series).step_by(BATCH).map(move |i| {
         let n = BATCH.min(series - i);
         let svc = format!("svc-{}", i / PER_SERVICE);
         *seq += 1;
@@ -110,13 +113,11 @@ fn round(series: usize, ts: i64, seq: &mut u64) -> Vec<(String, selfheal_bus::By
                 })
                 .collect(),
         };
-        out.push((
+        (
             subjects.indicators(Layer::System, "idc1", &svc),
             encode(&b).expect("a bench batch encodes"),
-        ));
-        i += n;
-    }
-    out
+        )
+    })
 }
 
 /// Publishes rounds of `series` series as fast as it can for `secs`;

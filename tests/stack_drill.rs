@@ -69,10 +69,16 @@ fn haproxy_present() -> bool {
         || Command::new("haproxy").arg("-v").output().is_ok()
 }
 
+/// One stack at a time: two at once would race for ports and cores.
+static ONE_STACK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn ctrl_c_in_the_middle_stops_every_process_of_the_stack() {
+    let _one = ONE_STACK.lock().unwrap_or_else(|p| p.into_inner());
     assert!(haproxy_present(), "./test.sh installs Debian's haproxy");
     let work = tempfile::tempdir().unwrap();
+    let runs = work.path().join("runs");
+    let err = work.path().join("stderr");
     let mut drill = selfheal()
         .args([
             "stack-drill",
@@ -80,21 +86,35 @@ fn ctrl_c_in_the_middle_stops_every_process_of_the_stack() {
             "sim/stack/control.toml",
             "--workdir",
         ])
-        .arg(work.path())
+        .arg(&runs)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
     // Everything up: nats-server, HAProxy, three instances, brain, agent.
-    wait_for("the whole stack", Duration::from_secs(60), || {
-        pids(work.path())
-            .iter()
-            .filter(|(n, _)| !n.ends_with(".pid"))
-            .count()
-            >= 7
-    });
+    let t = Instant::now();
+    let up = |runs: &Path| {
+        runs.exists()
+            && pids(runs)
+                .iter()
+                .filter(|(n, _)| !n.ends_with(".pid"))
+                .count()
+                >= 7
+    };
+    while !up(&runs) {
+        let said = || std::fs::read_to_string(&err).unwrap_or_default();
+        if let Some(s) = drill.try_wait().unwrap() {
+            panic!("the drill ended ({s}) before the stack was up:\n{}", said());
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the whole stack within 60 s:\n{}",
+            said()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::thread::sleep(Duration::from_secs(2));
-    let running = pids(work.path());
+    let running = pids(&runs);
     assert!(running.iter().all(|(_, p)| alive(*p)), "{running:?}");
     Command::new("kill")
         .args(["-INT", &drill.id().to_string()])
@@ -113,12 +133,13 @@ fn ctrl_c_in_the_middle_stops_every_process_of_the_stack() {
     };
     assert!(!status.success(), "an interrupted drill does not pass");
     wait_for("every process gone", Duration::from_secs(10), || {
-        pids(work.path()).iter().all(|(_, p)| !alive(*p))
+        pids(&runs).iter().all(|(_, p)| !alive(*p))
     });
 }
 
 #[test]
 fn a_failing_scenario_stops_every_process_and_keeps_the_logs() {
+    let _one = ONE_STACK.lock().unwrap_or_else(|p| p.into_inner());
     assert!(haproxy_present(), "./test.sh installs Debian's haproxy");
     let work = tempfile::tempdir().unwrap();
     let bad = work.path().join("bad.toml");
