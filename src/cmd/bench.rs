@@ -91,6 +91,20 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         memory: Vec::new(),
         detector_state_bytes: selfheal_brain::detect::Detector::STATE_BYTES,
     };
+    // Memory first, in a process that has not run anything yet.
+    if !steps.is_empty() {
+        report.memory = selfheal::ingest_bench::memory(&steps).await?;
+        for m in &report.memory {
+            println!(
+                "memory, {} series: {:.0} MiB resident{}",
+                m.series,
+                m.rss_bytes as f64 / 1048576.0,
+                m.bytes_per_series.map_or(String::new(), |b| format!(
+                    ", {b:.0} bytes per series added"
+                ))
+            );
+        }
+    }
     for n in a.series {
         let t = selfheal::ingest_bench::throughput(&url, n, a.seconds).await?;
         println!(
@@ -107,19 +121,6 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         report.throughput.push(t);
     }
     own.stop();
-    if !steps.is_empty() {
-        report.memory = selfheal::ingest_bench::memory(&steps).await?;
-        for m in &report.memory {
-            println!(
-                "memory, {} series: {:.0} MiB resident{}",
-                m.series,
-                m.rss_bytes as f64 / 1048576.0,
-                m.bytes_per_series.map_or(String::new(), |b| format!(
-                    ", {b:.0} bytes per series added"
-                ))
-            );
-        }
-    }
     if let Some(p) = a.json {
         write_json(&p, &report)?;
     }

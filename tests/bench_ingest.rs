@@ -1,0 +1,54 @@
+//! `selfheal bench ingest` runs end to end on a real nats-server (its own,
+//! on a free loopback port) and writes every figure it prints. Its numbers
+//! belong in docs/benchmarks.md, measured in release on an idle machine;
+//! here only that they are measured.
+
+mod common;
+
+#[test]
+fn bench_ingest_measures_the_pipe_the_brain_and_memory() {
+    let nats = common::nats_server_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("ingest.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args([
+            "bench",
+            "ingest",
+            "--series",
+            "2000",
+            "--seconds",
+            "0.5",
+            "--memory",
+            "1000",
+            "--memory",
+            "5000",
+            "--json",
+        ])
+        .arg(&json)
+        .env("NATS_SERVER", nats)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let t = &r["throughput"][0];
+    assert_eq!(t["series"], 2000);
+    for k in ["raw_samples_per_s", "brain_samples_per_s", "ratio"] {
+        assert!(t[k].as_f64().unwrap() > 0.0, "{k}: {r}");
+    }
+    // Core NATS may drop for a slow consumer: what was taken is counted,
+    // never more than what was sent.
+    let (taken, sent) = (
+        t["raw_taken"].as_u64().unwrap(),
+        t["published"].as_u64().unwrap(),
+    );
+    assert!(taken > 0 && taken <= sent, "{r}");
+    let m = r["memory"].as_array().unwrap();
+    assert_eq!(m.len(), 2, "{r}");
+    assert!(m[1]["bytes_per_series"].as_f64().is_some(), "{r}");
+    assert_eq!(r["detector_state_bytes"], 512);
+    // A wrong argument is refused before anything starts.
+    let (ok, _, err) = common::selfheal(&["bench", "ingest", "--seconds", "0"]);
+    assert!(!ok && err.contains("--seconds"), "{err}");
+}
