@@ -9,7 +9,7 @@ use std::{process::Command, sync::Arc, time::Duration};
 
 use common::{eventually, free_port};
 use selfheal_agent::{Agent, AgentConfig, config::Feed};
-use selfheal_brain::{Brain, BrainConfig, BrainStats, api::hash_token, store::Store};
+use selfheal_brain::{BrainConfig, BrainStats, api::hash_token, store::Store};
 use selfheal_bus::{Bus, LocalTransport, Subjects};
 
 const TOKEN: &str = "alertmanager-token-0123456789";
@@ -70,21 +70,17 @@ async fn an_alertmanager_alert_opens_an_incident_and_its_resolution_ends_the_sym
     let dir = tempfile::tempdir().unwrap();
     let bus: Bus = Arc::new(LocalTransport::default());
     let store = dir.path().join("brain.db");
-    let brain = Brain {
-        config: BrainConfig {
+    let brain = common::brain_on(
+        &bus,
+        BrainConfig {
             store: store.clone(),
             playbooks: selfheal::paths::playbooks(),
             listen: Some("127.0.0.1:0".parse().unwrap()),
             alert_token_sha256: Some(hash_token(TOKEN)),
             ..BrainConfig::default()
         },
-        bus: bus.clone(),
-        subjects: Subjects::default(),
-        topology: selfheal_sim::default_topology(),
-    }
-    .spawn()
-    .await
-    .unwrap();
+    )
+    .await;
     // Something to keep the brain's clock moving: the host's own readings.
     let agent = Agent {
         config: AgentConfig {

@@ -12,7 +12,7 @@ use std::{collections::BTreeSet, process::Command, sync::Arc, time::Duration};
 
 use common::{eventually, free_port};
 use selfheal_agent::{Agent, AgentConfig, config::Feed};
-use selfheal_brain::{Brain, BrainConfig, api::hash_token, remote_write::RemoteWriteConfig};
+use selfheal_brain::{BrainConfig, api::hash_token, remote_write::RemoteWriteConfig};
 use selfheal_bus::{Bus, IndicatorBatch, LocalTransport, Subjects};
 use selfheal_sim::stack::backend::{Backend, serve};
 use tokio_util::sync::CancellationToken;
@@ -124,8 +124,9 @@ async fn prometheus_remote_writes_a_scraped_service_into_the_brain() {
     let dir = tempfile::tempdir().unwrap();
     let bus: Bus = Arc::new(LocalTransport::default());
     let seen = watch(bus.subscribe("selfheal.ind.>").await.unwrap());
-    let brain = Brain {
-        config: BrainConfig {
+    let brain = common::brain_on(
+        &bus,
+        BrainConfig {
             store: dir.path().join("brain.db"),
             playbooks: selfheal::paths::playbooks(),
             listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -136,13 +137,8 @@ async fn prometheus_remote_writes_a_scraped_service_into_the_brain() {
             }),
             ..BrainConfig::default()
         },
-        bus: bus.clone(),
-        subjects: Subjects::default(),
-        topology: selfheal_sim::default_topology(),
-    }
-    .spawn()
-    .await
-    .unwrap();
+    )
+    .await;
     let api = brain.api_addr.unwrap();
     let stop = CancellationToken::new();
     let pay = paying(stop.clone()).await;

@@ -147,3 +147,20 @@ pub fn doc_block(doc: &str, opening: &str) -> String {
     let len = text[start..].find("```").unwrap();
     text[start..start + len].to_string()
 }
+
+/// A brain on `bus` with `config`, the default subjects and the
+/// simulator's topology, running.
+pub async fn brain_on(
+    bus: &selfheal_bus::Bus,
+    config: selfheal_brain::BrainConfig,
+) -> selfheal_brain::BrainHandle {
+    selfheal_brain::Brain {
+        config,
+        bus: bus.clone(),
+        subjects: selfheal_bus::Subjects::default(),
+        topology: selfheal_sim::default_topology(),
+    }
+    .spawn()
+    .await
+    .expect("the brain starts")
+}
