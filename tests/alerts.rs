@@ -14,14 +14,7 @@ use selfheal_bus::{Bus, LocalTransport, Subjects};
 
 const TOKEN: &str = "alertmanager-token-0123456789";
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::Killed as Child;
 
 fn alertmanager(dir: &std::path::Path, brain: std::net::SocketAddr) -> (Child, String) {
     let bin = std::env::var("ALERTMANAGER").unwrap_or_else(|_| "prometheus-alertmanager".into());

@@ -19,14 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "remote-write-token-0123456789";
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::Killed as Child;
 
 fn prometheus(dir: &std::path::Path, target: &str, write_to: Option<String>) -> (Child, String) {
     let bin = std::env::var("PROMETHEUS").unwrap_or_else(|_| "prometheus".into());

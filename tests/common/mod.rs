@@ -164,3 +164,13 @@ pub async fn brain_on(
     .await
     .expect("the brain starts")
 }
+
+/// A program a test started, killed and reaped when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
