@@ -8,9 +8,9 @@ mod common;
 use std::{process::Command, sync::Arc, time::Duration};
 
 use common::{eventually, free_port};
-use selfheal_agent::{Agent, AgentConfig, config::Feed};
+use selfheal_agent::{AgentConfig, config::Feed};
 use selfheal_brain::{BrainConfig, BrainStats, api::hash_token, store::Store};
-use selfheal_bus::{Bus, LocalTransport, Subjects};
+use selfheal_bus::{Bus, LocalTransport};
 
 const TOKEN: &str = "alertmanager-token-0123456789";
 
@@ -75,22 +75,17 @@ async fn an_alertmanager_alert_opens_an_incident_and_its_resolution_ends_the_sym
     )
     .await;
     // Something to keep the brain's clock moving: the host's own readings.
-    let agent = Agent {
-        config: AgentConfig {
+    let agent = common::agent_on(
+        &bus,
+        AgentConfig {
             feed: Feed::None,
             host: true,
             host_interval_ms: 200,
             actuate: false,
             ..AgentConfig::default()
         },
-        bus: bus.clone(),
-        subjects: Subjects::default(),
-        source: None,
-        actuators: Vec::new(),
-    }
-    .spawn()
-    .await
-    .unwrap();
+    )
+    .await;
     let api = brain.api_addr.unwrap();
     let http = selfheal_brain::act::http::client().unwrap();
 

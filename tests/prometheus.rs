@@ -11,9 +11,9 @@ mod common;
 use std::{collections::BTreeSet, process::Command, sync::Arc, time::Duration};
 
 use common::{eventually, free_port};
-use selfheal_agent::{Agent, AgentConfig, config::Feed};
+use selfheal_agent::{AgentConfig, config::Feed};
 use selfheal_brain::{BrainConfig, api::hash_token, remote_write::RemoteWriteConfig};
-use selfheal_bus::{Bus, IndicatorBatch, LocalTransport, Subjects};
+use selfheal_bus::{Bus, IndicatorBatch, LocalTransport};
 use selfheal_sim::stack::backend::{Backend, serve};
 use tokio_util::sync::CancellationToken;
 
@@ -217,16 +217,7 @@ timeout_ms = 300
     .unwrap();
     assert_eq!(cfg.validate(), Vec::<String>::new());
     assert_eq!(cfg.feed, Feed::None);
-    let agent = Agent {
-        config: cfg,
-        bus: bus.clone(),
-        subjects: Subjects::default(),
-        source: None,
-        actuators: Vec::new(),
-    }
-    .spawn()
-    .await
-    .unwrap();
+    let agent = common::agent_on(&bus, cfg).await;
     eventually(
         "the service's and Prometheus' own indicators",
         Duration::from_secs(30),

@@ -111,26 +111,26 @@ impl Agent {
         let (gathered_tx, gathered_rx) = tokio::sync::mpsc::channel(64);
         if !self.config.probe.is_empty() || !self.config.scrape.is_empty() {
             let client = crate::probe::client().map_err(BusError::Other)?;
+            let mut gatherers: Vec<Box<dyn Gather>> = Vec::new();
             for p in self.config.probe.clone() {
-                let dialer = crate::probe::Dialer::new(p).map_err(BusError::Other)?;
-                tasks.push(tokio::spawn(dial_every(
-                    client.clone(),
-                    dialer,
-                    self.config.idc.clone(),
-                    clock.clone(),
-                    stats.clone(),
-                    gathered_tx.clone(),
-                    stop.clone(),
-                )));
+                gatherers.push(Box::new(
+                    crate::probe::Dialer::new(p).map_err(BusError::Other)?,
+                ));
             }
             for t in self.config.scrape.clone() {
-                let scraper = crate::scrape::Scraper::new(t).map_err(BusError::Other)?;
-                tasks.push(tokio::spawn(scrape_every(
-                    client.clone(),
-                    scraper,
-                    self.config.idc.clone(),
-                    clock.clone(),
-                    stats.clone(),
+                gatherers.push(Box::new(
+                    crate::scrape::Scraper::new(t).map_err(BusError::Other)?,
+                ));
+            }
+            for g in gatherers {
+                tasks.push(tokio::spawn(gather_every(
+                    g,
+                    Gathering {
+                        client: client.clone(),
+                        idc: self.config.idc.clone(),
+                        clock: clock.clone(),
+                        stats: stats.clone(),
+                    },
                     gathered_tx.clone(),
                     stop.clone(),
                 )));
@@ -329,56 +329,98 @@ async fn collect(
     }
 }
 
-/// Dials its probe every `interval_ms` of wall time and hands each result,
-/// as a business batch stamped with the agent's clock, to the collector.
-async fn dial_every(
+/// What a timed gatherer works with.
+struct Gathering {
     client: reqwest::Client,
-    dialer: crate::probe::Dialer,
+    /// The agent's IDC.
     idc: String,
     clock: Arc<Clock>,
     stats: Arc<AgentStats>,
-    out: tokio::sync::mpsc::Sender<Vec<IndicatorBatch>>,
-    stop: CancellationToken,
-) {
-    let p = &dialer.probe;
-    let mut every = tokio::time::interval(Duration::from_millis(p.interval_ms));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            _ = every.tick() => {}
-        }
-        let d = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            d = dialer.dial(&client) => d,
-        };
-        AgentStats::bump(&stats.probes);
+}
+
+/// Something the agent gathers on its own interval of wall time: a dial
+/// test, a scrape. Its batches are stamped with the agent's clock after
+/// the gathering.
+#[async_trait::async_trait]
+trait Gather: Send {
+    /// Time between two gatherings, ms.
+    fn interval_ms(&self) -> u64;
+    /// Gathers once; `failures` rate-limits the log of its failures.
+    async fn gather(
+        &mut self,
+        g: &Gathering,
+        failures: &selfheal_bus::lograte::LogGate,
+    ) -> Vec<IndicatorBatch>;
+}
+
+#[async_trait::async_trait]
+impl Gather for crate::probe::Dialer {
+    fn interval_ms(&self) -> u64 {
+        self.probe.interval_ms
+    }
+
+    async fn gather(
+        &mut self,
+        g: &Gathering,
+        failures: &selfheal_bus::lograte::LogGate,
+    ) -> Vec<IndicatorBatch> {
+        let d = self.dial(&g.client).await;
+        AgentStats::bump(&g.stats.probes);
+        let p = &self.probe;
         if !d.ok {
-            AgentStats::bump(&stats.probe_failures);
-            warn!(probe = %p.name, url = %p.url, why = d.why.as_deref().unwrap_or(""), "dial test failed");
+            AgentStats::bump(&g.stats.probe_failures);
+            if failures.allow().is_some() {
+                warn!(probe = %p.name, url = %p.url, why = d.why.as_deref().unwrap_or(""), "dial test failed");
+            }
         }
-        let ts = clock.now();
-        if out.send(vec![d.batch(p, &idc, ts)]).await.is_err() {
-            break;
+        vec![d.batch(p, &g.idc, g.clock.now())]
+    }
+}
+
+#[async_trait::async_trait]
+impl Gather for crate::scrape::Scraper {
+    fn interval_ms(&self) -> u64 {
+        self.target.interval_ms
+    }
+
+    async fn gather(
+        &mut self,
+        g: &Gathering,
+        failures: &selfheal_bus::lograte::LogGate,
+    ) -> Vec<IndicatorBatch> {
+        let text = self.fetch(&g.client).await;
+        AgentStats::bump(&g.stats.scrapes);
+        let ts = g.clock.now();
+        match text {
+            Ok(text) => {
+                let read = self.read(&text, ts, &g.idc);
+                g.stats
+                    .scrape_dropped
+                    .fetch_add(read.dropped, std::sync::atomic::Ordering::Relaxed);
+                read.batches
+            }
+            Err(why) => {
+                AgentStats::bump(&g.stats.scrape_failures);
+                if failures.allow().is_some() {
+                    warn!(target = %self.target.name, url = %self.target.url, %why, "scrape failed");
+                }
+                self.up(false, ts, &g.idc).batches
+            }
         }
     }
 }
 
-/// Scrapes its target every `interval_ms` of wall time and hands what it
-/// read, stamped with the agent's clock, to the collector.
-async fn scrape_every(
-    client: reqwest::Client,
-    mut scraper: crate::scrape::Scraper,
-    idc: String,
-    clock: Arc<Clock>,
-    stats: Arc<AgentStats>,
+/// Runs `what` every `interval_ms` of wall time and hands its batches to
+/// the collector, until `stop`.
+async fn gather_every(
+    mut what: Box<dyn Gather>,
+    g: Gathering,
     out: tokio::sync::mpsc::Sender<Vec<IndicatorBatch>>,
     stop: CancellationToken,
 ) {
-    let mut every = tokio::time::interval(Duration::from_millis(scraper.target.interval_ms));
+    let mut every = tokio::time::interval(Duration::from_millis(what.interval_ms()));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One line per failure would be a flood of its own; the counts are exact.
     let failures = selfheal_bus::lograte::LogGate::default();
     loop {
         tokio::select! {
@@ -386,31 +428,12 @@ async fn scrape_every(
             _ = stop.cancelled() => break,
             _ = every.tick() => {}
         }
-        let text = tokio::select! {
+        let batches = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            t = scraper.fetch(&client) => t,
+            b = what.gather(&g, &failures) => b,
         };
-        AgentStats::bump(&stats.scrapes);
-        let ts = clock.now();
-        let text = match text {
-            Ok(t) => t,
-            Err(why) => {
-                AgentStats::bump(&stats.scrape_failures);
-                if failures.allow().is_some() {
-                    warn!(target = %scraper.target.name, url = %scraper.target.url, %why, "scrape failed");
-                }
-                if out.send(scraper.up(false, ts, &idc).batches).await.is_err() {
-                    break;
-                }
-                continue;
-            }
-        };
-        let read = scraper.read(&text, ts, &idc);
-        stats
-            .scrape_dropped
-            .fetch_add(read.dropped, std::sync::atomic::Ordering::Relaxed);
-        if !read.batches.is_empty() && out.send(read.batches).await.is_err() {
+        if !batches.is_empty() && out.send(batches).await.is_err() {
             break;
         }
     }

@@ -174,3 +174,21 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// An agent on `bus` with `config`, the default subjects, no source and
+/// only its own actuators, running.
+pub async fn agent_on(
+    bus: &selfheal_bus::Bus,
+    config: selfheal_agent::AgentConfig,
+) -> selfheal_agent::AgentHandle {
+    selfheal_agent::Agent {
+        config,
+        bus: bus.clone(),
+        subjects: selfheal_bus::Subjects::default(),
+        source: None,
+        actuators: Vec::new(),
+    }
+    .spawn()
+    .await
+    .expect("the agent starts")
+}

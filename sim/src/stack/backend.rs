@@ -145,15 +145,6 @@ impl Backend {
             .route("/admin/crash", post(crash))
             .with_state(self.clone())
     }
-
-    /// The fault now.
-    pub fn fault(&self) -> Fault {
-        self.0
-            .fault
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

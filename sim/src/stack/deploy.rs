@@ -26,8 +26,14 @@ struct Inner {
     token: String,
     /// Where change notices go, with their token.
     brain: Option<(String, String)>,
-    version: Mutex<(i64, i64)>,
+    /// The configurations pushed, oldest first (version 1, working, to
+    /// begin with); a revert goes back one.
+    pushed: Mutex<Vec<ConfigPush>>,
     applied: Mutex<BTreeSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The deploy system.
@@ -53,8 +59,10 @@ impl Deploy {
             instances,
             token: token.to_string(),
             brain,
-            // (version loaded, last good version)
-            version: Mutex::new((1, 1)),
+            pushed: Mutex::new(vec![ConfigPush {
+                version: 1,
+                good: true,
+            }]),
             applied: Mutex::default(),
         }))
     }
@@ -63,10 +71,7 @@ impl Deploy {
     /// then tells the brain.
     pub async fn push(&self, version: i64, good: bool, author: &str) -> Result<(), DeployError> {
         self.load(version, good).await?;
-        {
-            let mut v = self.0.version.lock().unwrap_or_else(|p| p.into_inner());
-            v.0 = version;
-        }
+        lock(&self.0.pushed).push(ConfigPush { version, good });
         if let Some((url, token)) = &self.0.brain {
             // The webhook's body: a change notice without the wire version.
             let change = serde_json::json!({
@@ -98,12 +103,6 @@ impl Deploy {
         Ok(())
     }
 
-    /// Declares the loaded version good (what a revert goes back to).
-    pub fn mark_good(&self) {
-        let mut v = self.0.version.lock().unwrap_or_else(|p| p.into_inner());
-        v.1 = v.0;
-    }
-
     async fn load(&self, version: i64, good: bool) -> Result<(), DeployError> {
         for base in &self.0.instances {
             let r = self
@@ -121,12 +120,18 @@ impl Deploy {
         Ok(())
     }
 
-    /// Reverts to the last good version.
+    /// Reverts the last push: loads the configuration before it again.
     pub async fn revert(&self) -> Result<i64, DeployError> {
-        let good = self.0.version.lock().unwrap_or_else(|p| p.into_inner()).1;
-        self.load(good, true).await?;
-        self.0.version.lock().unwrap_or_else(|p| p.into_inner()).0 = good;
-        Ok(good)
+        let before = {
+            let pushed = lock(&self.0.pushed);
+            match pushed.len() {
+                0 | 1 => return Err(DeployError("nothing to revert".into())),
+                n => pushed[n - 2].clone(),
+            }
+        };
+        self.load(before.version, before.good).await?;
+        lock(&self.0.pushed).pop();
+        Ok(before.version)
     }
 
     /// Its routes: `POST /actions`.
@@ -163,13 +168,7 @@ async fn action(
             ),
         );
     }
-    if !d
-        .0
-        .applied
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(req.id.clone())
-    {
+    if !lock(&d.0.applied).insert(req.id.clone()) {
         return (StatusCode::CONFLICT, format!("{} already applied", req.id));
     }
     match d.revert().await {
@@ -182,10 +181,7 @@ async fn action(
         }
         Err(e) => {
             // Not applied: the key may be tried again.
-            d.0.applied
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&req.id);
+            lock(&d.0.applied).remove(&req.id);
             (StatusCode::BAD_GATEWAY, e.to_string())
         }
     }
