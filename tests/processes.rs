@@ -402,14 +402,20 @@ fn kill_switch_cli_engages_reports_and_releases() {
 }
 
 /// The brain is killed (abort, as by `kill -9`) right after writing an
-/// action ahead, or right after the actuator applied it, then restarted on
-/// the same store while the platform runs on: the action is applied exactly
-/// once, the store ends with its true outcome, nothing stays pending, the
-/// fault is not acted on again by a new incident, and the cut-off incident
-/// goes to a person.
+/// action ahead, or right after the actuator applied it, at the first,
+/// second or third step of the bank-channel failover, then restarted on
+/// the same store while the platform runs on: every action is applied
+/// exactly once, the store ends with its true outcome, nothing stays
+/// pending, the fault is not acted on again by a new incident, and the
+/// cut-off playbook resumes at its next step and heals the fault.
 #[test]
-fn a_brain_killed_mid_action_resumes_without_duplicate_or_loss() {
-    for (failpoint, final_state) in [("after_record", "applied"), ("after_send", "duplicate")] {
+fn a_brain_killed_mid_playbook_resumes_it_without_duplicate_or_loss() {
+    for (failpoint, final_state) in [
+        ("after_record", "applied"),
+        ("after_send", "duplicate"),
+        ("after_send@2", "duplicate"),
+        ("after_record@3", "applied"),
+    ] {
         let nats = NatsServer::start();
         let url = nats.url();
         let dir = tempfile::tempdir().unwrap();
@@ -434,15 +440,15 @@ fn a_brain_killed_mid_action_resumes_without_duplicate_or_loss() {
             .expect("the simulator runs");
         let sim = Proc(sim);
 
-        // The brain dies at its first action.
+        // The brain dies at the chosen action.
         let t0 = std::time::Instant::now();
         let status = loop {
             if let Some(s) = brain.0.try_wait().unwrap() {
                 break s;
             }
             assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "{failpoint}: the brain never acted"
+                t0.elapsed() < Duration::from_secs(90),
+                "{failpoint}: the brain never got there"
             );
             std::thread::sleep(Duration::from_millis(50));
         };
@@ -458,12 +464,12 @@ fn a_brain_killed_mid_action_resumes_without_duplicate_or_loss() {
                 .collect()
         };
         let before = rows(&conn);
-        assert_eq!(before.len(), 1, "{failpoint}: {before:?}");
+        let last = before.last().cloned().expect("an action was written ahead");
         assert_eq!(
-            before[0].1, "pending",
-            "{failpoint}: written ahead, outcome unknown"
+            last.1, "pending",
+            "{failpoint}: written ahead, outcome unknown: {before:?}"
         );
-        let key = before[0].0.clone();
+        let key = last.0.clone();
 
         // Restarted on the same store, while the fault goes on.
         let brain2 = start(&brain_args, "brain running", dir.path().join("brain2.log"));
@@ -476,6 +482,30 @@ fn a_brain_killed_mid_action_resumes_without_duplicate_or_loss() {
         };
         assert!(sim.0.wait().unwrap().success());
         drop(brain2);
+        let logs = || {
+            let log = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap_or_default();
+            let mut st = conn
+                .prepare("SELECT incident_id, ts, kind, detail FROM timeline ORDER BY seq")
+                .unwrap();
+            let timeline: Vec<String> = st
+                .query_map([], |r| {
+                    Ok(format!(
+                        "{} {} {}: {}",
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?
+                    ))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            format!(
+                "timeline:\n{}\nbrain2:\n{}",
+                timeline.join("\n"),
+                log("brain2.log")
+            )
+        };
         let truth: serde_json::Value = serde_json::from_str(&out).expect("ground truth");
         let applied: Vec<&str> = truth["actions"]
             .as_array()
@@ -483,11 +513,15 @@ fn a_brain_killed_mid_action_resumes_without_duplicate_or_loss() {
             .iter()
             .map(|a| a["key"].as_str().unwrap())
             .collect();
+        let mut once = applied.clone();
+        once.sort_unstable();
+        once.dedup();
         assert_eq!(
-            applied.iter().filter(|k| **k == key).count(),
-            1,
-            "{failpoint}: the action was applied exactly once: {applied:?}"
+            once.len(),
+            applied.len(),
+            "{failpoint}: every action was applied exactly once: {applied:?}"
         );
+        assert!(applied.contains(&key.as_str()), "{failpoint}: {applied:?}");
         let after = rows(&conn);
         assert!(
             after.iter().all(|(_, s, _)| s != "pending"),
@@ -498,12 +532,22 @@ fn a_brain_killed_mid_action_resumes_without_duplicate_or_loss() {
             final_state,
             "{failpoint}: {after:?}"
         );
-        // Nothing else was done to the same target by automation.
-        let on_target: Vec<_> = after
-            .iter()
-            .filter(|(_, s, t)| *t == before[0].2 && matches!(s.as_str(), "applied" | "duplicate"))
-            .collect();
-        assert_eq!(on_target.len(), 1, "{failpoint}: {after:?}");
+        // Every action applied was one of the first incident's plan: no
+        // new incident acted on the same fault.
+        let first: String = conn
+            .query_row(
+                "SELECT id FROM incidents ORDER BY opened_ts LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            after
+                .iter()
+                .filter(|(_, s, _)| s == "applied" || s == "duplicate")
+                .all(|(id, _, _)| id.starts_with(&format!("{first}-s"))),
+            "{failpoint}: {after:?}"
+        );
         assert_eq!(
             applied.len(),
             after
@@ -511,13 +555,22 @@ fn a_brain_killed_mid_action_resumes_without_duplicate_or_loss() {
                 .filter(|(_, s, _)| s == "applied" || s == "duplicate")
                 .count()
         );
-        let first_incident: String = conn
-            .query_row(
-                "SELECT state FROM incidents ORDER BY opened_ts LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
+        // The cut-off playbook went on and healed the fault.
+        let state: String = conn
+            .query_row("SELECT state FROM incidents WHERE id = ?1", [&first], |r| {
+                r.get(0)
+            })
             .unwrap();
-        assert_eq!(first_incident, "escalated", "{failpoint}");
+        assert_eq!(state, "recovered", "{failpoint}: {}", logs());
+        assert!(
+            truth["recovered_ms"].is_i64(),
+            "{failpoint}: the platform recovered: {truth}\n{}",
+            logs()
+        );
+        assert_eq!(
+            applied.len(),
+            3,
+            "{failpoint}: the whole failover, 12.5 %, 50 %, 100 %: {applied:?}"
+        );
     }
 }

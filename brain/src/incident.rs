@@ -11,18 +11,18 @@
 //! ([`Incident::begin`], [`Incident::reply`], [`Incident::judged`],
 //! [`Incident::revert`], [`Incident::close`]...).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use selfheal_bus::SeriesKey;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     detect::{AnomalyEvent, Direction},
-    playbook::{Check, PlannedAction, Step},
+    playbook::{Check, IncidentFacts, PlannedAction, Step},
 };
 
 /// A candidate cause.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hypothesis {
     /// Cause kind (`channel_degraded`, `unknown`...).
     pub cause: String,
@@ -37,7 +37,7 @@ pub struct Hypothesis {
 }
 
 /// What is known of one anomalous series inside an incident.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Evidence {
     /// Still anomalous.
     pub active: bool,
@@ -58,7 +58,7 @@ pub struct Evidence {
 }
 
 /// What an executing incident waits for.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Wait {
     /// The actuator's answer to an action.
     Reply(String),
@@ -132,9 +132,12 @@ pub enum Phase {
 
 /// The execution of a plan: which playbook, its steps, how far it got,
 /// what it waits for. Changed only through the incident's transitions.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Run {
     playbook: Option<String>,
+    /// The facts the plan was made from (to check, after a restart, that
+    /// the playbook still plans the same).
+    facts: Option<IncidentFacts>,
     plan: Vec<Step>,
     cursor: usize,
     wait: Option<Wait>,
@@ -154,6 +157,10 @@ impl Run {
             Step::Act(a) => Some(a),
             _ => None,
         })
+    }
+    /// The facts the plan was made from.
+    pub fn facts(&self) -> Option<&IncidentFacts> {
+        self.facts.as_ref()
     }
     /// The chosen playbook.
     pub fn playbook(&self) -> Option<&str> {
@@ -211,6 +218,12 @@ pub enum Due {
     OutOfSteps,
     /// Carry out this step (the one at the cursor).
     Step(Step),
+    /// Restored after a restart, its symptoms judged on fresh samples and
+    /// still there: check the plan and go on from the cursor.
+    Resume,
+    /// Restored after a restart, and no fresh sample of its symptoms came
+    /// in time to tell whether the fault persists.
+    Unjudged,
 }
 
 /// A verification's result so far (what [`crate::verify::check`] says).
@@ -265,6 +278,79 @@ pub struct Incident {
     pub phase: Phase,
     /// Its plan's execution.
     run: Run,
+    /// Set when it was brought back from a checkpoint after a restart.
+    restored: Option<Restored>,
+    /// Bumped by every change a checkpoint must keep (see
+    /// [`Incident::revision`]).
+    rev: u64,
+}
+
+/// How long (event time) a restored incident waits for fresh samples of
+/// its symptoms before it is handed to a person as not judgeable.
+pub const RESUME_WAIT_MS: i64 = 60_000;
+
+/// Share of its departure from the baseline a restored symptom must keep
+/// to count as still there; closer to the baseline, it has cleared.
+pub const PERSISTS: f64 = 0.25;
+
+/// What a restored incident knows of its restart.
+#[derive(Clone, Debug, Default)]
+pub struct Restored {
+    /// Event time of its checkpoint: samples after it are fresh.
+    saved: i64,
+    /// Series judged by value against the baseline recorded when they
+    /// were detected: no detector has reported on them since the restart
+    /// (a restarted detector learns afresh and stays quiet meanwhile).
+    by_value: BTreeSet<SeriesKey>,
+    /// Series judged on fresh samples at least once.
+    judged: BTreeSet<SeriesKey>,
+    /// By when its symptoms must have been judged (set at the first event
+    /// time after the restart).
+    deadline: Option<i64>,
+    /// Its symptoms persisted and its plan went on.
+    confirmed: bool,
+}
+
+/// An unfinished incident as saved in the store, to resume from after a
+/// restart: its evidence, its diagnosis, its plan and how far it got.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Id.
+    pub id: String,
+    /// Main service.
+    pub service: String,
+    /// Earliest onset.
+    pub onset: i64,
+    /// When it was opened.
+    pub opened: i64,
+    /// Last anomaly transition.
+    pub last_activity: i64,
+    /// When gathering evidence ends, while it does.
+    pub collecting: Option<i64>,
+    /// Its series.
+    pub evidence: Vec<(SeriesKey, Evidence)>,
+    /// Ranked hypotheses.
+    pub hypotheses: Vec<Hypothesis>,
+    /// Its plan's execution.
+    pub run: Run,
+    /// Event time when it was saved.
+    pub saved: i64,
+}
+
+impl Evidence {
+    /// Whether `x`, a fresh value of the series, still shows this anomaly:
+    /// it keeps at least [`PERSISTS`] of the departure from the baseline
+    /// seen at detection, the bad way.
+    pub fn persists(&self, x: f64) -> bool {
+        let depart = self.value - self.baseline;
+        let now = x - self.baseline;
+        let bad = match self.direction {
+            Direction::Up => now > 0.0,
+            Direction::Down => now < 0.0,
+            Direction::Both => now * depart > 0.0,
+        };
+        bad && now.abs() >= PERSISTS * depart.abs()
+    }
 }
 
 impl Incident {
@@ -287,6 +373,135 @@ impl Incident {
             hypotheses: Vec::new(),
             phase: Phase::Collecting(collect_until),
             run: Run::default(),
+            restored: None,
+            rev: 1,
+        }
+    }
+
+    /// A number that changes whenever something a checkpoint keeps
+    /// changed (its phase, plan, cursor, wait, evidence set).
+    pub fn revision(&self) -> u64 {
+        self.rev
+    }
+
+    /// Notes a change a checkpoint must keep (evidence added).
+    pub fn touch(&mut self) {
+        self.rev += 1;
+    }
+
+    /// Its checkpoint at event time `now`; `None` once it is finished.
+    pub fn checkpoint(&self, now: i64) -> Option<Checkpoint> {
+        let collecting = match self.phase {
+            Phase::Done(_) => return None,
+            Phase::Collecting(until) => Some(until),
+            Phase::Executing => None,
+        };
+        Some(Checkpoint {
+            id: self.id.clone(),
+            service: self.service.clone(),
+            onset: self.onset,
+            opened: self.opened,
+            last_activity: self.last_activity,
+            collecting,
+            evidence: self
+                .evidence
+                .iter()
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect(),
+            hypotheses: self.hypotheses.clone(),
+            run: self.run.clone(),
+            saved: now,
+        })
+    }
+
+    /// Brought back from `c` after a restart. Its series are judged by
+    /// value on fresh samples ([`Incident::rejudge`]) until a detector
+    /// reports on them; it takes no step until its symptoms are judged
+    /// (see [`Due::Resume`]).
+    pub fn restore(c: Checkpoint) -> Incident {
+        let by_value = c.evidence.iter().map(|(k, _)| k.clone()).collect();
+        Incident {
+            id: c.id,
+            service: c.service,
+            onset: c.onset,
+            opened: c.opened,
+            last_activity: c.last_activity,
+            evidence: c.evidence.into_iter().collect(),
+            hypotheses: c.hypotheses,
+            phase: match c.collecting {
+                Some(until) => Phase::Collecting(until),
+                None => Phase::Executing,
+            },
+            run: c.run,
+            restored: Some(Restored {
+                saved: c.saved,
+                by_value,
+                ..Restored::default()
+            }),
+            rev: 1,
+        }
+    }
+
+    /// Whether it was restored after a restart and has series judged by
+    /// value (see [`Incident::rejudge`]).
+    pub fn judged_by_value(&self) -> bool {
+        self.restored
+            .as_ref()
+            .is_some_and(|r| !r.by_value.is_empty() && !self.is_done())
+    }
+
+    /// A detector reported on `key` since the restart: it owns the
+    /// series' state again.
+    pub fn detector_saw(&mut self, key: &SeriesKey) {
+        if let Some(r) = &mut self.restored {
+            r.by_value.remove(key);
+            r.judged.insert(key.clone());
+        }
+    }
+
+    /// Judges a restored incident's series at event time `now` from
+    /// `fresh`, each series' values after its checkpoint (oldest first):
+    /// the median of the last three is compared with the baseline seen
+    /// at detection ([`Evidence::persists`]). The first call after the
+    /// restart also sets the time by which the symptoms must be judged and
+    /// starts over a verification window the restart cut.
+    pub fn rejudge(&mut self, now: i64, fresh: impl Fn(&SeriesKey, i64) -> Vec<f64>) {
+        let Some(r) = &mut self.restored else { return };
+        // Event time has not passed the checkpoint yet: nothing is fresh.
+        if now <= r.saved {
+            return;
+        }
+        if r.deadline.is_none() {
+            r.deadline = Some(now + RESUME_WAIT_MS);
+            if let Some(Wait::Verify {
+                started, deadline, ..
+            }) = &mut self.run.wait
+            {
+                let len = *deadline - *started;
+                *started = now;
+                *deadline = now + len;
+            }
+        }
+        for key in &r.by_value {
+            let mut v = fresh(key, r.saved);
+            let Some(e) = self.evidence.get_mut(key) else {
+                continue;
+            };
+            if v.is_empty() {
+                continue;
+            }
+            let tail = v.len().saturating_sub(3);
+            let v = &mut v[tail..];
+            v.sort_by(f64::total_cmp);
+            e.active = e.persists(v[v.len() / 2]);
+            r.judged.insert(key.clone());
+        }
+    }
+
+    /// The symptoms persisted after the restart: the plan goes on.
+    pub fn confirm(&mut self) {
+        if let Some(r) = &mut self.restored {
+            r.confirmed = true;
         }
     }
 
@@ -310,6 +525,24 @@ impl Incident {
             }
             Phase::Executing => {
                 let r = &self.run;
+                if let Some(rs) = &self.restored
+                    && !rs.confirmed
+                    && !matches!(r.wait, Some(Wait::Reply(_)))
+                {
+                    let judged = self.symptoms().iter().all(|k| rs.judged.contains(*k));
+                    return if !judged {
+                        match rs.deadline {
+                            Some(d) if now >= d => Due::Unjudged,
+                            _ => Due::Nothing,
+                        }
+                    } else if !self.cleared() {
+                        Due::Resume
+                    } else if r.applied > 0 && !r.reverting {
+                        Due::Close(Terminal::Recovered)
+                    } else {
+                        Due::Close(Terminal::Cleared)
+                    };
+                }
                 if r.applied > 0 && !r.reverting && self.cleared() {
                     return Due::Close(Terminal::Recovered);
                 }
@@ -354,7 +587,9 @@ impl Incident {
     }
 
     /// Diagnosed: run `plan` of `playbook`.
-    pub fn begin(&mut self, playbook: String, plan: Vec<Step>) {
+    pub fn begin(&mut self, playbook: String, plan: Vec<Step>, facts: IncidentFacts) {
+        self.rev += 1;
+        self.run.facts = Some(facts);
         self.run.playbook = Some(playbook);
         self.run.plan = plan;
         self.run.cursor = 0;
@@ -364,11 +599,13 @@ impl Incident {
     /// The step at the cursor is an action, sent as `action`: wait for its
     /// answer.
     pub fn await_reply(&mut self, action: String) {
+        self.rev += 1;
         self.run.wait = Some(Wait::Reply(action));
     }
 
     /// The step at the cursor opens a verification window.
     pub fn await_verdict(&mut self, check: Check, now: i64, window_ms: i64) {
+        self.rev += 1;
         self.run.wait = Some(Wait::Verify {
             check,
             started: now,
@@ -379,12 +616,14 @@ impl Incident {
     /// The plan waits for a person's decision on approval `id` until
     /// `deadline`.
     pub fn await_approval(&mut self, id: String, deadline: i64) {
+        self.rev += 1;
         self.run.wait = Some(Wait::Approval { id, deadline });
     }
 
     /// The approval came (from a person, or by policy at its deadline):
     /// the plan goes on, past any change freeze.
     pub fn approve(&mut self) {
+        self.rev += 1;
         self.run.approved = true;
         self.run.wait = None;
     }
@@ -396,6 +635,7 @@ impl Incident {
         if !matches!(&self.run.wait, Some(Wait::Reply(id)) if id == action) {
             return false;
         }
+        self.rev += 1;
         self.run.wait = None;
         if applied {
             self.run.applied += 1;
@@ -408,6 +648,9 @@ impl Incident {
     /// failed `cleared` check with steps left tries the next step; any
     /// other failure fails the plan.
     pub fn judged(&mut self, check: &Check, outcome: Outcome) -> Judged {
+        if outcome != Outcome::Pending {
+            self.rev += 1;
+        }
         match outcome {
             Outcome::Pending => Judged::Pending,
             Outcome::Passed => {
@@ -432,6 +675,7 @@ impl Incident {
     /// first), then escalate saying `reason`. Only once: a failing revert
     /// escalates.
     pub fn revert(&mut self, undo: Vec<Step>, reason: String) {
+        self.rev += 1;
         let r = &mut self.run;
         r.reverting = true;
         r.wait = None;
@@ -502,6 +746,7 @@ impl Incident {
 
     /// Finished, as `t`.
     pub fn close(&mut self, t: Terminal) {
+        self.rev += 1;
         self.phase = Phase::Done(t);
         self.run.wait = None;
     }
@@ -715,7 +960,11 @@ mod tests {
             check: Check::Cleared,
             window_ms: 10_000,
         };
-        inc.begin("pb".into(), vec![act("a"), verify.clone(), act("b")]);
+        inc.begin(
+            "pb".into(),
+            vec![act("a"), verify.clone(), act("b")],
+            Default::default(),
+        );
         assert_eq!(inc.due(6_000), Due::Step(act("a")));
         inc.await_reply("inc-1-s0".into());
         assert_eq!(inc.due(6_000), Due::Nothing, "waits for the answer");
@@ -755,6 +1004,7 @@ mod tests {
                     window_ms: 1_000,
                 },
             ],
+            Default::default(),
         );
         inc.await_reply("x".into());
         inc.reply("x", true);
@@ -777,7 +1027,7 @@ mod tests {
     #[test]
     fn approvals_wait_expire_or_are_withdrawn() {
         let mut inc = incident(true);
-        inc.begin("pb".into(), vec![act("a")]);
+        inc.begin("pb".into(), vec![act("a")], Default::default());
         inc.await_approval("inc-1-a".into(), 9_000);
         assert_eq!(inc.due(8_999), Due::Nothing);
         assert_eq!(inc.due(9_000), Due::ApprovalExpired("inc-1-a".into()));
@@ -789,10 +1039,86 @@ mod tests {
         assert_eq!(inc.due(10_000), Due::Withdraw("inc-1-a".into()));
         // A failed answer leaves the cursor where it was.
         let mut inc = incident(true);
-        inc.begin("pb".into(), vec![act("a")]);
+        inc.begin("pb".into(), vec![act("a")], Default::default());
         inc.await_reply("s0".into());
         assert!(inc.reply("s0", false));
         assert_eq!(inc.run().cursor(), 0);
+    }
+
+    /// An incident cut off after its first action, saved and restored:
+    /// it takes no step before fresh samples judge its symptoms; still
+    /// bad, it resumes at its next step; back near the baseline, it is
+    /// recovered; with no fresh sample in time, it is unjudged.
+    #[test]
+    fn a_restored_incident_resumes_only_on_fresh_evidence() {
+        let mut inc = incident(true);
+        inc.begin(
+            "pb".into(),
+            vec![act("a"), act("b"), act("c")],
+            Default::default(),
+        );
+        inc.await_reply("inc-1-s0".into());
+        inc.reply("inc-1-s0", true);
+        let rev = inc.revision();
+        let json = serde_json::to_string(&inc.checkpoint(7_000).unwrap()).unwrap();
+        let back: Checkpoint = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.run.cursor(), 1);
+        assert_eq!(back.run.plan().len(), 3);
+        assert!(rev > 1, "every transition is a revision");
+
+        let restored = || Incident::restore(back.clone());
+        let bad = |_: &SeriesKey, _: i64| vec![0.52, 0.49, 0.55];
+        let good = |_: &SeriesKey, _: i64| vec![0.55, 0.98, 0.99, 0.985];
+        let none = |_: &SeriesKey, _: i64| Vec::new();
+
+        let mut r = restored();
+        r.rejudge(7_000, bad);
+        assert_eq!(
+            r.due(7_000),
+            Due::Nothing,
+            "nothing fresh before the checkpoint"
+        );
+        r.rejudge(8_000, bad);
+        assert_eq!(r.due(8_000), Due::Resume, "still bad: go on");
+        r.confirm();
+        assert_eq!(r.due(8_000), Due::Step(act("b")));
+
+        let mut r = restored();
+        r.rejudge(8_000, good);
+        assert_eq!(r.due(8_000), Due::Close(Terminal::Recovered));
+
+        let mut r = restored();
+        r.rejudge(8_000, none);
+        assert_eq!(r.due(8_000), Due::Nothing);
+        r.rejudge(8_000 + RESUME_WAIT_MS, none);
+        assert_eq!(r.due(8_000 + RESUME_WAIT_MS), Due::Unjudged);
+
+        // A detector's word replaces the judgement by value.
+        let mut r = restored();
+        r.detector_saw(&key("success_rate"));
+        assert!(!r.judged_by_value());
+        assert_eq!(r.due(8_000), Due::Resume);
+    }
+
+    #[test]
+    fn a_symptom_persists_while_it_keeps_a_quarter_of_its_departure() {
+        let e = |direction, value, baseline| Evidence {
+            active: true,
+            onset: 0,
+            detected: 0,
+            value,
+            baseline,
+            score: 1.0,
+            direction,
+            class: "success".into(),
+        };
+        let down = e(Direction::Down, 0.5, 0.99);
+        assert!(down.persists(0.6) && down.persists(0.86));
+        assert!(!down.persists(0.9) && !down.persists(1.0));
+        let up = e(Direction::Up, 900.0, 100.0);
+        assert!(up.persists(400.0) && !up.persists(250.0) && !up.persists(50.0));
+        let both = e(Direction::Both, 50.0, 100.0);
+        assert!(both.persists(60.0) && !both.persists(150.0) && !both.persists(95.0));
     }
 
     #[test]

@@ -406,6 +406,7 @@ impl Brain {
                 c
             },
             context: context::Context::default(),
+            saved: Default::default(),
             playbook_dir: cfg.playbooks.clone(),
             rules,
             recent: recent.clone(),

@@ -140,6 +140,20 @@ impl Recent {
         out
     }
 
+    /// The values of `key`'s kept samples after `after` and before
+    /// `before`, oldest first.
+    pub fn values_between(&self, key: &SeriesKey, after: i64, before: i64) -> Vec<f64> {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        h.get(key)
+            .map(|r| {
+                r.iter()
+                    .filter(|(t, _)| *t > after && *t < before)
+                    .map(|(_, v)| f64::from(*v))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The samples of `series` at or after `since`, oldest first.
     pub fn points(&self, series: &str, since: i64) -> Vec<(i64, f64)> {
         let m = self.series.lock().unwrap_or_else(|e| e.into_inner());

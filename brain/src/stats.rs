@@ -65,6 +65,8 @@ pub struct BrainStats {
     pub recovered: AtomicU64,
     /// Incidents escalated to a person.
     pub escalated: AtomicU64,
+    /// Unfinished incidents brought back from their checkpoint at start.
+    pub incidents_restored: AtomicU64,
     /// Playbook runs that failed (script error, limit hit).
     pub playbook_errors: AtomicU64,
     /// Diagnosis rule runs that failed (the rule was skipped).
@@ -458,6 +460,11 @@ impl BrainStats {
                 "selfheal_brain_escalated_total",
                 "Incidents escalated.",
                 &self.escalated,
+            ),
+            (
+                "selfheal_brain_incidents_restored_total",
+                "Unfinished incidents brought back from their checkpoint at start.",
+                &self.incidents_restored,
             ),
             (
                 "selfheal_brain_playbook_errors_total",

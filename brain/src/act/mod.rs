@@ -107,10 +107,31 @@ pub use guard::{GuardConfig, Guards, Verdict};
 /// environment variable `SELFHEAL_FAILPOINT` names this point, the process
 /// aborts here, as a `kill -9` would stop it. Points: `after_record` (the
 /// action is in the store, not sent), `after_send` (sent, its answer not
-/// yet recorded).
+/// yet recorded). `NAME@N` aborts the `N`th time the point is passed
+/// (the first by default).
 pub fn failpoint(name: &str) {
-    if std::env::var("SELFHEAL_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: aborting");
+    static PASSED: std::sync::Mutex<Vec<(String, u32)>> = std::sync::Mutex::new(Vec::new());
+    let Ok(v) = std::env::var("SELFHEAL_FAILPOINT") else {
+        return;
+    };
+    let (point, nth) = match v.split_once('@') {
+        Some((p, n)) => (p, n.parse().unwrap_or(1)),
+        None => (v.as_str(), 1),
+    };
+    if point != name {
+        return;
+    }
+    let mut passed = PASSED.lock().unwrap_or_else(|e| e.into_inner());
+    let count = match passed.iter_mut().find(|(p, _)| p == name) {
+        Some((_, c)) => c,
+        None => {
+            passed.push((name.to_string(), 0));
+            &mut passed.last_mut().expect("just pushed").1
+        }
+    };
+    *count += 1;
+    if *count == nth {
+        eprintln!("failpoint {name} (pass {nth}): aborting");
         std::process::abort();
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     correlate::Correlator,
     detect::{AnomalyEvent, Detected},
     diagnose,
-    incident::{Due, Failure, Incident, Judged, Terminal},
+    incident::{Checkpoint, Due, Failure, Incident, Judged, Terminal},
     playbook::{Approval, IncidentFacts, OnFailure, Runtime, Step},
     stats::{BrainStats, Fault},
     store::{ActionState, Store},
@@ -40,6 +40,8 @@ pub struct Engine {
     pub(crate) stats: Arc<BrainStats>,
     pub(crate) correlator: Correlator,
     pub(crate) context: crate::context::Context,
+    /// The revision of each unfinished incident last checkpointed.
+    pub(crate) saved: std::collections::HashMap<String, u64>,
     /// Where the playbooks are, watched for changes (hot reload).
     pub(crate) playbook_dir: std::path::PathBuf,
     /// The diagnosis rules.
@@ -352,6 +354,7 @@ impl Engine {
         let Some((i, new)) = self.correlator.on_anomaly_under(ev, load) else {
             return;
         };
+        self.correlator.incidents[i].detector_saw(&ev.key);
         let inc = &self.correlator.incidents[i];
         if new {
             BrainStats::bump(&self.stats.incidents);
@@ -379,8 +382,9 @@ impl Engine {
 
     /// After a restart: the gateway re-sends every action written ahead
     /// and never answered, under its own key, and seeds the cooldown; the
-    /// approvals left waiting are expired; incidents cut off mid-playbook
-    /// go to a person.
+    /// approvals left waiting are expired; an incident cut off mid-way is
+    /// restored from its checkpoint ([`Engine::restore`]), or goes to a
+    /// person when it has none.
     async fn resume(&mut self) {
         if let Err(error) = self.gateway.resume() {
             self.stats.fault(Fault::StoreRead {
@@ -413,27 +417,120 @@ impl Engine {
         let incidents = self
             .read_at_restart(
                 "incidents",
-                "incidents cut off mid-playbook are not escalated",
+                "incidents cut off mid-playbook are neither resumed nor escalated",
                 || store.incidents(),
             )
             .await;
+        let store = self.store.clone();
+        let actions: std::collections::HashMap<String, String> = self
+            .read_at_restart(
+                "actions",
+                "the outcome of actions sent before the restart is unknown",
+                || store.actions(),
+            )
+            .await
+            .into_iter()
+            .map(|a| (a.id, a.state))
+            .collect();
         for inc in incidents {
             // A finished incident stays as it ended; any other was cut off.
             if Terminal::from_stored(&inc.state).is_some() {
                 continue;
             }
+            let why = match self.read(|db| db.run_of(&inc.id)) {
+                Ok(Some(json)) => match serde_json::from_str::<Checkpoint>(&json) {
+                    Ok(c) => {
+                        self.restore(c, &actions).await;
+                        continue;
+                    }
+                    Err(e) => format!("its checkpoint is unreadable ({e})"),
+                },
+                Ok(None) => "no checkpoint of it was saved".to_string(),
+                Err(e) => format!("its checkpoint could not be read ({e})"),
+            };
             BrainStats::bump(&self.stats.escalated);
             self.write("incident", |db| {
-                db.set_incident_state(&inc.id, Terminal::Escalated.as_str(), None)
+                db.close_incident(&inc.id, Terminal::Escalated.as_str(), None)
             });
             self.write("timeline", |db| db.timeline(
                     &inc.id,
                     inc.opened_ts,
                     "escalated",
-                    "the brain restarted mid-playbook: unanswered actions were re-sent under their keys, nothing further is done automatically; a person must check",
+                    &format!("the brain restarted mid-incident and {why}: unanswered actions were re-sent under their keys, nothing further is done automatically; a person must check"),
                 ),
             );
         }
+    }
+
+    /// Brings an unfinished incident back from its checkpoint. The action
+    /// of the step at its cursor may have gone out after the checkpoint was
+    /// saved: the store knows it under its key (`<incident>-s<step>`), and
+    /// its outcome there decides: still pending, the plan waits for the
+    /// answer to the re-sent action; applied, the plan moves past it;
+    /// failed or refused, a person decides. Waiting for a person's
+    /// approval, it goes to a person (approvals expire at restart).
+    /// Otherwise it waits until its symptoms are judged on fresh samples
+    /// ([`Due::Resume`]).
+    async fn restore(
+        &mut self,
+        c: Checkpoint,
+        actions: &std::collections::HashMap<String, String>,
+    ) {
+        use crate::incident::Wait;
+        let saved = c.saved;
+        let mut inc = Incident::restore(c);
+        let run = inc.run();
+        let at_cursor = format!("{}-s{}", inc.id, run.cursor());
+        let mut trouble = None;
+        let sent = match run.wait() {
+            Some(Wait::Reply(a)) => Some(a.clone()),
+            Some(Wait::Approval { id, .. }) => {
+                trouble = Some(format!(
+                    "it was waiting for approval {id}, which expired at the restart"
+                ));
+                None
+            }
+            _ => (matches!(run.plan().get(run.cursor()), Some(Step::Act(_)))
+                && actions.contains_key(&at_cursor))
+            .then_some(at_cursor),
+        };
+        if let Some(a) = sent {
+            match actions.get(&a).map(String::as_str) {
+                Some("pending") => inc.await_reply(a),
+                Some("applied" | "duplicate") => {
+                    inc.await_reply(a.clone());
+                    inc.reply(&a, true);
+                }
+                state => {
+                    trouble = Some(format!(
+                        "its action {a} is {} in the store",
+                        state.unwrap_or("missing")
+                    ))
+                }
+            }
+        }
+        BrainStats::bump(&self.stats.incidents_restored);
+        info!(incident = %inc.id, step = inc.run().cursor(), "restart: incident restored from its checkpoint");
+        self.saved.insert(inc.id.clone(), inc.revision());
+        self.correlator.incidents.push(inc);
+        let i = self.correlator.incidents.len() - 1;
+        if let Some(why) = trouble {
+            self.escalate(
+                i,
+                saved,
+                format!("the brain restarted mid-playbook and {why}; a person must check"),
+            )
+            .await;
+            return;
+        }
+        self.write("timeline", |db| {
+            db.timeline(
+                &self.correlator.incidents[i].id,
+                saved,
+                "restored",
+                "the brain restarted: restored from its checkpoint; its plan goes on once fresh samples show the symptoms persist",
+            )
+        });
     }
 
     async fn on_result(&mut self, r: ActionResult, now: i64) {
@@ -509,7 +606,7 @@ impl Engine {
         self.correlator.incidents[i].close(Terminal::Escalated);
         let inc = &self.correlator.incidents[i];
         self.write("incident", |db| {
-            db.set_incident_state(&inc.id, Terminal::Escalated.as_str(), None)
+            db.close_incident(&inc.id, Terminal::Escalated.as_str(), None)
         });
         self.publish(
             i,
@@ -526,7 +623,7 @@ impl Engine {
         let inc = &self.correlator.incidents[i];
         let recovered = (t == Terminal::Recovered).then_some(now);
         self.write("incident", |db| {
-            db.set_incident_state(&inc.id, t.as_str(), recovered)
+            db.close_incident(&inc.id, t.as_str(), recovered)
         });
         if t != Terminal::Recovered {
             self.publish(
@@ -552,6 +649,12 @@ impl Engine {
     }
 
     async fn advance(&mut self, now: i64) {
+        let recent = self.recent.clone();
+        for inc in &mut self.correlator.incidents {
+            if inc.judged_by_value() {
+                inc.rejudge(now, |k, saved| recent.values_between(k, saved, now));
+            }
+        }
         for i in 0..self.correlator.incidents.len() {
             // Each incident may take several steps in one call (act → wait).
             for _ in 0..16 {
@@ -560,7 +663,32 @@ impl Engine {
                 }
             }
         }
+        self.checkpoint(now);
         self.correlator.prune(now);
+    }
+
+    /// Saves the checkpoint of every unfinished incident that changed
+    /// since its last one (a finished incident's is dropped with its
+    /// terminal state).
+    fn checkpoint(&mut self, now: i64) {
+        let mut saved = std::mem::take(&mut self.saved);
+        for inc in &self.correlator.incidents {
+            if saved.get(&inc.id) == Some(&inc.revision()) {
+                continue;
+            }
+            let Some(c) = inc.checkpoint(now) else {
+                saved.remove(&inc.id);
+                continue;
+            };
+            match serde_json::to_string(&c) {
+                Ok(json) => {
+                    self.write("checkpoint", |db| db.save_run(&inc.id, &json, now));
+                    saved.insert(inc.id.clone(), inc.revision());
+                }
+                Err(e) => warn!(incident = %inc.id, error = %e, "checkpoint not encoded"),
+            }
+        }
+        self.saved = saved;
     }
 
     /// Moves incident `i` one step: asks it what it needs and routes that
@@ -606,7 +734,85 @@ impl Engine {
                 .await
             }
             Due::Step(step) => self.run_step(i, now, step).await,
+            Due::Resume => self.resume_plan(i, now).await,
+            Due::Unjudged => {
+                self.escalate(
+                    i,
+                    now,
+                    format!(
+                        "the brain restarted mid-playbook and no fresh sample of the symptoms came within {} s: whether the fault persists is unknown; a person must check",
+                        crate::incident::RESUME_WAIT_MS / 1000
+                    ),
+                )
+                .await;
+                false
+            }
         }
+    }
+
+    /// Incident `i` was restored after a restart and its symptoms persist:
+    /// the plan goes on from its cursor if the playbook, run again on the
+    /// same facts with today's playbooks and topology, plans the same;
+    /// otherwise the plan can no longer be trusted and a person decides.
+    async fn resume_plan(&mut self, i: usize, now: i64) -> bool {
+        let inc = &self.correlator.incidents[i];
+        let run = inc.run();
+        let trusted = if run.reverting() {
+            // Undoing what was applied is planned from the applied
+            // actions themselves.
+            Ok(())
+        } else {
+            let pb = run
+                .playbook()
+                .and_then(|name| self.runtime.playbooks().iter().find(|p| p.name == name));
+            match (pb, run.facts()) {
+                (None, _) => Err(format!(
+                    "playbook {} is no longer loaded",
+                    run.playbook().unwrap_or("?")
+                )),
+                (_, None) => Err("the facts its plan was made from were not saved".into()),
+                (Some(pb), Some(facts)) => {
+                    match crate::blocking::run(|| self.runtime.plan(pb, facts)) {
+                        Ok(p) if p == run.plan() => Ok(()),
+                        Ok(_) => Err(format!(
+                            "playbook {} now plans differently for the same facts",
+                            pb.name
+                        )),
+                        Err(e) => Err(format!("playbook {} failed: {e}", pb.name)),
+                    }
+                }
+            }
+        };
+        if let Err(why) = trusted {
+            self.escalate(
+                i,
+                now,
+                format!("the brain restarted mid-playbook and the plan can no longer be trusted: {why}; a person must check"),
+            )
+            .await;
+            return false;
+        }
+        let inc = &mut self.correlator.incidents[i];
+        inc.confirm();
+        let still: Vec<String> = inc
+            .symptoms()
+            .iter()
+            .filter(|k| inc.evidence[**k].active)
+            .map(|k| k.to_string())
+            .collect();
+        let (cursor, steps) = (inc.run().cursor(), inc.run().plan().len());
+        self.publish(
+            i,
+            now,
+            IncidentState::Acting,
+            format!(
+                "resumed after a restart at step {} of {steps}: the symptoms persist ({})",
+                cursor + 1,
+                still.join(", ")
+            ),
+        )
+        .await;
+        true
     }
 
     async fn diagnose_and_decide(&mut self, i: usize, now: i64) {
@@ -716,7 +922,7 @@ impl Engine {
             }
         };
         let acts = plan.iter().any(|s| matches!(s, Step::Act(_)));
-        self.correlator.incidents[i].begin(pb.name.clone(), plan);
+        self.correlator.incidents[i].begin(pb.name.clone(), plan, facts);
         if pb.meta.approval == Approval::DryRun {
             self.record_dry_run(i, now).await;
             return;
@@ -784,6 +990,9 @@ impl Engine {
             }
             Step::Act(a) => a,
         };
+        // The run is saved before its action is written ahead: after a
+        // crash, the action at the saved cursor is found under its key.
+        self.checkpoint(now);
         let inc = &self.correlator.incidents[i];
         let run = inc.run();
         let intent = Intent {

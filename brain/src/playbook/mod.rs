@@ -32,7 +32,7 @@ use std::{
 
 use rhai::{AST, Dynamic, EvalAltResult, ImmutableString, Map, Module, Scope};
 use selfheal_bus::{ActionKind, Topology};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A host function's result.
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -114,7 +114,7 @@ pub enum OnFailure {
 }
 
 /// An action a plan asks for.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlannedAction {
     /// Kind.
     pub kind: ActionKind,
@@ -127,7 +127,7 @@ pub struct PlannedAction {
 }
 
 /// What a verification waits for.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
     /// The service shows no new anomaly during the window.
@@ -137,7 +137,7 @@ pub enum Check {
 }
 
 /// One step of a plan.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     /// Send an action.
@@ -154,7 +154,7 @@ pub enum Step {
 }
 
 /// The facts a playbook sees about an incident.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IncidentFacts {
     /// Id.
     pub id: String,

@@ -280,7 +280,9 @@ impl Store {
                 seq INTEGER PRIMARY KEY AUTOINCREMENT, incident_id TEXT NOT NULL,
                 ts INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS incident_series (
-                incident_id TEXT PRIMARY KEY, series TEXT NOT NULL);",
+                incident_id TEXT PRIMARY KEY, series TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS runs (
+                incident_id TEXT PRIMARY KEY, checkpoint TEXT NOT NULL, ts INTEGER NOT NULL);",
         )?;
         tx.execute_batch(audit::SCHEMA)?;
         audit::migrate(&tx)?;
@@ -324,6 +326,46 @@ impl Store {
             params![id, state, recovered_ts],
         )?;
         Ok(())
+    }
+
+    /// Records that incident `id` ended in `state` (a terminal state) and
+    /// drops its checkpoint, in one transaction: a finished incident has
+    /// nothing left to resume.
+    pub fn close_incident(&self, id: &str, state: &str, recovered_ts: Option<i64>) -> Result<()> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        tx.execute(
+            "UPDATE incidents SET state = ?2, recovered_ts = COALESCE(?3, recovered_ts) WHERE id = ?1",
+            params![id, state, recovered_ts],
+        )?;
+        tx.execute("DELETE FROM runs WHERE incident_id = ?1", params![id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Saves the checkpoint of an unfinished incident (its evidence, plan
+    /// and how far the plan got), replacing the previous one: what a
+    /// restarted brain resumes from.
+    pub fn save_run(&self, id: &str, checkpoint: &str, ts: i64) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO runs (incident_id, checkpoint, ts) VALUES (?1, ?2, ?3)
+             ON CONFLICT(incident_id) DO UPDATE SET checkpoint = excluded.checkpoint, ts = excluded.ts",
+            params![id, checkpoint, ts],
+        )?;
+        Ok(())
+    }
+
+    /// The checkpoint of incident `id`, if one was saved and it is not
+    /// finished.
+    pub fn run_of(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT checkpoint FROM runs WHERE incident_id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Records the ranked hypotheses and the top one on the incident.
