@@ -4,75 +4,11 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use common::{NatsServer, selfheal};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `selfheal ARGS` and waits until its log says `ready`; the log
-/// goes on into `log`.
-fn start(args: &[&str], ready: &str, log: std::path::PathBuf) -> Proc {
-    start_with(args, &[], ready, log)
-}
-
-/// [`start`] with extra environment variables.
-fn start_with(args: &[&str], env: &[(&str, &str)], ready: &str, log: std::path::PathBuf) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("selfheal starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let ready = ready.to_string();
-    // Drain the log for the whole life of the process, so it never blocks.
-    std::thread::spawn(move || {
-        use std::io::Write;
-        let mut file = std::fs::File::create(log).unwrap();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-            if line.contains(&ready) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("{args:?} did not get ready"));
-    Proc(child)
-}
-
-/// A brain configuration in `dir`: its store there, the shipped
-/// playbooks. Returns (store, configuration file).
-fn brain_config(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let db = dir.join("brain.db");
-    let cfg = dir.join("brain.toml");
-    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
-    std::fs::write(
-        &cfg,
-        format!(
-            "store = {:?}\nplaybooks = {playbooks:?}\n",
-            db.display().to_string()
-        ),
-    )
-    .unwrap();
-    (db, cfg)
-}
+use common::{Killed as Proc, NatsServer, brain_config, selfheal, start, start_with};
 
 #[test]
 fn separate_processes_heal_the_fault() {

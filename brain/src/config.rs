@@ -115,6 +115,10 @@ pub struct BrainConfig {
     /// off when absent.
     #[serde(default)]
     pub remote_write: Option<crate::remote_write::RemoteWriteConfig>,
+    /// Active/standby engines over NATS JetStream (`[ha]`); off when
+    /// absent (one brain acts alone).
+    #[serde(default)]
+    pub ha: Option<HaConfig>,
     /// SHA-256 (hex) of the bearer token that may read and turn the kill
     /// switch over the API (`/v1/kill-switch`); off when absent.
     #[serde(default)]
@@ -197,6 +201,7 @@ impl Default for BrainConfig {
             change_token_sha256: None,
             alert_token_sha256: None,
             remote_write: None,
+            ha: None,
             admin_token_sha256: None,
             oncall: None,
         }
@@ -227,6 +232,9 @@ impl BrainConfig {
         }
         p.extend(self.http.validate());
         p.extend(self.series.validate());
+        if let Some(ha) = &self.ha {
+            p.extend(ha.validate());
+        }
         if self.audit_anchor_every_s == 0 || self.audit_anchor_every_s > 3600 {
             p.push("audit_anchor_every_s: must be in 1..=3600".into());
         }
@@ -370,5 +378,89 @@ mod tests {
             oc.user("sre-carol").unwrap().role,
             crate::act::approval::Role::Admin
         );
+    }
+}
+
+/// Active/standby engines (`[ha]`): every brain of a group ingests and
+/// detects; the one holding the lease (a key in a JetStream KV bucket)
+/// acts, and replicates its unfinished incidents and actions to a second
+/// bucket, so that a standby taking over goes on where it stopped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaConfig {
+    /// This brain's name in the lease (default `<hostname>-<pid>`).
+    #[serde(default)]
+    pub holder: Option<String>,
+    /// How long the lease lives without renewal, ms: a dead leader is
+    /// replaced after at most this (renewed every third of it).
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+    /// The lease's KV bucket.
+    #[serde(default = "default_lease_bucket")]
+    pub lease_bucket: String,
+    /// The replicated state's KV bucket.
+    #[serde(default = "default_state_bucket")]
+    pub state_bucket: String,
+    /// Copies of each bucket (3 on a 3-node NATS cluster).
+    #[serde(default = "default_ha_replicas")]
+    pub replicas: usize,
+    /// How long replicated state is kept without a new write, s (an
+    /// incident, an action's record, a closed incident's state).
+    #[serde(default = "default_state_keep_s")]
+    pub state_keep_s: u64,
+}
+
+const fn default_lease_ttl_ms() -> u64 {
+    3_000
+}
+fn default_lease_bucket() -> String {
+    "selfheal_lease".into()
+}
+fn default_state_bucket() -> String {
+    "selfheal_engine".into()
+}
+const fn default_ha_replicas() -> usize {
+    1
+}
+const fn default_state_keep_s() -> u64 {
+    86_400
+}
+
+impl HaConfig {
+    /// Every problem, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !(1_000..=60_000).contains(&self.lease_ttl_ms) {
+            p.push("ha.lease_ttl_ms: must be in 1000..=60000".into());
+        }
+        if !(1..=5).contains(&self.replicas) {
+            p.push("ha.replicas: must be in 1..=5".into());
+        }
+        if self.state_keep_s < 3_600 {
+            p.push("ha.state_keep_s: must be at least 3600".into());
+        }
+        let bucket = |b: &str| {
+            !b.is_empty()
+                && b.len() <= 64
+                && b.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        for (k, v) in [
+            ("lease_bucket", &self.lease_bucket),
+            ("state_bucket", &self.state_bucket),
+        ] {
+            if !bucket(v) {
+                p.push(format!("ha.{k}: must be 1-64 chars of [A-Za-z0-9_-]"));
+            }
+        }
+        if self.lease_bucket == self.state_bucket {
+            p.push("ha.state_bucket: must differ from ha.lease_bucket".into());
+        }
+        if let Some(h) = &self.holder
+            && (h.is_empty() || h.len() > 128)
+        {
+            p.push("ha.holder: must be 1-128 chars".into());
+        }
+        p
     }
 }

@@ -221,6 +221,15 @@ impl Brain {
     /// # Ok(()) }
     /// ```
     pub async fn spawn(self) -> Result<BrainHandle, StartError> {
+        self.spawn_with(None).await
+    }
+
+    /// [`Brain::spawn`] as one of a group of brains (`[ha]`): only the one
+    /// holding `cluster`'s lease acts; see [`engine::Cluster`].
+    pub async fn spawn_with(
+        self,
+        cluster: Option<engine::Cluster>,
+    ) -> Result<BrainHandle, StartError> {
         let cfg = self.config;
         let problems = cfg.validate();
         if !problems.is_empty() {
@@ -407,6 +416,7 @@ impl Brain {
             },
             context: context::Context::default(),
             saved: Default::default(),
+            cluster,
             playbook_dir: cfg.playbooks.clone(),
             rules,
             recent: recent.clone(),

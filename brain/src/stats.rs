@@ -67,6 +67,12 @@ pub struct BrainStats {
     pub escalated: AtomicU64,
     /// Unfinished incidents brought back from their checkpoint at start.
     pub incidents_restored: AtomicU64,
+    /// Times this brain's engine won the lease and took over (`[ha]`).
+    pub takeovers: AtomicU64,
+    /// Writes of the replicated engine state that failed (`[ha]`).
+    pub replica_write_failures: AtomicU64,
+    /// 1 while this brain's engine leads (always, without `[ha]`).
+    pub engine_leading: AtomicU64,
     /// Playbook runs that failed (script error, limit hit).
     pub playbook_errors: AtomicU64,
     /// Diagnosis rule runs that failed (the rule was skipped).
@@ -467,6 +473,16 @@ impl BrainStats {
                 &self.incidents_restored,
             ),
             (
+                "selfheal_brain_takeovers_total",
+                "Times this engine won the lease and took over.",
+                &self.takeovers,
+            ),
+            (
+                "selfheal_brain_replica_write_failures_total",
+                "Writes of the replicated engine state that failed.",
+                &self.replica_write_failures,
+            ),
+            (
                 "selfheal_brain_playbook_errors_total",
                 "Playbook runs that failed.",
                 &self.playbook_errors,
@@ -620,6 +636,11 @@ impl BrainStats {
             "selfheal_brain_models_loaded",
             help("Per-service models loaded at start."),
             ConstGauge::new(Self::get(&self.models_loaded) as i64),
+        );
+        r.register(
+            "selfheal_brain_engine_leading",
+            help("1 while this brain's engine leads (always without [ha])."),
+            ConstGauge::new(Self::get(&self.engine_leading) as i64),
         );
         r.register(
             "selfheal_brain_engine_time_ms",

@@ -19,6 +19,8 @@
 //! - [`prom`]: Prometheus series (scraped or remote-written) turned into
 //!   indicators: counters as rates, histograms as interval percentiles.
 //! - [`lograte`]: rate-limited logging of per-message problems.
+//! - [`ha`]: high availability over NATS JetStream: a leadership lease and
+//!   replicated state in KV buckets.
 //! - [`transport`]: the [`Transport`](transport::Transport) trait every bus
 //!   implements, with [`nats`] (async-nats) and [`local`] (in-process)
 //!   implementations.
@@ -26,6 +28,7 @@
 
 pub mod actuate;
 pub mod codec;
+pub mod ha;
 pub mod local;
 pub mod lograte;
 pub mod message;

@@ -19,10 +19,20 @@ pub struct NatsTransport {
 }
 
 impl NatsTransport {
-    /// Connects to `url` as `name`. The client reconnects forever after a
-    /// loss; while it is disconnected [`Transport::publish`] fails with
+    /// Connects to `url` as `name`. `url` may list several servers of a
+    /// cluster, comma-separated; the client also learns the others from
+    /// the one it reaches. The client reconnects forever after a loss;
+    /// while it is disconnected [`Transport::publish`] fails with
     /// [`BusError::Disconnected`] so the caller can buffer.
     pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+        let servers: Vec<async_nats::ServerAddr> = url
+            .split(',')
+            .map(|u| {
+                u.trim()
+                    .parse()
+                    .map_err(|e| BusError::Other(format!("NATS server {u:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .max_reconnects(None)
@@ -31,7 +41,7 @@ impl NatsTransport {
             })
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(None)
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|e| BusError::Other(format!("connect to {url}: {e}")))?;
         Ok(NatsTransport { client })

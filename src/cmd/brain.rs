@@ -41,19 +41,88 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !problems.is_empty() {
         input!("invalid brain configuration:\n{}", problems.join("\n"));
     }
+    let nats = selfheal_bus::NatsTransport::connect(&url, "selfheal-brain").await?;
+    let ha = cfg.ha.clone();
     let brain = Brain {
         config: cfg,
-        bus: nats(&url, "selfheal-brain").await?,
+        bus: Arc::new(nats.clone()),
         subjects: Subjects::new(prefix),
         topology: topology(t.as_ref())?,
     };
     let bus = brain.bus.clone();
-    let h = brain.spawn().await?;
+    let lease_stop = tokio_util::sync::CancellationToken::new();
+    let (cluster, lease_task) = match ha {
+        None => (None, None),
+        Some(ha) => {
+            let (c, task) = cluster(&nats, &ha, lease_stop.clone()).await?;
+            (Some(c), Some(task))
+        }
+    };
+    let h = brain.spawn_with(cluster).await?;
     // Subscriptions reach the server before anyone is told we run.
     bus.flush().await?;
     tracing::info!(%url, "brain running; Ctrl-C or SIGTERM stops it");
     stop_signal().await?;
     h.shutdown().await;
+    // Given up only once the engine stopped: a standby takes over at once.
+    lease_stop.cancel();
+    if let Some(t) = lease_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
     tracing::info!("brain stopped");
     Ok(())
+}
+
+/// Opens the lease and the replicated state (`[ha]`) and starts holding
+/// the lease.
+async fn cluster(
+    nats: &selfheal_bus::NatsTransport,
+    ha: &selfheal_brain::config::HaConfig,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(selfheal_brain::engine::Cluster, tokio::task::JoinHandle<()>)> {
+    use selfheal_bus::ha;
+    let buckets = ha::HaBuckets {
+        lease_bucket: ha.lease_bucket.clone(),
+        state_bucket: ha.state_bucket.clone(),
+        replicas: ha.replicas,
+        ttl: std::time::Duration::from_millis(ha.lease_ttl_ms),
+        state_max_age: std::time::Duration::from_secs(ha.state_keep_s),
+    };
+    // A cluster may still be electing its JetStream leader: tried for a
+    // while before giving up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (lease_kv, replica) = loop {
+        match ha::open(nats.client(), &buckets).await {
+            Ok(v) => break v,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "JetStream not ready; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let holder = ha.holder.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "brain".into());
+        format!("{host}-{}", std::process::id())
+    });
+    tracing::info!(%holder, bucket = %ha.lease_bucket, "active/standby: competing for the engine lease");
+    let lease = ha::Lease::new(holder, buckets.ttl);
+    let task = tokio::spawn(ha::hold(
+        lease_kv,
+        "engine".to_string(),
+        lease.clone(),
+        stop,
+    ));
+    Ok((
+        selfheal_brain::engine::Cluster {
+            lease,
+            replica: Arc::new(replica),
+        },
+        task,
+    ))
 }

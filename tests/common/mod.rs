@@ -192,3 +192,165 @@ pub async fn agent_on(
     .await
     .expect("the agent starts")
 }
+
+/// Starts `selfheal ARGS` and waits until its log says `ready`; the log
+/// goes on into `log`.
+pub fn start(args: &[&str], ready: &str, log: PathBuf) -> Killed {
+    start_with(args, &[], ready, log)
+}
+
+/// [`start`] with extra environment variables.
+pub fn start_with(args: &[&str], env: &[(&str, &str)], ready: &str, log: PathBuf) -> Killed {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("selfheal starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_string();
+    // Drain the log for the whole life of the process, so it never blocks.
+    let path = log.clone();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut file = std::fs::File::create(log).unwrap();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+            let _ = file.flush();
+            if line.contains(&ready) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            panic!(
+                "{args:?} did not get ready:\n{}",
+                std::fs::read_to_string(&path).unwrap_or_default()
+            )
+        });
+    Killed(child)
+}
+
+/// A brain configuration in `dir`: its store there, the shipped
+/// playbooks, and `extra` TOML. Returns (store, configuration file).
+pub fn brain_config_with(dir: &std::path::Path, extra: &str) -> (PathBuf, PathBuf) {
+    let db = dir.join("brain.db");
+    let cfg = dir.join("brain.toml");
+    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
+    std::fs::write(
+        &cfg,
+        format!(
+            "store = {:?}\nplaybooks = {playbooks:?}\n{extra}",
+            db.display().to_string()
+        ),
+    )
+    .unwrap();
+    (db, cfg)
+}
+
+/// [`brain_config_with`] and nothing extra.
+pub fn brain_config(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    brain_config_with(dir, "")
+}
+
+/// Three nats-servers on loopback ports, clustered, each with JetStream
+/// (so that streams and KV buckets can keep 3 replicas).
+pub struct NatsCluster {
+    /// Client ports.
+    pub ports: Vec<u16>,
+    routes: Vec<u16>,
+    nodes: Vec<Option<Child>>,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl NatsCluster {
+    /// Starts the three and waits until each accepts clients.
+    pub fn start() -> Self {
+        let mut c = NatsCluster {
+            ports: (0..3).map(|_| free_port()).collect(),
+            routes: (0..3).map(|_| free_port()).collect(),
+            nodes: (0..3).map(|_| None).collect(),
+            dirs: (0..3).map(|_| tempfile::tempdir().unwrap()).collect(),
+        };
+        for i in 0..3 {
+            c.restart(i);
+        }
+        c
+    }
+
+    /// The client URL of node `i`.
+    pub fn url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.ports[i])
+    }
+
+    /// Every node's client URL, comma-separated (for `--nats`).
+    pub fn urls(&self) -> String {
+        (0..3).map(|i| self.url(i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Kills node `i` (as `kill -9`).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i` again on its ports and store.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let routes: Vec<String> = self
+            .routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        let child = Command::new(nats_server_bin())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.ports[i].to_string(),
+                "-n",
+                &format!("node{i}"),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dirs[i].path())
+            .args([
+                "--cluster_name",
+                "selfheal",
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", self.routes[i]),
+                "--routes",
+                &routes.join(","),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.nodes[i] = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.ports[i])).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server node{i} did not start on port {}",
+                self.ports[i]
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
+    }
+}

@@ -24,6 +24,9 @@ use crate::{
 };
 
 mod approve;
+mod ha;
+
+pub use ha::Cluster;
 
 pub use crate::act::ActionResult;
 pub use crate::act::approvals::OnCall;
@@ -42,6 +45,9 @@ pub struct Engine {
     pub(crate) context: crate::context::Context,
     /// The revision of each unfinished incident last checkpointed.
     pub(crate) saved: std::collections::HashMap<String, u64>,
+    /// Active/standby with other brains (`[ha]`): the lease, and where
+    /// the engine's state is replicated. `None`: this engine acts alone.
+    pub(crate) cluster: Option<Cluster>,
     /// Where the playbooks are, watched for changes (hot reload).
     pub(crate) playbook_dir: std::path::PathBuf,
     /// The diagnosis rules.
@@ -97,7 +103,13 @@ impl Engine {
         let mut marks = vec![i64::MIN; shards.max(1)];
         let mut pending: Vec<AnomalyEvent> = Vec::new();
         let (mut answers, mut transitions, mut filed) = (0u64, 0u64, 0u64);
-        self.resume().await;
+        let mut standing = self.cluster.as_ref().map(|c| c.lease.watch());
+        if self.cluster.is_none() {
+            self.stats
+                .engine_leading
+                .store(1, std::sync::atomic::Ordering::Relaxed);
+            self.resume().await;
+        }
         let mut reload = tokio::time::interval(RELOAD_EVERY);
         reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reload.tick().await;
@@ -109,14 +121,21 @@ impl Engine {
                     self.reload_playbooks();
                     continue;
                 }
+                Ok(()) = ha::changed(&mut standing) => {
+                    self.on_standing(&mut standing, now).await;
+                }
                 Some(r) = results.recv() => {
-                    self.on_result(r, now).await;
+                    if self.leading() {
+                        self.on_result(r, now).await;
+                    }
                     answers += 1;
                 }
                 Some(d) = decisions.recv() => {
-                    self.on_decide(d, now).await;
+                    if self.leading() {
+                        self.on_decide(d, now).await;
+                    }
                 }
-                Some(a) = alerts.recv() => {
+                Some(a) = alerts.recv(), if self.leading() => {
                     // A symptom at the engine's time: it opens or joins an
                     // incident like an anomaly of a business error series.
                     let ev = a.anomaly(now);
@@ -143,14 +162,21 @@ impl Engine {
                             }
                             let low = marks.iter().copied().min().unwrap_or(i64::MIN);
                             if low > now {
-                                self.take(&mut pending, now, low).await;
+                                if self.leading() {
+                                    self.take(&mut pending, now, low).await;
+                                } else {
+                                    // A standby keeps time, not incidents.
+                                    pending.retain(|e| e.ts >= low);
+                                }
                                 now = low;
                             }
                         }
                     }
                 }
             }
-            self.advance(now).await;
+            if self.leading() {
+                self.advance(now).await;
+            }
             // Published only after the steps that follow, so that a
             // lockstep driver never sees a gap between an answer and the
             // action it leads to.
@@ -535,6 +561,7 @@ impl Engine {
 
     async fn on_result(&mut self, r: ActionResult, now: i64) {
         let (state, reason) = self.gateway.answered(&r);
+        self.replicate_action(&r.action).await;
         // (An action re-sent at restart belongs to no live incident.)
         let Some(i) = self
             .correlator
@@ -608,6 +635,7 @@ impl Engine {
         self.write("incident", |db| {
             db.close_incident(&inc.id, Terminal::Escalated.as_str(), None)
         });
+        self.replicate_closed(i, Terminal::Escalated, None).await;
         self.publish(
             i,
             now,
@@ -625,6 +653,8 @@ impl Engine {
         self.write("incident", |db| {
             db.close_incident(&inc.id, t.as_str(), recovered)
         });
+        self.replicate_closed(i, t, recovered).await;
+        let inc = &self.correlator.incidents[i];
         if t != Terminal::Recovered {
             self.publish(
                 i,
@@ -663,15 +693,16 @@ impl Engine {
                 }
             }
         }
-        self.checkpoint(now);
+        self.checkpoint(now).await;
         self.correlator.prune(now);
     }
 
     /// Saves the checkpoint of every unfinished incident that changed
     /// since its last one (a finished incident's is dropped with its
     /// terminal state).
-    fn checkpoint(&mut self, now: i64) {
+    async fn checkpoint(&mut self, now: i64) {
         let mut saved = std::mem::take(&mut self.saved);
+        let mut out = Vec::new();
         for inc in &self.correlator.incidents {
             if saved.get(&inc.id) == Some(&inc.revision()) {
                 continue;
@@ -684,11 +715,16 @@ impl Engine {
                 Ok(json) => {
                     self.write("checkpoint", |db| db.save_run(&inc.id, &json, now));
                     saved.insert(inc.id.clone(), inc.revision());
+                    out.push((inc.id.clone(), json));
                 }
                 Err(e) => warn!(incident = %inc.id, error = %e, "checkpoint not encoded"),
             }
         }
         self.saved = saved;
+        for (id, json) in out {
+            self.replicate(&format!("{}{id}", ha::RUN), json.into())
+                .await;
+        }
     }
 
     /// Moves incident `i` one step: asks it what it needs and routes that
@@ -992,7 +1028,7 @@ impl Engine {
         };
         // The run is saved before its action is written ahead: after a
         // crash, the action at the saved cursor is found under its key.
-        self.checkpoint(now);
+        self.checkpoint(now).await;
         let inc = &self.correlator.incidents[i];
         let run = inc.run();
         let intent = Intent {
@@ -1037,6 +1073,13 @@ impl Engine {
         )
         .await;
         self.correlator.incidents[i].await_reply(ready.id().to_string());
+        self.replicate_action(ready.id()).await;
+        if !self.leading() {
+            // The lease lapsed meanwhile: the action stays written ahead,
+            // and whoever leads now sends it under its key.
+            warn!(action = %ready.id(), "lease lapsed before sending; left to the new leader");
+            return false;
+        }
         self.gateway.dispatch(ready);
         false
     }

@@ -120,7 +120,7 @@ impl ActionState {
 }
 
 /// An action as stored.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct ActionRow {
     /// Idempotency key.
     pub id: String,
@@ -513,6 +513,80 @@ impl Store {
             .query_map([], action_row)?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// Takes in an action another engine recorded (replicated state, at a
+    /// takeover): added when unknown, its state brought up to date when it
+    /// differs; each change is on the audit chain, by `from`.
+    pub fn adopt_action(&self, row: &ActionRow, from: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let known: Option<String> = tx
+            .query_row("SELECT state FROM actions WHERE id = ?1", [&row.id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let event = match known {
+            Some(s) if s == row.state => return Ok(()),
+            Some(_) => {
+                tx.execute(
+                    "UPDATE actions SET state = ?2, reason = ?3, updated_at_us = ?4 WHERE id = ?1",
+                    params![row.id, row.state, mask(&row.reason).as_ref(), wall_us()],
+                )?;
+                "action_adopted_state"
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO actions (id, incident_id, playbook, kind, service, target, params, state, reason, ts, recorded_at_us, updated_at_us)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    params![row.id, row.incident_id, row.playbook, row.kind, row.service, row.target, row.params, row.state, mask(&row.reason).as_ref(), row.ts, row.recorded_at_us, wall_us()],
+                )?;
+                "action_adopted"
+            }
+        };
+        let digest = audit::action_digest(&tx, &row.id)?.unwrap_or_default();
+        audit::append(
+            &tx,
+            &self.audit.key,
+            (
+                from,
+                event,
+                &row.id,
+                &format!(
+                    "{} {} {} is {}",
+                    row.kind, row.target, row.params, row.state
+                ),
+            ),
+            &digest,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The state of incident `id`, if it is known.
+    pub fn incident_state(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT state FROM incidents WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Takes in an incident another engine opened (replicated state, at a
+    /// takeover), unless it is known.
+    pub fn adopt_incident(
+        &self,
+        id: &str,
+        service: &str,
+        onset_ts: i64,
+        opened_ts: i64,
+    ) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO incidents (id, state, service, onset_ts, opened_ts, summary) VALUES (?1, 'opened', ?2, ?3, ?4, 'opened by another engine')",
+            params![id, service, onset_ts, opened_ts],
+        )?;
+        Ok(())
     }
 
     /// Every action of one incident, in the order they were recorded.
