@@ -231,3 +231,162 @@ fn the_standby_engine_takes_over_a_playbook_cut_off_by_a_kill() {
         times[times.len() - 1]
     );
 }
+
+/// Indicators go through a 3-replica JetStream stream: the agent keeps each
+/// batch until the stream acknowledges it, the brain reads through its
+/// durable consumer. The node the brain is connected to is killed in the
+/// middle of a bank-channel fault, then another node: every batch the agent
+/// made reaches the brain, and the fault is healed with every action
+/// applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_killed_under_a_fault_costs_no_sample_and_no_action() {
+    use std::sync::{Arc, atomic::Ordering};
+
+    use selfheal_bus::{Bus, NatsTransport, Subjects, stream};
+
+    let mut nats = NatsCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let js = stream::JetStreamConfig {
+        replicas: 3,
+        ..Default::default()
+    };
+    let subjects = Subjects::default();
+    let spec = js.stream_of(&subjects);
+    // The brain reaches the cluster through node 1, the agent and the
+    // simulator (whose feed is the agent's input, not under test) through
+    // node 0.
+    let order = |first: usize| {
+        (0..3)
+            .map(|k| nats.url((first + k) % 3))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let brain_nats = NatsTransport::connect(&order(1), "brain").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = stream::ensure(brain_nats.client(), &spec).await {
+        assert!(Instant::now() < deadline, "JetStream never got ready: {e}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let sub = stream::consume(brain_nats.client(), &spec, "brain")
+        .await
+        .unwrap();
+    let brain = selfheal_brain::Brain {
+        config: selfheal_brain::BrainConfig {
+            store: dir.path().join("brain.db"),
+            playbooks: selfheal::paths::playbooks(),
+            jetstream: Some(js.clone()),
+            ..Default::default()
+        },
+        bus: Arc::new(brain_nats),
+        subjects: subjects.clone(),
+        topology: selfheal_sim::default_topology(),
+    }
+    .spawn_with(None, Some(sub))
+    .await
+    .unwrap();
+    let agent_bus: Bus = Arc::new(
+        NatsTransport::connect(&nats.url(0), "agent")
+            .await
+            .unwrap()
+            .with_jetstream(),
+    );
+    let agent = selfheal_sim::edge::agent(
+        selfheal_agent::AgentConfig {
+            feed: selfheal_agent::config::Feed::Sim,
+            host: false,
+            jetstream: Some(js.clone()),
+            ..Default::default()
+        },
+        agent_bus.clone(),
+        subjects.clone(),
+    )
+    .await
+    .unwrap()
+    .spawn()
+    .await
+    .unwrap();
+    agent_bus.flush().await.unwrap();
+    let topology = selfheal_sim::default_topology();
+    let scenario = selfheal::drill::load(
+        &[selfheal::paths::scenarios().join("channel_degradation.toml")],
+        &topology,
+    )
+    .unwrap()
+    .remove(0);
+    let sim_bus: Bus = Arc::new(NatsTransport::connect(&nats.url(0), "sim").await.unwrap());
+    let sim = selfheal_sim::node::SimNode {
+        bus: sim_bus,
+        subjects: subjects.clone(),
+        topology,
+        scenario,
+        speed: selfheal_sim::node::Speed::Times(10.0),
+        start_ms: selfheal_bus::wall_ms(),
+        lockstep: None,
+    }
+    .spawn()
+    .await
+    .unwrap();
+    let (astats, bstats) = (agent.stats.clone(), brain.stats.clone());
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while n(&bstats.incidents) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the fault was never detected: brain took {} batches, agent made {} (published {}, buffered {}), {} frames",
+            n(&bstats.batches),
+            n(&astats.indicator_batches),
+            n(&astats.published),
+            n(&astats.buffered),
+            n(&astats.frames),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The brain's node dies as the brain diagnoses and acts.
+    nats.kill(1);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    nats.restart(1);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Then another node, holding a replica of the stream.
+    nats.kill(2);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    nats.restart(2);
+    let ticks = sim.tick_counter();
+    let truth = sim.finish().await;
+    let ticks = ticks.load(Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !(n(&astats.frames) == ticks && n(&bstats.batches) == n(&astats.indicator_batches))
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (n(&astats.frames), n(&bstats.batches)),
+        (ticks, n(&astats.indicator_batches)),
+        "frames collected of {ticks}; batches the brain took of those the agent made \
+         (agent: published {}, buffered {}, flushed {}, dropped {})",
+        n(&astats.published),
+        n(&astats.buffered),
+        n(&astats.flushed),
+        n(&astats.overflow_dropped),
+    );
+    assert_eq!(n(&astats.overflow_dropped), 0);
+    assert_eq!(bstats.rejected_total(), 0, "no batch refused (none twice)");
+    let applied: Vec<String> = truth.actions.iter().map(|a| a.key.clone()).collect();
+    let mut once = applied.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(
+        once.len(),
+        applied.len(),
+        "an action applied twice: {applied:?}"
+    );
+    assert!(truth.recovered_ms.is_some(), "the fault healed: {truth:?}");
+    eprintln!(
+        "nats node kills: {} batches of {} delivered, {} buffered until acknowledged; actions {applied:?}",
+        n(&bstats.batches),
+        n(&astats.indicator_batches),
+        n(&astats.buffered),
+    );
+    agent.shutdown().await;
+    brain.shutdown().await;
+}

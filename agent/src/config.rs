@@ -55,6 +55,10 @@ pub struct AgentConfig {
     /// Prometheus endpoints to scrape (`[[scrape]]`; none by default).
     #[serde(default)]
     pub scrape: Vec<crate::scrape::Target>,
+    /// Indicators through a JetStream stream (`[jetstream]`): each batch
+    /// kept until the stream acknowledges it. Off when absent.
+    #[serde(default)]
+    pub jetstream: Option<selfheal_bus::stream::JetStreamConfig>,
 }
 
 fn default_name() -> String {
@@ -99,6 +103,7 @@ fn toml_defaults() -> AgentConfig {
         haproxy: Vec::new(),
         probe: Vec::new(),
         scrape: Vec::new(),
+        jetstream: None,
     }
 }
 
@@ -117,6 +122,9 @@ impl AgentConfig {
                 "idc: {:?} must be 1-128 chars of [A-Za-z0-9_:/-]",
                 self.idc
             ));
+        }
+        if let Some(js) = &self.jetstream {
+            p.extend(js.validate());
         }
         if self.buffer_batches == 0 {
             p.push("buffer_batches: must be at least 1".into());

@@ -26,6 +26,9 @@ pub struct Publisher {
     /// Whether a receiver has been heard since the bus last went away:
     /// until then everything goes out acknowledged.
     confirmed: bool,
+    /// Subjects starting with this go out durably (a JetStream stream's
+    /// acknowledgement) when the bus is durable: the indicators.
+    durable_prefix: Option<String>,
 }
 
 impl Publisher {
@@ -37,7 +40,23 @@ impl Publisher {
             cap: cap.max(1),
             stats,
             confirmed: true,
+            durable_prefix: None,
         }
+    }
+
+    /// Subjects starting with `prefix` (the indicators) go out durably
+    /// when the bus is durable; the rest as before.
+    pub fn durable_for(mut self, prefix: String) -> Self {
+        self.durable_prefix = Some(prefix);
+        self
+    }
+
+    fn is_durable(&self, subject: &str) -> bool {
+        self.bus.durable()
+            && self
+                .durable_prefix
+                .as_deref()
+                .is_some_and(|p| subject.starts_with(p))
     }
 
     /// Notes whether the bus is still there (called often): once it was
@@ -67,10 +86,26 @@ impl Publisher {
     }
 
     /// Publishes now if the bus is there and nothing older waits; buffers
-    /// otherwise.
+    /// otherwise. On a durable bus (a JetStream stream), a batch counts as
+    /// published only once the stream acknowledged it; until then it is
+    /// kept and sent again under the same id (stored once).
     pub async fn send(&mut self, subject: String, payload: Bytes) {
         self.watch();
-        if self.buf.is_empty() && self.confirmed {
+        if self.is_durable(&subject) {
+            if self.buf.is_empty() {
+                match self
+                    .bus
+                    .publish_durable(&subject, payload.clone(), &batch_id(&subject, &payload))
+                    .await
+                {
+                    Ok(()) => {
+                        AgentStats::bump(&self.stats.published);
+                        return;
+                    }
+                    Err(e) => debug!(error = %e, "not acknowledged by the stream, buffering"),
+                }
+            }
+        } else if self.buf.is_empty() && self.confirmed {
             match self.bus.publish(&subject, payload.clone()).await {
                 Ok(()) => {
                     AgentStats::bump(&self.stats.published);
@@ -108,11 +143,18 @@ impl Publisher {
             if !self.bus.is_connected() {
                 break;
             }
-            if let Err(e) = self
-                .bus
-                .request(subject, payload.clone(), ACK_TIMEOUT)
-                .await
-            {
+            let delivered = if self.is_durable(subject) {
+                let id = batch_id(subject, payload);
+                self.bus
+                    .publish_durable(subject, payload.clone(), &id)
+                    .await
+            } else {
+                self.bus
+                    .request(subject, payload.clone(), ACK_TIMEOUT)
+                    .await
+                    .map(|_| ())
+            };
+            if let Err(e) = delivered {
                 debug!(error = %e, "buffered batch not acknowledged yet; kept");
                 break;
             }
@@ -123,6 +165,17 @@ impl Publisher {
         }
         sent
     }
+}
+
+/// A batch's id on a durable bus: the same bytes on the same subject are
+/// the same batch (a batch carries its source, sequence and times).
+fn batch_id(subject: &str, payload: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same id in every process and run.
+    let mut h = std::hash::DefaultHasher::new();
+    subject.hash(&mut h);
+    payload.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 #[cfg(test)]

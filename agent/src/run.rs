@@ -196,7 +196,8 @@ async fn collect(
     stop: CancellationToken,
 ) {
     let cfg = &agent.config;
-    let mut publisher = Publisher::new(agent.bus.clone(), cfg.buffer_batches, stats.clone());
+    let mut publisher = Publisher::new(agent.bus.clone(), cfg.buffer_batches, stats.clone())
+        .durable_for(format!("{}.ind.", agent.subjects.prefix()));
     let mut host = HostCollector::default();
     let hostname = host.hostname();
     let mut last_host: Option<std::time::Instant> = None;

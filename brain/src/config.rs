@@ -119,6 +119,11 @@ pub struct BrainConfig {
     /// absent (one brain acts alone).
     #[serde(default)]
     pub ha: Option<HaConfig>,
+    /// Indicators read from a JetStream stream through this brain's
+    /// durable consumer (`[jetstream]`) rather than as they pass; off when
+    /// absent.
+    #[serde(default)]
+    pub jetstream: Option<selfheal_bus::stream::JetStreamConfig>,
     /// SHA-256 (hex) of the bearer token that may read and turn the kill
     /// switch over the API (`/v1/kill-switch`); off when absent.
     #[serde(default)]
@@ -202,6 +207,7 @@ impl Default for BrainConfig {
             alert_token_sha256: None,
             remote_write: None,
             ha: None,
+            jetstream: None,
             admin_token_sha256: None,
             oncall: None,
         }
@@ -234,6 +240,9 @@ impl BrainConfig {
         p.extend(self.series.validate());
         if let Some(ha) = &self.ha {
             p.extend(ha.validate());
+        }
+        if let Some(js) = &self.jetstream {
+            p.extend(js.validate());
         }
         if self.audit_anchor_every_s == 0 || self.audit_anchor_every_s > 3600 {
             p.push("audit_anchor_every_s: must be in 1..=3600".into());

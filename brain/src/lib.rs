@@ -221,14 +221,18 @@ impl Brain {
     /// # Ok(()) }
     /// ```
     pub async fn spawn(self) -> Result<BrainHandle, StartError> {
-        self.spawn_with(None).await
+        self.spawn_with(None, None).await
     }
 
     /// [`Brain::spawn`] as one of a group of brains (`[ha]`): only the one
-    /// holding `cluster`'s lease acts; see [`engine::Cluster`].
+    /// holding `cluster`'s lease acts; see [`engine::Cluster`]. With
+    /// `indicators`, the indicators are read from it (a JetStream
+    /// consumer, see [`selfheal_bus::stream`]) rather than subscribed to
+    /// on the bus.
     pub async fn spawn_with(
         self,
         cluster: Option<engine::Cluster>,
+        indicators: Option<selfheal_bus::Subscription>,
     ) -> Result<BrainHandle, StartError> {
         let cfg = self.config;
         let problems = cfg.validate();
@@ -283,7 +287,10 @@ impl Brain {
         let (alerts_tx, alerts_rx) = mpsc::channel(256);
         let stats = Arc::new(BrainStats::default());
         let stop = CancellationToken::new();
-        let sub = self.bus.subscribe(&self.subjects.all_indicators()).await?;
+        let sub = match indicators {
+            Some(s) => s,
+            None => self.bus.subscribe(&self.subjects.all_indicators()).await?,
+        };
         let changes_sub = self.bus.subscribe(&self.subjects.all_changes()).await?;
         let hot_sub = self
             .bus

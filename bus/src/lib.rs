@@ -21,6 +21,8 @@
 //! - [`lograte`]: rate-limited logging of per-message problems.
 //! - [`ha`]: high availability over NATS JetStream: a leadership lease and
 //!   replicated state in KV buckets.
+//! - [`stream`]: indicators through a JetStream stream (acknowledged
+//!   publishing, a durable consumer per brain).
 //! - [`transport`]: the [`Transport`](transport::Transport) trait every bus
 //!   implements, with [`nats`] (async-nats) and [`local`] (in-process)
 //!   implementations.
@@ -35,6 +37,7 @@ pub mod message;
 pub mod names;
 pub mod nats;
 pub mod prom;
+pub mod stream;
 pub mod subject;
 pub mod time;
 pub mod topology;

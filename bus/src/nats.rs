@@ -16,6 +16,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct NatsTransport {
     client: async_nats::Client,
+    /// Set by [`NatsTransport::with_jetstream`]: durable publishing.
+    js: Option<async_nats::jetstream::Context>,
 }
 
 impl NatsTransport {
@@ -44,12 +46,22 @@ impl NatsTransport {
             .connect(servers)
             .await
             .map_err(|e| BusError::Other(format!("connect to {url}: {e}")))?;
-        Ok(NatsTransport { client })
+        Ok(NatsTransport { client, js: None })
     }
 
     /// The underlying client, for JetStream and other NATS-only features.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// This bus with [`Transport::publish_durable`] going to the JetStream
+    /// stream that holds the subject (see [`crate::ha::indicator_stream`]),
+    /// each publish waiting for the stream's acknowledgement.
+    pub fn with_jetstream(mut self) -> Self {
+        let mut js = async_nats::jetstream::new(self.client.clone());
+        js.set_timeout(crate::ha::REQUEST_TIMEOUT);
+        self.js = Some(js);
+        self
     }
 }
 
@@ -131,5 +143,38 @@ impl Transport for NatsTransport {
 
     fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
+    }
+
+    fn durable(&self) -> bool {
+        self.js.is_some()
+    }
+
+    async fn publish_durable(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let Some(js) = &self.js else {
+            return self.publish(subject, payload).await;
+        };
+        if !is_publishable(subject) {
+            return Err(BusError::InvalidSubject(subject.to_string()));
+        }
+        if !self.is_connected() {
+            return Err(BusError::Disconnected);
+        }
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(id);
+        let ack = js
+            .send_publish(subject.to_string(), publish)
+            .await
+            .map_err(|e| BusError::Other(format!("durable publish on {subject}: {e}")))?;
+        ack.await.map(|_| ()).map_err(|e| {
+            BusError::Other(format!(
+                "durable publish on {subject} not acknowledged: {e}"
+            ))
+        })
     }
 }

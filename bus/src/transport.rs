@@ -125,4 +125,21 @@ pub trait Transport: Send + Sync + 'static {
     async fn flush(&self) -> Result<(), BusError>;
     /// Whether the bus is connected now.
     fn is_connected(&self) -> bool;
+    /// Whether [`Transport::publish_durable`] stores messages durably (a
+    /// JetStream stream) rather than only passing them on.
+    fn durable(&self) -> bool {
+        false
+    }
+    /// Publishes `payload` on `subject` and returns once the bus holds it
+    /// durably, `id` making a re-send of the same message a no-op. On a bus
+    /// without durable storage, a plain [`Transport::publish`].
+    async fn publish_durable(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let _ = id;
+        self.publish(subject, payload).await
+    }
 }

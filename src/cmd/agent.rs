@@ -32,12 +32,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         input!("invalid agent configuration:\n{}", problems.join("\n"));
     }
     // The sources and actuators this build knows: the simulator's.
-    let agent = selfheal_sim::edge::agent(
-        cfg,
-        nats(&url, "selfheal-agent").await?,
-        Subjects::new(prefix),
-    )
-    .await?;
+    let subjects = Subjects::new(prefix);
+    let mut nats = selfheal_bus::NatsTransport::connect(&url, "selfheal-agent").await?;
+    if let Some(js) = &cfg.jetstream {
+        let stream = js.stream_of(&subjects);
+        until_ready(|| selfheal_bus::stream::ensure(nats.client(), &stream)).await?;
+        tracing::info!(stream = %stream.name, "indicators published to the JetStream stream, each kept until acknowledged");
+        nats = nats.with_jetstream();
+    }
+    let agent = selfheal_sim::edge::agent(cfg, Arc::new(nats), subjects).await?;
     let bus = agent.bus.clone();
     let h = agent.spawn().await?;
     bus.flush().await?;

@@ -43,10 +43,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let nats = selfheal_bus::NatsTransport::connect(&url, "selfheal-brain").await?;
     let ha = cfg.ha.clone();
+    let subjects = Subjects::new(prefix);
+    let indicators = match &cfg.jetstream {
+        None => None,
+        Some(js) => {
+            let stream = js.stream_of(&subjects);
+            until_ready(|| selfheal_bus::stream::ensure(nats.client(), &stream)).await?;
+            let consumer = js
+                .consumer
+                .clone()
+                .or_else(|| ha.as_ref().and_then(|h| h.holder.clone()))
+                .unwrap_or_else(|| "brain".into());
+            tracing::info!(stream = %stream.name, %consumer, "indicators read from the JetStream stream");
+            Some(selfheal_bus::stream::consume(nats.client(), &stream, &consumer).await?)
+        }
+    };
     let brain = Brain {
         config: cfg,
         bus: Arc::new(nats.clone()),
-        subjects: Subjects::new(prefix),
+        subjects,
         topology: topology(t.as_ref())?,
     };
     let bus = brain.bus.clone();
@@ -58,7 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             (Some(c), Some(task))
         }
     };
-    let h = brain.spawn_with(cluster).await?;
+    let h = brain.spawn_with(cluster, indicators).await?;
     // Subscriptions reach the server before anyone is told we run.
     bus.flush().await?;
     tracing::info!(%url, "brain running; Ctrl-C or SIGTERM stops it");
@@ -88,19 +103,7 @@ async fn cluster(
         ttl: std::time::Duration::from_millis(ha.lease_ttl_ms),
         state_max_age: std::time::Duration::from_secs(ha.state_keep_s),
     };
-    // A cluster may still be electing its JetStream leader: tried for a
-    // while before giving up.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let (lease_kv, replica) = loop {
-        match ha::open(nats.client(), &buckets).await {
-            Ok(v) => break v,
-            Err(e) if std::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, "JetStream not ready; trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let (lease_kv, replica) = until_ready(|| ha::open(nats.client(), &buckets)).await?;
     let holder = ha.holder.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME")
             .ok()

@@ -115,7 +115,7 @@ pub(crate) mod prelude {
 
     pub(crate) use super::{
         brain_config, check_speed, find_program, nats, read_toml, scenario, stop_signal, topology,
-        write_json,
+        until_ready, write_json,
     };
     pub(crate) use super::{gate, input};
 }
@@ -196,6 +196,26 @@ pub(crate) fn find_program(
 
 pub(crate) async fn nats(url: &str, name: &str) -> anyhow::Result<Bus> {
     Ok(Arc::new(NatsTransport::connect(url, name).await?))
+}
+
+/// Runs `f` until it succeeds, for up to 30 s: a NATS cluster may still
+/// be electing its JetStream leader when a process starts.
+pub(crate) async fn until_ready<T, F, Fut>(mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, selfheal_bus::BusError>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "JetStream not ready; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 pub(crate) fn check_speed(speed: f64) -> anyhow::Result<()> {

@@ -212,6 +212,8 @@ pub fn start_with(args: &[&str], env: &[(&str, &str)], ready: &str, log: PathBuf
         .spawn()
         .expect("selfheal starts");
     let stderr = child.stderr.take().unwrap();
+    // Killed even when it never gets ready (the panic below drops it).
+    let child = Killed(child);
     let (tx, rx) = std::sync::mpsc::channel();
     let ready = ready.to_string();
     // Drain the log for the whole life of the process, so it never blocks.
@@ -234,7 +236,7 @@ pub fn start_with(args: &[&str], env: &[(&str, &str)], ready: &str, log: PathBuf
                 std::fs::read_to_string(&path).unwrap_or_default()
             )
         });
-    Killed(child)
+    child
 }
 
 /// A brain configuration in `dir`: its store there, the shipped

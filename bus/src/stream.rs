@@ -1,0 +1,188 @@
+//! Indicators through a JetStream stream: agents publish into it and keep
+//! each batch until the stream acknowledges it
+//! ([`Transport::publish_durable`](crate::Transport::publish_durable)); each
+//! brain reads it through its own durable consumer, so that a brain that
+//! was away, or a NATS node that died, costs no sample.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use tracing::warn;
+
+use crate::transport::{BusError, Message, Subscription};
+
+/// The stream's settings, shared by its writers and readers.
+#[derive(Clone, Debug)]
+pub struct IndicatorStream {
+    /// Stream name.
+    pub name: String,
+    /// Subjects it holds (the indicator subjects, `<prefix>.ind.>`).
+    pub subjects: String,
+    /// Copies in the cluster (3 on a 3-node cluster).
+    pub replicas: usize,
+    /// How long indicators are kept: the longest absence of a brain that
+    /// costs nothing.
+    pub max_age: Duration,
+}
+
+/// Window within which a re-sent batch (same id) is stored once.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(120);
+
+fn context(client: &async_nats::Client) -> jetstream::Context {
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(crate::ha::REQUEST_TIMEOUT);
+    js
+}
+
+/// Creates the stream, or brings its settings up to date.
+pub async fn ensure(client: &async_nats::Client, s: &IndicatorStream) -> Result<(), BusError> {
+    context(client)
+        .create_or_update_stream(stream::Config {
+            name: s.name.clone(),
+            subjects: vec![s.subjects.clone()],
+            num_replicas: s.replicas.max(1),
+            max_age: s.max_age,
+            duplicate_window: DEDUP_WINDOW,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| BusError::Other(format!("JetStream stream {}: {e}", s.name)))
+}
+
+/// Reads the stream through the durable consumer `durable` (created when
+/// missing: from new messages on; afterwards it goes on where it was
+/// acknowledged). Each message is acknowledged as it is handed over.
+pub async fn consume(
+    client: &async_nats::Client,
+    s: &IndicatorStream,
+    durable: &str,
+) -> Result<Subscription, BusError> {
+    let err = |e: &dyn std::fmt::Display| {
+        BusError::Other(format!("JetStream consumer {durable} on {}: {e}", s.name))
+    };
+    let st = context(client)
+        .get_stream(&s.name)
+        .await
+        .map_err(|e| err(&e))?;
+    let c: consumer::PullConsumer = st
+        .get_or_create_consumer(
+            durable,
+            consumer::pull::Config {
+                durable_name: Some(durable.to_string()),
+                deliver_policy: consumer::DeliverPolicy::New,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 100_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| err(&e))?;
+    let messages = c.messages().await.map_err(|e| err(&e))?;
+    let name = s.name.clone();
+    let stream = messages.filter_map(move |m| {
+        let name = name.clone();
+        async move {
+            match m {
+                Ok(m) => {
+                    if let Err(e) = m.ack().await {
+                        warn!(stream = %name, error = %e, "indicator not acknowledged; it comes again");
+                    }
+                    Some(Message {
+                        subject: m.subject.to_string(),
+                        reply: None,
+                        payload: m.payload.clone(),
+                    })
+                }
+                Err(e) => {
+                    warn!(stream = %name, error = %e, "indicator stream read failed; going on");
+                    None
+                }
+            }
+        }
+    });
+    Ok(Subscription::new(stream))
+}
+
+/// The `[jetstream]` section of the agent's and the brain's
+/// configuration: indicators go through a stream.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JetStreamConfig {
+    /// Stream name.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Copies in the cluster (3 on a 3-node cluster).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// How long indicators are kept, s.
+    #[serde(default = "default_max_age_s")]
+    pub max_age_s: u64,
+    /// (Brain only.) This brain's durable consumer: each brain of a group
+    /// needs its own, kept across its restarts. Default: its `[ha]` holder,
+    /// else `brain`.
+    #[serde(default)]
+    pub consumer: Option<String>,
+}
+
+fn default_stream() -> String {
+    "SELFHEAL_INDICATORS".into()
+}
+const fn default_replicas() -> usize {
+    1
+}
+const fn default_max_age_s() -> u64 {
+    3_600
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        JetStreamConfig {
+            stream: default_stream(),
+            replicas: default_replicas(),
+            max_age_s: default_max_age_s(),
+            consumer: None,
+        }
+    }
+}
+
+impl JetStreamConfig {
+    /// Every problem, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let name = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !name(&self.stream) {
+            p.push("jetstream.stream: must be 1-64 chars of [A-Za-z0-9_-]".into());
+        }
+        if let Some(c) = &self.consumer
+            && !name(c)
+        {
+            p.push("jetstream.consumer: must be 1-64 chars of [A-Za-z0-9_-]".into());
+        }
+        if !(1..=5).contains(&self.replicas) {
+            p.push("jetstream.replicas: must be in 1..=5".into());
+        }
+        if !(60..=7 * 86_400).contains(&self.max_age_s) {
+            p.push("jetstream.max_age_s: must be in 60..=604800".into());
+        }
+        p
+    }
+
+    /// The stream these settings describe, holding `subjects`.
+    pub fn stream_of(&self, subjects: &crate::Subjects) -> IndicatorStream {
+        IndicatorStream {
+            name: self.stream.clone(),
+            subjects: subjects.all_indicators(),
+            replicas: self.replicas,
+            max_age: Duration::from_secs(self.max_age_s),
+        }
+    }
+}
