@@ -65,6 +65,11 @@ fn wait_for_line(dir: &std::path::Path, name: &str, line: &str, within: Duration
     }
 }
 
+/// One cluster test at a time: each starts three nats-servers and a
+/// loop, and the takeover times are measured on a machine not shared
+/// with another cluster.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn takeover_trial(kill_point: &'static str) -> Trial {
     let nats = NatsCluster::start();
     let dir = tempfile::tempdir().unwrap();
@@ -211,6 +216,7 @@ fn takeover_trial(kill_point: &'static str) -> Trial {
 /// healed, every time.
 #[test]
 fn the_standby_engine_takes_over_a_playbook_cut_off_by_a_kill() {
+    let _one = SERIAL.blocking_lock();
     let n = trials();
     let mut results = Vec::new();
     for k in 0..n {
@@ -232,19 +238,34 @@ fn the_standby_engine_takes_over_a_playbook_cut_off_by_a_kill() {
     );
 }
 
-/// Indicators go through a 3-replica JetStream stream: the agent keeps each
-/// batch until the stream acknowledges it, the brain reads through its
-/// durable consumer. The node the brain is connected to is killed in the
-/// middle of a bank-channel fault, then another node: every batch the agent
-/// made reaches the brain, and the fault is healed with every action
-/// applied once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nats_node_killed_under_a_fault_costs_no_sample_and_no_action() {
-    use std::sync::{Arc, atomic::Ordering};
+/// `buffer_batches` of the agent: enough for the outages below (32
+/// batches a frame; a 60 s outage at 4x is 7,680, and the cluster takes a
+/// few seconds after it to elect its leaders again).
+const AGENT_BUFFER: usize = 20_000;
+
+/// A brain, an agent and the simulator over a 3-node cluster, indicators
+/// through a 3-replica JetStream stream: the agent keeps each batch until
+/// the stream acknowledges it, the brain reads through its durable
+/// consumer. The brain reaches the cluster through node 1, the agent and
+/// the simulator (whose feed is the agent's input, not under test) through
+/// node 0.
+struct DurableLoop {
+    brain: selfheal_brain::BrainHandle,
+    agent: selfheal_agent::AgentHandle,
+    sim: selfheal_sim::node::SimHandle,
+    _dir: tempfile::TempDir,
+}
+
+async fn durable_loop(
+    nats: &NatsCluster,
+    scenario: &str,
+    speed: f64,
+    duration_s: Option<u64>,
+) -> DurableLoop {
+    use std::sync::Arc;
 
     use selfheal_bus::{Bus, NatsTransport, Subjects, stream};
 
-    let mut nats = NatsCluster::start();
     let dir = tempfile::tempdir().unwrap();
     let js = stream::JetStreamConfig {
         replicas: 3,
@@ -252,9 +273,6 @@ async fn a_nats_node_killed_under_a_fault_costs_no_sample_and_no_action() {
     };
     let subjects = Subjects::default();
     let spec = js.stream_of(&subjects);
-    // The brain reaches the cluster through node 1, the agent and the
-    // simulator (whose feed is the agent's input, not under test) through
-    // node 0.
     let order = |first: usize| {
         (0..3)
             .map(|k| nats.url((first + k) % 3))
@@ -294,6 +312,7 @@ async fn a_nats_node_killed_under_a_fault_costs_no_sample_and_no_action() {
         selfheal_agent::AgentConfig {
             feed: selfheal_agent::config::Feed::Sim,
             host: false,
+            buffer_batches: AGENT_BUFFER,
             jetstream: Some(js.clone()),
             ..Default::default()
         },
@@ -307,40 +326,119 @@ async fn a_nats_node_killed_under_a_fault_costs_no_sample_and_no_action() {
     .unwrap();
     agent_bus.flush().await.unwrap();
     let topology = selfheal_sim::default_topology();
-    let scenario = selfheal::drill::load(
-        &[selfheal::paths::scenarios().join("channel_degradation.toml")],
-        &topology,
-    )
-    .unwrap()
-    .remove(0);
+    let mut scenario =
+        selfheal::drill::load(&[selfheal::paths::scenarios().join(scenario)], &topology)
+            .unwrap()
+            .remove(0);
+    if let Some(d) = duration_s {
+        scenario.duration_s = d;
+    }
     let sim_bus: Bus = Arc::new(NatsTransport::connect(&nats.url(0), "sim").await.unwrap());
     let sim = selfheal_sim::node::SimNode {
         bus: sim_bus,
-        subjects: subjects.clone(),
+        subjects,
         topology,
         scenario,
-        speed: selfheal_sim::node::Speed::Times(10.0),
+        speed: selfheal_sim::node::Speed::Times(speed),
         start_ms: selfheal_bus::wall_ms(),
         lockstep: None,
     }
     .spawn()
     .await
     .unwrap();
-    let (astats, bstats) = (agent.stats.clone(), brain.stats.clone());
-    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while n(&bstats.incidents) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the fault was never detected: brain took {} batches, agent made {} (published {}, buffered {}), {} frames",
-            n(&bstats.batches),
-            n(&astats.indicator_batches),
+    DurableLoop {
+        brain,
+        agent,
+        sim,
+        _dir: dir,
+    }
+}
+
+fn n(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl DurableLoop {
+    /// Waits until `ok` holds of the brain's counters, failing with both
+    /// sides' counts after `within`.
+    async fn until(
+        &self,
+        what: &str,
+        within: Duration,
+        ok: impl Fn(&selfheal_brain::BrainStats) -> bool,
+    ) {
+        let deadline = Instant::now() + within;
+        while !ok(&self.brain.stats) {
+            let (a, b) = (&self.agent.stats, &self.brain.stats);
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: brain took {} batches, agent made {} (published {}, buffered {}), {} frames",
+                n(&b.batches),
+                n(&a.indicator_batches),
+                n(&a.published),
+                n(&a.buffered),
+                n(&a.frames),
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Lets the simulator finish, then checks that every frame reached the
+    /// agent and every batch the agent made reached the brain, none
+    /// dropped or refused, and no action was applied twice. Returns the
+    /// ground truth and (batches delivered, batches buffered on the way).
+    async fn finish(self) -> (selfheal_sim::platform::Truth, u64, u64) {
+        let ticks = self.sim.tick_counter();
+        let truth = self.sim.finish().await;
+        let ticks = ticks.load(std::sync::atomic::Ordering::SeqCst);
+        let (astats, bstats) = (self.agent.stats.clone(), self.brain.stats.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while !(n(&astats.frames) == ticks && n(&bstats.batches) == n(&astats.indicator_batches))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            (n(&astats.frames), n(&bstats.batches)),
+            (ticks, n(&astats.indicator_batches)),
+            "frames collected of {ticks}; batches the brain took of those the agent made \
+             (agent: published {}, buffered {}, flushed {}, dropped {})",
             n(&astats.published),
             n(&astats.buffered),
-            n(&astats.frames),
+            n(&astats.flushed),
+            n(&astats.overflow_dropped),
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(n(&astats.overflow_dropped), 0);
+        assert_eq!(bstats.rejected_total(), 0, "no batch refused (none twice)");
+        let mut keys: Vec<&String> = truth.actions.iter().map(|a| &a.key).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(
+            keys.len(),
+            truth.actions.len(),
+            "an action applied twice: {:?}",
+            truth.actions
+        );
+        let out = (truth, n(&bstats.batches), n(&astats.buffered));
+        self.agent.shutdown().await;
+        self.brain.shutdown().await;
+        out
     }
+}
+
+/// The node the brain is connected to is killed in the middle of a
+/// bank-channel fault, then another node holding a replica of the stream:
+/// every batch the agent made reaches the brain, and the fault is healed
+/// with every action applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_killed_under_a_fault_costs_no_sample_and_no_action() {
+    let _one = SERIAL.lock().await;
+    let mut nats = NatsCluster::start();
+    let l = durable_loop(&nats, "channel_degradation.toml", 10.0, None).await;
+    l.until("the fault detected", Duration::from_secs(120), |b| {
+        n(&b.incidents) > 0
+    })
+    .await;
     // The brain's node dies as the brain diagnoses and acts.
     nats.kill(1);
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -350,43 +448,40 @@ async fn a_nats_node_killed_under_a_fault_costs_no_sample_and_no_action() {
     nats.kill(2);
     tokio::time::sleep(Duration::from_secs(5)).await;
     nats.restart(2);
-    let ticks = sim.tick_counter();
-    let truth = sim.finish().await;
-    let ticks = ticks.load(Ordering::SeqCst);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !(n(&astats.frames) == ticks && n(&bstats.batches) == n(&astats.indicator_batches))
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        (n(&astats.frames), n(&bstats.batches)),
-        (ticks, n(&astats.indicator_batches)),
-        "frames collected of {ticks}; batches the brain took of those the agent made \
-         (agent: published {}, buffered {}, flushed {}, dropped {})",
-        n(&astats.published),
-        n(&astats.buffered),
-        n(&astats.flushed),
-        n(&astats.overflow_dropped),
-    );
-    assert_eq!(n(&astats.overflow_dropped), 0);
-    assert_eq!(bstats.rejected_total(), 0, "no batch refused (none twice)");
-    let applied: Vec<String> = truth.actions.iter().map(|a| a.key.clone()).collect();
-    let mut once = applied.clone();
-    once.sort();
-    once.dedup();
-    assert_eq!(
-        once.len(),
-        applied.len(),
-        "an action applied twice: {applied:?}"
-    );
+    let (truth, delivered, buffered) = l.finish().await;
+    let applied: Vec<&str> = truth.actions.iter().map(|a| a.key.as_str()).collect();
     assert!(truth.recovered_ms.is_some(), "the fault healed: {truth:?}");
+    assert!(!applied.is_empty());
     eprintln!(
-        "nats node kills: {} batches of {} delivered, {} buffered until acknowledged; actions {applied:?}",
-        n(&bstats.batches),
-        n(&astats.indicator_batches),
-        n(&astats.buffered),
+        "nats node kills: {delivered} batches delivered, all the agent made; {buffered} buffered until acknowledged; actions {applied:?}"
     );
-    agent.shutdown().await;
-    brain.shutdown().await;
+}
+
+/// Every node of the cluster stopped for 60 s under the simulator feed:
+/// the agent keeps its batches (the stream cannot acknowledge them) and
+/// delivers every one when the cluster is back, each stored once; the
+/// brain misses none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_nats_node_stopped_for_60_s_costs_no_sample() {
+    let _one = SERIAL.lock().await;
+    let mut nats = NatsCluster::start();
+    // 340 platform seconds at 4x: 85 s of wall time, 60 of them without a bus.
+    let l = durable_loop(&nats, "control.toml", 4.0, Some(340)).await;
+    l.until("the loop running", Duration::from_secs(30), |b| {
+        n(&b.batches) > 100
+    })
+    .await;
+    for i in 0..3 {
+        nats.kill(i);
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    for i in 0..3 {
+        nats.restart(i);
+    }
+    let (truth, delivered, buffered) = l.finish().await;
+    assert!(truth.actions.is_empty(), "a control run: no action");
+    assert!(buffered > 0, "the outage was felt: batches were kept");
+    eprintln!(
+        "every nats node stopped 60 s: {delivered} batches delivered, all the agent made; {buffered} kept until acknowledged"
+    );
 }

@@ -74,7 +74,7 @@ pub async fn consume(
                 durable_name: Some(durable.to_string()),
                 deliver_policy: consumer::DeliverPolicy::New,
                 ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                ack_wait: Duration::from_secs(10),
                 max_ack_pending: 100_000,
                 ..Default::default()
             },
@@ -83,13 +83,21 @@ pub async fn consume(
         .map_err(|e| err(&e))?;
     let messages = c.messages().await.map_err(|e| err(&e))?;
     let name = s.name.clone();
+    // A message delivered again (its acknowledgement lost with a node)
+    // has a stream sequence already seen and is skipped: each indicator
+    // reaches the brain once. Redeliveries may come after later messages.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
     let stream = messages.filter_map(move |m| {
-        let name = name.clone();
+        let (name, seen) = (name.clone(), seen.clone());
         async move {
             match m {
                 Ok(m) => {
                     if let Err(e) = m.ack().await {
                         warn!(stream = %name, error = %e, "indicator not acknowledged; it comes again");
+                    }
+                    let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    if seq != 0 && !seen.lock().unwrap_or_else(|e| e.into_inner()).first(seq) {
+                        return None;
                     }
                     Some(Message {
                         subject: m.subject.to_string(),
@@ -105,6 +113,60 @@ pub async fn consume(
         }
     });
     Ok(Subscription::new(stream))
+}
+
+/// The stream sequences a consumer has handed over: every one up to
+/// `floor`, and those above it in `above`.
+#[derive(Debug, Default)]
+struct Seen {
+    floor: u64,
+    above: std::collections::BTreeSet<u64>,
+}
+
+/// Most sequences kept above the floor: past this, the floor moves up (a
+/// gap that old is a message the stream no longer has).
+const MAX_ABOVE: usize = 1 << 20;
+
+impl Seen {
+    /// Whether `seq` is handed over for the first time (and notes it).
+    fn first(&mut self, seq: u64) -> bool {
+        if self.floor == 0 && self.above.is_empty() {
+            // The first message: a consumer starts where it stood.
+            self.floor = seq - 1;
+        }
+        if seq <= self.floor || !self.above.insert(seq) {
+            return false;
+        }
+        while self.above.remove(&(self.floor + 1)) {
+            self.floor += 1;
+        }
+        while self.above.len() > MAX_ABOVE {
+            if let Some(lowest) = self.above.pop_first() {
+                self.floor = lowest;
+            }
+            while self.above.remove(&(self.floor + 1)) {
+                self.floor += 1;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seen;
+
+    #[test]
+    fn a_sequence_is_handed_over_once_even_redelivered_late() {
+        let mut s = Seen::default();
+        assert!(s.first(10));
+        assert!(s.first(12), "11 lost in transit, 12 comes first");
+        assert!(!s.first(12), "12 again");
+        assert!(s.first(11), "11 redelivered late is new");
+        assert!(!s.first(11) && !s.first(10));
+        assert_eq!((s.floor, s.above.len()), (12, 0));
+        assert!(s.first(13));
+    }
 }
 
 /// The `[jetstream]` section of the agent's and the brain's
