@@ -148,21 +148,7 @@ fn takeover_trial(kill_point: &'static str) -> Trial {
     let took = wait_for_line(dir.path(), "b.log", "took over", Duration::from_secs(30));
     let takeover = took.saturating_duration_since(died);
 
-    let mut sim = sim;
-    let out = {
-        let mut stdout = sim.0.stdout.take().unwrap();
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
-        s
-    };
-    assert!(sim.0.wait().unwrap().success());
-    let truth: serde_json::Value = serde_json::from_str(&out).expect("ground truth");
-    let applied: Vec<String> = truth["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["key"].as_str().unwrap().to_string())
-        .collect();
+    let (truth, applied) = common::sim_truth(sim);
     let conn = rusqlite::Connection::open(&b_db).unwrap();
     let incident_state: String = conn
         .query_row(
@@ -392,22 +378,7 @@ impl DurableLoop {
         let truth = self.sim.finish().await;
         let ticks = ticks.load(std::sync::atomic::Ordering::SeqCst);
         let (astats, bstats) = (self.agent.stats.clone(), self.brain.stats.clone());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        while !(n(&astats.frames) == ticks && n(&bstats.batches) == n(&astats.indicator_batches))
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(
-            (n(&astats.frames), n(&bstats.batches)),
-            (ticks, n(&astats.indicator_batches)),
-            "frames collected of {ticks}; batches the brain took of those the agent made \
-             (agent: published {}, buffered {}, flushed {}, dropped {})",
-            n(&astats.published),
-            n(&astats.buffered),
-            n(&astats.flushed),
-            n(&astats.overflow_dropped),
-        );
+        common::all_delivered(ticks, &astats, &bstats, Duration::from_secs(90)).await;
         assert_eq!(n(&astats.overflow_dropped), 0);
         assert_eq!(bstats.rejected_total(), 0, "no batch refused (none twice)");
         let mut keys: Vec<&String> = truth.actions.iter().map(|a| &a.key).collect();

@@ -409,14 +409,7 @@ fn a_brain_killed_mid_playbook_resumes_it_without_duplicate_or_loss() {
 
         // Restarted on the same store, while the fault goes on.
         let brain2 = start(&brain_args, "brain running", dir.path().join("brain2.log"));
-        let mut sim = sim;
-        let out = {
-            let mut stdout = sim.0.stdout.take().unwrap();
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
-            s
-        };
-        assert!(sim.0.wait().unwrap().success());
+        let (truth, applied) = common::sim_truth(sim);
         drop(brain2);
         let logs = || {
             let log = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap_or_default();
@@ -442,13 +435,6 @@ fn a_brain_killed_mid_playbook_resumes_it_without_duplicate_or_loss() {
                 log("brain2.log")
             )
         };
-        let truth: serde_json::Value = serde_json::from_str(&out).expect("ground truth");
-        let applied: Vec<&str> = truth["actions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["key"].as_str().unwrap())
-            .collect();
         let mut once = applied.clone();
         once.sort_unstable();
         once.dedup();
@@ -457,7 +443,7 @@ fn a_brain_killed_mid_playbook_resumes_it_without_duplicate_or_loss() {
             applied.len(),
             "{failpoint}: every action was applied exactly once: {applied:?}"
         );
-        assert!(applied.contains(&key.as_str()), "{failpoint}: {applied:?}");
+        assert!(applied.contains(&key), "{failpoint}: {applied:?}");
         let after = rows(&conn);
         assert!(
             after.iter().all(|(_, s, _)| s != "pending"),

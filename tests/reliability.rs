@@ -263,23 +263,7 @@ async fn a_60_s_nats_outage_under_the_simulator_feed_loses_no_sample() {
     let truth = sim.finish().await;
     let ticks = ticks.load(Ordering::SeqCst);
     assert_eq!(ticks, 340, "the run finished: {truth:?}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !(n(&astats.frames) == ticks && n(&bstats.batches) == n(&astats.indicator_batches))
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        (n(&astats.frames), n(&bstats.batches)),
-        (ticks, n(&astats.indicator_batches)),
-        "frames collected of {ticks}; batches the brain took of those the agent made \
-         (agent: published {}, buffered {}, flushed {}, dropped {}, duplicate frames {})",
-        n(&astats.published),
-        n(&astats.buffered),
-        n(&astats.flushed),
-        n(&astats.overflow_dropped),
-        n(&astats.duplicate_frames)
-    );
+    common::all_delivered(ticks, &astats, &bstats, Duration::from_secs(60)).await;
     eprintln!(
         "nats outage 60 s: {ticks} frames of {ticks} collected, {} batches of {} delivered, {} resent frames skipped",
         n(&bstats.batches),

@@ -448,12 +448,7 @@ impl HaConfig {
         if self.state_keep_s < 3_600 {
             p.push("ha.state_keep_s: must be at least 3600".into());
         }
-        let bucket = |b: &str| {
-            !b.is_empty()
-                && b.len() <= 64
-                && b.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        };
+        let bucket = selfheal_bus::stream::valid_name;
         for (k, v) in [
             ("lease_bucket", &self.lease_bucket),
             ("state_bucket", &self.state_bucket),

@@ -115,6 +115,15 @@ pub async fn consume(
     Ok(Subscription::new(stream))
 }
 
+/// Whether `v` may name a JetStream stream, consumer or KV bucket here:
+/// 1-64 chars of `[A-Za-z0-9_-]`.
+pub fn valid_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// The stream sequences a consumer has handed over: every one up to
 /// `floor`, and those above it in `above`.
 #[derive(Debug, Default)]
@@ -215,12 +224,7 @@ impl JetStreamConfig {
     /// Every problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
-        let name = |v: &str| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        };
+        let name = valid_name;
         if !name(&self.stream) {
             p.push("jetstream.stream: must be 1-64 chars of [A-Za-z0-9_-]".into());
         }

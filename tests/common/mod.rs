@@ -356,3 +356,53 @@ impl Drop for NatsCluster {
         }
     }
 }
+
+/// What the simulator `sim` (started with its stdout piped) printed when it
+/// finished: its ground truth, and the keys of the actions the platform
+/// applied, in order.
+pub fn sim_truth(mut sim: Killed) -> (serde_json::Value, Vec<String>) {
+    let mut out = String::new();
+    let mut stdout = sim
+        .0
+        .stdout
+        .take()
+        .expect("the simulator's stdout is piped");
+    std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+    assert!(sim.0.wait().unwrap().success(), "the simulator failed");
+    let truth: serde_json::Value = serde_json::from_str(&out).expect("ground truth");
+    let applied = truth["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["key"].as_str().unwrap().to_string())
+        .collect();
+    (truth, applied)
+}
+
+/// Waits (up to `within`) until the agent collected all `ticks` frames and
+/// the brain took every batch the agent made, then asserts it.
+pub async fn all_delivered(
+    ticks: u64,
+    agent: &selfheal_agent::AgentStats,
+    brain: &selfheal_brain::BrainStats,
+    within: Duration,
+) {
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + within;
+    while !(n(&agent.frames) == ticks && n(&brain.batches) == n(&agent.indicator_batches))
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (n(&agent.frames), n(&brain.batches)),
+        (ticks, n(&agent.indicator_batches)),
+        "frames collected of {ticks}; batches the brain took of those the agent made \
+         (agent: published {}, buffered {}, flushed {}, dropped {}, duplicate frames {})",
+        n(&agent.published),
+        n(&agent.buffered),
+        n(&agent.flushed),
+        n(&agent.overflow_dropped),
+        n(&agent.duplicate_frames)
+    );
+}
