@@ -456,3 +456,106 @@ async fn every_nats_node_stopped_for_60_s_costs_no_sample() {
         "every nats node stopped 60 s: {delivered} batches delivered, all the agent made; {buffered} kept until acknowledged"
     );
 }
+
+/// The lease itself, over a real nats-server: of two holders exactly one
+/// leads; sampled every 5 ms, never both, not when the leader gives the
+/// lease up (the other takes over at its next try) nor when the leader
+/// freezes (its renewals stop: it stops counting itself leader before the
+/// key lapses and the other takes over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_lease_has_one_holder_at_a_time() {
+    use selfheal_bus::{NatsTransport, ha};
+    use tokio_util::sync::CancellationToken;
+
+    let _one = SERIAL.lock().await;
+    let nats = common::NatsServer::start();
+    let ttl = Duration::from_millis(1_500);
+    let buckets = ha::HaBuckets {
+        lease_bucket: "lease_test".into(),
+        state_bucket: "state_test".into(),
+        replicas: 1,
+        ttl,
+        state_max_age: Duration::from_secs(3_600),
+    };
+    let holder = |name: &'static str| {
+        let (url, buckets) = (nats.url(), buckets.clone());
+        async move {
+            let bus = NatsTransport::connect(&url, name).await.unwrap();
+            let (kv, _) = ha::open(bus.client(), &buckets).await.unwrap();
+            let lease = ha::Lease::new(name, ttl);
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(ha::hold(kv, "engine".into(), lease.clone(), stop.clone()));
+            (lease, stop, task)
+        }
+    };
+    let (a, a_stop, a_task) = holder("a").await;
+    // `a` wins first: it tried first on an empty bucket.
+    let t0 = Instant::now();
+    while !a.held() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "nobody leads");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (b, b_stop, b_task) = holder("b").await;
+    // Watches for overlap until `until` holds; returns when it did.
+    let watch = |until: &dyn Fn() -> bool, within: Duration| {
+        let t0 = Instant::now();
+        loop {
+            assert!(!(a.held() && b.held()), "two leaders at once");
+            if until() {
+                return t0.elapsed();
+            }
+            assert!(t0.elapsed() < within, "no takeover in {within:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // Three lease times with `a` leading: `b` never takes it.
+    let steady = tokio::task::block_in_place(|| {
+        watch(
+            &|| Instant::now() >= t0 + 3 * ttl,
+            3 * ttl + Duration::from_secs(5),
+        )
+    });
+    assert!(a.held() && !b.held(), "after {steady:?}");
+    // `a` gives it up (a graceful stop): `b` takes over at its next try.
+    a_stop.cancel();
+    let _ = a_task.await;
+    let handover = tokio::task::block_in_place(|| watch(&|| b.held(), ttl * 2));
+    assert!(
+        handover < ttl,
+        "a given-up lease is taken at the next try: {handover:?}"
+    );
+    // `a` comes back as standby; then `b` freezes (its task aborted, the
+    // key left to lapse): `a` takes over only after `b` stopped leading.
+    let (a, a_stop, a_task) = holder("a").await;
+    std::thread::sleep(ttl);
+    assert!(b.held() && !a.held());
+    b_task.abort();
+    let t_freeze = Instant::now();
+    let mut b_stopped = None;
+    let took = tokio::task::block_in_place(|| {
+        let t0 = Instant::now();
+        loop {
+            if !b.held() && b_stopped.is_none() {
+                b_stopped = Some(t_freeze.elapsed());
+            }
+            assert!(!(a.held() && b.held()), "two leaders at once");
+            if a.held() {
+                return t0.elapsed();
+            }
+            assert!(t0.elapsed() < ttl * 4, "no takeover from a frozen leader");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let stopped = b_stopped.expect("the frozen leader stopped leading first");
+    assert!(stopped < took, "{stopped:?} then {took:?}");
+    assert!(
+        took <= ttl * 3,
+        "a frozen leader is replaced within about a lease time: {took:?}"
+    );
+    eprintln!(
+        "lease {ttl:?}: given up, taken in {handover:?}; frozen leader stopped counting itself leader after {stopped:?}, replaced after {took:?}"
+    );
+    a_stop.cancel();
+    b_stop.cancel();
+    let _ = a_task.await;
+}

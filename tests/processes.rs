@@ -216,6 +216,21 @@ fn bad_configuration_is_refused_with_every_problem() {
         !err.contains("nats://"),
         "the bus is not reached for: {err}"
     );
+    std::fs::write(
+        &bcfg,
+        "[ha]\nlease_ttl_ms = 10\nreplicas = 9\nlease_bucket = \"a.b\"\n[jetstream]\nconsumer = \"\"\nmax_age_s = 1\n",
+    )
+    .unwrap();
+    let (ok, _, err) = selfheal(&brain);
+    assert!(
+        !ok && err.contains("ha.lease_ttl_ms")
+            && err.contains("ha.replicas")
+            && err.contains("ha.lease_bucket")
+            && err.contains("jetstream.consumer")
+            && err.contains("jetstream.max_age_s")
+            && !err.contains("nats://"),
+        "{err}"
+    );
 
     let sc = dir.path().join("s.toml");
     std::fs::write(
