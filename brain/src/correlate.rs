@@ -275,7 +275,6 @@ impl Correlator {
                 if let Some(i) = at {
                     let inc = &mut self.incidents[i];
                     inc.evidence.insert(ev.key.clone(), evidence);
-                    inc.touch();
                     inc.onset = inc.onset.min(ev.onset);
                     inc.last_activity = inc.last_activity.max(ev.ts);
                     return Some((i, false));

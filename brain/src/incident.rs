@@ -378,15 +378,13 @@ impl Incident {
         }
     }
 
-    /// A number that changes whenever something a checkpoint keeps
-    /// changed (its phase, plan, cursor, wait, evidence set).
+    /// A number that changes with every transition a checkpoint must
+    /// keep (its phase, plan, cursor, what it waits for). Evidence joining
+    /// does not change it: it is saved with the next transition (always
+    /// before an action), so that a busy incident is not rewritten at
+    /// each anomaly.
     pub fn revision(&self) -> u64 {
         self.rev
-    }
-
-    /// Notes a change a checkpoint must keep (evidence added).
-    pub fn touch(&mut self) {
-        self.rev += 1;
     }
 
     /// Its checkpoint at event time `now`; `None` once it is finished.
