@@ -57,7 +57,7 @@ pub async fn run(
         acknowledge(&bus, &msg).await;
         let wm = *watermark.borrow();
         let now = clock_now(wm);
-        let batch: IndicatorBatch = match decode(&msg.payload, &limits, now) {
+        let mut batch: IndicatorBatch = match decode(&msg.payload, &limits, now) {
             Ok(b) => b,
             Err(e) => {
                 stats.reject_decode(e.kind());
@@ -81,22 +81,28 @@ pub async fn run(
             batch.samples.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        let mut routed: Vec<ShardBatch> = vec![ShardBatch::default(); n];
+        let each = batch.samples.len() / n + 1;
+        let mut routed: Vec<ShardBatch> = (0..n)
+            .map(|_| ShardBatch {
+                samples: Vec::with_capacity(each),
+                mark: 0,
+            })
+            .collect();
         let mut max_ts = wm;
         let mut refused = 0u64;
-        for s in &batch.samples {
-            let key = SeriesKey::of(&batch, s);
+        for s in std::mem::take(&mut batch.samples) {
+            let (key, ts, value) = SeriesKey::take(&batch, s);
             let id = hasher.hash_one(&key);
-            max_ts = max_ts.max(s.ts);
+            max_ts = max_ts.max(ts);
             if admission
-                .admit(id, &batch.source, &batch.service, s.ts)
+                .admit(id, &batch.source, &batch.service, ts)
                 .is_err()
             {
                 refused += 1;
                 continue;
             }
             if let Some((stage, tx)) = models.as_mut()
-                && let Some(ev) = stage.observe(&batch.service, &s.metric, s.ts, s.value)
+                && let Some(ev) = stage.observe(&batch.service, &key.metric, ts, value)
             {
                 if ev.kind == crate::detect::AnomalyKind::Start {
                     BrainStats::bump(&stats.anomalies);
@@ -108,7 +114,7 @@ pub async fn run(
             }
             routed[(id % n as u64) as usize]
                 .samples
-                .push((key, s.ts, s.value));
+                .push((key, ts, value));
         }
         recent.observe_all(
             routed
