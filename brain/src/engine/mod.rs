@@ -383,7 +383,6 @@ impl Engine {
         self.correlator.incidents[i].detector_saw(&ev.key);
         let inc = &self.correlator.incidents[i];
         if new {
-            BrainStats::bump(&self.stats.incidents);
             let summary = format!(
                 "anomaly on {}: {:.4} against a baseline of {:.4} (onset {} ms before detection)",
                 ev.key,
@@ -394,6 +393,9 @@ impl Engine {
             self.write("incident", |db| {
                 db.open_incident(&inc.id, &inc.service, inc.onset, inc.opened, &summary)
             });
+            // Counted once the store has it: whoever reads the count then
+            // finds the incident.
+            BrainStats::bump(&self.stats.incidents);
             self.publish(i, ev.ts, IncidentState::Opened, summary).await;
         } else {
             let what = match ev.kind {
