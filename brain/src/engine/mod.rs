@@ -133,6 +133,13 @@ impl Engine {
                 Some(d) = decisions.recv() => {
                     if self.leading() {
                         self.on_decide(d, now).await;
+                    } else {
+                        let _ = d.reply.send(crate::act::approval::Decided {
+                            status: crate::act::approval::DecisionStatus::Unavailable,
+                            state: "unknown".into(),
+                            message: "this brain stands by: the brain that leads decides (its selfheal_brain_engine_leading is 1)".into(),
+                            dispatched: None,
+                        });
                     }
                 }
                 Some(a) = alerts.recv(), if self.leading() => {
