@@ -124,6 +124,11 @@ pub struct BrainConfig {
     /// absent.
     #[serde(default)]
     pub jetstream: Option<selfheal_bus::stream::JetStreamConfig>,
+    /// Detection split over worker processes (`[detection]`, with
+    /// `selfheal brain --role detect` and `--role engine`); unused by a
+    /// brain that detects itself.
+    #[serde(default)]
+    pub detection: Option<DetectionConfig>,
     /// SHA-256 (hex) of the bearer token that may read and turn the kill
     /// switch over the API (`/v1/kill-switch`); off when absent.
     #[serde(default)]
@@ -208,6 +213,7 @@ impl Default for BrainConfig {
             remote_write: None,
             ha: None,
             jetstream: None,
+            detection: None,
             admin_token_sha256: None,
             oncall: None,
         }
@@ -243,6 +249,9 @@ impl BrainConfig {
         }
         if let Some(js) = &self.jetstream {
             p.extend(js.validate());
+        }
+        if let Some(d) = &self.detection {
+            p.extend(d.validate());
         }
         if self.audit_anchor_every_s == 0 || self.audit_anchor_every_s > 3600 {
             p.push("audit_anchor_every_s: must be in 1..=3600".into());
@@ -433,6 +442,101 @@ const fn default_ha_replicas() -> usize {
 }
 const fn default_state_keep_s() -> u64 {
     86_400
+}
+
+/// The `[detection]` section: detection split over worker processes, each
+/// detecting the series of its partitions (by service) and publishing what
+/// it finds into a JetStream stream the engines read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// This worker's name among the workers (default `<hostname>-<pid>`);
+    /// 1-64 chars of `[A-Za-z0-9_-]`.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// Partitions the services are hashed into; every worker and engine
+    /// of a group must agree.
+    #[serde(default = "default_partitions")]
+    pub partitions: u16,
+    /// How long a worker's membership lives without renewal, ms: a dead
+    /// worker's partitions move after at most this.
+    #[serde(default = "default_member_ttl_ms")]
+    pub member_ttl_ms: u64,
+    /// The membership KV bucket.
+    #[serde(default = "default_members_bucket")]
+    pub members_bucket: String,
+    /// The stream the workers publish their findings into.
+    #[serde(default = "default_detected_stream")]
+    pub stream: String,
+    /// Copies of the bucket and the stream (3 on a 3-node NATS cluster).
+    #[serde(default = "default_ha_replicas")]
+    pub replicas: usize,
+    /// History a worker's detectors learn from when given partitions, s
+    /// (from the indicator stream; at most what it keeps).
+    #[serde(default = "default_warmup_s")]
+    pub warmup_s: u64,
+}
+
+const fn default_partitions() -> u16 {
+    selfheal_bus::partition::DEFAULT_PARTITIONS
+}
+const fn default_member_ttl_ms() -> u64 {
+    3_000
+}
+fn default_members_bucket() -> String {
+    "selfheal_detect".into()
+}
+fn default_detected_stream() -> String {
+    "SELFHEAL_DETECTED".into()
+}
+const fn default_warmup_s() -> u64 {
+    600
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        DetectionConfig {
+            worker: None,
+            partitions: default_partitions(),
+            member_ttl_ms: default_member_ttl_ms(),
+            members_bucket: default_members_bucket(),
+            stream: default_detected_stream(),
+            replicas: default_ha_replicas(),
+            warmup_s: default_warmup_s(),
+        }
+    }
+}
+
+impl DetectionConfig {
+    /// Every problem, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let name = selfheal_bus::stream::valid_name;
+        if let Some(w) = &self.worker
+            && !name(w)
+        {
+            p.push("detection.worker: must be 1-64 chars of [A-Za-z0-9_-]".into());
+        }
+        if !(1..=4096).contains(&self.partitions) {
+            p.push("detection.partitions: must be in 1..=4096".into());
+        }
+        if !(1_000..=60_000).contains(&self.member_ttl_ms) {
+            p.push("detection.member_ttl_ms: must be in 1000..=60000".into());
+        }
+        if !name(&self.members_bucket) {
+            p.push("detection.members_bucket: must be 1-64 chars of [A-Za-z0-9_-]".into());
+        }
+        if !name(&self.stream) {
+            p.push("detection.stream: must be 1-64 chars of [A-Za-z0-9_-]".into());
+        }
+        if !(1..=5).contains(&self.replicas) {
+            p.push("detection.replicas: must be in 1..=5".into());
+        }
+        if self.warmup_s > 86_400 {
+            p.push("detection.warmup_s: must be at most 86400".into());
+        }
+        p
+    }
 }
 
 impl HaConfig {

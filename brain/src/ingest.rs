@@ -16,7 +16,8 @@ use crate::{
 
 /// Where accepted samples go.
 pub struct Routes {
-    /// The detector shards, by series hash.
+    /// The detector shards, by series hash (none at an engine whose
+    /// detection runs in workers).
     pub shards: Vec<mpsc::Sender<ShardBatch>>,
     /// The multivariate stage and where its anomalies go, when models
     /// are loaded.
@@ -25,7 +26,39 @@ pub struct Routes {
     pub recent: Arc<crate::recent::Recent>,
     /// Which series are taken (caps in all, per source, per service).
     pub admission: crate::admit::Admission,
+    /// A detection worker's share of the series (see [`Partitioned`]).
+    pub partitioned: Option<Partitioned>,
+    /// At an engine whose detection runs in workers: after each message
+    /// of the indicator stream, its sequence and the watermark then.
+    pub progress: Option<mpsc::Sender<(u64, i64)>>,
 }
+
+/// The messages of the indicator stream since a wall-clock time (ms) up
+/// to a sequence: a worker's warm-up on partitions it is given.
+pub type Replay = Arc<
+    dyn Fn(i64, u64) -> futures::future::BoxFuture<'static, Result<Subscription, selfheal_bus::BusError>>
+        + Send
+        + Sync,
+>;
+
+/// A detection worker's share: only the series of the partitions it owns
+/// are decoded and detected (the rest are passed over unread), and on
+/// partitions it is given the detectors first learn the last
+/// `warmup_ms` of their history, quietly.
+pub struct Partitioned {
+    /// Partitions in all.
+    pub partitions: u16,
+    /// The partitions this worker owns, as membership changes.
+    pub owned: watch::Receiver<Arc<Vec<u16>>>,
+    /// Reads the history for a warm-up.
+    pub replay: Replay,
+    /// How much history a warm-up reads, ms.
+    pub warmup_ms: i64,
+}
+
+/// How long a passed-over message's sequence may wait before the shards
+/// hear of it (so that the worker's progress moves without samples).
+const MARK_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Runs until `stop` fires or the subscription ends; the bus answers
 /// batches sent as requests (acknowledgements).
@@ -40,111 +73,267 @@ pub async fn run(
 ) {
     let Routes {
         shards,
-        mut models,
+        models,
         recent,
-        mut admission,
+        admission,
+        mut partitioned,
+        progress,
     } = routes;
-    // A fixed hasher: a series lands on the same shard in every run.
-    let hasher =
-        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
-    let n = shards.len().max(1);
+    let mut ingest = Ingest {
+        shards,
+        models,
+        recent,
+        admission,
+        bus,
+        subjects,
+        watermark,
+        limits,
+        stats,
+        // A fixed hasher: a series lands on the same shard in every run.
+        hasher: Default::default(),
+    };
+    let mut owned = vec![false; partitioned.as_ref().map_or(0, |p| p.partitions as usize)];
+    // A passed-over sequence the shards have not heard of yet, and when
+    // they must.
+    let mut unmarked: Option<(u64, tokio::time::Instant)> = None;
     loop {
+        let flush_at = unmarked.map(|(_, at)| at);
         let msg = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
+                if let Some((seq, _)) = unmarked.take()
+                    && ingest.mark(seq).await.is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             m = sub.next() => match m { Some(m) => m, None => break },
         };
-        acknowledge(&bus, &msg).await;
-        let wm = *watermark.borrow();
+        if let Some(p) = partitioned.as_mut() {
+            if p.owned.has_changed().unwrap_or(false) {
+                let now: Arc<Vec<u16>> = p.owned.borrow_and_update().clone();
+                let mut gained = vec![false; owned.len()];
+                let mut any = false;
+                for (i, o) in owned.iter_mut().enumerate() {
+                    let has = now.contains(&(i as u16));
+                    if has && !*o {
+                        gained[i] = true;
+                        any = true;
+                    }
+                    *o = has;
+                }
+                if any && msg.seq > 1 {
+                    let Ok(()) = ingest.warm_up(p, &gained, msg.seq - 1).await else {
+                        return;
+                    };
+                }
+            }
+            let mine = selfheal_bus::partition::service_of(&msg.subject)
+                .map(|s| selfheal_bus::partition::of_service(s, p.partitions) as usize)
+                .is_some_and(|i| owned[i]);
+            if !mine {
+                BrainStats::bump(&ingest.stats.batches_passed_over);
+                let at = unmarked.map_or_else(|| tokio::time::Instant::now() + MARK_EVERY, |u| u.1);
+                unmarked = Some((msg.seq, at));
+                continue;
+            }
+        }
+        unmarked = None;
+        if ingest.take(&msg, false).await.is_err() {
+            return;
+        }
+        if let Some(tx) = &progress {
+            let wm = *ingest.watermark.borrow();
+            if tx.send((msg.seq, wm)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The receiver gone: ingest stops.
+struct Gone;
+
+/// Ingest's state between messages.
+struct Ingest {
+    shards: Vec<mpsc::Sender<ShardBatch>>,
+    models: Option<(ModelStage, mpsc::Sender<Detected>)>,
+    recent: Arc<crate::recent::Recent>,
+    admission: crate::admit::Admission,
+    bus: selfheal_bus::Bus,
+    subjects: Subjects,
+    watermark: watch::Sender<i64>,
+    limits: Limits,
+    stats: Arc<BrainStats>,
+    hasher: std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>,
+}
+
+impl Ingest {
+    /// Tells every shard that the stream is read up to `seq`.
+    async fn mark(&self, seq: u64) -> Result<(), Gone> {
+        let wm = *self.watermark.borrow();
+        for tx in &self.shards {
+            let b = ShardBatch {
+                samples: Vec::new(),
+                mark: wm,
+                seq,
+                quiet: false,
+            };
+            tx.send(b).await.map_err(|_| Gone)?;
+        }
+        Ok(())
+    }
+
+    /// Feeds the detectors the history of the `gained` partitions up to
+    /// sequence `until`, quietly; then has the shards send each series'
+    /// state at its end.
+    async fn warm_up(&mut self, p: &Partitioned, gained: &[bool], until: u64) -> Result<(), Gone> {
+        let started = std::time::Instant::now();
+        let mut sub = match (p.replay)(wall_ms() - p.warmup_ms, until).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "no warm-up: the given partitions start cold");
+                return Ok(());
+            }
+        };
+        let (mut read, mut taken) = (0u64, 0u64);
+        while let Some(m) = sub.next().await {
+            read += 1;
+            let mine = selfheal_bus::partition::service_of(&m.subject)
+                .map(|s| selfheal_bus::partition::of_service(s, p.partitions) as usize)
+                .is_some_and(|i| gained[i]);
+            if mine {
+                taken += 1;
+                self.take(&m, true).await?;
+            }
+        }
+        self.mark(until).await?;
+        BrainStats::bump(&self.stats.partitions_taken);
+        let n = gained.iter().filter(|g| **g).count();
+        tracing::info!(partitions = n, read, taken, ms = started.elapsed().as_millis() as u64, "partitions taken, detectors warmed up");
+        Ok(())
+    }
+
+    /// Decodes one indicator batch and routes its samples; `quiet` for a
+    /// warm-up (see [`ShardBatch::quiet`]).
+    async fn take(&mut self, msg: &selfheal_bus::Message, quiet: bool) -> Result<(), Gone> {
+        let stats = self.stats.clone();
+        let stats = &*stats;
+        if !quiet {
+            acknowledge(&self.bus, msg).await;
+        }
+        let wm = *self.watermark.borrow();
         let now = clock_now(wm);
+        let limits = Limits {
+            // A warm-up reads history: as old as the stream keeps.
+            max_skew_ms: if quiet { i64::MAX / 4 } else { self.limits.max_skew_ms },
+            ..self.limits
+        };
         let mut batch: IndicatorBatch = match decode(&msg.payload, &limits, now) {
             Ok(b) => b,
             Err(e) => {
-                stats.reject_decode(e.kind());
-                if let Some(held) = stats.reject_log.allow() {
-                    warn!(subject = %msg.subject, reason = e.kind().reason(), error = %e, held_back = held, "indicator batch rejected");
+                if !quiet {
+                    stats.reject_decode(e.kind());
+                    if let Some(held) = stats.reject_log.allow() {
+                        warn!(subject = %msg.subject, reason = e.kind().reason(), error = %e, held_back = held, "indicator batch rejected");
+                    }
+                    stats.progress.notify_waiters();
                 }
-                stats.progress.notify_waiters();
-                continue;
+                return Ok(());
             }
         };
-        if msg.subject != subjects.indicators(batch.layer, &batch.idc, &batch.service) {
-            stats.reject("subject_mismatch");
-            if let Some(held) = stats.reject_log.allow() {
-                warn!(subject = %msg.subject, held_back = held, "indicator batch on the wrong subject rejected");
+        if msg.subject != self.subjects.indicators(batch.layer, &batch.idc, &batch.service) {
+            if !quiet {
+                stats.reject("subject_mismatch");
+                if let Some(held) = stats.reject_log.allow() {
+                    warn!(subject = %msg.subject, held_back = held, "indicator batch on the wrong subject rejected");
+                }
+                stats.progress.notify_waiters();
             }
-            stats.progress.notify_waiters();
-            continue;
+            return Ok(());
         }
-        BrainStats::bump(&stats.batches);
-        stats.samples.fetch_add(
-            batch.samples.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        if !quiet {
+            BrainStats::bump(&stats.batches);
+            stats.samples.fetch_add(
+                batch.samples.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        let n = self.shards.len().max(1);
         let each = batch.samples.len() / n + 1;
         let mut routed: Vec<ShardBatch> = (0..n)
             .map(|_| ShardBatch {
                 samples: Vec::with_capacity(each),
                 mark: 0,
+                seq: msg.seq,
+                quiet,
             })
             .collect();
         let mut max_ts = wm;
         let mut refused = 0u64;
         for s in std::mem::take(&mut batch.samples) {
             let (key, ts, value) = SeriesKey::take(&batch, s);
-            let id = hasher.hash_one(&key);
-            max_ts = max_ts.max(ts);
-            if admission
+            let id = self.hasher.hash_one(&key);
+            if !quiet {
+                max_ts = max_ts.max(ts);
+            }
+            if self
+                .admission
                 .admit(id, &batch.source, &batch.service, ts)
                 .is_err()
             {
                 refused += 1;
                 continue;
             }
-            if let Some((stage, tx)) = models.as_mut()
+            if !quiet
+                && let Some((stage, tx)) = self.models.as_mut()
                 && let Some(ev) = stage.observe(&batch.service, &key.metric, ts, value)
             {
                 if ev.kind == crate::detect::AnomalyKind::Start {
                     BrainStats::bump(&stats.anomalies);
                 }
                 BrainStats::bump(&stats.transitions);
-                if tx.send(Detected::Anomaly(Box::new(ev))).await.is_err() {
-                    return;
-                }
+                tx.send(Detected::Anomaly(Box::new(ev))).await.map_err(|_| Gone)?;
             }
             routed[(id % n as u64) as usize]
                 .samples
                 .push((key, ts, value));
         }
-        recent.observe_all(
-            routed
-                .iter()
-                .flat_map(|b| b.samples.iter().map(|(k, ts, v)| (k, *ts, *v))),
-        );
+        if !quiet {
+            self.recent.observe_all(
+                routed
+                    .iter()
+                    .flat_map(|b| b.samples.iter().map(|(k, ts, v)| (k, *ts, *v))),
+            );
+        }
         if refused > 0
+            && !quiet
             && let Some(total) = stats.refuse_series(&batch.source, refused)
         {
-            raise_series_cap(&bus, &subjects, &batch.source, total, max_ts).await;
+            raise_series_cap(&self.bus, &self.subjects, &batch.source, total, max_ts).await;
         }
-        admission.sweep(max_ts);
+        self.admission.sweep(max_ts);
         // Every shard hears when the watermark moves, even one with no
         // sample of this batch, so the engine knows how far all have come.
-        let moved = max_ts > wm;
-        for (tx, mut b) in shards.iter().zip(routed) {
-            if b.samples.is_empty() && !moved {
+        let moved = max_ts > wm || msg.seq != 0;
+        for (tx, mut b) in self.shards.iter().zip(routed) {
+            if b.samples.is_empty() && (!moved || quiet) {
                 continue;
             }
             b.mark = max_ts;
-            if tx.send(b).await.is_err() {
-                return;
-            }
+            tx.send(b).await.map_err(|_| Gone)?;
         }
-        stats.progress.notify_waiters();
-        watermark.send_if_modified(|w| {
-            let moved = max_ts > *w;
-            *w = (*w).max(max_ts);
-            moved
-        });
+        if !quiet {
+            stats.progress.notify_waiters();
+            self.watermark.send_if_modified(|w| {
+                let moved = max_ts > *w;
+                *w = (*w).max(max_ts);
+                moved
+            });
+        }
+        Ok(())
     }
 }
 

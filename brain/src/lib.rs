@@ -175,7 +175,8 @@ pub struct BrainHandle {
     pub api_addr: Option<std::net::SocketAddr>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    store: Arc<store::Store>,
+    /// None at a detection worker, which keeps no store.
+    store: Option<Arc<store::Store>>,
 }
 
 impl BrainHandle {
@@ -187,7 +188,9 @@ impl BrainHandle {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
-        let store = self.store;
+        let Some(store) = self.store else {
+            return;
+        };
         let last = store.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || last.anchor()).await {
             tracing::warn!(error = %e, "audit anchor at shutdown failed");
@@ -233,6 +236,120 @@ impl Brain {
         self,
         cluster: Option<engine::Cluster>,
         indicators: Option<selfheal_bus::Subscription>,
+    ) -> Result<BrainHandle, StartError> {
+        self.start(cluster, indicators, None).await
+    }
+
+    /// [`Brain::spawn_with`] as an engine whose detection runs in worker
+    /// processes (`--role engine`): the workers' findings are read from
+    /// `detected` (the detection stream, see [`detect::remote`]); the
+    /// indicators, read from `indicators` (the indicator stream), only
+    /// keep the recent window and the clock.
+    pub async fn spawn_engine(
+        self,
+        cluster: Option<engine::Cluster>,
+        indicators: selfheal_bus::Subscription,
+        detected: selfheal_bus::Subscription,
+    ) -> Result<BrainHandle, StartError> {
+        self.start(cluster, Some(indicators), Some(detected)).await
+    }
+
+    /// A detection worker (`--role detect`): decodes and detects only the
+    /// series of the partitions it owns (`share`), and publishes what it
+    /// finds through `outlet`. It keeps no store and acts on nothing; its
+    /// API, when it listens, serves `/healthz` and `/metrics`.
+    pub async fn spawn_detector(
+        self,
+        indicators: selfheal_bus::Subscription,
+        share: ingest::Partitioned,
+        outlet: detect::remote::Outlet,
+    ) -> Result<BrainHandle, StartError> {
+        let cfg = self.config;
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(StartError::Config(problems));
+        }
+        let stats = Arc::new(BrainStats::default());
+        let stop = CancellationToken::new();
+        let (detected_tx, detected_rx) = mpsc::channel(4096);
+        let classes =
+            Arc::new(detect::MetricClasses::new(&cfg.metric_class).map_err(StartError::Config)?);
+        let mut tasks = Vec::new();
+        let mut shard_txs = Vec::new();
+        for index in 0..cfg.shards {
+            let (tx, rx) = mpsc::channel(1024);
+            shard_txs.push(tx);
+            tasks.push(tokio::spawn(detect::shard::run(
+                index,
+                rx,
+                detected_tx.clone(),
+                (cfg.detector.clone(), (cfg.series.idle_s * 1000) as i64),
+                classes.clone(),
+                stats.clone(),
+                stop.clone(),
+            )));
+        }
+        drop(detected_tx);
+        tasks.push(tokio::spawn(detect::remote::publish(
+            detected_rx,
+            cfg.shards,
+            outlet,
+            stats.clone(),
+            stop.clone(),
+        )));
+        let limits = Limits {
+            max_bytes: cfg.max_message_bytes,
+            max_skew_ms: (cfg.max_skew_s * 1000) as i64,
+            max_items: 10_000,
+        };
+        let (wm_tx, _) = watch::channel(0i64);
+        tasks.push(tokio::spawn(ingest::run(
+            indicators,
+            (self.bus.clone(), self.subjects.clone()),
+            ingest::Routes {
+                shards: shard_txs,
+                models: None,
+                recent: Arc::new(recent::Recent::default()),
+                admission: admit::Admission::new(cfg.series),
+                partitioned: Some(share),
+                progress: None,
+            },
+            wm_tx,
+            limits,
+            stats.clone(),
+            stop.clone(),
+        )));
+        let mut api_addr = None;
+        if let Some(addr) = cfg.listen {
+            let (bound, join) = api::serve_with(
+                addr,
+                api::ApiState::stats_only(stats.clone(), cfg.refusals_per_minute),
+                stop.clone(),
+                cfg.http,
+            )
+            .await
+            .map_err(|e| StartError::Config(vec![format!("listen: cannot bind {addr}: {e}")]))?;
+            api_addr = Some(bound);
+            tasks.push(join);
+        }
+        tasks.push(tokio::spawn(summarize_rejections(
+            stats.clone(),
+            stop.clone(),
+        )));
+        Ok(BrainHandle {
+            stats,
+            stop,
+            tasks,
+            api_addr,
+            store: None,
+        })
+    }
+
+    async fn start(
+        self,
+        cluster: Option<engine::Cluster>,
+        indicators: Option<selfheal_bus::Subscription>,
+        detected: Option<selfheal_bus::Subscription>,
     ) -> Result<BrainHandle, StartError> {
         let cfg = self.config;
         let problems = cfg.validate();
@@ -335,7 +452,8 @@ impl Brain {
         let mut shard_txs = Vec::new();
         let classes =
             Arc::new(detect::MetricClasses::new(&cfg.metric_class).map_err(StartError::Config)?);
-        for index in 0..cfg.shards {
+        let local_shards = if detected.is_some() { 0 } else { cfg.shards };
+        for index in 0..local_shards {
             let (tx, rx) = mpsc::channel(1024);
             shard_txs.push(tx);
             tasks.push(tokio::spawn(detect::shard::run(
@@ -348,12 +466,28 @@ impl Brain {
                 stop.clone(),
             )));
         }
-        drop(anomaly_tx);
         let limits = Limits {
             max_bytes: cfg.max_message_bytes,
             max_skew_ms: (cfg.max_skew_s * 1000) as i64,
             max_items: 10_000,
         };
+        let progress = match detected {
+            None => None,
+            Some(sub) => {
+                let (tx, rx) = mpsc::channel(4096);
+                tasks.push(tokio::spawn(detect::remote::receive(
+                    sub,
+                    rx,
+                    anomaly_tx.clone(),
+                    cfg.detection.clone().unwrap_or_default().partitions,
+                    limits,
+                    stats.clone(),
+                    stop.clone(),
+                )));
+                Some(tx)
+            }
+        };
+        drop(anomaly_tx);
         tasks.push(tokio::spawn(ingest::run_context(
             ingest::ContextSubs {
                 changes: changes_sub,
@@ -375,6 +509,8 @@ impl Brain {
                 models,
                 recent: recent.clone(),
                 admission: admit::Admission::new(cfg.series),
+                partitioned: None,
+                progress,
             },
             wm_tx,
             limits,
@@ -462,7 +598,7 @@ impl Brain {
                 decisions: decisions_rx,
                 alerts: alerts_rx,
             },
-            cfg.shards,
+            local_shards.max(1),
             stop.clone(),
         )));
         let anchor_bus = (self.bus.clone(), self.subjects.audit_anchor());
@@ -548,7 +684,7 @@ impl Brain {
             stop,
             tasks,
             api_addr,
-            store,
+            store: Some(store),
         })
     }
 }

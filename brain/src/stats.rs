@@ -71,6 +71,17 @@ pub struct BrainStats {
     pub takeovers: AtomicU64,
     /// Writes of the replicated engine state that failed (`[ha]`).
     pub replica_write_failures: AtomicU64,
+    /// Indicator batches a detection worker passed over unread: another
+    /// worker's partitions.
+    pub batches_passed_over: AtomicU64,
+    /// Times a detection worker was given partitions (and warmed them up).
+    pub partitions_taken: AtomicU64,
+    /// Detection batches a worker published (anomalies and progress).
+    pub detected_published: AtomicU64,
+    /// Detection batches a worker could not publish yet (kept, sent again).
+    pub detected_publish_failures: AtomicU64,
+    /// Anomaly transitions an engine received from detection workers.
+    pub remote_anomalies: AtomicU64,
     /// 1 while this brain's engine leads (always, without `[ha]`).
     pub engine_leading: AtomicU64,
     /// Playbook runs that failed (script error, limit hit).
@@ -481,6 +492,31 @@ impl BrainStats {
                 "selfheal_brain_replica_write_failures_total",
                 "Writes of the replicated engine state that failed.",
                 &self.replica_write_failures,
+            ),
+            (
+                "selfheal_brain_batches_passed_over_total",
+                "Indicator batches a detection worker passed over: other workers' partitions.",
+                &self.batches_passed_over,
+            ),
+            (
+                "selfheal_brain_partitions_taken_total",
+                "Times this detection worker was given partitions and warmed them up.",
+                &self.partitions_taken,
+            ),
+            (
+                "selfheal_brain_detected_published_total",
+                "Detection batches this worker published.",
+                &self.detected_published,
+            ),
+            (
+                "selfheal_brain_detected_publish_failures_total",
+                "Detection batches this worker could not publish yet (kept, sent again).",
+                &self.detected_publish_failures,
+            ),
+            (
+                "selfheal_brain_remote_anomalies_total",
+                "Anomaly transitions this engine received from detection workers.",
+                &self.remote_anomalies,
             ),
             (
                 "selfheal_brain_playbook_errors_total",

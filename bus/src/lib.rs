@@ -21,6 +21,8 @@
 //! - [`lograte`]: rate-limited logging of per-message problems.
 //! - [`ha`]: high availability over NATS JetStream: a leadership lease and
 //!   replicated state in KV buckets.
+//! - [`partition`]: which detection worker detects which series
+//!   (partitions by service, membership in a KV bucket, warm-up replay).
 //! - [`stream`]: indicators through a JetStream stream (acknowledged
 //!   publishing, a durable consumer per brain).
 //! - [`transport`]: the [`Transport`](transport::Transport) trait every bus
@@ -36,6 +38,7 @@ pub mod lograte;
 pub mod message;
 pub mod names;
 pub mod nats;
+pub mod partition;
 pub mod prom;
 pub mod stream;
 pub mod subject;

@@ -119,6 +119,7 @@ impl Transport for LocalTransport {
             subject: subject.to_string(),
             reply: None,
             payload,
+            seq: 0,
         });
         Ok(())
     }
@@ -151,6 +152,7 @@ impl Transport for LocalTransport {
             subject: subject.to_string(),
             reply: Some(inbox),
             payload,
+            seq: 0,
         };
         if self.deliver(msg) == 0 {
             return Err(BusError::NoResponders(subject.to_string()));

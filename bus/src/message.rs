@@ -585,7 +585,8 @@ versioned!(
     ActionRequest,
     ActionReply,
     IncidentEvent,
-    Announcement
+    Announcement,
+    DetectedBatch
 );
 
 /// What an agent sees of the platform, published on
@@ -616,6 +617,84 @@ pub struct AnnouncedService {
     /// Its instances in the agent's IDC.
     #[serde(default)]
     pub instances: Vec<String>,
+}
+
+/// What a detection worker found, published on `<prefix>.det.<worker>`
+/// into the detection stream: anomaly transitions of the series of its
+/// partitions, and how far it has read the indicator stream for them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectedBatch {
+    /// Wire version.
+    pub v: u16,
+    /// The worker.
+    pub worker: String,
+    /// The partitions it detects (see `partition`).
+    pub partitions: Vec<u16>,
+    /// Every indicator of those partitions up to this sequence of the
+    /// indicator stream has been looked at, its transitions in this batch
+    /// or an earlier one.
+    pub upto: u64,
+    /// Transitions, in the order found.
+    #[serde(default)]
+    pub anomalies: Vec<AnomalyReport>,
+}
+
+/// One anomaly transition of one series.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyReport {
+    /// The series.
+    pub key: SeriesKey,
+    /// Time of the sample that caused it, ms since the epoch.
+    pub ts: i64,
+    /// `true` when the series became anomalous, `false` when it is back.
+    pub start: bool,
+    /// First bad sample (a start), or `ts` (an end).
+    pub onset: i64,
+    /// The sample's value.
+    pub value: f64,
+    /// The baseline it was compared with.
+    pub baseline: f64,
+    /// Score in [0, 1].
+    pub score: f64,
+    /// Which way is bad: `up`, `down` or `both`.
+    pub direction: String,
+    /// What the series measures (`errors`, `latency`, `cpu`...).
+    pub class: String,
+}
+
+impl Validate for DetectedBatch {
+    fn validate(&self, b: &Bounds) -> Result<(), Invalid> {
+        name(&self.worker)?;
+        if self.partitions.len() > u16::MAX as usize || self.anomalies.len() > b.max_items {
+            return Err(Invalid::TooMany);
+        }
+        for a in &self.anomalies {
+            if ![a.value, a.baseline, a.score].iter().all(|v| v.is_finite()) {
+                return Err(Invalid::NonFinite);
+            }
+            let k = &a.key;
+            name(&k.idc)?;
+            name(&k.service)?;
+            name(&k.metric)?;
+            opt_name(&k.scene)?;
+            opt_name(&k.link)?;
+            opt_name(&k.instance)?;
+            if k.labels.len() > MAX_LABELS {
+                return Err(Invalid::TooMany);
+            }
+            for (k, v) in &k.labels {
+                name(k)?;
+                name(v)?;
+            }
+            if !matches!(a.direction.as_str(), "up" | "down" | "both") {
+                return Err(Invalid::OutOfRange);
+            }
+            name(&a.class)?;
+        }
+        Ok(())
+    }
 }
 
 impl Validate for Announcement {

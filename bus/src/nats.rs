@@ -90,6 +90,7 @@ impl Transport for NatsTransport {
             subject: m.subject.to_string(),
             reply: m.reply.map(|r| r.to_string()),
             payload: m.payload,
+            seq: 0,
         })))
     }
 

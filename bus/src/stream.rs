@@ -103,6 +103,7 @@ pub async fn consume(
                         subject: m.subject.to_string(),
                         reply: None,
                         payload: m.payload.clone(),
+                        seq,
                     })
                 }
                 Err(e) => {
@@ -113,6 +114,21 @@ pub async fn consume(
         }
     });
     Ok(Subscription::new(stream))
+}
+
+/// [`consume`] from the stream's next message on, whatever the durable
+/// consumer `durable` had left (a detection worker: what it missed while
+/// away, its partitions' new owners took).
+pub async fn consume_from_now(
+    client: &async_nats::Client,
+    s: &IndicatorStream,
+    durable: &str,
+) -> Result<Subscription, BusError> {
+    if let Ok(st) = context(client).get_stream(&s.name).await {
+        // Absent is fine; any other failure shows in consume below.
+        let _ = st.delete_consumer(durable).await;
+    }
+    consume(client, s, durable).await
 }
 
 /// Whether `v` may name a JetStream stream, consumer or KV bucket here:

@@ -6,6 +6,7 @@
 //! | `<p>.change.<service>` | [`ChangeEvent`](crate::ChangeEvent) |
 //! | `<p>.hot.<service>` | [`HotspotReport`](crate::HotspotReport) |
 //! | `<p>.act.<service>` | [`ActionRequest`](crate::ActionRequest) → [`ActionReply`](crate::ActionReply) |
+//! | `<p>.det.<worker>` | [`DetectedBatch`](crate::DetectedBatch) (detection workers) |
 //! | `<p>.incident.<id>` | [`IncidentEvent`](crate::IncidentEvent) |
 //! | `<p>.sim.feed`, `<p>.sim.ctl`, `<p>.sim.event` | the simulator's own telemetry export, control and ground-truth events |
 
@@ -74,6 +75,16 @@ impl Subjects {
     /// Every announcement subject.
     pub fn all_announce(&self) -> String {
         format!("{}.announce.*", self.prefix)
+    }
+
+    /// What detection worker `worker` found.
+    pub fn detected(&self, worker: &str) -> String {
+        format!("{}.det.{worker}", self.prefix)
+    }
+
+    /// Every detection worker's findings.
+    pub fn all_detected(&self) -> String {
+        format!("{}.det.*", self.prefix)
     }
 
     /// Action requests for a service's actuator.

@@ -18,6 +18,8 @@ pub struct Message {
     pub reply: Option<String>,
     /// The bytes.
     pub payload: Bytes,
+    /// Its sequence in a JetStream stream, when read from one (else 0).
+    pub seq: u64,
 }
 
 /// A stream of messages matching one pattern. Dropping it unsubscribes.

@@ -59,6 +59,21 @@ pub struct ApiState {
     pub remote_write: Option<RemoteWriteHook>,
 }
 
+impl ApiState {
+    /// Only `/healthz` and `/metrics` (a detection worker's API).
+    pub fn stats_only(stats: Arc<BrainStats>, refusals_per_minute: u32) -> Self {
+        ApiState {
+            stats,
+            changes: None,
+            kill: None,
+            oncall: None,
+            limit: Arc::new(limit::RefusalLimit::per_minute(refusals_per_minute)),
+            alerts: None,
+            remote_write: None,
+        }
+    }
+}
+
 /// Prometheus' remote_write: its token, the intake's memory, and the bus
 /// its indicators go out on.
 #[derive(Clone)]

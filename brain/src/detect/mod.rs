@@ -14,6 +14,7 @@ pub mod class;
 pub mod hysteresis;
 pub mod model;
 pub mod offline;
+pub mod remote;
 pub mod shard;
 pub mod streaming;
 

@@ -51,6 +51,14 @@ pub struct ShardBatch {
     pub samples: Vec<(SeriesKey, i64, f64)>,
     /// The watermark after this batch, ms.
     pub mark: i64,
+    /// The indicator stream's sequence of the message the samples came
+    /// in, when read from one (a detection worker's progress), else 0.
+    pub seq: u64,
+    /// A warm-up: the detectors learn from these samples (older than any
+    /// seen, skipped) and hold their transitions back; the next batch
+    /// that is not quiet first sends, per series, the last one held,
+    /// which is the series' state at the end of the warm-up.
+    pub quiet: bool,
 }
 
 /// What detection hands the engine: anomaly transitions, and each shard's
@@ -67,6 +75,9 @@ pub enum Detected {
         shard: usize,
         /// The watermark, ms.
         ts: i64,
+        /// The indicator stream's sequence handled up to (see
+        /// [`ShardBatch::seq`]).
+        seq: u64,
     },
 }
 
@@ -87,6 +98,7 @@ pub async fn run(
 ) {
     let mut series: HashMap<SeriesKey, (Detector, MetricClass, i64)> = HashMap::new();
     let mut swept_at = i64::MIN;
+    let mut held: std::collections::BTreeMap<SeriesKey, AnomalyEvent> = Default::default();
     loop {
         let batch = tokio::select! {
             biased;
@@ -94,6 +106,14 @@ pub async fn run(
             b = rx.recv() => match b { Some(b) => b, None => break },
         };
         let n = batch.samples.len() as u64;
+        if !batch.quiet {
+            for (_, ev) in std::mem::take(&mut held) {
+                BrainStats::bump(&stats.transitions);
+                if tx.send(Detected::Anomaly(Box::new(ev))).await.is_err() {
+                    return;
+                }
+            }
+        }
         for (key, ts, value) in batch.samples {
             let (det, class, last) = match series.get_mut(&key) {
                 Some(d) => d,
@@ -105,9 +125,12 @@ pub async fn run(
                     let class = classes.classify(&key.metric);
                     series
                         .entry(key.clone())
-                        .or_insert_with(|| (Detector::new(class.direction), class, ts))
+                        .or_insert_with(|| (Detector::new(class.direction), class, i64::MIN))
                 }
             };
+            if batch.quiet && ts <= *last {
+                continue;
+            }
             *last = (*last).max(ts);
             let (direction, class) = (class.direction, class.name.clone());
             let ev = match det.update(ts, value, &cfg) {
@@ -117,7 +140,9 @@ pub async fn run(
                     baseline,
                     score,
                 }) => {
-                    BrainStats::bump(&stats.anomalies);
+                    if !batch.quiet {
+                        BrainStats::bump(&stats.anomalies);
+                    }
                     AnomalyEvent {
                         key,
                         ts,
@@ -142,6 +167,10 @@ pub async fn run(
                     class,
                 },
             };
+            if batch.quiet {
+                held.insert(ev.key.clone(), ev);
+                continue;
+            }
             BrainStats::bump(&stats.transitions);
             if tx.send(Detected::Anomaly(Box::new(ev))).await.is_err() {
                 warn!("engine gone, shard stopping");
@@ -161,6 +190,7 @@ pub async fn run(
             .send(Detected::Mark {
                 shard: index,
                 ts: batch.mark,
+                seq: batch.seq,
             })
             .await
             .is_err()

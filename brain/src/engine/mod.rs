@@ -163,7 +163,7 @@ impl Engine {
                             pending.push(*ev);
                             transitions += 1;
                         }
-                        Some(Detected::Mark { shard, ts }) => {
+                        Some(Detected::Mark { shard, ts, .. }) => {
                             if let Some(m) = marks.get_mut(shard) {
                                 *m = (*m).max(ts);
                             }
