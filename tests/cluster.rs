@@ -559,3 +559,164 @@ async fn the_engine_lease_has_one_holder_at_a_time() {
     b_stop.cancel();
     let _ = a_task.await;
 }
+
+/// Detection split over two worker processes (`--role detect`) and an
+/// engine (`--role engine`), on the 3-node cluster, under the bank-channel
+/// fault: the worker that detects the channel router is killed (`kill -9`)
+/// shortly before the fault. Its partitions move to the other worker,
+/// which warms their detectors up from the indicator stream and finds the
+/// fault on the router's series within 10 s of the kill; the engine heals
+/// it.
+#[test]
+fn a_killed_detection_worker_s_partitions_move_and_its_series_are_detected_again() {
+    use selfheal_bus::partition;
+    let _one = SERIAL.blocking_lock();
+    let nats = NatsCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let js = "[jetstream]\nreplicas = 3\n";
+    let det =
+        |w: &str| format!("{js}consumer = \"{w}\"\n[detection]\nworker = \"{w}\"\nreplicas = 3\n");
+    let workers = ["det-a", "det-b"];
+    let mut procs = Vec::new();
+    for (i, w) in workers.iter().enumerate() {
+        let wdir = d.join(w);
+        std::fs::create_dir_all(&wdir).unwrap();
+        let (_, cfg) = brain_config_with(&wdir, &det(w));
+        let urls = (0..3)
+            .map(|k| nats.url((i + k) % 3))
+            .collect::<Vec<_>>()
+            .join(",");
+        procs.push(start(
+            &[
+                "brain",
+                "--role",
+                "detect",
+                "--nats",
+                &urls,
+                "--config",
+                cfg.to_str().unwrap(),
+            ],
+            "detection worker running",
+            d.join(format!("{w}.log")),
+        ));
+    }
+    let edir = d.join("engine");
+    std::fs::create_dir_all(&edir).unwrap();
+    let (engine_db, engine_cfg) = brain_config_with(
+        &edir,
+        &format!("{js}consumer = \"engine\"\n[detection]\nreplicas = 3\n"),
+    );
+    let _engine = start(
+        &[
+            "brain",
+            "--role",
+            "engine",
+            "--nats",
+            &nats.urls(),
+            "--config",
+            engine_cfg.to_str().unwrap(),
+        ],
+        "brain running",
+        d.join("engine.log"),
+    );
+    let agent_cfg = d.join("agent.toml");
+    std::fs::write(&agent_cfg, js).unwrap();
+    let _agent = start(
+        &[
+            "agent",
+            "--nats",
+            &nats.url(2),
+            "--config",
+            agent_cfg.to_str().unwrap(),
+        ],
+        "agent running",
+        d.join("agent.log"),
+    );
+    // Both workers listed and sharing before the platform starts.
+    for w in workers {
+        wait_for_line(
+            d,
+            &format!("{w}.log"),
+            "members=[\"det-a\", \"det-b\"]",
+            Duration::from_secs(30),
+        );
+    }
+    const SPEED: f64 = 5.0;
+    let sim = Killed(
+        Command::new(env!("CARGO_BIN_EXE_selfheal"))
+            .args(["sim", "--nats", &nats.url(0), "--speed", &SPEED.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the simulator runs"),
+    );
+    let started = Instant::now();
+    let members: Vec<String> = workers.iter().map(|w| w.to_string()).collect();
+    let router = partition::of_service("channel-router", partition::DEFAULT_PARTITIONS);
+    let victim = partition::owner(router, &members).unwrap();
+    let survivor = workers.iter().find(|w| **w != victim).unwrap();
+    let vi = workers.iter().position(|w| *w == victim).unwrap();
+    // The fault starts at platform second 90: the worker dies at 70.
+    std::thread::sleep(Duration::from_secs_f64(70.0 / SPEED).saturating_sub(started.elapsed()));
+    let before = log_of(d, &format!("{survivor}.log"));
+    procs[vi].0.kill().unwrap();
+    let killed = Instant::now();
+    let ctx = || {
+        format!(
+            "victim {victim}:\n{}\nsurvivor {survivor}:\n{}\nengine:\n{}",
+            log_of(d, &format!("{victim}.log")),
+            log_of(d, &format!("{survivor}.log")),
+            log_of(d, "engine.log")
+        )
+    };
+    // The survivor takes the partitions and finds the fault on the
+    // router's series.
+    let found = loop {
+        let log = log_of(d, &format!("{survivor}.log"));
+        let fresh = &log[before.len().min(log.len())..];
+        if fresh
+            .lines()
+            .any(|l| l.contains("anomaly found") && l.contains("channel-router"))
+        {
+            break Instant::now();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "never found again: {}",
+            ctx()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let again = found - killed;
+    let fresh = log_of(d, &format!("{survivor}.log"))[before.len()..].to_string();
+    assert!(
+        fresh.contains("partitions taken"),
+        "the partitions moved: {}",
+        ctx()
+    );
+    let (truth, applied) = common::sim_truth(sim);
+    assert!(
+        truth["recovered_ms"].is_i64(),
+        "the fault healed: {applied:?} {}",
+        ctx()
+    );
+    let conn = rusqlite::Connection::open(&engine_db).unwrap();
+    let incidents: i64 = conn
+        .query_row("SELECT count(*) FROM incidents", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(incidents, 1, "one fault, one incident: {}", ctx());
+    let taken: Vec<&str> = fresh
+        .lines()
+        .filter(|l| l.contains("partitions taken"))
+        .collect();
+    println!(
+        "worker {victim} killed: {survivor} found the fault on its series {:.2} s later; healed with {applied:?}; {taken:?}",
+        again.as_secs_f64()
+    );
+    assert!(
+        again < Duration::from_secs(10),
+        "found again within 10 s: {again:?} {}",
+        ctx()
+    );
+}

@@ -36,7 +36,11 @@ pub struct Routes {
 /// The messages of the indicator stream since a wall-clock time (ms) up
 /// to a sequence: a worker's warm-up on partitions it is given.
 pub type Replay = Arc<
-    dyn Fn(i64, u64) -> futures::future::BoxFuture<'static, Result<Subscription, selfheal_bus::BusError>>
+    dyn Fn(
+            i64,
+            u64,
+        )
+            -> futures::future::BoxFuture<'static, Result<Subscription, selfheal_bus::BusError>>
         + Send
         + Sync,
 >;
@@ -212,7 +216,13 @@ impl Ingest {
         self.mark(until).await?;
         BrainStats::bump(&self.stats.partitions_taken);
         let n = gained.iter().filter(|g| **g).count();
-        tracing::info!(partitions = n, read, taken, ms = started.elapsed().as_millis() as u64, "partitions taken, detectors warmed up");
+        tracing::info!(
+            partitions = n,
+            read,
+            taken,
+            ms = started.elapsed().as_millis() as u64,
+            "partitions taken, detectors warmed up"
+        );
         Ok(())
     }
 
@@ -228,7 +238,11 @@ impl Ingest {
         let now = clock_now(wm);
         let limits = Limits {
             // A warm-up reads history: as old as the stream keeps.
-            max_skew_ms: if quiet { i64::MAX / 4 } else { self.limits.max_skew_ms },
+            max_skew_ms: if quiet {
+                i64::MAX / 4
+            } else {
+                self.limits.max_skew_ms
+            },
             ..self.limits
         };
         let mut batch: IndicatorBatch = match decode(&msg.payload, &limits, now) {
@@ -244,7 +258,11 @@ impl Ingest {
                 return Ok(());
             }
         };
-        if msg.subject != self.subjects.indicators(batch.layer, &batch.idc, &batch.service) {
+        if msg.subject
+            != self
+                .subjects
+                .indicators(batch.layer, &batch.idc, &batch.service)
+        {
             if !quiet {
                 stats.reject("subject_mismatch");
                 if let Some(held) = stats.reject_log.allow() {
@@ -295,7 +313,9 @@ impl Ingest {
                     BrainStats::bump(&stats.anomalies);
                 }
                 BrainStats::bump(&stats.transitions);
-                tx.send(Detected::Anomaly(Box::new(ev))).await.map_err(|_| Gone)?;
+                tx.send(Detected::Anomaly(Box::new(ev)))
+                    .await
+                    .map_err(|_| Gone)?;
             }
             routed[(id % n as u64) as usize]
                 .samples

@@ -191,8 +191,9 @@ pub async fn replay(
     let mut js = jetstream::new(client.clone());
     js.set_timeout(crate::ha::REQUEST_TIMEOUT);
     let st = js.get_stream(&s.name).await.map_err(|e| err(&e))?;
-    let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(since_ms) * 1_000_000)
-        .map_err(|e| err(&e))?;
+    let start_time =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(since_ms) * 1_000_000)
+            .map_err(|e| err(&e))?;
     let c = st
         .create_consumer(consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
@@ -203,28 +204,25 @@ pub async fn replay(
     let messages = c.messages().await.map_err(|e| err(&e))?;
     let stream = futures::stream::unfold(Some(messages), move |state| async move {
         let mut messages = state?;
-        loop {
-            let m = match tokio::time::timeout(REPLAY_IDLE, messages.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => {
-                    warn!(error = %e, "replay read failed; the warm-up stops here");
-                    return None;
-                }
-                Ok(None) | Err(_) => return None,
-            };
-            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-            if seq > until {
+        let m = match tokio::time::timeout(REPLAY_IDLE, messages.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => {
+                warn!(error = %e, "replay read failed; the warm-up stops here");
                 return None;
             }
-            let msg = Message {
-                subject: m.subject.to_string(),
-                reply: None,
-                payload: m.payload.clone(),
-                seq,
-            };
-            let more = seq < until;
-            return Some((msg, more.then_some(messages)));
+            Ok(None) | Err(_) => return None,
+        };
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        if seq > until {
+            return None;
         }
+        let msg = Message {
+            subject: m.subject.to_string(),
+            reply: None,
+            payload: m.payload.clone(),
+            seq,
+        };
+        Some((msg, (seq < until).then_some(messages)))
     });
     Ok(Subscription::new(stream))
 }
@@ -258,7 +256,10 @@ mod tests {
             let before = owner(p, &all).unwrap();
             let after = owner(p, &left).unwrap();
             if before != "worker-1" {
-                assert_eq!(before, after, "partition {p} moved though its worker stayed");
+                assert_eq!(
+                    before, after,
+                    "partition {p} moved though its worker stayed"
+                );
             } else {
                 assert_ne!(after, "worker-1");
             }
@@ -269,7 +270,10 @@ mod tests {
     #[test]
     fn a_service_has_a_fixed_partition() {
         // Fixed across builds: a changed hash would split a rolling upgrade.
-        assert_eq!(of_service("channel-router", 64), of_service("channel-router", 64));
+        let pinned = [("channel-router", 31), ("cashier", 35), ("bank-a", 36)];
+        for (s, p) in pinned {
+            assert_eq!(of_service(s, 64), p, "{s}");
+        }
         let spread: std::collections::BTreeSet<u16> = (0..200)
             .map(|i| of_service(&format!("svc-{i}"), 64))
             .collect();

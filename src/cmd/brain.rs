@@ -50,7 +50,13 @@ fn default_name() -> String {
         .unwrap_or_else(|| "brain".into());
     let host: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(48)
         .collect();
     format!("{host}-{}", std::process::id())
@@ -77,7 +83,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         input!("invalid brain configuration:\n{}", problems.join("\n"));
     }
     if role != Role::All && cfg.jetstream.is_none() {
-        input!("--role {role:?} needs [jetstream] in the configuration: detection workers and their engine read the indicator stream (docs/deploy.md)");
+        input!(
+            "--role {role:?} needs [jetstream] in the configuration: detection workers and their engine read the indicator stream (docs/deploy.md)"
+        );
     }
     let nats = selfheal_bus::NatsTransport::connect(&url, "selfheal-brain").await?;
     let subjects = Subjects::new(prefix);
@@ -183,7 +191,10 @@ async fn cluster(
 }
 
 /// The detection stream: what workers find, read by every engine.
-fn detected_stream(cfg: &BrainConfig, subjects: &Subjects) -> selfheal_bus::stream::IndicatorStream {
+fn detected_stream(
+    cfg: &BrainConfig,
+    subjects: &Subjects,
+) -> selfheal_bus::stream::IndicatorStream {
     let det = cfg.detection.clone().unwrap_or_default();
     selfheal_bus::stream::IndicatorStream {
         name: det.stream,

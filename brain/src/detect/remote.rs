@@ -138,7 +138,8 @@ pub async fn publish(
                     break;
                 }
                 let take = pending.len().min(MAX_PER_BATCH);
-                let anomalies: Vec<AnomalyReport> = pending.drain(..take).map(|e| report(&e)).collect();
+                let anomalies: Vec<AnomalyReport> =
+                    pending.drain(..take).map(|e| report(&e)).collect();
                 // Progress is claimed with the last of the anomalies
                 // before it.
                 let claim = if pending.is_empty() { upto } else { sent_upto };
@@ -162,7 +163,11 @@ pub async fn publish(
             let Some((bytes, id, claim)) = unsent.as_ref() else {
                 break;
             };
-            match out.bus.publish_durable(&out.subject, bytes.clone(), id).await {
+            match out
+                .bus
+                .publish_durable(&out.subject, bytes.clone(), id)
+                .await
+            {
                 Ok(()) => {
                     BrainStats::bump(&stats.detected_published);
                     sent_upto = sent_upto.max(*claim);
@@ -282,7 +287,9 @@ mod tests {
     #[tokio::test]
     async fn event_time_moves_only_as_far_as_every_partition_is_covered() {
         let bus = Arc::new(selfheal_bus::LocalTransport::default());
-        let sub = selfheal_bus::Transport::subscribe(&*bus, "selfheal.det.*").await.unwrap();
+        let sub = selfheal_bus::Transport::subscribe(&*bus, "selfheal.det.*")
+            .await
+            .unwrap();
         let (ptx, prx) = mpsc::channel(16);
         let (tx, mut rx) = mpsc::channel(16);
         let stop = CancellationToken::new();
@@ -291,7 +298,15 @@ mod tests {
             max_skew_ms: 300_000,
             max_items: 10_000,
         };
-        let task = tokio::spawn(receive(sub, prx, tx, 2, limits, Arc::default(), stop.clone()));
+        let task = tokio::spawn(receive(
+            sub,
+            prx,
+            tx,
+            2,
+            limits,
+            Arc::default(),
+            stop.clone(),
+        ));
         for (seq, wm) in [(1, 1_000), (2, 2_000), (3, 3_000)] {
             ptx.send((seq, wm)).await.unwrap();
         }
@@ -314,7 +329,10 @@ mod tests {
         send("a", vec![0], 3).await;
         // Partition 1 is not covered: no mark yet.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(rx.try_recv().is_err(), "event time moved with a partition uncovered");
+        assert!(
+            rx.try_recv().is_err(),
+            "event time moved with a partition uncovered"
+        );
         send("b", vec![1], 2).await;
         match rx.recv().await {
             Some(Detected::Mark { ts, seq, .. }) => assert_eq!((ts, seq), (2_000, 2)),
