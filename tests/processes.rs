@@ -231,6 +231,29 @@ fn bad_configuration_is_refused_with_every_problem() {
             && !err.contains("nats://"),
         "{err}"
     );
+    std::fs::write(
+        &bcfg,
+        "[detection]\nworker = \"a.b\"\npartitions = 0\nmember_ttl_ms = 5\nwarmup_s = 999999\n",
+    )
+    .unwrap();
+    let (ok, _, err) = selfheal(&brain);
+    assert!(
+        !ok && err.contains("detection.worker")
+            && err.contains("detection.partitions")
+            && err.contains("detection.member_ttl_ms")
+            && err.contains("detection.warmup_s")
+            && !err.contains("nats://"),
+        "{err}"
+    );
+    // A worker or an engine of workers reads the indicator stream.
+    std::fs::write(&bcfg, "[detection]\n").unwrap();
+    let mut worker = brain.to_vec();
+    worker.extend(["--role", "detect"]);
+    let (ok, _, err) = selfheal(&worker);
+    assert!(
+        !ok && err.contains("--role") && err.contains("[jetstream]") && !err.contains("nats://"),
+        "{err}"
+    );
 
     let sc = dir.path().join("s.toml");
     std::fs::write(

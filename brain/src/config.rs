@@ -390,6 +390,10 @@ mod tests {
             Some("idc1")
         );
         assert_eq!(cfg.guard.freeze.len(), 1);
+        assert_eq!(
+            cfg.detection.as_ref().map(|d| (d.worker.as_deref(), d.replicas)),
+            Some((Some("det-a"), 3))
+        );
         let oc = cfg.oncall.unwrap();
         assert_eq!((oc.users.len(), oc.notify.len()), (2, 1));
         assert_eq!(
