@@ -391,7 +391,9 @@ mod tests {
         );
         assert_eq!(cfg.guard.freeze.len(), 1);
         assert_eq!(
-            cfg.detection.as_ref().map(|d| (d.worker.as_deref(), d.replicas)),
+            cfg.detection
+                .as_ref()
+                .map(|d| (d.worker.as_deref(), d.replicas)),
             Some((Some("det-a"), 3))
         );
         let oc = cfg.oncall.unwrap();
