@@ -4,15 +4,20 @@
 //! out the rest; and the eviction of idle series, so that what a flood
 //! filled is given back.
 //!
-//! A series is known by a 64-bit hash of its key (the same fixed hasher
-//! that routes it to a shard), with its source, its service and when it
-//! was last seen: 24 bytes a series, against the detector's 512. A new
-//! series over any cap is refused (its samples dropped, counted per
+//! Admission also interns the series: a sample is looked up by its names
+//! as they arrived (one hash, one comparison, no copy), and a known series
+//! comes back as its number and its shared key, which the stages after
+//! ingest use instead of hashing and comparing the key again. A new series
+//! is given the next number (never reused) and its key is built once. A
+//! new series over any cap is refused (its samples dropped, counted per
 //! source); a known one is always taken. Series idle for
-//! [`SeriesLimits::idle_s`] of event time are forgotten here and by the
-//! shards, and their slots are free again.
+//! [`SeriesLimits::idle_s`] of event time are forgotten here, by the
+//! shards and by the recent rings, and their slots are free again; one
+//! that comes back is a new series.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, hash::BuildHasher, sync::Arc};
+
+use selfheal_bus::{IndicatorBatch, Layer, Sample, SeriesKey};
 
 use serde::{Deserialize, Serialize};
 
@@ -72,8 +77,11 @@ pub enum Refusal {
     Total,
 }
 
-#[derive(Clone, Copy)]
 struct Known {
+    /// The hash of its names.
+    hash: u64,
+    id: u64,
+    key: Arc<SeriesKey>,
     source: u32,
     service: u32,
     last: i64,
@@ -82,10 +90,42 @@ struct Known {
 /// The admission state, owned by the ingest task.
 pub struct Admission {
     limits: SeriesLimits,
-    known: HashMap<u64, Known>,
+    known: hashbrown::HashTable<Known>,
+    hasher: hashbrown::DefaultHashBuilder,
+    next_id: u64,
     sources: Names,
     services: Names,
     swept_at: i64,
+    forgotten: Vec<u64>,
+}
+
+/// The hash of a series' names, from a sample as it arrived or from a key
+/// built before: the same for both.
+#[allow(clippy::too_many_arguments)]
+fn names_hash(
+    h: &impl BuildHasher,
+    layer: Layer,
+    idc: &str,
+    service: &str,
+    scene: Option<&str>,
+    link: Option<&str>,
+    instance: Option<&str>,
+    metric: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> u64 {
+    h.hash_one((layer, idc, service, scene, link, instance, metric, labels))
+}
+
+/// Whether `k` is the key of `sample` in `batch`.
+fn same(k: &SeriesKey, batch: &IndicatorBatch, sample: &Sample) -> bool {
+    k.metric == sample.metric
+        && k.service == batch.service
+        && k.instance == sample.instance
+        && k.scene == sample.scene
+        && k.link == sample.link
+        && k.layer == batch.layer
+        && k.idc == batch.idc
+        && k.labels == sample.labels
 }
 
 /// Interned names with a count of series each.
@@ -116,10 +156,13 @@ impl Admission {
     pub fn new(limits: SeriesLimits) -> Self {
         Admission {
             limits,
-            known: HashMap::new(),
+            known: hashbrown::HashTable::new(),
+            hasher: Default::default(),
+            next_id: 0,
             sources: Names::default(),
             services: Names::default(),
             swept_at: i64::MIN,
+            forgotten: Vec::new(),
         }
     }
 
@@ -133,14 +176,33 @@ impl Admission {
         self.known.is_empty()
     }
 
-    /// Takes a sample of series `id` (its key's hash) from `source` and
-    /// `service` at `ts`: `Ok` if the series is known or admitted now.
-    pub fn admit(&mut self, id: u64, source: &str, service: &str, ts: i64) -> Result<(), Refusal> {
-        if let Some(k) = self.known.get_mut(&id) {
+    /// Takes `sample` of `batch`: its series' number and key when it is
+    /// known or admitted now, or why it is refused.
+    pub fn admit(
+        &mut self,
+        batch: &IndicatorBatch,
+        sample: &Sample,
+    ) -> Result<(u64, Arc<SeriesKey>), Refusal> {
+        let hash = names_hash(
+            &self.hasher,
+            batch.layer,
+            &batch.idc,
+            &batch.service,
+            sample.scene.as_deref(),
+            sample.link.as_deref(),
+            sample.instance.as_deref(),
+            &sample.metric,
+            &sample.labels,
+        );
+        let ts = sample.ts;
+        if let Some(k) = self.known.find_mut(hash, |k| same(&k.key, batch, sample)) {
             k.last = k.last.max(ts);
-            return Ok(());
+            return Ok((k.id, k.key.clone()));
         }
-        let (src, svc) = (self.sources.id(source), self.services.id(service));
+        let (src, svc) = (
+            self.sources.id(&batch.source),
+            self.services.id(&batch.service),
+        );
         if self.sources.count(src) >= self.limits.max_per_source {
             return Err(Refusal::Source);
         }
@@ -152,15 +214,28 @@ impl Admission {
         }
         self.sources.counts[src as usize] += 1;
         self.services.counts[svc as usize] += 1;
-        self.known.insert(
-            id,
+        let id = self.next_id;
+        self.next_id += 1;
+        let key = Arc::new(SeriesKey::of(batch, sample));
+        self.known.insert_unique(
+            hash,
             Known {
+                hash,
+                id,
+                key: key.clone(),
                 source: src,
                 service: svc,
                 last: ts,
             },
+            |k| k.hash,
         );
-        Ok(())
+        Ok((id, key))
+    }
+
+    /// The numbers of the series the sweeps forgot since the last call
+    /// (for the stages that keep something per series).
+    pub fn take_forgotten(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.forgotten)
     }
 
     /// Forgets the series idle since before `now - idle_s`, at most once a
@@ -173,11 +248,13 @@ impl Admission {
         self.swept_at = now;
         let before = self.known.len();
         let (sources, services) = (&mut self.sources.counts, &mut self.services.counts);
-        self.known.retain(|_, k| {
+        let forgotten = &mut self.forgotten;
+        self.known.retain(|k| {
             let keep = k.last >= now - idle;
             if !keep {
                 sources[k.source as usize] -= 1;
                 services[k.service as usize] -= 1;
+                forgotten.push(k.id);
             }
             keep
         });
@@ -198,31 +275,89 @@ mod tests {
         }
     }
 
+    /// Admission of series `i` (its metric `m<i>`) from `source` for
+    /// `service`, at `ts`.
+    impl Admission {
+        fn take(&mut self, i: u64, source: &str, service: &str, ts: i64) -> Result<(), Refusal> {
+            let batch = IndicatorBatch {
+                v: 1,
+                source: source.into(),
+                seq: 0,
+                layer: Layer::System,
+                idc: "idc1".into(),
+                service: service.into(),
+                samples: vec![],
+            };
+            let sample = Sample {
+                scene: None,
+                link: None,
+                instance: None,
+                metric: format!("m{i}"),
+                labels: Default::default(),
+                ts,
+                value: 1.0,
+            };
+            self.admit(&batch, &sample).map(|_| ())
+        }
+    }
+
+    #[test]
+    fn a_series_keeps_its_number_and_a_new_one_gets_the_next() {
+        let mut a = Admission::new(limits());
+        let batch = IndicatorBatch {
+            v: 1,
+            source: "agent".into(),
+            seq: 0,
+            layer: Layer::Business,
+            idc: "idc1".into(),
+            service: "cashier".into(),
+            samples: vec![],
+        };
+        let sample = |metric: &str, instance: Option<&str>| Sample {
+            scene: Some("checkout".into()),
+            link: None,
+            instance: instance.map(String::from),
+            metric: metric.into(),
+            labels: Default::default(),
+            ts: 1,
+            value: 1.0,
+        };
+        let (id, key) = a.admit(&batch, &sample("tps", None)).unwrap();
+        assert_eq!(*key, SeriesKey::of(&batch, &sample("tps", None)));
+        assert_eq!(a.admit(&batch, &sample("tps", None)).unwrap().0, id);
+        assert_ne!(a.admit(&batch, &sample("tps", Some("i-1"))).unwrap().0, id);
+        assert_ne!(
+            a.admit(&batch, &sample("success_rate", None)).unwrap().0,
+            id
+        );
+        assert_eq!(a.len(), 3);
+    }
+
     #[test]
     fn one_flooding_source_is_capped_and_the_others_still_get_in() {
         let mut a = Admission::new(limits());
         let mut refused = 0;
         for i in 0..1_000u64 {
-            if a.admit(i, "rogue", &format!("svc{}", i % 50), 0).is_err() {
+            if a.take(i, "rogue", &format!("svc{}", i % 50), 0).is_err() {
                 refused += 1;
             }
         }
         assert_eq!((a.len(), refused), (30, 970));
         // A known series is always taken, even with its source at the cap.
-        assert!(a.admit(5, "rogue", "svc5", 1).is_ok());
+        assert!(a.take(5, "rogue", "svc5", 1).is_ok());
         for i in 0..30u64 {
-            assert!(a.admit(10_000 + i, "agent-1", "payments", 1).is_ok());
+            assert!(a.take(10_000 + i, "agent-1", "payments", 1).is_ok());
         }
         assert_eq!(
-            a.admit(20_000, "agent-2", "payments", 1),
+            a.take(20_000, "agent-2", "payments", 1),
             Ok(()),
             "a service under its cap"
         );
         for i in 0..9u64 {
-            a.admit(30_000 + i, "agent-2", "payments", 1).unwrap();
+            a.take(30_000 + i, "agent-2", "payments", 1).unwrap();
         }
         assert_eq!(
-            a.admit(40_000, "agent-3", "payments", 1),
+            a.take(40_000, "agent-3", "payments", 1),
             Err(Refusal::Service)
         );
     }
@@ -231,15 +366,15 @@ mod tests {
     fn idle_series_are_forgotten_and_their_slots_given_back() {
         let mut a = Admission::new(limits());
         for i in 0..30u64 {
-            a.admit(i, "rogue", "svc", 0).unwrap();
+            a.take(i, "rogue", "svc", 0).unwrap();
         }
-        assert_eq!(a.admit(99, "rogue", "svc", 0), Err(Refusal::Source));
+        assert_eq!(a.take(99, "rogue", "svc", 0), Err(Refusal::Source));
         // One series stays alive; the rest go quiet.
-        a.admit(0, "rogue", "svc", 500_000).unwrap();
+        a.take(0, "rogue", "svc", 500_000).unwrap();
         assert_eq!(a.sweep(500_000), 0, "not idle yet");
         assert_eq!(a.sweep(700_000), 29);
         assert_eq!(a.len(), 1);
-        assert!(a.admit(99, "rogue", "svc", 700_000).is_ok());
+        assert!(a.take(99, "rogue", "svc", 700_000).is_ok());
         // Sweeps are spaced a quarter of the idle time apart.
         assert_eq!(a.sweep(700_001), 0);
     }

@@ -2,9 +2,9 @@
 //! (a bad message is counted and dropped, never fatal), route samples to
 //! shards by series hash, and advance the event-time watermark.
 
-use std::{hash::BuildHasher, sync::Arc};
+use std::sync::Arc;
 
-use selfheal_bus::{IndicatorBatch, Limits, SeriesKey, Subjects, Subscription, decode, wall_ms};
+use selfheal_bus::{IndicatorBatch, Limits, Subjects, Subscription, decode, wall_ms};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -93,8 +93,6 @@ pub async fn run(
         watermark,
         limits,
         stats,
-        // A fixed hasher: a series lands on the same shard in every run.
-        hasher: Default::default(),
     };
     let mut owned = vec![false; partitioned.as_ref().map_or(0, |p| p.partitions as usize)];
     // A passed-over sequence the shards have not heard of yet, and when
@@ -171,7 +169,6 @@ struct Ingest {
     watermark: watch::Sender<i64>,
     limits: Limits,
     stats: Arc<BrainStats>,
-    hasher: std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>,
 }
 
 impl Ingest {
@@ -291,20 +288,16 @@ impl Ingest {
             .collect();
         let mut max_ts = wm;
         let mut refused = 0u64;
-        for s in std::mem::take(&mut batch.samples) {
-            let (key, ts, value) = SeriesKey::take(&batch, s);
-            let id = self.hasher.hash_one(&key);
+        let samples = std::mem::take(&mut batch.samples);
+        for s in &samples {
+            let (ts, value) = (s.ts, s.value);
             if !quiet {
                 max_ts = max_ts.max(ts);
             }
-            if self
-                .admission
-                .admit(id, &batch.source, &batch.service, ts)
-                .is_err()
-            {
+            let Ok((id, key)) = self.admission.admit(&batch, s) else {
                 refused += 1;
                 continue;
-            }
+            };
             if !quiet
                 && let Some((stage, tx)) = self.models.as_mut()
                 && let Some(ev) = stage.observe(&batch.service, &key.metric, ts, value)
@@ -319,13 +312,13 @@ impl Ingest {
             }
             routed[(id % n as u64) as usize]
                 .samples
-                .push((key, ts, value));
+                .push((id, key, ts, value));
         }
         if !quiet {
             self.recent.observe_all(
                 routed
                     .iter()
-                    .flat_map(|b| b.samples.iter().map(|(k, ts, v)| (k, *ts, *v))),
+                    .flat_map(|b| b.samples.iter().map(|(id, k, ts, v)| (*id, k, *ts, *v))),
             );
         }
         if refused > 0
@@ -334,7 +327,9 @@ impl Ingest {
         {
             raise_series_cap(&self.bus, &self.subjects, &batch.source, total, max_ts).await;
         }
-        self.admission.sweep(max_ts);
+        if self.admission.sweep(max_ts) > 0 {
+            self.recent.forget(&self.admission.take_forgotten());
+        }
         // Every shard hears when the watermark moves, even one with no
         // sample of this batch, so the engine knows how far all have come.
         let moved = max_ts > wm || msg.seq != 0;

@@ -11,7 +11,10 @@
 //!   most [`MAX_HISTORY_SERIES`] of them; later series are counted and not
 //!   kept.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use selfheal_bus::{Layer, SeriesKey};
 
@@ -28,32 +31,48 @@ pub const MAX_HISTORY_SERIES: usize = 16_384;
 /// One series' recent samples: (ts ms, value), oldest first.
 pub type History = VecDeque<(i64, f32)>;
 
+/// Every kept series and its samples, as [`Recent::scan`] hands them.
+pub type Scan<'a> = std::iter::Map<
+    hashbrown::hash_map::Values<'a, u64, (Arc<SeriesKey>, History)>,
+    fn(&'a (Arc<SeriesKey>, History)) -> (&'a SeriesKey, &'a History),
+>;
+
 /// The rings.
 #[derive(Debug, Default)]
 pub struct Recent {
     // A std Mutex: held for one ring update or one copy, never across an
     // await.
-    series: std::sync::Mutex<HashMap<String, VecDeque<(i64, f64)>>>,
-    history: std::sync::Mutex<HashMap<SeriesKey, History>>,
+    series: std::sync::Mutex<Business>,
+    /// By series number (see [`crate::admit`]).
+    history: std::sync::Mutex<hashbrown::HashMap<u64, (Arc<SeriesKey>, History)>>,
     /// Series not kept for diagnosis because [`MAX_HISTORY_SERIES`] were.
     pub history_refused: std::sync::atomic::AtomicU64,
 }
 
+/// The business rings, by series number, and the numbers by text form.
+#[derive(Debug, Default)]
+struct Business {
+    rings: hashbrown::HashMap<u64, (Arc<str>, VecDeque<(i64, f64)>)>,
+    by_name: HashMap<Arc<str>, u64>,
+}
+
 impl Recent {
-    /// Files one sample.
-    pub fn observe(&self, key: &SeriesKey, ts: i64, value: f64) {
-        self.observe_all([(key, ts, value)]);
+    /// Files one sample of series number `id`.
+    pub fn observe(&self, id: u64, key: &Arc<SeriesKey>, ts: i64, value: f64) {
+        self.observe_all([(id, key, ts, value)]);
     }
 
     /// Files many samples (a batch) under one take of each lock: the
     /// ingest hot path locks once per batch, not once per sample.
-    pub fn observe_all<'a>(&self, samples: impl IntoIterator<Item = (&'a SeriesKey, i64, f64)>) {
+    pub fn observe_all<'a>(
+        &self,
+        samples: impl IntoIterator<Item = (u64, &'a Arc<SeriesKey>, i64, f64)>,
+    ) {
         let mut business = Vec::new();
         {
             let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-            for (key, ts, value) in samples {
-                // One lookup per sample; a key is cloned only when new.
-                if let Some(ring) = h.get_mut(key) {
+            for (id, key, ts, value) in samples {
+                if let Some((_, ring)) = h.get_mut(&id) {
                     if ring.back().is_none_or(|(t, _)| *t < ts) {
                         if ring.len() == HISTORY_POINTS {
                             ring.pop_front();
@@ -63,13 +82,13 @@ impl Recent {
                 } else if h.len() < MAX_HISTORY_SERIES {
                     let mut ring = VecDeque::with_capacity(HISTORY_POINTS);
                     ring.push_back((ts, value as f32));
-                    h.insert(key.clone(), ring);
+                    h.insert(id, (key.clone(), ring));
                 } else {
                     self.history_refused
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 if key.layer == Layer::Business {
-                    business.push((key, ts, value));
+                    business.push((id, key, ts, value));
                 }
             }
         }
@@ -77,12 +96,19 @@ impl Recent {
             return;
         }
         let mut m = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, ts, value) in business {
-            let name = key.to_string();
-            if !m.contains_key(&name) && m.len() >= MAX_SERIES {
-                continue;
-            }
-            let ring = m.entry(name).or_default();
+        let Business { rings, by_name } = &mut *m;
+        for (id, key, ts, value) in business {
+            let ring = match rings.get_mut(&id) {
+                Some((_, r)) => r,
+                None => {
+                    if rings.len() >= MAX_SERIES {
+                        continue;
+                    }
+                    let name: Arc<str> = key.to_string().into();
+                    by_name.insert(name.clone(), id);
+                    &mut rings.entry(id).or_insert((name, VecDeque::new())).1
+                }
+            };
             if ring.back().is_some_and(|(t, _)| *t >= ts) {
                 continue;
             }
@@ -93,14 +119,43 @@ impl Recent {
         }
     }
 
+    /// Drops the rings of series admission forgot (idle).
+    pub fn forget(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            h.remove(id);
+        }
+        drop(h);
+        let mut m = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            if let Some((name, _)) = m.rings.remove(id)
+                && m.by_name.get(&name) == Some(id)
+            {
+                m.by_name.remove(&name);
+            }
+        }
+    }
+
     /// Runs `f` over every kept series and its samples (in no particular
     /// order), under the lock: `f` must be quick and must not block.
-    pub fn scan<R>(
-        &self,
-        f: impl for<'a> FnOnce(std::collections::hash_map::Iter<'a, SeriesKey, History>) -> R,
-    ) -> R {
+    pub fn scan<R>(&self, f: impl for<'a> FnOnce(Scan<'a>) -> R) -> R {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        f(h.iter())
+        fn pair(e: &(Arc<SeriesKey>, History)) -> (&SeriesKey, &History) {
+            (&*e.0, &e.1)
+        }
+        let pair: fn(&(Arc<SeriesKey>, History)) -> (&SeriesKey, &History) = pair;
+        f(h.values().map(pair))
+    }
+
+    /// The kept history of `key`, when kept (a scan: for a few keys).
+    fn find<'a>(
+        h: &'a hashbrown::HashMap<u64, (Arc<SeriesKey>, History)>,
+        key: &SeriesKey,
+    ) -> Option<&'a History> {
+        h.values().find(|(k, _)| **k == *key).map(|(_, r)| r)
     }
 
     /// The usual sampling step of `keys`' series, ms: the median interval
@@ -109,7 +164,7 @@ impl Recent {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         let mut steps: Vec<i64> = keys
             .into_iter()
-            .filter_map(|k| h.get(k))
+            .filter_map(|k| Self::find(&h, k))
             .flat_map(|r| {
                 let upto = r.partition_point(|(t, _)| *t <= now);
                 let seen: Vec<i64> = r
@@ -132,9 +187,9 @@ impl Recent {
     pub fn histories(&self, want: impl Fn(&SeriesKey) -> bool) -> Vec<(SeriesKey, History)> {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<(SeriesKey, History)> = h
-            .iter()
+            .values()
             .filter(|(k, _)| want(k))
-            .map(|(k, r)| (k.clone(), r.clone()))
+            .map(|(k, r)| (SeriesKey::clone(k), r.clone()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -144,7 +199,7 @@ impl Recent {
     /// `before`, oldest first.
     pub fn values_between(&self, key: &SeriesKey, after: i64, before: i64) -> Vec<f64> {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        h.get(key)
+        Self::find(&h, key)
             .map(|r| {
                 r.iter()
                     .filter(|(t, _)| *t > after && *t < before)
@@ -157,8 +212,10 @@ impl Recent {
     /// The samples of `series` at or after `since`, oldest first.
     pub fn points(&self, series: &str, since: i64) -> Vec<(i64, f64)> {
         let m = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(series)
-            .map(|r| r.iter().filter(|(t, _)| *t >= since).copied().collect())
+        m.by_name
+            .get(series)
+            .and_then(|id| m.rings.get(id))
+            .map(|(_, r)| r.iter().filter(|(t, _)| *t >= since).copied().collect())
             .unwrap_or_default()
     }
 }
@@ -180,11 +237,12 @@ mod tests {
             metric: "success_rate".into(),
             labels: Default::default(),
         };
+        let (b, sys) = (Arc::new(key(Layer::Business)), Arc::new(key(Layer::System)));
         for t in 0..(POINTS as i64 + 10) {
-            r.observe(&key(Layer::Business), t * 1000, t as f64);
-            r.observe(&key(Layer::System), t * 1000, t as f64);
+            r.observe(0, &b, t * 1000, t as f64);
+            r.observe(1, &sys, t * 1000, t as f64);
         }
-        r.observe(&key(Layer::Business), 5, -1.0);
+        r.observe(0, &b, 5, -1.0);
         let name = key(Layer::Business).to_string();
         let p = r.points(&name, 0);
         assert_eq!(p.len(), POINTS);
@@ -192,5 +250,16 @@ mod tests {
         assert!(p.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(r.points(&name, 600_000).len(), 10);
         assert!(r.points(&key(Layer::System).to_string(), 0).is_empty());
+        let last = POINTS as i64 + 9;
+        assert_eq!(
+            r.values_between(&sys, (last - 3) * 1000, (last + 1) * 1000),
+            vec![(last - 2) as f64, (last - 1) as f64, last as f64]
+        );
+        r.forget(&[0]);
+        assert!(
+            r.points(&name, 0).is_empty(),
+            "a forgotten series' ring goes"
+        );
+        assert_eq!(r.histories(|_| true).len(), 1);
     }
 }

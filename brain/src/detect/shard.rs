@@ -1,7 +1,7 @@
 //! A shard task: owns the detectors of the series hashed to it (no shared
 //! locks on the hot path) and emits anomaly transitions.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use selfheal_bus::SeriesKey;
 use tokio::sync::mpsc;
@@ -47,8 +47,8 @@ pub struct AnomalyEvent {
 /// once it routed them.
 #[derive(Clone, Debug, Default)]
 pub struct ShardBatch {
-    /// (series, ts, value).
-    pub samples: Vec<(SeriesKey, i64, f64)>,
+    /// (series number, its key, ts, value); see [`crate::admit`].
+    pub samples: Vec<(u64, Arc<SeriesKey>, i64, f64)>,
     /// The watermark after this batch, ms.
     pub mark: i64,
     /// The indicator stream's sequence of the message the samples came
@@ -96,7 +96,9 @@ pub async fn run(
     stats: Arc<BrainStats>,
     stop: CancellationToken,
 ) {
-    let mut series: HashMap<SeriesKey, (Detector, MetricClass, i64)> = HashMap::new();
+    // By series number: a cheap hash, no key comparison.
+    let mut series: hashbrown::HashMap<u64, (Detector, MetricClass, i64, Arc<SeriesKey>)> =
+        hashbrown::HashMap::new();
     let mut swept_at = i64::MIN;
     let mut held: std::collections::BTreeMap<SeriesKey, AnomalyEvent> = Default::default();
     loop {
@@ -114,8 +116,8 @@ pub async fn run(
                 }
             }
         }
-        for (key, ts, value) in batch.samples {
-            let (det, class, last) = match series.get_mut(&key) {
+        for (id, key, ts, value) in batch.samples {
+            let (det, class, last, key) = match series.get_mut(&id) {
                 Some(d) => d,
                 None => {
                     if series.len() >= MAX_SERIES_PER_SHARD {
@@ -124,8 +126,8 @@ pub async fn run(
                     }
                     let class = classes.classify(&key.metric);
                     series
-                        .entry(key.clone())
-                        .or_insert_with(|| (Detector::new(class.direction), class, i64::MIN))
+                        .entry(id)
+                        .or_insert_with(|| (Detector::new(class.direction), class, i64::MIN, key))
                 }
             };
             if batch.quiet && ts <= *last {
@@ -144,7 +146,7 @@ pub async fn run(
                         BrainStats::bump(&stats.anomalies);
                     }
                     AnomalyEvent {
-                        key,
+                        key: SeriesKey::clone(key),
                         ts,
                         kind: AnomalyKind::Start,
                         onset,
@@ -156,7 +158,7 @@ pub async fn run(
                     }
                 }
                 Some(Transition::End { baseline }) => AnomalyEvent {
-                    key,
+                    key: SeriesKey::clone(key),
                     ts,
                     kind: AnomalyKind::End,
                     onset: ts,
@@ -181,7 +183,7 @@ pub async fn run(
         // too, and gives their slots back); a quarter of it between sweeps.
         if swept_at == i64::MIN || batch.mark >= swept_at + idle_ms / 4 {
             swept_at = batch.mark;
-            series.retain(|_, (_, _, last)| *last >= batch.mark - idle_ms);
+            series.retain(|_, (_, _, last, _)| *last >= batch.mark - idle_ms);
         }
         stats
             .samples_detected
