@@ -31,11 +31,17 @@ pub const MAX_HISTORY_SERIES: usize = 16_384;
 /// One series' recent samples: (ts ms, value), oldest first.
 pub type History = VecDeque<(i64, f32)>;
 
+/// A kept series for diagnosis: its key and samples.
+type Kept = (Arc<SeriesKey>, History);
+
+/// A business series' text form and ring.
+type Ring = (Arc<str>, VecDeque<(i64, f64)>);
+
+/// How [`Recent::scan`] hands a kept series over.
+type Pair = for<'a> fn(&'a Kept) -> (&'a SeriesKey, &'a History);
+
 /// Every kept series and its samples, as [`Recent::scan`] hands them.
-pub type Scan<'a> = std::iter::Map<
-    hashbrown::hash_map::Values<'a, u64, (Arc<SeriesKey>, History)>,
-    fn(&'a (Arc<SeriesKey>, History)) -> (&'a SeriesKey, &'a History),
->;
+pub type Scan<'a> = std::iter::Map<hashbrown::hash_map::Values<'a, u64, Kept>, Pair>;
 
 /// The rings.
 #[derive(Debug, Default)]
@@ -44,7 +50,7 @@ pub struct Recent {
     // await.
     series: std::sync::Mutex<Business>,
     /// By series number (see [`crate::admit`]).
-    history: std::sync::Mutex<hashbrown::HashMap<u64, (Arc<SeriesKey>, History)>>,
+    history: std::sync::Mutex<hashbrown::HashMap<u64, Kept>>,
     /// Series not kept for diagnosis because [`MAX_HISTORY_SERIES`] were.
     pub history_refused: std::sync::atomic::AtomicU64,
 }
@@ -52,7 +58,7 @@ pub struct Recent {
 /// The business rings, by series number, and the numbers by text form.
 #[derive(Debug, Default)]
 struct Business {
-    rings: hashbrown::HashMap<u64, (Arc<str>, VecDeque<(i64, f64)>)>,
+    rings: hashbrown::HashMap<u64, Ring>,
     by_name: HashMap<Arc<str>, u64>,
 }
 
@@ -143,18 +149,15 @@ impl Recent {
     /// order), under the lock: `f` must be quick and must not block.
     pub fn scan<R>(&self, f: impl for<'a> FnOnce(Scan<'a>) -> R) -> R {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        fn pair(e: &(Arc<SeriesKey>, History)) -> (&SeriesKey, &History) {
+        fn pair(e: &Kept) -> (&SeriesKey, &History) {
             (&*e.0, &e.1)
         }
-        let pair: fn(&(Arc<SeriesKey>, History)) -> (&SeriesKey, &History) = pair;
+        let pair: Pair = pair;
         f(h.values().map(pair))
     }
 
     /// The kept history of `key`, when kept (a scan: for a few keys).
-    fn find<'a>(
-        h: &'a hashbrown::HashMap<u64, (Arc<SeriesKey>, History)>,
-        key: &SeriesKey,
-    ) -> Option<&'a History> {
+    fn find<'a>(h: &'a hashbrown::HashMap<u64, Kept>, key: &SeriesKey) -> Option<&'a History> {
         h.values().find(|(k, _)| **k == *key).map(|(_, r)| r)
     }
 
