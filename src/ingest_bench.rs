@@ -243,8 +243,17 @@ pub fn rss_bytes() -> u64 {
 pub async fn memory(steps: &[usize]) -> anyhow::Result<Vec<MemoryStep>> {
     let dir = tempfile::tempdir()?;
     let bus: Bus = Arc::new(LocalTransport::default());
+    // Shards enough for every series to have a detector (each takes at
+    // most MAX_SERIES_PER_SHARD): the figure is a detected series, all in.
+    let most = steps.iter().copied().max().unwrap_or(0);
+    let config = BrainConfig {
+        shards: most
+            .div_ceil(selfheal_brain::detect::shard::MAX_SERIES_PER_SHARD)
+            .max(2),
+        ..bench_config(dir.path().join("bench.db"))
+    };
     let brain = Brain {
-        config: bench_config(dir.path().join("bench.db")),
+        config,
         bus: bus.clone(),
         subjects: Subjects::default(),
         topology: selfheal_sim::default_topology(),

@@ -1100,3 +1100,120 @@ async fn a_rejection_stops_the_plan_and_only_admins_turn_the_kill_switch() {
         "{closed}"
     );
 }
+
+/// An approval asked for, then the brain killed (`kill -9`) before anyone
+/// decided, over NATS with real processes: the brain restarted on its
+/// store keeps the incident waiting for the same approval, the link the
+/// approver already has works on it, the plan goes on and heals the
+/// fault; the link is spent afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_pending_at_a_kill_is_decided_on_the_restarted_brain() {
+    use std::process::{Command, Stdio};
+
+    use common::{Killed, NatsServer, brain_config_with, start, start_with};
+
+    let (hook, mut rx) = receiver().await;
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    #[derive(serde::Serialize)]
+    struct Extra {
+        listen: String,
+        oncall: OnCallConfig,
+    }
+    let extra = Extra {
+        listen: format!("127.0.0.1:{port}"),
+        oncall: oncall(port, &hook, &["sre-bob", "sre-carol"], Risk::Critical),
+    };
+    let (db, cfg) = brain_config_with(dir.path(), &toml::to_string(&extra).unwrap());
+    let brain_args = ["brain", "--nats", &url, "--config", cfg.to_str().unwrap()];
+    let env = [(KEY_ENV, KEY)];
+    let mut brain = start_with(
+        &brain_args,
+        &env,
+        "brain running",
+        dir.path().join("brain1.log"),
+    );
+    let _agent = start(
+        &["agent", "--nats", &url],
+        "agent running",
+        dir.path().join("agent.log"),
+    );
+    let scenario =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sim/scenarios/slow_database.toml");
+    let sim = Killed(
+        Command::new(env!("CARGO_BIN_EXE_selfheal"))
+            .args([
+                "sim",
+                "--nats",
+                &url,
+                "--speed",
+                "10",
+                "--scenario",
+                scenario.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the simulator runs"),
+    );
+    // Bob is asked; the brain dies before he answers.
+    let asked = notices(&mut rx, 1).await.remove(0);
+    assert_eq!(asked["type"], "approval_requested", "{asked}");
+    assert_eq!(asked["approver"], "sre-bob", "{asked}");
+    let link = link_of(&asked);
+    let approval = asked["approval"].as_str().unwrap().to_string();
+    brain.0.kill().unwrap();
+    let _ = brain.0.wait();
+
+    let _brain2 = start_with(
+        &brain_args,
+        &env,
+        "brain running",
+        dir.path().join("brain2.log"),
+    );
+    let api = Api {
+        client: selfheal_brain::act::http::client().unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let bob = token("sre-bob");
+    let (s, v) = api
+        .decide(&approval, Auth::Bearer(&bob), "approve", &link)
+        .await;
+    let log2 = || std::fs::read_to_string(dir.path().join("brain2.log")).unwrap_or_default();
+    assert_eq!(s, 200, "{v}\n{}", log2());
+    assert_eq!(v["state"], "approved", "{v}");
+    let (s, v) = api
+        .decide(&approval, Auth::Bearer(&bob), "approve", &link)
+        .await;
+    assert_eq!(s, 409, "the link is spent: {v}");
+
+    let (truth, applied) = tokio::task::spawn_blocking(move || common::sim_truth(sim))
+        .await
+        .unwrap();
+    assert!(
+        truth["recovered_ms"].is_i64(),
+        "healed: {applied:?}\n{}",
+        log2()
+    );
+    let store = Store::open(&db).unwrap();
+    let a = store.approval(&approval).unwrap().unwrap();
+    assert_eq!(a.state, "approved", "{a:?}");
+    let incident = approval.trim_end_matches("-a");
+    let inc = store
+        .incidents()
+        .unwrap()
+        .into_iter()
+        .find(|i| i.id == incident)
+        .expect("the incident");
+    assert_eq!(inc.state, "recovered", "{inc:?}\n{}", log2());
+    assert!(
+        store
+            .actions()
+            .unwrap()
+            .iter()
+            .any(|x| x.incident_id == incident && x.kind == "degrade" && x.state == "applied"),
+        "{applied:?}"
+    );
+}

@@ -53,6 +53,7 @@ impl Engine {
             .await;
             return;
         }
+        self.replicate_approval(&row.id).await;
         self.correlator.incidents[i].await_approval(row.id.clone(), row.deadline_ts);
         self.write("incident", |db| {
             db.set_incident_state(&row.incident_id, "awaiting_approval", None)
@@ -89,7 +90,9 @@ impl Engine {
                 .iter()
                 .any(|p| p.name == playbook && p.meta.act_on_timeout)
         };
-        match ap.expired(id, now, acts_by_default, &summary) {
+        let expiry = ap.expired(id, now, acts_by_default, &summary);
+        self.replicate_approval(id).await;
+        match expiry {
             Expiry::Forwarded { deadline } => {
                 self.correlator.incidents[i].await_approval(id.to_string(), deadline);
                 false
@@ -111,6 +114,7 @@ impl Engine {
         if let Some(ap) = &self.approvals {
             ap.withdraw(id, now);
         }
+        self.replicate_approval(id).await;
         self.finish(i, now, Terminal::Cleared).await;
     }
 
@@ -132,7 +136,12 @@ impl Engine {
         };
         let incidents = &self.correlator.incidents;
         let live = |id: &str| incidents.iter().any(|x| x.id == id);
-        let (incident, why, approved) = match ap.decide(d, now, live) {
+        let decision = ap.decide(d, now, live);
+        // Replicated before anything it leads to (the action it approves
+        // is written ahead after this): a successor knows the vote, and
+        // refuses its link if it comes again.
+        self.replicate_approval(&d.approval).await;
+        let (incident, why, approved) = match decision {
             Decision::Answer(a) => return a,
             Decision::Rejected { incident, why } => (incident, why, false),
             Decision::Approved { incident, why } => (incident, why, true),

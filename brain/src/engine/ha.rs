@@ -7,7 +7,10 @@
 //!   diagnosis, plan, cursor), saved before each action is written ahead;
 //! - `action.<id>`: each action's record, written ahead before it is sent
 //!   and again with its outcome;
-//! - `done.<incident>`: how a finished incident ended.
+//! - `done.<incident>`: how a finished incident ended;
+//! - `approval.<id>`: each approval request and its votes (with their
+//!   links' nonces), at every change: a person's pending decision, and a
+//!   link already used, carry over to the successor.
 //!
 //! A brain that wins the lease takes this state into its own store (each
 //! change on its audit chain) and resumes as a brain restarted on its store
@@ -34,6 +37,15 @@ pub(super) const RUN: &str = "run.";
 const ACTION: &str = "action.";
 /// Key prefix of finished incidents' ends.
 const DONE: &str = "done.";
+/// Key prefix of approvals.
+const APPROVAL: &str = "approval.";
+
+/// An approval as replicated.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Asked {
+    row: crate::store::ApprovalRow,
+    votes: Vec<crate::store::CastVote>,
+}
 
 /// What an engine shares with the others of its group.
 #[derive(Clone)]
@@ -107,6 +119,7 @@ impl Engine {
                 c.replica.entries(DONE).await?,
                 c.replica.entries(ACTION).await?,
                 c.replica.entries(RUN).await?,
+                c.replica.entries(APPROVAL).await?,
             ))
         };
         let mut got = read().await;
@@ -117,7 +130,7 @@ impl Engine {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             got = read().await;
         }
-        let (done, actions, runs) = match got {
+        let (done, actions, runs, approvals) = match got {
             Ok(v) => v,
             Err(e) => {
                 // Acting on the local store alone could repeat what the
@@ -153,6 +166,19 @@ impl Engine {
                 Err(_) => unreadable += 1,
             }
         }
+        let mut asked = 0usize;
+        for (_, v) in &approvals {
+            match serde_json::from_slice::<Asked>(v) {
+                Ok(a) => match self.read(|db| db.adopt_approval(&a.row, &a.votes, &from)) {
+                    Ok(true) => asked += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        warn!(approval = %a.row.id, error = %e, "replicated approval not adopted")
+                    }
+                },
+                Err(_) => unreadable += 1,
+            }
+        }
         for (key, v) in &runs {
             let id = &key[RUN.len()..];
             match serde_json::from_slice::<crate::incident::Checkpoint>(v) {
@@ -173,7 +199,7 @@ impl Engine {
             );
         }
         let detail = format!(
-            "term {term}: took over with {} unfinished incident(s), {adopted} action record(s), {} finished incident(s) from the replicated state",
+            "term {term}: took over with {} unfinished incident(s), {adopted} action record(s), {asked} approval(s), {} finished incident(s) from the replicated state",
             runs.len(),
             done.len()
         );
@@ -208,6 +234,23 @@ impl Engine {
             },
             Ok(None) => {}
             Err(e) => warn!(action = id, error = %e, "action record not read for replication"),
+        }
+    }
+
+    /// Replicates approval `id` and its votes as the store has them now.
+    pub(super) async fn replicate_approval(&self, id: &str) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let got = self
+            .read(|db| Ok::<_, crate::store::StoreError>((db.approval(id)?, db.cast_votes(id)?)));
+        match got {
+            Ok((Some(row), votes)) => match serde_json::to_vec(&Asked { row, votes }) {
+                Ok(v) => self.replicate(&format!("{APPROVAL}{id}"), v.into()).await,
+                Err(e) => warn!(approval = id, error = %e, "approval not encoded"),
+            },
+            Ok((None, _)) => {}
+            Err(e) => warn!(approval = id, error = %e, "approval not read for replication"),
         }
     }
 

@@ -431,24 +431,6 @@ impl Engine {
             return;
         }
         let store = self.store.clone();
-        let waiting = self
-            .read_at_restart(
-                "approvals",
-                "approvals left waiting are not expired",
-                || store.approvals(Some("waiting")),
-            )
-            .await;
-        for a in waiting {
-            self.write("approval", |db| {
-                db.close_approval(
-                    &a.id,
-                    "expired",
-                    a.deadline_ts,
-                    "the brain restarted before anyone decided; nothing was done",
-                )
-            });
-        }
-        let store = self.store.clone();
         let incidents = self
             .read_at_restart(
                 "incidents",
@@ -467,6 +449,8 @@ impl Engine {
             .into_iter()
             .map(|a| (a.id, a.state))
             .collect();
+        // The approvals restored incidents still wait for.
+        let mut kept = std::collections::HashSet::new();
         for inc in incidents {
             // A finished incident stays as it ended; any other was cut off.
             if Terminal::from_stored(&inc.state).is_some() {
@@ -475,7 +459,9 @@ impl Engine {
             let why = match self.read(|db| db.run_of(&inc.id)) {
                 Ok(Some(json)) => match serde_json::from_str::<Checkpoint>(&json) {
                     Ok(c) => {
-                        self.restore(c, &actions).await;
+                        if let Some(a) = self.restore(c, &actions).await {
+                            kept.insert(a);
+                        }
                         continue;
                     }
                     Err(e) => format!("its checkpoint is unreadable ({e})"),
@@ -495,6 +481,27 @@ impl Engine {
                 ),
             );
         }
+        // Any other approval left waiting belongs to no incident that goes
+        // on: nobody can act on it any more.
+        let store = self.store.clone();
+        let waiting = self
+            .read_at_restart(
+                "approvals",
+                "approvals left waiting are not expired",
+                || store.approvals(Some("waiting")),
+            )
+            .await;
+        for a in waiting.into_iter().filter(|a| !kept.contains(&a.id)) {
+            self.write("approval", |db| {
+                db.close_approval(
+                    &a.id,
+                    "expired",
+                    a.deadline_ts,
+                    "the brain restarted and the incident it was for did not go on; nothing was done",
+                )
+            });
+            self.replicate_approval(&a.id).await;
+        }
     }
 
     /// Brings an unfinished incident back from its checkpoint. The action
@@ -503,28 +510,42 @@ impl Engine {
     /// its outcome there decides: still pending, the plan waits for the
     /// answer to the re-sent action; applied, the plan moves past it;
     /// failed or refused, a person decides. Waiting for a person's
-    /// approval, it goes to a person (approvals expire at restart).
-    /// Otherwise it waits until its symptoms are judged on fresh samples
-    /// ([`Due::Resume`]).
+    /// approval still open, it goes on waiting (the same links work, the
+    /// deadline is the approval's); approved meanwhile, the plan goes on;
+    /// rejected, expired or gone, a person decides. Otherwise it waits
+    /// until its symptoms are judged on fresh samples ([`Due::Resume`]).
+    /// Returns the approval it still waits for, if any.
     async fn restore(
         &mut self,
         c: Checkpoint,
         actions: &std::collections::HashMap<String, String>,
-    ) {
+    ) -> Option<String> {
         use crate::incident::Wait;
         let saved = c.saved;
         let mut inc = Incident::restore(c);
         let run = inc.run();
         let at_cursor = format!("{}-s{}", inc.id, run.cursor());
         let mut trouble = None;
+        let mut waits_for = None;
+        if let Some(Wait::Approval { id, .. }) = run.wait() {
+            let id = id.clone();
+            match self.read(|db| db.approval(&id)) {
+                Ok(Some(a)) if a.state == "waiting" => {
+                    inc.await_approval(id.clone(), a.deadline_ts);
+                    waits_for = Some(id);
+                }
+                Ok(Some(a)) if a.state == "approved" => inc.approve(),
+                Ok(Some(a)) => {
+                    trouble = Some(format!("its approval {id} was {} meanwhile", a.state))
+                }
+                Ok(None) => trouble = Some(format!("its approval {id} is not in the store")),
+                Err(e) => trouble = Some(format!("its approval {id} could not be read ({e})")),
+            }
+        }
+        let run = inc.run();
         let sent = match run.wait() {
             Some(Wait::Reply(a)) => Some(a.clone()),
-            Some(Wait::Approval { id, .. }) => {
-                trouble = Some(format!(
-                    "it was waiting for approval {id}, which expired at the restart"
-                ));
-                None
-            }
+            Some(Wait::Approval { .. }) => None,
             _ => (matches!(run.plan().get(run.cursor()), Some(Step::Act(_)))
                 && actions.contains_key(&at_cursor))
             .then_some(at_cursor),
@@ -556,16 +577,20 @@ impl Engine {
                 format!("the brain restarted mid-playbook and {why}; a person must check"),
             )
             .await;
-            return;
+            return None;
         }
         self.write("timeline", |db| {
             db.timeline(
                 &self.correlator.incidents[i].id,
                 saved,
                 "restored",
-                "the brain restarted: restored from its checkpoint; its plan goes on once fresh samples show the symptoms persist",
+                match waits_for {
+                    Some(_) => "the brain restarted: restored from its checkpoint; it still waits for the approval asked before (the same links work)",
+                    None => "the brain restarted: restored from its checkpoint; its plan goes on once fresh samples show the symptoms persist",
+                },
             )
         });
+        waits_for
     }
 
     async fn on_result(&mut self, r: ActionResult, now: i64) {

@@ -3,7 +3,7 @@
 //! transaction.
 
 use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Result, Store, audit::append, wall_us};
 use crate::mask::mask;
@@ -23,7 +23,7 @@ pub(super) const SCHEMA: &str = "
         PRIMARY KEY (approval_id, user));";
 
 /// An approval request as stored.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalRow {
     /// Id (`<incident>-a`).
     pub id: String,
@@ -62,7 +62,7 @@ pub struct ApprovalRow {
 }
 
 /// A person's vote.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VoteRow {
     /// Who.
     pub user: String,
@@ -72,6 +72,17 @@ pub struct VoteRow {
     pub comment: String,
     /// Wall time, ms.
     pub ts_ms: i64,
+}
+
+/// A vote with the nonce of the link it came through: what a standby
+/// engine needs to refuse the same link twice after a takeover.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CastVote {
+    /// The vote.
+    #[serde(flatten)]
+    pub vote: VoteRow,
+    /// Its link's nonce.
+    pub nonce: String,
 }
 
 fn json<T: Serialize>(v: &T) -> String {
@@ -309,5 +320,102 @@ impl Store {
             })?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// The votes on an approval with their links' nonces, in order.
+    pub fn cast_votes(&self, approval: &str) -> Result<Vec<CastVote>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT user, decision, comment, ts_ms, nonce FROM votes WHERE approval_id = ?1 ORDER BY ts_ms, rowid",
+        )?;
+        let rows = st
+            .query_map(params![approval], |r| {
+                Ok(CastVote {
+                    vote: VoteRow {
+                        user: r.get(0)?,
+                        decision: r.get(1)?,
+                        comment: r.get(2)?,
+                        ts_ms: r.get(3)?,
+                    },
+                    nonce: r.get(4)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Takes an approval and its votes as another engine of the group
+    /// left them (a takeover): inserted, or brought to its state, each
+    /// change on the audit chain by `from`. Returns whether anything
+    /// changed.
+    pub fn adopt_approval(&self, a: &ApprovalRow, votes: &[CastVote], from: &str) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let known = tx
+            .query_row(
+                "SELECT * FROM approvals WHERE id = ?1",
+                params![a.id],
+                approval_row,
+            )
+            .optional()?;
+        let mut changed = false;
+        if known.as_ref() != Some(a) {
+            tx.execute(
+                "INSERT INTO approvals (id, incident_id, playbook, risk, plan, blast, reasons, required, authors,
+                    on_timeout, notified, state, created_ts, deadline_ts, decided_ts, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                 ON CONFLICT(id) DO UPDATE SET notified = excluded.notified, state = excluded.state,
+                    deadline_ts = excluded.deadline_ts, decided_ts = excluded.decided_ts, outcome = excluded.outcome",
+                params![
+                    a.id,
+                    a.incident_id,
+                    a.playbook,
+                    a.risk,
+                    json(&a.plan),
+                    a.blast,
+                    json(&a.reasons),
+                    a.required,
+                    json(&a.authors),
+                    a.on_timeout,
+                    json(&a.notified),
+                    a.state,
+                    a.created_ts,
+                    a.deadline_ts,
+                    a.decided_ts,
+                    a.outcome
+                ],
+            )?;
+            changed = true;
+        }
+        let mut new_votes = 0;
+        for v in votes {
+            new_votes += tx.execute(
+                "INSERT OR IGNORE INTO votes (approval_id, user, decision, comment, ts_ms, nonce) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![a.id, v.vote.user, v.vote.decision, v.vote.comment, v.vote.ts_ms, v.nonce],
+            )?;
+        }
+        if !changed && new_votes == 0 {
+            return Ok(false);
+        }
+        append(
+            &tx,
+            &self.audit.key,
+            (
+                from,
+                "approval_adopted",
+                &a.id,
+                &format!(
+                    "{} for {}: {}, {} vote(s), deadline {}",
+                    a.playbook,
+                    a.incident_id,
+                    a.state,
+                    votes.len(),
+                    a.deadline_ts
+                ),
+            ),
+            "",
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 }

@@ -6,7 +6,7 @@
 pub mod approvals;
 pub mod audit;
 
-pub use approvals::{ApprovalRow, VoteRefused, VoteRow};
+pub use approvals::{ApprovalRow, CastVote, VoteRefused, VoteRow};
 pub use audit::{Anchor, AuditFiles, AuditKey, AuditReport, AuditRow};
 
 use std::path::Path;
