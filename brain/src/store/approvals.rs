@@ -419,3 +419,91 @@ impl Store {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: &str, notified: &[&str]) -> ApprovalRow {
+        ApprovalRow {
+            id: "inc-1-a".into(),
+            incident_id: "inc-1".into(),
+            playbook: "degrade_non_critical".into(),
+            risk: "high".into(),
+            plan: vec!["degrade billpay".into()],
+            blast: "billpay".into(),
+            reasons: vec!["risk high".into()],
+            required: 1,
+            authors: vec![],
+            on_timeout: "abandon".into(),
+            notified: notified.iter().map(|s| s.to_string()).collect(),
+            state: state.into(),
+            created_ts: 10,
+            deadline_ts: 20,
+            decided_ts: None,
+            outcome: String::new(),
+        }
+    }
+
+    /// What a standby takes over: the request as the leader left it, and
+    /// the votes with their nonces, so that a spent link stays spent.
+    #[test]
+    fn an_adopted_approval_keeps_its_state_and_its_spent_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = Store::open(&dir.path().join("a.db")).unwrap();
+        leader
+            .request_approval(&row("waiting", &["sre-bob"]))
+            .unwrap();
+        leader
+            .forward_approval("inc-1-a", &["sre-bob".into(), "sre-carol".into()], 40)
+            .unwrap();
+        leader
+            .vote("inc-1-a", "sre-carol", "approve", "ok", "nonce-1")
+            .unwrap()
+            .unwrap();
+        let (a, votes) = (
+            leader.approval("inc-1-a").unwrap().unwrap(),
+            leader.cast_votes("inc-1-a").unwrap(),
+        );
+        let standby = Store::open(&dir.path().join("b.db")).unwrap();
+        assert!(standby.adopt_approval(&a, &votes, "replica:a").unwrap());
+        assert!(
+            !standby.adopt_approval(&a, &votes, "replica:a").unwrap(),
+            "the same state again changes nothing"
+        );
+        let got = standby.approval("inc-1-a").unwrap().unwrap();
+        assert_eq!((got.deadline_ts, got.notified.len()), (40, 2));
+        assert_eq!(got, a);
+        assert!(standby.nonce_used("nonce-1").unwrap());
+        assert_eq!(
+            standby
+                .vote("inc-1-a", "sre-bob", "approve", "", "nonce-1")
+                .unwrap(),
+            Err(VoteRefused::Replayed)
+        );
+        // Closed on the leader later: brought to that state.
+        leader
+            .close_approval("inc-1-a", "approved", 30, "by sre-carol")
+            .unwrap();
+        let closed = leader.approval("inc-1-a").unwrap().unwrap();
+        assert!(
+            standby
+                .adopt_approval(&closed, &votes, "replica:a")
+                .unwrap()
+        );
+        assert_eq!(
+            standby.approval("inc-1-a").unwrap().unwrap().state,
+            "approved"
+        );
+        let events: Vec<String> = standby
+            .audit_of("inc-1-a", 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        assert_eq!(events, ["approval_adopted", "approval_adopted"]);
+        drop(standby);
+        let report = super::super::audit::verify(&dir.path().join("b.db")).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+}
