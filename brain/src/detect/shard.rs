@@ -81,6 +81,68 @@ pub enum Detected {
     },
 }
 
+/// One series' detector and what goes with it.
+struct Slot {
+    id: u64,
+    det: Detector,
+    class: MetricClass,
+    /// Its last sample's time.
+    last: i64,
+    key: Arc<SeriesKey>,
+}
+
+/// A shard's series, packed in a vector and found by number through a
+/// small index: a hash table of the slots themselves would leave about
+/// as much memory again empty between them (at its load factor, every
+/// page of the large entries is touched).
+#[derive(Default)]
+struct Slots {
+    slots: Vec<Slot>,
+    index: hashbrown::HashMap<u64, u32>,
+}
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn find(&self, id: u64) -> Option<usize> {
+        self.index.get(&id).map(|i| *i as usize)
+    }
+
+    fn at(&mut self, i: usize) -> &mut Slot {
+        &mut self.slots[i]
+    }
+
+    fn add(&mut self, s: Slot) -> &mut Slot {
+        let i = self.slots.len();
+        self.index.insert(s.id, i as u32);
+        self.slots.push(s);
+        &mut self.slots[i]
+    }
+
+    /// Keeps the slots for which `keep` holds (the last one moves into a
+    /// gap).
+    fn retain(&mut self, keep: impl Fn(&Slot) -> bool) {
+        let mut i = 0;
+        while i < self.slots.len() {
+            if keep(&self.slots[i]) {
+                i += 1;
+                continue;
+            }
+            let gone = self.slots.swap_remove(i);
+            self.index.remove(&gone.id);
+            if let Some(moved) = self.slots.get(i) {
+                self.index.insert(moved.id, i as u32);
+            }
+        }
+        if self.slots.capacity() > 2 * self.slots.len() + 64 {
+            self.slots.shrink_to_fit();
+            self.index.shrink_to_fit();
+        }
+    }
+}
+
 /// Series one shard tracks at most; new series beyond it are counted and
 /// ignored, so a flood of label values cannot exhaust memory.
 pub const MAX_SERIES_PER_SHARD: usize = 200_000;
@@ -96,9 +158,7 @@ pub async fn run(
     stats: Arc<BrainStats>,
     stop: CancellationToken,
 ) {
-    // By series number: a cheap hash, no key comparison.
-    let mut series: hashbrown::HashMap<u64, (Detector, MetricClass, i64, Arc<SeriesKey>)> =
-        hashbrown::HashMap::new();
+    let mut series = Slots::default();
     let mut swept_at = i64::MIN;
     let mut held: std::collections::BTreeMap<SeriesKey, AnomalyEvent> = Default::default();
     loop {
@@ -117,17 +177,27 @@ pub async fn run(
             }
         }
         for (id, key, ts, value) in batch.samples {
-            let (det, class, last, key) = match series.get_mut(&id) {
-                Some(d) => d,
+            let Slot {
+                det,
+                class,
+                last,
+                key,
+                ..
+            } = match series.find(id) {
+                Some(i) => series.at(i),
                 None => {
                     if series.len() >= MAX_SERIES_PER_SHARD {
                         BrainStats::bump(&stats.series_refused);
                         continue;
                     }
                     let class = classes.classify(&key.metric);
-                    series
-                        .entry(id)
-                        .or_insert_with(|| (Detector::new(class.direction), class, i64::MIN, key))
+                    series.add(Slot {
+                        id,
+                        det: Detector::new(class.direction),
+                        class,
+                        last: i64::MIN,
+                        key,
+                    })
                 }
             };
             if batch.quiet && ts <= *last {
@@ -183,7 +253,7 @@ pub async fn run(
         // too, and gives their slots back); a quarter of it between sweeps.
         if swept_at == i64::MIN || batch.mark >= swept_at + idle_ms / 4 {
             swept_at = batch.mark;
-            series.retain(|_, (_, _, last, _)| *last >= batch.mark - idle_ms);
+            series.retain(|s| s.last >= batch.mark - idle_ms);
         }
         stats
             .samples_detected
@@ -198,6 +268,49 @@ pub async fn run(
             .is_err()
         {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_found_by_number_after_others_go() {
+        let classes = MetricClasses::new(&[]).unwrap();
+        let mut s = Slots::default();
+        for id in 0..10u64 {
+            let key = Arc::new(SeriesKey {
+                layer: selfheal_bus::Layer::System,
+                idc: "idc1".into(),
+                service: "svc".into(),
+                scene: None,
+                link: None,
+                instance: None,
+                metric: format!("m{id}"),
+                labels: Default::default(),
+            });
+            let class = classes.classify(&key.metric);
+            s.add(Slot {
+                id,
+                det: Detector::new(class.direction),
+                class,
+                last: id as i64,
+                key,
+            });
+        }
+        s.retain(|x| x.id % 3 == 0);
+        assert_eq!(s.len(), 4);
+        for id in 0..10u64 {
+            match s.find(id) {
+                Some(i) => {
+                    assert_eq!(id % 3, 0);
+                    assert_eq!(s.at(i).id, id);
+                    assert_eq!(s.at(i).key.metric, format!("m{id}"));
+                }
+                None => assert_ne!(id % 3, 0),
+            }
         }
     }
 }
