@@ -229,6 +229,15 @@ impl BrainConfig {
         }
     }
 
+    /// The bounds every message is checked against on arrival.
+    pub fn limits(&self) -> selfheal_bus::Limits {
+        selfheal_bus::Limits {
+            max_bytes: self.max_message_bytes,
+            max_skew_ms: (self.max_skew_s * 1000) as i64,
+            max_items: 10_000,
+        }
+    }
+
     /// Every problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
         let mut p = self.detector.validate();

@@ -70,7 +70,7 @@ pub mod verify;
 
 use std::{sync::Arc, time::Duration};
 
-use selfheal_bus::{Bus, Limits, Subjects, Topology};
+use selfheal_bus::{Bus, Subjects, Topology};
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -144,6 +144,35 @@ async fn summarize_rejections(stats: Arc<BrainStats>, stop: CancellationToken) {
             warn!("{line}");
         }
     }
+}
+
+/// Starts `n` detector shards sending to `tx`; returns their inputs.
+fn spawn_shards(
+    cfg: &BrainConfig,
+    n: usize,
+    (tx, classes, stats, stop): (
+        &mpsc::Sender<detect::Detected>,
+        &Arc<detect::MetricClasses>,
+        &Arc<BrainStats>,
+        &CancellationToken,
+    ),
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Vec<mpsc::Sender<detect::shard::ShardBatch>> {
+    (0..n)
+        .map(|index| {
+            let (shard_tx, rx) = mpsc::channel(1024);
+            tasks.push(tokio::spawn(detect::shard::run(
+                index,
+                rx,
+                tx.clone(),
+                (cfg.detector.clone(), (cfg.series.idle_s * 1000) as i64),
+                classes.clone(),
+                stats.clone(),
+                stop.clone(),
+            )));
+            shard_tx
+        })
+        .collect()
 }
 
 /// What a start-up thread returned; a panic there is a refusal to start.
@@ -275,20 +304,12 @@ impl Brain {
         let classes =
             Arc::new(detect::MetricClasses::new(&cfg.metric_class).map_err(StartError::Config)?);
         let mut tasks = Vec::new();
-        let mut shard_txs = Vec::new();
-        for index in 0..cfg.shards {
-            let (tx, rx) = mpsc::channel(1024);
-            shard_txs.push(tx);
-            tasks.push(tokio::spawn(detect::shard::run(
-                index,
-                rx,
-                detected_tx.clone(),
-                (cfg.detector.clone(), (cfg.series.idle_s * 1000) as i64),
-                classes.clone(),
-                stats.clone(),
-                stop.clone(),
-            )));
-        }
+        let shard_txs = spawn_shards(
+            &cfg,
+            cfg.shards,
+            (&detected_tx, &classes, &stats, &stop),
+            &mut tasks,
+        );
         drop(detected_tx);
         tasks.push(tokio::spawn(detect::remote::publish(
             detected_rx,
@@ -297,11 +318,7 @@ impl Brain {
             stats.clone(),
             stop.clone(),
         )));
-        let limits = Limits {
-            max_bytes: cfg.max_message_bytes,
-            max_skew_ms: (cfg.max_skew_s * 1000) as i64,
-            max_items: 10_000,
-        };
+        let limits = cfg.limits();
         let (wm_tx, _) = watch::channel(0i64);
         tasks.push(tokio::spawn(ingest::run(
             indicators,
@@ -449,28 +466,16 @@ impl Brain {
         let (results_tx, results_rx) = mpsc::channel(256);
         let (wm_tx, wm_rx) = watch::channel(0i64);
         let mut tasks = Vec::new();
-        let mut shard_txs = Vec::new();
         let classes =
             Arc::new(detect::MetricClasses::new(&cfg.metric_class).map_err(StartError::Config)?);
         let local_shards = if detected.is_some() { 0 } else { cfg.shards };
-        for index in 0..local_shards {
-            let (tx, rx) = mpsc::channel(1024);
-            shard_txs.push(tx);
-            tasks.push(tokio::spawn(detect::shard::run(
-                index,
-                rx,
-                anomaly_tx.clone(),
-                (cfg.detector.clone(), (cfg.series.idle_s * 1000) as i64),
-                classes.clone(),
-                stats.clone(),
-                stop.clone(),
-            )));
-        }
-        let limits = Limits {
-            max_bytes: cfg.max_message_bytes,
-            max_skew_ms: (cfg.max_skew_s * 1000) as i64,
-            max_items: 10_000,
-        };
+        let shard_txs = spawn_shards(
+            &cfg,
+            local_shards,
+            (&anomaly_tx, &classes, &stats, &stop),
+            &mut tasks,
+        );
+        let limits = cfg.limits();
         let progress = match detected {
             None => None,
             Some(sub) => {

@@ -50,9 +50,26 @@ pub struct Recent {
     // await.
     series: std::sync::Mutex<Business>,
     /// By series number (see [`crate::admit`]).
-    history: std::sync::Mutex<hashbrown::HashMap<u64, Kept>>,
+    history: std::sync::Mutex<Histories>,
     /// Series not kept for diagnosis because [`MAX_HISTORY_SERIES`] were.
     pub history_refused: std::sync::atomic::AtomicU64,
+}
+
+/// The kept histories, by series number, and the numbers by key (for the
+/// engine's lookups of a few series: the hot path goes by number).
+#[derive(Debug, Default)]
+struct Histories {
+    rings: hashbrown::HashMap<u64, Kept>,
+    by_key: HashMap<Arc<SeriesKey>, u64>,
+}
+
+impl Histories {
+    fn find(&self, key: &SeriesKey) -> Option<&History> {
+        self.by_key
+            .get(key)
+            .and_then(|id| self.rings.get(id))
+            .map(|(_, r)| r)
+    }
 }
 
 /// The business rings, by series number, and the numbers by text form.
@@ -76,7 +93,8 @@ impl Recent {
     ) {
         let mut business = Vec::new();
         {
-            let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            let Histories { rings: h, by_key } = &mut *guard;
             for (id, key, ts, value) in samples {
                 if let Some((_, ring)) = h.get_mut(&id) {
                     if ring.back().is_none_or(|(t, _)| *t < ts) {
@@ -89,6 +107,7 @@ impl Recent {
                     let mut ring = VecDeque::with_capacity(HISTORY_POINTS);
                     ring.push_back((ts, value as f32));
                     h.insert(id, (key.clone(), ring));
+                    by_key.insert(key.clone(), id);
                 } else {
                     self.history_refused
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -132,7 +151,11 @@ impl Recent {
         }
         let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         for id in ids {
-            h.remove(id);
+            if let Some((key, _)) = h.rings.remove(id)
+                && h.by_key.get(&key) == Some(id)
+            {
+                h.by_key.remove(&key);
+            }
         }
         drop(h);
         let mut m = self.series.lock().unwrap_or_else(|e| e.into_inner());
@@ -153,12 +176,7 @@ impl Recent {
             (&*e.0, &e.1)
         }
         let pair: Pair = pair;
-        f(h.values().map(pair))
-    }
-
-    /// The kept history of `key`, when kept (a scan: for a few keys).
-    fn find<'a>(h: &'a hashbrown::HashMap<u64, Kept>, key: &SeriesKey) -> Option<&'a History> {
-        h.values().find(|(k, _)| **k == *key).map(|(_, r)| r)
+        f(h.rings.values().map(pair))
     }
 
     /// The usual sampling step of `keys`' series, ms: the median interval
@@ -167,7 +185,7 @@ impl Recent {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         let mut steps: Vec<i64> = keys
             .into_iter()
-            .filter_map(|k| Self::find(&h, k))
+            .filter_map(|k| h.find(k))
             .flat_map(|r| {
                 let upto = r.partition_point(|(t, _)| *t <= now);
                 let seen: Vec<i64> = r
@@ -190,6 +208,7 @@ impl Recent {
     pub fn histories(&self, want: impl Fn(&SeriesKey) -> bool) -> Vec<(SeriesKey, History)> {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<(SeriesKey, History)> = h
+            .rings
             .values()
             .filter(|(k, _)| want(k))
             .map(|(k, r)| (SeriesKey::clone(k), r.clone()))
@@ -202,7 +221,7 @@ impl Recent {
     /// `before`, oldest first.
     pub fn values_between(&self, key: &SeriesKey, after: i64, before: i64) -> Vec<f64> {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        Self::find(&h, key)
+        h.find(key)
             .map(|r| {
                 r.iter()
                     .filter(|(t, _)| *t > after && *t < before)

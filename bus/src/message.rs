@@ -442,6 +442,27 @@ fn opt_name(s: &Option<String>) -> Result<(), Invalid> {
     s.as_deref().map_or(Ok(()), name)
 }
 
+/// A series' own names: its metric, its optional scene, link and
+/// instance, and its bounded labels.
+fn series_names(
+    metric: &str,
+    optional: [&Option<String>; 3],
+    labels: &BTreeMap<String, String>,
+) -> Result<(), Invalid> {
+    name(metric)?;
+    for o in optional {
+        opt_name(o)?;
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(Invalid::TooMany);
+    }
+    for (k, v) in labels {
+        name(k)?;
+        name(v)?;
+    }
+    Ok(())
+}
+
 fn ts(t: i64, b: &Bounds) -> Result<(), Invalid> {
     if (t - b.now_ms).abs() <= b.max_skew_ms {
         Ok(())
@@ -466,17 +487,7 @@ impl Validate for IndicatorBatch {
                 return Err(Invalid::NonFinite);
             }
             ts(s.ts, b)?;
-            name(&s.metric)?;
-            opt_name(&s.scene)?;
-            opt_name(&s.link)?;
-            opt_name(&s.instance)?;
-            if s.labels.len() > MAX_LABELS {
-                return Err(Invalid::TooMany);
-            }
-            for (k, v) in &s.labels {
-                name(k)?;
-                name(v)?;
-            }
+            series_names(&s.metric, [&s.scene, &s.link, &s.instance], &s.labels)?;
         }
         Ok(())
     }
@@ -677,17 +688,7 @@ impl Validate for DetectedBatch {
             let k = &a.key;
             name(&k.idc)?;
             name(&k.service)?;
-            name(&k.metric)?;
-            opt_name(&k.scene)?;
-            opt_name(&k.link)?;
-            opt_name(&k.instance)?;
-            if k.labels.len() > MAX_LABELS {
-                return Err(Invalid::TooMany);
-            }
-            for (k, v) in &k.labels {
-                name(k)?;
-                name(v)?;
-            }
+            series_names(&k.metric, [&k.scene, &k.link, &k.instance], &k.labels)?;
             if !matches!(a.direction.as_str(), "up" | "down" | "both") {
                 return Err(Invalid::OutOfRange);
             }

@@ -93,6 +93,49 @@ fn list(s: String) -> Vec<String> {
     serde_json::from_str(&s).unwrap_or_default()
 }
 
+/// Writes approval `a` (with `blast` and `reasons` as they are to be
+/// kept); with `upsert`, an approval already there takes its changing
+/// fields (who was asked, state, deadline, decision).
+fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    a: &ApprovalRow,
+    blast: &str,
+    reasons: &[String],
+    upsert: bool,
+) -> rusqlite::Result<usize> {
+    let on_conflict = if upsert {
+        " ON CONFLICT(id) DO UPDATE SET notified = excluded.notified, state = excluded.state,
+            deadline_ts = excluded.deadline_ts, decided_ts = excluded.decided_ts, outcome = excluded.outcome"
+    } else {
+        ""
+    };
+    tx.execute(
+        &format!(
+            "INSERT INTO approvals (id, incident_id, playbook, risk, plan, blast, reasons, required, authors,
+                on_timeout, notified, state, created_ts, deadline_ts, decided_ts, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16){on_conflict}"
+        ),
+        params![
+            a.id,
+            a.incident_id,
+            a.playbook,
+            a.risk,
+            json(&a.plan),
+            blast,
+            json(&reasons),
+            a.required,
+            json(&a.authors),
+            a.on_timeout,
+            json(&a.notified),
+            a.state,
+            a.created_ts,
+            a.deadline_ts,
+            a.decided_ts,
+            a.outcome
+        ],
+    )
+}
+
 fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
     Ok(ApprovalRow {
         id: r.get("id")?,
@@ -130,29 +173,7 @@ impl Store {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let blast = mask(&a.blast);
         let reasons: Vec<String> = a.reasons.iter().map(|r| mask(r).into_owned()).collect();
-        tx.execute(
-            "INSERT INTO approvals (id, incident_id, playbook, risk, plan, blast, reasons, required, authors,
-                on_timeout, notified, state, created_ts, deadline_ts, decided_ts, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            params![
-                a.id,
-                a.incident_id,
-                a.playbook,
-                a.risk,
-                json(&a.plan),
-                blast.as_ref(),
-                json(&reasons),
-                a.required,
-                json(&a.authors),
-                a.on_timeout,
-                json(&a.notified),
-                a.state,
-                a.created_ts,
-                a.deadline_ts,
-                a.decided_ts,
-                a.outcome
-            ],
-        )?;
+        insert(&tx, a, &blast, &reasons, false)?;
         append(
             &tx,
             &self.audit.key,
@@ -360,31 +381,7 @@ impl Store {
             .optional()?;
         let mut changed = false;
         if known.as_ref() != Some(a) {
-            tx.execute(
-                "INSERT INTO approvals (id, incident_id, playbook, risk, plan, blast, reasons, required, authors,
-                    on_timeout, notified, state, created_ts, deadline_ts, decided_ts, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-                 ON CONFLICT(id) DO UPDATE SET notified = excluded.notified, state = excluded.state,
-                    deadline_ts = excluded.deadline_ts, decided_ts = excluded.decided_ts, outcome = excluded.outcome",
-                params![
-                    a.id,
-                    a.incident_id,
-                    a.playbook,
-                    a.risk,
-                    json(&a.plan),
-                    a.blast,
-                    json(&a.reasons),
-                    a.required,
-                    json(&a.authors),
-                    a.on_timeout,
-                    json(&a.notified),
-                    a.state,
-                    a.created_ts,
-                    a.deadline_ts,
-                    a.decided_ts,
-                    a.outcome
-                ],
-            )?;
+            insert(&tx, a, &a.blast, &a.reasons, true)?;
             changed = true;
         }
         let mut new_votes = 0;
