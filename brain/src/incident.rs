@@ -309,6 +309,9 @@ pub struct Restored {
     deadline: Option<i64>,
     /// Its symptoms persisted and its plan went on.
     confirmed: bool,
+    /// The event time last judged at: the engine asks every round, and
+    /// until event time moves the fresh samples are the same.
+    judged_at: Option<i64>,
 }
 
 /// An unfinished incident as saved in the store, to resume from after a
@@ -465,10 +468,12 @@ impl Incident {
     /// starts over a verification window the restart cut.
     pub fn rejudge(&mut self, now: i64, fresh: impl Fn(&SeriesKey, i64) -> Vec<f64>) {
         let Some(r) = &mut self.restored else { return };
-        // Event time has not passed the checkpoint yet: nothing is fresh.
-        if now <= r.saved {
+        // Event time has not passed the checkpoint yet: nothing is fresh;
+        // or it has not moved since the last judgement.
+        if now <= r.saved || r.judged_at == Some(now) {
             return;
         }
+        r.judged_at = Some(now);
         if r.deadline.is_none() {
             r.deadline = Some(now + RESUME_WAIT_MS);
             if let Some(Wait::Verify {

@@ -93,6 +93,7 @@ pub async fn run(
         watermark,
         limits,
         stats,
+        by_seq: partitioned.is_some(),
     };
     let mut owned = vec![false; partitioned.as_ref().map_or(0, |p| p.partitions as usize)];
     // A passed-over sequence the shards have not heard of yet, and when
@@ -132,9 +133,8 @@ pub async fn run(
                     };
                 }
             }
-            let mine = selfheal_bus::partition::service_of(&msg.subject)
-                .map(|s| selfheal_bus::partition::of_service(s, p.partitions) as usize)
-                .is_some_and(|i| owned[i]);
+            let mine = selfheal_bus::partition::of_subject(&msg.subject, p.partitions)
+                .is_some_and(|i| owned[i as usize]);
             if !mine {
                 BrainStats::bump(&ingest.stats.batches_passed_over);
                 let at = unmarked.map_or_else(|| tokio::time::Instant::now() + MARK_EVERY, |u| u.1);
@@ -169,6 +169,9 @@ struct Ingest {
     watermark: watch::Sender<i64>,
     limits: Limits,
     stats: Arc<BrainStats>,
+    /// A detection worker: its progress is the stream sequence, so every
+    /// message moves every shard's mark.
+    by_seq: bool,
 }
 
 impl Ingest {
@@ -202,9 +205,8 @@ impl Ingest {
         let (mut read, mut taken) = (0u64, 0u64);
         while let Some(m) = sub.next().await {
             read += 1;
-            let mine = selfheal_bus::partition::service_of(&m.subject)
-                .map(|s| selfheal_bus::partition::of_service(s, p.partitions) as usize)
-                .is_some_and(|i| gained[i]);
+            let mine = selfheal_bus::partition::of_subject(&m.subject, p.partitions)
+                .is_some_and(|i| gained[i as usize]);
             if mine {
                 taken += 1;
                 self.take(&m, true).await?;
@@ -330,9 +332,10 @@ impl Ingest {
         if self.admission.sweep(max_ts) > 0 {
             self.recent.forget(&self.admission.take_forgotten());
         }
-        // Every shard hears when the watermark moves, even one with no
-        // sample of this batch, so the engine knows how far all have come.
-        let moved = max_ts > wm || msg.seq != 0;
+        // Every shard hears when the watermark moves (a worker: the
+        // sequence), even one with no sample of this batch, so the engine
+        // knows how far all have come.
+        let moved = max_ts > wm || self.by_seq;
         for (tx, mut b) in self.shards.iter().zip(routed) {
             if b.samples.is_empty() && (!moved || quiet) {
                 continue;

@@ -55,6 +55,11 @@ pub fn service_of(subject: &str) -> Option<&str> {
     subject.rsplit('.').next().filter(|s| !s.is_empty())
 }
 
+/// The partition of the service of indicator subject `subject`.
+pub fn of_subject(subject: &str, partitions: u16) -> Option<u16> {
+    service_of(subject).map(|s| of_service(s, partitions))
+}
+
 /// The live member that detects `partition`, by rendezvous hashing.
 pub fn owner(partition: u16, members: &[String]) -> Option<&str> {
     let p = partition.to_le_bytes();

@@ -293,11 +293,7 @@ mod tests {
         let (ptx, prx) = mpsc::channel(16);
         let (tx, mut rx) = mpsc::channel(16);
         let stop = CancellationToken::new();
-        let limits = Limits {
-            max_bytes: 1 << 20,
-            max_skew_ms: 300_000,
-            max_items: 10_000,
-        };
+        let limits = crate::BrainConfig::default().limits();
         let task = tokio::spawn(receive(
             sub,
             prx,
