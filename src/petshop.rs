@@ -112,21 +112,6 @@ pub fn convert(case: &Case, out: &Path) -> anyhow::Result<i64> {
         bail!("{}: no data rows", case.dir.display());
     };
     let mut csv = String::from("timestamp,service,metric,value\n");
-    let field = |s: &str| {
-        if s.contains([',', '"']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
-    let mut write = |w: &Wide, shift: i64| {
-        for (i, t) in w.ts.iter().enumerate() {
-            for (comp, metric, vals) in &w.cols {
-                let v = vals[i].map(|v| v.to_string()).unwrap_or_default();
-                let _ = writeln!(csv, "{},{},{},{v}", t + shift, field(comp), metric);
-            }
-        }
-    };
     let normal = scenario_dir.join("noissue/metrics.csv");
     if normal.exists() {
         let h = read_wide(&normal)?;
@@ -136,18 +121,44 @@ pub fn convert(case: &Case, out: &Path) -> anyhow::Result<i64> {
             } else {
                 300
             };
-            write(&h, start - step - last);
+            write_long(&mut csv, &h, start - step - last);
         }
     }
-    write(&metrics, 0);
+    write_long(&mut csv, &metrics, 0);
     std::fs::write(out.join("metrics.csv"), csv)?;
-    let edges = graph_edges(&scenario_dir.join("graph.csv"))?;
+    write_dependencies(&scenario_dir.join("graph.csv"), out)?;
+    Ok(start)
+}
+
+/// A CSV field, quoted when it must be.
+fn field(s: &str) -> String {
+    if s.contains([',', '"']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Appends `w` to `csv` in replay's long form, shifted by `shift` s; a
+/// missing value is an empty cell (a gap).
+fn write_long(csv: &mut String, w: &Wide, shift: i64) {
+    for (i, t) in w.ts.iter().enumerate() {
+        for (comp, metric, vals) in &w.cols {
+            let v = vals[i].map(|v| v.to_string()).unwrap_or_default();
+            let _ = writeln!(csv, "{},{},{},{v}", t + shift, field(comp), metric);
+        }
+    }
+}
+
+/// Writes the adjacency matrix `graph` as replay's `dependencies.csv` in
+/// `out`.
+fn write_dependencies(graph: &Path, out: &Path) -> anyhow::Result<()> {
     let mut deps = String::from("source,target\n");
-    for (a, b) in &edges {
+    for (a, b) in &graph_edges(graph)? {
         let _ = writeln!(deps, "{},{}", field(a), field(b));
     }
     std::fs::write(out.join("dependencies.csv"), deps)?;
-    Ok(start)
+    Ok(())
 }
 
 /// The call edges of an adjacency matrix (row calls column).
@@ -296,6 +307,64 @@ pub struct Report {
     pub all: Score,
     /// Every case.
     pub cases: Vec<CaseResult>,
+    /// False incidents on each scenario's normal stretch (`noissue/`),
+    /// replayed alone, for the scenarios that ship one.
+    pub normal: BTreeMap<String, Normal>,
+}
+
+/// Incidents opened on a healthy recording: every one is false.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Normal {
+    /// Incidents opened.
+    pub incidents: usize,
+    /// Components with series in it.
+    pub components: usize,
+    /// Its length, days.
+    pub days: f64,
+    /// Incidents per component per day (the bar is 1).
+    pub per_component_day: f64,
+}
+
+/// Replays `scenario_dir`'s normal stretch (`noissue/metrics.csv`) alone
+/// through a brain of `cfg`, with the scenario's call graph, and counts the
+/// incidents it opens. `None` when the scenario ships none.
+pub async fn normal_stretch(
+    scenario_dir: &Path,
+    cfg: &BrainConfig,
+) -> anyhow::Result<Option<Normal>> {
+    let path = scenario_dir.join("noissue/metrics.csv");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let w = read_wide(&path)?;
+    let (Some(&first), Some(&last)) = (w.ts.first(), w.ts.last()) else {
+        return Ok(None);
+    };
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("rec");
+    std::fs::create_dir_all(&dir)?;
+    let mut csv = String::from("timestamp,service,metric,value\n");
+    write_long(&mut csv, &w, 0);
+    std::fs::write(dir.join("metrics.csv"), csv)?;
+    write_dependencies(&scenario_dir.join("graph.csv"), &dir)?;
+    let rec = crate::replay::read(&dir)?;
+    let mut c = cfg.clone();
+    let scratch = crate::replay::scratch()?;
+    c.store = scratch.path().join("replay.db");
+    let incidents = crate::replay::run(rec, c).await?.len();
+    let components = w
+        .cols
+        .iter()
+        .map(|(c, _, _)| c.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let days = (last - first) as f64 / 86_400.0;
+    Ok(Some(Normal {
+        incidents,
+        components,
+        days,
+        per_component_day: incidents as f64 / (components.max(1) as f64 * days.max(1e-9)),
+    }))
 }
 
 fn score<'a>(rs: impl Iterator<Item = &'a CaseResult>) -> Score {
@@ -393,10 +462,22 @@ pub async fn evaluate(
             .entry(s.clone())
             .or_insert_with(|| score(results.iter().filter(|r| r.scenario == s)));
     }
+    let mut normal = BTreeMap::new();
+    for case in cases {
+        if normal.contains_key(&case.scenario) {
+            continue;
+        }
+        if let Some(dir) = case.dir.parent().and_then(Path::parent)
+            && let Some(n) = normal_stretch(dir, cfg).await?
+        {
+            normal.insert(case.scenario.clone(), n);
+        }
+    }
     Ok(Report {
         scenarios,
         all: score(results.iter()),
         cases: results,
+        normal,
     })
 }
 
@@ -636,6 +717,16 @@ pub fn markdown(r: &Report) -> String {
             pct(sc.random_walk_top1),
             pct(sc.random_walk_top3)
         );
+    }
+    if !r.normal.is_empty() {
+        s.push_str("\n| normal stretch | components | days | false incidents | per component per day |\n| --- | --- | --- | --- | --- |\n");
+        for (name, n) in &r.normal {
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {:.1} | {} | {:.3} |",
+                n.components, n.days, n.incidents, n.per_component_day
+            );
+        }
     }
     s
 }

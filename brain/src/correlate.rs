@@ -6,13 +6,17 @@
 //! **symptom** — a success, error or latency series of the business (a
 //! scene, the business layer) or of an entry service (one nothing calls),
 //! or any series the configuration names — or on a **group** of anomalies
-//! that agree (errors or success going bad on two series or more inside
-//! the window). Anything else — one noisy resource series, traffic moving,
-//! an internal latency — is kept as a **signal** and joins the next
-//! incident as evidence. Latency that rises while the same scene's or
-//! service's traffic rises and quality holds is load, not a fault: a
-//! signal; so is latency inside a planned window (a sale, a batch) of the
-//! configured calendar. Errors and success going bad always count.
+//! that agree inside the window: errors or success going bad on two series
+//! or more; latency, errors or success in two services or more (with a
+//! call graph, only a latency that at least doubled counts); two latency
+//! series that at least doubled. Latency joins a group only while no
+//! traffic is above its baseline. Anything else — one noisy resource
+//! series, traffic moving, an internal latency that did not double — is
+//! kept as a **signal** and joins the next incident as evidence. Latency
+//! that rises while the same place's traffic is up and quality holds is
+//! load, not a fault: a signal; so is latency inside a planned window (a
+//! sale, a batch) of the configured calendar. Errors and success going bad
+//! always count.
 
 use selfheal_bus::SeriesKey;
 
@@ -128,12 +132,14 @@ impl Discipline {
     }
 
     /// Whether `ev` alone may open an incident, given the signals active
-    /// now and the series whose quality (errors, success) is bad now.
+    /// now, the series whose quality (errors, success) is bad now and the
+    /// traffic series above their baseline now.
     fn is_symptom(
         &self,
         ev: &AnomalyEvent,
         signals: &[Signal],
         bad: &[&SeriesKey],
+        traffic_up: &std::collections::BTreeSet<SeriesKey>,
         load_rising: bool,
     ) -> bool {
         let k = &ev.key;
@@ -170,7 +176,16 @@ impl Discipline {
         if self.planned_at(ev.ts, &k.service) {
             return false;
         }
+        // The traffic that loads a place: its own, or for an instance or a
+        // service without scenes, its service's (in any scene).
+        let loads = |o: &SeriesKey| {
+            o.service == k.service
+                && o.idc == k.idc
+                && (k.scene.is_none() || o.scene == k.scene)
+                && (o.instance.is_none() || o.instance == k.instance)
+        };
         let load = load_rising
+            || traffic_up.iter().any(loads)
             || signals.iter().any(|s| {
                 same_place(&s.key)
                     && &*s.evidence.class == "traffic"
@@ -200,6 +215,9 @@ pub struct Correlator {
     /// What may open an incident.
     pub discipline: Discipline,
     signals: Vec<Signal>,
+    /// Traffic series anomalous above their baseline now (a peak under
+    /// way, however long ago it began).
+    traffic_up: std::collections::BTreeSet<SeriesKey>,
 }
 
 impl Correlator {
@@ -213,6 +231,7 @@ impl Correlator {
             incidents: Vec::new(),
             discipline: Discipline::default(),
             signals: Vec::new(),
+            traffic_up: Default::default(),
         }
     }
 
@@ -250,6 +269,7 @@ impl Correlator {
         match ev.kind {
             AnomalyKind::End => {
                 self.signals.retain(|s| s.key != ev.key);
+                self.traffic_up.remove(&ev.key);
                 let i = self
                     .incidents
                     .iter()
@@ -262,6 +282,12 @@ impl Correlator {
                 Some((i, false))
             }
             AnomalyKind::Start => {
+                if &*ev.class == "traffic"
+                    && ev.value > ev.baseline
+                    && self.traffic_up.len() < MAX_SIGNALS
+                {
+                    self.traffic_up.insert(ev.key.clone());
+                }
                 let evidence = Evidence {
                     active: true,
                     onset: ev.onset,
@@ -295,9 +321,13 @@ impl Correlator {
                             .map(|(k, _)| k)
                     }))
                     .collect();
-                let symptom = self
-                    .discipline
-                    .is_symptom(ev, &self.signals, &bad, load_rising);
+                let symptom = self.discipline.is_symptom(
+                    ev,
+                    &self.signals,
+                    &bad,
+                    &self.traffic_up,
+                    load_rising,
+                );
                 self.signals.retain(|s| s.key != ev.key);
                 self.signals.push(Signal {
                     key: ev.key.clone(),
@@ -311,19 +341,36 @@ impl Correlator {
                     .iter()
                     .filter(|s| matches!(&*s.evidence.class, "errors" | "success"))
                     .count();
-                // Without a call graph: latency, errors or success going
-                // bad in two services or more.
-                let across = !self.discipline.has_graph && {
-                    let mut services: Vec<&str> = self
-                        .signals
-                        .iter()
-                        .filter(|s| matches!(&*s.evidence.class, "errors" | "success" | "latency"))
-                        .map(|s| s.key.service.as_str())
-                        .collect();
-                    services.sort_unstable();
-                    services.dedup();
-                    services.len() >= 2
-                };
+                // Latency, errors or success going bad in two services or
+                // more. Latency counts only while no traffic is above its
+                // baseline (else it is load, and quality tells); with a
+                // call graph, where the entry services' own symptoms are
+                // known, only a latency that at least doubled counts (a
+                // batch making a database a little slower is not a
+                // fault). Two latency series that at least doubled (a
+                // service's median and tail, or two services) agree too.
+                let loaded = !self.traffic_up.is_empty();
+                let graph = self.discipline.has_graph;
+                let doubled = |e: &Evidence| e.baseline > 0.0 && e.value >= 2.0 * e.baseline;
+                let latency = |e: &Evidence| &*e.class == "latency" && !loaded;
+                let mut services: Vec<&str> = self
+                    .signals
+                    .iter()
+                    .filter(|s| {
+                        let e = &s.evidence;
+                        matches!(&*e.class, "errors" | "success")
+                            || (latency(e) && (!graph || doubled(e)))
+                    })
+                    .map(|s| s.key.service.as_str())
+                    .collect();
+                services.sort_unstable();
+                services.dedup();
+                let strong = self
+                    .signals
+                    .iter()
+                    .filter(|s| latency(&s.evidence) && doubled(&s.evidence))
+                    .count();
+                let across = services.len() >= 2 || strong >= 2;
                 if !symptom && agreeing < 2 && !across {
                     return None;
                 }
@@ -502,6 +549,48 @@ mod tests {
             None,
             "with a graph, internal latency waits for an entry"
         );
+    }
+
+    #[test]
+    fn with_a_graph_latency_that_doubled_in_two_services_opens_unless_traffic_is_up() {
+        let slow = |service: &str, ts: i64, times: f64| {
+            let mut e = sys(service, "LatencyP99", ts);
+            (e.baseline, e.value) = (50.0, 50.0 * times);
+            e
+        };
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        c.discipline.entries.insert("web".into());
+        // A batch making two services a little slower opens nothing.
+        assert_eq!(c.on_anomaly(&slow("db", 10_000, 1.5)), None);
+        assert_eq!(c.on_anomaly(&slow("ledger", 11_000, 1.5)), None);
+        // A delay on a callee that doubled it and its caller's latency does.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline = Discipline {
+            has_graph: true,
+            ..c.discipline
+        };
+        assert_eq!(c.on_anomaly(&slow("db", 10_000, 6.0)), None, "one service");
+        assert_eq!(c.on_anomaly(&slow("ledger", 11_000, 2.5)), Some((0, true)));
+        // While traffic is above its baseline (a peak that began long
+        // before the correlation window), the same is load.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        c.discipline.entries.insert("web".into());
+        let mut tps = ev("web", "tps", 10_000, AnomalyKind::Start);
+        (tps.value, tps.baseline) = (900.0, 500.0);
+        assert_eq!(c.on_anomaly(&tps), None, "a peak while quality holds");
+        assert_eq!(c.on_anomaly(&slow("db", 600_000, 6.0)), None);
+        assert_eq!(c.on_anomaly(&slow("ledger", 601_000, 2.5)), None);
+        // An instance of the entry service slows with its service's
+        // traffic up: load too, however long the peak has lasted.
+        let mut pod = slow("web", 602_000, 1.3);
+        pod.key.instance = Some("web-1".into());
+        assert_eq!(c.on_anomaly(&pod), None, "the entry's instance under load");
+        // The peak over, an entry instance slowing is a symptom again.
+        c.on_anomaly(&ev("web", "tps", 700_000, AnomalyKind::End));
+        pod.ts = 800_000;
+        assert_eq!(c.on_anomaly(&pod), Some((0, true)));
     }
 
     #[test]

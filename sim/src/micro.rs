@@ -394,6 +394,35 @@ pub fn load_dir(dir: &std::path::Path) -> Result<Vec<MicroScenario>, String> {
     }
 }
 
+/// `per_fault` scenarios of each fault kind, with graphs of 8-30 services
+/// and seeds drawn from `seed`: a wider drill than the shipped catalogue,
+/// the same for the same seed.
+pub fn random(per_fault: usize, seed: u64) -> Vec<MicroScenario> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let faults = [
+        MicroFault::CpuHog,
+        MicroFault::MemoryLeak,
+        MicroFault::NetworkDelay,
+        MicroFault::PacketLoss,
+        MicroFault::ErrorReturns,
+    ];
+    let mut out = Vec::new();
+    for fault in faults {
+        for i in 0..per_fault {
+            out.push(MicroScenario {
+                name: format!("{}_r{i}", fault.cause()),
+                seed: rng.gen_range(1..1_000_000),
+                services: rng.gen_range(8..=30),
+                fault,
+                start_s: default_start(),
+                duration_s: default_duration(),
+                step_s: default_step(),
+            });
+        }
+    }
+    out
+}
+
 /// Per fault kind, how many scenarios.
 pub fn by_fault(s: &[MicroScenario]) -> BTreeMap<&'static str, usize> {
     let mut m = BTreeMap::new();
@@ -456,5 +485,18 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn random_scenarios_are_seeded_and_cover_every_fault() {
+        let a = random(3, 9);
+        assert_eq!(a, random(3, 9), "the same for the same seed");
+        assert_ne!(a, random(3, 10));
+        assert_eq!(a.len(), 15);
+        assert!(by_fault(&a).values().all(|n| *n == 3));
+        assert!(a.iter().all(|s| (8..=30).contains(&s.services)));
+        for s in &a {
+            generate(s).unwrap();
+        }
     }
 }

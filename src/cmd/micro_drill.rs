@@ -25,6 +25,13 @@ pub struct Args {
     /// metrics-only recordings come.
     #[arg(long)]
     pub no_graph: bool,
+    /// Instead of `--dir`: this many seeded random scenarios of each fault
+    /// kind (graphs of 8-30 services), a wider drill than the catalogue.
+    #[arg(long)]
+    pub random: Option<usize>,
+    /// The seed of `--random`.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Runs it.
@@ -35,15 +42,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         min_top1,
         keep,
         no_graph,
+        random,
+        seed,
     } = args;
     let cfg = BrainConfig {
         playbooks: selfheal::paths::playbooks(),
         ..BrainConfig::default()
     };
-    let dir = selfheal::existing(dir);
-    let scenarios = selfheal_sim::micro::load_dir(&dir).map_err(anyhow::Error::msg)?;
+    let scenarios = match random {
+        Some(n) => selfheal_sim::micro::random(n, seed),
+        None => {
+            let dir = selfheal::existing(dir);
+            selfheal_sim::micro::load_dir(&dir).map_err(anyhow::Error::msg)?
+        }
+    };
     if scenarios.is_empty() {
-        input!("no scenario under {}", dir.display());
+        input!("no scenario to drill");
     }
     let t = std::time::Instant::now();
     let report = selfheal::micro::drill(&scenarios, &cfg, keep.as_deref(), !no_graph, |r| {

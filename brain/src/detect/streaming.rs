@@ -77,6 +77,12 @@ pub struct DetectorConfig {
     pub rel_floor: f64,
     /// Weight of a new sample in the level and the state machine's baseline.
     pub alpha: f64,
+    /// Least memory of the state machine's baseline, in seconds of the
+    /// series' time: on fast series (1-second steps) its weight per sample
+    /// is at most the step over this, so a fault that creeps in over half a
+    /// minute (a leak, errors ramping) is not learnt as the new normal
+    /// before it is bad enough to open. 0 turns it off (`alpha` alone).
+    pub base_memory_s: f64,
     /// Level deviation, in robust standard deviations, that opens an
     /// anomaly.
     pub z_open: f64,
@@ -121,6 +127,7 @@ impl Default for DetectorConfig {
             warmup: 30,
             rel_floor: 0.002,
             alpha: 0.05,
+            base_memory_s: 300.0,
             z_open: 6.0,
             z_close: 3.0,
             open_run: 3,
@@ -170,6 +177,7 @@ impl DetectorConfig {
             ("ctx_weight", self.ctx_weight),
             ("day_weight", self.day_weight),
             ("range_margin", self.range_margin),
+            ("base_memory_s", self.base_memory_s),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
                 p.push(format!("detector.{k}: must be a number >= 0"));
@@ -415,7 +423,7 @@ impl Detector {
             out = self.transition(ts, self.badness(x, cfg), cfg);
         }
         if !warm && out.is_none() && self.state.settled() {
-            self.learn_base(x, cfg);
+            self.learn_base(ts, x, cfg);
         }
         self.learn(x, warm, cfg);
         if warm {
@@ -489,12 +497,21 @@ impl Detector {
         self.prev = x;
     }
 
-    /// Learns the state machine's baseline (winsorised like the level).
-    fn learn_base(&mut self, x: f64, cfg: &DetectorConfig) {
+    /// Learns the state machine's baseline (winsorised like the level),
+    /// at `alpha` per sample, or slower on fast series so that it remembers
+    /// at least `base_memory_s` of time (the step is the mean since the
+    /// first sample).
+    fn learn_base(&mut self, ts: i64, x: f64, cfg: &DetectorConfig) {
+        let step_s = (ts - self.first_ts) as f64 / 1000.0 / f64::from(self.n.max(1));
+        let a = if cfg.base_memory_s > 0.0 && step_s > 0.0 {
+            cfg.alpha.min(step_s / cfg.base_memory_s)
+        } else {
+            cfg.alpha
+        };
         let lim = cfg.z_open * self.base_scale(cfg);
         let d = (x - self.base).clamp(-lim, lim);
-        self.base += cfg.alpha * d;
-        self.base_dev += cfg.alpha * (d.abs() - self.base_dev);
+        self.base += a * d;
+        self.base_dev += a * (d.abs() - self.base_dev);
     }
 
     fn bin(&self, x: f64) -> usize {

@@ -264,3 +264,47 @@ proptest! {
         }
     }
 }
+
+/// Feeds `xs` every `step_ms` from 0; returns when the first anomaly
+/// opened (ms), if one did.
+fn first_open(xs: &[f64], step_ms: i64) -> Option<i64> {
+    let cfg = DetectorConfig::default();
+    let mut d = Detector::new(Direction::Up);
+    xs.iter().enumerate().find_map(|(i, x)| {
+        let ts = i as i64 * step_ms;
+        matches!(d.update(ts, *x, &cfg), Some(Transition::Start { .. })).then_some(ts)
+    })
+}
+
+#[test]
+fn a_fault_creeping_in_over_half_a_minute_of_one_second_samples_opens() {
+    // Errors per second: 2 ± 0.25 for five minutes, then ramping to 10
+    // over 30 s and staying there (a leak making a pod fail more and more).
+    let base = noisy(7, 600, 2.0, 0.25);
+    let ramp: Vec<f64> = base
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x + 8.0 * ((i as f64 - 300.0) / 30.0).clamp(0.0, 1.0))
+        .collect();
+    let at = first_open(&ramp, 1_000).expect("the creeping fault opens");
+    assert!(
+        (300_000..=330_000).contains(&at),
+        "opened within the ramp, at {at} ms"
+    );
+    assert_eq!(first_open(&base, 1_000), None, "the noise alone is quiet");
+    // With the baseline learning per sample alone (memory: 20 samples),
+    // the same ramp is followed and never opens: the test catches a
+    // return to it.
+    let cfg = DetectorConfig {
+        base_memory_s: 0.0,
+        ..Default::default()
+    };
+    let mut d = Detector::new(Direction::Up);
+    let opened = ramp.iter().enumerate().any(|(i, x)| {
+        matches!(
+            d.update(i as i64 * 1_000, *x, &cfg),
+            Some(Transition::Start { .. })
+        )
+    });
+    assert!(!opened, "per-sample memory follows the ramp");
+}
