@@ -170,6 +170,9 @@ pub struct Platform {
     isolated: BTreeSet<String>,
     degraded: BTreeSet<String>,
     restarting: BTreeMap<String, u64>,
+    /// Instances with a share of their traffic moved to their siblings
+    /// (a load balancer's weight lowered).
+    drained: BTreeMap<String, f64>,
     window: BTreeMap<String, VecDeque<(f64, f64)>>,
     seen_breach: bool,
     next_change: u64,
@@ -326,6 +329,7 @@ impl Platform {
             isolated: BTreeSet::new(),
             degraded: BTreeSet::new(),
             restarting: BTreeMap::new(),
+            drained: BTreeMap::new(),
             window: BTreeMap::new(),
             seen_breach: false,
             next_change: 0,
@@ -724,21 +728,30 @@ impl Platform {
         for s in &t.svcs {
             let load = svc_load.get(&s.name).copied().unwrap_or(0.0);
             let mut down = 0u32;
+            let mut drained = 0.0;
             let mut hot_inst: Option<(String, f64)> = None;
+            let mut hot_share = 1.0;
             for k in 1..=s.instances {
                 let inst = instance_name(&s.name, &idc.name, k);
+                let away = self.drained.get(&inst).copied().unwrap_or(0.0);
                 if self.restarting.contains_key(&inst) {
                     down += 1;
+                } else {
+                    drained += away;
                 }
                 if let Some(f) = self
                     .fault(FaultKind::SaturatedHost)
                     .find(|f| f.key.as_deref() == Some(&inst))
                 {
-                    hot_inst = Some((inst, f.magnitude()));
+                    // Its slowness reaches only the traffic it still takes.
+                    hot_share = 1.0 - away;
+                    hot_inst = Some((inst, 1.0 + (f.magnitude() - 1.0) * hot_share));
                 }
             }
             let up = (s.instances - down.min(s.instances)) as f64;
-            let capacity = (up * s.cap).max(1e-9);
+            // Traffic moved off an instance goes to its siblings: the
+            // service serves on the rest of its capacity.
+            let capacity = ((up - drained).max(0.0) * s.cap).max(1e-9);
             let u = load / capacity;
             let mut lat = s.lat * (1.0 + 3.0 * u.min(1.5).powi(4));
             let mut err = s.err + if u > 1.0 { 1.0 - 1.0 / u } else { 0.0 };
@@ -788,9 +801,11 @@ impl Platform {
             }
             if let Some((_, m)) = &hot_inst {
                 // One saturated instance: its share of requests is slow
-                // and many time out; p99 is that instance's latency.
+                // and many time out; p99 is that instance's latency. Its
+                // multiplier is already scaled by the traffic it still
+                // takes (1 when all of it was moved away).
                 lat *= m;
-                err += 0.4 / up.max(1.0);
+                err += 0.4 / up.max(1.0) * hot_share;
             }
             if let Some(n) = network {
                 err += n;
@@ -1228,6 +1243,16 @@ impl Platform {
         cured
     }
 
+    /// Whether `name` is an instance of a service in an IDC.
+    fn is_instance(&self, name: &str) -> bool {
+        self.svcs.iter().any(|s| {
+            self.topo
+                .idcs
+                .iter()
+                .any(|i| (1..=s.instances).any(|k| instance_name(&s.name, &i.name, k) == name))
+        })
+    }
+
     /// Applies a control command and says what it did.
     pub fn apply(&mut self, cmd: &Command) -> Result<String, String> {
         let now = self.now_ms();
@@ -1245,9 +1270,26 @@ impl Platform {
         let is_scene = self.topo.scenes.iter().any(|s| s.name == t);
         let is_service = self.topo.service(&t).is_some();
         let (detail, cured) = match cmd.kind {
+            ActionKind::ShiftTraffic if param_str("to").is_none() && self.is_instance(&t) => {
+                // Away from one instance to its siblings (its weight at
+                // the load balancer lowered).
+                let fraction = param_f64("fraction").ok_or("shift_traffic needs `fraction`")?;
+                if !(0.0..=1.0).contains(&fraction) {
+                    return Err(format!("fraction {fraction} is not in [0,1]"));
+                }
+                self.drained.insert(t.clone(), fraction);
+                (
+                    format!(
+                        "{:.1}% of {t}'s traffic now goes to its siblings",
+                        fraction * 100.0
+                    ),
+                    false,
+                )
+            }
             ActionKind::ShiftTraffic => {
                 let from = param_str("from").unwrap_or_else(|| t.clone());
-                let to = param_str("to").ok_or("shift_traffic needs `to`")?;
+                let to = param_str("to")
+                    .ok_or("shift_traffic needs `to` (or a known instance as its target)")?;
                 let fraction = param_f64("fraction").ok_or("shift_traffic needs `fraction`")?;
                 if !(0.0..=1.0).contains(&fraction) {
                     return Err(format!("fraction {fraction} is not in [0,1]"));
@@ -1328,7 +1370,17 @@ impl Platform {
                 )
             }
             ActionKind::Restore => {
-                if is_scene {
+                if self.is_instance(&t) {
+                    let was = self.drained.remove(&t);
+                    let detail = match was {
+                        Some(f) => format!(
+                            "{t} takes its full share again ({:.1}% was away)",
+                            f * 100.0
+                        ),
+                        None => format!("{t} was not drained; nothing to restore"),
+                    };
+                    (detail, false)
+                } else if is_scene {
                     self.degraded.remove(&t);
                     self.scene_throttle.remove(&t);
                     (format!("scene {t} restored"), false)
@@ -1366,13 +1418,7 @@ impl Platform {
                 (format!("{t} configuration reverted"), c)
             }
             ActionKind::Restart => {
-                let known = self.svcs.iter().any(|s| {
-                    self.topo
-                        .idcs
-                        .iter()
-                        .any(|i| (1..=s.instances).any(|k| instance_name(&s.name, &i.name, k) == t))
-                });
-                if !known {
+                if !self.is_instance(&t) {
                     return Err(format!("unknown instance {t:?}"));
                 }
                 self.restarting.insert(t.clone(), self.tick + RESTART_TICKS);

@@ -345,3 +345,53 @@ fn a_slow_downstream_slows_and_fills_everything_upstream() {
     }
     assert!(metric(&after, "accounting-core", "conn_pool_use") > 0.95);
 }
+
+#[test]
+fn traffic_moved_off_a_saturated_instance_spares_its_users_until_restored() {
+    let s = scenario(
+        FaultKind::SaturatedHost,
+        "payment-engine",
+        Some("payment-engine-idc1-2"),
+    );
+    let mut p = Platform::new(default_topology(), &s, 0);
+    let p99 = |f: &Frame| {
+        f.samples
+            .iter()
+            .find(|x| {
+                x.service == "payment-engine"
+                    && x.metric == "latency_p99_ms"
+                    && x.instance.is_none()
+                    && x.idc == "idc1"
+            })
+            .map(|x| x.value)
+            .unwrap()
+    };
+    let healthy = p99(&run(&mut p, 55));
+    let hot = p99(&run(&mut p, 20));
+    assert!(hot > 1.5 * healthy, "saturated: {healthy} → {hot}");
+    // Without `to`, only a known instance may be drained.
+    let drain =
+        |target: &str, f: f64| cmd(ActionKind::ShiftTraffic, target, &[("fraction", serde_json::json!(f))]);
+    assert!(p.apply(&drain("payment-engine", 1.0)).is_err(), "a service");
+    assert!(p.apply(&drain("payment-engine-idc9-9", 1.0)).is_err());
+    let half = p.apply(&drain("payment-engine-idc1-2", 0.5)).unwrap();
+    assert!(half.contains("50.0%"), "{half}");
+    let halfway = p99(&run(&mut p, 10));
+    let mut all = drain("payment-engine-idc1-2", 1.0);
+    all.key.push_str("-all");
+    p.apply(&all).unwrap();
+    let drained = p99(&run(&mut p, 10));
+    assert!(
+        drained < halfway && halfway < hot,
+        "{hot} → {halfway} → {drained}"
+    );
+    assert!(drained < 1.2 * healthy, "{healthy} vs {drained}");
+    assert!(
+        p.truth().faults.iter().all(|f| !f.cured),
+        "the host is still saturated: moved away from, not cured"
+    );
+    p.apply(&cmd(ActionKind::Restore, "payment-engine-idc1-2", &[]))
+        .unwrap();
+    let back = p99(&run(&mut p, 10));
+    assert!(back > 1.5 * healthy, "restored onto the hot host: {back}");
+}
