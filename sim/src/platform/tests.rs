@@ -370,8 +370,13 @@ fn traffic_moved_off_a_saturated_instance_spares_its_users_until_restored() {
     let hot = p99(&run(&mut p, 20));
     assert!(hot > 1.5 * healthy, "saturated: {healthy} → {hot}");
     // Without `to`, only a known instance may be drained.
-    let drain =
-        |target: &str, f: f64| cmd(ActionKind::ShiftTraffic, target, &[("fraction", serde_json::json!(f))]);
+    let drain = |target: &str, f: f64| {
+        cmd(
+            ActionKind::ShiftTraffic,
+            target,
+            &[("fraction", serde_json::json!(f))],
+        )
+    };
     assert!(p.apply(&drain("payment-engine", 1.0)).is_err(), "a service");
     assert!(p.apply(&drain("payment-engine-idc9-9", 1.0)).is_err());
     let half = p.apply(&drain("payment-engine-idc1-2", 0.5)).unwrap();
