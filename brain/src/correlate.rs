@@ -401,6 +401,14 @@ impl Correlator {
         }
     }
 
+    /// Keeps only the traffic series above their baseline that `alive`
+    /// says still report: one forgotten as idle while flagged (its source
+    /// gone mid-peak) never sends the end of its anomaly, and would make
+    /// latency look like load for good.
+    pub fn retain_traffic_up(&mut self, alive: impl Fn(&SeriesKey) -> bool) {
+        self.traffic_up.retain(|k| alive(k));
+    }
+
     /// Forgets finished incidents idle for longer than the window.
     pub fn prune(&mut self, now: i64) {
         let w = self.window_ms;
@@ -587,9 +595,21 @@ mod tests {
         let mut pod = slow("web", 602_000, 1.3);
         pod.key.instance = Some("web-1".into());
         assert_eq!(c.on_anomaly(&pod), None, "the entry's instance under load");
-        // The peak over, an entry instance slowing is a symptom again.
-        c.on_anomaly(&ev("web", "tps", 700_000, AnomalyKind::End));
+        // A traffic series forgotten as idle while flagged (its source
+        // gone mid-peak) stops counting as load.
+        c.retain_traffic_up(|k| k.service != "web");
         pod.ts = 800_000;
+        assert_eq!(c.on_anomaly(&pod), Some((0, true)));
+        // So does a peak that ended.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        c.discipline.entries.insert("web".into());
+        assert_eq!(c.on_anomaly(&tps), None);
+        c.retain_traffic_up(|_| true);
+        pod.ts = 900_000;
+        assert_eq!(c.on_anomaly(&pod), None, "still reporting: still load");
+        c.on_anomaly(&ev("web", "tps", 950_000, AnomalyKind::End));
+        pod.ts = 1_000_000;
         assert_eq!(c.on_anomaly(&pod), Some((0, true)));
     }
 

@@ -217,6 +217,13 @@ impl Recent {
         out
     }
 
+    /// Whether `key`'s samples are still kept (admission has not forgotten
+    /// it as idle).
+    pub fn kept(&self, key: &SeriesKey) -> bool {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        h.find(key).is_some()
+    }
+
     /// The values of `key`'s kept samples after `after` and before
     /// `before`, oldest first.
     pub fn values_between(&self, key: &SeriesKey, after: i64, before: i64) -> Vec<f64> {
@@ -277,11 +284,13 @@ mod tests {
             r.values_between(&sys, (last - 3) * 1000, (last + 1) * 1000),
             vec![(last - 2) as f64, (last - 1) as f64, last as f64]
         );
+        assert!(r.kept(&b) && r.kept(&sys));
         r.forget(&[0]);
         assert!(
             r.points(&name, 0).is_empty(),
             "a forgotten series' ring goes"
         );
+        assert!(!r.kept(&b) && r.kept(&sys));
         assert_eq!(r.histories(|_| true).len(), 1);
     }
 }

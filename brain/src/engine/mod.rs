@@ -384,6 +384,10 @@ impl Engine {
 
     async fn on_anomaly(&mut self, ev: &AnomalyEvent) {
         let load = self.load_rising(ev);
+        if ev.kind == crate::detect::AnomalyKind::Start && &*ev.class == "latency" {
+            let recent = &self.recent;
+            self.correlator.retain_traffic_up(|k| recent.kept(k));
+        }
         tracing::debug!(key = %ev.key, kind = ?ev.kind, ts = ev.ts, class = %ev.class, score = ev.score, value = ev.value, baseline = ev.baseline, load, "anomaly transition");
         let Some((i, new)) = self.correlator.on_anomaly_under(ev, load) else {
             return;
