@@ -131,13 +131,12 @@ impl Discipline {
         })
     }
 
-    /// Whether `ev` alone may open an incident, given the signals active
-    /// now, the series whose quality (errors, success) is bad now and the
-    /// traffic series above their baseline now.
+    /// Whether `ev` alone may open an incident, given the series whose
+    /// quality (errors, success) is bad now and the traffic series above
+    /// their baseline now.
     fn is_symptom(
         &self,
         ev: &AnomalyEvent,
-        signals: &[Signal],
         bad: &[&SeriesKey],
         traffic_up: &std::collections::BTreeSet<SeriesKey>,
         load_rising: bool,
@@ -176,21 +175,16 @@ impl Discipline {
         if self.planned_at(ev.ts, &k.service) {
             return false;
         }
-        // The traffic that loads a place: its own, or for an instance or a
-        // service without scenes, its service's (in any scene).
+        // The traffic that loads a place: its own; for an instance, its
+        // service's too; for a service, its instances'; for a series
+        // without a scene, its service's in any scene.
         let loads = |o: &SeriesKey| {
             o.service == k.service
                 && o.idc == k.idc
                 && (k.scene.is_none() || o.scene == k.scene)
-                && (o.instance.is_none() || o.instance == k.instance)
+                && (o.instance.is_none() || k.instance.is_none() || o.instance == k.instance)
         };
-        let load = load_rising
-            || traffic_up.iter().any(loads)
-            || signals.iter().any(|s| {
-                same_place(&s.key)
-                    && &*s.evidence.class == "traffic"
-                    && s.evidence.value > s.evidence.baseline
-            });
+        let load = load_rising || traffic_up.iter().any(loads);
         !load || quality_bad
     }
 }
@@ -321,13 +315,9 @@ impl Correlator {
                             .map(|(k, _)| k)
                     }))
                     .collect();
-                let symptom = self.discipline.is_symptom(
-                    ev,
-                    &self.signals,
-                    &bad,
-                    &self.traffic_up,
-                    load_rising,
-                );
+                let symptom = self
+                    .discipline
+                    .is_symptom(ev, &bad, &self.traffic_up, load_rising);
                 self.signals.retain(|s| s.key != ev.key);
                 self.signals.push(Signal {
                     key: ev.key.clone(),
