@@ -38,6 +38,8 @@ pub struct MicroResult {
     pub cause: Option<String>,
     /// Incidents opened before the fault (false alarms).
     pub false_incidents: usize,
+    /// Incidents opened from the fault on: one fault should page once.
+    pub fault_incidents: usize,
 }
 
 /// The figures over a set of scenarios.
@@ -55,6 +57,9 @@ pub struct MicroScore {
     pub kind: f64,
     /// Incidents before any fault.
     pub false_incidents: usize,
+    /// Incidents beyond the first from a fault on (the same fault paging
+    /// again).
+    pub repeat_incidents: usize,
 }
 
 /// The whole drill.
@@ -75,6 +80,7 @@ fn score<'a>(rs: impl Iterator<Item = &'a MicroResult>) -> MicroScore {
         s.scenarios += 1;
         s.detected += usize::from(r.detected);
         s.false_incidents += r.false_incidents;
+        s.repeat_incidents += r.fault_incidents.saturating_sub(1);
         t1 += usize::from(r.rank == Some(1));
         t3 += usize::from(r.rank.is_some_and(|x| x <= 3));
         k += usize::from(r.rank == Some(1) && r.cause.as_deref() == Some(r.fault));
@@ -158,6 +164,7 @@ pub async fn drill(
             rank,
             cause,
             false_incidents,
+            fault_incidents: incidents.len() - false_incidents,
         };
         progress(&r);
         results.push(r);
@@ -178,19 +185,20 @@ pub async fn drill(
 /// The report as a Markdown table.
 pub fn markdown(r: &MicroReport) -> String {
     let mut s = String::from(
-        "| fault | scenarios | detected | top-1 | top-3 | kind named | false incidents |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        "| fault | scenarios | detected | top-1 | top-3 | kind named | false incidents | repeat incidents |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let pct = |x: f64| format!("{:.0} %", 100.0 * x);
     for (name, sc) in r.faults.iter().chain([(&"all".to_string(), &r.all)]) {
         let _ = writeln!(
             s,
-            "| {name} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
             sc.scenarios,
             sc.detected,
             pct(sc.top1),
             pct(sc.top3),
             pct(sc.kind),
-            sc.false_incidents
+            sc.false_incidents,
+            sc.repeat_incidents
         );
     }
     s

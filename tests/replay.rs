@@ -427,6 +427,9 @@ fn the_generic_microservice_world_holds_localization_to_the_bar() {
         assert_eq!(r["faults"][f]["scenarios"], 3, "{f}");
     }
     assert_eq!(r["all"]["false_incidents"], 0);
+    // One fault pages once: what it does next (its symptoms spreading up
+    // the calls after the first incident went to a person) joins it.
+    assert_eq!(r["all"]["repeat_incidents"], 0);
     // The scenarios whose fault reaches the users are all detected.
     for f in ["cpu_hog", "network_delay", "packet_loss", "error_returns"] {
         assert_eq!(r["faults"][f]["detected"], 3, "{f}");

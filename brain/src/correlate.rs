@@ -54,6 +54,8 @@ pub struct Discipline {
     /// known to be an entry, and latency that agrees across services opens
     /// an incident too.
     pub has_graph: bool,
+    /// Call edges: each service and the services it calls.
+    pub calls: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Discipline {
@@ -89,6 +91,12 @@ impl Discipline {
         let mut d = Discipline {
             has_graph: !called.is_empty() || !entries.is_empty(),
             entries,
+            calls: topo
+                .services
+                .iter()
+                .filter(|s| !s.depends_on.is_empty())
+                .map(|s| (s.name.clone(), s.depends_on.clone()))
+                .collect(),
             ..Default::default()
         };
         let mut problems = Vec::new();
@@ -123,6 +131,34 @@ impl Discipline {
         } else {
             Err(problems)
         }
+    }
+
+    /// Whether an anomaly of `class` on `service` may be an effect of a
+    /// fault at `place`: the same service or one joined to it by a call
+    /// edge, or, for a symptom (latency, errors, success), a service that
+    /// calls it, directly or not (a fault's symptoms travel up the calls;
+    /// its traffic and resources do not).
+    fn near(&self, service: &str, class: &str, place: &str) -> bool {
+        let calls = |a: &str, b: &str| self.calls.get(a).is_some_and(|v| v.iter().any(|c| c == b));
+        if service == place || calls(service, place) || calls(place, service) {
+            return true;
+        }
+        if !matches!(class, "latency" | "errors" | "success") {
+            return false;
+        }
+        let mut seen = std::collections::BTreeSet::from([service]);
+        let mut next = vec![service];
+        while let Some(u) = next.pop() {
+            for v in self.calls.get(u).into_iter().flatten() {
+                if v == place {
+                    return true;
+                }
+                if seen.insert(v.as_str()) {
+                    next.push(v);
+                }
+            }
+        }
+        false
     }
 
     fn planned_at(&self, ts: i64, service: &str) -> bool {
@@ -249,13 +285,28 @@ impl Correlator {
         load_rising: bool,
     ) -> Option<(usize, bool)> {
         // An anomaly joins a recent incident that is still open. A recovered
-        // one takes only the expected effects of its own traffic actions;
-        // anything else, or an incident that was escalated or closed, means
-        // a new problem.
+        // one takes only the expected effects of its own traffic actions,
+        // an escalated one only what shows where it was placed; anything
+        // else, or an incident that was closed, means a new problem.
         let at = self.incidents.iter().rposition(|i| {
             ev.ts - i.last_activity <= self.window_ms
                 && match i.phase {
                     Phase::Done(Terminal::Recovered) => i.expects(ev),
+                    // A person owns an escalated problem: what follows
+                    // within its window where it was placed, next to it
+                    // on the call graph, or as a symptom upstream of it,
+                    // is more of it, not a new page. Elsewhere it may be
+                    // another fault, one the brain can heal.
+                    // Without call edges, where it already shows.
+                    Phase::Done(Terminal::Escalated) => {
+                        if self.discipline.calls.is_empty() {
+                            i.evidence.keys().any(|k| k.service == ev.key.service)
+                        } else {
+                            i.hypotheses.first().is_some_and(|h| {
+                                self.discipline.near(&ev.key.service, &ev.class, &h.at)
+                            })
+                        }
+                    }
                     Phase::Done(_) => false,
                     _ => true,
                 }
@@ -335,13 +386,14 @@ impl Correlator {
                 // more. Latency counts only while no traffic is above its
                 // baseline (else it is load, and quality tells); with a
                 // call graph, where the entry services' own symptoms are
-                // known, only a latency that at least doubled counts (a
-                // batch making a database a little slower is not a
-                // fault). Two latency series that at least doubled (a
-                // service's median and tail, or two services) agree too.
+                // known, only a latency up by half or more counts (a batch
+                // making a database a little slower, its callers a little
+                // slower still, is not a fault). A latency that at least
+                // doubled and one more up by half (a service's median and
+                // tail, or two services) agree too.
                 let loaded = !self.traffic_up.is_empty();
                 let graph = self.discipline.has_graph;
-                let doubled = |e: &Evidence| e.baseline > 0.0 && e.value >= 2.0 * e.baseline;
+                let up_by = |e: &Evidence, k: f64| e.baseline > 0.0 && e.value >= k * e.baseline;
                 let latency = |e: &Evidence| &*e.class == "latency" && !loaded;
                 let mut services: Vec<&str> = self
                     .signals
@@ -349,19 +401,51 @@ impl Correlator {
                     .filter(|s| {
                         let e = &s.evidence;
                         matches!(&*e.class, "errors" | "success")
-                            || (latency(e) && (!graph || doubled(e)))
+                            || (latency(e) && (!graph || up_by(e, 1.5)))
                     })
                     .map(|s| s.key.service.as_str())
                     .collect();
                 services.sort_unstable();
                 services.dedup();
-                let strong = self
-                    .signals
-                    .iter()
-                    .filter(|s| latency(&s.evidence) && doubled(&s.evidence))
-                    .count();
-                let across = services.len() >= 2 || strong >= 2;
-                if !symptom && agreeing < 2 && !across {
+                let latency_up = |k: f64| {
+                    self.signals
+                        .iter()
+                        .filter(|s| latency(&s.evidence) && up_by(&s.evidence, k))
+                        .count()
+                };
+                let across = services.len() >= 2 || (latency_up(2.0) >= 1 && latency_up(1.5) >= 2);
+                // One place whose series agree across kinds: its errors
+                // or success gone bad together with another kind (errors
+                // and a pinned CPU, or a slower tail), outside a planned
+                // window. Latency with a busy CPU is not enough (a batch
+                // does that to a database), nor one kind alone, however
+                // many series (a batch slows a database's every instance
+                // at once).
+                let place = !self.discipline.planned_at(ev.ts, &ev.key.service) && {
+                    let mut kinds: Vec<&str> = self
+                        .signals
+                        .iter()
+                        .filter(|s| s.key.service == ev.key.service && s.key.idc == ev.key.idc)
+                        .map(|s| &*s.evidence.class)
+                        .filter(|c| {
+                            matches!(
+                                *c,
+                                "errors"
+                                    | "success"
+                                    | "cpu"
+                                    | "memory"
+                                    | "disk"
+                                    | "saturation"
+                                    | "network"
+                                    | "network_errors"
+                            ) || (*c == "latency" && !loaded)
+                        })
+                        .collect();
+                    kinds.sort_unstable();
+                    kinds.dedup();
+                    kinds.len() >= 2 && kinds.iter().any(|c| matches!(*c, "errors" | "success"))
+                };
+                if !symptom && agreeing < 2 && !across && !place {
                     return None;
                 }
                 self.next += 1;
@@ -559,9 +643,10 @@ mod tests {
         let mut c = Correlator::new(120_000, 3_000);
         c.discipline.has_graph = true;
         c.discipline.entries.insert("web".into());
-        // A batch making two services a little slower opens nothing.
-        assert_eq!(c.on_anomaly(&slow("db", 10_000, 1.5)), None);
-        assert_eq!(c.on_anomaly(&slow("ledger", 11_000, 1.5)), None);
+        // A batch making a database 60 % slower and its caller a fifth
+        // slower opens nothing.
+        assert_eq!(c.on_anomaly(&slow("db", 10_000, 1.6)), None);
+        assert_eq!(c.on_anomaly(&slow("ledger", 11_000, 1.2)), None);
         // A delay on a callee that doubled it and its caller's latency does.
         let mut c = Correlator::new(120_000, 3_000);
         c.discipline = Discipline {
@@ -570,6 +655,18 @@ mod tests {
         };
         assert_eq!(c.on_anomaly(&slow("db", 10_000, 6.0)), None, "one service");
         assert_eq!(c.on_anomaly(&slow("ledger", 11_000, 2.5)), Some((0, true)));
+        // So does a weaker delay that slowed two services by half or more.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        assert_eq!(c.on_anomaly(&slow("rating", 10_000, 1.7)), None);
+        assert_eq!(c.on_anomaly(&slow("fraud", 11_000, 1.6)), Some((0, true)));
+        // And one service's series: one doubled, another up by half.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        assert_eq!(c.on_anomaly(&slow("tax", 10_000, 2.2)), None);
+        let mut p50 = slow("tax", 10_500, 1.5);
+        p50.key.metric = "LatencyP50".into();
+        assert_eq!(c.on_anomaly(&p50), Some((0, true)));
         // While traffic is above its baseline (a peak that began long
         // before the correlation window), the same is load.
         let mut c = Correlator::new(120_000, 3_000);
@@ -601,6 +698,84 @@ mod tests {
         c.on_anomaly(&ev("web", "tps", 950_000, AnomalyKind::End));
         pod.ts = 1_000_000;
         assert_eq!(c.on_anomaly(&pod), Some((0, true)));
+    }
+
+    #[test]
+    fn one_service_whose_errors_agree_with_another_kind_opens_one_kind_alone_does_not() {
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        c.discipline.entries.insert("web".into());
+        // An internal service's errors and its pod's pinned CPU.
+        assert_eq!(c.on_anomaly(&sys("cart", "ErrorsPerSecond", 10_000)), None);
+        let mut cpu = sys("cart", "CpuUsage(m)", 10_500);
+        cpu.key.instance = Some("cart-1".into());
+        assert_eq!(c.on_anomaly(&cpu), Some((0, true)));
+        // A batch: a database's latency on every instance and its CPU.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        for (i, ts) in [
+            (None, 10_000),
+            (Some("db-1"), 10_100),
+            (Some("db-2"), 10_200),
+        ] {
+            let mut e = sys("db", "latency_p99_ms", ts);
+            (e.baseline, e.value) = (5.0, 8.0);
+            e.key.instance = i.map(Into::into);
+            assert_eq!(c.on_anomaly(&e), None);
+        }
+        assert_eq!(c.on_anomaly(&sys("db", "cpu", 10_300)), None);
+        // Inside a planned window, errors with the CPU open nothing either.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        c.discipline.planned.push((0, 60_000, vec!["cart".into()]));
+        assert_eq!(c.on_anomaly(&sys("cart", "ErrorsPerSecond", 10_000)), None);
+        assert_eq!(c.on_anomaly(&cpu), None);
+    }
+
+    #[test]
+    fn an_escalated_incident_takes_what_follows_where_it_was_placed() {
+        let mut c = Correlator::new(120_000, 3_000);
+        // web -> api -> db, and a separate edge shop -> db.
+        c.discipline.has_graph = true;
+        c.discipline.entries.insert("web".into());
+        c.discipline.calls.insert("web".into(), vec!["api".into()]);
+        c.discipline.calls.insert("api".into(), vec!["db".into()]);
+        c.discipline.calls.insert("shop".into(), vec!["db".into()]);
+        assert_eq!(
+            c.on_anomaly(&ev("web", "success_rate", 10_000, AnomalyKind::Start)),
+            Some((0, true))
+        );
+        c.incidents[0].phase = Phase::Done(Terminal::Escalated);
+        c.incidents[0].hypotheses = vec![crate::incident::Hypothesis {
+            cause: "memory_leak".into(),
+            target: "db-1".into(),
+            at: "db".into(),
+            confidence: 0.5,
+            evidence: Vec::new(),
+        }];
+        // Its symptoms spreading up the calls join it: two hops up...
+        assert_eq!(
+            c.on_anomaly(&ev("web", "error_rate", 20_000, AnomalyKind::Start)),
+            Some((0, false))
+        );
+        // ...and anything on the place itself or next to it.
+        assert_eq!(c.on_anomaly(&sys("db", "cpu", 21_000)), Some((0, false)));
+        // Traffic surging two hops up is not its effect: a signal, and
+        // with the entry's quality bad, a new incident.
+        let mut tps = ev("web", "tps", 22_000, AnomalyKind::Start);
+        (tps.value, tps.baseline) = (900.0, 500.0);
+        assert_eq!(c.on_anomaly(&tps), Some((1, true)));
+        // Without call edges, only what shows where it already showed.
+        let mut c = Correlator::new(120_000, 3_000);
+        assert_eq!(
+            c.on_anomaly(&ev("bank-a", "success_rate", 10_000, AnomalyKind::Start)),
+            Some((0, true))
+        );
+        c.incidents[0].phase = Phase::Done(Terminal::Escalated);
+        assert_eq!(
+            c.on_anomaly(&ev("bank-a", "latency_p99_ms", 11_000, AnomalyKind::Start)),
+            Some((0, false))
+        );
     }
 
     #[test]

@@ -77,6 +77,13 @@ pub struct MicroScenario {
     /// Seconds between samples.
     #[serde(default = "default_step")]
     pub step_s: u64,
+    /// A rougher world, closer to what real exporters write: noise that
+    /// wanders (about a minute of memory) on top of the per-sample noise,
+    /// one-sample spikes (a GC pause, a scrape that caught a burst), 1 %
+    /// of the samples missing, and the fault at a random strength from a
+    /// quarter of the default to the default.
+    #[serde(default)]
+    pub rough: bool,
 }
 
 const fn default_start() -> u64 {
@@ -162,6 +169,55 @@ struct Svc {
     mem_mi: f64,
 }
 
+/// What a rough world adds to each value it writes (see
+/// [`MicroScenario::rough`]); one wandering state per series, in the
+/// order the series are written at every step.
+struct Roughness {
+    on: bool,
+    /// Per-step persistence of the wandering noise.
+    phi: f64,
+    wander: Vec<f64>,
+    slot: usize,
+}
+
+/// How a series' samples misbehave in a rough world.
+#[derive(Clone, Copy, PartialEq)]
+enum Spiky {
+    /// Latency, CPU, network, error counts: an occasional sample far
+    /// above the rest.
+    Yes,
+    /// Memory, ratios: only the wandering and the gaps.
+    No,
+}
+
+impl Roughness {
+    /// `v` as a rough world writes it (`None`: a missing sample); `sd` is
+    /// the series' own per-sample noise, which sets how far it wanders.
+    fn apply(
+        &mut self,
+        v: f64,
+        sd: f64,
+        spiky: Spiky,
+        rng: &mut Xoshiro256PlusPlus,
+        noise: &Normal<f64>,
+    ) -> Option<f64> {
+        if !self.on {
+            return Some(v);
+        }
+        if self.slot == self.wander.len() {
+            self.wander.push(noise.sample(rng));
+        }
+        let w = &mut self.wander[self.slot];
+        self.slot += 1;
+        *w = self.phi * *w + (1.0 - self.phi * self.phi).sqrt() * noise.sample(rng);
+        let mut out = v * (1.0 + 2.0 * sd * *w).max(0.0);
+        if spiky == Spiky::Yes && rng.gen_bool(0.003) {
+            out *= rng.gen_range(1.5..4.0);
+        }
+        (!rng.gen_bool(0.01)).then_some(out)
+    }
+}
+
 /// Generates `sc`'s recording. Every number is drawn from `sc.seed`: the
 /// same scenario gives the same bytes.
 pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
@@ -206,6 +262,18 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
     }
     let target = rng.gen_range(1..svcs.len());
     let pod = rng.gen_range(0..svcs[target].pods.len());
+    // A rough world's fault comes at a random strength.
+    let strength = if sc.rough {
+        rng.gen_range(0.25..1.0)
+    } else {
+        1.0
+    };
+    let mut rough = Roughness {
+        on: sc.rough,
+        phi: (-(sc.step_s as f64) / 60.0).exp(),
+        wander: Vec::new(),
+        slot: 0,
+    };
     let n = svcs.len();
     // Each service's share of the entry traffic.
     let mut reach = vec![0.0; n];
@@ -223,6 +291,7 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
     let mut leak = 0.0;
     for k in 0..steps {
         let ts = START_S + (k * sc.step_s) as i64;
+        rough.slot = 0;
         let on = k >= fault_step;
         let since = if on { (k - fault_step) * sc.step_s } else { 0 } as f64;
         let entry_rps = 200.0
@@ -237,12 +306,12 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
         if on && target < n {
             match sc.fault {
                 // A pinned CPU queues that pod's requests.
-                MicroFault::CpuHog => pod_slow[target][pod] = 8.0,
+                MicroFault::CpuHog => pod_slow[target][pod] = 1.0 + 7.0 * strength,
                 // A leak slows the pod as it swaps and collects, until
                 // requests time out on it.
                 MicroFault::MemoryLeak => {
                     leak = (since / 30.0).min(1.0);
-                    pod_slow[target][pod] = 1.0 + 15.0 * leak;
+                    pod_slow[target][pod] = 1.0 + 15.0 * strength * leak;
                 }
                 _ => {}
             }
@@ -259,15 +328,15 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
             if on && i == target {
                 match sc.fault {
                     MicroFault::NetworkDelay => {
-                        own += 120.0;
-                        own_tail += 120.0;
+                        own += 120.0 * strength;
+                        own_tail += 120.0 * strength;
                     }
                     MicroFault::PacketLoss => {
-                        own += 60.0;
-                        own_tail += 200.0;
-                        e += 0.04;
+                        own += 60.0 * strength;
+                        own_tail += 200.0 * strength;
+                        e += 0.04 * strength;
                     }
-                    MicroFault::ErrorReturns => e += 0.15,
+                    MicroFault::ErrorReturns => e += 0.15 * strength,
                     _ => {}
                 }
             }
@@ -287,21 +356,28 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
             let rps = entry_rps * reach[i];
             let l = lat[i] * (1.0 + 0.04 * noise.sample(&mut rng));
             let e = (err[i] * (1.0 + 0.1 * noise.sample(&mut rng))).clamp(0.0, 1.0);
-            let svc_rows: [(&str, f64); 5] = [
-                ("LatencyP50", l * 0.6),
+            use Spiky::{No, Yes};
+            let svc_rows: [(&str, f64, f64, Spiky); 5] = [
+                ("LatencyP50", l * 0.6, 0.04, Yes),
                 (
                     "LatencyP99",
                     tail[i] * 1.8 * (1.0 + 0.05 * noise.sample(&mut rng)),
+                    0.05,
+                    Yes,
                 ),
-                ("PodSuccessRate(%)", 100.0 * (1.0 - e)),
+                ("PodSuccessRate(%)", 100.0 * (1.0 - e), 0.0, No),
                 (
                     "RequestsPerSecond",
                     rps * (1.0 + 0.02 * noise.sample(&mut rng)),
+                    0.02,
+                    No,
                 ),
-                ("ErrorsPerSecond", rps * e),
+                ("ErrorsPerSecond", rps * e, 0.1, Yes),
             ];
-            for (m, v) in svc_rows {
-                let _ = writeln!(csv, "{ts},{},,{m},{v:.5}", s.name);
+            for (m, v, sd, spiky) in svc_rows {
+                write_sample(&mut csv, ts, &s.name, "", m, {
+                    rough.apply(v, sd, spiky, &mut rng, &noise)
+                });
                 rows += 1;
             }
             let per_pod = rps / s.pods.len() as f64;
@@ -318,28 +394,36 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
                     s.mem_mi
                 } * (1.0 + 0.01 * noise.sample(&mut rng));
                 let lost = if on && i == target && sc.fault == MicroFault::PacketLoss {
-                    0.05
+                    0.05 * strength
                 } else {
                     0.0005
                 };
-                let pod_rows: [(&str, f64); 5] = [
-                    ("CpuUsage(m)", cpu),
-                    ("MemoryUsage(Mi)", mem),
+                let pod_rows: [(&str, f64, f64, Spiky); 5] = [
+                    ("CpuUsage(m)", cpu, 0.03, Yes),
+                    ("MemoryUsage(Mi)", mem, 0.01, No),
                     (
                         "NetworkReceiveBytes",
                         per_pod * 2048.0 * (1.0 + 0.03 * noise.sample(&mut rng)),
+                        0.03,
+                        Yes,
                     ),
                     (
                         "NetworkTransmitBytes",
                         per_pod * 4096.0 * (1.0 + 0.03 * noise.sample(&mut rng)),
+                        0.03,
+                        Yes,
                     ),
                     (
                         "TcpRetransRatio",
                         lost * (1.0 + 0.1 * noise.sample(&mut rng).abs()),
+                        0.1,
+                        Yes,
                     ),
                 ];
-                for (m, v) in pod_rows {
-                    let _ = writeln!(csv, "{ts},{},{name},{m},{v:.5}", s.name);
+                for (m, v, sd, spiky) in pod_rows {
+                    write_sample(&mut csv, ts, &s.name, name, m, {
+                        rough.apply(v, sd, spiky, &mut rng, &noise)
+                    });
                     rows += 1;
                 }
             }
@@ -364,6 +448,15 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
             pods: t.pods.clone(),
         },
     })
+}
+
+/// One row of `metrics.csv`; a missing sample is written as an empty
+/// value, as exporters leave it.
+fn write_sample(csv: &mut String, ts: i64, service: &str, pod: &str, metric: &str, v: Option<f64>) {
+    let _ = match v {
+        Some(v) => writeln!(csv, "{ts},{service},{pod},{metric},{v:.5}"),
+        None => writeln!(csv, "{ts},{service},{pod},{metric},"),
+    };
 }
 
 /// The scenarios of a directory (`*.toml`), by file name; every bad file
@@ -417,6 +510,7 @@ pub fn random(per_fault: usize, seed: u64) -> Vec<MicroScenario> {
                 start_s: default_start(),
                 duration_s: default_duration(),
                 step_s: default_step(),
+                rough: false,
             });
         }
     }
@@ -445,6 +539,7 @@ mod tests {
             start_s: 120,
             duration_s: 180,
             step_s: 1,
+            rough: false,
         }
     }
 
@@ -485,6 +580,41 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_rough_world_misses_samples_wanders_and_is_still_seeded() {
+        let smooth = generate(&sc(MicroFault::CpuHog, 5)).unwrap();
+        let rough_sc = MicroScenario {
+            rough: true,
+            ..sc(MicroFault::CpuHog, 5)
+        };
+        let a = generate(&rough_sc).unwrap();
+        assert_eq!(a.metrics, generate(&rough_sc).unwrap().metrics);
+        assert_eq!(a.rows, smooth.rows, "the same series and instants");
+        let gaps = |m: &str| m.lines().filter(|l| l.ends_with(',')).count();
+        assert_eq!(gaps(&smooth.metrics), 0);
+        let share = gaps(&a.metrics) as f64 / a.rows as f64;
+        assert!((0.005..0.02).contains(&share), "{share}");
+        // Wandering noise: a series' neighbouring samples (the entry's
+        // first pod's memory, flat but for its noise) are alike far more
+        // often than independent noise would make them.
+        let series = |m: &str| -> Vec<f64> {
+            m.lines()
+                .filter(|l| l.contains(",frontendservice,") && l.contains("-0,MemoryUsage(Mi),"))
+                .filter_map(|l| l.rsplit(',').next()?.parse().ok())
+                .collect()
+        };
+        let lag1 = |v: &[f64]| {
+            let n = v.len() as f64;
+            let mean = v.iter().sum::<f64>() / n;
+            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>();
+            v.windows(2)
+                .map(|w| (w[0] - mean) * (w[1] - mean))
+                .sum::<f64>()
+                / var
+        };
+        assert!(lag1(&series(&a.metrics)) > lag1(&series(&smooth.metrics)) + 0.2);
     }
 
     #[test]

@@ -32,6 +32,16 @@ pub struct Args {
     /// The seed of `--random`.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// A rougher world for every scenario: wandering noise, spikes,
+    /// missing samples, faults of random strength (see
+    /// `selfheal_sim::micro::MicroScenario::rough`).
+    #[arg(long)]
+    pub rough: bool,
+    /// Seconds between samples for every scenario (default: each
+    /// scenario's own); the normal stretch and the fault keep their
+    /// number of steps.
+    #[arg(long)]
+    pub step: Option<u64>,
 }
 
 /// Runs it.
@@ -44,6 +54,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         no_graph,
         random,
         seed,
+        rough,
+        step,
     } = args;
     let cfg = BrainConfig {
         playbooks: selfheal::paths::playbooks(),
@@ -56,6 +68,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             selfheal_sim::micro::load_dir(&dir).map_err(anyhow::Error::msg)?
         }
     };
+    let scenarios: Vec<_> = scenarios
+        .into_iter()
+        .map(|mut s| {
+            s.rough |= rough;
+            if let Some(step) = step {
+                let k = step as f64 / s.step_s.max(1) as f64;
+                s.start_s = (s.start_s as f64 * k).round() as u64;
+                s.duration_s = (s.duration_s as f64 * k).round() as u64;
+                s.step_s = step;
+            }
+            s
+        })
+        .collect();
     if scenarios.is_empty() {
         input!("no scenario to drill");
     }

@@ -42,6 +42,9 @@ const CAP: f64 = 50.0;
 /// for ingest running a little ahead of the engine, so that the same
 /// recording is always scored on the same samples).
 pub const WINDOW: usize = 48;
+/// A resource's weighted move that names the fault whatever the quality
+/// did (see [`fingerprint`]).
+const RESOURCE_CLEAR: f64 = 10.0;
 /// Pre-onset samples needed to score a series.
 const MIN_PRE: usize = 2;
 
@@ -214,7 +217,10 @@ fn fingerprint(moved: &[(String, String, f64)], entry: bool) -> &'static str {
         .iter()
         .map(|(c, f)| (*f, get(c)))
         .fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
-    if score > 0.0 && score >= 0.5 * quality {
+    // A resource that moved at least half as far as the quality did, or
+    // ten deviations (a leak or a hog caught early, before it has grown
+    // as far as the latency it causes): nobody mistakes that for noise.
+    if score > 0.0 && score >= (0.5 * quality).min(RESOURCE_CLEAR) {
         return best;
     }
     if get("network_errors") > 0.0 {
@@ -582,6 +588,23 @@ mod tests {
         assert_eq!(c[0].explains, vec!["front".to_string()]);
         assert_eq!(c.len(), 3, "every service is ranked");
         assert!(c[1].score < c[0].score);
+    }
+
+    #[test]
+    fn a_resource_caught_early_names_the_fault_beside_a_far_larger_latency() {
+        let m = |class: &str, z: f64| (format!("s:{class}"), class.to_string(), z);
+        // A leak two seconds in: the latency it causes is off the scale,
+        // the memory only twelve deviations up. Still a leak.
+        let early = [m("latency", 50.0), m("errors", 36.0), m("memory", 12.0)];
+        assert_eq!(fingerprint(&early, false), "memory_leak");
+        // A delay whose pods' CPU wobbled a little is still a delay.
+        let delay = [m("latency", 50.0), m("cpu", 4.0)];
+        assert_eq!(fingerprint(&delay, false), "network_delay");
+        // Against a small quality move, half of it is enough.
+        assert_eq!(
+            fingerprint(&[m("latency", 8.0), m("cpu", 4.0)], false),
+            "cpu_hog"
+        );
     }
 
     #[test]
