@@ -297,10 +297,13 @@ impl Correlator {
                     // on the call graph, or as a symptom upstream of it,
                     // is more of it, not a new page. Elsewhere it may be
                     // another fault, one the brain can heal.
-                    // Without call edges, where it already shows.
+                    // Without call edges, where the symptoms travel is
+                    // unknown: a symptom anywhere joins, traffic and
+                    // resources only where it already shows.
                     Phase::Done(Terminal::Escalated) => {
                         if self.discipline.calls.is_empty() {
-                            i.evidence.keys().any(|k| k.service == ev.key.service)
+                            matches!(&*ev.class, "latency" | "errors" | "success")
+                                || i.evidence.keys().any(|k| k.service == ev.key.service)
                         } else {
                             i.hypotheses.first().is_some_and(|h| {
                                 self.discipline.near(&ev.key.service, &ev.class, &h.at)
@@ -765,7 +768,8 @@ mod tests {
         let mut tps = ev("web", "tps", 22_000, AnomalyKind::Start);
         (tps.value, tps.baseline) = (900.0, 500.0);
         assert_eq!(c.on_anomaly(&tps), Some((1, true)));
-        // Without call edges, only what shows where it already showed.
+        // Without call edges, a symptom anywhere joins; other kinds only
+        // where it already shows.
         let mut c = Correlator::new(120_000, 3_000);
         assert_eq!(
             c.on_anomaly(&ev("bank-a", "success_rate", 10_000, AnomalyKind::Start)),
@@ -773,9 +777,14 @@ mod tests {
         );
         c.incidents[0].phase = Phase::Done(Terminal::Escalated);
         assert_eq!(
-            c.on_anomaly(&ev("bank-a", "latency_p99_ms", 11_000, AnomalyKind::Start)),
+            c.on_anomaly(&ev("bank-b", "latency_p99_ms", 11_000, AnomalyKind::Start)),
             Some((0, false))
         );
+        assert_eq!(
+            c.on_anomaly(&sys("bank-a", "cpu", 12_000)),
+            Some((0, false))
+        );
+        assert_eq!(c.on_anomaly(&sys("bank-c", "cpu", 12_000)), None);
     }
 
     #[test]
@@ -802,8 +811,19 @@ mod tests {
             c.on_anomaly(&ev("bank-a", "success_rate", 500_000, AnomalyKind::Start)),
             Some((1, true))
         );
-        // Escalated: the next anomaly, even close by, is a new problem.
+        // Escalated: the next anomaly close by, on a sibling it does not
+        // call, is a new problem.
+        c.discipline
+            .calls
+            .insert("router".into(), vec!["bank-a".into(), "bank-c".into()]);
         c.incidents[1].phase = Phase::Done(Terminal::Escalated);
+        c.incidents[1].hypotheses = vec![crate::incident::Hypothesis {
+            cause: "channel_degraded".into(),
+            target: "bank-a".into(),
+            at: "bank-a".into(),
+            confidence: 0.9,
+            evidence: Vec::new(),
+        }];
         assert_eq!(
             c.on_anomaly(&ev("bank-c", "success_rate", 501_000, AnomalyKind::Start)),
             Some((2, true))
