@@ -531,6 +531,18 @@ mod tests {
         e
     }
 
+    /// Hands `inc` to a person, its best hypothesis `cause` at `at`.
+    fn escalate(inc: &mut Incident, cause: &str, at: &str) {
+        inc.phase = Phase::Done(Terminal::Escalated);
+        inc.hypotheses = vec![crate::incident::Hypothesis {
+            cause: cause.into(),
+            target: at.into(),
+            at: at.into(),
+            confidence: 0.5,
+            evidence: Vec::new(),
+        }];
+    }
+
     #[test]
     fn a_lone_resource_series_is_a_signal_that_joins_the_next_incident() {
         let mut c = Correlator::new(120_000, 3_000);
@@ -748,14 +760,7 @@ mod tests {
             c.on_anomaly(&ev("web", "success_rate", 10_000, AnomalyKind::Start)),
             Some((0, true))
         );
-        c.incidents[0].phase = Phase::Done(Terminal::Escalated);
-        c.incidents[0].hypotheses = vec![crate::incident::Hypothesis {
-            cause: "memory_leak".into(),
-            target: "db-1".into(),
-            at: "db".into(),
-            confidence: 0.5,
-            evidence: Vec::new(),
-        }];
+        escalate(&mut c.incidents[0], "memory_leak", "db");
         // Its symptoms spreading up the calls join it: two hops up...
         assert_eq!(
             c.on_anomaly(&ev("web", "error_rate", 20_000, AnomalyKind::Start)),
@@ -816,14 +821,7 @@ mod tests {
         c.discipline
             .calls
             .insert("router".into(), vec!["bank-a".into(), "bank-c".into()]);
-        c.incidents[1].phase = Phase::Done(Terminal::Escalated);
-        c.incidents[1].hypotheses = vec![crate::incident::Hypothesis {
-            cause: "channel_degraded".into(),
-            target: "bank-a".into(),
-            at: "bank-a".into(),
-            confidence: 0.9,
-            evidence: Vec::new(),
-        }];
+        escalate(&mut c.incidents[1], "channel_degraded", "bank-a");
         assert_eq!(
             c.on_anomaly(&ev("bank-c", "success_rate", 501_000, AnomalyKind::Start)),
             Some((2, true))
