@@ -22,6 +22,7 @@ use selfheal_bus::SeriesKey;
 
 use crate::detect::{AnomalyEvent, AnomalyKind};
 pub use crate::incident::{Evidence, Incident, Phase, Terminal, Wait};
+use crate::incident::{is_quality, is_symptom_kind};
 
 /// A planned window of expected load (a sale, a batch), from the
 /// configuration's calendar.
@@ -143,7 +144,7 @@ impl Discipline {
         if service == place || calls(service, place) || calls(place, service) {
             return true;
         }
-        if !matches!(class, "latency" | "errors" | "success") {
+        if !is_symptom_kind(class) {
             return false;
         }
         let mut seen = std::collections::BTreeSet::from([service]);
@@ -185,7 +186,7 @@ impl Discipline {
             }
         }
         let class = &*ev.class;
-        let quality = matches!(class, "errors" | "success");
+        let quality = is_quality(class);
         let business = k.layer == selfheal_bus::Layer::Business
             || k.scene.is_some()
             || self.entries.contains(&k.service);
@@ -302,7 +303,7 @@ impl Correlator {
                     // resources only where it already shows.
                     Phase::Done(Terminal::Escalated) => {
                         if self.discipline.calls.is_empty() {
-                            matches!(&*ev.class, "latency" | "errors" | "success")
+                            is_symptom_kind(&ev.class)
                                 || i.evidence.keys().any(|k| k.service == ev.key.service)
                         } else {
                             i.hypotheses.first().is_some_and(|h| {
@@ -356,7 +357,7 @@ impl Correlator {
                 // Signals older than the window are stale.
                 let w = self.window_ms;
                 self.signals.retain(|s| ev.ts - s.evidence.detected <= w);
-                let quality = |e: &Evidence| e.active && matches!(&*e.class, "errors" | "success");
+                let quality = |e: &Evidence| e.active && is_quality(&e.class);
                 let bad: Vec<&SeriesKey> = self
                     .signals
                     .iter()
@@ -383,7 +384,7 @@ impl Correlator {
                 let agreeing = self
                     .signals
                     .iter()
-                    .filter(|s| matches!(&*s.evidence.class, "errors" | "success"))
+                    .filter(|s| is_quality(&s.evidence.class))
                     .count();
                 // Latency, errors or success going bad in two services or
                 // more. Latency counts only while no traffic is above its
@@ -403,8 +404,7 @@ impl Correlator {
                     .iter()
                     .filter(|s| {
                         let e = &s.evidence;
-                        matches!(&*e.class, "errors" | "success")
-                            || (latency(e) && (!graph || up_by(e, 1.5)))
+                        is_quality(&e.class) || (latency(e) && (!graph || up_by(e, 1.5)))
                     })
                     .map(|s| s.key.service.as_str())
                     .collect();
@@ -446,7 +446,7 @@ impl Correlator {
                         .collect();
                     kinds.sort_unstable();
                     kinds.dedup();
-                    kinds.len() >= 2 && kinds.iter().any(|c| matches!(*c, "errors" | "success"))
+                    kinds.len() >= 2 && kinds.iter().any(|c| is_quality(c))
                 };
                 if !symptom && agreeing < 2 && !across && !place {
                     return None;

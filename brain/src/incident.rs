@@ -880,7 +880,7 @@ impl Incident {
     /// moved: traffic levels anywhere, or load (latency, CPU...) where the
     /// traffic went. A success rate or error count going bad is not.
     pub(crate) fn expects(&self, ev: &AnomalyEvent) -> bool {
-        let quality = matches!(&*ev.class, "success" | "errors");
+        let quality = is_quality(&ev.class);
         ev.direction == Direction::Both
             || (!quality
                 && self.shifts().iter().any(|(_, to, f)| {
@@ -895,6 +895,18 @@ impl Incident {
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done(_))
     }
+}
+
+/// Whether a series of `class` measures the quality of the service
+/// (its errors or its success): what always counts as a symptom.
+pub(crate) fn is_quality(class: &str) -> bool {
+    matches!(class, "errors" | "success")
+}
+
+/// Whether a series of `class` shows a fault's symptom (quality or
+/// latency): what travels up the calls from where a fault is.
+pub(crate) fn is_symptom_kind(class: &str) -> bool {
+    class == "latency" || is_quality(class)
 }
 
 #[cfg(test)]

@@ -375,9 +375,8 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
                 ("ErrorsPerSecond", rps * e, 0.1, Yes),
             ];
             for (m, v, sd, spiky) in svc_rows {
-                write_sample(&mut csv, ts, &s.name, "", m, {
-                    rough.apply(v, sd, spiky, &mut rng, &noise)
-                });
+                let v = rough.apply(v, sd, spiky, &mut rng, &noise);
+                write_sample(&mut csv, ts, &s.name, "", m, v);
                 rows += 1;
             }
             let per_pod = rps / s.pods.len() as f64;
@@ -421,9 +420,8 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
                     ),
                 ];
                 for (m, v, sd, spiky) in pod_rows {
-                    write_sample(&mut csv, ts, &s.name, name, m, {
-                        rough.apply(v, sd, spiky, &mut rng, &noise)
-                    });
+                    let v = rough.apply(v, sd, spiky, &mut rng, &noise);
+                    write_sample(&mut csv, ts, &s.name, name, m, v);
                     rows += 1;
                 }
             }
