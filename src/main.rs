@@ -63,6 +63,10 @@ enum Cmd {
     /// writing to it (SQLite online backup), checks the copy's integrity and
     /// says what it holds. The copy is one self-contained file.
     Backup(cmd::backup::Args),
+    /// The continuity report from a store: share of incidents found by
+    /// monitoring, time to detect, failover success and time, self-healing
+    /// success, payments lost, time to diagnose, to respond and to recover.
+    Kpi(cmd::kpi::Args),
     /// Engages, releases or shows the brain's kill switch (the file named by
     /// `guard.kill_switch_file`): while engaged, no action is sent.
     KillSwitch(cmd::kill_switch::Args),
@@ -139,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Audit(a) => cmd::audit::run(a).await,
         Cmd::Backup(a) => cmd::backup::run(a).await,
         Cmd::KillSwitch(a) => cmd::kill_switch::run(a).await,
+        Cmd::Kpi(a) => cmd::kpi::run(a).await,
         Cmd::Bench(a) => cmd::bench::run(a).await,
         Cmd::Brain(a) => cmd::brain::run(a).await,
         Cmd::Agent(a) => cmd::agent::run(a).await,

@@ -58,6 +58,7 @@ pub mod diagnose;
 pub mod engine;
 pub mod incident;
 pub mod ingest;
+pub mod kpi;
 pub mod mask;
 pub mod playbook;
 pub mod recent;

@@ -11,6 +11,7 @@ pub mod detect;
 pub mod drill;
 pub mod hash_token;
 pub mod kill_switch;
+pub mod kpi;
 pub mod micro_drill;
 pub mod petshop;
 pub mod playbook;

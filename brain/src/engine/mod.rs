@@ -667,8 +667,25 @@ impl Engine {
         }
     }
 
+    /// Records what incident `i` cost until `end` (the continuity
+    /// report's business impact), from the business series kept.
+    fn measure_impact(&self, i: usize, end: i64) {
+        let inc = &self.correlator.incidents[i];
+        if let Some(m) = crate::kpi::payments_lost(
+            &self.recent,
+            &self.classes,
+            inc.evidence.keys(),
+            &inc.id,
+            inc.onset,
+            end,
+        ) {
+            self.write("impact", |db| db.record_impact(&m));
+        }
+    }
+
     async fn escalate(&mut self, i: usize, now: i64, why: String) {
         BrainStats::bump(&self.stats.escalated);
+        self.measure_impact(i, now);
         self.correlator.incidents[i].close(Terminal::Escalated);
         let inc = &self.correlator.incidents[i];
         self.write("incident", |db| {
@@ -685,6 +702,7 @@ impl Engine {
     }
 
     async fn finish(&mut self, i: usize, now: i64, t: Terminal) {
+        self.measure_impact(i, now);
         let inc = &mut self.correlator.incidents[i];
         inc.close(t);
         let inc = &self.correlator.incidents[i];

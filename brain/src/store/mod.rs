@@ -5,6 +5,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod continuity;
 
 pub use approvals::{ApprovalRow, CastVote, VoteRefused, VoteRow};
 pub use audit::{Anchor, AuditFiles, AuditKey, AuditReport, AuditRow};
@@ -287,6 +288,7 @@ impl Store {
         tx.execute_batch(audit::SCHEMA)?;
         audit::migrate(&tx)?;
         tx.execute_batch(approvals::SCHEMA)?;
+        tx.execute_batch(continuity::SCHEMA)?;
         tx.commit()?;
         Ok(Store {
             conn: std::sync::Mutex::new(conn),
