@@ -4,31 +4,47 @@
 //! `selfheal kpi` computes from the store is checked against what the
 //! simulated platform says happened.
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use selfheal::{drill::score, drill_options, run_loop};
+use selfheal::{LoopOutcome, drill::score, drill_options, run_loop};
 use selfheal_brain::{
+    Brain,
+    act::approval::{OnCallConfig, OnTimeout, Role, User},
+    api::hash_token,
     kpi::Continuity,
+    playbook::Risk,
     store::{Store, continuity::Report},
 };
-use selfheal_bus::LocalTransport;
+use selfheal_bus::{LocalTransport, Subjects};
 use selfheal_sim::{Scenario, default_topology};
+use serde_json::{Value, json};
+
+mod common;
 
 fn shipped(name: &str) -> Scenario {
     let path = format!("{}/sim/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"));
     Scenario::parse(&std::fs::read_to_string(path).unwrap(), &default_topology()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_figure_of_a_drilled_store_matches_the_platform_s_truth() {
-    let dir = tempfile::tempdir().unwrap();
+/// The bank channel's degradation drilled on the virtual clock, its store
+/// kept in `dir`.
+async fn drilled(
+    dir: &std::path::Path,
+) -> (Scenario, selfheal_bus::Topology, PathBuf, LoopOutcome) {
     let s = shipped("channel_degradation");
-    let opts = drill_options(s.clone(), dir.path());
+    let opts = drill_options(s.clone(), dir);
     let topo = opts.topology.clone();
     let path = opts.brain.store.clone();
     let out = run_loop(Arc::new(LocalTransport::default()), opts, |_| {})
         .await
         .unwrap();
+    (s, topo, path, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_figure_of_a_drilled_store_matches_the_platform_s_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, topo, path, out) = drilled(dir.path()).await;
     let r = score(&s, &topo, &out, &Default::default());
     let t = &out.truth;
     let fault = t.faults[0].start_ms;
@@ -160,5 +176,298 @@ async fn every_figure_of_a_drilled_store_matches_the_platform_s_truth() {
     assert_eq!(k.time_to_recover.max_s, Some(1800.0));
     // The brain's figures do not move.
     assert_eq!((k.healing_attempted, k.healed, k.failovers), (1, 1, 1));
+    assert!(store.audit_verify().unwrap().ok());
+}
+
+const KEY_ENV: &str = "SELFHEAL_KPI_TEST_LINK_KEY";
+
+fn token(name: &str) -> String {
+    format!("kpi-{name}-0123456789")
+}
+
+/// The brain's API over a drilled store: the continuity report as JSON and
+/// on `/metrics`; a person's report (bad ones refused with their reason);
+/// a resolution (by an approver only, once); and the `/kpi` page in
+/// headless Chromium at phone and desktop width, nothing cut off, the
+/// figures on screen, a report filed through its form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_is_served_as_json_metrics_and_a_page_and_people_report_through_it() {
+    let (tools, chromium) = common::browser_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, topo, path, drill) = drilled(dir.path()).await;
+    let port = common::free_port();
+    // Every test of this file that starts a brain sets the same key.
+    unsafe { std::env::set_var(KEY_ENV, "kpi-test-link-key-0123456789abcdefghijklmnop") };
+    let user = |name: &str, role| User {
+        name: name.into(),
+        role,
+        token_sha256: hash_token(&token(name)),
+    };
+    let mut cfg = drill_options(shipped("channel_degradation"), dir.path()).brain;
+    cfg.store = path.clone();
+    cfg.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    cfg.oncall = Some(OnCallConfig {
+        public_url: format!("http://127.0.0.1:{port}/"),
+        link_key_env: KEY_ENV.into(),
+        link_ttl_s: 900,
+        timeout_s: 3600,
+        on_timeout: OnTimeout::Abandon,
+        two_approvers_from: Risk::Critical,
+        min_confidence: 0.0,
+        rota: vec!["sre-bob".into()],
+        users: vec![
+            user("sre-bob", Role::Approver),
+            user("support-dana", Role::Viewer),
+        ],
+        notify: vec![],
+    });
+    let bus: selfheal_bus::Bus = Arc::new(LocalTransport::default());
+    let subjects = Subjects::default();
+    let brain = Brain {
+        config: cfg,
+        bus: bus.clone(),
+        subjects: subjects.clone(),
+        topology: topo,
+    }
+    .spawn()
+    .await
+    .unwrap();
+    // The brain's clock follows its indicators: one sample at the drill's
+    // last instant brings it to where the drilled incidents are.
+    let batch = selfheal_bus::IndicatorBatch {
+        v: selfheal_bus::WIRE_VERSION,
+        source: "kpi-test".into(),
+        seq: 1,
+        layer: selfheal_bus::Layer::Business,
+        idc: "idc-a".into(),
+        service: "gateway".into(),
+        samples: vec![selfheal_bus::Sample {
+            scene: None,
+            link: None,
+            instance: None,
+            metric: "tps".into(),
+            labels: Default::default(),
+            ts: drill.truth.now_ms,
+            value: 100.0,
+        }],
+    };
+    selfheal_bus::publish_msg(
+        &bus,
+        &subjects.indicators(batch.layer, &batch.idc, &batch.service),
+        &batch,
+    )
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = selfheal_brain::act::http::client().unwrap();
+    let call = |method: &'static str, p: &str, who: Option<&str>, body: Option<Value>| {
+        let mut r = match method {
+            "GET" => client.get(format!("{base}{p}")),
+            _ => client.post(format!("{base}{p}")),
+        };
+        if let Some(w) = who {
+            r = r.bearer_auth(token(w));
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let res = r.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // The report as JSON, as the store gives it, once the clock moved.
+    let t0 = std::time::Instant::now();
+    let (st, k) = loop {
+        let (st, k) = call("GET", "/v1/kpi?since=30d", Some("support-dana"), None).await;
+        if k["incidents"] == 1 || t0.elapsed() > Duration::from_secs(10) {
+            break (st, k);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(st, 200, "{k}");
+    assert_eq!(k["incidents"], 1);
+    assert_eq!(k["found_by_monitoring_share"], 1.0);
+    assert_eq!(k["failovers_succeeded"], 1);
+    assert!(k["payments_lost"].as_f64().unwrap() > 0.0);
+    assert_eq!(call("GET", "/v1/kpi", None, None).await.0, 401);
+    let (st, v) = call("GET", "/v1/kpi?since=forever", Some("sre-bob"), None).await;
+    assert_eq!(st, 400);
+    assert!(v["error"].as_str().unwrap().contains("30d"), "{v}");
+    // On /metrics, before OpenMetrics' end.
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("selfheal_kpi_found_by_monitoring_ratio{window=\"30d\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("selfheal_kpi_failover_success_ratio{window=\"30d\"} 1\n"));
+    assert!(metrics.ends_with("# EOF\n"));
+
+    // People's reports: refused with a reason when malformed.
+    let refused = [
+        (json!({ "service": "loyalty" }), "malformed"),
+        (
+            json!({ "service": "loyalty", "summary": " " }),
+            "what do you see",
+        ),
+        (json!({ "service": "", "summary": "x" }), "service must be"),
+        (
+            json!({ "service": "a", "summary": "x", "started_ts": 5 }),
+            "last 7 days",
+        ),
+        (
+            json!({ "service": "a", "summary": "x", "severity": 1 }),
+            "unknown field",
+        ),
+    ];
+    for (body, why) in refused {
+        let (st, v) = call("POST", "/v1/incidents", Some("support-dana"), Some(body)).await;
+        assert_eq!(st, 400, "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains(why),
+            "{v} lacks {why}"
+        );
+    }
+    assert_eq!(
+        call(
+            "POST",
+            "/v1/incidents",
+            None,
+            Some(json!({"service": "a", "summary": "x"}))
+        )
+        .await
+        .0,
+        401
+    );
+    // The channel's trouble, reported late: the brain had it.
+    let channel = Store::open(&path).unwrap().incidents().unwrap()[0]
+        .service
+        .clone();
+    let (st, v) = call(
+        "POST",
+        "/v1/incidents",
+        Some("support-dana"),
+        Some(json!({ "service": channel, "summary": "card payments declined" })),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["found_by_monitoring"], true);
+    // Something it never saw: a new incident, with people.
+    let (st, v) = call(
+        "POST",
+        "/v1/incidents",
+        Some("support-dana"),
+        Some(json!({ "service": "payouts", "summary": "merchants not paid" })),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["incident"].as_str().unwrap().to_string();
+    // Resolved by an approver, once; not by a viewer; not an unknown one.
+    let resolve = |who, id: &str| {
+        call(
+            "POST",
+            &format!("/v1/incidents/{id}/resolve"),
+            Some(who),
+            Some(json!({ "note": "payout batch re-run" })),
+        )
+    };
+    assert_eq!(resolve("support-dana", &id).await.0, 403);
+    assert_eq!(resolve("sre-bob", "inc-none").await.0, 404);
+    assert_eq!(resolve("sre-bob", &id).await.0, 200);
+    let (st, v) = resolve("sre-bob", &id).await;
+    assert_eq!(st, 409);
+    assert!(v["error"].as_str().unwrap().contains("already"), "{v}");
+    let (_, k) = call("GET", "/v1/kpi?since=30d", Some("sre-bob"), None).await;
+    assert_eq!(
+        (k["incidents"].as_u64(), k["reported_by_people"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(k["time_to_recover"]["n"], 2);
+
+    // The page, on a phone and on a desk.
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let (phone, desk) = (tmp.join("kpi-375px.png"), tmp.join("kpi-1280px.png"));
+    let out = tokio::process::Command::new("node")
+        .arg(tools.join("kpi.mjs"))
+        .arg(&base)
+        .arg(token("support-dana"))
+        .arg(&phone)
+        .arg(&desk)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(150), out)
+        .await
+        .expect("the browser finishes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    println!(
+        "the page showed: {seen:#}\nscreenshots: {} {}",
+        phone.display(),
+        desk.display()
+    );
+    assert_eq!(seen["status"], 200);
+    for (width, look) in [(375, &seen["phone"]), (1280, &seen["desktop"])] {
+        assert_eq!(
+            look["width"], width,
+            "no horizontal scrolling at {width} px: {look}"
+        );
+        assert_eq!(look["cut_off"], json!([]), "{look}");
+        assert!(look["daily_bars"].as_u64().unwrap() >= 1, "{look}");
+        assert!(look["time_bars"].as_u64().unwrap() >= 2, "{look}");
+    }
+    let figures = seen["phone"]["figures"].as_array().unwrap();
+    let shown = |label: &str| {
+        figures
+            .iter()
+            .find(|f| f[0].as_str().unwrap().starts_with(label))
+            .map(|f| f[1].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{label} not on the page: {figures:?}"))
+    };
+    assert_eq!(shown("found by monitoring (1 of 2)"), "50.0 %");
+    assert_eq!(shown("self-healing success (1 of 1)"), "100.0 %");
+    assert!(shown("time to detect").ends_with(" s"));
+    assert!(
+        seen["report"]
+            .as_str()
+            .unwrap()
+            .starts_with("Reported as rep-"),
+        "{seen}"
+    );
+    assert_eq!(seen["after_report"]["rows"], 3);
+    assert_eq!(seen["errors"], json!([]));
+    for shot in [&phone, &desk] {
+        assert!(
+            std::fs::metadata(shot).unwrap().len() > 10_000,
+            "a real screenshot"
+        );
+    }
+    brain.shutdown().await;
+    let store = Store::open(&path).unwrap();
+    let reported = store
+        .audit_of("rep-", 20)
+        .unwrap()
+        .iter()
+        .filter(|e| e.event == "incident_reported")
+        .count();
+    assert_eq!(
+        reported, 2,
+        "each report that opened an incident is audited"
+    );
     assert!(store.audit_verify().unwrap().ok());
 }

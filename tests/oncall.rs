@@ -30,7 +30,7 @@ mod common;
 const KEY_ENV: &str = "SELFHEAL_TEST_LINK_KEY";
 const KEY: &str = "test-link-key-0123456789abcdefghijklmnopqrstuvwxyz";
 
-use common::free_port;
+use common::{browser_tools, free_port};
 
 static VIEWER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| token("vic"));
 
@@ -500,23 +500,6 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
         selfheal_brain::BrainStats::get(&out.brain.api_refused),
         refused as u64
     );
-}
-
-/// The browser test's tools: Debian's chromium and the npm package
-/// playwright-core that `./test.sh` installs under `tests/browser`.
-fn browser_tools() -> (PathBuf, PathBuf) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into()));
-    assert!(
-        chromium.exists(),
-        "{} not found: run ./test.sh (it installs Debian's chromium) or set CHROMIUM",
-        chromium.display()
-    );
-    assert!(
-        dir.join("node_modules/playwright-core").exists(),
-        "playwright-core not installed: run ./test.sh (npm ci in tests/browser)"
-    );
-    (dir, chromium)
 }
 
 /// The slow database needs bill pay degraded, which a person approves, and

@@ -654,6 +654,10 @@ impl Brain {
                     limit: Arc::new(api::limit::RefusalLimit::per_minute(
                         cfg.refusals_per_minute,
                     )),
+                    kpi: Some(api::KpiSource {
+                        store: store.clone(),
+                        clock: wm_rx.clone(),
+                    }),
                     oncall: oncall.map(|(cfg, key)| {
                         api::oncall::OnCallApi::new(
                             cfg,
@@ -663,6 +667,7 @@ impl Brain {
                             recent,
                             stats.clone(),
                         )
+                        .with_clock(wm_rx.clone())
                     }),
                 },
                 stop.clone(),

@@ -406,3 +406,20 @@ pub async fn all_delivered(
         n(&agent.duplicate_frames)
     );
 }
+
+/// The browser test's tools: Debian's chromium and the npm package
+/// playwright-core that `./test.sh` installs under `tests/browser`.
+pub fn browser_tools() -> (PathBuf, PathBuf) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into()));
+    assert!(
+        chromium.exists(),
+        "{} not found: run ./test.sh (it installs Debian's chromium) or set CHROMIUM",
+        chromium.display()
+    );
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core not installed: run ./test.sh (npm ci in tests/browser)"
+    );
+    (dir, chromium)
+}

@@ -57,7 +57,23 @@ pub struct ApiState {
     pub alerts: Option<AlertHook>,
     /// Prometheus' remote_write, when configured.
     pub remote_write: Option<RemoteWriteHook>,
+    /// Where `/metrics` reads the continuity figures of the last 30 days
+    /// ([`crate::kpi`]), when the process has the engine's store.
+    pub kpi: Option<KpiSource>,
 }
+
+/// The store and clock the continuity figures come from.
+#[derive(Clone)]
+pub struct KpiSource {
+    /// The engine's store.
+    pub store: Arc<crate::store::Store>,
+    /// The brain's clock (its event-time watermark; 0 before the first
+    /// indicator: the wall clock then).
+    pub clock: tokio::sync::watch::Receiver<i64>,
+}
+
+/// The window of the continuity figures on `/metrics`.
+const KPI_WINDOW: (&str, i64) = ("30d", 30 * 86_400_000);
 
 impl ApiState {
     /// Only `/healthz` and `/metrics` (a detection worker's API).
@@ -70,6 +86,7 @@ impl ApiState {
             limit: Arc::new(limit::RefusalLimit::per_minute(refusals_per_minute)),
             alerts: None,
             remote_write: None,
+            kpi: None,
         }
     }
 }
@@ -536,12 +553,35 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    let mut text = s.stats.render_prometheus();
+    if let Some(k) = s.kpi.clone() {
+        let now = match *k.clock.borrow() {
+            t if t > 0 => t,
+            _ => wall_ms(),
+        };
+        let (label, span) = KPI_WINDOW;
+        let facts = tokio::task::spawn_blocking(move || {
+            k.store.continuity_facts(now - span, now.saturating_add(1))
+        })
+        .await;
+        match facts {
+            Ok(Ok(f)) => {
+                let figures = crate::kpi::Continuity::of(&f, now - span, now.saturating_add(1))
+                    .prometheus(label);
+                // OpenMetrics ends with `# EOF`: the figures go before it.
+                let body = text.strip_suffix("# EOF\n").unwrap_or(&text).to_string();
+                text = format!("{body}{figures}# EOF\n");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "continuity figures not read for /metrics"),
+            Err(e) => tracing::warn!(error = %e, "continuity figures not read for /metrics"),
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.stats.render_prometheus(),
+        text,
     )
 }
 
@@ -702,6 +742,7 @@ mod tests {
             limit: Arc::new(limit::RefusalLimit::per_minute(20)),
             alerts: None,
             remote_write: None,
+            kpi: None,
         };
         let res = app(state.clone())
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
@@ -787,6 +828,7 @@ mod webhook_tests {
             limit: Arc::new(limit::RefusalLimit::per_minute(20)),
             alerts: None,
             remote_write: None,
+            kpi: None,
         };
         let post = |auth: Option<&str>, body: &str| {
             let mut r = Request::post("/v1/changes").header("content-type", "application/json");
@@ -963,6 +1005,7 @@ mod kill_switch_tests {
             limit: Arc::new(limit::RefusalLimit::per_minute(20)),
             alerts: None,
             remote_write: None,
+            kpi: None,
         };
         let call = |method: &str, auth: Option<&str>, body: &str| {
             let mut r = Request::builder().method(method).uri("/v1/kill-switch");

@@ -38,6 +38,9 @@ use crate::{
 /// The page, served at `/m/<approval>`: one file, no framework.
 pub const PAGE: &str = include_str!("page.html");
 
+/// The continuity report's page, served at `/kpi`: one file, no framework.
+pub const KPI_PAGE: &str = include_str!("kpi.html");
+
 /// How long a session lasts.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Most live sessions.
@@ -65,6 +68,9 @@ pub struct OnCallApi {
     pub recent: Arc<Recent>,
     /// The brain's counters.
     pub stats: Arc<BrainStats>,
+    /// The brain's clock (its event-time watermark), when it has one: a
+    /// person's report is filed on the same clock as the incidents.
+    pub clock: Option<tokio::sync::watch::Receiver<i64>>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
 }
 
@@ -85,7 +91,23 @@ impl OnCallApi {
             store,
             recent,
             stats,
+            clock: None,
             sessions: Arc::default(),
+        }
+    }
+
+    /// Files people's reports on the brain's clock.
+    pub fn with_clock(mut self, clock: tokio::sync::watch::Receiver<i64>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Now, on the brain's clock (the wall clock before its first
+    /// indicator), ms.
+    fn now(&self) -> i64 {
+        match self.clock.as_ref().map(|c| *c.borrow()) {
+            Some(t) if t > 0 => t,
+            _ => selfheal_bus::wall_ms(),
         }
     }
 
@@ -230,8 +252,19 @@ pub fn routes(api: OnCallApi) -> Router {
         .route("/v1/login", post(login).layer(DefaultBodyLimit::max(4096)))
         .route("/v1/logout", post(logout))
         .route("/v1/session", get(session))
-        .route("/v1/incidents", get(incidents))
+        .route(
+            "/v1/incidents",
+            get(incidents)
+                .post(report)
+                .layer(DefaultBodyLimit::max(8192)),
+        )
         .route("/v1/incidents/{id}", get(incident))
+        .route(
+            "/v1/incidents/{id}/resolve",
+            post(resolve).layer(DefaultBodyLimit::max(8192)),
+        )
+        .route("/v1/kpi", get(kpi))
+        .route("/kpi", get(kpi_page))
         .route("/v1/pending", get(pending))
         .route("/v1/approvals/{id}", get(approval))
         .route(
@@ -242,6 +275,15 @@ pub fn routes(api: OnCallApi) -> Router {
 }
 
 async fn page() -> Response {
+    html(PAGE)
+}
+
+async fn kpi_page() -> Response {
+    html(KPI_PAGE)
+}
+
+/// A page of ours, with the headers that keep it to itself.
+fn html(page: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -253,7 +295,7 @@ async fn page() -> Response {
             (header::REFERRER_POLICY, "no-referrer"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        Html(PAGE),
+        Html(page),
     )
         .into_response()
 }
@@ -667,4 +709,159 @@ async fn decision(
                 "dispatched": answer.dispatched, "server_us": server_us })
     };
     (status, Json(body)).into_response()
+}
+
+/// The longest service name and summary a person's report may carry.
+const MAX_REPORT_TEXT: usize = 500;
+
+/// `POST /v1/incidents` with `{"service": "..", "summary": "..",
+/// "started_ts": ms}` (`started_ts` optional): a person reports an
+/// incident. It joins the brain's incident of that service when there is
+/// one (`found_by_monitoring: true`, 200), or opens one handed to people
+/// (201). Any signed-in user may report.
+async fn report(State(api): State<OnCallApi>, headers: HeaderMap, body: Bytes) -> Response {
+    let user = match api.caller(&headers, true) {
+        Ok(u) => u,
+        Err((s, why)) => return api.refused("unknown", "incidents", s, why),
+    };
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        service: String,
+        summary: String,
+        #[serde(default)]
+        started_ts: Option<i64>,
+    }
+    let bad = |why: String| api.refused(&user.name, "incidents", StatusCode::BAD_REQUEST, why);
+    let b: Body = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("malformed report: {e}")),
+    };
+    let service = b.service.trim().to_string();
+    if service.is_empty() || service.len() > MAX_REPORT_TEXT {
+        return bad(format!("service must be 1 to {MAX_REPORT_TEXT} characters"));
+    }
+    if b.summary.trim().is_empty() || b.summary.len() > MAX_REPORT_TEXT {
+        return bad(format!(
+            "summary must be 1 to {MAX_REPORT_TEXT} characters: what do you see?"
+        ));
+    }
+    let now = api.now();
+    if let Some(t) = b.started_ts
+        && !(now - 7 * 86_400_000..=now).contains(&t)
+    {
+        return bad(format!(
+            "started_ts {t} is not within the last 7 days (now {now}, ms)"
+        ));
+    }
+    let r = crate::store::continuity::Report {
+        reporter: user.name.clone(),
+        service,
+        summary: b.summary.trim().to_string(),
+        started_ts: b.started_ts,
+        ts: now,
+    };
+    match blocking(&api, move |api| api.store.report_incident(&r)).await {
+        Ok(f) => {
+            let status = if f.found_by_monitoring {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            (
+                status,
+                Json(json!({ "incident": f.incident_id, "found_by_monitoring": f.found_by_monitoring })),
+            )
+                .into_response()
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `POST /v1/incidents/<id>/resolve` with `{"note": ".."}`: a person says
+/// an incident handed to people is fixed (its time to recover ends now).
+/// Approvers and admins only.
+async fn resolve(
+    State(api): State<OnCallApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let user = match api.caller(&headers, true) {
+        Ok(u) => u,
+        Err((s, why)) => return api.refused("unknown", &id, s, why),
+    };
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        #[serde(default)]
+        note: String,
+    }
+    let b: Body = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return api.refused(
+                &user.name,
+                &id,
+                StatusCode::BAD_REQUEST,
+                format!("malformed resolution: {e}"),
+            );
+        }
+    };
+    if user.role < Role::Approver {
+        return api.refused(
+            &user.name,
+            &id,
+            StatusCode::FORBIDDEN,
+            format!("{} is a viewer and cannot resolve an incident", user.name),
+        );
+    }
+    let now = api.now();
+    let note: String = b.note.chars().take(MAX_REPORT_TEXT).collect();
+    let who = user.name.clone();
+    let rid = id.clone();
+    match blocking(&api, move |api| {
+        api.store.resolve_incident(&rid, &who, now, &note)
+    })
+    .await
+    {
+        Ok(Ok(())) => Json(json!({ "incident": id, "resolved_ts": now })).into_response(),
+        Ok(Err(why)) => {
+            let status = if why.starts_with("no incident") {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::CONFLICT
+            };
+            api.refused(&user.name, &id, status, why)
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `GET /v1/kpi?since=30d[&until=ms]`: the continuity report
+/// ([`crate::kpi`]) over the period ending now (or at `until`).
+#[derive(Deserialize)]
+struct KpiQuery {
+    since: Option<String>,
+    until: Option<i64>,
+}
+
+async fn kpi(
+    State(api): State<OnCallApi>,
+    headers: HeaderMap,
+    Query(q): Query<KpiQuery>,
+) -> Response {
+    if let Err((s, why)) = api.caller(&headers, false) {
+        return err(s, &why);
+    }
+    let period = match crate::kpi::parse_period(q.since.as_deref().unwrap_or("30d")) {
+        Ok(p) => p,
+        Err(why) => return err(StatusCode::BAD_REQUEST, &format!("since: {why}")),
+    };
+    let until = q.until.unwrap_or_else(|| api.now().saturating_add(1));
+    let since = until.saturating_sub(period);
+    match blocking(&api, move |api| api.store.continuity_facts(since, until)).await {
+        Ok(facts) => Json(crate::kpi::Continuity::of(&facts, since, until)).into_response(),
+        Err(e) => unavailable(e),
+    }
 }
