@@ -1,8 +1,12 @@
-//! The continuity report against a drill's own ground truth: the whole
-//! loop heals a bank channel's degradation (a failover to the standby
-//! channel) on the virtual clock, its store is kept, and every figure
-//! `selfheal kpi` computes from the store is checked against what the
-//! simulated platform says happened.
+//! After the repair: the continuity report and reconciliation.
+//!
+//! The whole loop heals a bank channel's degradation (a failover to the
+//! standby channel) on the virtual clock, its store is kept, and every
+//! figure `selfheal kpi` computes from the store is checked against what
+//! the simulated platform says happened; the figures are served as JSON,
+//! on `/metrics` and on a page. With the scenes' books published, the
+//! incident closes only once payments accepted and ledger postings agree;
+//! when the bank lost postings, a person gets the numbers.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -31,7 +35,14 @@ fn shipped(name: &str) -> Scenario {
 async fn drilled(
     dir: &std::path::Path,
 ) -> (Scenario, selfheal_bus::Topology, PathBuf, LoopOutcome) {
-    let s = shipped("channel_degradation");
+    drill_of(shipped("channel_degradation"), dir).await
+}
+
+/// Scenario `s` drilled on the virtual clock, its store kept in `dir`.
+async fn drill_of(
+    s: Scenario,
+    dir: &std::path::Path,
+) -> (Scenario, selfheal_bus::Topology, PathBuf, LoopOutcome) {
     let opts = drill_options(s.clone(), dir);
     let topo = opts.topology.clone();
     let path = opts.brain.store.clone();
@@ -470,4 +481,85 @@ async fn the_report_is_served_as_json_metrics_and_a_page_and_people_report_throu
         "each report that opened an incident is audited"
     );
     assert!(store.audit_verify().unwrap().ok());
+}
+
+/// The channel's degradation with the scenes' books published: `lost`
+/// of what the degraded bank accepts is never posted.
+fn with_books(lost: f64) -> Scenario {
+    let path = format!(
+        "{}/sim/scenarios/channel_degradation.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path).unwrap().replace(
+        "latency_ms = 900.0",
+        &format!("latency_ms = 900.0\npostings_lost = {lost}"),
+    );
+    Scenario::parse(&format!("ledger = true\n{text}"), &default_topology()).unwrap()
+}
+
+/// Healed and consistent: the incident waits for the books, finds them
+/// agreeing, and closes recovered. Healed but short: the symptoms are
+/// gone, yet the ledger lacks what the bank lost, so a person gets the
+/// incident with the numbers, which match the platform's own count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_closes_only_when_payments_and_postings_agree() {
+    for (lost, want) in [(0.0, "recovered"), (0.2, "escalated")] {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, topo, path, out) = drill_of(with_books(lost), dir.path()).await;
+        let r = score(&s, &topo, &out, &Default::default());
+        assert_eq!((r.diagnosed, r.cured, r.incidents), (1, 1, 1), "{r:?}");
+        let inc = &out.incidents[0];
+        assert_eq!(inc.state, want, "lost {lost}: {inc:?}");
+        let store = Store::open(&path).unwrap();
+        let timeline = store.timeline_of(&inc.id).unwrap();
+        let said = |kind: &str| {
+            timeline
+                .iter()
+                .filter(|(_, k, _)| k == kind)
+                .map(|(_, _, d)| d.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(said("reconciling").len(), 1, "{timeline:?}");
+        // The brain's recovery is when the symptoms cleared, before the
+        // books were checked.
+        let checked_at = timeline
+            .iter()
+            .find(|(_, k, _)| k == "reconciled" || k == "mismatch")
+            .unwrap()
+            .0;
+        if lost == 0.0 {
+            let line = &said("reconciled")[0];
+            eprintln!("{line}");
+            assert!(line.ends_with("consistent"), "{line}");
+            assert!(inc.recovered_ts.unwrap() + 30_000 <= checked_at);
+            assert_eq!(out.truth.postings_lost, 0.0);
+        } else {
+            let line = &said("mismatch")[0];
+            eprintln!("{line} (the platform lost {:.0})", out.truth.postings_lost);
+            assert!(line.ends_with("MISMATCH"), "{line}");
+            let escalated = said("escalated");
+            assert!(
+                escalated[0].contains("not consistent")
+                    && escalated[0].contains("payments_accepted"),
+                "{escalated:?}"
+            );
+            // The shortfall the brain reports is the platform's.
+            let numbers: Vec<f64> = line
+                .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            let (left, right) = (numbers[0], numbers[1]);
+            let truth = out.truth.postings_lost;
+            assert!(truth > 10.0, "the bank lost postings: {truth}");
+            assert!(
+                ((left - right) - truth).abs() <= 0.05 * truth + 2.0,
+                "shortfall {} vs the platform's {truth}: {line}",
+                left - right
+            );
+            assert_eq!(
+                selfheal_brain::BrainStats::get(&out.brain.reconcile_mismatches),
+                1
+            );
+        }
+    }
 }

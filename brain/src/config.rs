@@ -66,6 +66,13 @@ pub struct BrainConfig {
     /// latency rising inside one opens no incident; errors still do.
     #[serde(default)]
     pub planned: Vec<crate::correlate::Planned>,
+    /// Reconciliation checks after repair (`[[reconcile]]`, see
+    /// [`crate::reconcile`]): two indicators that must agree over a fault's
+    /// window before its incident closes. A playbook lists the ones its
+    /// repair must pass. Default: payments accepted against ledger
+    /// postings (`payments_vs_ledger`).
+    #[serde(default = "crate::reconcile::shipped")]
+    pub reconcile: Vec<crate::reconcile::ReconcileCheck>,
     /// Action guards.
     #[serde(default)]
     pub guard: GuardConfig,
@@ -199,6 +206,7 @@ impl Default for BrainConfig {
             metric_class: Vec::new(),
             symptoms: Vec::new(),
             planned: Vec::new(),
+            reconcile: crate::reconcile::shipped(),
             guard: GuardConfig::default(),
             listen: None,
             refusals_per_minute: default_refusals_per_minute(),
@@ -253,6 +261,12 @@ impl BrainConfig {
         }
         p.extend(self.http.validate());
         p.extend(self.series.validate());
+        for (i, c) in self.reconcile.iter().enumerate() {
+            p.extend(c.validate());
+            if self.reconcile[..i].iter().any(|o| o.name == c.name) {
+                p.push(format!("reconcile {:?}: defined twice", c.name));
+            }
+        }
         if let Some(ha) = &self.ha {
             p.extend(ha.validate());
         }

@@ -78,6 +78,14 @@ pub enum Wait {
         /// When it ends.
         deadline: i64,
     },
+    /// The symptoms cleared after the plan's actions: the business flow's
+    /// reconciliation checks run at `until` ([`crate::reconcile`]).
+    Reconcile {
+        /// When the symptoms cleared.
+        recovered: i64,
+        /// When the checks run.
+        until: i64,
+    },
 }
 
 /// How an incident ended.
@@ -560,6 +568,15 @@ impl Incident {
                             Due::ApprovalExpired(id.clone())
                         }
                     }
+                    // Symptoms back while reconciling: the checks still
+                    // run at their time (and find what they find).
+                    Some(Wait::Reconcile { until, .. }) => {
+                        if now >= *until {
+                            Due::Close(Terminal::Recovered)
+                        } else {
+                            Due::Nothing
+                        }
+                    }
                     Some(Wait::Verify {
                         check,
                         started,
@@ -584,7 +601,28 @@ impl Incident {
         match (&self.phase, &self.run.wait) {
             (Phase::Collecting(until), _) => Some(*until),
             (Phase::Executing, Some(Wait::Verify { deadline, .. }))
-            | (Phase::Executing, Some(Wait::Approval { deadline, .. })) => Some(*deadline),
+            | (Phase::Executing, Some(Wait::Approval { deadline, .. }))
+            | (
+                Phase::Executing,
+                Some(Wait::Reconcile {
+                    until: deadline, ..
+                }),
+            ) => Some(*deadline),
+            _ => None,
+        }
+    }
+
+    /// Recovered at `recovered`: its reconciliation checks run at `until`.
+    pub fn await_reconcile(&mut self, recovered: i64, until: i64) {
+        self.rev += 1;
+        self.run.wait = Some(Wait::Reconcile { recovered, until });
+    }
+
+    /// When its symptoms cleared and when its reconciliation runs, while it
+    /// waits for it.
+    pub fn reconciling(&self) -> Option<(i64, i64)> {
+        match self.run.wait {
+            Some(Wait::Reconcile { recovered, until }) => Some((recovered, until)),
             _ => None,
         }
     }

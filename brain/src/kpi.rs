@@ -626,13 +626,13 @@ mod tests {
             r.observe(3, &other, t, 500.0);
         }
         let classes = MetricClasses::shipped();
-        let i = payments_lost(&r, &classes, [&*ok], "inc-1", 60_000, 69_000).unwrap();
+        let i = payments_lost(&r, classes, [&*ok], "inc-1", 60_000, 69_000).unwrap();
         // 10 samples of 1 s: 100 × 0.19 each.
         assert!((i.lost - 190.0).abs() < 1e-6, "{i:?}");
         assert!((i.attempted - 1000.0).abs() < 1e-6);
         assert_eq!(i.series, 1);
         assert!(i.complete);
         // No business success series in the evidence: nothing measured.
-        assert!(payments_lost(&r, &classes, [&*vol], "inc-1", 60_000, 69_000).is_none());
+        assert!(payments_lost(&r, classes, [&*vol], "inc-1", 60_000, 69_000).is_none());
     }
 }

@@ -62,6 +62,7 @@ pub mod kpi;
 pub mod mask;
 pub mod playbook;
 pub mod recent;
+pub mod reconcile;
 pub mod remote_write;
 pub mod sandbox;
 pub mod secret;
@@ -405,6 +406,22 @@ impl Brain {
                 cfg.playbooks.display()
             )]));
         }
+        // A playbook's reconciliation must be one the configuration defines.
+        let undefined: Vec<String> = runtime
+            .playbooks()
+            .iter()
+            .flat_map(|p| p.meta.reconcile.iter().map(move |r| (p, r)))
+            .filter(|(_, r)| !cfg.reconcile.iter().any(|c| &c.name == *r))
+            .map(|(p, r)| {
+                format!(
+                    "{}: reconcile check {r:?} is not defined under [[reconcile]] in the configuration",
+                    p.path.display()
+                )
+            })
+            .collect();
+        if !undefined.is_empty() {
+            return Err(StartError::Playbooks(undefined));
+        }
         if rules.names().is_empty() {
             warn!(dir = %cfg.playbooks.join("diagnose").display(), "no diagnosis rule found: every incident will be diagnosed unknown and handed to a person");
         }
@@ -570,6 +587,7 @@ impl Brain {
             rules,
             recent: recent.clone(),
             classes: classes.clone(),
+            reconcile: cfg.reconcile.clone(),
             approvals: match &oncall {
                 None => None,
                 Some((cfg, key)) => {

@@ -65,6 +65,9 @@ pub struct BrainStats {
     pub recovered: AtomicU64,
     /// Incidents escalated to a person.
     pub escalated: AtomicU64,
+    /// Recovered incidents whose business flow did not reconcile
+    /// (escalated with the numbers).
+    pub reconcile_mismatches: AtomicU64,
     /// Unfinished incidents brought back from their checkpoint at start.
     pub incidents_restored: AtomicU64,
     /// Times this brain's engine won the lease and took over (`[ha]`).
@@ -477,6 +480,11 @@ impl BrainStats {
                 "selfheal_brain_escalated_total",
                 "Incidents escalated.",
                 &self.escalated,
+            ),
+            (
+                "selfheal_brain_reconcile_mismatches_total",
+                "Recovered incidents whose business flow did not reconcile.",
+                &self.reconcile_mismatches,
             ),
             (
                 "selfheal_brain_incidents_restored_total",

@@ -111,6 +111,9 @@ pub struct Truth {
     pub dropped: f64,
     /// Payments lost because their scene was degraded.
     pub degraded_lost: f64,
+    /// Payments accepted whose ledger posting was lost (a fault's
+    /// `postings_lost`): what reconciliation must find.
+    pub postings_lost: f64,
     /// Abusive requests blocked (not a loss).
     pub blocked: f64,
     /// Business loss per tick (failed + dropped + degraded), for judging
@@ -177,6 +180,8 @@ pub struct Platform {
     seen_breach: bool,
     next_change: u64,
     truth: Truth,
+    /// Whether scenes publish their payments accepted and ledger postings.
+    ledger: bool,
 }
 
 fn instance_name(svc: &str, idc: &str, k: u32) -> String {
@@ -197,6 +202,8 @@ struct Tick {
     chans: Vec<Chan>,
     /// Each channel's (success, latency) before load.
     chan_health: Vec<(f64, f64)>,
+    /// Each channel's share of accepted payments whose posting is lost.
+    chan_lost: Vec<f64>,
     samples: Vec<FrameSample>,
     hot: Vec<HotKeys>,
     /// Per scene: (attempts, successes), for the SLO.
@@ -334,6 +341,7 @@ impl Platform {
             seen_breach: false,
             next_change: 0,
             truth: Truth::default(),
+            ledger: scenario.ledger,
             topo,
         }
     }
@@ -624,6 +632,16 @@ impl Platform {
                 }
             })
             .collect();
+        let chan_lost: Vec<f64> = self
+            .chans
+            .iter()
+            .map(|c| {
+                self.fault(FaultKind::ChannelDegradation)
+                    .find(|f| f.target == c.name)
+                    .and_then(|f| f.postings_lost)
+                    .unwrap_or(0.0)
+            })
+            .collect();
         Tick {
             season,
             peak,
@@ -636,6 +654,7 @@ impl Platform {
             svcs: self.svcs.clone(),
             chans: self.chans.clone(),
             chan_health,
+            chan_lost,
             samples: Vec::new(),
             hot: Vec::new(),
             tick_att: BTreeMap::new(),
@@ -913,13 +932,47 @@ impl Platform {
                 e.0 += total;
                 e.1 += total * rate;
             }
+            // The books: payments accepted, and those the ledger posted
+            // (short by what a channel accepted but never posted).
+            let accepted = adm * p;
+            let lost_share = if uses_chan {
+                let via: Vec<f64> = t
+                    .split
+                    .iter()
+                    .zip(&ch.eff)
+                    .map(|(s, (q, _))| s * q)
+                    .collect();
+                let all: f64 = via.iter().sum();
+                if all > 0.0 {
+                    via.iter()
+                        .zip(&t.chan_lost)
+                        .map(|(v, l)| v * l)
+                        .sum::<f64>()
+                        / all
+                } else {
+                    0.0
+                }
+            } else {
+                0.0
+            };
+            let unposted = accepted * lost_share;
+            self.truth.postings_lost += unposted;
             if total > 0.0 {
                 let entry = link.services.first().cloned().unwrap_or_default();
+                let books = [
+                    ("payments_accepted", accepted),
+                    ("ledger_postings", accepted - unposted),
+                ];
+                let books = if self.ledger { &books[..] } else { &[] };
                 for (metric, value) in [
                     ("tps", total),
                     ("success_rate", rate),
                     ("latency_p99_ms", lat),
-                ] {
+                ]
+                .iter()
+                .chain(books)
+                .copied()
+                {
                     t.samples.push(FrameSample {
                         layer: Layer::Business,
                         idc: idc.clone(),

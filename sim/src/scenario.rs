@@ -103,6 +103,12 @@ pub struct FaultSpec {
     /// Channel degradation: its p99 latency, ms.
     #[serde(default)]
     pub latency_ms: Option<f64>,
+    /// Channel degradation: the share of the payments the channel accepts
+    /// while degraded whose posting never reaches the ledger (the bank
+    /// answered, its callback was lost). Seen in the scenes' counters
+    /// when the scenario publishes them (`ledger = true`).
+    #[serde(default)]
+    pub postings_lost: Option<f64>,
 }
 
 impl FaultSpec {
@@ -223,6 +229,11 @@ pub struct Scenario {
     /// Expected diagnosis and cure, one per fault; empty on control runs.
     #[serde(default)]
     pub expect: Vec<Expect>,
+    /// Whether each scene also publishes its business counters, per
+    /// second: `payments_accepted` and `ledger_postings` (for the brain's
+    /// reconciliation after repair). Off by default.
+    #[serde(default)]
+    pub ledger: bool,
 }
 
 impl Scenario {
@@ -312,6 +323,13 @@ impl Scenario {
                 && !(l.is_finite() && l > 0.0)
             {
                 p.push(format!("{at}.latency_ms: must be > 0"));
+            }
+            if let Some(x) = f.postings_lost
+                && (!(0.0..=1.0).contains(&x) || f.kind != FaultKind::ChannelDegradation)
+            {
+                p.push(format!(
+                    "{at}.postings_lost: a share in [0,1], for a channel_degradation"
+                ));
             }
         }
         for (i, e) in self.events.iter().enumerate() {

@@ -58,6 +58,8 @@ pub struct Engine {
     pub(crate) recent: Arc<crate::recent::Recent>,
     /// The metric class table.
     pub(crate) classes: Arc<crate::detect::MetricClasses>,
+    /// The reconciliation checks a playbook may require (`[[reconcile]]`).
+    pub(crate) reconcile: Vec<crate::reconcile::ReconcileCheck>,
 }
 
 /// What the engine listens to besides anomalies and the watermark.
@@ -701,12 +703,122 @@ impl Engine {
         .await;
     }
 
+    /// The reconciliation checks incident `i`'s playbook requires.
+    fn reconcile_checks(&self, i: usize) -> Vec<crate::reconcile::ReconcileCheck> {
+        let Some(name) = self.correlator.incidents[i].run().playbook() else {
+            return Vec::new();
+        };
+        let wanted = self
+            .runtime
+            .playbooks()
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.meta.reconcile.clone())
+            .unwrap_or_default();
+        self.reconcile
+            .iter()
+            .filter(|c| wanted.contains(&c.name))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether recovered incident `i` may close: its playbook requires no
+    /// reconciliation, or its checks ran and agree. The first call starts
+    /// the wait for the checks; a mismatch escalates it with the numbers.
+    /// Returns the time its symptoms cleared when it may close.
+    async fn reconciled(&mut self, i: usize, now: i64) -> Option<i64> {
+        let mut checks = self.reconcile_checks(i);
+        if checks.is_empty() {
+            return Some(now);
+        }
+        let (recovered, until) = match self.correlator.incidents[i].reconciling() {
+            None => {
+                // A check whose indicators were never seen cannot hold the
+                // incident: said once, and not waited for.
+                let id = self.correlator.incidents[i].id.clone();
+                let (can, cannot): (Vec<_>, Vec<_>) = checks
+                    .into_iter()
+                    .partition(|c| crate::reconcile::checkable(&self.recent, c));
+                for c in &cannot {
+                    let line =
+                        crate::reconcile::run(&self.recent, c, now, now).describe(c, now, now);
+                    self.write("timeline", |db| db.timeline(&id, now, "reconciled", &line));
+                }
+                checks = can;
+                if checks.is_empty() {
+                    return Some(now);
+                }
+                let settle = checks.iter().map(|c| c.settle_s).max().unwrap_or(0) * 1000;
+                self.correlator.incidents[i].await_reconcile(now, now + settle);
+                let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+                let id = self.correlator.incidents[i].id.clone();
+                self.write("timeline", |db| {
+                    db.timeline(
+                        &id,
+                        now,
+                        "reconciling",
+                        &format!(
+                            "symptoms cleared; the business flow is reconciled ({}) in {} s before the incident closes",
+                            names.join(", "),
+                            settle / 1000
+                        ),
+                    )
+                });
+                return None;
+            }
+            Some(w) => w,
+        };
+        if now < until {
+            return None;
+        }
+        checks.retain(|c| crate::reconcile::checkable(&self.recent, c));
+        let inc = &self.correlator.incidents[i];
+        let (id, from) = (inc.id.clone(), inc.onset);
+        let mut bad = Vec::new();
+        for c in &checks {
+            let o = crate::reconcile::run(&self.recent, c, from, until);
+            let line = o.describe(c, from, until);
+            info!(incident = %id, %line, "reconciliation");
+            self.write("timeline", |db| {
+                db.timeline(
+                    &id,
+                    now,
+                    if o.agrees { "reconciled" } else { "mismatch" },
+                    &line,
+                )
+            });
+            if !o.agrees {
+                bad.push(line);
+            }
+        }
+        if bad.is_empty() {
+            return Some(recovered);
+        }
+        BrainStats::bump(&self.stats.reconcile_mismatches);
+        self.escalate(
+            i,
+            now,
+            format!(
+                "the symptoms cleared but the business flow is not consistent: {}",
+                bad.join("; ")
+            ),
+        )
+        .await;
+        None
+    }
+
     async fn finish(&mut self, i: usize, now: i64, t: Terminal) {
-        self.measure_impact(i, now);
+        let mut recovered = None;
+        if t == Terminal::Recovered {
+            match self.reconciled(i, now).await {
+                Some(at) => recovered = Some(at),
+                None => return,
+            }
+        }
+        self.measure_impact(i, recovered.unwrap_or(now));
         let inc = &mut self.correlator.incidents[i];
         inc.close(t);
         let inc = &self.correlator.incidents[i];
-        let recovered = (t == Terminal::Recovered).then_some(now);
         self.write("incident", |db| {
             db.close_incident(&inc.id, t.as_str(), recovered)
         });

@@ -97,6 +97,10 @@ pub struct Meta {
     /// time and the on-call policy says `act`: `act_on_timeout` in
     /// `meta()`, false when absent.
     pub act_on_timeout: bool,
+    /// The reconciliation checks (`[[reconcile]]` of the configuration, by
+    /// name) that must pass after recovery before the incident closes:
+    /// `reconcile` in `meta()`, none when absent.
+    pub reconcile: Vec<String>,
 }
 
 /// What the brain does when a playbook's verification fails (a checked
@@ -903,6 +907,16 @@ fn parse_meta(m: &Map) -> Result<Meta, String> {
             .as_bool()
             .map_err(|_| format!("`act_on_timeout` must be true or false, not {v}"))?,
     };
+    let reconcile = match m.get("reconcile") {
+        None => Vec::new(),
+        Some(v) => v
+            .clone()
+            .into_typed_array::<ImmutableString>()
+            .map_err(|_| format!("`reconcile` must be an array of check names, not {v}"))?
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
     Ok(Meta {
         handles,
         risk,
@@ -911,6 +925,7 @@ fn parse_meta(m: &Map) -> Result<Meta, String> {
         verify_s,
         on_failure,
         act_on_timeout,
+        reconcile,
     })
 }
 

@@ -21,9 +21,11 @@ fn scenario(kind: FaultKind, target: &str, key: Option<&str>) -> Scenario {
             magnitude: None,
             success: None,
             latency_ms: None,
+            postings_lost: None,
         }],
         events: vec![],
         expect: vec![],
+        ledger: false,
     }
 }
 
