@@ -143,6 +143,33 @@ async fn every_figure_of_a_drilled_store_matches_the_platform_s_truth() {
     );
     assert_eq!(k.payments_lost, impact.lost);
 
+    // `selfheal kpi` says the same, in each of its forms.
+    let store_arg = path.to_str().unwrap();
+    let (ok, json, err) = common::selfheal(&[
+        "kpi", "--store", store_arg, "--since", "1d", "--until", "latest", "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["incidents"], 1);
+    assert_eq!(v["time_to_diagnose"]["median_s"], json!(r.tth_s.unwrap()));
+    assert_eq!(v["payments_lost"], json!(impact.lost));
+    let (ok, text, _) = common::selfheal(&[
+        "kpi", "--store", store_arg, "--since", "1d", "--until", "latest",
+    ]);
+    assert!(
+        ok && text.contains("failover: 1 of 1 succeeded (100.0 %)"),
+        "{text}"
+    );
+    let (ok, csv, _) = common::selfheal(&[
+        "kpi", "--store", store_arg, "--since", "1d", "--until", "latest", "--csv",
+    ]);
+    assert!(
+        ok && csv.starts_with("figure,value,unit,n\nfound_by_monitoring_share,1.000,ratio,1\n"),
+        "{csv}"
+    );
+    let (ok, _, err) = common::selfheal(&["kpi", "--store", store_arg, "--since", "a month"]);
+    assert!(!ok && err.contains("not a period"), "{err}");
+
     // A customer's complaint about the same service minutes later joins
     // the brain's incident; one about a fault nobody saw opens another,
     // found by people, and a person resolves it.

@@ -230,8 +230,9 @@ impl Continuity {
             healing_attempted: acted.len(),
             healed,
             self_healing_success_rate: share(healed, acted.len()),
-            payments_lost: measured.iter().map(|i| i.lost).sum(),
-            payments_attempted: measured.iter().map(|i| i.attempted).sum(),
+            // (An empty sum of floats is -0.)
+            payments_lost: measured.iter().map(|i| i.lost).sum::<f64>() + 0.0,
+            payments_attempted: measured.iter().map(|i| i.attempted).sum::<f64>() + 0.0,
             impact_measured: measured.len(),
             impact_partial: measured.iter().filter(|i| !i.complete).count(),
             time_to_diagnose: Durations::of(

@@ -56,21 +56,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let since = until - period;
     let facts = store.continuity_facts(since, until)?;
     let k = selfheal_brain::kpi::Continuity::of(&facts, since, until);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&k)?);
+    let out = if args.json {
+        serde_json::to_string_pretty(&k)? + "\n"
     } else if args.csv {
-        print!("{}", k.csv());
+        k.csv()
     } else {
-        print!("{}", text(&k));
+        text(&k)
+    };
+    // A reader that stops early (`| head`) is not an error.
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The report for people.
 fn text(k: &selfheal_brain::kpi::Continuity) -> String {
     let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.1} %", 100.0 * v));
     let d = |x: &selfheal_brain::kpi::Durations| match (x.median_s, x.p90_s) {
-        (Some(m), Some(p)) => format!("median {m:.1} s, p90 {p:.1} s ({} incidents)", x.n),
+        (Some(m), Some(p)) => format!("median {m:.1} s, p90 {p:.1} s (n = {})", x.n),
         _ => "-".to_string(),
     };
     format!(
@@ -79,7 +84,7 @@ fn text(k: &selfheal_brain::kpi::Continuity) -> String {
          time to detect: {}\n\
          failover: {} of {} succeeded ({}); time {}\n\
          self-healing: {} of {} healed ({})\n\
-         payments lost: {:.0} of {:.0} attempted during {} incidents{}\n\
+         payments lost: {:.0} of {:.0} attempted (n = {}){}\n\
          time to diagnose: {}\n\
          time to respond: {}\n\
          time to recover: {}\n",
