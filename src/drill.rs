@@ -367,6 +367,18 @@ pub async fn rehearse(
     dir: &std::path::Path,
     topo: &Topology,
 ) -> anyhow::Result<Vec<Rehearsal>> {
+    rehearse_at(rt, names, dir, topo, 1.0).await
+}
+
+/// [`rehearse`] with every scenario's demand multiplied by `peak` (a big
+/// sale's expected peak: the patrol's rehearsals).
+pub async fn rehearse_at(
+    rt: &selfheal_brain::playbook::Runtime,
+    names: &[String],
+    dir: &std::path::Path,
+    topo: &Topology,
+    peak: f64,
+) -> anyhow::Result<Vec<Rehearsal>> {
     use selfheal_brain::playbook::Approval;
     let scenarios = load(&shipped(), topo)?;
     let th = Thresholds {
@@ -395,7 +407,9 @@ pub async fn rehearse(
                 pb.meta.approval
             ));
         } else {
-            let mut d = drill_with(s, None, &th, dir).await?;
+            let mut s = s.clone();
+            s.traffic.multiplier *= peak;
+            let mut d = drill_with(&s, None, &th, dir).await?;
             if d.ttr_s.is_none() {
                 d.failures.push("the platform never recovered".into());
             }

@@ -37,6 +37,7 @@ pub mod drill;
 pub mod ingest_bench;
 pub mod micro;
 pub mod paths;
+pub mod patrol;
 pub mod petshop;
 pub mod replay;
 pub mod stack_drill;

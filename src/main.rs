@@ -67,6 +67,11 @@ enum Cmd {
     /// monitoring, time to detect, failover success and time, self-healing
     /// success, payments lost, time to diagnose, to respond and to recover.
     Kpi(cmd::kpi::Args),
+    /// Inspects readiness before a big sale: store, guards, on-call,
+    /// playbooks, capacity at the expected peak, every playbook rehearsed
+    /// at that peak, the bus; each with a verdict, evidence and the fix.
+    /// Exit code 0, 1 or 2: pass, warn or fail.
+    Patrol(cmd::patrol::Args),
     /// Engages, releases or shows the brain's kill switch (the file named by
     /// `guard.kill_switch_file`): while engaged, no action is sent.
     KillSwitch(cmd::kill_switch::Args),
@@ -121,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             | Cmd::Petshop { .. }
             | Cmd::MicroDrill { .. }
             | Cmd::StackDrill { .. }
+            | Cmd::Patrol { .. }
     );
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -144,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Backup(a) => cmd::backup::run(a).await,
         Cmd::KillSwitch(a) => cmd::kill_switch::run(a).await,
         Cmd::Kpi(a) => cmd::kpi::run(a).await,
+        Cmd::Patrol(a) => cmd::patrol::run(a).await,
         Cmd::Bench(a) => cmd::bench::run(a).await,
         Cmd::Brain(a) => cmd::brain::run(a).await,
         Cmd::Agent(a) => cmd::agent::run(a).await,

@@ -13,6 +13,7 @@ pub mod hash_token;
 pub mod kill_switch;
 pub mod kpi;
 pub mod micro_drill;
+pub mod patrol;
 pub mod petshop;
 pub mod playbook;
 pub mod record;
@@ -33,6 +34,12 @@ pub(crate) struct Gate(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct BadInput(pub String);
+
+/// The patrol found the platform not ready for its event: exit code 2
+/// (`selfheal patrol`: 0 pass, 1 warn, 2 fail).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct NotReady(pub String);
 
 /// Returns a [`Gate`] failure from the enclosing function.
 macro_rules! gate {
@@ -68,7 +75,7 @@ pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
         if c.is::<Gate>() {
             return exit::FAILED;
         }
-        if c.is::<BadInput>() || c.is::<toml::de::Error>() {
+        if c.is::<BadInput>() || c.is::<NotReady>() || c.is::<toml::de::Error>() {
             return exit::BAD_INPUT;
         }
         // A path the command line named that is not there.

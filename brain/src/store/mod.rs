@@ -300,6 +300,13 @@ impl Store {
         })
     }
 
+    /// Whether the store takes a write now: a write lock taken and given
+    /// back (nothing written).
+    pub fn check_writable(&self) -> Result<()> {
+        self.conn().execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+        Ok(())
+    }
+
     /// Records a new incident.
     pub fn open_incident(
         &self,

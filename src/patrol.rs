@@ -1,0 +1,877 @@
+//! The patrol robot: the inspections an SRE team does by hand before a big
+//! sale, each with a verdict (pass, warn, fail), its evidence and the fix.
+//!
+//! * **store**: writable, its audit chain intact;
+//! * **guards**: the kill switch engages and releases through the real
+//!   guard (an on/off round trip), the change-freeze calendar covers the
+//!   event, the blast-radius budget is set;
+//! * **on-call**: someone can approve, two where a playbook needs two, and
+//!   every notification channel answers a test message;
+//! * **playbooks**: every playbook compiles;
+//! * **capacity**: the platform (the simulator of the topology) at the
+//!   expected peak on a healthy day — each scene's success against its
+//!   objective — and what the brain does there (it should page nobody);
+//! * **rehearsals**: every playbook rehearsed on its fault class's scenario
+//!   at the peak, healing within the MTTR target (a failover at the peak
+//!   also shows whether the backup takes its primary's peak traffic);
+//! * **bus**: NATS reachable, when one is named.
+//!
+//! The report is JSON and one self-contained HTML page with SVG charts.
+
+use std::{fmt::Write as _, path::Path, sync::Arc};
+
+use selfheal_brain::{BrainConfig, playbook::Runtime, store::Store};
+use selfheal_bus::{LocalTransport, Topology, time::parse_timestamp as parse_timestamp_ms};
+use serde::Serialize;
+
+use crate::drill::{Rehearsal, rehearse_at};
+
+/// A verdict; the worst one is the patrol's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Ready.
+    Pass,
+    /// Ready, with something to look at.
+    Warn,
+    /// Not ready: fix it before the event.
+    Fail,
+}
+
+/// One inspection.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// Its area (`store`, `guards`, `oncall`, `playbooks`, `capacity`,
+    /// `rehearsals`, `bus`).
+    pub area: &'static str,
+    /// What was inspected.
+    pub name: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// What was seen.
+    pub evidence: String,
+    /// What to do (empty on a pass).
+    pub fix: String,
+}
+
+/// One scene at the peak on a healthy day.
+#[derive(Clone, Debug, Serialize)]
+pub struct SceneAtPeak {
+    /// The scene.
+    pub scene: String,
+    /// Its success rate over the run's last 10 s at the peak.
+    pub success: f64,
+    /// Its objective.
+    pub slo: f64,
+    /// Pass at or above the objective.
+    pub verdict: Verdict,
+}
+
+/// One playbook rehearsed at the peak.
+#[derive(Clone, Debug, Serialize)]
+pub struct RehearsalAtPeak {
+    /// The playbook.
+    pub playbook: String,
+    /// Its fault class's scenario.
+    pub scenario: String,
+    /// Fault to the platform back within its objective, s (`None`: never,
+    /// or not run).
+    pub mttr_s: Option<f64>,
+    /// The target.
+    pub target_s: f64,
+    /// Its verdict.
+    pub verdict: Verdict,
+}
+
+/// The whole patrol.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// When it ran (wall clock, ms).
+    pub at_ms: i64,
+    /// The event's window, ms, when one was named.
+    pub event: Option<(i64, i64)>,
+    /// The expected peak, × normal demand.
+    pub peak: f64,
+    /// The MTTR target, s.
+    pub mttr_target_s: f64,
+    /// The worst verdict.
+    pub verdict: Verdict,
+    /// Every inspection, in order.
+    pub checks: Vec<Check>,
+    /// Each scene at the peak.
+    pub scenes: Vec<SceneAtPeak>,
+    /// Each rehearsal at the peak.
+    pub rehearsals: Vec<RehearsalAtPeak>,
+}
+
+/// What to patrol.
+pub struct Plan {
+    /// The brain's configuration (store, playbooks, guards, on-call).
+    pub brain: BrainConfig,
+    /// The topology (the simulator is built from it).
+    pub topology: Topology,
+    /// The event's window, ms.
+    pub event: Option<(i64, i64)>,
+    /// The expected peak, × normal demand.
+    pub peak: f64,
+    /// The MTTR target, s.
+    pub mttr_target_s: f64,
+    /// A NATS server to reach, when the deployment uses one.
+    pub nats: Option<String>,
+    /// Run the simulator parts (capacity at the peak, rehearsals).
+    pub simulate: bool,
+}
+
+fn check(
+    area: &'static str,
+    name: impl Into<String>,
+    verdict: Verdict,
+    evidence: impl Into<String>,
+    fix: impl Into<String>,
+) -> Check {
+    Check {
+        area,
+        name: name.into(),
+        verdict,
+        evidence: evidence.into(),
+        fix: fix.into(),
+    }
+}
+
+/// Runs every inspection of `plan`; `progress` hears each step's name
+/// before it runs.
+pub async fn patrol(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Report> {
+    let mut checks = Vec::new();
+    progress("store");
+    checks.extend(store_checks(&plan.brain));
+    progress("guards");
+    checks.extend(guard_checks(plan));
+    progress("playbooks");
+    let mut rt = Runtime::new(
+        Arc::new(plan.topology.clone()),
+        selfheal_brain::playbook::Limits::default(),
+    );
+    let loaded = rt.load_dir(&plan.brain.playbooks);
+    match &loaded {
+        Ok(n) => checks.push(check(
+            "playbooks",
+            "every playbook compiles",
+            if *n > 0 { Verdict::Pass } else { Verdict::Fail },
+            format!("{n} playbook(s) under {}", plan.brain.playbooks.display()),
+            if *n > 0 {
+                ""
+            } else {
+                "no playbook: nothing can heal"
+            },
+        )),
+        Err(errs) => {
+            for e in errs {
+                checks.push(check(
+                    "playbooks",
+                    "a playbook compiles",
+                    Verdict::Fail,
+                    e.to_string(),
+                    "fix the script (`selfheal playbook check`) before the event",
+                ));
+            }
+        }
+    }
+    progress("on-call");
+    checks.extend(oncall_checks(plan, loaded.is_ok().then_some(&rt)).await);
+    if let Some(url) = &plan.nats {
+        progress("bus");
+        checks.push(
+            match selfheal_bus::NatsTransport::connect(url, "selfheal-patrol").await {
+                Ok(_) => check(
+                    "bus",
+                    "NATS reachable",
+                    Verdict::Pass,
+                    format!("connected to {url}"),
+                    "",
+                ),
+                Err(e) => check(
+                    "bus",
+                    "NATS reachable",
+                    Verdict::Fail,
+                    format!("{url}: {e}"),
+                    "start the NATS servers, or fix the URL",
+                ),
+            },
+        );
+    }
+    let mut scenes = Vec::new();
+    let mut rehearsals = Vec::new();
+    if plan.simulate {
+        progress("capacity at the peak");
+        let (c, s) = capacity(plan).await?;
+        checks.extend(c);
+        scenes = s;
+        if loaded.is_ok() {
+            let names: Vec<String> = rt.playbooks().iter().map(|p| p.name.clone()).collect();
+            progress("rehearsals at the peak");
+            let done = rehearse_at(
+                &rt,
+                &names,
+                &plan.brain.playbooks,
+                &plan.topology,
+                plan.peak,
+            )
+            .await?;
+            let (c, r) = rehearsal_checks(plan, &done);
+            checks.extend(c);
+            rehearsals = r;
+        }
+    }
+    let verdict = checks
+        .iter()
+        .map(|c| c.verdict)
+        .max()
+        .unwrap_or(Verdict::Pass);
+    Ok(Report {
+        at_ms: selfheal_bus::wall_ms(),
+        event: plan.event,
+        peak: plan.peak,
+        mttr_target_s: plan.mttr_target_s,
+        verdict,
+        checks,
+        scenes,
+        rehearsals,
+    })
+}
+
+fn store_checks(cfg: &BrainConfig) -> Vec<Check> {
+    let path = &cfg.store;
+    if !path.exists() {
+        return vec![check(
+            "store",
+            "store",
+            Verdict::Warn,
+            format!("no store at {} yet", path.display()),
+            "start the brain once before the event: its first start creates the store",
+        )];
+    }
+    let store = match Store::open_with(path, &cfg.audit_files()) {
+        Ok(s) => s,
+        Err(e) => {
+            return vec![check(
+                "store",
+                "store opens",
+                Verdict::Fail,
+                format!("{}: {e}", path.display()),
+                "restore it from the last backup (`selfheal backup`)",
+            )];
+        }
+    };
+    let mut out = vec![match store.check_writable() {
+        Ok(()) => check(
+            "store",
+            "store writable",
+            Verdict::Pass,
+            format!("{} takes a write lock", path.display()),
+            "",
+        ),
+        Err(e) => check(
+            "store",
+            "store writable",
+            Verdict::Fail,
+            format!("{}: {e}", path.display()),
+            "free the disk, fix the file's permissions, or stop the process that holds it",
+        ),
+    }];
+    out.push(match store.audit_verify() {
+        Ok(r) if r.ok() => check(
+            "store",
+            "audit chain verifies",
+            Verdict::Pass,
+            format!("{} entries chained, {} anchors match", r.rows, r.anchors),
+            "",
+        ),
+        Ok(r) => check(
+            "store",
+            "audit chain verifies",
+            Verdict::Fail,
+            r.problems.join("; "),
+            "find who changed the log (`selfheal audit verify`), before the event",
+        ),
+        Err(e) => check(
+            "store",
+            "audit chain verifies",
+            Verdict::Fail,
+            e.to_string(),
+            "check the audit key and anchors",
+        ),
+    });
+    out
+}
+
+fn guard_checks(plan: &Plan) -> Vec<Check> {
+    let g = &plan.brain.guard;
+    let mut out = Vec::new();
+    // The kill switch, through the guard itself: engaged, an action is
+    // refused; released, it is not refused for that reason.
+    out.push(match &g.kill_switch_file {
+        None => check(
+            "guards",
+            "kill switch works",
+            Verdict::Fail,
+            "no guard.kill_switch_file: nothing stops the automation at once",
+            "set guard.kill_switch_file",
+        ),
+        Some(f) if f.exists() => check(
+            "guards",
+            "kill switch works",
+            Verdict::Warn,
+            format!("engaged now ({}): no action will be sent", f.display()),
+            "release it (`selfheal kill-switch off`) when the automation may act",
+        ),
+        Some(f) => kill_switch_round_trip(g, f),
+    });
+    // The change freeze over the event.
+    if let Some((from, to)) = plan.event {
+        let mut windows: Vec<(i64, i64)> = g
+            .freeze
+            .iter()
+            .filter_map(|w| Some((parse_timestamp_ms(&w.from)?, parse_timestamp_ms(&w.to)?)))
+            .collect();
+        windows.sort_unstable();
+        let mut covered_to = from;
+        for (a, b) in windows {
+            if a <= covered_to {
+                covered_to = covered_to.max(b);
+            }
+        }
+        out.push(if covered_to >= to {
+            check(
+                "guards",
+                "change freeze covers the event",
+                Verdict::Pass,
+                "the freeze calendar covers the whole event: automatic actions there need a person",
+                "",
+            )
+        } else {
+            check(
+                "guards",
+                "change freeze covers the event",
+                Verdict::Warn,
+                if covered_to == from {
+                    format!(
+                        "no freeze window covers the event ({} to {})",
+                        fmt_ms(from),
+                        fmt_ms(to)
+                    )
+                } else {
+                    format!(
+                        "the event is frozen only until {} of {}",
+                        fmt_ms(covered_to),
+                        fmt_ms(to)
+                    )
+                },
+                "add a guard.freeze window from the event's start to its end",
+            )
+        });
+    }
+    out.push(
+        if g.max_targets_per_window > 0 && g.blast_window_s > 0 && g.max_shifted_per_window > 0.0 {
+            check(
+                "guards",
+                "blast-radius budget set",
+                Verdict::Pass,
+                format!(
+                    "at most {} target(s) and {} link(s) of traffic moved per {} s",
+                    g.max_targets_per_window, g.max_shifted_per_window, g.blast_window_s
+                ),
+                "",
+            )
+        } else {
+            check(
+                "guards",
+                "blast-radius budget set",
+                Verdict::Fail,
+                "the blast-radius budget is zero: every action would be refused",
+                "set guard.max_targets_per_window, max_shifted_per_window and blast_window_s",
+            )
+        },
+    );
+    out
+}
+
+fn kill_switch_round_trip(g: &selfheal_brain::act::GuardConfig, f: &Path) -> Check {
+    use selfheal_brain::act::guard::{Guards, Verdict as G};
+    let action = selfheal_brain::playbook::PlannedAction {
+        kind: selfheal_bus::ActionKind::Throttle,
+        service: "patrol".into(),
+        target: "patrol".into(),
+        params: Default::default(),
+    };
+    let guards = Guards::new(g.clone());
+    let now = selfheal_bus::wall_ms();
+    let refused = |v: &G| matches!(v, G::Refuse(why) if why.contains("kill switch"));
+    if let Err(e) = std::fs::write(f, "engaged by selfheal patrol (round trip)") {
+        return check(
+            "guards",
+            "kill switch works",
+            Verdict::Fail,
+            format!("cannot engage {}: {e}", f.display()),
+            "make the kill switch's directory writable by the people who must engage it",
+        );
+    }
+    let on = guards.check_with("patrol", &action, now, true);
+    let removed = std::fs::remove_file(f);
+    let off = guards.check_with("patrol", &action, now, true);
+    match (refused(&on), removed, refused(&off)) {
+        (true, Ok(()), false) => check(
+            "guards",
+            "kill switch works",
+            Verdict::Pass,
+            format!(
+                "engaged, an action was refused ({}); released, it was not",
+                f.display()
+            ),
+            "",
+        ),
+        (_, Err(e), _) => check(
+            "guards",
+            "kill switch works",
+            Verdict::Fail,
+            format!("engaged but could not be released: {e}"),
+            format!("remove {} by hand; fix its permissions", f.display()),
+        ),
+        (on, _, off) => check(
+            "guards",
+            "kill switch works",
+            Verdict::Fail,
+            format!("engaged: refused {on}; released: refused {off}"),
+            "the guard does not read the file it is configured with: check guard.kill_switch_file",
+        ),
+    }
+}
+
+async fn oncall_checks(plan: &Plan, rt: Option<&Runtime>) -> Vec<Check> {
+    use selfheal_brain::act::approval::Role;
+    let Some(oc) = &plan.brain.oncall else {
+        return vec![check(
+            "oncall",
+            "someone can approve",
+            Verdict::Fail,
+            "no [oncall]: a plan that needs a person waits for nobody",
+            "configure [oncall] with a rota of approvers",
+        )];
+    };
+    let mut out = Vec::new();
+    let approvers: Vec<&str> = oc
+        .rota
+        .iter()
+        .filter(|n| {
+            oc.users
+                .iter()
+                .any(|u| &u.name == *n && u.role >= Role::Approver)
+        })
+        .map(String::as_str)
+        .collect();
+    let two_needed: Vec<String> = rt
+        .map(|rt| {
+            rt.playbooks()
+                .iter()
+                .filter(|p| p.meta.risk >= oc.two_approvers_from)
+                .map(|p| p.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let need = if two_needed.is_empty() { 1 } else { 2 };
+    out.push(if approvers.len() >= need {
+        check(
+            "oncall",
+            "approvers on the rota",
+            Verdict::Pass,
+            format!(
+                "{} approver(s) on call around the clock ({}){}",
+                approvers.len(),
+                approvers.join(", "),
+                if two_needed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; two needed by {}", two_needed.join(", "))
+                }
+            ),
+            "",
+        )
+    } else {
+        check(
+            "oncall",
+            "approvers on the rota",
+            Verdict::Fail,
+            format!(
+                "{} approver(s) on the rota, {need} needed{}",
+                approvers.len(),
+                if two_needed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (two by {})", two_needed.join(", "))
+                }
+            ),
+            "add approvers to oncall.rota for the whole event",
+        )
+    });
+    if oc.notify.is_empty() {
+        out.push(check(
+            "oncall",
+            "notification channels",
+            Verdict::Fail,
+            "no [[oncall.notify]]: nobody hears of a plan waiting",
+            "add the on-call chat or pager webhook",
+        ));
+    }
+    let client = match selfheal_brain::act::http::client() {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(check(
+                "oncall",
+                "notification channels",
+                Verdict::Fail,
+                e,
+                "check the TLS setup",
+            ));
+            return out;
+        }
+    };
+    for t in &oc.notify {
+        let body = serde_json::json!({
+            "text": "selfheal patrol: a test message before the event; nothing to do",
+            "patrol": true,
+        });
+        let r = client
+            .post(&t.url)
+            .timeout(std::time::Duration::from_millis(t.timeout_ms.max(1)))
+            .json(&body)
+            .send()
+            .await;
+        let host = t.url.split('?').next().unwrap_or_default().to_string();
+        out.push(match r {
+            Ok(res) if res.status().is_success() => check(
+                "oncall",
+                format!("notification channel {host}"),
+                Verdict::Pass,
+                format!("answered a test message: {}", res.status()),
+                "",
+            ),
+            Ok(res) => check(
+                "oncall",
+                format!("notification channel {host}"),
+                Verdict::Fail,
+                format!("answered a test message with {}", res.status()),
+                "fix the webhook (its URL, token or the chat's app)",
+            ),
+            Err(e) => check(
+                "oncall",
+                format!("notification channel {host}"),
+                Verdict::Fail,
+                format!("did not answer a test message: {e}"),
+                "fix the webhook's URL or the network path to it",
+            ),
+        });
+    }
+    out
+}
+
+/// The platform at the peak on a healthy day: the control scenario with
+/// its demand × the peak, through the whole loop.
+async fn capacity(plan: &Plan) -> anyhow::Result<(Vec<Check>, Vec<SceneAtPeak>)> {
+    let path = crate::paths::scenarios().join("control.toml");
+    let mut s = selfheal_sim::Scenario::parse(&std::fs::read_to_string(&path)?, &plan.topology)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    s.traffic.multiplier *= plan.peak;
+    let dir = tempfile::tempdir()?;
+    let mut opts = crate::drill_options(s, dir.path());
+    opts.topology = plan.topology.clone();
+    opts.brain.playbooks = plan.brain.playbooks.clone();
+    opts.brain.planned = plan.brain.planned.clone();
+    opts.brain.symptoms = plan.brain.symptoms.clone();
+    let out = crate::run_loop(Arc::new(LocalTransport::default()), opts, |_| {}).await?;
+    let mut checks = Vec::new();
+    let mut scenes = Vec::new();
+    for sc in &plan.topology.scenes {
+        let success = out
+            .truth
+            .scene_success
+            .get(&sc.name)
+            .copied()
+            .unwrap_or(0.0);
+        let verdict = if success >= sc.slo_success {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+        checks.push(check(
+            "capacity",
+            format!("scene {} at ×{}", sc.name, plan.peak),
+            verdict,
+            format!(
+                "success {:.2} % at ×{} ({:.0} payments/s) against its objective {:.2} %",
+                100.0 * success,
+                plan.peak,
+                sc.base_tps * plan.peak,
+                100.0 * sc.slo_success
+            ),
+            if verdict == Verdict::Pass {
+                String::new()
+            } else {
+                format!(
+                    "add capacity along link {} (or plan to degrade non-critical scenes) before the event",
+                    sc.link
+                )
+            },
+        ));
+        scenes.push(SceneAtPeak {
+            scene: sc.name.clone(),
+            success,
+            slo: sc.slo_success,
+            verdict,
+        });
+    }
+    let quiet = out.incidents.is_empty() && out.truth.actions.is_empty();
+    checks.push(check(
+        "capacity",
+        format!("the brain at ×{} on a healthy day", plan.peak),
+        if quiet { Verdict::Pass } else { Verdict::Warn },
+        format!(
+            "{} incident(s) opened, {} action(s) applied",
+            out.incidents.len(),
+            out.truth.actions.len()
+        ),
+        if quiet {
+            ""
+        } else {
+            "declare the event as a [[planned]] window, so that its load pages nobody"
+        },
+    ));
+    Ok((checks, scenes))
+}
+
+fn rehearsal_checks(plan: &Plan, done: &[Rehearsal]) -> (Vec<Check>, Vec<RehearsalAtPeak>) {
+    let mut checks = Vec::new();
+    let mut figures = Vec::new();
+    for r in done {
+        let (verdict, evidence, fix, mttr) = match (&r.result, &r.skipped) {
+            (Some(d), _) => {
+                let mttr = d.ttr_s;
+                if !d.passed() {
+                    (
+                        Verdict::Fail,
+                        format!("at ×{}: {}", plan.peak, d.failures.join("; ")),
+                        "the playbook does not heal its fault at the peak: run it by hand on the simulator (`selfheal playbook test`) and look at its steps, its targets' capacity and backups".to_string(),
+                        mttr,
+                    )
+                } else if mttr.is_some_and(|t| t > plan.mttr_target_s) {
+                    (
+                        Verdict::Warn,
+                        format!(
+                            "healed at ×{} in {:.1} s, over the {:.0} s target",
+                            plan.peak,
+                            mttr.unwrap_or_default(),
+                            plan.mttr_target_s
+                        ),
+                        "shorten its verification windows or steps".to_string(),
+                        mttr,
+                    )
+                } else {
+                    (
+                        Verdict::Pass,
+                        format!(
+                            "healed at ×{} in {:.1} s, {} action(s), nothing harmful",
+                            plan.peak,
+                            mttr.unwrap_or_default(),
+                            d.actions
+                        ),
+                        String::new(),
+                        mttr,
+                    )
+                }
+            }
+            (None, why) => (
+                Verdict::Warn,
+                format!("not rehearsed: {}", why.as_deref().unwrap_or("skipped")),
+                "rehearse it with the on-call approver before the event".to_string(),
+                None,
+            ),
+        };
+        checks.push(check(
+            "rehearsals",
+            format!("{} on {}", r.playbook, r.scenario),
+            verdict,
+            evidence,
+            fix,
+        ));
+        figures.push(RehearsalAtPeak {
+            playbook: r.playbook.clone(),
+            scenario: r.scenario.clone(),
+            mttr_s: mttr,
+            target_s: plan.mttr_target_s,
+            verdict,
+        });
+    }
+    (checks, figures)
+}
+
+fn fmt_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute()
+            )
+        })
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// One bar: its label, value, the value as written beside it, the
+/// reference (drawn as a tick) and the verdict (its colour).
+type Bar = (String, f64, String, f64, Verdict);
+
+/// Horizontal bars, one row each.
+fn bars(rows: &[Bar], lo: f64) -> String {
+    let hi = rows
+        .iter()
+        .flat_map(|r| [r.1, r.3])
+        .fold(lo + 1e-9, f64::max);
+    // Each row: its label above, its bar below (readable at phone width);
+    // a desk shows the chart at most 640 px wide.
+    let h = 34 * rows.len().max(1) + 4;
+    let mut svg = format!(
+        "<svg viewBox=\"0 0 400 {h}\" style=\"max-width:640px\" width=\"100%\" role=\"img\">"
+    );
+    let x = |v: f64| 320.0 * ((v - lo) / (hi - lo)).clamp(0.0, 1.0);
+    for (i, (label, v, text, reference, verdict)) in rows.iter().enumerate() {
+        let y = 4 + 34 * i;
+        let colour = match verdict {
+            Verdict::Pass => "#1a7f37",
+            Verdict::Warn => "#b58100",
+            Verdict::Fail => "#c62828",
+        };
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{}\" font-size=\"12\">{}</text><rect x=\"0\" y=\"{}\" width=\"{:.1}\" height=\"14\" fill=\"{colour}\"/><line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#1c1e21\" stroke-width=\"2\"/><text x=\"326\" y=\"{}\" font-size=\"12\">{}</text>",
+            y + 11,
+            esc(label),
+            y + 15,
+            x(*v).max(1.0),
+            x(*reference),
+            x(*reference),
+            y + 13,
+            y + 31,
+            y + 27,
+            esc(text)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The report as one self-contained HTML page (inline CSS, SVG charts, no
+/// script), readable on a phone and a desk.
+pub fn html(r: &Report) -> String {
+    let verdict = |v: Verdict| match v {
+        Verdict::Pass => "pass",
+        Verdict::Warn => "warn",
+        Verdict::Fail => "fail",
+    };
+    let mut rows = String::new();
+    for c in &r.checks {
+        let _ = write!(
+            rows,
+            "<tr class=\"{v}\"><td>{}</td><td>{}</td><td><b>{v}</b></td><td>{}</td><td>{}</td></tr>",
+            esc(c.area),
+            esc(&c.name),
+            esc(&c.evidence),
+            esc(&c.fix),
+            v = verdict(c.verdict)
+        );
+    }
+    let scenes: Vec<Bar> = r
+        .scenes
+        .iter()
+        .map(|s| {
+            let v = 100.0 * s.success;
+            (
+                s.scene.clone(),
+                v,
+                format!("{v:.2} %"),
+                100.0 * s.slo,
+                s.verdict,
+            )
+        })
+        .collect();
+    let lo = scenes
+        .iter()
+        .map(|s| s.1.min(s.3))
+        .fold(100.0, f64::min)
+        .min(99.0)
+        - 1.0;
+    let rehearsals: Vec<Bar> = r
+        .rehearsals
+        .iter()
+        .map(|x| {
+            let text = match (x.mttr_s, x.verdict) {
+                (Some(t), _) => format!("{t:.1} s"),
+                (None, Verdict::Warn) => "not run".into(),
+                (None, _) => "never".into(),
+            };
+            (
+                x.scenario.clone(),
+                x.mttr_s.unwrap_or(0.0),
+                text,
+                x.target_s,
+                x.verdict,
+            )
+        })
+        .collect();
+    let event = r
+        .event
+        .map(|(a, b)| format!("event {} to {} UTC", fmt_ms(a), fmt_ms(b)))
+        .unwrap_or_else(|| "no event named".into());
+    let count = |v: Verdict| r.checks.iter().filter(|c| c.verdict == v).count();
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>selfheal patrol: {v}</title><style>\
+*{{box-sizing:border-box}}body{{margin:0;font:15px/1.4 system-ui,sans-serif;background:#f4f5f7;color:#1c1e21;overflow-wrap:anywhere}}\
+header{{background:#1c1e21;color:#fff;padding:12px 16px}}main{{padding:12px;max-width:1000px;margin:0 auto}}\
+section{{background:#fff;border-radius:12px;padding:12px 14px;margin:0 0 12px;box-shadow:0 1px 2px rgba(0,0,0,.08)}}\
+h2{{font-size:13px;text-transform:uppercase;letter-spacing:.04em;color:#65676b;margin:0 0 6px}}\
+.big{{font-size:28px;font-weight:700}}.pass b,.big.pass{{color:#1a7f37}}.warn b,.big.warn{{color:#b58100}}.fail b,.big.fail{{color:#c62828}}\
+table{{width:100%;border-collapse:collapse;font-size:14px}}td,th{{text-align:left;vertical-align:top;padding:6px;border-bottom:1px solid #e4e6eb}}\
+td:nth-child(-n+3),th{{overflow-wrap:normal;white-space:nowrap}}\
+@media (max-width:640px){{table,tbody,tr,td{{display:block}}thead{{display:none}}tr{{padding:6px 0;border-bottom:1px solid #e4e6eb}}td,td:nth-child(-n+3){{border:0;padding:2px 0;white-space:normal;overflow-wrap:anywhere}}}}\
+</style></head><body><header><b>selfheal patrol</b></header><main>\
+<section><div class=\"big {v}\">{v}</div><p>{pass} pass, {warn} warn, {fail} fail · peak ×{peak} · MTTR target {target:.0} s · {event} · run {at} UTC</p></section>\
+<section><h2>Each scene's success at the peak (bar) against its objective (tick), %</h2>{scene_svg}</section>\
+<section><h2>Time to recover at the peak per rehearsal, by scenario (bar), against the target (tick), s</h2>{rehearsal_svg}</section>\
+<section><h2>Inspections</h2><table><thead><tr><th>area</th><th>inspection</th><th>verdict</th><th>evidence</th><th>fix</th></tr></thead><tbody>{rows}</tbody></table></section>\
+</main></body></html>\n",
+        v = verdict(r.verdict),
+        pass = count(Verdict::Pass),
+        warn = count(Verdict::Warn),
+        fail = count(Verdict::Fail),
+        peak = r.peak,
+        target = r.mttr_target_s,
+        at = fmt_ms(r.at_ms),
+        scene_svg = if scenes.is_empty() {
+            "<p>not simulated</p>".into()
+        } else {
+            bars(&scenes, lo)
+        },
+        rehearsal_svg = if rehearsals.is_empty() {
+            "<p>none rehearsed</p>".into()
+        } else {
+            bars(&rehearsals, 0.0)
+        },
+    )
+}
