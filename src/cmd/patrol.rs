@@ -54,7 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !(args.hours > 0.0 && args.hours <= 24.0 * 31.0) {
         input!("--hours {}: from a moment to a month", args.hours);
     }
-    if !(args.mttr_target > 0.0) {
+    if !(args.mttr_target.is_finite() && args.mttr_target > 0.0) {
         input!("--mttr-target must be > 0");
     }
     let event = match args.event.as_deref() {
