@@ -164,6 +164,75 @@ fn a_degraded_channel_that_went_bad_first() {
     assert_eq!(h.last().unwrap().cause, "unknown");
 }
 
+/// At a sale's peak a flash-sale item drives the banks past their
+/// capacity: the channel went bad first, but its traffic had risen by
+/// half and more with the item's surge: the item comes first, the channel
+/// far behind (a failover would only move the load onto the backup).
+#[test]
+fn a_channel_overloaded_by_demand_is_not_taken_for_a_degraded_one() {
+    let series = |tps: f64| {
+        incident(&[
+            (Business, "idc1", "bank-a", None, "tps", tps, 400.0, 0),
+            (
+                Business,
+                "idc1",
+                "bank-a",
+                None,
+                "success_rate",
+                0.86,
+                0.998,
+                0,
+            ),
+            (
+                Business,
+                "idc1",
+                "bank-a",
+                None,
+                "latency_p99_ms",
+                700.0,
+                120.0,
+                1,
+            ),
+            (
+                System,
+                "idc1",
+                "cashier",
+                None,
+                "latency_ms",
+                400.0,
+                80.0,
+                2,
+            ),
+        ])
+    };
+    let mut ctx = Context::default();
+    hot(&mut ctx, "cashier", "item", "item-9001", 0.6);
+    let (h, errs) = rules().diagnose(&series(1000.0), &topo(), &ctx, &[], &Default::default());
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(top(&h), ("hot_item", "item-9001"), "{h:?}");
+    let channel = h.iter().find(|x| x.cause == "channel_degraded").unwrap();
+    assert!(channel.confidence < 0.5, "{h:?}");
+    assert!(
+        channel
+            .evidence
+            .iter()
+            .any(|e| e.contains("traffic rose 150%")),
+        "{channel:?}"
+    );
+    // Its traffic as usual: degraded, first.
+    let (h, _) = rules().diagnose(&series(420.0), &topo(), &ctx, &[], &Default::default());
+    assert_eq!(top(&h), ("channel_degraded", "bank-a"), "{h:?}");
+    // A peak of ordinary demand (no key jumped): degraded, first.
+    let (h, _) = rules().diagnose(
+        &series(1000.0),
+        &topo(),
+        &Context::default(),
+        &[],
+        &Default::default(),
+    );
+    assert_eq!(top(&h), ("channel_degraded", "bank-a"), "{h:?}");
+}
+
 #[test]
 fn a_bad_deploy_is_blamed_and_a_healthy_one_nearby_is_not() {
     let inc = incident(&[
