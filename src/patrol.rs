@@ -521,56 +521,132 @@ async fn oncall_checks(plan: &Plan, rt: Option<&Runtime>) -> Vec<Check> {
             "add the on-call chat or pager webhook",
         ));
     }
+    let answers = post(
+        oc,
+        "selfheal patrol: a test message before the event; nothing to do",
+    )
+    .await;
+    for (url, r) in answers {
+        let host = url.split('?').next().unwrap_or_default().to_string();
+        let name = format!("notification channel {host}");
+        out.push(match r {
+            Ok(status) => check(
+                "oncall",
+                name,
+                Verdict::Pass,
+                format!("answered a test message: {status}"),
+                "",
+            ),
+            Err(why) => check(
+                "oncall",
+                name,
+                Verdict::Fail,
+                format!("did not take a test message: {why}"),
+                "fix the webhook (its URL, its token, the chat's app) or the network path to it",
+            ),
+        });
+    }
+    out
+}
+
+/// Posts `text` to every notification channel of `oc`: each channel's
+/// URL and its answer (the status, or why it failed).
+async fn post(
+    oc: &selfheal_brain::act::approval::OnCallConfig,
+    text: &str,
+) -> Vec<(String, Result<String, String>)> {
     let client = match selfheal_brain::act::http::client() {
         Ok(c) => c,
         Err(e) => {
-            out.push(check(
-                "oncall",
-                "notification channels",
-                Verdict::Fail,
-                e,
-                "check the TLS setup",
-            ));
-            return out;
+            return oc
+                .notify
+                .iter()
+                .map(|t| (t.url.clone(), Err(e.clone())))
+                .collect();
         }
     };
+    let body = serde_json::json!({ "text": text, "patrol": true });
+    let mut out = Vec::new();
     for t in &oc.notify {
-        let body = serde_json::json!({
-            "text": "selfheal patrol: a test message before the event; nothing to do",
-            "patrol": true,
-        });
         let r = client
             .post(&t.url)
             .timeout(std::time::Duration::from_millis(t.timeout_ms.max(1)))
             .json(&body)
             .send()
             .await;
-        let host = t.url.split('?').next().unwrap_or_default().to_string();
-        out.push(match r {
-            Ok(res) if res.status().is_success() => check(
-                "oncall",
-                format!("notification channel {host}"),
-                Verdict::Pass,
-                format!("answered a test message: {}", res.status()),
-                "",
-            ),
-            Ok(res) => check(
-                "oncall",
-                format!("notification channel {host}"),
-                Verdict::Fail,
-                format!("answered a test message with {}", res.status()),
-                "fix the webhook (its URL, token or the chat's app)",
-            ),
-            Err(e) => check(
-                "oncall",
-                format!("notification channel {host}"),
-                Verdict::Fail,
-                format!("did not answer a test message: {e}"),
-                "fix the webhook's URL or the network path to it",
-            ),
-        });
+        out.push((
+            t.url.clone(),
+            match r {
+                Ok(res) if res.status().is_success() => Ok(res.status().to_string()),
+                Ok(res) => Err(format!("answered {}", res.status())),
+                Err(e) => Err(format!("no answer: {e}")),
+            },
+        ));
     }
     out
+}
+
+/// The inspections whose verdict changed from `before` to `now` (new
+/// ones count as changed from nothing, vanished ones are named): one line
+/// each.
+pub fn changes(before: &Report, now: &Report) -> Vec<String> {
+    let name = |v: Option<Verdict>| match v {
+        None => "(none)",
+        Some(Verdict::Pass) => "pass",
+        Some(Verdict::Warn) => "warn",
+        Some(Verdict::Fail) => "fail",
+    };
+    let mut out = Vec::new();
+    for c in &now.checks {
+        let was = before
+            .checks
+            .iter()
+            .find(|b| b.area == c.area && b.name == c.name)
+            .map(|b| b.verdict);
+        if was != Some(c.verdict) {
+            out.push(format!(
+                "{} · {}: {} → {} ({})",
+                c.area,
+                c.name,
+                name(was),
+                name(Some(c.verdict)),
+                c.evidence
+            ));
+        }
+    }
+    for b in &before.checks {
+        if !now
+            .checks
+            .iter()
+            .any(|c| c.area == b.area && c.name == b.name)
+        {
+            out.push(format!(
+                "{} · {}: {} → (gone)",
+                b.area,
+                b.name,
+                name(Some(b.verdict))
+            ));
+        }
+    }
+    out
+}
+
+/// Tells the on-call channels of `plan` what changed since the last
+/// patrol; returns the channels that did not take it, with why.
+pub async fn announce(plan: &Plan, lines: &[String]) -> Vec<String> {
+    let Some(oc) = &plan.brain.oncall else {
+        return Vec::new();
+    };
+    let text = format!(
+        "selfheal patrol: {} inspection(s) changed verdict\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    post(oc, &text)
+        .await
+        .into_iter()
+        .filter_map(|(url, r)| r.err().map(|why| format!("{url}: {why}")))
+        .collect()
 }
 
 /// The platform at the peak on a healthy day: the control scenario with

@@ -294,3 +294,79 @@ async fn the_patrol_inspects_a_deployment_before_its_sale() {
     assert_eq!(code, 2);
     assert!(err.contains("--peak"), "{err}");
 }
+
+/// Patrolling on: every round a test message to the channels; when a
+/// verdict changes between rounds (here someone engages the kill switch),
+/// the channels hear which, from what to what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patrolling_on_posts_each_change_of_verdict() {
+    use tokio::io::AsyncBufReadExt;
+    let (hook, mut heard, _server) = selfheal::bench::webhook_receiver().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = deployment(dir.path(), std::slice::from_ref(&hook), "2026-12-12 00:00");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args([
+            "patrol", "--config", &cfg, "--no-sim", "--every", "2s", "--rounds", "3",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // After the first round, someone engages the kill switch.
+    while let Ok(Some(l)) = tokio::time::timeout_at(deadline, lines.next_line())
+        .await
+        .unwrap()
+    {
+        let first = l.starts_with("round 1 done");
+        out.push(l);
+        if first {
+            std::fs::write(dir.path().join("KILL"), "engaged for the drill").unwrap();
+            break;
+        }
+    }
+    while let Ok(Some(l)) = tokio::time::timeout_at(deadline, lines.next_line())
+        .await
+        .unwrap()
+    {
+        out.push(l);
+    }
+    let status = tokio::time::timeout_at(deadline, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let out = out.join("\n");
+    assert_eq!(status.code(), Some(1), "the last round warns: {out}");
+    assert!(out.contains("round 2: 1 verdict(s) changed"), "{out}");
+    assert!(
+        out.contains("guards · kill switch works: pass → warn"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("round 3: "),
+        "nothing changed in round 3: {out}"
+    );
+    let mut got = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), heard.recv()).await {
+        got.push(m["text"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        got.iter().filter(|t| t.contains("a test message")).count(),
+        3,
+        "{got:?}"
+    );
+    let changed: Vec<&String> = got
+        .iter()
+        .filter(|t| t.contains("changed verdict"))
+        .collect();
+    assert_eq!(changed.len(), 1, "{got:?}");
+    assert!(
+        changed[0].contains("kill switch works: pass → warn (engaged now"),
+        "{got:?}"
+    );
+    // The patrol never released a kill switch it did not engage.
+    assert!(dir.path().join("KILL").exists());
+}

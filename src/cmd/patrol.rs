@@ -41,6 +41,13 @@ pub struct Args {
     /// Write the report as one self-contained HTML page here.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// Keep patrolling this often (`1h`, `30m`, `10s`) until the event
+    /// begins, posting to the on-call channels when a verdict changes.
+    #[arg(long)]
+    pub every: Option<String>,
+    /// With `--every`: stop after this many rounds.
+    #[arg(long)]
+    pub rounds: Option<u32>,
 }
 
 /// Runs it.
@@ -75,36 +82,50 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         event,
         peak: args.peak,
         mttr_target_s: args.mttr_target,
-        nats: args.nats,
+        nats: args.nats.clone(),
         simulate: !args.no_sim,
     };
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed} patrolling: {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let report = selfheal::patrol::patrol(&plan, |step| bar.set_message(step.to_string())).await;
-    bar.finish_and_clear();
-    let report = report?;
-    for c in &report.checks {
-        let v = match c.verdict {
-            Verdict::Pass => "pass",
-            Verdict::Warn => "WARN",
-            Verdict::Fail => "FAIL",
-        };
-        println!("{v} {} · {}: {}", c.area, c.name, c.evidence);
-        if !c.fix.is_empty() {
-            println!("     fix: {}", c.fix);
+    let every = match args.every.as_deref().map(selfheal_brain::kpi::parse_period) {
+        None => None,
+        Some(Ok(ms)) => Some(std::time::Duration::from_millis(ms as u64)),
+        Some(Err(e)) => input!("--every: {e}"),
+    };
+    if args.rounds == Some(0) {
+        input!("--rounds must be at least 1");
+    }
+    let mut last: Option<selfheal::patrol::Report> = None;
+    let mut round = 0u32;
+    let report = loop {
+        round += 1;
+        let report = one_round(&plan, &args).await?;
+        if let Some(before) = &last {
+            let changed = selfheal::patrol::changes(before, &report);
+            if !changed.is_empty() {
+                println!("round {round}: {} verdict(s) changed", changed.len());
+                for c in &changed {
+                    println!("  {c}");
+                }
+                for failed in selfheal::patrol::announce(&plan, &changed).await {
+                    eprintln!("warning: the change was not posted to {failed}");
+                }
+            }
         }
-    }
-    if let Some(p) = &args.json {
-        write_json(p, &report)?;
-    }
-    if let Some(p) = &args.html {
-        std::fs::write(p, selfheal::patrol::html(&report))
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
+        let Some(every) = every else {
+            break report;
+        };
+        let next = selfheal_bus::wall_ms() + every.as_millis() as i64;
+        let event_started = plan.event.is_some_and(|(from, _)| next >= from);
+        if event_started || args.rounds.is_some_and(|n| round >= n) {
+            break report;
+        }
+        println!(
+            "round {round} done: {}; the next in {}",
+            verdict_word(report.verdict),
+            args.every.as_deref().unwrap_or("")
+        );
+        last = Some(report);
+        tokio::time::sleep(every).await;
+    };
     let count = |v: Verdict| report.checks.iter().filter(|c| c.verdict == v).count();
     let summary = format!(
         "{} pass, {} warn, {} fail",
@@ -121,5 +142,41 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Verdict::Fail => Err(anyhow::Error::new(super::NotReady(format!(
             "not ready: {summary}"
         )))),
+    }
+}
+
+/// One patrol: run with a spinner, printed, written where asked.
+async fn one_round(plan: &Plan, args: &Args) -> anyhow::Result<selfheal::patrol::Report> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} patrolling: {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let report = selfheal::patrol::patrol(plan, |step| bar.set_message(step.to_string())).await;
+    bar.finish_and_clear();
+    let report = report?;
+    for c in &report.checks {
+        let v = verdict_word(c.verdict);
+        println!("{v} {} · {}: {}", c.area, c.name, c.evidence);
+        if !c.fix.is_empty() {
+            println!("     fix: {}", c.fix);
+        }
+    }
+    if let Some(p) = &args.json {
+        write_json(p, &report)?;
+    }
+    if let Some(p) = &args.html {
+        std::fs::write(p, selfheal::patrol::html(&report))
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(report)
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Warn => "WARN",
+        Verdict::Fail => "FAIL",
     }
 }
