@@ -230,7 +230,7 @@ fn token(name: &str) -> String {
 /// figures on screen, a report filed through its form.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_is_served_as_json_metrics_and_a_page_and_people_report_through_it() {
-    let (tools, chromium) = common::browser_tools();
+    common::browser_tools();
     let dir = tempfile::tempdir().unwrap();
     let (_, topo, path, drill) = drilled(dir.path()).await;
     let port = common::free_port();
@@ -434,31 +434,19 @@ async fn the_report_is_served_as_json_metrics_and_a_page_and_people_report_throu
     // The page, on a phone and on a desk.
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let (phone, desk) = (tmp.join("kpi-375px.png"), tmp.join("kpi-1280px.png"));
-    let out = tokio::process::Command::new("node")
-        .arg(tools.join("kpi.mjs"))
-        .arg(&base)
-        .arg(token("support-dana"))
-        .arg(&phone)
-        .arg(&desk)
-        .env("CHROMIUM", &chromium)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(150), out)
-        .await
-        .expect("the browser finishes")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
-    println!(
-        "the page showed: {seen:#}\nscreenshots: {} {}",
-        phone.display(),
-        desk.display()
-    );
+    let token = token("support-dana");
+    let seen = common::browse(
+        "kpi.mjs",
+        &[
+            base.as_ref(),
+            token.as_ref(),
+            phone.as_os_str(),
+            desk.as_os_str(),
+        ],
+        150,
+    )
+    .await;
+    println!("screenshots: {} {}", phone.display(), desk.display());
     assert_eq!(seen["status"], 200);
     for (width, look) in [(375, &seen["phone"]), (1280, &seen["desktop"])] {
         assert_eq!(

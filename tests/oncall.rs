@@ -509,7 +509,7 @@ async fn the_security_matrix_refuses_and_audits_every_bad_decision() {
 /// action runs on the simulator and the page shows the recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approver_heals_the_platform_from_a_phone() {
-    let (tools, chromium) = browser_tools();
+    browser_tools();
     let (hook, mut rx) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -554,24 +554,14 @@ async fn an_approver_heals_the_platform_from_a_phone() {
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("oncall-approve-375px.png");
     let _ = std::fs::remove_file(&shot);
     let link = bob["link"].as_str().unwrap().to_string();
-    let out = tokio::process::Command::new("node")
-        .arg(tools.join("approve.mjs"))
-        .arg(&link)
-        .arg(token("sre-bob"))
-        .arg(&shot)
-        .env("CHROMIUM", &chromium)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(150), out)
-        .await
-        .expect("the browser finishes")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let token = token("sre-bob");
+    let seen = common::browse(
+        "approve.mjs",
+        &[link.as_ref(), token.as_ref(), shot.as_os_str()],
+        150,
+    )
+    .await;
     println!("screenshot: {}", shot.display());
-    assert!(out.status.success(), "browser: {stderr}\n{stdout}");
-    let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
-    println!("the page showed: {seen:#}");
     assert_eq!(seen["status"], 200);
     assert_eq!(seen["width"], 375, "no horizontal scrolling at 375 px");
     assert!(

@@ -110,7 +110,7 @@ fn verdict_of<'a>(report: &'a Value, name: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_patrol_inspects_a_deployment_before_its_sale() {
-    let (tools, chromium) = common::browser_tools();
+    common::browser_tools();
     let (hook, mut heard, _server) = selfheal::bench::webhook_receiver().await.unwrap();
     let dead = format!("http://127.0.0.1:{}/hook", common::free_port());
     let dir = tempfile::tempdir().unwrap();
@@ -187,26 +187,12 @@ async fn the_patrol_inspects_a_deployment_before_its_sale() {
     // The page, on a phone and on a desk: nothing cut off.
     let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let (phone, desk) = (tmp.join("patrol-375px.png"), tmp.join("patrol-1280px.png"));
-    let out = tokio::process::Command::new("node")
-        .arg(tools.join("page.mjs"))
-        .arg(&html)
-        .arg(&phone)
-        .arg(&desk)
-        .env("CHROMIUM", &chromium)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), out)
-        .await
-        .expect("the browser finishes")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
-    println!("the page showed: {seen:#}");
+    let seen = common::browse(
+        "page.mjs",
+        &[html.as_os_str(), phone.as_os_str(), desk.as_os_str()],
+        120,
+    )
+    .await;
     for (width, look) in [(375, &seen["phone"]), (1280, &seen["desktop"])] {
         assert_eq!(
             look["width"], width,

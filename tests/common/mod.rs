@@ -423,3 +423,30 @@ pub fn browser_tools() -> (PathBuf, PathBuf) {
     );
     (dir, chromium)
 }
+
+/// Runs `node <tests/browser/script> args...` with Debian's chromium
+/// (within `secs`), asserts it succeeded, and returns the JSON of its last
+/// line of output (what the page showed).
+pub async fn browse(script: &str, args: &[&std::ffi::OsStr], secs: u64) -> serde_json::Value {
+    let (tools, chromium) = browser_tools();
+    let out = tokio::process::Command::new("node")
+        .arg(tools.join(script))
+        .args(args)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(secs), out)
+        .await
+        .expect("the browser finishes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
+    println!("the page showed: {seen:#}");
+    seen
+}

@@ -135,6 +135,38 @@ impl OnCallApi {
         (status, Json(json!({ "error": why }))).into_response()
     }
 
+    /// `body` as a `T`, or the refusal (400, counted and audited) naming
+    /// what was malformed.
+    fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        user: &User,
+        subject: &str,
+        what: &str,
+        body: &[u8],
+    ) -> Result<T, Box<Response>> {
+        serde_json::from_slice(body).map_err(|e| {
+            Box::new(self.refused(
+                &user.name,
+                subject,
+                StatusCode::BAD_REQUEST,
+                format!("malformed {what}: {e}"),
+            ))
+        })
+    }
+
+    /// The refusal (403, counted and audited) when `user` is a viewer,
+    /// who cannot `what`; nothing for an approver or an admin.
+    fn viewer_refused(&self, user: &User, subject: &str, what: &str) -> Option<Response> {
+        (user.role < Role::Approver).then(|| {
+            self.refused(
+                &user.name,
+                subject,
+                StatusCode::FORBIDDEN,
+                format!("{} is a viewer and cannot {what}", user.name),
+            )
+        })
+    }
+
     /// Who is calling. `write` demands the CSRF token (and the page's
     /// origin) of a cookie session; a bearer token needs neither.
     pub(crate) fn caller(
@@ -629,16 +661,9 @@ async fn decision(
         comment: String,
         link: Link,
     }
-    let b: Body = match serde_json::from_slice(&body) {
+    let b: Body = match api.parse(&user, &id, "decision", &body) {
         Ok(b) => b,
-        Err(e) => {
-            return api.refused(
-                &user.name,
-                &id,
-                StatusCode::BAD_REQUEST,
-                format!("malformed decision: {e}"),
-            );
-        }
+        Err(refused) => return *refused,
     };
     let approve = match b.decision.as_str() {
         "approve" => true,
@@ -652,13 +677,8 @@ async fn decision(
             );
         }
     };
-    if user.role < Role::Approver {
-        return api.refused(
-            &user.name,
-            &id,
-            StatusCode::FORBIDDEN,
-            format!("{} is a viewer and cannot decide", user.name),
-        );
+    if let Some(refused) = api.viewer_refused(&user, &id, "decide") {
+        return refused;
     }
     if let Err(e) = b
         .link
@@ -733,9 +753,9 @@ async fn report(State(api): State<OnCallApi>, headers: HeaderMap, body: Bytes) -
         started_ts: Option<i64>,
     }
     let bad = |why: String| api.refused(&user.name, "incidents", StatusCode::BAD_REQUEST, why);
-    let b: Body = match serde_json::from_slice(&body) {
+    let b: Body = match api.parse(&user, "incidents", "report", &body) {
         Ok(b) => b,
-        Err(e) => return bad(format!("malformed report: {e}")),
+        Err(refused) => return *refused,
     };
     let service = b.service.trim().to_string();
     if service.is_empty() || service.len() > MAX_REPORT_TEXT {
@@ -797,24 +817,12 @@ async fn resolve(
         #[serde(default)]
         note: String,
     }
-    let b: Body = match serde_json::from_slice(&body) {
+    let b: Body = match api.parse(&user, &id, "resolution", &body) {
         Ok(b) => b,
-        Err(e) => {
-            return api.refused(
-                &user.name,
-                &id,
-                StatusCode::BAD_REQUEST,
-                format!("malformed resolution: {e}"),
-            );
-        }
+        Err(refused) => return *refused,
     };
-    if user.role < Role::Approver {
-        return api.refused(
-            &user.name,
-            &id,
-            StatusCode::FORBIDDEN,
-            format!("{} is a viewer and cannot resolve an incident", user.name),
-        );
+    if let Some(refused) = api.viewer_refused(&user, &id, "resolve an incident") {
+        return refused;
     }
     let now = api.now();
     let note: String = b.note.chars().take(MAX_REPORT_TEXT).collect();
