@@ -14,6 +14,8 @@
 //! * **rehearsals**: every playbook rehearsed on its fault class's scenario
 //!   at the peak, healing within the MTTR target (a failover at the peak
 //!   also shows whether the backup takes its primary's peak traffic);
+//! * **detection**: models trained recently; the brain quiet on a normal
+//!   day's recording; no series refused by a running brain;
 //! * **bus**: NATS reachable, when one is named.
 //!
 //! The report is JSON and one self-contained HTML page with SVG charts.
@@ -120,6 +122,13 @@ pub struct Plan {
     pub nats: Option<String>,
     /// Run the simulator parts (capacity at the peak, rehearsals).
     pub simulate: bool,
+    /// A recording of a normal day (replay's format) the brain must stay
+    /// quiet on.
+    pub normal_day: Option<std::path::PathBuf>,
+    /// A running brain's HTTP API, to read its counters.
+    pub brain_url: Option<String>,
+    /// Models older than this many days are stale.
+    pub models_max_age_days: f64,
 }
 
 fn check(
@@ -178,6 +187,8 @@ pub async fn patrol(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Resu
     }
     progress("on-call");
     checks.extend(oncall_checks(plan, loaded.is_ok().then_some(&rt)).await);
+    progress("detection");
+    checks.extend(detection_checks(plan).await?);
     if let Some(url) = &plan.nats {
         progress("bus");
         checks.push(
@@ -547,6 +558,175 @@ async fn oncall_checks(plan: &Plan, rt: Option<&Runtime>) -> Vec<Check> {
         });
     }
     out
+}
+
+async fn detection_checks(plan: &Plan) -> anyhow::Result<Vec<Check>> {
+    let mut out = Vec::new();
+    // Models: present, and fresh.
+    let dir = plan.brain.models.clone();
+    let files: Vec<(String, f64)> = dir
+        .as_ref()
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .map(|e| {
+                    let age = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .map_or(f64::INFINITY, |d| d.as_secs_f64() / 86_400.0);
+                    (e.file_name().to_string_lossy().into_owned(), age)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let stale: Vec<String> = files
+        .iter()
+        .filter(|(_, age)| *age > plan.models_max_age_days)
+        .map(|(n, age)| format!("{n} ({age:.0} days)"))
+        .collect();
+    out.push(if files.is_empty() {
+        check(
+            "detection",
+            "models trained",
+            Verdict::Warn,
+            "no model: detection runs on the streaming detectors alone",
+            "train the per-service models on a normal week (`selfheal train`)",
+        )
+    } else if stale.is_empty() {
+        check(
+            "detection",
+            "models trained",
+            Verdict::Pass,
+            format!(
+                "{} model(s), each trained within {} days",
+                files.len(),
+                plan.models_max_age_days
+            ),
+            "",
+        )
+    } else {
+        check(
+            "detection",
+            "models trained",
+            Verdict::Warn,
+            format!(
+                "older than {} days: {}",
+                plan.models_max_age_days,
+                stale.join(", ")
+            ),
+            "retrain them on recent normal traffic (`selfheal train`)",
+        )
+    });
+    // Quiet on a normal day.
+    if let Some(day) = &plan.normal_day {
+        out.push(match quiet_day(plan, day).await {
+            Ok(c) => c,
+            Err(e) => check(
+                "detection",
+                "quiet on a normal day",
+                Verdict::Fail,
+                format!("{} could not be replayed: {e:#}", day.display()),
+                "fix the recording or the configuration it is replayed with",
+            ),
+        });
+    }
+    // A running brain: has it refused series?
+    if let Some(url) = &plan.brain_url {
+        let metrics = format!("{}/metrics", url.trim_end_matches('/'));
+        let got = match selfheal_brain::act::http::client() {
+            Ok(c) => match c.get(&metrics).send().await {
+                Ok(r) if r.status().is_success() => r.text().await.map_err(|e| e.to_string()),
+                Ok(r) => Err(format!("answered {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e),
+        };
+        out.push(match got {
+            Err(why) => check(
+                "detection",
+                "the running brain",
+                Verdict::Fail,
+                format!("{metrics}: {why}"),
+                "start the brain, or fix --brain",
+            ),
+            Ok(text) => {
+                let refused: f64 = text
+                    .lines()
+                    .filter(|l| l.starts_with("selfheal_brain_series_refused_total"))
+                    .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                    .sum();
+                if refused == 0.0 {
+                    check(
+                        "detection",
+                        "no series refused",
+                        Verdict::Pass,
+                        format!("{metrics}: every series admitted"),
+                        "",
+                    )
+                } else {
+                    check(
+                        "detection",
+                        "no series refused",
+                        Verdict::Warn,
+                        format!("{metrics}: {refused:.0} series refused (over a [series] limit)"),
+                        "raise the [series] limits, or find the source that floods new series (selfheal_brain_series_refused_by_source)",
+                    )
+                }
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// The brain of `plan` replayed over `day`, a normal day: quiet or not.
+async fn quiet_day(plan: &Plan, day: &Path) -> anyhow::Result<Check> {
+    let rec = crate::replay::read(day)?;
+    let rows = rec.rows;
+    let hours = rec
+        .span()
+        .map_or(0.0, |(a, b)| (b - a) as f64 / 3_600_000.0);
+    let mut cfg = plan.brain.clone();
+    let scratch = crate::replay::scratch()?;
+    cfg.store = scratch.path().join("replay.db");
+    cfg.oncall = None;
+    cfg.listen = None;
+    cfg.ha = None;
+    cfg.jetstream = None;
+    cfg.detection = None;
+    let incidents = crate::replay::run_alone(rec, cfg).await?;
+    Ok(if incidents.is_empty() {
+        check(
+            "detection",
+            "quiet on a normal day",
+            Verdict::Pass,
+            format!(
+                "{rows} samples over {hours:.1} h of {}: no incident",
+                day.display()
+            ),
+            "",
+        )
+    } else {
+        let first: Vec<String> = incidents
+            .iter()
+            .take(3)
+            .map(|i| format!("{} at {}", i.incident.service, fmt_ms(i.incident.opened_ts)))
+            .collect();
+        check(
+            "detection",
+            "quiet on a normal day",
+            Verdict::Fail,
+            format!(
+                "{} incident(s) over {hours:.1} h of a normal day ({}): {}",
+                incidents.len(),
+                day.display(),
+                first.join("; ")
+            ),
+            "declare the day's planned peaks and batches ([[planned]]), or retrain the models, before the event",
+        )
+    })
 }
 
 /// Posts `text` to every notification channel of `oc`: each channel's

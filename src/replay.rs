@@ -44,6 +44,11 @@ pub struct Recording {
 }
 
 impl Recording {
+    /// Its first and last instants, ms (`None` when it has none).
+    pub fn span(&self) -> Option<(i64, i64)> {
+        Some((*self.by_time.keys().next()?, *self.by_time.keys().last()?))
+    }
+
     /// Rows whose value was a gap.
     pub fn gap_rows(&self) -> usize {
         self.gaps.values().sum()

@@ -61,6 +61,7 @@ fn deployment(dir: &Path, hooks: &[String], freeze_to: &str) -> String {
     let cfg = format!(
         r#"store = "{store}"
 playbooks = "{pb}"
+models = "{models}"
 listen = "127.0.0.1:0"
 
 [guard]
@@ -91,6 +92,7 @@ token_sha256 = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752
         store = store.display(),
         pb = pb.display(),
         kill = dir.join("KILL").display(),
+        models = dir.join("models").display(),
     );
     let path = dir.join("brain.toml");
     std::fs::write(&path, cfg).unwrap();
@@ -215,6 +217,31 @@ async fn the_patrol_inspects_a_deployment_before_its_sale() {
         );
     }
 
+    // No model yet: a warning.
+    assert_eq!(verdict_of(&r, "models trained"), "warn");
+    // A normal day recorded from the simulator, models trained on it.
+    let day = dir.path().join("day");
+    let models = dir.path().join("models");
+    for args in [
+        vec![
+            "record",
+            "--scenario",
+            "sim/scenarios/control.toml",
+            "--out",
+            day.to_str().unwrap(),
+        ],
+        vec![
+            "train",
+            "--from",
+            day.to_str().unwrap(),
+            "--out",
+            models.to_str().unwrap(),
+        ],
+    ] {
+        let (ok, out, err) = common::selfheal(&args);
+        assert!(ok, "{out}{err}");
+    }
+
     // With the dead channel gone and the freeze ending before the sale
     // does: ready with a warning (exit 1).
     let cfg = deployment(dir.path(), std::slice::from_ref(&hook), "2026-12-11 04:00");
@@ -234,7 +261,8 @@ async fn the_patrol_inspects_a_deployment_before_its_sale() {
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(verdict_of(&r, "change freeze covers the event"), "warn");
     assert!(out.contains("fix: add a guard.freeze window"), "{out}");
-    // And covered: ready (exit 0).
+    // And covered, the models fresh, the brain quiet on the normal day:
+    // ready (exit 0).
     let cfg = deployment(dir.path(), std::slice::from_ref(&hook), "2026-12-12 00:00");
     let (code, out, err) = patrol(&[
         "--config",
@@ -244,10 +272,37 @@ async fn the_patrol_inspects_a_deployment_before_its_sale() {
         "--hours",
         "6",
         "--no-sim",
+        "--normal-day",
+        day.to_str().unwrap(),
     ])
     .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ready: "), "{out}");
+    assert!(
+        out.contains("pass detection · models trained: 9 model(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("pass detection · quiet on a normal day"),
+        "{out}"
+    );
+    // A "normal day" with a bank failing in it is not quiet.
+    let bad_day = dir.path().join("bad-day");
+    let (ok, o, e) = common::selfheal(&["record", "--out", bad_day.to_str().unwrap()]);
+    assert!(ok, "{o}{e}");
+    let (code, out, _) = patrol(&[
+        "--config",
+        &cfg,
+        "--no-sim",
+        "--normal-day",
+        bad_day.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("FAIL detection · quiet on a normal day: 1 incident(s)"),
+        "{out}"
+    );
 
     // A broken playbook and one approver where two are needed: not ready,
     // each named with its fix.

@@ -35,6 +35,17 @@ pub struct Args {
     /// Skip the simulator (capacity at the peak and the rehearsals).
     #[arg(long)]
     pub no_sim: bool,
+    /// A recording of a normal day (replay's format, docs/replay.md) the
+    /// brain must stay quiet on.
+    #[arg(long)]
+    pub normal_day: Option<PathBuf>,
+    /// A running brain's HTTP API (`http://host:port`), to read its
+    /// counters.
+    #[arg(long)]
+    pub brain: Option<String>,
+    /// Models older than this many days are stale.
+    #[arg(long, default_value_t = 30.0)]
+    pub models_max_age_days: f64,
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -84,6 +95,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         mttr_target_s: args.mttr_target,
         nats: args.nats.clone(),
         simulate: !args.no_sim,
+        normal_day: args.normal_day.clone(),
+        brain_url: args.brain.clone(),
+        models_max_age_days: args.models_max_age_days,
     };
     let every = match args.every.as_deref().map(selfheal_brain::kpi::parse_period) {
         None => None,
