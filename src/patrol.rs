@@ -644,21 +644,41 @@ async fn detection_checks(plan: &Plan) -> anyhow::Result<Vec<Check>> {
             },
             Err(e) => Err(e),
         };
-        out.push(match got {
-            Err(why) => check(
+        match got {
+            Err(why) => out.push(check(
                 "detection",
                 "the running brain",
                 Verdict::Fail,
                 format!("{metrics}: {why}"),
                 "start the brain, or fix --brain",
-            ),
+            )),
             Ok(text) => {
-                let refused: f64 = text
-                    .lines()
-                    .filter(|l| l.starts_with("selfheal_brain_series_refused_total"))
-                    .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-                    .sum();
-                if refused == 0.0 {
+                let value = |name: &str| -> f64 {
+                    text.lines()
+                        .filter(|l| l.split([' ', '{']).next() == Some(name))
+                        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                        .sum()
+                };
+                let learning = value("selfheal_brain_detectors_learning");
+                out.push(if learning == 0.0 {
+                    check(
+                        "detection",
+                        "detectors warmed up",
+                        Verdict::Pass,
+                        format!("{metrics}: no detector still in its cold start"),
+                        "",
+                    )
+                } else {
+                    check(
+                        "detection",
+                        "detectors warmed up",
+                        Verdict::Warn,
+                        format!("{metrics}: {learning:.0} series still learning (quiet until they have seen enough samples)"),
+                        "let the brain see a normal day of every series before the event",
+                    )
+                });
+                let refused = value("selfheal_brain_series_refused_total");
+                out.push(if refused == 0.0 {
                     check(
                         "detection",
                         "no series refused",
@@ -674,9 +694,9 @@ async fn detection_checks(plan: &Plan) -> anyhow::Result<Vec<Check>> {
                         format!("{metrics}: {refused:.0} series refused (over a [series] limit)"),
                         "raise the [series] limits, or find the source that floods new series (selfheal_brain_series_refused_by_source)",
                     )
-                }
+                });
             }
-        });
+        }
     }
     Ok(out)
 }

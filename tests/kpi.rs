@@ -349,6 +349,19 @@ async fn the_report_is_served_as_json_metrics_and_a_page_and_people_report_throu
     );
     assert!(metrics.contains("selfheal_kpi_failover_success_ratio{window=\"30d\"} 1\n"));
     assert!(metrics.ends_with("# EOF\n"));
+    // The one series it has seen is still in its detector's cold start.
+    assert!(
+        metrics.contains("selfheal_brain_detectors_learning 1\n"),
+        "{metrics}"
+    );
+    // What the patrol reads of a running brain.
+    let (_, out, err) = common::selfheal(&["patrol", "--no-sim", "--brain", &base]);
+    assert!(
+        out.contains("WARN detection · detectors warmed up: ")
+            && out.contains("1 series still learning"),
+        "{out}{err}"
+    );
+    assert!(out.contains("pass detection · no series refused"), "{out}");
 
     // People's reports: refused with a reason when malformed.
     let refused = [

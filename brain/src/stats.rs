@@ -155,6 +155,9 @@ pub struct BrainStats {
     pub playbook_reloads: AtomicU64,
     /// Playbook changes refused by hot reload (the old set kept).
     pub playbook_reloads_refused: AtomicU64,
+    /// Series whose detector is still in its cold start: learning, not
+    /// yet alarming (a gauge).
+    pub detectors_learning: AtomicU64,
     /// Per-service models loaded at start.
     pub models_loaded: AtomicU64,
     /// Model files refused at start (unreadable or inconsistent).
@@ -680,6 +683,11 @@ impl BrainStats {
             "selfheal_brain_models_loaded",
             help("Per-service models loaded at start."),
             ConstGauge::new(Self::get(&self.models_loaded) as i64),
+        );
+        r.register(
+            "selfheal_brain_detectors_learning",
+            help("Series whose detector is still in its cold start (learning, not yet alarming)."),
+            ConstGauge::new(Self::get(&self.detectors_learning) as i64),
         );
         r.register(
             "selfheal_brain_engine_leading",

@@ -191,6 +191,9 @@ pub async fn run(
                         continue;
                     }
                     let class = classes.classify(&key.metric);
+                    stats
+                        .detectors_learning
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     series.add(Slot {
                         id,
                         det: Detector::new(class.direction),
@@ -205,7 +208,14 @@ pub async fn run(
             }
             *last = (*last).max(ts);
             let (direction, class) = (class.direction, class.name.clone());
-            let ev = match det.update(ts, value, &cfg) {
+            let learning = det.learning(&cfg);
+            let update = det.update(ts, value, &cfg);
+            if learning && !det.learning(&cfg) {
+                stats
+                    .detectors_learning
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let ev = match update {
                 None => continue,
                 Some(Transition::Start {
                     onset,
@@ -253,7 +263,13 @@ pub async fn run(
         // too, and gives their slots back); a quarter of it between sweeps.
         if swept_at == i64::MIN || batch.mark >= swept_at + idle_ms / 4 {
             swept_at = batch.mark;
+            let before = series.slots.iter().filter(|s| s.det.learning(&cfg)).count();
             series.retain(|s| s.last >= batch.mark - idle_ms);
+            let after = series.slots.iter().filter(|s| s.det.learning(&cfg)).count();
+            stats.detectors_learning.fetch_sub(
+                (before - after) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         stats
             .samples_detected

@@ -379,6 +379,11 @@ impl Detector {
         (b / (b + cfg.z_open)).clamp(0.0, 1.0)
     }
 
+    /// Whether it is still in its cold start (learning, quiet).
+    pub fn learning(&self, cfg: &DetectorConfig) -> bool {
+        self.n < cfg.warmup
+    }
+
     /// Feeds one sample at `ts` (milliseconds). Non-finite values are
     /// skipped.
     pub fn update(&mut self, ts: i64, x: f64, cfg: &DetectorConfig) -> Option<Transition> {
