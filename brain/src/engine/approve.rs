@@ -71,6 +71,10 @@ impl Engine {
             ),
         )
         .await;
+        // What a person is asked about survives a restart before they are
+        // asked: a brain killed between the two would otherwise come back
+        // without the wait, and expire the approval they then answer.
+        self.checkpoint(now).await;
         let summary = self.summary(i);
         if let Some(ap) = &self.approvals {
             ap.ask(&row, &summary);
