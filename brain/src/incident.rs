@@ -914,19 +914,30 @@ impl Incident {
         out
     }
 
-    /// Whether `ev` is an expected effect of the traffic this incident
-    /// moved: traffic levels anywhere, or load (latency, CPU...) where the
-    /// traffic went. A success rate or error count going bad is not.
+    /// Whether `ev` is an expected effect of this recovered incident's
+    /// actions: traffic levels anywhere; load (latency, CPU...) where the
+    /// traffic it moved went; or load on a service it acted on, starting
+    /// within [`AFTERSHOCK_MS`] of its last activity (a reverted
+    /// configuration reloading, a restarted instance warming up). A
+    /// success rate or error count going bad is not: the repair did not
+    /// hold, and that is a new page.
     pub(crate) fn expects(&self, ev: &AnomalyEvent) -> bool {
         let quality = is_quality(&ev.class);
+        let service = ev.key.service.as_str();
         ev.direction == Direction::Both
             || (!quality
                 && self.shifts().iter().any(|(_, to, f)| {
                     *f > 0.0
                         && (*to == ev.key.idc.as_str()
-                            || *to == ev.key.service.as_str()
+                            || *to == service
                             || ev.key.link.as_deref() == Some(*to))
                 }))
+            || (!quality
+                && ev.onset - self.last_activity <= AFTERSHOCK_MS
+                && self
+                    .run
+                    .applied_actions()
+                    .any(|a| a.service == service || a.target == service))
     }
 
     /// Whether it is finished.
@@ -934,6 +945,10 @@ impl Incident {
         matches!(self.phase, Phase::Done(_))
     }
 }
+
+/// How long after a recovered incident's last activity load on a service
+/// it acted on is still its repair's aftershock, ms.
+pub const AFTERSHOCK_MS: i64 = 30_000;
 
 /// Whether a series of `class` measures the quality of the service
 /// (its errors or its success): what always counts as a symptom.
@@ -1075,6 +1090,52 @@ mod tests {
         inc.evidence.values_mut().for_each(|e| e.active = false);
         assert_eq!(inc.due(8_000), Due::Step(Step::Escalate("why".into())));
         assert_eq!(inc.run().applied_actions().count(), 2);
+    }
+
+    /// After a repair, load on the service it acted on, starting soon
+    /// after, is the repair's aftershock (a reloaded configuration, a
+    /// restarted instance warming up); later, or elsewhere, or errors,
+    /// it is not.
+    #[test]
+    fn a_recovered_incident_expects_the_aftershock_of_its_own_repair() {
+        let mut inc = incident(true);
+        inc.begin("pb".into(), vec![act("a")], Default::default());
+        inc.await_reply("inc-1-s0".into());
+        assert!(inc.reply("inc-1-s0", true));
+        inc.close(Terminal::Recovered);
+        inc.last_activity = 20_000;
+        let ev = |service: &str, metric: &str, onset: i64| {
+            let mut k = key(metric);
+            k.layer = Layer::System;
+            k.scene = None;
+            k.service = service.into();
+            let class = crate::detect::MetricClasses::shipped().classify(metric);
+            AnomalyEvent {
+                key: k,
+                ts: onset + 1_000,
+                kind: crate::detect::AnomalyKind::Start,
+                onset,
+                value: 2.0,
+                baseline: 1.0,
+                score: 1.0,
+                direction: class.direction,
+                class: class.name,
+            }
+        };
+        assert!(inc.expects(&ev("cashier", "latency_p90_seconds", 21_000)));
+        assert!(inc.expects(&ev("cashier", "cpu", 49_000)));
+        assert!(
+            !inc.expects(&ev("cashier", "latency_p90_seconds", 51_000)),
+            "later"
+        );
+        assert!(
+            !inc.expects(&ev("ledger", "latency_p90_seconds", 21_000)),
+            "elsewhere"
+        );
+        assert!(
+            !inc.expects(&ev("cashier", "error_rate", 21_000)),
+            "errors: the repair did not hold"
+        );
     }
 
     #[test]
