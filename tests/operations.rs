@@ -566,6 +566,14 @@ async fn an_incident_closes_only_when_payments_and_postings_agree() {
             .unwrap()
             .0;
         if lost == 0.0 {
+            // Its recovery reads when the symptoms cleared, not when the
+            // books were checked.
+            let cleared = (inc.recovered_ts.unwrap() - inc.onset_ts) as f64 / 1000.0;
+            assert!(
+                said("recovered")[0]
+                    .contains(&format!("symptoms cleared {cleared:.1}s after onset")),
+                "{timeline:?}"
+            );
             let line = &said("reconciled")[0];
             eprintln!("{line}");
             assert!(line.ends_with("consistent"), "{line}");

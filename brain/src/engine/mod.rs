@@ -838,9 +838,10 @@ impl Engine {
         if let Some(known) = inc.lesson(now) {
             self.write("knowledge", |db| db.remember(&known));
         }
+        // (After a reconciliation, the symptoms cleared before `now`.)
         let summary = format!(
             "recovered: symptoms cleared {:.1}s after onset, {} action(s) applied",
-            (now - inc.onset) as f64 / 1000.0,
+            (recovered.unwrap_or(now) - inc.onset) as f64 / 1000.0,
             inc.run().applied()
         );
         self.publish(i, now, IncidentState::Recovered, summary)
