@@ -188,7 +188,7 @@ pub async fn patrol(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Resu
     progress("on-call");
     checks.extend(oncall_checks(plan, loaded.is_ok().then_some(&rt)).await);
     progress("detection");
-    checks.extend(detection_checks(plan).await?);
+    checks.extend(detection_checks(plan).await);
     if let Some(url) = &plan.nats {
         progress("bus");
         checks.push(
@@ -560,7 +560,7 @@ async fn oncall_checks(plan: &Plan, rt: Option<&Runtime>) -> Vec<Check> {
     out
 }
 
-async fn detection_checks(plan: &Plan) -> anyhow::Result<Vec<Check>> {
+async fn detection_checks(plan: &Plan) -> Vec<Check> {
     let mut out = Vec::new();
     // Models: present, and fresh.
     let dir = plan.brain.models.clone();
@@ -698,7 +698,7 @@ async fn detection_checks(plan: &Plan) -> anyhow::Result<Vec<Check>> {
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// The brain of `plan` replayed over `day`, a normal day: quiet or not.
