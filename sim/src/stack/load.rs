@@ -125,7 +125,9 @@ pub struct Seen {
     pub sent: usize,
     /// Payments that failed.
     pub failed: usize,
-    /// Payments that failed before the fault.
+    /// Payments that failed before the fault: answered (or given up)
+    /// before it was injected. One still in flight at the injection may
+    /// have met the fault and belongs to its window.
     pub failed_before: usize,
     /// When customers first saw the fault: the first failure at or after
     /// it, ms after it.
@@ -140,7 +142,10 @@ pub struct Seen {
 /// must last to count as recovered.
 pub fn seen(shots: &[Shot], fault_ms: Option<u64>, settle_ms: u64) -> Seen {
     let fault = fault_ms.unwrap_or(u64::MAX);
-    let failed_before = shots.iter().filter(|s| s.at_ms < fault && !s.ok).count();
+    let failed_before = shots
+        .iter()
+        .filter(|s| !s.ok && (s.at_ms as f64 + s.latency_ms) < fault as f64)
+        .count();
     let first_failure_ms = shots
         .iter()
         .find(|s| s.at_ms >= fault && !s.ok)
@@ -194,5 +199,28 @@ mod tests {
         let clean: Vec<Shot> = (0..10).map(|i| shot(i * 100, true)).collect();
         assert_eq!(seen(&clean, None, 0).failed, 0);
         assert_eq!(seen(&clean, Some(100), 0).recovered_ms, Some(0));
+    }
+
+    #[test]
+    fn a_payment_in_flight_at_the_fault_is_in_its_window() {
+        // Sent 5 ms before a 400 ms latency fault, answered late: the
+        // fault's doing, not a failure before it.
+        let late = Shot {
+            at_ms: 995,
+            ok: false,
+            latency_ms: 404.0,
+            served_by: None,
+        };
+        // Sent and failed well before the fault: before it.
+        let early = Shot {
+            at_ms: 500,
+            ok: false,
+            latency_ms: 20.0,
+            served_by: None,
+        };
+        let s = seen(&[early.clone(), late.clone()], Some(1_000), 0);
+        assert_eq!(s.failed_before, 1);
+        assert_eq!(seen(&[late], Some(1_000), 0).failed_before, 0);
+        assert_eq!(seen(&[early], Some(1_000), 0).failed_before, 1);
     }
 }
