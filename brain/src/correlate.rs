@@ -8,15 +8,18 @@
 //! or any series the configuration names — or on a **group** of anomalies
 //! that agree inside the window: errors or success going bad on two series
 //! or more; latency, errors or success in two services or more (with a
-//! call graph, only a latency that at least doubled counts); two latency
-//! series that at least doubled. Latency joins a group only while no
-//! traffic is above its baseline. Anything else — one noisy resource
-//! series, traffic moving, an internal latency that did not double — is
-//! kept as a **signal** and joins the next incident as evidence. Latency
-//! that rises while the same place's traffic is up and quality holds is
-//! load, not a fault: a signal; so is latency inside a planned window (a
-//! sale, a batch) of the configured calendar. Errors and success going bad
-//! always count.
+//! call graph, only a latency up by half or more counts, by a fifth at an
+//! entry); one latency series that at least doubled and another up by
+//! half. Latency joins a group only while no traffic is above its
+//! baseline. Anything else — one noisy resource series, traffic moving,
+//! an internal latency up by less than half — is kept as a **signal** and
+//! joins the next incident as evidence. Latency that rises while the same
+//! place's traffic is up and quality holds is load, not a fault: a
+//! signal; so is latency inside a planned window (a sale, a batch) of the
+//! configured calendar, and an entry's latency that rose by less than half
+//! with nothing agreeing (a steady 5 ms tail at 6.5 ms is far out of its
+//! history, and of no concern to a customer). Errors and success going
+//! bad always count.
 
 use selfheal_bus::SeriesKey;
 
@@ -168,6 +171,14 @@ impl Discipline {
         })
     }
 
+    /// Whether a series is where customers are: the business layer, a
+    /// scene, or an entry service (one nothing calls).
+    fn is_entry(&self, k: &SeriesKey) -> bool {
+        k.layer == selfheal_bus::Layer::Business
+            || k.scene.is_some()
+            || self.entries.contains(&k.service)
+    }
+
     /// Whether `ev` alone may open an incident, given the series whose
     /// quality (errors, success) is bad now and the traffic series above
     /// their baseline now.
@@ -187,10 +198,7 @@ impl Discipline {
         }
         let class = &*ev.class;
         let quality = is_quality(class);
-        let business = k.layer == selfheal_bus::Layer::Business
-            || k.scene.is_some()
-            || self.entries.contains(&k.service);
-        if !business {
+        if !self.is_entry(k) {
             return false;
         }
         if quality {
@@ -208,8 +216,13 @@ impl Discipline {
             return false;
         }
         // Latency: load, when the same place's traffic is up and quality
-        // holds, or inside a planned window.
+        // holds, or inside a planned window. And alone it must have risen
+        // by half: a very steady service's 5 ms tail going to 6.5 ms is
+        // far out of its history and of no concern to a customer.
         if self.planned_at(ev.ts, &k.service) {
+            return false;
+        }
+        if ev.baseline > 0.0 && ev.value < LATENCY_SYMPTOM_RISE * ev.baseline {
             return false;
         }
         // The traffic that loads a place: its own; for an instance, its
@@ -225,6 +238,15 @@ impl Discipline {
         !load || quality_bad
     }
 }
+
+/// How far a latency must rise above its baseline to be a symptom on its
+/// own (less still joins the next incident as a signal).
+const LATENCY_SYMPTOM_RISE: f64 = 1.5;
+
+/// How far an entry's latency must rise to agree with another service's
+/// latency up by half (a callee's delay is diluted by the time it reaches
+/// the entry: a 70 % slower callee, a 27 % slower front end).
+const ENTRY_LATENCY_AGREES: f64 = 1.2;
 
 /// An anomaly that opened no incident (yet).
 #[derive(Clone, Debug)]
@@ -399,12 +421,21 @@ impl Correlator {
                 let graph = self.discipline.has_graph;
                 let up_by = |e: &Evidence, k: f64| e.baseline > 0.0 && e.value >= k * e.baseline;
                 let latency = |e: &Evidence| &*e.class == "latency" && !loaded;
+                // An entry's latency is diluted on its way up: a fifth is
+                // enough there, with a callee's half agreeing.
+                let felt = |k: &SeriesKey| {
+                    if self.discipline.is_entry(k) {
+                        ENTRY_LATENCY_AGREES
+                    } else {
+                        1.5
+                    }
+                };
                 let mut services: Vec<&str> = self
                     .signals
                     .iter()
                     .filter(|s| {
                         let e = &s.evidence;
-                        is_quality(&e.class) || (latency(e) && (!graph || up_by(e, 1.5)))
+                        is_quality(&e.class) || (latency(e) && (!graph || up_by(e, felt(&s.key))))
                     })
                     .map(|s| s.key.service.as_str())
                     .collect();
@@ -501,6 +532,15 @@ mod tests {
     use selfheal_bus::Layer;
 
     fn ev(service: &str, metric: &str, ts: i64, kind: AnomalyKind) -> AnomalyEvent {
+        let class = crate::detect::MetricClasses::shipped()
+            .classify(metric)
+            .name;
+        // Quality fallen, latency up by four fifths.
+        let (value, baseline) = if &*class == "latency" {
+            (90.0, 50.0)
+        } else {
+            (0.5, 0.99)
+        };
         AnomalyEvent {
             key: SeriesKey {
                 layer: Layer::Business,
@@ -515,13 +555,11 @@ mod tests {
             ts,
             kind,
             onset: ts - 2_000,
-            value: 0.5,
-            baseline: 0.99,
+            value,
+            baseline,
             score: 0.9,
             direction: Direction::of_metric(metric),
-            class: crate::detect::MetricClasses::shipped()
-                .classify(metric)
-                .name,
+            class,
         }
     }
 
@@ -549,20 +587,69 @@ mod tests {
         c.discipline.has_graph = true;
         c.discipline.entries.insert("web".into());
         assert_eq!(c.on_anomaly(&sys("db", "cpu", 10_000)), None, "a signal");
+        // The entry's latency up by a third, far out of a steady history
+        // (a 5 ms tail at 6.5 ms), is a signal too.
+        let mut tail = sys("web", "latency_p90_ms", 10_500);
+        (tail.value, tail.baseline) = (6.5, 4.8);
+        assert_eq!(c.on_anomaly(&tail), None, "a small rise");
+        let mut db = sys("db", "latency_ms", 11_000);
+        db.value = 1.3 * db.baseline;
         assert_eq!(
-            c.on_anomaly(&sys("db", "latency_ms", 11_000)),
+            c.on_anomaly(&db),
             None,
-            "internal latency"
+            "internal latency up by less than half"
         );
-        assert_eq!(c.signals(), 2);
+        assert_eq!(c.signals(), 3);
         // The entry's latency is a symptom: it opens, and the signals join.
         assert_eq!(
             c.on_anomaly(&sys("web", "latency_ms", 12_000)),
             Some((0, true))
         );
-        assert_eq!(c.incidents[0].evidence.len(), 3);
+        assert_eq!(c.incidents[0].evidence.len(), 4);
         assert_eq!(c.incidents[0].onset, 8_000, "the earliest signal's onset");
         assert_eq!(c.signals(), 0);
+    }
+
+    #[test]
+    fn an_entry_a_fifth_slower_agrees_with_a_callee_half_slower() {
+        let slow = |service: &str, metric: &str, ts: i64, times: f64| {
+            let mut e = sys(service, metric, ts);
+            (e.baseline, e.value) = (100.0, 100.0 * times);
+            e
+        };
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        c.discipline.entries.insert("web".into());
+        // A callee 70 % slower (both its median and tail: no doubling),
+        // the front end 27 % slower: a delay diluted on its way up.
+        assert_eq!(c.on_anomaly(&slow("web", "LatencyP99", 10_000, 1.27)), None);
+        assert_eq!(
+            c.on_anomaly(&slow("ledger", "LatencyP50", 11_000, 1.72)),
+            Some((0, true))
+        );
+        // The other way round too.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        c.discipline.entries.insert("web".into());
+        assert_eq!(
+            c.on_anomaly(&slow("ledger", "LatencyP99", 10_000, 1.72)),
+            None
+        );
+        assert_eq!(
+            c.on_anomaly(&slow("web", "LatencyP99", 11_000, 1.27)),
+            Some((0, true))
+        );
+        // A tenth at the entry is not a fifth; and an internal service a
+        // fifth slower agrees with nothing.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        c.discipline.entries.insert("web".into());
+        assert_eq!(c.on_anomaly(&slow("web", "LatencyP99", 10_000, 1.1)), None);
+        assert_eq!(
+            c.on_anomaly(&slow("ledger", "LatencyP99", 10_500, 1.72)),
+            None
+        );
+        assert_eq!(c.on_anomaly(&slow("tax", "LatencyP99", 11_000, 1.27)), None);
     }
 
     #[test]
@@ -640,11 +727,16 @@ mod tests {
         assert_eq!(c.incidents[0].evidence.len(), 3);
         c.discipline.has_graph = true;
         c.incidents.clear();
-        assert_eq!(c.on_anomaly(&sys("c", "latency_ms", 500_000)), None);
+        let little = |service: &str| {
+            let mut e = sys(service, "latency_ms", 500_000);
+            e.value = 1.3 * e.baseline;
+            e
+        };
+        assert_eq!(c.on_anomaly(&little("c")), None);
         assert_eq!(
-            c.on_anomaly(&sys("d", "latency_ms", 500_000)),
+            c.on_anomaly(&little("d")),
             None,
-            "with a graph, internal latency waits for an entry"
+            "with a graph, internal latency up by less than half waits for an entry"
         );
     }
 
@@ -694,7 +786,7 @@ mod tests {
         assert_eq!(c.on_anomaly(&slow("ledger", 601_000, 2.5)), None);
         // An instance of the entry service slows with its service's
         // traffic up: load too, however long the peak has lasted.
-        let mut pod = slow("web", 602_000, 1.3);
+        let mut pod = slow("web", 602_000, 1.6);
         pod.key.instance = Some("web-1".into());
         assert_eq!(c.on_anomaly(&pod), None, "the entry's instance under load");
         // A traffic series forgotten as idle while flagged (its source
