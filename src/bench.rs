@@ -253,6 +253,7 @@ pub async fn tap_to_dispatch(runs: u64) -> anyhow::Result<Vec<(f64, f64)>> {
             two_approvers_from: Risk::Critical,
             min_confidence: 0.0,
             rota: vec!["sre-bob".into()],
+            shifts: Vec::new(),
             users: vec![User {
                 name: "sre-bob".into(),
                 role: Role::Approver,

@@ -469,16 +469,6 @@ async fn oncall_checks(plan: &Plan, rt: Option<&Runtime>) -> Vec<Check> {
         )];
     };
     let mut out = Vec::new();
-    let approvers: Vec<&str> = oc
-        .rota
-        .iter()
-        .filter(|n| {
-            oc.users
-                .iter()
-                .any(|u| &u.name == *n && u.role >= Role::Approver)
-        })
-        .map(String::as_str)
-        .collect();
     let two_needed: Vec<String> = rt
         .map(|rt| {
             rt.playbooks()
@@ -489,38 +479,60 @@ async fn oncall_checks(plan: &Plan, rt: Option<&Runtime>) -> Vec<Check> {
         })
         .unwrap_or_default();
     let need = if two_needed.is_empty() { 1 } else { 2 };
-    out.push(if approvers.len() >= need {
+    let two = if two_needed.is_empty() {
+        String::new()
+    } else {
+        format!("; two needed by {}", two_needed.join(", "))
+    };
+    let approvers_at = |ts: i64| -> Vec<String> {
+        oc.on_call_at(ts)
+            .into_iter()
+            .filter(|n| oc.user(n).is_some_and(|u| u.role >= Role::Approver))
+            .collect()
+    };
+    let (from, to) = plan.event.unwrap_or_else(|| {
+        let now = selfheal_bus::wall_ms();
+        (now, now + 1)
+    });
+    let gaps = rota_gaps(from, to, need, &approvers_at);
+    out.push(if gaps.is_empty() {
+        let fewest = approvers_at(from);
         check(
             "oncall",
-            "approvers on the rota",
+            "approvers on call",
             Verdict::Pass,
-            format!(
-                "{} approver(s) on call around the clock ({}){}",
-                approvers.len(),
-                approvers.join(", "),
-                if two_needed.is_empty() {
-                    String::new()
-                } else {
-                    format!("; two needed by {}", two_needed.join(", "))
-                }
-            ),
+            match plan.event {
+                Some((a, b)) => format!(
+                    "every minute from {} to {} UTC has {need} approver(s) or more on call (at the start: {}){two}",
+                    fmt_ms(a),
+                    fmt_ms(b),
+                    fewest.join(", ")
+                ),
+                None => format!(
+                    "{} approver(s) on call now ({}){two}; name --event to check its every hour",
+                    fewest.len(),
+                    fewest.join(", ")
+                ),
+            },
             "",
         )
     } else {
+        let shown: Vec<String> = gaps
+            .iter()
+            .take(5)
+            .map(|(a, b, n)| format!("{} to {} UTC: {n} of {need}", fmt_ms(*a), fmt_ms(*b)))
+            .collect();
         check(
             "oncall",
-            "approvers on the rota",
+            "approvers on call",
             Verdict::Fail,
             format!(
-                "{} approver(s) on the rota, {need} needed{}",
-                approvers.len(),
-                if two_needed.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (two by {})", two_needed.join(", "))
-                }
+                "{} stretch(es) with too few approvers on call: {}{}{two}",
+                gaps.len(),
+                shown.join("; "),
+                if gaps.len() > 5 { "; ..." } else { "" }
             ),
-            "add approvers to oncall.rota for the whole event",
+            "add an [[oncall.shift]] (or approvers to oncall.rota) for those hours",
         )
     });
     if oc.notify.is_empty() {
@@ -986,6 +998,33 @@ fn rehearsal_checks(plan: &Plan, done: &[Rehearsal]) -> (Vec<Check>, Vec<Rehears
         });
     }
     (checks, figures)
+}
+
+/// The stretches of `[from, to)` (ms) with fewer than `need` approvers
+/// on call, minute by minute: (start, end, how many there were). A window
+/// longer than 92 days is checked over its first 92.
+fn rota_gaps(
+    from: i64,
+    to: i64,
+    need: usize,
+    approvers_at: &dyn Fn(i64) -> Vec<String>,
+) -> Vec<(i64, i64, usize)> {
+    const MINUTE: i64 = 60_000;
+    let to = to.min(from + 92 * 24 * 60 * MINUTE);
+    let mut gaps: Vec<(i64, i64, usize)> = Vec::new();
+    let mut t = from;
+    while t < to {
+        let n = approvers_at(t).len();
+        let next = (t + MINUTE).min(to);
+        if n < need {
+            match gaps.last_mut() {
+                Some((_, end, m)) if *end == t && *m == n => *end = next,
+                _ => gaps.push((t, next, n)),
+            }
+        }
+        t = next;
+    }
+    gaps
 }
 
 fn fmt_ms(ms: i64) -> String {

@@ -58,6 +58,7 @@ fn oncall(port: u16, hook: &str, rota: &[&str], two_from: Risk) -> OnCallConfig 
         two_approvers_from: two_from,
         min_confidence: 0.0,
         rota: rota.iter().map(|s| s.to_string()).collect(),
+        shifts: Vec::new(),
         users: vec![
             user("dev-alice", Role::Approver),
             user("sre-bob", Role::Approver),

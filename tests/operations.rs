@@ -263,6 +263,7 @@ async fn the_report_is_served_as_json_metrics_and_a_page_and_people_report_throu
         two_approvers_from: Risk::Critical,
         min_confidence: 0.0,
         rota: vec!["sre-bob".into()],
+        shifts: Vec::new(),
         users: vec![
             user("sre-bob", Role::Approver),
             user("support-dana", Role::Viewer),
@@ -706,6 +707,27 @@ mod patrol_robot {
         path.to_str().unwrap().to_string()
     }
 
+    /// Bob on call only on a shift from the sale's eve to `to`; Carol
+    /// around the clock.
+    fn bob_on_shift_until(cfg: &str, to: &str) {
+        let text = std::fs::read_to_string(cfg).unwrap().replace(
+            "rota = [\"sre-bob\", \"sre-carol\"]",
+            &format!(
+                "rota = [\"sre-carol\"]\n\n    [[oncall.shift]]\n    from = \"2026-12-11 00:00\"\n    to = \"{to}\"\n    who = [\"sre-bob\"]"
+            ),
+        );
+        std::fs::write(cfg, text).unwrap();
+    }
+
+    fn check_of<'a>(report: &'a Value, name: &str) -> &'a Value {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"].as_str().unwrap().starts_with(name))
+            .unwrap_or_else(|| panic!("no check {name}: {report}"))
+    }
+
     fn verdict_of<'a>(report: &'a Value, name: &str) -> &'a str {
         report["checks"]
             .as_array()
@@ -731,6 +753,9 @@ mod patrol_robot {
             &[hook.clone(), dead.clone()],
             "2026-12-11 12:00",
         );
+        // Two approvers needed (from medium risk); Bob's shift ends two
+        // hours before the sale does.
+        bob_on_shift_until(&cfg, "2026-12-11 06:00");
         let (json, html) = (dir.path().join("p.json"), dir.path().join("p.html"));
         let (code, out, err) = patrol(&[
             "--config",
@@ -759,7 +784,6 @@ mod patrol_robot {
             "change freeze covers the event",
             "blast-radius budget set",
             "every playbook compiles",
-            "approvers on the rota",
             &format!("notification channel {hook}"),
             "scene checkout at ×1.5",
             "scene billpay at ×1.5",
@@ -772,6 +796,15 @@ mod patrol_robot {
         assert_eq!(
             verdict_of(&r, &format!("notification channel {dead}")),
             "fail"
+        );
+        let rota = check_of(&r, "approvers on call");
+        assert_eq!(rota["verdict"], "fail");
+        assert!(
+            rota["evidence"]
+                .as_str()
+                .unwrap()
+                .contains("2026-12-11 06:00 to 2026-12-11 08:00 UTC: 1 of 2"),
+            "{rota}"
         );
         // The kill switch went on and off: nothing is left engaged.
         assert!(!dir.path().join("KILL").exists());
@@ -870,7 +903,9 @@ mod patrol_robot {
         assert!(out.contains("fix: add a guard.freeze window"), "{out}");
         // And covered, the models fresh, the brain quiet on the normal day:
         // ready (exit 0).
+        // Bob's shift now lasts the whole sale.
         let cfg = deployment(dir.path(), std::slice::from_ref(&hook), "2026-12-12 00:00");
+        bob_on_shift_until(&cfg, "2026-12-11 12:00");
         let (code, out, err) = patrol(&[
             "--config",
             &cfg,
@@ -884,6 +919,11 @@ mod patrol_robot {
         ])
         .await;
         assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            out.contains("pass oncall · approvers on call: every minute from 2026-12-11 02:00 to 2026-12-11 08:00 UTC has 2 approver(s) or more on call (at the start: sre-bob, sre-carol)"),
+            "{out}"
+        );
+        let cfg = deployment(dir.path(), std::slice::from_ref(&hook), "2026-12-12 00:00");
         assert!(out.contains("ready: "), "{out}");
         assert!(
             out.contains("pass detection · models trained: 9 model(s)"),

@@ -132,14 +132,42 @@ pub struct OnCallConfig {
     /// its playbook is automatic (0 turns it off).
     #[serde(default)]
     pub min_confidence: f64,
-    /// Approvers in the order they are asked.
+    /// Approvers on call around the clock, in the order they are asked
+    /// (after those on shift).
+    #[serde(default)]
     pub rota: Vec<String>,
+    /// Shifts (`[[oncall.shift]]`): approvers on call for a window, asked
+    /// before the round-the-clock rota while it lasts.
+    #[serde(default, rename = "shift")]
+    pub shifts: Vec<Shift>,
     /// People and their roles.
     #[serde(default, rename = "user")]
     pub users: Vec<User>,
     /// Where requests are sent.
     #[serde(default)]
     pub notify: Vec<NotifyTarget>,
+}
+
+/// A shift: who is on call from `from` to `to` (`YYYY-MM-DD HH:MM[:SS]`
+/// UTC, RFC 3339, or epoch seconds/ms).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shift {
+    /// Its start.
+    pub from: String,
+    /// Its end (exclusive).
+    pub to: String,
+    /// Approvers on this shift, in the order they are asked.
+    pub who: Vec<String>,
+}
+
+impl Shift {
+    /// Its window, ms, when both ends parse and it is not empty.
+    pub fn window(&self) -> Option<(i64, i64)> {
+        let a = selfheal_bus::time::parse_timestamp(&self.from)?;
+        let b = selfheal_bus::time::parse_timestamp(&self.to)?;
+        (a < b).then_some((a, b))
+    }
 }
 
 fn default_key_env() -> String {
@@ -188,14 +216,32 @@ impl OnCallConfig {
                 ));
             }
         }
-        if self.rota.is_empty() {
-            p.push("oncall.rota: name at least one approver".into());
+        if self.rota.is_empty() && self.shifts.is_empty() {
+            p.push("oncall.rota: name at least one approver (or an oncall.shift)".into());
         }
-        for r in &self.rota {
-            match self.users.iter().find(|u| &u.name == r) {
+        let approver =
+            |key: &str, r: &str, p: &mut Vec<String>| match self.users.iter().find(|u| u.name == r)
+            {
                 Some(u) if u.role >= Role::Approver => {}
-                Some(_) => p.push(format!("oncall.rota: {r} is a viewer and cannot approve")),
-                None => p.push(format!("oncall.rota: {r} is not an oncall.user")),
+                Some(_) => p.push(format!("{key}: {r} is a viewer and cannot approve")),
+                None => p.push(format!("{key}: {r} is not an oncall.user")),
+            };
+        for r in &self.rota {
+            approver("oncall.rota", r, &mut p);
+        }
+        for (i, sh) in self.shifts.iter().enumerate() {
+            let key = format!("oncall.shift[{i}]");
+            if sh.window().is_none() {
+                p.push(format!(
+                    "{key}: from {:?} to {:?} is not a window (YYYY-MM-DD HH:MM UTC, from before to)",
+                    sh.from, sh.to
+                ));
+            }
+            if sh.who.is_empty() {
+                p.push(format!("{key}.who: name at least one approver"));
+            }
+            for r in &sh.who {
+                approver(&key, r, &mut p);
             }
         }
         for n in &self.notify {
@@ -224,6 +270,23 @@ impl OnCallConfig {
             }
         }
         found
+    }
+
+    /// The approvers on call at `ts` (ms), in the order they are asked:
+    /// those on a shift then (in the shifts' order), then the rota.
+    pub fn on_call_at(&self, ts: i64) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let on_shift = self
+            .shifts
+            .iter()
+            .filter(|s| s.window().is_some_and(|(a, b)| a <= ts && ts < b))
+            .flat_map(|s| s.who.iter());
+        for r in on_shift.chain(self.rota.iter()) {
+            if !out.contains(r) {
+                out.push(r.clone());
+            }
+        }
+        out
     }
 
     /// A user by name.
@@ -461,6 +524,11 @@ mod tests {
             two_approvers_from: Risk::Critical,
             min_confidence: 1.5,
             rota: vec!["vic".into(), "nobody".into()],
+            shifts: vec![Shift {
+                from: "2026-11-11 08:00".into(),
+                to: "2026-11-11 06:00".into(),
+                who: vec!["ghost".into()],
+            }],
             users: vec![
                 User {
                     name: "vic".into(),
@@ -496,6 +564,8 @@ mod tests {
             "vic is a viewer",
             "nobody is not an oncall.user",
             "ftp://x is not an http(s) URL",
+            "oncall.shift[0]: from \"2026-11-11 08:00\" to \"2026-11-11 06:00\" is not a window",
+            "oncall.shift[0]: ghost is not an oncall.user",
         ] {
             assert!(p.contains(says), "{says}: {p}");
         }
@@ -504,6 +574,67 @@ mod tests {
             Some("vic")
         );
         assert!(cfg.user_by_token("").is_none() && cfg.user_by_token("t-2").is_none());
+    }
+
+    #[test]
+    fn those_on_shift_are_asked_first_then_the_rota() {
+        let user = |name: &str, role| User {
+            name: name.into(),
+            role,
+            token_sha256: crate::secret::hash_token(name),
+        };
+        let shift = |from: &str, to: &str, who: &[&str]| Shift {
+            from: from.into(),
+            to: to.into(),
+            who: who.iter().map(|s| s.to_string()).collect(),
+        };
+        let cfg = OnCallConfig {
+            public_url: "https://selfheal.example.com/".into(),
+            link_key_env: default_key_env(),
+            link_ttl_s: 900,
+            timeout_s: 300,
+            on_timeout: OnTimeout::NextOnCall,
+            two_approvers_from: Risk::Critical,
+            min_confidence: 0.0,
+            rota: vec!["lead".into()],
+            shifts: vec![
+                shift("2026-11-10 20:00", "2026-11-11 08:00", &["ann", "ben"]),
+                shift("2026-11-11 08:00", "2026-11-11 20:00", &["cat", "ann"]),
+            ],
+            users: ["lead", "ann", "ben", "cat"]
+                .map(|n| user(n, Role::Approver))
+                .into(),
+            notify: Vec::new(),
+        };
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let at = |s: &str| cfg.on_call_at(selfheal_bus::time::parse_timestamp(s).unwrap());
+        assert_eq!(at("2026-11-11 03:00"), ["ann", "ben", "lead"]);
+        assert_eq!(
+            at("2026-11-11 08:00"),
+            ["cat", "ann", "lead"],
+            "to is exclusive"
+        );
+        assert_eq!(
+            at("2026-11-12 03:00"),
+            ["lead"],
+            "after the shifts, the rota"
+        );
+        // Shifts alone are a policy; nothing at all is not.
+        let shifts_only = OnCallConfig {
+            rota: Vec::new(),
+            ..cfg.clone()
+        };
+        assert!(shifts_only.validate().is_empty());
+        let nobody = OnCallConfig {
+            shifts: Vec::new(),
+            ..shifts_only
+        };
+        assert!(
+            nobody
+                .validate()
+                .join("\n")
+                .contains("name at least one approver")
+        );
     }
 
     #[test]

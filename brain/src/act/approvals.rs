@@ -173,10 +173,10 @@ impl Approvals {
         };
         // The first `required` people on the rota, and, when they all made
         // a change the plan rolls back, the next one who did not.
-        let mut first: Vec<String> = cfg.rota.iter().take(required as usize).cloned().collect();
+        let on_call = cfg.on_call_at(now);
+        let mut first: Vec<String> = on_call.iter().take(required as usize).cloned().collect();
         if first.iter().all(|u| authors.contains(u))
-            && let Some(next) = cfg
-                .rota
+            && let Some(next) = on_call
                 .iter()
                 .find(|u| !first.contains(u) && !authors.contains(u))
         {
@@ -261,7 +261,8 @@ impl Approvals {
         };
         match cfg.on_timeout {
             OnTimeout::NextOnCall => {
-                let Some(next) = cfg.rota.iter().find(|u| !row.notified.contains(u)) else {
+                let on_call = cfg.on_call_at(now);
+                let Some(next) = on_call.iter().find(|u| !row.notified.contains(u)) else {
                     return self.give_up(id, now, "expired", "nobody on the rota decided in time");
                 };
                 let mut notified = row.notified.clone();
