@@ -58,6 +58,11 @@ pub struct Discipline {
     /// known to be an entry, and latency that agrees across services opens
     /// an incident too.
     pub has_graph: bool,
+    /// Latency objectives, ms: each scene's, and each service's (the
+    /// strictest of the scenes whose link it is on).
+    pub scene_latency_ms: std::collections::BTreeMap<String, f64>,
+    /// See `scene_latency_ms`.
+    pub service_latency_ms: std::collections::BTreeMap<String, f64>,
     /// Call edges: each service and the services it calls.
     pub calls: std::collections::BTreeMap<String, Vec<String>>,
 }
@@ -103,6 +108,21 @@ impl Discipline {
                 .collect(),
             ..Default::default()
         };
+        for sc in &topo.scenes {
+            let Some(ms) = sc.slo_latency_ms.filter(|m| m.is_finite() && *m > 0.0) else {
+                continue;
+            };
+            d.scene_latency_ms.insert(sc.name.clone(), ms);
+            for svc in topo
+                .links
+                .iter()
+                .filter(|l| l.name == sc.link)
+                .flat_map(|l| l.services.iter())
+            {
+                let e = d.service_latency_ms.entry(svc.clone()).or_insert(ms);
+                *e = e.min(ms);
+            }
+        }
         let mut problems = Vec::new();
         for (i, p) in symptoms.iter().enumerate() {
             let re = format!(
@@ -171,6 +191,20 @@ impl Discipline {
         })
     }
 
+    /// Whether a latency `value` of series `k` is harmless: under half the
+    /// objective of its scene (or of the scenes its service serves), its
+    /// unit known from its name. Without an objective or a unit, nothing is.
+    pub fn harmless_latency(&self, k: &SeriesKey, value: f64) -> bool {
+        let objective = match &k.scene {
+            Some(sc) => self.scene_latency_ms.get(sc.as_str()),
+            None => self.service_latency_ms.get(k.service.as_str()),
+        };
+        match (objective, crate::detect::class::latency_unit_ms(&k.metric)) {
+            (Some(slo), Some(unit)) => value * unit < HARMLESS_SHARE * slo,
+            _ => false,
+        }
+    }
+
     /// Whether a series is where customers are: the business layer, a
     /// scene, or an entry service (one nothing calls).
     fn is_entry(&self, k: &SeriesKey) -> bool {
@@ -219,7 +253,7 @@ impl Discipline {
         // holds, or inside a planned window. And alone it must have risen
         // by half: a very steady service's 5 ms tail going to 6.5 ms is
         // far out of its history and of no concern to a customer.
-        if self.planned_at(ev.ts, &k.service) {
+        if self.planned_at(ev.ts, &k.service) || self.harmless_latency(k, ev.value) {
             return false;
         }
         if ev.baseline > 0.0 && ev.value < LATENCY_SYMPTOM_RISE * ev.baseline {
@@ -238,6 +272,9 @@ impl Discipline {
         !load || quality_bad
     }
 }
+
+/// Under this share of its objective a latency harms nobody.
+const HARMLESS_SHARE: f64 = 0.5;
 
 /// How far a latency must rise above its baseline to be a symptom on its
 /// own (less still joins the next incident as a signal).
@@ -368,6 +405,8 @@ impl Correlator {
                     score: ev.score,
                     direction: ev.direction,
                     class: ev.class.clone(),
+                    harmless: &*ev.class == "latency"
+                        && self.discipline.harmless_latency(&ev.key, ev.value),
                 };
                 if let Some(i) = at {
                     let inc = &mut self.incidents[i];
@@ -420,7 +459,7 @@ impl Correlator {
                 let loaded = !self.traffic_up.is_empty();
                 let graph = self.discipline.has_graph;
                 let up_by = |e: &Evidence, k: f64| e.baseline > 0.0 && e.value >= k * e.baseline;
-                let latency = |e: &Evidence| &*e.class == "latency" && !loaded;
+                let latency = |e: &Evidence| &*e.class == "latency" && !loaded && !e.harmless;
                 // An entry's latency is diluted on its way up: a fifth is
                 // enough there, with a callee's half agreeing.
                 let felt = |k: &SeriesKey| {
@@ -459,7 +498,11 @@ impl Correlator {
                     let mut kinds: Vec<&str> = self
                         .signals
                         .iter()
-                        .filter(|s| s.key.service == ev.key.service && s.key.idc == ev.key.idc)
+                        .filter(|s| {
+                            s.key.service == ev.key.service
+                                && s.key.idc == ev.key.idc
+                                && !s.evidence.harmless
+                        })
                         .map(|s| &*s.evidence.class)
                         .filter(|c| {
                             matches!(
@@ -608,6 +651,83 @@ mod tests {
         assert_eq!(c.incidents[0].evidence.len(), 4);
         assert_eq!(c.incidents[0].onset, 8_000, "the earliest signal's onset");
         assert_eq!(c.signals(), 0);
+    }
+
+    #[test]
+    fn a_latency_well_under_its_objective_harms_nobody() {
+        // One service behind a load balancer, customers waiting 250 ms at
+        // most.
+        let topo: selfheal_bus::Topology = toml::from_str(
+            r#"
+            [[idcs]]
+            name = "idc1"
+            traffic_share = 1.0
+            [[scenes]]
+            name = "pay"
+            link = "pay"
+            base_tps = 40.0
+            slo_success = 0.99
+            slo_latency_ms = 250.0
+            [[links]]
+            name = "pay"
+            services = ["pay"]
+            [[services]]
+            name = "pay"
+            kind = "app"
+            instances = 3
+            "#,
+        )
+        .unwrap();
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline = Discipline::new(&topo, &[], &[]).unwrap();
+        let lat = |metric: &str, scene: bool, value: f64, baseline: f64, ts: i64| {
+            let mut e = sys("pay", metric, ts);
+            e.key.instance = (!scene).then(|| "pay-1".into());
+            e.key.scene = scene.then(|| "pay".into());
+            (e.value, e.baseline) = (value, baseline);
+            e
+        };
+        // A busy machine: an instance's tail from 5 to 9.6 ms, the probe's
+        // from 4.3 to 12.5 ms. Far out of history; nobody waits long.
+        let tail = lat("payment_duration_seconds_p99", false, 0.0096, 0.005, 10_000);
+        assert_eq!(c.on_anomaly(&tail), None, "an instance's 9.6 ms");
+        let probe = lat("probe_latency_ms", true, 12.5, 4.33, 11_000);
+        assert_eq!(c.on_anomaly(&probe), None, "the scene's 12.5 ms");
+        // Kept as signals, marked harmless.
+        assert_eq!(c.signals(), 2);
+        // 375 ms is over half the objective: a symptom, and what was seen
+        // before joins it as harmless evidence.
+        let slow = lat("payment_duration_seconds_p50", false, 0.375, 0.004, 12_000);
+        assert_eq!(c.on_anomaly(&slow), Some((0, true)));
+        let inc = &c.incidents[0];
+        assert_eq!(inc.evidence.len(), 3);
+        assert!(inc.evidence[&tail.key].harmless && inc.evidence[&probe.key].harmless);
+        assert!(!inc.evidence[&slow.key].harmless);
+        // A repair's verification ignores harmless latency: the load moved
+        // onto a healthy instance makes its 5 ms tail 10 ms.
+        let check = crate::playbook::Check::Healthy("pay".into());
+        let mut inc = inc.clone();
+        for e in inc.evidence.values_mut() {
+            e.onset = 20_000;
+        }
+        inc.evidence.get_mut(&slow.key).unwrap().active = false;
+        assert_eq!(
+            crate::verify::check(&check, 15_000, 40_000, 41_000, &inc),
+            crate::verify::Outcome::Passed
+        );
+        inc.evidence.get_mut(&tail.key).unwrap().harmless = false;
+        assert!(matches!(
+            crate::verify::check(&check, 15_000, 40_000, 41_000, &inc),
+            crate::verify::Outcome::Failed(_)
+        ));
+        // Without a unit in its name, or an objective, nothing is harmless.
+        assert!(
+            !c.discipline
+                .harmless_latency(&lat("LatencyP99", false, 1.0, 1.0, 0).key, 1.0)
+        );
+        let mut other = tail.key.clone();
+        other.service = "ledger".into();
+        assert!(!c.discipline.harmless_latency(&other, 0.0096));
     }
 
     #[test]

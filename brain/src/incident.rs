@@ -55,6 +55,11 @@ pub struct Evidence {
     pub direction: Direction,
     /// What the series measures (`errors`, `latency`, `cpu`...).
     pub class: std::sync::Arc<str>,
+    /// A latency well under its scene's objective (less than half): far
+    /// from its history, harmless to customers. It is evidence, never a
+    /// symptom, and a repair's verification ignores it.
+    #[serde(default)]
+    pub harmless: bool,
 }
 
 /// What an executing incident waits for.
@@ -991,6 +996,7 @@ mod tests {
             score: 9.0,
             direction: Direction::Down,
             class: "success".into(),
+            harmless: false,
         };
         Incident::open(
             "inc-1".into(),
@@ -1225,6 +1231,7 @@ mod tests {
             score: 1.0,
             direction,
             class: "success".into(),
+            harmless: false,
         };
         let down = e(Direction::Down, 0.5, 0.99);
         assert!(down.persists(0.6) && down.persists(0.86));

@@ -15,6 +15,7 @@ pub fn check(check: &Check, started: i64, deadline: i64, now: i64, inc: &Inciden
                     && e.active
                     && e.onset >= started
                     && e.direction != crate::detect::Direction::Both
+                    && !e.harmless
             });
             if let Some((k, e)) = sick {
                 Outcome::Failed(format!("{service} turned anomalous: {k} at {:.4}", e.value))

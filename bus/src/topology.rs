@@ -40,6 +40,11 @@ pub struct Scene {
     pub base_tps: f64,
     /// Success-rate objective (e.g. 0.99).
     pub slo_success: f64,
+    /// Latency objective, ms: what a customer of the scene may wait. A
+    /// latency of the scene or of a service on its link well under it (less
+    /// than half) harms nobody, however far it is from its history.
+    #[serde(default)]
+    pub slo_latency_ms: Option<f64>,
     /// Whether the business needs it during an incident; a non-critical
     /// scene may be degraded to protect the others.
     #[serde(default = "default_true")]
@@ -234,6 +239,14 @@ impl Topology {
             }
             if !(sc.slo_success > 0.0 && sc.slo_success < 1.0) {
                 problems.push(format!("scenes[{i}].slo_success: must be in (0,1)"));
+            }
+            if sc
+                .slo_latency_ms
+                .is_some_and(|ms| !(ms.is_finite() && ms > 0.0))
+            {
+                problems.push(format!(
+                    "scenes[{i}].slo_latency_ms: must be a positive number of ms"
+                ));
             }
         }
         problems

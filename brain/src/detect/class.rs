@@ -257,6 +257,20 @@ impl MetricClasses {
     }
 }
 
+/// How many milliseconds one unit of a latency series is, from the unit
+/// its name states (`_seconds`, `_ms`, `(s)`, `Us`...): the last unit word
+/// wins (`payment_duration_seconds_p99`: seconds). `None` when the name
+/// states none.
+pub fn latency_unit_ms(metric: &str) -> Option<f64> {
+    words(metric).iter().rev().find_map(|w| match w.as_str() {
+        "s" | "sec" | "secs" | "second" | "seconds" => Some(1_000.0),
+        "ms" | "msec" | "millis" | "millisecond" | "milliseconds" => Some(1.0),
+        "us" | "usec" | "micros" | "microsecond" | "microseconds" => Some(1e-3),
+        "ns" | "nanos" | "nanosecond" | "nanoseconds" => Some(1e-6),
+        _ => None,
+    })
+}
+
 /// The lower-case words of a name: cut at anything not a letter or digit,
 /// and where a lower-case letter or digit is followed by a capital, or a
 /// run of capitals by a capital and a lower-case letter.
@@ -293,6 +307,21 @@ pub fn words(name: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use Direction::*;
+
+    #[test]
+    fn a_latency_name_states_its_unit() {
+        for (metric, ms) in [
+            ("payment_duration_seconds_p99", Some(1_000.0)),
+            ("probe_latency_ms", Some(1.0)),
+            ("PodClientLatencyP90(s)", Some(1_000.0)),
+            ("pod_client_latency_p90_s", Some(1_000.0)),
+            ("rpc_latency_us", Some(1e-3)),
+            ("LatencyP99", None),
+            ("latency", None),
+        ] {
+            assert_eq!(latency_unit_ms(metric), ms, "{metric}");
+        }
+    }
 
     #[test]
     fn names_as_monitoring_writes_them_get_their_class_and_bad_direction() {

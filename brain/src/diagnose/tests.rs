@@ -67,6 +67,7 @@ fn incident(series: &[Series]) -> Incident {
                 class: crate::detect::MetricClasses::shipped()
                     .classify(metric)
                     .name,
+                harmless: false,
             },
         );
     }
