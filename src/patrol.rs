@@ -85,6 +85,22 @@ pub struct RehearsalAtPeak {
     pub verdict: Verdict,
 }
 
+/// One declared capacity against its expected peak.
+#[derive(Clone, Debug, Serialize)]
+pub struct Headroom {
+    /// What: a service, a channel, an IDC, or a backup taking its
+    /// primary's traffic (`bank-b for bank-a`).
+    pub what: String,
+    /// Its declared capacity, transactions/s.
+    pub capacity_tps: f64,
+    /// The traffic it must take at the peak, transactions/s.
+    pub expected_tps: f64,
+    /// capacity / expected − 1 (0.25: a quarter to spare).
+    pub headroom: f64,
+    /// Pass from 20 % to spare, warn from 0, fail below.
+    pub verdict: Verdict,
+}
+
 /// The whole patrol.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -104,6 +120,8 @@ pub struct Report {
     pub scenes: Vec<SceneAtPeak>,
     /// Each rehearsal at the peak.
     pub rehearsals: Vec<RehearsalAtPeak>,
+    /// Each declared capacity against the expected peak.
+    pub headroom: Vec<Headroom>,
 }
 
 /// What to patrol.
@@ -210,6 +228,9 @@ pub async fn patrol(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Resu
             },
         );
     }
+    progress("declared capacities");
+    let (c, headroom) = declared_capacity(plan)?;
+    checks.extend(c);
     let mut scenes = Vec::new();
     let mut rehearsals = Vec::new();
     if plan.simulate {
@@ -247,7 +268,215 @@ pub async fn patrol(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Resu
         checks,
         scenes,
         rehearsals,
+        headroom,
     })
+}
+
+/// Spare capacity below this share of the expected peak is a warning.
+const HEADROOM_WARN: f64 = 0.2;
+
+/// Each declared capacity (`capacity_tps` of the topology's services,
+/// channels and IDCs) against the traffic it must take at the peak: the
+/// normal day's busiest minute (`--normal-day`), or else the scenes'
+/// `base_tps`, × the peak; a backup against its own peak plus its
+/// primary's; an IDC against its own plus the largest other IDC's.
+fn declared_capacity(plan: &Plan) -> anyhow::Result<(Vec<Check>, Vec<Headroom>)> {
+    let topo = &plan.topology;
+    let peak = plan.peak;
+    let base = topo.base_load();
+    let busiest = match &plan.normal_day {
+        Some(day) => {
+            let classes = selfheal_brain::detect::MetricClasses::new(&plan.brain.metric_class)
+                .map_err(|e| anyhow::anyhow!("metric_class: {}", e.join("; ")))?;
+            let rec = crate::replay::read(day)?;
+            Some(rec.busiest_minute(|m| &*classes.classify(m).name == "traffic"))
+        }
+        None => None,
+    };
+    let source = match &plan.normal_day {
+        Some(day) => format!("the busiest minute of {}", day.display()),
+        None => "the scenes' base_tps (name --normal-day for real traffic)".to_string(),
+    };
+    // Normal traffic through a service: its own series, or its scenes'
+    // along their links, or (a channel) its share of its router's.
+    let normal = |name: &str| -> Option<f64> {
+        let Some(b) = &busiest else {
+            return base.get(name).copied();
+        };
+        if let Some(v) = b.service.get(name) {
+            return Some(*v);
+        }
+        let scenes: f64 = topo
+            .scenes
+            .iter()
+            .filter(|sc| {
+                topo.links
+                    .iter()
+                    .any(|l| l.name == sc.link && l.services.iter().any(|x| x == name))
+            })
+            .filter_map(|sc| b.scene.get(&sc.name))
+            .sum();
+        if scenes > 0.0 {
+            return Some(scenes);
+        }
+        base.get(name).copied()
+    };
+    let idc_normal = |name: &str| -> Option<f64> {
+        if let Some(v) = busiest.as_ref().and_then(|b| b.idc.get(name)) {
+            return Some(*v);
+        }
+        let total: f64 = topo.scenes.iter().map(|s| s.base_tps).sum();
+        let share = topo.idcs.iter().find(|i| i.name == name)?.traffic_share;
+        Some(total * share)
+    };
+    // Each inspection, with its figures when it judged a declared capacity.
+    let mut out: Vec<(Check, Option<Headroom>)> = Vec::new();
+    let judge = |what: String, capacity: f64, expected: f64, how: String, fix: String| {
+        let headroom = capacity / expected.max(1e-9) - 1.0;
+        let verdict = if headroom >= HEADROOM_WARN {
+            Verdict::Pass
+        } else if headroom >= 0.0 {
+            Verdict::Warn
+        } else {
+            Verdict::Fail
+        };
+        let c = check(
+            "capacity",
+            format!("{what} at ×{peak}"),
+            verdict,
+            format!(
+                "declared {capacity:.0}/s against {expected:.0}/s expected ({how}): {:+.0} % headroom",
+                100.0 * headroom
+            ),
+            if verdict == Verdict::Pass {
+                String::new()
+            } else {
+                fix
+            },
+        );
+        (
+            c,
+            Some(Headroom {
+                what,
+                capacity_tps: capacity,
+                expected_tps: expected,
+                headroom,
+                verdict,
+            }),
+        )
+    };
+    let mut undeclared = Vec::new();
+    for svc in &topo.services {
+        let Some(n) = normal(&svc.name) else {
+            continue;
+        };
+        let Some(cap) = svc.capacity_tps else {
+            undeclared.push(svc.name.clone());
+            continue;
+        };
+        out.push(judge(
+            svc.name.clone(),
+            cap,
+            n * peak,
+            format!("{n:.0}/s normal, from {source}, × {peak}"),
+            format!(
+                "add capacity to {} (instances, pool, the bank's limit) or plan to throttle or degrade before the event",
+                svc.name
+            ),
+        ));
+        // Its backup takes its traffic on top of its own.
+        if let Some(b) = topo.backup_of(&svc.name) {
+            let own = normal(b).unwrap_or(0.0);
+            match topo.service(b).and_then(|x| x.capacity_tps) {
+                Some(bcap) => out.push(judge(
+                    format!("{b} taking {}'s traffic", svc.name),
+                    bcap,
+                    (own + n) * peak,
+                    format!("its own {own:.0}/s and {}'s {n:.0}/s, × {peak}", svc.name),
+                    format!(
+                        "{b} cannot carry {}'s peak: raise its limit, or name a larger backup",
+                        svc.name
+                    ),
+                )),
+                None => out.push((
+                    check(
+                    "capacity",
+                    format!("{b} taking {}'s traffic at ×{peak}", svc.name),
+                    Verdict::Warn,
+                    format!(
+                        "{b} backs {} up but declares no capacity_tps: whether it can carry {:.0}/s at the peak is unknown",
+                        svc.name,
+                        (own + n) * peak
+                    ),
+                    format!("declare capacity_tps for {b} (docs/topology.md)"),
+                    ),
+                    None,
+                )),
+            }
+        }
+    }
+    // An IDC: its own peak, and its own plus the largest other's (the
+    // other one lost, its traffic failed over).
+    for idc in &topo.idcs {
+        let Some(n) = idc_normal(&idc.name) else {
+            continue;
+        };
+        let Some(cap) = idc.capacity_tps else {
+            undeclared.push(format!("IDC {}", idc.name));
+            continue;
+        };
+        out.push(judge(
+            format!("IDC {}", idc.name),
+            cap,
+            n * peak,
+            format!("{n:.0}/s normal, from {source}, × {peak}"),
+            format!("add capacity to IDC {} before the event", idc.name),
+        ));
+        let other = topo
+            .idcs
+            .iter()
+            .filter(|o| o.name != idc.name)
+            .filter_map(|o| idc_normal(&o.name).map(|v| (o.name.clone(), v)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((o, v)) = other {
+            out.push(judge(
+                format!("IDC {} taking {o}'s traffic", idc.name),
+                cap,
+                (n + v) * peak,
+                format!("its own {n:.0}/s and {o}'s {v:.0}/s, × {peak}"),
+                format!(
+                    "IDC {} cannot take {o}'s peak: add capacity, or plan to degrade non-critical scenes during an IDC failover",
+                    idc.name
+                ),
+            ));
+        }
+    }
+    let judged = out.iter().filter(|(_, h)| h.is_some()).count();
+    let last = if undeclared.is_empty() {
+        check(
+            "capacity",
+            "capacities declared",
+            Verdict::Pass,
+            format!(
+                "every service, channel and IDC carrying traffic declares capacity_tps ({judged} checked)"
+            ),
+            "",
+        )
+    } else {
+        check(
+            "capacity",
+            "capacities declared",
+            Verdict::Warn,
+            format!(
+                "no capacity_tps for {}: their headroom at the peak is known only from a simulated ramp",
+                undeclared.join(", ")
+            ),
+            "declare capacity_tps for each service, channel and IDC in the topology (docs/topology.md)",
+        )
+    };
+    let (mut checks, rows): (Vec<Check>, Vec<Option<Headroom>>) = out.into_iter().unzip();
+    checks.push(last);
+    Ok((checks, rows.into_iter().flatten().collect()))
 }
 
 fn store_checks(cfg: &BrainConfig) -> Vec<Check> {
@@ -1150,6 +1379,27 @@ pub fn html(r: &Report) -> String {
             )
         })
         .collect();
+    let headroom: Vec<Bar> = r
+        .headroom
+        .iter()
+        .map(|h| {
+            (
+                h.what.clone(),
+                h.expected_tps,
+                format!("{:+.0} %", 100.0 * h.headroom),
+                h.capacity_tps,
+                h.verdict,
+            )
+        })
+        .collect();
+    let headroom_section = if headroom.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<section><h2>Traffic expected at the peak (bar) against the declared capacity (tick), per second</h2>{}</section>",
+            bars(&headroom, 0.0)
+        )
+    };
     let event = r
         .event
         .map(|(a, b)| format!("event {} to {} UTC", fmt_ms(a), fmt_ms(b)))
@@ -1167,7 +1417,7 @@ td:nth-child(-n+3),th{{overflow-wrap:normal;white-space:nowrap}}\
 @media (max-width:640px){{table,tbody,tr,td{{display:block}}thead{{display:none}}tr{{padding:6px 0;border-bottom:1px solid #e4e6eb}}td,td:nth-child(-n+3){{border:0;padding:2px 0;white-space:normal;overflow-wrap:anywhere}}}}\
 </style></head><body><header><b>selfheal patrol</b></header><main>\
 <section><div class=\"big {v}\">{v}</div><p>{pass} pass, {warn} warn, {fail} fail · peak ×{peak} · MTTR target {target:.0} s · {event} · run {at} UTC</p></section>\
-<section><h2>Each scene's success at the peak (bar) against its objective (tick), %</h2>{scene_svg}</section>\
+{headroom_section}<section><h2>Each scene's success at the peak (bar) against its objective (tick), %</h2>{scene_svg}</section>\
 <section><h2>Time to recover at the peak per rehearsal, by scenario (bar), against the target (tick), s</h2>{rehearsal_svg}</section>\
 <section><h2>Inspections</h2><table><thead><tr><th>area</th><th>inspection</th><th>verdict</th><th>evidence</th><th>fix</th></tr></thead><tbody>{rows}</tbody></table></section>\
 </main></body></html>\n",
@@ -1189,4 +1439,143 @@ td:nth-child(-n+3),th{{overflow-wrap:normal;white-space:nowrap}}\
             bars(&rehearsals, 0.0)
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(topology: Topology, normal_day: Option<std::path::PathBuf>) -> Plan {
+        Plan {
+            brain: BrainConfig::default(),
+            topology,
+            event: None,
+            peak: 1.5,
+            mttr_target_s: 60.0,
+            nats: None,
+            simulate: false,
+            normal_day,
+            brain_url: None,
+            models_max_age_days: 7.0,
+        }
+    }
+
+    #[test]
+    fn declared_capacities_against_the_peak_a_backup_and_an_idc_lost() {
+        // 1,300 payments/s normally, half in each IDC; 1,100/s through the
+        // channel router (transfers do not go to a bank), of which the
+        // banks take 50, 30 and 20 %.
+        let mut topo = selfheal_sim::default_topology();
+        for (name, cap) in [("bank-a", 1_200.0), ("bank-b", 1_000.0)] {
+            topo.services
+                .iter_mut()
+                .find(|s| s.name == name)
+                .unwrap()
+                .capacity_tps = Some(cap);
+        }
+        topo.idcs[0].capacity_tps = Some(1_500.0);
+        let (checks, rows) = declared_capacity(&plan(topo, None)).unwrap();
+        let row = |what: &str| {
+            rows.iter()
+                .find(|h| h.what == what)
+                .unwrap_or_else(|| panic!("{what}: {rows:?}"))
+        };
+        // bank-a: 550/s × 1.5 = 825/s against 1,200: 45 % to spare.
+        let a = row("bank-a");
+        assert!((a.expected_tps - 825.0).abs() < 1e-6, "{a:?}");
+        assert!((a.headroom - (1_200.0 / 825.0 - 1.0)).abs() < 1e-9);
+        assert_eq!(a.verdict, Verdict::Pass);
+        // bank-b taking bank-a's: (330 + 550) × 1.5 = 1,320/s against 1,000.
+        let b = row("bank-b taking bank-a's traffic");
+        assert!((b.expected_tps - 1_320.0).abs() < 1e-6, "{b:?}");
+        assert_eq!(b.verdict, Verdict::Fail);
+        // bank-b's own peak: 495/s against 1,000; bank-c backs bank-b up
+        // with no declared capacity: a warning.
+        assert_eq!(row("bank-b").verdict, Verdict::Pass);
+        let c = checks
+            .iter()
+            .find(|c| c.name.starts_with("bank-c taking bank-b's"))
+            .unwrap();
+        assert_eq!(c.verdict, Verdict::Warn);
+        // IDC idc1: 975/s alone (pass), 1,950/s with idc2's (fail).
+        assert_eq!(row("IDC idc1").verdict, Verdict::Pass);
+        let lost = row("IDC idc1 taking idc2's traffic");
+        assert!((lost.expected_tps - 1_950.0).abs() < 1e-6);
+        assert_eq!(lost.verdict, Verdict::Fail);
+        // Each failing one says what to do; the rest are named undeclared.
+        assert!(
+            checks
+                .iter()
+                .all(|c| c.verdict == Verdict::Pass || !c.fix.is_empty())
+        );
+        let undeclared = checks
+            .iter()
+            .find(|c| c.name == "capacities declared")
+            .unwrap();
+        assert_eq!(undeclared.verdict, Verdict::Warn);
+        assert!(
+            undeclared.evidence.contains("cashier") && undeclared.evidence.contains("IDC idc2")
+        );
+        assert!(!undeclared.evidence.contains("bank-a"));
+        // Warn between 0 and 20 % to spare.
+        let mut topo = selfheal_sim::default_topology();
+        topo.services
+            .iter_mut()
+            .find(|s| s.name == "bank-a")
+            .unwrap()
+            .capacity_tps = Some(900.0);
+        let (_, rows) = declared_capacity(&plan(topo, None)).unwrap();
+        assert_eq!(rows[0].verdict, Verdict::Warn, "{rows:?}");
+    }
+
+    #[test]
+    fn the_normal_days_busiest_minute_is_the_traffic_to_expect() {
+        // Two minutes: checkout at 100/s then 160/s through the cashier,
+        // bank-a's own series at 50/s then 90/s.
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv =
+            String::from("timestamp,service,instance,layer,metric,value,idc,scene,link\n");
+        for s in 0..120 {
+            let ts = 1_700_000_000_000i64 + s * 1_000;
+            let (tps, bank) = if s < 60 { (100.0, 50.0) } else { (160.0, 90.0) };
+            csv.push_str(&format!(
+                "{ts},cashier,,business,tps,{},idc1,checkout,card\n",
+                tps / 2.0
+            ));
+            csv.push_str(&format!(
+                "{ts},cashier,,business,tps,{},idc2,checkout,card\n",
+                tps / 2.0
+            ));
+            csv.push_str(&format!("{ts},bank-a,,business,tps,{bank},idc1,,\n"));
+            csv.push_str(&format!(
+                "{ts},cashier,,business,success_rate,0.99,idc1,checkout,card\n"
+            ));
+        }
+        std::fs::write(dir.path().join("metrics.csv"), csv).unwrap();
+        let mut topo = selfheal_sim::default_topology();
+        for (name, cap) in [("cashier", 300.0), ("bank-a", 100.0)] {
+            topo.services
+                .iter_mut()
+                .find(|s| s.name == name)
+                .unwrap()
+                .capacity_tps = Some(cap);
+        }
+        let (checks, rows) =
+            declared_capacity(&plan(topo, Some(dir.path().to_path_buf()))).unwrap();
+        let row = |what: &str| rows.iter().find(|h| h.what == what).unwrap();
+        // The cashier: checkout's busiest minute, 160/s (its other scenes
+        // absent from the day) × 1.5 = 240/s.
+        assert!(
+            (row("cashier").expected_tps - 240.0).abs() < 1e-6,
+            "{rows:?}"
+        );
+        // bank-a: its own series, 90/s × 1.5 = 135/s against 100: fail.
+        assert!((row("bank-a").expected_tps - 135.0).abs() < 1e-6);
+        assert_eq!(row("bank-a").verdict, Verdict::Fail);
+        assert!(
+            checks[0].evidence.contains("the busiest minute of"),
+            "{:?}",
+            checks[0]
+        );
+    }
 }

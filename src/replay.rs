@@ -49,6 +49,102 @@ impl Recording {
         Some((*self.by_time.keys().next()?, *self.by_time.keys().last()?))
     }
 
+    /// The busiest minute's traffic (its mean, per second) of each scene,
+    /// each service and each IDC, from the series `is_traffic` names
+    /// (instance series are left out: their service's says the same). A
+    /// scene's traffic is its busiest service's (every service on its link
+    /// sees the same payments); an IDC's, its scenes' there, or else its
+    /// services'.
+    pub fn busiest_minute(&self, is_traffic: impl Fn(&str) -> bool) -> Busiest {
+        // (minute, what) -> (sum of the minute's values, instants seen)
+        type Acc = BTreeMap<(i64, String), (f64, BTreeSet<i64>)>;
+        let (mut scene, mut service, mut idc_scene, mut idc_service): (Acc, Acc, Acc, Acc) =
+            Default::default();
+        for (ts, inst) in &self.by_time {
+            let minute = ts.div_euclid(60_000);
+            for ((_, idc, svc), samples) in &inst.batches {
+                for x in samples
+                    .iter()
+                    .filter(|x| x.instance.is_none() && is_traffic(&x.metric))
+                {
+                    let add = |acc: &mut Acc, what: String| {
+                        let e = acc.entry((minute, what)).or_default();
+                        e.0 += x.value;
+                        e.1.insert(*ts);
+                    };
+                    match &x.scene {
+                        Some(sc) => {
+                            add(&mut scene, format!("{sc}\u{0}{svc}"));
+                            add(&mut idc_scene, format!("{idc}\u{0}{sc}\u{0}{svc}"));
+                        }
+                        None => {
+                            add(&mut service, svc.clone());
+                            add(&mut idc_service, format!("{idc}\u{0}{svc}"));
+                        }
+                    }
+                }
+            }
+        }
+        // Per minute, the mean per instant; then the busiest minute.
+        let means = |acc: &Acc| -> BTreeMap<(i64, String), f64> {
+            acc.iter()
+                .map(|(k, (sum, seen))| (k.clone(), sum / seen.len().max(1) as f64))
+                .collect()
+        };
+        let mut out = Busiest::default();
+        // A scene: the busiest of its services, minute by minute.
+        let mut scene_minute: BTreeMap<(i64, String), f64> = BTreeMap::new();
+        for ((m, what), v) in means(&scene) {
+            let sc = what.split('\u{0}').next().unwrap_or("");
+            let e = scene_minute.entry((m, sc.to_string())).or_default();
+            *e = e.max(v);
+        }
+        for ((_, sc), v) in &scene_minute {
+            let e = out.scene.entry(sc.clone()).or_default();
+            *e = e.max(*v);
+        }
+        // A service: its own series, or the sum of its scenes'.
+        let mut svc_minute: BTreeMap<(i64, String), f64> = BTreeMap::new();
+        for ((m, what), v) in means(&scene) {
+            let svc = what.split_once('\u{0}').map_or("", |p| p.1).to_string();
+            *svc_minute.entry((m, svc)).or_default() += v;
+        }
+        for ((m, svc), v) in means(&service) {
+            svc_minute.insert((m, svc), v);
+        }
+        for ((_, svc), v) in &svc_minute {
+            let e = out.service.entry(svc.clone()).or_default();
+            *e = e.max(*v);
+        }
+        // An IDC: its scenes (each the busiest of its services), or else
+        // its services'.
+        let mut idc_minute: BTreeMap<(i64, String, String), f64> = BTreeMap::new();
+        for ((m, what), v) in means(&idc_scene) {
+            let mut parts = what.split('\u{0}');
+            let (idc, sc) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let e = idc_minute
+                .entry((m, idc.to_string(), sc.to_string()))
+                .or_default();
+            *e = e.max(v);
+        }
+        let mut idc_total: BTreeMap<(i64, String), f64> = BTreeMap::new();
+        for ((m, idc, _), v) in &idc_minute {
+            *idc_total.entry((*m, idc.clone())).or_default() += v;
+        }
+        if idc_total.is_empty() {
+            for ((m, what), v) in means(&idc_service) {
+                let idc = what.split('\u{0}').next().unwrap_or("").to_string();
+                let e = idc_total.entry((m, idc)).or_default();
+                *e = e.max(v);
+            }
+        }
+        for ((_, idc), v) in &idc_total {
+            let e = out.idc.entry(idc.clone()).or_default();
+            *e = e.max(*v);
+        }
+        out
+    }
+
     /// Rows whose value was a gap.
     pub fn gap_rows(&self) -> usize {
         self.gaps.values().sum()
@@ -74,6 +170,18 @@ impl Recording {
             top.join(", ")
         ))
     }
+}
+
+/// The busiest minute's traffic, per second, of a recording
+/// ([`Recording::busiest_minute`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Busiest {
+    /// Per scene.
+    pub scene: BTreeMap<String, f64>,
+    /// Per service.
+    pub service: BTreeMap<String, f64>,
+    /// Per IDC.
+    pub idc: BTreeMap<String, f64>,
 }
 
 /// How strictly to read.
@@ -307,6 +415,7 @@ fn complete_topology(
             topo.idcs.push(Idc {
                 name: name.clone(),
                 traffic_share: 0.0,
+                capacity_tps: None,
             });
         }
     }
@@ -336,6 +445,7 @@ fn complete_topology(
                 backup: None,
                 instances: count,
                 share: None,
+                capacity_tps: None,
             }),
         }
     }

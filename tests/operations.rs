@@ -719,6 +719,23 @@ mod patrol_robot {
         std::fs::write(cfg, text).unwrap();
     }
 
+    /// The simulator's topology with every service, channel and IDC
+    /// declaring room for eight times its normal traffic.
+    fn declared_topology(dir: &Path) -> String {
+        let mut t = selfheal_sim::default_topology();
+        let load = t.base_load();
+        for s in &mut t.services {
+            s.capacity_tps = Some(8.0 * load.get(&s.name).copied().unwrap_or(1_000.0));
+        }
+        let total: f64 = t.scenes.iter().map(|s| s.base_tps).sum();
+        for i in &mut t.idcs {
+            i.capacity_tps = Some(8.0 * total);
+        }
+        let path = dir.join("topology.toml");
+        std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
     fn check_of<'a>(report: &'a Value, name: &str) -> &'a Value {
         report["checks"]
             .as_array()
@@ -905,10 +922,14 @@ mod patrol_robot {
         // ready (exit 0).
         // Bob's shift now lasts the whole sale.
         let cfg = deployment(dir.path(), std::slice::from_ref(&hook), "2026-12-12 00:00");
+        // Every capacity declared with room for the peak.
         bob_on_shift_until(&cfg, "2026-12-11 12:00");
+        let topo = declared_topology(dir.path());
         let (code, out, err) = patrol(&[
             "--config",
             &cfg,
+            "--topology",
+            &topo,
             "--event",
             "2026-12-11 02:00",
             "--hours",
@@ -916,9 +937,27 @@ mod patrol_robot {
             "--no-sim",
             "--normal-day",
             day.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
         ])
         .await;
         assert_eq!(code, 0, "{out}{err}");
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(verdict_of(&r, "capacities declared"), "pass");
+        // Each service on a link, each bank, each backup taking its
+        // primary's traffic, each IDC alone and taking the other's.
+        let headroom = r["headroom"].as_array().unwrap();
+        assert!(headroom.len() >= 15, "{headroom:?}");
+        assert!(
+            headroom
+                .iter()
+                .any(|h| h["what"] == "bank-b taking bank-a's traffic"),
+            "{headroom:?}"
+        );
+        for h in headroom {
+            assert_eq!(h["verdict"], "pass", "{h}");
+        }
+        assert!(out.contains("the busiest minute of"), "{out}");
         assert!(
             out.contains("pass oncall · approvers on call: every minute from 2026-12-11 02:00 to 2026-12-11 08:00 UTC has 2 approver(s) or more on call (at the start: sre-bob, sre-carol)"),
             "{out}"

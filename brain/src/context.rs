@@ -154,6 +154,7 @@ pub fn learn(topo: &mut selfheal_bus::Topology, a: &selfheal_bus::Announcement) 
         topo.idcs.push(Idc {
             name: a.idc.clone(),
             traffic_share: 0.0,
+            capacity_tps: None,
         });
         changed = true;
     }
@@ -174,6 +175,7 @@ pub fn learn(topo: &mut selfheal_bus::Topology, a: &selfheal_bus::Announcement) 
                     backup: None,
                     instances: n.max(1),
                     share: None,
+                    capacity_tps: None,
                 });
                 changed = true;
             }

@@ -26,6 +26,11 @@ pub struct Idc {
     pub name: String,
     /// Share of traffic it takes in normal operation, in (0,1].
     pub traffic_share: f64,
+    /// The most transactions per second it takes (every scene), as its
+    /// owners declare it; the patrol checks it against the expected peak
+    /// and against taking the largest other IDC's traffic.
+    #[serde(default)]
+    pub capacity_tps: Option<f64>,
 }
 
 /// A business scene (checkout, bill pay, transfer...).
@@ -85,6 +90,12 @@ pub struct Service {
     /// For a channel: the share of the router's traffic it takes normally.
     #[serde(default)]
     pub share: Option<f64>,
+    /// The most transactions per second it takes within its objectives
+    /// (every instance and IDC; for a channel, the bank's agreed limit),
+    /// as its owners declare it. The patrol checks it against the expected
+    /// peak, and a backup's against its own peak plus its primary's.
+    #[serde(default)]
+    pub capacity_tps: Option<f64>,
 }
 
 const fn default_instances() -> u32 {
@@ -128,10 +139,32 @@ impl Topology {
                     backup: None,
                     instances: 1,
                     share: None,
+                    capacity_tps: None,
                 })
                 .collect(),
             ..Topology::default()
         }
+    }
+
+    /// Normal transactions per second through each service, whole
+    /// platform, from the scenes' `base_tps` along their links (a channel:
+    /// its share of its router's). Services on no link are absent.
+    pub fn base_load(&self) -> std::collections::BTreeMap<String, f64> {
+        let mut load: std::collections::BTreeMap<String, f64> = Default::default();
+        for sc in &self.scenes {
+            if let Some(link) = self.links.iter().find(|l| l.name == sc.link) {
+                for s in &link.services {
+                    *load.entry(s.clone()).or_default() += sc.base_tps;
+                }
+            }
+        }
+        let n = self.channels().count().max(1) as f64;
+        for c in self.channels() {
+            if let Some(r) = self.router_of(&c.name).and_then(|r| load.get(r)).copied() {
+                load.insert(c.name.clone(), r * c.share.unwrap_or(1.0 / n));
+            }
+        }
+        load
     }
 
     /// The service called `name`.
@@ -173,6 +206,12 @@ impl Topology {
             problems.push(format!("idcs: traffic_share must add up to 1, not {share}"));
         }
         for (i, idc) in self.idcs.iter().enumerate() {
+            if idc
+                .capacity_tps
+                .is_some_and(|c| !(c.is_finite() && c > 0.0))
+            {
+                problems.push(format!("idcs[{i}].capacity_tps: must be a positive number"));
+            }
             if !valid_name(&idc.name) {
                 problems.push(format!(
                     "idcs[{i}].name: {:?} is not a valid name",
@@ -201,6 +240,11 @@ impl Topology {
                         "services[{i}].backup: a service cannot back itself up"
                     ));
                 }
+            }
+            if s.capacity_tps.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+                problems.push(format!(
+                    "services[{i}].capacity_tps: must be a positive number"
+                ));
             }
             if s.instances == 0 {
                 problems.push(format!("services[{i}].instances: must be at least 1"));
