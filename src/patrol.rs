@@ -900,6 +900,7 @@ async fn detection_checks(plan: &Plan) -> Vec<Check> {
                         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
                         .sum()
                 };
+                out.extend(backups_now(plan, &metrics, &text));
                 let learning = value("selfheal_brain_detectors_learning");
                 out.push(if learning == 0.0 {
                     check(
@@ -940,6 +941,52 @@ async fn detection_checks(plan: &Plan) -> Vec<Check> {
         }
     }
     out
+}
+
+/// Each declared backup healthy now, as the running brain sees it: none
+/// of its series anomalous (`selfheal_brain_service_anomalous_series` of
+/// its `/metrics`, read from `text`).
+fn backups_now(plan: &Plan, metrics: &str, text: &str) -> Vec<Check> {
+    let anomalous = |service: &str| -> f64 {
+        let label = format!("selfheal_brain_service_anomalous_series{{service=\"{service}\"}}");
+        text.lines()
+            .filter(|l| l.starts_with(&label))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    };
+    let mut backups: Vec<(&str, &str)> = plan
+        .topology
+        .services
+        .iter()
+        .filter_map(|s| Some((s.backup.as_deref()?, s.name.as_str())))
+        .collect();
+    backups.sort_unstable();
+    backups
+        .into_iter()
+        .map(|(b, primary)| {
+            let n = anomalous(b);
+            let name = format!("backup {b} (of {primary}) healthy now");
+            if n == 0.0 {
+                check(
+                    "backups",
+                    name,
+                    Verdict::Pass,
+                    format!("no series of {b} anomalous at {metrics}"),
+                    "",
+                )
+            } else {
+                check(
+                    "backups",
+                    name,
+                    Verdict::Fail,
+                    format!("{n:.0} series of {b} anomalous now at {metrics}"),
+                    format!(
+                        "a failover of {primary} would land on a sick {b}: find out why (the brain's incidents) and fix it, or name another backup, before the event"
+                    ),
+                )
+            }
+        })
+        .collect()
 }
 
 /// The brain of `plan` replayed over `day`, a normal day: quiet or not.
@@ -1526,6 +1573,47 @@ mod tests {
             .capacity_tps = Some(900.0);
         let (_, rows) = declared_capacity(&plan(topo, None)).unwrap();
         assert_eq!(rows[0].verdict, Verdict::Warn, "{rows:?}");
+    }
+
+    #[test]
+    fn a_sick_backup_fails_the_patrol() {
+        // What a running brain exports while bank-b has two anomalous
+        // series and bank-c had one that cleared.
+        let stats = selfheal_brain::stats::BrainStats::default();
+        stats.set_anomalous("bank-b", 2);
+        stats.set_anomalous("bank-c", 1);
+        stats.set_anomalous("bank-c", 0);
+        stats.set_anomalous("cashier", 0);
+        let text = stats.render_prometheus();
+        assert!(
+            text.contains("selfheal_brain_service_anomalous_series{service=\"bank-b\"} 2"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("service=\"cashier\""),
+            "never anomalous: not listed"
+        );
+        let checks = backups_now(
+            &plan(selfheal_sim::default_topology(), None),
+            "http://brain/metrics",
+            &text,
+        );
+        let verdict = |b: &str| {
+            checks
+                .iter()
+                .find(|c| c.name.starts_with(&format!("backup {b} ")))
+                .unwrap()
+                .verdict
+        };
+        assert_eq!(checks.len(), 3);
+        assert_eq!(verdict("bank-b"), Verdict::Fail);
+        assert_eq!(verdict("bank-c"), Verdict::Pass);
+        assert_eq!(verdict("bank-a"), Verdict::Pass);
+        assert!(
+            checks
+                .iter()
+                .any(|c| c.evidence.contains("2 series of bank-b anomalous now"))
+        );
     }
 
     #[test]

@@ -373,6 +373,12 @@ async fn the_report_is_served_as_json_metrics_and_a_page_and_people_report_throu
         "{out}{err}"
     );
     assert!(out.contains("pass detection · no series refused"), "{out}");
+    assert!(
+        out.contains(
+            "pass backups · backup bank-b (of bank-a) healthy now: no series of bank-b anomalous"
+        ),
+        "{out}"
+    );
 
     // People's reports: refused with a reason when malformed.
     let refused = [

@@ -330,6 +330,26 @@ impl Correlator {
         self.signals.len()
     }
 
+    /// Series of `service` anomalous now: signals, and evidence still
+    /// active in an incident.
+    pub fn anomalous_on(&self, service: &str) -> usize {
+        let mut keys: std::collections::BTreeSet<&SeriesKey> = self
+            .signals
+            .iter()
+            .filter(|s| s.key.service == service && s.evidence.active)
+            .map(|s| &s.key)
+            .collect();
+        for i in &self.incidents {
+            keys.extend(
+                i.evidence
+                    .iter()
+                    .filter(|(k, e)| k.service == service && e.active)
+                    .map(|(k, _)| k),
+            );
+        }
+        keys.len()
+    }
+
     /// Files one anomaly transition. Returns the incident's index and
     /// whether it was opened by this event.
     pub fn on_anomaly(&mut self, ev: &AnomalyEvent) -> Option<(usize, bool)> {
@@ -651,6 +671,12 @@ mod tests {
         assert_eq!(c.incidents[0].evidence.len(), 4);
         assert_eq!(c.incidents[0].onset, 8_000, "the earliest signal's onset");
         assert_eq!(c.signals(), 0);
+        // What is anomalous now, per service: evidence still active.
+        assert_eq!((c.anomalous_on("web"), c.anomalous_on("db")), (2, 2));
+        let mut over = sys("db", "cpu", 13_000);
+        over.kind = AnomalyKind::End;
+        c.on_anomaly(&over);
+        assert_eq!(c.anomalous_on("db"), 1);
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct BrainStats {
     /// each source was last raised as a finding.
     pub series_refused_by_source:
         std::sync::Mutex<HashMap<String, (u64, Option<std::time::Instant>)>>,
+    /// Series anomalous now, per service (a service once anomalous stays
+    /// listed, at 0 once healthy; at most [`MAX_TRACKED_SOURCES`]).
+    pub anomalous_by_service: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// The gate in front of the per-message rejection lines (the counters
     /// stay exact; a summary says what was held back).
     pub reject_log: selfheal_bus::lograte::LogGate,
@@ -228,6 +231,19 @@ pub enum Fault<'a> {
 }
 
 impl BrainStats {
+    /// Records how many series of `service` are anomalous now.
+    pub fn set_anomalous(&self, service: &str, n: u64) {
+        let mut m = self
+            .anomalous_by_service
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = m.get_mut(service) {
+            *v = n;
+        } else if n > 0 && m.len() < MAX_TRACKED_SOURCES {
+            m.insert(service.to_string(), n);
+        }
+    }
+
     /// Counts `f` and logs it.
     pub fn fault(&self, f: Fault<'_>) {
         use tracing::{error, warn};
@@ -385,7 +401,10 @@ impl BrainStats {
     pub fn render_prometheus(&self) -> String {
         use prometheus_client::{
             encoding::text::encode,
-            metrics::{counter::ConstCounter, counter::Counter, family::Family, gauge::ConstGauge},
+            metrics::{
+                counter::ConstCounter, counter::Counter, family::Family, gauge::ConstGauge,
+                gauge::Gauge,
+            },
             registry::Registry,
         };
         let plain = [
@@ -715,6 +734,23 @@ impl BrainStats {
             "selfheal_brain_series_refused_by_source",
             help("Samples of new series refused over a cap, by source."),
             by_source,
+        );
+        let anomalous = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        {
+            let m = self
+                .anomalous_by_service
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (service, n) in m.iter() {
+                anomalous
+                    .get_or_create(&vec![("service", service.clone())])
+                    .set(*n as i64);
+            }
+        }
+        r.register(
+            "selfheal_brain_service_anomalous_series",
+            help("Series anomalous now, per service (0: healthy now)."),
+            anomalous,
         );
         let by_reason = Family::<Vec<(&'static str, String)>, Counter>::default();
         for (i, reason) in REJECT_REASONS.iter().enumerate() {

@@ -391,7 +391,12 @@ impl Engine {
             self.correlator.retain_traffic_up(|k| recent.kept(k));
         }
         tracing::debug!(key = %ev.key, kind = ?ev.kind, ts = ev.ts, class = %ev.class, score = ev.score, value = ev.value, baseline = ev.baseline, load, "anomaly transition");
-        let Some((i, new)) = self.correlator.on_anomaly_under(ev, load) else {
+        let filed = self.correlator.on_anomaly_under(ev, load);
+        self.stats.set_anomalous(
+            &ev.key.service,
+            self.correlator.anomalous_on(&ev.key.service) as u64,
+        );
+        let Some((i, new)) = filed else {
             return;
         };
         self.correlator.incidents[i].detector_saw(&ev.key);
