@@ -209,22 +209,26 @@ pub async fn patrol(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Resu
     checks.extend(detection_checks(plan).await);
     if let Some(url) = &plan.nats {
         progress("bus");
-        checks.push(
+        checks.extend(
             match selfheal_bus::NatsTransport::connect(url, "selfheal-patrol").await {
-                Ok(_) => check(
-                    "bus",
-                    "NATS reachable",
-                    Verdict::Pass,
-                    format!("connected to {url}"),
-                    "",
-                ),
-                Err(e) => check(
+                Ok(nats) => {
+                    let mut v = vec![check(
+                        "bus",
+                        "NATS reachable",
+                        Verdict::Pass,
+                        format!("connected to {url}"),
+                        "",
+                    )];
+                    v.extend(jetstream_checks(plan, &nats).await);
+                    v
+                }
+                Err(e) => vec![check(
                     "bus",
                     "NATS reachable",
                     Verdict::Fail,
                     format!("{url}: {e}"),
                     "start the NATS servers, or fix the URL",
-                ),
+                )],
             },
         );
     }
@@ -270,6 +274,71 @@ pub async fn patrol(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Resu
         rehearsals,
         headroom,
     })
+}
+
+/// JetStream, where the configuration uses it (`[jetstream]`, `[ha]`):
+/// enabled, and each stream and bucket there with every replica current.
+async fn jetstream_checks(plan: &Plan, nats: &selfheal_bus::NatsTransport) -> Vec<Check> {
+    let streams: Vec<String> = plan
+        .brain
+        .jetstream
+        .iter()
+        .map(|j| j.stream.clone())
+        .collect();
+    let buckets: Vec<String> = plan
+        .brain
+        .ha
+        .iter()
+        .flat_map(|h| [h.lease_bucket.clone(), h.state_bucket.clone()])
+        .collect();
+    if streams.is_empty() && buckets.is_empty() {
+        return Vec::new();
+    }
+    let health = match selfheal_bus::stream::inspect(nats.client(), &streams, &buckets).await {
+        Ok(h) => h,
+        Err(e) => {
+            return vec![check(
+                "bus",
+                "JetStream answers",
+                Verdict::Fail,
+                e.to_string(),
+                "enable JetStream on every NATS server (`jetstream {}` in its configuration, or -js) and check the cluster has a meta leader",
+            )];
+        }
+    };
+    let mut out = vec![check(
+        "bus",
+        "JetStream answers",
+        Verdict::Pass,
+        format!("{} stream(s) in the account", health.streams),
+        "",
+    )];
+    for (what, got) in health.found {
+        out.push(match got {
+            None => check(
+                "bus",
+                format!("JetStream {what}"),
+                Verdict::Fail,
+                format!("{what} does not exist: the brain has not started with this configuration, or it was deleted"),
+                "start the brain (it creates its streams and buckets), or fix the names in [jetstream] and [ha]",
+            ),
+            Some((messages, replicas, current)) if current < replicas => check(
+                "bus",
+                format!("JetStream {what}"),
+                Verdict::Fail,
+                format!("{current} of {replicas} replicas current ({messages} messages)"),
+                "bring the lagging or offline NATS servers back before the event: one more loss could stop the stream",
+            ),
+            Some((messages, replicas, _)) => check(
+                "bus",
+                format!("JetStream {what}"),
+                Verdict::Pass,
+                format!("{replicas} replica(s), all current; {messages} messages"),
+                "",
+            ),
+        });
+    }
+    out
 }
 
 /// Spare capacity below this share of the expected peak is a warning.

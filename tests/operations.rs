@@ -1028,6 +1028,86 @@ mod patrol_robot {
         assert!(err.contains("--peak"), "{err}");
     }
 
+    /// Where the deployment uses JetStream, the patrol finds its stream and
+    /// buckets on a real nats-server: missing before any brain made them,
+    /// there with their replicas current afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_patrol_finds_the_jetstream_streams_and_buckets() {
+        let nats = common::NatsServer::start();
+        let (hook, _heard, _server) = selfheal::bench::webhook_receiver().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = deployment(dir.path(), std::slice::from_ref(&hook), "2026-12-12 00:00");
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text = text.replacen(
+            "[guard]",
+            "[jetstream]\n    stream = \"PATROL_INDICATORS\"\n    replicas = 1\n\n    [ha]\n    replicas = 1\n    lease_bucket = \"patrol_lease\"\n    state_bucket = \"patrol_state\"\n\n    [guard]",
+            1,
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let url = nats.url();
+        let args = ["--config", &cfg, "--no-sim", "--nats", &url];
+        let (code, out, err) = patrol(&args).await;
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(out.contains("pass bus · NATS reachable"), "{out}");
+        assert!(out.contains("pass bus · JetStream answers"), "{out}");
+        for what in [
+            "PATROL_INDICATORS",
+            "bucket patrol_lease",
+            "bucket patrol_state",
+        ] {
+            assert!(
+                out.contains(&format!(
+                    "FAIL bus · JetStream {what}: {what} does not exist"
+                )),
+                "{what}: {out}"
+            );
+        }
+        // What a brain with this configuration creates at its start.
+        let bus = selfheal_bus::NatsTransport::connect(&url, "patrol-test")
+            .await
+            .unwrap();
+        let js = selfheal_bus::stream::JetStreamConfig {
+            stream: "PATROL_INDICATORS".into(),
+            replicas: 1,
+            ..Default::default()
+        };
+        selfheal_bus::stream::ensure(
+            bus.client(),
+            &js.stream_of(&selfheal_bus::Subjects::default()),
+        )
+        .await
+        .unwrap();
+        selfheal_bus::ha::open(
+            bus.client(),
+            &selfheal_bus::ha::HaBuckets {
+                lease_bucket: "patrol_lease".into(),
+                state_bucket: "patrol_state".into(),
+                replicas: 1,
+                ttl: Duration::from_secs(3),
+                state_max_age: Duration::from_secs(3600),
+            },
+        )
+        .await
+        .unwrap();
+        let (code, out, err) = patrol(&args).await;
+        assert_eq!(
+            code, 1,
+            "ready with warnings (no model, no capacity declared): {out}{err}"
+        );
+        for what in [
+            "PATROL_INDICATORS",
+            "bucket patrol_lease",
+            "bucket patrol_state",
+        ] {
+            assert!(
+                out.contains(&format!(
+                    "pass bus · JetStream {what}: 1 replica(s), all current"
+                )),
+                "{what}: {out}"
+            );
+        }
+    }
+
     /// Patrolling on: every round a test message to the channels; when a
     /// verdict changes between rounds (here someone engages the kill switch),
     /// the channels hear which, from what to what.

@@ -52,6 +52,75 @@ pub async fn ensure(client: &async_nats::Client, s: &IndicatorStream) -> Result<
         .map_err(|e| BusError::Other(format!("JetStream stream {}: {e}", s.name)))
 }
 
+/// What the patrol reads of JetStream before an event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JetStreamHealth {
+    /// The account's JetStream: streams and storage used.
+    pub streams: usize,
+    /// Per stream or bucket named: `None` when it does not exist, else its
+    /// messages, its replicas configured and the replicas current (the
+    /// leader and followers not lagging or offline).
+    pub found: Vec<(String, Option<(u64, usize, usize)>)>,
+}
+
+/// Inspects the account's JetStream and the streams and key-value buckets
+/// named (a bucket `b` is the stream `KV_b`). Fails when JetStream is not
+/// enabled or does not answer.
+pub async fn inspect(
+    client: &async_nats::Client,
+    streams: &[String],
+    buckets: &[String],
+) -> Result<JetStreamHealth, BusError> {
+    let js = context(client);
+    let account = js
+        .query_account()
+        .await
+        .map_err(|e| BusError::Other(format!("JetStream: {e}")))?;
+    let mut found = Vec::new();
+    let names = streams.iter().map(|s| (s.clone(), s.clone())).chain(
+        buckets
+            .iter()
+            .map(|b| (format!("bucket {b}"), format!("KV_{b}"))),
+    );
+    for (label, name) in names {
+        let got = match js.get_stream(&name).await {
+            Ok(mut st) => {
+                let info = st
+                    .info()
+                    .await
+                    .map_err(|e| BusError::Other(format!("JetStream stream {name}: {e}")))?;
+                let replicas = info.config.num_replicas.max(1);
+                let current = match &info.cluster {
+                    Some(c) => {
+                        usize::from(c.leader.is_some())
+                            + c.replicas
+                                .iter()
+                                .filter(|r| r.current && !r.offline)
+                                .count()
+                    }
+                    None => 1,
+                };
+                Some((info.state.messages, replicas, current))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(j)
+                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(BusError::Other(format!("JetStream stream {name}: {e}"))),
+        };
+        found.push((label, got));
+    }
+    Ok(JetStreamHealth {
+        streams: account.streams,
+        found,
+    })
+}
+
 /// Reads the stream through the durable consumer `durable` (created when
 /// missing: from new messages on; afterwards it goes on where it was
 /// acknowledged). Each message is acknowledged as it is handed over.
