@@ -322,14 +322,20 @@ async fn jetstream_checks(plan: &Plan, nats: &selfheal_bus::NatsTransport) -> Ve
                 format!("{what} does not exist: the brain has not started with this configuration, or it was deleted"),
                 "start the brain (it creates its streams and buckets), or fix the names in [jetstream] and [ha]",
             ),
-            Some((messages, replicas, current)) if current < replicas => check(
+            Some(selfheal_bus::stream::StreamState {
+                messages,
+                replicas,
+                current,
+            }) if current < replicas => check(
                 "bus",
                 format!("JetStream {what}"),
                 Verdict::Fail,
                 format!("{current} of {replicas} replicas current ({messages} messages)"),
                 "bring the lagging or offline NATS servers back before the event: one more loss could stop the stream",
             ),
-            Some((messages, replicas, _)) => check(
+            Some(selfheal_bus::stream::StreamState {
+                messages, replicas, ..
+            }) => check(
                 "bus",
                 format!("JetStream {what}"),
                 Verdict::Pass,

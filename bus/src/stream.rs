@@ -57,10 +57,20 @@ pub async fn ensure(client: &async_nats::Client, s: &IndicatorStream) -> Result<
 pub struct JetStreamHealth {
     /// The account's JetStream: streams and storage used.
     pub streams: usize,
-    /// Per stream or bucket named: `None` when it does not exist, else its
-    /// messages, its replicas configured and the replicas current (the
-    /// leader and followers not lagging or offline).
-    pub found: Vec<(String, Option<(u64, usize, usize)>)>,
+    /// Per stream or bucket named: `None` when it does not exist.
+    pub found: Vec<(String, Option<StreamState>)>,
+}
+
+/// One stream as JetStream reports it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StreamState {
+    /// Messages held.
+    pub messages: u64,
+    /// Replicas configured.
+    pub replicas: usize,
+    /// Replicas current: the leader, and followers neither lagging nor
+    /// offline.
+    pub current: usize,
 }
 
 /// Inspects the account's JetStream and the streams and key-value buckets
@@ -100,7 +110,11 @@ pub async fn inspect(
                     }
                     None => 1,
                 };
-                Some((info.state.messages, replicas, current))
+                Some(StreamState {
+                    messages: info.state.messages,
+                    replicas,
+                    current,
+                })
             }
             Err(e)
                 if matches!(
