@@ -61,6 +61,10 @@ pub struct Cluster {
 struct Ended {
     state: String,
     recovered_ts: Option<i64>,
+    /// What the continuity report reads of it (cause, times, what it
+    /// cost), so that the engine leading after a takeover counts it.
+    #[serde(default)]
+    facts: Option<crate::store::continuity::IncidentFacts>,
 }
 
 /// Resolves when `standing` (if any) changes; never without one.
@@ -152,6 +156,12 @@ impl Engine {
                         self.write("incident", |db| {
                             db.close_incident(id, &e.state, e.recovered_ts)
                         });
+                    }
+                    // Its facts, for the continuity report here: an
+                    // incident the last leader opened and ended is new to
+                    // this store.
+                    if let Some(f) = e.facts.filter(|f| f.id == id) {
+                        self.write("incident", |db| db.adopt_ended(&f, &from).map(|_| ()));
                     }
                 }
                 Err(_) => unreadable += 1,
@@ -258,9 +268,17 @@ impl Engine {
     pub(super) async fn replicate_closed(&self, i: usize, t: Terminal, recovered_ts: Option<i64>) {
         let Some(c) = &self.cluster else { return };
         let id = self.correlator.incidents[i].id.clone();
+        let facts = match self.read(|db| db.incident_facts(&id)) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(incident = %id, error = %e, "incident's facts not read for replication");
+                None
+            }
+        };
         let ended = Ended {
             state: t.as_str().to_string(),
             recovered_ts,
+            facts,
         };
         if let Ok(v) = serde_json::to_vec(&ended) {
             self.replicate(&format!("{DONE}{id}"), v.into()).await;

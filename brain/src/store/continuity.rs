@@ -43,7 +43,7 @@ pub const JOIN_WINDOW_MS: i64 = 30 * 60 * 1000;
 
 /// The payments an incident cost, as the engine measured them when it
 /// ended.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Impact {
     /// The incident.
     pub incident_id: String,
@@ -88,7 +88,7 @@ pub struct Filed {
 }
 
 /// One incident as the continuity report reads it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct IncidentFacts {
     /// Id.
     pub id: String,
@@ -273,8 +273,80 @@ impl Store {
     /// Every incident opened in `since..until` (ms), oldest first, with
     /// what the continuity report needs of it.
     pub fn continuity_facts(&self, since: i64, until: i64) -> Result<Vec<IncidentFacts>> {
+        self.facts_where(
+            "i.opened_ts >= ?1 AND i.opened_ts < ?2",
+            params![since, until],
+        )
+    }
+
+    /// One incident's facts (`None` when unknown).
+    pub fn incident_facts(&self, id: &str) -> Result<Option<IncidentFacts>> {
+        Ok(self.facts_where("i.id = ?1", params![id])?.pop())
+    }
+
+    /// Takes in an incident another engine finished (replicated at its end,
+    /// adopted at a takeover), so that the continuity report of the engine
+    /// leading now counts it: the incident as it ended, its cause and
+    /// when it was diagnosed, what it cost. What this store already holds
+    /// of it stays; each adoption is audited. Returns whether anything was
+    /// taken in.
+    pub fn adopt_ended(&self, f: &IncidentFacts, from: &str) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut took = tx.execute(
+            "INSERT OR IGNORE INTO incidents (id, state, service, onset_ts, opened_ts, summary)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'ended on another engine')",
+            params![f.id, f.state, f.service, f.onset_ts, f.opened_ts],
+        )? > 0;
+        tx.execute(
+            "UPDATE incidents SET state = ?2, recovered_ts = COALESCE(recovered_ts, ?3),
+               cause = COALESCE(cause, ?4) WHERE id = ?1",
+            params![f.id, f.state, f.recovered_ts, f.cause],
+        )?;
+        if let Some(ts) = f.diagnosed_ts {
+            let known: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM timeline WHERE incident_id = ?1 AND kind = 'diagnosed')",
+                params![f.id],
+                |r| r.get(0),
+            )?;
+            if !known {
+                tx.execute(
+                    "INSERT INTO timeline (incident_id, ts, kind, detail) VALUES (?1, ?2, 'diagnosed', ?3)",
+                    params![
+                        f.id,
+                        ts,
+                        format!(
+                            "diagnosis: {} (by {from})",
+                            f.cause.as_deref().unwrap_or("unknown")
+                        )
+                    ],
+                )?;
+                took = true;
+            }
+        }
+        if let Some(i) = &f.impact {
+            took |= tx.execute(
+                "INSERT OR IGNORE INTO impact (incident_id, lost, attempted, from_ts, to_ts, series, complete)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![f.id, i.lost, i.attempted, i.from_ts, i.to_ts, i.series, i.complete],
+            )? > 0;
+        }
+        tx.commit()?;
+        drop(conn);
+        if took {
+            self.audit(
+                from,
+                "incident_adopted",
+                &f.id,
+                &format!("ended {} on another engine", f.state),
+            )?;
+        }
+        Ok(took)
+    }
+
+    fn facts_where(&self, clause: &str, args: impl rusqlite::Params) -> Result<Vec<IncidentFacts>> {
         let conn = self.conn();
-        let mut st = conn.prepare(
+        let mut st = conn.prepare(&format!(
             "SELECT i.id, i.service, i.state, i.cause, i.onset_ts, i.opened_ts, i.recovered_ts,
                EXISTS (SELECT 1 FROM reports r WHERE r.incident_id = i.id AND r.joined = 0),
                (SELECT MIN(ts) FROM timeline t WHERE t.incident_id = i.id AND t.kind = 'diagnosed'),
@@ -289,11 +361,11 @@ impl Store {
                (SELECT ts FROM resolutions s WHERE s.incident_id = i.id),
                m.lost, m.attempted, m.from_ts, m.to_ts, m.series, m.complete
              FROM incidents i LEFT JOIN impact m ON m.incident_id = i.id
-             WHERE i.opened_ts >= ?1 AND i.opened_ts < ?2
-             ORDER BY i.opened_ts, i.id",
-        )?;
+             WHERE {clause}
+             ORDER BY i.opened_ts, i.id"
+        ))?;
         let rows = st
-            .query_map(params![since, until], |r| {
+            .query_map(args, |r| {
                 let id: String = r.get(0)?;
                 let lost: Option<f64> = r.get(14)?;
                 let impact = match lost {
@@ -428,6 +500,65 @@ mod tests {
         let facts = s.continuity_facts(0, i64::MAX).unwrap();
         assert_eq!(facts[1].resolved_ts, Some(160_000));
         assert_eq!(facts[0].resolved_ts, None);
+    }
+
+    #[test]
+    fn an_incident_another_engine_ended_is_counted_where_the_lead_went() {
+        // The leader's store: an incident opened, diagnosed, escalated,
+        // its cost measured.
+        let (_a, a) = store();
+        a.open_incident("inc-7", "checkout", 1_000, 3_000, "x")
+            .unwrap();
+        a.timeline("inc-7", 6_000, "diagnosed", "diagnosis: channel_degraded")
+            .unwrap();
+        a.close_incident("inc-7", "escalated", None).unwrap();
+        a.record_impact(&Impact {
+            incident_id: "inc-7".into(),
+            lost: 120.0,
+            attempted: 5_000.0,
+            from_ts: 1_000,
+            to_ts: 40_000,
+            series: 2,
+            complete: true,
+        })
+        .unwrap();
+        let facts = a.incident_facts("inc-7").unwrap().unwrap();
+        assert_eq!(facts.diagnosed_ts, Some(6_000));
+        assert!(a.incident_facts("inc-8").unwrap().is_none());
+        // As replicated (JSON), then taken in by the standby's store.
+        let wire = serde_json::to_string(&facts).unwrap();
+        let back: IncidentFacts = serde_json::from_str(&wire).unwrap();
+        let (_b, b) = store();
+        assert!(b.adopt_ended(&back, "replica:brain-a").unwrap());
+        assert_eq!(
+            b.continuity_facts(0, i64::MAX).unwrap(),
+            vec![facts.clone()]
+        );
+        let k = crate::kpi::Continuity::of(&b.continuity_facts(0, i64::MAX).unwrap(), 0, i64::MAX);
+        assert_eq!(k.incidents, 1);
+        assert_eq!(k.payments_lost, 120.0);
+        assert_eq!(k.time_to_diagnose.max_s, Some(3.0));
+        assert!(
+            b.audit_of("inc-7", 5)
+                .unwrap()
+                .iter()
+                .any(|e| e.event == "incident_adopted" && e.actor == "replica:brain-a")
+        );
+        assert!(b.audit_verify().unwrap().ok());
+        // Taken in once: a second takeover adds nothing.
+        assert!(!b.adopt_ended(&back, "replica:brain-a").unwrap());
+        assert_eq!(b.continuity_facts(0, i64::MAX).unwrap().len(), 1);
+        // What the standby already holds of an incident stays its own.
+        let (_c, c) = store();
+        c.open_incident("inc-7", "checkout", 1_000, 3_000, "x")
+            .unwrap();
+        c.timeline("inc-7", 5_000, "diagnosed", "diagnosis: bank_down")
+            .unwrap();
+        c.adopt_ended(&back, "replica:brain-a").unwrap();
+        let got = c.incident_facts("inc-7").unwrap().unwrap();
+        assert_eq!(got.diagnosed_ts, Some(5_000));
+        assert_eq!(got.state, "escalated");
+        assert_eq!(got.impact, facts.impact);
     }
 
     #[test]
