@@ -1050,11 +1050,12 @@ mod patrol_robot {
         assert_eq!(code, 2, "{out}{err}");
         assert!(out.contains("pass bus · NATS reachable"), "{out}");
         assert!(out.contains("pass bus · JetStream answers"), "{out}");
-        for what in [
+        let streams = [
             "PATROL_INDICATORS",
             "bucket patrol_lease",
             "bucket patrol_state",
-        ] {
+        ];
+        for what in streams {
             assert!(
                 out.contains(&format!(
                     "FAIL bus · JetStream {what}: {what} does not exist"
@@ -1094,11 +1095,7 @@ mod patrol_robot {
             code, 1,
             "ready with warnings (no model, no capacity declared): {out}{err}"
         );
-        for what in [
-            "PATROL_INDICATORS",
-            "bucket patrol_lease",
-            "bucket patrol_state",
-        ] {
+        for what in streams {
             assert!(
                 out.contains(&format!(
                     "pass bus · JetStream {what}: 1 replica(s), all current"
