@@ -543,8 +543,13 @@ fn declared_capacity(plan: &Plan) -> anyhow::Result<(Vec<Check>, Vec<Headroom>)>
             "capacities declared",
             Verdict::Warn,
             format!(
-                "no capacity_tps for {}: their headroom at the peak is known only from a simulated ramp",
-                undeclared.join(", ")
+                "no capacity_tps for {}: their headroom at the peak is {}",
+                undeclared.join(", "),
+                if plan.simulate {
+                    "known only from the simulator's ramp"
+                } else {
+                    "not checked"
+                }
             ),
             "declare capacity_tps for each service, channel and IDC in the topology (docs/topology.md)",
         )
