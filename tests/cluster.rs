@@ -251,11 +251,23 @@ struct DurableLoop {
     _dir: tempfile::TempDir,
 }
 
+/// Where the simulator's feed reaches the agent.
+#[derive(Clone, Copy, PartialEq)]
+enum Feed {
+    /// Over NATS node 0, the agent's node.
+    Nats,
+    /// In process, beside the agent (the platform's own metrics pipeline,
+    /// not under test): NATS carries only what the agent publishes and the
+    /// brain's actions, so the agent's node may die.
+    Local,
+}
+
 async fn durable_loop(
     nats: &NatsCluster,
     scenario: &str,
     speed: f64,
     duration_s: Option<u64>,
+    feed: Feed,
 ) -> DurableLoop {
     use std::sync::Arc;
 
@@ -297,25 +309,58 @@ async fn durable_loop(
     .spawn_with(None, Some(sub))
     .await
     .unwrap();
-    let agent_bus: Bus = Arc::new(
-        NatsTransport::connect(&nats.url(0), "agent")
+    let agent_cfg = selfheal_agent::AgentConfig {
+        feed: selfheal_agent::config::Feed::Sim,
+        host: false,
+        buffer_batches: AGENT_BUFFER,
+        jetstream: Some(js.clone()),
+        ..Default::default()
+    };
+    let (agent_bus, sim_bus): (Bus, Bus) = match feed {
+        Feed::Nats => {
+            let a: Bus = Arc::new(
+                NatsTransport::connect(&nats.url(0), "agent")
+                    .await
+                    .unwrap()
+                    .with_jetstream(),
+            );
+            let s: Bus = Arc::new(NatsTransport::connect(&nats.url(0), "sim").await.unwrap());
+            (a, s)
+        }
+        Feed::Local => (
+            Arc::new(
+                NatsTransport::connect(&order(0), "agent")
+                    .await
+                    .unwrap()
+                    .with_jetstream(),
+            ),
+            Arc::new(selfheal_bus::LocalTransport::default()),
+        ),
+    };
+    let agent = match feed {
+        Feed::Nats => selfheal_sim::edge::agent(agent_cfg, agent_bus.clone(), subjects.clone())
             .await
-            .unwrap()
-            .with_jetstream(),
-    );
-    let agent = selfheal_sim::edge::agent(
-        selfheal_agent::AgentConfig {
-            feed: selfheal_agent::config::Feed::Sim,
-            host: false,
-            buffer_batches: AGENT_BUFFER,
-            jetstream: Some(js.clone()),
-            ..Default::default()
-        },
-        agent_bus.clone(),
-        subjects.clone(),
-    )
-    .await
-    .unwrap()
+            .unwrap(),
+        Feed::Local => {
+            let mut actuators = selfheal_agent::run::own_actuators(&agent_cfg);
+            actuators.push(Arc::new(selfheal_sim::edge::SimControl::new(
+                sim_bus.clone(),
+                subjects.clone(),
+                Duration::from_millis(agent_cfg.actuate_timeout_ms),
+            )));
+            selfheal_agent::Agent {
+                config: agent_cfg,
+                bus: agent_bus.clone(),
+                subjects: subjects.clone(),
+                source: Some(Box::new(
+                    selfheal_sim::edge::SimSource::subscribe(sim_bus.clone(), &subjects)
+                        .await
+                        .unwrap(),
+                )),
+                actuators,
+            }
+        }
+    }
     .spawn()
     .await
     .unwrap();
@@ -328,7 +373,6 @@ async fn durable_loop(
     if let Some(d) = duration_s {
         scenario.duration_s = d;
     }
-    let sim_bus: Bus = Arc::new(NatsTransport::connect(&nats.url(0), "sim").await.unwrap());
     let sim = selfheal_sim::node::SimNode {
         bus: sim_bus,
         subjects,
@@ -407,14 +451,14 @@ impl DurableLoop {
 }
 
 /// The node the brain is connected to is killed in the middle of a
-/// bank-channel fault, then another node holding a replica of the stream:
-/// every batch the agent made reaches the brain, and the fault is healed
-/// with every action applied once.
+/// bank-channel fault, then another node holding a replica of the stream,
+/// then the agent's own node: every batch the agent made reaches the
+/// brain, and the fault is healed with every action applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_node_killed_under_a_fault_costs_no_sample_and_no_action() {
     let _one = SERIAL.lock().await;
     let mut nats = NatsCluster::start();
-    let l = durable_loop(&nats, "channel_degradation.toml", 10.0, None).await;
+    let l = durable_loop(&nats, "channel_degradation.toml", 10.0, None, Feed::Local).await;
     l.until("the fault detected", Duration::from_secs(120), |b| {
         n(&b.incidents) > 0
     })
@@ -428,6 +472,11 @@ async fn a_nats_node_killed_under_a_fault_costs_no_sample_and_no_action() {
     nats.kill(2);
     tokio::time::sleep(Duration::from_secs(5)).await;
     nats.restart(2);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Then the agent's own node: it publishes on through the others.
+    nats.kill(0);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    nats.restart(0);
     let (truth, delivered, buffered) = l.finish().await;
     let applied: Vec<&str> = truth.actions.iter().map(|a| a.key.as_str()).collect();
     assert!(truth.recovered_ms.is_some(), "the fault healed: {truth:?}");
@@ -446,7 +495,7 @@ async fn every_nats_node_stopped_for_60_s_costs_no_sample() {
     let _one = SERIAL.lock().await;
     let mut nats = NatsCluster::start();
     // 340 platform seconds at 4x: 85 s of wall time, 60 of them without a bus.
-    let l = durable_loop(&nats, "control.toml", 4.0, Some(340)).await;
+    let l = durable_loop(&nats, "control.toml", 4.0, Some(340), Feed::Nats).await;
     l.until("the loop running", Duration::from_secs(30), |b| {
         n(&b.batches) > 100
     })
