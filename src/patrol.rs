@@ -206,7 +206,21 @@ pub async fn patrol(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Resu
     progress("on-call");
     checks.extend(oncall_checks(plan, loaded.is_ok().then_some(&rt)).await);
     progress("detection");
-    checks.extend(detection_checks(plan).await);
+    // The normal day, read once: its busiest minute for the capacities,
+    // then replayed to see the brain quiet on it.
+    let day = plan.normal_day.as_ref().map(|d| crate::replay::read(d));
+    let busiest = match &day {
+        Some(Ok(rec)) => {
+            let configured =
+                selfheal_brain::detect::MetricClasses::new(&plan.brain.metric_class).ok();
+            let classes = configured
+                .as_ref()
+                .unwrap_or(selfheal_brain::detect::MetricClasses::shipped());
+            Some(rec.busiest_minute(|m| &*classes.classify(m).name == "traffic"))
+        }
+        _ => None,
+    };
+    checks.extend(detection_checks(plan, day).await);
     if let Some(url) = &plan.nats {
         progress("bus");
         checks.extend(
@@ -233,7 +247,7 @@ pub async fn patrol(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Resu
         );
     }
     progress("declared capacities");
-    let (c, headroom) = declared_capacity(plan)?;
+    let (c, headroom) = declared_capacity(plan, busiest.as_ref());
     checks.extend(c);
     let mut scenes = Vec::new();
     let mut rehearsals = Vec::new();
@@ -355,27 +369,21 @@ const HEADROOM_WARN: f64 = 0.2;
 /// normal day's busiest minute (`--normal-day`), or else the scenes'
 /// `base_tps`, × the peak; a backup against its own peak plus its
 /// primary's; an IDC against its own plus the largest other IDC's.
-fn declared_capacity(plan: &Plan) -> anyhow::Result<(Vec<Check>, Vec<Headroom>)> {
+fn declared_capacity(
+    plan: &Plan,
+    busiest: Option<&crate::replay::Busiest>,
+) -> (Vec<Check>, Vec<Headroom>) {
     let topo = &plan.topology;
     let peak = plan.peak;
     let base = topo.base_load();
-    let busiest = match &plan.normal_day {
-        Some(day) => {
-            let classes = selfheal_brain::detect::MetricClasses::new(&plan.brain.metric_class)
-                .map_err(|e| anyhow::anyhow!("metric_class: {}", e.join("; ")))?;
-            let rec = crate::replay::read(day)?;
-            Some(rec.busiest_minute(|m| &*classes.classify(m).name == "traffic"))
-        }
-        None => None,
-    };
-    let source = match &plan.normal_day {
-        Some(day) => format!("the busiest minute of {}", day.display()),
-        None => "the scenes' base_tps (name --normal-day for real traffic)".to_string(),
+    let source = match (&plan.normal_day, busiest) {
+        (Some(day), Some(_)) => format!("the busiest minute of {}", day.display()),
+        _ => "the scenes' base_tps (name --normal-day for real traffic)".to_string(),
     };
     // Normal traffic through a service: its own series, or its scenes'
     // along their links, or (a channel) its share of its router's.
     let normal = |name: &str| -> Option<f64> {
-        let Some(b) = &busiest else {
+        let Some(b) = busiest else {
             return base.get(name).copied();
         };
         if let Some(v) = b.service.get(name) {
@@ -397,7 +405,7 @@ fn declared_capacity(plan: &Plan) -> anyhow::Result<(Vec<Check>, Vec<Headroom>)>
         base.get(name).copied()
     };
     let idc_normal = |name: &str| -> Option<f64> {
-        if let Some(v) = busiest.as_ref().and_then(|b| b.idc.get(name)) {
+        if let Some(v) = busiest.and_then(|b| b.idc.get(name)) {
             return Some(*v);
         }
         let total: f64 = topo.scenes.iter().map(|s| s.base_tps).sum();
@@ -556,7 +564,7 @@ fn declared_capacity(plan: &Plan) -> anyhow::Result<(Vec<Check>, Vec<Headroom>)>
     };
     let (mut checks, rows): (Vec<Check>, Vec<Option<Headroom>>) = out.into_iter().unzip();
     checks.push(last);
-    Ok((checks, rows.into_iter().flatten().collect()))
+    (checks, rows.into_iter().flatten().collect())
 }
 
 fn store_checks(cfg: &BrainConfig) -> Vec<Check> {
@@ -881,7 +889,10 @@ async fn oncall_checks(plan: &Plan, rt: Option<&Runtime>) -> Vec<Check> {
     out
 }
 
-async fn detection_checks(plan: &Plan) -> Vec<Check> {
+async fn detection_checks(
+    plan: &Plan,
+    day: Option<anyhow::Result<crate::replay::Recording>>,
+) -> Vec<Check> {
     let mut out = Vec::new();
     // Models: present, and fresh.
     let dir = plan.brain.models.clone();
@@ -942,8 +953,8 @@ async fn detection_checks(plan: &Plan) -> Vec<Check> {
         )
     });
     // Quiet on a normal day.
-    if let Some(day) = &plan.normal_day {
-        out.push(match quiet_day(plan, day).await {
+    if let (Some(day), Some(rec)) = (&plan.normal_day, day) {
+        out.push(match quiet_day(plan, day, rec).await {
             Ok(c) => c,
             Err(e) => check(
                 "detection",
@@ -1070,8 +1081,12 @@ fn backups_now(plan: &Plan, metrics: &str, text: &str) -> Vec<Check> {
 }
 
 /// The brain of `plan` replayed over `day`, a normal day: quiet or not.
-async fn quiet_day(plan: &Plan, day: &Path) -> anyhow::Result<Check> {
-    let rec = crate::replay::read(day)?;
+async fn quiet_day(
+    plan: &Plan,
+    day: &Path,
+    rec: anyhow::Result<crate::replay::Recording>,
+) -> anyhow::Result<Check> {
+    let rec = rec?;
     let rows = rec.rows;
     let hours = rec
         .span()
@@ -1572,6 +1587,17 @@ td:nth-child(-n+3),th{{overflow-wrap:normal;white-space:nowrap}}\
 mod tests {
     use super::*;
 
+    /// Declares `capacity_tps` for the services named.
+    fn declare(topo: &mut Topology, caps: &[(&str, f64)]) {
+        for (name, cap) in caps {
+            topo.services
+                .iter_mut()
+                .find(|s| s.name == *name)
+                .unwrap()
+                .capacity_tps = Some(*cap);
+        }
+    }
+
     fn plan(topology: Topology, normal_day: Option<std::path::PathBuf>) -> Plan {
         Plan {
             brain: BrainConfig::default(),
@@ -1593,15 +1619,9 @@ mod tests {
         // channel router (transfers do not go to a bank), of which the
         // banks take 50, 30 and 20 %.
         let mut topo = selfheal_sim::default_topology();
-        for (name, cap) in [("bank-a", 1_200.0), ("bank-b", 1_000.0)] {
-            topo.services
-                .iter_mut()
-                .find(|s| s.name == name)
-                .unwrap()
-                .capacity_tps = Some(cap);
-        }
+        declare(&mut topo, &[("bank-a", 1_200.0), ("bank-b", 1_000.0)]);
         topo.idcs[0].capacity_tps = Some(1_500.0);
-        let (checks, rows) = declared_capacity(&plan(topo, None)).unwrap();
+        let (checks, rows) = declared_capacity(&plan(topo, None), None);
         let row = |what: &str| {
             rows.iter()
                 .find(|h| h.what == what)
@@ -1646,12 +1666,8 @@ mod tests {
         assert!(!undeclared.evidence.contains("bank-a"));
         // Warn between 0 and 20 % to spare.
         let mut topo = selfheal_sim::default_topology();
-        topo.services
-            .iter_mut()
-            .find(|s| s.name == "bank-a")
-            .unwrap()
-            .capacity_tps = Some(900.0);
-        let (_, rows) = declared_capacity(&plan(topo, None)).unwrap();
+        declare(&mut topo, &[("bank-a", 900.0)]);
+        let (_, rows) = declared_capacity(&plan(topo, None), None);
         assert_eq!(rows[0].verdict, Verdict::Warn, "{rows:?}");
     }
 
@@ -1721,15 +1737,12 @@ mod tests {
         }
         std::fs::write(dir.path().join("metrics.csv"), csv).unwrap();
         let mut topo = selfheal_sim::default_topology();
-        for (name, cap) in [("cashier", 300.0), ("bank-a", 100.0)] {
-            topo.services
-                .iter_mut()
-                .find(|s| s.name == name)
-                .unwrap()
-                .capacity_tps = Some(cap);
-        }
+        declare(&mut topo, &[("cashier", 300.0), ("bank-a", 100.0)]);
+        let busiest = crate::replay::read(dir.path())
+            .unwrap()
+            .busiest_minute(|m| m == "tps");
         let (checks, rows) =
-            declared_capacity(&plan(topo, Some(dir.path().to_path_buf()))).unwrap();
+            declared_capacity(&plan(topo, Some(dir.path().to_path_buf())), Some(&busiest));
         let row = |what: &str| rows.iter().find(|h| h.what == what).unwrap();
         // The cashier: checkout's busiest minute, 160/s (its other scenes
         // absent from the day) × 1.5 = 240/s.

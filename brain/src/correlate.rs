@@ -213,12 +213,14 @@ impl Discipline {
             || self.entries.contains(&k.service)
     }
 
-    /// Whether `ev` alone may open an incident, given the series whose
+    /// Whether `ev` alone may open an incident (`harmless`: a latency under
+    /// half its objective, as its evidence says), given the series whose
     /// quality (errors, success) is bad now and the traffic series above
     /// their baseline now.
     fn is_symptom(
         &self,
         ev: &AnomalyEvent,
+        harmless: bool,
         bad: &[&SeriesKey],
         traffic_up: &std::collections::BTreeSet<SeriesKey>,
         load_rising: bool,
@@ -253,7 +255,7 @@ impl Discipline {
         // holds, or inside a planned window. And alone it must have risen
         // by half: a very steady service's 5 ms tail going to 6.5 ms is
         // far out of its history and of no concern to a customer.
-        if self.planned_at(ev.ts, &k.service) || self.harmless_latency(k, ev.value) {
+        if self.planned_at(ev.ts, &k.service) || harmless {
             return false;
         }
         if ev.baseline > 0.0 && ev.value < LATENCY_SYMPTOM_RISE * ev.baseline {
@@ -451,9 +453,13 @@ impl Correlator {
                             .map(|(k, _)| k)
                     }))
                     .collect();
-                let symptom = self
-                    .discipline
-                    .is_symptom(ev, &bad, &self.traffic_up, load_rising);
+                let symptom = self.discipline.is_symptom(
+                    ev,
+                    evidence.harmless,
+                    &bad,
+                    &self.traffic_up,
+                    load_rising,
+                );
                 self.signals.retain(|s| s.key != ev.key);
                 self.signals.push(Signal {
                     key: ev.key.clone(),
