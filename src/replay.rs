@@ -204,6 +204,99 @@ fn layer(s: &str) -> Option<Layer> {
 /// Most samples sent in one batch (the wire takes up to 10,000).
 const BATCH_SAMPLES: usize = 5_000;
 
+/// Where a sample of the long form was taken (empty: not given).
+#[derive(Default)]
+struct Place<'a> {
+    idc: &'a str,
+    instance: &'a str,
+    scene: &'a str,
+    link: &'a str,
+}
+
+/// What reading `metrics.csv` builds, sample by sample.
+struct Sink<'a> {
+    names: &'a mut NameMap,
+    gaps: &'a mut BTreeMap<String, usize>,
+    by_time: &'a mut BTreeMap<i64, Instant>,
+    strict: bool,
+    rows: usize,
+    idcs: BTreeSet<String>,
+    instances: BTreeMap<(String, String), BTreeSet<String>>,
+}
+
+impl Sink<'_> {
+    /// Files one sample, its names mapped to wire-safe ones; an empty,
+    /// NaN or infinite value is a gap (counted per series), or an error
+    /// when strict.
+    fn add(
+        &mut self,
+        ts: i64,
+        l: Layer,
+        service: &str,
+        metric: &str,
+        place: Place<'_>,
+        raw: &str,
+    ) -> Result<(), String> {
+        let value: Option<f64> = if raw.is_empty() {
+            None
+        } else {
+            let x: f64 = raw
+                .parse()
+                .map_err(|_| format!("value {raw:?} is not a number"))?;
+            x.is_finite().then_some(x)
+        };
+        let names = &mut *self.names;
+        let service = names.map(service).to_string();
+        let metric = names.map(metric).to_string();
+        let idc_name = match place.idc {
+            "" => "default".to_string(),
+            x => names.map(x).to_string(),
+        };
+        let mut opt = |x: &str| (!x.is_empty()).then(|| names.map(x).to_string());
+        let (instance, scene, link) = (opt(place.instance), opt(place.scene), opt(place.link));
+        self.rows += 1;
+        let Some(value) = value else {
+            if self.strict {
+                return Err(format!(
+                    "value {raw:?} is not a finite number (without --strict it is a gap)"
+                ));
+            }
+            let key = format!(
+                "{service}{}:{metric}",
+                instance
+                    .as_deref()
+                    .map(|i| format!("/{i}"))
+                    .unwrap_or_default()
+            );
+            *self.gaps.entry(key).or_default() += 1;
+            return Ok(());
+        };
+        self.idcs.insert(idc_name.clone());
+        if let Some(i) = &instance {
+            self.instances
+                .entry((service.clone(), idc_name.clone()))
+                .or_default()
+                .insert(i.clone());
+        }
+        self.by_time
+            .entry(ts)
+            .or_default()
+            .batches
+            .entry((l, idc_name, service))
+            .or_default()
+            .push(Sample {
+                scene,
+                link,
+                instance,
+                metric,
+                labels: BTreeMap::new(),
+                ts,
+                value,
+            });
+        Ok(())
+    }
+}
+
 /// Reads `dir` as [`read_with`] does, gaps skipped.
 pub fn read(dir: &Path) -> anyhow::Result<Recording> {
     read_with(dir, ReadOptions::default())
@@ -240,110 +333,106 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         }
     }
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
-    let (Some(t), Some(s), Some(m), Some(v)) = (
-        col("timestamp"),
-        col("service"),
-        col("metric"),
-        col("value"),
-    ) else {
-        bail!(
-            "{}:1: needs the columns timestamp, service, metric and value (instance, layer, idc, scene and link are optional)",
-            path.display()
-        );
+    let mut sink = Sink {
+        names: &mut names,
+        gaps: &mut gaps,
+        by_time: &mut by_time,
+        strict: opts.strict,
+        rows: 0,
+        idcs: BTreeSet::new(),
+        instances: BTreeMap::new(),
     };
-    let (inst, lay, idc, scene, link) = (
-        col("instance"),
-        col("layer"),
-        col("idc"),
-        col("scene"),
-        col("link"),
-    );
-    let mut rows = 0;
-    let mut idcs = BTreeSet::new();
-    let mut instances: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     let mut rec = csv::StringRecord::new();
     let mut line = 1;
-    while rd
-        .read_record(&mut rec)
-        .with_context(|| format!("{}:{}", path.display(), line + 1))?
-    {
-        line += 1;
-        let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("").trim();
-        let at = |what: String| anyhow::anyhow!("{}:{line}: {what}", path.display());
-        let ts = parse_timestamp(field(Some(t)))
-            .ok_or_else(|| at(format!("unreadable timestamp {:?}", field(Some(t)))))?;
-        let (service, metric) = (field(Some(s)), field(Some(m)));
-        if service.is_empty() || metric.is_empty() {
-            return Err(at("service and metric must not be empty".into()));
-        }
-        let l = layer(field(lay)).ok_or_else(|| {
-            at(format!(
-                "layer {:?} is not business, system or infra",
-                field(lay)
-            ))
-        })?;
-        let raw = field(Some(v));
-        let value: Option<f64> = if raw.is_empty() {
-            None
-        } else {
-            let x: f64 = raw
-                .parse()
-                .map_err(|_| at(format!("value {raw:?} is not a number")))?;
-            x.is_finite().then_some(x)
-        };
-        let service = names.map(service).to_string();
-        let metric = names.map(metric).to_string();
-        let idc_name = match field(idc) {
-            "" => "default".to_string(),
-            x => names.map(x).to_string(),
-        };
-        let mut opt = |c: Option<usize>| {
-            Some(field(c))
-                .filter(|x| !x.is_empty())
-                .map(|x| names.map(x).to_string())
-        };
-        let (instance, scene, link) = (opt(inst), opt(scene), opt(link));
-        let Some(value) = value else {
-            if opts.strict {
-                return Err(at(format!(
-                    "value {raw:?} is not a finite number (without --strict it is a gap)"
-                )));
+    let time = col("timestamp").or_else(|| col("time"));
+    if let (Some(t), None, None, None) = (time, col("service"), col("metric"), col("value")) {
+        // Wide: one column per series, named `<service>_<metric>`.
+        let mut series = Vec::new();
+        for (j, h) in headers.iter().enumerate().filter(|(j, _)| *j != t) {
+            let h = h.trim();
+            // A data frame's index, written without a name or re-read
+            // and written again.
+            if h.is_empty() || h.starts_with("Unnamed:") {
+                continue;
             }
-            let key = format!(
-                "{service}{}:{metric}",
-                instance
-                    .as_deref()
-                    .map(|i| format!("/{i}"))
-                    .unwrap_or_default()
-            );
-            *gaps.entry(key).or_default() += 1;
-            rows += 1;
-            continue;
-        };
-        idcs.insert(idc_name.clone());
-        if let Some(i) = &instance {
-            instances
-                .entry((service.clone(), idc_name.clone()))
-                .or_default()
-                .insert(i.clone());
+            match h.split_once('_') {
+                Some((svc, metric)) if !svc.is_empty() && !metric.is_empty() => {
+                    series.push((j, svc.to_string(), metric.to_string()))
+                }
+                _ => bail!(
+                    "{}:1: column {h:?} is not named <service>_<metric> (a wide file has a time or timestamp column and one column per series; a long one has the columns timestamp, service, metric and value)",
+                    path.display()
+                ),
+            }
         }
-        by_time
-            .entry(ts)
-            .or_default()
-            .batches
-            .entry((l, idc_name, service))
-            .or_default()
-            .push(Sample {
-                scene,
-                link,
-                instance,
-                metric,
-                labels: BTreeMap::new(),
-                ts,
-                value,
-            });
-        rows += 1;
+        if series.is_empty() {
+            bail!("{}:1: no series besides the time column", path.display());
+        }
+        while rd
+            .read_record(&mut rec)
+            .with_context(|| format!("{}:{}", path.display(), line + 1))?
+        {
+            line += 1;
+            let at = |what: String| anyhow::anyhow!("{}:{line}: {what}", path.display());
+            let raw_ts = rec.get(t).unwrap_or("").trim();
+            let ts = parse_timestamp(raw_ts)
+                .ok_or_else(|| at(format!("unreadable timestamp {raw_ts:?}")))?;
+            for (j, svc, metric) in &series {
+                let raw = rec.get(*j).unwrap_or("").trim();
+                sink.add(ts, Layer::System, svc, metric, Place::default(), raw)
+                    .map_err(|e| at(format!("{svc}_{metric}: {e}")))?;
+            }
+        }
+    } else {
+        let (Some(t), Some(s), Some(m), Some(v)) = (time, col("service"), col("metric"), col("value"))
+        else {
+            bail!(
+                "{}:1: needs the columns timestamp, service, metric and value (instance, layer, idc, scene and link are optional), or a time or timestamp column and one column per series named <service>_<metric>",
+                path.display()
+            );
+        };
+        let (inst, lay, idc, scene, link) = (
+            col("instance"),
+            col("layer"),
+            col("idc"),
+            col("scene"),
+            col("link"),
+        );
+        while rd
+            .read_record(&mut rec)
+            .with_context(|| format!("{}:{}", path.display(), line + 1))?
+        {
+            line += 1;
+            let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("").trim();
+            let at = |what: String| anyhow::anyhow!("{}:{line}: {what}", path.display());
+            let ts = parse_timestamp(field(Some(t)))
+                .ok_or_else(|| at(format!("unreadable timestamp {:?}", field(Some(t)))))?;
+            let (service, metric) = (field(Some(s)), field(Some(m)));
+            if service.is_empty() || metric.is_empty() {
+                return Err(at("service and metric must not be empty".into()));
+            }
+            let l = layer(field(lay)).ok_or_else(|| {
+                at(format!(
+                    "layer {:?} is not business, system or infra",
+                    field(lay)
+                ))
+            })?;
+            let place = Place {
+                idc: field(idc),
+                instance: field(inst),
+                scene: field(scene),
+                link: field(link),
+            };
+            sink.add(ts, l, service, metric, place, field(Some(v)))
+                .map_err(at)?;
+        }
     }
+    let Sink {
+        rows,
+        idcs,
+        instances,
+        ..
+    } = sink;
     if rows == 0 {
         bail!("{}: no rows", path.display());
     }

@@ -402,6 +402,64 @@ fn petshop_cases_are_converted_replayed_and_scored() {
 }
 
 #[test]
+fn a_wide_export_replays_and_a_pod_pinned_alone_at_its_limit_is_found() {
+    // A data frame as benchmark suites export them: a time column (with
+    // the frame's unnamed index before it) and one column per series,
+    // `<service>_<metric>`; NaN where a scrape was missed. At 400 s the
+    // cart's CPU is pinned at six times its level, and nothing else moves:
+    // no customer feels it yet.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let services = ["frontend", "cart", "cart-db", "checkout"];
+    let mut csv = String::from(",time");
+    for s in services {
+        for m in ["cpu", "mem", "latency-50", "latency-90", "workload"] {
+            write!(csv, ",{s}_{m}").unwrap();
+        }
+    }
+    csv.push('\n');
+    let mut seed = 7u64;
+    let mut noise = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
+    };
+    for i in 0..600u64 {
+        write!(csv, "{i},{}", 1_700_000_000 + i).unwrap();
+        for (k, s) in services.iter().enumerate() {
+            let base = 1.0 + k as f64;
+            let cpu = if *s == "cart" && i >= 400 { 6.0 * 0.2 } else { 0.2 };
+            for (j, v) in [cpu, 300.0 * base, 10.0 * base, 25.0 * base, 50.0]
+                .into_iter()
+                .enumerate()
+            {
+                if (i * 7 + j as u64 * 3 + k as u64) % 97 == 0 {
+                    csv.push_str(",NaN");
+                } else {
+                    write!(csv, ",{:.4}", v * (1.0 + 0.04 * noise())).unwrap();
+                }
+            }
+        }
+        csv.push('\n');
+    }
+    std::fs::write(d.join("metrics.csv"), csv).unwrap();
+    let got = replayed(d);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let i = &got[0];
+    let opened = i["opened_ts"].as_i64().unwrap();
+    assert!(
+        (1_700_000_400_000..=1_700_000_460_000).contains(&opened),
+        "{i:#?}"
+    );
+    assert_eq!(i["hypotheses"][0]["target"], "cart", "{i:#?}");
+    assert_eq!(i["hypotheses"][0]["cause"], "cpu_hog", "{i:#?}");
+    // A column that names no service is refused, with its name.
+    std::fs::write(d.join("metrics.csv"), "time,cart_cpu,uptime\n1,1,1\n").unwrap();
+    let (ok, _, err) = selfheal(&["replay", "--dir", d.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("column \"uptime\" is not named <service>_<metric>"), "{err}");
+}
+
+#[test]
 fn the_generic_microservice_world_holds_localization_to_the_bar() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("micro.json");
@@ -415,7 +473,7 @@ fn the_generic_microservice_world_holds_localization_to_the_bar() {
     assert!(ok, "{out}\n{err}");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
-    assert_eq!(r["all"]["scenarios"], 15);
+    assert_eq!(r["all"]["scenarios"], 18);
     // Every fault kind is there, and no incident opens before a fault.
     for f in [
         "cpu_hog",
@@ -423,6 +481,7 @@ fn the_generic_microservice_world_holds_localization_to_the_bar() {
         "network_delay",
         "packet_loss",
         "error_returns",
+        "disk_saturation",
     ] {
         assert_eq!(r["faults"][f]["scenarios"], 3, "{f}");
     }
@@ -430,8 +489,16 @@ fn the_generic_microservice_world_holds_localization_to_the_bar() {
     // One fault pages once: what it does next (its symptoms spreading up
     // the calls after the first incident went to a person) joins it.
     assert_eq!(r["all"]["repeat_incidents"], 0);
-    // The scenarios whose fault reaches the users are all detected.
-    for f in ["cpu_hog", "network_delay", "packet_loss", "error_returns"] {
+    // The scenarios whose fault reaches the users are all detected, and
+    // so is a disk filled flat out that hardly does: its pod's writes
+    // held far out alone open the incident.
+    for f in [
+        "cpu_hog",
+        "network_delay",
+        "packet_loss",
+        "error_returns",
+        "disk_saturation",
+    ] {
         assert_eq!(r["faults"][f]["detected"], 3, "{f}");
     }
 }

@@ -261,19 +261,23 @@ impl Discipline {
         if ev.baseline > 0.0 && ev.value < LATENCY_SYMPTOM_RISE * ev.baseline {
             return false;
         }
-        // The traffic that loads a place: its own; for an instance, its
-        // service's too; for a service, its instances'; for a series
-        // without a scene, its service's in any scene.
-        let loads = |o: &SeriesKey| {
-            o.service == k.service
-                && o.idc == k.idc
-                && (k.scene.is_none() || o.scene == k.scene)
-                && (o.instance.is_none() || k.instance.is_none() || o.instance == k.instance)
-        };
-        let load = load_rising || traffic_up.iter().any(loads);
+        let load = load_rising || traffic_up.iter().any(|o| loads(k, o));
         !load || quality_bad
     }
 }
+
+/// Whether traffic series `o` is the traffic that loads the place of `k`:
+/// its own; for an instance, its service's too; for a service, its
+/// instances'; for a series without a scene, its service's in any scene.
+fn loads(k: &SeriesKey, o: &SeriesKey) -> bool {
+    o.service == k.service
+        && o.idc == k.idc
+        && (k.scene.is_none() || o.scene == k.scene)
+        && (o.instance.is_none() || k.instance.is_none() || o.instance == k.instance)
+}
+
+/// Traffic this many times its baseline is a change of demand.
+pub const SURGE: f64 = 1.2;
 
 /// Under this share of its objective a latency harms nobody.
 const HARMLESS_SHARE: f64 = 0.5;
@@ -292,6 +296,9 @@ const ENTRY_LATENCY_AGREES: f64 = 1.2;
 struct Signal {
     key: SeriesKey,
     evidence: Evidence,
+    /// For a resource series: when to judge whether it held far out (see
+    /// [`Correlator::promote_held`]); judged once.
+    hold: Option<i64>,
 }
 
 /// Signals kept at most; the oldest go first.
@@ -310,6 +317,9 @@ pub struct Correlator {
     /// Traffic series anomalous above their baseline now (a peak under
     /// way, however long ago it began).
     traffic_up: std::collections::BTreeSet<SeriesKey>,
+    /// Those of them up by a fifth or more: demand that changed, not a
+    /// noisy series visiting its tail.
+    traffic_surging: std::collections::BTreeSet<SeriesKey>,
 }
 
 impl Correlator {
@@ -324,6 +334,7 @@ impl Correlator {
             discipline: Discipline::default(),
             signals: Vec::new(),
             traffic_up: Default::default(),
+            traffic_surging: Default::default(),
         }
     }
 
@@ -400,6 +411,7 @@ impl Correlator {
             AnomalyKind::End => {
                 self.signals.retain(|s| s.key != ev.key);
                 self.traffic_up.remove(&ev.key);
+                self.traffic_surging.remove(&ev.key);
                 let i = self
                     .incidents
                     .iter()
@@ -417,6 +429,9 @@ impl Correlator {
                     && self.traffic_up.len() < MAX_SIGNALS
                 {
                     self.traffic_up.insert(ev.key.clone());
+                    if ev.value >= SURGE * ev.baseline {
+                        self.traffic_surging.insert(ev.key.clone());
+                    }
                 }
                 let evidence = Evidence {
                     active: true,
@@ -437,9 +452,12 @@ impl Correlator {
                     inc.last_activity = inc.last_activity.max(ev.ts);
                     return Some((i, false));
                 }
-                // Signals older than the window are stale.
+                // Signals older than the window are stale, unless still
+                // bad and waiting to be judged held.
                 let w = self.window_ms;
-                self.signals.retain(|s| ev.ts - s.evidence.detected <= w);
+                self.signals.retain(|s| {
+                    ev.ts - s.evidence.detected <= w || (s.hold.is_some() && s.evidence.active)
+                });
                 let quality = |e: &Evidence| e.active && is_quality(&e.class);
                 let bad: Vec<&SeriesKey> = self
                     .signals
@@ -464,6 +482,7 @@ impl Correlator {
                 self.signals.push(Signal {
                     key: ev.key.clone(),
                     evidence: evidence.clone(),
+                    hold: None,
                 });
                 if self.signals.len() > MAX_SIGNALS {
                     self.signals.remove(0);
@@ -551,31 +570,98 @@ impl Correlator {
                 if !symptom && agreeing < 2 && !across && !place {
                     return None;
                 }
-                self.next += 1;
-                let onset = self
-                    .signals
-                    .iter()
-                    .map(|s| s.evidence.onset)
-                    .min()
-                    .unwrap_or(ev.onset)
-                    .min(ev.onset);
-                let evidence = std::mem::take(&mut self.signals)
-                    .into_iter()
-                    .map(|s| (s.key, s.evidence))
-                    .chain([(ev.key.clone(), evidence)])
-                    .collect();
-                let inc = Incident::open(
-                    format!("inc-{}-{}", ev.ts, self.next),
-                    ev.key.service.clone(),
-                    onset,
-                    ev.ts,
-                    evidence,
-                    ev.ts + self.settle_ms,
-                );
-                self.incidents.push(inc);
-                Some((self.incidents.len() - 1, true))
+                Some((self.open(ev.ts, &ev.key.service), true))
             }
         }
+    }
+
+    /// Opens an incident at `ts` on `service` with every signal as its
+    /// evidence; its index.
+    fn open(&mut self, ts: i64, service: &str) -> usize {
+        self.next += 1;
+        let signals = std::mem::take(&mut self.signals);
+        let onset = signals.iter().map(|s| s.evidence.onset).min().unwrap_or(ts);
+        let evidence = signals.into_iter().map(|s| (s.key, s.evidence)).collect();
+        let inc = Incident::open(
+            format!("inc-{}-{}", ts, self.next),
+            service.to_string(),
+            onset,
+            ts,
+            evidence,
+            ts + self.settle_ms,
+        );
+        self.incidents.push(inc);
+        self.incidents.len() - 1
+    }
+
+    /// Marks the signal of `key` — a resource series (CPU, memory, disk,
+    /// saturation) gone bad that opened nothing — to be judged at `at`
+    /// (see [`Correlator::promote_held`]). Nothing happens when it is no
+    /// signal (it joined an incident) or already marked.
+    pub fn hold(&mut self, key: &SeriesKey, at: i64) {
+        if let Some(s) = self
+            .signals
+            .iter_mut()
+            .find(|s| &s.key == key && s.evidence.active && s.hold.is_none())
+        {
+            s.hold = Some(at);
+        }
+    }
+
+    /// The earliest hold to judge after `after` and before `before`.
+    pub fn next_hold(&self, after: i64, before: i64) -> Option<i64> {
+        self.signals
+            .iter()
+            .filter(|s| s.evidence.active)
+            .filter_map(|s| s.hold)
+            .filter(|&t| t > after && t < before)
+            .min()
+    }
+
+    /// The active signals whose hold is due by `now`, with their onsets.
+    pub fn holds_due(&self, now: i64) -> Vec<(SeriesKey, i64)> {
+        self.signals
+            .iter()
+            .filter(|s| s.evidence.active && s.hold.is_some_and(|t| t <= now))
+            .map(|s| (s.key.clone(), s.evidence.onset))
+            .collect()
+    }
+
+    /// Judges every active signal whose hold is due by `now`, oldest
+    /// first: one that `held` says stayed far out since its onset, outside
+    /// a planned window and while no traffic is [`SURGE`] times its
+    /// baseline or more (a resource busy under load is the load, wherever
+    /// the load enters: a database does not count its callers' requests),
+    /// opens an
+    /// incident with every signal as its evidence: a pod pinned at its
+    /// CPU limit, memory or disk filling up, is a fault before any
+    /// customer feels it. Each signal is judged once; the others stay
+    /// signals. The incident's index, when one opened.
+    pub fn promote_held(
+        &mut self,
+        now: i64,
+        mut held: impl FnMut(&SeriesKey, &Evidence) -> bool,
+    ) -> Option<usize> {
+        let mut due: Vec<usize> = (0..self.signals.len())
+            .filter(|&i| {
+                let s = &self.signals[i];
+                s.evidence.active && s.hold.is_some_and(|t| t <= now)
+            })
+            .collect();
+        due.sort_by_key(|&i| (self.signals[i].hold, self.signals[i].evidence.onset));
+        for i in due {
+            self.signals[i].hold = None;
+            let s = &self.signals[i];
+            if self.discipline.planned_at(now, &s.key.service)
+                || !self.traffic_surging.is_empty()
+                || !held(&s.key, &s.evidence)
+            {
+                continue;
+            }
+            let service = s.key.service.clone();
+            return Some(self.open(now, &service));
+        }
+        None
     }
 
     /// Keeps only the traffic series above their baseline that `alive`
@@ -584,6 +670,7 @@ impl Correlator {
     /// latency look like load for good.
     pub fn retain_traffic_up(&mut self, alive: impl Fn(&SeriesKey) -> bool) {
         self.traffic_up.retain(|k| alive(k));
+        self.traffic_surging.retain(|k| alive(k));
     }
 
     /// Forgets finished incidents idle for longer than the window.
@@ -648,6 +735,66 @@ mod tests {
             confidence: 0.5,
             evidence: Vec::new(),
         }];
+    }
+
+    #[test]
+    fn a_resource_held_far_out_opens_once_judged_and_never_under_a_surge() {
+        let mut c = Correlator::new(120_000, 3_000);
+        let cpu = sys("pay", "cpu", 10_000);
+        assert_eq!(c.on_anomaly(&cpu), None, "a signal first");
+        c.hold(&cpu.key, 40_000);
+        assert_eq!(c.next_hold(10_000, 100_000), Some(40_000));
+        assert_eq!(c.next_hold(40_000, 100_000), None, "only after `after`");
+        // Not due yet: not judged.
+        let mut judged = 0;
+        assert_eq!(
+            c.promote_held(39_999, |_, _| {
+                judged += 1;
+                true
+            }),
+            None
+        );
+        assert_eq!(judged, 0);
+        // Due, but it did not hold: judged once, and it stays a signal.
+        assert_eq!(c.promote_held(40_000, |_, _| false), None);
+        assert_eq!(c.promote_held(41_000, |_, _| true), None, "judged once");
+        assert_eq!(c.signals(), 1);
+        // A stale signal waiting for its hold survives the window; one
+        // that ended does not wait.
+        let disk = sys("pay", "disk_write_bytes", 20_000);
+        c.on_anomaly(&disk);
+        c.hold(&disk.key, 200_000);
+        c.on_anomaly(&sys("other", "mem_used", 190_000));
+        assert_eq!(
+            c.next_hold(0, i64::MAX),
+            Some(200_000),
+            "kept past the window"
+        );
+        // It held: an incident opens on it with every signal as evidence.
+        let (i, _) = c
+            .promote_held(200_000, |k, _| k == &disk.key)
+            .map(|i| (i, ()))
+            .expect("held: opens");
+        assert_eq!(c.incidents[i].service, "pay");
+        assert!(c.incidents[i].evidence.contains_key(&disk.key));
+        assert_eq!(c.signals(), 0);
+        // Traffic up by a fifth or more anywhere: a resource busy under
+        // demand is the load, not a fault.
+        let mut c = Correlator::new(120_000, 3_000);
+        let mut demand = sys("web", "requests_per_second", 300_000);
+        (demand.value, demand.baseline) = (130.0, 100.0);
+        assert_eq!(c.on_anomaly(&demand), None);
+        let pool = sys("db", "conn_pool_use", 301_000);
+        c.on_anomaly(&pool);
+        c.hold(&pool.key, 331_000);
+        assert_eq!(c.promote_held(331_000, |_, _| true), None, "load");
+        // A noisy traffic series a little above its baseline is no surge.
+        let mut c = Correlator::new(120_000, 3_000);
+        (demand.value, demand.baseline) = (105.0, 100.0);
+        c.on_anomaly(&demand);
+        c.on_anomaly(&pool);
+        c.hold(&pool.key, 331_000);
+        assert!(c.promote_held(331_000, |_, _| true).is_some());
     }
 
     #[test]

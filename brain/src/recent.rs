@@ -203,6 +203,12 @@ impl Recent {
         steps[steps.len() / 2]
     }
 
+    /// `f` of the kept history of `key` (`None` when it is not kept).
+    pub fn with_history<R>(&self, key: &SeriesKey, f: impl FnOnce(Option<&History>) -> R) -> R {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        f(h.find(key))
+    }
+
     /// Every kept series for which `want` holds, with a copy of its
     /// samples, in key order.
     pub fn histories(&self, want: impl Fn(&SeriesKey) -> bool) -> Vec<(SeriesKey, History)> {

@@ -2,8 +2,9 @@
 //! random service graph of 8–30 services, each with two or three pods,
 //! reporting Kubernetes-style indicators under the names such exporters
 //! use (`CpuUsage(m)`, `MemoryUsage(Mi)`, `PodSuccessRate(%)`,
-//! `LatencyP99`...), and one injected fault: `cpu_hog` or `memory_leak` on
-//! one pod, `network_delay`, `packet_loss` or `error_returns` on a service.
+//! `LatencyP99`...), and one injected fault: `cpu_hog`, `memory_leak` or
+//! `disk_hog` on one pod, `network_delay`, `packet_loss` or
+//! `error_returns` on a service.
 //!
 //! Latency and errors propagate up the call graph the way they do in such
 //! systems: a caller's latency includes its callees' (weighted by how often
@@ -36,6 +37,10 @@ pub enum MicroFault {
     PacketLoss,
     /// The service returns errors.
     ErrorReturns,
+    /// One pod writes to its disk flat out (a runaway log, a stress
+    /// test): its disk traffic soars and it slows a little on I/O wait;
+    /// its resource is the main trace.
+    DiskHog,
 }
 
 impl MicroFault {
@@ -47,12 +52,16 @@ impl MicroFault {
             MicroFault::NetworkDelay => "network_delay",
             MicroFault::PacketLoss => "packet_loss",
             MicroFault::ErrorReturns => "error_returns",
+            MicroFault::DiskHog => "disk_saturation",
         }
     }
 
     /// Whether it hits one pod rather than the whole service.
     pub const fn on_pod(self) -> bool {
-        matches!(self, MicroFault::CpuHog | MicroFault::MemoryLeak)
+        matches!(
+            self,
+            MicroFault::CpuHog | MicroFault::MemoryLeak | MicroFault::DiskHog
+        )
     }
 }
 
@@ -167,6 +176,8 @@ struct Svc {
     own_err: f64,
     cpu_m: f64,
     mem_mi: f64,
+    /// Disk writes per pod at 100 requests a second, bytes/s.
+    disk_bps: f64,
 }
 
 /// What a rough world adds to each value it writes (see
@@ -248,6 +259,7 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
             own_err: rng.gen_range(0.0005..0.003),
             cpu_m: rng.gen_range(80.0..400.0),
             mem_mi: rng.gen_range(120.0..900.0),
+            disk_bps: 0.0,
         });
         // Every service but the first is called by one or two earlier ones.
         if i > 0 {
@@ -274,6 +286,18 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
         wander: Vec::new(),
         slot: 0,
     };
+    // The disk series draw from a stream of their own, so that adding
+    // them left every other series of a seed as it was.
+    let mut disk_rng = Xoshiro256PlusPlus::seed_from_u64(sc.seed ^ 0xd15c);
+    for s in &mut svcs {
+        s.disk_bps = disk_rng.gen_range(20_000.0..400_000.0);
+    }
+    let mut disk_rough = Roughness {
+        on: sc.rough,
+        phi: rough.phi,
+        wander: Vec::new(),
+        slot: 0,
+    };
     let n = svcs.len();
     // Each service's share of the entry traffic.
     let mut reach = vec![0.0; n];
@@ -292,6 +316,7 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
     for k in 0..steps {
         let ts = START_S + (k * sc.step_s) as i64;
         rough.slot = 0;
+        disk_rough.slot = 0;
         let on = k >= fault_step;
         let since = if on { (k - fault_step) * sc.step_s } else { 0 } as f64;
         let entry_rps = 200.0
@@ -313,6 +338,8 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
                     leak = (since / 30.0).min(1.0);
                     pod_slow[target][pod] = 1.0 + 15.0 * strength * leak;
                 }
+                // I/O wait slows the pod a little.
+                MicroFault::DiskHog => pod_slow[target][pod] = 1.0 + 0.5 * strength,
                 _ => {}
             }
         }
@@ -424,6 +451,17 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
                     write_sample(&mut csv, ts, &s.name, name, m, v);
                     rows += 1;
                 }
+                let disk = s.disk_bps
+                    * (0.8 + 0.2 * per_pod / 100.0)
+                    * if hog && sc.fault == MicroFault::DiskHog {
+                        1.0 + 20.0 * strength
+                    } else {
+                        1.0
+                    }
+                    * (1.0 + 0.05 * noise.sample(&mut disk_rng));
+                let v = disk_rough.apply(disk, 0.05, Spiky::Yes, &mut disk_rng, &noise);
+                write_sample(&mut csv, ts, &s.name, name, "FsWriteBytes", v);
+                rows += 1;
             }
         }
     }
@@ -496,6 +534,7 @@ pub fn random(per_fault: usize, seed: u64) -> Vec<MicroScenario> {
         MicroFault::NetworkDelay,
         MicroFault::PacketLoss,
         MicroFault::ErrorReturns,
+        MicroFault::DiskHog,
     ];
     let mut out = Vec::new();
     for fault in faults {
@@ -571,6 +610,23 @@ mod tests {
         );
         let hog = generate(&sc(MicroFault::CpuHog, 5)).unwrap();
         assert!(hog.truth.pod.is_some());
+        // A disk hog: its pod writes many times what it did.
+        let disk = generate(&sc(MicroFault::DiskHog, 5)).unwrap();
+        let pod = disk.truth.pod.clone().unwrap();
+        let writes = |after: bool| -> f64 {
+            let v: Vec<f64> = disk
+                .metrics
+                .lines()
+                .filter(|l| l.contains(&format!(",{pod},FsWriteBytes,")))
+                .filter(|l| {
+                    let ts: i64 = l.split(',').next().unwrap().parse().unwrap();
+                    (ts * 1000 >= disk.truth.start_ms) == after
+                })
+                .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        assert!(writes(true) > 10.0 * writes(false));
         assert!(
             generate(&MicroScenario {
                 services: 40,
@@ -620,7 +676,8 @@ mod tests {
         let a = random(3, 9);
         assert_eq!(a, random(3, 9), "the same for the same seed");
         assert_ne!(a, random(3, 10));
-        assert_eq!(a.len(), 15);
+        assert_eq!(a.len(), 18);
+        assert_eq!(by_fault(&a).len(), 6);
         assert!(by_fault(&a).values().all(|n| *n == 3));
         assert!(a.iter().all(|s| (8..=30).contains(&s.services)));
         for s in &a {

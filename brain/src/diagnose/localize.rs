@@ -95,32 +95,67 @@ pub fn robust_score(h: &History, onset: i64, now: i64, direction: Direction) -> 
     if pre.len() < MIN_PRE || post.is_empty() {
         return None;
     }
-    // The level just before the onset (the median of the last three
-    // samples: a level that drifted long ago does not count), and the
-    // series' usual spread around its level: the larger of the robust
-    // deviation and the 90th percentile of its deviations read as a
-    // Gaussian's (a spiky series is judged by its usual spikes), at least
-    // 1 % of the level.
-    let level = median(pre[pre.len().saturating_sub(3)..].to_vec());
-    let center = median(pre.clone());
-    let mut dev: Vec<f64> = pre.iter().map(|v| (v - center).abs()).collect();
-    dev.sort_by(f64::total_cmp);
-    let mad = dev[dev.len() / 2] * 1.4826;
-    let q90 = dev[((dev.len() - 1) as f64 * 0.9).round() as usize] / 1.645;
-    let scale = mad.max(q90).max(0.01 * level.abs()).max(1e-9);
-    let mut z: Vec<f64> = post
-        .iter()
-        .map(|v| match direction {
-            Direction::Up => (v - level) / scale,
-            Direction::Down => (level - v) / scale,
-            Direction::Both => (v - level).abs() / scale,
-        })
-        .collect();
+    let (level, scale) = reference(&pre);
+    let mut z = moves(&post, level, scale, direction);
     z.sort_by(|a, b| b.total_cmp(a));
     // The second largest when there are several: one stray sample is not
     // a move.
     let at = usize::from(z.len() >= 3);
     Some(z[at].clamp(0.0, CAP))
+}
+
+/// The level just before an onset (the median of the last three samples:
+/// a level that drifted long ago does not count), and the series' usual
+/// spread around its level: the larger of the robust deviation and the
+/// 90th percentile of its deviations read as a Gaussian's (a spiky series
+/// is judged by its usual spikes), at least 1 % of the level.
+fn reference(pre: &[f64]) -> (f64, f64) {
+    let level = median(pre[pre.len().saturating_sub(3)..].to_vec());
+    let center = median(pre.to_vec());
+    let mut dev: Vec<f64> = pre.iter().map(|v| (v - center).abs()).collect();
+    dev.sort_by(f64::total_cmp);
+    let mad = dev[dev.len() / 2] * 1.4826;
+    let q90 = dev[((dev.len() - 1) as f64 * 0.9).round() as usize] / 1.645;
+    (level, mad.max(q90).max(0.01 * level.abs()).max(1e-9))
+}
+
+/// Each sample's move from `level` in its bad direction, in `scale`s.
+fn moves(post: &[f64], level: f64, scale: f64, direction: Direction) -> Vec<f64> {
+    post.iter()
+        .map(|v| match direction {
+            Direction::Up => (v - level) / scale,
+            Direction::Down => (level - v) / scale,
+            Direction::Both => (v - level).abs() / scale,
+        })
+        .collect()
+}
+
+/// How a series held since `onset`, up to `now`: the move (in robust
+/// deviations, as [`robust_score`] measures it, capped) that at least
+/// three quarters of its samples since the onset reach, and their median
+/// as a multiple of the level before the onset (`None` without at least
+/// [`MIN_PRE`] samples before and three after, among the last [`WINDOW`]
+/// at or before `now`, or when the level was zero). A pod pinned at its CPU limit or memory filling
+/// up holds far out; a noisy series only visits.
+pub fn held(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f64, f64)> {
+    let upto = h.partition_point(|(t, _)| *t <= now);
+    let seen = h.range(upto.saturating_sub(WINDOW)..upto);
+    let (pre, post): (Vec<_>, Vec<_>) = seen.partition(|(t, _)| *t < onset);
+    let pre: Vec<f64> = pre.into_iter().map(|(_, v)| f64::from(v)).collect();
+    let post: Vec<f64> = post.into_iter().map(|(_, v)| f64::from(v)).collect();
+    if pre.len() < MIN_PRE || post.len() < 3 {
+        return None;
+    }
+    let (level, scale) = reference(&pre);
+    // A series idle at zero has no level to be a multiple of: a first
+    // trickle of writes is not a fault.
+    if level.abs() <= 1e-9 {
+        return None;
+    }
+    let mut z = moves(&post, level, scale, direction);
+    z.sort_by(f64::total_cmp);
+    let q25 = z[(z.len() - 1) / 4].clamp(0.0, CAP);
+    Some((q25, median(post) / level))
 }
 
 /// The absolute Pearson correlation of two series over their common
@@ -513,6 +548,41 @@ where
 mod tests {
     use super::*;
     use selfheal_bus::Layer;
+
+    #[test]
+    fn a_series_holds_far_out_when_most_of_its_samples_stay_there() {
+        let hist = |after: &dyn Fn(usize) -> f64| -> History {
+            (0..60)
+                .map(|i| {
+                    let noise = [0.0, 3.0, -2.0, 1.0, -3.0, 2.0][i % 6];
+                    let v = if i < 30 {
+                        100.0 + noise
+                    } else {
+                        after(i) + noise
+                    };
+                    (i as i64 * 1000, v as f32)
+                })
+                .collect()
+        };
+        // Pinned: five times its level from the onset on.
+        let (z, ratio) = held(&hist(&|_| 500.0), 30_000, 59_000, Direction::Up).unwrap();
+        assert!(z >= 10.0 && ratio > 4.5, "{z} {ratio}");
+        // Spikes now and then: it visits, it does not hold.
+        let spiky = |i: usize| if i.is_multiple_of(7) { 900.0 } else { 100.0 };
+        let (z, ratio) = held(&hist(&spiky), 30_000, 59_000, Direction::Up).unwrap();
+        assert!(z < 10.0 && ratio < 1.5, "{z} {ratio}");
+        // Fell: no move up.
+        let (z, _) = held(&hist(&|_| 20.0), 30_000, 59_000, Direction::Up).unwrap();
+        assert_eq!(z, 0.0);
+        // Too few samples after the onset, or none before: no verdict.
+        assert_eq!(held(&hist(&|_| 500.0), 30_000, 31_000, Direction::Up), None);
+        assert_eq!(held(&hist(&|_| 500.0), 0, 59_000, Direction::Up), None);
+        // Idle at zero before: no level to be a multiple of.
+        let idle: History = (0..40)
+            .map(|i| (i * 1000, if i < 30 { 0.0 } else { 5.0 }))
+            .collect();
+        assert_eq!(held(&idle, 30_000, 39_000, Direction::Up), None);
+    }
 
     fn key(service: &str, instance: Option<&str>, metric: &str) -> SeriesKey {
         SeriesKey {

@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use selfheal_bus::{
-    Bus, IncidentEvent, IncidentState, Subjects, Topology, WIRE_VERSION, publish_msg,
+    Bus, IncidentEvent, IncidentState, SeriesKey, Subjects, Topology, WIRE_VERSION, publish_msg,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -79,6 +79,23 @@ const SIMILAR_MIN: f64 = 0.3;
 
 /// How often the playbook files are looked at for changes (wall clock).
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// Resource classes whose series, bad alone, are judged again once they
+/// have had the time to show whether they hold far out.
+const HELD_CLASSES: [&str; 4] = ["cpu", "memory", "disk", "saturation"];
+/// How long a resource series must stay bad alone before it is judged, ms,
+/// and in sampling steps (the longer): a pod pinned at its limit for half
+/// a minute of 1-second data, for five samples of 1-minute data.
+const HOLD_MS: i64 = 30_000;
+/// See [`HOLD_MS`].
+const HOLD_STEPS: i64 = 5;
+/// The robust move (in deviations, as localization measures them) that
+/// three quarters of a held series' samples must reach.
+const HELD_MOVE: f64 = 10.0;
+/// The multiple of its level before that a held series' median must
+/// reach: a very steady series a tenth up is far out of its history and
+/// of no concern to anyone.
+const HELD_RATIO: f64 = 1.5;
 
 impl Engine {
     /// Runs until `stop` fires or the detection stream ends.
@@ -256,11 +273,13 @@ impl Engine {
 
     /// The earliest incident deadline after `after` and before `before`.
     fn next_deadline(&self, after: i64, before: i64) -> Option<i64> {
+        let held = self.correlator.next_hold(after, before);
         self.correlator
             .incidents
             .iter()
             .filter_map(Incident::deadline)
             .filter(|d| *d > after && *d < before)
+            .chain(held)
             .min()
     }
 
@@ -384,6 +403,24 @@ impl Engine {
         })
     }
 
+    /// Whether any traffic series held up since `onset`, as its history
+    /// shows at `now` (moved, and by a fifth or more): a resource busier
+    /// while demand rose is busy with that demand, wherever it enters (a
+    /// database's pool fills with its callers' requests, which it does not
+    /// count itself).
+    fn traffic_rising(&self, onset: i64, now: i64) -> bool {
+        let classes = &self.classes;
+        self.recent.scan(|all| {
+            all.filter(|(o, _)| &*classes.classify(&o.metric).name == "traffic")
+                .any(|(_, h)| {
+                    diagnose::localize::held(h, onset, now, crate::detect::Direction::Up)
+                        .is_some_and(|(z, ratio)| {
+                            z >= diagnose::localize::MOVED && ratio >= crate::correlate::SURGE
+                        })
+                })
+        })
+    }
+
     async fn on_anomaly(&mut self, ev: &AnomalyEvent) {
         let load = self.load_rising(ev);
         if ev.kind == crate::detect::AnomalyKind::Start && &*ev.class == "latency" {
@@ -397,10 +434,19 @@ impl Engine {
             self.correlator.anomalous_on(&ev.key.service) as u64,
         );
         let Some((i, new)) = filed else {
+            if ev.kind == crate::detect::AnomalyKind::Start
+                && ev.direction == crate::detect::Direction::Up
+                && HELD_CLASSES.contains(&&*ev.class)
+            {
+                // A resource gone bad alone: judged again once it has had
+                // the time to show whether it holds.
+                let step = self.recent.step_of([&ev.key], ev.ts);
+                let at = ev.onset + HOLD_MS.max(HOLD_STEPS * step);
+                self.correlator.hold(&ev.key, at);
+            }
             return;
         };
         self.correlator.incidents[i].detector_saw(&ev.key);
-        let inc = &self.correlator.incidents[i];
         if new {
             let summary = format!(
                 "anomaly on {}: {:.4} against a baseline of {:.4} (onset {} ms before detection)",
@@ -409,14 +455,9 @@ impl Engine {
                 ev.baseline,
                 ev.ts - ev.onset
             );
-            self.write("incident", |db| {
-                db.open_incident(&inc.id, &inc.service, inc.onset, inc.opened, &summary)
-            });
-            // Counted once the store has it: whoever reads the count then
-            // finds the incident.
-            BrainStats::bump(&self.stats.incidents);
-            self.publish(i, ev.ts, IncidentState::Opened, summary).await;
+            self.opened(i, ev.ts, summary).await;
         } else {
+            let inc = &self.correlator.incidents[i];
             let what = match ev.kind {
                 crate::detect::AnomalyKind::Start => "anomaly",
                 crate::detect::AnomalyKind::End => "cleared",
@@ -424,6 +465,57 @@ impl Engine {
             self.write("timeline", |db| {
                 db.timeline(&inc.id, ev.ts, what, &ev.key.to_string())
             });
+        }
+    }
+
+    /// Files an incident the correlator just opened and tells the world.
+    async fn opened(&mut self, i: usize, ts: i64, summary: String) {
+        let inc = &self.correlator.incidents[i];
+        self.write("incident", |db| {
+            db.open_incident(&inc.id, &inc.service, inc.onset, inc.opened, &summary)
+        });
+        // Counted once the store has it: whoever reads the count then
+        // finds the incident.
+        BrainStats::bump(&self.stats.incidents);
+        self.publish(i, ts, IncidentState::Opened, summary).await;
+    }
+
+    /// Opens an incident on each resource signal that held far out until
+    /// its time was up (see [`crate::correlate::Correlator::promote_held`]):
+    /// at least three quarters of its samples since its onset
+    /// [`HELD_MOVE`] robust deviations or more beyond its level before, and
+    /// their median [`HELD_RATIO`] times that level or more.
+    async fn promote_held(&mut self, now: i64) {
+        let recent = self.recent.clone();
+        let mut summary = String::new();
+        let loaded: std::collections::BTreeSet<SeriesKey> = self
+            .correlator
+            .holds_due(now)
+            .into_iter()
+            .filter(|(_, onset)| self.traffic_rising(*onset, now))
+            .map(|(k, _)| k)
+            .collect();
+        while let Some(i) = self.correlator.promote_held(now, |k, e| {
+            if loaded.contains(k) {
+                return false;
+            }
+            recent.with_history(k, |h| {
+                let Some((z, ratio)) = h.and_then(|h| {
+                    diagnose::localize::held(h, e.onset, now, crate::detect::Direction::Up)
+                }) else {
+                    return false;
+                };
+                let held = z >= HELD_MOVE && ratio >= HELD_RATIO;
+                if held {
+                    summary = format!(
+                        "{k} held at {ratio:.1} times its level for {:.0} s ({z:.0} robust deviations or more)",
+                        (now - e.onset) as f64 / 1000.0
+                    );
+                }
+                held
+            })
+        }) {
+            self.opened(i, now, std::mem::take(&mut summary)).await;
         }
     }
 
@@ -854,6 +946,7 @@ impl Engine {
     }
 
     async fn advance(&mut self, now: i64) {
+        self.promote_held(now).await;
         let recent = self.recent.clone();
         for inc in &mut self.correlator.incidents {
             if inc.judged_by_value() {
