@@ -19,7 +19,10 @@
 //! configured calendar, and an entry's latency that rose by less than half
 //! with nothing agreeing (a steady 5 ms tail at 6.5 ms is far out of its
 //! history, and of no concern to a customer). Errors and success going
-//! bad always count.
+//! bad always count. A resource signal (CPU, memory, disk, saturation)
+//! is judged again once it has had the time to hold: one that stayed far
+//! out, with no demand surging, opens an incident of its own
+//! ([`Correlator::promote_held`]).
 
 use selfheal_bus::SeriesKey;
 
