@@ -384,7 +384,8 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
             }
         }
     } else {
-        let (Some(t), Some(s), Some(m), Some(v)) = (time, col("service"), col("metric"), col("value"))
+        let (Some(t), Some(s), Some(m), Some(v)) =
+            (time, col("service"), col("metric"), col("value"))
         else {
             bail!(
                 "{}:1: needs the columns timestamp, service, metric and value (instance, layer, idc, scene and link are optional), or a time or timestamp column and one column per series named <service>_<metric>",

@@ -420,14 +420,20 @@ fn a_wide_export_replays_and_a_pod_pinned_alone_at_its_limit_is_found() {
     csv.push('\n');
     let mut seed = 7u64;
     let mut noise = || {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
     };
     for i in 0..600u64 {
         write!(csv, "{i},{}", 1_700_000_000 + i).unwrap();
         for (k, s) in services.iter().enumerate() {
             let base = 1.0 + k as f64;
-            let cpu = if *s == "cart" && i >= 400 { 6.0 * 0.2 } else { 0.2 };
+            let cpu = if *s == "cart" && i >= 400 {
+                6.0 * 0.2
+            } else {
+                0.2
+            };
             for (j, v) in [cpu, 300.0 * base, 10.0 * base, 25.0 * base, 50.0]
                 .into_iter()
                 .enumerate()
@@ -456,7 +462,10 @@ fn a_wide_export_replays_and_a_pod_pinned_alone_at_its_limit_is_found() {
     std::fs::write(d.join("metrics.csv"), "time,cart_cpu,uptime\n1,1,1\n").unwrap();
     let (ok, _, err) = selfheal(&["replay", "--dir", d.to_str().unwrap()]);
     assert!(!ok);
-    assert!(err.contains("column \"uptime\" is not named <service>_<metric>"), "{err}");
+    assert!(
+        err.contains("column \"uptime\" is not named <service>_<metric>"),
+        "{err}"
+    );
 }
 
 #[test]
