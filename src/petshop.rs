@@ -654,6 +654,7 @@ pub fn given_symptom(
         score: 1.0,
         direction: class.direction,
         class: class.name,
+        novel: false,
     });
     let inc = correlator.incidents.remove(0);
     let topo = selfheal_bus::Topology::from_edges(graph_edges(&scenario_dir.join("graph.csv"))?);

@@ -469,6 +469,29 @@ fn a_wide_export_replays_and_a_pod_pinned_alone_at_its_limit_is_found() {
 }
 
 #[test]
+fn a_real_host_that_runs_its_jobs_now_and_then_pages_at_most_once() {
+    // NAB's EC2 host idle at 0.1 % CPU that runs jobs at 80-95 % for half
+    // an hour every few hours (14 days, 5-minute steps), replayed alone:
+    // a pinned CPU beyond anything the host had done opens an incident;
+    // the same level again does not.
+    let csv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/datasets/nab/data/realAWSCloudwatch/ec2_cpu_utilization_77c1ca.csv");
+    let Ok(text) = std::fs::read_to_string(&csv) else {
+        eprintln!("skipped: {} is not here", csv.display());
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = String::from("timestamp,service,metric,value\n");
+    for l in text.lines().skip(1) {
+        let (ts, v) = l.split_once(',').unwrap();
+        writeln!(out, "{ts},host,cpu_utilization,{v}").unwrap();
+    }
+    std::fs::write(dir.path().join("metrics.csv"), out).unwrap();
+    let got = replayed(dir.path());
+    assert!(got.len() <= 1, "{} incidents", got.len());
+}
+
+#[test]
 fn the_generic_microservice_world_holds_localization_to_the_bar() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("micro.json");

@@ -133,6 +133,7 @@ impl Alert {
             score: if self.firing { 1.0 } else { 0.0 },
             direction: Direction::Up,
             class: "errors".into(),
+            novel: false,
         }
     }
 }

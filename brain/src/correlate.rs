@@ -719,6 +719,7 @@ mod tests {
             score: 0.9,
             direction: Direction::of_metric(metric),
             class,
+            novel: true,
         }
     }
 

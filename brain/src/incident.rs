@@ -1126,6 +1126,7 @@ mod tests {
                 score: 1.0,
                 direction: class.direction,
                 class: class.name,
+                novel: false,
             }
         };
         assert!(inc.expects(&ev("cashier", "latency_p90_seconds", 21_000)));

@@ -673,6 +673,10 @@ pub struct AnomalyReport {
     pub direction: String,
     /// What the series measures (`errors`, `latency`, `cpu`...).
     pub class: String,
+    /// For a start: whether a sample of the run that opened it went
+    /// beyond everything the series had done (absent: no).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub novel: bool,
 }
 
 impl Validate for DetectedBatch {

@@ -136,5 +136,6 @@ fn event(service: &str, ts: i64, edge: Edge, score: f64) -> AnomalyEvent {
         score,
         direction: Direction::Up,
         class: "model".into(),
+        novel: false,
     }
 }

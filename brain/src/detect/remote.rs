@@ -61,6 +61,7 @@ fn report(ev: &AnomalyEvent) -> AnomalyReport {
         }
         .into(),
         class: ev.class.to_string(),
+        novel: ev.novel,
     }
 }
 
@@ -83,6 +84,7 @@ fn event(r: AnomalyReport) -> AnomalyEvent {
             _ => Direction::Both,
         },
         class: r.class.into(),
+        novel: r.novel,
     }
 }
 

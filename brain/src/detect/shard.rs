@@ -41,6 +41,9 @@ pub struct AnomalyEvent {
     pub direction: Direction,
     /// What the series measures (`errors`, `latency`, `cpu`...).
     pub class: std::sync::Arc<str>,
+    /// For a start: whether a sample of the run that opened it went
+    /// beyond everything the series had done.
+    pub novel: bool,
 }
 
 /// Samples for one shard, and the event-time watermark ingest had reached
@@ -221,6 +224,7 @@ pub async fn run(
                     onset,
                     baseline,
                     score,
+                    novel,
                 }) => {
                     if !batch.quiet {
                         BrainStats::bump(&stats.anomalies);
@@ -235,6 +239,7 @@ pub async fn run(
                         score,
                         direction,
                         class,
+                        novel,
                     }
                 }
                 Some(Transition::End { baseline }) => AnomalyEvent {
@@ -247,6 +252,7 @@ pub async fn run(
                     score: 0.0,
                     direction,
                     class,
+                    novel: false,
                 },
             };
             if batch.quiet {

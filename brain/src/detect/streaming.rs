@@ -210,6 +210,9 @@ pub enum Transition {
         baseline: f64,
         /// Score in [0,1].
         score: f64,
+        /// Whether a sample of the run that opened it went beyond the
+        /// extremes the series had shown (by the novelty margin).
+        novel: bool,
     },
     /// The series is back to its baseline.
     End {
@@ -624,6 +627,10 @@ impl Detector {
                 onset,
                 baseline: self.base,
                 score: Self::level_score(bad, cfg),
+                // The run that opened it is `open_run` samples long, and
+                // `since_novel` counts the samples after the last novel
+                // one.
+                novel: u32::from(self.since_novel) < u32::from(cfg.open_run),
             },
             Edge::Closed => Transition::End {
                 baseline: self.base,

@@ -626,6 +626,7 @@ mod tests {
             score: 0.9,
             direction: Direction::Up,
             class: "latency".into(),
+            novel: false,
         };
         c.on_anomaly(&ev);
         c.incidents.remove(0)
@@ -725,6 +726,7 @@ mod tests {
             score: 0.9,
             direction: Direction::Up,
             class: "latency".into(),
+            novel: false,
         };
         c.on_anomaly(&at("db", 29 * 60_000));
         c.on_anomaly(&at("web", 30 * 60_000));

@@ -435,11 +435,14 @@ impl Engine {
         );
         let Some((i, new)) = filed else {
             if ev.kind == crate::detect::AnomalyKind::Start
+                && ev.novel
                 && ev.direction == crate::detect::Direction::Up
                 && HELD_CLASSES.contains(&&*ev.class)
             {
-                // A resource gone bad alone: judged again once it has had
-                // the time to show whether it holds.
+                // A resource gone bad alone, beyond anything it had done
+                // (a host that runs its batch at 95 % now and then has
+                // been there before): judged again once it has had the
+                // time to show whether it holds.
                 let step = self.recent.step_of([&ev.key], ev.ts);
                 let at = ev.onset + HOLD_MS.max(HOLD_STEPS * step);
                 self.correlator.hold(&ev.key, at);

@@ -98,6 +98,7 @@ fn step_opens_with_onset_and_baseline_then_recovery_closes() {
             onset,
             baseline,
             score,
+            novel,
         },
     ) = ev[0]
     else {
@@ -107,11 +108,30 @@ fn step_opens_with_onset_and_baseline_then_recovery_closes() {
     assert_eq!(at, 302 * MIN5, "opens after open_run bad samples");
     assert!((baseline - 0.997).abs() < 0.002, "{baseline}");
     assert!(score > 0.9);
+    assert!(novel, "far below anything the series had done");
     assert!(
         matches!(ev[1], (t, Transition::End { .. }) if t == 354 * MIN5),
         "{ev:?}"
     );
     assert_eq!(peak(&s, 100).0, 300, "the score peaks at the step");
+}
+
+#[test]
+fn a_start_is_novel_only_the_first_time_a_series_goes_that_far() {
+    let mut d = Detector::new(Direction::Up);
+    let mut xs = noisy(3, 300, 20.0, 1.0);
+    xs.extend(noisy(4, 40, 90.0, 2.0));
+    xs.extend(noisy(5, 300, 20.0, 1.0));
+    xs.extend(noisy(6, 40, 90.0, 2.0));
+    let (ev, _) = run(&mut d, &xs, 0);
+    let novel: Vec<bool> = ev
+        .iter()
+        .filter_map(|(_, t)| match t {
+            Transition::Start { novel, .. } => Some(*novel),
+            Transition::End { .. } => None,
+        })
+        .collect();
+    assert_eq!(novel, [true, false], "{ev:?}");
 }
 
 #[test]
