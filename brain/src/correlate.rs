@@ -635,9 +635,8 @@ impl Correlator {
     /// a planned window and while no traffic is [`SURGE`] times its
     /// baseline or more (a resource busy under load is the load, wherever
     /// the load enters: a database does not count its callers' requests),
-    /// opens an
-    /// incident with every signal as its evidence: a pod pinned at its
-    /// CPU limit, memory or disk filling up, is a fault before any
+    /// opens an incident with every signal as its evidence: a pod pinned
+    /// at its CPU limit, memory or disk filling up, is a fault before any
     /// customer feels it. Each signal is judged once; the others stay
     /// signals. The incident's index, when one opened.
     pub fn promote_held(
@@ -763,8 +762,7 @@ mod tests {
         assert_eq!(c.promote_held(40_000, |_, _| false), None);
         assert_eq!(c.promote_held(41_000, |_, _| true), None, "judged once");
         assert_eq!(c.signals(), 1);
-        // A stale signal waiting for its hold survives the window; one
-        // that ended does not wait.
+        // A signal waiting for its hold survives the window.
         let disk = sys("pay", "disk_write_bytes", 20_000);
         c.on_anomaly(&disk);
         c.hold(&disk.key, 200_000);
@@ -775,9 +773,8 @@ mod tests {
             "kept past the window"
         );
         // It held: an incident opens on it with every signal as evidence.
-        let (i, _) = c
+        let i = c
             .promote_held(200_000, |k, _| k == &disk.key)
-            .map(|i| (i, ()))
             .expect("held: opens");
         assert_eq!(c.incidents[i].service, "pay");
         assert!(c.incidents[i].evidence.contains_key(&disk.key));
