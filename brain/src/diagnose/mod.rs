@@ -432,6 +432,7 @@ pub fn facts_with(inc: &Incident, topo: &Topology, ctx: &Context, step_ms: i64) 
             m.insert("onset".into(), Dynamic::from(e.onset));
             m.insert("after_s".into(), Dynamic::from(secs(e.onset)));
             m.insert("active".into(), Dynamic::from(e.active));
+            m.insert("harmless".into(), Dynamic::from(e.harmless));
             let d = match e.direction {
                 Direction::Up => "up",
                 Direction::Down => "down",

@@ -515,3 +515,48 @@ fn a_failing_rule_is_skipped_and_named_and_adjust_moves_confidence() {
     );
     assert_eq!(r.names().len(), 4);
 }
+
+#[test]
+fn one_slow_instance_is_named_even_when_a_sibling_is_a_little_slower() {
+    let slow = |sibling: Option<bool>| {
+        let mut series = vec![(
+            System,
+            "idc1",
+            "payment-engine",
+            Some("payment-engine-idc1-3"),
+            "latency_ms",
+            400.0,
+            4.0,
+            0,
+        )];
+        if sibling.is_some() {
+            series.push((
+                System,
+                "idc1",
+                "payment-engine",
+                Some("payment-engine-idc1-2"),
+                "latency_ms",
+                9.0,
+                5.0,
+                0,
+            ));
+        }
+        let mut inc = incident(&series);
+        if let Some(harmless) = sibling {
+            for (k, e) in inc.evidence.iter_mut() {
+                if k.instance.as_deref() == Some("payment-engine-idc1-2") {
+                    e.harmless = harmless;
+                }
+            }
+        }
+        let (h, _) = rules().diagnose(&inc, &topo(), &Context::default(), &[], &Default::default());
+        h.iter()
+            .any(|x| x.cause == "instance_slow" && x.target == "payment-engine-idc1-3")
+    };
+    assert!(slow(None), "alone among its siblings");
+    // A sibling 9 ms slow under a 250 ms objective (the load shifted onto
+    // it) harms nobody: the slowness is still that instance's.
+    assert!(slow(Some(true)));
+    // A sibling slow in earnest: the slowness is shared, not the instance's.
+    assert!(!slow(Some(false)));
+}
