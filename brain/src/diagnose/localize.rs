@@ -81,17 +81,7 @@ pub struct Candidate {
 /// its history before it; `None` without enough samples on either side.
 /// Only the last [`WINDOW`] samples at or before `now` are read.
 pub fn robust_score(h: &History, onset: i64, now: i64, direction: Direction) -> Option<f64> {
-    let upto = h.partition_point(|(t, _)| *t <= now);
-    let seen = h.range(upto.saturating_sub(WINDOW)..upto);
-    let pre: Vec<f64> = seen
-        .clone()
-        .filter(|(t, _)| *t < onset)
-        .map(|(_, v)| *v as f64)
-        .collect();
-    let post: Vec<f64> = seen
-        .filter(|(t, _)| *t >= onset)
-        .map(|(_, v)| *v as f64)
-        .collect();
+    let (pre, post) = around(h, onset, now);
     if pre.len() < MIN_PRE || post.is_empty() {
         return None;
     }
@@ -102,6 +92,17 @@ pub fn robust_score(h: &History, onset: i64, now: i64, direction: Direction) -> 
     // a move.
     let at = usize::from(z.len() >= 3);
     Some(z[at].clamp(0.0, CAP))
+}
+
+/// The values of the last [`WINDOW`] samples at or before `now`: those
+/// before `onset`, and those from it on.
+fn around(h: &History, onset: i64, now: i64) -> (Vec<f64>, Vec<f64>) {
+    let upto = h.partition_point(|(t, _)| *t <= now);
+    let (pre, post): (Vec<_>, Vec<_>) = h
+        .range(upto.saturating_sub(WINDOW)..upto)
+        .partition(|(t, _)| *t < onset);
+    let values = |v: Vec<&(i64, f32)>| v.into_iter().map(|(_, x)| f64::from(*x)).collect();
+    (values(pre), values(post))
 }
 
 /// The level just before an onset (the median of the last three samples:
@@ -138,11 +139,7 @@ fn moves(post: &[f64], level: f64, scale: f64, direction: Direction) -> Vec<f64>
 /// at or before `now`, or when the level was zero). A pod pinned at its CPU limit or memory filling
 /// up holds far out; a noisy series only visits.
 pub fn held(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f64, f64)> {
-    let upto = h.partition_point(|(t, _)| *t <= now);
-    let seen = h.range(upto.saturating_sub(WINDOW)..upto);
-    let (pre, post): (Vec<_>, Vec<_>) = seen.partition(|(t, _)| *t < onset);
-    let pre: Vec<f64> = pre.into_iter().map(|(_, v)| f64::from(v)).collect();
-    let post: Vec<f64> = post.into_iter().map(|(_, v)| f64::from(v)).collect();
+    let (pre, post) = around(h, onset, now);
     if pre.len() < MIN_PRE || post.len() < 3 {
         return None;
     }
