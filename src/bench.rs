@@ -4,12 +4,15 @@
 use std::{hint::black_box, sync::Arc, time::Instant};
 
 use selfheal_bus::{
-    IndicatorBatch, Layer, Limits, LocalTransport, Sample, WIRE_VERSION, decode, encode,
+    Encoding, IndicatorBatch, Layer, Limits, LocalTransport, Sample, WIRE_VERSION, decode,
+    decode_batch, encode, encode_batch,
 };
 use selfheal_sim::Scenario;
 
-/// Indicator batch decode + validation: samples per second.
-pub fn decode_throughput() -> f64 {
+/// Indicator batch decode + validation, samples per second: JSON into an
+/// owned batch, JSON read in place (the brain's), and the binary encoding
+/// read in place.
+pub fn decode_throughput() -> [f64; 3] {
     let now = 1_700_000_000_000i64;
     let batch = IndicatorBatch {
         v: WIRE_VERSION,
@@ -30,13 +33,28 @@ pub fn decode_throughput() -> f64 {
             })
             .collect(),
     };
-    let bytes = encode(&batch).expect("an indicator batch encodes");
+    let json = encode(&batch).expect("an indicator batch encodes");
+    let binary = encode_batch(&batch, Encoding::Binary).expect("an indicator batch encodes");
     let n = 20_000;
-    let t = Instant::now();
-    for _ in 0..n {
-        black_box(decode::<IndicatorBatch>(&bytes, &Limits::default(), now).ok());
-    }
-    (n * 100) as f64 / t.elapsed().as_secs_f64()
+    let rate = |f: &dyn Fn()| {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        (n * 100) as f64 / t.elapsed().as_secs_f64()
+    };
+    let l = Limits::default();
+    [
+        rate(&|| {
+            black_box(decode::<IndicatorBatch>(&json, &l, now).ok());
+        }),
+        rate(&|| {
+            black_box(decode_batch(&json, &l, now).ok());
+        }),
+        rate(&|| {
+            black_box(decode_batch(&binary, &l, now).ok());
+        }),
+    ]
 }
 
 /// Runs the loop over `seeds` seeds of the degradation scenario and the

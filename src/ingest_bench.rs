@@ -27,8 +27,8 @@ use std::{
 
 use selfheal_brain::{Brain, BrainConfig};
 use selfheal_bus::{
-    Bus, IndicatorBatch, Layer, Limits, LocalTransport, Sample, Subjects, WIRE_VERSION, decode,
-    encode, wall_ms,
+    Bus, Encoding, IndicatorBatch, Layer, Limits, LocalTransport, Sample, Subjects, WIRE_VERSION,
+    decode_batch, encode_batch, wall_ms,
 };
 use serde::Serialize;
 
@@ -56,6 +56,10 @@ pub struct Throughput {
     pub brain_samples_per_s: f64,
     /// Brain ÷ raw pipe.
     pub ratio: f64,
+    /// How the batches were encoded: `json` or `binary`.
+    pub encoding: Encoding,
+    /// Bytes of one batch of [`BATCH`] samples as published.
+    pub batch_bytes: usize,
 }
 
 /// Resident memory of the brain's process after it took `series` series.
@@ -87,6 +91,7 @@ fn round(
     series: usize,
     ts: i64,
     seq: &mut u64,
+    encoding: Encoding,
 ) -> impl Iterator<Item = (String, selfheal_bus::Bytes)> + '_ {
     let subjects = Subjects::default();
     (0..series).step_by(BATCH).map(move |i| {
@@ -115,20 +120,26 @@ fn round(
         };
         (
             subjects.indicators(Layer::System, "idc1", &svc),
-            encode(&b).expect("a bench batch encodes"),
+            encode_batch(&b, encoding).expect("a bench batch encodes"),
         )
     })
 }
 
 /// Publishes rounds of `series` series as fast as it can for `secs`;
 /// returns the samples published.
-async fn publish(bus: &Bus, series: usize, secs: f64, start_ts: i64) -> anyhow::Result<u64> {
+async fn publish(
+    bus: &Bus,
+    series: usize,
+    secs: f64,
+    start_ts: i64,
+    encoding: Encoding,
+) -> anyhow::Result<u64> {
     let t = Instant::now();
     let mut seq = 0;
     let mut published = 0u64;
     let mut ts = start_ts;
     while t.elapsed().as_secs_f64() < secs {
-        for (subject, payload) in round(series, ts, &mut seq) {
+        for (subject, payload) in round(series, ts, &mut seq, encoding) {
             bus.publish(&subject, payload).await?;
         }
         published += series as u64;
@@ -172,8 +183,14 @@ fn bench_config(store: std::path::PathBuf) -> BrainConfig {
     cfg
 }
 
-/// Measures the raw pipe and the brain over the NATS server at `url`.
-pub async fn throughput(url: &str, series: usize, secs: f64) -> anyhow::Result<Throughput> {
+/// Measures the raw pipe and the brain over the NATS server at `url`,
+/// the batches encoded as `encoding` says.
+pub async fn throughput(
+    url: &str,
+    series: usize,
+    secs: f64,
+    encoding: Encoding,
+) -> anyhow::Result<Throughput> {
     let bus: Bus = Arc::new(selfheal_bus::NatsTransport::connect(url, "bench-publisher").await?);
     let subjects = Subjects::default();
 
@@ -186,13 +203,13 @@ pub async fn throughput(url: &str, series: usize, secs: f64) -> anyhow::Result<T
     let reader = tokio::spawn(async move {
         let limits = Limits::default();
         while let Some(m) = sub.next().await {
-            if let Ok(b) = decode::<IndicatorBatch>(&m.payload, &limits, wall_ms()) {
+            if let Ok(b) = decode_batch(&m.payload, &limits, wall_ms()) {
                 r.fetch_add(b.samples.len() as u64, Ordering::Relaxed);
             }
         }
     });
     let t = Instant::now();
-    let published = publish(&bus, series, secs, wall_ms()).await?;
+    let published = publish(&bus, series, secs, wall_ms(), encoding).await?;
     let end = drain(&raw, published).await;
     let raw_taken = raw.load(Ordering::Relaxed);
     let raw_rate = raw_taken as f64 / end.duration_since(t).as_secs_f64();
@@ -213,7 +230,7 @@ pub async fn throughput(url: &str, series: usize, secs: f64) -> anyhow::Result<T
     brain_bus.flush().await?;
     let stats = brain.stats.clone();
     let t = Instant::now();
-    let published_b = publish(&bus, series, secs, wall_ms()).await?;
+    let published_b = publish(&bus, series, secs, wall_ms(), encoding).await?;
     let end = drain(&stats.samples_detected, published_b).await;
     let brain_taken = stats.samples_detected.load(Ordering::Relaxed);
     let brain_rate = brain_taken as f64 / end.duration_since(t).as_secs_f64();
@@ -227,6 +244,10 @@ pub async fn throughput(url: &str, series: usize, secs: f64) -> anyhow::Result<T
         brain_taken,
         brain_samples_per_s: brain_rate,
         ratio: brain_rate / raw_rate,
+        encoding,
+        batch_bytes: round(BATCH, wall_ms(), &mut 0, encoding)
+            .next()
+            .map_or(0, |(_, b)| b.len()),
     })
 }
 
@@ -271,7 +292,7 @@ pub async fn memory(steps: &[usize]) -> anyhow::Result<Vec<MemoryStep>> {
         // step's, so the series seen before take them too.
         for r in 0..4 {
             let ts = start + 10 * step as i64 + r;
-            for (subject, payload) in round(n, ts, &mut seq) {
+            for (subject, payload) in round(n, ts, &mut seq, Encoding::Json) {
                 bus.publish(&subject, payload).await?;
             }
             fed += n as u64;

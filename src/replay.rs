@@ -659,12 +659,12 @@ impl Feeder {
                 service: service.clone(),
                 samples: chunk.to_vec(),
             };
-            selfheal_bus::publish_msg(
-                &self.bus,
-                &self.subjects.indicators(layer, &idc, &service),
-                &b,
-            )
-            .await?;
+            // The compact encoding: the brain reads it without copying a
+            // name, and replay is the brain's busiest input.
+            let bytes = selfheal_bus::encode_batch(&b, selfheal_bus::Encoding::Binary)?;
+            self.bus
+                .publish(&self.subjects.indicators(layer, &idc, &service), bytes)
+                .await?;
             self.batches += 1;
         }
         Ok(())

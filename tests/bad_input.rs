@@ -8,7 +8,8 @@ use std::{collections::BTreeMap, sync::Arc, sync::atomic::Ordering, time::Durati
 use common::{NatsServer, eventually};
 use selfheal_brain::{Brain, BrainConfig};
 use selfheal_bus::{
-    Bus, IndicatorBatch, Layer, NatsTransport, Sample, Subjects, WIRE_VERSION, encode,
+    Bus, Encoding, IndicatorBatch, Layer, NatsTransport, Sample, Subjects, WIRE_VERSION, encode,
+    encode_batch,
 };
 
 fn batch(ts: i64, value: f64) -> IndicatorBatch {
@@ -118,6 +119,31 @@ async fn malformed_and_oversized_messages_are_counted_and_dropped() {
             .into_bytes(),
             "empty",
         ),
+        (
+            "binary, truncated",
+            encode_batch(&batch(t0, 0.99), Encoding::Binary).unwrap()[..20].to_vec(),
+            "malformed",
+        ),
+        (
+            "binary, NaN",
+            encode_batch(&batch(t0, f64::NAN), Encoding::Binary)
+                .unwrap()
+                .to_vec(),
+            "non_finite",
+        ),
+        (
+            "binary, future version",
+            encode_batch(
+                &IndicatorBatch {
+                    v: 99,
+                    ..batch(t0, 0.99)
+                },
+                Encoding::Binary,
+            )
+            .unwrap()
+            .to_vec(),
+            "version",
+        ),
     ];
     for (what, payload, _) in &bad {
         pub_bus
@@ -154,7 +180,7 @@ async fn malformed_and_oversized_messages_are_counted_and_dropped() {
             "{what} counted as {reason}"
         );
     }
-    assert_eq!(stats.rejected_for("malformed"), 6);
+    assert_eq!(stats.rejected_for("malformed"), 7);
     assert_eq!(stats.rejected_for("subject_mismatch"), 1);
     assert!(
         stats
@@ -162,15 +188,20 @@ async fn malformed_and_oversized_messages_are_counted_and_dropped() {
             .contains("selfheal_brain_rejected_total{reason=\"too_large\"} 1")
     );
 
-    // The brain keeps working: normal history, then a drop it detects.
+    // The brain keeps working: normal history, then a drop it detects,
+    // the batches in JSON and binary by turns (one series, both read alike).
     for i in 1..=60 {
         let v = if i <= 50 {
             0.997 + 0.001 * ((i % 3) as f64 - 1.0)
         } else {
             0.6
         };
+        let encoding = [Encoding::Json, Encoding::Binary][i as usize % 2];
         pub_bus
-            .publish(&subject, encode(&batch(t0 + i * 1000, v)).unwrap())
+            .publish(
+                &subject,
+                encode_batch(&batch(t0 + i * 1000, v), encoding).unwrap(),
+            )
             .await
             .unwrap();
     }

@@ -314,6 +314,8 @@ async fn durable_loop(
         host: false,
         buffer_batches: AGENT_BUFFER,
         jetstream: Some(js.clone()),
+        // Binary batches through the stream, kept and re-sent like JSON.
+        encoding: selfheal_bus::Encoding::Binary,
         ..Default::default()
     };
     let (agent_bus, sim_bus): (Bus, Bus) = match feed {
@@ -678,8 +680,10 @@ fn a_killed_detection_worker_s_partitions_move_and_its_series_are_detected_again
         "brain running",
         d.join("engine.log"),
     );
+    // The agent writes binary batches: the workers' warm-up replays and
+    // their partitions read them as they read JSON.
     let agent_cfg = d.join("agent.toml");
-    std::fs::write(&agent_cfg, js).unwrap();
+    std::fs::write(&agent_cfg, format!("encoding = \"binary\"\n{js}")).unwrap();
     let _agent = start(
         &[
             "agent",

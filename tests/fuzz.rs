@@ -1,7 +1,9 @@
 //! Bounded fuzzing of every reader of outside input, and properties of the
 //! codec: arbitrary bytes into the message decoder, the change-notice
 //! parser and the replay reader never panic and never pass garbage; what
-//! the codec encodes it decodes back unchanged.
+//! the codec encodes it decodes back unchanged, in JSON and in the binary
+//! encoding; the in-place reader of indicator batches (the brain's) takes
+//! and refuses exactly what the owned one does.
 //!
 //! Each property runs `SELFHEAL_FUZZ_CASES` cases (1,000 by default, about a
 //! second in all), so CI runs it on every change; set it higher to fuzz
@@ -11,8 +13,9 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use selfheal_bus::{
-    ActionReply, ActionRequest, ChangeEvent, HotspotReport, IncidentEvent, IndicatorBatch, Layer,
-    Limits, Sample, WIRE_VERSION, decode, encode, parse_change,
+    ActionReply, ActionRequest, BINARY_MAGIC, ChangeEvent, Encoding, HotspotReport, IncidentEvent,
+    IndicatorBatch, Layer, Limits, Sample, WIRE_VERSION, decode, decode_batch, encode,
+    encode_batch, parse_change,
 };
 
 fn config() -> ProptestConfig {
@@ -75,6 +78,35 @@ fn batch(samples: Vec<Sample>) -> IndicatorBatch {
     }
 }
 
+/// Bytes that look like a binary batch often enough to get past the
+/// header: mutations, truncations and extensions of a valid one, and
+/// arbitrary bytes after the magic byte.
+fn binary_ish() -> impl Strategy<Value = Vec<u8>> {
+    let mut b = batch(vec![sample("success_rate", 0.99), sample("tps", 120.0)]);
+    b.samples[1].instance = Some("cashier-1".into());
+    b.samples[1].labels.insert("zone".into(), "a".into());
+    let valid = encode_batch(&b, Encoding::Binary).unwrap().to_vec();
+    let v2 = valid.clone();
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..256).prop_map(|mut b| {
+            b.insert(0, BINARY_MAGIC);
+            b
+        }),
+        (1..valid.len(), proptest::collection::vec(any::<u8>(), 1..8)).prop_map(
+            move |(at, junk)| {
+                let mut b = valid.clone();
+                b.splice(at..(at + junk.len()).min(b.len()), junk);
+                b
+            }
+        ),
+        (0..v2.len(), proptest::collection::vec(any::<u8>(), 0..4)).prop_map(move |(cut, more)| {
+            let mut b = v2[..cut].to_vec();
+            b.extend(more);
+            b
+        }),
+    ]
+}
+
 /// A name the wire contract accepts.
 fn name() -> impl Strategy<Value = String> {
     "[a-z][a-z0-9_-]{0,20}"
@@ -96,6 +128,28 @@ proptest! {
         let _ = decode::<ActionRequest>(&bytes, &l, 1_000);
         let _ = decode::<ActionReply>(&bytes, &l, 1_000);
         let _ = decode::<IncidentEvent>(&bytes, &l, 1_000);
+    }
+
+    #[test]
+    fn the_in_place_reader_agrees_with_the_owned_one(bytes in json_ish()) {
+        let l = Limits::default();
+        match (decode::<IndicatorBatch>(&bytes, &l, 1_000), decode_batch(&bytes, &l, 1_000)) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b.into_owned()),
+            (Err(a), Err(b)) => prop_assert_eq!(a.kind(), b.kind()),
+            (a, b) => prop_assert!(false, "owned {:?}, in place {:?}", a.map(|_| ()), b.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn binary_garbage_is_refused_with_a_reason_and_what_passes_is_valid(bytes in binary_ish()) {
+        match decode_batch(&bytes, &Limits::default(), 1_000) {
+            Ok(b) => {
+                prop_assert!(b.samples.iter().all(|s| s.value.is_finite()));
+                prop_assert!(!b.samples.is_empty());
+                prop_assert!(b.samples.iter().all(|s| selfheal_bus::valid_name(&s.metric)));
+            }
+            Err(e) => prop_assert!(!e.kind().reason().is_empty()),
+        }
     }
 
     #[test]
@@ -128,7 +182,15 @@ proptest! {
         );
         b.source = source;
         b.seq = seq;
+        if let Some(s) = b.samples.first_mut() {
+            s.instance = Some(format!("{}-1", s.metric));
+            s.labels.insert("zone".into(), "a/b".into());
+        }
         let back: IndicatorBatch = decode(&encode(&b).unwrap(), &Limits::default(), 5_000).unwrap();
+        prop_assert_eq!(&back, &b);
+        let bin = encode_batch(&b, Encoding::Binary).unwrap();
+        prop_assert!(bin.len() < encode(&b).unwrap().len());
+        let back = decode_batch(&bin, &Limits::default(), 5_000).unwrap().into_owned();
         prop_assert_eq!(back, b);
     }
 

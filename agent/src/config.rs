@@ -59,6 +59,11 @@ pub struct AgentConfig {
     /// kept until the stream acknowledges it. Off when absent.
     #[serde(default)]
     pub jetstream: Option<selfheal_bus::stream::JetStreamConfig>,
+    /// How indicator batches are written: `json` (the default) or
+    /// `binary` (about a third of the bytes, read by the brain without
+    /// copying a name; brains must be upgraded first, docs/deploy.md).
+    #[serde(default)]
+    pub encoding: selfheal_bus::Encoding,
 }
 
 fn default_name() -> String {
@@ -104,6 +109,7 @@ fn toml_defaults() -> AgentConfig {
         probe: Vec::new(),
         scrape: Vec::new(),
         jetstream: None,
+        encoding: selfheal_bus::Encoding::Json,
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Publisher {
     /// Subjects starting with this go out durably (a JetStream stream's
     /// acknowledgement) when the bus is durable: the indicators.
     durable_prefix: Option<String>,
+    /// How indicator batches are written.
+    encoding: selfheal_bus::Encoding,
 }
 
 impl Publisher {
@@ -41,6 +43,26 @@ impl Publisher {
             stats,
             confirmed: true,
             durable_prefix: None,
+            encoding: selfheal_bus::Encoding::Json,
+        }
+    }
+
+    /// Indicator batches go out in `encoding`.
+    pub fn encoding(mut self, encoding: selfheal_bus::Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// Encodes an indicator batch in the publisher's encoding and
+    /// [`Publisher::send`]s it (an unencodable one counted, as
+    /// [`Publisher::send_msg`] does).
+    pub async fn send_batch(&mut self, subject: String, batch: &selfheal_bus::IndicatorBatch) {
+        match selfheal_bus::encode_batch(batch, self.encoding) {
+            Ok(bytes) => self.send(subject, bytes).await,
+            Err(e) => {
+                AgentStats::bump(&self.stats.unencodable);
+                warn!(error = %e, %subject, "indicator batch not sent");
+            }
         }
     }
 

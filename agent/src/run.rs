@@ -197,7 +197,8 @@ async fn collect(
 ) {
     let cfg = &agent.config;
     let mut publisher = Publisher::new(agent.bus.clone(), cfg.buffer_batches, stats.clone())
-        .durable_for(format!("{}.ind.", agent.subjects.prefix()));
+        .durable_for(format!("{}.ind.", agent.subjects.prefix()))
+        .encoding(cfg.encoding);
     let mut host = HostCollector::default();
     let hostname = host.hostname();
     let mut last_host: Option<std::time::Instant> = None;
@@ -236,7 +237,7 @@ async fn collect(
                         for b in readings::batches(&r, &cfg.name, &mut seq) {
                             let subject = agent.subjects.indicators(b.layer, &b.idc, &b.service);
                             AgentStats::bump(&stats.indicator_batches);
-                            publisher.send_msg(subject, &b).await;
+                            publisher.send_batch(subject, &b).await;
                         }
                         for h in readings::hotspots(&r) {
                             AgentStats::bump(&stats.context_msgs);
@@ -272,7 +273,7 @@ async fn collect(
                     b.source = cfg.name.clone();
                     AgentStats::bump(&stats.indicator_batches);
                     let subject = agent.subjects.indicators(b.layer, &b.idc, &b.service);
-                    publisher.send_msg(subject, &b).await;
+                    publisher.send_batch(subject, &b).await;
                 }
                 continue;
             }
@@ -326,7 +327,7 @@ async fn collect(
                 .collect(),
         };
         let subject = agent.subjects.indicators(Layer::Infra, &cfg.idc, "host");
-        publisher.send_msg(subject, &batch).await;
+        publisher.send_batch(subject, &batch).await;
     }
 }
 

@@ -17,7 +17,7 @@
 
 use std::{collections::HashMap, hash::BuildHasher, sync::Arc};
 
-use selfheal_bus::{IndicatorBatch, Layer, Sample, SeriesKey};
+use selfheal_bus::{BatchView, SampleView, SeriesKey};
 
 use serde::{Deserialize, Serialize};
 
@@ -101,34 +101,23 @@ pub struct Admission {
 
 /// The hash of a series' names, from a sample as it arrived or from a key
 /// built before: the same for both.
-#[allow(clippy::too_many_arguments)]
-fn names_hash(
-    h: &impl BuildHasher,
-    layer: Layer,
-    idc: &str,
-    service: &str,
-    scene: Option<&str>,
-    link: Option<&str>,
-    instance: Option<&str>,
-    metric: &str,
-    labels: &std::collections::BTreeMap<String, String>,
-) -> u64 {
-    h.hash_one((layer, idc, service, scene, link, instance, metric, labels))
+/// The hash of a series' names as they arrived.
+fn names_hash(h: &impl BuildHasher, batch: &BatchView<'_>, sample: &SampleView<'_>) -> u64 {
+    let mut s = h.build_hasher();
+    use std::hash::{Hash, Hasher};
+    (batch.layer, &*batch.idc, &*batch.service, &*sample.metric).hash(&mut s);
+    (
+        sample.scene.as_deref(),
+        sample.link.as_deref(),
+        sample.instance.as_deref(),
+    )
+        .hash(&mut s);
+    for (k, v) in &sample.labels {
+        (&**k, &**v).hash(&mut s);
+    }
+    s.finish()
 }
 
-/// Whether `k` is the key of `sample` in `batch`.
-fn same(k: &SeriesKey, batch: &IndicatorBatch, sample: &Sample) -> bool {
-    k.metric == sample.metric
-        && k.service == batch.service
-        && k.instance == sample.instance
-        && k.scene == sample.scene
-        && k.link == sample.link
-        && k.layer == batch.layer
-        && k.idc == batch.idc
-        && k.labels == sample.labels
-}
-
-/// Interned names with a count of series each.
 #[derive(Default)]
 struct Names {
     index: HashMap<String, u32>,
@@ -180,22 +169,12 @@ impl Admission {
     /// known or admitted now, or why it is refused.
     pub fn admit(
         &mut self,
-        batch: &IndicatorBatch,
-        sample: &Sample,
+        batch: &BatchView<'_>,
+        sample: &SampleView<'_>,
     ) -> Result<(u64, Arc<SeriesKey>), Refusal> {
-        let hash = names_hash(
-            &self.hasher,
-            batch.layer,
-            &batch.idc,
-            &batch.service,
-            sample.scene.as_deref(),
-            sample.link.as_deref(),
-            sample.instance.as_deref(),
-            &sample.metric,
-            &sample.labels,
-        );
+        let hash = names_hash(&self.hasher, batch, sample);
         let ts = sample.ts;
-        if let Some(k) = self.known.find_mut(hash, |k| same(&k.key, batch, sample)) {
+        if let Some(k) = self.known.find_mut(hash, |k| sample.is(&k.key, batch)) {
             k.last = k.last.max(ts);
             return Ok((k.id, k.key.clone()));
         }
@@ -216,7 +195,7 @@ impl Admission {
         self.services.counts[svc as usize] += 1;
         let id = self.next_id;
         self.next_id += 1;
-        let key = Arc::new(SeriesKey::of(batch, sample));
+        let key = Arc::new(sample.key(batch));
         self.known.insert_unique(
             hash,
             Known {
@@ -265,6 +244,7 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use selfheal_bus::{IndicatorBatch, Layer, Sample};
 
     fn limits() -> SeriesLimits {
         SeriesLimits {
@@ -286,18 +266,18 @@ mod tests {
                 layer: Layer::System,
                 idc: "idc1".into(),
                 service: service.into(),
-                samples: vec![],
+                samples: vec![Sample {
+                    scene: None,
+                    link: None,
+                    instance: None,
+                    metric: format!("m{i}"),
+                    labels: Default::default(),
+                    ts,
+                    value: 1.0,
+                }],
             };
-            let sample = Sample {
-                scene: None,
-                link: None,
-                instance: None,
-                metric: format!("m{i}"),
-                labels: Default::default(),
-                ts,
-                value: 1.0,
-            };
-            self.admit(&batch, &sample).map(|_| ())
+            let v = batch.view();
+            self.admit(&v, &v.samples[0]).map(|_| ())
         }
     }
 
@@ -322,15 +302,26 @@ mod tests {
             ts: 1,
             value: 1.0,
         };
-        let (id, key) = a.admit(&batch, &sample("tps", None)).unwrap();
-        assert_eq!(*key, SeriesKey::of(&batch, &sample("tps", None)));
-        assert_eq!(a.admit(&batch, &sample("tps", None)).unwrap().0, id);
-        assert_ne!(a.admit(&batch, &sample("tps", Some("i-1"))).unwrap().0, id);
-        assert_ne!(
-            a.admit(&batch, &sample("success_rate", None)).unwrap().0,
+        let mut admit = |s: Sample| {
+            let b = IndicatorBatch {
+                samples: vec![s],
+                ..batch.clone()
+            };
+            let v = b.view();
+            let (id, key) = a.admit(&v, &v.samples[0]).unwrap();
+            assert_eq!(*key, SeriesKey::of(&b, &b.samples[0]));
             id
-        );
-        assert_eq!(a.len(), 3);
+        };
+        let id = admit(sample("tps", None));
+        assert_eq!(admit(sample("tps", None)), id);
+        assert_ne!(admit(sample("tps", Some("i-1"))), id);
+        assert_ne!(admit(sample("success_rate", None)), id);
+        let mut labelled = sample("tps", None);
+        labelled.labels.insert("zone".into(), "a".into());
+        let l = admit(labelled.clone());
+        assert_ne!(l, id);
+        assert_eq!(admit(labelled), l);
+        assert_eq!(a.len(), 4);
     }
 
     #[test]

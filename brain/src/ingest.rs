@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use selfheal_bus::{IndicatorBatch, Limits, Subjects, Subscription, decode, wall_ms};
+use selfheal_bus::{Limits, Subjects, Subscription, decode, decode_batch, wall_ms};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -244,7 +244,7 @@ impl Ingest {
             },
             ..self.limits
         };
-        let mut batch: IndicatorBatch = match decode(&msg.payload, &limits, now) {
+        let batch = match decode_batch(&msg.payload, &limits, now) {
             Ok(b) => b,
             Err(e) => {
                 if !quiet {
@@ -290,8 +290,7 @@ impl Ingest {
             .collect();
         let mut max_ts = wm;
         let mut refused = 0u64;
-        let samples = std::mem::take(&mut batch.samples);
-        for s in &samples {
+        for s in &batch.samples {
             let (ts, value) = (s.ts, s.value);
             if !quiet {
                 max_ts = max_ts.max(ts);

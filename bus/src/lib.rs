@@ -13,8 +13,11 @@
 //!   dependencies, backups, IDCs) shared by the simulator, agents and brain.
 //! - [`subject`]: subject naming under a configurable prefix, and NATS
 //!   wildcard matching.
-//! - [`codec`]: bytes ⇄ typed messages: JSON encoding, size bound, version,
-//!   finite values and timestamp skew checked on arrival.
+//! - [`codec`]: bytes ⇄ typed messages: JSON encoding (and a compact
+//!   binary one for indicator batches), size bound, version, finite values
+//!   and timestamp skew checked on arrival.
+//! - [`view`]: indicator batches read in place, their names borrowed from
+//!   the received bytes.
 //! - [`names`]: names as monitoring writes them mapped to wire-safe names.
 //! - [`prom`]: Prometheus series (scraped or remote-written) turned into
 //!   indicators: counters as rates, histograms as interval percentiles.
@@ -45,12 +48,14 @@ pub mod subject;
 pub mod time;
 pub mod topology;
 pub mod transport;
+pub mod view;
 
 pub use actuate::{ActError, ActErrorKind, Actuator};
 /// The payload type of every message on the bus.
 pub use bytes::Bytes;
 pub use codec::{
-    DecodeError, DecodeErrorKind, EncodeError, Limits, check, decode, encode, wall_ms,
+    BINARY_MAGIC, DecodeError, DecodeErrorKind, EncodeError, Encoding, Limits, check, decode,
+    decode_batch, decode_indicators, encode, encode_batch, wall_ms,
 };
 pub use local::LocalTransport;
 pub use message::*;
@@ -58,3 +63,4 @@ pub use nats::NatsTransport;
 pub use subject::Subjects;
 pub use topology::Topology;
 pub use transport::{Bus, BusError, BusErrorKind, Message, Subscription, Transport, publish_msg};
+pub use view::{BatchView, SampleView};

@@ -438,20 +438,16 @@ fn name(s: &str) -> Result<(), Invalid> {
     }
 }
 
-fn opt_name(s: &Option<String>) -> Result<(), Invalid> {
-    s.as_deref().map_or(Ok(()), name)
-}
-
 /// A series' own names: its metric, its optional scene, link and
 /// instance, and its bounded labels.
-fn series_names(
+fn series_names<'s>(
     metric: &str,
-    optional: [&Option<String>; 3],
-    labels: &BTreeMap<String, String>,
+    optional: [Option<&str>; 3],
+    labels: impl ExactSizeIterator<Item = (&'s str, &'s str)>,
 ) -> Result<(), Invalid> {
     name(metric)?;
-    for o in optional {
-        opt_name(o)?;
+    for o in optional.into_iter().flatten() {
+        name(o)?;
     }
     if labels.len() > MAX_LABELS {
         return Err(Invalid::TooMany);
@@ -473,24 +469,56 @@ fn ts(t: i64, b: &Bounds) -> Result<(), Invalid> {
 
 impl Validate for IndicatorBatch {
     fn validate(&self, b: &Bounds) -> Result<(), Invalid> {
-        name(&self.source)?;
-        name(&self.idc)?;
-        name(&self.service)?;
-        if self.samples.is_empty() {
-            return Err(Invalid::Empty);
-        }
-        if self.samples.len() > b.max_items {
-            return Err(Invalid::TooMany);
-        }
-        for s in &self.samples {
-            if !s.value.is_finite() {
-                return Err(Invalid::NonFinite);
-            }
-            ts(s.ts, b)?;
-            series_names(&s.metric, [&s.scene, &s.link, &s.instance], &s.labels)?;
-        }
-        Ok(())
+        batch_rules(
+            [&self.source, &self.idc, &self.service],
+            self.samples.len(),
+            self.samples.iter().map(|s| {
+                (
+                    s.value,
+                    s.ts,
+                    s.metric.as_str(),
+                    [s.scene.as_deref(), s.link.as_deref(), s.instance.as_deref()],
+                    s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+            }),
+            b,
+        )
     }
+}
+
+/// One sample as [`batch_rules`] reads it: value, timestamp, metric,
+/// scene, link and instance, labels.
+pub(crate) type SampleNames<'s, L> = (f64, i64, &'s str, [Option<&'s str>; 3], L);
+
+/// The rules of an indicator batch, owned or viewed in place: its names,
+/// at least one sample and at most `max_items`, each finite, on time and
+/// well named.
+pub(crate) fn batch_rules<'s, L>(
+    names: [&str; 3],
+    len: usize,
+    samples: impl Iterator<Item = SampleNames<'s, L>>,
+    b: &Bounds,
+) -> Result<(), Invalid>
+where
+    L: ExactSizeIterator<Item = (&'s str, &'s str)>,
+{
+    for n in names {
+        name(n)?;
+    }
+    if len == 0 {
+        return Err(Invalid::Empty);
+    }
+    if len > b.max_items {
+        return Err(Invalid::TooMany);
+    }
+    for (value, t, metric, optional, labels) in samples {
+        if !value.is_finite() {
+            return Err(Invalid::NonFinite);
+        }
+        ts(t, b)?;
+        series_names(metric, optional, labels)?;
+    }
+    Ok(())
 }
 
 /// Longest change author, in bytes.
@@ -692,7 +720,11 @@ impl Validate for DetectedBatch {
             let k = &a.key;
             name(&k.idc)?;
             name(&k.service)?;
-            series_names(&k.metric, [&k.scene, &k.link, &k.instance], &k.labels)?;
+            series_names(
+                &k.metric,
+                [k.scene.as_deref(), k.link.as_deref(), k.instance.as_deref()],
+                k.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )?;
             if !matches!(a.direction.as_str(), "up" | "down" | "both") {
                 return Err(Invalid::OutOfRange);
             }

@@ -36,6 +36,9 @@ pub struct IngestArgs {
     /// Distinct series published in the throughput runs (repeatable).
     #[arg(long, default_values_t = [10_000])]
     pub series: Vec<usize>,
+    /// How the batches are encoded (repeatable: a run each).
+    #[arg(long, value_enum, default_values_t = [WireEncoding::Json, WireEncoding::Binary])]
+    pub encoding: Vec<WireEncoding>,
     /// Seconds of publishing per run.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
@@ -45,6 +48,24 @@ pub struct IngestArgs {
     /// Write the results (JSON) here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// An indicator batch encoding, as the command line names it.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum WireEncoding {
+    /// JSON.
+    Json,
+    /// The compact binary encoding.
+    Binary,
+}
+
+impl From<WireEncoding> for selfheal_bus::Encoding {
+    fn from(e: WireEncoding) -> Self {
+        match e {
+            WireEncoding::Json => selfheal_bus::Encoding::Json,
+            WireEncoding::Binary => selfheal_bus::Encoding::Binary,
+        }
+    }
 }
 
 async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
@@ -105,10 +126,16 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
             );
         }
     }
-    for n in a.series {
-        let t = selfheal::ingest_bench::throughput(&url, n, a.seconds).await?;
+    for (n, enc) in a
+        .series
+        .iter()
+        .flat_map(|n| a.encoding.iter().map(move |e| (*n, *e)))
+    {
+        let t = selfheal::ingest_bench::throughput(&url, n, a.seconds, enc.into()).await?;
         println!(
-            "ingest, {} series, batches of {}: raw NATS pipe {:.2} M samples/s ({} of {} taken); brain {:.2} M samples/s ({} taken); brain / pipe {:.2}",
+            "ingest, {:?}, {} bytes a batch, {} series, batches of {}: raw NATS pipe {:.2} M samples/s ({} of {} taken); brain {:.2} M samples/s ({} taken); brain / pipe {:.2}",
+            t.encoding,
+            t.batch_bytes,
             t.series,
             t.batch_samples,
             t.raw_samples_per_s / 1e6,
@@ -143,9 +170,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "playbook plan, per run (9 library playbooks x 2000): p50 {p50:.1} us, p99 {p99:.1} us, max {max:.0} us"
     );
     selfheal::bench::models_on_scenarios()?;
+    let [owned, in_place, binary] = selfheal::bench::decode_throughput();
     println!(
-        "indicator decode + validation: {:.2} M samples/s",
-        selfheal::bench::decode_throughput() / 1e6
+        "indicator decode + validation: JSON {:.2} M samples/s, JSON in place {:.2}, binary in place {:.2}",
+        owned / 1e6,
+        in_place / 1e6,
+        binary / 1e6
     );
     let page = selfheal_brain::api::oncall::PAGE;
     println!(

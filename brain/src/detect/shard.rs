@@ -210,7 +210,7 @@ pub async fn run(
                 continue;
             }
             *last = (*last).max(ts);
-            let (direction, class) = (class.direction, class.name.clone());
+            let direction = class.direction;
             let learning = det.learning(&cfg);
             let update = det.update(ts, value, &cfg);
             if learning && !det.learning(&cfg) {
@@ -238,7 +238,7 @@ pub async fn run(
                         baseline,
                         score,
                         direction,
-                        class,
+                        class: class.name.clone(),
                         novel,
                     }
                 }
@@ -251,7 +251,7 @@ pub async fn run(
                     baseline,
                     score: 0.0,
                     direction,
-                    class,
+                    class: class.name.clone(),
                     novel: false,
                 },
             };
