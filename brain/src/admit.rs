@@ -6,14 +6,16 @@
 //!
 //! Admission also interns the series: a sample is looked up by its names
 //! as they arrived (one hash, one comparison, no copy), and a known series
-//! comes back as its number and its shared key, which the stages after
-//! ingest use instead of hashing and comparing the key again. A new series
-//! is given the next number (never reused) and its key is built once. A
-//! new series over any cap is refused (its samples dropped, counted per
-//! source); a known one is always taken. Series idle for
-//! [`SeriesLimits::idle_s`] of event time are forgotten here, by the
-//! shards and by the recent rings, and their slots are free again; one
-//! that comes back is a new series.
+//! comes back as its number, which the stages after ingest use instead of
+//! hashing and comparing the key again. A new series is given the next
+//! number (never reused) and its key is built once, and handed on with
+//! its first sample only: the shards and the recent rings keep it from
+//! then on. A new series over any cap is refused (its samples dropped,
+//! counted per source); a known one is always taken. Series idle for
+//! [`SeriesLimits::idle_s`] of event time are forgotten here, and ingest
+//! tells the shards and the recent rings to forget them too (they forget
+//! no series on their own); their slots are free again, and one that
+//! comes back is a new series.
 
 use std::{collections::HashMap, hash::BuildHasher, sync::Arc};
 
@@ -99,8 +101,6 @@ pub struct Admission {
     forgotten: Vec<u64>,
 }
 
-/// The hash of a series' names, from a sample as it arrived or from a key
-/// built before: the same for both.
 /// The hash of a series' names as they arrived.
 fn names_hash(h: &impl BuildHasher, batch: &BatchView<'_>, sample: &SampleView<'_>) -> u64 {
     let mut s = h.build_hasher();
@@ -165,18 +165,19 @@ impl Admission {
         self.known.is_empty()
     }
 
-    /// Takes `sample` of `batch`: its series' number and key when it is
-    /// known or admitted now, or why it is refused.
+    /// Takes `sample` of `batch`: its series' number, with its key when
+    /// the series is admitted now (`None` when it was known), or why it is
+    /// refused.
     pub fn admit(
         &mut self,
         batch: &BatchView<'_>,
         sample: &SampleView<'_>,
-    ) -> Result<(u64, Arc<SeriesKey>), Refusal> {
+    ) -> Result<(u64, Option<Arc<SeriesKey>>), Refusal> {
         let hash = names_hash(&self.hasher, batch, sample);
         let ts = sample.ts;
         if let Some(k) = self.known.find_mut(hash, |k| sample.is(&k.key, batch)) {
             k.last = k.last.max(ts);
-            return Ok((k.id, k.key.clone()));
+            return Ok((k.id, None));
         }
         let (src, svc) = (
             self.sources.id(&batch.source),
@@ -208,7 +209,7 @@ impl Admission {
             },
             |k| k.hash,
         );
-        Ok((id, key))
+        Ok((id, Some(key)))
     }
 
     /// The numbers of the series the sweeps forgot since the last call
@@ -309,7 +310,9 @@ mod tests {
             };
             let v = b.view();
             let (id, key) = a.admit(&v, &v.samples[0]).unwrap();
-            assert_eq!(*key, SeriesKey::of(&b, &b.samples[0]));
+            if let Some(key) = key {
+                assert_eq!(*key, SeriesKey::of(&b, &b.samples[0]));
+            }
             id
         };
         let id = admit(sample("tps", None));
@@ -322,6 +325,12 @@ mod tests {
         assert_ne!(l, id);
         assert_eq!(admit(labelled), l);
         assert_eq!(a.len(), 4);
+        let known = IndicatorBatch {
+            samples: vec![sample("tps", None)],
+            ..batch
+        };
+        let v = known.view();
+        assert_eq!(a.admit(&v, &v.samples[0]), Ok((id, None)), "known: no key");
     }
 
     #[test]

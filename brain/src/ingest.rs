@@ -180,10 +180,9 @@ impl Ingest {
         let wm = *self.watermark.borrow();
         for tx in &self.shards {
             let b = ShardBatch {
-                samples: Vec::new(),
                 mark: wm,
                 seq,
-                quiet: false,
+                ..ShardBatch::default()
             };
             tx.send(b).await.map_err(|_| Gone)?;
         }
@@ -283,9 +282,9 @@ impl Ingest {
         let mut routed: Vec<ShardBatch> = (0..n)
             .map(|_| ShardBatch {
                 samples: Vec::with_capacity(each),
-                mark: 0,
                 seq: msg.seq,
                 quiet,
+                ..ShardBatch::default()
             })
             .collect();
         let mut max_ts = wm;
@@ -301,7 +300,7 @@ impl Ingest {
             };
             if !quiet
                 && let Some((stage, tx)) = self.models.as_mut()
-                && let Some(ev) = stage.observe(&batch.service, &key.metric, ts, value)
+                && let Some(ev) = stage.observe(&batch.service, &s.metric, ts, value)
             {
                 if ev.kind == crate::detect::AnomalyKind::Start {
                     BrainStats::bump(&stats.anomalies);
@@ -317,9 +316,12 @@ impl Ingest {
         }
         if !quiet {
             self.recent.observe_all(
-                routed
-                    .iter()
-                    .flat_map(|b| b.samples.iter().map(|(id, k, ts, v)| (*id, k, *ts, *v))),
+                batch.layer,
+                routed.iter().flat_map(|b| {
+                    b.samples
+                        .iter()
+                        .map(|(id, k, ts, v)| (*id, k.as_ref(), *ts, *v))
+                }),
             );
         }
         if refused > 0
@@ -329,14 +331,18 @@ impl Ingest {
             raise_series_cap(&self.bus, &self.subjects, &batch.source, total, max_ts).await;
         }
         if self.admission.sweep(max_ts) > 0 {
-            self.recent.forget(&self.admission.take_forgotten());
+            let forgotten = self.admission.take_forgotten();
+            self.recent.forget(&forgotten);
+            for id in forgotten {
+                routed[(id % n as u64) as usize].forget.push(id);
+            }
         }
         // Every shard hears when the watermark moves (a worker: the
         // sequence), even one with no sample of this batch, so the engine
         // knows how far all have come.
         let moved = max_ts > wm || self.by_seq;
         for (tx, mut b) in self.shards.iter().zip(routed) {
-            if b.samples.is_empty() && (!moved || quiet) {
+            if b.samples.is_empty() && b.forget.is_empty() && (!moved || quiet) {
                 continue;
             }
             b.mark = max_ts;

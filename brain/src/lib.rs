@@ -167,7 +167,7 @@ fn spawn_shards(
                 index,
                 rx,
                 tx.clone(),
-                (cfg.detector.clone(), (cfg.series.idle_s * 1000) as i64),
+                cfg.detector.clone(),
                 classes.clone(),
                 stats.clone(),
                 stop.clone(),

@@ -82,14 +82,18 @@ struct Business {
 impl Recent {
     /// Files one sample of series number `id`.
     pub fn observe(&self, id: u64, key: &Arc<SeriesKey>, ts: i64, value: f64) {
-        self.observe_all([(id, key, ts, value)]);
+        self.observe_all(key.layer, [(id, Some(key), ts, value)]);
     }
 
-    /// Files many samples (a batch) under one take of each lock: the
-    /// ingest hot path locks once per batch, not once per sample.
+    /// Files many samples of one layer (a batch) under one take of each
+    /// lock: the ingest hot path locks once per batch, not once per
+    /// sample. A series' key comes with its first sample only (ingest
+    /// hands it on when admission first takes the series): a ring is made
+    /// then, if there is room, and never later.
     pub fn observe_all<'a>(
         &self,
-        samples: impl IntoIterator<Item = (u64, &'a Arc<SeriesKey>, i64, f64)>,
+        layer: Layer,
+        samples: impl IntoIterator<Item = (u64, Option<&'a Arc<SeriesKey>>, i64, f64)>,
     ) {
         let mut business = Vec::new();
         {
@@ -103,7 +107,9 @@ impl Recent {
                         }
                         ring.push_back((ts, value as f32));
                     }
-                } else if h.len() < MAX_HISTORY_SERIES {
+                } else if let Some(key) = key
+                    && h.len() < MAX_HISTORY_SERIES
+                {
                     let mut ring = VecDeque::with_capacity(HISTORY_POINTS);
                     ring.push_back((ts, value as f32));
                     h.insert(id, (key.clone(), ring));
@@ -112,7 +118,7 @@ impl Recent {
                     self.history_refused
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                if key.layer == Layer::Business {
+                if layer == Layer::Business {
                     business.push((id, key, ts, value));
                 }
             }
@@ -123,9 +129,10 @@ impl Recent {
         let mut m = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let Business { rings, by_name } = &mut *m;
         for (id, key, ts, value) in business {
-            let ring = match rings.get_mut(&id) {
-                Some((_, r)) => r,
-                None => {
+            let ring = match (rings.get_mut(&id), key) {
+                (Some((_, r)), _) => r,
+                (None, None) => continue,
+                (None, Some(key)) => {
                     if rings.len() >= MAX_SERIES {
                         continue;
                     }

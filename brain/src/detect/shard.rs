@@ -50,8 +50,13 @@ pub struct AnomalyEvent {
 /// once it routed them.
 #[derive(Clone, Debug, Default)]
 pub struct ShardBatch {
-    /// (series number, its key, ts, value); see [`crate::admit`].
-    pub samples: Vec<(u64, Arc<SeriesKey>, i64, f64)>,
+    /// (series number, its key, ts, value); see [`crate::admit`]. The key
+    /// comes with a series' first sample only: a shard keeps it from then
+    /// on, and nothing is counted up and down per sample across threads.
+    pub samples: Vec<(u64, Option<Arc<SeriesKey>>, i64, f64)>,
+    /// Series admission forgot (idle): their detectors go. A shard forgets
+    /// a series only so, so a series admission knows has its detector.
+    pub forget: Vec<u64>,
     /// The watermark after this batch, ms.
     pub mark: i64,
     /// The indicator stream's sequence of the message the samples came
@@ -124,25 +129,25 @@ impl Slots {
         &mut self.slots[i]
     }
 
-    /// Keeps the slots for which `keep` holds (the last one moves into a
-    /// gap).
-    fn retain(&mut self, keep: impl Fn(&Slot) -> bool) {
-        let mut i = 0;
-        while i < self.slots.len() {
-            if keep(&self.slots[i]) {
-                i += 1;
+    /// Drops the slots of `ids` (the last one moves into each gap);
+    /// returns how many of them were still learning.
+    fn forget(&mut self, ids: &[u64], cfg: &DetectorConfig) -> u64 {
+        let mut learning = 0;
+        for id in ids {
+            let Some(i) = self.index.remove(id) else {
                 continue;
-            }
-            let gone = self.slots.swap_remove(i);
-            self.index.remove(&gone.id);
-            if let Some(moved) = self.slots.get(i) {
-                self.index.insert(moved.id, i as u32);
+            };
+            let gone = self.slots.swap_remove(i as usize);
+            learning += u64::from(gone.det.learning(cfg));
+            if let Some(moved) = self.slots.get(i as usize) {
+                self.index.insert(moved.id, i);
             }
         }
         if self.slots.capacity() > 2 * self.slots.len() + 64 {
             self.slots.shrink_to_fit();
             self.index.shrink_to_fit();
         }
+        learning
     }
 }
 
@@ -156,13 +161,12 @@ pub async fn run(
     index: usize,
     mut rx: mpsc::Receiver<ShardBatch>,
     tx: mpsc::Sender<Detected>,
-    (cfg, idle_ms): (DetectorConfig, i64),
+    cfg: DetectorConfig,
     classes: Arc<MetricClasses>,
     stats: Arc<BrainStats>,
     stop: CancellationToken,
 ) {
     let mut series = Slots::default();
-    let mut swept_at = i64::MIN;
     let mut held: std::collections::BTreeMap<SeriesKey, AnomalyEvent> = Default::default();
     loop {
         let batch = tokio::select! {
@@ -186,13 +190,9 @@ pub async fn run(
                 last,
                 key,
                 ..
-            } = match series.find(id) {
-                Some(i) => series.at(i),
-                None => {
-                    if series.len() >= MAX_SERIES_PER_SHARD {
-                        BrainStats::bump(&stats.series_refused);
-                        continue;
-                    }
+            } = match (series.find(id), key) {
+                (Some(i), _) => series.at(i),
+                (None, Some(key)) if series.len() < MAX_SERIES_PER_SHARD => {
                     let class = classes.classify(&key.metric);
                     stats
                         .detectors_learning
@@ -204,6 +204,11 @@ pub async fn run(
                         last: i64::MIN,
                         key,
                     })
+                }
+                // Over the cap when it came (its key not kept), or then.
+                (None, _) => {
+                    BrainStats::bump(&stats.series_refused);
+                    continue;
                 }
             };
             if batch.quiet && ts <= *last {
@@ -265,17 +270,11 @@ pub async fn run(
                 return;
             }
         }
-        // Series idle for the idle time are forgotten (ingest forgets them
-        // too, and gives their slots back); a quarter of it between sweeps.
-        if swept_at == i64::MIN || batch.mark >= swept_at + idle_ms / 4 {
-            swept_at = batch.mark;
-            let before = series.slots.iter().filter(|s| s.det.learning(&cfg)).count();
-            series.retain(|s| s.last >= batch.mark - idle_ms);
-            let after = series.slots.iter().filter(|s| s.det.learning(&cfg)).count();
-            stats.detectors_learning.fetch_sub(
-                (before - after) as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+        if !batch.forget.is_empty() {
+            let learning = series.forget(&batch.forget, &cfg);
+            stats
+                .detectors_learning
+                .fetch_sub(learning, std::sync::atomic::Ordering::Relaxed);
         }
         stats
             .samples_detected
@@ -322,7 +321,11 @@ mod tests {
                 key,
             });
         }
-        s.retain(|x| x.id % 3 == 0);
+        let gone: Vec<u64> = (0..10).filter(|i| i % 3 != 0).collect();
+        // Six fresh detectors, all still learning; forgetting one twice or
+        // one never seen changes nothing.
+        assert_eq!(s.forget(&gone, &DetectorConfig::default()), 6);
+        assert_eq!(s.forget(&[1, 99], &DetectorConfig::default()), 0);
         assert_eq!(s.len(), 4);
         for id in 0..10u64 {
             match s.find(id) {
