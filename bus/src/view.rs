@@ -150,11 +150,7 @@ impl SampleView<'_> {
             link: owned(&self.link),
             instance: owned(&self.instance),
             metric: self.metric.to_string(),
-            labels: self
-                .labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: self.owned_labels(),
             ts: self.ts,
             value: self.value,
         }
@@ -170,12 +166,15 @@ impl SampleView<'_> {
             link: owned(&self.link),
             instance: owned(&self.instance),
             metric: self.metric.to_string(),
-            labels: self
-                .labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: self.owned_labels(),
         }
+    }
+
+    fn owned_labels(&self) -> BTreeMap<String, String> {
+        self.labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// Whether `key` is this sample's series inside `batch`.
