@@ -107,25 +107,6 @@ pub struct SeriesKey {
 }
 
 impl SeriesKey {
-    /// The key of `sample` inside `batch`, taking the sample's own names
-    /// rather than copying them (the ingest hot path).
-    pub fn take(batch: &IndicatorBatch, sample: Sample) -> (Self, i64, f64) {
-        (
-            SeriesKey {
-                layer: batch.layer,
-                idc: batch.idc.clone(),
-                service: batch.service.clone(),
-                scene: sample.scene,
-                link: sample.link,
-                instance: sample.instance,
-                metric: sample.metric,
-                labels: sample.labels,
-            },
-            sample.ts,
-            sample.value,
-        )
-    }
-
     /// The key of `sample` inside `batch`.
     pub fn of(batch: &IndicatorBatch, sample: &Sample) -> Self {
         SeriesKey {
