@@ -300,8 +300,44 @@ struct Signal {
     key: SeriesKey,
     evidence: Evidence,
     /// For a resource series: when to judge whether it held far out (see
-    /// [`Correlator::promote_held`]); judged once.
-    hold: Option<i64>,
+    /// [`Correlator::promote_held`]).
+    hold: Option<Due>,
+    /// For a latency series of a group without call edges: when to judge
+    /// whether the group held (see [`Correlator::promote_confirmed`]).
+    confirm: Option<Due>,
+}
+
+/// When a signal is next judged. One that is still bad and has not held
+/// yet is judged again a period later, up to [`JUDGED`] times in all: a
+/// leak or a creeping delay ramps for a while before it holds far out,
+/// while a spike or a wandering series is back by then.
+#[derive(Clone, Copy, Debug)]
+struct Due {
+    at: i64,
+    every: i64,
+    left: u8,
+}
+
+/// How many times a signal is judged at most.
+const JUDGED: u8 = 6;
+
+impl Due {
+    fn first(at: i64, every: i64) -> Self {
+        Due {
+            at,
+            every: every.max(1),
+            left: JUDGED - 1,
+        }
+    }
+
+    /// The next judgment after one at `now`, while any is left.
+    fn next(self, now: i64) -> Option<Due> {
+        (self.left > 0).then(|| Due {
+            at: now + self.every,
+            left: self.left - 1,
+            ..self
+        })
+    }
 }
 
 /// Signals kept at most; the oldest go first.
@@ -459,7 +495,8 @@ impl Correlator {
                 // bad and waiting to be judged held.
                 let w = self.window_ms;
                 self.signals.retain(|s| {
-                    ev.ts - s.evidence.detected <= w || (s.hold.is_some() && s.evidence.active)
+                    ev.ts - s.evidence.detected <= w
+                        || ((s.hold.is_some() || s.confirm.is_some()) && s.evidence.active)
                 });
                 let quality = |e: &Evidence| e.active && is_quality(&e.class);
                 let bad: Vec<&SeriesKey> = self
@@ -486,6 +523,7 @@ impl Correlator {
                     key: ev.key.clone(),
                     evidence: evidence.clone(),
                     hold: None,
+                    confirm: None,
                 });
                 if self.signals.len() > MAX_SIGNALS {
                     self.signals.remove(0);
@@ -496,45 +534,10 @@ impl Correlator {
                     .filter(|s| is_quality(&s.evidence.class))
                     .count();
                 // Latency, errors or success going bad in two services or
-                // more. Latency counts only while no traffic is above its
-                // baseline (else it is load, and quality tells); with a
-                // call graph, where the entry services' own symptoms are
-                // known, only a latency up by half or more counts (a batch
-                // making a database a little slower, its callers a little
-                // slower still, is not a fault). A latency that at least
-                // doubled and one more up by half (a service's median and
-                // tail, or two services) agree too.
-                let loaded = !self.traffic_up.is_empty();
-                let graph = self.discipline.has_graph;
-                let up_by = |e: &Evidence, k: f64| e.baseline > 0.0 && e.value >= k * e.baseline;
-                let latency = |e: &Evidence| &*e.class == "latency" && !loaded && !e.harmless;
-                // An entry's latency is diluted on its way up: a fifth is
-                // enough there, with a callee's half agreeing.
-                let felt = |k: &SeriesKey| {
-                    if self.discipline.is_entry(k) {
-                        ENTRY_LATENCY_AGREES
-                    } else {
-                        1.5
-                    }
-                };
-                let mut services: Vec<&str> = self
-                    .signals
-                    .iter()
-                    .filter(|s| {
-                        let e = &s.evidence;
-                        is_quality(&e.class) || (latency(e) && (!graph || up_by(e, felt(&s.key))))
-                    })
-                    .map(|s| s.key.service.as_str())
-                    .collect();
-                services.sort_unstable();
-                services.dedup();
-                let latency_up = |k: f64| {
-                    self.signals
-                        .iter()
-                        .filter(|s| latency(&s.evidence) && up_by(&s.evidence, k))
-                        .count()
-                };
-                let across = services.len() >= 2 || (latency_up(2.0) >= 1 && latency_up(1.5) >= 2);
+                // more. Without call edges a latency group is judged
+                // once it has had the time to hold (see
+                // [`Correlator::confirm_latency`]).
+                let across = self.across(self.discipline.has_graph);
                 // One place whose series agree across kinds: its errors
                 // or success gone bad together with another kind (errors
                 // and a pinned CPU, or a slower tail), outside a planned
@@ -543,6 +546,7 @@ impl Correlator {
                 // many series (a batch slows a database's every instance
                 // at once).
                 let place = !self.discipline.planned_at(ev.ts, &ev.key.service) && {
+                    let loaded = !self.traffic_up.is_empty();
                     let mut kinds: Vec<&str> = self
                         .signals
                         .iter()
@@ -578,6 +582,136 @@ impl Correlator {
         }
     }
 
+    /// Whether the signals agree across services: latency, errors or
+    /// success going bad in two services or more (`with_latency`: latency
+    /// counts). Latency counts only while no traffic is above its baseline
+    /// (else it is load, and quality tells); with a call graph, where the
+    /// entry services' own symptoms are known, only a latency up by half
+    /// or more counts (a batch making a database a little slower, its
+    /// callers a little slower still, is not a fault). A latency that at
+    /// least doubled and one more up by half (a service's median and
+    /// tail, or two services) agree too.
+    fn across(&self, with_latency: bool) -> bool {
+        let loaded = !self.traffic_up.is_empty();
+        let graph = self.discipline.has_graph;
+        let up_by = |e: &Evidence, k: f64| e.baseline > 0.0 && e.value >= k * e.baseline;
+        let latency =
+            |e: &Evidence| with_latency && &*e.class == "latency" && !loaded && !e.harmless;
+        // An entry's latency is diluted on its way up: a fifth is
+        // enough there, with a callee's half agreeing.
+        let felt = |k: &SeriesKey| {
+            if self.discipline.is_entry(k) {
+                ENTRY_LATENCY_AGREES
+            } else {
+                LATENCY_SYMPTOM_RISE
+            }
+        };
+        let mut services: Vec<&str> = self
+            .signals
+            .iter()
+            .filter(|s| {
+                let e = &s.evidence;
+                is_quality(&e.class) || (latency(e) && (!graph || up_by(e, felt(&s.key))))
+            })
+            .map(|s| s.key.service.as_str())
+            .collect();
+        services.sort_unstable();
+        services.dedup();
+        let latency_up = |k: f64| {
+            self.signals
+                .iter()
+                .filter(|s| latency(&s.evidence) && up_by(&s.evidence, k))
+                .count()
+        };
+        services.len() >= 2 || (latency_up(2.0) >= 1 && latency_up(LATENCY_SYMPTOM_RISE) >= 2)
+    }
+
+    /// Without call edges, where a fault's symptoms travel is unknown and
+    /// any service's latency may be its symptom; on noisy data two
+    /// services' latency visiting their tails at once is common (a GC
+    /// pause here, a scrape that caught a burst there). So a latency group
+    /// (latency gone bad in two services, or one doubled and another up
+    /// by half) that nothing else backs is judged at `at`, once it has
+    /// had the time to show whether it holds: each of its active latency
+    /// signals not already waiting is marked. Whether one was marked.
+    pub fn confirm_latency(&mut self, at: i64, every: i64) -> bool {
+        if self.discipline.has_graph || !self.across(true) {
+            return false;
+        }
+        let mut marked = false;
+        for s in &mut self.signals {
+            if &*s.evidence.class == "latency"
+                && s.evidence.active
+                && !s.evidence.harmless
+                && s.confirm.is_none()
+            {
+                s.confirm = Some(Due::first(at, every));
+                marked = true;
+            }
+        }
+        marked
+    }
+
+    /// The earliest onset among the latency signals whose confirmation is
+    /// due by `now`, when there is one.
+    pub fn confirms_due(&self, now: i64) -> Option<i64> {
+        self.signals
+            .iter()
+            .filter(|s| s.evidence.active && s.confirm.is_some_and(|d| d.at <= now))
+            .map(|s| s.evidence.onset)
+            .min()
+    }
+
+    /// Judges the latency signals whose confirmation is due by `now`
+    /// ([`Correlator::confirm_latency`]): `held` gives, for a series that
+    /// held (moved far enough from its level before at least three
+    /// quarters of the time since its onset, and not under rising load),
+    /// the multiple of that level its samples held at. Two services held
+    /// [`ENTRY_LATENCY_AGREES`] times their level or more, or one held at
+    /// double and another at [`LATENCY_SYMPTOM_RISE`] times, outside a
+    /// planned window and while no traffic is above its baseline, open an
+    /// incident with every signal as its evidence. A latency spike has
+    /// passed by then, and a wandering series has wandered back. The
+    /// incident's index, when one opened.
+    pub fn promote_confirmed(
+        &mut self,
+        now: i64,
+        mut held: impl FnMut(&SeriesKey, &Evidence) -> Option<f64>,
+    ) -> Option<usize> {
+        let mut ratios: Vec<(String, f64)> = Vec::new();
+        for s in &mut self.signals {
+            let Some(due) = s.confirm.filter(|d| s.evidence.active && d.at <= now) else {
+                continue;
+            };
+            s.confirm = due.next(now);
+            if let Some(r) = held(&s.key, &s.evidence) {
+                ratios.push((s.key.service.clone(), r));
+            }
+        }
+        if ratios.is_empty() || !self.traffic_up.is_empty() {
+            return None;
+        }
+        let mut services: Vec<&str> = ratios
+            .iter()
+            .filter(|(_, r)| *r >= ENTRY_LATENCY_AGREES)
+            .map(|(s, _)| s.as_str())
+            .collect();
+        services.sort_unstable();
+        services.dedup();
+        let up = |k: f64| ratios.iter().filter(|(_, r)| *r >= k).count();
+        if services.len() < 2 && !(up(2.0) >= 1 && up(LATENCY_SYMPTOM_RISE) >= 2) {
+            return None;
+        }
+        let service = ratios
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(s, _)| s.clone())?;
+        if self.discipline.planned_at(now, &service) {
+            return None;
+        }
+        Some(self.open(now, &service))
+    }
+
     /// Opens an incident at `ts` on `service` with every signal as its
     /// evidence; its index.
     fn open(&mut self, ts: i64, service: &str) -> usize {
@@ -607,7 +741,7 @@ impl Correlator {
             .iter_mut()
             .find(|s| &s.key == key && s.evidence.active && s.hold.is_none())
         {
-            s.hold = Some(at);
+            s.hold = Some(Due::first(at, at - s.evidence.onset));
         }
     }
 
@@ -616,7 +750,9 @@ impl Correlator {
         self.signals
             .iter()
             .filter(|s| s.evidence.active)
-            .filter_map(|s| s.hold)
+            .flat_map(|s| [s.hold, s.confirm])
+            .flatten()
+            .map(|d| d.at)
             .filter(|&t| t > after && t < before)
             .min()
     }
@@ -625,7 +761,7 @@ impl Correlator {
     pub fn holds_due(&self, now: i64) -> Vec<(SeriesKey, i64)> {
         self.signals
             .iter()
-            .filter(|s| s.evidence.active && s.hold.is_some_and(|t| t <= now))
+            .filter(|s| s.evidence.active && s.hold.is_some_and(|d| d.at <= now))
             .map(|s| (s.key.clone(), s.evidence.onset))
             .collect()
     }
@@ -647,12 +783,17 @@ impl Correlator {
         let mut due: Vec<usize> = (0..self.signals.len())
             .filter(|&i| {
                 let s = &self.signals[i];
-                s.evidence.active && s.hold.is_some_and(|t| t <= now)
+                s.evidence.active && s.hold.is_some_and(|d| d.at <= now)
             })
             .collect();
-        due.sort_by_key(|&i| (self.signals[i].hold, self.signals[i].evidence.onset));
+        due.sort_by_key(|&i| {
+            (
+                self.signals[i].hold.map(|d| d.at),
+                self.signals[i].evidence.onset,
+            )
+        });
         for i in due {
-            self.signals[i].hold = None;
+            self.signals[i].hold = self.signals[i].hold.and_then(|d| d.next(now));
             let s = &self.signals[i];
             if self.discipline.planned_at(now, &s.key.service)
                 || !self.traffic_surging.is_empty()

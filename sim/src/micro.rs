@@ -93,6 +93,30 @@ pub struct MicroScenario {
     /// quarter of the default to the default.
     #[serde(default)]
     pub rough: bool,
+    /// How the recording is written: per pod under exporter names (the
+    /// default) or wide, as benchmark suites export theirs.
+    #[serde(default)]
+    pub shape: MicroShape,
+}
+
+/// How a generic world's recording is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MicroShape {
+    /// Long form: per service `LatencyP50`, `LatencyP99`,
+    /// `PodSuccessRate(%)`, `RequestsPerSecond`, `ErrorsPerSecond`; per pod
+    /// `CpuUsage(m)`, `MemoryUsage(Mi)`, network, retransmissions and disk
+    /// writes.
+    #[default]
+    Pods,
+    /// One wide `metrics.csv`, a `time` column and a column per service
+    /// and metric, as root-cause benchmark suites export theirs:
+    /// `<service>_cpu` (cores), `_mem` (bytes), `_diskio` (bytes/s),
+    /// `_latency-50` and `_latency-90` (s), `_workload` (requests/s).
+    /// Service totals only (a pod's fault is diluted by its siblings), no
+    /// error or success series, and every series scraped every 5 s (held
+    /// between scrapes at finer steps, each at its own phase).
+    Wide,
 }
 
 const fn default_start() -> u64 {
@@ -128,7 +152,7 @@ pub struct MicroRecording {
     pub dependencies: String,
     /// The truth.
     pub truth: MicroTruth,
-    /// Rows of `metrics.csv`.
+    /// Samples in `metrics.csv` (its rows in long form).
     pub rows: usize,
 }
 
@@ -309,6 +333,7 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
     }
     let noise = Normal::new(0.0, 1.0).map_err(|e| e.to_string())?;
     let mut csv = String::from("timestamp,service,instance,metric,value\n");
+    let mut wide = (sc.shape == MicroShape::Wide).then(|| Wide::new(sc, &svcs));
     let mut rows = 0;
     let steps = sc.duration_s / sc.step_s;
     let fault_step = sc.start_s / sc.step_s;
@@ -383,22 +408,17 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
             let rps = entry_rps * reach[i];
             let l = lat[i] * (1.0 + 0.04 * noise.sample(&mut rng));
             let e = (err[i] * (1.0 + 0.1 * noise.sample(&mut rng))).clamp(0.0, 1.0);
+            let p99 = tail[i] * 1.8 * (1.0 + 0.05 * noise.sample(&mut rng));
+            let served = rps * (1.0 + 0.02 * noise.sample(&mut rng));
+            if let Some(w) = wide.as_mut() {
+                w.service(l, p99, served);
+            }
             use Spiky::{No, Yes};
             let svc_rows: [(&str, f64, f64, Spiky); 5] = [
                 ("LatencyP50", l * 0.6, 0.04, Yes),
-                (
-                    "LatencyP99",
-                    tail[i] * 1.8 * (1.0 + 0.05 * noise.sample(&mut rng)),
-                    0.05,
-                    Yes,
-                ),
+                ("LatencyP99", p99, 0.05, Yes),
                 ("PodSuccessRate(%)", 100.0 * (1.0 - e), 0.0, No),
-                (
-                    "RequestsPerSecond",
-                    rps * (1.0 + 0.02 * noise.sample(&mut rng)),
-                    0.02,
-                    No,
-                ),
+                ("RequestsPerSecond", served, 0.02, No),
                 ("ErrorsPerSecond", rps * e, 0.1, Yes),
             ];
             for (m, v, sd, spiky) in svc_rows {
@@ -462,9 +482,19 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
                 let v = disk_rough.apply(disk, 0.05, Spiky::Yes, &mut disk_rng, &noise);
                 write_sample(&mut csv, ts, &s.name, name, "FsWriteBytes", v);
                 rows += 1;
+                if let Some(w) = wide.as_mut() {
+                    w.pod(cpu, mem, disk);
+                }
             }
         }
+        if let Some(w) = wide.as_mut() {
+            w.row(ts, &noise);
+        }
     }
+    let (metrics, rows) = match wide {
+        Some(w) => (w.csv, w.rows),
+        None => (csv, rows),
+    };
     let mut deps = String::from("source,target\n");
     for s in &svcs {
         for (c, _) in &s.callees {
@@ -473,7 +503,7 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
     }
     let t = &svcs[target];
     Ok(MicroRecording {
-        metrics: csv,
+        metrics,
         dependencies: deps,
         rows,
         truth: MicroTruth {
@@ -484,6 +514,114 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
             pods: t.pods.clone(),
         },
     })
+}
+
+/// The wide form of a recording ([`MicroShape::Wide`]), built a step at a
+/// time from the same values the long form writes; its roughness and
+/// scrape phases draw from a stream of their own.
+struct Wide {
+    csv: String,
+    rows: usize,
+    /// This step's totals, per service: cpu (cores), mem (bytes), diskio
+    /// (bytes/s), latency-50 and latency-90 (s), workload.
+    now: Vec<[f64; 6]>,
+    /// The last scraped value of each column, and its scrape phase.
+    held: Vec<Option<f64>>,
+    phase: Vec<u64>,
+    /// Steps between scrapes.
+    every: u64,
+    step: u64,
+    rough: Roughness,
+    rng: Xoshiro256PlusPlus,
+}
+
+impl Wide {
+    const METRICS: [&'static str; 6] = [
+        "cpu",
+        "mem",
+        "diskio",
+        "latency-50",
+        "latency-90",
+        "workload",
+    ];
+
+    fn new(sc: &MicroScenario, svcs: &[Svc]) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(sc.seed ^ 0x3d1de);
+        let every = 5u64.div_ceil(sc.step_s).max(1);
+        let cols = svcs.len() * Self::METRICS.len();
+        let mut csv = String::from("time");
+        for s in svcs {
+            for m in Self::METRICS {
+                let _ = write!(csv, ",{}_{m}", s.name);
+            }
+        }
+        csv.push('\n');
+        Wide {
+            csv,
+            rows: 0,
+            now: Vec::with_capacity(svcs.len()),
+            held: vec![None; cols],
+            phase: (0..cols).map(|_| rng.gen_range(0..every)).collect(),
+            every,
+            step: 0,
+            rough: Roughness {
+                on: sc.rough,
+                phi: (-(sc.step_s as f64) / 60.0).exp(),
+                wander: Vec::new(),
+                slot: 0,
+            },
+            rng,
+        }
+    }
+
+    /// A service's latency (mean, ms), p99 (ms) and requests served;
+    /// its pods follow.
+    fn service(&mut self, mean_ms: f64, p99_ms: f64, served: f64) {
+        let p90 = mean_ms + 0.6 * (p99_ms - mean_ms).max(0.0);
+        self.now
+            .push([0.0, 0.0, 0.0, mean_ms * 0.6 / 1e3, p90 / 1e3, served]);
+    }
+
+    /// A pod of the last service: CPU (millicores), memory (MiB), disk
+    /// writes (bytes/s).
+    fn pod(&mut self, cpu_m: f64, mem_mi: f64, disk: f64) {
+        if let Some(t) = self.now.last_mut() {
+            t[0] += cpu_m / 1e3;
+            t[1] += mem_mi * 1_048_576.0;
+            t[2] += disk;
+        }
+    }
+
+    fn row(&mut self, ts: i64, noise: &Normal<f64>) {
+        use Spiky::{No, Yes};
+        const HOW: [(f64, Spiky); 6] = [
+            (0.03, Yes),
+            (0.01, No),
+            (0.05, Yes),
+            (0.04, Yes),
+            (0.05, Yes),
+            (0.02, No),
+        ];
+        self.rough.slot = 0;
+        let _ = write!(self.csv, "{ts}");
+        let mut col = 0;
+        for totals in std::mem::take(&mut self.now) {
+            for (v, (sd, spiky)) in totals.into_iter().zip(HOW) {
+                let v = self.rough.apply(v, sd, spiky, &mut self.rng, noise);
+                if (self.step + self.phase[col]) % self.every == 0 {
+                    self.held[col] = v;
+                }
+                let _ = match self.held[col] {
+                    Some(v) => write!(self.csv, ",{v:.6}"),
+                    None => write!(self.csv, ","),
+                };
+                col += 1;
+                self.rows += 1;
+            }
+        }
+        self.csv.push('\n');
+        self.step += 1;
+    }
 }
 
 /// One row of `metrics.csv`; a missing sample is written as an empty
@@ -548,6 +686,7 @@ pub fn random(per_fault: usize, seed: u64) -> Vec<MicroScenario> {
                 duration_s: default_duration(),
                 step_s: default_step(),
                 rough: false,
+                shape: MicroShape::Pods,
             });
         }
     }
@@ -577,6 +716,7 @@ mod tests {
             duration_s: 180,
             step_s: 1,
             rough: false,
+            shape: MicroShape::Pods,
         }
     }
 
@@ -669,6 +809,55 @@ mod tests {
                 / var
         };
         assert!(lag1(&series(&a.metrics)) > lag1(&series(&smooth.metrics)) + 0.2);
+    }
+
+    #[test]
+    fn a_wide_recording_has_a_column_per_service_and_metric_scraped_every_5_s() {
+        let w = generate(&MicroScenario {
+            shape: MicroShape::Wide,
+            rough: true,
+            ..sc(MicroFault::CpuHog, 5)
+        })
+        .unwrap();
+        let mut lines = w.metrics.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        assert_eq!(header[0], "time");
+        assert_eq!(header.len(), 1 + 12 * 6);
+        let col = |name: String| header.iter().position(|h| *h == name).unwrap();
+        let cpu = col(format!("{}_cpu", w.truth.service));
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), 180);
+        assert!(rows.iter().all(|r| r.len() == header.len()));
+        assert_eq!(w.rows, 180 * 12 * 6);
+        // Held between scrapes: a column changes at most every 5 s.
+        let changes = rows.windows(2).filter(|p| p[0][cpu] != p[1][cpu]).count();
+        assert!((20..=36).contains(&changes), "{changes}");
+        // The hog shows in its service's total CPU.
+        let mean = |after: bool| -> f64 {
+            let v: Vec<f64> = rows
+                .iter()
+                .filter(|r| (r[0].parse::<i64>().unwrap() * 1000 >= w.truth.start_ms) == after)
+                .filter_map(|r| r[cpu].parse().ok())
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        assert!(
+            mean(true) > mean(false) + 0.1,
+            "{} {}",
+            mean(true),
+            mean(false)
+        );
+        // The same for a seed, and the long form is as it was.
+        assert_eq!(
+            w.metrics,
+            generate(&MicroScenario {
+                shape: MicroShape::Wide,
+                rough: true,
+                ..sc(MicroFault::CpuHog, 5)
+            })
+            .unwrap()
+            .metrics
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! packet_loss, error_returns) through replay.
 
 use super::prelude::*;
+use selfheal_sim::micro::{MicroFault, MicroShape};
 
 /// Its arguments.
 #[derive(clap::Args)]
@@ -42,6 +43,13 @@ pub struct Args {
     /// number of steps.
     #[arg(long)]
     pub step: Option<u64>,
+    /// Write every recording wide, as root-cause benchmark suites export
+    /// theirs: a column per service and metric (`cartservice_cpu`,
+    /// `cartservice_latency-90`...), service totals only, no error series,
+    /// scraped every 5 s (`selfheal_sim::micro::MicroShape::Wide`).
+    /// `error_returns`, which nothing in that form shows, is left out.
+    #[arg(long)]
+    pub wide: bool,
 }
 
 /// Runs it.
@@ -56,6 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         seed,
         rough,
         step,
+        wide,
     } = args;
     let cfg = BrainConfig {
         playbooks: selfheal::paths::playbooks(),
@@ -70,8 +79,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let scenarios: Vec<_> = scenarios
         .into_iter()
+        .filter(|s| !(wide && s.fault == MicroFault::ErrorReturns))
         .map(|mut s| {
             s.rough |= rough;
+            if wide {
+                s.shape = MicroShape::Wide;
+            }
             if let Some(step) = step {
                 let k = step as f64 / s.step_s.max(1) as f64;
                 s.start_s = (s.start_s as f64 * k).round() as u64;

@@ -155,6 +155,25 @@ pub fn held(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(
     Some((q25, median(post) / level))
 }
 
+/// How a series held once its onset is older than the samples a score
+/// reads (see [`held`]): the multiple of `baseline` — its level when the
+/// detector flagged it — that at least three quarters of the last
+/// [`WINDOW`] samples at or before `now` reach (`None` with fewer than
+/// three of them, or a zero baseline). A leak still climbing when it was
+/// first judged holds here a minute later.
+pub fn held_above(h: &History, now: i64, baseline: f64) -> Option<f64> {
+    let upto = h.partition_point(|(t, _)| *t <= now);
+    let mut v: Vec<f64> = h
+        .range(upto.saturating_sub(WINDOW)..upto)
+        .map(|(_, x)| f64::from(*x))
+        .collect();
+    if v.len() < 3 || baseline.abs() <= 1e-9 {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[(v.len() - 1) / 4] / baseline)
+}
+
 /// The absolute Pearson correlation of two series over their common
 /// timestamps (0 with fewer than 3 or no spread).
 fn correlation(a: &History, b: &History, now: i64) -> f64 {

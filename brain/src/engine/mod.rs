@@ -96,6 +96,12 @@ const HELD_MOVE: f64 = 10.0;
 /// reach: a very steady series a tenth up is far out of its history and
 /// of no concern to anyone.
 const HELD_RATIO: f64 = 1.5;
+/// A latency group without call edges is judged this long after it
+/// formed, or [`CONFIRM_STEPS`] sampling steps when they are longer
+/// ([`crate::correlate::Correlator::confirm_latency`]).
+const CONFIRM_MS: i64 = 10_000;
+/// See [`CONFIRM_MS`].
+const CONFIRM_STEPS: i64 = 3;
 
 impl Engine {
     /// Runs until `stop` fires or the detection stream ends.
@@ -427,7 +433,7 @@ impl Engine {
             let recent = &self.recent;
             self.correlator.retain_traffic_up(|k| recent.kept(k));
         }
-        tracing::debug!(key = %ev.key, kind = ?ev.kind, ts = ev.ts, class = %ev.class, score = ev.score, value = ev.value, baseline = ev.baseline, load, "anomaly transition");
+        tracing::debug!(key = %ev.key, kind = ?ev.kind, ts = ev.ts, class = %ev.class, score = ev.score, value = ev.value, baseline = ev.baseline, novel = ev.novel, load, "anomaly transition");
         let filed = self.correlator.on_anomaly_under(ev, load);
         self.stats.set_anomalous(
             &ev.key.service,
@@ -446,6 +452,11 @@ impl Engine {
                 let step = self.recent.step_of([&ev.key], ev.ts);
                 let at = ev.onset + HOLD_MS.max(HOLD_STEPS * step);
                 self.correlator.hold(&ev.key, at);
+            }
+            if ev.kind == crate::detect::AnomalyKind::Start && &*ev.class == "latency" {
+                let step = self.recent.step_of([&ev.key], ev.ts);
+                let every = CONFIRM_MS.max(CONFIRM_STEPS * step);
+                self.correlator.confirm_latency(ev.ts + every, every);
             }
             return;
         };
@@ -503,10 +514,20 @@ impl Engine {
                 return false;
             }
             recent.with_history(k, |h| {
-                let Some((z, ratio)) = h.and_then(|h| {
-                    diagnose::localize::held(h, e.onset, now, crate::detect::Direction::Up)
-                }) else {
-                    return false;
+                let Some(h) = h else { return false };
+                let (z, ratio) = match diagnose::localize::held(
+                    h,
+                    e.onset,
+                    now,
+                    crate::detect::Direction::Up,
+                ) {
+                    Some(held) => held,
+                    // Judged again after its onset left the samples a
+                    // score reads: against the level it left.
+                    None => match diagnose::localize::held_above(h, now, e.baseline) {
+                        Some(r) => (HELD_MOVE, r),
+                        None => return false,
+                    },
                 };
                 let held = z >= HELD_MOVE && ratio >= HELD_RATIO;
                 if held {
@@ -520,6 +541,49 @@ impl Engine {
         }) {
             self.opened(i, now, std::mem::take(&mut summary)).await;
         }
+    }
+
+    /// Opens an incident on a latency group without call edges that held
+    /// until its time was up (see
+    /// [`crate::correlate::Correlator::promote_confirmed`]): each series
+    /// [`diagnose::localize::MOVED`] robust deviations or more beyond its
+    /// level before at least three quarters of the time since its onset,
+    /// with no traffic rising under it.
+    async fn promote_confirmed(&mut self, now: i64) {
+        let Some(first) = self.correlator.confirms_due(now) else {
+            return;
+        };
+        // Latency under rising demand is the demand.
+        let loaded = self.traffic_rising(first, now);
+        let recent = self.recent.clone();
+        let mut held_at: Vec<(SeriesKey, f64)> = Vec::new();
+        let opened = self.correlator.promote_confirmed(now, |k, e| {
+            if loaded {
+                return None;
+            }
+            let ratio = recent.with_history(k, |h| {
+                let h = h?;
+                match diagnose::localize::held(h, e.onset, now, crate::detect::Direction::Up) {
+                    Some((z, ratio)) => (z >= diagnose::localize::MOVED).then_some(ratio),
+                    None => diagnose::localize::held_above(h, now, e.baseline),
+                }
+            })?;
+            held_at.push((k.clone(), ratio));
+            Some(ratio)
+        });
+        let Some(i) = opened else { return };
+        held_at.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let summary = format!(
+            "latency held in {} series without call edges: {}",
+            held_at.len(),
+            held_at
+                .iter()
+                .take(4)
+                .map(|(k, r)| format!("{k} at {r:.1} times its level"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.opened(i, now, summary).await;
     }
 
     /// After a restart: the gateway re-sends every action written ahead
@@ -950,6 +1014,7 @@ impl Engine {
 
     async fn advance(&mut self, now: i64) {
         self.promote_held(now).await;
+        self.promote_confirmed(now).await;
         let recent = self.recent.clone();
         for inc in &mut self.correlator.incidents {
             if inc.judged_by_value() {
