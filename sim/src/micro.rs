@@ -608,7 +608,7 @@ impl Wide {
         for totals in std::mem::take(&mut self.now) {
             for (v, (sd, spiky)) in totals.into_iter().zip(HOW) {
                 let v = self.rough.apply(v, sd, spiky, &mut self.rng, noise);
-                if (self.step + self.phase[col]) % self.every == 0 {
+                if (self.step + self.phase[col]).is_multiple_of(self.every) {
                     self.held[col] = v;
                 }
                 let _ = match self.held[col] {
