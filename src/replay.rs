@@ -297,6 +297,16 @@ impl Sink<'_> {
     }
 }
 
+/// Whether a column of a wide file holds instants: `time` or `timestamp`,
+/// as written or as a data frame renames a repeated one (`time.1`).
+fn is_time_column(h: &str) -> bool {
+    let base = match h.rsplit_once('.') {
+        Some((b, n)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => b,
+        _ => h,
+    };
+    base.eq_ignore_ascii_case("time") || base.eq_ignore_ascii_case("timestamp")
+}
+
 /// Reads `dir` as [`read_with`] does, gaps skipped.
 pub fn read(dir: &Path) -> anyhow::Result<Recording> {
     read_with(dir, ReadOptions::default())
@@ -323,9 +333,11 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         .clone();
     // A column named twice would be read from its first place and the
     // other silently ignored: refused, naming it.
+    // A time column written twice (a data frame joined on it) is read from
+    // its first place: both hold the instants.
     let mut named = BTreeSet::new();
     for h in headers.iter().map(str::trim) {
-        if !named.insert(h) {
+        if !named.insert(h) && !is_time_column(h) {
             bail!(
                 "{}:1: the column {h:?} appears twice; which one holds the data is ambiguous",
                 path.display()
@@ -351,8 +363,9 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         for (j, h) in headers.iter().enumerate().filter(|(j, _)| *j != t) {
             let h = h.trim();
             // A data frame's index, written without a name or re-read
-            // and written again.
-            if h.is_empty() || h.starts_with("Unnamed:") {
+            // and written again; a second time column (`time.1` once
+            // re-read).
+            if h.is_empty() || h.starts_with("Unnamed:") || is_time_column(h) {
                 continue;
             }
             match h.split_once('_') {

@@ -899,9 +899,20 @@ mod tests {
             None
         );
         assert_eq!(judged, 0);
-        // Due, but it did not hold: judged once, and it stays a signal.
+        // Due, but it did not hold: it stays a signal, judged again a
+        // period (from its onset, 8 s, to its first judgment) later while
+        // it stays bad, six times in all.
         assert_eq!(c.promote_held(40_000, |_, _| false), None);
-        assert_eq!(c.promote_held(41_000, |_, _| true), None, "judged once");
+        assert_eq!(c.promote_held(41_000, |_, _| true), None, "not due again");
+        assert_eq!(c.next_hold(40_000, 100_000), Some(72_000));
+        let mut at = 72_000;
+        for _ in 0..4 {
+            assert_eq!(c.promote_held(at, |_, _| false), None);
+            at += 32_000;
+        }
+        assert_eq!(c.next_hold(40_000, i64::MAX), Some(200_000));
+        assert_eq!(c.promote_held(200_000, |_, _| false), None);
+        assert_eq!(c.next_hold(40_000, i64::MAX), None, "judged six times");
         assert_eq!(c.signals(), 1);
         // A signal waiting for its hold survives the window.
         let disk = sys("pay", "disk_write_bytes", 20_000);
@@ -1153,7 +1164,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_graph_latency_agreeing_across_services_opens() {
+    fn without_a_graph_latency_agreeing_across_services_opens_once_it_held() {
         let mut c = Correlator::new(120_000, 3_000);
         assert_eq!(c.on_anomaly(&sys("a", "latency_ms", 10_000)), None);
         assert_eq!(
@@ -1161,11 +1172,64 @@ mod tests {
             None,
             "one service"
         );
+        assert!(!c.confirm_latency(20_000, 10_000), "no group yet");
+        // Two services: a group, judged once it has had the time to hold.
+        assert_eq!(c.on_anomaly(&sys("b", "latency_ms", 11_000)), None);
+        assert!(c.confirm_latency(21_000, 10_000));
+        assert_eq!(c.next_hold(11_000, i64::MAX), Some(21_000));
+        assert_eq!(c.confirms_due(20_999), None);
+        assert_eq!(c.promote_confirmed(20_999, |_, _| Some(3.0)), None);
+        // b's latency was a spike, back by then: a's alone is no group,
+        // and a is judged again a period later.
+        let a = sys("a", "latency_ms", 10_000).key;
+        let b = sys("b", "latency_ms", 11_000).key;
+        let (mut ra, mut rb) = (0, 0);
+        let judged = |k: &SeriesKey, ra: &mut i32, rb: &mut i32| {
+            if *k == a {
+                *ra += 1;
+                Some(1.6)
+            } else {
+                *rb += 1;
+                Some(1.0)
+            }
+        };
+        assert_eq!(c.confirms_due(21_000), Some(8_000), "the earliest onset");
         assert_eq!(
-            c.on_anomaly(&sys("b", "latency_ms", 11_000)),
-            Some((0, true))
+            c.promote_confirmed(21_000, |k, _| judged(k, &mut ra, &mut rb)),
+            None
         );
-        assert_eq!(c.incidents[0].evidence.len(), 3);
+        assert_eq!((ra, rb), (1, 2), "a's two series, and b");
+        assert_eq!(c.next_hold(21_000, i64::MAX), Some(31_000));
+        // Ended signals are not judged.
+        let mut end = sys("b", "latency_ms", 25_000);
+        end.kind = AnomalyKind::End;
+        c.on_anomaly(&end);
+        assert_eq!(
+            c.promote_confirmed(31_000, |k, _| {
+                assert_ne!(k, &b, "b ended");
+                Some(1.3)
+            }),
+            None,
+            "one service a third slower"
+        );
+        // Under a peak, latency is load.
+        let mut busy = Correlator::new(120_000, 3_000);
+        let mut tps = sys("a", "tps", 9_000);
+        (tps.baseline, tps.value) = (100.0, 150.0);
+        busy.on_anomaly(&tps);
+        busy.on_anomaly(&sys("a", "latency_ms", 10_000));
+        busy.on_anomaly(&sys("b", "latency_ms", 11_000));
+        assert!(!busy.confirm_latency(21_000, 10_000), "loaded: no group");
+        // Both held: an incident with every signal as its evidence, on the
+        // service that held highest.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.on_anomaly(&sys("a", "latency_ms", 10_000));
+        c.on_anomaly(&sys("b", "latency_ms", 11_000));
+        assert!(c.confirm_latency(21_000, 10_000));
+        let opened = c.promote_confirmed(21_000, |k, _| Some(if *k == b { 2.0 } else { 1.3 }));
+        assert_eq!(opened, Some(0));
+        assert_eq!(c.incidents[0].service, "b");
+        assert_eq!(c.incidents[0].evidence.len(), 2);
         c.discipline.has_graph = true;
         c.incidents.clear();
         let little = |service: &str| {

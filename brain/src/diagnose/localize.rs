@@ -598,6 +598,28 @@ mod tests {
             .map(|i| (i * 1000, if i < 30 { 0.0 } else { 5.0 }))
             .collect();
         assert_eq!(held(&idle, 30_000, 39_000, Direction::Up), None);
+        // Once the onset has left the samples a score reads: against the
+        // level the detector saw, three quarters of the last ones.
+        let long: History = (0..120)
+            .map(|i| {
+                (
+                    i * 1000,
+                    if i < 30 {
+                        100.0
+                    } else {
+                        160.0 + (i % 4) as f32
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(held(&long, 30_000, 119_000, Direction::Up), None);
+        let r = held_above(&long, 119_000, 100.0).unwrap();
+        assert!((1.6..1.62).contains(&r), "{r}");
+        let spiky: History = (0..120)
+            .map(|i| (i * 1000, if i % 3 == 0 { 300.0 } else { 100.0 }))
+            .collect();
+        assert!(held_above(&spiky, 119_000, 100.0).unwrap() < 1.01);
+        assert_eq!(held_above(&long, 119_000, 0.0), None);
     }
 
     fn key(service: &str, instance: Option<&str>, metric: &str) -> SeriesKey {
@@ -746,6 +768,10 @@ mod tests {
         };
         c.on_anomaly(&at("db", 29 * 60_000));
         c.on_anomaly(&at("web", 30 * 60_000));
+        // Without call edges, a latency group opens once it held.
+        let judged = 32 * 60_000 + 10_000;
+        assert!(c.confirm_latency(judged, 10_000));
+        assert_eq!(c.promote_confirmed(judged, |_, _| Some(3.0)), Some(0));
         let inc = c.incidents.remove(0);
         let h = [
             (key("web", None, "latency_ms"), ramp(100.0, 300.0, 1)),
