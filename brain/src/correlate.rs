@@ -662,8 +662,9 @@ impl Correlator {
             .min()
     }
 
-    /// Judges the latency signals whose confirmation is due by `now`
-    /// ([`Correlator::confirm_latency`]): `held` gives, for a series that
+    /// Judges the latency group when a confirmation is due by `now`
+    /// ([`Correlator::confirm_latency`]), every marked series still bad
+    /// with it: `held` gives, for a series that
     /// held (moved far enough from its level before at least three
     /// quarters of the time since its onset, and not under rising load),
     /// the multiple of that level its samples held at. Two services held
@@ -678,9 +679,20 @@ impl Correlator {
         now: i64,
         mut held: impl FnMut(&SeriesKey, &Evidence) -> Option<f64>,
     ) -> Option<usize> {
+        // A group is judged whole: when one of its series is due, every
+        // marked series that has had its time since its own onset is
+        // judged with it (a service that joined the group later is no
+        // reason to judge the first alone, and one that just went bad has
+        // not shown yet whether it holds).
+        if self.confirms_due(now).is_none() {
+            return None;
+        }
         let mut ratios: Vec<(String, f64)> = Vec::new();
         for s in &mut self.signals {
-            let Some(due) = s.confirm.filter(|d| s.evidence.active && d.at <= now) else {
+            let Some(due) = s
+                .confirm
+                .filter(|d| s.evidence.active && s.evidence.onset + d.every <= now)
+            else {
                 continue;
             };
             s.confirm = due.next(now);
@@ -1230,6 +1242,34 @@ mod tests {
         assert_eq!(opened, Some(0));
         assert_eq!(c.incidents[0].service, "b");
         assert_eq!(c.incidents[0].evidence.len(), 2);
+        // A service that joined the group later is judged with it.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.on_anomaly(&sys("a", "latency_ms", 10_000));
+        c.on_anomaly(&sys("b", "latency_ms", 11_000));
+        assert!(c.confirm_latency(21_000, 10_000));
+        c.on_anomaly(&sys("c", "latency_ms", 15_000));
+        assert!(c.confirm_latency(25_000, 10_000), "c marked");
+        let late = sys("c", "latency_ms", 15_000).key;
+        let mut judged = Vec::new();
+        let mut judge = |k: &SeriesKey| {
+            judged.push(k.service.clone());
+            Some(if *k == b {
+                1.0
+            } else if *k == late {
+                1.4
+            } else {
+                1.5
+            })
+        };
+        // At 21 s c, gone bad at 13 s, has not had its 10 s.
+        assert_eq!(c.promote_confirmed(21_000, |k, _| judge(k)), None);
+        assert_eq!(c.promote_confirmed(24_999, |k, _| judge(k)), None);
+        // At 25 s it has, and a is judged with it though a is next due
+        // at 31 s.
+        let opened = c.promote_confirmed(25_000, |k, _| judge(k));
+        assert_eq!(judged, ["a", "b", "a", "b", "c"]);
+        assert_eq!(opened, Some(0), "a and c held");
+        assert_eq!(c.incidents[0].service, "a");
         c.discipline.has_graph = true;
         c.incidents.clear();
         let little = |service: &str| {
