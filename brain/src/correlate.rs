@@ -684,9 +684,7 @@ impl Correlator {
         // judged with it (a service that joined the group later is no
         // reason to judge the first alone, and one that just went bad has
         // not shown yet whether it holds).
-        if self.confirms_due(now).is_none() {
-            return None;
-        }
+        self.confirms_due(now)?;
         let mut ratios: Vec<(String, f64)> = Vec::new();
         for s in &mut self.signals {
             let Some(due) = s
