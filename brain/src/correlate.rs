@@ -216,6 +216,14 @@ impl Discipline {
             || self.entries.contains(&k.service)
     }
 
+    /// Whether the configuration names `k` in `symptoms`.
+    fn named_symptom(&self, k: &SeriesKey) -> bool {
+        !self.symptoms.is_empty() && {
+            let name = format!("{}:{}", k.service, k.metric);
+            self.symptoms.iter().any(|r| r.is_match(&name))
+        }
+    }
+
     /// Whether `ev` alone may open an incident (`harmless`: a latency under
     /// half its objective, as its evidence says), given the series whose
     /// quality (errors, success) is bad now and the traffic series above
@@ -229,11 +237,8 @@ impl Discipline {
         load_rising: bool,
     ) -> bool {
         let k = &ev.key;
-        if !self.symptoms.is_empty() {
-            let name = format!("{}:{}", k.service, k.metric);
-            if self.symptoms.iter().any(|r| r.is_match(&name)) {
-                return true;
-            }
+        if self.named_symptom(k) {
+            return true;
         }
         let class = &*ev.class;
         let quality = is_quality(class);
@@ -416,6 +421,23 @@ impl Correlator {
         ev: &AnomalyEvent,
         load_rising: bool,
     ) -> Option<(usize, bool)> {
+        self.on_anomaly_seen(ev, load_rising, None)
+    }
+
+    /// [`Correlator::on_anomaly_under`], told also, for a latency series
+    /// scraped less often than it is sampled, how long after the
+    /// anomaly to judge whether it held (`held_every`, see
+    /// [`crate::recent::scrape_interval`]). With a call graph, a latency
+    /// of such a series that alone would open an incident — nothing but
+    /// latency backing it — is judged then instead (see
+    /// [`Correlator::promote_confirmed`]): one scrape that caught a burst
+    /// is one observation, however many samples repeat it.
+    pub fn on_anomaly_seen(
+        &mut self,
+        ev: &AnomalyEvent,
+        load_rising: bool,
+        held_every: Option<i64>,
+    ) -> Option<(usize, bool)> {
         // An anomaly joins a recent incident that is still open. A recovered
         // one takes only the expected effects of its own traffic actions,
         // an escalated one only what shows where it was placed; anything
@@ -518,6 +540,7 @@ impl Correlator {
                     &self.traffic_up,
                     load_rising,
                 );
+                let quality_bad = !bad.is_empty();
                 self.signals.retain(|s| s.key != ev.key);
                 self.signals.push(Signal {
                     key: ev.key.clone(),
@@ -577,6 +600,20 @@ impl Correlator {
                 if !symptom && agreeing < 2 && !across && !place {
                     return None;
                 }
+                // Latency alone, of a series held between scrapes: judged
+                // once it has had a few scrapes to show whether it holds.
+                if let Some(every) = held_every
+                    && self.discipline.has_graph
+                    && &*ev.class == "latency"
+                    && agreeing < 2
+                    && !place
+                    && !quality_bad
+                    && !self.discipline.named_symptom(&ev.key)
+                    && !self.across(false)
+                {
+                    self.mark_latency(ev.ts + every, every);
+                    return None;
+                }
                 Some((self.open(ev.ts, &ev.key.service), true))
             }
         }
@@ -595,8 +632,17 @@ impl Correlator {
         let loaded = !self.traffic_up.is_empty();
         let graph = self.discipline.has_graph;
         let up_by = |e: &Evidence, k: f64| e.baseline > 0.0 && e.value >= k * e.baseline;
-        let latency =
-            |e: &Evidence| with_latency && &*e.class == "latency" && !loaded && !e.harmless;
+        // With a call graph, a latency waiting to be judged held (a
+        // scraped series', see [`Correlator::on_anomaly_seen`]) counts
+        // when it is judged, not before.
+        let latency = |s: &Signal| {
+            let e = &s.evidence;
+            with_latency
+                && &*e.class == "latency"
+                && !loaded
+                && !e.harmless
+                && !(graph && s.confirm.is_some())
+        };
         // An entry's latency is diluted on its way up: a fifth is
         // enough there, with a callee's half agreeing.
         let felt = |k: &SeriesKey| {
@@ -611,7 +657,7 @@ impl Correlator {
             .iter()
             .filter(|s| {
                 let e = &s.evidence;
-                is_quality(&e.class) || (latency(e) && (!graph || up_by(e, felt(&s.key))))
+                is_quality(&e.class) || (latency(s) && (!graph || up_by(e, felt(&s.key))))
             })
             .map(|s| s.key.service.as_str())
             .collect();
@@ -620,7 +666,7 @@ impl Correlator {
         let latency_up = |k: f64| {
             self.signals
                 .iter()
-                .filter(|s| latency(&s.evidence) && up_by(&s.evidence, k))
+                .filter(|s| latency(s) && up_by(&s.evidence, k))
                 .count()
         };
         services.len() >= 2 || (latency_up(2.0) >= 1 && latency_up(LATENCY_SYMPTOM_RISE) >= 2)
@@ -638,6 +684,13 @@ impl Correlator {
         if self.discipline.has_graph || !self.across(true) {
             return false;
         }
+        self.mark_latency(at, every)
+    }
+
+    /// Marks every active latency signal not already waiting (and not
+    /// harmless) to be judged at `at`, then every `every`. Whether one
+    /// was marked.
+    fn mark_latency(&mut self, at: i64, every: i64) -> bool {
         let mut marked = false;
         for s in &mut self.signals {
             if &*s.evidence.class == "latency"
@@ -663,15 +716,19 @@ impl Correlator {
     }
 
     /// Judges the latency group when a confirmation is due by `now`
-    /// ([`Correlator::confirm_latency`]), every marked series still bad
-    /// with it: `held` gives, for a series that
+    /// ([`Correlator::confirm_latency`]; with a call graph, a scraped
+    /// series' latency, see [`Correlator::on_anomaly_seen`]), every marked
+    /// series still bad with it: `held` gives, for a series that
     /// held (moved far enough from its level before at least three
     /// quarters of the time since its onset, and not under rising load),
     /// the multiple of that level its samples held at. Two services held
-    /// [`ENTRY_LATENCY_AGREES`] times their level or more, or one held at
-    /// double and another at [`LATENCY_SYMPTOM_RISE`] times, outside a
-    /// planned window and while no traffic is above its baseline, open an
-    /// incident with every signal as its evidence. A latency spike has
+    /// [`ENTRY_LATENCY_AGREES`] times their level or more (with a call
+    /// graph, an internal service [`LATENCY_SYMPTOM_RISE`] times), one
+    /// held at double and another at [`LATENCY_SYMPTOM_RISE`] times, or,
+    /// with a call graph, an entry service held at
+    /// [`LATENCY_SYMPTOM_RISE`] times, outside a planned window and while
+    /// no traffic is above its baseline, open an incident with every
+    /// signal as its evidence. A latency spike has
     /// passed by then, and a wandering series has wandered back. The
     /// incident's index, when one opened.
     pub fn promote_confirmed(
@@ -685,7 +742,7 @@ impl Correlator {
         // reason to judge the first alone, and one that just went bad has
         // not shown yet whether it holds).
         self.confirms_due(now)?;
-        let mut ratios: Vec<(String, f64)> = Vec::new();
+        let mut ratios: Vec<(SeriesKey, f64)> = Vec::new();
         for s in &mut self.signals {
             let Some(due) = s
                 .confirm
@@ -695,27 +752,43 @@ impl Correlator {
             };
             s.confirm = due.next(now);
             if let Some(r) = held(&s.key, &s.evidence) {
-                ratios.push((s.key.service.clone(), r));
+                ratios.push((s.key.clone(), r));
             }
         }
         if ratios.is_empty() || !self.traffic_up.is_empty() {
             return None;
         }
+        // With a call graph, as when the anomalies came: an entry's
+        // latency up by half is a symptom alone; an internal one counts
+        // towards two services when up by half, an entry's when up by a
+        // fifth. Without one, any service's by a fifth.
+        let graph = self.discipline.has_graph;
+        let felt = |k: &SeriesKey| {
+            if !graph || self.discipline.is_entry(k) {
+                ENTRY_LATENCY_AGREES
+            } else {
+                LATENCY_SYMPTOM_RISE
+            }
+        };
+        let symptom = graph
+            && ratios
+                .iter()
+                .any(|(k, r)| self.discipline.is_entry(k) && *r >= LATENCY_SYMPTOM_RISE);
         let mut services: Vec<&str> = ratios
             .iter()
-            .filter(|(_, r)| *r >= ENTRY_LATENCY_AGREES)
-            .map(|(s, _)| s.as_str())
+            .filter(|(k, r)| *r >= felt(k))
+            .map(|(k, _)| k.service.as_str())
             .collect();
         services.sort_unstable();
         services.dedup();
         let up = |k: f64| ratios.iter().filter(|(_, r)| *r >= k).count();
-        if services.len() < 2 && !(up(2.0) >= 1 && up(LATENCY_SYMPTOM_RISE) >= 2) {
+        if !symptom && services.len() < 2 && !(up(2.0) >= 1 && up(LATENCY_SYMPTOM_RISE) >= 2) {
             return None;
         }
         let service = ratios
             .iter()
             .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(s, _)| s.clone())?;
+            .map(|(k, _)| k.service.clone())?;
         if self.discipline.planned_at(now, &service) {
             return None;
         }
@@ -1280,6 +1353,78 @@ mod tests {
             c.on_anomaly(&little("d")),
             None,
             "with a graph, internal latency up by less than half waits for an entry"
+        );
+    }
+
+    #[test]
+    fn with_a_graph_a_scraped_series_latency_alone_is_judged_after_a_few_scrapes() {
+        let slow = |service: &str, ts: i64, times: f64| {
+            let mut e = sys(service, "latency-90", ts);
+            (e.baseline, e.value) = (50.0, 50.0 * times);
+            e
+        };
+        let graph = || {
+            let mut c = Correlator::new(120_000, 3_000);
+            c.discipline.has_graph = true;
+            c.discipline.entries.insert("web".into());
+            c
+        };
+        // Sampled as it came: an entry's latency up by half opens at once.
+        let mut c = graph();
+        assert_eq!(
+            c.on_anomaly_seen(&slow("web", 10_000, 1.6), false, None),
+            Some((0, true))
+        );
+        // Held between scrapes: judged three scrapes later instead.
+        let mut c = graph();
+        let web = slow("web", 10_000, 3.0);
+        assert_eq!(c.on_anomaly_seen(&web, false, Some(15_000)), None);
+        assert_eq!(c.confirms_due(24_999), None);
+        assert_eq!(c.confirms_due(25_000), Some(8_000));
+        // Waiting, it agrees with nothing before it is judged: a callee's
+        // latency doubled, held too, waits with it, and a resource
+        // signal opens nothing on their account.
+        assert_eq!(
+            c.on_anomaly_seen(&slow("db", 11_000, 2.0), false, Some(15_000)),
+            None
+        );
+        assert_eq!(c.on_anomaly(&sys("db", "cpu", 12_000)), None);
+        // The entry's burst was one scrape, gone by then; the callee held
+        // at 1.4 times: nothing.
+        let judge = |k: &SeriesKey| Some(if k.service == "web" { 1.0 } else { 1.4 });
+        assert_eq!(c.promote_confirmed(25_000, |k, _| judge(k)), None);
+        assert!(c.incidents.is_empty());
+        // The entry held at 1.5 times: an incident, the signals its
+        // evidence.
+        let mut c = graph();
+        c.on_anomaly_seen(&web, false, Some(15_000));
+        c.on_anomaly(&sys("db", "cpu", 12_000));
+        let opened = c.promote_confirmed(25_000, |_, _| Some(1.5));
+        assert_eq!(opened, Some(0));
+        assert_eq!(c.incidents[0].service, "web");
+        assert_eq!(c.incidents[0].evidence.len(), 2);
+        // Two internal services held at half again, or one doubled and
+        // another up by half: a group.
+        let mut c = graph();
+        c.on_anomaly_seen(&slow("db", 10_000, 2.0), false, Some(15_000));
+        assert_eq!(
+            c.on_anomaly_seen(&slow("cache", 10_000, 1.6), false, Some(15_000)),
+            None
+        );
+        let judge = |k: &SeriesKey| Some(if k.service == "db" { 1.3 } else { 1.6 });
+        assert_eq!(
+            c.promote_confirmed(25_000, |k, _| judge(k)),
+            None,
+            "db held at 1.3"
+        );
+        let judge = |k: &SeriesKey| Some(if k.service == "db" { 1.5 } else { 1.6 });
+        assert_eq!(c.promote_confirmed(40_000, |k, _| judge(k)), Some(0));
+        // Errors backing it: at once, scraped or not.
+        let mut c = graph();
+        c.on_anomaly(&sys("db", "error_rate", 9_000));
+        assert_eq!(
+            c.on_anomaly_seen(&slow("web", 10_000, 3.0), false, Some(15_000)),
+            Some((0, true))
         );
     }
 

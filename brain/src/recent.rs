@@ -210,6 +210,14 @@ impl Recent {
         steps[steps.len() / 2]
     }
 
+    /// How often `key`'s series takes a new value before `before`, ms,
+    /// when it is scraped less often than it is sampled (see
+    /// [`scrape_interval`]).
+    pub fn scrape_of(&self, key: &SeriesKey, before: i64) -> Option<i64> {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        h.find(key).and_then(|r| scrape_interval(r, before))
+    }
+
     /// `f` of the kept history of `key` (`None` when it is not kept).
     pub fn with_history<R>(&self, key: &SeriesKey, f: impl FnOnce(Option<&History>) -> R) -> R {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,9 +270,94 @@ impl Recent {
     }
 }
 
+/// Samples [`scrape_interval`] reads.
+const SCRAPE_SAMPLES: usize = 48;
+
+/// How often a series takes a new value, ms, when it is scraped less
+/// often than it is sampled: exports that sample every second what was
+/// scraped every few seconds repeat each scrape until the next. Read from
+/// its last [`SCRAPE_SAMPLES`] samples before `before`: the series is held
+/// when at least half of them repeat the sample before and it changed at
+/// least four times; its interval is then the median time between its
+/// changes, when that is at least twice its median sampling step. `None`
+/// for a series that takes a new value at (nearly) every sample, one that
+/// hardly changes, or too few samples.
+pub fn scrape_interval(h: &History, before: i64) -> Option<i64> {
+    let upto = h.partition_point(|(t, _)| *t < before);
+    let seen: Vec<(i64, f32)> = h
+        .range(upto.saturating_sub(SCRAPE_SAMPLES)..upto)
+        .copied()
+        .collect();
+    if seen.len() < 8 {
+        return None;
+    }
+    let pairs = seen.len() - 1;
+    let repeats = seen.windows(2).filter(|w| w[0].1 == w[1].1).count();
+    if 2 * repeats < pairs {
+        return None;
+    }
+    let changes: Vec<i64> = seen
+        .windows(2)
+        .filter(|w| w[0].1 != w[1].1)
+        .map(|w| w[1].0)
+        .collect();
+    if changes.len() < 4 {
+        return None;
+    }
+    let median = |mut v: Vec<i64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let every = median(changes.windows(2).map(|w| w[1] - w[0]).collect());
+    let step = median(seen.windows(2).map(|w| w[1].0 - w[0].0).collect());
+    (step > 0 && every >= 2 * step).then_some(every)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_series_scraped_less_often_than_sampled_shows_its_scrape_interval() {
+        let ring =
+            |f: &dyn Fn(i64) -> f32| -> History { (0..60).map(|t| (t * 1000, f(t))).collect() };
+        // Scraped every 5 s, sampled every second.
+        let held = ring(&|t| ((t / 5) % 7) as f32 + 1.0);
+        assert_eq!(scrape_interval(&held, 60_000), Some(5000));
+        // Only what came before counts.
+        assert_eq!(scrape_interval(&held, 5_000), None);
+        // A new value at every sample, or nearly.
+        let fresh = ring(&|t| ((t * 7919) % 13) as f32);
+        assert_eq!(scrape_interval(&fresh, 60_000), None);
+        let mostly = ring(&|t| {
+            if t % 4 == 0 {
+                1.0
+            } else {
+                (t % 11) as f32 + 2.0
+            }
+        });
+        assert_eq!(scrape_interval(&mostly, 60_000), None);
+        // Steady, and a single move: nothing to read an interval from.
+        let steady = ring(&|t| if t < 50 { 3.0 } else { 4.0 });
+        assert_eq!(scrape_interval(&steady, 60_000), None);
+        // Through the rings, by key, before a time.
+        let r = Recent::default();
+        let key = Arc::new(SeriesKey {
+            layer: Layer::System,
+            idc: "default".into(),
+            service: "cart".into(),
+            scene: None,
+            link: None,
+            instance: None,
+            metric: "latency-90".into(),
+            labels: Default::default(),
+        });
+        for (t, v) in &held {
+            r.observe(7, &key, *t, f64::from(*v));
+        }
+        assert_eq!(r.scrape_of(&key, 60_000), Some(5000));
+        assert_eq!(r.scrape_of(&key, 3_000), None);
+    }
 
     #[test]
     fn rings_keep_the_latest_business_samples_in_order() {

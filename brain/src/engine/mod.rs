@@ -98,7 +98,10 @@ const HELD_MOVE: f64 = 10.0;
 const HELD_RATIO: f64 = 1.5;
 /// A latency group without call edges is judged this long after it
 /// formed, or [`CONFIRM_STEPS`] sampling steps when they are longer
-/// ([`crate::correlate::Correlator::confirm_latency`]).
+/// ([`crate::correlate::Correlator::confirm_latency`]). With a call graph,
+/// a latency alone of a series scraped less often than it is sampled is
+/// judged [`CONFIRM_STEPS`] scrapes after it went bad
+/// ([`crate::correlate::Correlator::on_anomaly_seen`]).
 const CONFIRM_MS: i64 = 10_000;
 /// See [`CONFIRM_MS`].
 const CONFIRM_STEPS: i64 = 3;
@@ -434,7 +437,13 @@ impl Engine {
             self.correlator.retain_traffic_up(|k| recent.kept(k));
         }
         tracing::debug!(key = %ev.key, kind = ?ev.kind, ts = ev.ts, class = %ev.class, score = ev.score, value = ev.value, baseline = ev.baseline, novel = ev.novel, load, "anomaly transition");
-        let filed = self.correlator.on_anomaly_under(ev, load);
+        // A latency of a series scraped less often than it is sampled is
+        // judged after a few scrapes, not samples.
+        let held_every = (ev.kind == crate::detect::AnomalyKind::Start && &*ev.class == "latency")
+            .then(|| self.recent.scrape_of(&ev.key, ev.onset))
+            .flatten()
+            .map(|scrape| CONFIRM_STEPS * scrape);
+        let filed = self.correlator.on_anomaly_seen(ev, load, held_every);
         self.stats.set_anomalous(
             &ev.key.service,
             self.correlator.anomalous_on(&ev.key.service) as u64,
@@ -543,8 +552,8 @@ impl Engine {
         }
     }
 
-    /// Opens an incident on a latency group without call edges that held
-    /// until its time was up (see
+    /// Opens an incident on a latency group without call edges, or a
+    /// scraped latency with them, that held until its time was up (see
     /// [`crate::correlate::Correlator::promote_confirmed`]): each series
     /// [`diagnose::localize::MOVED`] robust deviations or more beyond its
     /// level before at least three quarters of the time since its onset,
@@ -574,8 +583,13 @@ impl Engine {
         let Some(i) = opened else { return };
         held_at.sort_by(|a, b| b.1.total_cmp(&a.1));
         let summary = format!(
-            "latency held in {} series without call edges: {}",
+            "latency held in {} series {}: {}",
             held_at.len(),
+            if self.correlator.discipline.has_graph {
+                "over several scrapes"
+            } else {
+                "without call edges"
+            },
             held_at
                 .iter()
                 .take(4)
