@@ -673,6 +673,7 @@ pub fn given_symptom(
         &selfheal_brain::diagnose::Measured {
             candidates,
             step_ms: step,
+            scrape_ms: 0,
         },
     );
     let mut ranked = Vec::new();

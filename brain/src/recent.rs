@@ -218,6 +218,29 @@ impl Recent {
         h.find(key).and_then(|r| scrape_interval(r, before))
     }
 
+    /// How often `keys`' series take a new value before `before`, ms,
+    /// when at least half of those kept are scraped less often than they
+    /// are sampled: the median of their scrape intervals (see
+    /// [`scrape_interval`]).
+    pub fn scrape_of_all<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a SeriesKey>,
+        before: i64,
+    ) -> Option<i64> {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = 0;
+        let mut held: Vec<i64> = Vec::new();
+        for r in keys.into_iter().filter_map(|k| h.find(k)) {
+            kept += 1;
+            held.extend(scrape_interval(r, before));
+        }
+        if held.is_empty() || 2 * held.len() < kept {
+            return None;
+        }
+        held.sort_unstable();
+        Some(held[held.len() / 2])
+    }
+
     /// `f` of the kept history of `key` (`None` when it is not kept).
     pub fn with_history<R>(&self, key: &SeriesKey, f: impl FnOnce(Option<&History>) -> R) -> R {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
@@ -357,6 +380,23 @@ mod tests {
         }
         assert_eq!(r.scrape_of(&key, 60_000), Some(5000));
         assert_eq!(r.scrape_of(&key, 3_000), None);
+        // Of several series, when half of them or more are held.
+        let other = Arc::new(SeriesKey {
+            metric: "latency-50".into(),
+            ..SeriesKey::clone(&key)
+        });
+        for (t, _) in &held {
+            r.observe(8, &other, *t, (*t % 7919) as f64);
+        }
+        assert_eq!(r.scrape_of_all([&*key, &*other], 60_000), Some(5000));
+        let third = Arc::new(SeriesKey {
+            metric: "cpu".into(),
+            ..SeriesKey::clone(&key)
+        });
+        for (t, _) in &held {
+            r.observe(9, &third, *t, (*t % 7907) as f64);
+        }
+        assert_eq!(r.scrape_of_all([&*key, &*other, &*third], 60_000), None);
     }
 
     #[test]

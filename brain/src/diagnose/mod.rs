@@ -58,6 +58,9 @@ pub struct Measured {
     pub candidates: Vec<Candidate>,
     /// The sampling step of the incident's series, ms (0: unknown).
     pub step_ms: i64,
+    /// How often they take a new value, ms, when they are scraped less
+    /// often than they are sampled (0: as often as they are sampled).
+    pub scrape_ms: i64,
 }
 /// How long after the first anomaly a change is still listed, ms (clocks
 /// of the change feed and of the indicators differ a little).
@@ -250,6 +253,12 @@ impl Rules {
         measured: &Measured,
     ) -> (Vec<Hypothesis>, Vec<RuleError>) {
         let mut f = facts_with(inc, topo, ctx, measured.step_ms);
+        if measured.scrape_ms > measured.step_ms {
+            f.insert(
+                "scrape_s".into(),
+                Dynamic::from(measured.scrape_ms as f64 / 1000.0),
+            );
+        }
         f.insert(
             "candidates".into(),
             candidate_facts(&measured.candidates).into(),
@@ -411,6 +420,7 @@ pub fn facts_with(inc: &Incident, topo: &Topology, ctx: &Context, step_ms: i64) 
     f.insert("service".into(), text(&inc.service));
     f.insert("onset".into(), Dynamic::from(onset));
     f.insert("step_s".into(), Dynamic::from(step_ms as f64 / 1000.0));
+    f.insert("scrape_s".into(), Dynamic::from(step_ms as f64 / 1000.0));
     f.insert("lookback_s".into(), Dynamic::from(lookback as f64 / 1000.0));
     let mut series: Vec<_> = inc.evidence.iter().collect();
     series.sort_by_key(|(_, e)| e.onset);

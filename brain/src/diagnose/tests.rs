@@ -468,6 +468,38 @@ fn a_dependency_that_went_bad_before_its_callers() {
 }
 
 #[test]
+fn which_went_first_is_read_no_finer_than_a_scrape() {
+    // The database's own service slowed first, but its caller's scrape
+    // caught it 3 s before its own did; the caller's caller 8 s after.
+    let latency = |service, at| (System, "idc1", service, None, "latency_ms", 300.0, 20.0, at);
+    let inc = incident(&[
+        latency("payment-engine", 0),
+        latency("accounting-core", 3),
+        latency("acquiring", 8),
+    ]);
+    let named = |measured: &Measured| {
+        let (h, _) = rules().diagnose(&inc, &topo(), &Context::default(), &[], measured);
+        h.into_iter()
+            .filter(|x| x.cause == "dependency_degraded")
+            .map(|x| x.target)
+            .collect::<Vec<_>>()
+    };
+    // Sampled as it came, every second: the order stands.
+    let fresh = Measured {
+        step_ms: 1000,
+        ..Default::default()
+    };
+    assert_eq!(named(&fresh), ["payment-engine"]);
+    // Scraped every 5 s: what it calls went bad with it.
+    let scraped = Measured {
+        step_ms: 1000,
+        scrape_ms: 5000,
+        ..Default::default()
+    };
+    assert!(named(&scraped).is_empty());
+}
+
+#[test]
 fn a_failing_rule_is_skipped_and_named_and_adjust_moves_confidence() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

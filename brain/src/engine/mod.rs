@@ -1221,6 +1221,10 @@ impl Engine {
                     .recent
                     .scan(|h| diagnose::localize::localize(inc, topo, h, classes, now)),
                 step_ms: self.recent.step_of(inc.evidence.keys(), now),
+                scrape_ms: self
+                    .recent
+                    .scrape_of_all(inc.evidence.keys(), inc.onset)
+                    .unwrap_or(0),
             }
         };
         // The rules are Rhai, with a time budget: off the async workers.
