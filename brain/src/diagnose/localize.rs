@@ -291,6 +291,30 @@ fn fingerprint(moved: &[(String, String, f64)], entry: bool) -> &'static str {
     }
 }
 
+/// How finely the onsets of `inc`'s series can be told apart, ms: the
+/// median scrape interval of its flagged series when at least half of
+/// them are scraped less often than they are sampled (see
+/// [`crate::recent::scrape_interval`]), else 0.
+fn scrape_grain<'h>(
+    inc: &Incident,
+    history: impl Iterator<Item = (&'h SeriesKey, &'h History)>,
+    onset: i64,
+) -> i64 {
+    let mut flagged = 0;
+    let mut held: Vec<i64> = Vec::new();
+    for (k, h) in history {
+        if inc.evidence.contains_key(k) {
+            flagged += 1;
+            held.extend(crate::recent::scrape_interval(h, onset));
+        }
+    }
+    if held.is_empty() || 2 * held.len() < flagged {
+        return 0;
+    }
+    held.sort_unstable();
+    held[held.len() / 2]
+}
+
 /// Ranks every service of `topo` and of `history` as the incident's
 /// likeliest origin, best first. `history` holds each series' recent
 /// samples (see [`crate::recent::Recent::histories`]); only samples at or
@@ -308,6 +332,10 @@ where
 {
     let onset = inc.onset;
     let history = history.into_iter();
+    // Onsets closer than the scrape of the incident's series cannot be
+    // told apart (an export sampling every second what was scraped every
+    // 5 s shows each change up to 5 s late, each series at its own phase).
+    let grain = scrape_grain(inc, history.clone(), onset);
     // The symptoms: the incident's flagged series that go bad one way.
     // (The history comes in no particular order: everything below is
     // chosen by key, so the result does not depend on it.)
@@ -433,14 +461,14 @@ where
         .collect();
     // Without a graph, edges are learnt from what moved together: a
     // service whose worst series follows (|r| >= 0.7) that of a service
-    // flagged before it is taken to call it.
+    // flagged before it (by more than a scrape) is taken to call it.
     if !callees.values().any(|v| !v.is_empty()) {
         for (a, (_, _, ha)) in &best {
             for (c, (_, _, hc)) in &best {
                 let (Some(fa), Some(fc)) = (first.get(a.as_str()), first.get(c.as_str())) else {
                     continue;
                 };
-                if a != c && fc < fa && correlation(ha, hc, now) >= 0.7 {
+                if a != c && *fc + grain < *fa && correlation(ha, hc, now) >= 0.7 {
                     callees.entry(a.as_str()).or_default().push(c.as_str());
                 }
             }
@@ -494,8 +522,8 @@ where
             // Scores, each in [0, 1].
             let mag = (m / top_mag).min(1.0);
             let early = match first.get(s) {
-                Some(t) if latest > earliest => {
-                    1.0 - (t - earliest) as f64 / (latest - earliest) as f64
+                Some(t) if latest > earliest + grain => {
+                    1.0 - (t - earliest - grain).max(0) as f64 / (latest - earliest - grain) as f64
                 }
                 Some(_) => 1.0,
                 None => 0.0,
@@ -788,6 +816,72 @@ mod tests {
         let db = c.iter().find(|c| c.service == "db").unwrap();
         assert_eq!(db.explains, vec!["web".to_string()], "{c:#?}");
         assert_eq!(c[0].service, "db", "{c:#?}");
+    }
+
+    #[test]
+    fn onsets_within_a_scrape_are_not_read_as_an_order() {
+        // Sampled every second. The database slowed at 40 s; its scrape
+        // caught it 3 s after the front end's caught the front end.
+        let series = |before: f64, after: f64, seen: i64, seed: u64, scrape: i64| -> History {
+            (0..70)
+                .map(|i: i64| {
+                    let at = i - i % scrape;
+                    let wobble =
+                        (((at as u64 * 7919 + seed * 104_729) % 17) as f64 / 17.0 - 0.5) * 0.02;
+                    let v = if i >= seen { after } else { before };
+                    (i * 1000, (v * (1.0 + wobble)) as f32)
+                })
+                .collect()
+        };
+        let mut c = crate::correlate::Correlator::new(120_000, 3_000);
+        let at = |service: &str, onset: i64| crate::detect::AnomalyEvent {
+            key: key(service, None, "latency_ms"),
+            ts: onset + 2_000,
+            kind: crate::detect::AnomalyKind::Start,
+            onset,
+            value: 1.0,
+            baseline: 0.0,
+            score: 0.9,
+            direction: Direction::Up,
+            class: "latency".into(),
+            novel: false,
+        };
+        c.on_anomaly(&at("web", 40_000));
+        c.on_anomaly(&at("db", 43_000));
+        assert!(c.confirm_latency(60_000, 10_000));
+        assert_eq!(c.promote_confirmed(60_000, |_, _| Some(3.0)), Some(0));
+        let inc = c.incidents.remove(0);
+        let rank = |scrape: i64| {
+            let h = [
+                (
+                    key("web", None, "latency_ms"),
+                    series(100.0, 130.0, 40, 1, scrape),
+                ),
+                (
+                    key("db", None, "latency_ms"),
+                    series(20.0, 220.0, 43, 2, scrape),
+                ),
+            ];
+            localize(
+                &inc,
+                &Topology::default(),
+                h.iter().map(|(k, v)| (k, v)),
+                MetricClasses::shipped(),
+                i64::MAX,
+            )
+        };
+        // A new value every second: the front end went first, and the
+        // database, which followed it, is learnt to call it.
+        let fresh = rank(1);
+        let web = fresh.iter().find(|c| c.service == "web").unwrap();
+        assert_eq!(web.explains, vec!["db".to_string()], "{fresh:#?}");
+        // Scraped every 5 s: 3 s tell nothing; what moved most leads.
+        let scraped = rank(5);
+        assert!(
+            scraped.iter().all(|c| c.explains.is_empty()),
+            "{scraped:#?}"
+        );
+        assert_eq!(scraped[0].service, "db", "{scraped:#?}");
     }
 
     #[test]

@@ -465,6 +465,39 @@ fn a_dependency_that_went_bad_before_its_callers() {
         .unwrap_or_else(|| panic!("{h:?}"));
     assert_eq!(d.target, "accounting-core");
     assert!(d.evidence[0].contains("payment-engine"), "{d:?}");
+    // Named by its own fingerprint, when the localization read one.
+    let candidate = |service: &str, fault| localize::Candidate {
+        service: service.into(),
+        instance: None,
+        score: 0.5,
+        magnitude: 20.0,
+        coverage: 0.5,
+        first_s: Some(0.0),
+        explains: Vec::new(),
+        callee_magnitude: 0.0,
+        comove: 0.5,
+        fault,
+        moved: Vec::new(),
+    };
+    for (fault, named) in [
+        ("memory_leak", "memory_leak"),
+        ("service_degraded", "dependency_degraded"),
+    ] {
+        let measured = Measured {
+            candidates: vec![candidate("accounting-core", fault)],
+            ..Default::default()
+        };
+        let (h, _) = rules().diagnose(&inc, &topo(), &Context::default(), &[], &measured);
+        let first = h
+            .iter()
+            .find(|x| x.target == "accounting-core")
+            .unwrap_or_else(|| panic!("{h:?}"));
+        assert_eq!(first.cause, named, "{h:?}");
+        assert!(
+            first.evidence.iter().any(|e| e.contains("went bad first")),
+            "{h:?}"
+        );
+    }
 }
 
 #[test]
