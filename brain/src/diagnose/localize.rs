@@ -675,6 +675,22 @@ mod tests {
             .collect()
     }
 
+    /// A latency anomaly of `service` gone bad at `onset`, flagged at `ts`.
+    fn slower(service: &str, onset: i64, ts: i64) -> crate::detect::AnomalyEvent {
+        crate::detect::AnomalyEvent {
+            key: key(service, None, "latency_ms"),
+            ts,
+            kind: crate::detect::AnomalyKind::Start,
+            onset,
+            value: 1.0,
+            baseline: 0.0,
+            score: 0.9,
+            direction: Direction::Up,
+            class: "latency".into(),
+            novel: false,
+        }
+    }
+
     fn graph(edges: &[(&str, &str)]) -> Topology {
         Topology::from_edges(edges.iter().map(|(a, b)| (a.to_string(), b.to_string())))
     }
@@ -782,18 +798,7 @@ mod tests {
     #[test]
     fn without_a_graph_what_moved_first_and_together_is_learnt_as_a_callee() {
         let mut c = crate::correlate::Correlator::new(120_000, 3_000);
-        let at = |service: &str, onset: i64| crate::detect::AnomalyEvent {
-            key: key(service, None, "latency_ms"),
-            ts: onset + 2 * 60_000,
-            kind: crate::detect::AnomalyKind::Start,
-            onset,
-            value: 1.0,
-            baseline: 0.0,
-            score: 0.9,
-            direction: Direction::Up,
-            class: "latency".into(),
-            novel: false,
-        };
+        let at = |service: &str, onset: i64| slower(service, onset, onset + 2 * 60_000);
         c.on_anomaly(&at("db", 29 * 60_000));
         c.on_anomaly(&at("web", 30 * 60_000));
         // Without call edges, a latency group opens once it held.
@@ -834,18 +839,7 @@ mod tests {
                 .collect()
         };
         let mut c = crate::correlate::Correlator::new(120_000, 3_000);
-        let at = |service: &str, onset: i64| crate::detect::AnomalyEvent {
-            key: key(service, None, "latency_ms"),
-            ts: onset + 2_000,
-            kind: crate::detect::AnomalyKind::Start,
-            onset,
-            value: 1.0,
-            baseline: 0.0,
-            score: 0.9,
-            direction: Direction::Up,
-            class: "latency".into(),
-            novel: false,
-        };
+        let at = |service: &str, onset: i64| slower(service, onset, onset + 2_000);
         c.on_anomaly(&at("web", 40_000));
         c.on_anomaly(&at("db", 43_000));
         assert!(c.confirm_latency(60_000, 10_000));
