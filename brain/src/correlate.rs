@@ -679,9 +679,25 @@ impl Correlator {
     /// (latency gone bad in two services, or one doubled and another up
     /// by half) that nothing else backs is judged at `at`, once it has
     /// had the time to show whether it holds: each of its active latency
-    /// signals not already waiting is marked. Whether one was marked.
+    /// signals not already waiting is marked. So is a latency up by half
+    /// alone, a group in the making. Whether one was marked.
     pub fn confirm_latency(&mut self, at: i64, every: i64) -> bool {
-        if self.discipline.has_graph || !self.across(true) {
+        if self.discipline.has_graph {
+            return false;
+        }
+        // A latency up by half may be a group in the making: its tail
+        // still rising to double, its median up by half beside it.
+        let loaded = !self.traffic_up.is_empty();
+        let forming = !loaded
+            && self.signals.iter().any(|s| {
+                let e = &s.evidence;
+                &*e.class == "latency"
+                    && e.active
+                    && !e.harmless
+                    && e.baseline > 0.0
+                    && e.value >= LATENCY_SYMPTOM_RISE * e.baseline
+            });
+        if !self.across(true) && !forming {
             return false;
         }
         self.mark_latency(at, every)
@@ -1249,9 +1265,14 @@ mod tests {
     #[test]
     fn without_a_graph_latency_agreeing_across_services_opens_once_it_held() {
         let mut c = Correlator::new(120_000, 3_000);
-        assert_eq!(c.on_anomaly(&sys("a", "latency_ms", 10_000)), None);
+        let little = |service: &str, metric: &str, ts: i64| {
+            let mut e = sys(service, metric, ts);
+            e.value = 1.3 * e.baseline;
+            e
+        };
+        assert_eq!(c.on_anomaly(&little("a", "latency_ms", 10_000)), None);
         assert_eq!(
-            c.on_anomaly(&sys("a", "LatencyP50", 10_000)),
+            c.on_anomaly(&little("a", "LatencyP50", 10_000)),
             None,
             "one service"
         );
@@ -1303,6 +1324,19 @@ mod tests {
         busy.on_anomaly(&sys("a", "latency_ms", 10_000));
         busy.on_anomaly(&sys("b", "latency_ms", 11_000));
         assert!(!busy.confirm_latency(21_000, 10_000), "loaded: no group");
+        // One service's tail up by half and more is a group in the
+        // making: judged, it opens when the tail held at double and the
+        // median at half again.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.on_anomaly(&sys("a", "latency_p90", 10_000));
+        assert!(c.confirm_latency(20_000, 10_000), "forming");
+        let tail = sys("a", "latency_p90", 10_000).key;
+        let judge = |k: &SeriesKey, t: f64| Some(if *k == tail { t } else { 1.5 });
+        c.on_anomaly(&sys("a", "latency_p50", 11_000));
+        assert!(c.confirm_latency(21_000, 10_000));
+        assert_eq!(c.promote_confirmed(21_000, |k, _| judge(k, 1.8)), None);
+        assert_eq!(c.promote_confirmed(31_000, |k, _| judge(k, 2.2)), Some(0));
+        assert_eq!(c.incidents[0].service, "a");
         // Both held: an incident with every signal as its evidence, on the
         // service that held highest.
         let mut c = Correlator::new(120_000, 3_000);
