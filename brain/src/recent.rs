@@ -228,17 +228,7 @@ impl Recent {
         before: i64,
     ) -> Option<i64> {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        let mut kept = 0;
-        let mut held: Vec<i64> = Vec::new();
-        for r in keys.into_iter().filter_map(|k| h.find(k)) {
-            kept += 1;
-            held.extend(scrape_interval(r, before));
-        }
-        if held.is_empty() || 2 * held.len() < kept {
-            return None;
-        }
-        held.sort_unstable();
-        Some(held[held.len() / 2])
+        scrape_interval_of(keys.into_iter().filter_map(|k| h.find(k)), before)
     }
 
     /// `f` of the kept history of `key` (`None` when it is not kept).
@@ -291,6 +281,25 @@ impl Recent {
             .map(|(_, r)| r.iter().filter(|(t, _)| *t >= since).copied().collect())
             .unwrap_or_default()
     }
+}
+
+/// The median [`scrape_interval`] of `histories` before `before`, when at
+/// least half of them are scraped less often than they are sampled.
+pub fn scrape_interval_of<'a>(
+    histories: impl IntoIterator<Item = &'a History>,
+    before: i64,
+) -> Option<i64> {
+    let mut seen = 0;
+    let mut held: Vec<i64> = Vec::new();
+    for h in histories {
+        seen += 1;
+        held.extend(scrape_interval(h, before));
+    }
+    if held.is_empty() || 2 * held.len() < seen {
+        return None;
+    }
+    held.sort_unstable();
+    Some(held[held.len() / 2])
 }
 
 /// Samples [`scrape_interval`] reads.

@@ -291,30 +291,6 @@ fn fingerprint(moved: &[(String, String, f64)], entry: bool) -> &'static str {
     }
 }
 
-/// How finely the onsets of `inc`'s series can be told apart, ms: the
-/// median scrape interval of its flagged series when at least half of
-/// them are scraped less often than they are sampled (see
-/// [`crate::recent::scrape_interval`]), else 0.
-fn scrape_grain<'h>(
-    inc: &Incident,
-    history: impl Iterator<Item = (&'h SeriesKey, &'h History)>,
-    onset: i64,
-) -> i64 {
-    let mut flagged = 0;
-    let mut held: Vec<i64> = Vec::new();
-    for (k, h) in history {
-        if inc.evidence.contains_key(k) {
-            flagged += 1;
-            held.extend(crate::recent::scrape_interval(h, onset));
-        }
-    }
-    if held.is_empty() || 2 * held.len() < flagged {
-        return 0;
-    }
-    held.sort_unstable();
-    held[held.len() / 2]
-}
-
 /// Ranks every service of `topo` and of `history` as the incident's
 /// likeliest origin, best first. `history` holds each series' recent
 /// samples (see [`crate::recent::Recent::histories`]); only samples at or
@@ -335,7 +311,14 @@ where
     // Onsets closer than the scrape of the incident's series cannot be
     // told apart (an export sampling every second what was scraped every
     // 5 s shows each change up to 5 s late, each series at its own phase).
-    let grain = scrape_grain(inc, history.clone(), onset);
+    let grain = crate::recent::scrape_interval_of(
+        history
+            .clone()
+            .filter(|(k, _)| inc.evidence.contains_key(*k))
+            .map(|(_, h)| h),
+        onset,
+    )
+    .unwrap_or(0);
     // The symptoms: the incident's flagged series that go bad one way.
     // (The history comes in no particular order: everything below is
     // chosen by key, so the result does not depend on it.)

@@ -437,9 +437,12 @@ impl Engine {
             self.correlator.retain_traffic_up(|k| recent.kept(k));
         }
         tracing::debug!(key = %ev.key, kind = ?ev.kind, ts = ev.ts, class = %ev.class, score = ev.score, value = ev.value, baseline = ev.baseline, novel = ev.novel, load, "anomaly transition");
-        // A latency of a series scraped less often than it is sampled is
-        // judged after a few scrapes, not samples.
-        let held_every = (ev.kind == crate::detect::AnomalyKind::Start && &*ev.class == "latency")
+        // With a call graph, a latency of a series scraped less often
+        // than it is sampled is judged after a few scrapes, not samples
+        // (without one, every latency group is judged once it held).
+        let held_every = (self.correlator.discipline.has_graph
+            && ev.kind == crate::detect::AnomalyKind::Start
+            && &*ev.class == "latency")
             .then(|| self.recent.scrape_of(&ev.key, ev.onset))
             .flatten()
             .map(|scrape| CONFIRM_STEPS * scrape);
