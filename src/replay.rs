@@ -801,6 +801,8 @@ pub async fn run_alone(rec: Recording, cfg: BrainConfig) -> anyhow::Result<Vec<R
 /// the context, then takes the instant's indicators, as it would live.
 pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<ReplayIncident>> {
     cfg.guard.dry_run = true;
+    // Instants stream in while the engine works (see MAX_AHEAD).
+    cfg.fed_ahead = true;
     // Recorded time is any time: the skew check is for live traffic.
     cfg.max_skew_s = 100 * 365 * 24 * 3600;
     cfg.listen = None;

@@ -145,6 +145,15 @@ pub struct BrainConfig {
     /// person is handed over (escalated) with nothing done.
     #[serde(default)]
     pub oncall: Option<crate::act::approval::OnCallConfig>,
+    /// Indicators are fed ahead of the engine, a recording's instants
+    /// streaming in while it works (`selfheal replay`): an event-time mark
+    /// at a time then says only that every sample *before* it is in, so
+    /// what falls due at that time waits for a later mark, and the result
+    /// does not depend on how far ingest got meanwhile. Live and the
+    /// lockstep drill (all of an instant in before it moves on) take it at
+    /// the mark. Set by the program, not by a file.
+    #[serde(skip)]
+    pub fed_ahead: bool,
 }
 
 fn default_models() -> Option<PathBuf> {
@@ -224,6 +233,7 @@ impl Default for BrainConfig {
             detection: None,
             admin_token_sha256: None,
             oncall: None,
+            fed_ahead: false,
         }
     }
 }

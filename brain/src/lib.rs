@@ -584,6 +584,7 @@ impl Brain {
             saved: Default::default(),
             cluster,
             playbook_dir: cfg.playbooks.clone(),
+            fed_ahead: cfg.fed_ahead,
             rules,
             recent: recent.clone(),
             classes: classes.clone(),

@@ -99,6 +99,18 @@ pub struct MicroScenario {
     pub shape: MicroShape,
 }
 
+impl MicroScenario {
+    /// The same scenario sampled every `step` seconds: the normal stretch
+    /// and the fault keep their number of steps.
+    pub fn at_step(mut self, step: u64) -> Self {
+        let k = step as f64 / self.step_s.max(1) as f64;
+        self.start_s = (self.start_s as f64 * k).round() as u64;
+        self.duration_s = (self.duration_s as f64 * k).round() as u64;
+        self.step_s = step;
+        self
+    }
+}
+
 /// How a generic world's recording is written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

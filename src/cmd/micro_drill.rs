@@ -85,13 +85,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if wide {
                 s.shape = MicroShape::Wide;
             }
-            if let Some(step) = step {
-                let k = step as f64 / s.step_s.max(1) as f64;
-                s.start_s = (s.start_s as f64 * k).round() as u64;
-                s.duration_s = (s.duration_s as f64 * k).round() as u64;
-                s.step_s = step;
+            match step {
+                Some(step) => s.at_step(step),
+                None => s,
             }
-            s
         })
         .collect();
     if scenarios.is_empty() {

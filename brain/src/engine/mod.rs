@@ -50,6 +50,9 @@ pub struct Engine {
     pub(crate) cluster: Option<Cluster>,
     /// Where the playbooks are, watched for changes (hot reload).
     pub(crate) playbook_dir: std::path::PathBuf,
+    /// Indicators fed ahead of the engine ([`crate::BrainConfig::fed_ahead`]):
+    /// what falls due at a mark's time waits for a later mark.
+    pub(crate) fed_ahead: bool,
     /// The diagnosis rules.
     pub(crate) rules: diagnose::Rules,
     /// On-call approvals, when configured.
@@ -142,6 +145,9 @@ impl Engine {
         reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reload.tick().await;
         loop {
+            // Fed ahead, detection moves time: what falls due is taken up
+            // by `take` once every sample of its time is in, not here.
+            let mut timed = false;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -178,6 +184,12 @@ impl Engine {
                     self.on_anomaly(&ev).await;
                 }
                 Some(c) = contexts.recv() => {
+                    // Fed ahead, a change or hot key comes at a barrier
+                    // (everything before it in): what fell due before it
+                    // is done first, without it.
+                    if self.fed_ahead && self.leading() {
+                        self.advance(now).await;
+                    }
                     match c {
                         crate::context::ContextMsg::Announce(a) => self.learn(&a),
                         other => self.context.record(other),
@@ -190,6 +202,7 @@ impl Engine {
                         Some(Detected::Anomaly(ev)) => {
                             pending.push(*ev);
                             transitions += 1;
+                            timed = true;
                         }
                         Some(Detected::Mark { shard, ts, .. }) => {
                             if let Some(m) = marks.get_mut(shard) {
@@ -205,11 +218,15 @@ impl Engine {
                                 }
                                 now = low;
                             }
+                            timed = true;
                         }
                     }
                 }
             }
-            if self.leading() {
+            // Fed ahead, a mark at `now` says every sample before `now` is
+            // in, not every sample at it (more batches of that time may
+            // come): what falls due at `now` waits for the next mark.
+            if self.leading() && !(timed && self.fed_ahead) {
                 self.advance(now).await;
             }
             // Published only after the steps that follow, so that a
@@ -239,6 +256,11 @@ impl Engine {
     /// Anomalies at `until` itself wait: more batches of that time may
     /// still come (one per service and layer), and a time is judged whole.
     async fn take(&mut self, pending: &mut Vec<AnomalyEvent>, from: i64, until: i64) {
+        if self.fed_ahead {
+            // What fell due at `from` itself, now that all of that time
+            // is in.
+            self.advance(from).await;
+        }
         let mut due: Vec<AnomalyEvent>;
         (due, *pending) = std::mem::take(pending)
             .into_iter()
