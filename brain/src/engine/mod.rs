@@ -197,12 +197,12 @@ impl Engine {
                     filed += 1;
                 }
                 d = detected.recv() => {
+                    timed = true;
                     match d {
                         None => break,
                         Some(Detected::Anomaly(ev)) => {
                             pending.push(*ev);
                             transitions += 1;
-                            timed = true;
                         }
                         Some(Detected::Mark { shard, ts, .. }) => {
                             if let Some(m) = marks.get_mut(shard) {
@@ -218,7 +218,6 @@ impl Engine {
                                 }
                                 now = low;
                             }
-                            timed = true;
                         }
                     }
                 }
