@@ -38,6 +38,9 @@ pub struct Recording {
     pub rows: usize,
     /// Empty, NaN or infinite values skipped, per series (its text form).
     pub gaps: BTreeMap<String, usize>,
+    /// Rows with neither an instant nor a value (a data frame's trailing
+    /// NaN rows), skipped.
+    pub blank_rows: usize,
     /// Names mapped to wire-safe ones (`PodSuccessRate(%)` →
     /// `pod_success_rate_pct`), each once.
     pub names: NameMap,
@@ -153,8 +156,14 @@ impl Recording {
     /// One line on the gaps, naming the series with the most; `None` when
     /// there were none.
     pub fn gap_summary(&self) -> Option<String> {
+        let blank = (self.blank_rows > 0).then(|| {
+            format!(
+                "{} row(s) with neither a time nor a value skipped",
+                self.blank_rows
+            )
+        });
         if self.gaps.is_empty() {
-            return None;
+            return blank.map(|b| format!("gaps: {b}; --strict refuses them"));
         }
         let mut worst: Vec<(&String, &usize)> = self.gaps.iter().collect();
         worst.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
@@ -164,10 +173,11 @@ impl Recording {
             .map(|(s, n)| format!("{s} ({n})"))
             .collect();
         Some(format!(
-            "gaps: {} empty, NaN or infinite value(s) skipped in {} series (most: {}); --strict refuses them",
+            "gaps: {} empty, NaN or infinite value(s) skipped in {} series (most: {}){}; --strict refuses them",
             self.gap_rows(),
             self.gaps.len(),
-            top.join(", ")
+            top.join(", "),
+            blank.map(|b| format!("; {b}")).unwrap_or_default()
         ))
     }
 }
@@ -220,11 +230,26 @@ struct Sink<'a> {
     by_time: &'a mut BTreeMap<i64, Instant>,
     strict: bool,
     rows: usize,
+    blank_rows: usize,
     idcs: BTreeSet<String>,
     instances: BTreeMap<(String, String), BTreeSet<String>>,
 }
 
 impl Sink<'_> {
+    /// Whether a row whose time `raw_ts` is unreadable is blank: no time
+    /// (empty or NaN) and no value in any of `values` (a data frame's
+    /// trailing NaN rows). A blank row is counted and skipped, unless
+    /// strict; any other unreadable time is an error.
+    fn blank<'v>(&mut self, raw_ts: &str, mut values: impl Iterator<Item = &'v str>) -> bool {
+        let gap = |s: &str| {
+            let s = s.trim();
+            s.is_empty() || s.parse::<f64>().is_ok_and(|x| !x.is_finite())
+        };
+        let blank = !self.strict && gap(raw_ts) && values.all(gap);
+        self.blank_rows += usize::from(blank);
+        blank
+    }
+
     /// Files one sample, its names mapped to wire-safe ones; an empty,
     /// NaN or infinite value is a gap (counted per series), or an error
     /// when strict.
@@ -351,6 +376,7 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         by_time: &mut by_time,
         strict: opts.strict,
         rows: 0,
+        blank_rows: 0,
         idcs: BTreeSet::new(),
         instances: BTreeMap::new(),
     };
@@ -388,8 +414,15 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
             line += 1;
             let at = |what: String| anyhow::anyhow!("{}:{line}: {what}", path.display());
             let raw_ts = rec.get(t).unwrap_or("").trim();
-            let ts = parse_timestamp(raw_ts)
-                .ok_or_else(|| at(format!("unreadable timestamp {raw_ts:?}")))?;
+            let Some(ts) = parse_timestamp(raw_ts) else {
+                if sink.blank(
+                    raw_ts,
+                    series.iter().map(|(j, ..)| rec.get(*j).unwrap_or("")),
+                ) {
+                    continue;
+                }
+                return Err(at(format!("unreadable timestamp {raw_ts:?}")));
+            };
             for (j, svc, metric) in &series {
                 let raw = rec.get(*j).unwrap_or("").trim();
                 sink.add(ts, Layer::System, svc, metric, Place::default(), raw)
@@ -419,8 +452,12 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
             line += 1;
             let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("").trim();
             let at = |what: String| anyhow::anyhow!("{}:{line}: {what}", path.display());
-            let ts = parse_timestamp(field(Some(t)))
-                .ok_or_else(|| at(format!("unreadable timestamp {:?}", field(Some(t)))))?;
+            let Some(ts) = parse_timestamp(field(Some(t))) else {
+                if sink.blank(field(Some(t)), [field(Some(v))].into_iter()) {
+                    continue;
+                }
+                return Err(at(format!("unreadable timestamp {:?}", field(Some(t)))));
+            };
             let (service, metric) = (field(Some(s)), field(Some(m)));
             if service.is_empty() || metric.is_empty() {
                 return Err(at("service and metric must not be empty".into()));
@@ -443,6 +480,7 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
     }
     let Sink {
         rows,
+        blank_rows,
         idcs,
         instances,
         ..
@@ -501,6 +539,7 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         topology,
         rows,
         gaps,
+        blank_rows,
         names,
     })
 }

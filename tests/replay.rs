@@ -501,6 +501,31 @@ fn a_wide_export_replays_and_a_pod_pinned_alone_at_its_limit_is_found() {
     .unwrap();
     let (ok, _, err) = selfheal(&["replay", "--dir", d.to_str().unwrap()]);
     assert!(ok, "{err}");
+    // A data frame's trailing rows with neither a time nor a value (its
+    // index still written) are skipped and counted; a row with values but
+    // no time is refused, with its line.
+    std::fs::write(
+        d.join("metrics.csv"),
+        ",time,cart_cpu,cart_mem\n0,1700000000,1,2\n1,1700000001,1,2\n2,,,NaN\n3,NaN,nan,\n",
+    )
+    .unwrap();
+    let (ok, _, err) = selfheal(&["replay", "--dir", d.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("2 row(s) with neither a time nor a value skipped"),
+        "{err}"
+    );
+    std::fs::write(
+        d.join("metrics.csv"),
+        "time,cart_cpu,cart_mem\n1700000000,1,2\n,1,\n",
+    )
+    .unwrap();
+    let (ok, _, err) = selfheal(&["replay", "--dir", d.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("metrics.csv:3: unreadable timestamp \"\""),
+        "{err}"
+    );
     // A column that names no service is refused, with its name.
     std::fs::write(d.join("metrics.csv"), "time,cart_cpu,uptime\n1,1,1\n").unwrap();
     let (ok, _, err) = selfheal(&["replay", "--dir", d.to_str().unwrap()]);

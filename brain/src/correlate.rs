@@ -310,6 +310,11 @@ struct Signal {
     /// For a latency series of a group without call edges: when to judge
     /// whether the group held (see [`Correlator::promote_confirmed`]).
     confirm: Option<Due>,
+    /// Errors or success of a series scraped less often than it is
+    /// sampled, not yet seen to hold over a few scrapes: one scrape that
+    /// caught a burst is one observation, however many samples repeat
+    /// it. It counts towards nothing until it held.
+    unheld: bool,
 }
 
 /// When a signal is next judged. One that is still bad and has not held
@@ -524,7 +529,7 @@ impl Correlator {
                 let bad: Vec<&SeriesKey> = self
                     .signals
                     .iter()
-                    .filter(|s| quality(&s.evidence))
+                    .filter(|s| !s.unheld && quality(&s.evidence))
                     .map(|s| &s.key)
                     .chain(self.incidents.iter().flat_map(|i| {
                         i.evidence
@@ -541,62 +546,37 @@ impl Correlator {
                     load_rising,
                 );
                 let quality_bad = !bad.is_empty();
+                // Errors or success of a scraped series: judged once it
+                // has had a few scrapes to show whether it holds, unless
+                // the configuration names it a symptom.
+                let unheld = is_quality(&ev.class) && !self.discipline.named_symptom(&ev.key);
+                let wait = held_every.filter(|_| unheld);
                 self.signals.retain(|s| s.key != ev.key);
                 self.signals.push(Signal {
                     key: ev.key.clone(),
                     evidence: evidence.clone(),
                     hold: None,
-                    confirm: None,
+                    confirm: wait.map(|every| Due::first(ev.ts + every, every)),
+                    unheld: wait.is_some(),
                 });
                 if self.signals.len() > MAX_SIGNALS {
                     self.signals.remove(0);
                 }
+                if wait.is_some() {
+                    return None;
+                }
                 let agreeing = self
                     .signals
                     .iter()
-                    .filter(|s| is_quality(&s.evidence.class))
+                    .filter(|s| !s.unheld && is_quality(&s.evidence.class))
                     .count();
                 // Latency, errors or success going bad in two services or
                 // more. Without call edges a latency group is judged
                 // once it has had the time to hold (see
                 // [`Correlator::confirm_latency`]).
                 let across = self.across(self.discipline.has_graph);
-                // One place whose series agree across kinds: its errors
-                // or success gone bad together with another kind (errors
-                // and a pinned CPU, or a slower tail), outside a planned
-                // window. Latency with a busy CPU is not enough (a batch
-                // does that to a database), nor one kind alone, however
-                // many series (a batch slows a database's every instance
-                // at once).
-                let place = !self.discipline.planned_at(ev.ts, &ev.key.service) && {
-                    let loaded = !self.traffic_up.is_empty();
-                    let mut kinds: Vec<&str> = self
-                        .signals
-                        .iter()
-                        .filter(|s| {
-                            s.key.service == ev.key.service
-                                && s.key.idc == ev.key.idc
-                                && !s.evidence.harmless
-                        })
-                        .map(|s| &*s.evidence.class)
-                        .filter(|c| {
-                            matches!(
-                                *c,
-                                "errors"
-                                    | "success"
-                                    | "cpu"
-                                    | "memory"
-                                    | "disk"
-                                    | "saturation"
-                                    | "network"
-                                    | "network_errors"
-                            ) || (*c == "latency" && !loaded)
-                        })
-                        .collect();
-                    kinds.sort_unstable();
-                    kinds.dedup();
-                    kinds.len() >= 2 && kinds.iter().any(|c| is_quality(c))
-                };
+                // One place whose series agree across kinds.
+                let place = self.place_agrees(ev.ts, &ev.key);
                 if !symptom && agreeing < 2 && !across && !place {
                     return None;
                 }
@@ -617,6 +597,46 @@ impl Correlator {
                 Some((self.open(ev.ts, &ev.key.service), true))
             }
         }
+    }
+
+    /// Whether the signals of `key`'s place agree across kinds: its
+    /// errors or success gone bad together with another kind (errors and
+    /// a pinned CPU, or a slower tail), outside a planned window. Latency
+    /// with a busy CPU is not enough (a batch does that to a database),
+    /// nor one kind alone, however many series (a batch slows a
+    /// database's every instance at once).
+    fn place_agrees(&self, ts: i64, key: &SeriesKey) -> bool {
+        if self.discipline.planned_at(ts, &key.service) {
+            return false;
+        }
+        let loaded = !self.traffic_up.is_empty();
+        let mut kinds: Vec<&str> = self
+            .signals
+            .iter()
+            .filter(|s| {
+                s.key.service == key.service
+                    && s.key.idc == key.idc
+                    && !s.evidence.harmless
+                    && !s.unheld
+            })
+            .map(|s| &*s.evidence.class)
+            .filter(|c| {
+                matches!(
+                    *c,
+                    "errors"
+                        | "success"
+                        | "cpu"
+                        | "memory"
+                        | "disk"
+                        | "saturation"
+                        | "network"
+                        | "network_errors"
+                ) || (*c == "latency" && !loaded)
+            })
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        kinds.len() >= 2 && kinds.iter().any(|c| is_quality(c))
     }
 
     /// Whether the signals agree across services: latency, errors or
@@ -657,7 +677,8 @@ impl Correlator {
             .iter()
             .filter(|s| {
                 let e = &s.evidence;
-                is_quality(&e.class) || (latency(s) && (!graph || up_by(e, felt(&s.key))))
+                (is_quality(&e.class) && !s.unheld)
+                    || (latency(s) && (!graph || up_by(e, felt(&s.key))))
             })
             .map(|s| s.key.service.as_str())
             .collect();
@@ -759,6 +780,7 @@ impl Correlator {
         // not shown yet whether it holds).
         self.confirms_due(now)?;
         let mut ratios: Vec<(SeriesKey, f64)> = Vec::new();
+        let mut quality: Vec<SeriesKey> = Vec::new();
         for s in &mut self.signals {
             let Some(due) = s
                 .confirm
@@ -768,7 +790,32 @@ impl Correlator {
             };
             s.confirm = due.next(now);
             if let Some(r) = held(&s.key, &s.evidence) {
-                ratios.push((s.key.clone(), r));
+                if s.unheld {
+                    // Errors or success that held: a symptom from now on.
+                    s.unheld = false;
+                    s.confirm = None;
+                    quality.push(s.key.clone());
+                } else {
+                    ratios.push((s.key.clone(), r));
+                }
+            }
+        }
+        // Errors or success that held open what they would have opened
+        // had they come unscraped: an entry's, a named symptom, two
+        // series, two services, or one place's across kinds.
+        for k in &quality {
+            let agreeing = self
+                .signals
+                .iter()
+                .filter(|s| !s.unheld && is_quality(&s.evidence.class))
+                .count();
+            if self.discipline.is_entry(k)
+                || agreeing >= 2
+                || self.across(self.discipline.has_graph)
+                || self.place_agrees(now, k)
+            {
+                let service = k.service.clone();
+                return Some(self.open(now, &service));
             }
         }
         if ratios.is_empty() || !self.traffic_up.is_empty() {
@@ -1460,6 +1507,59 @@ mod tests {
             c.on_anomaly_seen(&slow("web", 10_000, 3.0), false, Some(15_000)),
             Some((0, true))
         );
+    }
+
+    #[test]
+    fn a_scraped_series_errors_count_once_they_held_over_a_few_scrapes() {
+        let named = regex::Regex::new("^db:error$").unwrap();
+        for graph in [true, false] {
+            let new = || {
+                let mut c = Correlator::new(120_000, 3_000);
+                c.discipline.has_graph = graph;
+                c.discipline.entries.insert("web".into());
+                c
+            };
+            // Sampled as they came: an entry's errors open at once.
+            let mut c = new();
+            assert_eq!(c.on_anomaly(&sys("web", "error", 10_000)), Some((0, true)));
+            // Held between scrapes: one scrape that caught a burst waits
+            // three scrapes, and agrees with nothing meanwhile: neither
+            // a second service's errors nor its own pinned CPU open on
+            // its account.
+            let mut c = new();
+            assert_eq!(
+                c.on_anomaly_seen(&sys("web", "error", 10_000), false, Some(15_000)),
+                None
+            );
+            assert_eq!(c.confirms_due(25_000), Some(8_000));
+            assert_eq!(
+                c.on_anomaly_seen(&sys("db", "error", 11_000), false, Some(15_000)),
+                None
+            );
+            assert_eq!(c.on_anomaly(&sys("web", "cpu", 12_000)), None);
+            // Gone by then: nothing, and they still count for nothing.
+            assert_eq!(c.promote_confirmed(25_000, |_, _| None), None);
+            assert_eq!(c.on_anomaly(&sys("web", "memory", 26_000)), None);
+            assert!(c.incidents.is_empty());
+            // Held: the entry's errors are its customers' symptom.
+            let mut c = new();
+            c.on_anomaly_seen(&sys("web", "error", 10_000), false, Some(15_000));
+            assert_eq!(c.promote_confirmed(25_000, |_, _| Some(8.0)), Some(0));
+            assert_eq!(c.incidents[0].service, "web");
+            // An internal service's errors held alone: a signal; with its
+            // pinned CPU, its place agrees across kinds.
+            let mut c = new();
+            c.on_anomaly_seen(&sys("db", "error", 10_000), false, Some(15_000));
+            assert_eq!(c.promote_confirmed(25_000, |_, _| Some(8.0)), None);
+            assert_eq!(c.on_anomaly(&sys("db", "cpu", 26_000)), Some((0, true)));
+            // A series the configuration names a symptom is trusted at once.
+            let mut c = new();
+            c.discipline.symptoms = vec![named.clone()];
+            assert_eq!(
+                c.on_anomaly_seen(&sys("db", "error", 10_000), false, Some(15_000)),
+                Some((0, true))
+            );
+        }
     }
 
     #[test]

@@ -231,6 +231,21 @@ impl Recent {
         scrape_interval_of(keys.into_iter().filter_map(|k| h.find(k)), before)
     }
 
+    /// How often the series of `key`'s place (its service in its IDC)
+    /// take a new value before `before`, ms, when at least half of them
+    /// are scraped less often than they are sampled (see
+    /// [`scrape_interval_of`]): an export that holds every scrape, not one
+    /// series that rarely moves (errors at zero but for a few).
+    pub fn scrape_of_place(&self, key: &SeriesKey, before: i64) -> Option<i64> {
+        self.scan(|all| {
+            scrape_interval_of(
+                all.filter(|(k, _)| k.service == key.service && k.idc == key.idc)
+                    .map(|(_, h)| h),
+                before,
+            )
+        })
+    }
+
     /// `f` of the kept history of `key` (`None` when it is not kept).
     pub fn with_history<R>(&self, key: &SeriesKey, f: impl FnOnce(Option<&History>) -> R) -> R {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());

@@ -129,6 +129,20 @@ pub enum MicroShape {
     /// error or success series, and every series scraped every 5 s (held
     /// between scrapes at finer steps, each at its own phase).
     Wide,
+    /// The other wide export benchmark suites ship (their second
+    /// monitoring pipeline): `<service>_cpu`, `_mem`, `_latency` (the
+    /// mean, s), `_load` (requests/s) and `_error` (errors/s), scraped
+    /// every 5 s as [`MicroShape::Wide`], and the time column written
+    /// again at the end (`time.1`, as a data frame re-read and written
+    /// again leaves it).
+    WideLoad,
+}
+
+impl MicroShape {
+    /// Whether it is one of the wide forms.
+    pub fn is_wide(self) -> bool {
+        matches!(self, MicroShape::Wide | MicroShape::WideLoad)
+    }
 }
 
 const fn default_start() -> u64 {
@@ -345,7 +359,7 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
     }
     let noise = Normal::new(0.0, 1.0).map_err(|e| e.to_string())?;
     let mut csv = String::from("timestamp,service,instance,metric,value\n");
-    let mut wide = (sc.shape == MicroShape::Wide).then(|| Wide::new(sc, &svcs));
+    let mut wide = sc.shape.is_wide().then(|| Wide::new(sc, &svcs));
     let mut rows = 0;
     let steps = sc.duration_s / sc.step_s;
     let fault_step = sc.start_s / sc.step_s;
@@ -423,7 +437,7 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
             let p99 = tail[i] * 1.8 * (1.0 + 0.05 * noise.sample(&mut rng));
             let served = rps * (1.0 + 0.02 * noise.sample(&mut rng));
             if let Some(w) = wide.as_mut() {
-                w.service(l, p99, served);
+                w.service(l, p99, served, rps * e);
             }
             use Spiky::{No, Yes};
             let svc_rows: [(&str, f64, f64, Spiky); 5] = [
@@ -528,15 +542,19 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
     })
 }
 
-/// The wide form of a recording ([`MicroShape::Wide`]), built a step at a
-/// time from the same values the long form writes; its roughness and
-/// scrape phases draw from a stream of their own.
+/// The wide forms of a recording ([`MicroShape::Wide`],
+/// [`MicroShape::WideLoad`]), built a step at a time from the same values
+/// the long form writes; its roughness and scrape phases draw from a
+/// stream of their own.
 struct Wide {
     csv: String,
     rows: usize,
-    /// This step's totals, per service: cpu (cores), mem (bytes), diskio
-    /// (bytes/s), latency-50 and latency-90 (s), workload.
-    now: Vec<[f64; 6]>,
+    /// The columns written, per service: indices into [`Wide::VALUES`].
+    cols: &'static [usize],
+    /// The time again at the end of each row (`time.1`).
+    time_again: bool,
+    /// This step's totals, per service, as [`Wide::VALUES`] lists them.
+    now: Vec<[f64; 8]>,
     /// The last scraped value of each column, and its scrape phase.
     held: Vec<Option<f64>>,
     phase: Vec<u64>,
@@ -548,32 +566,52 @@ struct Wide {
 }
 
 impl Wide {
-    const METRICS: [&'static str; 6] = [
-        "cpu",
-        "mem",
-        "diskio",
-        "latency-50",
-        "latency-90",
-        "workload",
+    /// Every value a wide form may write: its column name, its noise and
+    /// whether it spikes.
+    const VALUES: [(&'static str, f64, Spiky); 8] = [
+        ("cpu", 0.03, Spiky::Yes),        // cores
+        ("mem", 0.01, Spiky::No),         // bytes
+        ("diskio", 0.05, Spiky::Yes),     // bytes/s
+        ("latency-50", 0.04, Spiky::Yes), // s
+        ("latency-90", 0.05, Spiky::Yes), // s
+        ("workload", 0.02, Spiky::No),    // requests/s
+        ("latency", 0.04, Spiky::Yes),    // the mean, s
+        ("error", 0.1, Spiky::Yes),       // errors/s
     ];
+    /// The loaded pipeline's request load: the workload, named so.
+    const LOAD: usize = 8;
 
     fn new(sc: &MicroScenario, svcs: &[Svc]) -> Self {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(sc.seed ^ 0x3d1de);
         let every = 5u64.div_ceil(sc.step_s).max(1);
-        let cols = svcs.len() * Self::METRICS.len();
+        let (cols, time_again): (&'static [usize], bool) = match sc.shape {
+            MicroShape::WideLoad => (&[0, 1, 6, Self::LOAD, 7], true),
+            _ => (&[0, 1, 2, 3, 4, 5], false),
+        };
+        let n = svcs.len() * cols.len();
         let mut csv = String::from("time");
         for s in svcs {
-            for m in Self::METRICS {
+            for &c in cols {
+                let m = if c == Self::LOAD {
+                    "load"
+                } else {
+                    Self::VALUES[c].0
+                };
                 let _ = write!(csv, ",{}_{m}", s.name);
             }
+        }
+        if time_again {
+            csv.push_str(",time.1");
         }
         csv.push('\n');
         Wide {
             csv,
             rows: 0,
+            cols,
+            time_again,
             now: Vec::with_capacity(svcs.len()),
-            held: vec![None; cols],
-            phase: (0..cols).map(|_| rng.gen_range(0..every)).collect(),
+            held: vec![None; n],
+            phase: (0..n).map(|_| rng.gen_range(0..every)).collect(),
             every,
             step: 0,
             rough: Roughness {
@@ -586,12 +624,20 @@ impl Wide {
         }
     }
 
-    /// A service's latency (mean, ms), p99 (ms) and requests served;
-    /// its pods follow.
-    fn service(&mut self, mean_ms: f64, p99_ms: f64, served: f64) {
+    /// A service's latency (mean, ms), p99 (ms), requests served and
+    /// errors (per second); its pods follow.
+    fn service(&mut self, mean_ms: f64, p99_ms: f64, served: f64, errors: f64) {
         let p90 = mean_ms + 0.6 * (p99_ms - mean_ms).max(0.0);
-        self.now
-            .push([0.0, 0.0, 0.0, mean_ms * 0.6 / 1e3, p90 / 1e3, served]);
+        self.now.push([
+            0.0,
+            0.0,
+            0.0,
+            mean_ms * 0.6 / 1e3,
+            p90 / 1e3,
+            served,
+            mean_ms / 1e3,
+            errors,
+        ]);
     }
 
     /// A pod of the last service: CPU (millicores), memory (MiB), disk
@@ -605,21 +651,14 @@ impl Wide {
     }
 
     fn row(&mut self, ts: i64, noise: &Normal<f64>) {
-        use Spiky::{No, Yes};
-        const HOW: [(f64, Spiky); 6] = [
-            (0.03, Yes),
-            (0.01, No),
-            (0.05, Yes),
-            (0.04, Yes),
-            (0.05, Yes),
-            (0.02, No),
-        ];
         self.rough.slot = 0;
         let _ = write!(self.csv, "{ts}");
         let mut col = 0;
         for totals in std::mem::take(&mut self.now) {
-            for (v, (sd, spiky)) in totals.into_iter().zip(HOW) {
-                let v = self.rough.apply(v, sd, spiky, &mut self.rng, noise);
+            for &c in self.cols {
+                let c = if c == Self::LOAD { 5 } else { c };
+                let (_, sd, spiky) = Self::VALUES[c];
+                let v = self.rough.apply(totals[c], sd, spiky, &mut self.rng, noise);
                 if (self.step + self.phase[col]).is_multiple_of(self.every) {
                     self.held[col] = v;
                 }
@@ -630,6 +669,9 @@ impl Wide {
                 col += 1;
                 self.rows += 1;
             }
+        }
+        if self.time_again {
+            let _ = write!(self.csv, ",{ts}");
         }
         self.csv.push('\n');
         self.step += 1;
@@ -870,6 +912,46 @@ mod tests {
             .unwrap()
             .metrics
         );
+    }
+
+    #[test]
+    fn the_loaded_wide_form_has_mean_latency_load_and_errors_and_the_time_again() {
+        let w = generate(&MicroScenario {
+            shape: MicroShape::WideLoad,
+            ..sc(MicroFault::ErrorReturns, 5)
+        })
+        .unwrap();
+        let mut lines = w.metrics.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        assert_eq!(header[0], "time");
+        assert_eq!(header.len(), 1 + 12 * 5 + 1);
+        assert_eq!(header.last(), Some(&"time.1"));
+        let col = |m: &str| {
+            let name = format!("{}_{m}", w.truth.service);
+            header.iter().position(|h| *h == name).unwrap()
+        };
+        let (errors, load) = (col("error"), col("load"));
+        assert!(header.contains(&&*format!("{}_latency", w.truth.service)));
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), 180);
+        assert!(
+            rows.iter()
+                .all(|r| r.len() == header.len() && r[0] == r[61])
+        );
+        assert_eq!(w.rows, 180 * 12 * 5);
+        // The faulty service's errors rise; its load does not move.
+        let mean = |c: usize, after: bool| -> f64 {
+            let v: Vec<f64> = rows
+                .iter()
+                .filter(|r| {
+                    (r[0].parse::<i64>().unwrap() * 1000 >= w.truth.start_ms + 10_000) == after
+                })
+                .filter_map(|r| r[c].parse().ok())
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        assert!(mean(errors, true) > 3.0 * mean(errors, false));
+        assert!((mean(load, true) / mean(load, false) - 1.0).abs() < 0.1);
     }
 
     #[test]

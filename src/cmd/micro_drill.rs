@@ -50,6 +50,17 @@ pub struct Args {
     /// `error_returns`, which nothing in that form shows, is left out.
     #[arg(long)]
     pub wide: bool,
+    /// Write every recording in the other wide form benchmark suites
+    /// ship: `_cpu`, `_mem`, `_latency` (the mean), `_load` and `_error`
+    /// per service, and the time column again as `time.1`
+    /// (`selfheal_sim::micro::MicroShape::WideLoad`). The error column
+    /// shows error returns; the disk hog, which nothing in that form
+    /// shows, is left out.
+    #[arg(long, conflicts_with = "wide")]
+    pub wide_load: bool,
+    /// Brain configuration (TOML); its store is replaced.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Runs it.
@@ -65,11 +76,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rough,
         step,
         wide,
+        wide_load,
+        config,
     } = args;
-    let cfg = BrainConfig {
-        playbooks: selfheal::paths::playbooks(),
-        ..BrainConfig::default()
-    };
+    let cfg: BrainConfig = brain_config(config.as_ref())?;
     let scenarios = match random {
         Some(n) => selfheal_sim::micro::random(n, seed),
         None => {
@@ -79,11 +89,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let scenarios: Vec<_> = scenarios
         .into_iter()
+        // What the form cannot show is left out: error returns without an
+        // error series, a disk hog without a disk one.
         .filter(|s| !(wide && s.fault == MicroFault::ErrorReturns))
+        .filter(|s| !(wide_load && s.fault == MicroFault::DiskHog))
         .map(|mut s| {
             s.rough |= rough;
             if wide {
                 s.shape = MicroShape::Wide;
+            }
+            if wide_load {
+                s.shape = MicroShape::WideLoad;
             }
             match step {
                 Some(step) => s.at_step(step),

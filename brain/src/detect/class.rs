@@ -5,8 +5,9 @@
 //! punctuation, and at case changes: `PodSuccessRate` is `pod success
 //! rate`), lower-cased, and matched against a table of classes in order;
 //! the first class with a matching word wins. A pattern is a whole word
-//! (`rt`), a word prefix (`latenc*`) or `pNN` (a percentile such as
-//! `p99`). The shipped table ([`shipped`]) covers the usual names; the
+//! (`rt`), a word prefix (`latenc*`) or a word followed by digits, written
+//! with `NN` (`pNN`: a percentile such as `p99`; `loadNN`: `load1`).
+//! The shipped table ([`shipped`]) covers the usual names; the
 //! configuration's `[[metric_class]]` entries are tried before it, so an
 //! operator can add or override a name without a release.
 
@@ -24,7 +25,8 @@ pub struct ClassRule {
     pub class: String,
     /// Which way of moving is bad: `up`, `down` or `both`.
     pub direction: Direction,
-    /// Words that put a metric in this class: `word`, `prefix*` or `pNN`.
+    /// Words that put a metric in this class: `word`, `prefix*` or
+    /// `wordNN` (the word and digits: `pNN`).
     pub patterns: Vec<String>,
 }
 
@@ -41,28 +43,33 @@ pub struct MetricClass {
 enum Pattern {
     Word(String),
     Prefix(String),
-    Percentile,
+    /// The word followed by one digit or more (`pNN`: `p99`).
+    Numbered(String),
 }
 
 impl Pattern {
     fn parse(p: &str) -> Result<Pattern, String> {
-        let p = p.trim().to_ascii_lowercase();
-        if p == "pnn" {
-            return Ok(Pattern::Percentile);
-        }
-        let (word, prefix) = match p.strip_suffix('*') {
-            Some(w) => (w, true),
-            None => (p.as_str(), false),
+        let p = p.trim();
+        // `NN` in capitals (or `pnn`, as the percentile was always read).
+        let numbered = match p.strip_suffix("NN") {
+            Some(w) => Some(w),
+            None if p.eq_ignore_ascii_case("pnn") => Some("p"),
+            None => None,
+        };
+        let lower = numbered.unwrap_or(p).to_ascii_lowercase();
+        let (word, prefix) = match lower.strip_suffix('*') {
+            Some(w) if numbered.is_none() => (w, true),
+            _ => (lower.as_str(), false),
         };
         if word.is_empty() || !word.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(format!(
-                "pattern {p:?}: a word of letters and digits, optionally ending in *, or pNN"
+                "pattern {p:?}: a word of letters and digits, optionally ending in * (any ending) or NN (digits: pNN)"
             ));
         }
-        Ok(if prefix {
-            Pattern::Prefix(word.to_string())
-        } else {
-            Pattern::Word(word.to_string())
+        Ok(match (numbered, prefix) {
+            (Some(_), _) => Pattern::Numbered(word.to_string()),
+            (None, true) => Pattern::Prefix(word.to_string()),
+            (None, false) => Pattern::Word(word.to_string()),
         })
     }
 
@@ -70,9 +77,9 @@ impl Pattern {
         match self {
             Pattern::Word(p) => w == p,
             Pattern::Prefix(p) => w.starts_with(p.as_str()),
-            Pattern::Percentile => {
-                w.len() >= 2 && w.starts_with('p') && w[1..].bytes().all(|b| b.is_ascii_digit())
-            }
+            Pattern::Numbered(p) => w
+                .strip_prefix(p.as_str())
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())),
         }
     }
 }
@@ -110,7 +117,9 @@ pub fn shipped() -> Vec<ClassRule> {
                 "reject*",
             ],
         ),
-        row("cpu", Up, &["cpu*", "load*", "throttl*"]),
+        // `load1`, `loadavg`: the hosts' load average. A bare `load` is
+        // a service's request load (`checkoutservice_load`): traffic.
+        row("cpu", Up, &["cpu*", "loadNN", "loadavg*", "throttl*"]),
         row(
             "memory",
             Up,
@@ -141,6 +150,8 @@ pub fn shipped() -> Vec<ClassRule> {
             Up,
             &[
                 "latenc*",
+                "lat",
+                "latNN",
                 "duration*",
                 "rt",
                 "rtt",
@@ -183,6 +194,7 @@ pub fn shipped() -> Vec<ClassRule> {
                 "req",
                 "reqs",
                 "workload*",
+                "load",
                 "throughput",
                 "calls",
                 "invocations",
@@ -344,6 +356,14 @@ mod tests {
             ("CpuUsage(m)", "cpu", Up),
             ("container_cpu_usage_seconds_total", "cpu", Up),
             ("load1", "cpu", Up),
+            ("node_load15", "cpu", Up),
+            ("loadavg", "cpu", Up),
+            // Benchmark exports' request load and latency shorthands.
+            ("load", "traffic", Both),
+            ("lat_50", "latency", Up),
+            ("lat50", "latency", Up),
+            ("lat", "latency", Up),
+            ("latest_version", "other", Both),
             ("MemoryUsage(Mi)", "memory", Up),
             ("mem_used", "memory", Up),
             ("gc_pause_ms", "memory", Up),
@@ -374,6 +394,15 @@ mod tests {
         }];
         let c = MetricClasses::new(&mine).unwrap();
         assert_eq!(&*c.classify("kafka_backlog").name, "queue_depth");
+        let numbered = vec![ClassRule {
+            class: "shard_lag".into(),
+            direction: Up,
+            patterns: vec!["shardNN".into()],
+        }];
+        let c = MetricClasses::new(&numbered).unwrap();
+        assert_eq!(&*c.classify("shard12_size").name, "shard_lag");
+        assert_eq!(&*c.classify("shard_size").name, "other");
+        assert_eq!(&*c.classify("shardx").name, "other");
         let bad = vec![ClassRule {
             class: "".into(),
             direction: Up,

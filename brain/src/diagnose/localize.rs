@@ -149,10 +149,31 @@ pub fn held(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(
     if level.abs() <= 1e-9 {
         return None;
     }
-    let mut z = moves(&post, level, scale, direction);
+    Some((
+        held_by(&post, level, scale, direction),
+        median(post) / level,
+    ))
+}
+
+/// The move that at least three quarters of `post` reach from `level`,
+/// in `scale`s, capped.
+fn held_by(post: &[f64], level: f64, scale: f64, direction: Direction) -> f64 {
+    let mut z = moves(post, level, scale, direction);
     z.sort_by(f64::total_cmp);
-    let q25 = z[(z.len() - 1) / 4].clamp(0.0, CAP);
-    Some((q25, median(post) / level))
+    z[(z.len() - 1) / 4].clamp(0.0, CAP)
+}
+
+/// The move [`held`] reads (robust deviations, capped, that at least
+/// three quarters of the samples since `onset` reach in the bad
+/// `direction`), whatever the level before: errors idle at zero that
+/// stay up hold. `None` without enough samples before and after.
+pub fn held_move(h: &History, onset: i64, now: i64, direction: Direction) -> Option<f64> {
+    let (pre, post) = around(h, onset, now);
+    if pre.len() < MIN_PRE || post.len() < 3 {
+        return None;
+    }
+    let (level, scale) = reference(&pre);
+    Some(held_by(&post, level, scale, direction))
 }
 
 /// How a series held once its onset is older than the samples a score
@@ -283,7 +304,11 @@ fn fingerprint(moved: &[(String, String, f64)], entry: bool) -> &'static str {
     if get("network") > 0.0 && get("network") >= 0.5 * quality {
         return "network_saturation";
     }
+    // Errors and latency that both moved far, neither less than half the
+    // other: requests lost and retried (without a retransmission series
+    // to say so). Else the one that moved most names it.
     match (errors > 0.0, latency > 0.0) {
+        (true, true) if errors.min(latency) >= 0.5 * quality => "packet_loss",
         (true, true) if latency > errors => "network_delay",
         (true, _) => "error_returns",
         (false, true) => "network_delay",
@@ -740,6 +765,25 @@ mod tests {
         assert_eq!(
             fingerprint(&[m("latency", 8.0), m("cpu", 4.0)], false),
             "cpu_hog"
+        );
+    }
+
+    #[test]
+    fn errors_and_latency_both_far_out_read_as_packet_loss() {
+        let m = |class: &str, z: f64| (format!("s:{class}"), class.to_string(), z);
+        // Without a retransmission series: requests lost and retried are
+        // slower and some fail.
+        let lost = [m("errors", 50.0), m("latency", 30.0)];
+        assert_eq!(fingerprint(&lost, false), "packet_loss");
+        // Errors with a latency spike beside them are errors; a delay
+        // that timed a few requests out is a delay.
+        assert_eq!(
+            fingerprint(&[m("errors", 50.0), m("latency", 5.0)], false),
+            "error_returns"
+        );
+        assert_eq!(
+            fingerprint(&[m("errors", 8.0), m("latency", 50.0)], false),
+            "network_delay"
         );
     }
 

@@ -458,14 +458,19 @@ impl Engine {
             self.correlator.retain_traffic_up(|k| recent.kept(k));
         }
         tracing::debug!(key = %ev.key, kind = ?ev.kind, ts = ev.ts, class = %ev.class, score = ev.score, value = ev.value, baseline = ev.baseline, novel = ev.novel, load, "anomaly transition");
-        // With a call graph, a latency of a series scraped less often
-        // than it is sampled is judged after a few scrapes, not samples
-        // (without one, every latency group is judged once it held).
-        let held_every = (self.correlator.discipline.has_graph
-            && ev.kind == crate::detect::AnomalyKind::Start
-            && &*ev.class == "latency")
+        // A series scraped less often than it is sampled is judged after
+        // a few scrapes, not samples: its errors or success always, its
+        // latency with a call graph (without one, every latency group is
+        // judged once it held).
+        let quality = crate::incident::is_quality(&ev.class);
+        let held_every = (ev.kind == crate::detect::AnomalyKind::Start
+            && (quality || (self.correlator.discipline.has_graph && &*ev.class == "latency")))
             .then(|| self.recent.scrape_of(&ev.key, ev.onset))
             .flatten()
+            // Errors or success: when their place's series are scraped
+            // too (an error count that is zero but now and then repeats
+            // itself as well).
+            .filter(|_| !quality || self.recent.scrape_of_place(&ev.key, ev.onset).is_some())
             .map(|scrape| CONFIRM_STEPS * scrape);
         let filed = self.correlator.on_anomaly_seen(ev, load, held_every);
         self.stats.set_anomalous(
@@ -591,6 +596,18 @@ impl Engine {
         let recent = self.recent.clone();
         let mut held_at: Vec<(SeriesKey, f64)> = Vec::new();
         let opened = self.correlator.promote_confirmed(now, |k, e| {
+            // Errors or success of a scraped series: held when they stayed
+            // bad over the scrapes since, load or not.
+            if crate::incident::is_quality(&e.class) {
+                let z = recent.with_history(k, |h| {
+                    diagnose::localize::held_move(h?, e.onset, now, e.direction)
+                })?;
+                if z >= diagnose::localize::MOVED {
+                    held_at.push((k.clone(), z));
+                    return Some(z);
+                }
+                return None;
+            }
             if loaded {
                 return None;
             }
@@ -606,6 +623,19 @@ impl Engine {
         });
         let Some(i) = opened else { return };
         held_at.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let quality = held_at
+            .iter()
+            .filter(|(k, _)| crate::incident::is_quality(&self.classes.classify(&k.metric).name))
+            .map(|(k, z)| format!("{k} ({z:.0} robust deviations)"))
+            .collect::<Vec<_>>();
+        if !quality.is_empty() {
+            let summary = format!(
+                "errors or success held over several scrapes: {}",
+                quality.join(", ")
+            );
+            self.opened(i, now, summary).await;
+            return;
+        }
         let summary = format!(
             "latency held in {} series {}: {}",
             held_at.len(),
