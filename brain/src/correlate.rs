@@ -574,7 +574,13 @@ impl Correlator {
                 // more. Without call edges a latency group is judged
                 // once it has had the time to hold (see
                 // [`Correlator::confirm_latency`]).
-                let across = self.across(self.discipline.has_graph);
+                let across = self.across(self.discipline.has_graph)
+                    || (held_every.is_some()
+                        && &*ev.class == "latency"
+                        && self.across_under(
+                            self.discipline.has_graph,
+                            !self.traffic_surging.is_empty(),
+                        ));
                 // One place whose series agree across kinds.
                 let place = self.place_agrees(ev.ts, &ev.key);
                 if !symptom && agreeing < 2 && !across && !place {
@@ -649,7 +655,15 @@ impl Correlator {
     /// least doubled and one more up by half (a service's median and
     /// tail, or two services) agree too.
     fn across(&self, with_latency: bool) -> bool {
-        let loaded = !self.traffic_up.is_empty();
+        self.across_under(with_latency, !self.traffic_up.is_empty())
+    }
+
+    /// [`Correlator::across`], told whether demand stands behind the
+    /// latency (`loaded`: then latency does not count). Latency that is
+    /// judged once it held (scraped series, groups without call edges) is
+    /// load only under a surge: one of many services' request load
+    /// wandering a tenth up explains no service twice as slow.
+    fn across_under(&self, with_latency: bool, loaded: bool) -> bool {
         let graph = self.discipline.has_graph;
         let up_by = |e: &Evidence, k: f64| e.baseline > 0.0 && e.value >= k * e.baseline;
         // With a call graph, a latency waiting to be judged held (a
@@ -707,8 +721,9 @@ impl Correlator {
             return false;
         }
         // A latency up by half may be a group in the making: its tail
-        // still rising to double, its median up by half beside it.
-        let loaded = !self.traffic_up.is_empty();
+        // still rising to double, its median up by half beside it. Judged
+        // once it held, it is load only under a surge.
+        let loaded = !self.traffic_surging.is_empty();
         let forming = !loaded
             && self.signals.iter().any(|s| {
                 let e = &s.evidence;
@@ -718,7 +733,7 @@ impl Correlator {
                     && e.baseline > 0.0
                     && e.value >= LATENCY_SYMPTOM_RISE * e.baseline
             });
-        if !self.across(true) && !forming {
+        if !self.across_under(true, loaded) && !forming {
             return false;
         }
         self.mark_latency(at, every)
@@ -764,7 +779,7 @@ impl Correlator {
     /// held at double and another at [`LATENCY_SYMPTOM_RISE`] times, or,
     /// with a call graph, an entry service held at
     /// [`LATENCY_SYMPTOM_RISE`] times, outside a planned window and while
-    /// no traffic is above its baseline, open an incident with every
+    /// no traffic surges ([`SURGE`] times its baseline), open an incident with every
     /// signal as its evidence. A latency spike has
     /// passed by then, and a wandering series has wandered back. The
     /// incident's index, when one opened.
@@ -818,7 +833,7 @@ impl Correlator {
                 return Some(self.open(now, &service));
             }
         }
-        if ratios.is_empty() || !self.traffic_up.is_empty() {
+        if ratios.is_empty() || !self.traffic_surging.is_empty() {
             return None;
         }
         // With a call graph, as when the anomalies came: an entry's
@@ -1507,6 +1522,36 @@ mod tests {
             c.on_anomaly_seen(&slow("web", 10_000, 3.0), false, Some(15_000)),
             Some((0, true))
         );
+    }
+
+    #[test]
+    fn latency_judged_once_it_held_is_load_only_under_a_surge() {
+        let slow = |service: &str, ts: i64, times: f64| {
+            let mut e = sys(service, "latency", ts);
+            (e.baseline, e.value) = (50.0, 50.0 * times);
+            e
+        };
+        let busier = |service: &str, ts: i64, times: f64| {
+            let mut e = sys(service, "load", ts);
+            (e.baseline, e.value) = (100.0, 100.0 * times);
+            e
+        };
+        for (load, opens) in [(1.08, true), (1.3, false)] {
+            let mut c = Correlator::new(120_000, 3_000);
+            c.discipline.has_graph = true;
+            c.discipline.entries.insert("web".into());
+            // One service's request load up: a tenth, or a surge.
+            assert_eq!(c.on_anomaly(&busier("audit", 5_000, load)), None);
+            // Two internal services' scraped latency, three and two
+            // times their level: marked to be judged, or load.
+            c.on_anomaly_seen(&slow("db", 10_000, 3.0), false, Some(15_000));
+            c.on_anomaly_seen(&slow("cache", 11_000, 2.0), false, Some(15_000));
+            assert_eq!(c.confirms_due(26_000).is_some(), opens, "{load}");
+            let got = c.promote_confirmed(26_000, |k, _| {
+                Some(if k.service == "db" { 3.0 } else { 2.0 })
+            });
+            assert_eq!(got.is_some(), opens, "{load}");
+        }
     }
 
     #[test]

@@ -163,17 +163,48 @@ fn held_by(post: &[f64], level: f64, scale: f64, direction: Direction) -> f64 {
     z[(z.len() - 1) / 4].clamp(0.0, CAP)
 }
 
-/// The move [`held`] reads (robust deviations, capped, that at least
-/// three quarters of the samples since `onset` reach in the bad
-/// `direction`), whatever the level before: errors idle at zero that
-/// stay up hold. `None` without enough samples before and after.
-pub fn held_move(h: &History, onset: i64, now: i64, direction: Direction) -> Option<f64> {
-    let (pre, post) = around(h, onset, now);
+/// How errors or success held since `onset`, up to `now`: the move
+/// [`held`] reads (robust deviations, capped, that at least three
+/// quarters of the samples since the onset reach in the bad `direction`),
+/// and how many times the failures before the onset their median is:
+/// errors as they are, success as its shortfall from its ceiling (1, or
+/// 100 for a percentage), both moves and multiples; infinite when there
+/// were none before (errors idle at zero that stay up). `None` without
+/// enough samples before and after.
+pub fn held_failures(
+    h: &History,
+    onset: i64,
+    now: i64,
+    direction: Direction,
+) -> Option<(f64, f64)> {
+    let (mut pre, mut post) = around(h, onset, now);
     if pre.len() < MIN_PRE || post.len() < 3 {
         return None;
     }
-    let (level, scale) = reference(&pre);
-    Some(held_by(&post, level, scale, direction))
+    // Success read as its shortfall: the failures, bad going up.
+    let mut direction = direction;
+    if direction == Direction::Down {
+        let top = if median(pre.clone()) > 1.0 {
+            100.0
+        } else {
+            1.0
+        };
+        for v in pre.iter_mut().chain(post.iter_mut()) {
+            *v = top - *v;
+        }
+        direction = Direction::Up;
+    }
+    let (before, scale) = reference(&pre);
+    let z = held_by(&post, before, scale, direction);
+    let after = median(post);
+    let times = if before.abs() > 1e-9 {
+        after / before
+    } else if after > 1e-9 {
+        f64::INFINITY
+    } else {
+        1.0
+    };
+    Some((z, times))
 }
 
 /// How a series held once its onset is older than the samples a score
@@ -656,6 +687,35 @@ mod tests {
             .collect();
         assert!(held_above(&spiky, 119_000, 100.0).unwrap() < 1.01);
         assert_eq!(held_above(&long, 119_000, 0.0), None);
+    }
+
+    #[test]
+    fn failures_held_are_counted_as_multiples_of_those_before() {
+        let series = |before: f32, after: f32| -> History {
+            (0..40)
+                .map(|i| (i * 1000, if i < 30 { before } else { after }))
+                .collect()
+        };
+        // Errors idle at zero that stay up: infinitely more.
+        let (z, times) = held_failures(&series(0.0, 2.0), 30_000, 39_000, Direction::Up).unwrap();
+        assert!(z >= MOVED && times.is_infinite(), "{z} {times}");
+        // A fifth more errors: far out of a steady history, not up by half.
+        let (_, times) = held_failures(&series(1.0, 1.2), 30_000, 39_000, Direction::Up).unwrap();
+        assert!((1.19..1.21).contains(&times), "{times}");
+        // Success as its shortfall: 99.9 % to 99 % is ten times the
+        // failures, as a ratio or a percentage.
+        for (top, before, after) in [(1.0, 0.999, 0.99), (100.0, 99.9, 99.0)] {
+            let (z, times) =
+                held_failures(&series(before, after), 30_000, 39_000, Direction::Down).unwrap();
+            assert!(
+                z >= MOVED && (9.0..11.0).contains(&times),
+                "{top}: {z} {times}"
+            );
+        }
+        assert_eq!(
+            held_failures(&series(0.0, 2.0), 30_000, 31_000, Direction::Up),
+            None
+        );
     }
 
     fn key(service: &str, instance: Option<&str>, metric: &str) -> SeriesKey {

@@ -106,6 +106,10 @@ const HELD_RATIO: f64 = 1.5;
 /// judged [`CONFIRM_STEPS`] scrapes after it went bad
 /// ([`crate::correlate::Correlator::on_anomaly_seen`]).
 const CONFIRM_MS: i64 = 10_000;
+/// Errors or success of a scraped series count once their failures held
+/// at this many times those before (errors up by half: a wandering error
+/// count visits a fifth more now and then).
+const FAILURES_RISE: f64 = 1.5;
 /// See [`CONFIRM_MS`].
 const CONFIRM_STEPS: i64 = 3;
 
@@ -597,12 +601,13 @@ impl Engine {
         let mut held_at: Vec<(SeriesKey, f64)> = Vec::new();
         let opened = self.correlator.promote_confirmed(now, |k, e| {
             // Errors or success of a scraped series: held when they stayed
-            // bad over the scrapes since, load or not.
+            // bad over the scrapes since, the failures up by half or more,
+            // load or not.
             if crate::incident::is_quality(&e.class) {
-                let z = recent.with_history(k, |h| {
-                    diagnose::localize::held_move(h?, e.onset, now, e.direction)
+                let (z, times) = recent.with_history(k, |h| {
+                    diagnose::localize::held_failures(h?, e.onset, now, e.direction)
                 })?;
-                if z >= diagnose::localize::MOVED {
+                if z >= diagnose::localize::MOVED && times >= FAILURES_RISE {
                     held_at.push((k.clone(), z));
                     return Some(z);
                 }
