@@ -367,12 +367,15 @@ where
     // Onsets closer than the scrape of the incident's series cannot be
     // told apart (an export sampling every second what was scraped every
     // 5 s shows each change up to 5 s late, each series at its own phase).
+    // Read from the samples up to `now`, as everything here: those before
+    // a long-gone onset may have left the brain's history, sooner or later
+    // depending on how far ingest ran ahead.
     let grain = crate::recent::scrape_interval_of(
         history
             .clone()
             .filter(|(k, _)| inc.evidence.contains_key(*k))
             .map(|(_, h)| h),
-        onset,
+        now,
     )
     .unwrap_or(0);
     // The symptoms: the incident's flagged series that go bad one way.
@@ -963,6 +966,37 @@ mod tests {
             "{scraped:#?}"
         );
         assert_eq!(scraped[0].service, "db", "{scraped:#?}");
+        // The scrape is read from the samples up to the diagnosis, as
+        // everything else: however many samples before the onset the
+        // brain still keeps (fewer when ingest ran further ahead), the
+        // same ranking.
+        let kept = |from: i64| {
+            let h = [
+                (
+                    key("web", None, "latency_ms"),
+                    series(100.0, 130.0, 40, 1, 5),
+                ),
+                (key("db", None, "latency_ms"), series(20.0, 220.0, 43, 2, 5)),
+            ]
+            .map(|(k, h)| {
+                (
+                    k,
+                    h.into_iter()
+                        .filter(|(t, _)| *t >= from)
+                        .collect::<History>(),
+                )
+            });
+            localize(
+                &inc,
+                &Topology::default(),
+                h.iter().map(|(k, v)| (k, v)),
+                MetricClasses::shipped(),
+                69_000,
+            )
+        };
+        let (all, recent) = (kept(0), kept(30_000));
+        assert_eq!(format!("{all:?}"), format!("{recent:?}"));
+        assert!(recent.iter().all(|c| c.explains.is_empty()), "{recent:#?}");
     }
 
     #[test]

@@ -1282,7 +1282,7 @@ impl Engine {
                 step_ms: self.recent.step_of(inc.evidence.keys(), now),
                 scrape_ms: self
                     .recent
-                    .scrape_of_all(inc.evidence.keys(), inc.onset)
+                    .scrape_of_all(inc.evidence.keys(), now)
                     .unwrap_or(0),
             }
         };
