@@ -596,6 +596,23 @@ fn real_hosts_cpu_and_disk_replayed_alone_page_rarely_outside_their_anomalies() 
     );
 }
 
+/// `selfheal micro-drill ARGS --seed 1` (with the call graph or
+/// without): its JSON report and its standard output.
+fn micro_drill(args: &[&str], graph: bool) -> (serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("micro.json");
+    let json = json.to_str().unwrap();
+    let mut all = vec!["micro-drill", "--seed", "1", "--json", json];
+    all.extend(args);
+    if !graph {
+        all.push("--no-graph");
+    }
+    let (ok, out, err) = selfheal(&all);
+    assert!(ok, "{out}\n{err}");
+    let r = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (r, out)
+}
+
 #[test]
 fn a_wide_noisy_recording_pages_for_faults_only_with_call_edges_or_without() {
     // The generic world written as benchmark suites export theirs (a
@@ -607,27 +624,7 @@ fn a_wide_noisy_recording_pages_for_faults_only_with_call_edges_or_without() {
     // doubled and another up by half, opened one in 61 of 100 before a
     // scraped series' latency had to hold over a few scrapes.
     for graph in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let json = dir.path().join("wide.json");
-        let json = json.to_str().unwrap();
-        let mut args = vec![
-            "micro-drill",
-            "--random",
-            "2",
-            "--seed",
-            "1",
-            "--wide",
-            "--rough",
-            "--json",
-            json,
-        ];
-        if !graph {
-            args.push("--no-graph");
-        }
-        let (ok, out, err) = selfheal(&args);
-        assert!(ok, "{out}\n{err}");
-        let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        let (r, out) = micro_drill(&["--random", "2", "--wide", "--rough"], graph);
         assert_eq!(r["all"]["scenarios"], 10, "error_returns left out");
         assert_eq!(r["all"]["false_incidents"], 0, "graph {graph}: {out}");
         assert!(r["all"]["top1"].as_f64().unwrap() >= 0.7, "{out}");
@@ -645,27 +642,7 @@ fn a_loaded_wide_recording_with_errors_pages_for_faults_not_for_held_bursts() {
     // few scrapes, and lost packets (errors and latency both far out)
     // were never named.
     for graph in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let json = dir.path().join("wide-load.json");
-        let json = json.to_str().unwrap();
-        let mut args = vec![
-            "micro-drill",
-            "--random",
-            "3",
-            "--seed",
-            "1",
-            "--wide-load",
-            "--rough",
-            "--json",
-            json,
-        ];
-        if !graph {
-            args.push("--no-graph");
-        }
-        let (ok, out, err) = selfheal(&args);
-        assert!(ok, "{out}\n{err}");
-        let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        let (r, out) = micro_drill(&["--random", "3", "--wide-load", "--rough"], graph);
         assert_eq!(r["all"]["scenarios"], 15, "the disk hog left out");
         assert!(
             r["all"]["false_incidents"].as_u64().unwrap() <= 1,
