@@ -22,7 +22,10 @@
 //! bad always count. A resource signal (CPU, memory, disk, saturation)
 //! is judged again once it has had the time to hold: one that stayed far
 //! out, with no demand surging, opens an incident of its own
-//! ([`Correlator::promote_held`]).
+//! ([`Correlator::promote_held`]). With a call graph, so is one
+//! service's latency at double its level alone (a delay on a callee,
+//! diluted on its callers): held at double, it opens one
+//! ([`Correlator::promote_confirmed`]).
 
 use selfheal_bus::SeriesKey;
 
@@ -299,6 +302,10 @@ const LATENCY_SYMPTOM_RISE: f64 = 1.5;
 /// the entry: a 70 % slower callee, a 27 % slower front end).
 const ENTRY_LATENCY_AGREES: f64 = 1.2;
 
+/// How far a scraped latency must hold above its level to open an
+/// incident alone, with a call graph.
+const LATENCY_ALONE_HELD: f64 = 2.0;
+
 /// An anomaly that opened no incident (yet).
 #[derive(Clone, Debug)]
 struct Signal {
@@ -315,6 +322,10 @@ struct Signal {
     /// caught a burst is one observation, however many samples repeat
     /// it. It counts towards nothing until it held.
     unheld: bool,
+    /// Whether the series is held between scrapes (its anomaly came with
+    /// a scrape interval): with a call graph, its latency waiting to be
+    /// judged agrees with nothing until it is.
+    scraped: bool,
 }
 
 /// When a signal is next judged. One that is still bad and has not held
@@ -558,6 +569,7 @@ impl Correlator {
                     hold: None,
                     confirm: wait.map(|every| Due::first(ev.ts + every, every)),
                     unheld: wait.is_some(),
+                    scraped: held_every.is_some(),
                 });
                 if self.signals.len() > MAX_SIGNALS {
                     self.signals.remove(0);
@@ -584,6 +596,23 @@ impl Correlator {
                 // One place whose series agree across kinds.
                 let place = self.place_agrees(ev.ts, &ev.key);
                 if !symptom && agreeing < 2 && !across && !place {
+                    // With a call graph, a scraped latency at double its
+                    // level (a delay on a callee, diluted on its
+                    // callers), or one joining such a latency already
+                    // waiting, is judged once it held.
+                    let waits = |s: &Signal| {
+                        s.scraped && s.confirm.is_some() && &*s.evidence.class == "latency"
+                    };
+                    if let Some(every) = held_every
+                        && self.discipline.has_graph
+                        && &*ev.class == "latency"
+                        && !evidence.harmless
+                        && self.traffic_surging.is_empty()
+                        && ((ev.baseline > 0.0 && ev.value >= LATENCY_ALONE_HELD * ev.baseline)
+                            || self.signals.iter().any(waits))
+                    {
+                        self.mark_latency(ev.ts + every, every);
+                    }
                     return None;
                 }
                 // Latency alone, of a series held between scrapes: judged
@@ -675,7 +704,7 @@ impl Correlator {
                 && &*e.class == "latency"
                 && !loaded
                 && !e.harmless
-                && !(graph && s.confirm.is_some())
+                && !(graph && s.scraped && s.confirm.is_some())
         };
         // An entry's latency is diluted on its way up: a fifth is
         // enough there, with a callee's half agreeing.
@@ -715,15 +744,31 @@ impl Correlator {
     /// by half) that nothing else backs is judged at `at`, once it has
     /// had the time to show whether it holds: each of its active latency
     /// signals not already waiting is marked. So is a latency up by half
-    /// alone, a group in the making. Whether one was marked.
+    /// alone, a group in the making. With a call graph, only a latency at
+    /// [`LATENCY_ALONE_HELD`] times its level alone is marked (with the
+    /// other latency signals): the groups open at once there. Whether one
+    /// was marked.
     pub fn confirm_latency(&mut self, at: i64, every: i64) -> bool {
+        // Judged once it held, latency is load only under a surge.
+        let loaded = !self.traffic_surging.is_empty();
         if self.discipline.has_graph {
-            return false;
+            // With a call graph, one service's latency at double alone
+            // (a delay on a callee, diluted on its callers) is judged
+            // once it held too.
+            let doubled = !loaded
+                && self.signals.iter().any(|s| {
+                    let e = &s.evidence;
+                    &*e.class == "latency"
+                        && e.active
+                        && !e.harmless
+                        && s.confirm.is_none()
+                        && e.baseline > 0.0
+                        && e.value >= LATENCY_ALONE_HELD * e.baseline
+                });
+            return doubled && self.mark_latency(at, every);
         }
         // A latency up by half may be a group in the making: its tail
-        // still rising to double, its median up by half beside it. Judged
-        // once it held, it is load only under a surge.
-        let loaded = !self.traffic_surging.is_empty();
+        // still rising to double, its median up by half beside it.
         let forming = !loaded
             && self.signals.iter().any(|s| {
                 let e = &s.evidence;
@@ -778,7 +823,8 @@ impl Correlator {
     /// graph, an internal service [`LATENCY_SYMPTOM_RISE`] times), one
     /// held at double and another at [`LATENCY_SYMPTOM_RISE`] times, or,
     /// with a call graph, an entry service held at
-    /// [`LATENCY_SYMPTOM_RISE`] times, outside a planned window and while
+    /// [`LATENCY_SYMPTOM_RISE`] times or any one held at
+    /// [`LATENCY_ALONE_HELD`] times, outside a planned window and while
     /// no traffic surges ([`SURGE`] times its baseline), open an incident with every
     /// signal as its evidence. A latency spike has
     /// passed by then, and a wandering series has wandered back. The
@@ -860,7 +906,9 @@ impl Correlator {
         services.sort_unstable();
         services.dedup();
         let up = |k: f64| ratios.iter().filter(|(_, r)| *r >= k).count();
-        if !symptom && services.len() < 2 && !(up(2.0) >= 1 && up(LATENCY_SYMPTOM_RISE) >= 2) {
+        let group = services.len() >= 2 || (up(2.0) >= 1 && up(LATENCY_SYMPTOM_RISE) >= 2);
+        let alone = graph && up(LATENCY_ALONE_HELD) >= 1;
+        if !symptom && !group && !alone {
             return None;
         }
         let service = ratios
@@ -1522,6 +1570,90 @@ mod tests {
             c.on_anomaly_seen(&slow("web", 10_000, 3.0), false, Some(15_000)),
             Some((0, true))
         );
+    }
+
+    #[test]
+    fn with_a_graph_a_scraped_internal_latency_that_doubled_opens_alone_once_it_held() {
+        let slow = |service: &str, ts: i64, times: f64| {
+            let mut e = sys(service, "latency", ts);
+            (e.baseline, e.value) = (50.0, 50.0 * times);
+            e
+        };
+        let graph = || {
+            let mut c = Correlator::new(120_000, 3_000);
+            c.discipline.has_graph = true;
+            c.discipline.entries.insert("web".into());
+            c.discipline.calls = [("web".to_string(), vec!["geo".to_string()])].into();
+            c
+        };
+        // A callee's mean latency at double, alone (its callers diluting
+        // it): judged three scrapes later.
+        let mut c = graph();
+        assert_eq!(
+            c.on_anomaly_seen(&slow("geo", 10_000, 2.2), false, Some(15_000)),
+            None
+        );
+        assert_eq!(c.confirms_due(25_000), Some(8_000));
+        // A burst that caught one scrape is gone by then.
+        assert_eq!(c.promote_confirmed(25_000, |_, _| Some(1.1)), None);
+        // Held at 1.9 times: not yet double; judged again a period later.
+        assert_eq!(c.promote_confirmed(40_000, |_, _| Some(1.9)), None);
+        assert_eq!(c.promote_confirmed(55_000, |_, _| Some(2.1)), Some(0));
+        assert_eq!(c.incidents[0].service, "geo");
+        // Up by half alone: a signal, never judged.
+        let mut c = graph();
+        assert_eq!(
+            c.on_anomaly_seen(&slow("geo", 10_000, 1.8), false, Some(15_000)),
+            None
+        );
+        assert!(!c.confirm_latency(20_000, 10_000));
+        assert_eq!(c.confirms_due(60_000), None);
+        // Sampled as it came, at double: marked when the engine asks (a
+        // confirmation period later), and a second service's latency still
+        // agrees with it at once.
+        let mut c = graph();
+        assert_eq!(
+            c.on_anomaly_seen(&slow("geo", 10_000, 3.0), false, None),
+            None
+        );
+        assert!(c.confirm_latency(20_000, 10_000));
+        assert_eq!(c.confirms_due(20_000), Some(8_000));
+        assert_eq!(
+            c.on_anomaly_seen(&slow("pay", 11_000, 1.6), false, None),
+            Some((0, true))
+        );
+        // Scraped, a second latency joins the first's wait instead.
+        let mut c = graph();
+        c.on_anomaly_seen(&slow("geo", 10_000, 3.0), false, Some(15_000));
+        assert_eq!(
+            c.on_anomaly_seen(&slow("pay", 11_000, 1.6), false, Some(15_000)),
+            None
+        );
+        let judge = |k: &SeriesKey| Some(if k.service == "geo" { 1.6 } else { 1.5 });
+        assert_eq!(c.promote_confirmed(26_000, |k, _| judge(k)), Some(0));
+        // Under a surge it is the load.
+        let mut c = graph();
+        let mut surge = sys("web", "load", 9_000);
+        (surge.baseline, surge.value) = (100.0, 150.0);
+        assert_eq!(c.on_anomaly(&surge), None);
+        c.on_anomaly_seen(&slow("geo", 10_000, 2.5), false, Some(15_000));
+        assert_eq!(c.promote_confirmed(25_000, |_, _| Some(2.5)), None);
+        // Errors bad in an incident handed to a person elsewhere: a burst
+        // at another service waits to be judged like any other, it does
+        // not open at once.
+        let mut c = graph();
+        assert_eq!(
+            c.on_anomaly(&sys("web", "error_rate", 5_000)),
+            Some((0, true))
+        );
+        escalate(&mut c.incidents[0], "error_returns", "web");
+        assert_eq!(
+            c.on_anomaly_seen(&slow("pay", 10_000, 2.8), false, Some(15_000)),
+            None
+        );
+        assert_eq!(c.incidents.len(), 1);
+        assert_eq!(c.promote_confirmed(25_000, |_, _| None), None);
+        assert_eq!(c.incidents.len(), 1);
     }
 
     #[test]
