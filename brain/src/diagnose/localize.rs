@@ -48,6 +48,11 @@ const RESOURCE_CLEAR: f64 = 10.0;
 /// Pre-onset samples needed to score a series.
 const MIN_PRE: usize = 2;
 
+/// How many times a service's failures must have risen more than
+/// another's, of the same measure, to be taken for the other's callee
+/// without a graph.
+const FAILURES_THIN: f64 = 1.3;
+
 /// One candidate cause location.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
@@ -118,6 +123,23 @@ fn reference(pre: &[f64]) -> (f64, f64) {
     let mad = dev[dev.len() / 2] * 1.4826;
     let q90 = dev[((dev.len() - 1) as f64 * 0.9).round() as usize] / 1.645;
     (level, mad.max(q90).max(0.01 * level.abs()).max(1e-9))
+}
+
+/// How far the median of a series' samples since `onset` moved from its
+/// level before, in its bad direction and its own unit (0 without enough
+/// samples).
+fn failures_rise(h: &History, onset: i64, now: i64, direction: Direction) -> f64 {
+    let (pre, post) = around(h, onset, now);
+    if pre.len() < MIN_PRE || post.is_empty() {
+        return 0.0;
+    }
+    let (level, _) = reference(&pre);
+    let m = median(post);
+    match direction {
+        Direction::Up => m - level,
+        Direction::Down => level - m,
+        Direction::Both => (m - level).abs(),
+    }
 }
 
 /// Each sample's move from `level` in its bad direction, in `scale`s.
@@ -405,11 +427,25 @@ where
     // Each service's series that moved most, for edges learnt without a
     // graph.
     let mut best: BTreeMap<String, (f64, &SeriesKey, &History)> = BTreeMap::new();
+    // Per service and measure (metric name), the errors or success
+    // series whose failures rose most, by how much (in the series' own
+    // unit), for edges learnt without a graph.
+    let mut failing: BTreeMap<(&str, &str), (f64, &SeriesKey, &History)> = BTreeMap::new();
     for (k, h) in history {
         let c = classes.classify(&k.metric);
         let Some(z) = robust_score(h, onset, now, c.direction) else {
             continue;
         };
+        if z >= MOVED && crate::incident::is_quality(&c.name) {
+            let rise = failures_rise(h, onset, now, c.direction);
+            let at = (k.service.as_str(), k.metric.as_str());
+            if failing
+                .get(&at)
+                .is_none_or(|(b, bk, _)| rise > *b || (rise == *b && k < *bk))
+            {
+                failing.insert(at, (rise, k, h));
+            }
+        }
         if z >= MOVED {
             let r = symptoms
                 .iter()
@@ -512,6 +548,38 @@ where
                 };
                 if a != c && *fc + grain < *fa && correlation(ha, hc, now) >= 0.7 {
                     callees.entry(a.as_str()).or_default().push(c.as_str());
+                }
+            }
+        }
+        // Failures travel up the calls and thin out on the way: a caller
+        // fails at most the requests its callee failed for it. So of two
+        // services whose failures rose together, one whose failures rose
+        // clearly more on a measure they share (and less on none), and
+        // not after the other (beyond a scrape), is taken to be called by
+        // it.
+        let services: BTreeSet<&str> = failing.keys().map(|(s, _)| *s).collect();
+        for &a in &services {
+            for &c in &services {
+                let (Some(fa), Some(fc)) = (first.get(a), first.get(c)) else {
+                    continue;
+                };
+                if a == c || *fc > *fa + grain || callees.get(a).is_some_and(|v| v.contains(&c)) {
+                    continue;
+                }
+                let shared = failing
+                    .range((a, "")..)
+                    .take_while(|((s, _), _)| *s == a)
+                    .filter_map(|((_, m), x)| failing.get(&(c, *m)).map(|y| (x, y)));
+                let (mut more, mut less) = (false, false);
+                for ((ra, _, ha), (rc, _, hc)) in shared {
+                    if *rc < *ra || correlation(ha, hc, now) < 0.7 {
+                        less = true;
+                    } else if *ra > 0.0 && *rc >= FAILURES_THIN * *ra {
+                        more = true;
+                    }
+                }
+                if more && !less {
+                    callees.entry(a).or_default().push(c);
                 }
             }
         }
@@ -911,6 +979,42 @@ mod tests {
         let db = c.iter().find(|c| c.service == "db").unwrap();
         assert_eq!(db.explains, vec!["web".to_string()], "{c:#?}");
         assert_eq!(c[0].service, "db", "{c:#?}");
+    }
+
+    #[test]
+    fn without_a_graph_the_service_whose_failures_rose_most_is_learnt_as_a_callee() {
+        // Two services' error counts rose at the same instant: the store
+        // fails 8 more a second, the api that calls it 4 more (a caller
+        // fails at most what its callee failed for it).
+        let mut inc = incident();
+        let e = inc.evidence.values().next().unwrap().clone();
+        inc.evidence.clear();
+        for s in ["api", "store"] {
+            let mut e = e.clone();
+            e.class = "errors".into();
+            inc.evidence.insert(key(s, None, "errors"), e);
+        }
+        let topo = Topology::default();
+        let ranked = |api: f64, store: f64| {
+            let h = [
+                (key("api", None, "errors"), ramp(1.0, 1.0 + api, 1)),
+                (key("store", None, "errors"), ramp(0.5, 0.5 + store, 2)),
+            ];
+            localize(
+                &inc,
+                &topo,
+                h.iter().map(|(k, v)| (k, v)),
+                MetricClasses::shipped(),
+                i64::MAX,
+            )
+        };
+        let c = ranked(4.0, 8.0);
+        let store = c.iter().find(|c| c.service == "store").unwrap();
+        assert_eq!(store.explains, vec!["api".to_string()], "{c:#?}");
+        assert_eq!(c[0].service, "store", "{c:#?}");
+        // Risen alike, neither is read as the other's callee.
+        let c = ranked(4.0, 4.2);
+        assert!(c.iter().all(|c| c.explains.is_empty()), "{c:#?}");
     }
 
     #[test]
