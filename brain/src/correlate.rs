@@ -302,8 +302,8 @@ const LATENCY_SYMPTOM_RISE: f64 = 1.5;
 /// the entry: a 70 % slower callee, a 27 % slower front end).
 const ENTRY_LATENCY_AGREES: f64 = 1.2;
 
-/// How far a scraped latency must hold above its level to open an
-/// incident alone, with a call graph.
+/// How far one service's latency must hold above its level to open an
+/// incident alone, with a call graph (scraped or sampled as it comes).
 const LATENCY_ALONE_HELD: f64 = 2.0;
 
 /// An anomaly that opened no incident (yet).
