@@ -645,7 +645,7 @@ impl Engine {
             "latency held in {} series {}: {}",
             held_at.len(),
             if self.correlator.discipline.has_graph {
-                "over several scrapes"
+                "with call edges"
             } else {
                 "without call edges"
             },
