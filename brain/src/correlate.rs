@@ -306,6 +306,12 @@ const ENTRY_LATENCY_AGREES: f64 = 1.2;
 /// incident alone, with a call graph (scraped or sampled as it comes).
 const LATENCY_ALONE_HELD: f64 = 2.0;
 
+/// Whether `e` went bad at [`LATENCY_ALONE_HELD`] times its baseline or
+/// more.
+fn doubled(e: &Evidence) -> bool {
+    e.baseline > 0.0 && e.value >= LATENCY_ALONE_HELD * e.baseline
+}
+
 /// An anomaly that opened no incident (yet).
 #[derive(Clone, Debug)]
 struct Signal {
@@ -608,8 +614,7 @@ impl Correlator {
                         && &*ev.class == "latency"
                         && !evidence.harmless
                         && self.traffic_surging.is_empty()
-                        && ((ev.baseline > 0.0 && ev.value >= LATENCY_ALONE_HELD * ev.baseline)
-                            || self.signals.iter().any(waits))
+                        && (doubled(&evidence) || self.signals.iter().any(waits))
                     {
                         self.mark_latency(ev.ts + every, every);
                     }
@@ -755,17 +760,16 @@ impl Correlator {
             // With a call graph, one service's latency at double alone
             // (a delay on a callee, diluted on its callers) is judged
             // once it held too.
-            let doubled = !loaded
+            let alone = !loaded
                 && self.signals.iter().any(|s| {
                     let e = &s.evidence;
                     &*e.class == "latency"
                         && e.active
                         && !e.harmless
                         && s.confirm.is_none()
-                        && e.baseline > 0.0
-                        && e.value >= LATENCY_ALONE_HELD * e.baseline
+                        && doubled(e)
                 });
-            return doubled && self.mark_latency(at, every);
+            return alone && self.mark_latency(at, every);
         }
         // A latency up by half may be a group in the making: its tail
         // still rising to double, its median up by half beside it.
