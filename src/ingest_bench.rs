@@ -81,8 +81,11 @@ pub struct IngestReport {
     pub throughput: Vec<Throughput>,
     /// The memory steps.
     pub memory: Vec<MemoryStep>,
-    /// The streaming detector's own state per series, bytes.
+    /// The streaming detector's own state per series in the brain, bytes.
     pub detector_state_bytes: usize,
+    /// The same with the per-sample score's surprise channels (what
+    /// `selfheal detect` keeps per series), bytes.
+    pub scorer_state_bytes: usize,
 }
 
 /// The batches of one round, made as they are sent: every series once, at

@@ -1,13 +1,14 @@
 //! Throughput of the streaming detector, per core: one sample through one
-//! series' state, over many series (as a shard sees them), and one long
-//! series (as `selfheal detect` sees it).
+//! series' state, over many series (as a shard sees them: transitions
+//! only), and one long series scored sample by sample (as `selfheal
+//! detect` sees it).
 //!
 //! `cargo bench -p selfheal-brain --bench detector`
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use selfheal_brain::detect::{Detector, DetectorConfig, Direction};
+use selfheal_brain::detect::{Detector, DetectorConfig, Direction, Scorer};
 
 /// Deterministic noisy values with a daily rhythm and rare spikes.
 fn values(n: usize, seed: u64) -> Vec<f64> {
@@ -50,7 +51,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(long.len() as u64));
     g.bench_function("one series x 20000 samples", |b| {
         b.iter(|| {
-            let mut d = Detector::new(Direction::Both);
+            let mut d = Scorer::new(Direction::Both);
             for (i, x) in long.iter().enumerate() {
                 d.update(i as i64 * 300_000, *x, &cfg);
                 black_box(d.last_score());

@@ -111,6 +111,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         throughput: Vec::new(),
         memory: Vec::new(),
         detector_state_bytes: selfheal_brain::detect::Detector::STATE_BYTES,
+        scorer_state_bytes: selfheal_brain::detect::Scorer::STATE_BYTES,
     };
     // Memory first, in a process that has not run anything yet.
     if !steps.is_empty() {
@@ -162,8 +163,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     check_speed(speed)?;
     println!(
-        "streaming detector: {} bytes of state per series (throughput: cargo bench -p selfheal-brain --bench detector)",
-        selfheal_brain::detect::Detector::STATE_BYTES
+        "streaming detector: {} bytes of state per series in the brain, {} with the score of `selfheal detect` (throughput: cargo bench -p selfheal-brain --bench detector)",
+        selfheal_brain::detect::Detector::STATE_BYTES,
+        selfheal_brain::detect::Scorer::STATE_BYTES
     );
     let (p50, p99, max) = selfheal::bench::playbook_overhead(2000)?;
     println!(

@@ -17,7 +17,7 @@ pub enum Edge {
 
 /// Open/closed state with hysteresis. Packed to 4-byte alignment (12
 /// bytes, not 16): it lives in every series' detector state, which must fit
-/// in 512 bytes.
+/// in 128 bytes.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, packed(4))]
 pub struct Hysteresis {

@@ -20,4 +20,4 @@ pub mod streaming;
 
 pub use class::{ClassRule, MetricClass, MetricClasses};
 pub use shard::{AnomalyEvent, AnomalyKind, Detected};
-pub use streaming::{Detector, DetectorConfig, Direction, Transition};
+pub use streaming::{Detector, DetectorConfig, Direction, Scorer, Transition};

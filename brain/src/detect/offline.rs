@@ -3,11 +3,11 @@
 //! `selfheal detect` runs it over NAB-style CSV files; the brain runs the
 //! very same [`Detector`] per series.
 
-use super::{Detector, DetectorConfig, Direction};
+use super::{DetectorConfig, Direction, Scorer};
 
 /// Scores `(ts_ms, value)` pairs in order; one score in [0,1] per value.
 pub fn score_series(points: &[(i64, f64)], cfg: &DetectorConfig) -> Vec<f64> {
-    let mut d = Detector::new(Direction::Both);
+    let mut d = Scorer::new(Direction::Both);
     points
         .iter()
         .map(|(ts, v)| {

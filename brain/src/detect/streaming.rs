@@ -1,7 +1,8 @@
 //! The streaming per-series detector: O(1) work per sample and a fixed
-//! state of [`Detector::STATE_BYTES`] bytes (under 512).
+//! state of [`Detector::STATE_BYTES`] bytes (under 128) for the brain's
+//! transitions; [`Scorer`] adds the channels that score every sample.
 //!
-//! Each sample is scored by what the series has taught the detector:
+//! Each sample is scored by what the series has taught the [`Scorer`]:
 //!
 //! * **novelty**: a value beyond the extremes seen so far (by a margin of
 //!   the range) is news. The extremes fade slowly towards the level, so a
@@ -269,7 +270,9 @@ impl Channel {
     }
 }
 
-/// State of one series.
+/// State of one series: what opens and closes its anomalies. This is
+/// all the brain keeps per series; [`Scorer`] adds the surprise channels
+/// that score every sample (`selfheal detect`, NAB).
 #[derive(Clone, Debug)]
 pub struct Detector {
     /// Level and mean absolute deviation, always learning (winsorised).
@@ -278,12 +281,24 @@ pub struct Detector {
     /// The state machine's baseline, frozen while anomalous.
     base: f64,
     base_dev: f64,
-    /// Previous value and the usual absolute step.
-    prev: f64,
-    jdev: f64,
     /// Extremes seen, fading towards the level.
     nlo: f64,
     nhi: f64,
+    first_ts: i64,
+    /// Open/closed, for the brain.
+    state: Hysteresis,
+    n: u32,
+    since_novel: u16,
+    dir: Direction,
+}
+
+/// What scores each sample beside the state machine: the jump, movement
+/// and time-of-day surprises, their usual behaviour and records.
+#[derive(Clone, Debug)]
+struct Surprise {
+    /// Previous value and the usual absolute step.
+    prev: f64,
+    jdev: f64,
     /// Range of the movement table.
     lo: f64,
     hi: f64,
@@ -296,21 +311,23 @@ pub struct Detector {
     channels: [Channel; CHANNELS],
     /// Surprises each channel has learned (saturating).
     learned: [u16; CHANNELS],
-    first_ts: i64,
-    /// Open/closed, for the brain.
-    state: Hysteresis,
-    n: u32,
-    since_novel: u16,
     score: f32,
     prev_bin: u8,
-    dir: Direction,
+}
+
+/// The streaming detector with its score: [`Detector`]'s transitions,
+/// and a score in [0,1] for every sample.
+#[derive(Clone, Debug)]
+pub struct Scorer {
+    det: Detector,
+    surprise: Surprise,
 }
 
 impl Detector {
-    /// Bytes of state per series (checked at compile time: at most 512).
+    /// Bytes of state per series (checked at compile time: at most 128).
     pub const STATE_BYTES: usize = {
         let n = std::mem::size_of::<Detector>();
-        assert!(n <= 512, "a series' state must fit in 512 bytes");
+        assert!(n <= 128, "a series' state must fit in 128 bytes");
         n
     };
 
@@ -321,23 +338,12 @@ impl Detector {
             dev: 0.0,
             base: 0.0,
             base_dev: 0.0,
-            prev: 0.0,
-            jdev: 0.0,
             nlo: 0.0,
             nhi: 0.0,
-            lo: 0.0,
-            hi: 0.0,
-            ctx: [[0; BINS]; BINS],
-            day: [f32::NAN; HOURS],
-            day_dev: 0.0,
-            channels: [Channel::default(); CHANNELS],
-            learned: [0; CHANNELS],
             first_ts: 0,
             state: Hysteresis::default(),
             n: 0,
             since_novel: u16::MAX,
-            score: 0.0,
-            prev_bin: 0,
             dir,
         }
     }
@@ -345,12 +351,6 @@ impl Detector {
     /// Whether the series is anomalous now.
     pub fn is_anomalous(&self) -> bool {
         self.state.is_anomalous()
-    }
-
-    /// Score in [0,1] of the last sample fed: high only at the strongest
-    /// surprise of a while (0 during warm-up or for a non-finite value).
-    pub fn last_score(&self) -> f64 {
-        self.score as f64
     }
 
     /// The baseline the state machine compares with.
@@ -390,33 +390,40 @@ impl Detector {
     /// Feeds one sample at `ts` (milliseconds). Non-finite values are
     /// skipped.
     pub fn update(&mut self, ts: i64, x: f64, cfg: &DetectorConfig) -> Option<Transition> {
-        self.score = 0.0;
+        self.step(ts, x, cfg, None)
+    }
+
+    /// [`Detector::update`], scoring the sample into `surprise` when one
+    /// is given (the transitions are the same either way).
+    fn step(
+        &mut self,
+        ts: i64,
+        x: f64,
+        cfg: &DetectorConfig,
+        mut surprise: Option<&mut Surprise>,
+    ) -> Option<Transition> {
+        if let Some(s) = surprise.as_deref_mut() {
+            s.score = 0.0;
+        }
         if !x.is_finite() {
             return None;
         }
         if self.n == 0 {
             self.first_ts = ts;
-            (self.mean, self.base, self.prev) = (x, x, x);
-            (self.nlo, self.nhi, self.lo, self.hi) = (x, x, x, x);
+            (self.mean, self.base) = (x, x);
+            (self.nlo, self.nhi) = (x, x);
+            if let Some(s) = surprise.as_deref_mut() {
+                (s.prev, s.lo, s.hi) = (x, x, x);
+            }
             self.n = 1;
             return None;
         }
         let warm = self.n < cfg.warmup;
         let beyond = self.novelty(x, cfg);
-        let r = self.surprises(ts, x, cfg);
-        let weights = [cfg.jump_weight, cfg.ctx_weight, cfg.day_weight];
-        // How much a record fades per sample.
-        let fade = 1.0 - 1.0 / cfg.record_mem;
-        let mut score = 0.0f64;
-        for (((ch, n), r), w) in self
-            .channels
-            .iter_mut()
-            .zip(&mut self.learned)
-            .zip(r)
-            .zip(weights)
-        {
-            score = score.max(w * ch.score(n, r, fade, cfg));
-        }
+        let mut score = match surprise.as_deref_mut() {
+            Some(s) => s.channels_score(self, ts, x, cfg),
+            None => 0.0,
+        };
         let mut out = None;
         if !warm {
             self.since_novel = self.since_novel.saturating_add(1);
@@ -427,13 +434,18 @@ impl Detector {
                 }
                 self.since_novel = 0;
             }
-            self.score = score.clamp(0.0, 1.0) as f32;
+            if let Some(s) = surprise.as_deref_mut() {
+                s.score = score.clamp(0.0, 1.0) as f32;
+            }
             out = self.transition(ts, self.badness(x, cfg), cfg);
         }
         if !warm && out.is_none() && self.state.settled() {
             self.learn_base(ts, x, cfg);
         }
         self.learn(x, warm, cfg);
+        if let Some(s) = surprise {
+            s.learn_jump(x, warm, self.n, self.mean, cfg);
+        }
         if warm {
             (self.base, self.base_dev) = (self.mean, self.dev);
         }
@@ -457,25 +469,8 @@ impl Detector {
         beyond
     }
 
-    /// Jump, movement and time-of-day surprises of `x`, each ≥ 0 and
-    /// log-compressed (NaN: none yet). Learns the movement and the daily profile.
-    fn surprises(&mut self, ts: i64, x: f64, cfg: &DetectorConfig) -> [f64; CHANNELS] {
-        let jscale = (1.25 * self.jdev).max(Self::floor(self.mean, cfg));
-        let zj = self.dir.signed((x - self.prev) / jscale);
-        // A move counts when it ends on the bad side of the level.
-        let c = self.movement(x, cfg);
-        let c = if self.dir.signed(x - self.mean) >= 0.0 {
-            c
-        } else {
-            0.0
-        };
-        let zd = self.daily(ts, x, cfg);
-        let zd = if zd.is_nan() { zd } else { zd.max(0.0).ln_1p() };
-        [zj.max(0.0).ln_1p(), c, zd]
-    }
-
-    /// Learns the level and the usual step. Winsorised once warm: an
-    /// outlier moves them no more than a value at the alarm threshold.
+    /// Learns the level. Winsorised once warm: an outlier moves it no
+    /// more than a value at the alarm threshold.
     fn learn(&mut self, x: f64, warm: bool, cfg: &DetectorConfig) {
         let a = if warm {
             1.0 / (self.n as f64 + 1.0)
@@ -490,19 +485,6 @@ impl Detector {
         let d = (x - self.mean).clamp(-lim, lim);
         self.mean += a * d;
         self.dev += a * (d.abs() - self.dev);
-        let ja = if warm {
-            1.0 / (self.n as f64 + 1.0)
-        } else {
-            cfg.jump_alpha
-        };
-        let jlim = if warm {
-            f64::INFINITY
-        } else {
-            cfg.z_open * (1.25 * self.jdev).max(Self::floor(self.mean, cfg))
-        };
-        let step = (x - self.prev).clamp(-jlim, jlim);
-        self.jdev += ja * (step.abs() - self.jdev);
-        self.prev = x;
     }
 
     /// Learns the state machine's baseline (winsorised like the level),
@@ -520,6 +502,108 @@ impl Detector {
         let d = (x - self.base).clamp(-lim, lim);
         self.base += a * d;
         self.base_dev += a * (d.abs() - self.base_dev);
+    }
+
+    fn transition(&mut self, ts: i64, bad: f64, cfg: &DetectorConfig) -> Option<Transition> {
+        let edge = self.state.step(
+            ts,
+            bad > cfg.z_open,
+            bad < cfg.z_close,
+            cfg.open_run,
+            cfg.close_run,
+        )?;
+        Some(match edge {
+            Edge::Opened { onset } => Transition::Start {
+                onset,
+                baseline: self.base,
+                score: Self::level_score(bad, cfg),
+                // The run that opened it is `open_run` samples long, and
+                // `since_novel` counts the samples after the last novel
+                // one.
+                novel: u32::from(self.since_novel) < u32::from(cfg.open_run),
+            },
+            Edge::Closed => Transition::End {
+                baseline: self.base,
+            },
+        })
+    }
+}
+
+impl Surprise {
+    fn new() -> Self {
+        Surprise {
+            prev: 0.0,
+            jdev: 0.0,
+            lo: 0.0,
+            hi: 0.0,
+            ctx: [[0; BINS]; BINS],
+            day: [f32::NAN; HOURS],
+            day_dev: 0.0,
+            channels: [Channel::default(); CHANNELS],
+            learned: [0; CHANNELS],
+            score: 0.0,
+            prev_bin: 0,
+        }
+    }
+
+    /// The strongest channel score of `x` (see [`Channel::score`]).
+    fn channels_score(&mut self, det: &Detector, ts: i64, x: f64, cfg: &DetectorConfig) -> f64 {
+        let r = self.surprises(det, ts, x, cfg);
+        let weights = [cfg.jump_weight, cfg.ctx_weight, cfg.day_weight];
+        // How much a record fades per sample.
+        let fade = 1.0 - 1.0 / cfg.record_mem;
+        let mut score = 0.0f64;
+        for (((ch, n), r), w) in self
+            .channels
+            .iter_mut()
+            .zip(&mut self.learned)
+            .zip(r)
+            .zip(weights)
+        {
+            score = score.max(w * ch.score(n, r, fade, cfg));
+        }
+        score
+    }
+
+    /// Jump, movement and time-of-day surprises of `x`, each ≥ 0 and
+    /// log-compressed (NaN: none yet). Learns the movement and the daily profile.
+    fn surprises(
+        &mut self,
+        det: &Detector,
+        ts: i64,
+        x: f64,
+        cfg: &DetectorConfig,
+    ) -> [f64; CHANNELS] {
+        let jscale = (1.25 * self.jdev).max(Detector::floor(det.mean, cfg));
+        let zj = det.dir.signed((x - self.prev) / jscale);
+        // A move counts when it ends on the bad side of the level.
+        let c = self.movement(x, cfg);
+        let c = if det.dir.signed(x - det.mean) >= 0.0 {
+            c
+        } else {
+            0.0
+        };
+        let zd = self.daily(det, ts, x, cfg);
+        let zd = if zd.is_nan() { zd } else { zd.max(0.0).ln_1p() };
+        [zj.max(0.0).ln_1p(), c, zd]
+    }
+
+    /// Learns the usual step (after the level learnt `x`: `mean` is the
+    /// new level; `n` the samples before `x`). Winsorised once warm.
+    fn learn_jump(&mut self, x: f64, warm: bool, n: u32, mean: f64, cfg: &DetectorConfig) {
+        let ja = if warm {
+            1.0 / (n as f64 + 1.0)
+        } else {
+            cfg.jump_alpha
+        };
+        let jlim = if warm {
+            f64::INFINITY
+        } else {
+            cfg.z_open * (1.25 * self.jdev).max(Detector::floor(mean, cfg))
+        };
+        let step = (x - self.prev).clamp(-jlim, jlim);
+        self.jdev += ja * (step.abs() - self.jdev);
+        self.prev = x;
     }
 
     fn bin(&self, x: f64) -> usize {
@@ -577,7 +661,7 @@ impl Detector {
     /// Deviation of `x` from the level usual at this hour of the day, in
     /// robust standard deviations, positive in the bad direction (0 until a
     /// day has been seen). Learns it.
-    fn daily(&mut self, ts: i64, x: f64, cfg: &DetectorConfig) -> f64 {
+    fn daily(&mut self, det: &Detector, ts: i64, x: f64, cfg: &DetectorConfig) -> f64 {
         // Position in the day, in hours from the middle of bucket 0; the
         // usual level is interpolated between the two nearest buckets.
         let hour = DAY_MS as f64 / HOURS as f64;
@@ -586,7 +670,7 @@ impl Detector {
         let h1 = (h0 + 1) % HOURS;
         let f = p - h0 as f64;
         let (m0, m1) = (self.day[h0] as f64, self.day[h1] as f64);
-        let scale = self.scale(cfg);
+        let scale = det.scale(cfg);
         let lim = cfg.z_open * scale;
         let mut learn = |h: usize, m: f64, w: f64| {
             self.day[h] = if m.is_nan() {
@@ -597,13 +681,13 @@ impl Detector {
         };
         learn(h0, m0, 1.0 - f);
         learn(h1, m1, f);
-        if m0.is_nan() || m1.is_nan() || ts - self.first_ts < DAY_MS {
+        if m0.is_nan() || m1.is_nan() || ts - det.first_ts < DAY_MS {
             return f64::NAN;
         }
         let m = m0 + f * (m1 - m0);
         // The usual miss of the profile, learnt slowly and winsorised.
         let dd = self.day_dev as f64;
-        let dscale = (1.25 * dd).max(Self::floor(self.mean, cfg));
+        let dscale = (1.25 * dd).max(Detector::floor(det.mean, cfg));
         let miss = (x - m).abs();
         let miss = if dd > 0.0 {
             miss.min(cfg.z_open * dscale)
@@ -611,31 +695,37 @@ impl Detector {
             miss
         };
         self.day_dev = (dd + cfg.lik_alpha.max(0.01) * (miss - dd)) as f32;
-        self.dir.signed((x - m) / dscale)
+        det.dir.signed((x - m) / dscale)
+    }
+}
+
+impl Scorer {
+    /// Bytes of state per scored series, the surprise channels included.
+    pub const STATE_BYTES: usize = std::mem::size_of::<Scorer>();
+
+    /// A fresh scorer for a series whose bad direction is `dir`.
+    pub fn new(dir: Direction) -> Self {
+        Scorer {
+            det: Detector::new(dir),
+            surprise: Surprise::new(),
+        }
     }
 
-    fn transition(&mut self, ts: i64, bad: f64, cfg: &DetectorConfig) -> Option<Transition> {
-        let edge = self.state.step(
-            ts,
-            bad > cfg.z_open,
-            bad < cfg.z_close,
-            cfg.open_run,
-            cfg.close_run,
-        )?;
-        Some(match edge {
-            Edge::Opened { onset } => Transition::Start {
-                onset,
-                baseline: self.base,
-                score: Self::level_score(bad, cfg),
-                // The run that opened it is `open_run` samples long, and
-                // `since_novel` counts the samples after the last novel
-                // one.
-                novel: u32::from(self.since_novel) < u32::from(cfg.open_run),
-            },
-            Edge::Closed => Transition::End {
-                baseline: self.base,
-            },
-        })
+    /// Feeds one sample at `ts` (milliseconds): the same transitions as
+    /// [`Detector::update`], and the sample's score.
+    pub fn update(&mut self, ts: i64, x: f64, cfg: &DetectorConfig) -> Option<Transition> {
+        self.det.step(ts, x, cfg, Some(&mut self.surprise))
+    }
+
+    /// Score in [0,1] of the last sample fed: high only at the strongest
+    /// surprise of a while (0 during warm-up or for a non-finite value).
+    pub fn last_score(&self) -> f64 {
+        self.surprise.score as f64
+    }
+
+    /// The state machine under the score.
+    pub fn detector(&self) -> &Detector {
+        &self.det
     }
 }
 

@@ -13,7 +13,7 @@ fn noisy(seed: u64, n: usize, level: f64, sd: f64) -> Vec<f64> {
 
 /// Feeds `xs` every five minutes from `t0`; returns the transitions and
 /// the scores.
-fn run(d: &mut Detector, xs: &[f64], t0: i64) -> (Vec<(i64, Transition)>, Vec<f64>) {
+fn run(d: &mut Scorer, xs: &[f64], t0: i64) -> (Vec<(i64, Transition)>, Vec<f64>) {
     let cfg = DetectorConfig::default();
     let mut ev = Vec::new();
     let mut scores = Vec::new();
@@ -52,11 +52,11 @@ fn default_config_is_valid_and_bad_ones_are_named() {
 
 #[test]
 fn cold_start_and_noise_are_quiet() {
-    let mut d = Detector::new(Direction::Both);
+    let mut d = Scorer::new(Direction::Both);
     // A wild start is learned, not alarmed on.
     let (ev, s) = run(&mut d, &[0.0, 1.0, 0.0, 1.0, 0.5, 9.0, -3.0], 0);
     assert!(ev.is_empty() && s.iter().all(|v| *v == 0.0));
-    let mut d = Detector::new(Direction::Both);
+    let mut d = Scorer::new(Direction::Both);
     let (ev, s) = run(&mut d, &noisy(1, 5000, 100.0, 5.0), 0);
     assert!(ev.is_empty(), "{ev:?}");
     // Stationary noise: after a first day of learning nothing is a clear
@@ -68,7 +68,7 @@ fn cold_start_and_noise_are_quiet() {
 fn spike_scores_one_clear_peak() {
     let mut xs = noisy(2, 3000, 50.0, 2.0);
     xs[2000] = 80.0;
-    let mut d = Detector::new(Direction::Both);
+    let mut d = Scorer::new(Direction::Both);
     let (ev, s) = run(&mut d, &xs, 0);
     let (at, top) = peak(&s, 500);
     assert_eq!(at, 2000);
@@ -81,12 +81,12 @@ fn spike_scores_one_clear_peak() {
     );
     // A single spike does not open an incident, and barely moves the level.
     assert!(ev.is_empty(), "{ev:?}");
-    assert!((d.baseline() - 50.0).abs() < 1.0);
+    assert!((d.detector().baseline() - 50.0).abs() < 1.0);
 }
 
 #[test]
 fn step_opens_with_onset_and_baseline_then_recovery_closes() {
-    let mut d = Detector::new(Direction::Down);
+    let mut d = Scorer::new(Direction::Down);
     let mut xs = noisy(3, 300, 0.997, 0.003);
     xs.extend(noisy(4, 50, 0.6, 0.02));
     xs.extend(noisy(5, 50, 0.996, 0.003));
@@ -118,7 +118,7 @@ fn step_opens_with_onset_and_baseline_then_recovery_closes() {
 
 #[test]
 fn a_start_is_novel_only_the_first_time_a_series_goes_that_far() {
-    let mut d = Detector::new(Direction::Up);
+    let mut d = Scorer::new(Direction::Up);
     let mut xs = noisy(3, 300, 20.0, 1.0);
     xs.extend(noisy(4, 40, 90.0, 2.0));
     xs.extend(noisy(5, 300, 20.0, 1.0));
@@ -137,14 +137,14 @@ fn a_start_is_novel_only_the_first_time_a_series_goes_that_far() {
 #[test]
 fn direction_matters() {
     // A success rate rising is not an incident, nor news.
-    let mut d = Detector::new(Direction::Down);
+    let mut d = Scorer::new(Direction::Down);
     let mut xs = noisy(6, 300, 0.95, 0.003);
     xs.extend(noisy(7, 50, 0.999, 0.0005));
     let (ev, s) = run(&mut d, &xs, 0);
     assert!(ev.is_empty(), "{ev:?}");
     assert!(peak(&s, 300).1 < 0.5, "{:?}", peak(&s, 300));
     // Latency rising is both.
-    let mut d = Detector::new(Direction::Up);
+    let mut d = Scorer::new(Direction::Up);
     let mut xs = noisy(8, 300, 200.0, 10.0);
     xs.extend(noisy(9, 20, 900.0, 10.0));
     let (ev, s) = run(&mut d, &xs, 0);
@@ -162,7 +162,7 @@ fn slow_drift_out_of_range_is_caught_early_enough() {
         .map(|(i, x)| x + 0.1 * i as f64)
         .collect();
     xs.extend(drift);
-    let mut d = Detector::new(Direction::Up);
+    let mut d = Scorer::new(Direction::Up);
     let (_, s) = run(&mut d, &xs, 0);
     let first = s[600..].iter().position(|v| *v >= 0.9).map(|i| i + 600);
     let first = first.expect("the drift is never reported");
@@ -184,7 +184,7 @@ fn daily(seed: u64, days: usize) -> Vec<f64> {
 #[test]
 fn seasonality_daily_peaks_are_not_news_but_a_day_level_at_night_is() {
     let xs = daily(11, 10);
-    let mut d = Detector::new(Direction::Both);
+    let mut d = Scorer::new(Direction::Both);
     let (_, s) = run(&mut d, &xs, 0);
     // After three days the rhythm is known: no value is novel.
     assert!(peak(&s, 3 * 288).1 < 0.9, "{:?}", peak(&s, 3 * 288));
@@ -195,7 +195,7 @@ fn seasonality_daily_peaks_are_not_news_but_a_day_level_at_night_is() {
         *x += (k as f64 * 4.0).min(50.0);
     }
     let scores = |cfg: &DetectorConfig| {
-        let mut d = Detector::new(Direction::Both);
+        let mut d = Scorer::new(Direction::Both);
         xs.iter()
             .enumerate()
             .map(|(i, x)| {
@@ -225,7 +225,7 @@ fn seasonality_daily_peaks_are_not_news_but_a_day_level_at_night_is() {
 fn level_shift_becomes_the_new_normal_for_the_score() {
     let mut xs = noisy(12, 1000, 10.0, 0.5);
     xs.extend(noisy(13, 3000, 30.0, 0.5));
-    let mut d = Detector::new(Direction::Both);
+    let mut d = Scorer::new(Direction::Both);
     let (_, s) = run(&mut d, &xs, 0);
     assert!(peak(&s, 999).0 < 1003);
     assert!(peak(&s, 1500).1 < 0.9, "the new level is still news");
@@ -238,7 +238,7 @@ fn nan_infinity_and_gaps_are_skipped() {
     xs[101] = f64::INFINITY;
     xs[102] = f64::NEG_INFINITY;
     let cfg = DetectorConfig::default();
-    let mut d = Detector::new(Direction::Both);
+    let mut d = Scorer::new(Direction::Both);
     for (i, x) in xs.iter().enumerate() {
         // A gap of a week in the middle.
         let ts = i as i64 * MIN5 + if i > 200 { 7 * DAY_MS } else { 0 };
@@ -248,7 +248,7 @@ fn nan_infinity_and_gaps_are_skipped() {
             assert_eq!(d.last_score(), 0.0);
         }
     }
-    assert!((d.baseline() - 5.0).abs() < 0.2);
+    assert!((d.detector().baseline() - 5.0).abs() < 0.2);
 }
 
 proptest! {
@@ -272,7 +272,7 @@ proptest! {
         dir in prop_oneof![Just(Direction::Up), Just(Direction::Down), Just(Direction::Both)],
     ) {
         let cfg = DetectorConfig::default();
-        let mut d = Detector::new(dir);
+        let mut d = Scorer::new(dir);
         let mut ts = 1_700_000_000_000i64;
         for (x, step) in xs.iter().zip(&dt) {
             ts = ts.saturating_add(*step);
@@ -289,7 +289,7 @@ proptest! {
 /// opened (ms), if one did.
 fn first_open(xs: &[f64], step_ms: i64) -> Option<i64> {
     let cfg = DetectorConfig::default();
-    let mut d = Detector::new(Direction::Up);
+    let mut d = Scorer::new(Direction::Up);
     xs.iter().enumerate().find_map(|(i, x)| {
         let ts = i as i64 * step_ms;
         matches!(d.update(ts, *x, &cfg), Some(Transition::Start { .. })).then_some(ts)
@@ -319,7 +319,7 @@ fn a_fault_creeping_in_over_half_a_minute_of_one_second_samples_opens() {
         base_memory_s: 0.0,
         ..Default::default()
     };
-    let mut d = Detector::new(Direction::Up);
+    let mut d = Scorer::new(Direction::Up);
     let opened = ramp.iter().enumerate().any(|(i, x)| {
         matches!(
             d.update(i as i64 * 1_000, *x, &cfg),
