@@ -34,6 +34,9 @@ use serde::Serialize;
 
 /// Samples in one batch, as an agent sends them.
 pub const BATCH: usize = 100;
+/// Batches the memory steps send before waiting for the brain to take
+/// them.
+const SLICE: usize = 1_000;
 /// Series per service (under the brain's per-service cap).
 const PER_SERVICE: usize = 5_000;
 
@@ -293,12 +296,19 @@ pub async fn memory(steps: &[usize]) -> anyhow::Result<Vec<MemoryStep>> {
         // A few samples per series: past the first, the detector and the
         // recent ring hold state. Each step's samples come after the last
         // step's, so the series seen before take them too.
+        // Sent in slices the brain takes before the next comes, as a
+        // subscription's bounded queue would hand them over: what stays
+        // resident is the brain's, not a backlog of this bench's payloads
+        // freed a moment later.
         for r in 0..4 {
             let ts = start + 10 * step as i64 + r;
-            for (subject, payload) in round(n, ts, &mut seq, Encoding::Json) {
+            for (i, (subject, payload)) in round(n, ts, &mut seq, Encoding::Json).enumerate() {
                 bus.publish(&subject, payload).await?;
+                fed += BATCH.min(n - i * BATCH) as u64;
+                if (i + 1) % SLICE == 0 {
+                    drain(&stats.samples_detected, fed).await;
+                }
             }
-            fed += n as u64;
         }
         drain(&stats.samples_detected, fed).await;
         let rss = rss_bytes();

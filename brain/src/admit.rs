@@ -8,9 +8,10 @@
 //! as they arrived (one hash, one comparison, no copy), and a known series
 //! comes back as its number, which the stages after ingest use instead of
 //! hashing and comparing the key again. A new series is given the next
-//! number (never reused) and its key is built once, and handed on with
-//! its first sample only: the shards and the recent rings keep it from
-//! then on. A new series over any cap is refused (its samples dropped,
+//! number (never reused) and its names ([`SeriesNames`]) are kept once,
+//! each name shared with every series that has it, and handed on with
+//! its first sample only: the shards and the recent rings keep them from
+//! then on (a full [`SeriesKey`] is built when an anomaly is reported). A new series over any cap is refused (its samples dropped,
 //! counted per source); a known one is always taken. Series idle for
 //! [`SeriesLimits::idle_s`] of event time are forgotten here, and ingest
 //! tells the shards and the recent rings to forget them too (they forget
@@ -19,7 +20,7 @@
 
 use std::{collections::HashMap, hash::BuildHasher, sync::Arc};
 
-use selfheal_bus::{BatchView, SampleView, SeriesKey};
+use selfheal_bus::{BatchView, Layer, SampleView, SeriesKey};
 
 use serde::{Deserialize, Serialize};
 
@@ -79,11 +80,148 @@ pub enum Refusal {
     Total,
 }
 
+/// A series' names as the brain keeps them for as long as it tracks the
+/// series: each name an interned string shared with every other series
+/// that has it (a service's thousand series hold its name once). 120
+/// bytes, none of them a copy of a name; [`SeriesNames::key`] builds the
+/// [`SeriesKey`] the stages after detection read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeriesNames {
+    layer: Layer,
+    idc: Arc<str>,
+    service: Arc<str>,
+    metric: Arc<str>,
+    scene: Option<Arc<str>>,
+    link: Option<Arc<str>>,
+    instance: Option<Arc<str>>,
+    labels: Option<Labels>,
+}
+
+/// A series' extra labels, names interned.
+type Labels = Box<[(Arc<str>, Arc<str>)]>;
+
+impl SeriesNames {
+    /// The names of `key`, not interned (for callers outside admission).
+    pub fn of(key: &SeriesKey) -> Self {
+        let o = |s: &Option<String>| s.as_deref().map(Arc::from);
+        SeriesNames {
+            layer: key.layer,
+            idc: key.idc.as_str().into(),
+            service: key.service.as_str().into(),
+            metric: key.metric.as_str().into(),
+            scene: o(&key.scene),
+            link: o(&key.link),
+            instance: o(&key.instance),
+            labels: (!key.labels.is_empty()).then(|| {
+                key.labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                    .collect()
+            }),
+        }
+    }
+
+    /// The series' metric name.
+    pub fn metric(&self) -> &str {
+        &self.metric
+    }
+
+    /// The series' key, its names copied.
+    pub fn key(&self) -> SeriesKey {
+        let o = |s: &Option<Arc<str>>| s.as_deref().map(String::from);
+        SeriesKey {
+            layer: self.layer,
+            idc: self.idc.to_string(),
+            service: self.service.to_string(),
+            scene: o(&self.scene),
+            link: o(&self.link),
+            instance: o(&self.instance),
+            metric: self.metric.to_string(),
+            labels: self
+                .labels
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Whether these are the names of `sample` inside `batch`.
+    fn are(&self, sample: &SampleView<'_>, batch: &BatchView<'_>) -> bool {
+        let opt = |a: &Option<Arc<str>>, b: Option<&str>| a.as_deref() == b;
+        let labels = self.labels.as_deref().unwrap_or_default();
+        *self.metric == *sample.metric
+            && *self.service == *batch.service
+            && opt(&self.instance, sample.instance.as_deref())
+            && opt(&self.scene, sample.scene.as_deref())
+            && opt(&self.link, sample.link.as_deref())
+            && self.layer == batch.layer
+            && *self.idc == *batch.idc
+            && labels.len() == sample.labels.len()
+            && labels
+                .iter()
+                .zip(&sample.labels)
+                .all(|((a, b), (c, d))| **a == **c && **b == **d)
+    }
+}
+
+/// The names the tracked series share, each kept once. A name no series
+/// holds any more is dropped at the next sweep, so names that come and go
+/// (pods replaced at each deploy) do not pile up.
+#[derive(Default)]
+struct Interner {
+    names: hashbrown::HashSet<Arc<str>>,
+}
+
+impl Interner {
+    fn name(&mut self, s: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(s) {
+            return n.clone();
+        }
+        let n: Arc<str> = s.into();
+        self.names.insert(n.clone());
+        n
+    }
+
+    fn names(&mut self, sample: &SampleView<'_>, batch: &BatchView<'_>) -> SeriesNames {
+        let mut o = |s: Option<&str>| s.map(|s| self.name(s));
+        let (scene, link, instance) = (
+            o(sample.scene.as_deref()),
+            o(sample.link.as_deref()),
+            o(sample.instance.as_deref()),
+        );
+        SeriesNames {
+            layer: batch.layer,
+            idc: self.name(&batch.idc),
+            service: self.name(&batch.service),
+            metric: self.name(&sample.metric),
+            scene,
+            link,
+            instance,
+            labels: (!sample.labels.is_empty()).then(|| {
+                sample
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (self.name(k), self.name(v)))
+                    .collect()
+            }),
+        }
+    }
+
+    /// Drops the names only the interner holds.
+    fn sweep(&mut self) {
+        self.names.retain(|n| Arc::strong_count(n) > 1);
+        if self.names.capacity() > 2 * self.names.len() + 64 {
+            self.names.shrink_to_fit();
+        }
+    }
+}
+
 struct Known {
     /// The hash of its names.
     hash: u64,
     id: u64,
-    key: Arc<SeriesKey>,
+    key: Arc<SeriesNames>,
     source: u32,
     service: u32,
     last: i64,
@@ -97,6 +235,7 @@ pub struct Admission {
     next_id: u64,
     sources: Names,
     services: Names,
+    interner: Interner,
     swept_at: i64,
     forgotten: Vec<u64>,
 }
@@ -150,6 +289,7 @@ impl Admission {
             next_id: 0,
             sources: Names::default(),
             services: Names::default(),
+            interner: Interner::default(),
             swept_at: i64::MIN,
             forgotten: Vec::new(),
         }
@@ -165,17 +305,17 @@ impl Admission {
         self.known.is_empty()
     }
 
-    /// Takes `sample` of `batch`: its series' number, with its key when
+    /// Takes `sample` of `batch`: its series' number, with its names when
     /// the series is admitted now (`None` when it was known), or why it is
     /// refused.
     pub fn admit(
         &mut self,
         batch: &BatchView<'_>,
         sample: &SampleView<'_>,
-    ) -> Result<(u64, Option<Arc<SeriesKey>>), Refusal> {
+    ) -> Result<(u64, Option<Arc<SeriesNames>>), Refusal> {
         let hash = names_hash(&self.hasher, batch, sample);
         let ts = sample.ts;
-        if let Some(k) = self.known.find_mut(hash, |k| sample.is(&k.key, batch)) {
+        if let Some(k) = self.known.find_mut(hash, |k| k.key.are(sample, batch)) {
             k.last = k.last.max(ts);
             return Ok((k.id, None));
         }
@@ -196,7 +336,7 @@ impl Admission {
         self.services.counts[svc as usize] += 1;
         let id = self.next_id;
         self.next_id += 1;
-        let key = Arc::new(sample.key(batch));
+        let key = Arc::new(self.interner.names(sample, batch));
         self.known.insert_unique(
             hash,
             Known {
@@ -238,7 +378,11 @@ impl Admission {
             }
             keep
         });
-        before - self.known.len()
+        let gone = before - self.known.len();
+        if gone > 0 {
+            self.interner.sweep();
+        }
+        gone
     }
 }
 
@@ -311,7 +455,7 @@ mod tests {
             let v = b.view();
             let (id, key) = a.admit(&v, &v.samples[0]).unwrap();
             if let Some(key) = key {
-                assert_eq!(*key, SeriesKey::of(&b, &b.samples[0]));
+                assert_eq!(key.key(), SeriesKey::of(&b, &b.samples[0]));
             }
             id
         };
@@ -377,5 +521,71 @@ mod tests {
         assert!(a.take(99, "rogue", "svc", 700_000).is_ok());
         // Sweeps are spaced a quarter of the idle time apart.
         assert_eq!(a.sweep(700_001), 0);
+    }
+
+    #[test]
+    fn a_name_is_kept_once_for_every_series_and_dropped_when_none_holds_it() {
+        let mut a = Admission::new(limits());
+        let mut names = Vec::new();
+        for (i, pod) in [(0, "pod-a"), (1, "pod-a"), (2, "pod-b")] {
+            let batch = IndicatorBatch {
+                v: 1,
+                source: "agent".into(),
+                seq: 0,
+                layer: Layer::System,
+                idc: "idc1".into(),
+                service: "cashier".into(),
+                samples: vec![Sample {
+                    scene: None,
+                    link: None,
+                    instance: Some(pod.into()),
+                    metric: format!("m{i}"),
+                    labels: [("zone".to_string(), "a".to_string())].into(),
+                    ts: 1_000 * i,
+                    value: 1.0,
+                }],
+            };
+            let v = batch.view();
+            let (_, key) = a.admit(&v, &v.samples[0]).unwrap();
+            let key = key.unwrap();
+            assert_eq!(key.key(), SeriesKey::of(&batch, &batch.samples[0]));
+            names.push(key);
+        }
+        // One service, one pod name for two series: held once.
+        assert!(Arc::ptr_eq(&names[0].service, &names[2].service));
+        assert!(Arc::ptr_eq(
+            names[0].instance.as_ref().unwrap(),
+            names[1].instance.as_ref().unwrap()
+        ));
+        assert!(!a.interner.names.contains("pod-c"));
+        let held = a.interner.names.len();
+        // idc1, cashier, pod-a, pod-b, m0..m2, zone, a.
+        assert_eq!(held, 9);
+        drop(names);
+        // The last series (pod-b) is seen again; the other two go idle and
+        // their names only they held (pod-a, m0, m1) go with them.
+        let batch = IndicatorBatch {
+            v: 1,
+            source: "agent".into(),
+            seq: 0,
+            layer: Layer::System,
+            idc: "idc1".into(),
+            service: "cashier".into(),
+            samples: vec![Sample {
+                scene: None,
+                link: None,
+                instance: Some("pod-b".into()),
+                metric: "m2".into(),
+                labels: [("zone".to_string(), "a".to_string())].into(),
+                ts: 700_000,
+                value: 1.0,
+            }],
+        };
+        let v = batch.view();
+        a.admit(&v, &v.samples[0]).unwrap();
+        assert_eq!(a.sweep(700_000), 2);
+        let left: std::collections::BTreeSet<&str> =
+            a.interner.names.iter().map(|n| &**n).collect();
+        assert_eq!(left, ["a", "cashier", "idc1", "m2", "pod-b", "zone"].into(),);
     }
 }

@@ -18,6 +18,27 @@ use std::{
 
 use selfheal_bus::{Layer, SeriesKey};
 
+use crate::admit::SeriesNames;
+
+/// A series' key as it is handed to [`Recent::observe_all`]: built when a
+/// ring is made for it, never per sample.
+pub trait AsKey {
+    /// The key.
+    fn as_key(&self) -> Arc<SeriesKey>;
+}
+
+impl AsKey for Arc<SeriesKey> {
+    fn as_key(&self) -> Arc<SeriesKey> {
+        self.clone()
+    }
+}
+
+impl AsKey for Arc<SeriesNames> {
+    fn as_key(&self) -> Arc<SeriesKey> {
+        Arc::new(self.key())
+    }
+}
+
 /// Samples kept per series.
 pub const POINTS: usize = 600;
 /// Series kept.
@@ -90,10 +111,10 @@ impl Recent {
     /// sample. A series' key comes with its first sample only (ingest
     /// hands it on when admission first takes the series): a ring is made
     /// then, if there is room, and never later.
-    pub fn observe_all<'a>(
+    pub fn observe_all<'a, K: AsKey + 'a>(
         &self,
         layer: Layer,
-        samples: impl IntoIterator<Item = (u64, Option<&'a Arc<SeriesKey>>, i64, f64)>,
+        samples: impl IntoIterator<Item = (u64, Option<&'a K>, i64, f64)>,
     ) {
         let mut business = Vec::new();
         {
@@ -112,8 +133,9 @@ impl Recent {
                 {
                     let mut ring = VecDeque::with_capacity(HISTORY_POINTS);
                     ring.push_back((ts, value as f32));
+                    let key = key.as_key();
                     h.insert(id, (key.clone(), ring));
-                    by_key.insert(key.clone(), id);
+                    by_key.insert(key, id);
                 } else {
                     self.history_refused
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -136,7 +158,7 @@ impl Recent {
                     if rings.len() >= MAX_SERIES {
                         continue;
                     }
-                    let name: Arc<str> = key.to_string().into();
+                    let name: Arc<str> = key.as_key().to_string().into();
                     by_name.insert(name.clone(), id);
                     &mut rings.entry(id).or_insert((name, VecDeque::new())).1
                 }

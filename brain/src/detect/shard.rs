@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{Detector, DetectorConfig, Direction, MetricClass, MetricClasses, Transition};
-use crate::stats::BrainStats;
+use crate::{admit::SeriesNames, stats::BrainStats};
 
 /// Which transition an [`AnomalyEvent`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct ShardBatch {
     /// (series number, its key, ts, value); see [`crate::admit`]. The key
     /// comes with a series' first sample only: a shard keeps it from then
     /// on, and nothing is counted up and down per sample across threads.
-    pub samples: Vec<(u64, Option<Arc<SeriesKey>>, i64, f64)>,
+    pub samples: Vec<(u64, Option<Arc<SeriesNames>>, i64, f64)>,
     /// Series admission forgot (idle): their detectors go. A shard forgets
     /// a series only so, so a series admission knows has its detector.
     pub forget: Vec<u64>,
@@ -96,7 +96,7 @@ struct Slot {
     class: MetricClass,
     /// Its last sample's time.
     last: i64,
-    key: Arc<SeriesKey>,
+    key: Arc<SeriesNames>,
 }
 
 /// A shard's series, packed in a vector and found by number through a
@@ -193,7 +193,7 @@ pub async fn run(
             } = match (series.find(id), key) {
                 (Some(i), _) => series.at(i),
                 (None, Some(key)) if series.len() < MAX_SERIES_PER_SHARD => {
-                    let class = classes.classify(&key.metric);
+                    let class = classes.classify(key.metric());
                     stats
                         .detectors_learning
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -235,7 +235,7 @@ pub async fn run(
                         BrainStats::bump(&stats.anomalies);
                     }
                     AnomalyEvent {
-                        key: SeriesKey::clone(key),
+                        key: key.key(),
                         ts,
                         kind: AnomalyKind::Start,
                         onset,
@@ -248,7 +248,7 @@ pub async fn run(
                     }
                 }
                 Some(Transition::End { baseline }) => AnomalyEvent {
-                    key: SeriesKey::clone(key),
+                    key: key.key(),
                     ts,
                     kind: AnomalyKind::End,
                     onset: ts,
@@ -302,7 +302,7 @@ mod tests {
         let classes = MetricClasses::new(&[]).unwrap();
         let mut s = Slots::default();
         for id in 0..10u64 {
-            let key = Arc::new(SeriesKey {
+            let key = Arc::new(SeriesNames::of(&SeriesKey {
                 layer: selfheal_bus::Layer::System,
                 idc: "idc1".into(),
                 service: "svc".into(),
@@ -311,8 +311,8 @@ mod tests {
                 instance: None,
                 metric: format!("m{id}"),
                 labels: Default::default(),
-            });
-            let class = classes.classify(&key.metric);
+            }));
+            let class = classes.classify(key.metric());
             s.add(Slot {
                 id,
                 det: Detector::new(class.direction),
@@ -332,7 +332,7 @@ mod tests {
                 Some(i) => {
                     assert_eq!(id % 3, 0);
                     assert_eq!(s.at(i).id, id);
-                    assert_eq!(s.at(i).key.metric, format!("m{id}"));
+                    assert_eq!(s.at(i).key.metric(), format!("m{id}"));
                 }
                 None => assert_ne!(id % 3, 0),
             }
