@@ -256,10 +256,9 @@ impl Ingest {
                 return Ok(());
             }
         };
-        if msg.subject
-            != self
-                .subjects
-                .indicators(batch.layer, &batch.idc, &batch.service)
+        if !self
+            .subjects
+            .is_indicators(&msg.subject, batch.layer, &batch.idc, &batch.service)
         {
             if !quiet {
                 stats.reject("subject_mismatch");

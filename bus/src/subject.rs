@@ -42,6 +42,19 @@ impl Subjects {
         format!("{}.ind.{}.{idc}.{service}", self.prefix, layer.as_str())
     }
 
+    /// Whether `subject` is [`Subjects::indicators`] of `layer`, `idc` and
+    /// `service` (read without building it: ingest asks once per batch).
+    pub fn is_indicators(&self, subject: &str, layer: Layer, idc: &str, service: &str) -> bool {
+        let mut rest = subject;
+        for part in [self.prefix.as_str(), "ind", layer.as_str(), idc] {
+            match rest.strip_prefix(part).and_then(|r| r.strip_prefix('.')) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        rest == service
+    }
+
     /// Every indicator subject.
     pub fn all_indicators(&self) -> String {
         format!("{}.ind.>", self.prefix)
@@ -177,6 +190,34 @@ mod tests {
             &s.all_indicators(),
             &s.indicators(Layer::Infra, "i", "h")
         ));
+        // Read without building it: the same answer as comparing with it.
+        let built = s.indicators(Layer::System, "idc1", "cashier");
+        for (subject, layer, idc, service) in [
+            (built.as_str(), Layer::System, "idc1", "cashier"),
+            (&built, Layer::Business, "idc1", "cashier"),
+            (&built, Layer::System, "idc2", "cashier"),
+            (&built, Layer::System, "idc1", "cash"),
+            (&built, Layer::System, "idc1", "cashier.x"),
+            ("selfheal.ind.system.idc1", Layer::System, "idc1", ""),
+            (
+                "other.ind.system.idc1.cashier",
+                Layer::System,
+                "idc1",
+                "cashier",
+            ),
+            (
+                "selfheal.ind.system.idc1.cashier.x",
+                Layer::System,
+                "idc1",
+                "cashier",
+            ),
+        ] {
+            assert_eq!(
+                s.is_indicators(subject, layer, idc, service),
+                subject == s.indicators(layer, idc, service),
+                "{subject} {layer:?} {idc} {service}"
+            );
+        }
         assert!(matches(&s.all_acts(), &s.act("router")));
         assert!(is_publishable(&s.act("router")));
         assert!(!is_publishable("a.*"));
