@@ -74,6 +74,9 @@ pub struct MemoryStep {
     pub rss_bytes: u64,
     /// Bytes per series added since the step before (none for the first).
     pub bytes_per_series: Option<f64>,
+    /// The whole resident set over the series: every fixed cost of the
+    /// process (runtime, store, the capped recent rings) included.
+    pub rss_per_series: f64,
 }
 
 /// What `bench ingest` writes (`--json`); fields are added, never renamed
@@ -319,6 +322,7 @@ pub async fn memory(steps: &[usize]) -> anyhow::Result<Vec<MemoryStep>> {
             series: n,
             rss_bytes: rss,
             bytes_per_series: per,
+            rss_per_series: rss as f64 / n.max(1) as f64,
         });
     }
     brain.shutdown().await;

@@ -47,6 +47,7 @@ fn bench_ingest_measures_the_pipe_the_brain_and_memory() {
     let m = r["memory"].as_array().unwrap();
     assert_eq!(m.len(), 2, "{r}");
     assert!(m[1]["bytes_per_series"].as_f64().is_some(), "{r}");
+    assert!(m[1]["rss_per_series"].as_f64().unwrap() > 0.0, "{r}");
     // The brain keeps transitions only; the score's channels are
     // `selfheal detect`'s.
     let (det, scorer) = (

@@ -100,6 +100,12 @@ pub struct SeriesNames {
 /// A series' extra labels, names interned.
 type Labels = Box<[(Arc<str>, Arc<str>)]>;
 
+// Kept once per series for as long as it is tracked: checked in every build.
+const _: () = assert!(
+    std::mem::size_of::<SeriesNames>() <= 128,
+    "a series' names must fit in 128 bytes"
+);
+
 impl SeriesNames {
     /// The names of `key`, not interned (for callers outside admission).
     pub fn of(key: &SeriesKey) -> Self {

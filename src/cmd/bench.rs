@@ -118,9 +118,10 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         report.memory = selfheal::ingest_bench::memory(&steps).await?;
         for m in &report.memory {
             println!(
-                "memory, {} series: {:.0} MiB resident{}",
+                "memory, {} series: {:.0} MiB resident ({:.0} bytes a series all in){}",
                 m.series,
                 m.rss_bytes as f64 / 1048576.0,
+                m.rss_per_series,
                 m.bytes_per_series.map_or(String::new(), |b| format!(
                     ", {b:.0} bytes per series added"
                 ))
