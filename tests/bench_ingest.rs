@@ -18,6 +18,8 @@ fn bench_ingest_measures_the_pipe_the_brain_and_memory() {
             "2000",
             "--seconds",
             "0.5",
+            "--pairs",
+            "2",
             "--memory",
             "1000",
             "--memory",
@@ -32,6 +34,10 @@ fn bench_ingest_measures_the_pipe_the_brain_and_memory() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    // Two runs for each of the two encodings, and their median ratio.
+    assert_eq!(r["throughput"].as_array().unwrap().len(), 4, "{r}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("brain / pipe median").count(), 2, "{stdout}");
     let t = &r["throughput"][0];
     assert_eq!(t["series"], 2000);
     for k in ["raw_samples_per_s", "brain_samples_per_s", "ratio"] {
@@ -58,4 +64,6 @@ fn bench_ingest_measures_the_pipe_the_brain_and_memory() {
     // A wrong argument is refused before anything starts.
     let (ok, _, err) = common::selfheal(&["bench", "ingest", "--seconds", "0"]);
     assert!(!ok && err.contains("--seconds"), "{err}");
+    let (ok, _, err) = common::selfheal(&["bench", "ingest", "--pairs", "0"]);
+    assert!(!ok && err.contains("--pairs"), "{err}");
 }

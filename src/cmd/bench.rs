@@ -42,6 +42,12 @@ pub struct IngestArgs {
     /// Seconds of publishing per run.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
+    /// Runs (raw pipe, then brain) per series count and encoding, one
+    /// after the other: with more than one, the median ratio is printed
+    /// too, steadier while the machine's own speed moves. Each run is a
+    /// record of its own in the JSON.
+    #[arg(long, default_value_t = 1)]
+    pub pairs: usize,
     /// Series counts for the memory steps (repeatable; 0 alone skips them).
     #[arg(long, default_values_t = [10_000, 100_000, 1_000_000])]
     pub memory: Vec<usize>,
@@ -71,6 +77,9 @@ impl From<WireEncoding> for selfheal_bus::Encoding {
 async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     if !(a.seconds > 0.0 && a.seconds <= 600.0) {
         input!("--seconds must be in (0, 600]");
+    }
+    if !(1..=20).contains(&a.pairs) {
+        input!("--pairs must be in [1, 20]");
     }
     if a.series.iter().any(|n| *n == 0 || *n > 5_000_000) {
         input!("--series must be 1 to 5000000");
@@ -133,21 +142,35 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         .iter()
         .flat_map(|n| a.encoding.iter().map(move |e| (*n, *e)))
     {
-        let t = selfheal::ingest_bench::throughput(&url, n, a.seconds, enc.into()).await?;
-        println!(
-            "ingest, {:?}, {} bytes a batch, {} series, batches of {}: raw NATS pipe {:.2} M samples/s ({} of {} taken); brain {:.2} M samples/s ({} taken); brain / pipe {:.2}",
-            t.encoding,
-            t.batch_bytes,
-            t.series,
-            t.batch_samples,
-            t.raw_samples_per_s / 1e6,
-            t.raw_taken,
-            t.published,
-            t.brain_samples_per_s / 1e6,
-            t.brain_taken,
-            t.ratio
-        );
-        report.throughput.push(t);
+        let mut ratios = Vec::new();
+        for _ in 0..a.pairs {
+            let t = selfheal::ingest_bench::throughput(&url, n, a.seconds, enc.into()).await?;
+            println!(
+                "ingest, {:?}, {} bytes a batch, {} series, batches of {}: raw NATS pipe {:.2} M samples/s ({} of {} taken); brain {:.2} M samples/s ({} taken); brain / pipe {:.2}",
+                t.encoding,
+                t.batch_bytes,
+                t.series,
+                t.batch_samples,
+                t.raw_samples_per_s / 1e6,
+                t.raw_taken,
+                t.published,
+                t.brain_samples_per_s / 1e6,
+                t.brain_taken,
+                t.ratio
+            );
+            ratios.push(t.ratio);
+            report.throughput.push(t);
+        }
+        if ratios.len() > 1 {
+            ratios.sort_by(f64::total_cmp);
+            println!(
+                "ingest, {enc:?}, {n} series: brain / pipe median {:.2} over {} runs (lowest {:.2}, highest {:.2})",
+                ratios[ratios.len() / 2],
+                ratios.len(),
+                ratios[0],
+                ratios[ratios.len() - 1]
+            );
+        }
     }
     own.stop();
     if let Some(p) = a.json {
