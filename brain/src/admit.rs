@@ -11,8 +11,9 @@
 //! number (never reused) and its names ([`SeriesNames`]) are kept once,
 //! each name shared with every series that has it, and handed on with
 //! its first sample only: the shards and the recent rings keep them from
-//! then on (a full [`SeriesKey`] is built when an anomaly is reported). A new series over any cap is refused (its samples dropped,
-//! counted per source); a known one is always taken. Series idle for
+//! then on (a full [`SeriesKey`] is built when an anomaly is reported).
+//! A new series over any cap is refused (its samples dropped, counted per
+//! source); a known one is always taken. Series idle for
 //! [`SeriesLimits::idle_s`] of event time are forgotten here, and ingest
 //! tells the shards and the recent rings to forget them too (they forget
 //! no series on their own); their slots are free again, and one that
@@ -107,7 +108,9 @@ const _: () = assert!(
 );
 
 impl SeriesNames {
-    /// The names of `key`, not interned (for callers outside admission).
+    /// The names of `key`, not interned (for tests of the stages that
+    /// keep names).
+    #[cfg(test)]
     pub fn of(key: &SeriesKey) -> Self {
         let o = |s: &Option<String>| s.as_deref().map(Arc::from);
         SeriesNames {

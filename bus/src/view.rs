@@ -10,9 +10,7 @@ use std::{borrow::Cow, collections::BTreeMap, fmt, ops::Deref};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-use crate::message::{
-    Bounds, IndicatorBatch, Invalid, Layer, Sample, SeriesKey, Validate, Versioned,
-};
+use crate::message::{Bounds, IndicatorBatch, Invalid, Layer, Sample, Validate, Versioned};
 
 /// A name as received: borrowed from the message when it can be (no escape
 /// in JSON; always in the binary encoding), owned when it cannot.
@@ -156,43 +154,11 @@ impl SampleView<'_> {
         }
     }
 
-    /// The key of this sample's series inside `batch`.
-    pub fn key(&self, batch: &BatchView<'_>) -> SeriesKey {
-        SeriesKey {
-            layer: batch.layer,
-            idc: batch.idc.to_string(),
-            service: batch.service.to_string(),
-            scene: owned(&self.scene),
-            link: owned(&self.link),
-            instance: owned(&self.instance),
-            metric: self.metric.to_string(),
-            labels: self.owned_labels(),
-        }
-    }
-
     fn owned_labels(&self) -> BTreeMap<String, String> {
         self.labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
-    }
-
-    /// Whether `key` is this sample's series inside `batch`.
-    pub fn is(&self, key: &SeriesKey, batch: &BatchView<'_>) -> bool {
-        let opt = |a: &Option<String>, b: &Option<Str<'_>>| a.as_deref() == b.as_deref();
-        key.metric == *self.metric
-            && key.service == *batch.service
-            && opt(&key.instance, &self.instance)
-            && opt(&key.scene, &self.scene)
-            && opt(&key.link, &self.link)
-            && key.layer == batch.layer
-            && key.idc == *batch.idc
-            && key.labels.len() == self.labels.len()
-            && key
-                .labels
-                .iter()
-                .zip(&self.labels)
-                .all(|((a, b), (c, d))| *a == **c && *b == **d)
     }
 }
 
