@@ -265,11 +265,17 @@ async fn a_60_s_nats_outage_under_the_simulator_feed_loses_no_sample() {
     assert_eq!(ticks, 340, "the run finished: {truth:?}");
     common::all_delivered(ticks, &astats, &bstats, Duration::from_secs(60)).await;
     eprintln!(
-        "nats outage 60 s: {ticks} frames of {ticks} collected, {} batches of {} delivered, {} resent frames skipped",
+        "nats outage 60 s: {ticks} frames of {ticks} collected, {} batches of {} delivered, {} resent frames skipped, {} batches sent again of which the brain had {}",
         n(&bstats.batches),
         n(&astats.indicator_batches),
-        n(&astats.duplicate_frames)
+        n(&astats.duplicate_frames),
+        n(&astats.resent),
+        n(&bstats.duplicate_batches)
     );
+    // The last batches before the outage were sent again, and those the
+    // brain had were not taken twice (it took exactly as many as made).
+    assert!(n(&astats.resent) > 0);
+    assert!(n(&bstats.duplicate_batches) <= n(&astats.resent));
     assert_eq!(n(&astats.overflow_dropped), 0);
     assert_eq!(n(&astats.bad_frames), 0);
     assert_eq!(bstats.rejected_total(), 0);

@@ -5,6 +5,14 @@
 //! receiver (the brain) acknowledges it: after an outage the agent may be
 //! back on the bus before the brain is, and a plain publish then would
 //! reach nobody.
+//!
+//! A plain publish the client accepted is not yet delivered: the batches
+//! in its socket buffer when the bus dies are gone. So the publisher keeps
+//! the indicator batches it published in the last [`RESEND_WINDOW`] (at
+//! most [`RESEND_MAX`]); when it finds the bus gone, those go back to the
+//! front of the buffer and are delivered again, acknowledged. The brain
+//! takes each batch of a source once (by its number), so those that had
+//! arrived are answered and skipped.
 
 use std::{collections::VecDeque, sync::Arc};
 
@@ -16,6 +24,15 @@ use crate::stats::AgentStats;
 
 /// How long a receiver has to acknowledge a buffered batch.
 pub const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Indicator batches published this long before the newest are no longer
+/// kept to be sent again: the bus has been found gone within 100 ms of
+/// going (the agent checks so often), and a socket buffer holds far less.
+pub const RESEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// At most this many published batches are kept to be sent again (fewer
+/// than the brain remembers per source, `selfheal_brain::seen::WINDOW`).
+pub const RESEND_MAX: usize = 512;
 
 /// A publisher with a bounded buffer.
 pub struct Publisher {
@@ -31,6 +48,11 @@ pub struct Publisher {
     durable_prefix: Option<String>,
     /// How indicator batches are written.
     encoding: selfheal_bus::Encoding,
+    /// Indicator batches published plainly lately, with when: sent again
+    /// if the bus turns out gone.
+    sent: VecDeque<(std::time::Instant, String, Bytes)>,
+    /// Subjects starting with this are indicator batches (kept in `sent`).
+    indicator_prefix: Option<String>,
 }
 
 impl Publisher {
@@ -44,6 +66,8 @@ impl Publisher {
             confirmed: true,
             durable_prefix: None,
             encoding: selfheal_bus::Encoding::Json,
+            sent: VecDeque::new(),
+            indicator_prefix: None,
         }
     }
 
@@ -67,10 +91,38 @@ impl Publisher {
     }
 
     /// Subjects starting with `prefix` (the indicators) go out durably
-    /// when the bus is durable; the rest as before.
+    /// when the bus is durable; the rest as before. On a bus that is not,
+    /// those published lately are sent again after an outage.
     pub fn durable_for(mut self, prefix: String) -> Self {
+        self.indicator_prefix = Some(prefix.clone());
         self.durable_prefix = Some(prefix);
         self
+    }
+
+    fn is_indicator(&self, subject: &str) -> bool {
+        self.indicator_prefix
+            .as_deref()
+            .is_some_and(|p| subject.starts_with(p))
+    }
+
+    /// The bus was found gone: the batches published lately go back to
+    /// the front of the buffer, to be delivered acknowledged.
+    fn lost(&mut self) {
+        if !self.confirmed {
+            return;
+        }
+        self.confirmed = false;
+        let n = self.sent.len() as u64;
+        for (_, subject, payload) in self.sent.drain(..).rev() {
+            self.buf.push_front((subject, payload));
+        }
+        self.stats
+            .resent
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        while self.buf.len() > self.cap {
+            self.buf.pop_front();
+            AgentStats::bump(&self.stats.overflow_dropped);
+        }
     }
 
     fn is_durable(&self, subject: &str) -> bool {
@@ -86,7 +138,7 @@ impl Publisher {
     /// none is published to a bus the brain has not come back to yet.
     pub fn watch(&mut self) {
         if !self.bus.is_connected() {
-            self.confirmed = false;
+            self.lost();
         }
     }
 
@@ -131,11 +183,23 @@ impl Publisher {
             match self.bus.publish(&subject, payload.clone()).await {
                 Ok(()) => {
                     AgentStats::bump(&self.stats.published);
+                    if self.is_indicator(&subject) {
+                        let now = std::time::Instant::now();
+                        while self.sent.len() >= RESEND_MAX
+                            || self
+                                .sent
+                                .front()
+                                .is_some_and(|(at, ..)| now.duration_since(*at) > RESEND_WINDOW)
+                        {
+                            self.sent.pop_front();
+                        }
+                        self.sent.push_back((now, subject, payload));
+                    }
                     return;
                 }
                 Err(e) => {
-                    self.confirmed = false;
                     debug!(error = %e, "bus unavailable, buffering");
+                    self.lost();
                 }
             }
         }
@@ -241,5 +305,73 @@ mod tests {
         assert_eq!(receiver.await.unwrap(), want);
         assert_eq!(AgentStats::get(&stats.published), 1);
         assert_eq!(AgentStats::get(&stats.flushed), 10);
+    }
+
+    #[tokio::test]
+    async fn indicator_batches_published_just_before_an_outage_are_sent_again_first() {
+        let local = LocalTransport::default();
+        let stats = Arc::new(AgentStats::default());
+        let mut p = Publisher::new(Arc::new(local.clone()), 100, stats.clone())
+            .durable_for("t.ind.".into());
+        for i in 1..=5 {
+            p.send("t.ind.a".into(), Bytes::from(i.to_string())).await;
+        }
+        // A hotspot report is not an indicator batch: not kept.
+        p.send("t.hot.a".into(), Bytes::from("hot")).await;
+        assert_eq!(AgentStats::get(&stats.published), 6);
+        assert_eq!(p.buffered(), 0);
+        local.set_online(false);
+        p.watch();
+        // Found gone twice: put back once.
+        p.watch();
+        assert_eq!(AgentStats::get(&stats.resent), 5);
+        p.send("t.ind.a".into(), Bytes::from("6")).await;
+        assert_eq!(p.buffered(), 6);
+        local.set_online(true);
+        let mut sub = local.subscribe("t.>").await.unwrap();
+        let bus = local.clone();
+        let receiver = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 6 {
+                let m = sub.next().await.unwrap();
+                if let Some(r) = &m.reply {
+                    bus.publish(r, Bytes::new()).await.unwrap();
+                }
+                got.push(String::from_utf8(m.payload.to_vec()).unwrap());
+            }
+            got
+        });
+        assert_eq!(p.flush().await, 6);
+        let want: Vec<String> = (1..=6).map(|i: i32| i.to_string()).collect();
+        assert_eq!(receiver.await.unwrap(), want);
+        // Delivered acknowledged: not kept to be sent again.
+        local.set_online(false);
+        p.watch();
+        assert_eq!(AgentStats::get(&stats.resent), 5);
+        assert_eq!(p.buffered(), 0);
+    }
+
+    #[tokio::test]
+    async fn only_the_last_window_is_kept_and_a_full_buffer_drops_the_oldest() {
+        let local = LocalTransport::default();
+        let stats = Arc::new(AgentStats::default());
+        let mut p = Publisher::new(Arc::new(local.clone()), 100, stats.clone())
+            .durable_for("t.ind.".into());
+        for i in 0..RESEND_MAX + 50 {
+            p.send("t.ind.a".into(), Bytes::from(i.to_string())).await;
+        }
+        local.set_online(false);
+        p.watch();
+        assert_eq!(AgentStats::get(&stats.resent), RESEND_MAX as u64);
+        // 100 fit: the newest.
+        assert_eq!(p.buffered(), 100);
+        assert_eq!(
+            AgentStats::get(&stats.overflow_dropped),
+            RESEND_MAX as u64 - 100
+        );
+        assert_eq!(
+            p.buf.front().unwrap().1,
+            (RESEND_MAX + 50 - 100).to_string()
+        );
     }
 }

@@ -187,6 +187,17 @@ async fn actuate(
 /// Readings remembered to skip a resent one.
 const RECENT_READINGS: usize = 256;
 
+/// The number before an agent's first batch: its start, in microseconds
+/// since the epoch. An agent makes fewer than a batch a microsecond over
+/// its life, so a restarted one numbers above all it sent before, and the
+/// brain, which takes a source's batch of a number once, never mistakes
+/// a new batch for one sent again.
+fn first_seq() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 async fn collect(
     agent: Agent,
     mut source: Option<Box<dyn Source>>,
@@ -202,7 +213,7 @@ async fn collect(
     let mut host = HostCollector::default();
     let hostname = host.hostname();
     let mut last_host: Option<std::time::Instant> = None;
-    let mut seq = 0u64;
+    let mut seq = first_seq();
     let mut seen = readings::Seen::default();
     // One line per bad reading would be a flood of its own; the count is
     // exact.

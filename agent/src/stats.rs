@@ -19,6 +19,10 @@ pub struct AgentStats {
     pub flushed: AtomicU64,
     /// Buffered batches dropped because the buffer was full.
     pub overflow_dropped: AtomicU64,
+    /// Indicator batches published just before the bus was found gone,
+    /// put back in the buffer to be delivered again (the brain takes
+    /// those it had once).
+    pub resent: AtomicU64,
     /// Feed frames that could not be read.
     pub bad_frames: AtomicU64,
     /// Messages that could not be encoded (never sent).

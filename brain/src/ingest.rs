@@ -94,6 +94,7 @@ pub async fn run(
         limits,
         stats,
         by_seq: partitioned.is_some(),
+        seen: Default::default(),
     };
     let mut owned = vec![false; partitioned.as_ref().map_or(0, |p| p.partitions as usize)];
     // A passed-over sequence the shards have not heard of yet, and when
@@ -172,6 +173,8 @@ struct Ingest {
     /// A detection worker: its progress is the stream sequence, so every
     /// message moves every shard's mark.
     by_seq: bool,
+    /// Which batches of each source were taken: one sent again is not.
+    seen: crate::seen::Seen,
 }
 
 impl Ingest {
@@ -267,6 +270,15 @@ impl Ingest {
                 }
                 stats.progress.notify_waiters();
             }
+            return Ok(());
+        }
+        if !quiet
+            && !self
+                .seen
+                .take(&batch.source, batch.seq, msg.reply.is_some())
+        {
+            BrainStats::bump(&stats.duplicate_batches);
+            stats.progress.notify_waiters();
             return Ok(());
         }
         if !quiet {

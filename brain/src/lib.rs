@@ -66,6 +66,7 @@ pub mod reconcile;
 pub mod remote_write;
 pub mod sandbox;
 pub mod secret;
+pub mod seen;
 pub mod stats;
 pub mod store;
 pub mod verify;

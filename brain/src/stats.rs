@@ -33,6 +33,9 @@ pub struct BrainStats {
     pub progress: tokio::sync::Notify,
     /// Indicator batches accepted.
     pub batches: AtomicU64,
+    /// Indicator batches a source sent again (after an outage) that had
+    /// been taken already: answered, not taken twice.
+    pub duplicate_batches: AtomicU64,
     /// Samples accepted.
     pub samples: AtomicU64,
     /// Messages rejected, by reason (index into [`REJECT_REASONS`]).
@@ -412,6 +415,11 @@ impl BrainStats {
                 "selfheal_brain_batches_total",
                 "Indicator batches accepted.",
                 &self.batches,
+            ),
+            (
+                "selfheal_brain_duplicate_batches_total",
+                "Indicator batches sent again after an outage that had been taken already (not taken twice).",
+                &self.duplicate_batches,
             ),
             (
                 "selfheal_brain_samples_total",

@@ -398,12 +398,15 @@ pub async fn all_delivered(
         (n(&agent.frames), n(&brain.batches)),
         (ticks, n(&agent.indicator_batches)),
         "frames collected of {ticks}; batches the brain took of those the agent made \
-         (agent: published {}, buffered {}, flushed {}, dropped {}, duplicate frames {})",
+         (agent: published {}, buffered {}, flushed {}, dropped {}, duplicate frames {}, \
+         sent again {}; brain: had already {})",
         n(&agent.published),
         n(&agent.buffered),
         n(&agent.flushed),
         n(&agent.overflow_dropped),
-        n(&agent.duplicate_frames)
+        n(&agent.duplicate_frames),
+        n(&agent.resent),
+        n(&brain.duplicate_batches)
     );
 }
 
