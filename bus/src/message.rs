@@ -69,7 +69,9 @@ pub struct IndicatorBatch {
     pub v: u16,
     /// The publishing agent.
     pub source: String,
-    /// Per-source sequence number, for gap and duplicate detection.
+    /// Per-source sequence number, rising (across restarts too, for the
+    /// agent): a batch sent again after an outage is taken once by it. 0
+    /// means unnumbered (never checked).
     pub seq: u64,
     /// Layer of every sample.
     pub layer: Layer,
