@@ -55,14 +55,115 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
-cargo test --workspace --all-targets 2>&1 | tee "$log"
-cargo test --workspace --doc 2>&1 | tee -a "$log"
+
+# Every test binary is built once, then run two at a time in two phases
+# (cargo test would run them one after another: the slow ones mostly wait
+# on real processes and outages, and the machine has two cores).
+#   1. The ones that wait and time real processes, beside each other and
+#      beside the stack drill (the whole loop on real processes: HAProxy,
+#      the payment service, nats-server, a brain and an agent; minutes of
+#      wall clock, docs/stack-drill.md). Together they keep under half a
+#      core busy, so none of their time bars is measured on a loaded
+#      machine.
+#   2. The rest, which compute: the longest first.
+# Each binary runs from its package's folder, as cargo runs it.
+WAITING="cluster reliability oncall processes prometheus stack_drill alerts haproxy agent_buffer loop_nats probe"
+LONGEST="replay drill playbook_tools operations models selfheal_brain loop_local bench_ingest"
+cargo test --workspace --all-targets --no-run
+# A job is a test binary (by its file name) or the stack drill.
+declare -A dir_of
+while read -r manifest exe; do
+  # Test harnesses are built into deps/ (the plain binary beside it is
+  # what the integration tests start).
+  case "$exe" in
+    */deps/*) dir_of[$exe]="$(dirname "$manifest")" ;;
+  esac
+done < <(cargo test --workspace --all-targets --no-run --message-format=json \
+  | sed -n 's/.*"manifest_path":"\([^"]*\)".*"executable":"\([^"]*\)".*/\1 \2/p')
+if [ "${#dir_of[@]}" -lt 20 ]; then
+  echo "only ${#dir_of[@]} test binaries found" >&2
+  exit 1
+fi
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+# A binary's target name: its file name without the hash.
+target_of() {
+  local base
+  base="$(basename "$1")"
+  echo "${base%-*}"
+}
+
+# Runs jobs two at a time; each one's output is printed whole when it
+# ends. A job's log and exit code are kept under its number.
+declare -A rc_of
+jobs_run=0
+run_jobs() {
+  local -A pid_job=()
+  local job pid running=0
+  finish() {
+    local done_pid n
+    wait -n -p done_pid "${!pid_job[@]}" || true
+    n="${pid_job[$done_pid]}"
+    unset "pid_job[$done_pid]"
+    rc_of[$n]="$(cat "$logs/$n.rc")"
+    echo "::: $(cat "$logs/$n.name") (exit ${rc_of[$n]}, $(cat "$logs/$n.secs") s; ${SECONDS} s into the run)"
+    cat "$logs/$n.log"
+    running=$((running - 1))
+  }
+  for job in "$@"; do
+    jobs_run=$((jobs_run + 1))
+    local n=$jobs_run
+    (
+      rc=0
+      start=$SECONDS
+      if [ "$job" = stack-drill ]; then
+        echo "stack drill" > "$logs/$n.name"
+        target/debug/selfheal stack-drill --json target/stack-drill.json \
+          > "$logs/$n.log" 2>&1 || rc=$?
+      else
+        echo "$(target_of "$job") ($job)" > "$logs/$n.name"
+        (cd "${dir_of[$job]}" && "$job") > "$logs/$n.log" 2>&1 || rc=$?
+      fi
+      echo $((SECONDS - start)) > "$logs/$n.secs"
+      echo "$rc" > "$logs/$n.rc"
+    ) &
+    pid_job[$!]=$n
+    running=$((running + 1))
+    if [ "$running" -ge 2 ]; then finish; fi
+  done
+  while [ "$running" -gt 0 ]; do finish; done
+}
+
+first=(stack-drill)
+second=()
+for want in $WAITING; do
+  for exe in "${!dir_of[@]}"; do
+    if [ "$(target_of "$exe")" = "$want" ]; then first+=("$exe"); fi
+  done
+done
+for want in $LONGEST; do
+  for exe in "${!dir_of[@]}"; do
+    if [ "$(target_of "$exe")" = "$want" ]; then second+=("$exe"); fi
+  done
+done
+for exe in $(printf '%s\n' "${!dir_of[@]}" | sort); do
+  case " $WAITING $LONGEST " in
+    *" $(target_of "$exe") "*) ;;
+    *) second+=("$exe") ;;
+  esac
+done
+run_jobs "${first[@]}"
+run_jobs "${second[@]}"
+
+cargo test --workspace --doc 2>&1 | tee "$logs/doc.log"
 # One closing line for the whole run.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "%d passed, %d failed\n", p, f }' "$log"
-# The whole loop on real processes: HAProxy, the payment service, nats-server,
-# a brain and an agent; each fault healed within its bar, nothing on the
-# control run (minutes of wall clock; docs/stack-drill.md).
-target/debug/selfheal stack-drill --json target/stack-drill.json
+failed=()
+for n in "${!rc_of[@]}"; do
+  if [ "${rc_of[$n]}" != 0 ]; then failed+=("$(cat "$logs/$n.name")"); fi
+done
+cat "$logs"/*.log | awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }'
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf 'failed: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
