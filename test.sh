@@ -54,7 +54,6 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
 fi
 
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 # Every test binary is built once, then run two at a time in two phases
 # (cargo test would run them one after another: the slow ones mostly wait
@@ -66,10 +65,15 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 #      core busy, so none of their time bars is measured on a loaded
 #      machine.
 #   2. The rest, which compute: the longest first.
+# Clippy and the doc tests run meanwhile at the lowest priority (nice 19:
+# they take what the tests leave idle and yield at once when a test needs
+# the core).
 # Each binary runs from its package's folder, as cargo runs it.
 WAITING="cluster reliability oncall processes prometheus stack_drill alerts haproxy agent_buffer loop_nats probe"
 LONGEST="replay drill playbook_tools operations models selfheal_brain loop_local bench_ingest"
 cargo test --workspace --all-targets --no-run
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
 # A job is a test binary (by its file name) or the stack drill.
 declare -A dir_of
 while read -r manifest exe; do
@@ -84,8 +88,16 @@ if [ "${#dir_of[@]}" -lt 20 ]; then
   echo "only ${#dir_of[@]} test binaries found" >&2
   exit 1
 fi
-logs="$(mktemp -d)"
-trap 'rm -rf "$logs"' EXIT
+(
+  rc=0
+  nice -n 19 cargo clippy --workspace --all-targets --quiet -- -D warnings \
+    > "$logs/clippy.out" 2>&1 || rc=$?
+  echo "$rc" > "$logs/clippy.rc"
+  rc=0
+  nice -n 19 cargo test --workspace --doc > "$logs/doc.log" 2>&1 || rc=$?
+  echo "$rc" > "$logs/doc.rc"
+) &
+lint=$!
 # A binary's target name: its file name without the hash.
 target_of() {
   local base
@@ -155,9 +167,15 @@ done
 run_jobs "${first[@]}"
 run_jobs "${second[@]}"
 
-cargo test --workspace --doc 2>&1 | tee "$logs/doc.log"
+wait "$lint"
+echo "::: clippy (exit $(cat "$logs/clippy.rc"))"
+cat "$logs/clippy.out"
+echo "::: doc tests (exit $(cat "$logs/doc.rc"))"
+cat "$logs/doc.log"
 # One closing line for the whole run.
 failed=()
+if [ "$(cat "$logs/clippy.rc")" != 0 ]; then failed+=(clippy); fi
+if [ "$(cat "$logs/doc.rc")" != 0 ]; then failed+=("doc tests"); fi
 for n in "${!rc_of[@]}"; do
   if [ "${rc_of[$n]}" != 0 ]; then failed+=("$(cat "$logs/$n.name")"); fi
 done
