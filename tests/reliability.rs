@@ -283,6 +283,80 @@ async fn a_60_s_nats_outage_under_the_simulator_feed_loses_no_sample() {
     brain.shutdown().await;
 }
 
+/// A brain restarted on its store while an agent publishes over core NATS:
+/// a plain publish to a bus with no brain on it reaches nobody and says
+/// nothing, so the agent has a receiver confirm its batches every second;
+/// none answering, it keeps what it published since the last answer and
+/// all after, and delivers them to the new brain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brain_restarted_under_a_publishing_agent_loses_no_batch() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _bus) = brain(&nats, dir.path(), |_| {}).await;
+    let agent_bus: Bus = Arc::new(NatsTransport::connect(&nats.url(), "agent").await.unwrap());
+    let agent = selfheal_sim::edge::agent(
+        selfheal_agent::AgentConfig {
+            feed: selfheal_agent::config::Feed::None,
+            host: true,
+            host_interval_ms: 10,
+            actuate: false,
+            ..selfheal_agent::AgentConfig::default()
+        },
+        agent_bus,
+        Subjects::default(),
+    )
+    .await
+    .unwrap()
+    .spawn()
+    .await
+    .unwrap();
+    let astats = agent.stats.clone();
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let one = first.stats.clone();
+    eventually("batches flowing", Duration::from_secs(20), || {
+        n(&one.batches) > 50
+    })
+    .await;
+    first.shutdown().await;
+    // The agent goes on reading its host; nobody takes its batches.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept = n(&astats.buffered);
+    let (second, _bus) = brain(&nats, dir.path(), |_| {}).await;
+    let two = second.stats.clone();
+    eventually(
+        "the agent's buffer delivered",
+        Duration::from_secs(30),
+        || {
+            n(&astats.buffered) > 0
+                && n(&astats.flushed) + n(&astats.overflow_dropped)
+                    == n(&astats.buffered) + n(&astats.resent)
+        },
+    )
+    .await;
+    agent.shutdown().await;
+    let made = n(&astats.indicator_batches);
+    eventually("every batch taken", Duration::from_secs(20), || {
+        n(&one.batches) + n(&two.batches) >= made
+    })
+    .await;
+    let taken = n(&one.batches) + n(&two.batches);
+    eprintln!(
+        "brain restart: {made} batches made, {} taken by the first brain, {} by the second; \
+         {kept} kept while no brain answered, {} sent again, {} confirmations",
+        n(&one.batches),
+        n(&two.batches),
+        n(&astats.resent),
+        n(&astats.confirmations)
+    );
+    assert!(kept > 100, "kept {kept}");
+    assert_eq!(n(&astats.overflow_dropped), 0);
+    // Taken twice at most: those the first brain had and the agent sent
+    // again (the second brain cannot know them).
+    assert!(taken - made <= n(&astats.resent), "{taken} taken of {made}");
+    assert_eq!(two.rejected_total(), 0);
+    second.shutdown().await;
+}
+
 /// The brain's resident memory, KiB (this process: the brain runs in it).
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -6,11 +6,16 @@
 //! back on the bus before the brain is, and a plain publish then would
 //! reach nobody.
 //!
-//! A plain publish the client accepted is not yet delivered: the batches
-//! in its socket buffer when the bus dies are gone. So the publisher keeps
-//! the indicator batches it published in the last [`RESEND_WINDOW`] (at
-//! most [`RESEND_MAX`]); when it finds the bus gone, those go back to the
-//! front of the buffer and are delivered again, acknowledged. The brain
+//! On a bus that can drop a publish (NATS), a plain publish the client
+//! accepted is not yet delivered: the batches in its socket buffer when
+//! the server dies are gone, and while the brain restarts a plain publish
+//! reaches nobody and says nothing. So an indicator batch goes out as a
+//! request at least every [`CHECK_EVERY`] (or every [`RESEND_MAX`]` / 2`
+//! batches), and the receiver's answer confirms it and everything
+//! published before it. The publisher keeps the indicator batches
+//! published since the last answer; when it finds the bus gone, or no
+//! answer comes in time, those go back to the front of the buffer and are
+//! delivered again, acknowledged, with everything after them. The brain
 //! takes each batch of a source once (by its number), so those that had
 //! arrived are answered and skipped.
 
@@ -25,14 +30,14 @@ use crate::stats::AgentStats;
 /// How long a receiver has to acknowledge a buffered batch.
 pub const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Indicator batches published this long before the newest are no longer
-/// kept to be sent again: the bus has been found gone within 100 ms of
-/// going (the agent checks so often), and a socket buffer holds far less.
-pub const RESEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// At most this many published batches are kept to be sent again (fewer
-/// than the brain remembers per source, `selfheal_brain::seen::WINDOW`).
+/// than the brain remembers per source, `selfheal_brain::seen::WINDOW`);
+/// a receiver confirms every half of it.
 pub const RESEND_MAX: usize = 512;
+
+/// How often, at least, a receiver confirms the indicator batches (on a
+/// bus that can drop a publish).
+pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A publisher with a bounded buffer.
 pub struct Publisher {
@@ -48,11 +53,14 @@ pub struct Publisher {
     durable_prefix: Option<String>,
     /// How indicator batches are written.
     encoding: selfheal_bus::Encoding,
-    /// Indicator batches published plainly lately, with when: sent again
-    /// if the bus turns out gone.
-    sent: VecDeque<(std::time::Instant, String, Bytes)>,
+    /// Indicator batches published plainly since a receiver last
+    /// confirmed: sent again if the bus turns out gone.
+    sent: VecDeque<(String, Bytes)>,
     /// Subjects starting with this are indicator batches (kept in `sent`).
     indicator_prefix: Option<String>,
+    /// When a receiver last confirmed an indicator batch sent plainly
+    /// (`None`: not yet); only on a bus that can drop a publish.
+    confirmed_at: Option<std::time::Instant>,
 }
 
 impl Publisher {
@@ -68,6 +76,7 @@ impl Publisher {
             encoding: selfheal_bus::Encoding::Json,
             sent: VecDeque::new(),
             indicator_prefix: None,
+            confirmed_at: None,
         }
     }
 
@@ -113,7 +122,7 @@ impl Publisher {
         }
         self.confirmed = false;
         let n = self.sent.len() as u64;
-        for (_, subject, payload) in self.sent.drain(..).rev() {
+        for (subject, payload) in self.sent.drain(..).rev() {
             self.buf.push_front((subject, payload));
         }
         self.stats
@@ -180,20 +189,34 @@ impl Publisher {
                 }
             }
         } else if self.buf.is_empty() && self.confirmed {
-            match self.bus.publish(&subject, payload.clone()).await {
+            let check = self.is_indicator(&subject)
+                && self.bus.may_drop()
+                && (self.sent.len() >= RESEND_MAX / 2
+                    || self.confirmed_at.is_none_or(|t| t.elapsed() >= CHECK_EVERY));
+            let out = if check {
+                self.bus
+                    .request(&subject, payload.clone(), ACK_TIMEOUT)
+                    .await
+                    .map(|_| ())
+            } else {
+                self.bus.publish(&subject, payload.clone()).await
+            };
+            match out {
+                Ok(()) if check => {
+                    AgentStats::bump(&self.stats.published);
+                    AgentStats::bump(&self.stats.confirmations);
+                    // The receiver had everything published before it.
+                    self.sent.clear();
+                    self.confirmed_at = Some(std::time::Instant::now());
+                    return;
+                }
                 Ok(()) => {
                     AgentStats::bump(&self.stats.published);
-                    if self.is_indicator(&subject) {
-                        let now = std::time::Instant::now();
-                        while self.sent.len() >= RESEND_MAX
-                            || self
-                                .sent
-                                .front()
-                                .is_some_and(|(at, ..)| now.duration_since(*at) > RESEND_WINDOW)
-                        {
+                    if self.is_indicator(&subject) && self.bus.may_drop() {
+                        if self.sent.len() >= RESEND_MAX {
                             self.sent.pop_front();
                         }
-                        self.sent.push_back((now, subject, payload));
+                        self.sent.push_back((subject, payload));
                     }
                     return;
                 }
@@ -307,32 +330,15 @@ mod tests {
         assert_eq!(AgentStats::get(&stats.flushed), 10);
     }
 
-    #[tokio::test]
-    async fn indicator_batches_published_just_before_an_outage_are_sent_again_first() {
-        let local = LocalTransport::default();
-        let stats = Arc::new(AgentStats::default());
-        let mut p = Publisher::new(Arc::new(local.clone()), 100, stats.clone())
-            .durable_for("t.ind.".into());
-        for i in 1..=5 {
-            p.send("t.ind.a".into(), Bytes::from(i.to_string())).await;
-        }
-        // A hotspot report is not an indicator batch: not kept.
-        p.send("t.hot.a".into(), Bytes::from("hot")).await;
-        assert_eq!(AgentStats::get(&stats.published), 6);
-        assert_eq!(p.buffered(), 0);
-        local.set_online(false);
-        p.watch();
-        // Found gone twice: put back once.
-        p.watch();
-        assert_eq!(AgentStats::get(&stats.resent), 5);
-        p.send("t.ind.a".into(), Bytes::from("6")).await;
-        assert_eq!(p.buffered(), 6);
-        local.set_online(true);
-        let mut sub = local.subscribe("t.>").await.unwrap();
+    /// A receiver that answers requests, as the brain does, and keeps
+    /// what it gets until it has `n`.
+    fn receiver(local: &LocalTransport, n: usize) -> tokio::task::JoinHandle<Vec<String>> {
+        let local = local.clone();
         let bus = local.clone();
-        let receiver = tokio::spawn(async move {
+        tokio::spawn(async move {
+            let mut sub = local.subscribe("t.>").await.unwrap();
             let mut got = Vec::new();
-            while got.len() < 6 {
+            while got.len() < n {
                 let m = sub.next().await.unwrap();
                 if let Some(r) = &m.reply {
                     bus.publish(r, Bytes::new()).await.unwrap();
@@ -340,38 +346,90 @@ mod tests {
                 got.push(String::from_utf8(m.payload.to_vec()).unwrap());
             }
             got
-        });
-        assert_eq!(p.flush().await, 6);
-        let want: Vec<String> = (1..=6).map(|i: i32| i.to_string()).collect();
-        assert_eq!(receiver.await.unwrap(), want);
+        })
+    }
+
+    #[tokio::test]
+    async fn batches_since_the_last_confirmation_are_sent_again_first_after_an_outage() {
+        let local = LocalTransport::default();
+        local.set_may_drop(true);
+        let stats = Arc::new(AgentStats::default());
+        let mut p = Publisher::new(Arc::new(local.clone()), 100, stats.clone())
+            .durable_for("t.ind.".into());
+        let got = receiver(&local, 11);
+        // Let the receiver subscribe.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        for i in 1..=5 {
+            p.send("t.ind.a".into(), Bytes::from(i.to_string())).await;
+        }
+        // The first went as a request and was confirmed; 2 to 5 plainly.
+        assert_eq!(AgentStats::get(&stats.confirmations), 1);
+        // A hotspot report is not an indicator batch: not kept.
+        p.send("t.hot.a".into(), Bytes::from("hot")).await;
+        assert_eq!(AgentStats::get(&stats.published), 6);
+        local.set_online(false);
+        p.watch();
+        // Found gone twice: put back once.
+        p.watch();
+        assert_eq!(AgentStats::get(&stats.resent), 4);
+        p.send("t.ind.a".into(), Bytes::from("6")).await;
+        assert_eq!(p.buffered(), 5);
+        local.set_online(true);
+        assert_eq!(p.flush().await, 5);
+        let want: Vec<String> = ["1", "2", "3", "4", "5", "hot", "2", "3", "4", "5", "6"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(got.await.unwrap(), want);
         // Delivered acknowledged: not kept to be sent again.
         local.set_online(false);
         p.watch();
-        assert_eq!(AgentStats::get(&stats.resent), 5);
+        assert_eq!(AgentStats::get(&stats.resent), 4);
         assert_eq!(p.buffered(), 0);
     }
 
     #[tokio::test]
-    async fn only_the_last_window_is_kept_and_a_full_buffer_drops_the_oldest() {
+    async fn a_receiver_confirms_every_half_window_and_a_full_buffer_drops_the_oldest() {
         let local = LocalTransport::default();
+        local.set_may_drop(true);
+        let stats = Arc::new(AgentStats::default());
+        let mut p =
+            Publisher::new(Arc::new(local.clone()), 10, stats.clone()).durable_for("t.ind.".into());
+        let n = RESEND_MAX + 50;
+        let got = receiver(&local, n);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        for i in 0..n {
+            p.send("t.ind.a".into(), Bytes::from(i.to_string())).await;
+        }
+        // The first, then one each time half the window was published.
+        assert_eq!(AgentStats::get(&stats.confirmations), 3);
+        assert_eq!(got.await.unwrap().len(), n);
+        local.set_online(false);
+        p.watch();
+        // Those after the last confirmation: 47; 10 fit, the newest.
+        let after = n - 1 - 2 * (RESEND_MAX / 2 + 1);
+        assert_eq!(after, 47);
+        assert_eq!(AgentStats::get(&stats.resent), after as u64);
+        assert_eq!(p.buffered(), 10);
+        assert_eq!(AgentStats::get(&stats.overflow_dropped), after as u64 - 10);
+        assert_eq!(p.buf.front().unwrap().1, (n - 10).to_string());
+    }
+
+    #[tokio::test]
+    async fn with_nobody_to_confirm_batches_are_kept_until_someone_does() {
+        let local = LocalTransport::default();
+        local.set_may_drop(true);
         let stats = Arc::new(AgentStats::default());
         let mut p = Publisher::new(Arc::new(local.clone()), 100, stats.clone())
             .durable_for("t.ind.".into());
-        for i in 0..RESEND_MAX + 50 {
+        // The bus is there, the brain is not (restarting).
+        for i in 0..3 {
             p.send("t.ind.a".into(), Bytes::from(i.to_string())).await;
         }
-        local.set_online(false);
-        p.watch();
-        assert_eq!(AgentStats::get(&stats.resent), RESEND_MAX as u64);
-        // 100 fit: the newest.
-        assert_eq!(p.buffered(), 100);
-        assert_eq!(
-            AgentStats::get(&stats.overflow_dropped),
-            RESEND_MAX as u64 - 100
-        );
-        assert_eq!(
-            p.buf.front().unwrap().1,
-            (RESEND_MAX + 50 - 100).to_string()
-        );
+        assert_eq!(AgentStats::get(&stats.published), 0);
+        assert_eq!(p.buffered(), 3);
+        let got = receiver(&local, 3);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(p.flush().await, 3);
+        assert_eq!(got.await.unwrap(), vec!["0", "1", "2"]);
     }
 }

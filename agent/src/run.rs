@@ -338,6 +338,7 @@ async fn collect(
                 .collect(),
         };
         let subject = agent.subjects.indicators(Layer::Infra, &cfg.idc, "host");
+        AgentStats::bump(&stats.indicator_batches);
         publisher.send_batch(subject, &batch).await;
     }
 }

@@ -23,6 +23,9 @@ pub struct AgentStats {
     /// put back in the buffer to be delivered again (the brain takes
     /// those it had once).
     pub resent: AtomicU64,
+    /// Indicator batches sent as requests to have a receiver confirm them
+    /// and all before (on a bus that can drop a publish), and confirmed.
+    pub confirmations: AtomicU64,
     /// Feed frames that could not be read.
     pub bad_frames: AtomicU64,
     /// Messages that could not be encoded (never sent).

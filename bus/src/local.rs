@@ -32,6 +32,7 @@ struct Inner {
     // await.
     subs: Mutex<Vec<Sub>>,
     online: AtomicBool,
+    may_drop: AtomicBool,
     next_inbox: AtomicU64,
     capacity: usize,
     dropped: AtomicU64,
@@ -56,6 +57,7 @@ impl LocalTransport {
             inner: Arc::new(Inner {
                 subs: Mutex::new(Vec::new()),
                 online: AtomicBool::new(true),
+                may_drop: AtomicBool::new(false),
                 next_inbox: AtomicU64::new(0),
                 capacity: capacity.max(1),
                 dropped: AtomicU64::new(0),
@@ -67,6 +69,13 @@ impl LocalTransport {
     /// outage would: publishing fails while it is down.
     pub fn set_online(&self, online: bool) {
         self.inner.online.store(online, Ordering::SeqCst);
+    }
+
+    /// Makes the bus say it can drop a publish, as a network's can (see
+    /// [`Transport::may_drop`]), so that the senders that confirm then can
+    /// be tested on it.
+    pub fn set_may_drop(&self, may: bool) {
+        self.inner.may_drop.store(may, Ordering::SeqCst);
     }
 
     /// Messages dropped because a subscriber's queue was full.
@@ -166,6 +175,14 @@ impl Transport for LocalTransport {
 
     async fn flush(&self) -> Result<(), BusError> {
         Ok(())
+    }
+
+    /// In one process, a publish the bus accepted reaches every
+    /// subscriber there (but one whose queue is full: counted,
+    /// [`LocalTransport::slow_consumer_drops`]); see
+    /// [`LocalTransport::set_may_drop`].
+    fn may_drop(&self) -> bool {
+        self.inner.may_drop.load(Ordering::SeqCst)
     }
 
     fn is_connected(&self) -> bool {

@@ -132,6 +132,13 @@ pub trait Transport: Send + Sync + 'static {
     fn durable(&self) -> bool {
         false
     }
+    /// Whether a plain publish the bus accepted can still fail to reach a
+    /// receiver that is there (over a network: in a socket buffer when
+    /// the connection or the server dies). A sender that must lose nothing
+    /// then has a receiver confirm now and then.
+    fn may_drop(&self) -> bool {
+        true
+    }
     /// Publishes `payload` on `subject` and returns once the bus holds it
     /// durably, `id` making a re-send of the same message a no-op. On a bus
     /// without durable storage, a plain [`Transport::publish`].
