@@ -58,18 +58,21 @@ cargo fmt --all -- --check
 # Every test binary is built once, then run two at a time in two phases
 # (cargo test would run them one after another: the slow ones mostly wait
 # on real processes and outages, and the machine has two cores).
-#   1. The ones that wait and time real processes, beside each other and
-#      beside the stack drill (the whole loop on real processes: HAProxy,
-#      the payment service, nats-server, a brain and an agent; minutes of
-#      wall clock, docs/stack-drill.md). Together they keep under half a
-#      core busy, so none of their time bars is measured on a loaded
-#      machine.
-#   2. The rest, which compute: the longest first.
-# Clippy and the doc tests run meanwhile at the lowest priority (nice 19:
-# they take what the tests leave idle and yield at once when a test needs
-# the core).
+#   1. The NATS-cluster tests (tests/cluster.rs: takeovers, node kills)
+#      alone, as they always ran.
+#   2. The others that wait and time real processes, beside each other
+#      and beside the stack drill (the whole loop on real processes:
+#      HAProxy, the payment service, nats-server, a brain and an agent;
+#      minutes of wall clock, docs/stack-drill.md). Together they keep
+#      under half a core busy, so none of their time bars is measured on a
+#      loaded machine.
+#   3. The rest, which compute: the longest first.
+# Clippy and the doc tests run from phase 2 on at the lowest priority
+# (nice 19: they take what the tests leave idle and yield at once when a
+# test needs the core).
 # Each binary runs from its package's folder, as cargo runs it.
-WAITING="cluster reliability oncall processes prometheus stack_drill alerts haproxy agent_buffer loop_nats probe"
+ALONE="cluster"
+WAITING="reliability oncall processes prometheus stack_drill alerts haproxy agent_buffer loop_nats probe"
 LONGEST="replay drill playbook_tools operations models selfheal_brain loop_local bench_ingest"
 cargo test --workspace --all-targets --no-run
 logs="$(mktemp -d)"
@@ -88,16 +91,6 @@ if [ "${#dir_of[@]}" -lt 20 ]; then
   echo "only ${#dir_of[@]} test binaries found" >&2
   exit 1
 fi
-(
-  rc=0
-  nice -n 19 cargo clippy --workspace --all-targets --quiet -- -D warnings \
-    > "$logs/clippy.out" 2>&1 || rc=$?
-  echo "$rc" > "$logs/clippy.rc"
-  rc=0
-  nice -n 19 cargo test --workspace --doc > "$logs/doc.log" 2>&1 || rc=$?
-  echo "$rc" > "$logs/doc.rc"
-) &
-lint=$!
 # A binary's target name: its file name without the hash.
 target_of() {
   local base
@@ -146,24 +139,35 @@ run_jobs() {
   while [ "$running" -gt 0 ]; do finish; done
 }
 
-first=(stack-drill)
-second=()
-for want in $WAITING; do
-  for exe in "${!dir_of[@]}"; do
-    if [ "$(target_of "$exe")" = "$want" ]; then first+=("$exe"); fi
+# The test binaries of the targets named, in that order.
+pick() {
+  local want exe
+  for want in "$@"; do
+    for exe in "${!dir_of[@]}"; do
+      if [ "$(target_of "$exe")" = "$want" ]; then echo "$exe"; fi
+    done
   done
-done
-for want in $LONGEST; do
-  for exe in "${!dir_of[@]}"; do
-    if [ "$(target_of "$exe")" = "$want" ]; then second+=("$exe"); fi
-  done
-done
+}
+mapfile -t alone < <(pick $ALONE)
+mapfile -t first < <(echo stack-drill; pick $WAITING)
+mapfile -t second < <(pick $LONGEST)
 for exe in $(printf '%s\n' "${!dir_of[@]}" | sort); do
-  case " $WAITING $LONGEST " in
+  case " $ALONE $WAITING $LONGEST " in
     *" $(target_of "$exe") "*) ;;
     *) second+=("$exe") ;;
   esac
 done
+run_jobs "${alone[@]}"
+(
+  rc=0
+  nice -n 19 cargo clippy --workspace --all-targets --quiet -- -D warnings \
+    > "$logs/clippy.out" 2>&1 || rc=$?
+  echo "$rc" > "$logs/clippy.rc"
+  rc=0
+  nice -n 19 cargo test --workspace --doc > "$logs/doc.log" 2>&1 || rc=$?
+  echo "$rc" > "$logs/doc.rc"
+) &
+lint=$!
 run_jobs "${first[@]}"
 run_jobs "${second[@]}"
 

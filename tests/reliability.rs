@@ -43,6 +43,21 @@ async fn brain(
     (handle, bus)
 }
 
+/// An agent over `nats` with `config`, running; its bus.
+async fn agent_on(
+    nats: &NatsServer,
+    config: selfheal_agent::AgentConfig,
+) -> (selfheal_agent::AgentHandle, Bus) {
+    let bus: Bus = Arc::new(NatsTransport::connect(&nats.url(), "agent").await.unwrap());
+    let agent = selfheal_sim::edge::agent(config, bus.clone(), Subjects::default())
+        .await
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    (agent, bus)
+}
+
 /// A brain on the in-process bus with its store at `store` and the
 /// playbooks of `playbooks`, the rest as shipped.
 async fn local_brain(
@@ -211,22 +226,16 @@ async fn a_60_s_nats_outage_under_the_simulator_feed_loses_no_sample() {
     let mut nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let (brain, _bus) = brain(&nats, dir.path(), |_| {}).await;
-    let agent_bus: Bus = Arc::new(NatsTransport::connect(&nats.url(), "agent").await.unwrap());
-    let agent = selfheal_sim::edge::agent(
+    let (agent, agent_bus) = agent_on(
+        &nats,
         selfheal_agent::AgentConfig {
             feed: selfheal_agent::config::Feed::Sim,
             host: false,
             actuate: false,
             ..selfheal_agent::AgentConfig::default()
         },
-        agent_bus.clone(),
-        Subjects::default(),
     )
-    .await
-    .unwrap()
-    .spawn()
-    .await
-    .unwrap();
+    .await;
     agent_bus.flush().await.unwrap();
     let topology = selfheal_sim::default_topology();
     let mut scenario = selfheal::drill::load(
@@ -293,8 +302,8 @@ async fn a_brain_restarted_under_a_publishing_agent_loses_no_batch() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let (first, _bus) = brain(&nats, dir.path(), |_| {}).await;
-    let agent_bus: Bus = Arc::new(NatsTransport::connect(&nats.url(), "agent").await.unwrap());
-    let agent = selfheal_sim::edge::agent(
+    let (agent, _agent_bus) = agent_on(
+        &nats,
         selfheal_agent::AgentConfig {
             feed: selfheal_agent::config::Feed::None,
             host: true,
@@ -302,14 +311,8 @@ async fn a_brain_restarted_under_a_publishing_agent_loses_no_batch() {
             actuate: false,
             ..selfheal_agent::AgentConfig::default()
         },
-        agent_bus,
-        Subjects::default(),
     )
-    .await
-    .unwrap()
-    .spawn()
-    .await
-    .unwrap();
+    .await;
     let astats = agent.stats.clone();
     let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let one = first.stats.clone();

@@ -100,8 +100,10 @@ impl Publisher {
     }
 
     /// Subjects starting with `prefix` (the indicators) go out durably
-    /// when the bus is durable; the rest as before. On a bus that is not,
-    /// those published lately are sent again after an outage.
+    /// when the bus is durable; the rest as before. On a bus that is not
+    /// and can drop a publish, a receiver confirms them now and then, and
+    /// those published since it last did are sent again when the bus goes
+    /// or no receiver answers.
     pub fn durable_for(mut self, prefix: String) -> Self {
         self.indicator_prefix = Some(prefix.clone());
         self.durable_prefix = Some(prefix);
@@ -114,8 +116,9 @@ impl Publisher {
             .is_some_and(|p| subject.starts_with(p))
     }
 
-    /// The bus was found gone: the batches published lately go back to
-    /// the front of the buffer, to be delivered acknowledged.
+    /// The bus was found gone, or no receiver answered: the batches
+    /// published since a receiver last confirmed go back to the front of
+    /// the buffer, to be delivered acknowledged.
     fn lost(&mut self) {
         if !self.confirmed {
             return;
@@ -330,6 +333,17 @@ mod tests {
         assert_eq!(AgentStats::get(&stats.flushed), 10);
     }
 
+    /// A publisher of indicator batches (`t.ind.`) keeping `cap`, on an
+    /// in-process bus that says it can drop a publish, as a network's can.
+    fn on_a_network(cap: usize) -> (LocalTransport, Arc<AgentStats>, Publisher) {
+        let local = LocalTransport::default();
+        local.set_may_drop(true);
+        let stats = Arc::new(AgentStats::default());
+        let p = Publisher::new(Arc::new(local.clone()), cap, stats.clone())
+            .durable_for("t.ind.".into());
+        (local, stats, p)
+    }
+
     /// A receiver that answers requests, as the brain does, and keeps
     /// what it gets until it has `n`.
     fn receiver(local: &LocalTransport, n: usize) -> tokio::task::JoinHandle<Vec<String>> {
@@ -351,11 +365,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_since_the_last_confirmation_are_sent_again_first_after_an_outage() {
-        let local = LocalTransport::default();
-        local.set_may_drop(true);
-        let stats = Arc::new(AgentStats::default());
-        let mut p = Publisher::new(Arc::new(local.clone()), 100, stats.clone())
-            .durable_for("t.ind.".into());
+        let (local, stats, mut p) = on_a_network(100);
         let got = receiver(&local, 11);
         // Let the receiver subscribe.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -389,11 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_receiver_confirms_every_half_window_and_a_full_buffer_drops_the_oldest() {
-        let local = LocalTransport::default();
-        local.set_may_drop(true);
-        let stats = Arc::new(AgentStats::default());
-        let mut p =
-            Publisher::new(Arc::new(local.clone()), 10, stats.clone()).durable_for("t.ind.".into());
+        let (local, stats, mut p) = on_a_network(10);
         let n = RESEND_MAX + 50;
         let got = receiver(&local, n);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -416,11 +422,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_nobody_to_confirm_batches_are_kept_until_someone_does() {
-        let local = LocalTransport::default();
-        local.set_may_drop(true);
-        let stats = Arc::new(AgentStats::default());
-        let mut p = Publisher::new(Arc::new(local.clone()), 100, stats.clone())
-            .durable_for("t.ind.".into());
+        let (local, stats, mut p) = on_a_network(100);
         // The bus is there, the brain is not (restarting).
         for i in 0..3 {
             p.send("t.ind.a".into(), Bytes::from(i.to_string())).await;
