@@ -55,9 +55,10 @@ fi
 
 cargo fmt --all -- --check
 
-# Every test binary is built once, then run two at a time in two phases
-# (cargo test would run them one after another: the slow ones mostly wait
-# on real processes and outages, and the machine has two cores).
+# Every test binary is built once, then run in three phases, at most two
+# at a time (cargo test would run them one after another: the slow ones
+# mostly wait on real processes and outages, and the machine has two
+# cores).
 #   1. The NATS-cluster tests (tests/cluster.rs: takeovers, node kills),
 #      then the stack drill (the whole loop on real processes: HAProxy,
 #      the payment service, nats-server, a brain and an agent; minutes of
@@ -105,7 +106,7 @@ declare -A rc_of
 jobs_run=0
 run_jobs() {
   local -A pid_job=()
-  local job pid running=0
+  local job running=0
   finish() {
     local done_pid n
     wait -n -p done_pid "${!pid_job[@]}" || true
