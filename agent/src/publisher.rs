@@ -48,16 +48,15 @@ pub struct Publisher {
     /// Whether a receiver has been heard since the bus last went away:
     /// until then everything goes out acknowledged.
     confirmed: bool,
-    /// Subjects starting with this go out durably (a JetStream stream's
-    /// acknowledgement) when the bus is durable: the indicators.
+    /// Subjects starting with this are the indicators: they go out durably
+    /// (a JetStream stream's acknowledgement) when the bus is durable, and
+    /// are confirmed and kept to be sent again when it can drop a publish.
     durable_prefix: Option<String>,
     /// How indicator batches are written.
     encoding: selfheal_bus::Encoding,
     /// Indicator batches published plainly since a receiver last
     /// confirmed: sent again if the bus turns out gone.
     sent: VecDeque<(String, Bytes)>,
-    /// Subjects starting with this are indicator batches (kept in `sent`).
-    indicator_prefix: Option<String>,
     /// When a receiver last confirmed an indicator batch sent plainly
     /// (`None`: not yet); only on a bus that can drop a publish.
     confirmed_at: Option<std::time::Instant>,
@@ -75,7 +74,6 @@ impl Publisher {
             durable_prefix: None,
             encoding: selfheal_bus::Encoding::Json,
             sent: VecDeque::new(),
-            indicator_prefix: None,
             confirmed_at: None,
         }
     }
@@ -105,13 +103,14 @@ impl Publisher {
     /// those published since it last did are sent again when the bus goes
     /// or no receiver answers.
     pub fn durable_for(mut self, prefix: String) -> Self {
-        self.indicator_prefix = Some(prefix.clone());
         self.durable_prefix = Some(prefix);
         self
     }
 
+    /// Whether `subject` is an indicator batch's (under the prefix given
+    /// to [`Publisher::durable_for`]).
     fn is_indicator(&self, subject: &str) -> bool {
-        self.indicator_prefix
+        self.durable_prefix
             .as_deref()
             .is_some_and(|p| subject.starts_with(p))
     }
@@ -138,11 +137,7 @@ impl Publisher {
     }
 
     fn is_durable(&self, subject: &str) -> bool {
-        self.bus.durable()
-            && self
-                .durable_prefix
-                .as_deref()
-                .is_some_and(|p| subject.starts_with(p))
+        self.bus.durable() && self.is_indicator(subject)
     }
 
     /// Notes whether the bus is still there (called often): once it was
