@@ -40,6 +40,11 @@ pub struct MicroResult {
     pub false_incidents: usize,
     /// Incidents opened from the fault on: one fault should page once.
     pub fault_incidents: usize,
+    /// The service whose change the best hypothesis blames
+    /// (`bad_deploy`, `config_mistake`, `bad_change`), if it blames one.
+    pub blamed_change: Option<String>,
+    /// Whether the fault came from a change (a bad deploy).
+    pub from_change: bool,
 }
 
 /// The figures over a set of scenarios.
@@ -60,6 +65,12 @@ pub struct MicroScore {
     /// Incidents beyond the first from a fault on (the same fault paging
     /// again).
     pub repeat_incidents: usize,
+    /// Faults that came from a change.
+    pub bad_changes: usize,
+    /// Incidents whose best hypothesis blames a change.
+    pub changes_blamed: usize,
+    /// Of those, the ones that blame the change the fault came from.
+    pub changes_blamed_right: usize,
 }
 
 /// The whole drill.
@@ -73,6 +84,20 @@ pub struct MicroReport {
     pub results: Vec<MicroResult>,
 }
 
+/// The causes that blame a change.
+const CHANGE_CAUSES: [&str; 3] = ["bad_deploy", "config_mistake", "bad_change"];
+
+/// Change blame over `s`: precision (the blamed changes that caused the
+/// fault; `None` when none was blamed) and recall (the faults from a
+/// change that were blamed on it; `None` without any).
+pub fn change_blame(s: &MicroScore) -> (Option<f64>, Option<f64>) {
+    let share = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+    (
+        share(s.changes_blamed_right, s.changes_blamed),
+        share(s.changes_blamed_right, s.bad_changes),
+    )
+}
+
 fn score<'a>(rs: impl Iterator<Item = &'a MicroResult>) -> MicroScore {
     let mut s = MicroScore::default();
     let (mut t1, mut t3, mut k) = (0, 0, 0);
@@ -84,6 +109,10 @@ fn score<'a>(rs: impl Iterator<Item = &'a MicroResult>) -> MicroScore {
         t1 += usize::from(r.rank == Some(1));
         t3 += usize::from(r.rank.is_some_and(|x| x <= 3));
         k += usize::from(r.rank == Some(1) && r.cause.as_deref() == Some(r.fault));
+        s.bad_changes += usize::from(r.from_change);
+        s.changes_blamed += usize::from(r.blamed_change.is_some());
+        s.changes_blamed_right +=
+            usize::from(r.from_change && r.blamed_change.as_deref() == Some(&*r.truth));
     }
     let n = s.scenarios.max(1) as f64;
     s.top1 = t1 as f64 / n;
@@ -119,6 +148,9 @@ pub async fn drill(
         if graph {
             std::fs::write(dir.join("dependencies.csv"), &rec.dependencies)?;
         }
+        if !rec.changes.is_empty() {
+            std::fs::write(dir.join("changes.jsonl"), &rec.changes)?;
+        }
         let recording = crate::replay::read(&dir).with_context(|| sc.name.clone())?;
         let mut c = cfg.clone();
         let scratch = crate::replay::scratch()?;
@@ -153,6 +185,16 @@ pub async fn drill(
             }
         }
         let rank = ranked.iter().position(|x| is_truth(x)).map(|k| k + 1);
+        let blamed_change = first
+            .and_then(|i| i.hypotheses.iter().find(|h| h.cause != "unknown"))
+            .filter(|h| CHANGE_CAUSES.contains(&h.cause.as_str()))
+            .map(|h| {
+                if pods.contains(&h.target) {
+                    truth.clone()
+                } else {
+                    h.target.clone()
+                }
+            });
         let r = MicroResult {
             name: sc.name.clone(),
             fault: sc.fault.cause(),
@@ -165,6 +207,8 @@ pub async fn drill(
             cause,
             false_incidents,
             fault_incidents: incidents.len() - false_incidents,
+            blamed_change,
+            from_change: t.change.is_some(),
         };
         progress(&r);
         results.push(r);
@@ -199,6 +243,21 @@ pub fn markdown(r: &MicroReport) -> String {
             pct(sc.kind),
             sc.false_incidents,
             sc.repeat_incidents
+        );
+    }
+    let a = &r.all;
+    if a.bad_changes + a.changes_blamed > 0 {
+        let (precision, recall) = change_blame(a);
+        let pct = |x: Option<f64>| x.map_or("-".into(), pct);
+        let _ = writeln!(
+            s,
+            "\nchange blame: precision {} ({} of {} blamed changes caused the fault), recall {} ({} of {} faults from a change)",
+            pct(precision),
+            a.changes_blamed_right,
+            a.changes_blamed,
+            pct(recall),
+            a.changes_blamed_right,
+            a.bad_changes
         );
     }
     s

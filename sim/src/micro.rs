@@ -41,6 +41,10 @@ pub enum MicroFault {
     /// test): its disk traffic soars and it slows a little on I/O wait;
     /// its resource is the main trace.
     DiskHog,
+    /// A deploy of the service breaks it some time later: the new version
+    /// returns errors, or is slower and hungrier for CPU on every pod. The
+    /// deploy is in the recording's change notices (needs `changes`).
+    BadDeploy,
 }
 
 impl MicroFault {
@@ -53,6 +57,7 @@ impl MicroFault {
             MicroFault::PacketLoss => "packet_loss",
             MicroFault::ErrorReturns => "error_returns",
             MicroFault::DiskHog => "disk_saturation",
+            MicroFault::BadDeploy => "bad_deploy",
         }
     }
 
@@ -97,6 +102,14 @@ pub struct MicroScenario {
     /// default) or wide, as benchmark suites export theirs.
     #[serde(default)]
     pub shape: MicroShape,
+    /// Whether the recording carries change notices (`changes.jsonl`):
+    /// healthy deploys around the fault — one of a service that calls the
+    /// faulty one and one of another service shortly before it, one long
+    /// before — and, for [`MicroFault::BadDeploy`], the deploy that breaks
+    /// it. They draw from a stream of their own: the metrics of a seed are
+    /// the same with them or without.
+    #[serde(default)]
+    pub changes: bool,
 }
 
 impl MicroScenario {
@@ -168,6 +181,10 @@ pub struct MicroTruth {
     pub start_ms: i64,
     /// Every pod of the faulty service.
     pub pods: Vec<String>,
+    /// The change notice that caused the fault ([`MicroFault::BadDeploy`]).
+    pub change: Option<String>,
+    /// The healthy change notices, which no diagnosis should blame.
+    pub healthy_changes: Vec<String>,
 }
 
 /// A generated recording.
@@ -176,6 +193,8 @@ pub struct MicroRecording {
     pub metrics: String,
     /// `dependencies.csv`: `source,target`.
     pub dependencies: String,
+    /// `changes.jsonl` (empty without `changes`).
+    pub changes: String,
     /// The truth.
     pub truth: MicroTruth,
     /// Samples in `metrics.csv` (its rows in long form).
@@ -291,6 +310,12 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
             sc.name
         ));
     }
+    if sc.fault == MicroFault::BadDeploy && !sc.changes {
+        return Err(format!(
+            "{}: a bad_deploy needs changes = true (its deploy is a change notice)",
+            sc.name
+        ));
+    }
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(sc.seed);
     let mut names: Vec<&str> = NAMES.to_vec();
     names[1..].shuffle(&mut rng);
@@ -349,6 +374,11 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
         slot: 0,
     };
     let n = svcs.len();
+    let notices = if sc.changes {
+        Notices::draw(sc, &svcs, target)
+    } else {
+        Notices::default()
+    };
     // Each service's share of the entry traffic.
     let mut reach = vec![0.0; n];
     reach[0] = 1.0;
@@ -415,6 +445,11 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
                         e += 0.04 * strength;
                     }
                     MicroFault::ErrorReturns => e += 0.15 * strength,
+                    MicroFault::BadDeploy if notices.slower => {
+                        own += 80.0 * strength;
+                        own_tail += 80.0 * strength;
+                    }
+                    MicroFault::BadDeploy => e += 0.15 * strength,
                     _ => {}
                 }
             }
@@ -455,10 +490,17 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
             let per_pod = rps / s.pods.len() as f64;
             for (p, name) in s.pods.iter().enumerate() {
                 let hog = on && i == target && p == pod;
+                // A slower new version burns more CPU on every pod.
+                let hungry =
+                    if on && i == target && sc.fault == MicroFault::BadDeploy && notices.slower {
+                        1.0 + strength
+                    } else {
+                        1.0
+                    };
                 let cpu = if hog && sc.fault == MicroFault::CpuHog {
                     1000.0
                 } else {
-                    s.cpu_m * (0.6 + 0.4 * per_pod / 100.0).min(3.0)
+                    s.cpu_m * (0.6 + 0.4 * per_pod / 100.0).min(3.0) * hungry
                 } * (1.0 + 0.03 * noise.sample(&mut rng));
                 let mem = if hog && sc.fault == MicroFault::MemoryLeak {
                     s.mem_mi * (1.0 + 2.0 * leak)
@@ -531,6 +573,7 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
     Ok(MicroRecording {
         metrics,
         dependencies: deps,
+        changes: notices.jsonl,
         rows,
         truth: MicroTruth {
             service: t.name.clone(),
@@ -538,8 +581,90 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
             fault: sc.fault,
             start_ms: (START_S + sc.start_s as i64) * 1000,
             pods: t.pods.clone(),
+            change: notices.bad,
+            healthy_changes: notices.healthy,
         },
     })
+}
+
+/// A scenario's change notices ([`MicroScenario::changes`]).
+#[derive(Default)]
+struct Notices {
+    /// `changes.jsonl`, oldest first.
+    jsonl: String,
+    /// The id of the deploy that breaks the faulty service.
+    bad: Option<String>,
+    /// The ids of the healthy ones.
+    healthy: Vec<String>,
+    /// Whether the bad version is slower (else it returns errors).
+    slower: bool,
+}
+
+impl Notices {
+    /// The notices of `sc`, whose fault hits `svcs[target]`, from a
+    /// stream of their own. A deploy's effect comes up to 15 steps or
+    /// 7.5 minutes after it, whichever is longer (a KPI breaking as
+    /// traffic reaches the new pods, a cache warming down); healthy
+    /// deploys of a caller of the faulty service and of another service
+    /// come as close before the fault, one more long before it.
+    fn draw(sc: &MicroScenario, svcs: &[Svc], target: usize) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(sc.seed ^ 0x00de_910e);
+        let step = sc.step_s as f64;
+        let start = START_S as f64 + sc.start_s as f64;
+        // The first deploy after the detectors have learnt (60 steps).
+        let earliest = START_S as f64 + 60.0 * step;
+        let within = (15.0 * step).max(450.0);
+        let within = within.min(start - earliest);
+        let near = |rng: &mut Xoshiro256PlusPlus| start - rng.gen_range(0.0..within);
+        let callers: Vec<usize> = (0..svcs.len())
+            .filter(|i| svcs[*i].callees.iter().any(|(c, _)| *c == target))
+            .collect();
+        let mut planned: Vec<(f64, usize, bool)> = Vec::new();
+        // The wide form has no error series: a version returning errors
+        // would show nothing there.
+        let slower = rng.gen_bool(0.5) | (sc.shape == MicroShape::Wide);
+        if sc.fault == MicroFault::BadDeploy {
+            planned.push((near(&mut rng), target, true));
+        }
+        if let Some(c) = callers.choose(&mut rng) {
+            planned.push((near(&mut rng), *c, false));
+        }
+        let others: Vec<usize> = (0..svcs.len())
+            .filter(|i| *i != target && !callers.contains(i))
+            .collect();
+        if let Some(o) = others.choose(&mut rng) {
+            planned.push((near(&mut rng), *o, false));
+        }
+        // Long before: more than twice the horizon of any change rule.
+        let long_before = start - 2.0 * (20.0 * step).max(600.0);
+        if long_before > earliest
+            && let Some(o) = others.choose(&mut rng)
+        {
+            planned.push((rng.gen_range(earliest..long_before), *o, false));
+        }
+        planned.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut out = Notices {
+            slower,
+            ..Notices::default()
+        };
+        for (k, (ts, svc, bad)) in planned.into_iter().enumerate() {
+            let id = format!("chg-{}", k + 1);
+            let name = &svcs[svc].name;
+            let _ = writeln!(
+                out.jsonl,
+                "{{\"ts\":{},\"id\":\"{id}\",\"service\":\"{name}\",\"kind\":\"deploy\",\"author\":\"ci\",\"description\":\"{name} v{}.{}\"}}",
+                ts.round() as i64,
+                rng.gen_range(1..9),
+                rng.gen_range(0..40),
+            );
+            if bad {
+                out.bad = Some(id);
+            } else {
+                out.healthy.push(id);
+            }
+        }
+        out
+    }
 }
 
 /// The wide forms of a recording ([`MicroShape::Wide`],
@@ -741,10 +866,32 @@ pub fn random(per_fault: usize, seed: u64) -> Vec<MicroScenario> {
                 step_s: default_step(),
                 rough: false,
                 shape: MicroShape::Pods,
+                changes: false,
             });
         }
     }
     out
+}
+
+/// `n` seeded random [`MicroFault::BadDeploy`] scenarios (with their
+/// change notices), drawn from `seed` apart from [`random`]'s: adding them
+/// to a drill leaves its other scenarios as they were.
+pub fn random_bad_deploys(n: usize, seed: u64) -> Vec<MicroScenario> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xbad_de91);
+    (0..n)
+        .map(|i| MicroScenario {
+            name: format!("bad_deploy_r{i}"),
+            seed: rng.gen_range(1..1_000_000),
+            services: rng.gen_range(8..=30),
+            fault: MicroFault::BadDeploy,
+            start_s: default_start(),
+            duration_s: default_duration(),
+            step_s: default_step(),
+            rough: false,
+            shape: MicroShape::Pods,
+            changes: true,
+        })
+        .collect()
 }
 
 /// Per fault kind, how many scenarios.
@@ -771,6 +918,7 @@ mod tests {
             step_s: 1,
             rough: false,
             shape: MicroShape::Pods,
+            changes: false,
         }
     }
 
@@ -952,6 +1100,77 @@ mod tests {
         };
         assert!(mean(errors, true) > 3.0 * mean(errors, false));
         assert!((mean(load, true) / mean(load, false) - 1.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn change_notices_leave_the_metrics_alone_and_a_bad_deploy_breaks_its_service() {
+        let plain = generate(&sc(MicroFault::CpuHog, 5)).unwrap();
+        assert!(plain.changes.is_empty());
+        let with = generate(&MicroScenario {
+            changes: true,
+            ..sc(MicroFault::CpuHog, 5)
+        })
+        .unwrap();
+        assert_eq!(with.metrics, plain.metrics, "a stream of their own");
+        let notices: Vec<serde_json::Value> = with
+            .changes
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(notices.len(), with.truth.healthy_changes.len());
+        assert!(with.truth.change.is_none() && notices.len() >= 2);
+        // One of them deploys a caller of the faulty service shortly
+        // before the fault.
+        let start = with.truth.start_ms / 1000;
+        let callers: Vec<&str> = with
+            .dependencies
+            .lines()
+            .filter_map(|l| l.split_once(','))
+            .filter(|(_, callee)| *callee == with.truth.service)
+            .map(|(caller, _)| caller)
+            .collect();
+        assert!(notices.iter().any(|n| {
+            let ts = n["ts"].as_i64().unwrap();
+            callers.contains(&n["service"].as_str().unwrap()) && ts <= start && ts > start - 450
+        }));
+        assert!(
+            generate(&sc(MicroFault::BadDeploy, 5)).is_err(),
+            "its deploy is a notice"
+        );
+        // A bad deploy: its notice comes before the fault, and the
+        // service fails or slows from then on.
+        for seed in 1..=6 {
+            let bad = generate(&MicroScenario {
+                changes: true,
+                ..sc(MicroFault::BadDeploy, seed)
+            })
+            .unwrap();
+            let id = bad.truth.change.clone().unwrap();
+            let notice: serde_json::Value = bad
+                .changes
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .find(|n| n["id"] == id.as_str())
+                .unwrap();
+            assert_eq!(notice["service"], bad.truth.service.as_str());
+            assert!(notice["ts"].as_i64().unwrap() * 1000 <= bad.truth.start_ms);
+            let mean = |metric: &str, after: bool| -> f64 {
+                let v: Vec<f64> = bad
+                    .metrics
+                    .lines()
+                    .filter(|l| l.contains(&format!(",{},,{metric},", bad.truth.service)))
+                    .filter(|l| {
+                        let ts: i64 = l.split(',').next().unwrap().parse().unwrap();
+                        (ts * 1000 >= bad.truth.start_ms) == after
+                    })
+                    .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+                    .collect();
+                v.iter().sum::<f64>() / v.len() as f64
+            };
+            let slower = mean("LatencyP50", true) > 1.5 * mean("LatencyP50", false);
+            let failing = mean("ErrorsPerSecond", true) > 5.0 * mean("ErrorsPerSecond", false);
+            assert!(slower || failing, "seed {seed}");
+        }
     }
 
     #[test]

@@ -58,6 +58,13 @@ pub struct Args {
     /// shows, is left out.
     #[arg(long, conflicts_with = "wide")]
     pub wide_load: bool,
+    /// Change notices in every recording (`changes.jsonl`): healthy
+    /// deploys close before each fault, of a service that calls the
+    /// faulty one and of another, and one long before; with `--random N`,
+    /// N more scenarios whose fault is a bad deploy. The report adds
+    /// change blame: precision and recall.
+    #[arg(long)]
+    pub changes: bool,
     /// Brain configuration (TOML); its store is replaced.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -77,11 +84,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         step,
         wide,
         wide_load,
+        changes,
         config,
     } = args;
     let cfg: BrainConfig = brain_config(config.as_ref())?;
     let scenarios = match random {
-        Some(n) => selfheal_sim::micro::random(n, seed),
+        Some(n) => {
+            let mut v = selfheal_sim::micro::random(n, seed);
+            if changes {
+                v.extend(selfheal_sim::micro::random_bad_deploys(n, seed));
+            }
+            v
+        }
         None => {
             let dir = selfheal::existing(dir);
             selfheal_sim::micro::load_dir(&dir).map_err(anyhow::Error::msg)?
@@ -95,6 +109,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .filter(|s| !(wide_load && s.fault == MicroFault::DiskHog))
         .map(|mut s| {
             s.rough |= rough;
+            s.changes |= changes;
             if wide {
                 s.shape = MicroShape::Wide;
             }

@@ -454,8 +454,12 @@ pub fn facts_with(inc: &Incident, topo: &Topology, ctx: &Context, step_ms: i64) 
         })
         .collect();
     f.insert("evidence".into(), evidence.into());
+    // Up to the last anomaly: a service whose own indicators went bad
+    // after the incident's onset (a signal elsewhere opened it) may have
+    // been changed in between.
+    let last = inc.evidence.values().map(|e| e.onset).fold(onset, i64::max);
     let changes: Array = ctx
-        .changes_between(onset - lookback, onset + CHANGE_LOOKAHEAD_MS)
+        .changes_between(onset - lookback, last + CHANGE_LOOKAHEAD_MS)
         .into_iter()
         .map(|c| {
             let mut m = Map::new();

@@ -297,6 +297,133 @@ fn a_bad_deploy_is_blamed_and_a_healthy_one_nearby_is_not() {
 }
 
 #[test]
+fn a_caller_deployed_before_its_callee_failed_is_not_blamed() {
+    // accounting-core slows; payment-engine, which calls it, follows, and
+    // was deployed a minute before.
+    let latency = |service, at| (System, "idc1", service, None, "latency_ms", 300.0, 20.0, at);
+    let inc = incident(&[latency("accounting-core", 0), latency("payment-engine", 3)]);
+    let mut ctx = Context::default();
+    change(
+        &mut ctx,
+        "chg-ok",
+        "payment-engine",
+        ChangeKind::Deploy,
+        -60,
+    );
+    let candidate = |service: &str, score, explains: &[&str]| localize::Candidate {
+        service: service.into(),
+        instance: None,
+        score,
+        magnitude: 20.0,
+        coverage: 0.5,
+        first_s: Some(0.0),
+        explains: explains.iter().map(|s| s.to_string()).collect(),
+        callee_magnitude: 0.0,
+        comove: 0.5,
+        fault: "network_delay",
+        moved: Vec::new(),
+    };
+    let blamed = |measured: &Measured| {
+        let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], measured);
+        h.iter().any(|x| x.cause == "bad_deploy")
+    };
+    // The localization puts the callee first, and the caller reaches it:
+    // a victim, however close its deploy.
+    let callee_first = Measured {
+        candidates: vec![
+            candidate("accounting-core", 0.8, &["payment-engine"]),
+            candidate("payment-engine", 0.75, &[]),
+        ],
+        ..Default::default()
+    };
+    assert!(!blamed(&callee_first));
+    // Without call edges a caller and its callee look alike: second is
+    // not enough.
+    let mut flat = topo();
+    for s in &mut flat.services {
+        s.depends_on.clear();
+    }
+    let unexplained = Measured {
+        candidates: vec![
+            candidate("accounting-core", 0.8, &[]),
+            candidate("payment-engine", 0.75, &[]),
+        ],
+        ..Default::default()
+    };
+    let (h, _) = rules().diagnose(&inc, &flat, &ctx, &[], &unexplained);
+    assert!(!h.iter().any(|x| x.cause == "bad_deploy"), "{h:?}");
+    // With the graph, second at nearly the best's score, and nothing it
+    // calls above it: the change decides.
+    let close = Measured {
+        candidates: vec![
+            candidate("channel-router", 0.8, &[]),
+            candidate("payment-engine", 0.75, &[]),
+        ],
+        ..Default::default()
+    };
+    assert!(blamed(&close));
+    // Its own best candidate, or nothing scored: blamed, as ever.
+    let own = Measured {
+        candidates: vec![candidate("payment-engine", 0.8, &[])],
+        ..Default::default()
+    };
+    assert!(blamed(&own) && blamed(&Measured::default()));
+    // Far below the best: not blamed.
+    let far = Measured {
+        candidates: vec![
+            candidate("channel-router", 0.8, &[]),
+            candidate("payment-engine", 0.3, &[]),
+        ],
+        ..Default::default()
+    };
+    assert!(!blamed(&far));
+}
+
+#[test]
+fn a_change_is_timed_by_its_own_services_first_anomaly() {
+    // A lone signal elsewhere opened the incident two minutes before
+    // payment-engine failed; it was deployed in between.
+    let inc = incident(&[
+        (System, "idc1", "acquiring", None, "tps", 900.0, 500.0, 0),
+        (
+            System,
+            "idc1",
+            "payment-engine",
+            None,
+            "error_rate",
+            0.25,
+            0.001,
+            120,
+        ),
+    ]);
+    let mut ctx = Context::default();
+    change(
+        &mut ctx,
+        "chg-bad",
+        "payment-engine",
+        ChangeKind::Deploy,
+        60,
+    );
+    let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &Default::default());
+    assert_eq!(top(&h), ("bad_deploy", "payment-engine"), "{h:?}");
+    assert!(
+        h[0].evidence[0].contains("60.0s before its first anomaly"),
+        "{h:?}"
+    );
+    // A change after its anomaly (a rollback, a fix) is no suspect.
+    let mut late = Context::default();
+    change(
+        &mut late,
+        "chg-fix",
+        "payment-engine",
+        ChangeKind::Deploy,
+        130,
+    );
+    let (h, _) = rules().diagnose(&inc, &topo(), &late, &[], &Default::default());
+    assert!(!h.iter().any(|x| x.cause == "bad_deploy"), "{h:?}");
+}
+
+#[test]
 fn a_config_push_and_other_changes_name_their_kind() {
     let inc = incident(&[(
         System,
