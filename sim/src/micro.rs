@@ -4,7 +4,8 @@
 //! use (`CpuUsage(m)`, `MemoryUsage(Mi)`, `PodSuccessRate(%)`,
 //! `LatencyP99`...), and one injected fault: `cpu_hog`, `memory_leak` or
 //! `disk_hog` on one pod, `network_delay`, `packet_loss` or
-//! `error_returns` on a service.
+//! `error_returns` on a service, or a `bad_deploy` of a service; with
+//! `changes`, the change notices around it (healthy deploys, the bad one).
 //!
 //! Latency and errors propagate up the call graph the way they do in such
 //! systems: a caller's latency includes its callees' (weighted by how often
