@@ -298,10 +298,10 @@ fn a_bad_deploy_is_blamed_and_a_healthy_one_nearby_is_not() {
 
 #[test]
 fn a_caller_deployed_before_its_callee_failed_is_not_blamed() {
-    // accounting-core slows; payment-engine, which calls it, follows, and
-    // was deployed a minute before.
+    // accounting-core slows; payment-engine, which calls it, slows with
+    // it, and was deployed a minute before.
     let latency = |service, at| (System, "idc1", service, None, "latency_ms", 300.0, 20.0, at);
-    let inc = incident(&[latency("accounting-core", 0), latency("payment-engine", 3)]);
+    let inc = incident(&[latency("accounting-core", 0), latency("payment-engine", 0)]);
     let mut ctx = Context::default();
     change(
         &mut ctx,
@@ -323,10 +323,20 @@ fn a_caller_deployed_before_its_callee_failed_is_not_blamed() {
         fault: "network_delay",
         moved: Vec::new(),
     };
+    let own_best = || Measured {
+        candidates: vec![candidate("payment-engine", 0.8, &[])],
+        ..Default::default()
+    };
     let blamed = |measured: &Measured| {
         let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], measured);
         h.iter().any(|x| x.cause == "bad_deploy")
     };
+    // What it calls went bad first: a victim, whatever the localization.
+    let later = incident(&[latency("accounting-core", 0), latency("payment-engine", 3)]);
+    for measured in [Measured::default(), own_best()] {
+        let (h, _) = rules().diagnose(&later, &topo(), &ctx, &[], &measured);
+        assert!(!h.iter().any(|x| x.cause == "bad_deploy"), "{h:?}");
+    }
     // The localization puts the callee first, and the caller reaches it:
     // a victim, however close its deploy.
     let callee_first = Measured {
@@ -363,11 +373,7 @@ fn a_caller_deployed_before_its_callee_failed_is_not_blamed() {
     };
     assert!(blamed(&close));
     // Its own best candidate, or nothing scored: blamed, as ever.
-    let own = Measured {
-        candidates: vec![candidate("payment-engine", 0.8, &[])],
-        ..Default::default()
-    };
-    assert!(blamed(&own) && blamed(&Measured::default()));
+    assert!(blamed(&own_best()) && blamed(&Measured::default()));
     // Far below the best: not blamed.
     let far = Measured {
         candidates: vec![
