@@ -923,6 +923,23 @@ mod tests {
         }
     }
 
+    /// The mean of the samples of `rec` whose row contains `needle` (a
+    /// series: `,<service>,,<metric>,` or `,<pod>,<metric>,`), from the
+    /// fault on or before it.
+    fn mean_of(rec: &MicroRecording, needle: &str, after: bool) -> f64 {
+        let v: Vec<f64> = rec
+            .metrics
+            .lines()
+            .filter(|l| l.contains(needle))
+            .filter(|l| {
+                let ts: i64 = l.split(',').next().unwrap().parse().unwrap();
+                (ts * 1000 >= rec.truth.start_ms) == after
+            })
+            .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+
     #[test]
     fn a_world_is_the_same_for_a_seed_and_its_fault_shows_where_it_is() {
         let a = generate(&sc(MicroFault::NetworkDelay, 5)).unwrap();
@@ -932,19 +949,7 @@ mod tests {
         assert_ne!(a.metrics, c.metrics);
         assert_eq!(a.rows, a.metrics.lines().count() - 1);
         // The faulty service's p99 is far higher after the start.
-        let p99 = |after: bool| -> f64 {
-            let v: Vec<f64> = a
-                .metrics
-                .lines()
-                .filter(|l| l.contains(&format!(",{},,LatencyP99,", a.truth.service)))
-                .filter(|l| {
-                    let ts: i64 = l.split(',').next().unwrap().parse().unwrap();
-                    (ts * 1000 >= a.truth.start_ms) == after
-                })
-                .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
-                .collect();
-            v.iter().sum::<f64>() / v.len() as f64
-        };
+        let p99 = |after| mean_of(&a, &format!(",{},,LatencyP99,", a.truth.service), after);
         assert!(
             p99(true) > p99(false) + 150.0,
             "{} {}",
@@ -956,19 +961,7 @@ mod tests {
         // A disk hog: its pod writes many times what it did.
         let disk = generate(&sc(MicroFault::DiskHog, 5)).unwrap();
         let pod = disk.truth.pod.clone().unwrap();
-        let writes = |after: bool| -> f64 {
-            let v: Vec<f64> = disk
-                .metrics
-                .lines()
-                .filter(|l| l.contains(&format!(",{pod},FsWriteBytes,")))
-                .filter(|l| {
-                    let ts: i64 = l.split(',').next().unwrap().parse().unwrap();
-                    (ts * 1000 >= disk.truth.start_ms) == after
-                })
-                .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
-                .collect();
-            v.iter().sum::<f64>() / v.len() as f64
-        };
+        let writes = |after| mean_of(&disk, &format!(",{pod},FsWriteBytes,"), after);
         assert!(writes(true) > 10.0 * writes(false));
         assert!(
             generate(&MicroScenario {
@@ -1155,18 +1148,8 @@ mod tests {
                 .unwrap();
             assert_eq!(notice["service"], bad.truth.service.as_str());
             assert!(notice["ts"].as_i64().unwrap() * 1000 <= bad.truth.start_ms);
-            let mean = |metric: &str, after: bool| -> f64 {
-                let v: Vec<f64> = bad
-                    .metrics
-                    .lines()
-                    .filter(|l| l.contains(&format!(",{},,{metric},", bad.truth.service)))
-                    .filter(|l| {
-                        let ts: i64 = l.split(',').next().unwrap().parse().unwrap();
-                        (ts * 1000 >= bad.truth.start_ms) == after
-                    })
-                    .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
-                    .collect();
-                v.iter().sum::<f64>() / v.len() as f64
+            let mean = |metric: &str, after| {
+                mean_of(&bad, &format!(",{},,{metric},", bad.truth.service), after)
             };
             let slower = mean("LatencyP50", true) > 1.5 * mean("LatencyP50", false);
             let failing = mean("ErrorsPerSecond", true) > 5.0 * mean("ErrorsPerSecond", false);
