@@ -63,6 +63,17 @@ pub struct Throughput {
     pub encoding: Encoding,
     /// Bytes of one batch of [`BATCH`] samples as published.
     pub batch_bytes: usize,
+    /// Samples published in the raw pipe's run (`published` is the larger
+    /// of the two runs).
+    pub raw_published: u64,
+    /// Samples published in the brain's run.
+    pub brain_published: u64,
+    /// CPU seconds this process spent in the raw pipe's run: the
+    /// publisher and the subscriber (nats-server is another process).
+    pub raw_cpu_s: f64,
+    /// CPU seconds this process spent in the brain's run: the publisher
+    /// and the brain.
+    pub brain_cpu_s: f64,
 }
 
 /// Resident memory of the brain's process after it took `series` series.
@@ -217,9 +228,10 @@ pub async fn throughput(
             }
         }
     });
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let published = publish(&bus, series, secs, wall_ms(), encoding).await?;
     let end = drain(&raw, published).await;
+    let raw_cpu_s = cpu_seconds() - cpu;
     let raw_taken = raw.load(Ordering::Relaxed);
     let raw_rate = raw_taken as f64 / end.duration_since(t).as_secs_f64();
     reader.abort();
@@ -238,9 +250,10 @@ pub async fn throughput(
     .await?;
     brain_bus.flush().await?;
     let stats = brain.stats.clone();
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let published_b = publish(&bus, series, secs, wall_ms(), encoding).await?;
     let end = drain(&stats.samples_detected, published_b).await;
+    let brain_cpu_s = cpu_seconds() - cpu;
     let brain_taken = stats.samples_detected.load(Ordering::Relaxed);
     let brain_rate = brain_taken as f64 / end.duration_since(t).as_secs_f64();
     brain.shutdown().await;
@@ -257,7 +270,26 @@ pub async fn throughput(
         batch_bytes: round(BATCH, wall_ms(), &mut 0, encoding)
             .next()
             .map_or(0, |(_, b)| b.len()),
+        raw_published: published,
+        brain_published: published_b,
+        raw_cpu_s,
+        brain_cpu_s,
     })
+}
+
+/// CPU seconds this process has spent, every thread, user and system
+/// (`/proc/self/stat`, in the kernel's clock ticks of 1/100 s).
+pub fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // The fields after the command name, which may hold spaces.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 /// Resident set of this process, bytes (`/proc/self/statm`).

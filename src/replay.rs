@@ -4,7 +4,7 @@
 //! docs/replay.md.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -44,6 +44,176 @@ pub struct Recording {
     /// Names mapped to wire-safe ones (`PodSuccessRate(%)` →
     /// `pod_success_rate_pct`), each once.
     pub names: NameMap,
+    /// Cumulative counters read as rates ([`counters_as_rates`]).
+    pub counters: Counters,
+}
+
+/// What [`counters_as_rates`] did to a recording.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Metric names read as counters, with the name of their rate
+    /// (`http_requests_total` → `http_requests_per_s`).
+    pub read: BTreeMap<String, String>,
+    /// Series read as counters.
+    pub series: usize,
+    /// Resets skipped (a counter that went down: its process restarted).
+    pub resets: usize,
+    /// Metric names that look like counters but whose series go down too
+    /// often to be one: kept as they are.
+    pub kept: BTreeSet<String>,
+}
+
+impl Counters {
+    /// One line on the counters read as rates; `None` when there were none.
+    pub fn summary(&self) -> Option<String> {
+        if self.read.is_empty() && self.kept.is_empty() {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if !self.read.is_empty() {
+            let names: Vec<String> = self
+                .read
+                .iter()
+                .take(5)
+                .map(|(a, b)| format!("{a} -> {b}"))
+                .collect();
+            parts.push(format!(
+                "counters: {} series of {} metric(s) read as rates per second ({}{}), the first sample of each and {} reset(s) skipped",
+                self.series,
+                self.read.len(),
+                names.join(", "),
+                if self.read.len() > 5 { ", ..." } else { "" },
+                self.resets
+            ));
+        }
+        if !self.kept.is_empty() {
+            parts.push(format!(
+                "named like counters but going down too often to be one, kept as they are: {}",
+                self.kept.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Some(parts.join("; "))
+    }
+}
+
+/// Whether a metric is named as a Prometheus counter (`*_total`,
+/// `*_count`), as the agent's scrapes and the brain's remote write read
+/// them (`selfheal_bus::prom`).
+fn is_counter_name(metric: &str) -> bool {
+    metric.len() > "_total".len() && (metric.ends_with("_total") || metric.ends_with("_count"))
+}
+
+/// The name of a counter's rate: `<name without _total>_per_s`.
+fn rate_of(metric: &str) -> String {
+    format!("{}_per_s", metric.strip_suffix("_total").unwrap_or(metric))
+}
+
+/// A series goes down in at most this share of its steps to be read as a
+/// counter (resets are rare; a gauge named `_total` wanders both ways).
+const COUNTER_MAX_DOWN: f64 = 0.05;
+
+/// Reads the series named as cumulative counters (`*_total`, `*_count`) as
+/// what they count per second, as scrapes and remote write do: between two
+/// samples, the increase over the seconds between them, named
+/// `<name without _total>_per_s`. A counter that went down was reset (its
+/// process restarted): that one interval is skipped, not read as a huge
+/// negative rate; so is each series' first sample. A metric whose series
+/// go down in more than [`COUNTER_MAX_DOWN`] of their steps is no counter
+/// whatever its name (a rate exported under the counter's name): kept as
+/// it is. A raw counter climbs for ever, and every detector and score
+/// would read its climb as a move.
+fn counters_as_rates(by_time: &mut BTreeMap<i64, Instant>) -> Counters {
+    type SeriesId = (
+        Layer,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
+    let id = |(l, idc, svc): &(Layer, String, String), x: &Sample| -> SeriesId {
+        (
+            *l,
+            idc.clone(),
+            svc.clone(),
+            x.instance.clone(),
+            x.scene.clone(),
+            x.link.clone(),
+            x.metric.clone(),
+        )
+    };
+    // Per metric named as a counter: (steps, steps down).
+    let mut steps: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut last: HashMap<SeriesId, f64> = HashMap::new();
+    for inst in by_time.values() {
+        for (b, samples) in &inst.batches {
+            for x in samples.iter().filter(|x| is_counter_name(&x.metric)) {
+                let e = steps.entry(x.metric.clone()).or_default();
+                if let Some(prev) = last.insert(id(b, x), x.value) {
+                    e.0 += 1;
+                    e.1 += usize::from(x.value < prev);
+                }
+            }
+        }
+    }
+    let mut out = Counters::default();
+    // Every (service, metric) name already in the recording: a rate's name
+    // that one of them has is not taken over.
+    let mut existing: BTreeSet<String> = BTreeSet::new();
+    for inst in by_time.values() {
+        for ((_, _, svc), samples) in &inst.batches {
+            for x in samples {
+                existing.insert(format!("{svc}\u{0}{}", x.metric));
+            }
+        }
+    }
+    let mut convert: BTreeMap<String, String> = BTreeMap::new();
+    for (metric, (n, down)) in &steps {
+        let rate = rate_of(metric);
+        let clash = existing
+            .iter()
+            .any(|k| k.split_once('\u{0}').is_some_and(|(_, m)| *m == rate));
+        if *n > 0 && (*down as f64) <= COUNTER_MAX_DOWN * *n as f64 && !clash {
+            convert.insert(metric.clone(), rate);
+        } else if *n > 0 {
+            out.kept.insert(metric.clone());
+        }
+    }
+    if convert.is_empty() {
+        return out;
+    }
+    let mut prev: HashMap<SeriesId, (i64, f64)> = HashMap::new();
+    for (ts, inst) in by_time.iter_mut() {
+        for (b, samples) in inst.batches.iter_mut() {
+            samples.retain_mut(|x| {
+                let Some(rate) = convert.get(&x.metric) else {
+                    return true;
+                };
+                let key = id(b, x);
+                let before = prev.insert(key, (*ts, x.value));
+                if before.is_none() {
+                    out.series += 1;
+                }
+                match before {
+                    Some((t0, v0)) if *ts > t0 && x.value >= v0 => {
+                        x.value = (x.value - v0) / ((*ts - t0) as f64 / 1000.0);
+                        x.metric = rate.clone();
+                        true
+                    }
+                    Some(_) => {
+                        out.resets += 1;
+                        false
+                    }
+                    None => false,
+                }
+            });
+        }
+        inst.batches.retain(|_, v| !v.is_empty());
+    }
+    by_time.retain(|_, i| !i.batches.is_empty() || !i.changes.is_empty() || !i.hot.is_empty());
+    out.read = convert;
+    out
 }
 
 impl Recording {
@@ -491,6 +661,13 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
     if by_time.is_empty() {
         bail!("{}: every value is a gap", path.display());
     }
+    let counters = counters_as_rates(&mut by_time);
+    if by_time.is_empty() {
+        bail!(
+            "{}: every series is a counter with a single sample: no rate to read",
+            path.display()
+        );
+    }
     let changes = dir.join("changes.jsonl");
     if changes.exists() {
         let text = std::fs::read_to_string(&changes)
@@ -541,6 +718,7 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         gaps,
         blank_rows,
         names,
+        counters,
     })
 }
 
@@ -974,4 +1152,100 @@ pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<Rep
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write;
+
+    use super::*;
+
+    /// The samples of `metric` of `service`, as (ts ms, value).
+    fn series(rec: &Recording, service: &str, metric: &str) -> Vec<(i64, f64)> {
+        rec.by_time
+            .iter()
+            .flat_map(|(ts, i)| {
+                i.batches
+                    .iter()
+                    .filter(|((_, _, s), _)| s == service)
+                    .flat_map(|(_, v)| v.iter())
+                    .filter(|x| x.metric == metric)
+                    .map(|x| (*ts, x.value))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn counters_are_read_as_rates_a_reset_skipped_and_a_wandering_total_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every 10 s for 400 s: `cart`'s requests counted up by 500 a step
+        // (50 a second), its process restarted at 200 s (the count back to
+        // 30); its errors counted up by 1 a step, one scrape missed at
+        // 100 s; a series named `_total` that wanders both ways (a rate
+        // exported under the counter's name); a gauge.
+        let mut csv =
+            String::from("time,cart_requests_total,cart_errors_count,cart_queue_total,cart_cpu\n");
+        let mut requests = 1_000.0;
+        for i in 0..40i64 {
+            requests = if i == 20 { 30.0 } else { requests + 500.0 };
+            let errors = if i == 10 {
+                String::new()
+            } else {
+                i.to_string()
+            };
+            let queue = 5 + (i * 7) % 4;
+            writeln!(
+                csv,
+                "{},{requests},{errors},{queue},0.2",
+                1_700_000_000 + 10 * i
+            )
+            .unwrap();
+        }
+        std::fs::write(dir.path().join("metrics.csv"), csv).unwrap();
+        let rec = read(dir.path()).unwrap();
+        let rates = series(&rec, "cart", "requests_per_s");
+        assert_eq!(rates.len(), 38, "the first sample and the reset skipped");
+        assert!(rates.iter().all(|(_, v)| *v == 50.0), "{rates:?}");
+        assert!(!rates.iter().any(|(t, _)| *t == 1_700_000_200_000));
+        // A gap: the next rate spans the two steps.
+        let errors = series(&rec, "cart", "errors_count_per_s");
+        assert_eq!(errors.len(), 38);
+        assert!(
+            errors.iter().all(|(_, v)| (*v - 0.1).abs() < 1e-12),
+            "{errors:?}"
+        );
+        assert_eq!(errors[9], (1_700_000_110_000, 0.1));
+        assert!(series(&rec, "cart", "requests_total").is_empty());
+        assert_eq!(
+            series(&rec, "cart", "queue_total").len(),
+            40,
+            "kept as it is"
+        );
+        assert_eq!(series(&rec, "cart", "cpu").len(), 40);
+        let c = &rec.counters;
+        assert_eq!((c.series, c.resets), (2, 1));
+        assert_eq!(
+            c.read.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["errors_count", "requests_total"]
+        );
+        assert!(c.kept.contains("queue_total"));
+        let line = c.summary().unwrap();
+        assert!(
+            line.contains("2 series of 2 metric(s) read as rates per second")
+                && line.contains("requests_total -> requests_per_s")
+                && line.contains("1 reset(s) skipped")
+                && line.contains("kept as they are: queue_total"),
+            "{line}"
+        );
+        // A recording without counters is left alone.
+        std::fs::write(
+            dir.path().join("metrics.csv"),
+            "time,cart_cpu\n1700000000,0.2\n1700000001,0.3\n",
+        )
+        .unwrap();
+        let rec = read(dir.path()).unwrap();
+        assert_eq!(rec.counters.summary(), None);
+        assert_eq!(series(&rec, "cart", "cpu").len(), 2);
+    }
 }

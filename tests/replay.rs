@@ -537,6 +537,90 @@ fn a_wide_export_replays_and_a_pod_pinned_alone_at_its_limit_is_found() {
 }
 
 #[test]
+fn an_export_of_raw_counters_is_read_as_rates_and_the_service_returning_errors_is_found() {
+    // A Prometheus export without `rate()`: each service's requests and
+    // errors as the cumulative counters the services expose
+    // (`cart_http_requests_total`, `cart_http_errors_total`), beside its
+    // CPU and latency; one process restart (the counts back near zero).
+    // At 400 s `cart` fails a tenth of its requests and its caller
+    // `frontend` the share that called it. Read raw, every counter climbs
+    // all along: errors that only ever grow.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let services = ["frontend", "cart", "cart-db", "checkout"];
+    let mut csv = String::from("time");
+    for s in services {
+        for m in [
+            "cpu",
+            "latency-90",
+            "http_requests_total",
+            "http_errors_total",
+        ] {
+            write!(csv, ",{s}_{m}").unwrap();
+        }
+    }
+    csv.push('\n');
+    let mut seed = 11u64;
+    let mut noise = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
+    };
+    let mut counts = [[0.0f64; 2]; 4];
+    for i in 0..700u64 {
+        write!(csv, "{}", 1_700_000_000 + i).unwrap();
+        for (k, s) in services.iter().enumerate() {
+            let rps = 50.0 * (1.0 + 0.1 * noise());
+            let failing = match (*s, i >= 400) {
+                ("cart", true) => 0.1,
+                ("frontend", true) => 0.05,
+                _ => 0.002,
+            };
+            if *s == "checkout" && i == 250 {
+                counts[k] = [0.0, 0.0];
+            }
+            counts[k][0] += rps;
+            counts[k][1] += rps * failing * (1.0 + 0.2 * noise());
+            let cpu = 0.2 * (1.0 + 0.04 * noise());
+            let lat = 25.0 * (1.0 + k as f64) * (1.0 + 0.04 * noise());
+            write!(
+                csv,
+                ",{cpu:.4},{lat:.4},{:.3},{:.3}",
+                counts[k][0], counts[k][1]
+            )
+            .unwrap();
+        }
+        csv.push('\n');
+    }
+    std::fs::write(d.join("metrics.csv"), csv).unwrap();
+    let out = d.join("incidents.json");
+    let (ok, _, err) = selfheal(&[
+        "replay",
+        "--dir",
+        d.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("counters: 8 series of 2 metric(s) read as rates per second")
+            && err.contains("http_errors_total -> http_errors_per_s")
+            && err.contains("2 reset(s) skipped"),
+        "{err}"
+    );
+    let got = incidents(&out);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let i = &got[0];
+    assert!(
+        i["opened_ts"].as_i64().unwrap() >= 1_700_000_400_000,
+        "{i:#?}"
+    );
+    assert_eq!(i["hypotheses"][0]["target"], "cart", "{i:#?}");
+    assert_eq!(i["hypotheses"][0]["cause"], "error_returns", "{i:#?}");
+}
+
+#[test]
 fn real_hosts_cpu_and_disk_replayed_alone_page_rarely_outside_their_anomalies() {
     // NAB's CloudWatch CPU and disk series of real hosts and databases
     // (5-minute steps, 233 series-days), each replayed alone as one

@@ -3,7 +3,8 @@
 /// Milliseconds since the epoch of `YYYY-MM-DD[ T]HH:MM[:SS[.fff]]` (UTC,
 /// an optional `Z`), of an RFC 3339 time with its offset
 /// (`2026-11-11T00:00:00+08:00`), or of a plain number of epoch seconds
-/// (below 10^11) or milliseconds. Calendar dates are checked by the `time`
+/// (below 10^11), milliseconds (below 10^14), microseconds (below 10^17)
+/// or nanoseconds (as data frames write their time index). Calendar dates are checked by the `time`
 /// crate: 2014-02-31 is no date.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
     use time::{
@@ -11,11 +12,36 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         macros::format_description,
     };
     let s = s.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        // Whole numbers exactly: a nanosecond count is beyond an f64's
+        // 53 bits.
+        let a = n.unsigned_abs();
+        return Some(if a < 100_000_000_000 {
+            n.checked_mul(1000)?
+        } else if a < 100_000_000_000_000 {
+            n
+        } else if a < 100_000_000_000_000_000 {
+            n / 1_000
+        } else {
+            n / 1_000_000
+        });
+    }
     if let Ok(n) = s.parse::<f64>() {
         if !n.is_finite() {
             return None;
         }
-        return Some(if n.abs() < 1e11 { n * 1000.0 } else { n } as i64);
+        // Seconds, milliseconds, microseconds or nanoseconds, by their
+        // size (today is about 1.8e9 s, 1.8e12 ms, 1.8e15 µs, 1.8e18 ns).
+        let a = n.abs();
+        return Some(if a < 1e11 {
+            n * 1000.0
+        } else if a < 1e14 {
+            n
+        } else if a < 1e17 {
+            n / 1e3
+        } else {
+            n / 1e6
+        } as i64);
     }
     let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
@@ -60,6 +86,17 @@ mod tests {
         );
         assert_eq!(parse_timestamp("2016-02-29 00:00"), Some(1_456_704_000_000));
         assert_eq!(parse_timestamp("1396310700000"), Some(1_396_310_700_000));
+        assert_eq!(parse_timestamp("1396310700.25"), Some(1_396_310_700_250));
+        assert_eq!(
+            parse_timestamp("1396310700250000"),
+            Some(1_396_310_700_250),
+            "microseconds"
+        );
+        assert_eq!(
+            parse_timestamp("1396310700250000000"),
+            Some(1_396_310_700_250),
+            "nanoseconds"
+        );
         for bad in [
             "",
             "yesterday",

@@ -146,16 +146,19 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         for _ in 0..a.pairs {
             let t = selfheal::ingest_bench::throughput(&url, n, a.seconds, enc.into()).await?;
             println!(
-                "ingest, {:?}, {} bytes a batch, {} series, batches of {}: raw NATS pipe {:.2} M samples/s ({} of {} taken); brain {:.2} M samples/s ({} taken); brain / pipe {:.2}",
+                "ingest, {:?}, {} bytes a batch, {} series, batches of {}: raw NATS pipe {:.2} M samples/s ({} of {} taken, {:.1} µs CPU a sample); brain {:.2} M samples/s ({} of {} taken, {:.1} µs CPU a sample); brain / pipe {:.2}",
                 t.encoding,
                 t.batch_bytes,
                 t.series,
                 t.batch_samples,
                 t.raw_samples_per_s / 1e6,
                 t.raw_taken,
-                t.published,
+                t.raw_published,
+                t.raw_cpu_s * 1e6 / t.raw_taken.max(1) as f64,
                 t.brain_samples_per_s / 1e6,
                 t.brain_taken,
+                t.brain_published,
+                t.brain_cpu_s * 1e6 / t.brain_taken.max(1) as f64,
                 t.ratio
             );
             ratios.push(t.ratio);

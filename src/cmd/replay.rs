@@ -51,6 +51,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(g) = rec.gap_summary() {
         eprintln!("{g}");
     }
+    if let Some(c) = rec.counters.summary() {
+        eprintln!("{c}");
+    }
     let t = std::time::Instant::now();
     let incidents = selfheal::replay::run_alone(rec, cfg).await?;
     let json = serde_json::to_string_pretty(&incidents)?;
