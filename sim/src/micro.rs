@@ -111,6 +111,15 @@ pub struct MicroScenario {
     /// the same with them or without.
     #[serde(default)]
     pub changes: bool,
+    /// Whether the pods form writes its traffic, errors, network and disk
+    /// series as the cumulative counters services expose, exported raw
+    /// without `rate()` (`requests_total`, `errors_total`,
+    /// `network_receive_bytes_total`, `network_transmit_bytes_total`,
+    /// `fs_write_bytes_total`), the last service's restarting a third of
+    /// the way in (its counts back to zero). The metrics are otherwise the
+    /// same.
+    #[serde(default)]
+    pub counters: bool,
 }
 
 impl MicroScenario {
@@ -395,8 +404,17 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
     let steps = sc.duration_s / sc.step_s;
     let fault_step = sc.start_s / sc.step_s;
     let mut leak = 0.0;
+    // The counters' counts so far, by (service, pod, counter).
+    let mut totals: Option<Counts> =
+        (sc.counters && sc.shape == MicroShape::Pods).then(Counts::new);
     for k in 0..steps {
         let ts = START_S + (k * sc.step_s) as i64;
+        if k == steps / 3
+            && let (Some(t), Some(last)) = (totals.as_mut(), svcs.last())
+        {
+            // The last service restarts: its counts start over.
+            t.retain(|(svc, _, _), _| *svc != last.name);
+        }
         rough.slot = 0;
         disk_rough.slot = 0;
         let on = k >= fault_step;
@@ -484,8 +502,9 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
                 ("ErrorsPerSecond", rps * e, 0.1, Yes),
             ];
             for (m, v, sd, spiky) in svc_rows {
-                let v = rough.apply(v, sd, spiky, &mut rng, &noise);
-                write_sample(&mut csv, ts, &s.name, "", m, v);
+                let read = rough.apply(v, sd, spiky, &mut rng, &noise);
+                let w = counted(totals.as_mut(), sc.step_s, (&s.name, "", m), v, read);
+                write_sample(&mut csv, ts, &s.name, "", w.0, w.1);
                 rows += 1;
             }
             let per_pod = rps / s.pods.len() as f64;
@@ -536,8 +555,9 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
                     ),
                 ];
                 for (m, v, sd, spiky) in pod_rows {
-                    let v = rough.apply(v, sd, spiky, &mut rng, &noise);
-                    write_sample(&mut csv, ts, &s.name, name, m, v);
+                    let read = rough.apply(v, sd, spiky, &mut rng, &noise);
+                    let w = counted(totals.as_mut(), sc.step_s, (&s.name, name, m), v, read);
+                    write_sample(&mut csv, ts, &s.name, name, w.0, w.1);
                     rows += 1;
                 }
                 let disk = s.disk_bps
@@ -548,8 +568,15 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
                         1.0
                     }
                     * (1.0 + 0.05 * noise.sample(&mut disk_rng));
-                let v = disk_rough.apply(disk, 0.05, Spiky::Yes, &mut disk_rng, &noise);
-                write_sample(&mut csv, ts, &s.name, name, "FsWriteBytes", v);
+                let read = disk_rough.apply(disk, 0.05, Spiky::Yes, &mut disk_rng, &noise);
+                let w = counted(
+                    totals.as_mut(),
+                    sc.step_s,
+                    (&s.name, name, "FsWriteBytes"),
+                    disk,
+                    read,
+                );
+                write_sample(&mut csv, ts, &s.name, name, w.0, w.1);
                 rows += 1;
                 if let Some(w) = wide.as_mut() {
                     w.pod(cpu, mem, disk);
@@ -804,6 +831,44 @@ impl Wide {
     }
 }
 
+/// A counter's count so far, by (service, pod, counter name).
+type Counts = BTreeMap<(String, String, &'static str), f64>;
+
+/// The counter a pods-form rate is exposed as, when it is one.
+fn counter_of(metric: &str) -> Option<&'static str> {
+    match metric {
+        "RequestsPerSecond" => Some("requests_total"),
+        "ErrorsPerSecond" => Some("errors_total"),
+        "NetworkReceiveBytes" => Some("network_receive_bytes_total"),
+        "NetworkTransmitBytes" => Some("network_transmit_bytes_total"),
+        "FsWriteBytes" => Some("fs_write_bytes_total"),
+        _ => None,
+    }
+}
+
+/// What to write for a sample: as it is, or, with `totals` and a rate
+/// that is a counter, the counter's count after this step (the rate as
+/// read, or when the reading is missing the rate itself: the count goes
+/// on while nobody looks; the reading stays missing).
+fn counted<'a>(
+    totals: Option<&mut Counts>,
+    step_s: u64,
+    (service, pod, metric): (&str, &str, &'a str),
+    rate: f64,
+    read: Option<f64>,
+) -> (&'a str, Option<f64>) {
+    match (totals, counter_of(metric)) {
+        (Some(t), Some(name)) => {
+            let c = t
+                .entry((service.to_string(), pod.to_string(), name))
+                .or_default();
+            *c += read.unwrap_or(rate).max(0.0) * step_s as f64;
+            (name, read.map(|_| *c))
+        }
+        _ => (metric, read),
+    }
+}
+
 /// One row of `metrics.csv`; a missing sample is written as an empty
 /// value, as exporters leave it.
 fn write_sample(csv: &mut String, ts: i64, service: &str, pod: &str, metric: &str, v: Option<f64>) {
@@ -868,6 +933,7 @@ pub fn random(per_fault: usize, seed: u64) -> Vec<MicroScenario> {
                 rough: false,
                 shape: MicroShape::Pods,
                 changes: false,
+                counters: false,
             });
         }
     }
@@ -891,6 +957,7 @@ pub fn random_bad_deploys(n: usize, seed: u64) -> Vec<MicroScenario> {
             rough: false,
             shape: MicroShape::Pods,
             changes: true,
+            counters: false,
         })
         .collect()
 }
@@ -920,6 +987,7 @@ mod tests {
             rough: false,
             shape: MicroShape::Pods,
             changes: false,
+            counters: false,
         }
     }
 
@@ -1097,11 +1165,67 @@ mod tests {
     }
 
     #[test]
+    fn counters_count_what_the_rates_said_and_leave_the_rest_alone() {
+        let plain = generate(&MicroScenario {
+            rough: true,
+            ..sc(MicroFault::ErrorReturns, 3)
+        })
+        .unwrap();
+        let counted = generate(&MicroScenario {
+            rough: true,
+            counters: true,
+            ..sc(MicroFault::ErrorReturns, 3)
+        })
+        .unwrap();
+        let rows = |m: &str| -> Vec<Vec<String>> {
+            m.lines()
+                .skip(1)
+                .map(|l| l.split(',').map(String::from).collect())
+                .collect()
+        };
+        let (a, b) = (rows(&plain.metrics), rows(&counted.metrics));
+        assert_eq!(a.len(), b.len());
+        let mut last: BTreeMap<(String, String), (i64, f64)> = BTreeMap::new();
+        let (mut checked, mut resets) = (0, 0);
+        for (x, y) in a.iter().zip(&b) {
+            let Some(name) = counter_of(&x[3]) else {
+                assert_eq!(x, y, "not a counter: as it was");
+                continue;
+            };
+            assert_eq!((&x[..3], y[3].as_str()), (&y[..3], name));
+            // Missing where the rate was missing.
+            assert_eq!(x[4].is_empty(), y[4].is_empty());
+            let Ok(count) = y[4].parse::<f64>() else {
+                continue;
+            };
+            let ts: i64 = y[0].parse().unwrap();
+            let key = (format!("{}/{}", y[1], y[2]), name.to_string());
+            if let Some((t0, c0)) = last.insert(key, (ts, count)) {
+                if count < c0 {
+                    resets += 1;
+                } else if ts == t0 + 1 {
+                    // One step on: the count grew by the rate as read.
+                    let rate: f64 = x[4].parse().unwrap();
+                    assert!(
+                        (count - c0 - rate).abs() <= 1e-4 * rate.max(1.0),
+                        "{x:?} {y:?}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+        assert!(resets >= 1, "the last service restarted");
+        assert_eq!(counted.truth, plain.truth);
+    }
+
+    #[test]
     fn change_notices_leave_the_metrics_alone_and_a_bad_deploy_breaks_its_service() {
         let plain = generate(&sc(MicroFault::CpuHog, 5)).unwrap();
         assert!(plain.changes.is_empty());
         let with = generate(&MicroScenario {
             changes: true,
+            counters: false,
             ..sc(MicroFault::CpuHog, 5)
         })
         .unwrap();
@@ -1136,6 +1260,7 @@ mod tests {
         for seed in 1..=6 {
             let bad = generate(&MicroScenario {
                 changes: true,
+                counters: false,
                 ..sc(MicroFault::BadDeploy, seed)
             })
             .unwrap();

@@ -65,6 +65,13 @@ pub struct Args {
     /// change blame: precision and recall.
     #[arg(long)]
     pub changes: bool,
+    /// Write the traffic, errors, network and disk series of the pods
+    /// form as the cumulative counters services expose, exported raw
+    /// without `rate()` (`requests_total`, `errors_total`...; one service
+    /// restarting a third of the way in), as replay reads counters
+    /// (docs/replay.md).
+    #[arg(long, conflicts_with_all = ["wide", "wide_load"])]
+    pub counters: bool,
     /// Brain configuration (TOML); its store is replaced.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -85,6 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         wide,
         wide_load,
         changes,
+        counters,
         config,
     } = args;
     let cfg: BrainConfig = brain_config(config.as_ref())?;
@@ -110,6 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map(|mut s| {
             s.rough |= rough;
             s.changes |= changes;
+            s.counters |= counters;
             if wide {
                 s.shape = MicroShape::Wide;
             }
