@@ -435,6 +435,29 @@ fn petshop_cases_are_converted_replayed_and_scored() {
     }
 }
 
+/// The header row of a wide export: `first`, then a `<service>_<metric>`
+/// column per service and metric.
+fn wide_header(first: &str, services: &[&str], metrics: &[&str]) -> String {
+    let mut csv = String::from(first);
+    for s in services {
+        for m in metrics {
+            write!(csv, ",{s}_{m}").unwrap();
+        }
+    }
+    csv.push('\n');
+    csv
+}
+
+/// Seeded uniform noise in [-0.5, 0.5).
+fn noise(mut seed: u64) -> impl FnMut() -> f64 {
+    move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
+    }
+}
+
 #[test]
 fn a_wide_export_replays_and_a_pod_pinned_alone_at_its_limit_is_found() {
     // A data frame as benchmark suites export them: a time column (with
@@ -445,20 +468,12 @@ fn a_wide_export_replays_and_a_pod_pinned_alone_at_its_limit_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let services = ["frontend", "cart", "cart-db", "checkout"];
-    let mut csv = String::from(",time");
-    for s in services {
-        for m in ["cpu", "mem", "latency-50", "latency-90", "workload"] {
-            write!(csv, ",{s}_{m}").unwrap();
-        }
-    }
-    csv.push('\n');
-    let mut seed = 7u64;
-    let mut noise = || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
-    };
+    let mut csv = wide_header(
+        ",time",
+        &services,
+        &["cpu", "mem", "latency-50", "latency-90", "workload"],
+    );
+    let mut noise = noise(7);
     for i in 0..600u64 {
         write!(csv, "{i},{}", 1_700_000_000 + i).unwrap();
         for (k, s) in services.iter().enumerate() {
@@ -548,25 +563,17 @@ fn an_export_of_raw_counters_is_read_as_rates_and_the_service_returning_errors_i
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let services = ["frontend", "cart", "cart-db", "checkout"];
-    let mut csv = String::from("time");
-    for s in services {
-        for m in [
+    let mut csv = wide_header(
+        "time",
+        &services,
+        &[
             "cpu",
             "latency-90",
             "http_requests_total",
             "http_errors_total",
-        ] {
-            write!(csv, ",{s}_{m}").unwrap();
-        }
-    }
-    csv.push('\n');
-    let mut seed = 11u64;
-    let mut noise = || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
-    };
+        ],
+    );
+    let mut noise = noise(11);
     let mut counts = [[0.0f64; 2]; 4];
     for i in 0..700u64 {
         write!(csv, "{}", 1_700_000_000 + i).unwrap();
