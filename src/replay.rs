@@ -158,22 +158,21 @@ fn counters_as_rates(by_time: &mut BTreeMap<i64, Instant>) -> Counters {
         }
     }
     let mut out = Counters::default();
-    // Every (service, metric) name already in the recording: a rate's name
-    // that one of them has is not taken over.
-    let mut existing: BTreeSet<String> = BTreeSet::new();
+    if steps.is_empty() {
+        return out;
+    }
+    // Every metric name already in the recording: a rate's name that one
+    // of them has is not taken over.
+    let mut existing: BTreeSet<&str> = BTreeSet::new();
     for inst in by_time.values() {
-        for ((_, _, svc), samples) in &inst.batches {
-            for x in samples {
-                existing.insert(format!("{svc}\u{0}{}", x.metric));
-            }
+        for samples in inst.batches.values() {
+            existing.extend(samples.iter().map(|x| x.metric.as_str()));
         }
     }
     let mut convert: BTreeMap<String, String> = BTreeMap::new();
     for (metric, (n, down)) in &steps {
         let rate = rate_of(metric);
-        let clash = existing
-            .iter()
-            .any(|k| k.split_once('\u{0}').is_some_and(|(_, m)| *m == rate));
+        let clash = existing.contains(rate.as_str());
         if *n > 0 && (*down as f64) <= COUNTER_MAX_DOWN * *n as f64 && !clash {
             convert.insert(metric.clone(), rate);
         } else if *n > 0 {
