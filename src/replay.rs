@@ -4,7 +4,7 @@
 //! docs/replay.md.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -103,6 +103,96 @@ fn is_counter_name(metric: &str) -> bool {
     metric.len() > "_total".len() && (metric.ends_with("_total") || metric.ends_with("_count"))
 }
 
+/// A series of a recording: its batch's layer, IDC and service, then the
+/// sample's instance, scene, link and metric.
+type SeriesId = (
+    Layer,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+/// A series' names, borrowed.
+type SeriesNames<'a> = (
+    Layer,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    &'a str,
+);
+
+/// A value per series of a recording, found by a sample's names as they
+/// stand (a series' names are copied once, when it is first seen).
+struct PerSeries<V> {
+    hasher: hashbrown::DefaultHashBuilder,
+    table: hashbrown::HashTable<(SeriesId, V)>,
+}
+
+impl<V> Default for PerSeries<V> {
+    fn default() -> Self {
+        PerSeries {
+            hasher: Default::default(),
+            table: hashbrown::HashTable::new(),
+        }
+    }
+}
+
+impl<V> PerSeries<V> {
+    /// Files `value` for the series of `x` in batch `b`; what it had.
+    fn insert(&mut self, b: &(Layer, String, String), x: &Sample, value: V) -> Option<V> {
+        use std::hash::BuildHasher;
+        fn names(k: &SeriesId) -> SeriesNames<'_> {
+            (
+                k.0,
+                &k.1,
+                &k.2,
+                k.3.as_deref(),
+                k.4.as_deref(),
+                k.5.as_deref(),
+                &k.6,
+            )
+        }
+        let id = (
+            b.0,
+            b.1.as_str(),
+            b.2.as_str(),
+            x.instance.as_deref(),
+            x.scene.as_deref(),
+            x.link.as_deref(),
+            x.metric.as_str(),
+        );
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(id);
+        match self.table.entry(
+            hash,
+            |(k, _)| names(k) == id,
+            |(k, _)| hasher.hash_one(names(k)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                Some(std::mem::replace(&mut e.get_mut().1, value))
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let owned = (
+                    b.0,
+                    b.1.clone(),
+                    b.2.clone(),
+                    x.instance.clone(),
+                    x.scene.clone(),
+                    x.link.clone(),
+                    x.metric.clone(),
+                );
+                e.insert((owned, value));
+                None
+            }
+        }
+    }
+}
+
 /// The name of a counter's rate: `<name without _total>_per_s`.
 fn rate_of(metric: &str) -> String {
     format!("{}_per_s", metric.strip_suffix("_total").unwrap_or(metric))
@@ -123,34 +213,18 @@ const COUNTER_MAX_DOWN: f64 = 0.05;
 /// it is. A raw counter climbs for ever, and every detector and score
 /// would read its climb as a move.
 fn counters_as_rates(by_time: &mut BTreeMap<i64, Instant>) -> Counters {
-    type SeriesId = (
-        Layer,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-    );
-    let id = |(l, idc, svc): &(Layer, String, String), x: &Sample| -> SeriesId {
-        (
-            *l,
-            idc.clone(),
-            svc.clone(),
-            x.instance.clone(),
-            x.scene.clone(),
-            x.link.clone(),
-            x.metric.clone(),
-        )
-    };
     // Per metric named as a counter: (steps, steps down).
     let mut steps: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    let mut last: HashMap<SeriesId, f64> = HashMap::new();
+    let mut last = PerSeries::default();
     for inst in by_time.values() {
         for (b, samples) in &inst.batches {
             for x in samples.iter().filter(|x| is_counter_name(&x.metric)) {
-                let e = steps.entry(x.metric.clone()).or_default();
-                if let Some(prev) = last.insert(id(b, x), x.value) {
+                if !steps.contains_key(&x.metric) {
+                    steps.insert(x.metric.clone(), (0, 0));
+                }
+                if let Some(prev) = last.insert(b, x, x.value)
+                    && let Some(e) = steps.get_mut(&x.metric)
+                {
                     e.0 += 1;
                     e.1 += usize::from(x.value < prev);
                 }
@@ -182,15 +256,14 @@ fn counters_as_rates(by_time: &mut BTreeMap<i64, Instant>) -> Counters {
     if convert.is_empty() {
         return out;
     }
-    let mut prev: HashMap<SeriesId, (i64, f64)> = HashMap::new();
+    let mut prev = PerSeries::default();
     for (ts, inst) in by_time.iter_mut() {
         for (b, samples) in inst.batches.iter_mut() {
             samples.retain_mut(|x| {
                 let Some(rate) = convert.get(&x.metric) else {
                     return true;
                 };
-                let key = id(b, x);
-                let before = prev.insert(key, (*ts, x.value));
+                let before = prev.insert(b, x, (*ts, x.value));
                 if before.is_none() {
                     out.series += 1;
                 }
