@@ -83,20 +83,51 @@ pub struct Candidate {
 }
 
 /// How far one series moved since `onset`, in its bad direction, against
-/// its history before it; `None` without enough samples on either side.
-/// Only the last [`WINDOW`] samples at or before `now` are read.
+/// its history before it, capped; `None` without enough samples on either
+/// side. Only the last [`WINDOW`] samples at or before `now` are read.
 pub fn robust_score(h: &History, onset: i64, now: i64, direction: Direction) -> Option<f64> {
-    let (pre, post) = around(h, onset, now);
+    far_out(h, onset, now, direction).map(|(z, _)| z.min(CAP))
+}
+
+/// [`robust_score`] before its cap, and whether the series' own noise
+/// before the onset (not a floor: a series flat before it) set the
+/// yardstick.
+fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f64, bool)> {
+    let (pre, mut post) = around(h, onset, now);
     if pre.len() < MIN_PRE || post.is_empty() {
         return None;
     }
     let (level, scale) = reference(&pre);
+    // In a series written more often than it is scraped (an export
+    // sampling every second what was scraped every 5 s), a value repeated
+    // is one reading held between scrapes: one scrape's spike is one
+    // sample, however often written. (A series idle at one value repeats
+    // it too, yet each of its samples is a reading.)
+    if crate::recent::scrape_interval(h, now.saturating_add(1)).is_some() {
+        post.dedup();
+    }
     let mut z = moves(&post, level, scale, direction);
     z.sort_by(|a, b| b.total_cmp(a));
     // The second largest when there are several: one stray sample is not
     // a move.
     let at = usize::from(z.len() >= 3);
-    Some(z[at].clamp(0.0, CAP))
+    let spread = noise(&pre);
+    Some((
+        z[at].max(0.0),
+        spread > 1e-9 && spread >= 0.01 * level.abs(),
+    ))
+}
+
+/// A move beyond [`CAP`] counts for less and less (logarithmically), up
+/// to twice the cap: one absurd value does not outweigh the rest, yet of
+/// two series both far out, the one further out still reads as the larger
+/// move.
+fn soften(z: f64) -> f64 {
+    if z <= CAP {
+        z
+    } else {
+        (CAP * (1.0 + (z / CAP).ln())).min(2.0 * CAP)
+    }
 }
 
 /// The values of the last [`WINDOW`] samples at or before `now`: those
@@ -117,12 +148,19 @@ fn around(h: &History, onset: i64, now: i64) -> (Vec<f64>, Vec<f64>) {
 /// is judged by its usual spikes), at least 1 % of the level.
 fn reference(pre: &[f64]) -> (f64, f64) {
     let level = median(pre[pre.len().saturating_sub(3)..].to_vec());
+    (level, noise(pre).max(0.01 * level.abs()).max(1e-9))
+}
+
+/// A series' usual spread around its median: the larger of the robust
+/// deviation and the 90th percentile of its deviations read as a
+/// Gaussian's (a spiky series is judged by its usual spikes).
+fn noise(pre: &[f64]) -> f64 {
     let center = median(pre.to_vec());
     let mut dev: Vec<f64> = pre.iter().map(|v| (v - center).abs()).collect();
     dev.sort_by(f64::total_cmp);
     let mad = dev[dev.len() / 2] * 1.4826;
     let q90 = dev[((dev.len() - 1) as f64 * 0.9).round() as usize] / 1.645;
-    (level, mad.max(q90).max(0.01 * level.abs()).max(1e-9))
+    mad.max(q90)
 }
 
 /// How far the median of a series' samples since `onset` moved from its
@@ -386,6 +424,7 @@ where
 {
     let onset = inc.onset;
     let history = history.into_iter();
+    let called = topo.services.iter().any(|s| !s.depends_on.is_empty());
     // Onsets closer than the scrape of the incident's series cannot be
     // told apart (an export sampling every second what was scraped every
     // 5 s shows each change up to 5 s late, each series at its own phase).
@@ -433,8 +472,16 @@ where
     let mut failing: BTreeMap<(&str, &str), (f64, &SeriesKey, &History)> = BTreeMap::new();
     for (k, h) in history {
         let c = classes.classify(&k.metric);
-        let Some(z) = robust_score(h, onset, now, c.direction) else {
+        let Some((z, noisy)) = far_out(h, onset, now, c.direction) else {
             continue;
+        };
+        // Without call edges, how far out a series went is the trace of
+        // where the fault started (it thins out up the calls); with them,
+        // the calls say it, and a move capped is a move.
+        let z = if noisy && !called {
+            soften(z)
+        } else {
+            z.min(CAP)
         };
         if z >= MOVED && crate::incident::is_quality(&c.name) {
             let rise = failures_rise(h, onset, now, c.direction);
@@ -1101,6 +1148,78 @@ mod tests {
         let (all, recent) = (kept(0), kept(30_000));
         assert_eq!(format!("{all:?}"), format!("{recent:?}"));
         assert!(recent.iter().all(|c| c.explains.is_empty()), "{recent:#?}");
+    }
+
+    #[test]
+    fn a_spike_held_between_scrapes_is_one_sample_and_an_idle_series_still_moves() {
+        // Written every second, scraped every 5 s: each reading repeats
+        // five times, at a value of its own.
+        let scraped = |after: &dyn Fn(usize) -> f64| -> History {
+            (0..60)
+                .map(|i| {
+                    let scrape = i / 5;
+                    let v = if i < 40 {
+                        10.0 + (scrape % 4) as f64 * 0.1
+                    } else {
+                        after(scrape)
+                    };
+                    (i as i64 * 1000, v as f32)
+                })
+                .collect()
+        };
+        // One scrape far out, written five times: one stray reading.
+        let usual = |s: usize| 10.0 + (s % 4) as f64 * 0.1;
+        let spike = scraped(&|s| if s == 8 { 100.0 } else { usual(s) });
+        assert!(robust_score(&spike, 40_000, i64::MAX, Direction::Up).unwrap() < MOVED);
+        // Three scrapes far out: a move.
+        let shift = scraped(&|s| if s < 11 { 100.0 + s as f64 } else { usual(s) });
+        assert!(robust_score(&shift, 40_000, i64::MAX, Direction::Up).unwrap() >= MOVED);
+        // A series idle at zero repeats its zero, yet each of its samples
+        // is a reading: two at 5 are a move.
+        let idle: History = (0..50)
+            .map(|i| (i * 1000, if (40..42).contains(&i) { 5.0 } else { 0.0 }))
+            .collect();
+        assert!(robust_score(&idle, 40_000, i64::MAX, Direction::Up).unwrap() >= MOVED);
+    }
+
+    #[test]
+    fn without_call_edges_the_service_further_out_is_the_origin() {
+        // notify's latency went 25 times its level, that of ledger (which
+        // calls it) 3.6 times, both far beyond the cap of a score.
+        let noisy = |before: f64, after: f64| -> History {
+            (0..40)
+                .map(|i| {
+                    let v = if i >= 30 { after } else { before };
+                    let wobble = [0.0, 0.03, -0.02, 0.01, -0.03, 0.02][i as usize % 6];
+                    (i * 60_000, (v * (1.0 + wobble)) as f32)
+                })
+                .collect()
+        };
+        let h = [
+            (key("ledger", None, "latency_ms"), noisy(13.0, 47.0)),
+            (key("notify", None, "latency_ms"), noisy(3.0, 75.0)),
+        ];
+        let mut c = crate::correlate::Correlator::new(120_000, 3_000);
+        c.discipline.entries.insert("ledger".into());
+        c.on_anomaly(&slower("ledger", 30 * 60_000, 31 * 60_000));
+        c.on_anomaly(&slower("notify", 30 * 60_000, 31 * 60_000));
+        let inc = c.incidents.remove(0);
+        let rank = |topo: &Topology| {
+            localize(
+                &inc,
+                topo,
+                h.iter().map(|(k, v)| (k, v)),
+                MetricClasses::shipped(),
+                i64::MAX,
+            )
+        };
+        let c = rank(&Topology::default());
+        assert_eq!(c[0].service, "notify", "{c:#?}");
+        assert!(c[0].magnitude > c[1].magnitude && c[0].magnitude <= 2.0 * CAP);
+        // With the calls known, they say it, and a move is capped.
+        let c = rank(&graph(&[("ledger", "notify")]));
+        assert_eq!(c[0].service, "notify", "{c:#?}");
+        assert!(c.iter().all(|c| c.magnitude <= CAP));
     }
 
     #[test]
