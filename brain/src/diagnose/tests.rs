@@ -430,6 +430,50 @@ fn a_change_is_timed_by_its_own_services_first_anomaly() {
 }
 
 #[test]
+fn a_resource_drifting_before_a_deploy_does_not_date_the_fault() {
+    // payment-engine's CPU crept up with its traffic from the onset; it was
+    // deployed a minute later, and its errors broke a minute after that.
+    let inc = incident(&[
+        (System, "idc1", "payment-engine", None, "cpu", 0.6, 0.5, 0),
+        (
+            System,
+            "idc1",
+            "payment-engine",
+            None,
+            "error_rate",
+            0.25,
+            0.001,
+            120,
+        ),
+    ]);
+    let mut ctx = Context::default();
+    change(
+        &mut ctx,
+        "chg-bad",
+        "payment-engine",
+        ChangeKind::Deploy,
+        60,
+    );
+    let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &Default::default());
+    assert_eq!(top(&h), ("bad_deploy", "payment-engine"), "{h:?}");
+    assert!(
+        h[0].evidence[0].contains("60.0s before its first anomaly"),
+        "{h:?}"
+    );
+    // After its errors broke, a deploy is still no suspect.
+    let mut late = Context::default();
+    change(
+        &mut late,
+        "chg-fix",
+        "payment-engine",
+        ChangeKind::Deploy,
+        130,
+    );
+    let (h, _) = rules().diagnose(&inc, &topo(), &late, &[], &Default::default());
+    assert!(!h.iter().any(|x| x.cause == "bad_deploy"), "{h:?}");
+}
+
+#[test]
 fn a_config_push_and_other_changes_name_their_kind() {
     let inc = incident(&[(
         System,
