@@ -389,52 +389,22 @@ fn a_caller_deployed_before_its_callee_failed_is_not_blamed() {
 fn a_change_is_timed_by_its_own_services_first_anomaly() {
     // A lone signal elsewhere opened the incident two minutes before
     // payment-engine failed; it was deployed in between.
-    let inc = incident(&[
-        (System, "idc1", "acquiring", None, "tps", 900.0, 500.0, 0),
-        (
-            System,
-            "idc1",
-            "payment-engine",
-            None,
-            "error_rate",
-            0.25,
-            0.001,
-            120,
-        ),
-    ]);
-    let mut ctx = Context::default();
-    change(
-        &mut ctx,
-        "chg-bad",
-        "payment-engine",
-        ChangeKind::Deploy,
-        60,
-    );
-    let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &Default::default());
-    assert_eq!(top(&h), ("bad_deploy", "payment-engine"), "{h:?}");
-    assert!(
-        h[0].evidence[0].contains("60.0s before its first anomaly"),
-        "{h:?}"
-    );
-    // A change after its anomaly (a rollback, a fix) is no suspect.
-    let mut late = Context::default();
-    change(
-        &mut late,
-        "chg-fix",
-        "payment-engine",
-        ChangeKind::Deploy,
-        130,
-    );
-    let (h, _) = rules().diagnose(&inc, &topo(), &late, &[], &Default::default());
-    assert!(!h.iter().any(|x| x.cause == "bad_deploy"), "{h:?}");
+    deployed_before_its_errors_broke((System, "idc1", "acquiring", None, "tps", 900.0, 500.0, 0));
 }
 
 #[test]
 fn a_resource_drifting_before_a_deploy_does_not_date_the_fault() {
     // payment-engine's CPU crept up with its traffic from the onset; it was
     // deployed a minute later, and its errors broke a minute after that.
+    deployed_before_its_errors_broke((System, "idc1", "payment-engine", None, "cpu", 0.6, 0.5, 0));
+}
+
+/// `first` went bad at the onset; payment-engine was deployed 60 s later
+/// and its errors broke at 120 s: the deploy is blamed, timed by the
+/// errors, and a deploy after them (a rollback, a fix) is no suspect.
+fn deployed_before_its_errors_broke(first: Series) {
     let inc = incident(&[
-        (System, "idc1", "payment-engine", None, "cpu", 0.6, 0.5, 0),
+        first,
         (
             System,
             "idc1",
@@ -446,31 +416,20 @@ fn a_resource_drifting_before_a_deploy_does_not_date_the_fault() {
             120,
         ),
     ]);
-    let mut ctx = Context::default();
-    change(
-        &mut ctx,
-        "chg-bad",
-        "payment-engine",
-        ChangeKind::Deploy,
-        60,
-    );
-    let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &Default::default());
-    assert_eq!(top(&h), ("bad_deploy", "payment-engine"), "{h:?}");
-    assert!(
-        h[0].evidence[0].contains("60.0s before its first anomaly"),
-        "{h:?}"
-    );
-    // After its errors broke, a deploy is still no suspect.
-    let mut late = Context::default();
-    change(
-        &mut late,
-        "chg-fix",
-        "payment-engine",
-        ChangeKind::Deploy,
-        130,
-    );
-    let (h, _) = rules().diagnose(&inc, &topo(), &late, &[], &Default::default());
-    assert!(!h.iter().any(|x| x.cause == "bad_deploy"), "{h:?}");
+    for (id, at, blamed) in [("chg-bad", 60, true), ("chg-fix", 130, false)] {
+        let mut ctx = Context::default();
+        change(&mut ctx, id, "payment-engine", ChangeKind::Deploy, at);
+        let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &Default::default());
+        if blamed {
+            assert_eq!(top(&h), ("bad_deploy", "payment-engine"), "{h:?}");
+            assert!(
+                h[0].evidence[0].contains("60.0s before its first anomaly"),
+                "{h:?}"
+            );
+        } else {
+            assert!(!h.iter().any(|x| x.cause == "bad_deploy"), "{h:?}");
+        }
+    }
 }
 
 #[test]
