@@ -1154,21 +1154,17 @@ mod tests {
     fn a_spike_held_between_scrapes_is_one_sample_and_an_idle_series_still_moves() {
         // Written every second, scraped every 5 s: each reading repeats
         // five times, at a value of its own.
+        let usual = |s: usize| 10.0 + (s % 4) as f64 * 0.1;
         let scraped = |after: &dyn Fn(usize) -> f64| -> History {
             (0..60)
                 .map(|i| {
                     let scrape = i / 5;
-                    let v = if i < 40 {
-                        10.0 + (scrape % 4) as f64 * 0.1
-                    } else {
-                        after(scrape)
-                    };
+                    let v = if i < 40 { usual(scrape) } else { after(scrape) };
                     (i as i64 * 1000, v as f32)
                 })
                 .collect()
         };
         // One scrape far out, written five times: one stray reading.
-        let usual = |s: usize| 10.0 + (s % 4) as f64 * 0.1;
         let spike = scraped(&|s| if s == 8 { 100.0 } else { usual(s) });
         assert!(robust_score(&spike, 40_000, i64::MAX, Direction::Up).unwrap() < MOVED);
         // Three scrapes far out: a move.
