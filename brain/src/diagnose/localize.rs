@@ -5,7 +5,9 @@
 //! Every series of every service is compared with its own history before
 //! the incident's onset (a robust score: how far its samples since the
 //! onset moved in its bad direction, in units of its usual step-to-step
-//! noise, with a floor of 1 % of its level). A service is then scored by:
+//! noise, with a floor of 1 % of its level; capped, except that without
+//! call edges a move far beyond the cap still reads larger, up to twice
+//! it: see [`soften`]). A service is then scored by:
 //!
 //! * **magnitude**: its largest moves, weighted by what the series measure
 //!   (errors, success and latency count fully; resources a little less;
