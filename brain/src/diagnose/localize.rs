@@ -7,7 +7,7 @@
 //! onset moved in its bad direction, in units of its usual step-to-step
 //! noise, with a floor of 1 % of its level; capped, except that without
 //! call edges a move far beyond the cap still reads larger, up to twice
-//! it: see [`soften`]). A service is then scored by:
+//! it, logarithmically). A service is then scored by:
 //!
 //! * **magnitude**: its largest moves, weighted by what the series measure
 //!   (errors, success and latency count fully; resources a little less;
