@@ -303,7 +303,8 @@ const LATENCY_SYMPTOM_RISE: f64 = 1.5;
 const ENTRY_LATENCY_AGREES: f64 = 1.2;
 
 /// How far one service's latency must hold above its level to open an
-/// incident alone, with a call graph (scraped or sampled as it comes).
+/// incident alone (with a call graph scraped or sampled as it comes;
+/// without one, once it held over two judgment periods).
 const LATENCY_ALONE_HELD: f64 = 2.0;
 
 /// Whether `e` went bad at [`LATENCY_ALONE_HELD`] times its baseline or
@@ -827,8 +828,9 @@ impl Correlator {
     /// graph, an internal service [`LATENCY_SYMPTOM_RISE`] times), one
     /// held at double and another at [`LATENCY_SYMPTOM_RISE`] times, or,
     /// with a call graph, an entry service held at
-    /// [`LATENCY_SYMPTOM_RISE`] times or any one held at
-    /// [`LATENCY_ALONE_HELD`] times, outside a planned window and while
+    /// [`LATENCY_SYMPTOM_RISE`] times, or any one held at
+    /// [`LATENCY_ALONE_HELD`] times (without a call graph, over two
+    /// judgment periods since its onset), outside a planned window and while
     /// no traffic surges ([`SURGE`] times its baseline), open an incident with every
     /// signal as its evidence. A latency spike has
     /// passed by then, and a wandering series has wandered back. The
@@ -845,6 +847,8 @@ impl Correlator {
         // not shown yet whether it holds).
         self.confirms_due(now)?;
         let mut ratios: Vec<(SeriesKey, f64)> = Vec::new();
+        // Series that have held for two judgment periods or more.
+        let mut long: Vec<SeriesKey> = Vec::new();
         let mut quality: Vec<SeriesKey> = Vec::new();
         for s in &mut self.signals {
             let Some(due) = s
@@ -861,6 +865,9 @@ impl Correlator {
                     s.confirm = None;
                     quality.push(s.key.clone());
                 } else {
+                    if now - s.evidence.onset >= 2 * due.every {
+                        long.push(s.key.clone());
+                    }
                     ratios.push((s.key.clone(), r));
                 }
             }
@@ -911,7 +918,14 @@ impl Correlator {
         services.dedup();
         let up = |k: f64| ratios.iter().filter(|(_, r)| *r >= k).count();
         let group = services.len() >= 2 || (up(2.0) >= 1 && up(LATENCY_SYMPTOM_RISE) >= 2);
-        let alone = graph && up(LATENCY_ALONE_HELD) >= 1;
+        // One series alone at double: with a call graph, once it held;
+        // without one, where nothing says whether it is a callee's delay
+        // or a burst on a service of no consequence, once it held for two
+        // periods (a burst that decays over a few scrapes is gone by
+        // then).
+        let alone = ratios
+            .iter()
+            .any(|(k, r)| *r >= LATENCY_ALONE_HELD && (graph || long.contains(k)));
         if !symptom && !group && !alone {
             return None;
         }
@@ -1374,6 +1388,47 @@ mod tests {
             ..planned[0].clone()
         }];
         assert_eq!(Discipline::new(&topo, &[], &bad).unwrap_err().len(), 1);
+    }
+
+    #[test]
+    fn without_a_graph_one_latency_at_double_opens_once_it_held_two_periods() {
+        // One service's latency alone, up by four fifths when flagged:
+        // judged 10 s later, then every 10 s.
+        let judged_once = || {
+            let mut c = Correlator::new(120_000, 3_000);
+            assert_eq!(c.on_anomaly(&sys("a", "latency_ms", 10_000)), None);
+            assert!(c.confirm_latency(20_000, 10_000), "up by half: judged");
+            // A burst decaying over a few scrapes read three times its
+            // level at the first judgment (its onset 12 s before): no
+            // page yet.
+            assert_eq!(c.promote_confirmed(20_000, |_, _| Some(3.0)), None);
+            c
+        };
+        // Gone by the second, it never opens.
+        let mut burst = judged_once();
+        assert_eq!(burst.promote_confirmed(30_000, |_, _| Some(1.1)), None);
+        assert!(burst.incidents.is_empty());
+        let mut c = judged_once();
+        // Held at double over both periods (22 s since its onset): a
+        // delay on a service nothing else shows, as a callee's is
+        // diluted on its callers.
+        assert_eq!(c.promote_confirmed(30_000, |_, _| Some(2.4)), Some(0));
+        assert_eq!(c.incidents[0].service, "a");
+        // Held at less than double, it stays a signal.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.on_anomaly(&sys("a", "latency_ms", 10_000));
+        assert!(c.confirm_latency(20_000, 10_000));
+        assert_eq!(c.promote_confirmed(20_000, |_, _| Some(1.9)), None);
+        assert_eq!(c.promote_confirmed(30_000, |_, _| Some(1.9)), None);
+        // Under a surge it is load.
+        let mut busy = Correlator::new(120_000, 3_000);
+        busy.on_anomaly(&sys("a", "latency_ms", 10_000));
+        assert!(busy.confirm_latency(20_000, 10_000));
+        let mut tps = sys("b", "tps", 12_000);
+        (tps.baseline, tps.value) = (100.0, 150.0);
+        busy.on_anomaly(&tps);
+        assert_eq!(busy.promote_confirmed(20_000, |_, _| Some(2.4)), None);
+        assert_eq!(busy.promote_confirmed(30_000, |_, _| Some(2.4)), None);
     }
 
     #[test]

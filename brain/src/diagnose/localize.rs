@@ -44,6 +44,15 @@ const CAP: f64 = 50.0;
 /// for ingest running a little ahead of the engine, so that the same
 /// recording is always scored on the same samples).
 pub const WINDOW: usize = 48;
+/// How far back a score may read when the last [`WINDOW`] samples leave
+/// fewer than [`PRE_WANTED`] before the onset (an incident opened long
+/// after its onset: a latency group judged once it held, at 1-s steps):
+/// what the brain keeps, less the same slack as [`WINDOW`]'s (replay lets
+/// ingest lead the engine by 40 instants at most).
+const WINDOW_BACK: usize = crate::recent::HISTORY_POINTS - 48;
+/// Samples before the onset a score wants to read a series' level and
+/// noise from (see [`WINDOW_BACK`]).
+const PRE_WANTED: usize = WINDOW - 8;
 /// A resource's weighted move that names the fault whatever the quality
 /// did (see [`fingerprint`]).
 const RESOURCE_CLEAR: f64 = 10.0;
@@ -95,7 +104,7 @@ pub fn robust_score(h: &History, onset: i64, now: i64, direction: Direction) -> 
 /// before the onset (not a floor: a series flat before it) set the
 /// yardstick.
 fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f64, bool)> {
-    let (pre, mut post) = around(h, onset, now);
+    let (pre, mut post) = around(h, onset, now, WINDOW_BACK);
     if pre.len() < MIN_PRE || post.is_empty() {
         return None;
     }
@@ -133,12 +142,22 @@ fn soften(z: f64) -> f64 {
 }
 
 /// The values of the last [`WINDOW`] samples at or before `now`: those
-/// before `onset`, and those from it on.
-fn around(h: &History, onset: i64, now: i64) -> (Vec<f64>, Vec<f64>) {
+/// before `onset`, and those from it on. When fewer than [`PRE_WANTED`]
+/// of them come before the onset, up to `back` samples are read (as many
+/// as make that many before it): a level and a noise read from two or
+/// three samples held between scrapes are no yardstick.
+fn around(h: &History, onset: i64, now: i64, back: usize) -> (Vec<f64>, Vec<f64>) {
     let upto = h.partition_point(|(t, _)| *t <= now);
-    let (pre, post): (Vec<_>, Vec<_>) = h
-        .range(upto.saturating_sub(WINDOW)..upto)
-        .partition(|(t, _)| *t < onset);
+    let from = upto.saturating_sub(WINDOW);
+    // Read further back, up to `back` samples, for a level and a noise
+    // read from more than a few samples before the onset.
+    let from = match h.partition_point(|(t, _)| *t < onset) {
+        at if at < from + PRE_WANTED => {
+            from.min(at.saturating_sub(PRE_WANTED).max(upto.saturating_sub(back)))
+        }
+        _ => from,
+    };
+    let (pre, post): (Vec<_>, Vec<_>) = h.range(from..upto).partition(|(t, _)| *t < onset);
     let values = |v: Vec<&(i64, f32)>| v.into_iter().map(|(_, x)| f64::from(*x)).collect();
     (values(pre), values(post))
 }
@@ -169,7 +188,7 @@ fn noise(pre: &[f64]) -> f64 {
 /// level before, in its bad direction and its own unit (0 without enough
 /// samples).
 fn failures_rise(h: &History, onset: i64, now: i64, direction: Direction) -> f64 {
-    let (pre, post) = around(h, onset, now);
+    let (pre, post) = around(h, onset, now, WINDOW_BACK);
     if pre.len() < MIN_PRE || post.is_empty() {
         return 0.0;
     }
@@ -201,7 +220,7 @@ fn moves(post: &[f64], level: f64, scale: f64, direction: Direction) -> Vec<f64>
 /// at or before `now`, or when the level was zero). A pod pinned at its CPU limit or memory filling
 /// up holds far out; a noisy series only visits.
 pub fn held(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f64, f64)> {
-    let (pre, post) = around(h, onset, now);
+    let (pre, post) = around(h, onset, now, WINDOW);
     if pre.len() < MIN_PRE || post.len() < 3 {
         return None;
     }
@@ -239,7 +258,7 @@ pub fn held_failures(
     now: i64,
     direction: Direction,
 ) -> Option<(f64, f64)> {
-    let (mut pre, mut post) = around(h, onset, now);
+    let (mut pre, mut post) = around(h, onset, now, WINDOW);
     if pre.len() < MIN_PRE || post.len() < 3 {
         return None;
     }
@@ -807,6 +826,36 @@ mod tests {
             .collect();
         assert!(held_above(&spiky, 119_000, 100.0).unwrap() < 1.01);
         assert_eq!(held_above(&long, 119_000, 0.0), None);
+    }
+
+    #[test]
+    fn a_score_reads_back_far_enough_for_a_level_and_a_noise() {
+        // A series scraped every 5 s, written every second, wandering by
+        // ±4 % around 100; from 80 s on, up by 6 % (within its wander).
+        // The incident opened 46 s after its onset: of the last 48
+        // samples, two come before it, one scrape held.
+        let h: History = (0..126)
+            .map(|i: i64| {
+                let scrape = i / 5;
+                let wander = [0.0, 4.0, -3.0, 2.0, -4.0, 3.0, -1.0][(scrape % 7) as usize];
+                let v = 100.0 + wander + if i >= 80 { 6.0 } else { 0.0 };
+                (i * 1000, v as f32)
+            })
+            .collect();
+        let z = robust_score(&h, 80_000, 125_000, Direction::Up).unwrap();
+        assert!(z < MOVED, "read against its own wander: {z}");
+        // A real move still reads as one.
+        let moved: History = h
+            .iter()
+            .map(|&(t, v)| (t, if t >= 80_000 { v + 40.0 } else { v }))
+            .collect();
+        let z = robust_score(&moved, 80_000, 125_000, Direction::Up).unwrap();
+        assert!(z >= 3.0 * MOVED, "{z}");
+        // Only what is kept for the purpose is read: the same onset with
+        // the history cut 60 samples before `now` has no more than that.
+        let cut: History = h.iter().copied().skip(66).collect();
+        let (pre, post) = around(&cut, 80_000, 125_000, WINDOW_BACK);
+        assert_eq!((pre.len(), post.len()), (14, 46));
     }
 
     #[test]

@@ -496,7 +496,13 @@ impl Engine {
                 self.correlator.hold(&ev.key, at);
             }
             if ev.kind == crate::detect::AnomalyKind::Start && &*ev.class == "latency" {
-                let step = self.recent.step_of([&ev.key], ev.ts);
+                // A series held between scrapes shows whether it holds
+                // over scrapes, not samples: one scrape that caught a
+                // burst repeats it until the next.
+                let step = self
+                    .recent
+                    .scrape_of(&ev.key, ev.onset)
+                    .unwrap_or_else(|| self.recent.step_of([&ev.key], ev.ts));
                 let every = CONFIRM_MS.max(CONFIRM_STEPS * step);
                 self.correlator.confirm_latency(ev.ts + every, every);
             }
