@@ -39,19 +39,22 @@ use crate::{
 pub const MOVED: f64 = 3.0;
 /// Scores are capped here: one absurd value must not outweigh the rest.
 const CAP: f64 = 50.0;
-/// Samples at or before the diagnosis time that a score reads at most
-/// (the brain keeps [`crate::recent::HISTORY_POINTS`]; the rest is slack
+/// Samples at or before the diagnosis time that a score reads (more,
+/// up to [`WINDOW_BACK`], when too few of them come before the onset).
+/// The brain keeps [`crate::recent::HISTORY_POINTS`]; the rest is slack
 /// for ingest running a little ahead of the engine, so that the same
-/// recording is always scored on the same samples).
+/// recording is always scored on the same samples.
 pub const WINDOW: usize = 48;
+/// Samples the brain keeps beyond the most a score reads: slack for
+/// ingest running ahead of the engine (replay lets it lead by 40 instants
+/// at most).
+const SLACK: usize = 48;
 /// How far back a score may read when the last [`WINDOW`] samples leave
 /// fewer than [`PRE_WANTED`] before the onset (an incident opened long
-/// after its onset: a latency group judged once it held, at 1-s steps):
-/// what the brain keeps, less the same slack as [`WINDOW`]'s (replay lets
-/// ingest lead the engine by 40 instants at most).
-const WINDOW_BACK: usize = crate::recent::HISTORY_POINTS - 48;
-/// Samples before the onset a score wants to read a series' level and
-/// noise from (see [`WINDOW_BACK`]).
+/// after its onset: a latency group judged once it held, at 1-s steps).
+pub const WINDOW_BACK: usize = crate::recent::HISTORY_POINTS - SLACK;
+/// Samples before the onset (40) a score wants to read a series' level
+/// and noise from (see [`WINDOW_BACK`]).
 const PRE_WANTED: usize = WINDOW - 8;
 /// A resource's weighted move that names the fault whatever the quality
 /// did (see [`fingerprint`]).
