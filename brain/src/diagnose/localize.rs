@@ -67,6 +67,41 @@ const MIN_PRE: usize = 2;
 /// without a graph.
 const FAILURES_THIN: f64 = 1.3;
 
+/// How many times a service's latency tail must have risen more than its
+/// median (each in its own unit) for a delay to read as requests lost
+/// and retransmitted: a delay shifts every request, a loss holds up the
+/// few that wait for a retransmission.
+const TAIL_OF_LOSS: f64 = 4.0;
+
+/// The percentile a latency series' name says it is (`LatencyP99`,
+/// `latency-90`, `p50_ms`, `median`), when it says one.
+fn percentile(metric: &str) -> Option<u32> {
+    let m = metric.to_ascii_lowercase();
+    if m.contains("median") {
+        return Some(50);
+    }
+    let b = m.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let after_mark = start > 0 && matches!(b[start - 1], b'p' | b'-' | b'_');
+        if let Ok(v) = m[start..i].parse::<u32>()
+            && after_mark
+            && (50..=99).contains(&v)
+        {
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// One candidate cause location.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
@@ -494,6 +529,9 @@ where
     // series whose failures rose most, by how much (in the series' own
     // unit), for edges learnt without a graph.
     let mut failing: BTreeMap<(&str, &str), (f64, &SeriesKey, &History)> = BTreeMap::new();
+    // Per service, how far its median latency and its latency tail rose
+    // (each in its own unit, the largest of each).
+    let mut tails: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     for (k, h) in history {
         let c = classes.classify(&k.metric);
         let Some((z, noisy)) = far_out(h, onset, now, c.direction) else {
@@ -507,6 +545,18 @@ where
         } else {
             z.min(CAP)
         };
+        if &*c.name == "latency"
+            && let Some(p) = percentile(&k.metric)
+            && (p <= 60 || p >= 90)
+        {
+            let rise = failures_rise(h, onset, now, Direction::Up);
+            let t = tails.entry(k.service.clone()).or_default();
+            if p <= 60 {
+                t.0 = t.0.max(rise);
+            } else {
+                t.1 = t.1.max(rise);
+            }
+        }
         if z >= MOVED && crate::incident::is_quality(&c.name) {
             let rise = failures_rise(h, onset, now, c.direction);
             let at = (k.service.as_str(), k.metric.as_str());
@@ -733,7 +783,14 @@ where
             };
             let mut moved = v;
             moved.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-            let fault = fingerprint(&moved, entries.contains(s));
+            let mut fault = fingerprint(&moved, entries.contains(s));
+            if fault == "network_delay"
+                && let Some(&(median, tail)) = tails.get(*s)
+                && tail > 0.0
+                && tail >= TAIL_OF_LOSS * median.max(0.0)
+            {
+                fault = "packet_loss";
+            }
             moved.truncate(5);
             let instance = per_instance.get(s).and_then(|is| {
                 if is.len() < 2 {
@@ -1270,6 +1327,54 @@ mod tests {
         let c = rank(&graph(&[("ledger", "notify")]));
         assert_eq!(c[0].service, "notify", "{c:#?}");
         assert!(c.iter().all(|c| c.magnitude <= CAP));
+    }
+
+    #[test]
+    fn a_tail_risen_far_more_than_the_median_reads_as_packet_loss() {
+        assert_eq!(percentile("LatencyP99"), Some(99));
+        assert_eq!(percentile("latency-50"), Some(50));
+        assert_eq!(percentile("http_p90_ms"), Some(90));
+        assert_eq!(percentile("median_latency"), Some(50));
+        assert_eq!(percentile("latency"), None);
+        assert_eq!(percentile("latency_ms"), None);
+        assert_eq!(percentile("errors_5xx"), None);
+        assert_eq!(percentile("latency_500"), None);
+        // One service's median and tail (s), 30 steps before, 10 after.
+        let steady = |before: f64, after: f64| -> History {
+            (0..40)
+                .map(|i| {
+                    let v = if i >= 30 { after } else { before };
+                    let wobble = [0.0, 0.03, -0.02, 0.01, -0.03, 0.02][i as usize % 6];
+                    (i * 1000, (v * (1.0 + wobble)) as f32)
+                })
+                .collect()
+        };
+        let kind = |median: (f64, f64), tail: (f64, f64)| {
+            let h = [
+                (key("cart", None, "latency-50"), steady(median.0, median.1)),
+                (key("cart", None, "latency-90"), steady(tail.0, tail.1)),
+            ];
+            let mut c = crate::correlate::Correlator::new(120_000, 3_000);
+            c.discipline.entries.insert("cart".into());
+            c.on_anomaly(&slower("cart", 30_000, 32_000));
+            let inc = c.incidents.remove(0);
+            let c = localize(
+                &inc,
+                &Topology::default(),
+                h.iter().map(|(k, v)| (k, v)),
+                MetricClasses::shipped(),
+                i64::MAX,
+            );
+            assert_eq!(c[0].service, "cart");
+            c[0].fault
+        };
+        // A delay: every request 120 ms later, median and tail alike.
+        assert_eq!(kind((0.05, 0.17), (0.12, 0.24)), "network_delay");
+        // A loss: the median a little later, the tail held up by
+        // retransmissions.
+        assert_eq!(kind((0.05, 0.07), (0.12, 0.40)), "packet_loss");
+        // The tail three times the median's rise: still a delay.
+        assert_eq!(kind((0.05, 0.10), (0.12, 0.27)), "network_delay");
     }
 
     #[test]
