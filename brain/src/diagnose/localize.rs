@@ -146,7 +146,8 @@ fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f
     if pre.len() < MIN_PRE || post.is_empty() {
         return None;
     }
-    let (level, scale) = reference(&pre);
+    let (level, spread) = (level(&pre), noise(&pre));
+    let scale = yardstick(level, spread);
     // In a series written more often than it is scraped (an export
     // sampling every second what was scraped every 5 s), a value repeated
     // is one reading held between scrapes: one scrape's spike is one
@@ -160,7 +161,6 @@ fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f
     // The second largest when there are several: one stray sample is not
     // a move.
     let at = usize::from(z.len() >= 3);
-    let spread = noise(&pre);
     Some((
         z[at].max(0.0),
         spread > 1e-9 && spread >= 0.01 * level.abs(),
@@ -206,8 +206,18 @@ fn around(h: &History, onset: i64, now: i64, back: usize) -> (Vec<f64>, Vec<f64>
 /// 90th percentile of its deviations read as a Gaussian's (a spiky series
 /// is judged by its usual spikes), at least 1 % of the level.
 fn reference(pre: &[f64]) -> (f64, f64) {
-    let level = median(pre[pre.len().saturating_sub(3)..].to_vec());
-    (level, noise(pre).max(0.01 * level.abs()).max(1e-9))
+    let level = level(pre);
+    (level, yardstick(level, noise(pre)))
+}
+
+/// The level just before an onset: the median of the last three samples.
+fn level(pre: &[f64]) -> f64 {
+    median(pre[pre.len().saturating_sub(3)..].to_vec())
+}
+
+/// A move's unit: a series' `spread`, at least 1 % of its `level`.
+fn yardstick(level: f64, spread: f64) -> f64 {
+    spread.max(0.01 * level.abs()).max(1e-9)
 }
 
 /// A series' usual spread around its median: the larger of the robust
@@ -230,7 +240,7 @@ fn failures_rise(h: &History, onset: i64, now: i64, direction: Direction) -> f64
     if pre.len() < MIN_PRE || post.is_empty() {
         return 0.0;
     }
-    let (level, _) = reference(&pre);
+    let level = level(&pre);
     let m = median(post);
     match direction {
         Direction::Up => m - level,
@@ -988,6 +998,18 @@ mod tests {
         }
     }
 
+    /// 40 samples `step_ms` apart wobbling by up to 3 %: at `before` for
+    /// 30, then at `after`.
+    fn stepped(step_ms: i64, before: f64, after: f64) -> History {
+        (0..40)
+            .map(|i| {
+                let v = if i >= 30 { after } else { before };
+                let wobble = [0.0, 0.03, -0.02, 0.01, -0.03, 0.02][i as usize % 6];
+                (i * step_ms, (v * (1.0 + wobble)) as f32)
+            })
+            .collect()
+    }
+
     fn graph(edges: &[(&str, &str)]) -> Topology {
         Topology::from_edges(edges.iter().map(|(a, b)| (a.to_string(), b.to_string())))
     }
@@ -1293,15 +1315,7 @@ mod tests {
     fn without_call_edges_the_service_further_out_is_the_origin() {
         // notify's latency went 25 times its level, that of ledger (which
         // calls it) 3.6 times, both far beyond the cap of a score.
-        let noisy = |before: f64, after: f64| -> History {
-            (0..40)
-                .map(|i| {
-                    let v = if i >= 30 { after } else { before };
-                    let wobble = [0.0, 0.03, -0.02, 0.01, -0.03, 0.02][i as usize % 6];
-                    (i * 60_000, (v * (1.0 + wobble)) as f32)
-                })
-                .collect()
-        };
+        let noisy = |before: f64, after: f64| stepped(60_000, before, after);
         let h = [
             (key("ledger", None, "latency_ms"), noisy(13.0, 47.0)),
             (key("notify", None, "latency_ms"), noisy(3.0, 75.0)),
@@ -1340,15 +1354,7 @@ mod tests {
         assert_eq!(percentile("errors_5xx"), None);
         assert_eq!(percentile("latency_500"), None);
         // One service's median and tail (s), 30 steps before, 10 after.
-        let steady = |before: f64, after: f64| -> History {
-            (0..40)
-                .map(|i| {
-                    let v = if i >= 30 { after } else { before };
-                    let wobble = [0.0, 0.03, -0.02, 0.01, -0.03, 0.02][i as usize % 6];
-                    (i * 1000, (v * (1.0 + wobble)) as f32)
-                })
-                .collect()
-        };
+        let steady = |before: f64, after: f64| stepped(1000, before, after);
         let kind = |median: (f64, f64), tail: (f64, f64)| {
             let h = [
                 (key("cart", None, "latency-50"), steady(median.0, median.1)),
