@@ -38,7 +38,30 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
 }
 
+/// A loopback port free now, below the kernel's ephemeral range: a port
+/// the kernel hands out for `bind(0)` is one it also hands out to outgoing
+/// connections, and between its choice and its server's start another
+/// connection of the test (a NATS route between two nodes) may take it.
+/// Each call in a process tries the next port from an offset drawn from
+/// the process id, so that test binaries running side by side start apart.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    const FIRST: u32 = 10_000;
+    if low > FIRST + 1_000 {
+        let span = low - FIRST;
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
