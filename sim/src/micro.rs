@@ -79,7 +79,8 @@ pub struct MicroScenario {
     pub name: String,
     /// Seed of the graph, the traffic and the fault's target.
     pub seed: u64,
-    /// Services (8..=30).
+    /// Services (8..=64; a world of more than 30 is named as Train Ticket
+    /// names its own, `ts-<name>-service`).
     pub services: usize,
     /// The fault.
     pub fault: MicroFault,
@@ -130,6 +131,16 @@ impl MicroScenario {
         self.start_s = (self.start_s as f64 * k).round() as u64;
         self.duration_s = (self.duration_s as f64 * k).round() as u64;
         self.step_s = step;
+        self
+    }
+
+    /// The same scenario in a larger world: 31 to 64 services (the size
+    /// of the largest benchmark applications), drawn from its seed, named
+    /// as Train Ticket names its own. Everything else is drawn as before
+    /// from the same seed, in a different graph.
+    pub fn larger(mut self) -> Self {
+        let extra = (LARGE_NAMES.len() - NAMES.len()) as u64;
+        self.services = NAMES.len() + 1 + (self.seed % extra) as usize;
         self
     }
 }
@@ -244,6 +255,76 @@ const NAMES: [&str; 30] = [
     "audit",
 ];
 
+/// The services of a world larger than [`NAMES`] holds (31 to 64, the
+/// size of the largest benchmark applications), named as Train Ticket
+/// names its own: `ts-<name>-service`, hyphens inside a service's name.
+const LARGE_NAMES: [&str; 64] = [
+    "ui-dashboard",
+    "auth",
+    "user",
+    "verification-code",
+    "station",
+    "train",
+    "config",
+    "security",
+    "execute",
+    "contacts",
+    "order",
+    "order-other",
+    "travel",
+    "travel2",
+    "preserve",
+    "preserve-other",
+    "basic",
+    "ticketinfo",
+    "price",
+    "notification",
+    "inside-payment",
+    "payment",
+    "rebook",
+    "cancel",
+    "assurance",
+    "seat",
+    "travel-plan",
+    "route",
+    "route-plan",
+    "food",
+    "food-map",
+    "station-food",
+    "train-food",
+    "consign",
+    "consign-price",
+    "admin-basic-info",
+    "admin-order",
+    "admin-route",
+    "admin-travel",
+    "admin-user",
+    "news",
+    "voucher",
+    "delivery",
+    "wait-order",
+    "avatar",
+    "gateway",
+    "ticket-office",
+    "cart",
+    "coupon",
+    "invoice",
+    "refund",
+    "ledger",
+    "audit",
+    "search",
+    "schedule",
+    "platform",
+    "luggage",
+    "insurance",
+    "loyalty",
+    "geo",
+    "rating",
+    "media",
+    "report",
+    "pricing-rule",
+];
+
 /// The epoch of every recording, s.
 pub const START_S: i64 = 1_760_000_000;
 
@@ -311,8 +392,12 @@ impl Roughness {
 /// Generates `sc`'s recording. Every number is drawn from `sc.seed`: the
 /// same scenario gives the same bytes.
 pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
-    if !(8..=30).contains(&sc.services) {
-        return Err(format!("{}: services must be 8..=30", sc.name));
+    if !(8..=LARGE_NAMES.len()).contains(&sc.services) {
+        return Err(format!(
+            "{}: services must be 8..={}",
+            sc.name,
+            LARGE_NAMES.len()
+        ));
     }
     if sc.step_s == 0 || sc.start_s >= sc.duration_s || sc.start_s < 60 * sc.step_s {
         return Err(format!(
@@ -327,11 +412,20 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
         ));
     }
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(sc.seed);
-    let mut names: Vec<&str> = NAMES.to_vec();
+    let large = sc.services > NAMES.len();
+    let mut names: Vec<&str> = if large {
+        LARGE_NAMES.to_vec()
+    } else {
+        NAMES.to_vec()
+    };
     names[1..].shuffle(&mut rng);
     let mut svcs: Vec<Svc> = Vec::new();
     for (i, n) in names.iter().take(sc.services).enumerate() {
-        let name = format!("{n}service");
+        let name = if large {
+            format!("ts-{n}-service")
+        } else {
+            format!("{n}service")
+        };
         let hash: u32 = rng.r#gen();
         let pods = (0..rng.gen_range(2..=3))
             .map(|k| format!("{name}-{:08x}-{k}", hash))
@@ -974,6 +1068,7 @@ pub fn by_fault(s: &[MicroScenario]) -> BTreeMap<&'static str, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn sc(fault: MicroFault, seed: u64) -> MicroScenario {
         MicroScenario {
@@ -1033,7 +1128,7 @@ mod tests {
         assert!(writes(true) > 10.0 * writes(false));
         assert!(
             generate(&MicroScenario {
-                services: 40,
+                services: 65,
                 ..sc(MicroFault::CpuHog, 1)
             })
             .is_err()
@@ -1293,6 +1388,23 @@ mod tests {
         assert!(a.iter().all(|s| (8..=30).contains(&s.services)));
         for s in &a {
             generate(s).unwrap();
+        }
+        // A larger world: 31 to 64 services, Train Ticket's names.
+        for s in a.into_iter().map(MicroScenario::larger) {
+            assert!((31..=64).contains(&s.services), "{}", s.services);
+            let rec = generate(&s).unwrap();
+            let named: BTreeSet<&str> = rec
+                .metrics
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split(',').nth(1))
+                .collect();
+            assert_eq!(named.len(), s.services);
+            assert!(
+                named
+                    .iter()
+                    .all(|n| n.starts_with("ts-") && n.ends_with("-service"))
+            );
         }
     }
 }

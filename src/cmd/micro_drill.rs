@@ -72,6 +72,11 @@ pub struct Args {
     /// (docs/replay.md).
     #[arg(long, conflicts_with_all = ["wide", "wide_load"])]
     pub counters: bool,
+    /// Every scenario in a larger world: 31 to 64 services (the size of
+    /// the largest benchmark applications, Train Ticket's 64), named
+    /// `ts-<name>-service` as Train Ticket names its own.
+    #[arg(long)]
+    pub large: bool,
     /// Brain configuration (TOML); its store is replaced.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -93,6 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         wide_load,
         changes,
         counters,
+        large,
         config,
     } = args;
     let cfg: BrainConfig = brain_config(config.as_ref())?;
@@ -119,6 +125,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             s.rough |= rough;
             s.changes |= changes;
             s.counters |= counters;
+            if large {
+                s = s.larger();
+            }
             if wide {
                 s.shape = MicroShape::Wide;
             }
