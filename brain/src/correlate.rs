@@ -563,7 +563,6 @@ impl Correlator {
                     &self.traffic_up,
                     load_rising,
                 );
-                let quality_bad = !bad.is_empty();
                 // Errors or success of a scraped series: judged once it
                 // has had a few scrapes to show whether it holds, unless
                 // the configuration names it a symptom.
@@ -623,14 +622,18 @@ impl Correlator {
                 }
                 // Latency alone, of a series held between scrapes: judged
                 // once it has had a few scrapes to show whether it holds.
+                // Errors or success bad elsewhere agree with it only when
+                // they went bad together, within a judgment period: in a
+                // world of 60 services, one service's errors held a little
+                // up and another's latency caught in a burst are often
+                // there at once.
                 if let Some(every) = held_every
                     && self.discipline.has_graph
                     && &*ev.class == "latency"
                     && agreeing < 2
                     && !place
-                    && !quality_bad
                     && !self.discipline.named_symptom(&ev.key)
-                    && !self.across(false)
+                    && !self.quality_bad_near(ev, every)
                 {
                     self.mark_latency(ev.ts + every, every);
                     return None;
@@ -689,6 +692,22 @@ impl Correlator {
     /// callers a little slower still, is not a fault). A latency that at
     /// least doubled and one more up by half (a service's median and
     /// tail, or two services) agree too.
+    /// Whether errors or success of another series went bad, and held,
+    /// within `every` of `ev`'s onset (an open incident's count wherever
+    /// they went bad: `ev` did not join it).
+    fn quality_bad_near(&self, ev: &AnomalyEvent, every: i64) -> bool {
+        let quality = |e: &Evidence| e.active && is_quality(&e.class);
+        self.signals.iter().any(|s| {
+            s.key != ev.key
+                && !s.unheld
+                && quality(&s.evidence)
+                && (s.evidence.onset - ev.onset).abs() <= every
+        }) || self
+            .incidents
+            .iter()
+            .any(|i| i.evidence.values().any(quality))
+    }
+
     fn across(&self, with_latency: bool) -> bool {
         self.across_under(with_latency, !self.traffic_up.is_empty())
     }
@@ -846,10 +865,13 @@ impl Correlator {
         // reason to judge the first alone, and one that just went bad has
         // not shown yet whether it holds).
         self.confirms_due(now)?;
-        let mut ratios: Vec<(SeriesKey, f64)> = Vec::new();
+        // (series, how many times its level it held at, its onset)
+        let mut ratios: Vec<(SeriesKey, f64, i64)> = Vec::new();
         // Series that have held for two judgment periods or more.
         let mut long: Vec<SeriesKey> = Vec::new();
         let mut quality: Vec<SeriesKey> = Vec::new();
+        // The longest judgment period among them.
+        let mut period = 0;
         for s in &mut self.signals {
             let Some(due) = s
                 .confirm
@@ -868,7 +890,8 @@ impl Correlator {
                     if now - s.evidence.onset >= 2 * due.every {
                         long.push(s.key.clone());
                     }
-                    ratios.push((s.key.clone(), r));
+                    period = period.max(due.every);
+                    ratios.push((s.key.clone(), r, s.evidence.onset));
                 }
             }
         }
@@ -908,16 +931,46 @@ impl Correlator {
         let symptom = graph
             && ratios
                 .iter()
-                .any(|(k, r)| self.discipline.is_entry(k) && *r >= LATENCY_SYMPTOM_RISE);
-        let mut services: Vec<&str> = ratios
+                .any(|(k, r, _)| self.discipline.is_entry(k) && *r >= LATENCY_SYMPTOM_RISE);
+        // Services agree when their latencies went bad together, within a
+        // judgment period of each other: one fault's symptoms start at
+        // once, up the calls. Two latencies that wandered up at different
+        // times and happen to be up at once agree on nothing, and in a
+        // world of 60 services two such are often up.
+        // With a call graph, errors or success that held agree too (a
+        // callee slower, its callers failing the requests that timed
+        // out). Without one, where any latency a fifth up counts, a
+        // world of 60 services has errors held a little up somewhere
+        // often enough to meet one.
+        let felt_at: Vec<(&str, i64)> = ratios
             .iter()
-            .filter(|(k, r)| *r >= felt(k))
-            .map(|(k, _)| k.service.as_str())
+            .filter(|(k, r, _)| *r >= felt(k))
+            .map(|(k, _, onset)| (k.service.as_str(), *onset))
+            .chain(
+                self.signals
+                    .iter()
+                    .filter(|s| {
+                        graph && !s.unheld && s.evidence.active && is_quality(&s.evidence.class)
+                    })
+                    .map(|s| (s.key.service.as_str(), s.evidence.onset)),
+            )
             .collect();
-        services.sort_unstable();
-        services.dedup();
-        let up = |k: f64| ratios.iter().filter(|(_, r)| *r >= k).count();
-        let group = services.len() >= 2 || (up(2.0) >= 1 && up(LATENCY_SYMPTOM_RISE) >= 2);
+        let together = felt_at
+            .iter()
+            .map(|(_, from)| {
+                let mut within: Vec<&str> = felt_at
+                    .iter()
+                    .filter(|(_, o)| (*from..=*from + period).contains(o))
+                    .map(|(s, _)| *s)
+                    .collect();
+                within.sort_unstable();
+                within.dedup();
+                within.len()
+            })
+            .max()
+            .unwrap_or(0);
+        let up = |k: f64| ratios.iter().filter(|(_, r, _)| *r >= k).count();
+        let group = together >= 2 || (up(2.0) >= 1 && up(LATENCY_SYMPTOM_RISE) >= 2);
         // One series alone at double: with a call graph, once it held;
         // without one, where nothing says whether it is a callee's delay
         // or a burst on a service of no consequence, once it held for two
@@ -925,14 +978,14 @@ impl Correlator {
         // then).
         let alone = ratios
             .iter()
-            .any(|(k, r)| *r >= LATENCY_ALONE_HELD && (graph || long.contains(k)));
+            .any(|(k, r, _)| *r >= LATENCY_ALONE_HELD && (graph || long.contains(k)));
         if !symptom && !group && !alone {
             return None;
         }
         let service = ratios
             .iter()
             .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(k, _)| k.service.clone())?;
+            .map(|(k, _, _)| k.service.clone())?;
         if self.discipline.planned_at(now, &service) {
             return None;
         }
@@ -1629,6 +1682,66 @@ mod tests {
             c.on_anomaly_seen(&slow("web", 10_000, 3.0), false, Some(15_000)),
             Some((0, true))
         );
+    }
+
+    #[test]
+    fn services_agree_only_when_their_symptoms_went_bad_together() {
+        let little = |service: &str, ts: i64| {
+            let mut e = sys(service, "latency_ms", ts);
+            e.value = 1.3 * e.baseline;
+            e
+        };
+        // Without a graph: two services' latencies a third up, held.
+        let pair = |b_at: i64| {
+            let mut c = Correlator::new(120_000, 3_000);
+            c.on_anomaly(&little("a", 10_000));
+            c.on_anomaly(&little("b", b_at));
+            assert!(c.confirm_latency(b_at + 10_000, 10_000), "a group forming");
+            c.promote_confirmed(b_at + 10_000, |_, _| Some(1.3))
+        };
+        // Went bad a minute apart: two wanders that happen to be up at
+        // once agree on nothing.
+        assert_eq!(pair(70_000), None);
+        // Within a judgment period of each other: one fault.
+        assert_eq!(pair(15_000), Some(0));
+        let slow = |service: &str, ts: i64, times: f64| {
+            let mut e = sys(service, "latency-90", ts);
+            (e.baseline, e.value) = (50.0, 50.0 * times);
+            e
+        };
+        let graph = || {
+            let mut c = Correlator::new(120_000, 3_000);
+            c.discipline.has_graph = true;
+            c.discipline.entries.insert("web".into());
+            c
+        };
+        // With a graph: errors bad on one service, and a minute later a
+        // scraped latency caught in a burst on another: the latency is
+        // judged once it held, not taken at once as agreeing.
+        let mut c = graph();
+        assert_eq!(c.on_anomaly(&sys("db", "error_rate", 9_000)), None);
+        assert_eq!(
+            c.on_anomaly_seen(&slow("cache", 70_000, 3.0), false, Some(15_000)),
+            None
+        );
+        assert_eq!(
+            c.promote_confirmed(85_000, |k, _| (k.service == "cache").then_some(1.0)),
+            None
+        );
+        assert!(c.incidents.is_empty());
+        // A latency judged held agrees with errors that went bad with it
+        // on another service (a callee slower, its caller failing the
+        // requests that timed out): doubled when flagged, it waits to be
+        // judged, and the errors open nothing alone meanwhile.
+        let mut c = graph();
+        assert_eq!(
+            c.on_anomaly_seen(&slow("cache", 10_000, 2.2), false, Some(15_000)),
+            None
+        );
+        assert_eq!(c.on_anomaly(&sys("db", "error_rate", 11_000)), None);
+        let opened = c.promote_confirmed(25_000, |k, _| (k.service == "cache").then_some(1.6));
+        assert_eq!(opened, Some(0));
+        assert_eq!(c.incidents[0].evidence.len(), 2);
     }
 
     #[test]
