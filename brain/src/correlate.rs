@@ -1149,6 +1149,21 @@ mod tests {
         e
     }
 
+    /// A service's p90 latency at `times` its level of 50.
+    fn slow(service: &str, ts: i64, times: f64) -> AnomalyEvent {
+        let mut e = sys(service, "latency-90", ts);
+        (e.baseline, e.value) = (50.0, 50.0 * times);
+        e
+    }
+
+    /// A correlator that knows a call graph, `web` its entry.
+    fn graph() -> Correlator {
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline.has_graph = true;
+        c.discipline.entries.insert("web".into());
+        c
+    }
+
     /// Hands `inc` to a person, its best hypothesis `cause` at `at`.
     fn escalate(inc: &mut Incident, cause: &str, at: &str) {
         inc.phase = Phase::Done(Terminal::Escalated);
@@ -1614,17 +1629,6 @@ mod tests {
 
     #[test]
     fn with_a_graph_a_scraped_series_latency_alone_is_judged_after_a_few_scrapes() {
-        let slow = |service: &str, ts: i64, times: f64| {
-            let mut e = sys(service, "latency-90", ts);
-            (e.baseline, e.value) = (50.0, 50.0 * times);
-            e
-        };
-        let graph = || {
-            let mut c = Correlator::new(120_000, 3_000);
-            c.discipline.has_graph = true;
-            c.discipline.entries.insert("web".into());
-            c
-        };
         // Sampled as it came: an entry's latency up by half opens at once.
         let mut c = graph();
         assert_eq!(
@@ -1704,17 +1708,6 @@ mod tests {
         assert_eq!(pair(70_000), None);
         // Within a judgment period of each other: one fault.
         assert_eq!(pair(15_000), Some(0));
-        let slow = |service: &str, ts: i64, times: f64| {
-            let mut e = sys(service, "latency-90", ts);
-            (e.baseline, e.value) = (50.0, 50.0 * times);
-            e
-        };
-        let graph = || {
-            let mut c = Correlator::new(120_000, 3_000);
-            c.discipline.has_graph = true;
-            c.discipline.entries.insert("web".into());
-            c
-        };
         // With a graph: errors bad on one service, and a minute later a
         // scraped latency caught in a burst on another: the latency is
         // judged once it held, not taken at once as agreeing.
