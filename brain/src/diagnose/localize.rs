@@ -20,7 +20,8 @@
 //!   moved more than everything it calls (else it is likelier a victim).
 //!
 //! The graph is the topology's `depends_on` (a topology file or call
-//! edges); without one, propagation is left out. The fault class is named
+//! edges); without one, edges are learnt from how the services moved
+//! (see [`localize`]). The fault class is named
 //! from the classes of the series that moved most (the fingerprint), and
 //! an instance is named when one stands apart from its siblings. The rules
 //! in `playbooks/diagnose/` read the result as `incident.candidates`.
@@ -66,6 +67,11 @@ const MIN_PRE: usize = 2;
 /// another's, of the same measure, to be taken for the other's callee
 /// without a graph.
 const FAILURES_THIN: f64 = 1.3;
+
+/// How many times more a service's latency or failures must have risen,
+/// as a multiple of their level (the rise over 1), than another's on the
+/// same measure to be taken for the other's callee without a graph.
+const TIMES_THIN: f64 = 1.5;
 
 /// How many times a service's latency tail must have risen more than its
 /// median (each in its own unit) for a delay to read as requests lost
@@ -249,6 +255,36 @@ fn failures_rise(h: &History, onset: i64, now: i64, direction: Direction) -> f64
     }
 }
 
+/// How many times its level before `onset` the median of a series'
+/// samples since then is, in its bad direction: a series bad going down
+/// (success) read as its shortfall from its ceiling (1, or 100 for a
+/// percentage). `None` without enough samples, for a series bad either
+/// way, or a level at zero.
+fn times_over(h: &History, onset: i64, now: i64, direction: Direction) -> Option<f64> {
+    let (mut pre, mut post) = around(h, onset, now, WINDOW_BACK);
+    if pre.len() < MIN_PRE || post.is_empty() || direction == Direction::Both {
+        return None;
+    }
+    if direction == Direction::Down {
+        shortfall(&mut pre, &mut post);
+    }
+    let level = level(&pre);
+    (level.abs() > 1e-9).then(|| median(post) / level)
+}
+
+/// Success rewritten as its shortfall from its ceiling (1, or 100 for a
+/// percentage, as its median before says): the failures, bad going up.
+fn shortfall(pre: &mut [f64], post: &mut [f64]) {
+    let top = if median(pre.to_vec()) > 1.0 {
+        100.0
+    } else {
+        1.0
+    };
+    for v in pre.iter_mut().chain(post.iter_mut()) {
+        *v = top - *v;
+    }
+}
+
 /// Each sample's move from `level` in its bad direction, in `scale`s.
 fn moves(post: &[f64], level: f64, scale: f64, direction: Direction) -> Vec<f64> {
     post.iter()
@@ -313,14 +349,7 @@ pub fn held_failures(
     // Success read as its shortfall: the failures, bad going up.
     let mut direction = direction;
     if direction == Direction::Down {
-        let top = if median(pre.clone()) > 1.0 {
-            100.0
-        } else {
-            1.0
-        };
-        for v in pre.iter_mut().chain(post.iter_mut()) {
-            *v = top - *v;
-        }
+        shortfall(&mut pre, &mut post);
         direction = Direction::Up;
     }
     let (before, scale) = reference(&pre);
@@ -542,6 +571,11 @@ where
     // Per service, how far its median latency and its latency tail rose
     // (each in its own unit, the largest of each).
     let mut tails: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    // Per service and measure of its symptoms (latency, errors,
+    // success), how many times their level before the onset the series'
+    // latency or failures rose to (the largest of its instances) and its
+    // robust move, for edges learnt without a graph.
+    let mut thinning: BTreeMap<(&str, &str), (f64, f64, &SeriesKey, &History)> = BTreeMap::new();
     for (k, h) in history {
         let c = classes.classify(&k.metric);
         let Some((z, noisy)) = far_out(h, onset, now, c.direction) else {
@@ -565,6 +599,17 @@ where
                 t.0 = t.0.max(rise);
             } else {
                 t.1 = t.1.max(rise);
+            }
+        }
+        if crate::incident::is_symptom_kind(&c.name)
+            && let Some(times) = times_over(h, onset, now, c.direction)
+        {
+            let at = (k.service.as_str(), k.metric.as_str());
+            if thinning
+                .get(&at)
+                .is_none_or(|(b, _, bk, _)| times > *b || (times == *b && k < *bk))
+            {
+                thinning.insert(at, (times, z, k, h));
             }
         }
         if z >= MOVED && crate::incident::is_quality(&c.name) {
@@ -668,16 +713,60 @@ where
             )
         })
         .collect();
-    // Without a graph, edges are learnt from what moved together: a
-    // service whose worst series follows (|r| >= 0.7) that of a service
-    // flagged before it (by more than a scrape) is taken to call it.
+    // Without a graph, edges are learnt from what moved together, by
+    // three readings, the firmest first; a later one adds no edge against
+    // one already learnt.
     if !callees.values().any(|v| !v.is_empty()) {
+        // Symptoms thin out up the calls as multiples of their level: a
+        // caller's latency is its own work plus what it waits on its
+        // callees, its failures its own plus those its callees returned
+        // it, so they rise at most as many times over as its callees'
+        // did, however often it calls them. So of two services whose
+        // latency (or failures) rose together on a measure they share,
+        // one whose rose clearly more times over, and not after the other
+        // (beyond a scrape), is taken to be called by it. (Its own move
+        // may be short of a flag: a callee's spiky latency that rose six
+        // times over reads fewer robust deviations than its smoother
+        // caller's that doubled.)
+        for (&(a, m), &(ta, za, _, ha)) in &thinning {
+            if za < MOVED || ta <= 1.0 || !ta.is_finite() {
+                continue;
+            }
+            let Some(&fa) = first.get(a) else {
+                continue;
+            };
+            for (&(c, mc), &(tc, _, _, hc)) in &thinning {
+                let Some(&fc) = first.get(c) else {
+                    continue;
+                };
+                if c == a
+                    || mc != m
+                    || fc > fa + grain
+                    || tc - 1.0 < TIMES_THIN * (ta - 1.0)
+                    || callees.get(a).is_some_and(|v| v.contains(&c))
+                    || callees.get(c).is_some_and(|v| v.contains(&a))
+                    || correlation(ha, hc, now) < 0.7
+                {
+                    continue;
+                }
+                callees.entry(a).or_default().push(c);
+            }
+        }
+        // A service whose worst series follows (|r| >= 0.7) that of a
+        // service flagged before it (by more than a scrape) is taken to
+        // call it.
         for (a, (_, _, ha)) in &best {
             for (c, (_, _, hc)) in &best {
                 let (Some(fa), Some(fc)) = (first.get(a.as_str()), first.get(c.as_str())) else {
                     continue;
                 };
-                if a != c && *fc + grain < *fa && correlation(ha, hc, now) >= 0.7 {
+                if a != c
+                    && *fc + grain < *fa
+                    && !callees
+                        .get(c.as_str())
+                        .is_some_and(|v| v.contains(&a.as_str()))
+                    && correlation(ha, hc, now) >= 0.7
+                {
                     callees.entry(a.as_str()).or_default().push(c.as_str());
                 }
             }
@@ -694,7 +783,11 @@ where
                 let (Some(fa), Some(fc)) = (first.get(a), first.get(c)) else {
                     continue;
                 };
-                if a == c || *fc > *fa + grain || callees.get(a).is_some_and(|v| v.contains(&c)) {
+                if a == c
+                    || *fc > *fa + grain
+                    || callees.get(a).is_some_and(|v| v.contains(&c))
+                    || callees.get(c).is_some_and(|v| v.contains(&a))
+                {
                     continue;
                 }
                 let shared = failing
@@ -1163,9 +1256,9 @@ mod tests {
 
     #[test]
     fn without_a_graph_the_service_whose_failures_rose_most_is_learnt_as_a_callee() {
-        // Two services' error counts rose at the same instant: the store
-        // fails 8 more a second, the api that calls it 4 more (a caller
-        // fails at most what its callee failed for it).
+        // Two services' error counts rose at the same instant from one a
+        // second: the store fails 8 more a second, the api that calls it 4
+        // more (a caller fails at most what its callee failed for it).
         let mut inc = incident();
         let e = inc.evidence.values().next().unwrap().clone();
         inc.evidence.clear();
@@ -1178,7 +1271,7 @@ mod tests {
         let ranked = |api: f64, store: f64| {
             let h = [
                 (key("api", None, "errors"), ramp(1.0, 1.0 + api, 1)),
-                (key("store", None, "errors"), ramp(0.5, 0.5 + store, 2)),
+                (key("store", None, "errors"), ramp(1.0, 1.0 + store, 2)),
             ];
             localize(
                 &inc,
@@ -1194,6 +1287,52 @@ mod tests {
         assert_eq!(c[0].service, "store", "{c:#?}");
         // Risen alike, neither is read as the other's callee.
         let c = ranked(4.0, 4.2);
+        assert!(c.iter().all(|c| c.explains.is_empty()), "{c:#?}");
+    }
+
+    #[test]
+    fn without_a_graph_the_service_whose_symptoms_rose_more_times_over_is_learnt_as_a_callee() {
+        // Both latencies went bad at the same instant: web's, smooth,
+        // doubled; that of db, which web calls, spiky, rose six times over
+        // (and reads fewer robust deviations for its spikes).
+        let mut inc = incident();
+        let e = inc.evidence.values().next().unwrap().clone();
+        inc.evidence.clear();
+        for s in ["web", "db"] {
+            inc.evidence.insert(key(s, None, "latency_ms"), e.clone());
+        }
+        let spiky = |before: f64, after: f64| -> History {
+            (0..40)
+                .map(|i| {
+                    let v = if i >= 30 { after } else { before };
+                    let spike = if i % 4 == 1 { 3.0 * before } else { 0.0 };
+                    (i * 60_000, (v + spike) as f32)
+                })
+                .collect()
+        };
+        let topo = Topology::default();
+        let ranked = |db_after: f64| {
+            let h = [
+                (key("web", None, "latency_ms"), ramp(100.0, 200.0, 1)),
+                (key("db", None, "latency_ms"), spiky(10.0, db_after)),
+            ];
+            localize(
+                &inc,
+                &topo,
+                h.iter().map(|(k, v)| (k, v)),
+                MetricClasses::shipped(),
+                i64::MAX,
+            )
+        };
+        let c = ranked(60.0);
+        let web = c.iter().find(|c| c.service == "web").unwrap();
+        let db = c.iter().find(|c| c.service == "db").unwrap();
+        assert!(db.magnitude < web.magnitude, "{c:#?}");
+        assert_eq!(db.explains, vec!["web".to_string()], "{c:#?}");
+        assert!(web.explains.is_empty(), "{c:#?}");
+        // Risen alike (2.2 times over against 2), neither is read as the
+        // other's callee.
+        let c = ranked(22.0);
         assert!(c.iter().all(|c| c.explains.is_empty()), "{c:#?}");
     }
 
@@ -1243,12 +1382,14 @@ mod tests {
         let fresh = rank(1);
         let web = fresh.iter().find(|c| c.service == "web").unwrap();
         assert_eq!(web.explains, vec!["db".to_string()], "{fresh:#?}");
-        // Scraped every 5 s: 3 s tell nothing; what moved most leads.
+        // Scraped every 5 s: 3 s tell no order. What tells is how far
+        // each rose (the database 11 times over, the front end 1.3: the
+        // front end is read as its caller), and what moved most leads.
         let scraped = rank(5);
-        assert!(
-            scraped.iter().all(|c| c.explains.is_empty()),
-            "{scraped:#?}"
-        );
+        let learnt =
+            |c: &[Candidate], s: &str| c.iter().find(|c| c.service == s).unwrap().explains.clone();
+        assert!(learnt(&scraped, "web").is_empty(), "{scraped:#?}");
+        assert_eq!(learnt(&scraped, "db"), vec!["web".to_string()]);
         assert_eq!(scraped[0].service, "db", "{scraped:#?}");
         // The scrape is read from the samples up to the diagnosis, as
         // everything else: however many samples before the onset the
@@ -1280,7 +1421,7 @@ mod tests {
         };
         let (all, recent) = (kept(0), kept(30_000));
         assert_eq!(format!("{all:?}"), format!("{recent:?}"));
-        assert!(recent.iter().all(|c| c.explains.is_empty()), "{recent:#?}");
+        assert!(learnt(&recent, "web").is_empty(), "{recent:#?}");
     }
 
     #[test]
