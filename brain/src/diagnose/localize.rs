@@ -128,6 +128,10 @@ pub struct Candidate {
     pub explains: Vec<String>,
     /// Largest magnitude among the services it calls.
     pub callee_magnitude: f64,
+    /// Services it is taken to call (without a graph) because their
+    /// latency or failures rose clearly more times over than its own: it
+    /// moved less than they did, whatever its robust moves.
+    pub outrun_by: Vec<String>,
     /// How closely its moved series follow the incident's symptoms
     /// (absolute correlation over their common recent samples, 0..1).
     pub comove: f64,
@@ -716,6 +720,10 @@ where
     // Without a graph, edges are learnt from what moved together, by
     // three readings, the firmest first; a later one adds no edge against
     // one already learnt.
+    // Services whose symptoms a callee's outran, as multiples of their
+    // level (whatever their robust moves, they moved less than it), and
+    // those callees.
+    let mut outrun: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     if !callees.values().any(|v| !v.is_empty()) {
         // Symptoms thin out up the calls as multiples of their level: a
         // caller's latency is its own work plus what it waits on its
@@ -750,6 +758,7 @@ where
                     continue;
                 }
                 callees.entry(a).or_default().push(c);
+                outrun.entry(a).or_default().push(c);
             }
         }
         // A service whose worst series follows (|r| >= 0.7) that of a
@@ -866,7 +875,7 @@ where
                 let others = moved_services.iter().filter(|o| **o != *s).count().max(1);
                 (
                     explains.len() as f64 / others as f64,
-                    if m > 0.0 {
+                    if m > 0.0 && !outrun.contains_key(s) {
                         (1.0 - callee_magnitude / m).clamp(0.0, 1.0)
                     } else {
                         0.0
@@ -915,6 +924,10 @@ where
                 first_s,
                 explains,
                 callee_magnitude,
+                outrun_by: outrun
+                    .get(s)
+                    .map(|v| v.iter().map(|c| c.to_string()).collect())
+                    .unwrap_or_default(),
                 fault,
                 moved,
             }
@@ -1330,10 +1343,13 @@ mod tests {
         assert!(db.magnitude < web.magnitude, "{c:#?}");
         assert_eq!(db.explains, vec!["web".to_string()], "{c:#?}");
         assert!(web.explains.is_empty(), "{c:#?}");
+        assert_eq!(web.outrun_by, vec!["db".to_string()], "{c:#?}");
+        assert!(db.outrun_by.is_empty(), "{c:#?}");
         // Risen alike (2.2 times over against 2), neither is read as the
         // other's callee.
         let c = ranked(22.0);
         assert!(c.iter().all(|c| c.explains.is_empty()), "{c:#?}");
+        assert!(c.iter().all(|c| c.outrun_by.is_empty()), "{c:#?}");
     }
 
     #[test]

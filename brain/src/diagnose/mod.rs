@@ -373,6 +373,14 @@ pub fn candidate_facts(candidates: &[Candidate]) -> Array {
                 c.explains.iter().map(|s| text(s)).collect::<Array>().into(),
             );
             m.insert("callee_magnitude".into(), Dynamic::from(c.callee_magnitude));
+            m.insert(
+                "outrun_by".into(),
+                c.outrun_by
+                    .iter()
+                    .map(|s| text(s))
+                    .collect::<Array>()
+                    .into(),
+            );
             m.insert("comove".into(), Dynamic::from(c.comove));
             m.insert("fault".into(), text(c.fault));
             m.insert(
