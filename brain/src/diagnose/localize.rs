@@ -259,6 +259,50 @@ fn failures_rise(h: &History, onset: i64, now: i64, direction: Direction) -> f64
     }
 }
 
+/// How long before its symptoms (latency, errors, success) went bad
+/// something else of an incident may have gone bad and still date it (at
+/// least; three samples or scrapes when those are longer): a resource
+/// that leads them (a CPU pinned, memory filling up) does.
+const LEAD: i64 = 60_000;
+
+/// The onset scores read from: the earliest onset among the incident's
+/// evidence that went bad at most `lead` before its earliest symptom
+/// (latency, errors or success); the incident's own without a symptom.
+fn scoring_onset(inc: &Incident, lead: i64) -> i64 {
+    let symptoms = inc
+        .evidence
+        .values()
+        .filter(|e| crate::incident::is_symptom_kind(&e.class))
+        .map(|e| e.onset)
+        .min();
+    let Some(symptom) = symptoms else {
+        return inc.onset;
+    };
+    inc.evidence
+        .values()
+        .map(|e| e.onset)
+        .filter(|o| *o >= symptom - lead)
+        .min()
+        .unwrap_or(inc.onset)
+}
+
+/// The usual time between a series' samples: the median gap among the
+/// last [`WINDOW`] at or before `now` (`None` with fewer than two).
+fn sample_step(h: &History, now: i64) -> Option<i64> {
+    let upto = h.partition_point(|(t, _)| *t <= now);
+    let from = upto.saturating_sub(WINDOW);
+    if upto < from + 2 {
+        return None;
+    }
+    let mut gaps: Vec<i64> = h
+        .range(from..upto)
+        .zip(h.range(from + 1..upto))
+        .map(|(a, b)| b.0 - a.0)
+        .collect();
+    gaps.sort_unstable();
+    Some(gaps[gaps.len() / 2])
+}
+
 /// How many times its level before `onset` the median of a series'
 /// samples since then is, in its bad direction: a series bad going down
 /// (success) read as its shortfall from its ceiling (1, or 100 for a
@@ -524,7 +568,6 @@ where
     I: IntoIterator<Item = (&'h SeriesKey, &'h History)>,
     I::IntoIter: Clone,
 {
-    let onset = inc.onset;
     let history = history.into_iter();
     let called = topo.services.iter().any(|s| !s.depends_on.is_empty());
     // Onsets closer than the scrape of the incident's series cannot be
@@ -541,6 +584,17 @@ where
         now,
     )
     .unwrap_or(0);
+    // Scores read from the onset of what went bad with the symptoms: a
+    // lone signal that went bad long before them and joined the incident
+    // as evidence does not date the fault (scored from its onset, every
+    // series would read minutes of normal operation as part of its move).
+    let step = history
+        .clone()
+        .filter(|(k, _)| inc.evidence.contains_key(*k))
+        .filter_map(|(_, h)| sample_step(h, now))
+        .min()
+        .unwrap_or(0);
+    let onset = scoring_onset(inc, (3 * step.max(grain)).max(LEAD));
     // The symptoms: the incident's flagged series that go bad one way.
     // (The history comes in no particular order: everything below is
     // chosen by key, so the result does not depend on it.)
@@ -675,8 +729,12 @@ where
     // gone (a long incident) or too short.
     let mut first: BTreeMap<&str, i64> = BTreeMap::new();
     for (k, e) in &inc.evidence {
-        let f = first.entry(k.service.as_str()).or_insert(e.onset);
-        *f = (*f).min(e.onset);
+        // A lone signal gone bad long before the symptoms has no place in
+        // their order.
+        if e.onset >= onset {
+            let f = first.entry(k.service.as_str()).or_insert(e.onset);
+            *f = (*f).min(e.onset);
+        }
         let v = series.entry(k.service.as_str()).or_default();
         let name = k.to_string();
         if !v.iter().any(|(s, _, _)| *s == name) {
@@ -1350,6 +1408,34 @@ mod tests {
         let c = ranked(22.0);
         assert!(c.iter().all(|c| c.explains.is_empty()), "{c:#?}");
         assert!(c.iter().all(|c| c.outrun_by.is_empty()), "{c:#?}");
+    }
+
+    #[test]
+    fn a_lone_signal_long_before_the_symptoms_does_not_date_the_fault() {
+        // The front end slowed at 30 min. A database CPU went up 30 s
+        // before (a resource leading the symptoms), a batch host's CPU
+        // 10 min before, a lone signal that joined the incident.
+        let mut inc = incident();
+        let e = inc.evidence.values().next().unwrap().clone();
+        for (s, onset) in [("db", 30 * 60_000 - 30_000), ("batch", 20 * 60_000)] {
+            let mut e = e.clone();
+            e.class = "cpu".into();
+            e.onset = onset;
+            inc.evidence.insert(key(s, None, "cpu_seconds"), e);
+        }
+        inc.onset = 20 * 60_000;
+        let h: [(SeriesKey, History); 0] = [];
+        let c = localize(
+            &inc,
+            &Topology::default(),
+            h.iter().map(|(k, v)| (k, v)),
+            MetricClasses::shipped(),
+            i64::MAX,
+        );
+        let first = |s: &str| c.iter().find(|c| c.service == s).unwrap().first_s;
+        assert_eq!(first("db"), Some(0.0), "{c:#?}");
+        assert_eq!(first("front"), Some(30.0), "{c:#?}");
+        assert_eq!(first("batch"), None, "{c:#?}");
     }
 
     #[test]
