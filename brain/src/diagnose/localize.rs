@@ -265,25 +265,39 @@ fn failures_rise(h: &History, onset: i64, now: i64, direction: Direction) -> f64
 /// that leads them (a CPU pinned, memory filling up) does.
 const LEAD: i64 = 60_000;
 
-/// The onset scores read from: the earliest onset among the incident's
-/// evidence that went bad at most `lead` before its earliest symptom
-/// (latency, errors or success); the incident's own without a symptom.
-fn scoring_onset(inc: &Incident, lead: i64) -> i64 {
-    let symptoms = inc
+/// How close together (at least; three samples or scrapes when those are
+/// longer) two symptoms must have gone bad to be read as one fault's: the
+/// correlator's judgment period.
+const AGREE: i64 = 10_000;
+
+/// The onset scores read from: the earliest symptom (latency, errors or
+/// success) that another went bad within `period` of, or the earliest
+/// symptom when none did; or an onset of other evidence (a resource) at
+/// most `lead` before it. The incident's own onset without a symptom. A
+/// lone symptom that went bad before the symptoms that agree (a wander
+/// kept as a signal) does not date the fault.
+fn scoring_onset(inc: &Incident, lead: i64, period: i64) -> i64 {
+    let mut symptoms: Vec<i64> = inc
         .evidence
         .values()
         .filter(|e| crate::incident::is_symptom_kind(&e.class))
         .map(|e| e.onset)
-        .min();
-    let Some(symptom) = symptoms else {
+        .collect();
+    symptoms.sort_unstable();
+    let Some(&earliest) = symptoms.first() else {
         return inc.onset;
     };
+    let symptom = symptoms
+        .windows(2)
+        .find(|w| w[1] - w[0] <= period)
+        .map_or(earliest, |w| w[0]);
     inc.evidence
         .values()
+        .filter(|e| !crate::incident::is_symptom_kind(&e.class) || e.onset >= symptom)
         .map(|e| e.onset)
         .filter(|o| *o >= symptom - lead)
         .min()
-        .unwrap_or(inc.onset)
+        .unwrap_or(symptom)
 }
 
 /// The usual time between a series' samples: the median gap among the
@@ -594,7 +608,11 @@ where
         .filter_map(|(_, h)| sample_step(h, now))
         .min()
         .unwrap_or(0);
-    let onset = scoring_onset(inc, (3 * step.max(grain)).max(LEAD));
+    let onset = scoring_onset(
+        inc,
+        (3 * step.max(grain)).max(LEAD),
+        (3 * step.max(grain)).max(AGREE),
+    );
     // The symptoms: the incident's flagged series that go bad one way.
     // (The history comes in no particular order: everything below is
     // chosen by key, so the result does not depend on it.)
@@ -1436,6 +1454,30 @@ mod tests {
         assert_eq!(first("db"), Some(0.0), "{c:#?}");
         assert_eq!(first("front"), Some(30.0), "{c:#?}");
         assert_eq!(first("batch"), None, "{c:#?}");
+        // A search latency wandered up 45 s before the front end, alone;
+        // the cart's latency went bad with the front end's, 2 s after.
+        // Those two agree, and the database's CPU 30 s before them still
+        // dates the fault; the wander, a symptom before them, does not.
+        for (s, onset) in [
+            ("search", 30 * 60_000 - 45_000),
+            ("cart", 30 * 60_000 + 2_000),
+        ] {
+            let mut e = e.clone();
+            e.onset = onset;
+            inc.evidence.insert(key(s, None, "latency_ms"), e);
+        }
+        let c = localize(
+            &inc,
+            &Topology::default(),
+            h.iter().map(|(k, v)| (k, v)),
+            MetricClasses::shipped(),
+            i64::MAX,
+        );
+        let first = |s: &str| c.iter().find(|c| c.service == s).unwrap().first_s;
+        assert_eq!(first("db"), Some(0.0), "{c:#?}");
+        assert_eq!(first("front"), Some(30.0), "{c:#?}");
+        assert_eq!(first("cart"), Some(32.0), "{c:#?}");
+        assert_eq!(first("search"), None, "{c:#?}");
     }
 
     #[test]
