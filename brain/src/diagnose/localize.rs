@@ -1442,15 +1442,22 @@ mod tests {
             inc.evidence.insert(key(s, None, "cpu_seconds"), e);
         }
         inc.onset = 20 * 60_000;
-        let h: [(SeriesKey, History); 0] = [];
-        let c = localize(
-            &inc,
-            &Topology::default(),
-            h.iter().map(|(k, v)| (k, v)),
-            MetricClasses::shipped(),
-            i64::MAX,
-        );
-        let first = |s: &str| c.iter().find(|c| c.service == s).unwrap().first_s;
+        // When each service was first flagged after the scoring onset.
+        let firsts = |inc: &Incident| -> BTreeMap<String, Option<f64>> {
+            let h: [(SeriesKey, History); 0] = [];
+            localize(
+                inc,
+                &Topology::default(),
+                h.iter().map(|(k, v)| (k, v)),
+                MetricClasses::shipped(),
+                i64::MAX,
+            )
+            .into_iter()
+            .map(|c| (c.service, c.first_s))
+            .collect()
+        };
+        let c = firsts(&inc);
+        let first = |s: &str| c[s];
         assert_eq!(first("db"), Some(0.0), "{c:#?}");
         assert_eq!(first("front"), Some(30.0), "{c:#?}");
         assert_eq!(first("batch"), None, "{c:#?}");
@@ -1466,14 +1473,8 @@ mod tests {
             e.onset = onset;
             inc.evidence.insert(key(s, None, "latency_ms"), e);
         }
-        let c = localize(
-            &inc,
-            &Topology::default(),
-            h.iter().map(|(k, v)| (k, v)),
-            MetricClasses::shipped(),
-            i64::MAX,
-        );
-        let first = |s: &str| c.iter().find(|c| c.service == s).unwrap().first_s;
+        let c = firsts(&inc);
+        let first = |s: &str| c[s];
         assert_eq!(first("db"), Some(0.0), "{c:#?}");
         assert_eq!(first("front"), Some(30.0), "{c:#?}");
         assert_eq!(first("cart"), Some(32.0), "{c:#?}");
