@@ -1215,6 +1215,20 @@ mod tests {
         c.incidents.remove(0)
     }
 
+    /// [`incident`] with its evidence these series instead (service,
+    /// metric), each of `class`, gone bad when the front end did.
+    fn incident_of(series: &[(&str, &str)], class: &str) -> Incident {
+        let mut inc = incident();
+        let e = inc.evidence.values().next().unwrap().clone();
+        inc.evidence.clear();
+        for (s, m) in series {
+            let mut e = e.clone();
+            e.class = class.into();
+            inc.evidence.insert(key(s, None, m), e);
+        }
+        inc
+    }
+
     #[test]
     fn the_callee_that_moved_most_is_the_origin_and_its_fingerprint_names_the_fault() {
         // front → cart → db; cart's CPU and latency went up, front's
@@ -1348,14 +1362,7 @@ mod tests {
         // Two services' error counts rose at the same instant from one a
         // second: the store fails 8 more a second, the api that calls it 4
         // more (a caller fails at most what its callee failed for it).
-        let mut inc = incident();
-        let e = inc.evidence.values().next().unwrap().clone();
-        inc.evidence.clear();
-        for s in ["api", "store"] {
-            let mut e = e.clone();
-            e.class = "errors".into();
-            inc.evidence.insert(key(s, None, "errors"), e);
-        }
+        let inc = incident_of(&[("api", "errors"), ("store", "errors")], "errors");
         let topo = Topology::default();
         let ranked = |api: f64, store: f64| {
             let h = [
@@ -1384,12 +1391,7 @@ mod tests {
         // Both latencies went bad at the same instant: web's, smooth,
         // doubled; that of db, which web calls, spiky, rose six times over
         // (and reads fewer robust deviations for its spikes).
-        let mut inc = incident();
-        let e = inc.evidence.values().next().unwrap().clone();
-        inc.evidence.clear();
-        for s in ["web", "db"] {
-            inc.evidence.insert(key(s, None, "latency_ms"), e.clone());
-        }
+        let inc = incident_of(&[("web", "latency_ms"), ("db", "latency_ms")], "latency");
         let spiky = |before: f64, after: f64| -> History {
             (0..40)
                 .map(|i| {
