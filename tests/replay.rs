@@ -803,6 +803,38 @@ fn a_callee_s_delay_on_its_one_mean_latency_is_found_once_it_held() {
 }
 
 #[test]
+fn a_release_that_made_its_service_a_half_slower_is_paged_and_blamed() {
+    // Three bad deploys that made their service's latency 1.5 to 1.8
+    // times what it was (and its CPU a half hungrier), in the wide form at
+    // 15-s steps without the call graph: one service's latency alone at
+    // less than double, in a world whose latencies wander, opened nothing
+    // before a service changed just before its latency went bad became a
+    // suspect to judge once it held.
+    let names = ["r4", "r8", "r16"].map(|r| format!("bad_deploy_{r}"));
+    let dir = tempfile::tempdir().unwrap();
+    for sc in selfheal_sim::micro::random_bad_deploys(20, 1)
+        .into_iter()
+        .filter(|s| names.contains(&s.name))
+    {
+        let sc = selfheal_sim::micro::MicroScenario {
+            rough: true,
+            shape: selfheal_sim::micro::MicroShape::Wide,
+            ..sc
+        }
+        .at_step(15);
+        let file = dir.path().join(format!("{}.toml", sc.name));
+        std::fs::write(file, toml::to_string(&sc).unwrap()).unwrap();
+    }
+    let (r, out) = micro_drill(&["--dir", dir.path().to_str().unwrap()], false);
+    let all = &r["all"];
+    assert_eq!(all["scenarios"], 3);
+    assert_eq!(all["detected"], 3, "{out}");
+    assert_eq!(all["changes_blamed_right"], 3, "{out}");
+    assert_eq!(all["changes_blamed"], 3, "{out}");
+    assert_eq!(all["false_incidents"], 0, "{out}");
+}
+
+#[test]
 fn the_generic_microservice_world_holds_localization_to_the_bar() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("micro.json");

@@ -307,6 +307,12 @@ const ENTRY_LATENCY_AGREES: f64 = 1.2;
 /// without one, once it held over two judgment periods).
 const LATENCY_ALONE_HELD: f64 = 2.0;
 
+/// Whether `e` went bad at [`LATENCY_SYMPTOM_RISE`] times its baseline or
+/// more.
+fn up_by_half(e: &Evidence) -> bool {
+    e.baseline > 0.0 && e.value >= LATENCY_SYMPTOM_RISE * e.baseline
+}
+
 /// Whether `e` went bad at [`LATENCY_ALONE_HELD`] times its baseline or
 /// more.
 fn doubled(e: &Evidence) -> bool {
@@ -333,6 +339,9 @@ struct Signal {
     /// a scrape interval): with a call graph, its latency waiting to be
     /// judged agrees with nothing until it is.
     scraped: bool,
+    /// Whether its service was changed (a deploy, a config push) within
+    /// the change horizon before it went bad ([`Correlator::note_change`]).
+    changed: bool,
 }
 
 /// When a signal is next judged. One that is still bad and has not held
@@ -475,12 +484,19 @@ impl Correlator {
                     // is more of it, not a new page. Elsewhere it may be
                     // another fault, one the brain can heal.
                     // Without call edges, where the symptoms travel is
-                    // unknown: a symptom anywhere joins, traffic and
-                    // resources only where it already shows.
+                    // unknown: traffic and resources join only where it
+                    // already shows, a symptom elsewhere only when it
+                    // went bad within the window of the incident's onset
+                    // (a fault's symptoms start at once up the calls).
+                    // Later, it is another fault: the latency blips of a
+                    // large world, each joining within the window of the
+                    // last, would otherwise keep a person's incident open
+                    // for good and swallow the next fault whole.
                     Phase::Done(Terminal::Escalated) => {
                         if self.discipline.calls.is_empty() {
-                            is_symptom_kind(&ev.class)
-                                || i.evidence.keys().any(|k| k.service == ev.key.service)
+                            i.evidence.keys().any(|k| k.service == ev.key.service)
+                                || (is_symptom_kind(&ev.class)
+                                    && ev.onset - i.onset <= self.window_ms)
                         } else {
                             i.hypotheses.first().is_some_and(|h| {
                                 self.discipline.near(&ev.key.service, &ev.class, &h.at)
@@ -576,6 +592,7 @@ impl Correlator {
                     confirm: wait.map(|every| Due::first(ev.ts + every, every)),
                     unheld: wait.is_some(),
                     scraped: held_every.is_some(),
+                    changed: false,
                 });
                 if self.signals.len() > MAX_SIGNALS {
                     self.signals.remove(0);
@@ -771,8 +788,9 @@ impl Correlator {
     /// signals not already waiting is marked. So is a latency up by half
     /// alone, a group in the making. With a call graph, only a latency at
     /// [`LATENCY_ALONE_HELD`] times its level alone is marked (with the
-    /// other latency signals): the groups open at once there. Whether one
-    /// was marked.
+    /// other latency signals), or one up by half whose service was
+    /// changed just before ([`Correlator::note_change`]): the groups open
+    /// at once there. Whether one was marked.
     pub fn confirm_latency(&mut self, at: i64, every: i64) -> bool {
         // Judged once it held, latency is load only under a surge.
         let loaded = !self.traffic_surging.is_empty();
@@ -787,7 +805,7 @@ impl Correlator {
                         && e.active
                         && !e.harmless
                         && s.confirm.is_none()
-                        && doubled(e)
+                        && (doubled(e) || (s.changed && up_by_half(e)))
                 });
             return alone && self.mark_latency(at, every);
         }
@@ -806,6 +824,22 @@ impl Correlator {
             return false;
         }
         self.mark_latency(at, every)
+    }
+
+    /// Notes that the service of `key`'s signal was changed (a deploy, a
+    /// config push) within the change horizon before the signal went bad:
+    /// its latency up by half alone is then judged once it held, and
+    /// opens an incident when it held for two judgment periods (see
+    /// [`Correlator::promote_confirmed`]). Nothing happens when `key` has
+    /// no active signal (it joined an incident).
+    pub fn note_change(&mut self, key: &SeriesKey) {
+        if let Some(s) = self
+            .signals
+            .iter_mut()
+            .find(|s| &s.key == key && s.evidence.active)
+        {
+            s.changed = true;
+        }
     }
 
     /// Marks every active latency signal not already waiting (and not
@@ -849,7 +883,9 @@ impl Correlator {
     /// with a call graph, an entry service held at
     /// [`LATENCY_SYMPTOM_RISE`] times, or any one held at
     /// [`LATENCY_ALONE_HELD`] times (without a call graph, over two
-    /// judgment periods since its onset), outside a planned window and while
+    /// judgment periods since its onset), or at [`LATENCY_SYMPTOM_RISE`]
+    /// times over two periods when its service was changed just before
+    /// ([`Correlator::note_change`]), outside a planned window and while
     /// no traffic surges ([`SURGE`] times its baseline), open an incident with every
     /// signal as its evidence. A latency spike has
     /// passed by then, and a wandering series has wandered back. The
@@ -869,6 +905,8 @@ impl Correlator {
         let mut ratios: Vec<(SeriesKey, f64, i64)> = Vec::new();
         // Series that have held for two judgment periods or more.
         let mut long: Vec<SeriesKey> = Vec::new();
+        // Those of them whose service was changed just before.
+        let mut changed: Vec<SeriesKey> = Vec::new();
         let mut quality: Vec<SeriesKey> = Vec::new();
         // The longest judgment period among them.
         let mut period = 0;
@@ -889,6 +927,9 @@ impl Correlator {
                 } else {
                     if now - s.evidence.onset >= 2 * due.every {
                         long.push(s.key.clone());
+                        if s.changed {
+                            changed.push(s.key.clone());
+                        }
                     }
                     period = period.max(due.every);
                     ratios.push((s.key.clone(), r, s.evidence.onset));
@@ -976,9 +1017,15 @@ impl Correlator {
         // or a burst on a service of no consequence, once it held for two
         // periods (a burst that decays over a few scrapes is gone by
         // then).
-        let alone = ratios
-            .iter()
-            .any(|(k, r, _)| *r >= LATENCY_ALONE_HELD && (graph || long.contains(k)));
+        // A service changed within the change horizon before its latency
+        // went bad is a suspect already: its latency up by half, held for
+        // two periods, is the change's doing until shown otherwise (a
+        // release that made every request a half slower is a fault, and
+        // the one an engineer most wants to hear of).
+        let alone = ratios.iter().any(|(k, r, _)| {
+            (*r >= LATENCY_ALONE_HELD && (graph || long.contains(k)))
+                || (*r >= LATENCY_SYMPTOM_RISE && changed.contains(k))
+        });
         if !symptom && !group && !alone {
             return None;
         }
@@ -1497,6 +1544,50 @@ mod tests {
         busy.on_anomaly(&tps);
         assert_eq!(busy.promote_confirmed(20_000, |_, _| Some(2.4)), None);
         assert_eq!(busy.promote_confirmed(30_000, |_, _| Some(2.4)), None);
+    }
+
+    #[test]
+    fn a_latency_up_by_half_after_its_service_changed_opens_once_it_held_two_periods() {
+        // One service's latency up by four fifths when flagged, held at
+        // 1.6 times its level: alone, without a change, it stays a signal
+        // (with a call graph or without one).
+        for graph in [false, true] {
+            let run = |changed: bool| {
+                let mut c = if graph {
+                    self::graph()
+                } else {
+                    Correlator::new(120_000, 3_000)
+                };
+                assert_eq!(c.on_anomaly(&sys("b", "latency_ms", 10_000)), None);
+                if changed {
+                    c.note_change(&sys("b", "latency_ms", 10_000).key);
+                }
+                let judged = c.confirm_latency(20_000, 10_000);
+                assert_eq!(
+                    judged,
+                    changed || !graph,
+                    "graph {graph}, changed {changed}"
+                );
+                assert_eq!(c.promote_confirmed(20_000, |_, _| Some(1.6)), None);
+                let second = c.promote_confirmed(30_000, |_, _| Some(1.6));
+                (c, second)
+            };
+            let (c, opened) = run(false);
+            assert_eq!(opened, None, "graph {graph}");
+            assert!(c.incidents.is_empty());
+            // Changed just before (a deploy): its second judgment opens.
+            let (c, opened) = run(true);
+            assert_eq!(opened, Some(0), "graph {graph}");
+            assert_eq!(c.incidents[0].service, "b");
+        }
+        // Held at less than half again, a changed service's latency stays
+        // a signal: the release did nothing a customer feels.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.on_anomaly(&sys("b", "latency_ms", 10_000));
+        c.note_change(&sys("b", "latency_ms", 10_000).key);
+        assert!(c.confirm_latency(20_000, 10_000));
+        assert_eq!(c.promote_confirmed(20_000, |_, _| Some(1.4)), None);
+        assert_eq!(c.promote_confirmed(30_000, |_, _| Some(1.4)), None);
     }
 
     #[test]
@@ -2029,8 +2120,8 @@ mod tests {
         let mut tps = ev("web", "tps", 22_000, AnomalyKind::Start);
         (tps.value, tps.baseline) = (900.0, 500.0);
         assert_eq!(c.on_anomaly(&tps), Some((1, true)));
-        // Without call edges, a symptom anywhere joins; other kinds only
-        // where it already shows.
+        // Without call edges, a symptom anywhere joins at first; other
+        // kinds only where it already shows.
         let mut c = Correlator::new(120_000, 3_000);
         assert_eq!(
             c.on_anomaly(&ev("bank-a", "success_rate", 10_000, AnomalyKind::Start)),
@@ -2046,6 +2137,29 @@ mod tests {
             Some((0, false))
         );
         assert_eq!(c.on_anomaly(&sys("bank-c", "cpu", 12_000)), None);
+        // Kept active by what follows on its own services, it takes a
+        // symptom elsewhere only while that went bad within the window
+        // of its onset (8 s): one after is another fault, a page of its
+        // own, and more where it already shows is still more of it.
+        assert_eq!(
+            c.on_anomaly(&ev("bank-b", "latency_p99_ms", 100_000, AnomalyKind::End)),
+            Some((0, false))
+        );
+        assert_eq!(
+            c.on_anomaly(&ev("bank-d", "success_rate", 130_000, AnomalyKind::Start)),
+            Some((0, false)),
+            "gone bad at 128 s: within 120 s of its onset at 8 s"
+        );
+        assert_eq!(
+            c.on_anomaly(&ev("bank-a", "latency_p99_ms", 131_000, AnomalyKind::Start)),
+            Some((0, false)),
+            "gone bad at 129 s where it shows"
+        );
+        assert_eq!(
+            c.on_anomaly(&ev("bank-e", "success_rate", 131_000, AnomalyKind::Start)),
+            Some((1, true)),
+            "gone bad at 129 s elsewhere"
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub struct Measured {
 }
 /// How long after the first anomaly a change is still listed, ms (clocks
 /// of the change feed and of the indicators differ a little).
-const CHANGE_LOOKAHEAD_MS: i64 = 5_000;
+pub const CHANGE_LOOKAHEAD_MS: i64 = 5_000;
 /// The most anomalous series a rule sees (the earliest first).
 pub const MAX_SERIES: usize = 1000;
 /// The highest confidence a rule may give.

@@ -503,6 +503,20 @@ impl Engine {
                     .recent
                     .scrape_of(&ev.key, ev.onset)
                     .unwrap_or_else(|| self.recent.step_of([&ev.key], ev.ts));
+                // Its service changed within the change horizon before it
+                // went bad: a suspect already.
+                let horizon = diagnose::change_lookback_ms(self.recent.step_of([&ev.key], ev.ts));
+                if !self
+                    .context
+                    .changes(
+                        &ev.key.service,
+                        ev.onset - horizon,
+                        ev.onset + diagnose::CHANGE_LOOKAHEAD_MS,
+                    )
+                    .is_empty()
+                {
+                    self.correlator.note_change(&ev.key);
+                }
                 let every = CONFIRM_MS.max(CONFIRM_STEPS * step);
                 self.correlator.confirm_latency(ev.ts + every, every);
             }
