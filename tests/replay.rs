@@ -704,6 +704,25 @@ fn micro_drill(args: &[&str], graph: bool) -> (serde_json::Value, String) {
     (r, out)
 }
 
+/// A directory of micro-world scenario files: those of `all` named in
+/// `names`, each as `form` makes it.
+fn scenarios(
+    all: Vec<selfheal_sim::micro::MicroScenario>,
+    names: &[String],
+    form: impl Fn(selfheal_sim::micro::MicroScenario) -> selfheal_sim::micro::MicroScenario,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sc in all
+        .into_iter()
+        .filter(|s| names.contains(&s.name))
+        .map(form)
+    {
+        let file = dir.path().join(format!("{}.toml", sc.name));
+        std::fs::write(file, toml::to_string(&sc).unwrap()).unwrap();
+    }
+    dir
+}
+
 #[test]
 fn a_wide_noisy_recording_pages_for_faults_only_with_call_edges_or_without() {
     // The generic world written as benchmark suites export theirs (a
@@ -781,19 +800,13 @@ fn a_callee_s_delay_on_its_one_mean_latency_is_found_once_it_held() {
     // rough scenarios opened nothing before a lone latency at double could
     // open once it held (with the call graph; 3 scrapes later).
     let names = ["r4", "r8", "r11", "r14", "r16", "r17"].map(|r| format!("network_delay_{r}"));
-    let dir = tempfile::tempdir().unwrap();
-    for sc in selfheal_sim::micro::random(20, 1)
-        .into_iter()
-        .filter(|s| names.contains(&s.name))
-    {
-        let sc = selfheal_sim::micro::MicroScenario {
+    let dir = scenarios(selfheal_sim::micro::random(20, 1), &names, |sc| {
+        selfheal_sim::micro::MicroScenario {
             rough: true,
             shape: selfheal_sim::micro::MicroShape::WideLoad,
             ..sc
-        };
-        let file = dir.path().join(format!("{}.toml", sc.name));
-        std::fs::write(file, toml::to_string(&sc).unwrap()).unwrap();
-    }
+        }
+    });
     let (r, out) = micro_drill(&["--dir", dir.path().to_str().unwrap()], true);
     assert_eq!(r["all"]["scenarios"], 6);
     assert!(r["all"]["detected"].as_u64().unwrap() >= 5, "{out}");
@@ -811,20 +824,18 @@ fn a_release_that_made_its_service_a_half_slower_is_paged_and_blamed() {
     // before a service changed just before its latency went bad became a
     // suspect to judge once it held.
     let names = ["r4", "r8", "r16"].map(|r| format!("bad_deploy_{r}"));
-    let dir = tempfile::tempdir().unwrap();
-    for sc in selfheal_sim::micro::random_bad_deploys(20, 1)
-        .into_iter()
-        .filter(|s| names.contains(&s.name))
-    {
-        let sc = selfheal_sim::micro::MicroScenario {
-            rough: true,
-            shape: selfheal_sim::micro::MicroShape::Wide,
-            ..sc
-        }
-        .at_step(15);
-        let file = dir.path().join(format!("{}.toml", sc.name));
-        std::fs::write(file, toml::to_string(&sc).unwrap()).unwrap();
-    }
+    let dir = scenarios(
+        selfheal_sim::micro::random_bad_deploys(20, 1),
+        &names,
+        |sc| {
+            selfheal_sim::micro::MicroScenario {
+                rough: true,
+                shape: selfheal_sim::micro::MicroShape::Wide,
+                ..sc
+            }
+            .at_step(15)
+        },
+    );
     let (r, out) = micro_drill(&["--dir", dir.path().to_str().unwrap()], false);
     let all = &r["all"];
     assert_eq!(all["scenarios"], 3);
