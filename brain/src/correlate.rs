@@ -25,7 +25,10 @@
 //! ([`Correlator::promote_held`]). With a call graph, so is one
 //! service's latency at double its level alone (a delay on a callee,
 //! diluted on its callers): held at double, it opens one
-//! ([`Correlator::promote_confirmed`]).
+//! ([`Correlator::promote_confirmed`]). A latency whose service was
+//! changed just before it went bad is a suspect already: held at 1.5
+//! times its level over two judgment periods, it opens one alone
+//! ([`Correlator::note_change`]).
 
 use selfheal_bus::SeriesKey;
 
