@@ -499,13 +499,11 @@ impl Engine {
                 // A series held between scrapes shows whether it holds
                 // over scrapes, not samples: one scrape that caught a
                 // burst repeats it until the next.
-                let step = self
-                    .recent
-                    .scrape_of(&ev.key, ev.onset)
-                    .unwrap_or_else(|| self.recent.step_of([&ev.key], ev.ts));
+                let sampled = self.recent.step_of([&ev.key], ev.ts);
+                let step = self.recent.scrape_of(&ev.key, ev.onset).unwrap_or(sampled);
                 // Its service changed within the change horizon before it
                 // went bad: a suspect already.
-                let horizon = diagnose::change_lookback_ms(self.recent.step_of([&ev.key], ev.ts));
+                let horizon = diagnose::change_lookback_ms(sampled);
                 if !self
                     .context
                     .changes(
