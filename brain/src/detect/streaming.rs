@@ -211,8 +211,13 @@ pub enum Transition {
         baseline: f64,
         /// Score in [0,1].
         score: f64,
-        /// Whether a sample of the run that opened it went beyond the
-        /// extremes the series had shown (by the novelty margin).
+        /// Whether the run that opened it went beyond the levels the
+        /// series had held (by the novelty margin): two readings in a row
+        /// past them. A lone spike is not a level held, so it hides no
+        /// later fault; a batch that ran before has held its level. A
+        /// run that is one reading repeated (a scrape written every
+        /// sample) has no second reading yet: it went beyond the extremes
+        /// the series had shown.
         novel: bool,
     },
     /// The series is back to its baseline.
@@ -285,10 +290,20 @@ pub struct Detector {
     nlo: f64,
     nhi: f64,
     first_ts: i64,
+    /// The last reading that differed from the one before it.
+    last: f64,
+    /// Extremes held (of two readings in a row, the less extreme), fading
+    /// towards the level like those seen.
+    hlo: f32,
+    hhi: f32,
     /// Open/closed, for the brain.
     state: Hysteresis,
     n: u32,
     since_novel: u16,
+    /// Samples since the last one that held beyond the extremes held.
+    since_held: u16,
+    /// Samples in a row that repeated the last reading.
+    repeats: u8,
     dir: Direction,
 }
 
@@ -341,9 +356,14 @@ impl Detector {
             nlo: 0.0,
             nhi: 0.0,
             first_ts: 0,
+            last: 0.0,
+            hlo: 0.0,
+            hhi: 0.0,
             state: Hysteresis::default(),
             n: 0,
             since_novel: u16::MAX,
+            since_held: u16::MAX,
+            repeats: 0,
             dir,
         }
     }
@@ -412,6 +432,8 @@ impl Detector {
             self.first_ts = ts;
             (self.mean, self.base) = (x, x);
             (self.nlo, self.nhi) = (x, x);
+            self.last = x;
+            (self.hlo, self.hhi) = (x as f32, x as f32);
             if let Some(s) = surprise.as_deref_mut() {
                 (s.prev, s.lo, s.hi) = (x, x, x);
             }
@@ -420,6 +442,7 @@ impl Detector {
         }
         let warm = self.n < cfg.warmup;
         let beyond = self.novelty(x, cfg);
+        let held_beyond = self.held_novelty(x, cfg);
         let mut score = match surprise.as_deref_mut() {
             Some(s) => s.channels_score(self, ts, x, cfg),
             None => 0.0,
@@ -427,6 +450,10 @@ impl Detector {
         let mut out = None;
         if !warm {
             self.since_novel = self.since_novel.saturating_add(1);
+            self.since_held = self.since_held.saturating_add(1);
+            if held_beyond.is_some_and(|b| b > 0.0) {
+                self.since_held = 0;
+            }
             if beyond > 0.0 {
                 if u32::from(self.since_novel) > cfg.novel_rest {
                     let far = beyond / (beyond + 1.0);
@@ -467,6 +494,31 @@ impl Detector {
         self.nhi = x.max(self.nhi - cfg.novel_fade * (self.nhi - self.mean).max(0.0));
         self.nlo = x.min(self.nlo + cfg.novel_fade * (self.mean - self.nlo).max(0.0));
         beyond
+    }
+
+    /// How far the level `x` and the reading before it hold (the less
+    /// extreme of the two) passes the extremes held, as a share of their
+    /// range, beyond the novelty margin (positive: novel), and moves the
+    /// extremes held; `None` for a reading that repeats the last (one
+    /// scrape written again is no second reading).
+    fn held_novelty(&mut self, x: f64, cfg: &DetectorConfig) -> Option<f64> {
+        if x == self.last {
+            self.repeats = self.repeats.saturating_add(1);
+            return None;
+        }
+        self.repeats = 0;
+        let (up, down) = (x.min(self.last), x.max(self.last));
+        self.last = x;
+        let (lo, hi) = (f64::from(self.hlo), f64::from(self.hhi));
+        let span = (hi - lo).max(1e-12);
+        let beyond = match self.dir {
+            Direction::Up => (up - hi) / span,
+            Direction::Down => (lo - down) / span,
+            Direction::Both => ((up - hi) / span).max((lo - down) / span),
+        } - cfg.novel_margin;
+        self.hhi = up.max(hi - cfg.novel_fade * (hi - self.mean).max(0.0)) as f32;
+        self.hlo = down.min(lo + cfg.novel_fade * (self.mean - lo).max(0.0)) as f32;
+        Some(beyond)
     }
 
     /// Learns the level. Winsorised once warm: an outlier moves it no
@@ -518,9 +570,12 @@ impl Detector {
                 baseline: self.base,
                 score: Self::level_score(bad, cfg),
                 // The run that opened it is `open_run` samples long, and
-                // `since_novel` counts the samples after the last novel
-                // one.
-                novel: u32::from(self.since_novel) < u32::from(cfg.open_run),
+                // `since_held` counts the samples after the last one that
+                // held beyond the extremes held, `since_novel` after the
+                // last one beyond the extremes shown.
+                novel: u32::from(self.since_held) < u32::from(cfg.open_run)
+                    || (u32::from(self.repeats) + 1 >= u32::from(cfg.open_run)
+                        && u32::from(self.since_novel) < u32::from(cfg.open_run)),
             },
             Edge::Closed => Transition::End {
                 baseline: self.base,

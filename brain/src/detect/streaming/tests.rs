@@ -134,6 +134,37 @@ fn a_start_is_novel_only_the_first_time_a_series_goes_that_far() {
     assert_eq!(novel, [true, false], "{ev:?}");
 }
 
+/// The `novel` flag of each start in `xs` (fed every five minutes).
+fn starts_novel(dir: Direction, xs: &[f64]) -> Vec<bool> {
+    let mut d = Scorer::new(dir);
+    let (ev, _) = run(&mut d, xs, 0);
+    ev.iter()
+        .filter_map(|(_, t)| match t {
+            Transition::Start { novel, .. } => Some(*novel),
+            Transition::End { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_lone_spike_hides_no_level_held_later_even_below_it() {
+    // One sample at four times the level (a GC pause, a scrape that
+    // caught a burst), then the series held at 2.7 times it: a level the
+    // series never held, though it once touched more.
+    let mut xs = noisy(3, 300, 20.0, 1.0);
+    xs[200] = 80.0;
+    xs.extend(noisy(4, 40, 54.0, 1.5));
+    assert_eq!(starts_novel(Direction::Up, &xs), [true]);
+    // A level it had held before (a batch that ran) is no news, spike or
+    // not.
+    let mut again = noisy(3, 300, 20.0, 1.0);
+    again[100] = 80.0;
+    again.extend(noisy(5, 40, 54.0, 1.5));
+    again.extend(noisy(6, 300, 20.0, 1.0));
+    again.extend(noisy(7, 40, 54.0, 1.5));
+    assert_eq!(starts_novel(Direction::Up, &again), [true, false]);
+}
+
 #[test]
 fn direction_matters() {
     // A success rate rising is not an incident, nor news.
