@@ -215,14 +215,7 @@ impl Recent {
         let mut steps: Vec<i64> = keys
             .into_iter()
             .filter_map(|k| h.find(k))
-            .flat_map(|r| {
-                let upto = r.partition_point(|(t, _)| *t <= now);
-                let seen: Vec<i64> = r
-                    .range(upto.saturating_sub(32)..upto)
-                    .map(|x| x.0)
-                    .collect();
-                seen.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()
-            })
+            .flat_map(|r| gaps(r, now, 32))
             .filter(|d| *d > 0)
             .collect();
         if steps.is_empty() {
@@ -337,6 +330,16 @@ pub fn scrape_interval_of<'a>(
     }
     held.sort_unstable();
     Some(held[held.len() / 2])
+}
+
+/// The intervals between the last `n` samples of a series at or before
+/// `now`, ms, oldest first.
+pub fn gaps(h: &History, now: i64, n: usize) -> impl Iterator<Item = i64> + '_ {
+    let upto = h.partition_point(|(t, _)| *t <= now);
+    let from = upto.saturating_sub(n);
+    h.range(from..upto)
+        .zip(h.range((from + 1).min(upto)..upto))
+        .map(|(a, b)| b.0 - a.0)
 }
 
 /// Samples [`scrape_interval`] reads.

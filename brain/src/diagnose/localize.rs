@@ -303,18 +303,9 @@ fn scoring_onset(inc: &Incident, lead: i64, period: i64) -> i64 {
 /// The usual time between a series' samples: the median gap among the
 /// last [`WINDOW`] at or before `now` (`None` with fewer than two).
 fn sample_step(h: &History, now: i64) -> Option<i64> {
-    let upto = h.partition_point(|(t, _)| *t <= now);
-    let from = upto.saturating_sub(WINDOW);
-    if upto < from + 2 {
-        return None;
-    }
-    let mut gaps: Vec<i64> = h
-        .range(from..upto)
-        .zip(h.range(from + 1..upto))
-        .map(|(a, b)| b.0 - a.0)
-        .collect();
+    let mut gaps: Vec<i64> = crate::recent::gaps(h, now, WINDOW).collect();
     gaps.sort_unstable();
-    Some(gaps[gaps.len() / 2])
+    gaps.get(gaps.len() / 2).copied()
 }
 
 /// How many times its level before `onset` the median of a series'
