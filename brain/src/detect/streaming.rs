@@ -451,7 +451,7 @@ impl Detector {
         if !warm {
             self.since_novel = self.since_novel.saturating_add(1);
             self.since_held = self.since_held.saturating_add(1);
-            if held_beyond.is_some_and(|b| b > 0.0) {
+            if held_beyond == Some(true) {
                 self.since_held = 0;
             }
             if beyond > 0.0 {
@@ -496,12 +496,12 @@ impl Detector {
         beyond
     }
 
-    /// How far the level `x` and the reading before it hold (the less
-    /// extreme of the two) passes the extremes held, as a share of their
-    /// range, beyond the novelty margin (positive: novel), and moves the
-    /// extremes held; `None` for a reading that repeats the last (one
-    /// scrape written again is no second reading).
-    fn held_novelty(&mut self, x: f64, cfg: &DetectorConfig) -> Option<f64> {
+    /// Whether the level `x` and the reading before it hold (the less
+    /// extreme of the two) passes the extremes held by more than the
+    /// novelty margin of their range, and moves the extremes held; `None`
+    /// for a reading that repeats the last (one scrape written again is no
+    /// second reading).
+    fn held_novelty(&mut self, x: f64, cfg: &DetectorConfig) -> Option<bool> {
         if x == self.last {
             self.repeats = self.repeats.saturating_add(1);
             return None;
@@ -510,12 +510,12 @@ impl Detector {
         let (up, down) = (x.min(self.last), x.max(self.last));
         self.last = x;
         let (lo, hi) = (f64::from(self.hlo), f64::from(self.hhi));
-        let span = (hi - lo).max(1e-12);
+        let margin = cfg.novel_margin * (hi - lo).max(1e-12);
         let beyond = match self.dir {
-            Direction::Up => (up - hi) / span,
-            Direction::Down => (lo - down) / span,
-            Direction::Both => ((up - hi) / span).max((lo - down) / span),
-        } - cfg.novel_margin;
+            Direction::Up => up - hi > margin,
+            Direction::Down => lo - down > margin,
+            Direction::Both => up - hi > margin || lo - down > margin,
+        };
         self.hhi = up.max(hi - cfg.novel_fade * (hi - self.mean).max(0.0)) as f32;
         self.hlo = down.min(lo + cfg.novel_fade * (self.mean - lo).max(0.0)) as f32;
         Some(beyond)
