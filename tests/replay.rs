@@ -723,6 +723,21 @@ fn scenarios(
     dir
 }
 
+/// A scenario's rough wide form (as benchmark suites export theirs), at
+/// `step_s`-second steps.
+fn rough_wide_at(
+    step_s: u64,
+) -> impl Fn(selfheal_sim::micro::MicroScenario) -> selfheal_sim::micro::MicroScenario {
+    move |sc| {
+        selfheal_sim::micro::MicroScenario {
+            rough: true,
+            shape: selfheal_sim::micro::MicroShape::Wide,
+            ..sc
+        }
+        .at_step(step_s)
+    }
+}
+
 #[test]
 fn a_wide_noisy_recording_pages_for_faults_only_with_call_edges_or_without() {
     // The generic world written as benchmark suites export theirs (a
@@ -827,14 +842,7 @@ fn a_release_that_made_its_service_a_half_slower_is_paged_and_blamed() {
     let dir = scenarios(
         selfheal_sim::micro::random_bad_deploys(20, 1),
         &names,
-        |sc| {
-            selfheal_sim::micro::MicroScenario {
-                rough: true,
-                shape: selfheal_sim::micro::MicroShape::Wide,
-                ..sc
-            }
-            .at_step(15)
-        },
+        rough_wide_at(15),
     );
     let (r, out) = micro_drill(&["--dir", dir.path().to_str().unwrap()], false);
     let all = &r["all"];
@@ -855,14 +863,11 @@ fn a_pod_pinned_below_an_old_spike_of_its_service_is_paged() {
     // series had touched: none opened an incident before a start counted
     // as new beyond anything the series had held.
     let names = ["r11", "r12", "r14"].map(|r| format!("cpu_hog_{r}"));
-    let dir = scenarios(selfheal_sim::micro::random(20, 1), &names, |sc| {
-        selfheal_sim::micro::MicroScenario {
-            rough: true,
-            shape: selfheal_sim::micro::MicroShape::Wide,
-            ..sc
-        }
-        .at_step(15)
-    });
+    let dir = scenarios(
+        selfheal_sim::micro::random(20, 1),
+        &names,
+        rough_wide_at(15),
+    );
     let (r, out) = micro_drill(&["--dir", dir.path().to_str().unwrap()], false);
     let all = &r["all"];
     assert_eq!(all["scenarios"], 3);
