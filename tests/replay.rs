@@ -723,19 +723,27 @@ fn scenarios(
     dir
 }
 
-/// A scenario's rough wide form (as benchmark suites export theirs), at
-/// `step_s`-second steps.
-fn rough_wide_at(
-    step_s: u64,
-) -> impl Fn(selfheal_sim::micro::MicroScenario) -> selfheal_sim::micro::MicroScenario {
-    move |sc| {
+/// Drills the scenarios of `all` named in `names` in their rough wide
+/// form (as benchmark suites export theirs) at 15-s steps, without the
+/// call graph, and asserts every one was detected: the report's totals,
+/// and the drill's output.
+fn all_detected_rough_wide_at_15(
+    all: Vec<selfheal_sim::micro::MicroScenario>,
+    names: &[String],
+) -> (serde_json::Value, String) {
+    let dir = scenarios(all, names, |sc| {
         selfheal_sim::micro::MicroScenario {
             rough: true,
             shape: selfheal_sim::micro::MicroShape::Wide,
             ..sc
         }
-        .at_step(step_s)
-    }
+        .at_step(15)
+    });
+    let (r, out) = micro_drill(&["--dir", dir.path().to_str().unwrap()], false);
+    let all = r["all"].clone();
+    assert_eq!(all["scenarios"], names.len());
+    assert_eq!(all["detected"], names.len(), "{out}");
+    (all, out)
 }
 
 #[test]
@@ -839,15 +847,8 @@ fn a_release_that_made_its_service_a_half_slower_is_paged_and_blamed() {
     // before a service changed just before its latency went bad became a
     // suspect to judge once it held.
     let names = ["r4", "r8", "r16"].map(|r| format!("bad_deploy_{r}"));
-    let dir = scenarios(
-        selfheal_sim::micro::random_bad_deploys(20, 1),
-        &names,
-        rough_wide_at(15),
-    );
-    let (r, out) = micro_drill(&["--dir", dir.path().to_str().unwrap()], false);
-    let all = &r["all"];
-    assert_eq!(all["scenarios"], 3);
-    assert_eq!(all["detected"], 3, "{out}");
+    let (all, out) =
+        all_detected_rough_wide_at_15(selfheal_sim::micro::random_bad_deploys(20, 1), &names);
     assert_eq!(all["changes_blamed_right"], 3, "{out}");
     assert_eq!(all["changes_blamed"], 3, "{out}");
     assert_eq!(all["false_incidents"], 0, "{out}");
@@ -863,15 +864,7 @@ fn a_pod_pinned_below_an_old_spike_of_its_service_is_paged() {
     // series had touched: none opened an incident before a start counted
     // as new beyond anything the series had held.
     let names = ["r11", "r12", "r14"].map(|r| format!("cpu_hog_{r}"));
-    let dir = scenarios(
-        selfheal_sim::micro::random(20, 1),
-        &names,
-        rough_wide_at(15),
-    );
-    let (r, out) = micro_drill(&["--dir", dir.path().to_str().unwrap()], false);
-    let all = &r["all"];
-    assert_eq!(all["scenarios"], 3);
-    assert_eq!(all["detected"], 3, "{out}");
+    let (all, out) = all_detected_rough_wide_at_15(selfheal_sim::micro::random(20, 1), &names);
     assert_eq!(all["top1"], 1.0, "{out}");
     assert_eq!(all["false_incidents"], 0, "{out}");
 }
