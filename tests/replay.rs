@@ -870,6 +870,43 @@ fn a_pod_pinned_below_an_old_spike_of_its_service_is_paged() {
 }
 
 #[test]
+fn a_callee_outrunning_its_deployed_caller_by_a_quarter_is_named_not_the_deploy() {
+    // The loaded wide form at 15-s steps without the call graph, a caller
+    // of each faulty service deployed healthy minutes before its fault.
+    // The callee's latency or failures rose some 1.3 times as far over
+    // its level as its caller's (a delay: 3.1 against 2.6 times), short
+    // of the 1.5 once asked to read it as the caller's callee: the
+    // caller, smoother, moved more robust deviations and was named first
+    // in all four: its healthy deploy blamed in two, the callee's bad
+    // deploy in a third blamed on the caller's.
+    let names = [
+        "network_delay_r0",
+        "packet_loss_r4",
+        "error_returns_r15",
+        "bad_deploy_r10",
+    ]
+    .map(String::from);
+    let mut all = selfheal_sim::micro::random(20, 1);
+    all.extend(selfheal_sim::micro::random_bad_deploys(20, 1));
+    let dir = scenarios(all, &names, |sc| {
+        selfheal_sim::micro::MicroScenario {
+            rough: true,
+            changes: true,
+            shape: selfheal_sim::micro::MicroShape::WideLoad,
+            ..sc
+        }
+        .at_step(15)
+    });
+    let (r, out) = micro_drill(&["--dir", dir.path().to_str().unwrap()], false);
+    let all = &r["all"];
+    assert_eq!(all["scenarios"], 4, "{out}");
+    assert_eq!(all["top1"], 1.0, "{out}");
+    assert_eq!(all["changes_blamed"], 1, "{out}");
+    assert_eq!(all["changes_blamed_right"], 1, "{out}");
+    assert_eq!(all["false_incidents"], 0, "{out}");
+}
+
+#[test]
 fn the_generic_microservice_world_holds_localization_to_the_bar() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("micro.json");

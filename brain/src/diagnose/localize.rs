@@ -71,7 +71,7 @@ const FAILURES_THIN: f64 = 1.3;
 /// How many times more a service's latency or failures must have risen,
 /// as a multiple of their level (the rise over 1), than another's on the
 /// same measure to be taken for the other's callee without a graph.
-const TIMES_THIN: f64 = 1.5;
+const TIMES_THIN: f64 = 1.25;
 
 /// How many times a service's latency tail must have risen more than its
 /// median (each in its own unit) for a delay to read as requests lost
@@ -1393,10 +1393,10 @@ mod tests {
                 .collect()
         };
         let topo = Topology::default();
-        let ranked = |db_after: f64| {
+        let ranked_with = |db: History| {
             let h = [
                 (key("web", None, "latency_ms"), ramp(100.0, 200.0, 1)),
-                (key("db", None, "latency_ms"), spiky(10.0, db_after)),
+                (key("db", None, "latency_ms"), db),
             ];
             localize(
                 &inc,
@@ -1406,6 +1406,7 @@ mod tests {
                 i64::MAX,
             )
         };
+        let ranked = |db_after: f64| ranked_with(spiky(10.0, db_after));
         let c = ranked(60.0);
         let web = c.iter().find(|c| c.service == "web").unwrap();
         let db = c.iter().find(|c| c.service == "db").unwrap();
@@ -1414,6 +1415,12 @@ mod tests {
         assert!(web.explains.is_empty(), "{c:#?}");
         assert_eq!(web.outrun_by, vec!["db".to_string()], "{c:#?}");
         assert!(db.outrun_by.is_empty(), "{c:#?}");
+        // Its rise 1.4 times web's (2.4 times over against 2, as a callee
+        // delayed to 3.1 times its level under a caller at 2.6): still
+        // read as the callee.
+        let c = ranked_with(ramp(10.0, 24.0, 2));
+        let web = c.iter().find(|c| c.service == "web").unwrap();
+        assert_eq!(web.outrun_by, vec!["db".to_string()], "{c:#?}");
         // Risen alike (2.2 times over against 2), neither is read as the
         // other's callee.
         let c = ranked(22.0);
