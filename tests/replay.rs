@@ -907,6 +907,21 @@ fn a_callee_outrunning_its_deployed_caller_by_a_quarter_is_named_not_the_deploy(
 }
 
 #[test]
+fn a_callee_s_delay_its_callers_feel_unflagged_is_paged() {
+    // Delays at 15-s steps in the wide form without the call graph: the
+    // faulty service's latency held at 1.4 to 1.6 times its level, its
+    // callers' (the front end's) at 1.3 to 1.45, too smoothly for their
+    // detectors. One flagged latency under 1.5 times its level agrees
+    // with nothing: none of these three opened an incident before an
+    // unflagged latency of another service that held with it, and
+    // followed it, counted as agreeing.
+    let names = ["network_delay_r5", "network_delay_r7", "packet_loss_r9"].map(String::from);
+    let (all, out) = all_detected_rough_wide_at_15(selfheal_sim::micro::random(20, 1), &names);
+    assert_eq!(all["top1"], 1.0, "{out}");
+    assert_eq!(all["false_incidents"], 0, "{out}");
+}
+
+#[test]
 fn the_generic_microservice_world_holds_localization_to_the_bar() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("micro.json");

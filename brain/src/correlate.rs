@@ -30,6 +30,8 @@
 //! times its level over two judgment periods, it opens one alone
 //! ([`Correlator::note_change`]).
 
+use std::collections::BTreeSet;
+
 use selfheal_bus::SeriesKey;
 
 use crate::detect::{AnomalyEvent, AnomalyKind};
@@ -896,7 +898,20 @@ impl Correlator {
     pub fn promote_confirmed(
         &mut self,
         now: i64,
+        held: impl FnMut(&SeriesKey, &Evidence) -> Option<f64>,
+    ) -> Option<usize> {
+        self.promote_confirmed_with(now, held, |_, _| Vec::new())
+    }
+
+    /// [`Correlator::promote_confirmed`], where `quiet(key, onset)` gives
+    /// the latency series of other services that held with `key` since
+    /// `onset` though no detector flagged them, each with how many times
+    /// its level it held at: they agree with it.
+    pub fn promote_confirmed_with(
+        &mut self,
+        now: i64,
         mut held: impl FnMut(&SeriesKey, &Evidence) -> Option<f64>,
+        mut quiet: impl FnMut(&SeriesKey, i64) -> Vec<(SeriesKey, f64)>,
     ) -> Option<usize> {
         // A group is judged whole: when one of its series is due, every
         // marked series that has had its time since its own onset is
@@ -986,10 +1001,36 @@ impl Correlator {
         // out). Without one, where any latency a fifth up counts, a
         // world of 60 services has errors held a little up somewhere
         // often enough to meet one.
+        // A latency up by half is a group in the making, and the services
+        // it slows are not always flagged: a callee's delay diluted to a
+        // third on its callers rises too smoothly for their detectors.
+        // Another service's latency, flagged or not, that held with it
+        // since its onset (and follows it) agrees with it.
+        let signalled: BTreeSet<&str> = self
+            .signals
+            .iter()
+            .map(|s| s.key.service.as_str())
+            .collect();
+        let quiet_felt: Vec<(SeriesKey, i64)> = ratios
+            .iter()
+            .filter(|(k, r, _)| *r >= felt(k))
+            .flat_map(|(k, _, onset)| {
+                quiet(k, *onset)
+                    .into_iter()
+                    .filter(|(q, r)| !signalled.contains(q.service.as_str()) && *r >= felt(q))
+                    .map(|(q, _)| (q, *onset))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let felt_at: Vec<(&str, i64)> = ratios
             .iter()
             .filter(|(k, r, _)| *r >= felt(k))
             .map(|(k, _, onset)| (k.service.as_str(), *onset))
+            .chain(
+                quiet_felt
+                    .iter()
+                    .map(|(q, onset)| (q.service.as_str(), *onset)),
+            )
             .chain(
                 self.signals
                     .iter()
@@ -1591,6 +1632,43 @@ mod tests {
         assert!(c.confirm_latency(20_000, 10_000));
         assert_eq!(c.promote_confirmed(20_000, |_, _| Some(1.4)), None);
         assert_eq!(c.promote_confirmed(30_000, |_, _| Some(1.4)), None);
+    }
+
+    #[test]
+    fn a_latency_held_with_another_service_s_unflagged_one_opens() {
+        // A callee's delay: its tail held at 1.45 times its level, its
+        // caller's rose to 1.4 times, too smoothly for its detector.
+        let quiet_caller = |_: &SeriesKey, onset: i64| {
+            assert_eq!(onset, 8_000, "asked from the flagged series' onset");
+            vec![(sys("front", "latency_p90", 0).key, 1.4)]
+        };
+        for (neighbour, opens) in [(true, true), (false, false)] {
+            let mut c = Correlator::new(120_000, 3_000);
+            c.on_anomaly(&slow("rating", 10_000, 1.6));
+            assert!(c.confirm_latency(20_000, 10_000), "forming");
+            let opened = c.promote_confirmed_with(
+                20_000,
+                |_, _| Some(1.45),
+                |k, onset| {
+                    if neighbour {
+                        quiet_caller(k, onset)
+                    } else {
+                        Vec::new()
+                    }
+                },
+            );
+            assert_eq!(opened.is_some(), opens, "neighbour {neighbour}");
+        }
+        // A neighbour a tenth up adds nothing.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.on_anomaly(&slow("rating", 10_000, 1.6));
+        assert!(c.confirm_latency(20_000, 10_000));
+        let opened = c.promote_confirmed_with(
+            20_000,
+            |_, _| Some(1.45),
+            |_, _| vec![(sys("front", "latency_p90", 0).key, 1.1)],
+        );
+        assert_eq!(opened, None);
     }
 
     #[test]

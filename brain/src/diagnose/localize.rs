@@ -438,8 +438,9 @@ pub fn held_above(h: &History, now: i64, baseline: f64) -> Option<f64> {
 }
 
 /// The absolute Pearson correlation of two series over their common
-/// timestamps (0 with fewer than 3 or no spread).
-fn correlation(a: &History, b: &History, now: i64) -> f64 {
+/// timestamps among the last [`WINDOW`] samples of each at or before
+/// `now` (0 with fewer than 3 or no spread).
+pub fn correlation(a: &History, b: &History, now: i64) -> f64 {
     let window = |h: &History| {
         let upto = h.partition_point(|(t, _)| *t <= now);
         (upto.saturating_sub(WINDOW), upto)

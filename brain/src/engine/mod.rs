@@ -110,6 +110,12 @@ const CONFIRM_MS: i64 = 10_000;
 /// at this many times those before (errors up by half: a wandering error
 /// count visits a fifth more now and then).
 const FAILURES_RISE: f64 = 1.5;
+
+/// How closely (absolute correlation over their recent samples) another
+/// service's unflagged latency must follow a latency up by half to agree
+/// with it.
+const QUIET_FOLLOWS: f64 = 0.7;
+
 /// See [`CONFIRM_MS`].
 const CONFIRM_STEPS: i64 = 3;
 
@@ -617,33 +623,81 @@ impl Engine {
         let loaded = self.traffic_rising(first, now);
         let recent = self.recent.clone();
         let mut held_at: Vec<(SeriesKey, f64)> = Vec::new();
-        let opened = self.correlator.promote_confirmed(now, |k, e| {
-            // Errors or success of a scraped series: held when they stayed
-            // bad over the scrapes since, the failures up by half or more,
-            // load or not.
-            if crate::incident::is_quality(&e.class) {
-                let (z, times) = recent.with_history(k, |h| {
-                    diagnose::localize::held_failures(h?, e.onset, now, e.direction)
-                })?;
-                if z >= diagnose::localize::MOVED && times >= FAILURES_RISE {
-                    held_at.push((k.clone(), z));
-                    return Some(z);
-                }
-                return None;
-            }
+        let classes = self.classes.clone();
+        // Other services' latency series that held with a latency up by
+        // half since its onset and follow it, though no detector flagged
+        // them (a callee's delay diluted on its callers).
+        let mut quiet_at: Vec<(SeriesKey, f64)> = Vec::new();
+        let quiet = |k: &SeriesKey, onset: i64| -> Vec<(SeriesKey, f64)> {
             if loaded {
-                return None;
+                return Vec::new();
             }
-            let ratio = recent.with_history(k, |h| {
-                let h = h?;
-                match diagnose::localize::held(h, e.onset, now, crate::detect::Direction::Up) {
-                    Some((z, ratio)) => (z >= diagnose::localize::MOVED).then_some(ratio),
-                    None => diagnose::localize::held_above(h, now, e.baseline),
+            let found = recent.scan(|all| {
+                let mut mine = None;
+                let mut with: Vec<(&SeriesKey, &crate::recent::History, f64)> = Vec::new();
+                for (o, h) in all {
+                    if o == k {
+                        mine = Some(h);
+                        continue;
+                    }
+                    if o.service == k.service || &*classes.classify(&o.metric).name != "latency" {
+                        continue;
+                    }
+                    if let Some((z, ratio)) =
+                        diagnose::localize::held(h, onset, now, crate::detect::Direction::Up)
+                        && z >= diagnose::localize::MOVED
+                        && ratio > 1.0
+                    {
+                        with.push((o, h, ratio));
+                    }
                 }
-            })?;
-            held_at.push((k.clone(), ratio));
-            Some(ratio)
-        });
+                let Some(mine) = mine else {
+                    return Vec::new();
+                };
+                let mut v: Vec<(SeriesKey, f64)> = with
+                    .into_iter()
+                    .filter(|(_, h, _)| {
+                        diagnose::localize::correlation(mine, h, now) >= QUIET_FOLLOWS
+                    })
+                    .map(|(o, _, r)| (o.clone(), r))
+                    .collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                v
+            });
+            quiet_at.extend(found.iter().cloned());
+            found
+        };
+        let opened = self.correlator.promote_confirmed_with(
+            now,
+            |k, e| {
+                // Errors or success of a scraped series: held when they stayed
+                // bad over the scrapes since, the failures up by half or more,
+                // load or not.
+                if crate::incident::is_quality(&e.class) {
+                    let (z, times) = recent.with_history(k, |h| {
+                        diagnose::localize::held_failures(h?, e.onset, now, e.direction)
+                    })?;
+                    if z >= diagnose::localize::MOVED && times >= FAILURES_RISE {
+                        held_at.push((k.clone(), z));
+                        return Some(z);
+                    }
+                    return None;
+                }
+                if loaded {
+                    return None;
+                }
+                let ratio = recent.with_history(k, |h| {
+                    let h = h?;
+                    match diagnose::localize::held(h, e.onset, now, crate::detect::Direction::Up) {
+                        Some((z, ratio)) => (z >= diagnose::localize::MOVED).then_some(ratio),
+                        None => diagnose::localize::held_above(h, now, e.baseline),
+                    }
+                })?;
+                held_at.push((k.clone(), ratio));
+                Some(ratio)
+            },
+            quiet,
+        );
         let Some(i) = opened else { return };
         held_at.sort_by(|a, b| b.1.total_cmp(&a.1));
         let quality = held_at
@@ -674,6 +728,21 @@ impl Engine {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        quiet_at.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        quiet_at.dedup_by(|a, b| a.0 == b.0);
+        let summary = if quiet_at.is_empty() {
+            summary
+        } else {
+            format!(
+                "{summary}; with it, unflagged: {}",
+                quiet_at
+                    .iter()
+                    .take(3)
+                    .map(|(k, r)| format!("{k} at {r:.1} times its level"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         self.opened(i, now, summary).await;
     }
 
