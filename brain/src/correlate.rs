@@ -1001,11 +1001,12 @@ impl Correlator {
         // out). Without one, where any latency a fifth up counts, a
         // world of 60 services has errors held a little up somewhere
         // often enough to meet one.
-        // A latency up by half is a group in the making, and the services
-        // it slows are not always flagged: a callee's delay diluted to a
-        // third on its callers rises too smoothly for their detectors.
-        // Another service's latency, flagged or not, that held with it
-        // since its onset (and follows it) agrees with it.
+        // The services a judged latency slows are not always flagged: a
+        // callee's delay, diluted on its callers, rises there too
+        // smoothly for their detectors. Another service's latency that
+        // no detector flagged, held with it since its onset (and
+        // following it) as far as it would have to count, agrees with
+        // it.
         let signalled: BTreeSet<&str> = self
             .signals
             .iter()

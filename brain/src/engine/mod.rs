@@ -112,8 +112,8 @@ const CONFIRM_MS: i64 = 10_000;
 const FAILURES_RISE: f64 = 1.5;
 
 /// How closely (absolute correlation over their recent samples) another
-/// service's unflagged latency must follow a latency up by half to agree
-/// with it.
+/// service's unflagged latency must follow a judged latency to agree with
+/// it ([`crate::correlate::Correlator::promote_confirmed_with`]).
 const QUIET_FOLLOWS: f64 = 0.7;
 
 /// See [`CONFIRM_MS`].
@@ -624,9 +624,9 @@ impl Engine {
         let recent = self.recent.clone();
         let mut held_at: Vec<(SeriesKey, f64)> = Vec::new();
         let classes = self.classes.clone();
-        // Other services' latency series that held with a latency up by
-        // half since its onset and follow it, though no detector flagged
-        // them (a callee's delay diluted on its callers).
+        // Other services' latency series that held with a judged latency
+        // since its onset and follow it, though no detector flagged them
+        // (a callee's delay diluted on its callers).
         let mut quiet_at: Vec<(SeriesKey, f64)> = Vec::new();
         let quiet = |k: &SeriesKey, onset: i64| -> Vec<(SeriesKey, f64)> {
             if loaded {
