@@ -713,6 +713,13 @@ impl Engine {
             self.opened(i, now, summary).await;
             return;
         }
+        let levels = |v: &[(SeriesKey, f64)], n: usize| {
+            v.iter()
+                .take(n)
+                .map(|(k, r)| format!("{k} at {r:.1} times its level"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let summary = format!(
             "latency held in {} series {}: {}",
             held_at.len(),
@@ -721,27 +728,16 @@ impl Engine {
             } else {
                 "without call edges"
             },
-            held_at
-                .iter()
-                .take(4)
-                .map(|(k, r)| format!("{k} at {r:.1} times its level"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            levels(&held_at, 4)
         );
-        quiet_at.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        // Each series once (a later judgment may have read it again).
+        quiet_at.sort_by(|a, b| a.0.cmp(&b.0));
         quiet_at.dedup_by(|a, b| a.0 == b.0);
+        quiet_at.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let summary = if quiet_at.is_empty() {
             summary
         } else {
-            format!(
-                "{summary}; with it, unflagged: {}",
-                quiet_at
-                    .iter()
-                    .take(3)
-                    .map(|(k, r)| format!("{k} at {r:.1} times its level"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!("{summary}; with it, unflagged: {}", levels(&quiet_at, 3))
         };
         self.opened(i, now, summary).await;
     }
