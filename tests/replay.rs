@@ -922,6 +922,38 @@ fn a_callee_s_delay_its_callers_feel_unflagged_is_paged() {
 }
 
 #[test]
+fn faults_on_the_front_end_are_paged_without_a_call_graph() {
+    // Without a call graph no service was known to be an entry, so the
+    // front end's own errors in one error column, or its median and tail
+    // a third up (a delay on the front end adds to a latency already the
+    // sum of its callees', and nothing it calls shows it), opened
+    // nothing: none of these four was detected before a service named as
+    // a front end counted as an entry.
+    let pods = ["network_delay_r3", "network_delay_r15"].map(String::from);
+    let loaded = ["error_returns_r0", "network_delay_r7"].map(String::from);
+    let at_entry = |shape| {
+        move |sc| selfheal_sim::micro::MicroScenario {
+            rough: true,
+            at_entry: true,
+            shape,
+            ..sc
+        }
+    };
+    for (names, shape) in [
+        (&pods, selfheal_sim::micro::MicroShape::Pods),
+        (&loaded, selfheal_sim::micro::MicroShape::WideLoad),
+    ] {
+        let dir = scenarios(selfheal_sim::micro::random(20, 1), names, at_entry(shape));
+        let (r, out) = micro_drill(&["--dir", dir.path().to_str().unwrap()], false);
+        let all = &r["all"];
+        assert_eq!(all["scenarios"], 2, "{out}");
+        assert_eq!(all["detected"], 2, "{shape:?}: {out}");
+        assert_eq!(all["top1"], 1.0, "{out}");
+        assert_eq!(all["false_incidents"], 0, "{out}");
+    }
+}
+
+#[test]
 fn the_generic_microservice_world_holds_localization_to_the_bar() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("micro.json");

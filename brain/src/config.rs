@@ -62,6 +62,13 @@ pub struct BrainConfig {
     /// business and entry services' success, errors and latency).
     #[serde(default)]
     pub symptoms: Vec<String>,
+    /// Name patterns (`*` matches anything; case aside) of the entry
+    /// services, for recordings and topologies that tell none: their
+    /// errors and latency are symptoms. Default: the front ends and
+    /// gateways ([`crate::correlate::shipped_entry_names`]); `[]` turns
+    /// it off.
+    #[serde(default = "crate::correlate::shipped_entry_names")]
+    pub entry_services: Vec<String>,
     /// Planned windows of expected load (`[[planned]]`: a sale, a batch):
     /// latency rising inside one opens no incident; errors still do.
     #[serde(default)]
@@ -214,6 +221,7 @@ impl Default for BrainConfig {
             detector: DetectorConfig::default(),
             metric_class: Vec::new(),
             symptoms: Vec::new(),
+            entry_services: crate::correlate::shipped_entry_names(),
             planned: Vec::new(),
             reconcile: crate::reconcile::shipped(),
             guard: GuardConfig::default(),

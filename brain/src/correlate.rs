@@ -76,6 +76,9 @@ pub struct Discipline {
     pub service_latency_ms: std::collections::BTreeMap<String, f64>,
     /// Call edges: each service and the services it calls.
     pub calls: std::collections::BTreeMap<String, Vec<String>>,
+    /// Name patterns of the entry services, for when the topology tells
+    /// none ([`Discipline::entry_names`]).
+    pub entry_names: Vec<regex::Regex>,
 }
 
 impl Discipline {
@@ -136,14 +139,7 @@ impl Discipline {
         }
         let mut problems = Vec::new();
         for (i, p) in symptoms.iter().enumerate() {
-            let re = format!(
-                "^{}$",
-                p.split('*')
-                    .map(regex::escape)
-                    .collect::<Vec<_>>()
-                    .join(".*")
-            );
-            match regex::Regex::new(&re) {
+            match regex::Regex::new(&glob(p)) {
                 Ok(r) => d.symptoms.push(r),
                 Err(e) => problems.push(format!("symptoms[{i}]: {e}")),
             }
@@ -166,6 +162,22 @@ impl Discipline {
         } else {
             Err(problems)
         }
+    }
+
+    /// The same, where a service whose name matches one of `patterns`
+    /// (`*` matches anything; case aside) is an entry when the topology
+    /// tells none: a recording without call edges still names its front
+    /// end (`frontend`, `front-end`, `ts-gateway-service`), and what users
+    /// feel shows there first. A topology that tells where traffic enters
+    /// wins.
+    pub fn entry_names(mut self, patterns: &[String]) -> Self {
+        // Every other character is escaped: a pattern is always a regex.
+        self.entry_names.extend(
+            patterns
+                .iter()
+                .filter_map(|p| regex::Regex::new(&format!("(?i){}", glob(p))).ok()),
+        );
+        self
     }
 
     /// Whether an anomaly of `class` on `service` may be an effect of a
@@ -222,6 +234,7 @@ impl Discipline {
         k.layer == selfheal_bus::Layer::Business
             || k.scene.is_some()
             || self.entries.contains(&k.service)
+            || (self.entries.is_empty() && self.entry_names.iter().any(|r| r.is_match(&k.service)))
     }
 
     /// Whether the configuration names `k` in `symptoms`.
@@ -264,7 +277,13 @@ impl Discipline {
             // moving where quality is already bad is news.
             return quality_bad;
         }
-        if class != "latency" {
+        // An entry known only by its name has no call edges behind it:
+        // its latency is judged once it held, as every latency is there
+        // (see [`Correlator::promote_confirmed`]).
+        let by_name = k.layer != selfheal_bus::Layer::Business
+            && k.scene.is_none()
+            && !self.entries.contains(&k.service);
+        if class != "latency" || by_name {
             return false;
         }
         // Latency: load, when the same place's traffic is up and quality
@@ -290,6 +309,26 @@ fn loads(k: &SeriesKey, o: &SeriesKey) -> bool {
         && o.idc == k.idc
         && (k.scene.is_none() || o.scene == k.scene)
         && (o.instance.is_none() || k.instance.is_none() || o.instance == k.instance)
+}
+
+/// A pattern where `*` matches anything, as an anchored regex.
+fn glob(p: &str) -> String {
+    format!(
+        "^{}$",
+        p.split('*')
+            .map(regex::escape)
+            .collect::<Vec<_>>()
+            .join(".*")
+    )
+}
+
+/// The shipped name patterns of entry services
+/// ([`Discipline::entry_names`]): the front ends and gateways that
+/// benchmark applications and most platforms name so.
+pub fn shipped_entry_names() -> Vec<String> {
+    ["*front*", "*gateway*", "*ingress*", "nginx*"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// Traffic this many times its baseline is a change of demand.
@@ -812,7 +851,7 @@ impl Correlator {
                         && s.confirm.is_none()
                         && (doubled(e) || (s.changed && up_by_half(e)))
                 });
-            return alone && self.mark_latency(at, every);
+            return (alone || (!loaded && self.entry_slowed())) && self.mark_latency(at, every);
         }
         // A latency up by half may be a group in the making: its tail
         // still rising to double, its median up by half beside it.
@@ -825,10 +864,34 @@ impl Correlator {
                     && e.baseline > 0.0
                     && e.value >= LATENCY_SYMPTOM_RISE * e.baseline
             });
-        if !self.across_under(true, loaded) && !forming {
+        let entry = !loaded && self.entry_slowed();
+        if !self.across_under(true, loaded) && !forming && !entry {
             return false;
         }
         self.mark_latency(at, every)
+    }
+
+    /// Whether two active latency signals or more of one entry service
+    /// went bad a fifth up or more: the entry slowed whole, judged once
+    /// it held (see [`Correlator::promote_confirmed`]).
+    fn entry_slowed(&self) -> bool {
+        let mut seen: Vec<&str> = Vec::new();
+        for s in &self.signals {
+            let e = &s.evidence;
+            if &*e.class == "latency"
+                && e.active
+                && !e.harmless
+                && e.baseline > 0.0
+                && e.value >= ENTRY_LATENCY_AGREES * e.baseline
+                && self.discipline.is_entry(&s.key)
+            {
+                if seen.contains(&s.key.service.as_str()) {
+                    return true;
+                }
+                seen.push(&s.key.service);
+            }
+        }
+        false
     }
 
     /// Notes that the service of `key`'s signal was changed (a deploy, a
@@ -987,10 +1050,24 @@ impl Correlator {
                 LATENCY_SYMPTOM_RISE
             }
         };
-        let symptom = graph
-            && ratios
-                .iter()
-                .any(|(k, r, _)| self.discipline.is_entry(k) && *r >= LATENCY_SYMPTOM_RISE);
+        let symptom = ratios
+            .iter()
+            .any(|(k, r, _)| self.discipline.is_entry(k) && *r >= LATENCY_SYMPTOM_RISE);
+        // An entry slowed whole: two of its latency series or more (its
+        // median and its tail) held a fifth up over two periods. A delay
+        // on the front end itself adds to a latency that is already the
+        // sum of its callees', and nothing it calls shows it; one series
+        // alone so little up is a wandering one as often (a rougher world
+        // pages falsely four times more for a few more faults found).
+        let entry_long = |k: &SeriesKey, r: f64| {
+            self.discipline.is_entry(k) && r >= ENTRY_LATENCY_AGREES && long.contains(k)
+        };
+        let whole = ratios.iter().any(|(k, r, _)| {
+            entry_long(k, *r)
+                && ratios
+                    .iter()
+                    .any(|(o, q, _)| o != k && o.service == k.service && entry_long(o, *q))
+        });
         // Services agree when their latencies went bad together, within a
         // judgment period of each other: one fault's symptoms start at
         // once, up the calls. Two latencies that wandered up at different
@@ -1071,7 +1148,7 @@ impl Correlator {
             (*r >= LATENCY_ALONE_HELD && (graph || long.contains(k)))
                 || (*r >= LATENCY_SYMPTOM_RISE && changed.contains(k))
         });
-        if !symptom && !group && !alone {
+        if !symptom && !group && !alone && !whole {
             return None;
         }
         let service = ratios
@@ -1670,6 +1747,78 @@ mod tests {
             |_, _| vec![(sys("front", "latency_p90", 0).key, 1.1)],
         );
         assert_eq!(opened, None);
+    }
+
+    /// A correlator without call edges that knows the shipped entry names.
+    fn named() -> Correlator {
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline = Discipline::new(&selfheal_bus::Topology::default(), &[], &[])
+            .unwrap()
+            .entry_names(&shipped_entry_names());
+        c
+    }
+
+    #[test]
+    fn without_a_graph_a_service_named_as_a_front_end_is_an_entry() {
+        // Its errors alone are a symptom; another service's are not.
+        for (service, opens) in [
+            ("frontend", true),
+            ("ts-gateway-service", true),
+            ("cart", false),
+        ] {
+            let mut c = named();
+            let opened = c.on_anomaly(&sys(service, "error_rate", 10_000));
+            assert_eq!(opened.is_some(), opens, "{service}");
+        }
+        // A topology that tells where traffic enters wins over names.
+        let topo = selfheal_bus::Topology::from_edges(vec![("web".into(), "frontend-db".into())]);
+        let d = Discipline::new(&topo, &[], &[])
+            .unwrap()
+            .entry_names(&shipped_entry_names());
+        let k = |s: &str| sys(s, "error_rate", 0).key;
+        assert!(d.is_entry(&k("web")) && !d.is_entry(&k("frontend-db")));
+        // A name is a name, whatever it holds; case aside.
+        let d = Discipline::default().entry_names(&["(web)*".into()]);
+        assert!(d.is_entry(&k("(WEB)-1")) && !d.is_entry(&k("web")));
+    }
+
+    #[test]
+    fn an_entry_slowed_by_a_third_in_its_median_and_tail_opens_once_it_held() {
+        // Its latency is judged once it held, never opened on the spot
+        // without a graph: a spike of its tail is back by then.
+        let mut c = named();
+        assert_eq!(c.on_anomaly(&slow("frontend", 10_000, 1.6)), None);
+        // Median and tail a third up: held two periods, it opens.
+        let both = |c: &mut Correlator, service: &str| {
+            let mut p50 = slow(service, 10_000, 1.35);
+            p50.key.metric = "latency-50".into();
+            assert_eq!(c.on_anomaly(&p50), None);
+            assert_eq!(c.on_anomaly(&slow(service, 10_000, 1.35)), None);
+        };
+        let judged = |c: &mut Correlator, periods: i64| {
+            (1..=periods)
+                .map(|k| c.promote_confirmed(8_000 + k * 10_000, |_, _| Some(1.35)))
+                .collect::<Vec<_>>()
+        };
+        let mut c = named();
+        both(&mut c, "frontend");
+        assert!(c.confirm_latency(18_000, 10_000), "an entry slowed: judged");
+        assert_eq!(judged(&mut c, 2), vec![None, Some(0)]);
+        // Any other service so slowed opens nothing: a callee's fault
+        // shows on its callers, and one service wandering a third up is
+        // no page.
+        let mut c = named();
+        both(&mut c, "cart");
+        assert!(!c.confirm_latency(18_000, 10_000));
+        // The entry's one series so little up is not judged: alone, it
+        // is a wandering series as often.
+        let mut c = named();
+        assert_eq!(c.on_anomaly(&slow("frontend", 10_000, 1.35)), None);
+        assert!(!c.confirm_latency(18_000, 10_000));
+        // A fifth is the least that counts.
+        let mut c = named();
+        assert_eq!(c.on_anomaly(&slow("frontend", 10_000, 1.15)), None);
+        assert!(!c.confirm_latency(18_000, 10_000));
     }
 
     #[test]

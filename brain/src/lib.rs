@@ -542,7 +542,8 @@ impl Brain {
             stop.clone(),
         )));
         let discipline = correlate::Discipline::new(&topology, &cfg.symptoms, &cfg.planned)
-            .map_err(StartError::Config)?;
+            .map_err(StartError::Config)?
+            .entry_names(&cfg.entry_services);
         // The actuators, in order: each HTTP route for what it takes, then
         // the edge agents over the bus for everything else.
         let mut actuators: Vec<Arc<dyn selfheal_bus::Actuator>> = Vec::new();

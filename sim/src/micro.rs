@@ -121,6 +121,11 @@ pub struct MicroScenario {
     /// same.
     #[serde(default)]
     pub counters: bool,
+    /// Whether the fault hits the entry service, the front end users call,
+    /// rather than a service it calls: no caller then shows it, and its
+    /// delay adds to a latency already the sum of its callees'.
+    #[serde(default)]
+    pub at_entry: bool,
 }
 
 impl MicroScenario {
@@ -451,7 +456,8 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
             }
         }
     }
-    let target = rng.gen_range(1..svcs.len());
+    let drawn = rng.gen_range(1..svcs.len());
+    let target = if sc.at_entry { 0 } else { drawn };
     let pod = rng.gen_range(0..svcs[target].pods.len());
     // A rough world's fault comes at a random strength.
     let strength = if sc.rough {
@@ -1028,6 +1034,7 @@ pub fn random(per_fault: usize, seed: u64) -> Vec<MicroScenario> {
                 shape: MicroShape::Pods,
                 changes: false,
                 counters: false,
+                at_entry: false,
             });
         }
     }
@@ -1052,6 +1059,7 @@ pub fn random_bad_deploys(n: usize, seed: u64) -> Vec<MicroScenario> {
             shape: MicroShape::Pods,
             changes: true,
             counters: false,
+            at_entry: false,
         })
         .collect()
 }
@@ -1083,6 +1091,7 @@ mod tests {
             shape: MicroShape::Pods,
             changes: false,
             counters: false,
+            at_entry: false,
         }
     }
 
@@ -1321,6 +1330,7 @@ mod tests {
         let with = generate(&MicroScenario {
             changes: true,
             counters: false,
+            at_entry: false,
             ..sc(MicroFault::CpuHog, 5)
         })
         .unwrap();
@@ -1356,6 +1366,7 @@ mod tests {
             let bad = generate(&MicroScenario {
                 changes: true,
                 counters: false,
+                at_entry: false,
                 ..sc(MicroFault::BadDeploy, seed)
             })
             .unwrap();

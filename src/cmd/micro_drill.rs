@@ -77,6 +77,10 @@ pub struct Args {
     /// `ts-<name>-service` as Train Ticket names its own.
     #[arg(long)]
     pub large: bool,
+    /// Every fault on the entry service, the front end users call, rather
+    /// than on a service it calls.
+    #[arg(long)]
+    pub at_entry: bool,
     /// Brain configuration (TOML); its store is replaced.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -99,6 +103,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         changes,
         counters,
         large,
+        at_entry,
         config,
     } = args;
     let cfg: BrainConfig = brain_config(config.as_ref())?;
@@ -125,6 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             s.rough |= rough;
             s.changes |= changes;
             s.counters |= counters;
+            s.at_entry |= at_entry;
             if large {
                 s = s.larger();
             }
