@@ -431,6 +431,8 @@ mod tests {
             Some("idc1")
         );
         assert_eq!(cfg.guard.freeze.len(), 1);
+        // The documented entry names are the shipped ones.
+        assert_eq!(cfg.entry_services, crate::correlate::shipped_entry_names());
         assert_eq!(
             cfg.detection
                 .as_ref()
