@@ -564,6 +564,117 @@ impl Sink<'_> {
     }
 }
 
+/// A column's name as columns are looked up: lowercase, without `_`, `-`
+/// and spaces.
+fn squeeze(h: &str) -> String {
+    h.trim()
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The service a Kubernetes pod belongs to, from its name: a
+/// Deployment's pod `<name>-<template hash>-<suffix>`
+/// (`frontend-579b9bff58-t2dbm`), a StatefulSet's `<name>-<ordinal>`
+/// (`redis-0`), a DaemonSet's `<name>-<suffix>` with a digit in it. The
+/// suffix is told by Kubernetes' alphabet (no vowels, no 0, 1 or 3) and
+/// its length, the hash by its length and a digit in it (older clusters
+/// and other tools write it in hex or decimal); any other name is its
+/// own service.
+pub fn service_of_pod(pod: &str) -> &str {
+    const ALPHABET: &str = "bcdfghjklmnpqrstvwxz2456789";
+    let made = |p: &str| p.chars().all(|c| ALPHABET.contains(c));
+    let digit = |p: &str| p.chars().any(|c| c.is_ascii_digit());
+    let Some((rest, last)) = pod.rsplit_once('-') else {
+        return pod;
+    };
+    if rest.is_empty() {
+        return pod;
+    }
+    let ordinal = !last.is_empty() && last.chars().all(|c| c.is_ascii_digit());
+    let suffix = last.len() == 5 && made(last);
+    if !ordinal && !suffix {
+        return pod;
+    }
+    // The template hash before it, when there is one.
+    if let Some((name, hash)) = rest.rsplit_once('-')
+        && !name.is_empty()
+        && (6..=10).contains(&hash.len())
+        && hash
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && digit(hash)
+    {
+        return name;
+    }
+    if ordinal || digit(last) { rest } else { pod }
+}
+
+/// Reads a `metrics.csv` with a row per pod or service at each time
+/// (`TimeStamp,PodName,CpuUsage(m),PodSuccessRate(%)`: every other column
+/// a metric), as per-pod exports write it: the service from its column,
+/// or from the pod's name ([`service_of_pod`]); the pod its instance.
+fn read_rows(
+    rd: &mut csv::Reader<std::fs::File>,
+    path: &Path,
+    headers: &csv::StringRecord,
+    t: usize,
+    (service_col, pod_col): (Option<usize>, Option<usize>),
+    sink: &mut Sink<'_>,
+) -> anyhow::Result<()> {
+    let find = |name: &str| headers.iter().position(|h| squeeze(h) == name);
+    let inst_col = pod_col.or_else(|| find("instance"));
+    let idc_col = find("idc");
+    let mut metrics = Vec::new();
+    for (j, h) in headers.iter().enumerate() {
+        let h = h.trim();
+        let named = [Some(t), service_col, inst_col, idc_col].contains(&Some(j));
+        if named || h.is_empty() || h.starts_with("Unnamed:") || is_time_column(h) {
+            continue;
+        }
+        metrics.push((j, h.to_string()));
+    }
+    if metrics.is_empty() {
+        bail!("{}:1: no metric columns", path.display());
+    }
+    let mut rec = csv::StringRecord::new();
+    let mut line = 1;
+    while rd
+        .read_record(&mut rec)
+        .with_context(|| format!("{}:{}", path.display(), line + 1))?
+    {
+        line += 1;
+        let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("").trim();
+        let at = |what: String| anyhow::anyhow!("{}:{line}: {what}", path.display());
+        let raw_ts = field(Some(t));
+        let Some(ts) = parse_timestamp(raw_ts) else {
+            if sink.blank(raw_ts, metrics.iter().map(|(j, _)| field(Some(*j)))) {
+                continue;
+            }
+            return Err(at(format!("unreadable timestamp {raw_ts:?}")));
+        };
+        let instance = field(inst_col);
+        let service = match field(service_col) {
+            "" => service_of_pod(instance),
+            s => s,
+        };
+        if service.is_empty() {
+            return Err(at("neither a service nor a pod".into()));
+        }
+        let place = || Place {
+            idc: field(idc_col),
+            instance,
+            ..Place::default()
+        };
+        for (j, metric) in &metrics {
+            sink.add(ts, Layer::System, service, metric, place(), field(Some(*j)))
+                .map_err(|e| at(format!("{metric}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether a column of a wide file holds instants: `time` or `timestamp`,
 /// as written or as a data frame renames a repeated one (`time.1`).
 fn is_time_column(h: &str) -> bool {
@@ -611,7 +722,9 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
             );
         }
     }
-    let col = |name: &str| headers.iter().position(|h| h.trim() == name);
+    // Columns are found by name, case, `_`, `-` and spaces aside
+    // (`TimeStamp`, `Pod_Name`, `service name`).
+    let col = |name: &str| headers.iter().position(|h| squeeze(h) == name);
     let mut sink = Sink {
         names: &mut names,
         gaps: &mut gaps,
@@ -625,7 +738,24 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
     let mut rec = csv::StringRecord::new();
     let mut line = 1;
     let time = col("timestamp").or_else(|| col("time"));
-    if let (Some(t), None, None, None) = (time, col("service"), col("metric"), col("value")) {
+    let service_col = col("service").or_else(|| col("servicename"));
+    let pod_col = col("pod").or_else(|| col("podname"));
+    if let Some(t) = time
+        && col("metric").is_none()
+        && col("value").is_none()
+        && (service_col.is_some() || pod_col.is_some())
+    {
+        // A row per pod or service: the metrics in columns.
+        read_rows(
+            &mut rd,
+            &path,
+            &headers,
+            t,
+            (service_col, pod_col),
+            &mut sink,
+        )?;
+    } else if let (Some(t), None, None, None) = (time, col("service"), col("metric"), col("value"))
+    {
         // Wide: one column per series, named `<service>_<metric>`.
         let mut series = Vec::new();
         for (j, h) in headers.iter().enumerate().filter(|(j, _)| *j != t) {
@@ -1250,6 +1380,108 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    #[test]
+    fn pods_are_told_their_service_by_kubernetes_names() {
+        for (pod, service) in [
+            ("frontend-579b9bff58-t2dbm", "frontend"),
+            ("ts-basic-service-5dc8d4f9fd-46997", "ts-basic-service"),
+            ("currencyservice-cf787dd48-vpjrd", "currencyservice"),
+            ("geoservice-22fb8f85-0", "geoservice"),
+            ("orderservice-5f7876ea-2", "orderservice"),
+            ("redis-0", "redis"),
+            ("fluentd-x7k2p", "fluentd"),
+            // Names that are not made so are their own service.
+            ("cart-hello", "cart-hello"),
+            ("cart-v2", "cart-v2"),
+            ("ledger-db", "ledger-db"),
+            ("payment-gateway-blue", "payment-gateway-blue"),
+            ("10.0.0.7:8080", "10.0.0.7:8080"),
+            ("-0", "-0"),
+        ] {
+            assert_eq!(service_of_pod(pod), service, "{pod}");
+        }
+    }
+
+    #[test]
+    fn a_row_per_pod_reads_as_its_long_form() {
+        // Per-pod exports: Go's time and epoch seconds, the pod, its
+        // metrics in columns named as the monitoring names them.
+        let rows = tempfile::tempdir().unwrap();
+        std::fs::write(
+            rows.path().join("metrics.csv"),
+            "Time,TimeStamp,PodName,CpuUsage(m),PodSuccessRate(%)\n\
+             2022-08-22 03:51:19.6 +0000 UTC m=+0.1,1661140279,frontend-579b9bff58-t2dbm,1.5,100\n\
+             2022-08-22 03:51:19.6 +0000 UTC m=+0.1,1661140279,cartservice-579f59597d-wc2lz,2.5,NaN\n\
+             2022-08-22 03:52:19.6 +0000 UTC m=+0.1,1661140339,frontend-579b9bff58-t2dbm,1.7,99.5\n\
+             2022-08-22 03:52:19.6 +0000 UTC m=+0.1,1661140339,cartservice-579f59597d-wc2lz,2.4,100\n",
+        )
+        .unwrap();
+        let long = tempfile::tempdir().unwrap();
+        let mut text = String::from("timestamp,service,instance,metric,value\n");
+        for (ts, svc, pod, cpu, ok) in [
+            (
+                1661140279,
+                "frontend",
+                "frontend-579b9bff58-t2dbm",
+                "1.5",
+                "100",
+            ),
+            (
+                1661140279,
+                "cartservice",
+                "cartservice-579f59597d-wc2lz",
+                "2.5",
+                "NaN",
+            ),
+            (
+                1661140339,
+                "frontend",
+                "frontend-579b9bff58-t2dbm",
+                "1.7",
+                "99.5",
+            ),
+            (
+                1661140339,
+                "cartservice",
+                "cartservice-579f59597d-wc2lz",
+                "2.4",
+                "100",
+            ),
+        ] {
+            writeln!(text, "{ts},{svc},{pod},CpuUsage(m),{cpu}").unwrap();
+            writeln!(text, "{ts},{svc},{pod},PodSuccessRate(%),{ok}").unwrap();
+        }
+        std::fs::write(long.path().join("metrics.csv"), text).unwrap();
+        let (a, b) = (read(rows.path()).unwrap(), read(long.path()).unwrap());
+        for svc in ["frontend", "cartservice"] {
+            for m in ["cpu_usage_m", "pod_success_rate_pct"] {
+                assert_eq!(series(&a, svc, m), series(&b, svc, m), "{svc} {m}");
+            }
+        }
+        assert_eq!(series(&a, "frontend", "cpu_usage_m").len(), 2);
+        assert_eq!((a.rows, a.gaps.len()), (b.rows, b.gaps.len()));
+        assert_eq!(a.topology.services, b.topology.services);
+        let pods = |r: &Recording| {
+            r.by_time
+                .values()
+                .flat_map(|i| i.batches.values().flatten())
+                .filter_map(|x| x.instance.clone())
+                .collect::<BTreeSet<_>>()
+        };
+        assert_eq!(pods(&a), pods(&b));
+        assert_eq!(pods(&a).len(), 2);
+        // A service column wins over the pod's name; a row naming neither
+        // is refused with its line.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("metrics.csv"),
+            "timestamp,service,pod,cpu\n1700000000,web,web-x,1\n1700000001,,,2\n",
+        )
+        .unwrap();
+        let e = read(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("metrics.csv:3") && e.contains("neither"), "{e}");
     }
 
     #[test]

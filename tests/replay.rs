@@ -954,6 +954,66 @@ fn faults_on_the_front_end_are_paged_without_a_call_graph() {
 }
 
 #[test]
+fn a_row_per_pod_replays_to_the_incidents_of_its_long_form() {
+    // Per-pod exports write a row per pod and time, the metrics in
+    // columns, the service only in the pod's name: the same samples
+    // written long replay to byte-identical incidents, each fault found.
+    let all = selfheal_sim::micro::random(20, 2);
+    for name in ["cpu_hog_r5", "memory_leak_r7"] {
+        let sc = all.iter().find(|s| s.name == name).unwrap().clone();
+        let sc = selfheal_sim::micro::MicroScenario { rough: true, ..sc };
+        let rec = selfheal_sim::micro::generate(&sc).unwrap();
+        let (long, rows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // The pods' samples only: a row per pod names no service.
+        let mut text = String::from("timestamp,service,instance,metric,value\n");
+        let mut by_pod: std::collections::BTreeMap<(i64, String), Vec<(String, String)>> =
+            Default::default();
+        let mut metrics: Vec<String> = Vec::new();
+        for line in rec.metrics.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            if f[2].is_empty() {
+                continue;
+            }
+            writeln!(text, "{line}").unwrap();
+            if !metrics.iter().any(|m| m == f[3]) {
+                metrics.push(f[3].to_string());
+            }
+            by_pod
+                .entry((f[0].parse().unwrap(), f[2].to_string()))
+                .or_default()
+                .push((f[3].to_string(), f[4].to_string()));
+        }
+        std::fs::write(long.path().join("metrics.csv"), text).unwrap();
+        let mut text = format!("Time,TimeStamp,PodName,{}\n", metrics.join(","));
+        for ((ts, pod), values) in &by_pod {
+            let cell = |m: &String| {
+                values
+                    .iter()
+                    .find(|(n, _)| n == m)
+                    .map_or("", |(_, v)| v.as_str())
+            };
+            let cells: Vec<&str> = metrics.iter().map(cell).collect();
+            writeln!(
+                text,
+                "2025-10-09 08:53:20 +0000 UTC m=+0.1,{ts},{pod},{}",
+                cells.join(",")
+            )
+            .unwrap();
+        }
+        std::fs::write(rows.path().join("metrics.csv"), text).unwrap();
+        let (a, b) = (replayed(long.path()), replayed(rows.path()));
+        assert_eq!(a, b, "{name}");
+        // Found, and placed on the faulty service's pod.
+        assert!(
+            b.iter().any(|i| i["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(&rec.truth.service))),
+            "{name}: {b:?}"
+        );
+    }
+}
+
+#[test]
 fn the_generic_microservice_world_holds_localization_to_the_bar() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("micro.json");

@@ -47,6 +47,23 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Some(ms(t));
     }
+    // Go's `time.Time.String()`, as Go exporters write their times:
+    // `2022-08-22 03:51:19.607158889 +0000 UTC m=+0.113112869` (the
+    // monotonic reading and the zone's abbreviation dropped; the offset
+    // tells).
+    let go = s.split(" m=").next().unwrap_or(s);
+    if let Some((t, zone)) = go.rsplit_once(' ')
+        && zone.chars().all(|c| c.is_ascii_alphabetic())
+        && let Some((t, off)) = t.rsplit_once(' ')
+        && off.len() == 5
+        && (off.starts_with('+') || off.starts_with('-'))
+        && let Ok(t) = OffsetDateTime::parse(
+            &format!("{}{}:{}", t.replacen(' ', "T", 1), &off[..3], &off[3..]),
+            &Rfc3339,
+        )
+    {
+        return Some(ms(t));
+    }
     let plain = s.strip_suffix('Z').unwrap_or(s).replacen('T', " ", 1);
     let formats = [
         format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]"),
@@ -75,6 +92,15 @@ mod tests {
             Some(1_396_310_700_000)
         );
         assert_eq!(parse_timestamp("2026-11-11 08:30"), Some(1_794_385_800_000));
+        // Go's time.String(), its monotonic reading dropped.
+        assert_eq!(
+            parse_timestamp("2022-08-22 03:51:19.607158889 +0000 UTC m=+0.113112869"),
+            Some(1_661_140_279_607)
+        );
+        assert_eq!(
+            parse_timestamp("2022-08-22 11:51:19 +0800 CST"),
+            Some(1_661_140_279_000)
+        );
         assert_eq!(parse_timestamp("1396310700"), Some(1_396_310_700_000));
         assert_eq!(
             parse_timestamp("2014-04-01 08:05:00+08:00".replacen(' ', "T", 1).as_str()),
