@@ -685,25 +685,12 @@ fn is_time_column(h: &str) -> bool {
     base.eq_ignore_ascii_case("time") || base.eq_ignore_ascii_case("timestamp")
 }
 
-/// Reads `dir` as [`read_with`] does, gaps skipped.
-pub fn read(dir: &Path) -> anyhow::Result<Recording> {
-    read_with(dir, ReadOptions::default())
-}
-
-/// Reads `dir`: `metrics.csv`, `topology.toml` or `dependencies.csv`, and
-/// the optional `changes.jsonl` and `hotkeys.csv`. Every malformed line is
-/// an error naming its file and line. Empty, NaN and infinite values are
-/// gaps (skipped, counted per series) unless `opts.strict`. Service,
-/// instance, metric, IDC, scene and link names are mapped to wire-safe
-/// names ([`NameMap`]), the same way in every file.
-pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
-    let mut by_time: BTreeMap<i64, Instant> = BTreeMap::new();
-    let mut names = NameMap::default();
-    let mut gaps: BTreeMap<String, usize> = BTreeMap::new();
-    let path = dir.join("metrics.csv");
+/// Reads one metrics file into `sink`, in whichever shape it is written:
+/// long, a row per pod or service, or wide (docs/replay.md).
+fn read_metrics(path: &Path, sink: &mut Sink<'_>) -> anyhow::Result<()> {
     let mut rd = csv::ReaderBuilder::new()
         .flexible(false)
-        .from_path(&path)
+        .from_path(path)
         .with_context(|| format!("reading {}", path.display()))?;
     let headers = rd
         .headers()
@@ -725,16 +712,6 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
     // Columns are found by name, case, `_`, `-` and spaces aside
     // (`TimeStamp`, `Pod_Name`, `service name`).
     let col = |name: &str| headers.iter().position(|h| squeeze(h) == name);
-    let mut sink = Sink {
-        names: &mut names,
-        gaps: &mut gaps,
-        by_time: &mut by_time,
-        strict: opts.strict,
-        rows: 0,
-        blank_rows: 0,
-        idcs: BTreeSet::new(),
-        instances: BTreeMap::new(),
-    };
     let mut rec = csv::StringRecord::new();
     let mut line = 1;
     let time = col("timestamp").or_else(|| col("time"));
@@ -746,14 +723,7 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         && (service_col.is_some() || pod_col.is_some())
     {
         // A row per pod or service: the metrics in columns.
-        read_rows(
-            &mut rd,
-            &path,
-            &headers,
-            t,
-            (service_col, pod_col),
-            &mut sink,
-        )?;
+        read_rows(&mut rd, path, &headers, t, (service_col, pod_col), sink)?;
     } else if let (Some(t), None, None, None) = (time, col("service"), col("metric"), col("value"))
     {
         // Wide: one column per series, named `<service>_<metric>`.
@@ -850,6 +820,63 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
                 .map_err(at)?;
         }
     }
+    Ok(())
+}
+
+/// Reads `dir` as [`read_with`] does, gaps skipped.
+pub fn read(dir: &Path) -> anyhow::Result<Recording> {
+    read_with(dir, ReadOptions::default())
+}
+
+/// Reads `dir`: `metrics.csv`, `topology.toml` or `dependencies.csv`, and
+/// the optional `changes.jsonl` and `hotkeys.csv`. Every malformed line is
+/// an error naming its file and line. Empty, NaN and infinite values are
+/// gaps (skipped, counted per series) unless `opts.strict`. Service,
+/// instance, metric, IDC, scene and link names are mapped to wire-safe
+/// names ([`NameMap`]), the same way in every file.
+pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
+    let mut by_time: BTreeMap<i64, Instant> = BTreeMap::new();
+    let mut names = NameMap::default();
+    let mut gaps: BTreeMap<String, usize> = BTreeMap::new();
+    let mut files = Vec::new();
+    if dir.join("metrics.csv").exists() {
+        files.push(dir.join("metrics.csv"));
+    }
+    let more = dir.join("metrics");
+    if more.is_dir() {
+        let mut csvs: Vec<PathBuf> = std::fs::read_dir(&more)
+            .with_context(|| format!("reading {}", more.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv")))
+            .collect();
+        csvs.sort();
+        files.extend(csvs);
+    }
+    if files.is_empty() {
+        bail!(
+            "{}: no metrics.csv, nor a metrics/ directory of CSV files",
+            dir.display()
+        );
+    }
+    let mut sink = Sink {
+        names: &mut names,
+        gaps: &mut gaps,
+        by_time: &mut by_time,
+        strict: opts.strict,
+        rows: 0,
+        blank_rows: 0,
+        idcs: BTreeSet::new(),
+        instances: BTreeMap::new(),
+    };
+    for path in &files {
+        read_metrics(path, &mut sink)?;
+    }
+    // What the messages below name: the file, or the directory of them.
+    let path = if files.len() == 1 {
+        files[0].clone()
+    } else {
+        more.clone()
+    };
     let Sink {
         rows,
         blank_rows,
@@ -1482,6 +1509,74 @@ mod tests {
         .unwrap();
         let e = read(dir.path()).err().unwrap().to_string();
         assert!(e.contains("metrics.csv:3") && e.contains("neither"), "{e}");
+    }
+
+    #[test]
+    fn a_directory_of_metrics_files_reads_each_in_its_shape() {
+        // Per-pod exports, one file a pod, beside the front end's own
+        // service-level file: each read as it is written, the names met
+        // across files as one (as written: `Frontend` would be another).
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("metrics");
+        std::fs::create_dir(&m).unwrap();
+        let pod = |name: &str, cpu: [&str; 2]| {
+            format!(
+                "Time,TimeStamp,PodName,CpuUsage(m)\n\
+                 2022-08-22 03:51:19 +0000 UTC,1661140279,{name},{}\n\
+                 2022-08-22 03:52:19 +0000 UTC,1661140339,{name},{}\n",
+                cpu[0], cpu[1]
+            )
+        };
+        std::fs::write(
+            m.join("frontend-579b9bff58-t2dbm_metric.csv"),
+            pod("frontend-579b9bff58-t2dbm", ["1.5", "1.7"]),
+        )
+        .unwrap();
+        std::fs::write(
+            m.join("cartservice-579f59597d-wc2lz_metric.csv"),
+            pod("cartservice-579f59597d-wc2lz", ["2.5", ""]),
+        )
+        .unwrap();
+        std::fs::write(
+            m.join("front_service.csv"),
+            "Time,TimeStamp,ServiceName,SuccessRate(%),LatencyP50(s)\n\
+             2022-08-22 03:51:19 +0000 UTC,1661140279,frontend,100,0.24\n\
+             2022-08-22 03:52:19 +0000 UTC,1661140339,frontend,99,0.31\n",
+        )
+        .unwrap();
+        // Not a CSV: not read.
+        std::fs::write(m.join("README"), "per-pod metrics").unwrap();
+        let r = read(dir.path()).unwrap();
+        assert_eq!(
+            series(&r, "frontend", "cpu_usage_m"),
+            vec![(1661140279000, 1.5), (1661140339000, 1.7)]
+        );
+        assert_eq!(series(&r, "cartservice", "cpu_usage_m").len(), 1);
+        assert_eq!(
+            series(&r, "frontend", "success_rate_pct"),
+            vec![(1661140279000, 100.0), (1661140339000, 99.0)]
+        );
+        let mut services: Vec<&str> = r
+            .topology
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        services.sort();
+        assert_eq!(services, ["cartservice", "frontend"]);
+        assert_eq!((r.rows, r.gaps.len()), (8, 1));
+        // A malformed row names its file and line.
+        std::fs::write(
+            m.join("z.csv"),
+            "timestamp,service,cpu\n1661140279,cart,high\n",
+        )
+        .unwrap();
+        let e = read(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("z.csv:2") && e.contains("high"), "{e}");
+        // Nothing to read is said so.
+        let empty = tempfile::tempdir().unwrap();
+        let e = read(empty.path()).err().unwrap().to_string();
+        assert!(e.contains("no metrics.csv"), "{e}");
     }
 
     #[test]

@@ -7,8 +7,9 @@ use super::prelude::*;
 /// Its arguments.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Directory with metrics.csv, topology.toml or dependencies.csv,
-    /// and optionally changes.jsonl and hotkeys.csv.
+    /// Directory with metrics.csv (long, a row per pod or service, or
+    /// wide) or a metrics/ directory of such CSV files, topology.toml or
+    /// dependencies.csv, and optionally changes.jsonl and hotkeys.csv.
     #[arg(long)]
     pub dir: PathBuf,
     /// Where to write the incidents (JSON; default: standard output).
