@@ -823,6 +823,79 @@ fn read_metrics(path: &Path, sink: &mut Sink<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Takes services whose names differ only by case as one (a
+/// service-level file's `Frontend` beside pods named `frontend-…`): each
+/// under its lowercase spelling when one is written (as Kubernetes names
+/// are), else the one most of its samples have (the first in order on a
+/// tie); the others mapped to it for every file read after.
+fn fold_case(
+    by_time: &mut BTreeMap<i64, Instant>,
+    instances: &mut BTreeMap<(String, String), BTreeSet<String>>,
+    names: &mut NameMap,
+) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in by_time.values() {
+        for ((_, _, svc), v) in &i.batches {
+            *counts.entry(svc.as_str()).or_default() += v.len();
+        }
+    }
+    let mut spellings: BTreeMap<String, Vec<(&str, usize)>> = BTreeMap::new();
+    for (svc, n) in counts {
+        spellings
+            .entry(svc.to_lowercase())
+            .or_default()
+            .push((svc, n));
+    }
+    let mut to: BTreeMap<String, String> = BTreeMap::new();
+    for (lower, group) in spellings.iter().filter(|(_, g)| g.len() > 1) {
+        let canonical = match group.iter().find(|(s, _)| s == lower) {
+            Some((s, _)) => *s,
+            None => group
+                .iter()
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+                .map_or("", |c| c.0),
+        };
+        for (svc, _) in group.iter().filter(|(s, _)| *s != canonical) {
+            to.insert(svc.to_string(), canonical.to_string());
+        }
+    }
+    if to.is_empty() {
+        return;
+    }
+    for i in by_time.values_mut() {
+        let moved: Vec<_> = i
+            .batches
+            .keys()
+            .filter(|(_, _, s)| to.contains_key(s))
+            .cloned()
+            .collect();
+        for k in moved {
+            let samples = i.batches.remove(&k).unwrap_or_default();
+            let (l, idc, svc) = k;
+            i.batches
+                .entry((l, idc, to[&svc].clone()))
+                .or_default()
+                .extend(samples);
+        }
+    }
+    let moved: Vec<_> = instances
+        .keys()
+        .filter(|(s, _)| to.contains_key(s))
+        .cloned()
+        .collect();
+    for k in moved {
+        let set = instances.remove(&k).unwrap_or_default();
+        let (svc, idc) = k;
+        instances
+            .entry((to[&svc].clone(), idc))
+            .or_default()
+            .extend(set);
+    }
+    for (from, into) in &to {
+        names.alias(from, into);
+    }
+}
+
 /// Reads `dir` as [`read_with`] does, gaps skipped.
 pub fn read(dir: &Path) -> anyhow::Result<Recording> {
     read_with(dir, ReadOptions::default())
@@ -881,9 +954,10 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         rows,
         blank_rows,
         idcs,
-        instances,
+        mut instances,
         ..
     } = sink;
+    fold_case(&mut by_time, &mut instances, &mut names);
     if rows == 0 {
         bail!("{}: no rows", path.display());
     }
@@ -1515,7 +1589,8 @@ mod tests {
     fn a_directory_of_metrics_files_reads_each_in_its_shape() {
         // Per-pod exports, one file a pod, beside the front end's own
         // service-level file: each read as it is written, the names met
-        // across files as one (as written: `Frontend` would be another).
+        // across files as one, case aside (the front end's `Frontend` is
+        // its pods' `frontend`).
         let dir = tempfile::tempdir().unwrap();
         let m = dir.path().join("metrics");
         std::fs::create_dir(&m).unwrap();
@@ -1540,8 +1615,8 @@ mod tests {
         std::fs::write(
             m.join("front_service.csv"),
             "Time,TimeStamp,ServiceName,SuccessRate(%),LatencyP50(s)\n\
-             2022-08-22 03:51:19 +0000 UTC,1661140279,frontend,100,0.24\n\
-             2022-08-22 03:52:19 +0000 UTC,1661140339,frontend,99,0.31\n",
+             2022-08-22 03:51:19 +0000 UTC,1661140279,Frontend,100,0.24\n\
+             2022-08-22 03:52:19 +0000 UTC,1661140339,Frontend,99,0.31\n",
         )
         .unwrap();
         // Not a CSV: not read.
@@ -1565,6 +1640,11 @@ mod tests {
         services.sort();
         assert_eq!(services, ["cartservice", "frontend"]);
         assert_eq!((r.rows, r.gaps.len()), (8, 1));
+        assert!(
+            r.names
+                .changed
+                .contains(&("Frontend".to_string(), "frontend".to_string()))
+        );
         // A malformed row names its file and line.
         std::fs::write(
             m.join("z.csv"),

@@ -110,6 +110,21 @@ impl NameMap {
         &self.to_wire[s]
     }
 
+    /// Maps every name whose wire name is `wire` to `into` instead (two
+    /// spellings of one name found to be one), reported as changed.
+    pub fn alias(&mut self, wire: &str, into: &str) {
+        for (orig, w) in self.to_wire.iter_mut() {
+            if w == wire {
+                *w = into.to_string();
+                if let Some(c) = self.changed.iter_mut().find(|(o, _)| o == orig) {
+                    c.1 = into.to_string();
+                } else {
+                    self.changed.push((orig.clone(), into.to_string()));
+                }
+            }
+        }
+    }
+
     /// The original name of a wire name, when it was mapped here.
     pub fn original<'a>(&'a self, wire: &'a str) -> &'a str {
         self.taken.get(wire).map_or(wire, String::as_str)
