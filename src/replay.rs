@@ -896,6 +896,19 @@ fn fold_case(
     }
 }
 
+/// Whether the CSV file at `p` lists call edges: `source` and `target`
+/// columns (case aside), no time column.
+fn is_edge_list(p: &Path) -> bool {
+    let Ok(mut rd) = csv::Reader::from_path(p) else {
+        return false;
+    };
+    let Ok(h) = rd.headers() else {
+        return false;
+    };
+    let has = |n: &str| h.iter().any(|c| squeeze(c) == n);
+    has("source") && has("target") && !h.iter().any(is_time_column)
+}
+
 /// Reads `dir` as [`read_with`] does, gaps skipped.
 pub fn read(dir: &Path) -> anyhow::Result<Recording> {
     read_with(dir, ReadOptions::default())
@@ -912,6 +925,7 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
     let mut names = NameMap::default();
     let mut gaps: BTreeMap<String, usize> = BTreeMap::new();
     let mut files = Vec::new();
+    let mut edges: Option<PathBuf> = None;
     if dir.join("metrics.csv").exists() {
         files.push(dir.join("metrics.csv"));
     }
@@ -923,7 +937,15 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
             .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv")))
             .collect();
         csvs.sort();
-        files.extend(csvs);
+        // A call-edge list among them (`Source,Target[,Weight]`, no time
+        // column) is the call graph, when the directory gives none.
+        for p in csvs {
+            if is_edge_list(&p) {
+                edges.get_or_insert(p);
+            } else {
+                files.push(p);
+            }
+        }
     }
     if files.is_empty() {
         bail!(
@@ -1003,6 +1025,8 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
     } else if dir.join("dependencies.csv").exists() {
         topology_from_edges(&dir.join("dependencies.csv"), &mut names)?
+    } else if let Some(p) = &edges {
+        topology_from_edges(p, &mut names)?
     } else {
         // No graph: every service seen is an application with no known
         // callee; localization then rests on the series alone.
@@ -1619,8 +1643,13 @@ mod tests {
              2022-08-22 03:52:19 +0000 UTC,1661140339,Frontend,99,0.31\n",
         )
         .unwrap();
-        // Not a CSV: not read.
+        // Not a CSV: not read. An edge list is the call graph.
         std::fs::write(m.join("README"), "per-pod metrics").unwrap();
+        std::fs::write(
+            m.join("dependency.csv"),
+            "Source,Target,Weight\nfrontend,cartservice,1\n",
+        )
+        .unwrap();
         let r = read(dir.path()).unwrap();
         assert_eq!(
             series(&r, "frontend", "cpu_usage_m"),
@@ -1639,6 +1668,8 @@ mod tests {
             .collect();
         services.sort();
         assert_eq!(services, ["cartservice", "frontend"]);
+        let front = r.topology.services.iter().find(|s| s.name == "frontend");
+        assert_eq!(front.unwrap().depends_on, ["cartservice"]);
         assert_eq!((r.rows, r.gaps.len()), (8, 1));
         assert!(
             r.names
