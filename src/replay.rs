@@ -638,22 +638,9 @@ fn read_rows(
     if metrics.is_empty() {
         bail!("{}:1: no metric columns", path.display());
     }
-    let mut rec = csv::StringRecord::new();
-    let mut line = 1;
-    while rd
-        .read_record(&mut rec)
-        .with_context(|| format!("{}:{}", path.display(), line + 1))?
-    {
-        line += 1;
+    let columns: Vec<usize> = metrics.iter().map(|(j, _)| *j).collect();
+    each_row(rd, path, t, &columns, sink, |sink, rec, ts, at| {
         let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("").trim();
-        let at = |what: String| anyhow::anyhow!("{}:{line}: {what}", path.display());
-        let raw_ts = field(Some(t));
-        let Some(ts) = parse_timestamp(raw_ts) else {
-            if sink.blank(raw_ts, metrics.iter().map(|(j, _)| field(Some(*j)))) {
-                continue;
-            }
-            return Err(at(format!("unreadable timestamp {raw_ts:?}")));
-        };
         let instance = field(inst_col);
         let service = match field(service_col) {
             "" => service_of_pod(instance),
@@ -671,6 +658,44 @@ fn read_rows(
             sink.add(ts, Layer::System, service, metric, place(), field(Some(*j)))
                 .map_err(|e| at(format!("{metric}: {e}")))?;
         }
+        Ok(())
+    })
+}
+
+/// Reads the rows of `rd` after its header: each row's time (column `t`)
+/// read, a blank row (no time, none of the `values` columns given)
+/// skipped and counted, an unreadable time refused with its line; `f`
+/// takes the rest, given the row, its time and a maker of errors naming
+/// the row's line.
+fn each_row<'s>(
+    rd: &mut csv::Reader<std::fs::File>,
+    path: &Path,
+    t: usize,
+    values: &[usize],
+    sink: &mut Sink<'s>,
+    mut f: impl FnMut(
+        &mut Sink<'s>,
+        &csv::StringRecord,
+        i64,
+        &dyn Fn(String) -> anyhow::Error,
+    ) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut rec = csv::StringRecord::new();
+    let mut line = 1;
+    while rd
+        .read_record(&mut rec)
+        .with_context(|| format!("{}:{}", path.display(), line + 1))?
+    {
+        line += 1;
+        let at = |what: String| anyhow::anyhow!("{}:{line}: {what}", path.display());
+        let raw_ts = rec.get(t).unwrap_or("").trim();
+        let Some(ts) = parse_timestamp(raw_ts) else {
+            if sink.blank(raw_ts, values.iter().map(|j| rec.get(*j).unwrap_or(""))) {
+                continue;
+            }
+            return Err(at(format!("unreadable timestamp {raw_ts:?}")));
+        };
+        f(sink, &rec, ts, &at)?;
     }
     Ok(())
 }
@@ -712,8 +737,6 @@ fn read_metrics(path: &Path, sink: &mut Sink<'_>) -> anyhow::Result<()> {
     // Columns are found by name, case, `_`, `-` and spaces aside
     // (`TimeStamp`, `Pod_Name`, `service name`).
     let col = |name: &str| headers.iter().position(|h| squeeze(h) == name);
-    let mut rec = csv::StringRecord::new();
-    let mut line = 1;
     let time = col("timestamp").or_else(|| col("time"));
     let service_col = col("service").or_else(|| col("servicename"));
     let pod_col = col("pod").or_else(|| col("podname"));
@@ -749,28 +772,15 @@ fn read_metrics(path: &Path, sink: &mut Sink<'_>) -> anyhow::Result<()> {
         if series.is_empty() {
             bail!("{}:1: no series besides the time column", path.display());
         }
-        while rd
-            .read_record(&mut rec)
-            .with_context(|| format!("{}:{}", path.display(), line + 1))?
-        {
-            line += 1;
-            let at = |what: String| anyhow::anyhow!("{}:{line}: {what}", path.display());
-            let raw_ts = rec.get(t).unwrap_or("").trim();
-            let Some(ts) = parse_timestamp(raw_ts) else {
-                if sink.blank(
-                    raw_ts,
-                    series.iter().map(|(j, ..)| rec.get(*j).unwrap_or("")),
-                ) {
-                    continue;
-                }
-                return Err(at(format!("unreadable timestamp {raw_ts:?}")));
-            };
+        let columns: Vec<usize> = series.iter().map(|(j, ..)| *j).collect();
+        each_row(&mut rd, path, t, &columns, sink, |sink, rec, ts, at| {
             for (j, svc, metric) in &series {
                 let raw = rec.get(*j).unwrap_or("").trim();
                 sink.add(ts, Layer::System, svc, metric, Place::default(), raw)
                     .map_err(|e| at(format!("{svc}_{metric}: {e}")))?;
             }
-        }
+            Ok(())
+        })?;
     } else {
         let (Some(t), Some(s), Some(m), Some(v)) =
             (time, col("service"), col("metric"), col("value"))
@@ -787,19 +797,8 @@ fn read_metrics(path: &Path, sink: &mut Sink<'_>) -> anyhow::Result<()> {
             col("scene"),
             col("link"),
         );
-        while rd
-            .read_record(&mut rec)
-            .with_context(|| format!("{}:{}", path.display(), line + 1))?
-        {
-            line += 1;
+        each_row(&mut rd, path, t, &[v], sink, |sink, rec, ts, at| {
             let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("").trim();
-            let at = |what: String| anyhow::anyhow!("{}:{line}: {what}", path.display());
-            let Some(ts) = parse_timestamp(field(Some(t))) else {
-                if sink.blank(field(Some(t)), [field(Some(v))].into_iter()) {
-                    continue;
-                }
-                return Err(at(format!("unreadable timestamp {:?}", field(Some(t)))));
-            };
             let (service, metric) = (field(Some(s)), field(Some(m)));
             if service.is_empty() || metric.is_empty() {
                 return Err(at("service and metric must not be empty".into()));
@@ -817,8 +816,8 @@ fn read_metrics(path: &Path, sink: &mut Sink<'_>) -> anyhow::Result<()> {
                 link: field(link),
             };
             sink.add(ts, l, service, metric, place, field(Some(v)))
-                .map_err(at)?;
-        }
+                .map_err(at)
+        })?;
     }
     Ok(())
 }
