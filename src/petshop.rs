@@ -3,7 +3,9 @@
 //! issues and their root cause; CC-BY-4.0, see its README).
 //!
 //! Each case is converted to replay's format ([`convert`]) and replayed
-//! through the brain, exactly as a user's recording would be; the first
+//! through the brain, exactly as a user's recording would be, twice: with
+//! the scenario's normal stretch in front as recorded, and levelled to the
+//! case ([`Seam`]); the first
 //! incident the brain opens in the case's window is scored: top-1 when its
 //! best hypothesis names the root-cause component, top-3 when one of its
 //! three best (distinct components, `unknown` left out) does. A
@@ -93,14 +95,29 @@ fn read_wide(path: &Path) -> anyhow::Result<Wide> {
     Ok(Wide { ts, cols })
 }
 
+/// How the normal stretch is laid in front of a case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seam {
+    /// As it was recorded: months away from the case, at other levels
+    /// (a load balancer's availability 100 there, 0 in every case), so
+    /// the case's first sample is a jump in many series at once.
+    AsRecorded,
+    /// Levelled: each series shifted so that its median over the stretch
+    /// meets the case's first sample (always before the fault: the
+    /// operator's symptom comes after the second), as it would be had the
+    /// brain watched right up to the case. Its variability is kept.
+    Levelled,
+}
+
 /// Writes `case` in replay's format into `out`: `metrics.csv` (long
 /// form, names as the monitoring wrote them; a missing value is an empty
 /// cell, which replay takes as a gap) and `dependencies.csv` from the
 /// call graph. When the scenario ships a normal stretch (`noissue/`), it
 /// is laid in front of the case as history, shifted in time to end one
 /// step before the case begins, so that the detectors have learnt what
-/// normal looks like. Returns the case's first timestamp (s).
-pub fn convert(case: &Case, out: &Path) -> anyhow::Result<i64> {
+/// normal looks like, as recorded or levelled ([`Seam`]). Returns the
+/// case's first timestamp (s).
+pub fn convert(case: &Case, out: &Path, seam: Seam) -> anyhow::Result<i64> {
     std::fs::create_dir_all(out)?;
     let scenario_dir = case
         .dir
@@ -114,7 +131,10 @@ pub fn convert(case: &Case, out: &Path) -> anyhow::Result<i64> {
     let mut csv = String::from("timestamp,service,metric,value\n");
     let normal = scenario_dir.join("noissue/metrics.csv");
     if normal.exists() {
-        let h = read_wide(&normal)?;
+        let mut h = read_wide(&normal)?;
+        if seam == Seam::Levelled {
+            level(&mut h, &metrics);
+        }
         if let (Some(&last), Some(&first)) = (h.ts.last(), h.ts.first()) {
             let step = if h.ts.len() > 1 {
                 (last - first) / (h.ts.len() as i64 - 1)
@@ -128,6 +148,31 @@ pub fn convert(case: &Case, out: &Path) -> anyhow::Result<i64> {
     std::fs::write(out.join("metrics.csv"), csv)?;
     write_dependencies(&scenario_dir.join("graph.csv"), out)?;
     Ok(start)
+}
+
+/// Shifts each series of `history` so that its median meets `case`'s
+/// first sample of the same series (series missing either way are left
+/// as they are).
+fn level(history: &mut Wide, case: &Wide) {
+    let first: BTreeMap<(&str, &str), f64> = case
+        .cols
+        .iter()
+        .filter_map(|(c, m, v)| Some(((c.as_str(), m.as_str()), (*v.first()?)?)))
+        .collect();
+    for (c, m, vals) in &mut history.cols {
+        let Some(&to) = first.get(&(c.as_str(), m.as_str())) else {
+            continue;
+        };
+        let mut seen: Vec<f64> = vals.iter().flatten().copied().collect();
+        if seen.is_empty() {
+            continue;
+        }
+        seen.sort_by(f64::total_cmp);
+        let by = to - seen[seen.len() / 2];
+        for v in vals.iter_mut().flatten() {
+            *v += by;
+        }
+    }
 }
 
 /// A CSV field, quoted when it must be.
@@ -270,6 +315,13 @@ pub struct CaseResult {
     pub ranked: Vec<String>,
     /// 1-based rank of the root cause in `ranked` (`None`: not there).
     pub rank: Option<usize>,
+    /// [`CaseResult::detected`], its normal stretch levelled
+    /// ([`Seam::Levelled`]).
+    pub levelled_detected: bool,
+    /// [`CaseResult::ranked`], its normal stretch levelled.
+    pub levelled_ranked: Vec<String>,
+    /// [`CaseResult::rank`], its normal stretch levelled.
+    pub levelled_rank: Option<usize>,
     /// 1-based rank of the root cause by the random-walk baseline.
     pub random_walk_rank: Option<usize>,
     /// 1-based rank of the root cause by the brain's diagnosis given the
@@ -288,6 +340,13 @@ pub struct Score {
     pub top1: f64,
     /// Root cause in the brain's first three, share of cases.
     pub top3: f64,
+    /// Cases with an incident in the window, the normal stretch levelled
+    /// ([`Seam::Levelled`]).
+    pub levelled_detected: usize,
+    /// Top-1, the normal stretch levelled.
+    pub levelled_top1: f64,
+    /// Top-3, the normal stretch levelled.
+    pub levelled_top3: f64,
     /// The random-walk baseline's top-1.
     pub random_walk_top1: f64,
     /// The random-walk baseline's top-3.
@@ -370,11 +429,15 @@ pub async fn normal_stretch(
 fn score<'a>(rs: impl Iterator<Item = &'a CaseResult>) -> Score {
     let mut s = Score::default();
     let (mut t1, mut t3, mut r1, mut r3, mut g1, mut g3) = (0, 0, 0, 0, 0, 0);
+    let (mut l1, mut l3) = (0, 0);
     for r in rs {
         s.cases += 1;
         s.detected += usize::from(r.detected);
         t1 += usize::from(r.rank == Some(1));
         t3 += usize::from(r.rank.is_some_and(|k| k <= 3));
+        s.levelled_detected += usize::from(r.levelled_detected);
+        l1 += usize::from(r.levelled_rank == Some(1));
+        l3 += usize::from(r.levelled_rank.is_some_and(|k| k <= 3));
         r1 += usize::from(r.random_walk_rank == Some(1));
         r3 += usize::from(r.random_walk_rank.is_some_and(|k| k <= 3));
         g1 += usize::from(r.given_symptom_rank == Some(1));
@@ -383,6 +446,8 @@ fn score<'a>(rs: impl Iterator<Item = &'a CaseResult>) -> Score {
     let n = s.cases.max(1) as f64;
     s.top1 = t1 as f64 / n;
     s.top3 = t3 as f64 / n;
+    s.levelled_top1 = l1 as f64 / n;
+    s.levelled_top3 = l3 as f64 / n;
     s.random_walk_top1 = r1 as f64 / n;
     s.random_walk_top3 = r3 as f64 / n;
     s.given_symptom_top1 = g1 as f64 / n;
@@ -408,31 +473,17 @@ pub async fn evaluate(
             &std::fs::read_to_string(case.dir.join("target.json"))
                 .with_context(|| format!("reading {}", case.dir.display()))?,
         )?;
-        let tmp = tempfile::tempdir()?;
-        let dir = match keep {
-            Some(k) => k.join(&case.scenario).join(&case.name),
-            None => tmp.path().join("rec"),
-        };
-        let start = convert(case, &dir)?;
-        let rec = crate::replay::read(&dir)?;
-        let mut c = cfg.clone();
-        let scratch = crate::replay::scratch()?;
-        c.store = scratch.path().join("replay.db");
-        let incidents = crate::replay::run(rec, c).await?;
-        let first = incidents
-            .iter()
-            .filter(|i| i.incident.opened_ts >= start * 1000)
-            .min_by_key(|i| i.incident.opened_ts);
-        let mut ranked: Vec<String> = Vec::new();
-        if let Some(i) = first {
-            for h in &i.hypotheses {
-                if h.cause != "unknown" && !ranked.contains(&h.target) {
-                    ranked.push(h.target.clone());
-                }
-            }
-        }
+        let (detected, ranked) = replay_case(case, cfg, keep, Seam::AsRecorded).await?;
+        let (levelled_detected, levelled_ranked) = replay_case(
+            case,
+            cfg,
+            keep.map(|k| k.join("levelled")).as_deref(),
+            Seam::Levelled,
+        )
+        .await?;
         let rc = wire_name(&target.root_cause.node);
         let rank = ranked.iter().position(|s| *s == rc).map(|k| k + 1);
+        let levelled_rank = levelled_ranked.iter().position(|s| *s == rc).map(|k| k + 1);
         let walk = random_walk(case, &target)?;
         let random_walk_rank = walk
             .iter()
@@ -447,9 +498,12 @@ pub async fn evaluate(
             scenario: case.scenario.clone(),
             case: case.name.clone(),
             root_cause: target.root_cause.node.clone(),
-            detected: first.is_some(),
+            detected,
             ranked: ranked.into_iter().take(5).collect(),
             rank,
+            levelled_detected,
+            levelled_ranked: levelled_ranked.into_iter().take(5).collect(),
+            levelled_rank,
             random_walk_rank,
             given_symptom_rank,
         };
@@ -479,6 +533,43 @@ pub async fn evaluate(
         cases: results,
         normal,
     })
+}
+
+/// Converts `case` with its normal stretch laid in front by `seam`,
+/// replays it through a brain of `cfg` (its store replaced) and returns
+/// whether an incident opened in the case's window and, for the first
+/// that did, the components its hypotheses blame, best first (`unknown`
+/// left out). The recording is kept under `keep` when given.
+async fn replay_case(
+    case: &Case,
+    cfg: &BrainConfig,
+    keep: Option<&Path>,
+    seam: Seam,
+) -> anyhow::Result<(bool, Vec<String>)> {
+    let tmp = tempfile::tempdir()?;
+    let dir = match keep {
+        Some(k) => k.join(&case.scenario).join(&case.name),
+        None => tmp.path().join("rec"),
+    };
+    let start = convert(case, &dir, seam)?;
+    let rec = crate::replay::read(&dir)?;
+    let mut c = cfg.clone();
+    let scratch = crate::replay::scratch()?;
+    c.store = scratch.path().join("replay.db");
+    let incidents = crate::replay::run(rec, c).await?;
+    let first = incidents
+        .iter()
+        .filter(|i| i.incident.opened_ts >= start * 1000)
+        .min_by_key(|i| i.incident.opened_ts);
+    let mut ranked: Vec<String> = Vec::new();
+    if let Some(i) = first {
+        for h in &i.hypotheses {
+            if h.cause != "unknown" && !ranked.contains(&h.target) {
+                ranked.push(h.target.clone());
+            }
+        }
+    }
+    Ok((first.is_some(), ranked))
 }
 
 fn pearson(a: &[Option<f64>], b: &[Option<f64>]) -> f64 {
@@ -703,17 +794,20 @@ impl TargetLike for Target {
 /// The report as Markdown tables.
 pub fn markdown(r: &Report) -> String {
     let mut s = String::from(
-        "| scenario | cases | replay: detected | replay: top-1 | replay: top-3 | given the symptom: top-1 | given the symptom: top-3 | random walk top-1 | random walk top-3 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| scenario | cases | replay: detected | replay: top-1 | replay: top-3 | levelled: detected | levelled: top-1 | levelled: top-3 | given the symptom: top-1 | given the symptom: top-3 | random walk top-1 | random walk top-3 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let pct = |x: f64| format!("{:.0} %", 100.0 * x);
     for (name, sc) in r.scenarios.iter().chain([(&"all".to_string(), &r.all)]) {
         let _ = writeln!(
             s,
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             sc.cases,
             sc.detected,
             pct(sc.top1),
             pct(sc.top3),
+            sc.levelled_detected,
+            pct(sc.levelled_top1),
+            pct(sc.levelled_top3),
             pct(sc.given_symptom_top1),
             pct(sc.given_symptom_top3),
             pct(sc.random_walk_top1),

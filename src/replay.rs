@@ -1464,6 +1464,12 @@ pub async fn run(rec: Recording, mut cfg: BrainConfig) -> anyhow::Result<Vec<Rep
         BrainStats::get(&s.batches) + s.rejected_total() >= b && s.settled(at)
     })
     .await?;
+    // The recording ends here: its last time is whole. What was detected
+    // at it is filed and incidents still gathering are diagnosed, as
+    // they would be once a later time came.
+    if clock != i64::MIN {
+        brain.end_input(clock).await;
+    }
     report_refusals(&stats, refused, clock);
     let dropped = local.slow_consumer_drops();
     if dropped > 0 {

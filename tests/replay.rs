@@ -433,6 +433,14 @@ fn petshop_cases_are_converted_replayed_and_scored() {
         );
         assert!(c["random_walk_rank"].as_u64().is_some(), "{c}");
     }
+    // Through the whole replay, with the normal stretch in front as
+    // recorded and levelled, three of them open an incident on the
+    // case's last sample that names the root cause first (one did while
+    // a recording's last instant was never filed).
+    for field in ["rank", "levelled_rank"] {
+        let first = cases.iter().filter(|c| c[field] == 1).count();
+        assert!(first >= 3, "{field}: {cases:#?}");
+    }
 }
 
 /// The header row of a wide export: `first`, then a `<service>_<metric>`
@@ -1089,5 +1097,43 @@ fn a_thin_recording_handed_over_in_packs_opens_its_incident_on_time() {
         diagnosed,
         opened + 3_000,
         "diagnosed when its evidence window ends"
+    );
+}
+
+#[test]
+fn a_fault_in_the_last_samples_of_a_recording_is_opened_and_diagnosed() {
+    // Exports end where their author stopped them, often right after the
+    // fault (a benchmark case: two samples before, three after). The last
+    // time is whole once the recording ended: what went bad at it opens
+    // its incident, diagnosed on what the recording holds. Before, the
+    // last instant's anomalies waited for a later time that never came,
+    // and a fault on its last three samples opened nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t0 = 1_760_000_000i64;
+    let mut csv = String::from("timestamp,service,metric,value\n");
+    for m in 0..=302i64 {
+        let w = ((m * 7919) % 13) as f64 / 13.0;
+        let v = if m >= 300 { 400.0 } else { 100.0 + 4.0 * w };
+        writeln!(csv, "{},api,latency_ms,{v}", t0 + m * 300).unwrap();
+        writeln!(csv, "{},db,latency_ms,{}", t0 + m * 300, v * 0.8).unwrap();
+    }
+    std::fs::write(d.join("metrics.csv"), csv).unwrap();
+    std::fs::write(d.join("dependencies.csv"), "source,target\napi,db\n").unwrap();
+    let inc = replayed(d);
+    assert_eq!(inc.len(), 1, "{inc:#?}");
+    let opened = inc[0]["opened_ts"].as_i64().unwrap();
+    assert_eq!(opened, (t0 + 302 * 300) * 1000, "{inc:#?}");
+    assert_eq!(inc[0]["target"], "db", "{inc:#?}");
+    let diagnosed = inc[0]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t[1] == "diagnosed")
+        .map(|t| t[0].as_i64().unwrap());
+    assert_eq!(
+        diagnosed,
+        Some(opened),
+        "diagnosed at the end, on what it holds"
     );
 }

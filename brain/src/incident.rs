@@ -526,6 +526,18 @@ impl Incident {
         &self.run
     }
 
+    /// Ends its gathering of evidence at `now` when it is still gathering
+    /// beyond it: the input ended (a replay's last instant), so nothing
+    /// more will come to gather, and it is diagnosed on what it holds.
+    pub fn stop_collecting(&mut self, now: i64) {
+        if let Phase::Collecting(until) = &mut self.phase
+            && *until > now
+        {
+            *until = now;
+            self.rev += 1;
+        }
+    }
+
     /// What it needs at `now`.
     pub fn due(&self, now: i64) -> Due {
         match &self.phase {

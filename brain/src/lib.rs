@@ -209,9 +209,27 @@ pub struct BrainHandle {
     tasks: Vec<JoinHandle<()>>,
     /// None at a detection worker, which keeps no store.
     store: Option<Arc<store::Store>>,
+    /// To the engine: the input ended (none at a detection worker).
+    ended: Option<mpsc::Sender<engine::InputEnd>>,
 }
 
 impl BrainHandle {
+    /// Tells the engine that its input ended at `at` (ms; a replay's last
+    /// instant) and waits until it has taken that: what was detected at
+    /// `at` is filed, which otherwise waits for a later time that will not
+    /// come, and every incident still gathering evidence is diagnosed on
+    /// what it holds (see [`engine::InputEnd`]). Call it once everything
+    /// sent has been detected. Nothing at a detection worker.
+    pub async fn end_input(&self, at: i64) {
+        let Some(tx) = &self.ended else {
+            return;
+        };
+        let (done, told) = tokio::sync::oneshot::channel();
+        if tx.send(engine::InputEnd { at, done }).await.is_ok() {
+            let _ = told.await;
+        }
+    }
+
     /// Stops every task and waits for them (bounded), then checkpoints the
     /// store so that its database file alone holds everything (a copy of
     /// that file after a graceful stop is the whole store).
@@ -362,6 +380,7 @@ impl Brain {
             tasks,
             api_addr,
             store: None,
+            ended: None,
         })
     }
 
@@ -438,6 +457,7 @@ impl Brain {
         let recent = Arc::new(recent::Recent::default());
         let (decisions_tx, decisions_rx) = mpsc::channel(64);
         let (alerts_tx, alerts_rx) = mpsc::channel(256);
+        let (ended_tx, ended_rx) = mpsc::channel(1);
         let stats = Arc::new(BrainStats::default());
         let stop = CancellationToken::new();
         let sub = match indicators {
@@ -624,6 +644,7 @@ impl Brain {
                 contexts: context_rx,
                 decisions: decisions_rx,
                 alerts: alerts_rx,
+                ended: ended_rx,
             },
             local_shards.max(1),
             stop.clone(),
@@ -717,6 +738,7 @@ impl Brain {
             tasks,
             api_addr,
             store: Some(store),
+            ended: Some(ended_tx),
         })
     }
 }

@@ -24,7 +24,8 @@ pub struct Args {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Keep each case's converted recording (replay's format) under
-    /// this directory, as `<scenario>/<split>/<issue>/`.
+    /// this directory, as `<scenario>/<split>/<issue>/`, and the one with
+    /// its normal stretch levelled as `levelled/<scenario>/<split>/<issue>/`.
     #[arg(long)]
     pub keep: Option<PathBuf>,
 }
@@ -58,11 +59,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let t = std::time::Instant::now();
     let report = selfheal::petshop::evaluate(&cases, &cfg, keep.as_deref(), |r| {
         eprintln!(
-            "{} {}: root cause {} ranked {} (given the symptom {}, random walk {}); blamed {}",
+            "{} {}: root cause {} ranked {} (levelled {}, given the symptom {}, random walk {}); blamed {}",
             r.scenario,
             r.case,
             r.root_cause,
             r.rank.map_or("-".into(), |k| k.to_string()),
+            r.levelled_rank.map_or("-".into(), |k| k.to_string()),
             r.given_symptom_rank.map_or("-".into(), |k| k.to_string()),
             r.random_walk_rank.map_or("-".into(), |k| k.to_string()),
             if r.detected {

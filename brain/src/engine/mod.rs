@@ -75,6 +75,21 @@ pub struct Inputs {
     pub decisions: mpsc::Receiver<crate::act::approval::Decide>,
     /// Alerts from an existing monitoring (Alertmanager).
     pub alerts: mpsc::Receiver<crate::alert::Alert>,
+    /// A driver's word that its input ended (see [`InputEnd`]).
+    pub ended: mpsc::Receiver<InputEnd>,
+}
+
+/// A driver's word that its input ended at `at` (a replay's last
+/// instant): that time is whole, nothing after it will come. The engine
+/// files what was detected at it, ends the gathering of evidence of
+/// every incident still gathering, so that each is diagnosed on what it
+/// holds, and answers on `done`.
+#[derive(Debug)]
+pub struct InputEnd {
+    /// The input's last time, ms.
+    pub at: i64,
+    /// Told once it is taken.
+    pub done: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Least similarity of a past incident's symptoms to be listed.
@@ -139,6 +154,7 @@ impl Engine {
             mut contexts,
             mut decisions,
             mut alerts,
+            mut ended,
         } = inputs;
         let mut now = 0;
         let mut marks = vec![i64::MIN; shards.max(1)];
@@ -192,6 +208,13 @@ impl Engine {
                     let ev = a.anomaly(now);
                     info!(series = %ev.key, firing = a.firing, summary = %a.summary, "alert");
                     self.on_anomaly(&ev).await;
+                }
+                Some(end) = ended.recv() => {
+                    if self.leading() {
+                        self.end_of_input(&mut pending, now, end.at).await;
+                    }
+                    now = now.max(end.at);
+                    let _ = end.done.send(());
                 }
                 Some(c) = contexts.recv() => {
                     // Fed ahead, a change or hot key comes at a barrier
@@ -309,6 +332,20 @@ impl Engine {
                 _ => break,
             }
         }
+    }
+
+    /// The input ended at `at` ([`InputEnd`]): files what is pending up to
+    /// and with `at`, which no later mark will, and diagnoses every
+    /// incident still gathering evidence on what it holds. What waits to
+    /// be judged once it held, later than `at`, stays unjudged: that time
+    /// never came.
+    async fn end_of_input(&mut self, pending: &mut Vec<AnomalyEvent>, now: i64, at: i64) {
+        let at = at.max(now);
+        self.take(pending, now, at.saturating_add(1)).await;
+        for inc in &mut self.correlator.incidents {
+            inc.stop_collecting(at);
+        }
+        self.advance(at).await;
     }
 
     /// The earliest incident deadline after `after` and before `before`.
