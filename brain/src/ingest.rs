@@ -64,6 +64,9 @@ pub struct Partitioned {
 /// hear of it (so that the worker's progress moves without samples).
 const MARK_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// At most this many messages' samples go to the shards together.
+const HOLD_MESSAGES: usize = 32;
+
 /// Runs until `stop` fires or the subscription ends; the bus answers
 /// batches sent as requests (acknowledgements).
 pub async fn run(
@@ -95,25 +98,47 @@ pub async fn run(
         stats,
         by_seq: partitioned.is_some(),
         seen: Default::default(),
+        held: Vec::new(),
+        held_moved: false,
+        held_msgs: 0,
     };
     let mut owned = vec![false; partitioned.as_ref().map_or(0, |p| p.partitions as usize)];
     // A passed-over sequence the shards have not heard of yet, and when
     // they must.
     let mut unmarked: Option<(u64, tokio::time::Instant)> = None;
     loop {
-        let flush_at = unmarked.map(|(_, at)| at);
-        let msg = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
-                if let Some((seq, _)) = unmarked.take()
-                    && ingest.mark(seq).await.is_err()
-                {
+        // Messages already waiting join the shard batches being built,
+        // which go once none waits (or enough are built): a shard and the
+        // engine wake once for many messages, not once for each. The
+        // shards see the same samples in the same order and their marks
+        // only less often, which the engine's order does not depend on.
+        let ready = if ingest.held_msgs > 0 && ingest.held_msgs < HOLD_MESSAGES {
+            sub.try_next()
+        } else {
+            None
+        };
+        let msg = match ready {
+            Some(Some(m)) => m,
+            Some(None) => break,
+            None => {
+                if ingest.flush().await.is_err() {
                     return;
                 }
-                continue;
+                let flush_at = unmarked.map(|(_, at)| at);
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
+                        if let Some((seq, _)) = unmarked.take()
+                            && ingest.mark(seq).await.is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                    m = sub.next() => match m { Some(m) => m, None => break },
+                }
             }
-            m = sub.next() => match m { Some(m) => m, None => break },
         };
         if let Some(p) = partitioned.as_mut() {
             if p.owned.has_changed().unwrap_or(false) {
@@ -147,6 +172,7 @@ pub async fn run(
         if ingest.take(&msg, false).await.is_err() {
             return;
         }
+        ingest.held_msgs += 1;
         if let Some(tx) = &progress {
             let wm = *ingest.watermark.borrow();
             if tx.send((msg.seq, wm)).await.is_err() {
@@ -154,6 +180,7 @@ pub async fn run(
             }
         }
     }
+    let _ = ingest.flush().await;
 }
 
 /// The receiver gone: ingest stops.
@@ -175,11 +202,19 @@ struct Ingest {
     by_seq: bool,
     /// Which batches of each source were taken: one sent again is not.
     seen: crate::seen::Seen,
+    /// Samples routed and not yet sent, per shard (see [`Ingest::flush`]).
+    held: Vec<ShardBatch>,
+    /// Whether the watermark (a worker: the sequence) moved since the
+    /// last send: every shard then hears of it.
+    held_moved: bool,
+    /// Messages whose samples are held.
+    held_msgs: usize,
 }
 
 impl Ingest {
     /// Tells every shard that the stream is read up to `seq`.
-    async fn mark(&self, seq: u64) -> Result<(), Gone> {
+    async fn mark(&mut self, seq: u64) -> Result<(), Gone> {
+        self.flush().await?;
         let wm = *self.watermark.borrow();
         for tx in &self.shards {
             let b = ShardBatch {
@@ -196,6 +231,7 @@ impl Ingest {
     /// sequence `until`, quietly; then has the shards send each series'
     /// state at its end.
     async fn warm_up(&mut self, p: &Partitioned, gained: &[bool], until: u64) -> Result<(), Gone> {
+        self.flush().await?;
         let started = std::time::Instant::now();
         let mut sub = match (p.replay)(wall_ms() - p.warmup_ms, until).await {
             Ok(s) => s,
@@ -289,15 +325,12 @@ impl Ingest {
             );
         }
         let n = self.shards.len().max(1);
-        let each = batch.samples.len() / n + 1;
-        let mut routed: Vec<ShardBatch> = (0..n)
-            .map(|_| ShardBatch {
-                samples: Vec::with_capacity(each),
-                seq: msg.seq,
-                quiet,
-                ..ShardBatch::default()
-            })
-            .collect();
+        if self.held.len() != n {
+            self.held = (0..n).map(|_| ShardBatch::default()).collect();
+        }
+        // Where this message's samples start in each shard's batch.
+        let from: Vec<usize> = self.held.iter().map(|b| b.samples.len()).collect();
+        let routed = &mut self.held;
         let mut max_ts = wm;
         let mut refused = 0u64;
         for s in &batch.samples {
@@ -328,8 +361,8 @@ impl Ingest {
         if !quiet {
             self.recent.observe_all(
                 batch.layer,
-                routed.iter().flat_map(|b| {
-                    b.samples
+                routed.iter().zip(&from).flat_map(|(b, from)| {
+                    b.samples[*from..]
                         .iter()
                         .map(|(id, k, ts, v)| (*id, k.as_ref(), *ts, *v))
                 }),
@@ -351,13 +384,15 @@ impl Ingest {
         // Every shard hears when the watermark moves (a worker: the
         // sequence), even one with no sample of this batch, so the engine
         // knows how far all have come.
-        let moved = max_ts > wm || self.by_seq;
-        for (tx, mut b) in self.shards.iter().zip(routed) {
-            if b.samples.is_empty() && b.forget.is_empty() && (!moved || quiet) {
-                continue;
-            }
+        self.held_moved |= !quiet && (max_ts > wm || self.by_seq);
+        for b in self.held.iter_mut() {
             b.mark = max_ts;
-            tx.send(b).await.map_err(|_| Gone)?;
+            b.seq = msg.seq;
+            b.quiet = quiet;
+        }
+        if quiet {
+            // A warm-up's batches go one by one: never with others.
+            self.flush().await?;
         }
         if !quiet {
             stats.progress.notify_waiters();
@@ -366,6 +401,28 @@ impl Ingest {
                 *w = (*w).max(max_ts);
                 moved
             });
+        }
+        Ok(())
+    }
+
+    /// Sends each shard the samples held for it, with the mark and
+    /// sequence of the last message taken; a shard with none hears only
+    /// when the watermark moved.
+    async fn flush(&mut self) -> Result<(), Gone> {
+        let moved = std::mem::take(&mut self.held_moved);
+        self.held_msgs = 0;
+        for (tx, b) in self.shards.iter().zip(self.held.iter_mut()) {
+            if b.samples.is_empty() && b.forget.is_empty() && !moved {
+                continue;
+            }
+            let out = ShardBatch {
+                samples: std::mem::take(&mut b.samples),
+                forget: std::mem::take(&mut b.forget),
+                mark: b.mark,
+                seq: b.seq,
+                quiet: b.quiet,
+            };
+            tx.send(out).await.map_err(|_| Gone)?;
         }
         Ok(())
     }
@@ -477,5 +534,87 @@ async fn raise_series_cap(
     let subject = format!("{}.finding.series_cap", subjects.prefix());
     if let Err(e) = bus.publish(&subject, finding.to_string().into()).await {
         tracing::debug!(error = %e, "finding not published");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use selfheal_bus::{IndicatorBatch, Layer, LocalTransport, Sample, WIRE_VERSION};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn messages_waiting_go_to_the_shards_together_in_order() {
+        // Forty batches waiting when ingest starts: each shard is sent the
+        // samples of many at once (one wake-up, one mark), every sample
+        // in the order it came, the mark the last message's.
+        let bus: selfheal_bus::Bus = Arc::new(LocalTransport::default());
+        let subjects = Subjects::default();
+        let sub = bus.subscribe(&subjects.all_indicators()).await.unwrap();
+        let t0 = wall_ms();
+        for m in 0..40u64 {
+            let samples = (0..10)
+                .map(|s| Sample {
+                    scene: None,
+                    link: None,
+                    instance: None,
+                    metric: format!("m{s}"),
+                    labels: Default::default(),
+                    ts: t0 + m as i64 * 1000,
+                    value: (m * 10 + s) as f64,
+                })
+                .collect();
+            let b = IndicatorBatch {
+                v: WIRE_VERSION,
+                source: "test".into(),
+                seq: m + 1,
+                layer: Layer::System,
+                idc: "dc1".into(),
+                service: "api".into(),
+                samples,
+            };
+            let bytes = selfheal_bus::encode_batch(&b, selfheal_bus::Encoding::Binary).unwrap();
+            bus.publish(&subjects.indicators(Layer::System, "dc1", "api"), bytes)
+                .await
+                .unwrap();
+        }
+        let (tx0, mut rx0) = mpsc::channel(64);
+        let (tx1, mut rx1) = mpsc::channel(64);
+        let (wm, _) = watch::channel(0i64);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            sub,
+            (bus.clone(), subjects),
+            Routes {
+                shards: vec![tx0, tx1],
+                models: None,
+                recent: Arc::new(crate::recent::Recent::default()),
+                admission: crate::admit::Admission::new(Default::default()),
+                partitioned: None,
+                progress: None,
+            },
+            wm,
+            Limits::default(),
+            Arc::new(BrainStats::default()),
+            stop.clone(),
+        ));
+        let (mut sent, mut values, mut mark) = (0, Vec::new(), 0);
+        while values.len() < 400 {
+            let b = tokio::select! {
+                Some(b) = rx0.recv() => b,
+                Some(b) = rx1.recv() => b,
+            };
+            sent += 1;
+            mark = mark.max(b.mark);
+            let vals: Vec<f64> = b.samples.iter().map(|s| s.3).collect();
+            assert!(vals.is_sorted(), "in the order they came: {vals:?}");
+            values.extend(vals);
+        }
+        stop.cancel();
+        task.await.unwrap();
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values, (0..400).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(mark, t0 + 39_000, "the last message's mark");
+        assert!(sent <= 8, "{sent} batches to the shards for 40 messages");
     }
 }

@@ -39,6 +39,12 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Message> {
         self.inner.next().await
     }
+
+    /// The next message if one is already waiting: `None` when none is,
+    /// `Some(None)` when the subscription ended. Never waits.
+    pub fn try_next(&mut self) -> Option<Option<Message>> {
+        futures::FutureExt::now_or_never(self.inner.next())
+    }
 }
 
 /// Encodes `msg` and publishes it on `subject`; a message that cannot be

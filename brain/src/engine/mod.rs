@@ -316,7 +316,10 @@ impl Engine {
             let next_dl = self.next_deadline(cur, until);
             match (next_ev, next_dl) {
                 (None, None) => break,
-                (Some(t), dl) if dl.is_none_or(|d| t <= d) => {
+                // What falls due at a time comes before the anomalies of
+                // that time, as it does instant by instant (`advance(from)`
+                // above): how many instants a mark spans changes nothing.
+                (Some(t), dl) if dl.is_none_or(|d| t < d) => {
                     while due.front().is_some_and(|e| e.ts == t) {
                         if let Some(ev) = due.pop_front() {
                             self.on_anomaly(&ev).await;
