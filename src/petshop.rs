@@ -163,12 +163,11 @@ fn level(history: &mut Wide, case: &Wide) {
         let Some(&to) = first.get(&(c.as_str(), m.as_str())) else {
             continue;
         };
-        let mut seen: Vec<f64> = vals.iter().flatten().copied().collect();
+        let seen: Vec<f64> = vals.iter().flatten().copied().collect();
         if seen.is_empty() {
             continue;
         }
-        seen.sort_by(f64::total_cmp);
-        let by = to - seen[seen.len() / 2];
+        let by = to - selfheal_brain::diagnose::localize::median(seen);
         for v in vals.iter_mut().flatten() {
             *v += by;
         }

@@ -328,6 +328,10 @@ impl Ingest {
         if self.held.len() != n {
             self.held = (0..n).map(|_| ShardBatch::default()).collect();
         }
+        let each = batch.samples.len() / n + 1;
+        for b in &mut self.held {
+            b.samples.reserve(each);
+        }
         // Where this message's samples start in each shard's batch.
         let from: Vec<usize> = self.held.iter().map(|b| b.samples.len()).collect();
         let routed = &mut self.held;

@@ -485,7 +485,9 @@ pub fn pearson(pairs: &[(f64, f64)]) -> f64 {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (the mean of the two middle values when they are
+/// even in number; 0 when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
