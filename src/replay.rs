@@ -11,7 +11,9 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use selfheal_brain::{Brain, BrainConfig, stats::BrainStats, store::Store};
+use selfheal_brain::{
+    Brain, BrainConfig, detect::class::MetricClasses, stats::BrainStats, store::Store,
+};
 use selfheal_bus::{
     Bus, ChangeEvent, HotspotReport, IndicatorBatch, KeyCount, Layer, LocalTransport, Sample,
     Subjects, Topology, WIRE_VERSION,
@@ -895,6 +897,152 @@ fn fold_case(
     }
 }
 
+/// The header of the CSV file at `p` when it may be a call-edge matrix:
+/// wide (a time column, no service, pod, metric or value column), every
+/// other column but a data frame's index holding an `_`.
+fn edge_matrix_header(p: &Path) -> Option<csv::StringRecord> {
+    let mut rd = csv::Reader::from_path(p).ok()?;
+    let h = rd.headers().ok()?.clone();
+    let has = |n: &str| h.iter().any(|c| squeeze(c) == n);
+    let wide = h.iter().any(is_time_column)
+        && ![
+            "service",
+            "servicename",
+            "pod",
+            "podname",
+            "metric",
+            "value",
+        ]
+        .iter()
+        .any(|n| has(n));
+    let mut series = h
+        .iter()
+        .map(str::trim)
+        .filter(|c| !(c.is_empty() || c.starts_with("Unnamed:") || is_time_column(c)));
+    let mut any = false;
+    let all_pairs = series.all(|c| {
+        any = true;
+        c.contains('_')
+    });
+    (wide && any && all_pairs).then_some(h)
+}
+
+/// One column of a call-edge matrix.
+struct EdgeColumn {
+    column: usize,
+    caller: String,
+    callee: String,
+    /// Whether the other files measure the caller too.
+    known_caller: bool,
+}
+
+/// The columns of a call-edge matrix: every
+/// series column split at an `_` into a caller and one of the `known`
+/// services (lower case, as the other files name them), most of the
+/// callers known too. `None` when the columns are not so: the file is
+/// then an ordinary wide one.
+fn edge_columns(h: &csv::StringRecord, known: &BTreeSet<String>) -> Option<Vec<EdgeColumn>> {
+    let is_known = |s: &str| {
+        !s.is_empty() && known.contains(&selfheal_bus::names::wire_name(s).to_lowercase())
+    };
+    let mut out = Vec::new();
+    let mut both = 0;
+    for (j, c) in h.iter().enumerate() {
+        let c = c.trim();
+        if c.is_empty() || c.starts_with("Unnamed:") || is_time_column(c) {
+            continue;
+        }
+        let splits = || c.match_indices('_').map(|(i, _)| (&c[..i], &c[i + 1..]));
+        // A caller outside what the files measure (the mesh's `unknown`,
+        // a load generator) still calls a known callee.
+        let (caller, callee) = splits()
+            .find(|(a, b)| is_known(a) && is_known(b))
+            .or_else(|| splits().find(|(a, b)| !a.is_empty() && is_known(b)))?;
+        let known_caller = is_known(caller);
+        both += usize::from(known_caller);
+        out.push(EdgeColumn {
+            column: j,
+            caller: caller.to_string(),
+            callee: callee.to_string(),
+            known_caller,
+        });
+    }
+    // Most columns name two known services: else the file is a wide one
+    // whose metrics happen to be named like services.
+    (!out.is_empty() && 2 * both >= out.len()).then_some(out)
+}
+
+/// Reads a call-edge matrix (docs/replay.md): each column
+/// `<caller>_<callee>` is what the calls from the caller to the callee
+/// measured, a series of the callee named after the file and the caller
+/// (`source_50.csv`: `latency_source_50_from_<caller>`); each column's
+/// edge goes into `edges`.
+fn read_edge_matrix(
+    path: &Path,
+    cols: &[EdgeColumn],
+    sink: &mut Sink<'_>,
+    edges: &mut BTreeSet<(String, String)>,
+) -> anyhow::Result<()> {
+    let mut rd =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = rd.headers()?.clone();
+    let col = |name: &str| headers.iter().position(|h| squeeze(h) == name);
+    let Some(t) = col("timestamp").or_else(|| col("time")) else {
+        bail!("{}:1: no time column", path.display());
+    };
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // What the file measures, from its name; a name that says nothing
+    // (`source_50`) is the calls' latency, as the service meshes' exports
+    // of this shape hold.
+    let what = match MetricClasses::shipped().classify(&stem).name.as_ref() {
+        "other" => format!("latency_{stem}"),
+        _ => stem,
+    };
+    let series: Vec<(usize, String, String)> = cols
+        .iter()
+        .map(|c| {
+            (
+                c.column,
+                c.callee.clone(),
+                format!("{what}_from_{}", c.caller),
+            )
+        })
+        .collect();
+    // A caller outside what the files measure is where traffic enters:
+    // no edge, so its callee stays an entry.
+    for c in cols.iter().filter(|c| c.known_caller) {
+        edges.insert((
+            sink.names.map(&c.caller).to_string(),
+            sink.names.map(&c.callee).to_string(),
+        ));
+    }
+    let columns: Vec<usize> = series.iter().map(|(j, ..)| *j).collect();
+    each_row(&mut rd, path, t, &columns, sink, |sink, rec, ts, at| {
+        for (j, callee, metric) in &series {
+            let raw = rec.get(*j).unwrap_or("").trim();
+            sink.add(ts, Layer::System, callee, metric, Place::default(), raw)
+                .map_err(|e| at(format!("{callee} {metric}: {e}")))?;
+        }
+        Ok(())
+    })
+}
+
+/// The services an edge list names, lower case, as wire names.
+fn edge_list_services(p: &Path) -> anyhow::Result<BTreeSet<String>> {
+    let mut rd = csv::Reader::from_path(p)?;
+    let mut out = BTreeSet::new();
+    for rec in rd.records() {
+        let rec = rec.with_context(|| format!("reading {}", p.display()))?;
+        for f in rec.iter().take(2) {
+            out.insert(selfheal_bus::names::wire_name(f.trim()).to_lowercase());
+        }
+    }
+    Ok(out)
+}
+
 /// Whether the CSV file at `p` lists call edges: `source` and `target`
 /// columns (case aside), no time column.
 fn is_edge_list(p: &Path) -> bool {
@@ -962,8 +1110,33 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         idcs: BTreeSet::new(),
         instances: BTreeMap::new(),
     };
+    // A wide file whose every column may name a call edge
+    // (`<caller>_<callee>`) is read after the others: whether it is a
+    // call-edge matrix depends on the services they name.
+    let mut matrices = Vec::new();
     for path in &files {
-        read_metrics(path, &mut sink)?;
+        match edge_matrix_header(path) {
+            Some(_) => matrices.push(path),
+            None => read_metrics(path, &mut sink)?,
+        }
+    }
+    let mut matrix_edges: BTreeSet<(String, String)> = BTreeSet::new();
+    if !matrices.is_empty() {
+        let mut known: BTreeSet<String> = sink
+            .by_time
+            .values()
+            .flat_map(|i| i.batches.keys().map(|(_, _, s)| s.to_lowercase()))
+            .collect();
+        let listed = dir.join("dependencies.csv");
+        for p in edges.iter().chain(listed.exists().then_some(&listed)) {
+            known.extend(edge_list_services(p)?);
+        }
+        for path in matrices {
+            match edge_matrix_header(path).and_then(|h| edge_columns(&h, &known)) {
+                Some(cols) => read_edge_matrix(path, &cols, &mut sink, &mut matrix_edges)?,
+                None => read_metrics(path, &mut sink)?,
+            }
+        }
     }
     // What the messages below name: the file, or the directory of them.
     let path = if files.len() == 1 {
@@ -1026,6 +1199,9 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         topology_from_edges(&dir.join("dependencies.csv"), &mut names)?
     } else if let Some(p) = &edges {
         topology_from_edges(p, &mut names)?
+    } else if !matrix_edges.is_empty() {
+        // The edges a call-edge matrix measures are the call graph.
+        Topology::from_edges(matrix_edges)
     } else {
         // No graph: every service seen is an application with no known
         // callee; localization then rests on the series alone.
@@ -1693,6 +1869,107 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let e = read(empty.path()).err().unwrap().to_string();
         assert!(e.contains("no metrics.csv"), "{e}");
+    }
+
+    #[test]
+    fn a_call_edge_matrix_is_read_as_the_callees_series_and_the_call_graph() {
+        // Per-pod files, and the service mesh's latency per call edge as
+        // both ends report it: a column `<caller>_<callee>` per edge, one
+        // file a side, a second apart. Each column is a series of the
+        // callee, the two sides apart; the edges are the call graph when
+        // the directory gives none.
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("metrics");
+        std::fs::create_dir(&m).unwrap();
+        for pod in [
+            "frontend-579b9bff58-t2dbm",
+            "cartservice-579f59597d-wc2lz",
+            "checkoutservice-578fcf4766-9csqn",
+        ] {
+            std::fs::write(
+                m.join(format!("{pod}_metric.csv")),
+                format!(
+                    "Time,TimeStamp,PodName,CpuUsage(m)\n\
+                     2022-08-22 03:51:19 +0000 UTC,1661140279,{pod},1.5\n\
+                     2022-08-22 03:52:19 +0000 UTC,1661140339,{pod},1.7\n"
+                ),
+            )
+            .unwrap();
+        }
+        for (file, at, v) in [
+            ("source_50.csv", 0, "0.005"),
+            ("destination_50.csv", 1, "0.004"),
+        ] {
+            std::fs::write(
+                m.join(file),
+                format!(
+                    "time,timestamp,frontend_cartservice,checkoutservice_cartservice,\
+                     frontend_checkoutservice,unknown_frontend\n\
+                     2022-08-22 03:51:20 +0000 UTC,{},{v},0.003,0.02,0.1\n\
+                     2022-08-22 03:52:20 +0000 UTC,{},NaN,0.003,0.02,0.1\n",
+                    1661140280 + at,
+                    1661140340 + at
+                ),
+            )
+            .unwrap();
+        }
+        let r = read(dir.path()).unwrap();
+        assert_eq!(
+            series(&r, "cartservice", "latency_source_50_from_frontend"),
+            vec![(1661140280000, 0.005)]
+        );
+        assert_eq!(
+            series(&r, "cartservice", "latency_destination_50_from_frontend"),
+            vec![(1661140281000, 0.004)]
+        );
+        assert_eq!(
+            series(&r, "checkoutservice", "latency_source_50_from_frontend").len(),
+            2
+        );
+        // Nothing read as the caller's, nor a service of its own.
+        assert!(series(&r, "frontend", "cartservice").is_empty());
+        let mut services: Vec<&str> = r
+            .topology
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        services.sort();
+        // A caller outside what the files measure (the mesh's `unknown`)
+        // is no service: its callee stays where traffic enters.
+        assert_eq!(services, ["cartservice", "checkoutservice", "frontend"]);
+        assert_eq!(
+            series(&r, "frontend", "latency_source_50_from_unknown").len(),
+            2
+        );
+        assert!(series(&r, "unknown", "latency_source_50_from_unknown").is_empty());
+        let calls = |name: &str| {
+            let s = r.topology.services.iter().find(|s| s.name == name).unwrap();
+            let mut d = s.depends_on.clone();
+            d.sort();
+            d
+        };
+        assert_eq!(calls("frontend"), ["cartservice", "checkoutservice"]);
+        assert_eq!(calls("checkoutservice"), ["cartservice"]);
+        assert!(calls("cartservice").is_empty());
+        // A file named for what it measures keeps its name; a column that
+        // names no two services makes the file an ordinary wide one.
+        std::fs::rename(m.join("source_50.csv"), m.join("errors_source.csv")).unwrap();
+        let r = read(dir.path()).unwrap();
+        assert_eq!(
+            series(&r, "cartservice", "errors_source_from_frontend").len(),
+            1
+        );
+        std::fs::write(
+            m.join("wide.csv"),
+            "time,frontend_cartservice,frontend_cpu\n1661140279,1,2\n",
+        )
+        .unwrap();
+        let r = read(dir.path()).unwrap();
+        assert_eq!(
+            series(&r, "frontend", "cartservice"),
+            vec![(1661140279000, 1.0)]
+        );
     }
 
     #[test]
