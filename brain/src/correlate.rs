@@ -331,6 +331,11 @@ pub fn shipped_entry_names() -> Vec<String> {
         .to_vec()
 }
 
+/// How long after it went bad an anomaly may be found: a shift that
+/// opens once it held (`detector.hold_samples` and `open_run`, eight
+/// samples) at 5-minute steps is found 40 minutes after its onset.
+const FOUND_LATE_MS: i64 = 3_600_000;
+
 /// Traffic this many times its baseline is a change of demand.
 pub const SURGE: f64 = 1.2;
 
@@ -518,8 +523,15 @@ impl Correlator {
         // one takes only the expected effects of its own traffic actions,
         // an escalated one only what shows where it was placed; anything
         // else, or an incident that was closed, means a new problem.
+        // What went bad while an incident was active is judged by when it
+        // went bad, not when it was found: a shift found once it held
+        // (several samples later) went bad with the rest.
+        let went_bad = match ev.kind {
+            AnomalyKind::Start => ev.onset.min(ev.ts),
+            AnomalyKind::End => ev.ts,
+        };
         let at = self.incidents.iter().rposition(|i| {
-            ev.ts - i.last_activity <= self.window_ms
+            went_bad - i.last_activity <= self.window_ms
                 && match i.phase {
                     Phase::Done(Terminal::Recovered) => i.expects(ev),
                     // A person owns an escalated problem: what follows
@@ -536,7 +548,9 @@ impl Correlator {
                     // large world, each joining within the window of the
                     // last, would otherwise keep a person's incident open
                     // for good and swallow the next fault whole.
-                    Phase::Done(Terminal::Escalated) => {
+                    // A dry run's plan was never sent: its fault stands
+                    // as an escalated one's does.
+                    Phase::Done(Terminal::Escalated | Terminal::DryRun) => {
                         if self.discipline.calls.is_empty() {
                             i.evidence.keys().any(|k| k.service == ev.key.service)
                                 || (is_symptom_kind(&ev.class)
@@ -1265,9 +1279,12 @@ impl Correlator {
         self.traffic_surging.retain(|k| alive(k));
     }
 
-    /// Forgets finished incidents idle for longer than the window.
+    /// Forgets finished incidents idle for longer than the window, or
+    /// than [`FOUND_LATE_MS`]: an anomaly found once it held went bad
+    /// several samples before, maybe while the incident was active, and
+    /// joins it then.
     pub fn prune(&mut self, now: i64) {
-        let w = self.window_ms;
+        let w = self.window_ms.max(FOUND_LATE_MS);
         self.incidents
             .retain(|i| !(i.is_done() && now - i.last_activity > w));
     }
