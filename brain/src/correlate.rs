@@ -2411,6 +2411,37 @@ mod tests {
     }
 
     #[test]
+    fn what_went_bad_while_an_incident_was_active_joins_it_however_late_it_is_found() {
+        // An escalated incident (and a dry run's, whose plan was never
+        // sent, so its fault stands) takes an anomaly found long after
+        // its window when it went bad while the incident was active: a
+        // shift found once it held, eight samples on.
+        for terminal in [Terminal::Escalated, Terminal::DryRun] {
+            let mut c = Correlator::new(120_000, 3_000);
+            assert_eq!(
+                c.on_anomaly(&ev("bank-a", "success_rate", 10_000, AnomalyKind::Start)),
+                Some((0, true))
+            );
+            c.incidents[0].phase = Phase::Done(terminal);
+            // Pruned at 20 minutes: kept, a late find may still come.
+            c.prune(1_200_000);
+            assert_eq!(c.incidents.len(), 1, "{terminal:?}");
+            let mut late = ev("bank-a", "latency_p99_ms", 1_200_000, AnomalyKind::Start);
+            late.onset = 60_000;
+            assert_eq!(c.on_anomaly(&late), Some((0, false)), "{terminal:?}");
+            // Gone bad after its window (from the late find, its last
+            // activity): a new problem.
+            let mut later = ev("bank-a", "error_rate", 1_500_000, AnomalyKind::Start);
+            later.onset = 1_400_000;
+            assert_eq!(c.on_anomaly(&later), Some((1, true)), "{terminal:?}");
+            // Forgotten once nothing can be found that late.
+            c.incidents[1].phase = Phase::Done(terminal);
+            c.prune(1_500_000 + FOUND_LATE_MS + 1);
+            assert!(c.incidents.is_empty(), "{terminal:?}");
+        }
+    }
+
+    #[test]
     fn one_problem_one_incident_and_closed_incidents_do_not_swallow_new_ones() {
         let mut c = Correlator::new(120_000, 3_000);
         assert_eq!(
@@ -2454,7 +2485,7 @@ mod tests {
             c.on_anomaly(&ev("bank-b", "success_rate", 503_000, AnomalyKind::Start)),
             Some((3, true))
         );
-        c.prune(1_000_000);
+        c.prune(1_000_000 + FOUND_LATE_MS);
         assert_eq!(
             c.incidents.len(),
             2,

@@ -434,3 +434,35 @@ fn a_shift_too_small_to_open_at_once_opens_once_it_held() {
         .collect();
     assert!(starts(&spiky, MIN, &cfg).is_empty());
 }
+
+#[test]
+fn a_held_shift_that_lingers_after_its_anomaly_ended_is_learnt_not_opened_again() {
+    // The shift of the test above, back to normal for six samples (its
+    // anomaly ends), then back up for a hundred: the one fault lingering
+    // near its threshold. It is learnt as the series' level before a
+    // stretch may start again, so it opens once.
+    let calm = noisy(11, 500, 155.0, 14.0);
+    let xs: Vec<f64> = calm
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            if (300..400).contains(&i) || i >= 406 {
+                x + 70.0
+            } else {
+                *x
+            }
+        })
+        .collect();
+    let mut d = Scorer::new(Direction::Up);
+    let cfg = DetectorConfig::default();
+    let mut ends = 0;
+    let mut starts = 0;
+    for (i, x) in xs.iter().enumerate() {
+        match d.update(i as i64 * 60_000, *x, &cfg) {
+            Some(Transition::Start { .. }) => starts += 1,
+            Some(Transition::End { .. }) => ends += 1,
+            None => {}
+        }
+    }
+    assert_eq!((starts, ends), (1, 1));
+}
