@@ -331,11 +331,6 @@ pub fn shipped_entry_names() -> Vec<String> {
         .to_vec()
 }
 
-/// How long after it went bad an anomaly may be found: a shift that
-/// opens once it held (`detector.hold_samples` and `open_run`, eight
-/// samples) at 5-minute steps is found 40 minutes after its onset.
-const FOUND_LATE_MS: i64 = 3_600_000;
-
 /// Traffic this many times its baseline is a change of demand.
 pub const SURGE: f64 = 1.2;
 
@@ -523,15 +518,8 @@ impl Correlator {
         // one takes only the expected effects of its own traffic actions,
         // an escalated one only what shows where it was placed; anything
         // else, or an incident that was closed, means a new problem.
-        // What went bad while an incident was active is judged by when it
-        // went bad, not when it was found: a shift found once it held
-        // (several samples later) went bad with the rest.
-        let went_bad = match ev.kind {
-            AnomalyKind::Start => ev.onset.min(ev.ts),
-            AnomalyKind::End => ev.ts,
-        };
         let at = self.incidents.iter().rposition(|i| {
-            went_bad - i.last_activity <= self.window_ms
+            ev.ts - i.last_activity <= self.window_ms
                 && match i.phase {
                     Phase::Done(Terminal::Recovered) => i.expects(ev),
                     // A person owns an escalated problem: what follows
@@ -548,9 +536,7 @@ impl Correlator {
                     // large world, each joining within the window of the
                     // last, would otherwise keep a person's incident open
                     // for good and swallow the next fault whole.
-                    // A dry run's plan was never sent: its fault stands
-                    // as an escalated one's does.
-                    Phase::Done(Terminal::Escalated | Terminal::DryRun) => {
+                    Phase::Done(Terminal::Escalated) => {
                         if self.discipline.calls.is_empty() {
                             i.evidence.keys().any(|k| k.service == ev.key.service)
                                 || (is_symptom_kind(&ev.class)
@@ -1279,12 +1265,9 @@ impl Correlator {
         self.traffic_surging.retain(|k| alive(k));
     }
 
-    /// Forgets finished incidents idle for longer than the window, or
-    /// than [`FOUND_LATE_MS`]: an anomaly found once it held went bad
-    /// several samples before, maybe while the incident was active, and
-    /// joins it then.
+    /// Forgets finished incidents idle for longer than the window.
     pub fn prune(&mut self, now: i64) {
-        let w = self.window_ms.max(FOUND_LATE_MS);
+        let w = self.window_ms;
         self.incidents
             .retain(|i| !(i.is_done() && now - i.last_activity > w));
     }
@@ -2411,37 +2394,6 @@ mod tests {
     }
 
     #[test]
-    fn what_went_bad_while_an_incident_was_active_joins_it_however_late_it_is_found() {
-        // An escalated incident (and a dry run's, whose plan was never
-        // sent, so its fault stands) takes an anomaly found long after
-        // its window when it went bad while the incident was active: a
-        // shift found once it held, eight samples on.
-        for terminal in [Terminal::Escalated, Terminal::DryRun] {
-            let mut c = Correlator::new(120_000, 3_000);
-            assert_eq!(
-                c.on_anomaly(&ev("bank-a", "success_rate", 10_000, AnomalyKind::Start)),
-                Some((0, true))
-            );
-            c.incidents[0].phase = Phase::Done(terminal);
-            // Pruned at 20 minutes: kept, a late find may still come.
-            c.prune(1_200_000);
-            assert_eq!(c.incidents.len(), 1, "{terminal:?}");
-            let mut late = ev("bank-a", "latency_p99_ms", 1_200_000, AnomalyKind::Start);
-            late.onset = 60_000;
-            assert_eq!(c.on_anomaly(&late), Some((0, false)), "{terminal:?}");
-            // Gone bad after its window (from the late find, its last
-            // activity): a new problem.
-            let mut later = ev("bank-a", "error_rate", 1_500_000, AnomalyKind::Start);
-            later.onset = 1_400_000;
-            assert_eq!(c.on_anomaly(&later), Some((1, true)), "{terminal:?}");
-            // Forgotten once nothing can be found that late.
-            c.incidents[1].phase = Phase::Done(terminal);
-            c.prune(1_500_000 + FOUND_LATE_MS + 1);
-            assert!(c.incidents.is_empty(), "{terminal:?}");
-        }
-    }
-
-    #[test]
     fn one_problem_one_incident_and_closed_incidents_do_not_swallow_new_ones() {
         let mut c = Correlator::new(120_000, 3_000);
         assert_eq!(
@@ -2485,7 +2437,7 @@ mod tests {
             c.on_anomaly(&ev("bank-b", "success_rate", 503_000, AnomalyKind::Start)),
             Some((3, true))
         );
-        c.prune(1_000_000 + FOUND_LATE_MS);
+        c.prune(1_000_000);
         assert_eq!(
             c.incidents.len(),
             2,

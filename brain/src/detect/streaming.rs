@@ -93,17 +93,6 @@ pub struct DetectorConfig {
     pub open_run: u8,
     /// Consecutive good samples that close it.
     pub close_run: u8,
-    /// Deviation, in robust standard deviations, that a level held for a
-    /// while opens an anomaly at (below `z_open`): a shift too small to
-    /// open at once that stays, measured against the baseline from before
-    /// it, so it is not taken for the new normal before it is judged.
-    pub hold_z: f64,
-    /// Samples of a stretch beyond `hold_z` on the mean that open an
-    /// anomaly; 0 turns the rule off.
-    pub hold_samples: u16,
-    /// Least time, seconds, that those samples must span: on fast series
-    /// (1-second steps) a shift must hold this long, not six samples.
-    pub hold_s: f64,
     /// Score of a novel value, the lowest; a farther one scores higher.
     pub novel_score: f64,
     /// Share of the range a value must pass the extremes by to be novel.
@@ -144,9 +133,6 @@ impl Default for DetectorConfig {
             z_close: 3.0,
             open_run: 3,
             close_run: 5,
-            hold_z: 3.0,
-            hold_samples: 6,
-            hold_s: 600.0,
             novel_score: 0.9,
             novel_margin: 0.02,
             novel_fade: 0.000_05,
@@ -182,9 +168,6 @@ impl DetectorConfig {
         if !(self.z_close > 0.0 && self.z_close < self.z_open && self.z_open.is_finite()) {
             p.push("detector.z_close: must be > 0 and below z_open".into());
         }
-        if !(self.hold_z > 0.0 && self.hold_z < self.z_open) {
-            p.push("detector.hold_z: must be > 0 and below z_open".into());
-        }
         if self.open_run == 0 || self.close_run == 0 {
             p.push("detector.open_run, close_run: must be at least 1".into());
         }
@@ -196,7 +179,6 @@ impl DetectorConfig {
             ("day_weight", self.day_weight),
             ("range_margin", self.range_margin),
             ("base_memory_s", self.base_memory_s),
-            ("hold_s", self.hold_s),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
                 p.push(format!("detector.{k}: must be a number >= 0"));
@@ -323,15 +305,6 @@ pub struct Detector {
     /// Samples in a row that repeated the last reading.
     repeats: u8,
     dir: Direction,
-    /// A level held beyond `hold_z`: since when, the baseline and scale
-    /// it is measured against (the state machine's when it began), the
-    /// sum of its samples' badness against them, and how many (0: none
-    /// under way).
-    held_since: i64,
-    held_base: f32,
-    held_scale: f32,
-    held_sum: f32,
-    held_all: u16,
 }
 
 /// What scores each sample beside the state machine: the jump, movement
@@ -392,11 +365,6 @@ impl Detector {
             since_held: u16::MAX,
             repeats: 0,
             dir,
-            held_since: 0,
-            held_base: 0.0,
-            held_scale: 0.0,
-            held_sum: 0.0,
-            held_all: 0,
         }
     }
 
@@ -496,12 +464,10 @@ impl Detector {
             if let Some(s) = surprise.as_deref_mut() {
                 s.score = score.clamp(0.0, 1.0) as f32;
             }
-            let bad = self.badness(x, cfg);
-            self.hold(ts, x, bad, cfg);
-            out = self.transition(ts, bad, cfg);
-            if out.is_none() && self.state.settled() {
-                self.learn_base(ts, x, cfg);
-            }
+            out = self.transition(ts, self.badness(x, cfg), cfg);
+        }
+        if !warm && out.is_none() && self.state.settled() {
+            self.learn_base(ts, x, cfg);
         }
         self.learn(x, warm, cfg);
         if let Some(s) = surprise {
@@ -578,105 +544,29 @@ impl Detector {
     /// at least `base_memory_s` of time (the step is the mean since the
     /// first sample).
     fn learn_base(&mut self, ts: i64, x: f64, cfg: &DetectorConfig) {
-        let a = self.base_alpha(ts, cfg);
+        let step_s = (ts - self.first_ts) as f64 / 1000.0 / f64::from(self.n.max(1));
+        let a = if cfg.base_memory_s > 0.0 && step_s > 0.0 {
+            cfg.alpha.min(step_s / cfg.base_memory_s)
+        } else {
+            cfg.alpha
+        };
         let lim = cfg.z_open * self.base_scale(cfg);
         let d = (x - self.base).clamp(-lim, lim);
         self.base += a * d;
         self.base_dev += a * (d.abs() - self.base_dev);
     }
 
-    /// Follows a level held beyond `hold_z` (`bad`: sample `x`'s badness
-    /// against the baseline now). A stretch starts at a sample beyond it
-    /// and measures the samples that follow against the baseline and
-    /// scale of its start (the baseline goes on learning: a wandering
-    /// series is followed as before, while a shift that stays is measured
-    /// against what was normal before it); it lasts while their mean
-    /// badness (each taken between 0 and `z_open`, so one spike carries
-    /// nothing) stays beyond `hold_z`, once it has four.
-    fn hold(&mut self, ts: i64, x: f64, bad: f64, cfg: &DetectorConfig) {
-        if cfg.hold_samples == 0 {
-            return;
-        }
-        let bad = if self.held_all == 0 {
-            // After an anomaly ends, its level is learnt first (`held_since`
-            // is then when that is done): a fault that lingers near its
-            // threshold is still the one fault, not a new one held.
-            if bad <= cfg.hold_z || ts < self.held_since {
-                return;
-            }
-            self.held_since = ts;
-            self.held_base = self.base as f32;
-            self.held_scale = self.base_scale(cfg) as f32;
-            self.held_sum = 0.0;
-            bad
-        } else {
-            self.dir
-                .signed((x - f64::from(self.held_base)) / f64::from(self.held_scale))
-        };
-        self.held_all = self.held_all.saturating_add(1);
-        self.held_sum += bad.clamp(0.0, cfg.z_open) as f32;
-        if self.held_all >= 4 && !self.held_beyond(cfg) {
-            self.held_all = 0;
-        }
-    }
-
-    /// Whether the stretch under way is beyond `hold_z` on the mean.
-    fn held_beyond(&self, cfg: &DetectorConfig) -> bool {
-        f64::from(self.held_sum) > cfg.hold_z * f64::from(self.held_all)
-    }
-
-    /// Whether a level has been held beyond `hold_z` long enough to open.
-    fn held(&self, ts: i64, cfg: &DetectorConfig) -> bool {
-        self.held_all >= cfg.hold_samples.max(1)
-            && self.held_beyond(cfg)
-            && (ts - self.held_since) as f64 >= cfg.hold_s * 1000.0
-    }
-
-    /// The baseline's weight per sample: `alpha`, or less on fast series
-    /// (see [`DetectorConfig::base_memory_s`]).
-    fn base_alpha(&self, ts: i64, cfg: &DetectorConfig) -> f64 {
-        let step_s = self.step_s(ts);
-        if cfg.base_memory_s > 0.0 && step_s > 0.0 {
-            cfg.alpha.min(step_s / cfg.base_memory_s)
-        } else {
-            cfg.alpha
-        }
-    }
-
-    /// The mean step since the first sample, seconds.
-    fn step_s(&self, ts: i64) -> f64 {
-        (ts - self.first_ts) as f64 / 1000.0 / f64::from(self.n.max(1))
-    }
-
-    /// How long the baseline remembers, ms: its weight's inverse in steps.
-    fn base_memory_ms(&self, ts: i64, cfg: &DetectorConfig) -> i64 {
-        (self.step_s(ts) / self.base_alpha(ts, cfg) * 1000.0) as i64
-    }
-
     fn transition(&mut self, ts: i64, bad: f64, cfg: &DetectorConfig) -> Option<Transition> {
-        let held = !self.state.is_anomalous() && self.held(ts, cfg);
         let edge = self.state.step(
             ts,
-            bad > cfg.z_open || held,
+            bad > cfg.z_open,
             bad < cfg.z_close,
             cfg.open_run,
             cfg.close_run,
         )?;
-        if held && matches!(edge, Edge::Opened { .. }) {
-            // The shift was no new normal: the baseline goes back to what
-            // it was when the stretch began, and stays there while the
-            // anomaly lasts.
-            self.base = f64::from(self.held_base);
-            self.base_dev = f64::from(self.held_scale) / 1.25;
-        }
         Some(match edge {
             Edge::Opened { onset } => Transition::Start {
-                // A held level began with the stretch.
-                onset: if held {
-                    onset.min(self.held_since)
-                } else {
-                    onset
-                },
+                onset,
                 baseline: self.base,
                 score: Self::level_score(bad, cfg),
                 // The run that opened it is `open_run` samples long, and
@@ -687,15 +577,9 @@ impl Detector {
                     || (u32::from(self.repeats) + 1 >= u32::from(cfg.open_run)
                         && u32::from(self.since_novel) < u32::from(cfg.open_run)),
             },
-            Edge::Closed => {
-                // What held beyond `hold_z` ended with the anomaly; none
-                // starts before the baseline's memory has passed.
-                self.held_all = 0;
-                self.held_since = ts + self.base_memory_ms(ts, cfg);
-                Transition::End {
-                    baseline: self.base,
-                }
-            }
+            Edge::Closed => Transition::End {
+                baseline: self.base,
+            },
         })
     }
 }
