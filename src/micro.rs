@@ -151,6 +151,12 @@ pub async fn drill(
         if !rec.changes.is_empty() {
             std::fs::write(dir.join("changes.jsonl"), &rec.changes)?;
         }
+        if let Some((source, destination)) = &rec.edge_latency {
+            let m = dir.join("metrics");
+            std::fs::create_dir_all(&m)?;
+            std::fs::write(m.join("source_50.csv"), source)?;
+            std::fs::write(m.join("destination_50.csv"), destination)?;
+        }
         let recording = crate::replay::read(&dir).with_context(|| sc.name.clone())?;
         let mut c = cfg.clone();
         let scratch = crate::replay::scratch()?;

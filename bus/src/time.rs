@@ -1,5 +1,17 @@
 //! Timestamps as people and files write them.
 
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of epoch seconds `s`; `None` beyond the
+/// calendar's range.
+pub fn format_utc(s: i64) -> Option<String> {
+    use time::{OffsetDateTime, macros::format_description};
+    OffsetDateTime::from_unix_timestamp(s)
+        .ok()?
+        .format(format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ))
+        .ok()
+}
+
 /// Milliseconds since the epoch of `YYYY-MM-DD[ T]HH:MM[:SS[.fff]]` (UTC,
 /// an optional `Z`), of an RFC 3339 time with its offset
 /// (`2026-11-11T00:00:00+08:00`), or of a plain number of epoch seconds

@@ -126,6 +126,15 @@ pub struct MicroScenario {
     /// delay adds to a latency already the sum of its callees'.
     #[serde(default)]
     pub at_entry: bool,
+    /// Whether the recording also carries the service mesh's median
+    /// latency of each call edge, as its caller's and its callee's proxies
+    /// report it: `metrics/source_50.csv` and `metrics/destination_50.csv`,
+    /// a `time` and a `timestamp` column and one column
+    /// `<caller>_<callee>` per edge ([`MicroRecording::edge_latency`]), as
+    /// Nezha and MicroRCA ship them. They draw from a stream of their own:
+    /// the metrics of a seed are the same with them or without.
+    #[serde(default)]
+    pub edge_latency: bool,
 }
 
 impl MicroScenario {
@@ -225,6 +234,10 @@ pub struct MicroRecording {
     pub truth: MicroTruth,
     /// Samples in `metrics.csv` (its rows in long form).
     pub rows: usize,
+    /// With [`MicroScenario::edge_latency`]: `source_50.csv` and
+    /// `destination_50.csv`, the median latency of each call edge (s) as
+    /// the caller's and the callee's proxies report it.
+    pub edge_latency: Option<(String, String)>,
 }
 
 const NAMES: [&str; 30] = [
@@ -504,6 +517,19 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
     let steps = sc.duration_s / sc.step_s;
     let fault_step = sc.start_s / sc.step_s;
     let mut leak = 0.0;
+    // The mesh's latency per call edge, from a stream of its own.
+    let edges: Vec<(usize, usize)> = (0..n)
+        .flat_map(|i| svcs[i].callees.iter().map(move |(c, _)| (i, *c)))
+        .collect();
+    let mut edge_rng = Xoshiro256PlusPlus::seed_from_u64(sc.seed ^ 0x0ed9_e1a7);
+    let mut edge_csv = sc.edge_latency.then(|| {
+        let header: Vec<String> = edges
+            .iter()
+            .map(|(a, b)| format!("{}_{}", svcs[*a].name, svcs[*b].name))
+            .collect();
+        let h = format!("time,timestamp,{}\n", header.join(","));
+        (h.clone(), h)
+    });
     // The counters' counts so far, by (service, pod, counter).
     let mut totals: Option<Counts> =
         (sc.counters && sc.shape == MicroShape::Pods).then(Counts::new);
@@ -583,6 +609,32 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
             lat[i] = l;
             tail[i] = lt.max(l);
             err[i] = (1.0 - ok).clamp(0.0, 1.0);
+        }
+        if let Some((src, dst)) = edge_csv.as_mut() {
+            // A call's median is about 0.6 of the callee's mean (ms → s);
+            // the caller's proxy adds the hop.
+            // As Go prints a time, the way these files come.
+            let time = format!(
+                "{} +0000 UTC m=+0.1",
+                selfheal_bus::time::format_utc(ts).unwrap_or_default()
+            );
+            let _ = write!(src, "{time},{ts}");
+            let _ = write!(dst, "{time},{}", ts + 1);
+            for (_, c) in &edges {
+                let med = lat[*c] * 0.6 / 1000.0;
+                let _ = write!(
+                    src,
+                    ",{:.6}",
+                    (med + 0.0005) * (1.0 + 0.04 * noise.sample(&mut edge_rng))
+                );
+                let _ = write!(
+                    dst,
+                    ",{:.6}",
+                    med * (1.0 + 0.04 * noise.sample(&mut edge_rng))
+                );
+            }
+            src.push('\n');
+            dst.push('\n');
         }
         for (i, s) in svcs.iter().enumerate() {
             let rps = entry_rps * reach[i];
@@ -703,6 +755,7 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
         dependencies: deps,
         changes: notices.jsonl,
         rows,
+        edge_latency: edge_csv,
         truth: MicroTruth {
             service: t.name.clone(),
             pod: sc.fault.on_pod().then(|| t.pods[pod].clone()),
@@ -1034,6 +1087,7 @@ pub fn random(per_fault: usize, seed: u64) -> Vec<MicroScenario> {
                 shape: MicroShape::Pods,
                 changes: false,
                 counters: false,
+                edge_latency: false,
                 at_entry: false,
             });
         }
@@ -1059,6 +1113,7 @@ pub fn random_bad_deploys(n: usize, seed: u64) -> Vec<MicroScenario> {
             shape: MicroShape::Pods,
             changes: true,
             counters: false,
+            edge_latency: false,
             at_entry: false,
         })
         .collect()
@@ -1091,8 +1146,49 @@ mod tests {
             shape: MicroShape::Pods,
             changes: false,
             counters: false,
+            edge_latency: false,
             at_entry: false,
         }
+    }
+
+    #[test]
+    fn the_mesh_s_edge_latency_comes_beside_the_same_metrics_and_shows_the_fault() {
+        let mut with = sc(MicroFault::NetworkDelay, 7);
+        with.edge_latency = true;
+        let a = generate(&with).unwrap();
+        let b = generate(&sc(MicroFault::NetworkDelay, 7)).unwrap();
+        assert_eq!(a.metrics, b.metrics, "a stream of their own");
+        assert!(b.edge_latency.is_none());
+        let (src, dst) = a.edge_latency.unwrap();
+        let edges = a.dependencies.lines().count() - 1;
+        for f in [&src, &dst] {
+            let header: Vec<&str> = f.lines().next().unwrap().split(',').collect();
+            assert_eq!(&header[..2], ["time", "timestamp"]);
+            assert_eq!(header.len(), 2 + edges);
+            assert_eq!(f.lines().count(), 1 + 180, "a row a step");
+            assert!(f.lines().nth(1).unwrap().contains(" +0000 UTC m=+"));
+        }
+        // The calls to the delayed service are slower from the fault on,
+        // as both ends see them; the caller's end a little more.
+        let t = &a.truth.service;
+        let header: Vec<&str> = src.lines().next().unwrap().split(',').collect();
+        let col = header
+            .iter()
+            .position(|h| h.ends_with(&format!("_{t}")))
+            .expect("the faulty service is called");
+        let mean = |f: &str, after: bool| {
+            let v: Vec<f64> = f
+                .lines()
+                .skip(1)
+                .enumerate()
+                .filter(|(i, _)| (*i >= 120) == after)
+                .map(|(_, l)| l.split(',').nth(col).unwrap().parse::<f64>().unwrap())
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        assert!(mean(&src, true) > 2.0 * mean(&src, false));
+        assert!(mean(&dst, true) > 2.0 * mean(&dst, false));
+        assert!(mean(&src, false) > mean(&dst, false));
     }
 
     /// The mean of the samples of `rec` whose row contains `needle` (a
@@ -1278,6 +1374,7 @@ mod tests {
         let counted = generate(&MicroScenario {
             rough: true,
             counters: true,
+            edge_latency: false,
             ..sc(MicroFault::ErrorReturns, 3)
         })
         .unwrap();
@@ -1330,6 +1427,7 @@ mod tests {
         let with = generate(&MicroScenario {
             changes: true,
             counters: false,
+            edge_latency: false,
             at_entry: false,
             ..sc(MicroFault::CpuHog, 5)
         })
@@ -1366,6 +1464,7 @@ mod tests {
             let bad = generate(&MicroScenario {
                 changes: true,
                 counters: false,
+                edge_latency: false,
                 at_entry: false,
                 ..sc(MicroFault::BadDeploy, seed)
             })

@@ -72,6 +72,13 @@ pub struct Args {
     /// (docs/replay.md).
     #[arg(long, conflicts_with_all = ["wide", "wide_load"])]
     pub counters: bool,
+    /// Also write the service mesh's median latency of each call edge as
+    /// its caller's and its callee's proxies report it
+    /// (`metrics/source_50.csv`, `metrics/destination_50.csv`, a column
+    /// `<caller>_<callee>` per edge, as Nezha ships them), beside the same
+    /// metrics.
+    #[arg(long, conflicts_with_all = ["wide", "wide_load"])]
+    pub edge_latency: bool,
     /// Every scenario in a larger world: 31 to 64 services (the size of
     /// the largest benchmark applications, Train Ticket's 64), named
     /// `ts-<name>-service` as Train Ticket names its own.
@@ -102,6 +109,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         wide_load,
         changes,
         counters,
+        edge_latency,
         large,
         at_entry,
         config,
@@ -130,6 +138,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             s.rough |= rough;
             s.changes |= changes;
             s.counters |= counters;
+            s.edge_latency |= edge_latency;
             s.at_entry |= at_entry;
             if large {
                 s = s.larger();
