@@ -763,7 +763,12 @@ fn read_metrics(path: &Path, sink: &mut Sink<'_>) -> anyhow::Result<()> {
             }
             match h.split_once('_') {
                 Some((svc, metric)) if !svc.is_empty() && !metric.is_empty() => {
-                    series.push((j, svc.to_string(), metric.to_string()))
+                    series.push(Column {
+                        at: j,
+                        service: svc.to_string(),
+                        metric: metric.to_string(),
+                        name: h.to_string(),
+                    })
                 }
                 _ => bail!(
                     "{}:1: column {h:?} is not named <service>_<metric> (a wide file has a time or timestamp column and one column per series; a long one has the columns timestamp, service, metric and value)",
@@ -774,15 +779,7 @@ fn read_metrics(path: &Path, sink: &mut Sink<'_>) -> anyhow::Result<()> {
         if series.is_empty() {
             bail!("{}:1: no series besides the time column", path.display());
         }
-        let columns: Vec<usize> = series.iter().map(|(j, ..)| *j).collect();
-        each_row(&mut rd, path, t, &columns, sink, |sink, rec, ts, at| {
-            for (j, svc, metric) in &series {
-                let raw = rec.get(*j).unwrap_or("").trim();
-                sink.add(ts, Layer::System, svc, metric, Place::default(), raw)
-                    .map_err(|e| at(format!("{svc}_{metric}: {e}")))?;
-            }
-            Ok(())
-        })?;
+        read_columns(&mut rd, path, t, &series, sink)?;
     } else {
         let (Some(t), Some(s), Some(m), Some(v)) =
             (time, col("service"), col("metric"), col("value"))
@@ -1001,14 +998,13 @@ fn read_edge_matrix(
         "other" => format!("latency_{stem}"),
         _ => stem,
     };
-    let series: Vec<(usize, String, String)> = cols
+    let series: Vec<Column> = cols
         .iter()
-        .map(|c| {
-            (
-                c.column,
-                c.callee.clone(),
-                format!("{what}_from_{}", c.caller),
-            )
+        .map(|c| Column {
+            at: c.column,
+            service: c.callee.clone(),
+            metric: format!("{what}_from_{}", c.caller),
+            name: format!("{}_{}", c.caller, c.callee),
         })
         .collect();
     // A caller outside what the files measure is where traffic enters:
@@ -1019,12 +1015,40 @@ fn read_edge_matrix(
             sink.names.map(&c.callee).to_string(),
         ));
     }
-    let columns: Vec<usize> = series.iter().map(|(j, ..)| *j).collect();
-    each_row(&mut rd, path, t, &columns, sink, |sink, rec, ts, at| {
-        for (j, callee, metric) in &series {
-            let raw = rec.get(*j).unwrap_or("").trim();
-            sink.add(ts, Layer::System, callee, metric, Place::default(), raw)
-                .map_err(|e| at(format!("{callee} {metric}: {e}")))?;
+    read_columns(&mut rd, path, t, &series, sink)
+}
+
+/// One column of a wide file: a system-layer series of the default IDC.
+struct Column {
+    /// Its place in the row.
+    at: usize,
+    service: String,
+    metric: String,
+    /// As the header names it, for messages.
+    name: String,
+}
+
+/// Reads every row of a wide file, its time in column `t`, into `sink`.
+fn read_columns(
+    rd: &mut csv::Reader<std::fs::File>,
+    path: &Path,
+    t: usize,
+    series: &[Column],
+    sink: &mut Sink<'_>,
+) -> anyhow::Result<()> {
+    let columns: Vec<usize> = series.iter().map(|c| c.at).collect();
+    each_row(rd, path, t, &columns, sink, |sink, rec, ts, at| {
+        for c in series {
+            let raw = rec.get(c.at).unwrap_or("").trim();
+            sink.add(
+                ts,
+                Layer::System,
+                &c.service,
+                &c.metric,
+                Place::default(),
+                raw,
+            )
+            .map_err(|e| at(format!("{}: {e}", c.name)))?;
         }
         Ok(())
     })
