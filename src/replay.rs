@@ -1140,7 +1140,7 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
     let mut matrices = Vec::new();
     for path in &files {
         match edge_matrix_header(path) {
-            Some(_) => matrices.push(path),
+            Some(header) => matrices.push((path, header)),
             None => read_metrics(path, &mut sink)?,
         }
     }
@@ -1155,8 +1155,8 @@ pub fn read_with(dir: &Path, opts: ReadOptions) -> anyhow::Result<Recording> {
         for p in edges.iter().chain(listed.exists().then_some(&listed)) {
             known.extend(edge_list_services(p)?);
         }
-        for path in matrices {
-            match edge_matrix_header(path).and_then(|h| edge_columns(&h, &known)) {
+        for (path, header) in matrices {
+            match edge_columns(&header, &known) {
                 Some(cols) => read_edge_matrix(path, &cols, &mut sink, &mut matrix_edges)?,
                 None => read_metrics(path, &mut sink)?,
             }
