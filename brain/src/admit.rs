@@ -12,6 +12,13 @@
 //! each name shared with every series that has it, and handed on with
 //! its first sample only: the shards and the recent rings keep them from
 //! then on (a full [`SeriesKey`] is built when an anomaly is reported).
+//! An agent sends the same series in the same order at every round, so
+//! admission remembers each publisher's last batch for a subject (its
+//! [`Shape`]: the samples' names in order, as one string of bytes, and
+//! their series' numbers). A batch whose names are byte for byte those of
+//! the last one gets the same numbers without a hash or a lookup per
+//! sample; any other is taken sample by sample and becomes the shape.
+//!
 //! A new series over any cap is refused (its samples dropped, counted per
 //! source); a known one is always taken. Series idle for
 //! [`SeriesLimits::idle_s`] of event time are forgotten here, and ingest
@@ -236,6 +243,93 @@ struct Known {
     last: i64,
 }
 
+/// What admission answers for one sample: its series' number, with its
+/// names when the series is admitted now (`None` when it was known), or
+/// why it is refused.
+pub type Admitted = Result<(u64, Option<Arc<SeriesNames>>), Refusal>;
+
+/// A publisher's last batch for one subject that began with the same
+/// series (an agent that splits its series over several batches has a
+/// shape for each): its samples' names in order ([`signature`]), for each
+/// sample its series' number and the hash admission files it under, and
+/// the latest time of any of its samples.
+struct Shape {
+    /// The hash of (source, layer, IDC, service, the first sample's names).
+    hash: u64,
+    source: Box<str>,
+    layer: Layer,
+    idc: Box<str>,
+    service: Box<str>,
+    /// The signature's bytes for the first sample.
+    head: usize,
+    names: Vec<u8>,
+    ids: Vec<(u64, u64)>,
+    /// Admission's own `last` of each of the shape's series is brought up
+    /// to this before a sweep (a series' latest time is then its batch's,
+    /// at most the spread of one batch's times later than its own).
+    last: i64,
+}
+
+impl Shape {
+    /// Whether this is the shape of `batch`, whose signature is `names`
+    /// and whose first sample's names are `names[..head]`.
+    fn is_of(&self, batch: &BatchView<'_>, names: &[u8], head: usize) -> bool {
+        self.names.get(..self.head) == names.get(..head)
+            && *self.source == *batch.source
+            && self.layer == batch.layer
+            && *self.idc == *batch.idc
+            && *self.service == *batch.service
+    }
+}
+
+/// Appends the names of `batch`'s samples, in order, to `out`, each
+/// length-prefixed (two strings of names are equal exactly when the
+/// samples' names are); returns how many bytes the first sample's took.
+fn signature(batch: &BatchView<'_>, out: &mut Vec<u8>) -> usize {
+    fn len(out: &mut Vec<u8>, n: usize) {
+        match u8::try_from(n) {
+            Ok(b) if b < u8::MAX => out.push(b),
+            _ => {
+                out.push(u8::MAX);
+                out.extend_from_slice(&(n as u64).to_le_bytes());
+            }
+        }
+    }
+    fn put(out: &mut Vec<u8>, s: &str) {
+        len(out, s.len());
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn opt(out: &mut Vec<u8>, s: Option<&str>) {
+        match s {
+            None => out.push(0),
+            Some(s) => {
+                out.push(1);
+                put(out, s);
+            }
+        }
+    }
+    let start = out.len();
+    let mut head = 0;
+    for (i, s) in batch.samples.iter().enumerate() {
+        put(out, &s.metric);
+        opt(out, s.scene.as_deref());
+        opt(out, s.link.as_deref());
+        opt(out, s.instance.as_deref());
+        len(out, s.labels.len());
+        for (k, v) in &s.labels {
+            put(out, k);
+            put(out, v);
+        }
+        if i == 0 {
+            head = out.len() - start;
+        }
+    }
+    head
+}
+
+/// Shapes kept at most: past it, a new one replaces none and is not kept.
+const MAX_SHAPES: usize = 65_536;
+
 /// The admission state, owned by the ingest task.
 pub struct Admission {
     limits: SeriesLimits,
@@ -247,6 +341,9 @@ pub struct Admission {
     interner: Interner,
     swept_at: i64,
     forgotten: Vec<u64>,
+    shapes: hashbrown::HashTable<Shape>,
+    /// The names of the batch being admitted (see [`signature`]).
+    scratch: Vec<u8>,
 }
 
 /// The hash of a series' names as they arrived.
@@ -301,6 +398,91 @@ impl Admission {
             interner: Interner::default(),
             swept_at: i64::MIN,
             forgotten: Vec::new(),
+            shapes: hashbrown::HashTable::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Takes every sample of `batch`: `out` gets, in order, what
+    /// [`Admission::admit`] would answer for each. A batch with the same
+    /// names in the same order as its publisher's last one for the same
+    /// subject is answered from that one (see [`Shape`]).
+    pub fn admit_all(&mut self, batch: &BatchView<'_>, out: &mut Vec<Admitted>) {
+        out.clear();
+        let mut names = std::mem::take(&mut self.scratch);
+        names.clear();
+        let head = signature(batch, &mut names);
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = self.hasher.build_hasher();
+            (&*batch.source, batch.layer, &*batch.idc, &*batch.service).hash(&mut h);
+            names[..head].hash(&mut h);
+            h.finish()
+        };
+        let ts = batch.samples.iter().map(|s| s.ts).max().unwrap_or(i64::MIN);
+        if let Some(shape) = self
+            .shapes
+            .find_mut(hash, |s| s.names == names && s.is_of(batch, &names, head))
+        {
+            shape.last = shape.last.max(ts);
+            out.extend(shape.ids.iter().map(|(id, _)| Ok((*id, None))));
+            self.scratch = names;
+            return;
+        }
+        let mut ids = Vec::with_capacity(batch.samples.len());
+        for s in &batch.samples {
+            let h = names_hash(&self.hasher, batch, s);
+            let a = self.admit_hashed(h, batch, s);
+            if let Ok((id, _)) = &a {
+                ids.push((*id, h));
+            }
+            out.push(a);
+        }
+        // A batch with a sample refused is taken sample by sample until
+        // every one is admitted (a cap may have room again).
+        let whole = ids.len() == batch.samples.len() && !ids.is_empty();
+        let room = self.shapes.len() < MAX_SHAPES;
+        let found = self
+            .shapes
+            .find_entry(hash, |s| s.is_of(batch, &names, head));
+        match found {
+            Ok(e) if whole => {
+                let shape = e.into_mut();
+                shape.last = ts;
+                shape.ids = ids;
+                self.scratch = std::mem::replace(&mut shape.names, names);
+            }
+            Ok(e) => {
+                e.remove();
+                self.scratch = names;
+            }
+            Err(absent) if whole && room => {
+                let shape = Shape {
+                    hash,
+                    source: (*batch.source).into(),
+                    layer: batch.layer,
+                    idc: (*batch.idc).into(),
+                    service: (*batch.service).into(),
+                    head,
+                    names,
+                    ids,
+                    last: ts,
+                };
+                absent.into_table().insert_unique(hash, shape, |s| s.hash);
+            }
+            Err(_) => self.scratch = names,
+        }
+    }
+
+    /// Brings each series' latest time up to what its publishers' shapes
+    /// saw, and drops the shapes: a sweep may forget their series.
+    fn fold_shapes(&mut self) {
+        for shape in self.shapes.drain() {
+            for (id, hash) in &shape.ids {
+                if let Some(k) = self.known.find_mut(*hash, |k| k.id == *id) {
+                    k.last = k.last.max(shape.last);
+                }
+            }
         }
     }
 
@@ -317,12 +499,18 @@ impl Admission {
     /// Takes `sample` of `batch`: its series' number, with its names when
     /// the series is admitted now (`None` when it was known), or why it is
     /// refused.
-    pub fn admit(
+    pub fn admit(&mut self, batch: &BatchView<'_>, sample: &SampleView<'_>) -> Admitted {
+        let hash = names_hash(&self.hasher, batch, sample);
+        self.admit_hashed(hash, batch, sample)
+    }
+
+    /// [`Admission::admit`], the hash of the sample's names given.
+    fn admit_hashed(
         &mut self,
+        hash: u64,
         batch: &BatchView<'_>,
         sample: &SampleView<'_>,
-    ) -> Result<(u64, Option<Arc<SeriesNames>>), Refusal> {
-        let hash = names_hash(&self.hasher, batch, sample);
+    ) -> Admitted {
         let ts = sample.ts;
         if let Some(k) = self.known.find_mut(hash, |k| k.key.are(sample, batch)) {
             k.last = k.last.max(ts);
@@ -375,6 +563,7 @@ impl Admission {
             return 0;
         }
         self.swept_at = now;
+        self.fold_shapes();
         let before = self.known.len();
         let (sources, services) = (&mut self.sources.counts, &mut self.services.counts);
         let forgotten = &mut self.forgotten;
@@ -530,6 +719,137 @@ mod tests {
         assert!(a.take(99, "rogue", "svc", 700_000).is_ok());
         // Sweeps are spaced a quarter of the idle time apart.
         assert_eq!(a.sweep(700_001), 0);
+    }
+
+    /// A batch from `source` for `service`, of series `m<i>` of pod
+    /// `pod<p>` for each `(i, p)`, at `ts`.
+    fn batch_of(source: &str, service: &str, series: &[(u32, u32)], ts: i64) -> IndicatorBatch {
+        IndicatorBatch {
+            v: 1,
+            source: source.into(),
+            seq: 0,
+            layer: Layer::System,
+            idc: "idc1".into(),
+            service: service.into(),
+            samples: series
+                .iter()
+                .map(|(i, p)| Sample {
+                    scene: None,
+                    link: None,
+                    instance: Some(format!("pod{p}")),
+                    metric: format!("m{i}"),
+                    labels: Default::default(),
+                    ts,
+                    value: 1.0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_repeated_batch_is_answered_from_its_shape_and_keeps_its_series_alive() {
+        let mut a = Admission::new(limits());
+        let mut out = Vec::new();
+        let mut admit = |a: &mut Admission, b: &IndicatorBatch| {
+            a.admit_all(&b.view(), &mut out);
+            out.iter()
+                .map(|r| r.as_ref().map(|(id, key)| (*id, key.is_some())).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let first = batch_of("agent", "cashier", &[(0, 0), (1, 0), (2, 1)], 0);
+        assert_eq!(admit(&mut a, &first), [(0, true), (1, true), (2, true)]);
+        let again = batch_of("agent", "cashier", &[(0, 0), (1, 0), (2, 1)], 1_000);
+        assert_eq!(admit(&mut a, &again), [(0, false), (1, false), (2, false)]);
+        assert_eq!(a.shapes.len(), 1);
+        // The agent's second batch of the same subject: a shape of its own.
+        let second = batch_of("agent", "cashier", &[(3, 2), (4, 2)], 1_000);
+        assert_eq!(admit(&mut a, &second), [(3, true), (4, true)]);
+        assert_eq!(a.shapes.len(), 2);
+        assert_eq!(admit(&mut a, &again), [(0, false), (1, false), (2, false)]);
+        // One series renamed: taken sample by sample, and the shape now.
+        let renamed = batch_of("agent", "cashier", &[(0, 0), (9, 0), (2, 1)], 2_000);
+        assert_eq!(admit(&mut a, &renamed), [(0, false), (5, true), (2, false)]);
+        assert_eq!(a.shapes.len(), 2);
+        assert_eq!(
+            admit(&mut a, &renamed),
+            [(0, false), (5, false), (2, false)]
+        );
+        // Only the renamed batch goes on, answered from its shape: its
+        // series stay, the others go idle (600 s) and are forgotten.
+        for t in 1..=8 {
+            let b = batch_of("agent", "cashier", &[(0, 0), (9, 0), (2, 1)], t * 100_000);
+            assert_eq!(admit(&mut a, &b), [(0, false), (5, false), (2, false)]);
+            a.sweep(t * 100_000);
+        }
+        let mut gone = a.take_forgotten();
+        gone.sort();
+        assert_eq!(gone, [1, 3, 4]);
+        assert_eq!(a.len(), 3);
+        assert_eq!(admit(&mut a, &second), [(6, true), (7, true)], "new again");
+    }
+
+    #[test]
+    fn batches_admitted_whole_get_what_each_sample_alone_would() {
+        // Two admissions fed the same batches, one whole and one sample by
+        // sample, under caps that refuse and sweeps that forget.
+        let lim = SeriesLimits {
+            max_total: 120,
+            max_per_source: 40,
+            max_per_service: 64,
+            idle_s: 600,
+        };
+        let (mut whole, mut each) = (Admission::new(lim), Admission::new(lim));
+        let (mut out, mut forgotten, mut refused) = (Vec::new(), 0, 0);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n) as u32
+        };
+        // A few fixed batch layouts, sent again and again, some changed.
+        let layouts: Vec<Vec<(u32, u32)>> = (0..12)
+            .map(|l| (0..8).map(|k| (l * 8 + k, k % 3)).collect())
+            .collect();
+        for step in 0..4_000i64 {
+            let l = next(12) as usize;
+            let mut series = layouts[l].clone();
+            if next(10) == 0 {
+                series[next(8) as usize].0 += 1_000 + next(5);
+            }
+            let source = ["a", "b", "c"][l % 3];
+            let service = ["s1", "s2"][l % 2];
+            // Some layouts stop for a while, so that sweeps forget them.
+            if (step / 1_000) % 2 == 1 && l < 6 {
+                continue;
+            }
+            let b = batch_of(source, service, &series, step * 1_000);
+            let v = b.view();
+            whole.admit_all(&v, &mut out);
+            let alone: Vec<Admitted> = v.samples.iter().map(|s| each.admit(&v, s)).collect();
+            let strip = |r: &Admitted| r.as_ref().map(|(id, k)| (*id, k.is_some())).map_err(|e| *e);
+            assert_eq!(
+                out.iter().map(strip).collect::<Vec<_>>(),
+                alone.iter().map(strip).collect::<Vec<_>>(),
+                "step {step}"
+            );
+            assert_eq!(
+                whole.sweep(step * 1_000),
+                each.sweep(step * 1_000),
+                "step {step}"
+            );
+            let (mut f1, mut f2) = (whole.take_forgotten(), each.take_forgotten());
+            f1.sort_unstable();
+            f2.sort_unstable();
+            forgotten += f1.len();
+            refused += out.iter().filter(|r| r.is_err()).count();
+            assert_eq!(f1, f2, "step {step}");
+        }
+        assert!(whole.shapes.len() > 1);
+        assert!(
+            forgotten > 50 && refused > 50,
+            "{forgotten} forgotten, {refused} refused"
+        );
     }
 
     #[test]

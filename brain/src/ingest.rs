@@ -101,6 +101,7 @@ pub async fn run(
         held: Vec::new(),
         held_moved: false,
         held_msgs: 0,
+        admitted: Vec::new(),
     };
     let mut owned = vec![false; partitioned.as_ref().map_or(0, |p| p.partitions as usize)];
     // A passed-over sequence the shards have not heard of yet, and when
@@ -209,6 +210,8 @@ struct Ingest {
     held_moved: bool,
     /// Messages whose samples are held.
     held_msgs: usize,
+    /// What admission answered for the batch being taken (kept to reuse).
+    admitted: Vec<crate::admit::Admitted>,
 }
 
 impl Ingest {
@@ -337,12 +340,14 @@ impl Ingest {
         let routed = &mut self.held;
         let mut max_ts = wm;
         let mut refused = 0u64;
-        for s in &batch.samples {
+        let mut admitted = std::mem::take(&mut self.admitted);
+        self.admission.admit_all(&batch, &mut admitted);
+        for (s, a) in batch.samples.iter().zip(admitted.drain(..)) {
             let (ts, value) = (s.ts, s.value);
             if !quiet {
                 max_ts = max_ts.max(ts);
             }
-            let Ok((id, key)) = self.admission.admit(&batch, s) else {
+            let Ok((id, key)) = a else {
                 refused += 1;
                 continue;
             };
@@ -362,6 +367,7 @@ impl Ingest {
                 .samples
                 .push((id, key, ts, value));
         }
+        self.admitted = admitted;
         if !quiet {
             self.recent.observe_all(
                 batch.layer,

@@ -59,10 +59,10 @@ type Kept = (Arc<SeriesKey>, History);
 type Ring = (Arc<str>, VecDeque<(i64, f64)>);
 
 /// How [`Recent::scan`] hands a kept series over.
-type Pair = for<'a> fn(&'a Kept) -> (&'a SeriesKey, &'a History);
+type Pair = for<'a> fn(&'a (u64, Kept)) -> (&'a SeriesKey, &'a History);
 
 /// Every kept series and its samples, as [`Recent::scan`] hands them.
-pub type Scan<'a> = std::iter::Map<hashbrown::hash_map::Values<'a, u64, Kept>, Pair>;
+pub type Scan<'a> = std::iter::Map<std::slice::Iter<'a, (u64, Kept)>, Pair>;
 
 /// The rings.
 #[derive(Debug, Default)]
@@ -76,20 +76,55 @@ pub struct Recent {
     pub history_refused: std::sync::atomic::AtomicU64,
 }
 
-/// The kept histories, by series number, and the numbers by key (for the
-/// engine's lookups of a few series: the hot path goes by number).
+/// The kept histories, in the order their series came, found by series
+/// number; and the numbers by key (for the engine's lookups of a few
+/// series: the hot path goes by number).
+///
+/// An agent sends the same series in the same order at every round, so
+/// the ring after the one a sample went to is almost always the next
+/// sample's: it is tried first ([`Histories::at`]), and the rings are
+/// walked in memory order instead of hashed into at random.
 #[derive(Debug, Default)]
 struct Histories {
-    rings: hashbrown::HashMap<u64, Kept>,
+    rings: Vec<(u64, Kept)>,
+    index: hashbrown::HashMap<u64, u32>,
     by_key: HashMap<Arc<SeriesKey>, u64>,
+    /// The ring after the last one filed to.
+    next: usize,
 }
 
 impl Histories {
     fn find(&self, key: &SeriesKey) -> Option<&History> {
         self.by_key
             .get(key)
-            .and_then(|id| self.rings.get(id))
-            .map(|(_, r)| r)
+            .and_then(|id| self.index.get(id))
+            .map(|i| &self.rings[*i as usize].1.1)
+    }
+
+    /// Where series `id`'s ring is, the next in line tried first.
+    fn at(&mut self, id: u64) -> Option<usize> {
+        let i = match self.rings.get(self.next) {
+            Some((at, _)) if *at == id => self.next,
+            _ => *self.index.get(&id)? as usize,
+        };
+        self.next = i + 1;
+        Some(i)
+    }
+
+    fn add(&mut self, id: u64, kept: Kept) {
+        self.index.insert(id, self.rings.len() as u32);
+        self.rings.push((id, kept));
+        self.next = self.rings.len();
+    }
+
+    /// Drops series `id`'s ring (the last one moves into its place).
+    fn remove(&mut self, id: u64) -> Option<Kept> {
+        let i = self.index.remove(&id)? as usize;
+        let (_, kept) = self.rings.swap_remove(i);
+        if let Some((moved, _)) = self.rings.get(i) {
+            self.index.insert(*moved, i as u32);
+        }
+        Some(kept)
     }
 }
 
@@ -119,9 +154,10 @@ impl Recent {
         let mut business = Vec::new();
         {
             let mut guard = self.history.lock().unwrap_or_else(|e| e.into_inner());
-            let Histories { rings: h, by_key } = &mut *guard;
+            let h = &mut *guard;
             for (id, key, ts, value) in samples {
-                if let Some((_, ring)) = h.get_mut(&id) {
+                if let Some(i) = h.at(id) {
+                    let ring = &mut h.rings[i].1.1;
                     if ring.back().is_none_or(|(t, _)| *t < ts) {
                         if ring.len() == HISTORY_POINTS {
                             ring.pop_front();
@@ -129,13 +165,13 @@ impl Recent {
                         ring.push_back((ts, value as f32));
                     }
                 } else if let Some(key) = key
-                    && h.len() < MAX_HISTORY_SERIES
+                    && h.rings.len() < MAX_HISTORY_SERIES
                 {
                     let mut ring = VecDeque::with_capacity(HISTORY_POINTS);
                     ring.push_back((ts, value as f32));
                     let key = key.as_key();
-                    h.insert(id, (key.clone(), ring));
-                    by_key.insert(key, id);
+                    h.by_key.insert(key.clone(), id);
+                    h.add(id, (key, ring));
                 } else {
                     self.history_refused
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -180,7 +216,7 @@ impl Recent {
         }
         let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         for id in ids {
-            if let Some((key, _)) = h.rings.remove(id)
+            if let Some((key, _)) = h.remove(*id)
                 && h.by_key.get(&key) == Some(id)
             {
                 h.by_key.remove(&key);
@@ -201,11 +237,11 @@ impl Recent {
     /// order), under the lock: `f` must be quick and must not block.
     pub fn scan<R>(&self, f: impl for<'a> FnOnce(Scan<'a>) -> R) -> R {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        fn pair(e: &Kept) -> (&SeriesKey, &History) {
+        fn pair((_, e): &(u64, Kept)) -> (&SeriesKey, &History) {
             (&*e.0, &e.1)
         }
         let pair: Pair = pair;
-        f(h.rings.values().map(pair))
+        f(h.rings.iter().map(pair))
     }
 
     /// The usual sampling step of `keys`' series, ms: the median interval
@@ -273,7 +309,8 @@ impl Recent {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<(SeriesKey, History)> = h
             .rings
-            .values()
+            .iter()
+            .map(|(_, kept)| kept)
             .filter(|(k, _)| want(k))
             .map(|(k, r)| (SeriesKey::clone(k), r.clone()))
             .collect();
@@ -446,6 +483,51 @@ mod tests {
             r.observe(9, &third, *t, (*t % 7907) as f64);
         }
         assert_eq!(r.scrape_of_all([&*key, &*other, &*third], 60_000), None);
+    }
+
+    #[test]
+    fn each_series_ring_gets_its_own_samples_in_whatever_order_they_come() {
+        let r = Recent::default();
+        let key = |i: u64| {
+            Arc::new(SeriesKey {
+                layer: Layer::System,
+                idc: "idc-a".into(),
+                service: "cashier".into(),
+                scene: None,
+                link: None,
+                instance: None,
+                metric: format!("m{i}"),
+                labels: Default::default(),
+            })
+        };
+        let keys: Vec<_> = (0..6).map(key).collect();
+        // Series i's value at round t is 100 t + i: first in order, then
+        // backwards, then with series 2 forgotten (the last ring moves
+        // into its place), then in order again.
+        let round = |t: i64, ids: &[u64]| {
+            r.observe_all(
+                Layer::System,
+                ids.iter().map(|&i| {
+                    (
+                        i,
+                        Some(&keys[i as usize]),
+                        t * 1000,
+                        (100 * t) as f64 + i as f64,
+                    )
+                }),
+            )
+        };
+        round(1, &[0, 1, 2, 3, 4, 5]);
+        round(2, &[5, 4, 3, 2, 1, 0]);
+        r.forget(&[2]);
+        round(3, &[0, 1, 3, 4, 5]);
+        round(4, &[0, 1, 3, 5, 4]);
+        for i in [0u64, 1, 3, 4, 5] {
+            let want: Vec<f64> = (1..=4).map(|t| (100 * t) as f64 + i as f64).collect();
+            assert_eq!(r.values_between(&keys[i as usize], 0, 10_000), want, "m{i}");
+        }
+        assert!(!r.kept(&keys[2]));
+        assert_eq!(r.scan(|all| all.count()), 5);
     }
 
     #[test]

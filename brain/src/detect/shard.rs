@@ -102,11 +102,16 @@ struct Slot {
 /// A shard's series, packed in a vector and found by number through a
 /// small index: a hash table of the slots themselves would leave about
 /// as much memory again empty between them (at its load factor, every
-/// page of the large entries is touched).
+/// page of the large entries is touched). The slots are in the order
+/// their series first came, and agents send their series in the same
+/// order at every round: the slot after the last one found is tried
+/// first, so a round walks the slots in memory order.
 #[derive(Default)]
 struct Slots {
     slots: Vec<Slot>,
     index: hashbrown::HashMap<u64, u32>,
+    /// The slot after the last one found.
+    next: usize,
 }
 
 impl Slots {
@@ -114,8 +119,13 @@ impl Slots {
         self.slots.len()
     }
 
-    fn find(&self, id: u64) -> Option<usize> {
-        self.index.get(&id).map(|i| *i as usize)
+    fn find(&mut self, id: u64) -> Option<usize> {
+        let i = match self.slots.get(self.next) {
+            Some(s) if s.id == id => self.next,
+            _ => *self.index.get(&id)? as usize,
+        };
+        self.next = i + 1;
+        Some(i)
     }
 
     fn at(&mut self, i: usize) -> &mut Slot {
@@ -126,6 +136,7 @@ impl Slots {
         let i = self.slots.len();
         self.index.insert(s.id, i as u32);
         self.slots.push(s);
+        self.next = i + 1;
         &mut self.slots[i]
     }
 
@@ -327,7 +338,9 @@ mod tests {
         assert_eq!(s.forget(&gone, &DetectorConfig::default()), 6);
         assert_eq!(s.forget(&[1, 99], &DetectorConfig::default()), 0);
         assert_eq!(s.len(), 4);
-        for id in 0..10u64 {
+        // In order, backwards and in order again: the next slot in line
+        // is tried first and must never be taken for another's.
+        for id in (0..10u64).chain((0..10).rev()).chain(0..10) {
             match s.find(id) {
                 Some(i) => {
                     assert_eq!(id % 3, 0);
