@@ -251,8 +251,7 @@ pub type Admitted = Result<(u64, Option<Arc<SeriesNames>>), Refusal>;
 /// A publisher's last batch for one subject that began with the same
 /// series (an agent that splits its series over several batches has a
 /// shape for each): its samples' names in order ([`signature`]), for each
-/// sample its series' number and the hash admission files it under, and
-/// the latest time of any of its samples.
+/// sample its series' number, and the latest time of any of its samples.
 struct Shape {
     /// The hash of (source, layer, IDC, service, the first sample's names).
     hash: u64,
@@ -263,7 +262,9 @@ struct Shape {
     /// The signature's bytes for the first sample.
     head: usize,
     names: Vec<u8>,
-    ids: Vec<(u64, u64)>,
+    /// The series' numbers (a batch with one past `u32::MAX` keeps no
+    /// shape: four bytes a series, not eight).
+    ids: Vec<u32>,
     /// Admission's own `last` of each of the shape's series is brought up
     /// to this before a sweep (a series' latest time is then its batch's,
     /// at most the spread of one batch's times later than its own).
@@ -325,6 +326,50 @@ fn signature(batch: &BatchView<'_>, out: &mut Vec<u8>) -> usize {
         }
     }
     head
+}
+
+/// Reads back what [`signature`] wrote.
+struct Signature<'a>(&'a [u8]);
+
+impl<'a> Signature<'a> {
+    fn len(&mut self) -> usize {
+        let (&b, rest) = self.0.split_first().expect("a signature this module wrote");
+        self.0 = rest;
+        if b < u8::MAX {
+            return usize::from(b);
+        }
+        let (n, rest) = self.0.split_at(8);
+        self.0 = rest;
+        u64::from_le_bytes(n.try_into().expect("eight bytes")) as usize
+    }
+
+    fn str(&mut self) -> &'a str {
+        let n = self.len();
+        let (s, rest) = self.0.split_at(n);
+        self.0 = rest;
+        std::str::from_utf8(s).expect("names are text")
+    }
+
+    fn opt(&mut self) -> Option<&'a str> {
+        let (&tag, rest) = self.0.split_first().expect("a signature this module wrote");
+        self.0 = rest;
+        (tag == 1).then(|| self.str())
+    }
+
+    /// The hash [`names_hash`] gives the next sample's names, in a batch
+    /// of `layer`, `idc` and `service`.
+    fn next_hash(&mut self, h: &impl BuildHasher, layer: Layer, idc: &str, service: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut s = h.build_hasher();
+        let metric = self.str();
+        (layer, idc, service, metric).hash(&mut s);
+        let (scene, link, instance) = (self.opt(), self.opt(), self.opt());
+        (scene, link, instance).hash(&mut s);
+        for _ in 0..self.len() {
+            (self.str(), self.str()).hash(&mut s);
+        }
+        s.finish()
+    }
 }
 
 /// Shapes kept at most: past it, a new one replaces none and is not kept.
@@ -425,16 +470,17 @@ impl Admission {
             .find_mut(hash, |s| s.names == names && s.is_of(batch, &names, head))
         {
             shape.last = shape.last.max(ts);
-            out.extend(shape.ids.iter().map(|(id, _)| Ok((*id, None))));
+            out.extend(shape.ids.iter().map(|id| Ok((u64::from(*id), None))));
             self.scratch = names;
             return;
         }
         let mut ids = Vec::with_capacity(batch.samples.len());
         for s in &batch.samples {
-            let h = names_hash(&self.hasher, batch, s);
-            let a = self.admit_hashed(h, batch, s);
-            if let Ok((id, _)) = &a {
-                ids.push((*id, h));
+            let a = self.admit(batch, s);
+            if let Ok((id, _)) = &a
+                && let Ok(id) = u32::try_from(*id)
+            {
+                ids.push(id);
             }
             out.push(a);
         }
@@ -478,8 +524,10 @@ impl Admission {
     /// saw, and drops the shapes: a sweep may forget their series.
     fn fold_shapes(&mut self) {
         for shape in self.shapes.drain() {
-            for (id, hash) in &shape.ids {
-                if let Some(k) = self.known.find_mut(*hash, |k| k.id == *id) {
+            let mut names = Signature(&shape.names);
+            for id in &shape.ids {
+                let hash = names.next_hash(&self.hasher, shape.layer, &shape.idc, &shape.service);
+                if let Some(k) = self.known.find_mut(hash, |k| k.id == u64::from(*id)) {
                     k.last = k.last.max(shape.last);
                 }
             }
@@ -501,16 +549,6 @@ impl Admission {
     /// refused.
     pub fn admit(&mut self, batch: &BatchView<'_>, sample: &SampleView<'_>) -> Admitted {
         let hash = names_hash(&self.hasher, batch, sample);
-        self.admit_hashed(hash, batch, sample)
-    }
-
-    /// [`Admission::admit`], the hash of the sample's names given.
-    fn admit_hashed(
-        &mut self,
-        hash: u64,
-        batch: &BatchView<'_>,
-        sample: &SampleView<'_>,
-    ) -> Admitted {
         let ts = sample.ts;
         if let Some(k) = self.known.find_mut(hash, |k| k.key.are(sample, batch)) {
             k.last = k.last.max(ts);
@@ -789,6 +827,30 @@ mod tests {
     }
 
     #[test]
+    fn a_series_answered_from_its_shape_is_idle_from_its_last_sample() {
+        let mut a = Admission::new(limits());
+        let mut out = Vec::new();
+        let mut batch = batch_of("agent", "cashier", &[(0, 0), (1, 0)], 0);
+        batch.samples[1].labels.insert("zone".into(), "a".into());
+        batch.samples[1].scene = Some("checkout".into());
+        let mut at = |a: &mut Admission, ts: i64| {
+            for s in &mut batch.samples {
+                s.ts = ts;
+            }
+            a.admit_all(&batch.view(), &mut out);
+            assert!(out.iter().all(|r| r.is_ok()));
+        };
+        at(&mut a, 0);
+        assert_eq!(a.sweep(0), 0);
+        // Taken sample by sample (the sweep dropped the shape), then from
+        // the shape: the series were last seen at 140 s.
+        at(&mut a, 1_000);
+        at(&mut a, 140_000);
+        assert_eq!(a.sweep(739_999), 0, "idle 599.999 s");
+        assert_eq!(a.sweep(740_000 + 150_000), 2);
+    }
+
+    #[test]
     fn batches_admitted_whole_get_what_each_sample_alone_would() {
         // Two admissions fed the same batches, one whole and one sample by
         // sample, under caps that refuse and sweeps that forget.
@@ -823,7 +885,16 @@ mod tests {
             if (step / 1_000) % 2 == 1 && l < 6 {
                 continue;
             }
-            let b = batch_of(source, service, &series, step * 1_000);
+            let mut b = batch_of(source, service, &series, step * 1_000);
+            // Some with labels and a scene, one with a name longer than a
+            // one-byte length.
+            for s in b.samples.iter_mut().filter(|_| l % 4 == 0) {
+                s.labels.insert("zone".into(), format!("z{}", l % 3));
+                s.scene = Some("checkout".into());
+            }
+            if l == 5 {
+                b.samples[0].metric = format!("{}{}", "m".repeat(300), b.samples[0].metric);
+            }
             let v = b.view();
             whole.admit_all(&v, &mut out);
             let alone: Vec<Admitted> = v.samples.iter().map(|s| each.admit(&v, s)).collect();
