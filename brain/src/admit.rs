@@ -888,7 +888,7 @@ mod tests {
             let mut b = batch_of(source, service, &series, step * 1_000);
             // Some with labels and a scene, one with a name longer than a
             // one-byte length.
-            for s in b.samples.iter_mut().filter(|_| l % 4 == 0) {
+            for s in b.samples.iter_mut().filter(|_| l.is_multiple_of(4)) {
                 s.labels.insert("zone".into(), format!("z{}", l % 3));
                 s.scene = Some("checkout".into());
             }
