@@ -640,23 +640,8 @@ mod tests {
     /// `service`, at `ts`.
     impl Admission {
         fn take(&mut self, i: u64, source: &str, service: &str, ts: i64) -> Result<(), Refusal> {
-            let batch = IndicatorBatch {
-                v: 1,
-                source: source.into(),
-                seq: 0,
-                layer: Layer::System,
-                idc: "idc1".into(),
-                service: service.into(),
-                samples: vec![Sample {
-                    scene: None,
-                    link: None,
-                    instance: None,
-                    metric: format!("m{i}"),
-                    labels: Default::default(),
-                    ts,
-                    value: 1.0,
-                }],
-            };
+            let mut batch = batch_of(source, service, &[(i as u32, 0)], ts);
+            batch.samples[0].instance = None;
             let v = batch.view();
             self.admit(&v, &v.samples[0]).map(|_| ())
         }
