@@ -375,6 +375,12 @@ impl<'a> Signature<'a> {
 /// Shapes kept at most: past it, a new one replaces none and is not kept.
 const MAX_SHAPES: usize = 65_536;
 
+/// The samples all shapes hold together stay under twice the series
+/// tracked and this: a publisher that orders its samples differently at
+/// every batch makes a new shape each time, and its shapes must not grow
+/// past what its series cost (until the next sweep drops them all).
+const SHAPED_SLACK: usize = 4_096;
+
 /// The admission state, owned by the ingest task.
 pub struct Admission {
     limits: SeriesLimits,
@@ -387,6 +393,8 @@ pub struct Admission {
     swept_at: i64,
     forgotten: Vec<u64>,
     shapes: hashbrown::HashTable<Shape>,
+    /// The samples the shapes hold, in all (see [`SHAPED_SLACK`]).
+    shaped: usize,
     /// The names of the batch being admitted (see [`signature`]).
     scratch: Vec<u8>,
 }
@@ -444,6 +452,7 @@ impl Admission {
             swept_at: i64::MIN,
             forgotten: Vec::new(),
             shapes: hashbrown::HashTable::new(),
+            shaped: 0,
             scratch: Vec::new(),
         }
     }
@@ -487,22 +496,25 @@ impl Admission {
         // A batch with a sample refused is taken sample by sample until
         // every one is admitted (a cap may have room again).
         let whole = ids.len() == batch.samples.len() && !ids.is_empty();
-        let room = self.shapes.len() < MAX_SHAPES;
+        let room = self.shapes.len() < MAX_SHAPES
+            && self.shaped + ids.len() <= 2 * self.known.len() + SHAPED_SLACK;
         let found = self
             .shapes
             .find_entry(hash, |s| s.is_of(batch, &names, head));
         match found {
             Ok(e) if whole => {
                 let shape = e.into_mut();
+                self.shaped = self.shaped - shape.ids.len() + ids.len();
                 shape.last = ts;
                 shape.ids = ids;
                 self.scratch = std::mem::replace(&mut shape.names, names);
             }
             Ok(e) => {
-                e.remove();
+                self.shaped -= e.remove().0.ids.len();
                 self.scratch = names;
             }
             Err(absent) if whole && room => {
+                self.shaped += ids.len();
                 let shape = Shape {
                     hash,
                     source: (*batch.source).into(),
@@ -523,6 +535,7 @@ impl Admission {
     /// Brings each series' latest time up to what its publishers' shapes
     /// saw, and drops the shapes: a sweep may forget their series.
     fn fold_shapes(&mut self) {
+        self.shaped = 0;
         for shape in self.shapes.drain() {
             let mut names = Signature(&shape.names);
             for id in &shape.ids {
@@ -809,6 +822,34 @@ mod tests {
         assert_eq!(gone, [1, 3, 4]);
         assert_eq!(a.len(), 3);
         assert_eq!(admit(&mut a, &second), [(6, true), (7, true)], "new again");
+    }
+
+    #[test]
+    fn a_publisher_that_reorders_every_batch_keeps_its_shapes_bounded() {
+        let mut a = Admission::new(SeriesLimits {
+            max_total: 100_000,
+            max_per_source: 100_000,
+            max_per_service: 100_000,
+            idle_s: 600,
+        });
+        let mut out = Vec::new();
+        // 100 series, each batch the same ones rotated: a new first
+        // series, so a new shape, every time.
+        let series: Vec<(u32, u32)> = (0..100).map(|i| (i, 0)).collect();
+        for round in 0..3_000usize {
+            let mut s = series.clone();
+            s.rotate_left(round % 100);
+            s.swap(1 + round / 100 % 98, 2 + round / 100 % 98);
+            a.admit_all(&batch_of("agent", "cashier", &s, 1_000).view(), &mut out);
+            assert!(out.iter().all(|r| r.is_ok()));
+        }
+        assert_eq!(a.len(), 100);
+        let held: usize = a.shapes.iter().map(|s| s.ids.len()).sum();
+        assert_eq!(held, a.shaped);
+        assert!(held <= 2 * 100 + SHAPED_SLACK, "{held} samples in shapes");
+        // A sweep drops them all.
+        a.sweep(2_000);
+        assert_eq!((a.shapes.len(), a.shaped), (0, 0));
     }
 
     #[test]
