@@ -359,16 +359,10 @@ impl<'a> Signature<'a> {
     /// The hash [`names_hash`] gives the next sample's names, in a batch
     /// of `layer`, `idc` and `service`.
     fn next_hash(&mut self, h: &impl BuildHasher, layer: Layer, idc: &str, service: &str) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut s = h.build_hasher();
         let metric = self.str();
-        (layer, idc, service, metric).hash(&mut s);
-        let (scene, link, instance) = (self.opt(), self.opt(), self.opt());
-        (scene, link, instance).hash(&mut s);
-        for _ in 0..self.len() {
-            (self.str(), self.str()).hash(&mut s);
-        }
-        s.finish()
+        let names = [self.opt(), self.opt(), self.opt()];
+        let labels: Vec<(&str, &str)> = (0..self.len()).map(|_| (self.str(), self.str())).collect();
+        hash_names(h, (layer, idc, service, metric), names, labels.into_iter())
     }
 }
 
@@ -401,17 +395,32 @@ pub struct Admission {
 
 /// The hash of a series' names as they arrived.
 fn names_hash(h: &impl BuildHasher, batch: &BatchView<'_>, sample: &SampleView<'_>) -> u64 {
-    let mut s = h.build_hasher();
-    use std::hash::{Hash, Hasher};
-    (batch.layer, &*batch.idc, &*batch.service, &*sample.metric).hash(&mut s);
-    (
-        sample.scene.as_deref(),
-        sample.link.as_deref(),
-        sample.instance.as_deref(),
+    hash_names(
+        h,
+        (batch.layer, &batch.idc, &batch.service, &sample.metric),
+        [
+            sample.scene.as_deref(),
+            sample.link.as_deref(),
+            sample.instance.as_deref(),
+        ],
+        sample.labels.iter().map(|(k, v)| (&**k, &**v)),
     )
-        .hash(&mut s);
-    for (k, v) in &sample.labels {
-        (&**k, &**v).hash(&mut s);
+}
+
+/// The hash admission files a series under: its layer, IDC, service and
+/// metric, then its scene, link and instance, then its labels in order.
+fn hash_names<'a>(
+    h: &impl BuildHasher,
+    (layer, idc, service, metric): (Layer, &str, &str, &str),
+    [scene, link, instance]: [Option<&str>; 3],
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut s = h.build_hasher();
+    (layer, idc, service, metric).hash(&mut s);
+    (scene, link, instance).hash(&mut s);
+    for pair in labels {
+        pair.hash(&mut s);
     }
     s.finish()
 }
