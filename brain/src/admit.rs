@@ -28,7 +28,7 @@
 
 use std::{collections::HashMap, hash::BuildHasher, sync::Arc};
 
-use selfheal_bus::{BatchView, Layer, SampleView, SeriesKey};
+use selfheal_bus::{BatchView, Layer, SampleView, SeriesKey, Skim};
 
 use serde::{Deserialize, Serialize};
 
@@ -269,32 +269,76 @@ struct Shape {
     /// to this before a sweep (a series' latest time is then its batch's,
     /// at most the spread of one batch's times later than its own).
     last: i64,
+    /// Which shape this is, among those of the same hash (see [`Shaped`]).
+    serial: u64,
 }
 
-impl Shape {
-    /// Whether this is the shape of `batch`, whose signature is `names`
-    /// and whose first sample's names are `names[..head]`.
-    fn is_of(&self, batch: &BatchView<'_>, names: &[u8], head: usize) -> bool {
-        self.names.get(..self.head) == names.get(..head)
-            && *self.source == *batch.source
-            && self.layer == batch.layer
-            && *self.idc == *batch.idc
-            && *self.service == *batch.service
+/// A batch's publisher and subject: what a shape is kept per, with its
+/// first sample's names.
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    source: &'a str,
+    layer: Layer,
+    idc: &'a str,
+    service: &'a str,
+}
+
+impl<'a> Head<'a> {
+    fn of(batch: &'a BatchView<'_>) -> Self {
+        Head {
+            source: &batch.source,
+            layer: batch.layer,
+            idc: &batch.idc,
+            service: &batch.service,
+        }
+    }
+
+    /// The hash its shape is filed under, its first sample's names being
+    /// `first` (as [`signature`] writes them).
+    fn hash(&self, h: &impl BuildHasher, first: &[u8]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = h.build_hasher();
+        (self.source, self.layer, self.idc, self.service).hash(&mut h);
+        first.hash(&mut h);
+        h.finish()
     }
 }
 
-/// Appends the names of `batch`'s samples, in order, to `out`, each
-/// length-prefixed (two strings of names are equal exactly when the
-/// samples' names are); returns how many bytes the first sample's took.
+impl Shape {
+    /// Whether this is the shape of a batch from `head` whose first
+    /// sample's names are `first`.
+    fn is_of(&self, head: &Head<'_>, first: &[u8]) -> bool {
+        self.names.get(..self.head) == Some(first)
+            && *self.source == *head.source
+            && self.layer == head.layer
+            && *self.idc == *head.idc
+            && *self.service == *head.service
+    }
+}
+
+/// A binary batch found to be its shape's ([`Admission::skim`]), to be
+/// taken once the batch is ([`Admission::take_shaped`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Shaped {
+    hash: u64,
+    serial: u64,
+    ts: i64,
+}
+
+/// Appends the names of `batch`'s samples, in order, to `out`, as the
+/// binary encoding writes them (postcard: an option tag and a
+/// length-prefixed string for scene, link and instance, the metric, the
+/// labels' count and pairs; see [`selfheal_bus::skim`]): two strings of
+/// names are equal exactly when the samples' names are, and a binary
+/// batch's own bytes can be compared with them where they lie. Returns
+/// how many bytes the first sample's took.
 fn signature(batch: &BatchView<'_>, out: &mut Vec<u8>) -> usize {
-    fn len(out: &mut Vec<u8>, n: usize) {
-        match u8::try_from(n) {
-            Ok(b) if b < u8::MAX => out.push(b),
-            _ => {
-                out.push(u8::MAX);
-                out.extend_from_slice(&(n as u64).to_le_bytes());
-            }
+    fn len(out: &mut Vec<u8>, mut n: usize) {
+        while n >= 0x80 {
+            out.push(n as u8 | 0x80);
+            n >>= 7;
         }
+        out.push(n as u8);
     }
     fn put(out: &mut Vec<u8>, s: &str) {
         len(out, s.len());
@@ -312,10 +356,10 @@ fn signature(batch: &BatchView<'_>, out: &mut Vec<u8>) -> usize {
     let start = out.len();
     let mut head = 0;
     for (i, s) in batch.samples.iter().enumerate() {
-        put(out, &s.metric);
         opt(out, s.scene.as_deref());
         opt(out, s.link.as_deref());
         opt(out, s.instance.as_deref());
+        put(out, &s.metric);
         len(out, s.labels.len());
         for (k, v) in &s.labels {
             put(out, k);
@@ -332,15 +376,22 @@ fn signature(batch: &BatchView<'_>, out: &mut Vec<u8>) -> usize {
 struct Signature<'a>(&'a [u8]);
 
 impl<'a> Signature<'a> {
-    fn len(&mut self) -> usize {
+    fn byte(&mut self) -> u8 {
         let (&b, rest) = self.0.split_first().expect("a signature this module wrote");
         self.0 = rest;
-        if b < u8::MAX {
-            return usize::from(b);
+        b
+    }
+
+    fn len(&mut self) -> usize {
+        let (mut n, mut shift) = (0usize, 0);
+        loop {
+            let b = self.byte();
+            n |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return n;
+            }
+            shift += 7;
         }
-        let (n, rest) = self.0.split_at(8);
-        self.0 = rest;
-        u64::from_le_bytes(n.try_into().expect("eight bytes")) as usize
     }
 
     fn str(&mut self) -> &'a str {
@@ -351,16 +402,14 @@ impl<'a> Signature<'a> {
     }
 
     fn opt(&mut self) -> Option<&'a str> {
-        let (&tag, rest) = self.0.split_first().expect("a signature this module wrote");
-        self.0 = rest;
-        (tag == 1).then(|| self.str())
+        (self.byte() == 1).then(|| self.str())
     }
 
     /// The hash [`names_hash`] gives the next sample's names, in a batch
     /// of `layer`, `idc` and `service`.
     fn next_hash(&mut self, h: &impl BuildHasher, layer: Layer, idc: &str, service: &str) -> u64 {
-        let metric = self.str();
         let names = [self.opt(), self.opt(), self.opt()];
+        let metric = self.str();
         let labels: Vec<(&str, &str)> = (0..self.len()).map(|_| (self.str(), self.str())).collect();
         hash_names(h, (layer, idc, service, metric), names, labels.into_iter())
     }
@@ -391,6 +440,8 @@ pub struct Admission {
     shaped: usize,
     /// The names of the batch being admitted (see [`signature`]).
     scratch: Vec<u8>,
+    /// The next shape's [`Shape::serial`].
+    serials: u64,
 }
 
 /// The hash of a series' names as they arrived.
@@ -463,6 +514,71 @@ impl Admission {
             shapes: hashbrown::HashTable::new(),
             shaped: 0,
             scratch: Vec::new(),
+            serials: 0,
+        }
+    }
+
+    /// Answers a binary batch read where it lies from its publisher's
+    /// shape, without decoding it: when every sample's names are byte
+    /// for byte the shape's (which were decoded and checked when it was
+    /// made; see [`selfheal_bus::skim`]), `out` gets what
+    /// [`Admission::admit_all`] would answer for each sample, `values`
+    /// each one's time and value, and the batch is taken with
+    /// [`Admission::take_shaped`] once it is (not a duplicate). `None`
+    /// when it is not its shape's, or anything in it is not what a good
+    /// batch holds: decode it in full.
+    pub fn skim(
+        &self,
+        skim: &Skim<'_>,
+        out: &mut Vec<Admitted>,
+        values: &mut Vec<(i64, f64)>,
+    ) -> Option<Shaped> {
+        out.clear();
+        values.clear();
+        let head = Head {
+            source: skim.source,
+            layer: skim.layer,
+            idc: skim.idc,
+            service: skim.service,
+        };
+        let mut samples = skim.samples();
+        let first = samples.next()??;
+        let hash = head.hash(&self.hasher, first.names);
+        let shape = self.shapes.find(hash, |s| {
+            s.ids.len() == skim.len && s.is_of(&head, first.names)
+        })?;
+        let mut at = shape.head;
+        let mut ts = first.ts;
+        values.push((first.ts, first.value));
+        for s in samples {
+            let s = s?;
+            let end = at + s.names.len();
+            if shape.names.get(at..end)? != s.names {
+                return None;
+            }
+            at = end;
+            ts = ts.max(s.ts);
+            values.push((s.ts, s.value));
+        }
+        if at != shape.names.len() || values.len() != shape.ids.len() {
+            return None;
+        }
+        out.extend(shape.ids.iter().map(|id| Ok((u64::from(*id), None))));
+        Some(Shaped {
+            hash,
+            serial: shape.serial,
+            ts,
+        })
+    }
+
+    /// Takes a batch [`Admission::skim`] answered: its series are alive up
+    /// to its latest time.
+    pub fn take_shaped(&mut self, shaped: Shaped) {
+        if let Some(shape) = self
+            .shapes
+            .find_mut(shaped.hash, |s| s.serial == shaped.serial)
+        {
+            shape.last = shape.last.max(shaped.ts);
         }
     }
 
@@ -475,17 +591,12 @@ impl Admission {
         let mut names = std::mem::take(&mut self.scratch);
         names.clear();
         let head = signature(batch, &mut names);
-        let hash = {
-            use std::hash::{Hash, Hasher};
-            let mut h = self.hasher.build_hasher();
-            (&*batch.source, batch.layer, &*batch.idc, &*batch.service).hash(&mut h);
-            names[..head].hash(&mut h);
-            h.finish()
-        };
+        let of = Head::of(batch);
+        let hash = of.hash(&self.hasher, &names[..head]);
         let ts = batch.samples.iter().map(|s| s.ts).max().unwrap_or(i64::MIN);
         if let Some(shape) = self
             .shapes
-            .find_mut(hash, |s| s.names == names && s.is_of(batch, &names, head))
+            .find_mut(hash, |s| s.names == names && s.is_of(&of, &names[..head]))
         {
             shape.last = shape.last.max(ts);
             out.extend(shape.ids.iter().map(|id| Ok((u64::from(*id), None))));
@@ -509,13 +620,15 @@ impl Admission {
             && self.shaped + ids.len() <= 2 * self.known.len() + SHAPED_SLACK;
         let found = self
             .shapes
-            .find_entry(hash, |s| s.is_of(batch, &names, head));
+            .find_entry(hash, |s| s.is_of(&of, &names[..head]));
         match found {
             Ok(e) if whole => {
                 let shape = e.into_mut();
                 self.shaped = self.shaped - shape.ids.len() + ids.len();
                 shape.last = ts;
                 shape.ids = ids;
+                shape.serial = self.serials;
+                self.serials += 1;
                 self.scratch = std::mem::replace(&mut shape.names, names);
             }
             Ok(e) => {
@@ -534,7 +647,9 @@ impl Admission {
                     names,
                     ids,
                     last: ts,
+                    serial: self.serials,
                 };
+                self.serials += 1;
                 absent.into_table().insert_unique(hash, shape, |s| s.hash);
             }
             Err(_) => self.scratch = names,
@@ -863,32 +978,47 @@ mod tests {
 
     #[test]
     fn a_series_answered_from_its_shape_is_idle_from_its_last_sample() {
-        let mut a = Admission::new(limits());
-        let mut out = Vec::new();
-        let mut batch = batch_of("agent", "cashier", &[(0, 0), (1, 0)], 0);
-        batch.samples[1].labels.insert("zone".into(), "a".into());
-        batch.samples[1].scene = Some("checkout".into());
-        let mut at = |a: &mut Admission, ts: i64| {
-            for s in &mut batch.samples {
-                s.ts = ts;
-            }
-            a.admit_all(&batch.view(), &mut out);
-            assert!(out.iter().all(|r| r.is_ok()));
-        };
-        at(&mut a, 0);
-        assert_eq!(a.sweep(0), 0);
-        // Taken sample by sample (the sweep dropped the shape), then from
-        // the shape: the series were last seen at 140 s.
-        at(&mut a, 1_000);
-        at(&mut a, 140_000);
-        assert_eq!(a.sweep(739_999), 0, "idle 599.999 s");
-        assert_eq!(a.sweep(740_000 + 150_000), 2);
+        // Answered from the decoded batch's names, then from its bytes.
+        for bytes in [false, true] {
+            let mut a = Admission::new(limits());
+            let (mut out, mut values) = (Vec::new(), Vec::new());
+            let mut batch = batch_of("agent", "cashier", &[(0, 0), (1, 0)], 0);
+            batch.samples[1].labels.insert("zone".into(), "a".into());
+            batch.samples[1].scene = Some("checkout".into());
+            let mut at = |a: &mut Admission, ts: i64| {
+                for s in &mut batch.samples {
+                    s.ts = ts;
+                }
+                let wire =
+                    selfheal_bus::encode_batch(&batch, selfheal_bus::Encoding::Binary).unwrap();
+                let bounds = selfheal_bus::Limits::default();
+                let shaped = Skim::read(&wire, &bounds, ts)
+                    .filter(|_| bytes)
+                    .and_then(|sk| a.skim(&sk, &mut out, &mut values));
+                match shaped {
+                    Some(shaped) => a.take_shaped(shaped),
+                    None => a.admit_all(&batch.view(), &mut out),
+                }
+                assert!(out.iter().all(|r| r.is_ok()));
+                shaped.is_some()
+            };
+            at(&mut a, 0);
+            assert_eq!(a.sweep(0), 0);
+            // Taken sample by sample (the sweep dropped the shape), then from
+            // the shape: the series were last seen at 140 s.
+            assert!(!at(&mut a, 1_000));
+            assert_eq!(at(&mut a, 140_000), bytes);
+            assert_eq!(a.sweep(739_999), 0, "idle 599.999 s");
+            assert_eq!(a.sweep(740_000 + 150_000), 2);
+        }
     }
 
     #[test]
     fn batches_admitted_whole_get_what_each_sample_alone_would() {
-        // Two admissions fed the same batches, one whole and one sample by
-        // sample, under caps that refuse and sweeps that forget.
+        // Three admissions fed the same batches: one whole, one sample by
+        // sample, and one that first tries each batch's bytes against its
+        // shapes (as ingest does a binary batch), under caps that refuse
+        // and sweeps that forget.
         let lim = SeriesLimits {
             max_total: 120,
             max_per_source: 40,
@@ -896,7 +1026,13 @@ mod tests {
             idle_s: 600,
         };
         let (mut whole, mut each) = (Admission::new(lim), Admission::new(lim));
+        let mut skimming = Admission::new(lim);
         let (mut out, mut forgotten, mut refused) = (Vec::new(), 0, 0);
+        let (mut out3, mut values, mut skimmed) = (Vec::new(), Vec::new(), 0);
+        let bounds = selfheal_bus::Limits {
+            max_skew_ms: i64::MAX / 4,
+            ..Default::default()
+        };
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = |n: u64| {
             rng ^= rng << 13;
@@ -933,25 +1069,50 @@ mod tests {
             let v = b.view();
             whole.admit_all(&v, &mut out);
             let alone: Vec<Admitted> = v.samples.iter().map(|s| each.admit(&v, s)).collect();
+            let bytes = selfheal_bus::encode_batch(&b, selfheal_bus::Encoding::Binary).unwrap();
+            let sk = Skim::read(&bytes, &bounds, 0).unwrap();
+            match skimming.skim(&sk, &mut out3, &mut values) {
+                Some(shaped) => {
+                    skimming.take_shaped(shaped);
+                    skimmed += 1;
+                    let read: Vec<(i64, f64)> = v.samples.iter().map(|s| (s.ts, s.value)).collect();
+                    assert_eq!(values, read, "step {step}");
+                }
+                None => skimming.admit_all(&v, &mut out3),
+            }
             let strip = |r: &Admitted| r.as_ref().map(|(id, k)| (*id, k.is_some())).map_err(|e| *e);
+            let alone: Vec<_> = alone.iter().map(strip).collect();
             assert_eq!(
                 out.iter().map(strip).collect::<Vec<_>>(),
-                alone.iter().map(strip).collect::<Vec<_>>(),
+                alone,
                 "step {step}"
             );
             assert_eq!(
-                whole.sweep(step * 1_000),
-                each.sweep(step * 1_000),
+                out3.iter().map(strip).collect::<Vec<_>>(),
+                alone,
                 "step {step}"
             );
-            let (mut f1, mut f2) = (whole.take_forgotten(), each.take_forgotten());
-            f1.sort_unstable();
-            f2.sort_unstable();
-            forgotten += f1.len();
+            let swept = each.sweep(step * 1_000);
+            assert_eq!(whole.sweep(step * 1_000), swept, "step {step}");
+            assert_eq!(skimming.sweep(step * 1_000), swept, "step {step}");
+            let mut f = [
+                whole.take_forgotten(),
+                each.take_forgotten(),
+                skimming.take_forgotten(),
+            ];
+            for f in &mut f {
+                f.sort_unstable();
+            }
+            forgotten += f[0].len();
             refused += out.iter().filter(|r| r.is_err()).count();
-            assert_eq!(f1, f2, "step {step}");
+            assert_eq!(f[0], f[1], "step {step}");
+            assert_eq!(f[2], f[1], "step {step}");
         }
         assert!(whole.shapes.len() > 1);
+        assert!(
+            skimmed > 1_000,
+            "{skimmed} batches answered from their bytes"
+        );
         assert!(
             forgotten > 50 && refused > 50,
             "{forgotten} forgotten, {refused} refused"

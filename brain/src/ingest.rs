@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use selfheal_bus::{Limits, Subjects, Subscription, decode, decode_batch, wall_ms};
+use selfheal_bus::{Limits, Skim, Subjects, Subscription, decode, decode_batch, wall_ms};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -102,6 +102,7 @@ pub async fn run(
         held_moved: false,
         held_msgs: 0,
         admitted: Vec::new(),
+        values: Vec::new(),
     };
     let mut owned = vec![false; partitioned.as_ref().map_or(0, |p| p.partitions as usize)];
     // A passed-over sequence the shards have not heard of yet, and when
@@ -212,6 +213,8 @@ struct Ingest {
     held_msgs: usize,
     /// What admission answered for the batch being taken (kept to reuse).
     admitted: Vec<crate::admit::Admitted>,
+    /// The time and value of each of its samples (kept to reuse).
+    values: Vec<(i64, f64)>,
 }
 
 impl Ingest {
@@ -285,22 +288,48 @@ impl Ingest {
             },
             ..self.limits
         };
-        let batch = match decode_batch(&msg.payload, &limits, now) {
-            Ok(b) => b,
-            Err(e) => {
-                if !quiet {
-                    stats.reject_decode(e.kind());
-                    if let Some(held) = stats.reject_log.allow() {
-                        warn!(subject = %msg.subject, reason = e.kind().reason(), error = %e, held_back = held, "indicator batch rejected");
+        // A binary batch like its publisher's last one is read where it
+        // lies (see [`selfheal_bus::skim`]); any other, or one of a
+        // service with a model (which needs each sample's metric), is
+        // decoded in full. Both answer the same: the checks below run on
+        // the same header, and admission the same numbers.
+        let watches = |service: &str| {
+            self.models
+                .as_ref()
+                .is_some_and(|(m, _)| m.watches(service))
+        };
+        let skimmed = Skim::read(&msg.payload, &limits, now)
+            .filter(|sk| !watches(sk.service))
+            .and_then(|sk| {
+                let shaped = self
+                    .admission
+                    .skim(&sk, &mut self.admitted, &mut self.values)?;
+                Some((sk, shaped))
+            });
+        let decoded = match skimmed {
+            Some(_) => None,
+            None => match decode_batch(&msg.payload, &limits, now) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    if !quiet {
+                        stats.reject_decode(e.kind());
+                        if let Some(held) = stats.reject_log.allow() {
+                            warn!(subject = %msg.subject, reason = e.kind().reason(), error = %e, held_back = held, "indicator batch rejected");
+                        }
+                        stats.progress.notify_waiters();
                     }
-                    stats.progress.notify_waiters();
+                    return Ok(());
                 }
-                return Ok(());
-            }
+            },
+        };
+        let (source, seq, layer, idc, service) = match (&skimmed, &decoded) {
+            (Some((sk, _)), _) => (sk.source, sk.seq, sk.layer, sk.idc, sk.service),
+            (_, Some(b)) => (&*b.source, b.seq, b.layer, &*b.idc, &*b.service),
+            (None, None) => unreachable!("a batch is skimmed or decoded"),
         };
         if !self
             .subjects
-            .is_indicators(&msg.subject, batch.layer, &batch.idc, &batch.service)
+            .is_indicators(&msg.subject, layer, idc, service)
         {
             if !quiet {
                 stats.reject("subject_mismatch");
@@ -311,19 +340,25 @@ impl Ingest {
             }
             return Ok(());
         }
-        if !quiet
-            && !self
-                .seen
-                .take(&batch.source, batch.seq, msg.reply.is_some())
-        {
+        if !quiet && !self.seen.take(source, seq, msg.reply.is_some()) {
             BrainStats::bump(&stats.duplicate_batches);
             stats.progress.notify_waiters();
             return Ok(());
         }
+        match (&skimmed, &decoded) {
+            (Some((_, shaped)), _) => self.admission.take_shaped(*shaped),
+            (_, Some(b)) => {
+                self.admission.admit_all(b, &mut self.admitted);
+                self.values.clear();
+                self.values
+                    .extend(b.samples.iter().map(|s| (s.ts, s.value)));
+            }
+            (None, None) => unreachable!("a batch is skimmed or decoded"),
+        }
         if !quiet {
             BrainStats::bump(&stats.batches);
             stats.samples.fetch_add(
-                batch.samples.len() as u64,
+                self.values.len() as u64,
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
@@ -331,7 +366,7 @@ impl Ingest {
         if self.held.len() != n {
             self.held = (0..n).map(|_| ShardBatch::default()).collect();
         }
-        let each = batch.samples.len() / n + 1;
+        let each = self.values.len() / n + 1;
         for b in &mut self.held {
             b.samples.reserve(each);
         }
@@ -340,10 +375,7 @@ impl Ingest {
         let routed = &mut self.held;
         let mut max_ts = wm;
         let mut refused = 0u64;
-        let mut admitted = std::mem::take(&mut self.admitted);
-        self.admission.admit_all(&batch, &mut admitted);
-        for (s, a) in batch.samples.iter().zip(admitted.drain(..)) {
-            let (ts, value) = (s.ts, s.value);
+        for (i, (&(ts, value), a)) in self.values.iter().zip(self.admitted.drain(..)).enumerate() {
             if !quiet {
                 max_ts = max_ts.max(ts);
             }
@@ -353,7 +385,8 @@ impl Ingest {
             };
             if !quiet
                 && let Some((stage, tx)) = self.models.as_mut()
-                && let Some(ev) = stage.observe(&batch.service, &s.metric, ts, value)
+                && let Some(b) = &decoded
+                && let Some(ev) = stage.observe(service, &b.samples[i].metric, ts, value)
             {
                 if ev.kind == crate::detect::AnomalyKind::Start {
                     BrainStats::bump(&stats.anomalies);
@@ -367,10 +400,9 @@ impl Ingest {
                 .samples
                 .push((id, key, ts, value));
         }
-        self.admitted = admitted;
         if !quiet {
             self.recent.observe_all(
-                batch.layer,
+                layer,
                 routed.iter().zip(&from).flat_map(|(b, from)| {
                     b.samples[*from..]
                         .iter()
@@ -380,9 +412,9 @@ impl Ingest {
         }
         if refused > 0
             && !quiet
-            && let Some(total) = stats.refuse_series(&batch.source, refused)
+            && let Some(total) = stats.refuse_series(source, refused)
         {
-            raise_series_cap(&self.bus, &self.subjects, &batch.source, total, max_ts).await;
+            raise_series_cap(&self.bus, &self.subjects, source, total, max_ts).await;
         }
         if self.admission.sweep(max_ts) > 0 {
             let forgotten = self.admission.take_forgotten();

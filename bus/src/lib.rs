@@ -18,6 +18,8 @@
 //!   and timestamp skew checked on arrival.
 //! - [`view`]: indicator batches read in place, their names borrowed from
 //!   the received bytes.
+//! - [`skim`]: a binary batch's times and values read where they lie, its
+//!   names as encoded, for a receiver that recognises them.
 //! - [`names`]: names as monitoring writes them mapped to wire-safe names.
 //! - [`prom`]: Prometheus series (scraped or remote-written) turned into
 //!   indicators: counters as rates, histograms as interval percentiles.
@@ -43,6 +45,7 @@ pub mod names;
 pub mod nats;
 pub mod partition;
 pub mod prom;
+pub mod skim;
 pub mod stream;
 pub mod subject;
 pub mod time;
@@ -60,6 +63,7 @@ pub use codec::{
 pub use local::LocalTransport;
 pub use message::*;
 pub use nats::NatsTransport;
+pub use skim::{Skim, SkimSample};
 pub use subject::Subjects;
 pub use topology::Topology;
 pub use transport::{Bus, BusError, BusErrorKind, Message, Subscription, Transport, publish_msg};

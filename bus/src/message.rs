@@ -442,7 +442,7 @@ fn series_names<'s>(
     Ok(())
 }
 
-fn ts(t: i64, b: &Bounds) -> Result<(), Invalid> {
+pub(crate) fn ts(t: i64, b: &Bounds) -> Result<(), Invalid> {
     if (t - b.now_ms).abs() <= b.max_skew_ms {
         Ok(())
     } else {

@@ -78,6 +78,11 @@ impl ModelStage {
         }
     }
 
+    /// Whether `service` has a model (its samples are to be observed).
+    pub fn watches(&self, service: &str) -> bool {
+        self.set.models.contains_key(service)
+    }
+
     /// Takes one accepted sample; returns a transition when the service's
     /// previous instant, now complete, changed its state.
     pub fn observe(
