@@ -38,6 +38,10 @@ pub struct BrainStats {
     pub duplicate_batches: AtomicU64,
     /// Samples accepted.
     pub samples: AtomicU64,
+    /// Accepted batches read where they lie, their names recognised by
+    /// their bytes (binary batches like their publisher's last one; see
+    /// `selfheal_bus::skim`), not decoded.
+    pub batches_read_in_place: AtomicU64,
     /// Messages rejected, by reason (index into [`REJECT_REASONS`]).
     pub rejected: [AtomicU64; REJECT_REASONS.len()],
     /// New series ignored because a shard was full.
@@ -425,6 +429,11 @@ impl BrainStats {
                 "selfheal_brain_samples_total",
                 "Samples accepted.",
                 &self.samples,
+            ),
+            (
+                "selfheal_brain_batches_read_in_place_total",
+                "Accepted indicator batches read where they lie, their names recognised by their bytes (binary, like their publisher's last batch), not decoded.",
+                &self.batches_read_in_place,
             ),
             (
                 "selfheal_brain_playbook_reloads_total",
