@@ -259,8 +259,9 @@ struct Shape {
     layer: Layer,
     idc: Box<str>,
     service: Box<str>,
-    /// The signature's bytes for the first sample.
-    head: usize,
+    /// How many of the signature's bytes each sample's names take, in
+    /// order (the first one's start it).
+    lens: Vec<u16>,
     names: Vec<u8>,
     /// The series' numbers (a batch with one past `u32::MAX` keeps no
     /// shape: four bytes a series, not eight).
@@ -308,7 +309,7 @@ impl Shape {
     /// Whether this is the shape of a batch from `head` whose first
     /// sample's names are `first`.
     fn is_of(&self, head: &Head<'_>, first: &[u8]) -> bool {
-        self.names.get(..self.head) == Some(first)
+        self.names.get(..usize::from(self.lens[0])) == Some(first)
             && *self.source == *head.source
             && self.layer == head.layer
             && *self.idc == *head.idc
@@ -330,9 +331,10 @@ pub struct Shaped {
 /// length-prefixed string for scene, link and instance, the metric, the
 /// labels' count and pairs; see [`selfheal_bus::skim`]): two strings of
 /// names are equal exactly when the samples' names are, and a binary
-/// batch's own bytes can be compared with them where they lie. Returns
-/// how many bytes the first sample's took.
-fn signature(batch: &BatchView<'_>, out: &mut Vec<u8>) -> usize {
+/// batch's own bytes can be compared with them where they lie. `lens`
+/// gets how many bytes each sample's took (`u16::MAX` for any longer than
+/// names can be); returns the first one's.
+fn signature(batch: &BatchView<'_>, out: &mut Vec<u8>, lens: &mut Vec<u16>) -> usize {
     fn len(out: &mut Vec<u8>, mut n: usize) {
         while n >= 0x80 {
             out.push(n as u8 | 0x80);
@@ -353,9 +355,9 @@ fn signature(batch: &BatchView<'_>, out: &mut Vec<u8>) -> usize {
             }
         }
     }
-    let start = out.len();
     let mut head = 0;
     for (i, s) in batch.samples.iter().enumerate() {
+        let start = out.len();
         opt(out, s.scene.as_deref());
         opt(out, s.link.as_deref());
         opt(out, s.instance.as_deref());
@@ -365,9 +367,11 @@ fn signature(batch: &BatchView<'_>, out: &mut Vec<u8>) -> usize {
             put(out, k);
             put(out, v);
         }
+        let n = out.len() - start;
         if i == 0 {
-            head = out.len() - start;
+            head = n;
         }
+        lens.push(u16::try_from(n).unwrap_or(u16::MAX));
     }
     head
 }
@@ -438,8 +442,10 @@ pub struct Admission {
     shapes: hashbrown::HashTable<Shape>,
     /// The samples the shapes hold, in all (see [`SHAPED_SLACK`]).
     shaped: usize,
-    /// The names of the batch being admitted (see [`signature`]).
+    /// The names of the batch being admitted, and each sample's length
+    /// (see [`signature`]).
     scratch: Vec<u8>,
+    scratch_lens: Vec<u16>,
     /// The next shape's [`Shape::serial`].
     serials: u64,
 }
@@ -514,6 +520,7 @@ impl Admission {
             shapes: hashbrown::HashTable::new(),
             shaped: 0,
             scratch: Vec::new(),
+            scratch_lens: Vec::new(),
             serials: 0,
         }
     }
@@ -547,21 +554,17 @@ impl Admission {
         let shape = self.shapes.find(hash, |s| {
             s.ids.len() == skim.len && s.is_of(&head, first.names)
         })?;
-        let mut at = shape.head;
+        // The rest are read knowing their names: the shape's bytes for
+        // each, compared where they lie, not parsed.
+        let mut at = usize::from(shape.lens[0]);
         let mut ts = first.ts;
         values.push((first.ts, first.value));
-        for s in samples {
-            let s = s?;
-            let end = at + s.names.len();
-            if shape.names.get(at..end)? != s.names {
-                return None;
-            }
+        for len in &shape.lens[1..] {
+            let end = at + usize::from(*len);
+            let (t, value) = samples.next_named(shape.names.get(at..end)?)?;
             at = end;
-            ts = ts.max(s.ts);
-            values.push((s.ts, s.value));
-        }
-        if at != shape.names.len() || values.len() != shape.ids.len() {
-            return None;
+            ts = ts.max(t);
+            values.push((t, value));
         }
         out.extend(shape.ids.iter().map(|id| Ok((u64::from(*id), None))));
         Some(Shaped {
@@ -590,7 +593,9 @@ impl Admission {
         out.clear();
         let mut names = std::mem::take(&mut self.scratch);
         names.clear();
-        let head = signature(batch, &mut names);
+        let mut lens = std::mem::take(&mut self.scratch_lens);
+        lens.clear();
+        let head = signature(batch, &mut names, &mut lens);
         let of = Head::of(batch);
         let hash = of.hash(&self.hasher, &names[..head]);
         let ts = batch.samples.iter().map(|s| s.ts).max().unwrap_or(i64::MIN);
@@ -601,6 +606,7 @@ impl Admission {
             shape.last = shape.last.max(ts);
             out.extend(shape.ids.iter().map(|id| Ok((u64::from(*id), None))));
             self.scratch = names;
+            self.scratch_lens = lens;
             return;
         }
         let mut ids = Vec::with_capacity(batch.samples.len());
@@ -615,7 +621,9 @@ impl Admission {
         }
         // A batch with a sample refused is taken sample by sample until
         // every one is admitted (a cap may have room again).
-        let whole = ids.len() == batch.samples.len() && !ids.is_empty();
+        let whole = ids.len() == batch.samples.len()
+            && !ids.is_empty()
+            && lens.iter().all(|n| *n < u16::MAX);
         let room = self.shapes.len() < MAX_SHAPES
             && self.shaped + ids.len() <= 2 * self.known.len() + SHAPED_SLACK;
         let found = self
@@ -630,10 +638,12 @@ impl Admission {
                 shape.serial = self.serials;
                 self.serials += 1;
                 self.scratch = std::mem::replace(&mut shape.names, names);
+                self.scratch_lens = std::mem::replace(&mut shape.lens, lens);
             }
             Ok(e) => {
                 self.shaped -= e.remove().0.ids.len();
                 self.scratch = names;
+                self.scratch_lens = lens;
             }
             Err(absent) if whole && room => {
                 self.shaped += ids.len();
@@ -643,7 +653,7 @@ impl Admission {
                     layer: batch.layer,
                     idc: (*batch.idc).into(),
                     service: (*batch.service).into(),
-                    head,
+                    lens,
                     names,
                     ids,
                     last: ts,
@@ -652,7 +662,10 @@ impl Admission {
                 self.serials += 1;
                 absent.into_table().insert_unique(hash, shape, |s| s.hash);
             }
-            Err(_) => self.scratch = names,
+            Err(_) => {
+                self.scratch = names;
+                self.scratch_lens = lens;
+            }
         }
     }
 

@@ -141,6 +141,30 @@ impl<'a> Iterator for SkimSamples<'a> {
 }
 
 impl<'a> SkimSamples<'a> {
+    /// The next sample when its names are exactly `names` (as encoded):
+    /// its time and value, without reading its names. An encoding of
+    /// names ends where its own bytes say, so bytes equal to one are
+    /// those names and nothing more. `None` where the sample's bytes do
+    /// not begin with `names`, or the rest is not as [`Skim::samples`]
+    /// requires (after it, nothing more is read).
+    pub fn next_named(&mut self, names: &[u8]) -> Option<(i64, f64)> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let read = match self.r.0.strip_prefix(names) {
+            Some(rest) => {
+                self.r.0 = rest;
+                self.time_and_value()
+            }
+            None => None,
+        };
+        if read.is_none() {
+            self.left = 0;
+        }
+        read
+    }
+
     fn sample(&mut self) -> Option<SkimSample<'a>> {
         let start = self.r.0;
         for _ in 0..3 {
@@ -158,18 +182,25 @@ impl<'a> SkimSamples<'a> {
             self.r.bytes()?;
         }
         let names = &start[..start.len() - self.r.0.len()];
+        let (ts, value) = self.time_and_value()?;
+        Some(SkimSample {
+            names,
+            metric,
+            ts,
+            value,
+        })
+    }
+
+    /// A sample's time and value, after its names: the value finite, the
+    /// time within bounds, and nothing after the batch's last sample.
+    fn time_and_value(&mut self) -> Option<(i64, f64)> {
         let z = self.r.varint()?;
         let ts = ((z >> 1) as i64) ^ -((z & 1) as i64);
         let value = f64::from_le_bytes(self.r.take(8)?.try_into().ok()?);
         let ok = value.is_finite()
             && crate::message::ts(ts, &self.bounds).is_ok()
             && (self.left > 0 || self.r.0.is_empty());
-        ok.then_some(SkimSample {
-            names,
-            metric,
-            ts,
-            value,
-        })
+        ok.then_some((ts, value))
     }
 }
 
@@ -307,6 +338,16 @@ mod tests {
                 )
             );
             let read: Vec<SkimSample> = skim.samples().map(Option::unwrap).collect();
+            // Read again, each sample's names given: the same times and
+            // values; a name one byte off is not taken.
+            let mut named = skim.samples();
+            for s in &read {
+                assert_eq!(named.next_named(s.names), Some((s.ts, s.value)));
+            }
+            assert_eq!(named.next_named(&[]), None);
+            let mut off = read[0].names.to_vec();
+            *off.last_mut().unwrap() ^= 1;
+            assert_eq!(skim.samples().next_named(&off), None);
             assert_eq!(read.len(), full.samples.len());
             for (s, f) in read.iter().zip(&full.samples) {
                 assert_eq!(
