@@ -79,6 +79,12 @@ pub struct Throughput {
     /// it formatted every name of every sample each round, and on two
     /// cores the raw pipe measured mostly that.
     pub publisher_reuses_batches: bool,
+    /// Batches the brain accepted in its run.
+    pub brain_batches: u64,
+    /// Of those, the ones it read where they lie, their names recognised
+    /// by their bytes (binary batches like their publisher's last one),
+    /// not decoded; 0 for JSON.
+    pub brain_batches_read_in_place: u64,
 }
 
 /// Resident memory of the brain's process after it took `series` series.
@@ -288,6 +294,8 @@ pub async fn throughput(
     let end = drain(&stats.samples_detected, published_b).await;
     let brain_cpu_s = cpu_seconds() - cpu;
     let brain_taken = stats.samples_detected.load(Ordering::Relaxed);
+    let brain_batches = stats.batches.load(Ordering::Relaxed);
+    let brain_batches_read_in_place = stats.batches_read_in_place.load(Ordering::Relaxed);
     let brain_rate = brain_taken as f64 / end.duration_since(t).as_secs_f64();
     brain.shutdown().await;
     Ok(Throughput {
@@ -308,6 +316,8 @@ pub async fn throughput(
         raw_cpu_s,
         brain_cpu_s,
         publisher_reuses_batches: true,
+        brain_batches,
+        brain_batches_read_in_place,
     })
 }
 
