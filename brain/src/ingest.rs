@@ -198,6 +198,23 @@ fn shard_of(id: u64, n: usize) -> usize {
 /// The receiver gone: ingest stops.
 struct Gone;
 
+/// An indicator batch as ingest took it: read where it lies and answered
+/// from its publisher's shape, or decoded in full.
+enum Read<'a> {
+    Skimmed(Skim<'a>, crate::admit::Shaped),
+    Decoded(selfheal_bus::BatchView<'a>),
+}
+
+impl Read<'_> {
+    /// Its source, sequence, layer, IDC and service.
+    fn head(&self) -> (&str, u64, selfheal_bus::Layer, &str, &str) {
+        match self {
+            Read::Skimmed(sk, _) => (sk.source, sk.seq, sk.layer, sk.idc, sk.service),
+            Read::Decoded(b) => (&b.source, b.seq, b.layer, &b.idc, &b.service),
+        }
+    }
+}
+
 /// Ingest's state between messages.
 struct Ingest {
     shards: Vec<mpsc::Sender<ShardBatch>>,
@@ -314,12 +331,12 @@ impl Ingest {
                 let shaped = self
                     .admission
                     .skim(&sk, &mut self.admitted, &mut self.values)?;
-                Some((sk, shaped))
+                Some(Read::Skimmed(sk, shaped))
             });
-        let decoded = match skimmed {
-            Some(_) => None,
+        let read = match skimmed {
+            Some(r) => r,
             None => match decode_batch(&msg.payload, &limits, now) {
-                Ok(b) => Some(b),
+                Ok(b) => Read::Decoded(b),
                 Err(e) => {
                     if !quiet {
                         stats.reject_decode(e.kind());
@@ -332,11 +349,7 @@ impl Ingest {
                 }
             },
         };
-        let (source, seq, layer, idc, service) = match (&skimmed, &decoded) {
-            (Some((sk, _)), _) => (sk.source, sk.seq, sk.layer, sk.idc, sk.service),
-            (_, Some(b)) => (&*b.source, b.seq, b.layer, &*b.idc, &*b.service),
-            (None, None) => unreachable!("a batch is skimmed or decoded"),
-        };
+        let (source, seq, layer, idc, service) = read.head();
         if !self
             .subjects
             .is_indicators(&msg.subject, layer, idc, service)
@@ -355,21 +368,22 @@ impl Ingest {
             stats.progress.notify_waiters();
             return Ok(());
         }
-        match (&skimmed, &decoded) {
-            (Some((_, shaped)), _) => {
+        let decoded = match &read {
+            Read::Skimmed(_, shaped) => {
                 self.admission.take_shaped(*shaped);
                 if !quiet {
                     BrainStats::bump(&stats.batches_read_in_place);
                 }
+                None
             }
-            (_, Some(b)) => {
+            Read::Decoded(b) => {
                 self.admission.admit_all(b, &mut self.admitted);
                 self.values.clear();
                 self.values
                     .extend(b.samples.iter().map(|s| (s.ts, s.value)));
+                Some(b)
             }
-            (None, None) => unreachable!("a batch is skimmed or decoded"),
-        }
+        };
         if !quiet {
             BrainStats::bump(&stats.batches);
             stats.samples.fetch_add(
@@ -378,8 +392,7 @@ impl Ingest {
             );
         }
         let n = self.shards.len().max(1);
-        let (max_ts, refused, transitions) =
-            self.route(layer, service, decoded.as_ref(), wm, quiet);
+        let (max_ts, refused, transitions) = self.route(layer, service, decoded, wm, quiet);
         for ev in transitions {
             if ev.kind == crate::detect::AnomalyKind::Start {
                 BrainStats::bump(&stats.anomalies);
