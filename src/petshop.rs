@@ -745,6 +745,7 @@ pub fn given_symptom(
         direction: class.direction,
         class: class.name,
         novel: false,
+        after_change: None,
     });
     let inc = correlator.incidents.remove(0);
     let topo = selfheal_bus::Topology::from_edges(graph_edges(&scenario_dir.join("graph.csv"))?);

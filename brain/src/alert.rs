@@ -134,6 +134,7 @@ impl Alert {
             direction: Direction::Up,
             class: "errors".into(),
             novel: false,
+            after_change: None,
         }
     }
 }

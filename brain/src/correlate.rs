@@ -28,7 +28,11 @@
 //! ([`Correlator::promote_confirmed`]). A latency whose service was
 //! changed just before it went bad is a suspect already: held at 1.5
 //! times its level over two judgment periods, it opens one alone
-//! ([`Correlator::note_change`]).
+//! ([`Correlator::note_change`]). A symptom of a changed service that
+//! held worse than before the change, found by the watch after a change
+//! ([`watch`]), is a symptom wherever the service sits.
+
+pub mod watch;
 
 use std::collections::BTreeSet;
 
@@ -208,7 +212,7 @@ impl Discipline {
         false
     }
 
-    fn planned_at(&self, ts: i64, service: &str) -> bool {
+    pub(crate) fn planned_at(&self, ts: i64, service: &str) -> bool {
         self.planned.iter().any(|(a, b, svcs)| {
             *a <= ts && ts < *b && (svcs.is_empty() || svcs.iter().any(|s| s == service))
         })
@@ -463,6 +467,36 @@ impl Correlator {
         self.signals.len()
     }
 
+    /// Whether `key` is anomalous now, as a signal or an incident's
+    /// evidence.
+    pub fn is_anomalous(&self, key: &SeriesKey) -> bool {
+        self.signals
+            .iter()
+            .any(|s| &s.key == key && s.evidence.active)
+            || self
+                .incidents
+                .iter()
+                .any(|i| i.evidence.get(key).is_some_and(|e| e.active))
+    }
+
+    /// Whether an incident holds evidence of `service` that went bad at
+    /// `since` or later.
+    pub fn incident_on_since(&self, service: &str, since: i64) -> bool {
+        self.incidents.iter().any(|i| {
+            i.evidence
+                .iter()
+                .any(|(k, e)| k.service == service && e.onset >= since)
+        })
+    }
+
+    /// Whether an incident whose fault is still on (some of its
+    /// evidence active) went bad in `[from, to]`.
+    pub fn fault_began_between(&self, from: i64, to: i64) -> bool {
+        self.incidents
+            .iter()
+            .any(|i| (from..=to).contains(&i.onset) && i.evidence.values().any(|e| e.active))
+    }
+
     /// Series of `service` anomalous now: signals, and evidence still
     /// active in an incident.
     pub fn anomalous_on(&self, service: &str) -> usize {
@@ -518,10 +552,19 @@ impl Correlator {
         // one takes only the expected effects of its own traffic actions,
         // an escalated one only what shows where it was placed; anything
         // else, or an incident that was closed, means a new problem.
+        // What the watch after a change found held worse is found late
+        // (it held for minutes first): it is judged by when it went bad,
+        // and a dry run's fault, whose plan was never sent, stands for it
+        // as an escalated one's does.
+        let (went_bad, dry_stands) = match (ev.kind, ev.after_change) {
+            (AnomalyKind::Start, Some(_)) => (ev.onset, true),
+            _ => (ev.ts, false),
+        };
         let at = self.incidents.iter().rposition(|i| {
-            ev.ts - i.last_activity <= self.window_ms
+            went_bad - i.last_activity <= self.window_ms
                 && match i.phase {
                     Phase::Done(Terminal::Recovered) => i.expects(ev),
+                    Phase::Done(Terminal::DryRun) if dry_stands => self.stands_for(i, ev),
                     // A person owns an escalated problem: what follows
                     // within its window where it was placed, next to it
                     // on the call graph, or as a symptom upstream of it,
@@ -536,17 +579,7 @@ impl Correlator {
                     // large world, each joining within the window of the
                     // last, would otherwise keep a person's incident open
                     // for good and swallow the next fault whole.
-                    Phase::Done(Terminal::Escalated) => {
-                        if self.discipline.calls.is_empty() {
-                            i.evidence.keys().any(|k| k.service == ev.key.service)
-                                || (is_symptom_kind(&ev.class)
-                                    && ev.onset - i.onset <= self.window_ms)
-                        } else {
-                            i.hypotheses.first().is_some_and(|h| {
-                                self.discipline.near(&ev.key.service, &ev.class, &h.at)
-                            })
-                        }
-                    }
+                    Phase::Done(Terminal::Escalated) => self.stands_for(i, ev),
                     Phase::Done(_) => false,
                     _ => true,
                 }
@@ -616,13 +649,16 @@ impl Correlator {
                             .map(|(k, _)| k)
                     }))
                     .collect();
-                let symptom = self.discipline.is_symptom(
-                    ev,
-                    evidence.harmless,
-                    &bad,
-                    &self.traffic_up,
-                    load_rising,
-                );
+                // What held worse after its service's change is the
+                // change's effect, wherever the service sits.
+                let symptom = (ev.after_change.is_some() && !evidence.harmless)
+                    || self.discipline.is_symptom(
+                        ev,
+                        evidence.harmless,
+                        &bad,
+                        &self.traffic_up,
+                        load_rising,
+                    );
                 // Errors or success of a scraped series: judged once it
                 // has had a few scrapes to show whether it holds, unless
                 // the configuration names it a symptom.
@@ -701,6 +737,19 @@ impl Correlator {
                 }
                 Some((self.open(ev.ts, &ev.key.service), true))
             }
+        }
+    }
+
+    /// Whether `ev` is more of the fault of `i`, which went to a person:
+    /// see [`Correlator::on_anomaly_seen`].
+    fn stands_for(&self, i: &Incident, ev: &AnomalyEvent) -> bool {
+        if self.discipline.calls.is_empty() {
+            i.evidence.keys().any(|k| k.service == ev.key.service)
+                || (is_symptom_kind(&ev.class) && ev.onset - i.onset <= self.window_ms)
+        } else {
+            i.hypotheses
+                .first()
+                .is_some_and(|h| self.discipline.near(&ev.key.service, &ev.class, &h.at))
         }
     }
 
@@ -1309,6 +1358,7 @@ mod tests {
             direction: Direction::of_metric(metric),
             class,
             novel: true,
+            after_change: None,
         }
     }
 
@@ -1343,6 +1393,49 @@ mod tests {
             confidence: 0.5,
             evidence: Vec::new(),
         }];
+    }
+
+    #[test]
+    fn a_symptom_held_worse_after_its_service_s_change_opens_wherever_it_sits() {
+        // Behind the entry, one service's latency a fifth up alone is a
+        // signal, with a call graph or without one.
+        for mut c in [Correlator::new(120_000, 3_000), graph()] {
+            let mut e = slow("cart", 10_000, 1.25);
+            assert_eq!(c.on_anomaly(&e), None, "a signal");
+            // Held so after the service's deploy (the watch after a
+            // change found it): the change's effect, an incident.
+            e.ts = 20_000;
+            e.after_change = Some(1_000);
+            assert_eq!(c.on_anomaly(&e), Some((0, true)));
+        }
+        // Found minutes after it went bad (it held first), it joins the
+        // fault that went to a person, or to a dry run, when it went bad
+        // with it: one fault, one page.
+        for terminal in [Terminal::Escalated, Terminal::DryRun] {
+            let mut c = Correlator::new(120_000, 3_000);
+            c.on_anomaly(&sys("web", "errors", 100_000));
+            c.on_anomaly(&sys("cart", "errors", 100_000));
+            assert_eq!(c.incidents.len(), 1);
+            c.incidents[0].phase = Phase::Done(terminal);
+            c.incidents[0].last_activity = 110_000;
+            let mut e = slow("cart", 500_000, 1.3);
+            (e.onset, e.after_change) = (95_000, Some(1_000));
+            assert_eq!(c.on_anomaly(&e), Some((0, false)), "{terminal:?}");
+            // Gone bad long after it: another fault.
+            let mut e = slow("cart", 1_200_000, 1.3);
+            (e.key.metric, e.onset, e.after_change) = ("latency-50".into(), 800_000, Some(1_000));
+            assert_eq!(c.on_anomaly(&e), Some((1, true)), "{terminal:?}");
+        }
+
+        // Under half its objective it is no one's concern, changed or not.
+        let mut c = Correlator::new(120_000, 3_000);
+        c.discipline
+            .service_latency_ms
+            .insert("cart".into(), 1_000.0);
+        let mut e = slow("cart", 10_000, 1.25);
+        e.key.metric = "latency_p90_ms".into();
+        e.after_change = Some(1_000);
+        assert_eq!(c.on_anomaly(&e), None);
     }
 
     #[test]

@@ -1139,6 +1139,7 @@ mod tests {
                 direction: class.direction,
                 class: class.name,
                 novel: false,
+                after_change: None,
             }
         };
         assert!(inc.expects(&ev("cashier", "latency_p90_seconds", 21_000)));

@@ -611,6 +611,7 @@ impl Brain {
             recent: recent.clone(),
             classes: classes.clone(),
             reconcile: cfg.reconcile.clone(),
+            watch: Default::default(),
             approvals: match &oncall {
                 None => None,
                 Some((cfg, key)) => {

@@ -48,6 +48,10 @@ pub struct BrainStats {
     pub series_refused: AtomicU64,
     /// Anomalies opened.
     pub anomalies: AtomicU64,
+    /// Symptoms of a changed service found held worse than before the
+    /// change by the watch after a change (`correlate::watch`), below
+    /// the detector's threshold.
+    pub held_after_change: AtomicU64,
     /// Incidents opened.
     pub incidents: AtomicU64,
     /// Actions sent to actuators.
@@ -459,6 +463,11 @@ impl BrainStats {
                 "selfheal_brain_anomalies_total",
                 "Anomalies opened.",
                 &self.anomalies,
+            ),
+            (
+                "selfheal_brain_held_after_change_total",
+                "Symptoms of a changed service (latency, errors, success) found held worse than before the change, within the change horizon, by the watch after a change.",
+                &self.held_after_change,
             ),
             (
                 "selfheal_brain_incidents_total",

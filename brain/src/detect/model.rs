@@ -142,5 +142,6 @@ fn event(service: &str, ts: i64, edge: Edge, score: f64) -> AnomalyEvent {
         direction: Direction::Up,
         class: "model".into(),
         novel: false,
+        after_change: None,
     }
 }

@@ -85,6 +85,7 @@ fn event(r: AnomalyReport) -> AnomalyEvent {
         },
         class: r.class.into(),
         novel: r.novel,
+        after_change: None,
     }
 }
 

@@ -44,6 +44,10 @@ pub struct AnomalyEvent {
     /// For a start: whether a sample of the run that opened it went
     /// beyond everything the series had done.
     pub novel: bool,
+    /// Found by the watch after a change of its service
+    /// ([`crate::correlate::watch`]): the change's time, ms. Such a start
+    /// held after the change and is a symptom.
+    pub after_change: Option<i64>,
 }
 
 /// Samples for one shard, and the event-time watermark ingest had reached
@@ -256,6 +260,7 @@ pub async fn run(
                         direction,
                         class: class.name.clone(),
                         novel,
+                        after_change: None,
                     }
                 }
                 Some(Transition::End { baseline }) => AnomalyEvent {
@@ -269,6 +274,7 @@ pub async fn run(
                     direction,
                     class: class.name.clone(),
                     novel: false,
+                    after_change: None,
                 },
             };
             if batch.quiet {

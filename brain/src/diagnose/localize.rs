@@ -226,14 +226,14 @@ fn level(pre: &[f64]) -> f64 {
 }
 
 /// A move's unit: a series' `spread`, at least 1 % of its `level`.
-fn yardstick(level: f64, spread: f64) -> f64 {
+pub(crate) fn yardstick(level: f64, spread: f64) -> f64 {
     spread.max(0.01 * level.abs()).max(1e-9)
 }
 
 /// A series' usual spread around its median: the larger of the robust
 /// deviation and the 90th percentile of its deviations read as a
 /// Gaussian's (a spiky series is judged by its usual spikes).
-fn noise(pre: &[f64]) -> f64 {
+pub(crate) fn noise(pre: &[f64]) -> f64 {
     let center = median(pre.to_vec());
     let mut dev: Vec<f64> = pre.iter().map(|v| (v - center).abs()).collect();
     dev.sort_by(f64::total_cmp);
@@ -1171,6 +1171,7 @@ mod tests {
             direction: Direction::Up,
             class: "latency".into(),
             novel: false,
+            after_change: None,
         }
     }
 
@@ -1204,6 +1205,7 @@ mod tests {
             direction: Direction::Up,
             class: "latency".into(),
             novel: false,
+            after_change: None,
         };
         c.on_anomaly(&ev);
         c.incidents.remove(0)

@@ -63,6 +63,8 @@ pub struct Engine {
     pub(crate) classes: Arc<crate::detect::MetricClasses>,
     /// The reconciliation checks a playbook may require (`[[reconcile]]`).
     pub(crate) reconcile: Vec<crate::reconcile::ReconcileCheck>,
+    /// The changed services' symptoms, watched for the change horizon.
+    pub(crate) watch: crate::correlate::watch::ChangeWatch,
 }
 
 /// What the engine listens to besides anomalies and the watermark.
@@ -133,6 +135,20 @@ const QUIET_FOLLOWS: f64 = 0.7;
 
 /// See [`CONFIRM_MS`].
 const CONFIRM_STEPS: i64 = 3;
+
+/// The order anomalies are filed in: by time, and at one time what is bad
+/// either way (traffic) first, so that a symptom is judged knowing the
+/// load that came with it.
+fn in_order(a: &AnomalyEvent, b: &AnomalyEvent) -> std::cmp::Ordering {
+    let either = |e: &AnomalyEvent| e.direction != crate::detect::Direction::Both;
+    (a.ts, either(a), a.onset, &a.key, a.kind as u8).cmp(&(
+        b.ts,
+        either(b),
+        b.onset,
+        &b.key,
+        b.kind as u8,
+    ))
+}
 
 impl Engine {
     /// Runs until `stop` fires or the detection stream ends.
@@ -225,6 +241,10 @@ impl Engine {
                     }
                     match c {
                         crate::context::ContextMsg::Announce(a) => self.learn(&a),
+                        crate::context::ContextMsg::Change(change) => {
+                            self.watch_change(&change);
+                            self.context.record(crate::context::ContextMsg::Change(change));
+                        }
                         other => self.context.record(other),
                     }
                     filed += 1;
@@ -297,22 +317,20 @@ impl Engine {
         (due, *pending) = std::mem::take(pending)
             .into_iter()
             .partition(|e| e.ts < until);
-        // At one time: what is bad either way (traffic) first, so that a
-        // symptom is judged knowing the load that came with it.
-        let either = |e: &AnomalyEvent| e.direction != crate::detect::Direction::Both;
-        due.sort_by(|a, b| {
-            (a.ts, either(a), a.onset, &a.key, a.kind as u8).cmp(&(
-                b.ts,
-                either(b),
-                b.onset,
-                &b.key,
-                b.kind as u8,
-            ))
-        });
+        due.sort_by(in_order);
         let mut due = std::collections::VecDeque::from(due);
         let mut cur = from;
         loop {
-            let next_ev = due.front().map(|e| e.ts);
+            // The samples of the changed services' symptoms (their
+            // samples before `until` are all in) are read at their own
+            // time, as the anomalies are.
+            let next_watched = (!self.watch.is_empty())
+                .then(|| self.watch.next_time(&self.recent, until))
+                .flatten();
+            let next_ev = match (due.front().map(|e| e.ts), next_watched) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let next_dl = self.next_deadline(cur, until);
             match (next_ev, next_dl) {
                 (None, None) => break,
@@ -320,13 +338,28 @@ impl Engine {
                 // that time, as it does instant by instant (`advance(from)`
                 // above): how many instants a mark spans changes nothing.
                 (Some(t), dl) if dl.is_none_or(|d| t < d) => {
+                    if next_watched == Some(t) {
+                        let found = self.watched(t.saturating_add(1));
+                        if !found.is_empty() {
+                            let mut all = Vec::from(std::mem::take(&mut due));
+                            all.extend(found);
+                            all.sort_by(in_order);
+                            due = all.into();
+                        }
+                    }
+                    // A time at which the watch read samples and found
+                    // nothing moves nothing.
+                    let mut filed = false;
                     while due.front().is_some_and(|e| e.ts == t) {
                         if let Some(ev) = due.pop_front() {
                             self.on_anomaly(&ev).await;
+                            filed = true;
                         }
                     }
-                    cur = cur.max(t);
-                    self.advance(cur).await;
+                    if filed {
+                        cur = cur.max(t);
+                        self.advance(cur).await;
+                    }
                 }
                 (_, Some(d)) => {
                     cur = d;
@@ -501,6 +534,49 @@ impl Engine {
         })
     }
 
+    /// Starts watching a changed service's symptoms against their
+    /// samples before the change, for the change horizon after it.
+    fn watch_change(&mut self, change: &selfheal_bus::ChangeEvent) {
+        self.watch.watch(
+            change,
+            &self.recent,
+            &self.classes,
+            diagnose::change_lookback_ms,
+        );
+    }
+
+    /// What the watched series show before `until`
+    /// ([`crate::correlate::watch`]): a latency held worse after its
+    /// service's change is not its doing inside a planned window, nor
+    /// under rising demand.
+    fn watched(&mut self, until: i64) -> Vec<AnomalyEvent> {
+        let recent = self.recent.clone();
+        let mut watch = std::mem::take(&mut self.watch);
+        watch.drop_known(|service, change, since| {
+            self.correlator.incident_on_since(service, change)
+                || self
+                    .correlator
+                    .fault_began_between(change, since.unwrap_or(i64::MAX))
+        });
+        let found = watch.step(&recent, until, |ev| {
+            // The detector's own find of it goes on as it is.
+            let flagged = self.correlator.is_anomalous(&ev.key);
+            let planned = self
+                .correlator
+                .discipline
+                .planned_at(ev.onset, &ev.key.service);
+            let loaded = &*ev.class == "latency" && self.traffic_rising(ev.onset, ev.ts);
+            !(flagged || planned || loaded)
+        });
+        self.watch = watch;
+        for ev in &found {
+            if ev.kind == crate::detect::AnomalyKind::Start {
+                BrainStats::bump(&self.stats.held_after_change);
+            }
+        }
+        found
+    }
+
     async fn on_anomaly(&mut self, ev: &AnomalyEvent) {
         let load = self.load_rising(ev);
         if ev.kind == crate::detect::AnomalyKind::Start && &*ev.class == "latency" {
@@ -514,6 +590,7 @@ impl Engine {
         // judged once it held).
         let quality = crate::incident::is_quality(&ev.class);
         let held_every = (ev.kind == crate::detect::AnomalyKind::Start
+            && ev.after_change.is_none()
             && (quality || (self.correlator.discipline.has_graph && &*ev.class == "latency")))
             .then(|| self.recent.scrape_of(&ev.key, ev.onset))
             .flatten()
