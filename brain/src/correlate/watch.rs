@@ -63,6 +63,10 @@ const MIN_PRE: usize = 8;
 /// held "worse" for five minutes), so the watch reads data sampled every
 /// 12.5 s or slower.
 pub const MIN_PRE_SPAN_MS: i64 = 2 * HOLD_MS;
+/// Readings of a stretch whose values are kept for its median: a level
+/// that stays beyond [`HOLD_Z`] without rising far enough is followed for
+/// as long as it lasts, on its last readings.
+const STRETCH_KEPT: usize = 512;
 /// Watched series at most (the oldest go first).
 const MAX_WATCHED: usize = 4096;
 
@@ -96,11 +100,13 @@ enum State {
     /// Nothing under way.
     Quiet,
     /// A stretch beyond [`HOLD_Z`]: since when, the sum of its readings'
-    /// deviations (clamped), their values.
+    /// deviations (clamped), how many, and the last [`STRETCH_KEPT`] of
+    /// their values.
     Stretch {
         since: i64,
         sum: f64,
-        values: Vec<f64>,
+        n: u32,
+        values: std::collections::VecDeque<f64>,
     },
     /// Reported; readings back in a row.
     Open { back: u32 },
@@ -332,25 +338,34 @@ impl Watch {
                     self.state = State::Stretch {
                         since: ts,
                         sum: z.min(CLAMP_Z),
-                        values: vec![v],
+                        n: 1,
+                        values: std::collections::VecDeque::from([v]),
                     };
                 }
                 None
             }
-            State::Stretch { since, sum, values } => {
+            State::Stretch {
+                since,
+                sum,
+                n,
+                values,
+            } => {
                 *sum += z.clamp(0.0, CLAMP_Z);
-                values.push(v);
-                let n = values.len() as f64;
-                if *sum <= HOLD_Z * n {
-                    if values.len() >= 4 {
+                *n += 1;
+                if values.len() == STRETCH_KEPT {
+                    values.pop_front();
+                }
+                values.push_back(v);
+                if *sum <= HOLD_Z * f64::from(*n) {
+                    if *n >= 4 {
                         self.state = State::Quiet;
                     }
                     return None;
                 }
-                if values.len() < HOLD_READINGS as usize || ts - *since < self.hold_ms {
+                if *n < HOLD_READINGS || ts - *since < self.hold_ms {
                     return None;
                 }
-                let rise = localize::median(values.clone());
+                let rise = localize::median(Vec::from(values.clone()));
                 let times = if self.level.abs() > 1e-9 {
                     rise / self.level
                 } else if rise > 1e-9 {
