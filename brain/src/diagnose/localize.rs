@@ -242,6 +242,34 @@ pub(crate) fn noise(pre: &[f64]) -> f64 {
     mad.max(q90)
 }
 
+/// When a series that moved went bad, read from its samples: the first
+/// since `onset` (at or before `now`) beyond [`MOVED`] yardsticks in its
+/// bad `direction` whose next reading is too (or that is the last). A
+/// value repeated in a series written more often than it is scraped is
+/// one reading, as [`far_out`] reads it. `None` when none is.
+fn went_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<i64> {
+    let (pre, post) = around(h, onset, now, WINDOW_BACK);
+    if pre.len() < MIN_PRE || post.is_empty() {
+        return None;
+    }
+    let (level, scale) = (level(&pre), yardstick(level(&pre), noise(&pre)));
+    let upto = h.partition_point(|(t, _)| *t <= now);
+    let times = h.range(upto - post.len()..upto).map(|(t, _)| *t);
+    let mut readings: Vec<(i64, f64)> = times.zip(post).collect();
+    if crate::recent::scrape_interval(h, now.saturating_add(1)).is_some() {
+        readings.dedup_by(|b, a| a.1 == b.1);
+    }
+    let z: Vec<f64> = moves(
+        &readings.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+        level,
+        scale,
+        direction,
+    );
+    (0..z.len())
+        .find(|&i| z[i] >= MOVED && z.get(i + 1).is_none_or(|n| *n >= MOVED))
+        .map(|i| readings[i].0)
+}
+
 /// How far the median of a series' samples since `onset` moved from its
 /// level before, in its bad direction and its own unit (0 without enough
 /// samples).
@@ -755,6 +783,19 @@ where
             *scored.entry(k.service.as_str()).or_default() += 1;
         }
     }
+    // When each service went bad: its first flagged series, or, for one
+    // whose series moved yet none was flagged (a move short of a flag on
+    // a noisy series, or not yet held long enough), when its most moved
+    // series went out and stayed, read from its samples. A detector that
+    // has not flagged a series says nothing of when it moved.
+    let mut went = first.clone();
+    for (s, (_, k, h)) in &best {
+        if !went.contains_key(s.as_str())
+            && let Some(t) = went_out(h, onset, now, classes.classify(&k.metric).direction)
+        {
+            went.insert(s.as_str(), t);
+        }
+    }
     let mut names: BTreeSet<&str> = series.keys().copied().collect();
     names.extend(topo.services.iter().map(|s| s.name.as_str()));
     let magnitude = |s: &str| -> f64 {
@@ -810,11 +851,11 @@ where
             if za < MOVED || ta <= 1.0 || !ta.is_finite() {
                 continue;
             }
-            let Some(&fa) = first.get(a) else {
+            let Some(&fa) = went.get(a) else {
                 continue;
             };
             for (&(c, mc), &(tc, _, _, hc)) in &thinning {
-                let Some(&fc) = first.get(c) else {
+                let Some(&fc) = went.get(c) else {
                     continue;
                 };
                 if c == a
@@ -836,7 +877,7 @@ where
         // call it.
         for (a, (_, _, ha)) in &best {
             for (c, (_, _, hc)) in &best {
-                let (Some(fa), Some(fc)) = (first.get(a.as_str()), first.get(c.as_str())) else {
+                let (Some(fa), Some(fc)) = (went.get(a.as_str()), went.get(c.as_str())) else {
                     continue;
                 };
                 if a != c
@@ -859,7 +900,7 @@ where
         let services: BTreeSet<&str> = failing.keys().map(|(s, _)| *s).collect();
         for &a in &services {
             for &c in &services {
-                let (Some(fa), Some(fc)) = (first.get(a), first.get(c)) else {
+                let (Some(fa), Some(fc)) = (went.get(a), went.get(c)) else {
                     continue;
                 };
                 if a == c
@@ -910,8 +951,8 @@ where
             .filter(|s| !called.contains(s))
             .collect()
     };
-    let earliest = first.values().copied().min().unwrap_or(onset);
-    let latest = first.values().copied().max().unwrap_or(onset);
+    let earliest = went.values().copied().min().unwrap_or(onset);
+    let latest = went.values().copied().max().unwrap_or(onset);
     let top_mag = mags.values().copied().fold(0.0, f64::max).max(MOVED);
     let mut out: Vec<Candidate> = names
         .iter()
@@ -934,7 +975,7 @@ where
             let first_s = first.get(s).map(|t| (t - onset) as f64 / 1000.0);
             // Scores, each in [0, 1].
             let mag = (m / top_mag).min(1.0);
-            let early = match first.get(s) {
+            let early = match went.get(s) {
                 Some(t) if latest > earliest + grain => {
                     1.0 - (t - earliest - grain).max(0) as f64 / (latest - earliest - grain) as f64
                 }
@@ -1431,6 +1472,79 @@ mod tests {
         let c = ranked(22.0);
         assert!(c.iter().all(|c| c.explains.is_empty()), "{c:#?}");
         assert!(c.iter().all(|c| c.outrun_by.is_empty()), "{c:#?}");
+    }
+
+    #[test]
+    fn a_service_moved_short_of_a_flag_is_dated_by_its_samples() {
+        // Only web's latency was flagged (a third up, at 30 min). That of
+        // db, which web calls, tripled at the same instant and was flagged
+        // by nothing (on its own noisy series, a move short of a flag).
+        let inc = incident_of(&[("web", "latency_ms")], "latency");
+        let topo = Topology::default();
+        let ranked = |db: History| {
+            let h = [
+                (key("web", None, "latency_ms"), ramp(100.0, 130.0, 1)),
+                (key("db", None, "latency_ms"), db),
+            ];
+            localize(
+                &inc,
+                &topo,
+                h.iter().map(|(k, v)| (k, v)),
+                MetricClasses::shipped(),
+                i64::MAX,
+            )
+        };
+        let c = ranked(ramp(10.0, 30.0, 2));
+        assert_eq!(c[0].service, "db", "{c:#?}");
+        assert_eq!(c[0].explains, vec!["web".to_string()], "{c:#?}");
+        let web = c.iter().find(|c| c.service == "web").unwrap();
+        assert_eq!(web.outrun_by, vec!["db".to_string()], "{c:#?}");
+        // Its detector's silence says nothing of when it moved; the
+        // candidate still says what was flagged.
+        assert_eq!(c[0].first_s, None, "{c:#?}");
+        // Moved three minutes after web went bad: not what web waited on
+        // (rather a caller of it, dated by its samples as well).
+        let later: History = ramp(10.0, 10.0, 2)
+            .into_iter()
+            .map(|(t, v)| (t, if t >= 33 * 60_000 { 3.0 * v } else { v }))
+            .collect();
+        let c = ranked(later);
+        assert_eq!(c[0].service, "web", "{c:#?}");
+        assert!(c.iter().all(|c| c.outrun_by.is_empty()), "{c:#?}");
+        let db = c.iter().find(|c| c.service == "db").unwrap();
+        assert!(db.explains.is_empty(), "{c:#?}");
+        assert_eq!(c[0].explains, vec!["db".to_string()], "{c:#?}");
+    }
+
+    #[test]
+    fn a_series_goes_out_where_it_stays_out() {
+        let h = |v: &[f64]| -> History {
+            (0..40)
+                .map(|i| (i * 1_000, 100.0 + [0.0, 1.0, -1.0][i as usize % 3]))
+                .chain(
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, x)| (40_000 + i as i64 * 1_000, *x)),
+                )
+                .map(|(t, x)| (t, x as f32))
+                .collect()
+        };
+        // A lone spike is not where it went out; the reading it stayed
+        // out from is.
+        let moved = h(&[100.0, 180.0, 101.0, 99.0, 150.0, 160.0, 155.0]);
+        assert_eq!(
+            went_out(&moved, 40_000, i64::MAX, Direction::Up),
+            Some(44_000)
+        );
+        // The last reading out counts alone; a move the other way not at all.
+        assert_eq!(
+            went_out(&h(&[100.0, 101.0, 150.0]), 40_000, i64::MAX, Direction::Up),
+            Some(42_000)
+        );
+        assert_eq!(
+            went_out(&h(&[50.0, 40.0, 45.0]), 40_000, i64::MAX, Direction::Up),
+            None
+        );
     }
 
     #[test]
