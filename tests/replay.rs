@@ -1302,3 +1302,43 @@ fn what_falls_due_at_a_time_comes_before_that_time_s_anomalies_however_marks_fal
     assert!(d.is_some() && a.is_some() && d < a, "{at:?}");
     assert_eq!(kinds(&packed), at, "{packed:#?}");
 }
+
+#[test]
+fn a_recording_with_twenty_minutes_before_its_fault_at_one_minute_steps_is_healed() {
+    // Three faults at 1-minute steps in the rough world without call
+    // edges, each recording cut to start 20 minutes before its fault, as
+    // exports around an injected fault often come. A cold start of 30
+    // samples was half an hour: every detector still learnt when the
+    // fault came and took it for normal, and nothing opened. It now ends
+    // after 10 minutes of a series' own time (8 samples at least).
+    for name in ["cpu_hog_r0", "error_returns_r1", "packet_loss_r4"] {
+        let sc = selfheal_sim::micro::random(20, 1)
+            .into_iter()
+            .find(|s| s.name == name)
+            .expect("the seeded scenario");
+        let sc = selfheal_sim::micro::MicroScenario { rough: true, ..sc }.at_step(60);
+        let rec = selfheal_sim::micro::generate(&sc).unwrap();
+        let from = rec.truth.start_ms / 1000 - 20 * 60;
+        let mut lines = rec.metrics.lines();
+        let mut csv = format!("{}\n", lines.next().unwrap());
+        for l in lines {
+            let ts: i64 = l.split(',').next().unwrap().parse().unwrap();
+            if ts >= from {
+                csv.push_str(l);
+                csv.push('\n');
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("metrics.csv"), csv).unwrap();
+        let incidents = replayed(dir.path());
+        assert_eq!(incidents.len(), 1, "{name}: {incidents:#?}");
+        let onset = incidents[0]["onset_ts"].as_i64().unwrap();
+        assert!(onset >= rec.truth.start_ms, "{name}: {incidents:#?}");
+        let target = incidents[0]["target"].as_str().unwrap();
+        assert!(
+            target.starts_with(rec.truth.service.as_str()),
+            "{name}: {target} for {}",
+            rec.truth.service
+        );
+    }
+}
