@@ -73,14 +73,6 @@ impl Direction {
 pub struct DetectorConfig {
     /// Samples learned before any alarm (a quiet cold start).
     pub warmup: u32,
-    /// Or this much of the series' own time (seconds), if that comes
-    /// first, but never fewer than `warmup_least` samples: on 1-minute
-    /// data 30 samples are half an hour in which nothing can open, longer
-    /// than the normal stretch many recordings have before a fault. 0
-    /// turns it off (`warmup` samples alone).
-    pub warmup_span_s: f64,
-    /// Least samples of a cold start ended by `warmup_span_s`.
-    pub warmup_least: u32,
     /// Smallest scale, relative to the level, so that a very flat series
     /// does not alarm on a tiny wiggle.
     pub rel_floor: f64,
@@ -134,8 +126,6 @@ impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
             warmup: 30,
-            warmup_span_s: 600.0,
-            warmup_least: 8,
             rel_floor: 0.002,
             alpha: 0.05,
             base_memory_s: 300.0,
@@ -189,7 +179,6 @@ impl DetectorConfig {
             ("day_weight", self.day_weight),
             ("range_margin", self.range_margin),
             ("base_memory_s", self.base_memory_s),
-            ("warmup_span_s", self.warmup_span_s),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
                 p.push(format!("detector.{k}: must be a number >= 0"));
@@ -315,9 +304,6 @@ pub struct Detector {
     since_held: u16,
     /// Samples in a row that repeated the last reading.
     repeats: u8,
-    /// Whether its cold start ended by time (`warmup_span_s`) before
-    /// `warmup` samples.
-    warmed: bool,
     dir: Direction,
 }
 
@@ -378,7 +364,6 @@ impl Detector {
             since_novel: u16::MAX,
             since_held: u16::MAX,
             repeats: 0,
-            warmed: false,
             dir,
         }
     }
@@ -419,7 +404,7 @@ impl Detector {
 
     /// Whether it is still in its cold start (learning, quiet).
     pub fn learning(&self, cfg: &DetectorConfig) -> bool {
-        self.n < cfg.warmup && !self.warmed
+        self.n < cfg.warmup
     }
 
     /// Feeds one sample at `ts` (milliseconds). Non-finite values are
@@ -455,14 +440,7 @@ impl Detector {
             self.n = 1;
             return None;
         }
-        if !self.warmed
-            && cfg.warmup_span_s > 0.0
-            && self.n >= cfg.warmup_least
-            && (ts - self.first_ts) as f64 >= cfg.warmup_span_s * 1000.0
-        {
-            self.warmed = true;
-        }
-        let warm = self.learning(cfg);
+        let warm = self.n < cfg.warmup;
         let beyond = self.novelty(x, cfg);
         let held_beyond = self.held_novelty(x, cfg);
         let mut score = match surprise.as_deref_mut() {

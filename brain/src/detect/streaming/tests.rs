@@ -359,36 +359,3 @@ fn a_fault_creeping_in_over_half_a_minute_of_one_second_samples_opens() {
     });
     assert!(!opened, "per-sample memory follows the ramp");
 }
-
-#[test]
-fn a_cold_start_is_thirty_samples_or_ten_minutes_whichever_comes_first() {
-    // The fewest samples before a step for the step to open from its
-    // first sample, by sampling step (noise, then the level doubled).
-    let least = |step_ms: i64, cfg: &DetectorConfig| {
-        (1..60).find(|k| {
-            let mut xs = noisy(3, *k, 100.0, 5.0);
-            xs.extend(noisy(4, 10, 200.0, 5.0));
-            let mut d = Detector::new(Direction::Up);
-            xs.iter().enumerate().any(|(i, x)| {
-                matches!(
-                    d.update(i as i64 * step_ms, *x, cfg),
-                    Some(Transition::Start { onset, .. }) if onset == *k as i64 * step_ms
-                )
-            })
-        })
-    };
-    let cfg = DetectorConfig::default();
-    assert_eq!(least(1_000, &cfg), Some(30), "1-s steps: 30 s");
-    assert_eq!(least(15_000, &cfg), Some(30), "15-s steps: 7.5 min");
-    assert_eq!(least(60_000, &cfg), Some(10), "1-min steps: 10 min");
-    assert_eq!(
-        least(MIN5, &cfg),
-        Some(8),
-        "5-min steps: never fewer than 8"
-    );
-    let off = DetectorConfig {
-        warmup_span_s: 0.0,
-        ..DetectorConfig::default()
-    };
-    assert_eq!(least(60_000, &off), Some(30), "off: 30 whatever the step");
-}
