@@ -385,10 +385,12 @@ pub struct Normal {
 
 /// Replays `scenario_dir`'s normal stretch (`noissue/metrics.csv`) alone
 /// through a brain of `cfg`, with the scenario's call graph, and counts the
-/// incidents it opens. `None` when the scenario ships none.
+/// incidents it opens. `None` when the scenario ships none. The recording
+/// is kept in `keep` when given.
 pub async fn normal_stretch(
     scenario_dir: &Path,
     cfg: &BrainConfig,
+    keep: Option<&Path>,
 ) -> anyhow::Result<Option<Normal>> {
     let path = scenario_dir.join("noissue/metrics.csv");
     if !path.exists() {
@@ -399,7 +401,7 @@ pub async fn normal_stretch(
         return Ok(None);
     };
     let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("rec");
+    let dir = keep.map_or_else(|| tmp.path().join("rec"), Path::to_path_buf);
     std::fs::create_dir_all(&dir)?;
     let mut csv = String::from("timestamp,service,metric,value\n");
     write_long(&mut csv, &w, 0);
@@ -521,7 +523,13 @@ pub async fn evaluate(
             continue;
         }
         if let Some(dir) = case.dir.parent().and_then(Path::parent)
-            && let Some(n) = normal_stretch(dir, cfg).await?
+            && let Some(n) = normal_stretch(
+                dir,
+                cfg,
+                keep.map(|k| k.join("noissue").join(&case.scenario))
+                    .as_deref(),
+            )
+            .await?
         {
             normal.insert(case.scenario.clone(), n);
         }

@@ -443,9 +443,16 @@ fn petshop_cases_are_converted_replayed_and_scored() {
         "4",
         "--json",
         json.to_str().unwrap(),
+        "--keep",
+        dir.path().join("kept").to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("| low_traffic | 4 |"), "{out}");
+    // The normal stretch replayed alone is kept beside the cases, to be
+    // replayed again as it was.
+    let kept = dir.path().join("kept/noissue/low_traffic");
+    assert!(kept.join("metrics.csv").exists(), "{}", kept.display());
+    assert!(kept.join("dependencies.csv").exists(), "{}", kept.display());
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     let cases = r["cases"].as_array().unwrap();

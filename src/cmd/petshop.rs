@@ -25,7 +25,8 @@ pub struct Args {
     pub config: Option<PathBuf>,
     /// Keep each case's converted recording (replay's format) under
     /// this directory, as `<scenario>/<split>/<issue>/`, and the one with
-    /// its normal stretch levelled as `levelled/<scenario>/<split>/<issue>/`.
+    /// its normal stretch levelled as `levelled/<scenario>/<split>/<issue>/`;
+    /// each scenario's normal stretch replayed alone as `noissue/<scenario>/`.
     #[arg(long)]
     pub keep: Option<PathBuf>,
 }
