@@ -252,7 +252,7 @@ fn went_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<i
     if pre.len() < MIN_PRE || post.is_empty() {
         return None;
     }
-    let (level, scale) = (level(&pre), yardstick(level(&pre), noise(&pre)));
+    let (level, scale) = reference(&pre);
     let upto = h.partition_point(|(t, _)| *t <= now);
     let times = h.range(upto - post.len()..upto).map(|(t, _)| *t);
     let mut readings: Vec<(i64, f64)> = times.zip(post).collect();
