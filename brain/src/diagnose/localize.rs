@@ -489,6 +489,35 @@ pub fn correlation(a: &History, b: &History, now: i64) -> f64 {
     pearson(&pairs).abs()
 }
 
+/// [`correlation`] over the samples since `onset` and as many before it
+/// (at least four): two series that moved at the onset, read over a
+/// window balanced around it, so that a move of a few samples is not
+/// drowned in the noise of the many before.
+pub fn correlation_around(a: &History, b: &History, onset: i64, now: i64) -> f64 {
+    let window = |h: &History| {
+        let upto = h.partition_point(|(t, _)| *t <= now);
+        (upto.saturating_sub(WINDOW), upto)
+    };
+    let ((mut i, ea), (mut j, eb)) = (window(a), window(b));
+    let mut pairs: Vec<(i64, f64, f64)> = Vec::new();
+    while i < ea && j < eb {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                pairs.push((a[i].0, f64::from(a[i].1), f64::from(b[j].1)));
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let before = pairs.partition_point(|(t, _, _)| *t < onset);
+    let after = pairs.len() - before;
+    let from = before.saturating_sub(after.max(4));
+    let pairs: Vec<(f64, f64)> = pairs[from..].iter().map(|(_, x, y)| (*x, *y)).collect();
+    pearson(&pairs).abs()
+}
+
 /// The Pearson correlation of paired samples (0 with fewer than 3 or no
 /// spread).
 pub fn pearson(pairs: &[(f64, f64)]) -> f64 {
@@ -867,7 +896,7 @@ where
                     || tc - 1.0 < TIMES_THIN * (ta - 1.0)
                     || callees.get(a).is_some_and(|v| v.contains(&c))
                     || callees.get(c).is_some_and(|v| v.contains(&a))
-                    || correlation(ha, hc, now) < 0.7
+                    || correlation_around(ha, hc, onset, now) < 0.7
                 {
                     continue;
                 }
@@ -1515,6 +1544,34 @@ mod tests {
         let c = ranked(later);
         assert!(c.iter().all(|c| c.outrun_by.is_empty()), "{c:#?}");
         assert!(c.iter().all(|c| c.explains.is_empty()), "{c:#?}");
+    }
+
+    #[test]
+    fn two_series_that_moved_at_the_onset_correlate_around_it() {
+        // 43 minutes of independent noise (±10 %), then five minutes with
+        // both risen: a by a third, b by two thirds.
+        let noisy = |seed: u64, after: f64| -> History {
+            let mut x = seed;
+            (0..48)
+                .map(|i| {
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    let wobble = ((x >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.35;
+                    let v = if i >= 43 { after } else { 1.0 };
+                    (i * 60_000, (100.0 * v * (1.0 + wobble)) as f32)
+                })
+                .collect()
+        };
+        let (a, b) = (noisy(1, 1.33), noisy(2, 1.67));
+        let onset = 43 * 60_000;
+        // Over the last 48 samples the noise before drowns the move.
+        assert!(correlation(&a, &b, i64::MAX) < 0.7);
+        // Over the five since the onset and five before, it does not.
+        assert!(correlation_around(&a, &b, onset, i64::MAX) >= 0.7);
+        // A series that did not move does not correlate with one that did.
+        let still = noisy(3, 1.0);
+        assert!(correlation_around(&a, &still, onset, i64::MAX) < 0.7);
     }
 
     #[test]
