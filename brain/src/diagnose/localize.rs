@@ -1300,6 +1300,22 @@ mod tests {
         inc
     }
 
+    /// `inc` localized without a graph over the latency of web and that
+    /// of db.
+    fn web_over_db(inc: &Incident, web: History, db: History) -> Vec<Candidate> {
+        let h = [
+            (key("web", None, "latency_ms"), web),
+            (key("db", None, "latency_ms"), db),
+        ];
+        localize(
+            inc,
+            &Topology::default(),
+            h.iter().map(|(k, v)| (k, v)),
+            MetricClasses::shipped(),
+            i64::MAX,
+        )
+    }
+
     #[test]
     fn the_callee_that_moved_most_is_the_origin_and_its_fingerprint_names_the_fault() {
         // front → cart → db; cart's CPU and latency went up, front's
@@ -1472,20 +1488,7 @@ mod tests {
                 })
                 .collect()
         };
-        let topo = Topology::default();
-        let ranked_with = |db: History| {
-            let h = [
-                (key("web", None, "latency_ms"), ramp(100.0, 200.0, 1)),
-                (key("db", None, "latency_ms"), db),
-            ];
-            localize(
-                &inc,
-                &topo,
-                h.iter().map(|(k, v)| (k, v)),
-                MetricClasses::shipped(),
-                i64::MAX,
-            )
-        };
+        let ranked_with = |db: History| web_over_db(&inc, ramp(100.0, 200.0, 1), db);
         let ranked = |db_after: f64| ranked_with(spiky(10.0, db_after));
         let c = ranked(60.0);
         let web = c.iter().find(|c| c.service == "web").unwrap();
@@ -1514,20 +1517,7 @@ mod tests {
         // db, which web calls, tripled at the same instant and was flagged
         // by nothing (on its own noisy series, a move short of a flag).
         let inc = incident_of(&[("web", "latency_ms")], "latency");
-        let topo = Topology::default();
-        let ranked = |db: History| {
-            let h = [
-                (key("web", None, "latency_ms"), ramp(100.0, 130.0, 1)),
-                (key("db", None, "latency_ms"), db),
-            ];
-            localize(
-                &inc,
-                &topo,
-                h.iter().map(|(k, v)| (k, v)),
-                MetricClasses::shipped(),
-                i64::MAX,
-            )
-        };
+        let ranked = |db: History| web_over_db(&inc, ramp(100.0, 130.0, 1), db);
         let c = ranked(ramp(10.0, 30.0, 2));
         assert_eq!(c[0].service, "db", "{c:#?}");
         assert_eq!(c[0].explains, vec!["web".to_string()], "{c:#?}");
