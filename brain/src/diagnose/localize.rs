@@ -469,24 +469,37 @@ pub fn held_above(h: &History, now: i64, baseline: f64) -> Option<f64> {
 /// timestamps among the last [`WINDOW`] samples of each at or before
 /// `now` (0 with fewer than 3 or no spread).
 pub fn correlation(a: &History, b: &History, now: i64) -> f64 {
+    let pairs: Vec<(f64, f64)> = paired(a, b, now).map(|(_, x, y)| (x, y)).collect();
+    pearson(&pairs).abs()
+}
+
+/// The samples of `a` and `b` at their common timestamps, among the last
+/// [`WINDOW`] of each at or before `now`: (time, a's, b's), in time order.
+fn paired<'a>(
+    a: &'a History,
+    b: &'a History,
+    now: i64,
+) -> impl Iterator<Item = (i64, f64, f64)> + 'a {
     let window = |h: &History| {
         let upto = h.partition_point(|(t, _)| *t <= now);
         (upto.saturating_sub(WINDOW), upto)
     };
     let ((mut i, ea), (mut j, eb)) = (window(a), window(b));
-    let mut pairs: Vec<(f64, f64)> = Vec::new();
-    while i < ea && j < eb {
-        match a[i].0.cmp(&b[j].0) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                pairs.push((a[i].1 as f64, b[j].1 as f64));
-                i += 1;
-                j += 1;
+    std::iter::from_fn(move || {
+        while i < ea && j < eb {
+            match a[i].0.cmp(&b[j].0) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    let p = (a[i].0, f64::from(a[i].1), f64::from(b[j].1));
+                    i += 1;
+                    j += 1;
+                    return Some(p);
+                }
             }
         }
-    }
-    pearson(&pairs).abs()
+        None
+    })
 }
 
 /// [`correlation`] over the samples since `onset` and as many before it
@@ -494,23 +507,7 @@ pub fn correlation(a: &History, b: &History, now: i64) -> f64 {
 /// window balanced around it, so that a move of a few samples is not
 /// drowned in the noise of the many before.
 pub fn correlation_around(a: &History, b: &History, onset: i64, now: i64) -> f64 {
-    let window = |h: &History| {
-        let upto = h.partition_point(|(t, _)| *t <= now);
-        (upto.saturating_sub(WINDOW), upto)
-    };
-    let ((mut i, ea), (mut j, eb)) = (window(a), window(b));
-    let mut pairs: Vec<(i64, f64, f64)> = Vec::new();
-    while i < ea && j < eb {
-        match a[i].0.cmp(&b[j].0) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                pairs.push((a[i].0, f64::from(a[i].1), f64::from(b[j].1)));
-                i += 1;
-                j += 1;
-            }
-        }
-    }
+    let pairs: Vec<(i64, f64, f64)> = paired(a, b, now).collect();
     let before = pairs.partition_point(|(t, _, _)| *t < onset);
     let after = pairs.len() - before;
     let from = before.saturating_sub(after.max(4));
