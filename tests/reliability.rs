@@ -292,6 +292,128 @@ async fn a_60_s_nats_outage_under_the_simulator_feed_loses_no_sample() {
     brain.shutdown().await;
 }
 
+/// A change notice answered 202 lived only in the brain's memory: a brain
+/// restarted after a deploy no longer knew of it, so a fault that deploy
+/// caused was not blamed on it (nor would its author be listed on the
+/// rollback's approval). Now every notice is filed in the store and read
+/// back at start: the restarted brain blames the deploy it heard of before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_notice_filed_before_a_restart_is_blamed_after_it() {
+    use selfheal_brain::store::Store;
+
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("brain.db");
+    // Ten minutes ago, on whole seconds: every time below is past.
+    let base = (wall_ms() - 600_000) / 1000 * 1000;
+    let deployed = base + 60_000;
+    let (first, _bus) = brain(&nats, dir.path(), |_| {}).await;
+    let (status, body) = post_change(
+        first.api_addr.unwrap(),
+        &format!(
+            r#"{{"ts": {deployed}, "id": "deploy-42", "service": "payment-engine", "kind": "deploy", "author": "dev-alice", "description": "v2.4.0"}}"#
+        ),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    eventually("the notice in the store", Duration::from_secs(10), || {
+        Store::open(&db)
+            .and_then(|s| s.recent_changes(64))
+            .is_ok_and(|c| c.iter().any(|c| c.id == "deploy-42"))
+    })
+    .await;
+    first.shutdown().await;
+
+    let (second, _bus) = brain(&nats, dir.path(), |_| {}).await;
+    let publisher: Bus = Arc::new(NatsTransport::connect(&nats.url(), "pub").await.unwrap());
+    let subjects = Subjects::default();
+    // Five minutes of a payment engine and its checkout, one sample a
+    // second; two minutes after the deploy a quarter of its requests fail.
+    let mut noise = 7u64;
+    let mut jitter = move || {
+        noise = noise
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (noise >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let sample = |metric: &str, scene: Option<&str>, ts: i64, value: f64| Sample {
+        scene: scene.map(Into::into),
+        link: scene.map(|_| "payment".into()),
+        instance: None,
+        metric: metric.into(),
+        labels: BTreeMap::new(),
+        ts,
+        value,
+    };
+    let mut seq = 0;
+    for s in 0..300 {
+        let ts = base + s * 1000;
+        let bad = ts >= deployed + 120_000;
+        let engine = vec![
+            sample(
+                "error_rate",
+                None,
+                ts,
+                if bad { 0.25 } else { 0.001 } + 0.0004 * jitter(),
+            ),
+            sample("latency_p99_ms", None, ts, 120.0 * (1.0 + 0.03 * jitter())),
+        ];
+        let checkout = vec![
+            sample(
+                "success_rate",
+                Some("checkout"),
+                ts,
+                if bad { 0.75 } else { 0.998 } + 0.001 * jitter(),
+            ),
+            sample("tps", Some("checkout"), ts, 500.0 * (1.0 + 0.02 * jitter())),
+        ];
+        for (layer, service, samples) in [
+            (Layer::System, "payment-engine", engine),
+            (Layer::Business, "cashier", checkout),
+        ] {
+            seq += 1;
+            let b = IndicatorBatch {
+                layer,
+                service: service.into(),
+                seq,
+                samples,
+                ..batch("agent-1", service, None, ts)
+            };
+            publisher
+                .publish(
+                    &subjects.indicators(b.layer, &b.idc, &b.service),
+                    selfheal_bus::encode(&b).unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let mut found = None;
+    eventually("an incident diagnosed", Duration::from_secs(30), || {
+        let Ok(store) = Store::open(&db) else {
+            return false;
+        };
+        found = store.incidents().unwrap_or_default().into_iter().find_map(|i| {
+            let h = store.hypotheses(&i.id).ok()?;
+            (!h.is_empty()).then_some((i, h))
+        });
+        found.is_some()
+    })
+    .await;
+    let (incident, hypotheses) = found.unwrap();
+    let best = &hypotheses[0];
+    assert_eq!(
+        (best.cause.as_str(), best.target.as_str()),
+        ("bad_deploy", "payment-engine"),
+        "{incident:?}\n{hypotheses:#?}"
+    );
+    assert!(
+        best.evidence.iter().any(|e| e.contains("deploy-42")),
+        "{hypotheses:#?}"
+    );
+    second.shutdown().await;
+}
+
 /// A brain restarted on its store while an agent publishes over core NATS:
 /// a plain publish to a bus with no brain on it reaches nobody and says
 /// nothing, so the agent has a receiver confirm its batches every second;

@@ -19,7 +19,7 @@ pub enum ContextMsg {
 }
 
 /// Changes kept per service.
-const CHANGES_PER_SERVICE: usize = 64;
+pub const CHANGES_PER_SERVICE: usize = 64;
 /// Reports learned before a share jump counts.
 const HOT_WARMUP: u32 = 10;
 
@@ -57,10 +57,21 @@ pub struct Context {
 }
 
 impl Context {
-    /// Files one message.
+    /// Whether this change (by service and id) is already filed: a
+    /// notice sent again, or one restored from the store.
+    pub fn knows(&self, c: &ChangeEvent) -> bool {
+        self.changes
+            .get(&c.service)
+            .is_some_and(|q| q.iter().any(|k| k.id == c.id))
+    }
+
+    /// Files one message; a change already filed is not filed twice.
     pub fn record(&mut self, msg: ContextMsg) {
         match msg {
             ContextMsg::Change(c) => {
+                if self.knows(&c) {
+                    return;
+                }
                 let q = self.changes.entry(c.service.clone()).or_default();
                 if q.len() == CHANGES_PER_SERVICE {
                     q.pop_front();
@@ -226,7 +237,9 @@ mod tests {
     #[test]
     fn changes_by_service_and_window() {
         let mut c = Context::default();
-        for (i, s) in ["a", "b", "a"].iter().enumerate() {
+        // The last is the first sent again: filed once.
+        for (i, s) in ["a", "b", "a", "a"].iter().enumerate() {
+            let i = i % 3;
             c.record(ContextMsg::Change(ChangeEvent {
                 v: WIRE_VERSION,
                 id: format!("c{i}"),

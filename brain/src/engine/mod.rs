@@ -177,6 +177,7 @@ impl Engine {
         let mut pending: Vec<AnomalyEvent> = Vec::new();
         let (mut answers, mut transitions, mut filed) = (0u64, 0u64, 0u64);
         let mut standing = self.cluster.as_ref().map(|c| c.lease.watch());
+        self.restore_changes().await;
         if self.cluster.is_none() {
             self.stats
                 .engine_leading
@@ -241,9 +242,14 @@ impl Engine {
                     }
                     match c {
                         crate::context::ContextMsg::Announce(a) => self.learn(&a),
+                        // Into the store first: a restarted brain still
+                        // knows it. A notice sent again is filed once.
                         crate::context::ContextMsg::Change(change) => {
-                            self.watch_change(&change);
-                            self.context.record(crate::context::ContextMsg::Change(change));
+                            if !self.context.knows(&change) {
+                                self.write("change", |db| db.record_change(&change).map(drop));
+                                self.watch_change(&change);
+                                self.context.record(crate::context::ContextMsg::Change(change));
+                            }
                         }
                         other => self.context.record(other),
                     }
@@ -857,6 +863,30 @@ impl Engine {
             format!("{summary}; with it, unflagged: {}", levels(&quiet_at, 3))
         };
         self.opened(i, now, summary).await;
+    }
+
+    /// After a restart, leading or not: the changes filed before it back
+    /// in the context (the newest of each service, as many as it holds),
+    /// so that a bad change made before the restart is still blamed and
+    /// its author still listed on an approval. Their watches
+    /// ([`Engine::watch_change`]) are not started again: the samples from
+    /// before each change went with the process.
+    async fn restore_changes(&mut self) {
+        let store = self.store.clone();
+        let changes = self
+            .read_at_restart(
+                "changes",
+                "changes filed before the restart are not weighed: none is blamed, no author is listed on an approval",
+                || store.recent_changes(crate::context::CHANGES_PER_SERVICE),
+            )
+            .await;
+        let n = changes.len();
+        for c in changes {
+            self.context.record(crate::context::ContextMsg::Change(c));
+        }
+        if n > 0 {
+            info!(changes = n, "changes filed before the restart restored");
+        }
     }
 
     /// After a restart: the gateway re-sends every action written ahead

@@ -1,10 +1,12 @@
 //! The store: one SQLite file (WAL). Incidents, hypotheses, actions, the
-//! timeline, approvals and the hash-chained audit log. An action is written
-//! here, with its idempotency key and an audit entry, before it is sent.
+//! timeline, approvals, the change notices filed and the hash-chained
+//! audit log. An action is written here, with its idempotency key and an
+//! audit entry, before it is sent.
 //! Free text is masked ([`crate::mask`]) before it is written.
 
 pub mod approvals;
 pub mod audit;
+pub mod changes;
 pub mod continuity;
 
 pub use approvals::{ApprovalRow, CastVote, VoteRefused, VoteRow};
@@ -289,6 +291,7 @@ impl Store {
         audit::migrate(&tx)?;
         tx.execute_batch(approvals::SCHEMA)?;
         tx.execute_batch(continuity::SCHEMA)?;
+        tx.execute_batch(changes::SCHEMA)?;
         tx.commit()?;
         Ok(Store {
             conn: std::sync::Mutex::new(conn),

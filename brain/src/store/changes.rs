@@ -1,0 +1,182 @@
+//! The change notices the brain filed (deploys, config pushes, flags,
+//! scaling), kept so that a restarted brain still knows what changed
+//! before it stopped: the change rule blames a bad deploy made before a
+//! restart, and an approval lists its author under separation of duties.
+//!
+//! One row per change, by service and id (a notice sent again is the same
+//! row); the newest [`KEPT_PER_SERVICE`] of each service are kept. The
+//! description is free text and masked before it is written.
+
+use rusqlite::params;
+use selfheal_bus::{ChangeEvent, ChangeKind, WIRE_VERSION};
+
+use super::{Result, Store};
+use crate::mask::mask;
+
+pub(super) const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS changes (
+        service TEXT NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, ts INTEGER NOT NULL,
+        author TEXT NOT NULL, description TEXT NOT NULL,
+        PRIMARY KEY (service, id));
+    CREATE INDEX IF NOT EXISTS changes_service_ts ON changes (service, ts);";
+
+/// Changes kept per service: more than the engine holds in memory, so a
+/// restart loses none of what it weighs.
+pub const KEPT_PER_SERVICE: usize = 256;
+
+fn kind_name(k: ChangeKind) -> &'static str {
+    match k {
+        ChangeKind::Deploy => "deploy",
+        ChangeKind::Config => "config",
+        ChangeKind::FeatureFlag => "feature_flag",
+        ChangeKind::Scaling => "scaling",
+    }
+}
+
+fn kind_of(s: &str) -> Option<ChangeKind> {
+    Some(match s {
+        "deploy" => ChangeKind::Deploy,
+        "config" => ChangeKind::Config,
+        "feature_flag" => ChangeKind::FeatureFlag,
+        "scaling" => ChangeKind::Scaling,
+        _ => return None,
+    })
+}
+
+impl Store {
+    /// Files a change notice; one already filed (same service and id) is
+    /// left as it was. Returns whether it was new. Beyond
+    /// [`KEPT_PER_SERVICE`] changes of its service, the oldest go.
+    pub fn record_change(&self, c: &ChangeEvent) -> Result<bool> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        let new = tx.execute(
+            "INSERT OR IGNORE INTO changes (service, id, kind, ts, author, description)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                c.service,
+                c.id,
+                kind_name(c.kind),
+                c.ts,
+                c.author,
+                mask(&c.description)
+            ],
+        )? == 1;
+        if new {
+            tx.execute(
+                "DELETE FROM changes WHERE service = ?1 AND rowid NOT IN
+                 (SELECT rowid FROM changes WHERE service = ?1 ORDER BY ts DESC, id DESC LIMIT ?2)",
+                params![c.service, KEPT_PER_SERVICE as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// The newest `per_service` changes of each service, oldest first (in
+    /// the order they took effect; same time, by id).
+    pub fn recent_changes(&self, per_service: usize) -> Result<Vec<ChangeEvent>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT service, id, kind, ts, author, description FROM
+               (SELECT *, ROW_NUMBER() OVER (PARTITION BY service ORDER BY ts DESC, id DESC) AS n
+                FROM changes)
+             WHERE n <= ?1 ORDER BY ts, service, id",
+        )?;
+        let rows = st.query_map(params![per_service as i64], |r| {
+            let kind: String = r.get(2)?;
+            Ok(ChangeEvent {
+                v: WIRE_VERSION,
+                service: r.get(0)?,
+                id: r.get(1)?,
+                kind: kind_of(&kind).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        2,
+                        rusqlite::types::Type::Text,
+                        format!("unknown change kind {kind:?}").into(),
+                    )
+                })?,
+                ts: r.get(3)?,
+                author: r.get(4)?,
+                description: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(service: &str, id: &str, ts: i64) -> ChangeEvent {
+        ChangeEvent {
+            v: WIRE_VERSION,
+            id: id.into(),
+            service: service.into(),
+            kind: ChangeKind::Deploy,
+            ts,
+            author: "dev-alice".into(),
+            description: "v2.3.1 for card 4111111111111111".into(),
+        }
+    }
+
+    #[test]
+    fn a_change_filed_is_read_back_after_the_store_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("brain.db");
+        let store = Store::open(&path).unwrap();
+        let mut config = change("payment-engine", "cfg-7", 2_000);
+        config.kind = ChangeKind::FeatureFlag;
+        assert!(store.record_change(&change("payment-engine", "d-1", 1_000)).unwrap());
+        assert!(store.record_change(&config).unwrap());
+        assert!(store.record_change(&change("cashier", "d-1", 1_500)).unwrap());
+        assert!(
+            !store.record_change(&change("payment-engine", "d-1", 1_000)).unwrap(),
+            "sent again, the same change"
+        );
+        drop(store);
+        let got = Store::open(&path).unwrap().recent_changes(64).unwrap();
+        let ids: Vec<_> = got.iter().map(|c| (c.service.as_str(), c.id.as_str())).collect();
+        assert_eq!(
+            ids,
+            [("payment-engine", "d-1"), ("cashier", "d-1"), ("payment-engine", "cfg-7")]
+        );
+        assert_eq!(got[2].kind, ChangeKind::FeatureFlag);
+        assert_eq!(got[0].author, "dev-alice");
+        assert!(
+            got[0].description.contains("v2.3.1") && !got[0].description.contains("4111111111111111"),
+            "masked: {}",
+            got[0].description
+        );
+    }
+
+    #[test]
+    fn only_the_newest_changes_of_a_service_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("brain.db")).unwrap();
+        // Filed out of order: the oldest by time go, not the first filed.
+        for i in (0..KEPT_PER_SERVICE as i64 + 10).rev() {
+            store
+                .record_change(&change("ledger", &format!("d-{i}"), 1_000 * i))
+                .unwrap();
+        }
+        store.record_change(&change("cashier", "d-0", 0)).unwrap();
+        let all = store.recent_changes(usize::MAX >> 1).unwrap();
+        assert_eq!(all.len(), KEPT_PER_SERVICE + 1);
+        assert_eq!(all[0].service, "cashier");
+        assert_eq!(all[1].id, "d-10");
+        let few = store.recent_changes(3).unwrap();
+        let ids: Vec<_> = few.iter().map(|c| c.id.as_str()).collect();
+        let last = KEPT_PER_SERVICE + 9;
+        assert_eq!(
+            ids,
+            [
+                "d-0".to_string(),
+                format!("d-{}", last - 2),
+                format!("d-{}", last - 1),
+                format!("d-{last}")
+            ]
+        );
+    }
+}
