@@ -393,10 +393,14 @@ async fn a_deploy_notice_filed_before_a_restart_is_blamed_after_it() {
         let Ok(store) = Store::open(&db) else {
             return false;
         };
-        found = store.incidents().unwrap_or_default().into_iter().find_map(|i| {
-            let h = store.hypotheses(&i.id).ok()?;
-            (!h.is_empty()).then_some((i, h))
-        });
+        found = store
+            .incidents()
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|i| {
+                let h = store.hypotheses(&i.id).ok()?;
+                (!h.is_empty()).then_some((i, h))
+            });
         found.is_some()
     })
     .await;

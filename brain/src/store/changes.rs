@@ -128,24 +128,42 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let mut config = change("payment-engine", "cfg-7", 2_000);
         config.kind = ChangeKind::FeatureFlag;
-        assert!(store.record_change(&change("payment-engine", "d-1", 1_000)).unwrap());
-        assert!(store.record_change(&config).unwrap());
-        assert!(store.record_change(&change("cashier", "d-1", 1_500)).unwrap());
         assert!(
-            !store.record_change(&change("payment-engine", "d-1", 1_000)).unwrap(),
+            store
+                .record_change(&change("payment-engine", "d-1", 1_000))
+                .unwrap()
+        );
+        assert!(store.record_change(&config).unwrap());
+        assert!(
+            store
+                .record_change(&change("cashier", "d-1", 1_500))
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_change(&change("payment-engine", "d-1", 1_000))
+                .unwrap(),
             "sent again, the same change"
         );
         drop(store);
         let got = Store::open(&path).unwrap().recent_changes(64).unwrap();
-        let ids: Vec<_> = got.iter().map(|c| (c.service.as_str(), c.id.as_str())).collect();
+        let ids: Vec<_> = got
+            .iter()
+            .map(|c| (c.service.as_str(), c.id.as_str()))
+            .collect();
         assert_eq!(
             ids,
-            [("payment-engine", "d-1"), ("cashier", "d-1"), ("payment-engine", "cfg-7")]
+            [
+                ("payment-engine", "d-1"),
+                ("cashier", "d-1"),
+                ("payment-engine", "cfg-7")
+            ]
         );
         assert_eq!(got[2].kind, ChangeKind::FeatureFlag);
         assert_eq!(got[0].author, "dev-alice");
         assert!(
-            got[0].description.contains("v2.3.1") && !got[0].description.contains("4111111111111111"),
+            got[0].description.contains("v2.3.1")
+                && !got[0].description.contains("4111111111111111"),
             "masked: {}",
             got[0].description
         );
