@@ -696,16 +696,8 @@ pub fn given_symptom(
     } else {
         None
     };
-    let key = |service: &str, metric: &str| SeriesKey {
-        layer: Layer::System,
-        idc: "default".into(),
-        service: service.into(),
-        scene: None,
-        link: None,
-        instance: None,
-        metric: metric.into(),
-        labels: Default::default(),
-    };
+    let key =
+        |service: &str, metric: &str| SeriesKey::new(Layer::System, "default", service, metric);
     let step = 300_000;
     let start = w.ts.first().copied().unwrap_or(0) * 1000;
     let mut history: Vec<(SeriesKey, History)> = Vec::new();

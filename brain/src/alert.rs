@@ -99,16 +99,14 @@ impl Alert {
                     .collect();
                 Ok(Alert {
                     firing,
-                    key: SeriesKey {
-                        layer: Layer::Business,
-                        idc: safe(idc),
-                        service: safe(service),
-                        instance: label(&a.labels, &["instance"]).map(safe),
-                        metric: format!("alert_{}", safe(name)),
-                        scene: label(&a.labels, &["scene"]).map(safe),
-                        link: None,
-                        labels: BTreeMap::new(),
-                    },
+                    key: SeriesKey::new(
+                        Layer::Business,
+                        safe(idc),
+                        safe(service),
+                        format!("alert_{}", safe(name)),
+                    )
+                    .with_instance(label(&a.labels, &["instance"]).map(safe))
+                    .with_scene(label(&a.labels, &["scene"]).map(safe)),
                     summary,
                 })
             })

@@ -1339,16 +1339,7 @@ mod tests {
             (0.5, 0.99)
         };
         AnomalyEvent {
-            key: SeriesKey {
-                layer: Layer::Business,
-                idc: "idc1".into(),
-                service: service.into(),
-                scene: None,
-                link: None,
-                instance: None,
-                metric: metric.into(),
-                labels: Default::default(),
-            },
+            key: SeriesKey::new(Layer::Business, "idc1", service, metric),
             ts,
             kind,
             onset: ts - 2_000,

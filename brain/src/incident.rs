@@ -986,16 +986,7 @@ mod tests {
     use super::*;
 
     fn key(metric: &str) -> SeriesKey {
-        SeriesKey {
-            layer: Layer::Business,
-            service: "cashier".into(),
-            idc: "idc-a".into(),
-            instance: None,
-            metric: metric.into(),
-            scene: Some("pay".into()),
-            link: None,
-            labels: Default::default(),
-        }
+        SeriesKey::new(Layer::Business, "idc-a", "cashier", metric).with_scene(Some("pay"))
     }
 
     fn incident(active: bool) -> Incident {

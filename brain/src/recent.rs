@@ -451,16 +451,12 @@ mod tests {
         assert_eq!(scrape_interval(&steady, 60_000), None);
         // Through the rings, by key, before a time.
         let r = Recent::default();
-        let key = Arc::new(SeriesKey {
-            layer: Layer::System,
-            idc: "default".into(),
-            service: "cart".into(),
-            scene: None,
-            link: None,
-            instance: None,
-            metric: "latency-90".into(),
-            labels: Default::default(),
-        });
+        let key = Arc::new(SeriesKey::new(
+            Layer::System,
+            "default",
+            "cart",
+            "latency-90",
+        ));
         for (t, v) in &held {
             r.observe(7, &key, *t, f64::from(*v));
         }
@@ -489,16 +485,12 @@ mod tests {
     fn each_series_ring_gets_its_own_samples_in_whatever_order_they_come() {
         let r = Recent::default();
         let key = |i: u64| {
-            Arc::new(SeriesKey {
-                layer: Layer::System,
-                idc: "idc-a".into(),
-                service: "cashier".into(),
-                scene: None,
-                link: None,
-                instance: None,
-                metric: format!("m{i}"),
-                labels: Default::default(),
-            })
+            Arc::new(SeriesKey::new(
+                Layer::System,
+                "idc-a",
+                "cashier",
+                format!("m{i}"),
+            ))
         };
         let keys: Vec<_> = (0..6).map(key).collect();
         // Series i's value at round t is 100 t + i: first in order, then
@@ -533,15 +525,8 @@ mod tests {
     #[test]
     fn rings_keep_the_latest_business_samples_in_order() {
         let r = Recent::default();
-        let key = |layer| SeriesKey {
-            layer,
-            idc: "idc-a".into(),
-            service: "cashier".into(),
-            scene: Some("checkout".into()),
-            link: None,
-            instance: None,
-            metric: "success_rate".into(),
-            labels: Default::default(),
+        let key = |layer| {
+            SeriesKey::new(layer, "idc-a", "cashier", "success_rate").with_scene(Some("checkout"))
         };
         let (b, sys) = (Arc::new(key(Layer::Business)), Arc::new(key(Layer::System)));
         for t in 0..(POINTS as i64 + 10) {

@@ -213,16 +213,9 @@ mod tests {
     use super::*;
 
     fn key(metric: &str, scene: &str) -> Arc<SeriesKey> {
-        Arc::new(SeriesKey {
-            layer: Layer::Business,
-            idc: "idc-a".into(),
-            service: "gateway".into(),
-            scene: Some(scene.into()),
-            link: None,
-            instance: None,
-            metric: metric.into(),
-            labels: Default::default(),
-        })
+        Arc::new(
+            SeriesKey::new(Layer::Business, "idc-a", "gateway", metric).with_scene(Some(scene)),
+        )
     }
 
     #[test]

@@ -109,6 +109,51 @@ pub struct SeriesKey {
 }
 
 impl SeriesKey {
+    /// The key of `metric` of `service` in `idc` on `layer`: no scene, link,
+    /// instance or labels (add them with [`SeriesKey::with_scene`],
+    /// [`SeriesKey::with_link`], [`SeriesKey::with_instance`]).
+    pub fn new(
+        layer: Layer,
+        idc: impl Into<String>,
+        service: impl Into<String>,
+        metric: impl Into<String>,
+    ) -> Self {
+        SeriesKey {
+            layer,
+            idc: idc.into(),
+            service: service.into(),
+            scene: None,
+            link: None,
+            instance: None,
+            metric: metric.into(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// This key per scene `scene` (none for `None`).
+    pub fn with_scene(self, scene: Option<impl Into<String>>) -> Self {
+        SeriesKey {
+            scene: scene.map(Into::into),
+            ..self
+        }
+    }
+
+    /// This key on link `link` (none for `None`).
+    pub fn with_link(self, link: Option<impl Into<String>>) -> Self {
+        SeriesKey {
+            link: link.map(Into::into),
+            ..self
+        }
+    }
+
+    /// This key per instance `instance` (none for `None`).
+    pub fn with_instance(self, instance: Option<impl Into<String>>) -> Self {
+        SeriesKey {
+            instance: instance.map(Into::into),
+            ..self
+        }
+    }
+
     /// The key of `sample` inside `batch`.
     pub fn of(batch: &IndicatorBatch, sample: &Sample) -> Self {
         SeriesKey {

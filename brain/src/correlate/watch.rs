@@ -420,16 +420,7 @@ mod tests {
     const MIN: i64 = 60_000;
 
     fn key(service: &str, metric: &str) -> Arc<SeriesKey> {
-        Arc::new(SeriesKey {
-            layer: Layer::System,
-            idc: "idc1".into(),
-            service: service.into(),
-            scene: None,
-            link: None,
-            instance: None,
-            metric: metric.into(),
-            labels: Default::default(),
-        })
+        Arc::new(SeriesKey::new(Layer::System, "idc1", service, metric))
     }
 
     fn deploy(service: &str, ts: i64) -> ChangeEvent {

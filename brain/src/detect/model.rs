@@ -123,16 +123,7 @@ fn event(service: &str, ts: i64, edge: Edge, score: f64) -> AnomalyEvent {
         Edge::Closed => (AnomalyKind::End, ts, 0.0),
     };
     AnomalyEvent {
-        key: SeriesKey {
-            layer: Layer::System,
-            idc: "all".into(),
-            service: service.to_string(),
-            scene: None,
-            link: None,
-            instance: None,
-            metric: MODEL_METRIC.into(),
-            labels: Default::default(),
-        },
+        key: SeriesKey::new(Layer::System, "all", service, MODEL_METRIC),
         ts,
         kind,
         onset,

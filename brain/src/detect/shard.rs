@@ -319,16 +319,12 @@ mod tests {
         let classes = MetricClasses::new(&[]).unwrap();
         let mut s = Slots::default();
         for id in 0..10u64 {
-            let key = Arc::new(SeriesNames::of(&SeriesKey {
-                layer: selfheal_bus::Layer::System,
-                idc: "idc1".into(),
-                service: "svc".into(),
-                scene: None,
-                link: None,
-                instance: None,
-                metric: format!("m{id}"),
-                labels: Default::default(),
-            }));
+            let key = Arc::new(SeriesNames::of(&SeriesKey::new(
+                selfheal_bus::Layer::System,
+                "idc1",
+                "svc",
+                format!("m{id}"),
+            )));
             let class = classes.classify(key.metric());
             s.add(Slot {
                 id,

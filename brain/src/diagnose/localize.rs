@@ -1206,16 +1206,7 @@ mod tests {
     }
 
     fn key(service: &str, instance: Option<&str>, metric: &str) -> SeriesKey {
-        SeriesKey {
-            layer: Layer::System,
-            idc: "default".into(),
-            service: service.into(),
-            scene: None,
-            link: None,
-            instance: instance.map(str::to_string),
-            metric: metric.into(),
-            labels: Default::default(),
-        }
+        SeriesKey::new(Layer::System, "default", service, metric).with_instance(instance)
     }
 
     /// 40 samples a minute apart with a little noise; from sample 30 on,

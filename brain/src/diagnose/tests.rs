@@ -39,16 +39,7 @@ type Series<'a> = (
 fn incident(series: &[Series]) -> Incident {
     let mut evidence = BTreeMap::new();
     for (layer, idc, service, instance, metric, value, baseline, at) in series {
-        let key = SeriesKey {
-            layer: *layer,
-            idc: idc.to_string(),
-            service: service.to_string(),
-            scene: None,
-            link: None,
-            instance: instance.map(str::to_string),
-            metric: metric.to_string(),
-            labels: BTreeMap::new(),
-        };
+        let key = SeriesKey::new(*layer, *idc, *service, *metric).with_instance(*instance);
         let direction = if metric.contains("success") {
             Direction::Down
         } else {
