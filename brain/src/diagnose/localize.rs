@@ -152,12 +152,22 @@ pub fn robust_score(h: &History, onset: i64, now: i64, direction: Direction) -> 
 /// before the onset (not a floor: a series flat before it) set the
 /// yardstick.
 fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f64, bool)> {
-    let (pre, mut post) = around(h, onset, now, WINDOW_BACK);
+    let (mut pre, mut post) = around(h, onset, now, WINDOW_BACK);
     if pre.len() < MIN_PRE || post.is_empty() {
         return None;
     }
+    // Success read as its shortfall, the failures: a success rate's unit
+    // is a share of its failures, not of its level (at 99.9 %, 1 % of the
+    // level is ten times the failures), and at least a thousandth of its
+    // ceiling.
+    let mut direction = direction;
+    let mut floor = 0.0;
+    if direction == Direction::Down {
+        floor = 0.001 * shortfall(&mut pre, &mut post);
+        direction = Direction::Up;
+    }
     let (level, spread) = (level(&pre), noise(&pre));
-    let scale = yardstick(level, spread);
+    let scale = yardstick(level, spread).max(floor);
     // In a series written more often than it is scraped (an export
     // sampling every second what was scraped every 5 s), a value repeated
     // is one reading held between scrapes: one scrape's spike is one
@@ -173,7 +183,7 @@ fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f
     let at = usize::from(z.len() >= 3);
     Some((
         z[at].max(0.0),
-        spread > 1e-9 && spread >= 0.01 * level.abs(),
+        spread > 1e-9 && spread >= (0.01 * level.abs()).max(floor),
     ))
 }
 
@@ -355,7 +365,8 @@ fn times_over(h: &History, onset: i64, now: i64, direction: Direction) -> Option
 
 /// Success rewritten as its shortfall from its ceiling (1, or 100 for a
 /// percentage, as its median before says): the failures, bad going up.
-fn shortfall(pre: &mut [f64], post: &mut [f64]) {
+/// Returns the ceiling.
+fn shortfall(pre: &mut [f64], post: &mut [f64]) -> f64 {
     let top = if median(pre.to_vec()) > 1.0 {
         100.0
     } else {
@@ -364,6 +375,7 @@ fn shortfall(pre: &mut [f64], post: &mut [f64]) {
     for v in pre.iter_mut().chain(post.iter_mut()) {
         *v = top - *v;
     }
+    top
 }
 
 /// Each sample's move from `level` in its bad direction, in `scale`s.
@@ -1302,6 +1314,62 @@ mod tests {
             MetricClasses::shipped(),
             i64::MAX,
         )
+    }
+
+    /// 40 samples a minute apart: at `before` for 30 (wobbling by up to
+    /// `wobble`), then at `after` (wobbling the same).
+    fn level_then(before: f64, after: f64, wobble: f64) -> History {
+        (0..40)
+            .map(|i| {
+                let v = if i >= 30 { after } else { before };
+                let w = [0.0, 1.0, -1.0, 0.5, -0.5, 0.0][i % 6] * wobble;
+                (i as i64 * 60_000, (v + w) as f32)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_success_rate_is_measured_in_its_failures() {
+        let z = |h: &History, direction| robust_score(h, 30 * 60_000, i64::MAX, direction).unwrap();
+        // Never failed, then 2 % of the requests fail: far out, as a
+        // percentage or a ratio (1 % of the level, its unit before, read
+        // it as 2 deviations).
+        assert!(z(&level_then(100.0, 98.0, 0.0), Direction::Down) >= 10.0);
+        assert!(z(&level_then(1.0, 0.98, 0.0), Direction::Down) >= 10.0);
+        // At 99.9 % wobbling by 0.05 points, failures ten times as many.
+        assert!(z(&level_then(99.9, 99.0, 0.05), Direction::Down) >= 2.0 * MOVED);
+        // The wobble alone is no move, nor 99.9 % at 99.85 %.
+        assert!(z(&level_then(99.9, 99.9, 0.05), Direction::Down) < MOVED);
+        assert!(z(&level_then(99.9, 99.85, 0.0), Direction::Down) < MOVED);
+        // Anything else keeps its level's unit: 2 % slower is no move.
+        assert!(z(&level_then(100.0, 102.0, 0.0), Direction::Up) < MOVED);
+    }
+
+    #[test]
+    fn a_callee_that_never_failed_and_now_fails_explains_failing_callers() {
+        // front calls list and lambda. A few percent of list's requests
+        // fail, where none ever did, and the front end's success dips;
+        // meanwhile lambda, which has nothing to do with failures, runs
+        // 30 % slower, far out on its own steady latency.
+        let topo = graph(&[("front", "list"), ("front", "lambda")]);
+        let mut inc = incident_of(&[("front", "availability")], "success");
+        for e in inc.evidence.values_mut() {
+            e.direction = Direction::Down;
+        }
+        let h = [
+            (key("front", None, "availability"), level_then(100.0, 99.0, 0.0)),
+            (key("list", None, "availability"), level_then(100.0, 97.5, 0.0)),
+            (key("lambda", None, "latency_ms"), stepped(60_000, 100.0, 130.0)),
+        ];
+        let c = localize(
+            &inc,
+            &topo,
+            h.iter().map(|(k, v)| (k, v)),
+            MetricClasses::shipped(),
+            i64::MAX,
+        );
+        assert_eq!(c[0].service, "list", "{c:#?}");
+        assert_eq!(c[0].fault, "error_returns", "{c:#?}");
     }
 
     #[test]
