@@ -17,6 +17,10 @@ pub struct Args {
     /// At most this many cases per scenario.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Only this case (`train/issue_3`, `test/issue_10`; repeatable),
+    /// in every scenario chosen. A name no case has is refused.
+    #[arg(long = "case")]
+    pub cases: Vec<String>,
     /// Write the report (JSON) here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -37,6 +41,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         data,
         scenario,
         limit,
+        cases: only,
         json,
         config,
         keep,
@@ -45,6 +50,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut cases = selfheal::petshop::cases(&data)?;
     if let Some(s) = &scenario {
         cases.retain(|c| &c.scenario == s);
+    }
+    if let Some(missing) = only.iter().find(|o| !cases.iter().any(|c| &c.name == *o)) {
+        input!(
+            "no case {missing} under {}: a case is named <split>/issue_<n>, as train/issue_3",
+            data.display()
+        );
+    }
+    if !only.is_empty() {
+        cases.retain(|c| only.contains(&c.name));
     }
     if let Some(n) = limit {
         let mut seen = std::collections::BTreeMap::<String, usize>::new();

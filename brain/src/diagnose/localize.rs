@@ -1357,9 +1357,18 @@ mod tests {
             e.direction = Direction::Down;
         }
         let h = [
-            (key("front", None, "availability"), level_then(100.0, 99.0, 0.0)),
-            (key("list", None, "availability"), level_then(100.0, 97.5, 0.0)),
-            (key("lambda", None, "latency_ms"), stepped(60_000, 100.0, 130.0)),
+            (
+                key("front", None, "availability"),
+                level_then(100.0, 99.0, 0.0),
+            ),
+            (
+                key("list", None, "availability"),
+                level_then(100.0, 97.5, 0.0),
+            ),
+            (
+                key("lambda", None, "latency_ms"),
+                stepped(60_000, 100.0, 130.0),
+            ),
         ];
         let c = localize(
             &inc,
