@@ -98,6 +98,16 @@ fn batch(source: &str, service: &str, instance: Option<String>, ts: i64) -> Indi
     }
 }
 
+/// Publishes `b` on its subject, as an agent does.
+async fn send(bus: &Bus, b: &IndicatorBatch) {
+    bus.publish(
+        &Subjects::default().indicators(b.layer, &b.idc, &b.service),
+        selfheal_bus::encode(b).unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
 async fn post_change(addr: std::net::SocketAddr, body: &str) -> (u16, String) {
     let res = selfheal_brain::act::http::client()
         .unwrap()
@@ -326,7 +336,6 @@ async fn a_deploy_notice_filed_before_a_restart_is_blamed_after_it() {
 
     let (second, _bus) = brain(&nats, dir.path(), |_| {}).await;
     let publisher: Bus = Arc::new(NatsTransport::connect(&nats.url(), "pub").await.unwrap());
-    let subjects = Subjects::default();
     // Five minutes of a payment engine and its checkout, one sample a
     // second; two minutes after the deploy a quarter of its requests fail.
     let mut noise = 7u64;
@@ -379,13 +388,7 @@ async fn a_deploy_notice_filed_before_a_restart_is_blamed_after_it() {
                 samples,
                 ..batch("agent-1", service, None, ts)
             };
-            publisher
-                .publish(
-                    &subjects.indicators(b.layer, &b.idc, &b.service),
-                    selfheal_bus::encode(&b).unwrap(),
-                )
-                .await
-                .unwrap();
+            send(&publisher, &b).await;
         }
     }
     let mut found = None;
@@ -687,13 +690,7 @@ async fn one_source_flooding_new_series_is_capped_and_raised_and_the_rest_get_in
     for (i, service) in ["payments", "ledger", "risk"].iter().enumerate() {
         let mut b = batch("agent-1", service, Some(format!("{service}-1")), now + 1000);
         b.seq = i as u64 + 1;
-        publisher
-            .publish(
-                &subjects.indicators(b.layer, &b.idc, &b.service),
-                selfheal_bus::encode(&b).unwrap(),
-            )
-            .await
-            .unwrap();
+        send(&publisher, &b).await;
     }
     eventually(
         "the legitimate batches taken",

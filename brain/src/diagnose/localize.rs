@@ -1217,6 +1217,17 @@ mod tests {
         );
     }
 
+    /// `inc` localized over the series `h`, read up to their last sample.
+    fn ranked(inc: &Incident, topo: &Topology, h: &[(SeriesKey, History)]) -> Vec<Candidate> {
+        localize(
+            inc,
+            topo,
+            h.iter().map(|(k, v)| (k, v)),
+            MetricClasses::shipped(),
+            i64::MAX,
+        )
+    }
+
     fn key(service: &str, instance: Option<&str>, metric: &str) -> SeriesKey {
         SeriesKey::new(Layer::System, "default", service, metric).with_instance(instance)
     }
@@ -1307,13 +1318,7 @@ mod tests {
             (key("web", None, "latency_ms"), web),
             (key("db", None, "latency_ms"), db),
         ];
-        localize(
-            inc,
-            &Topology::default(),
-            h.iter().map(|(k, v)| (k, v)),
-            MetricClasses::shipped(),
-            i64::MAX,
-        )
+        ranked(inc, &Topology::default(), &h)
     }
 
     /// 40 samples a minute apart: at `before` for 30 (wobbling by up to
@@ -1370,13 +1375,7 @@ mod tests {
                 stepped(60_000, 100.0, 130.0),
             ),
         ];
-        let c = localize(
-            &inc,
-            &topo,
-            h.iter().map(|(k, v)| (k, v)),
-            MetricClasses::shipped(),
-            i64::MAX,
-        );
+        let c = ranked(&inc, &topo, &h);
         assert_eq!(c[0].service, "list", "{c:#?}");
         assert_eq!(c[0].fault, "error_returns", "{c:#?}");
     }
@@ -1395,13 +1394,7 @@ mod tests {
             (key("db", None, "latency_ms"), ramp(5.0, 5.0, 6)),
             (key("db", None, "error_rate"), ramp(0.01, 0.01, 7)),
         ];
-        let c = localize(
-            &incident(),
-            &topo,
-            h.iter().map(|(k, v)| (k, v)),
-            MetricClasses::shipped(),
-            i64::MAX,
-        );
+        let c = ranked(&incident(), &topo, &h);
         assert_eq!(c[0].service, "cart", "{c:#?}");
         assert_eq!(c[0].fault, "cpu_hog");
         assert_eq!(c[0].instance.as_deref(), Some("cart-1"));
@@ -1454,13 +1447,7 @@ mod tests {
             (key("pay", None, "error_rate"), ramp(0.001, 0.05, 2)),
             (key("pay", None, "latency_ms"), ramp(20.0, 20.0, 3)),
         ];
-        let c = localize(
-            &incident(),
-            &topo,
-            h.iter().map(|(k, v)| (k, v)),
-            MetricClasses::shipped(),
-            i64::MAX,
-        );
+        let c = ranked(&incident(), &topo, &h);
         assert_eq!(
             (c[0].service.as_str(), c[0].fault),
             ("pay", "error_returns")
@@ -1471,13 +1458,7 @@ mod tests {
         ];
         let mut inc = incident();
         inc.evidence.clear();
-        let c = localize(
-            &inc,
-            &topo,
-            quiet.iter().map(|(k, v)| (k, v)),
-            MetricClasses::shipped(),
-            i64::MAX,
-        );
+        let c = ranked(&inc, &topo, &quiet);
         assert!(c.iter().all(|c| c.magnitude < MOVED), "{c:#?}");
     }
 
@@ -1497,13 +1478,7 @@ mod tests {
             (key("db", None, "latency_ms"), ramp(20.0, 220.0, 2)),
         ];
         let topo = Topology::default();
-        let c = localize(
-            &inc,
-            &topo,
-            h.iter().map(|(k, v)| (k, v)),
-            MetricClasses::shipped(),
-            i64::MAX,
-        );
+        let c = ranked(&inc, &topo, &h);
         let db = c.iter().find(|c| c.service == "db").unwrap();
         assert_eq!(db.explains, vec!["web".to_string()], "{c:#?}");
         assert_eq!(c[0].service, "db", "{c:#?}");
@@ -1516,25 +1491,19 @@ mod tests {
         // more (a caller fails at most what its callee failed for it).
         let inc = incident_of(&[("api", "errors"), ("store", "errors")], "errors");
         let topo = Topology::default();
-        let ranked = |api: f64, store: f64| {
+        let order = |api: f64, store: f64| {
             let h = [
                 (key("api", None, "errors"), ramp(1.0, 1.0 + api, 1)),
                 (key("store", None, "errors"), ramp(1.0, 1.0 + store, 2)),
             ];
-            localize(
-                &inc,
-                &topo,
-                h.iter().map(|(k, v)| (k, v)),
-                MetricClasses::shipped(),
-                i64::MAX,
-            )
+            ranked(&inc, &topo, &h)
         };
-        let c = ranked(4.0, 8.0);
+        let c = order(4.0, 8.0);
         let store = c.iter().find(|c| c.service == "store").unwrap();
         assert_eq!(store.explains, vec!["api".to_string()], "{c:#?}");
         assert_eq!(c[0].service, "store", "{c:#?}");
         // Risen alike, neither is read as the other's callee.
-        let c = ranked(4.0, 4.2);
+        let c = order(4.0, 4.2);
         assert!(c.iter().all(|c| c.explains.is_empty()), "{c:#?}");
     }
 
@@ -1554,8 +1523,8 @@ mod tests {
                 .collect()
         };
         let ranked_with = |db: History| web_over_db(&inc, ramp(100.0, 200.0, 1), db);
-        let ranked = |db_after: f64| ranked_with(spiky(10.0, db_after));
-        let c = ranked(60.0);
+        let order = |db_after: f64| ranked_with(spiky(10.0, db_after));
+        let c = order(60.0);
         let web = c.iter().find(|c| c.service == "web").unwrap();
         let db = c.iter().find(|c| c.service == "db").unwrap();
         assert!(db.magnitude < web.magnitude, "{c:#?}");
@@ -1571,7 +1540,7 @@ mod tests {
         assert_eq!(web.outrun_by, vec!["db".to_string()], "{c:#?}");
         // Risen alike (2.2 times over against 2), neither is read as the
         // other's callee.
-        let c = ranked(22.0);
+        let c = order(22.0);
         assert!(c.iter().all(|c| c.explains.is_empty()), "{c:#?}");
         assert!(c.iter().all(|c| c.outrun_by.is_empty()), "{c:#?}");
     }
@@ -1582,8 +1551,8 @@ mod tests {
         // db, which web calls, tripled at the same instant and was flagged
         // by nothing (on its own noisy series, a move short of a flag).
         let inc = incident_of(&[("web", "latency_ms")], "latency");
-        let ranked = |db: History| web_over_db(&inc, ramp(100.0, 130.0, 1), db);
-        let c = ranked(ramp(10.0, 30.0, 2));
+        let order = |db: History| web_over_db(&inc, ramp(100.0, 130.0, 1), db);
+        let c = order(ramp(10.0, 30.0, 2));
         assert_eq!(c[0].service, "db", "{c:#?}");
         assert_eq!(c[0].explains, vec!["web".to_string()], "{c:#?}");
         let web = c.iter().find(|c| c.service == "web").unwrap();
@@ -1596,7 +1565,7 @@ mod tests {
             .into_iter()
             .map(|(t, v)| (t, if t >= 33 * 60_000 { 3.0 * v } else { v }))
             .collect();
-        let c = ranked(later);
+        let c = order(later);
         assert!(c.iter().all(|c| c.outrun_by.is_empty()), "{c:#?}");
         assert!(c.iter().all(|c| c.explains.is_empty()), "{c:#?}");
     }
@@ -1677,16 +1646,10 @@ mod tests {
         // When each service was first flagged after the scoring onset.
         let firsts = |inc: &Incident| -> BTreeMap<String, Option<f64>> {
             let h: [(SeriesKey, History); 0] = [];
-            localize(
-                inc,
-                &Topology::default(),
-                h.iter().map(|(k, v)| (k, v)),
-                MetricClasses::shipped(),
-                i64::MAX,
-            )
-            .into_iter()
-            .map(|c| (c.service, c.first_s))
-            .collect()
+            ranked(inc, &Topology::default(), &h)
+                .into_iter()
+                .map(|c| (c.service, c.first_s))
+                .collect()
         };
         let c = firsts(&inc);
         let first = |s: &str| c[s];
@@ -1746,13 +1709,7 @@ mod tests {
                     series(20.0, 220.0, 43, 2, scrape),
                 ),
             ];
-            localize(
-                &inc,
-                &Topology::default(),
-                h.iter().map(|(k, v)| (k, v)),
-                MetricClasses::shipped(),
-                i64::MAX,
-            )
+            ranked(&inc, &Topology::default(), &h)
         };
         // A new value every second: the front end went first, and the
         // database, which followed it, is learnt to call it.
@@ -1882,13 +1839,7 @@ mod tests {
             c.discipline.entries.insert("cart".into());
             c.on_anomaly(&slower("cart", 30_000, 32_000));
             let inc = c.incidents.remove(0);
-            let c = localize(
-                &inc,
-                &Topology::default(),
-                h.iter().map(|(k, v)| (k, v)),
-                MetricClasses::shipped(),
-                i64::MAX,
-            );
+            let c = ranked(&inc, &Topology::default(), &h);
             assert_eq!(c[0].service, "cart");
             c[0].fault
         };
