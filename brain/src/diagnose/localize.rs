@@ -156,16 +156,7 @@ fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f
     if pre.len() < MIN_PRE || post.is_empty() {
         return None;
     }
-    // Success read as its shortfall, the failures: a success rate's unit
-    // is a share of its failures, not of its level (at 99.9 %, 1 % of the
-    // level is ten times the failures), and at least a thousandth of its
-    // ceiling.
-    let mut direction = direction;
-    let mut floor = 0.0;
-    if direction == Direction::Down {
-        floor = 0.001 * shortfall(&mut pre, &mut post);
-        direction = Direction::Up;
-    }
+    let (direction, floor) = as_failures(&mut pre, &mut post, direction);
     let (level, spread) = (level(&pre), noise(&pre));
     let scale = yardstick(level, spread).max(floor);
     // In a series written more often than it is scraped (an export
@@ -185,6 +176,21 @@ fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f
         z[at].max(0.0),
         spread > 1e-9 && spread >= (0.01 * level.abs()).max(floor),
     ))
+}
+
+/// A series' samples before and since an onset as a move is read in: a
+/// success rate as its shortfall from its ceiling, its failures, bad
+/// going up (its unit is a share of its failures, not of its level: at
+/// 99.9 %, 1 % of the level is ten times the failures), with a unit of
+/// at least a thousandth of the ceiling; anything else as it is. Returns
+/// the direction to read moves in and that least unit (0 for anything
+/// but success).
+fn as_failures(pre: &mut [f64], post: &mut [f64], direction: Direction) -> (Direction, f64) {
+    if direction == Direction::Down {
+        (Direction::Up, 0.001 * shortfall(pre, post))
+    } else {
+        (direction, 0.0)
+    }
 }
 
 /// A move beyond [`CAP`] counts for less and less (logarithmically), up
@@ -256,13 +262,16 @@ pub(crate) fn noise(pre: &[f64]) -> f64 {
 /// since `onset` (at or before `now`) beyond [`MOVED`] yardsticks in its
 /// bad `direction` whose next reading is too (or that is the last). A
 /// value repeated in a series written more often than it is scraped is
-/// one reading, as [`far_out`] reads it. `None` when none is.
+/// one reading, and a success rate is read in its failures, as [`far_out`]
+/// reads them. `None` when none is.
 fn went_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<i64> {
-    let (pre, post) = around(h, onset, now, WINDOW_BACK);
+    let (mut pre, mut post) = around(h, onset, now, WINDOW_BACK);
     if pre.len() < MIN_PRE || post.is_empty() {
         return None;
     }
+    let (direction, floor) = as_failures(&mut pre, &mut post, direction);
     let (level, scale) = reference(&pre);
+    let scale = scale.max(floor);
     let upto = h.partition_point(|(t, _)| *t <= now);
     let times = h.range(upto - post.len()..upto).map(|(t, _)| *t);
     let mut readings: Vec<(i64, f64)> = times.zip(post).collect();
@@ -1626,6 +1635,12 @@ mod tests {
         assert_eq!(
             went_out(&h(&[50.0, 40.0, 45.0]), 40_000, i64::MAX, Direction::Up),
             None
+        );
+        // A success rate goes out in its failures: none, then 2 %.
+        let success = level_then(100.0, 98.0, 0.0);
+        assert_eq!(
+            went_out(&success, 30 * 60_000, i64::MAX, Direction::Down),
+            Some(30 * 60_000)
         );
     }
 
