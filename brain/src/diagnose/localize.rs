@@ -184,9 +184,10 @@ fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f
 /// 99.9 %, 1 % of the level is ten times the failures), with a unit of
 /// at least a thousandth of the ceiling; anything else as it is. Returns
 /// the direction to read moves in and that least unit (0 for anything
-/// but success).
+/// but success). A series bad going down above 100 (a configured class of
+/// another kind) has no ceiling and is read as it is.
 fn as_failures(pre: &mut [f64], post: &mut [f64], direction: Direction) -> (Direction, f64) {
-    if direction == Direction::Down {
+    if direction == Direction::Down && median(pre.to_vec()) <= 100.0 {
         (Direction::Up, 0.001 * shortfall(pre, post))
     } else {
         (direction, 0.0)
