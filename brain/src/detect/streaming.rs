@@ -378,16 +378,25 @@ impl Detector {
         self.base
     }
 
-    fn floor(level: f64, cfg: &DetectorConfig) -> f64 {
+    /// The least unit of a series at `level`: `rel_floor` of its level;
+    /// for a success rate (bad going down, a ratio or a percentage) of
+    /// its failures, its shortfall from its ceiling, and at least a
+    /// ten-thousandth of the ceiling (at 99.9 %, `rel_floor` of the level
+    /// is twice the failures).
+    fn floor(level: f64, dir: Direction, cfg: &DetectorConfig) -> f64 {
+        if dir == Direction::Down && (0.0..=100.0).contains(&level) {
+            let top = if level > 1.0 { 100.0 } else { 1.0 };
+            return (cfg.rel_floor * (top - level)).max(1e-4 * top);
+        }
         (cfg.rel_floor * level.abs()).max(1e-9)
     }
 
     fn scale(&self, cfg: &DetectorConfig) -> f64 {
-        (1.25 * self.dev).max(Self::floor(self.mean, cfg))
+        (1.25 * self.dev).max(Self::floor(self.mean, self.dir, cfg))
     }
 
     fn base_scale(&self, cfg: &DetectorConfig) -> f64 {
-        (1.25 * self.base_dev).max(Self::floor(self.base, cfg))
+        (1.25 * self.base_dev).max(Self::floor(self.base, self.dir, cfg))
     }
 
     /// Deviation of `x` from the state machine's baseline, in robust
@@ -471,7 +480,7 @@ impl Detector {
         }
         self.learn(x, warm, cfg);
         if let Some(s) = surprise {
-            s.learn_jump(x, warm, self.n, self.mean, cfg);
+            s.learn_jump(x, warm, self.n, (self.mean, self.dir), cfg);
         }
         if warm {
             (self.base, self.base_dev) = (self.mean, self.dev);
@@ -629,7 +638,7 @@ impl Surprise {
         x: f64,
         cfg: &DetectorConfig,
     ) -> [f64; CHANNELS] {
-        let jscale = (1.25 * self.jdev).max(Detector::floor(det.mean, cfg));
+        let jscale = (1.25 * self.jdev).max(Detector::floor(det.mean, det.dir, cfg));
         let zj = det.dir.signed((x - self.prev) / jscale);
         // A move counts when it ends on the bad side of the level.
         let c = self.movement(x, cfg);
@@ -645,7 +654,14 @@ impl Surprise {
 
     /// Learns the usual step (after the level learnt `x`: `mean` is the
     /// new level; `n` the samples before `x`). Winsorised once warm.
-    fn learn_jump(&mut self, x: f64, warm: bool, n: u32, mean: f64, cfg: &DetectorConfig) {
+    fn learn_jump(
+        &mut self,
+        x: f64,
+        warm: bool,
+        n: u32,
+        (mean, dir): (f64, Direction),
+        cfg: &DetectorConfig,
+    ) {
         let ja = if warm {
             1.0 / (n as f64 + 1.0)
         } else {
@@ -654,7 +670,7 @@ impl Surprise {
         let jlim = if warm {
             f64::INFINITY
         } else {
-            cfg.z_open * (1.25 * self.jdev).max(Detector::floor(mean, cfg))
+            cfg.z_open * (1.25 * self.jdev).max(Detector::floor(mean, dir, cfg))
         };
         let step = (x - self.prev).clamp(-jlim, jlim);
         self.jdev += ja * (step.abs() - self.jdev);
@@ -742,7 +758,7 @@ impl Surprise {
         let m = m0 + f * (m1 - m0);
         // The usual miss of the profile, learnt slowly and winsorised.
         let dd = self.day_dev as f64;
-        let dscale = (1.25 * dd).max(Detector::floor(det.mean, cfg));
+        let dscale = (1.25 * dd).max(Detector::floor(det.mean, det.dir, cfg));
         let miss = (x - m).abs();
         let miss = if dd > 0.0 {
             miss.min(cfg.z_open * dscale)

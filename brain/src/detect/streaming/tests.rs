@@ -359,3 +359,41 @@ fn a_fault_creeping_in_over_half_a_minute_of_one_second_samples_opens() {
     });
     assert!(!opened, "per-sample memory follows the ramp");
 }
+
+/// A success rate (%) of `n` requests a second, each succeeding with
+/// probability `p`, then `after` from sample 600 on.
+fn success_rate(seed: u64, n: u32, p: f64, after: f64) -> Vec<f64> {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..900)
+        .map(|i| {
+            let p = if i >= 600 { after } else { p };
+            let ok = (0..n).filter(|_| r.r#gen::<f64>() < p).count();
+            100.0 * ok as f64 / f64::from(n)
+        })
+        .collect()
+}
+
+#[test]
+fn a_success_rate_s_unit_is_its_failures() {
+    let open = |xs: &[f64]| {
+        let cfg = DetectorConfig::default();
+        let mut d = Scorer::new(Direction::Down);
+        xs.iter().enumerate().find_map(|(i, x)| {
+            let ts = i as i64 * 1_000;
+            matches!(d.update(ts, *x, &cfg), Some(Transition::Start { .. })).then_some(ts)
+        })
+    };
+    // 3,000 payments a second at 99.9 %, then 99.5 %: failures five times
+    // as many, 12 more failed payments a second. A unit of 0.2 % of the
+    // level (0.2 points, twice the failures) read it as 1.6 deviations.
+    let at = open(&success_rate(1, 3_000, 0.999, 0.995)).expect("the drop opens");
+    assert!((600_000..=610_000).contains(&at), "opened at {at} ms");
+    // The same volume and rate unchanged, and a ratio of a few requests
+    // a second that never failed, then failed one in twenty for two
+    // seconds: quiet.
+    assert_eq!(open(&success_rate(2, 3_000, 0.999, 0.999)), None);
+    let mut blip = vec![1.0; 900];
+    blip[700] = 0.95;
+    blip[701] = 0.95;
+    assert_eq!(open(&blip), None);
+}
