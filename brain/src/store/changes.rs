@@ -23,6 +23,9 @@ pub(super) const SCHEMA: &str = "
 /// Changes kept per service: more than the engine holds in memory, so a
 /// restart loses none of what it weighs.
 pub const KEPT_PER_SERVICE: usize = 256;
+/// Changes kept in all, whatever the number of services notices name:
+/// beyond it the oldest go.
+pub const KEPT_IN_ALL: usize = 65_536;
 
 fn kind_name(k: ChangeKind) -> &'static str {
     match k {
@@ -48,6 +51,17 @@ impl Store {
     /// left as it was. Returns whether it was new. Beyond
     /// [`KEPT_PER_SERVICE`] changes of its service, the oldest go.
     pub fn record_change(&self, c: &ChangeEvent) -> Result<bool> {
+        self.record_change_within(c, KEPT_PER_SERVICE, KEPT_IN_ALL)
+    }
+
+    /// [`Store::record_change`], keeping at most `per_service` changes of
+    /// a service and `in_all` in all.
+    fn record_change_within(
+        &self,
+        c: &ChangeEvent,
+        per_service: usize,
+        in_all: usize,
+    ) -> Result<bool> {
         let conn = self.conn();
         let tx = conn.unchecked_transaction()?;
         let new = tx.execute(
@@ -66,8 +80,16 @@ impl Store {
             tx.execute(
                 "DELETE FROM changes WHERE service = ?1 AND rowid NOT IN
                  (SELECT rowid FROM changes WHERE service = ?1 ORDER BY ts DESC, id DESC LIMIT ?2)",
-                params![c.service, KEPT_PER_SERVICE as i64],
+                params![c.service, per_service as i64],
             )?;
+            let n: i64 = tx.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))?;
+            if n > in_all as i64 {
+                tx.execute(
+                    "DELETE FROM changes WHERE rowid IN
+                     (SELECT rowid FROM changes ORDER BY ts, service, id LIMIT ?1)",
+                    params![n - in_all as i64],
+                )?;
+            }
         }
         tx.commit()?;
         Ok(new)
@@ -195,6 +217,23 @@ mod tests {
                 format!("d-{}", last - 1),
                 format!("d-{last}")
             ]
+        );
+    }
+
+    #[test]
+    fn however_many_services_notices_name_the_oldest_in_all_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("brain.db")).unwrap();
+        for i in 0..10 {
+            store
+                .record_change_within(&change(&format!("svc-{i}"), "d-1", 1_000 * i), 3, 6)
+                .unwrap();
+        }
+        let all = store.recent_changes(3).unwrap();
+        let services: Vec<_> = all.iter().map(|c| c.service.as_str()).collect();
+        assert_eq!(
+            services,
+            ["svc-4", "svc-5", "svc-6", "svc-7", "svc-8", "svc-9"]
         );
     }
 }
