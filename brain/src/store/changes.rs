@@ -4,8 +4,9 @@
 //! restart, and an approval lists its author under separation of duties.
 //!
 //! One row per change, by service and id (a notice sent again is the same
-//! row); the newest [`KEPT_PER_SERVICE`] of each service are kept. The
-//! description is free text and masked before it is written.
+//! row); the newest [`KEPT_PER_SERVICE`] of each service are kept, and
+//! [`KEPT_IN_ALL`] in all. The description is free text and masked before
+//! it is written.
 
 use rusqlite::params;
 use selfheal_bus::{ChangeEvent, ChangeKind, WIRE_VERSION};
