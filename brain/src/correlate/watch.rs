@@ -273,11 +273,7 @@ impl Watch {
         let step = (pre[pre.len() - 1].0 - pre[0].0) / (pre.len() as i64 - 1);
         let mut values: Vec<f64> = pre.iter().map(|(_, x)| *x).collect();
         let ceiling = if direction == Direction::Down {
-            if localize::median(values.clone()) > 1.0 {
-                100.0
-            } else {
-                1.0
-            }
+            crate::detect::class::success_ceiling(localize::median(values.clone()))
         } else {
             0.0
         };

@@ -269,6 +269,12 @@ impl MetricClasses {
     }
 }
 
+/// The ceiling a success rate's failures are its shortfall from, by its
+/// level: 100 for a percentage, 1 for a ratio.
+pub fn success_ceiling(level: f64) -> f64 {
+    if level > 1.0 { 100.0 } else { 1.0 }
+}
+
 /// How many milliseconds one unit of a latency series is, from the unit
 /// its name states (`_seconds`, `_ms`, `(s)`, `Us`...): the last unit word
 /// wins (`payment_duration_seconds_p99`: seconds). `None` when the name

@@ -385,7 +385,7 @@ impl Detector {
     /// is twice the failures).
     fn floor(level: f64, dir: Direction, cfg: &DetectorConfig) -> f64 {
         if dir == Direction::Down && (0.0..=100.0).contains(&level) {
-            let top = if level > 1.0 { 100.0 } else { 1.0 };
+            let top = super::class::success_ceiling(level);
             return (cfg.rel_floor * (top - level)).max(1e-4 * top);
         }
         (cfg.rel_floor * level.abs()).max(1e-9)

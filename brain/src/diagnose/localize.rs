@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use selfheal_bus::{SeriesKey, Topology};
 
 use crate::{
-    detect::{Direction, MetricClasses},
+    detect::{Direction, MetricClasses, class::success_ceiling},
     incident::Incident,
     recent::History,
 };
@@ -187,11 +187,13 @@ fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f
 /// but success). A series bad going down above 100 (a configured class of
 /// another kind) has no ceiling and is read as it is.
 fn as_failures(pre: &mut [f64], post: &mut [f64], direction: Direction) -> (Direction, f64) {
-    if direction == Direction::Down && median(pre.to_vec()) <= 100.0 {
-        (Direction::Up, 0.001 * shortfall(pre, post))
-    } else {
-        (direction, 0.0)
+    let level = median(pre.to_vec());
+    if direction != Direction::Down || level > 100.0 {
+        return (direction, 0.0);
     }
+    let top = success_ceiling(level);
+    short_of(top, pre, post);
+    (Direction::Up, 0.001 * top)
 }
 
 /// A move beyond [`CAP`] counts for less and less (logarithmically), up
@@ -375,17 +377,15 @@ fn times_over(h: &History, onset: i64, now: i64, direction: Direction) -> Option
 
 /// Success rewritten as its shortfall from its ceiling (1, or 100 for a
 /// percentage, as its median before says): the failures, bad going up.
-/// Returns the ceiling.
-fn shortfall(pre: &mut [f64], post: &mut [f64]) -> f64 {
-    let top = if median(pre.to_vec()) > 1.0 {
-        100.0
-    } else {
-        1.0
-    };
+fn shortfall(pre: &mut [f64], post: &mut [f64]) {
+    short_of(success_ceiling(median(pre.to_vec())), pre, post);
+}
+
+/// Every value rewritten as its shortfall from `top`.
+fn short_of(top: f64, pre: &mut [f64], post: &mut [f64]) {
     for v in pre.iter_mut().chain(post.iter_mut()) {
         *v = top - *v;
     }
-    top
 }
 
 /// Each sample's move from `level` in its bad direction, in `scale`s.
