@@ -326,6 +326,9 @@ pub struct CaseResult {
     /// 1-based rank of the root cause by the brain's diagnosis given the
     /// operator's symptom and its time ([`given_symptom`]).
     pub given_symptom_rank: Option<usize>,
+    /// The components blamed given the operator's symptom, best first
+    /// (the data set's names; the first five).
+    pub given_symptom_ranked: Vec<String>,
 }
 
 /// Top-1 and top-3 shares of one group of cases.
@@ -507,6 +510,7 @@ pub async fn evaluate(
             levelled_rank,
             random_walk_rank,
             given_symptom_rank,
+            given_symptom_ranked: given.into_iter().take(5).collect(),
         };
         progress(&r);
         results.push(r);

@@ -58,6 +58,8 @@ pub struct Counters {
     pub read: BTreeMap<String, String>,
     /// Series read as counters.
     pub series: usize,
+    /// Histograms' sums read as the mean of what they timed (series).
+    pub sums: usize,
     /// Resets skipped (a counter that went down: its process restarted).
     pub resets: usize,
     /// Metric names that look like counters but whose series go down too
@@ -72,20 +74,28 @@ impl Counters {
             return None;
         }
         let mut parts = Vec::new();
-        if !self.read.is_empty() {
-            let names: Vec<String> = self
+        let list = |sums: bool| {
+            let v: Vec<String> = self
                 .read
                 .iter()
-                .take(5)
+                .filter(|(a, _)| count_of_sum(a).is_some() == sums)
                 .map(|(a, b)| format!("{a} -> {b}"))
                 .collect();
+            let more = if v.len() > 5 { ", ..." } else { "" };
+            (v.len(), format!("{}{more}", v[..v.len().min(5)].join(", ")))
+        };
+        let (rates, names) = list(false);
+        let (means, sums) = list(true);
+        if rates > 0 {
             parts.push(format!(
-                "counters: {} series of {} metric(s) read as rates per second ({}{}), the first sample of each and {} reset(s) skipped",
-                self.series,
-                self.read.len(),
-                names.join(", "),
-                if self.read.len() > 5 { ", ..." } else { "" },
-                self.resets
+                "counters: {} series of {} metric(s) read as rates per second ({names}), the first sample of each and {} reset(s) skipped",
+                self.series, rates, self.resets
+            ));
+        }
+        if means > 0 {
+            parts.push(format!(
+                "sums: {} series of {means} histogram sum(s) read as the mean of what they timed, their increase over their count's ({sums})",
+                self.sums
             ));
         }
         if !self.kept.is_empty() {
@@ -100,9 +110,16 @@ impl Counters {
 
 /// Whether a metric is named as a Prometheus counter (`*_total`,
 /// `*_count`), as the agent's scrapes and the brain's remote write read
-/// them (`selfheal_bus::prom`).
+/// them (`selfheal_bus::prom`), or as a histogram's or summary's sum
+/// (`*_sum`: read as a counter only beside its `*_count`).
 fn is_counter_name(metric: &str) -> bool {
-    metric.len() > "_total".len() && (metric.ends_with("_total") || metric.ends_with("_count"))
+    metric.len() > "_total".len()
+        && (metric.ends_with("_total") || metric.ends_with("_count") || metric.ends_with("_sum"))
+}
+
+/// The `_count` a histogram's or summary's `_sum` goes with.
+fn count_of_sum(metric: &str) -> Option<String> {
+    metric.strip_suffix("_sum").map(|b| format!("{b}_count"))
 }
 
 /// A series of a recording: its batch's layer, IDC and service, then the
@@ -195,9 +212,14 @@ impl<V> PerSeries<V> {
     }
 }
 
-/// The name of a counter's rate: `<name without _total>_per_s`.
+/// The name of a counter's rate: `<name without _total>_per_s`; of a
+/// histogram's sum, the mean of what it observed: `<name without
+/// _sum>_mean`.
 fn rate_of(metric: &str) -> String {
-    format!("{}_per_s", metric.strip_suffix("_total").unwrap_or(metric))
+    match metric.strip_suffix("_sum") {
+        Some(base) => format!("{base}_mean"),
+        None => format!("{}_per_s", metric.strip_suffix("_total").unwrap_or(metric)),
+    }
 }
 
 /// A series goes down in at most this share of its steps to be read as a
@@ -214,6 +236,14 @@ const COUNTER_MAX_DOWN: f64 = 0.05;
 /// whatever its name (a rate exported under the counter's name): kept as
 /// it is. A raw counter climbs for ever, and every detector and score
 /// would read its climb as a move.
+///
+/// A histogram's or summary's `*_sum` beside its `*_count` (both
+/// counters: `http_server_requests_seconds_sum` and `_count`) is read as
+/// what its observations averaged over each interval, the sum's increase
+/// over the count's, named `<name without _sum>_mean`: the mean latency
+/// of the requests timed, where the raw sum climbs for ever and its rate
+/// (seconds timed per second) rises with the traffic as much as with the
+/// latency. An interval with no observation is a gap.
 fn counters_as_rates(by_time: &mut BTreeMap<i64, Instant>) -> Counters {
     // Per metric named as a counter: (steps, steps down).
     let mut steps: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -246,7 +276,14 @@ fn counters_as_rates(by_time: &mut BTreeMap<i64, Instant>) -> Counters {
         }
     }
     let mut convert: BTreeMap<String, String> = BTreeMap::new();
-    for (metric, (n, down)) in &steps {
+    // The sums last: one is read only beside its count, read as a counter.
+    let (sums, others): (Vec<_>, Vec<_>) = steps
+        .iter()
+        .partition(|(m, _)| count_of_sum(m).is_some_and(|c| steps.contains_key(&c)));
+    for (metric, (n, down)) in others.into_iter().chain(sums) {
+        if count_of_sum(metric).is_some_and(|c| !convert.contains_key(&c)) {
+            continue;
+        }
         let rate = rate_of(metric);
         let clash = existing.contains(rate.as_str());
         if *n > 0 && (*down as f64) <= COUNTER_MAX_DOWN * *n as f64 && !clash {
@@ -261,26 +298,71 @@ fn counters_as_rates(by_time: &mut BTreeMap<i64, Instant>) -> Counters {
     let mut prev = PerSeries::default();
     for (ts, inst) in by_time.iter_mut() {
         for (b, samples) in inst.batches.iter_mut() {
+            // Each counter's increase since its last sample, and when that
+            // was (`None`: its first sample, or a reset).
+            let mut inc: Vec<Option<(i64, f64)>> = Vec::with_capacity(samples.len());
+            for x in samples.iter() {
+                if !convert.contains_key(&x.metric) {
+                    inc.push(None);
+                    continue;
+                }
+                let before = prev.insert(b, x, (*ts, x.value));
+                if before.is_none() {
+                    if count_of_sum(&x.metric).is_some() {
+                        out.sums += 1;
+                    } else {
+                        out.series += 1;
+                    }
+                }
+                inc.push(match before {
+                    Some((t0, v0)) if *ts > t0 && x.value >= v0 => Some((t0, x.value - v0)),
+                    Some(_) => {
+                        out.resets += 1;
+                        None
+                    }
+                    None => None,
+                });
+            }
+            // The counts a sum is averaged over: its count's increase over
+            // the same interval, in the same place.
+            let counted = |x: &Sample, t0: i64| {
+                let count = count_of_sum(&x.metric)?;
+                samples.iter().zip(&inc).find_map(|(y, d)| {
+                    (y.metric == count
+                        && y.instance == x.instance
+                        && y.scene == x.scene
+                        && y.link == x.link)
+                        .then_some(*d)
+                        .flatten()
+                        .filter(|(t, n)| *t == t0 && *n > 0.0)
+                        .map(|(_, n)| n)
+                })
+            };
+            let values: Vec<Option<f64>> = samples
+                .iter()
+                .zip(&inc)
+                .map(|(x, d)| {
+                    let (t0, d) = (*d)?;
+                    if count_of_sum(&x.metric).is_some() {
+                        counted(x, t0).map(|n| d / n)
+                    } else {
+                        Some(d / ((*ts - t0) as f64 / 1000.0))
+                    }
+                })
+                .collect();
+            let mut at = 0;
             samples.retain_mut(|x| {
+                let v = values[at];
+                at += 1;
                 let Some(rate) = convert.get(&x.metric) else {
                     return true;
                 };
-                let before = prev.insert(b, x, (*ts, x.value));
-                if before.is_none() {
-                    out.series += 1;
-                }
-                match before {
-                    Some((t0, v0)) if *ts > t0 && x.value >= v0 => {
-                        x.value = (x.value - v0) / ((*ts - t0) as f64 / 1000.0);
-                        x.metric = rate.clone();
-                        true
-                    }
-                    Some(_) => {
-                        out.resets += 1;
-                        false
-                    }
-                    None => false,
-                }
+                let Some(v) = v else {
+                    return false;
+                };
+                x.value = v;
+                x.metric = rate.clone();
+                true
             });
         }
         inst.batches.retain(|_, v| !v.is_empty());
@@ -2067,5 +2149,93 @@ mod tests {
         let rec = read(dir.path()).unwrap();
         assert_eq!(rec.counters.summary(), None);
         assert_eq!(series(&rec, "cart", "cpu").len(), 2);
+    }
+
+    #[test]
+    fn a_histogram_s_sum_is_read_as_the_mean_of_what_its_count_timed() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every 10 s for 300 s, two pods of `pay` export a request
+        // histogram's count and sum as counters: pod a 100 requests a step
+        // at 50 ms each, then, from 150 s, 200 a step at 80 ms; its process
+        // restarted at 100 s (both back to 0). Pod b 10 a step at 20 ms,
+        // none at 200 s. Beside them a sum with no count (a total per
+        // step, as CloudWatch writes `Sum`) and one that only climbs.
+        let mut csv = String::from("timestamp,service,instance,metric,value\n");
+        let (mut ca, mut sa, mut cb, mut sb) = (0.0, 0.0, 0.0, 0.0);
+        for i in 0..30i64 {
+            let t = 1_700_000_000 + 10 * i;
+            let (n, lat) = if i >= 15 { (200.0, 0.08) } else { (100.0, 0.05) };
+            if i == 10 {
+                (ca, sa) = (0.0, 0.0);
+            } else {
+                ca += n;
+                sa += n * lat;
+            }
+            if i != 20 {
+                cb += 10.0;
+                sb += 10.0 * 0.02;
+            }
+            for (pod, c, s) in [("pay-a", ca, sa), ("pay-b", cb, sb)] {
+                writeln!(csv, "{t},pay,{pod},http_server_requests_seconds_count,{c}").unwrap();
+                writeln!(csv, "{t},pay,{pod},http_server_requests_seconds_sum,{s}").unwrap();
+            }
+            writeln!(csv, "{t},pay,,requests_sum,{}", 100 + (i * 7) % 5).unwrap();
+            writeln!(csv, "{t},pay,,orphan_sum,{}", i * 3).unwrap();
+        }
+        std::fs::write(dir.path().join("metrics.csv"), csv).unwrap();
+        let rec = read(dir.path()).unwrap();
+        let of = |pod: &str, metric: &str| -> Vec<(i64, f64)> {
+            rec.by_time
+                .iter()
+                .flat_map(|(t, i)| {
+                    i.batches.values().flatten().filter_map(move |x| {
+                        (x.instance.as_deref() == Some(pod) && x.metric == metric)
+                            .then_some((*t, x.value))
+                    })
+                })
+                .collect()
+        };
+        let a = of("pay-a", "http_server_requests_seconds_mean");
+        // The first sample and the reset skipped.
+        assert_eq!(a.len(), 28, "{a:?}");
+        for (t, v) in &a {
+            let want = if *t >= 1_700_000_150_000 { 0.08 } else { 0.05 };
+            assert!((v - want).abs() < 1e-9, "{t}: {v}");
+        }
+        let rate = of("pay-a", "http_server_requests_seconds_count_per_s");
+        assert_eq!(rate.len(), 28);
+        assert!(rate.iter().all(|(_, v)| *v == 10.0 || *v == 20.0), "{rate:?}");
+        // No request at 200 s: no mean then, not 0 / 0.
+        let b = of("pay-b", "http_server_requests_seconds_mean");
+        assert_eq!(b.len(), 28, "{b:?}");
+        assert!(!b.iter().any(|(t, _)| *t == 1_700_000_200_000));
+        assert!(b.iter().all(|(_, v)| (v - 0.02).abs() < 1e-9), "{b:?}");
+        assert!(of("pay-a", "http_server_requests_seconds_sum").is_empty());
+        // A sum with no count is no histogram's: kept as it is, unnamed.
+        assert_eq!(series(&rec, "pay", "requests_sum").len(), 30);
+        assert_eq!(series(&rec, "pay", "orphan_sum").len(), 30);
+        let c = &rec.counters;
+        assert_eq!((c.series, c.sums, c.resets), (2, 2, 2));
+        assert!(c.kept.is_empty(), "{:?}", c.kept);
+        let line = c.summary().unwrap();
+        assert!(
+            line.contains("sums: 2 series of 1 histogram sum(s) read as the mean")
+                && line.contains(
+                    "http_server_requests_seconds_sum -> http_server_requests_seconds_mean"
+                ),
+            "{line}"
+        );
+        // And its class: the mean a latency, the count's rate traffic.
+        let classes = selfheal_brain::detect::MetricClasses::shipped();
+        assert_eq!(
+            &*classes.classify("http_server_requests_seconds_mean").name,
+            "latency"
+        );
+        assert_eq!(
+            &*classes
+                .classify("http_server_requests_seconds_count_per_s")
+                .name,
+            "traffic"
+        );
     }
 }

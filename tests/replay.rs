@@ -706,6 +706,104 @@ fn an_export_of_raw_counters_is_read_as_rates_and_the_service_returning_errors_i
     assert_eq!(i["hypotheses"][0]["cause"], "error_returns", "{i:#?}");
 }
 
+/// A Prometheus export of two services' request histograms as their
+/// counters come (`http_server_requests_seconds_count` and `_sum` per pod,
+/// as Micrometer names them; every 10 s for two hours) beside each pod's
+/// CPU counter, `checkout` calling `payments`: 50 requests a second a pod
+/// at 50 ms; from the hour on, `sale` more than doubles the traffic for 20
+/// minutes, the latency unchanged, and `slow` triples the latency of
+/// `payments`.
+fn histogram_export(d: &std::path::Path, mode: &str) {
+    let pods = [
+        ("checkout", "checkout-7d9f-a1"),
+        ("checkout", "checkout-7d9f-b2"),
+        ("payments", "payments-5c-x1"),
+        ("payments", "payments-5c-y2"),
+        ("payments", "payments-5c-z3"),
+    ];
+    let mut noise = noise(23);
+    let mut csv = String::from("timestamp,service,instance,metric,value\n");
+    let mut counters = [[0.0f64; 3]; 5];
+    for i in 0..720u64 {
+        let t = 1_700_000_000 + 10 * i;
+        for (k, (svc, pod)) in pods.iter().enumerate() {
+            let mut rps = 50.0 * (1.0 + 0.3 * noise());
+            let mut lat = 0.05 * (1.0 + 0.25 * noise());
+            if mode == "sale" && (360..480).contains(&i) {
+                rps *= 2.2;
+            }
+            if mode == "slow" && i >= 360 && *svc == "payments" {
+                lat *= 3.0;
+            }
+            let c = &mut counters[k];
+            c[0] += 10.0 * rps;
+            c[1] += 10.0 * rps * lat;
+            c[2] += 10.0 * (0.2 + 0.002 * rps) * (1.0 + 0.1 * noise());
+            for (m, v) in [
+                ("http_server_requests_seconds_count", c[0]),
+                ("http_server_requests_seconds_sum", c[1]),
+                ("process_cpu_seconds_total", c[2]),
+            ] {
+                writeln!(csv, "{t},{svc},{pod},{m},{v:.4}").unwrap();
+            }
+        }
+    }
+    std::fs::write(d.join("metrics.csv"), csv).unwrap();
+    std::fs::write(
+        d.join("dependencies.csv"),
+        "source,target\ncheckout,payments\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_histogram_exported_raw_pages_for_its_latency_not_for_a_sale() {
+    // Read so, the count's rate is the traffic and the sum over the count
+    // the mean latency. (Before, the count's rate was read as a latency,
+    // its name timing in seconds, and the sale paged as a delay of
+    // `payments`; the raw sum climbed for ever, and the tripled latency
+    // opened nothing.)
+    for mode in ["calm", "sale", "slow"] {
+        let dir = tempfile::tempdir().unwrap();
+        histogram_export(dir.path(), mode);
+        let out = dir.path().join("incidents.json");
+        let (ok, _, err) = selfheal(&[
+            "replay",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        assert!(
+            err.contains(
+                "http_server_requests_seconds_sum -> http_server_requests_seconds_mean"
+            ),
+            "{err}"
+        );
+        let got = incidents(&out);
+        if mode != "slow" {
+            assert!(got.is_empty(), "{mode}: {got:#?}");
+            continue;
+        }
+        assert_eq!(got.len(), 1, "{got:#?}");
+        let i = &got[0];
+        assert!(
+            i["onset_ts"].as_i64().unwrap() >= 1_700_003_600_000,
+            "{i:#?}"
+        );
+        assert_eq!(i["hypotheses"][0]["target"], "payments", "{i:#?}");
+        assert_eq!(i["hypotheses"][0]["cause"], "network_delay", "{i:#?}");
+        assert!(
+            i["summary"]
+                .as_str()
+                .unwrap()
+                .contains("http_server_requests_seconds_mean"),
+            "{i:#?}"
+        );
+    }
+}
+
 #[test]
 fn real_hosts_cpu_and_disk_replayed_alone_page_rarely_outside_their_anomalies() {
     // NAB's CloudWatch CPU and disk series of real hosts and databases

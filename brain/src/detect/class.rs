@@ -208,6 +208,7 @@ pub fn shipped() -> Vec<ClassRule> {
 pub struct MetricClasses {
     rows: Vec<(Arc<str>, Direction, Vec<Pattern>)>,
     other: Arc<str>,
+    traffic: Arc<str>,
 }
 
 static SHIPPED: LazyLock<MetricClasses> = LazyLock::new(|| {
@@ -240,6 +241,7 @@ impl MetricClasses {
             Ok(MetricClasses {
                 rows,
                 other: Arc::from("other"),
+                traffic: Arc::from("traffic"),
             })
         } else {
             Err(problems)
@@ -252,10 +254,22 @@ impl MetricClasses {
     }
 
     /// The class of `metric`; `other`, bad either way, when no row matches.
+    ///
+    /// A count of what a latency measures is traffic: a histogram's or
+    /// summary's `_count` (`http_server_requests_seconds_count`, and its
+    /// rate, `..._count_per_s`) counts the requests it timed, whatever
+    /// unit each was timed in. Read as a latency, a sale's doubled traffic
+    /// would be a latency doubled, and page.
     pub fn classify(&self, metric: &str) -> MetricClass {
         let words = words(metric);
         for (name, direction, patterns) in &self.rows {
             if words.iter().any(|w| patterns.iter().any(|p| p.matches(w))) {
+                if &**name == "latency" && counts(&words) {
+                    return MetricClass {
+                        name: self.traffic.clone(),
+                        direction: Direction::Both,
+                    };
+                }
                 return MetricClass {
                     name: name.clone(),
                     direction: *direction,
@@ -267,6 +281,14 @@ impl MetricClasses {
             direction: Direction::Both,
         }
     }
+}
+
+/// Whether a name's words say it counts (its last word `count`, or
+/// `count` before the `per s` of its rate).
+fn counts(words: &[String]) -> bool {
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let w = w.strip_suffix(&["per", "s"]).unwrap_or(&w);
+    w.last() == Some(&"count")
 }
 
 /// The ceiling a success rate's failures are its shortfall from, by its
@@ -385,6 +407,14 @@ mod tests {
             ("TcpRetransRatio", "network_errors", Up),
             ("packet_loss_rate", "network_errors", Up),
             ("start_count", "other", Both),
+            // A histogram's count (and its rate) counts the requests it
+            // timed; its sum's mean over them is their latency.
+            ("http_server_requests_seconds_count", "traffic", Both),
+            ("pay_duration_seconds_count_per_s", "traffic", Both),
+            ("RequestLatencyMsCount", "traffic", Both),
+            ("http_server_requests_seconds_mean", "latency", Up),
+            ("timeout_count", "errors", Up),
+            ("go_gc_duration_seconds_count", "memory", Up),
         ] {
             let got = c.classify(metric);
             assert_eq!((&*got.name, got.direction), (class, dir), "{metric}");
