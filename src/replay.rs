@@ -2164,7 +2164,11 @@ mod tests {
         let (mut ca, mut sa, mut cb, mut sb) = (0.0, 0.0, 0.0, 0.0);
         for i in 0..30i64 {
             let t = 1_700_000_000 + 10 * i;
-            let (n, lat) = if i >= 15 { (200.0, 0.08) } else { (100.0, 0.05) };
+            let (n, lat) = if i >= 15 {
+                (200.0, 0.08)
+            } else {
+                (100.0, 0.05)
+            };
             if i == 10 {
                 (ca, sa) = (0.0, 0.0);
             } else {
@@ -2204,7 +2208,10 @@ mod tests {
         }
         let rate = of("pay-a", "http_server_requests_seconds_count_per_s");
         assert_eq!(rate.len(), 28);
-        assert!(rate.iter().all(|(_, v)| *v == 10.0 || *v == 20.0), "{rate:?}");
+        assert!(
+            rate.iter().all(|(_, v)| *v == 10.0 || *v == 20.0),
+            "{rate:?}"
+        );
         // No request at 200 s: no mean then, not 0 / 0.
         let b = of("pay-b", "http_server_requests_seconds_mean");
         assert_eq!(b.len(), 28, "{b:?}");

@@ -776,9 +776,7 @@ fn a_histogram_exported_raw_pages_for_its_latency_not_for_a_sale() {
         ]);
         assert!(ok, "{err}");
         assert!(
-            err.contains(
-                "http_server_requests_seconds_sum -> http_server_requests_seconds_mean"
-            ),
+            err.contains("http_server_requests_seconds_sum -> http_server_requests_seconds_mean"),
             "{err}"
         );
         let got = incidents(&out);

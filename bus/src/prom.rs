@@ -5,8 +5,11 @@
 //! - Counters (typed so, or named `*_total` or `*_count`) become a rate per
 //!   second between two readings, named `<name without _total>_per_s`; a
 //!   counter that went down was reset (its process restarted), and that one
-//!   interval is skipped rather than read as a huge negative rate. `*_sum`
-//!   and `*_created` are left out.
+//!   interval is skipped rather than read as a huge negative rate.
+//!   `*_created` is left out; a histogram's or summary's `*_sum` becomes the
+//!   mean of what it timed between two readings, its increase over its
+//!   `*_count`'s, named `<name without _sum>_mean` (an interval with no
+//!   observation is a gap).
 //! - Histograms become `<name>_p50`, `_p90` and `_p99` over the
 //!   observations made between two readings (the buckets' increases,
 //!   interpolated within a bucket as Prometheus' `histogram_quantile`
@@ -138,8 +141,14 @@ impl Rates {
         let mut groups: BTreeMap<(Layer, String, String), Vec<Sample>> = BTreeMap::new();
         let mut published = 0usize;
         let mut seen = std::collections::HashSet::new();
+        // This reading's increases of histograms' and summaries' sums and
+        // counts, by their name without the suffix and their labels: (the
+        // reading before, the increase), and for a sum where it goes.
+        type Increases = HashMap<Key, (i64, f64)>;
+        let (mut sums, mut counts): (Increases, Increases) = Default::default();
+        let mut sum_places: Vec<(Key, Place, i64)> = Vec::new();
         for (metric, labels, ts, point) in readings {
-            if metric.ends_with("_created") || metric.ends_with("_sum") {
+            if metric.ends_with("_created") {
                 continue;
             }
             let Some(place) = place(&labels, placing) else {
@@ -149,7 +158,11 @@ impl Rates {
             let key: Key = (metric.clone(), labels.into_iter().collect());
             let mut values: Vec<(String, f64)> = Vec::new();
             let point = match point {
-                Point::Gauge(v) if metric.ends_with("_total") || metric.ends_with("_count") => {
+                Point::Gauge(v)
+                    if metric.ends_with("_total")
+                        || metric.ends_with("_count")
+                        || metric.ends_with("_sum") =>
+                {
                     Point::Counter(v)
                 }
                 p => p,
@@ -162,11 +175,25 @@ impl Rates {
                             && ts > *then_ts
                             && v >= *then
                         {
-                            let base = metric.strip_suffix("_total").unwrap_or(&metric);
-                            values.push((
-                                format!("{}_per_s", wire_name(base)),
-                                (v - then) / ((ts - then_ts) as f64 / 1000.0),
-                            ));
+                            let inc = v - then;
+                            if let Some(base) = metric.strip_suffix("_sum") {
+                                // Published as the mean over its count,
+                                // below: its own rate is seconds timed per
+                                // second, as much traffic as latency.
+                                let at: Key = (base.to_string(), key.1.clone());
+                                sums.insert(at.clone(), (*then_ts, inc));
+                                sum_places.push((at, place.clone(), ts));
+                            } else {
+                                if let Some(base) = metric.strip_suffix("_count") {
+                                    counts
+                                        .insert((base.to_string(), key.1.clone()), (*then_ts, inc));
+                                }
+                                let base = metric.strip_suffix("_total").unwrap_or(&metric);
+                                values.push((
+                                    format!("{}_per_s", wire_name(base)),
+                                    inc / ((ts - then_ts) as f64 / 1000.0),
+                                ));
+                            }
                         }
                         if self.counters.get(&key).is_none_or(|(t, _)| ts > *t) {
                             self.counters.insert(key.clone(), (ts, v));
@@ -207,23 +234,36 @@ impl Rates {
                 seen.insert(key);
             }
             for (metric, value) in values {
-                if !value.is_finite() || published >= max_samples {
-                    out.dropped += 1;
-                    continue;
-                }
-                published += 1;
-                groups
-                    .entry((place.layer, place.idc.clone(), place.service.clone()))
-                    .or_default()
-                    .push(Sample {
-                        scene: None,
-                        link: None,
-                        instance: place.instance.clone(),
-                        metric: metric.chars().take(MAX_NAME_LEN).collect(),
-                        labels: place.labels.clone(),
-                        ts,
-                        value,
-                    });
+                publish(
+                    &mut out,
+                    &mut groups,
+                    &mut published,
+                    max_samples,
+                    &place,
+                    ts,
+                    metric,
+                    value,
+                );
+            }
+        }
+        // A sum over its count's increase in the same interval: the mean of
+        // what was timed (no observation: nothing to average, a gap).
+        for (at, place, ts) in sum_places {
+            if let (Some((t0, inc)), Some((c0, n))) = (sums.get(&at), counts.get(&at))
+                && t0 == c0
+                && *n > 0.0
+            {
+                let metric = format!("{}_mean", wire_name(&at.0));
+                publish(
+                    &mut out,
+                    &mut groups,
+                    &mut published,
+                    max_samples,
+                    &place,
+                    ts,
+                    metric,
+                    inc / n,
+                );
             }
         }
         if forget {
@@ -256,6 +296,39 @@ impl Rates {
     }
 }
 
+/// Files one value of a series in its place's group; counted as dropped
+/// when it is not finite or the samples are at `max`.
+#[allow(clippy::too_many_arguments)]
+fn publish(
+    out: &mut Converted,
+    groups: &mut BTreeMap<(Layer, String, String), Vec<Sample>>,
+    published: &mut usize,
+    max: usize,
+    place: &Place,
+    ts: i64,
+    metric: String,
+    value: f64,
+) {
+    if !value.is_finite() || *published >= max {
+        out.dropped += 1;
+        return;
+    }
+    *published += 1;
+    groups
+        .entry((place.layer, place.idc.clone(), place.service.clone()))
+        .or_default()
+        .push(Sample {
+            scene: None,
+            link: None,
+            instance: place.instance.clone(),
+            metric: metric.chars().take(MAX_NAME_LEN).collect(),
+            labels: place.labels.clone(),
+            ts,
+            value,
+        });
+}
+
+#[derive(Clone)]
 struct Place {
     service: String,
     instance: Option<String>,
@@ -417,6 +490,52 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_sum_is_read_as_the_mean_of_what_its_count_timed() {
+        // A summary without quantiles, as Micrometer exposes a timer by
+        // default: its count and sum, per method; then the same a second
+        // later, GET 100 more requests taking 5 s in all, POST none.
+        let at = |ts: i64, get: (f64, f64), post: (f64, f64)| {
+            let l = |m: &str| labels(&[("method", m)]);
+            vec![
+                (
+                    "t_seconds_count".to_string(),
+                    l("GET"),
+                    ts,
+                    Point::Gauge(get.0),
+                ),
+                (
+                    "t_seconds_sum".to_string(),
+                    l("GET"),
+                    ts,
+                    Point::Gauge(get.1),
+                ),
+                (
+                    "t_seconds_count".to_string(),
+                    l("POST"),
+                    ts,
+                    Point::Gauge(post.0),
+                ),
+                (
+                    "t_seconds_sum".to_string(),
+                    l("POST"),
+                    ts,
+                    Point::Gauge(post.1),
+                ),
+            ]
+        };
+        let mut rates = Rates::new(100);
+        let first = rates.convert(at(1_000, (500.0, 20.0), (7.0, 1.0)), &placing(), 100, false);
+        assert!(values(&first).is_empty(), "{:?}", values(&first));
+        let v =
+            values(&rates.convert(at(2_000, (600.0, 25.0), (7.0, 1.0)), &placing(), 100, false));
+        assert_eq!(v["t_seconds_mean{method=GET}"], 0.05);
+        assert_eq!(v["t_seconds_count_per_s{method=GET}"], 100.0);
+        assert_eq!(v["t_seconds_count_per_s{method=POST}"], 0.0);
+        // Nothing timed: no mean, not 0 / 0; and the sum itself never.
+        assert_eq!(v.len(), 3, "{v:?}");
     }
 
     #[test]
