@@ -121,6 +121,17 @@ pub struct MicroScenario {
     /// same.
     #[serde(default)]
     pub counters: bool,
+    /// Whether the pods form writes each service's median latency and
+    /// request rate as a request timer's cumulative counters, as
+    /// Micrometer exposes a timer without percentiles and a Prometheus
+    /// export without `rate()` leaves them:
+    /// `http_server_requests_seconds_count` (the requests served) and
+    /// `http_server_requests_seconds_sum` (the seconds they took), the
+    /// last service's restarting a third of the way in. Its mean latency is
+    /// the sum over the count (the median read the same draw). The metrics
+    /// are otherwise the same.
+    #[serde(default)]
+    pub timers: bool,
     /// Whether the fault hits the entry service, the front end users call,
     /// rather than a service it calls: no caller then shows it, and its
     /// delay adds to a latency already the sum of its callees'.
@@ -533,13 +544,21 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
     // The counters' counts so far, by (service, pod, counter).
     let mut totals: Option<Counts> =
         (sc.counters && sc.shape == MicroShape::Pods).then(Counts::new);
+    // The request timers' counts and sums so far, by service.
+    let mut timers: Option<BTreeMap<String, (f64, f64)>> =
+        (sc.timers && sc.shape == MicroShape::Pods).then(BTreeMap::new);
     for k in 0..steps {
         let ts = START_S + (k * sc.step_s) as i64;
         if k == steps / 3
-            && let (Some(t), Some(last)) = (totals.as_mut(), svcs.last())
+            && let Some(last) = svcs.last()
         {
             // The last service restarts: its counts start over.
-            t.retain(|(svc, _, _), _| *svc != last.name);
+            if let Some(t) = totals.as_mut() {
+                t.retain(|(svc, _, _), _| *svc != last.name);
+            }
+            if let Some(t) = timers.as_mut() {
+                t.remove(&last.name);
+            }
         }
         rough.slot = 0;
         disk_rough.slot = 0;
@@ -653,11 +672,36 @@ pub fn generate(sc: &MicroScenario) -> Result<MicroRecording, String> {
                 ("RequestsPerSecond", served, 0.02, No),
                 ("ErrorsPerSecond", rps * e, 0.1, Yes),
             ];
+            // What the timer reads of this step: the median as read, the
+            // requests as read (or as served, unread: the count goes on).
+            let (mut median, mut requests) = (None, served);
             for (m, v, sd, spiky) in svc_rows {
                 let read = rough.apply(v, sd, spiky, &mut rng, &noise);
+                if timers.is_some() && m == "LatencyP50" {
+                    median = read;
+                    continue;
+                }
+                if timers.is_some() && m == "RequestsPerSecond" {
+                    requests = read.unwrap_or(v).max(0.0);
+                    continue;
+                }
                 let w = counted(totals.as_mut(), sc.step_s, (&s.name, "", m), v, read);
                 write_sample(&mut csv, ts, &s.name, "", w.0, w.1);
                 rows += 1;
+            }
+            if let Some(t) = timers.as_mut() {
+                let (count, sum) = t.entry(s.name.clone()).or_default();
+                let n = requests * sc.step_s as f64;
+                // The mean is the median over 0.6; in seconds.
+                *count += n;
+                *sum += n * median.unwrap_or(l * 0.6) / 0.6 / 1e3;
+                for (m, v) in [
+                    ("http_server_requests_seconds_count", *count),
+                    ("http_server_requests_seconds_sum", *sum),
+                ] {
+                    write_sample(&mut csv, ts, &s.name, "", m, median.map(|_| v));
+                    rows += 1;
+                }
             }
             let per_pod = rps / s.pods.len() as f64;
             for (p, name) in s.pods.iter().enumerate() {
@@ -1087,6 +1131,7 @@ pub fn random(per_fault: usize, seed: u64) -> Vec<MicroScenario> {
                 shape: MicroShape::Pods,
                 changes: false,
                 counters: false,
+                timers: false,
                 edge_latency: false,
                 at_entry: false,
             });
@@ -1113,6 +1158,7 @@ pub fn random_bad_deploys(n: usize, seed: u64) -> Vec<MicroScenario> {
             shape: MicroShape::Pods,
             changes: true,
             counters: false,
+            timers: false,
             edge_latency: false,
             at_entry: false,
         })
@@ -1146,6 +1192,7 @@ mod tests {
             shape: MicroShape::Pods,
             changes: false,
             counters: false,
+            timers: false,
             edge_latency: false,
             at_entry: false,
         }
@@ -1427,6 +1474,7 @@ mod tests {
         let with = generate(&MicroScenario {
             changes: true,
             counters: false,
+            timers: false,
             edge_latency: false,
             at_entry: false,
             ..sc(MicroFault::CpuHog, 5)
@@ -1464,6 +1512,7 @@ mod tests {
             let bad = generate(&MicroScenario {
                 changes: true,
                 counters: false,
+                timers: false,
                 edge_latency: false,
                 at_entry: false,
                 ..sc(MicroFault::BadDeploy, seed)

@@ -72,6 +72,13 @@ pub struct Args {
     /// (docs/replay.md).
     #[arg(long, conflicts_with_all = ["wide", "wide_load"])]
     pub counters: bool,
+    /// Write each service's median latency and request rate of the pods
+    /// form as a request timer's cumulative counters
+    /// (`http_server_requests_seconds_count` and `_sum`, as Micrometer
+    /// exposes a timer; one service restarting a third of the way in), as
+    /// replay reads them (docs/replay.md).
+    #[arg(long, conflicts_with_all = ["wide", "wide_load"])]
+    pub timers: bool,
     /// Also write the service mesh's median latency of each call edge as
     /// its caller's and its callee's proxies report it
     /// (`metrics/source_50.csv`, `metrics/destination_50.csv`, a column
@@ -109,6 +116,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         wide_load,
         changes,
         counters,
+        timers,
         edge_latency,
         large,
         at_entry,
@@ -138,6 +146,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             s.rough |= rough;
             s.changes |= changes;
             s.counters |= counters;
+            s.timers |= timers;
             s.edge_latency |= edge_latency;
             s.at_entry |= at_entry;
             if large {

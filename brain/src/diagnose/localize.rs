@@ -79,6 +79,15 @@ const TIMES_THIN: f64 = 1.25;
 /// few that wait for a retransmission.
 const TAIL_OF_LOSS: f64 = 4.0;
 
+/// Whether a latency series' name says it is a mean (`latency_mean`,
+/// `AvgLatency`, `latency_average`): where no median is exported, the
+/// center a tail is compared with (a few requests held up raise it little).
+fn is_mean(metric: &str) -> bool {
+    crate::detect::class::words(metric)
+        .iter()
+        .any(|w| matches!(w.as_str(), "mean" | "avg" | "average"))
+}
+
 /// The percentile a latency series' name says it is (`LatencyP99`,
 /// `latency-90`, `p50_ms`, `median`), when it says one.
 fn percentile(metric: &str) -> Option<u32> {
@@ -714,9 +723,10 @@ where
     // series whose failures rose most, by how much (in the series' own
     // unit), for edges learnt without a graph.
     let mut failing: BTreeMap<(&str, &str), (f64, &SeriesKey, &History)> = BTreeMap::new();
-    // Per service, how far its median latency and its latency tail rose
-    // (each in its own unit, the largest of each).
-    let mut tails: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    // Per service, how far its median latency (or mean) and its latency
+    // tail rose (in ms where their names state a unit, else each in its
+    // own; the largest of each; no median when it has none).
+    let mut tails: BTreeMap<String, (Option<f64>, f64)> = BTreeMap::new();
     // Per service and measure of its symptoms (latency, errors,
     // success), how many times their level before the onset the series'
     // latency or failures rose to (the largest of its instances) and its
@@ -736,13 +746,16 @@ where
             z.min(CAP)
         };
         if &*c.name == "latency"
-            && let Some(p) = percentile(&k.metric)
+            && let Some(p) = percentile(&k.metric).or_else(|| is_mean(&k.metric).then_some(50))
             && (p <= 60 || p >= 90)
         {
-            let rise = failures_rise(h, onset, now, Direction::Up);
+            // In milliseconds where its name states its unit (a mean in
+            // seconds beside a 99th percentile in ms), else as it is.
+            let unit = crate::detect::class::latency_unit_ms(&k.metric).unwrap_or(1.0);
+            let rise = unit * failures_rise(h, onset, now, Direction::Up);
             let t = tails.entry(k.service.clone()).or_default();
             if p <= 60 {
-                t.0 = t.0.max(rise);
+                t.0 = Some(t.0.map_or(rise, |m| m.max(rise)));
             } else {
                 t.1 = t.1.max(rise);
             }
@@ -1061,7 +1074,7 @@ where
             moved.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
             let mut fault = fingerprint(&moved, entries.contains(s));
             if fault == "network_delay"
-                && let Some(&(median, tail)) = tails.get(*s)
+                && let Some(&(Some(median), tail)) = tails.get(*s)
                 && tail > 0.0
                 && tail >= TAIL_OF_LOSS * median.max(0.0)
             {
