@@ -1468,6 +1468,75 @@ mod tests {
     }
 
     #[test]
+    fn timers_count_the_requests_read_and_sum_what_they_took() {
+        let plain = generate(&MicroScenario {
+            rough: true,
+            ..sc(MicroFault::NetworkDelay, 4)
+        })
+        .unwrap();
+        let timed = generate(&MicroScenario {
+            rough: true,
+            timers: true,
+            ..sc(MicroFault::NetworkDelay, 4)
+        })
+        .unwrap();
+        let timer = |m: &str| m.starts_with("http_server_requests_seconds_");
+        let replaced = |m: &str| m == "LatencyP50" || m == "RequestsPerSecond";
+        let rows = |m: &str, skip: &dyn Fn(&str) -> bool| -> Vec<Vec<String>> {
+            m.lines()
+                .skip(1)
+                .map(|l| l.split(',').map(String::from).collect::<Vec<_>>())
+                .filter(|r| !skip(&r[3]))
+                .collect()
+        };
+        // Everything else as it was.
+        assert_eq!(
+            rows(&plain.metrics, &replaced),
+            rows(&timed.metrics, &timer)
+        );
+        // Per (time, service): the median and requests as read, and the
+        // timer's count and sum.
+        let mut read: BTreeMap<(String, String), [Option<f64>; 4]> = BTreeMap::new();
+        for (m, at) in [(&plain.metrics, 0), (&timed.metrics, 2)] {
+            for r in rows(m, &|_| false) {
+                let k = match r[3].as_str() {
+                    "LatencyP50" | "http_server_requests_seconds_count" => at,
+                    "RequestsPerSecond" | "http_server_requests_seconds_sum" => at + 1,
+                    _ => continue,
+                };
+                read.entry((r[0].clone(), r[1].clone())).or_default()[k] = r[4].parse().ok();
+            }
+        }
+        let mut last: BTreeMap<String, (i64, f64, f64)> = BTreeMap::new();
+        let (mut checked, mut resets) = (0, 0);
+        for ((t, svc), [median, rps, count, sum]) in &read {
+            let (Some(count), Some(sum)) = (count, sum) else {
+                assert!(median.is_none(), "missing where the median was");
+                continue;
+            };
+            let ts: i64 = t.parse().unwrap();
+            if let Some((t0, c0, s0)) = last.insert(svc.clone(), (ts, *count, *sum)) {
+                if *count < c0 {
+                    resets += 1;
+                } else if ts == t0 + 1
+                    && let (Some(median), Some(rps)) = (median, rps)
+                {
+                    assert!((count - c0 - rps).abs() <= 1e-3 * rps.max(1.0), "{t} {svc}");
+                    let mean_s = (sum - s0) / (count - c0);
+                    assert!(
+                        (mean_s - median / 0.6 / 1e3).abs() <= 1e-3 * mean_s,
+                        "{t} {svc}: {mean_s} against {median}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+        assert!(resets >= 1, "the last service restarted");
+        assert_eq!(timed.truth, plain.truth);
+    }
+
+    #[test]
     fn change_notices_leave_the_metrics_alone_and_a_bad_deploy_breaks_its_service() {
         let plain = generate(&sc(MicroFault::CpuHog, 5)).unwrap();
         assert!(plain.changes.is_empty());

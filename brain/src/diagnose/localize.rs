@@ -1859,11 +1859,11 @@ mod tests {
         assert_eq!(percentile("latency_500"), None);
         // One service's median and tail (s), 30 steps before, 10 after.
         let steady = |before: f64, after: f64| stepped(1000, before, after);
-        let kind = |median: (f64, f64), tail: (f64, f64)| {
-            let h = [
-                (key("cart", None, "latency-50"), steady(median.0, median.1)),
-                (key("cart", None, "latency-90"), steady(tail.0, tail.1)),
-            ];
+        let named = |series: &[(&str, (f64, f64))]| {
+            let h: Vec<_> = series
+                .iter()
+                .map(|(m, (a, b))| (key("cart", None, m), steady(*a, *b)))
+                .collect();
             let mut c = crate::correlate::Correlator::new(120_000, 3_000);
             c.discipline.entries.insert("cart".into());
             c.on_anomaly(&slower("cart", 30_000, 32_000));
@@ -1872,6 +1872,7 @@ mod tests {
             assert_eq!(c[0].service, "cart");
             c[0].fault
         };
+        let kind = |median, tail| named(&[("latency-50", median), ("latency-90", tail)]);
         // A delay: every request 120 ms later, median and tail alike.
         assert_eq!(kind((0.05, 0.17), (0.12, 0.24)), "network_delay");
         // A loss: the median a little later, the tail held up by
@@ -1879,6 +1880,21 @@ mod tests {
         assert_eq!(kind((0.05, 0.07), (0.12, 0.40)), "packet_loss");
         // The tail three times the median's rise: still a delay.
         assert_eq!(kind((0.05, 0.10), (0.12, 0.27)), "network_delay");
+        // The same delay on a timer's mean in seconds beside a tail in
+        // milliseconds: compared in the units their names state (read
+        // each in its own, 120 ms is a thousand times 0.12 s).
+        let delayed = [
+            ("http_server_requests_seconds_mean", (0.05, 0.17)),
+            ("latency_p99_ms", (120.0, 240.0)),
+        ];
+        assert_eq!(named(&delayed), "network_delay");
+        let lost = [
+            ("http_server_requests_seconds_mean", (0.05, 0.07)),
+            ("latency_p99_ms", (120.0, 400.0)),
+        ];
+        assert_eq!(named(&lost), "packet_loss");
+        // A tail with neither a median nor a mean beside it cannot tell.
+        assert_eq!(named(&[("latency-90", (0.12, 0.40))]), "network_delay");
     }
 
     #[test]
