@@ -138,8 +138,11 @@ impl Rates {
         forget: bool,
     ) -> Converted {
         let mut out = Converted::default();
-        let mut groups: BTreeMap<(Layer, String, String), Vec<Sample>> = BTreeMap::new();
-        let mut published = 0usize;
+        let mut groups = Groups {
+            by_place: BTreeMap::new(),
+            published: 0,
+            max: max_samples,
+        };
         let mut seen = std::collections::HashSet::new();
         // This reading's increases of histograms' and summaries' sums and
         // counts, by their name without the suffix and their labels: (the
@@ -234,16 +237,7 @@ impl Rates {
                 seen.insert(key);
             }
             for (metric, value) in values {
-                publish(
-                    &mut out,
-                    &mut groups,
-                    &mut published,
-                    max_samples,
-                    &place,
-                    ts,
-                    metric,
-                    value,
-                );
+                groups.publish(&mut out, &place, ts, metric, value);
             }
         }
         // A sum over its count's increase in the same interval: the mean of
@@ -254,22 +248,13 @@ impl Rates {
                 && *n > 0.0
             {
                 let metric = format!("{}_mean", wire_name(&at.0));
-                publish(
-                    &mut out,
-                    &mut groups,
-                    &mut published,
-                    max_samples,
-                    &place,
-                    ts,
-                    metric,
-                    inc / n,
-                );
+                groups.publish(&mut out, &place, ts, metric, inc / n);
             }
         }
         if forget {
             self.retain(&seen);
         }
-        for ((layer, idc, service), samples) in groups {
+        for ((layer, idc, service), samples) in groups.by_place {
             for chunk in samples.chunks(BATCH_SAMPLES) {
                 out.batches.push(IndicatorBatch {
                     v: WIRE_VERSION,
@@ -296,36 +281,36 @@ impl Rates {
     }
 }
 
-/// Files one value of a series in its place's group; counted as dropped
-/// when it is not finite or the samples are at `max`.
-#[allow(clippy::too_many_arguments)]
-fn publish(
-    out: &mut Converted,
-    groups: &mut BTreeMap<(Layer, String, String), Vec<Sample>>,
-    published: &mut usize,
+/// The samples of one conversion, by layer, IDC and service, and how
+/// many were published of the most allowed.
+struct Groups {
+    by_place: BTreeMap<(Layer, String, String), Vec<Sample>>,
+    published: usize,
     max: usize,
-    place: &Place,
-    ts: i64,
-    metric: String,
-    value: f64,
-) {
-    if !value.is_finite() || *published >= max {
-        out.dropped += 1;
-        return;
+}
+
+impl Groups {
+    /// Files one value of a series in its place's group; counted in `out`
+    /// as dropped when it is not finite or the samples are at the most.
+    fn publish(&mut self, out: &mut Converted, place: &Place, ts: i64, metric: String, value: f64) {
+        if !value.is_finite() || self.published >= self.max {
+            out.dropped += 1;
+            return;
+        }
+        self.published += 1;
+        self.by_place
+            .entry((place.layer, place.idc.clone(), place.service.clone()))
+            .or_default()
+            .push(Sample {
+                scene: None,
+                link: None,
+                instance: place.instance.clone(),
+                metric: metric.chars().take(MAX_NAME_LEN).collect(),
+                labels: place.labels.clone(),
+                ts,
+                value,
+            });
     }
-    *published += 1;
-    groups
-        .entry((place.layer, place.idc.clone(), place.service.clone()))
-        .or_default()
-        .push(Sample {
-            scene: None,
-            link: None,
-            instance: place.instance.clone(),
-            metric: metric.chars().take(MAX_NAME_LEN).collect(),
-            labels: place.labels.clone(),
-            ts,
-            value,
-        });
 }
 
 #[derive(Clone)]
