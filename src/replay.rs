@@ -791,7 +791,7 @@ fn is_time_column(h: &str) -> bool {
         Some((b, n)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => b,
         _ => h,
     };
-    base.eq_ignore_ascii_case("time") || base.eq_ignore_ascii_case("timestamp")
+    matches!(squeeze(base).as_str(), "time" | "timestamp" | "starttime")
 }
 
 /// Reads one metrics file into `sink`, in whichever shape it is written:
@@ -821,9 +821,21 @@ fn read_metrics(path: &Path, sink: &mut Sink<'_>) -> anyhow::Result<()> {
     // Columns are found by name, case, `_`, `-` and spaces aside
     // (`TimeStamp`, `Pod_Name`, `service name`).
     let col = |name: &str| headers.iter().position(|h| squeeze(h) == name);
-    let time = col("timestamp").or_else(|| col("time"));
+    let time = col("timestamp")
+        .or_else(|| col("time"))
+        .or_else(|| col("starttime"));
     let service_col = col("service").or_else(|| col("servicename"));
-    let pod_col = col("pod").or_else(|| col("podname"));
+    // A pod, or a component as a CMDB names it (`cmdb_id`: a pod, a host,
+    // a database instance), read as a pod is.
+    let pod_col = col("pod")
+        .or_else(|| col("podname"))
+        .or_else(|| col("cmdbid"));
+    // The metric's name, as long exports head it (`kpi_name`, `name`).
+    let metric_col = col("metric")
+        .or_else(|| col("kpiname"))
+        .or_else(|| col("metricname"))
+        .or_else(|| col("kpi"))
+        .or_else(|| col("name"));
     if let Some(t) = time
         && col("metric").is_none()
         && col("value").is_none()
@@ -863,16 +875,19 @@ fn read_metrics(path: &Path, sink: &mut Sink<'_>) -> anyhow::Result<()> {
         }
         read_columns(&mut rd, path, t, &series, sink)?;
     } else {
-        let (Some(t), Some(s), Some(m), Some(v)) =
-            (time, col("service"), col("metric"), col("value"))
-        else {
+        let (Some(t), Some(m), Some(v), true) = (
+            time,
+            metric_col,
+            col("value"),
+            service_col.is_some() || pod_col.is_some(),
+        ) else {
             bail!(
-                "{}:1: needs the columns timestamp, service, metric and value (instance, layer, idc, scene and link are optional), or a time or timestamp column and one column per series named <service>_<metric>",
+                "{}:1: needs the columns timestamp, service (or pod, or cmdb_id), metric (or kpi_name, or name) and value (instance, layer, idc, scene and link are optional), or a time or timestamp column and one column per series named <service>_<metric>",
                 path.display()
             );
         };
         let (inst, lay, idc, scene, link) = (
-            col("instance"),
+            col("instance").or(pod_col),
             col("layer"),
             col("idc"),
             col("scene"),
@@ -880,7 +895,12 @@ fn read_metrics(path: &Path, sink: &mut Sink<'_>) -> anyhow::Result<()> {
         );
         each_row(&mut rd, path, t, &[v], sink, |sink, rec, ts, at| {
             let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("").trim();
-            let (service, metric) = (field(Some(s)), field(Some(m)));
+            // Without a service, the pod's or component's, from its name.
+            let service = match field(service_col) {
+                "" => service_of_pod(field(pod_col)),
+                s => s,
+            };
+            let metric = field(Some(m));
             if service.is_empty() || metric.is_empty() {
                 return Err(at("service and metric must not be empty".into()));
             }

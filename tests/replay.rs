@@ -1277,6 +1277,48 @@ fn a_row_per_pod_replays_to_the_incidents_of_its_long_form() {
 }
 
 #[test]
+fn a_cmdb_keyed_export_replays_to_the_incidents_of_its_long_form() {
+    // The AIOps challenges' long exports (OpenRCA's Bank and Market,
+    // `metric_container.csv`) key each sample by its component and KPI
+    // name, `timestamp,cmdb_id,kpi_name,value`; Telecom's by `name` and
+    // `cmdb_id` among ids of its own, in milliseconds. The same pod
+    // samples written so replay to byte-identical incidents.
+    let all = selfheal_sim::micro::random(20, 2);
+    let sc = all.iter().find(|s| s.name == "cpu_hog_r5").unwrap().clone();
+    let sc = selfheal_sim::micro::MicroScenario { rough: true, ..sc };
+    let rec = selfheal_sim::micro::generate(&sc).unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut texts = [
+        String::from("timestamp,service,instance,metric,value\n"),
+        String::from("timestamp,cmdb_id,kpi_name,value\n"),
+        String::from("itemid,name,bomc_id,timestamp,value,cmdb_id\n"),
+    ];
+    for (k, line) in rec.metrics.lines().skip(1).enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        if f[2].is_empty() {
+            continue;
+        }
+        let (ts, pod, metric, value) = (f[0], f[2], f[3], f[4]);
+        writeln!(texts[0], "{line}").unwrap();
+        writeln!(texts[1], "{ts},{pod},{metric},{value}").unwrap();
+        let ms: i64 = ts.parse::<i64>().unwrap() * 1000;
+        writeln!(texts[2], "{k},{metric},ZJ-{k},{ms},{value},{pod}").unwrap();
+    }
+    for (d, t) in dirs.iter().zip(&texts) {
+        std::fs::write(d.path().join("metrics.csv"), t).unwrap();
+    }
+    let long = replayed(dirs[0].path());
+    assert!(
+        long.iter().any(|i| i["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&rec.truth.service))),
+        "{long:?}"
+    );
+    assert_eq!(replayed(dirs[1].path()), long, "cmdb_id and kpi_name");
+    assert_eq!(replayed(dirs[2].path()), long, "name, cmdb_id and ms");
+}
+
+#[test]
 fn the_generic_microservice_world_holds_localization_to_the_bar() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("micro.json");

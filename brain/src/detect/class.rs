@@ -160,12 +160,14 @@ pub fn shipped() -> Vec<ClassRule> {
                 "seconds",
                 "ms",
                 "elapsed",
+                "time",
+                "mrt",
             ],
         ),
         row(
             "success",
             Down,
-            &["success*", "availab*", "ratio", "ok", "hit*", "up"],
+            &["succ*", "availab*", "ratio", "ok", "hit*", "up"],
         ),
         row(
             "network",
@@ -415,6 +417,12 @@ mod tests {
             ("http_server_requests_seconds_mean", "latency", Up),
             ("timeout_count", "errors", Up),
             ("go_gc_duration_seconds_count", "memory", Up),
+            // Long exports' shorthands: a mean response time, an average
+            // time, a success rate misspelt.
+            ("mrt", "latency", Up),
+            ("avg_time", "latency", Up),
+            ("succee_rate", "success", Down),
+            ("node_cpu_time_seconds", "cpu", Up),
         ] {
             let got = c.classify(metric);
             assert_eq!((&*got.name, got.direction), (class, dir), "{metric}");
