@@ -483,33 +483,18 @@ mod tests {
         // default: its count and sum, per method; then the same a second
         // later, GET 100 more requests taking 5 s in all, POST none.
         let at = |ts: i64, get: (f64, f64), post: (f64, f64)| {
-            let l = |m: &str| labels(&[("method", m)]);
-            vec![
-                (
+            let mut v = Vec::new();
+            for (method, (count, sum)) in [("GET", get), ("POST", post)] {
+                let l = labels(&[("method", method)]);
+                v.push((
                     "t_seconds_count".to_string(),
-                    l("GET"),
+                    l.clone(),
                     ts,
-                    Point::Gauge(get.0),
-                ),
-                (
-                    "t_seconds_sum".to_string(),
-                    l("GET"),
-                    ts,
-                    Point::Gauge(get.1),
-                ),
-                (
-                    "t_seconds_count".to_string(),
-                    l("POST"),
-                    ts,
-                    Point::Gauge(post.0),
-                ),
-                (
-                    "t_seconds_sum".to_string(),
-                    l("POST"),
-                    ts,
-                    Point::Gauge(post.1),
-                ),
-            ]
+                    Point::Gauge(count),
+                ));
+                v.push(("t_seconds_sum".to_string(), l, ts, Point::Gauge(sum)));
+            }
+            v
         };
         let mut rates = Rates::new(100);
         let first = rates.convert(at(1_000, (500.0, 20.0), (7.0, 1.0)), &placing(), 100, false);
