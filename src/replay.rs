@@ -325,18 +325,35 @@ fn counters_as_rates(by_time: &mut BTreeMap<i64, Instant>) -> Counters {
             }
             // The counts a sum is averaged over: its count's increase over
             // the same interval, in the same place.
+            // (A map only when the batch holds a sum: most hold none.)
+            type At<'a> = (
+                &'a Option<String>,
+                &'a Option<String>,
+                &'a Option<String>,
+                &'a str,
+            );
+            fn at(y: &Sample) -> At<'_> {
+                (&y.instance, &y.scene, &y.link, &y.metric)
+            }
+            let counts: std::collections::HashMap<At<'_>, (i64, f64)> = if samples
+                .iter()
+                .any(|x| convert.contains_key(&x.metric) && count_of_sum(&x.metric).is_some())
+            {
+                samples
+                    .iter()
+                    .zip(&inc)
+                    .filter(|(y, _)| y.metric.ends_with("_count"))
+                    .filter_map(|(y, d)| d.map(|d| (at(y), d)))
+                    .collect()
+            } else {
+                std::collections::HashMap::new()
+            };
             let counted = |x: &Sample, t0: i64| {
                 let count = count_of_sum(&x.metric)?;
-                samples.iter().zip(&inc).find_map(|(y, d)| {
-                    (y.metric == count
-                        && y.instance == x.instance
-                        && y.scene == x.scene
-                        && y.link == x.link)
-                        .then_some(*d)
-                        .flatten()
-                        .filter(|(t, n)| *t == t0 && *n > 0.0)
-                        .map(|(_, n)| n)
-                })
+                counts
+                    .get(&(&x.instance, &x.scene, &x.link, count.as_str()))
+                    .filter(|(t, n)| *t == t0 && *n > 0.0)
+                    .map(|(_, n)| *n)
             };
             let values: Vec<Option<f64>> = samples
                 .iter()
