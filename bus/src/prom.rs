@@ -144,12 +144,12 @@ impl Rates {
             max: max_samples,
         };
         let mut seen = std::collections::HashSet::new();
-        // This reading's increases of histograms' and summaries' sums and
-        // counts, by their name without the suffix and their labels: (the
-        // reading before, the increase), and for a sum where it goes.
-        type Increases = HashMap<Key, (i64, f64)>;
-        let (mut sums, mut counts): (Increases, Increases) = Default::default();
-        let mut sum_places: Vec<(Key, Place, i64)> = Vec::new();
+        // This reading's increases of histograms' and summaries' counts, by
+        // their name without the suffix and their labels: (the reading
+        // before, the increase); and of their sums, in reading order, with
+        // where each goes.
+        let mut counts: HashMap<Key, (i64, f64)> = HashMap::new();
+        let mut sums: Vec<(Key, i64, f64, Place, i64)> = Vec::new();
         for (metric, labels, ts, point) in readings {
             if metric.ends_with("_created") {
                 continue;
@@ -184,8 +184,7 @@ impl Rates {
                                 // below: its own rate is seconds timed per
                                 // second, as much traffic as latency.
                                 let at: Key = (base.to_string(), key.1.clone());
-                                sums.insert(at.clone(), (*then_ts, inc));
-                                sum_places.push((at, place.clone(), ts));
+                                sums.push((at, *then_ts, inc, place.clone(), ts));
                             } else {
                                 if let Some(base) = metric.strip_suffix("_count") {
                                     counts
@@ -242,10 +241,10 @@ impl Rates {
         }
         // A sum over its count's increase in the same interval: the mean of
         // what was timed (no observation: nothing to average, a gap).
-        for (at, place, ts) in sum_places {
-            if let (Some((t0, inc)), Some((c0, n))) = (sums.get(&at), counts.get(&at))
+        for (at, t0, inc, place, ts) in sums {
+            if let Some(&(c0, n)) = counts.get(&at)
                 && t0 == c0
-                && *n > 0.0
+                && n > 0.0
             {
                 let metric = format!("{}_mean", wire_name(&at.0));
                 groups.publish(&mut out, &place, ts, metric, inc / n);
