@@ -14,6 +14,12 @@ fn incidents(path: &std::path::Path) -> Vec<serde_json::Value> {
 
 /// Replays `d` with the CLI and returns its incidents.
 fn replayed(d: &std::path::Path) -> Vec<serde_json::Value> {
+    replayed_logged(d).0
+}
+
+/// Replays `d` with the CLI and returns its incidents and what it said
+/// on standard error.
+fn replayed_logged(d: &std::path::Path) -> (Vec<serde_json::Value>, String) {
     let out = d.join("incidents.json");
     let (ok, _, err) = selfheal(&[
         "replay",
@@ -23,7 +29,7 @@ fn replayed(d: &std::path::Path) -> Vec<serde_json::Value> {
         out.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    incidents(&out)
+    (incidents(&out), err)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,21 +287,12 @@ fn an_export_with_gaps_and_odd_names_is_replayed_and_the_deploy_twelve_minutes_b
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     export_like(d);
-    let out = d.join("incidents.json");
-    let (ok, _, err) = selfheal(&[
-        "replay",
-        "--dir",
-        d.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let (inc, err) = replayed_logged(d);
     assert!(
         err.contains("PodSuccessRate(%) -> pod_success_rate_pct"),
         "{err}"
     );
     assert!(err.contains("gaps: "), "{err}");
-    let inc = incidents(&out);
     assert_eq!(inc.len(), 1, "{inc:#?}");
     let h = inc[0]["hypotheses"].as_array().unwrap();
     assert!(h.len() >= 3, "at least three ranked hypotheses: {h:#?}");
@@ -680,22 +677,13 @@ fn an_export_of_raw_counters_is_read_as_rates_and_the_service_returning_errors_i
         csv.push('\n');
     }
     std::fs::write(d.join("metrics.csv"), csv).unwrap();
-    let out = d.join("incidents.json");
-    let (ok, _, err) = selfheal(&[
-        "replay",
-        "--dir",
-        d.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let (got, err) = replayed_logged(d);
     assert!(
         err.contains("counters: 8 series of 2 metric(s) read as rates per second")
             && err.contains("http_errors_total -> http_errors_per_s")
             && err.contains("2 reset(s) skipped"),
         "{err}"
     );
-    let got = incidents(&out);
     assert_eq!(got.len(), 1, "{got:#?}");
     let i = &got[0];
     assert!(
@@ -766,20 +754,11 @@ fn a_histogram_exported_raw_pages_for_its_latency_not_for_a_sale() {
     for mode in ["calm", "sale", "slow"] {
         let dir = tempfile::tempdir().unwrap();
         histogram_export(dir.path(), mode);
-        let out = dir.path().join("incidents.json");
-        let (ok, _, err) = selfheal(&[
-            "replay",
-            "--dir",
-            dir.path().to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(ok, "{err}");
+        let (got, err) = replayed_logged(dir.path());
         assert!(
             err.contains("http_server_requests_seconds_sum -> http_server_requests_seconds_mean"),
             "{err}"
         );
-        let got = incidents(&out);
         if mode != "slow" {
             assert!(got.is_empty(), "{mode}: {got:#?}");
             continue;
