@@ -841,7 +841,11 @@ fn read_metrics(path: &Path, sink: &mut Sink<'_>) -> anyhow::Result<()> {
     let time = col("timestamp")
         .or_else(|| col("time"))
         .or_else(|| col("starttime"));
-    let service_col = col("service").or_else(|| col("servicename"));
+    // Bank's `metric_app.csv` names its service `tc` (its transaction
+    // code), beside `rr`, `sr`, `cnt` and `mrt`.
+    let service_col = col("service")
+        .or_else(|| col("servicename"))
+        .or_else(|| col("tc"));
     // A pod, or a component as a CMDB names it (`cmdb_id`: a pod, a host,
     // a database instance), read as a pod is.
     let pod_col = col("pod")

@@ -1298,6 +1298,46 @@ fn a_cmdb_keyed_export_replays_to_the_incidents_of_its_long_form() {
 }
 
 #[test]
+fn a_service_file_of_success_and_response_rates_pages_on_its_success_falling() {
+    // The AIOps challenges' service files: Market's
+    // `service,timestamp,rr,sr,mrt,count` and Bank's
+    // `timestamp,rr,sr,cnt,mrt,tc` (its service in `tc`), every minute.
+    // `sr` and `rr` are success and response rates in %. From the 120th
+    // minute, 12 % of the payment service's requests fail; its mean
+    // response time and its traffic do not move.
+    let mut rnd = noise(17);
+    let (mut market, mut bank) = (
+        String::from("service,timestamp,rr,sr,mrt,count\n"),
+        String::from("timestamp,rr,sr,cnt,mrt,tc\n"),
+    );
+    for m in 0..160i64 {
+        let ts = 1_700_000_040 + 60 * m;
+        for svc in ["frontend", "payment", "ledger"] {
+            let failed = if svc == "payment" && m >= 120 {
+                12.0
+            } else {
+                0.0
+            };
+            let rr = 100.0 - failed - 0.3 * rnd().abs();
+            let sr = 100.0 - failed - 0.3 * rnd().abs();
+            let mrt = 50.0 + 4.0 * rnd();
+            let count = 1_000.0 + 40.0 * rnd();
+            writeln!(market, "{svc},{ts},{rr:.2},{sr:.2},{mrt:.1},{count:.0}").unwrap();
+            writeln!(bank, "{ts},{rr:.2},{sr:.2},{count:.0},{mrt:.1},{svc}").unwrap();
+        }
+    }
+    for (name, text) in [("market", &market), ("bank", &bank)] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("metrics.csv"), text).unwrap();
+        let incs = replayed(dir.path());
+        assert_eq!(incs.len(), 1, "{name}: {incs:?}");
+        let onset = incs[0]["onset_ts"].as_i64().unwrap();
+        assert_eq!(onset, (1_700_000_040 + 60 * 120) * 1000, "{name}");
+        assert_eq!(incs[0]["target"], "payment", "{name}: {incs:?}");
+    }
+}
+
+#[test]
 fn the_generic_microservice_world_holds_localization_to_the_bar() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("micro.json");

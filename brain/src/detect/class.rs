@@ -167,7 +167,10 @@ pub fn shipped() -> Vec<ClassRule> {
         row(
             "success",
             Down,
-            &["succ*", "availab*", "ratio", "ok", "hit*", "up"],
+            // `sr` and `rr`: the success and response rates (%) the
+            // AIOps challenges' service files carry (OpenRCA's Bank and
+            // Market).
+            &["succ*", "availab*", "ratio", "ok", "hit*", "up", "sr", "rr"],
         ),
         row(
             "network",
@@ -200,6 +203,7 @@ pub fn shipped() -> Vec<ClassRule> {
                 "throughput",
                 "calls",
                 "invocations",
+                "cnt",
             ],
         ),
     ]
@@ -422,6 +426,11 @@ mod tests {
             ("mrt", "latency", Up),
             ("avg_time", "latency", Up),
             ("succee_rate", "success", Down),
+            ("sr", "success", Down),
+            ("rr", "success", Down),
+            ("cnt", "traffic", Both),
+            ("error_cnt", "errors", Up),
+            ("usr_cpu", "cpu", Up),
             ("node_cpu_time_seconds", "cpu", Up),
         ] {
             let got = c.classify(metric);
