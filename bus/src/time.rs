@@ -14,7 +14,9 @@ pub fn format_utc(s: i64) -> Option<String> {
 
 /// Milliseconds since the epoch of `YYYY-MM-DD[ T]HH:MM[:SS[.fff]]` (UTC,
 /// an optional `Z`), of an RFC 3339 time with its offset
-/// (`2026-11-11T00:00:00+08:00`), or of a plain number of epoch seconds
+/// (`2026-11-11T00:00:00+08:00`; also after a space, without its colon
+/// or its minutes: `+0800`, `+08`), with a `YYYY/MM/DD` date, or ending
+/// ` UTC` or ` GMT`, or of a plain number of epoch seconds
 /// (below 10^11), milliseconds (below 10^14), microseconds (below 10^17)
 /// or nanoseconds (as data frames write their time index). Calendar dates are checked by the `time`
 /// crate: 2014-02-31 is no date.
@@ -76,6 +78,19 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     {
         return Some(ms(t));
     }
+    // What databases and scripts write besides: slashes in the date
+    // (`2014/04/01`), an offset after a space, without its colon or its
+    // minutes (`+0800`, PostgreSQL's `+00`), a trailing `UTC` or `GMT`.
+    let s = s
+        .strip_suffix(" UTC")
+        .or_else(|| s.strip_suffix(" GMT"))
+        .unwrap_or(s);
+    let s = &slashed_date(s);
+    if let Some((t, off)) = offset_of(s)
+        && let Ok(t) = OffsetDateTime::parse(&format!("{}{off}", t.replacen(' ', "T", 1)), &Rfc3339)
+    {
+        return Some(ms(t));
+    }
     let plain = s.strip_suffix('Z').unwrap_or(s).replacen('T', " ", 1);
     let formats = [
         format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]"),
@@ -86,6 +101,45 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         .iter()
         .find_map(|f| PrimitiveDateTime::parse(&plain, f).ok())
         .map(|t| ms(t.assume_utc()))
+}
+
+/// `s` with a `YYYY/MM/DD` date written `YYYY-MM-DD`.
+fn slashed_date(s: &str) -> String {
+    let b = s.as_bytes();
+    if b.len() >= 10
+        && b[4] == b'/'
+        && b[7] == b'/'
+        && b[..10]
+            .iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+    {
+        format!("{}-{}-{}", &s[..4], &s[5..7], &s[8..])
+    } else {
+        s.to_string()
+    }
+}
+
+/// A time's trailing UTC offset, after its seconds or minutes (with a
+/// space before it or none): `+08:00`, `+0800`, `+08`, `-05`; the time
+/// without it and the offset as RFC 3339 writes it (`+08:00`).
+fn offset_of(s: &str) -> Option<(&str, String)> {
+    let at = s.rfind(['+', '-'])?;
+    // The date's own dashes come before its time's first colon.
+    if at < s.find(':')? {
+        return None;
+    }
+    let (t, off) = s.split_at(at);
+    let digits: String = off[1..].chars().filter(|c| *c != ':').collect();
+    if !digits.bytes().all(|c| c.is_ascii_digit()) || !matches!(digits.len(), 2 | 4) {
+        return None;
+    }
+    let mm = if digits.len() == 4 {
+        &digits[2..]
+    } else {
+        "00"
+    };
+    Some((t.trim_end(), format!("{}{}:{mm}", &off[..1], &digits[..2])))
 }
 
 #[cfg(test)]
@@ -123,6 +177,24 @@ mod tests {
             Some(1_396_310_700_250)
         );
         assert_eq!(parse_timestamp("2016-02-29 00:00"), Some(1_456_704_000_000));
+        // As databases and scripts write them: an offset after a space,
+        // without its colon or its minutes; slashes; a zone's name.
+        for s in [
+            "2014-04-01 08:05:00 +08:00",
+            "2014-04-01T08:05:00+0800",
+            "2014-04-01 08:05:00+08",
+            "2014-03-31 19:05:00-05",
+            "2014/04/01 00:05:00",
+            "2014-04-01 00:05:00 UTC",
+            "2014/04/01 00:05:00 GMT",
+            "2014-04-01 00:05:00+00",
+        ] {
+            assert_eq!(parse_timestamp(s), Some(1_396_310_700_000), "{s}");
+        }
+        assert_eq!(
+            parse_timestamp("2014-04-01T08:05:00.250+0800"),
+            Some(1_396_310_700_250)
+        );
         assert_eq!(parse_timestamp("1396310700000"), Some(1_396_310_700_000));
         assert_eq!(parse_timestamp("1396310700.25"), Some(1_396_310_700_250));
         assert_eq!(
@@ -145,6 +217,10 @@ mod tests {
             "2014-02-31 00:00:00",
             "2015-02-29 12:00",
             "2014-04-01 00:05:00 trailing",
+            // Day and month in an order no one can tell.
+            "01/04/2014 08:05",
+            "2014-04-01 08:05:00+8",
+            "2014-04-01 08:05:00+123",
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
