@@ -421,6 +421,125 @@ async fn a_deploy_notice_filed_before_a_restart_is_blamed_after_it() {
     second.shutdown().await;
 }
 
+/// The watch after a change compares a changed service's symptoms with
+/// their samples before it, for the change horizon after it. A brain
+/// restarted within the horizon had lost those samples, so a service a
+/// little slower for good after its deploy, short of the detector's own
+/// threshold, paged nobody. Now what the watch learnt before the change is
+/// filed with it and taken back at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_after_a_deploy_goes_on_after_a_restart() {
+    use selfheal_brain::store::Store;
+
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("brain.db");
+    // An hour ago, on whole seconds: every time below is past. A sample
+    // every 15 s; the deploy after 15 minutes; from two minutes after it,
+    // the latency 1.3 times what it was, on a series that wanders by a
+    // tenth.
+    const STEP: i64 = 15_000;
+    let base = (wall_ms() - 3_600_000) / 1000 * 1000;
+    let deployed = base + 60 * STEP - 1000;
+    let mut noise = 11u64;
+    let mut jitter = move || {
+        noise = noise
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (noise >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let publisher: Bus = Arc::new(NatsTransport::connect(&nats.url(), "pub").await.unwrap());
+    let mut seq = 0;
+    let mut publish = async |from: i64, to: i64| {
+        for s in from..to {
+            let ts = base + s * STEP;
+            let slow = if ts >= deployed + 120_000 { 1.3 } else { 1.0 };
+            seq += 1;
+            let b = IndicatorBatch {
+                layer: Layer::System,
+                service: "payment-engine".into(),
+                seq,
+                samples: vec![Sample {
+                    scene: None,
+                    link: None,
+                    instance: None,
+                    metric: "latency_p99_ms".into(),
+                    labels: BTreeMap::new(),
+                    ts,
+                    value: 120.0 * slow * (1.0 + 0.2 * jitter()),
+                }],
+                ..batch("agent-1", "payment-engine", None, ts)
+            };
+            send(&publisher, &b).await;
+        }
+    };
+    // The hour's samples are let in as a backfill is (the skew bound is
+    // configured).
+    let hour = |c: &mut BrainConfig| c.max_skew_s = 7_200;
+    let (first, _bus) = brain(&nats, dir.path(), hour).await;
+    publish(0, 60).await;
+    let stats = first.stats.clone();
+    eventually("the samples before the deploy in", Duration::from_secs(10), || {
+        stats.samples.load(std::sync::atomic::Ordering::Relaxed) >= 60
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = post_change(
+        first.api_addr.unwrap(),
+        &format!(
+            r#"{{"ts": {deployed}, "id": "deploy-43", "service": "payment-engine", "kind": "deploy", "author": "dev-bob", "description": "v2.5.0"}}"#
+        ),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    eventually("the watch filed", Duration::from_secs(10), || {
+        Store::open(&db)
+            .and_then(|s| s.change_watches())
+            .is_ok_and(|w| w.len() == 1)
+    })
+    .await;
+    first.shutdown().await;
+
+    let (second, _bus) = brain(&nats, dir.path(), hour).await;
+    publish(60, 140).await;
+    let mut found = None;
+    eventually("an incident diagnosed", Duration::from_secs(30), || {
+        let Ok(store) = Store::open(&db) else {
+            return false;
+        };
+        found = store
+            .incidents()
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|i| {
+                let h = store.hypotheses(&i.id).ok()?;
+                (!h.is_empty()).then_some((i, h))
+            });
+        found.is_some()
+    })
+    .await;
+    let (incident, hypotheses) = found.unwrap();
+    assert_eq!(
+        second
+            .stats
+            .held_after_change
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "found by the watch, not the detector"
+    );
+    let best = &hypotheses[0];
+    assert_eq!(
+        (best.cause.as_str(), best.target.as_str()),
+        ("bad_deploy", "payment-engine"),
+        "{incident:?}\n{hypotheses:#?}"
+    );
+    assert!(
+        best.evidence.iter().any(|e| e.contains("deploy-43")),
+        "{hypotheses:#?}"
+    );
+    second.shutdown().await;
+}
+
 /// A brain restarted on its store while an agent publishes over core NATS:
 /// a plain publish to a bus with no brain on it reaches nobody and says
 /// nothing, so the agent has a receiver confirm its batches every second;

@@ -95,6 +95,58 @@ struct Watch {
     state: State,
 }
 
+/// A watch as the store keeps it: what it learnt before its change,
+/// which a restarted brain cannot learn again (the samples from before
+/// the change went with the process).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
+    key: SeriesKey,
+    class: String,
+    direction: Direction,
+    quality: bool,
+    change_ts: i64,
+    until: i64,
+    level: f64,
+    scale: f64,
+    ceiling: f64,
+    hold_ms: i64,
+}
+
+impl Watch {
+    fn saved(&self) -> Saved {
+        Saved {
+            key: self.key.clone(),
+            class: self.class.to_string(),
+            direction: self.direction,
+            quality: self.quality,
+            change_ts: self.change_ts,
+            until: self.until,
+            level: self.level,
+            scale: self.scale,
+            ceiling: self.ceiling,
+            hold_ms: self.hold_ms,
+        }
+    }
+
+    fn restored(s: Saved) -> Watch {
+        Watch {
+            key: s.key,
+            class: Arc::from(s.class),
+            direction: s.direction,
+            quality: s.quality,
+            change_ts: s.change_ts,
+            until: s.until,
+            level: s.level,
+            scale: s.scale,
+            ceiling: s.ceiling,
+            next: s.change_ts + 1,
+            last: None,
+            hold_ms: s.hold_ms,
+            state: State::Quiet,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum State {
     /// Nothing under way.
@@ -125,14 +177,15 @@ impl ChangeWatch {
     /// watch of an older one, except of a series whose worse level the
     /// watch reported and that is not back yet (it goes on until it is,
     /// and ends what it reported). `horizon` gives the change horizon for
-    /// a sampling step (ms).
+    /// a sampling step (ms). Returns the watches it started, as the store
+    /// keeps them.
     pub fn watch(
         &mut self,
         change: &ChangeEvent,
         recent: &Recent,
         classes: &MetricClasses,
         horizon: impl Fn(i64) -> i64,
-    ) {
+    ) -> Vec<Saved> {
         self.watched
             .retain(|w| w.key.service != change.service || matches!(w.state, State::Open { .. }));
         let open: Vec<SeriesKey> = self
@@ -162,7 +215,26 @@ impl ChangeWatch {
                 })
                 .collect()
         });
+        let saved = found.iter().map(Watch::saved).collect();
         self.watched.extend(found);
+        self.cap();
+        saved
+    }
+
+    /// Takes back watches a brain started before it restarted, each from
+    /// its change on, as it was started: what the samples since show is
+    /// read again. A series watched already keeps its watch.
+    pub fn restore(&mut self, saved: impl IntoIterator<Item = Saved>) {
+        for s in saved {
+            if !self.watched.iter().any(|w| w.key == s.key) {
+                self.watched.push(Watch::restored(s));
+            }
+        }
+        self.cap();
+    }
+
+    /// At most [`MAX_WATCHED`] series, the oldest going first.
+    fn cap(&mut self) {
         if self.watched.len() > MAX_WATCHED {
             let over = self.watched.len() - MAX_WATCHED;
             self.watched.drain(..over);
@@ -509,6 +581,56 @@ mod tests {
         );
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!(found[0].onset, 62 * MIN);
+    }
+
+    #[test]
+    fn a_watch_taken_back_after_a_restart_reports_what_it_would_have() {
+        // As above, 35 ms up to 50 from minute 65; the brain restarts at
+        // minute 62, its samples gone with it. What the watch learnt
+        // before the deploy, filed (as JSON) and taken back, reads the
+        // samples that come after the restart to the same finding; a
+        // brain that lost it finds nothing.
+        let f = |m: i64, e: f64| (if (65..85).contains(&m) { 50.0 } else { 35.0 }) + 2.0 * e;
+        let k = key("cart", "LatencyP50");
+        let mut n = noise(7);
+        let (before, mut watch) = (Recent::default(), ChangeWatch::default());
+        let mut filed = String::new();
+        let (after, mut restored, mut lost) =
+            (Recent::default(), ChangeWatch::default(), ChangeWatch::default());
+        let mut found = Vec::new();
+        for m in 0..120 {
+            let v = f(m, n());
+            if m < 62 {
+                before.observe(1, &k, m * MIN, v);
+                if m == 60 {
+                    let saved = watch.watch(
+                        &deploy("cart", 60 * MIN - 1),
+                        &before,
+                        MetricClasses::shipped(),
+                        crate::diagnose::change_lookback_ms,
+                    );
+                    assert_eq!(saved.len(), 1);
+                    filed = serde_json::to_string(&saved).unwrap();
+                }
+                assert!(watch.step(&before, m * MIN + 1, |_| true).is_empty());
+                continue;
+            }
+            if m == 62 {
+                restored.restore(serde_json::from_str::<Vec<Saved>>(&filed).unwrap());
+            }
+            after.observe(1, &k, m * MIN, v);
+            found.extend(restored.step(&after, m * MIN + 1, |_| true));
+            assert!(lost.step(&after, m * MIN + 1, |_| true).is_empty());
+        }
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!(found[0].kind, AnomalyKind::Start);
+        assert_eq!((found[0].onset, found[0].ts), (65 * MIN, 70 * MIN));
+        assert_eq!(found[0].after_change, Some(60 * MIN - 1));
+        assert_eq!(found[1].kind, AnomalyKind::End);
+        // Taken back twice, a series is watched once.
+        restored.restore(serde_json::from_str::<Vec<Saved>>(&filed).unwrap());
+        restored.restore(serde_json::from_str::<Vec<Saved>>(&filed).unwrap());
+        assert_eq!(restored.watched.len(), 1);
     }
 
     #[test]

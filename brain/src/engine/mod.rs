@@ -542,13 +542,24 @@ impl Engine {
 
     /// Starts watching a changed service's symptoms against their
     /// samples before the change, for the change horizon after it.
+    /// What it learnt of them is filed first: a brain restarted within
+    /// the horizon goes on watching ([`Engine::restore_changes`]).
     fn watch_change(&mut self, change: &selfheal_bus::ChangeEvent) {
-        self.watch.watch(
+        let saved = self.watch.watch(
             change,
             &self.recent,
             &self.classes,
             diagnose::change_lookback_ms,
         );
+        let body = (!saved.is_empty())
+            .then(|| serde_json::to_string(&saved))
+            .transpose();
+        match body {
+            Ok(body) => self.write("change watch", |db| {
+                db.save_change_watches(&change.service, change.ts, body.as_deref())
+            }),
+            Err(e) => warn!(service = %change.service, error = %e, "change watch not encoded"),
+        }
     }
 
     /// What the watched series show before `until`
@@ -868,10 +879,38 @@ impl Engine {
     /// After a restart, leading or not: the changes filed before it back
     /// in the context (the newest of each service, as many as it holds),
     /// so that a bad change made before the restart is still blamed and
-    /// its author still listed on an approval. Their watches
-    /// ([`Engine::watch_change`]) are not started again: the samples from
-    /// before each change went with the process.
+    /// its author still listed on an approval; and the watch after each
+    /// service's latest change ([`Engine::watch_change`]) from what it had
+    /// learnt of the series before the change (those samples went with the
+    /// process), reading every sample since the change that comes in. A
+    /// watch past its horizon ends at its first sample.
     async fn restore_changes(&mut self) {
+        let store = self.store.clone();
+        let watches = self
+            .read_at_restart(
+                "change watches",
+                "the watches after changes made before the restart are not taken back: a service a little worse after its deploy is not paged by them",
+                || store.change_watches(),
+            )
+            .await;
+        let mut n = 0;
+        for (service, _, body) in watches {
+            match serde_json::from_str::<Vec<crate::correlate::watch::Saved>>(&body) {
+                Ok(saved) => {
+                    n += saved.len();
+                    self.watch.restore(saved);
+                }
+                Err(e) => self.stats.fault(Fault::StoreRead {
+                    what: "change watches",
+                    undone: &format!("the watch after {service}'s change is not taken back"),
+                    error: &e,
+                    kind: &"unreadable",
+                }),
+            }
+        }
+        if n > 0 {
+            info!(series = n, "watches after changes taken back");
+        }
         let store = self.store.clone();
         let changes = self
             .read_at_restart(

@@ -19,7 +19,9 @@ pub(super) const SCHEMA: &str = "
         service TEXT NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, ts INTEGER NOT NULL,
         author TEXT NOT NULL, description TEXT NOT NULL,
         PRIMARY KEY (service, id));
-    CREATE INDEX IF NOT EXISTS changes_service_ts ON changes (service, ts);";
+    CREATE INDEX IF NOT EXISTS changes_service_ts ON changes (service, ts);
+    CREATE TABLE IF NOT EXISTS change_watches (
+        service TEXT PRIMARY KEY, change_ts INTEGER NOT NULL, body TEXT NOT NULL);";
 
 /// Changes kept per service: more than the engine holds in memory, so a
 /// restart loses none of what it weighs.
@@ -96,6 +98,40 @@ impl Store {
         Ok(new)
     }
 
+    /// Files what the watch after a service's change learnt of its
+    /// series before it (`body`, the engine's encoding), in place of what
+    /// it learnt before an older change; nothing learnt (`None`) drops
+    /// the service's row. Bounded by the number of services.
+    pub fn save_change_watches(
+        &self,
+        service: &str,
+        change_ts: i64,
+        body: Option<&str>,
+    ) -> Result<()> {
+        let conn = self.conn();
+        match body {
+            Some(b) => conn.execute(
+                "INSERT OR REPLACE INTO change_watches (service, change_ts, body) VALUES (?1, ?2, ?3)",
+                params![service, change_ts, b],
+            )?,
+            None => conn.execute(
+                "DELETE FROM change_watches WHERE service = ?1",
+                params![service],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// Every service's filed watch: service, its change's time and the
+    /// body, by service.
+    pub fn change_watches(&self) -> Result<Vec<(String, i64, String)>> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT service, change_ts, body FROM change_watches ORDER BY service")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The newest `per_service` changes of each service, oldest first (in
     /// the order they took effect; same time, by id).
     pub fn recent_changes(&self, per_service: usize) -> Result<Vec<ChangeEvent>> {
@@ -142,6 +178,27 @@ mod tests {
             author: "dev-alice".into(),
             description: "v2.3.1 for card 4111111111111111".into(),
         }
+    }
+
+    #[test]
+    fn a_service_s_change_watch_is_replaced_by_its_next_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("brain.db");
+        let store = Store::open(&path).unwrap();
+        store.save_change_watches("cart", 1_000, Some("[1]")).unwrap();
+        store.save_change_watches("web", 1_500, Some("[2]")).unwrap();
+        store.save_change_watches("cart", 2_000, Some("[3]")).unwrap();
+        store.save_change_watches("pay", 2_500, Some("[4]")).unwrap();
+        // A change whose service has nothing to watch ends the older one.
+        store.save_change_watches("pay", 3_000, None).unwrap();
+        drop(store);
+        assert_eq!(
+            Store::open(&path).unwrap().change_watches().unwrap(),
+            [
+                ("cart".to_string(), 2_000, "[3]".to_string()),
+                ("web".to_string(), 1_500, "[2]".to_string())
+            ]
+        );
     }
 
     #[test]
