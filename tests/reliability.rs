@@ -479,9 +479,11 @@ async fn a_watch_after_a_deploy_goes_on_after_a_restart() {
     let (first, _bus) = brain(&nats, dir.path(), hour).await;
     publish(0, 60).await;
     let stats = first.stats.clone();
-    eventually("the samples before the deploy in", Duration::from_secs(10), || {
-        stats.samples.load(std::sync::atomic::Ordering::Relaxed) >= 60
-    })
+    eventually(
+        "the samples before the deploy in",
+        Duration::from_secs(10),
+        || stats.samples.load(Ordering::Relaxed) >= 60,
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = post_change(
@@ -520,10 +522,7 @@ async fn a_watch_after_a_deploy_goes_on_after_a_restart() {
     .await;
     let (incident, hypotheses) = found.unwrap();
     assert_eq!(
-        second
-            .stats
-            .held_after_change
-            .load(std::sync::atomic::Ordering::Relaxed),
+        second.stats.held_after_change.load(Ordering::Relaxed),
         1,
         "found by the watch, not the detector"
     );

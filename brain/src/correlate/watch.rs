@@ -595,8 +595,11 @@ mod tests {
         let mut n = noise(7);
         let (before, mut watch) = (Recent::default(), ChangeWatch::default());
         let mut filed = String::new();
-        let (after, mut restored, mut lost) =
-            (Recent::default(), ChangeWatch::default(), ChangeWatch::default());
+        let (after, mut restored, mut lost) = (
+            Recent::default(),
+            ChangeWatch::default(),
+            ChangeWatch::default(),
+        );
         let mut found = Vec::new();
         for m in 0..120 {
             let v = f(m, n());

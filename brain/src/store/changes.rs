@@ -185,10 +185,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("brain.db");
         let store = Store::open(&path).unwrap();
-        store.save_change_watches("cart", 1_000, Some("[1]")).unwrap();
-        store.save_change_watches("web", 1_500, Some("[2]")).unwrap();
-        store.save_change_watches("cart", 2_000, Some("[3]")).unwrap();
-        store.save_change_watches("pay", 2_500, Some("[4]")).unwrap();
+        store
+            .save_change_watches("cart", 1_000, Some("[1]"))
+            .unwrap();
+        store
+            .save_change_watches("web", 1_500, Some("[2]"))
+            .unwrap();
+        store
+            .save_change_watches("cart", 2_000, Some("[3]"))
+            .unwrap();
+        store
+            .save_change_watches("pay", 2_500, Some("[4]"))
+            .unwrap();
         // A change whose service has nothing to watch ends the older one.
         store.save_change_watches("pay", 3_000, None).unwrap();
         drop(store);
