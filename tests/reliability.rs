@@ -302,6 +302,74 @@ async fn a_60_s_nats_outage_under_the_simulator_feed_loses_no_sample() {
     brain.shutdown().await;
 }
 
+/// Publishes a probe (one sample of a service of its own, from `source`)
+/// until `brain` takes one: a subscription made on another connection may
+/// not be in place at the server when a publisher starts, and core NATS
+/// drops what reaches no subscriber. The samples taken so far.
+async fn listening(publisher: &Bus, brain: &BrainHandle, source: &str, ts: i64) -> u64 {
+    for seq in 1..=500 {
+        let b = IndicatorBatch {
+            seq,
+            ..batch(source, "probe", None, ts)
+        };
+        send(publisher, &b).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let n = brain.stats.samples.load(Ordering::Relaxed);
+        if n > 0 {
+            return n;
+        }
+    }
+    panic!("the brain took no probe in 10 s");
+}
+
+/// The first incident the store at `db` holds a diagnosis of, waited
+/// for, with its hypotheses.
+async fn first_diagnosed(
+    db: &std::path::Path,
+) -> (
+    selfheal_brain::store::IncidentRow,
+    Vec<selfheal_brain::store::HypothesisRow>,
+) {
+    use selfheal_brain::store::Store;
+    let mut found = None;
+    eventually("an incident diagnosed", Duration::from_secs(30), || {
+        let Ok(store) = Store::open(db) else {
+            return false;
+        };
+        found = store
+            .incidents()
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|i| {
+                let h = store.hypotheses(&i.id).ok()?;
+                (!h.is_empty()).then_some((i, h))
+            });
+        found.is_some()
+    })
+    .await;
+    found.unwrap()
+}
+
+/// Asserts that the best of `hypotheses` blames the change `id` of
+/// `service` as a bad deploy.
+fn blames(
+    incident: &selfheal_brain::store::IncidentRow,
+    hypotheses: &[selfheal_brain::store::HypothesisRow],
+    service: &str,
+    id: &str,
+) {
+    let best = &hypotheses[0];
+    assert_eq!(
+        (best.cause.as_str(), best.target.as_str()),
+        ("bad_deploy", service),
+        "{incident:?}\n{hypotheses:#?}"
+    );
+    assert!(
+        best.evidence.iter().any(|e| e.contains(id)),
+        "{hypotheses:#?}"
+    );
+}
+
 /// A change notice answered 202 lived only in the brain's memory: a brain
 /// restarted after a deploy no longer knew of it, so a fault that deploy
 /// caused was not blamed on it (nor would its author be listed on the
@@ -391,33 +459,8 @@ async fn a_deploy_notice_filed_before_a_restart_is_blamed_after_it() {
             send(&publisher, &b).await;
         }
     }
-    let mut found = None;
-    eventually("an incident diagnosed", Duration::from_secs(30), || {
-        let Ok(store) = Store::open(&db) else {
-            return false;
-        };
-        found = store
-            .incidents()
-            .unwrap_or_default()
-            .into_iter()
-            .find_map(|i| {
-                let h = store.hypotheses(&i.id).ok()?;
-                (!h.is_empty()).then_some((i, h))
-            });
-        found.is_some()
-    })
-    .await;
-    let (incident, hypotheses) = found.unwrap();
-    let best = &hypotheses[0];
-    assert_eq!(
-        (best.cause.as_str(), best.target.as_str()),
-        ("bad_deploy", "payment-engine"),
-        "{incident:?}\n{hypotheses:#?}"
-    );
-    assert!(
-        best.evidence.iter().any(|e| e.contains("deploy-42")),
-        "{hypotheses:#?}"
-    );
+    let (incident, hypotheses) = first_diagnosed(&db).await;
+    blames(&incident, &hypotheses, "payment-engine", "deploy-42");
     second.shutdown().await;
 }
 
@@ -477,12 +520,13 @@ async fn a_watch_after_a_deploy_goes_on_after_a_restart() {
     // configured).
     let hour = |c: &mut BrainConfig| c.max_skew_s = 7_200;
     let (first, _bus) = brain(&nats, dir.path(), hour).await;
+    let heard = listening(&publisher, &first, "probe-1", base).await;
     publish(0, 60).await;
     let stats = first.stats.clone();
     eventually(
         "the samples before the deploy in",
         Duration::from_secs(10),
-        || stats.samples.load(Ordering::Relaxed) >= 60,
+        || stats.samples.load(Ordering::Relaxed) >= heard + 60,
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -503,39 +547,15 @@ async fn a_watch_after_a_deploy_goes_on_after_a_restart() {
     first.shutdown().await;
 
     let (second, _bus) = brain(&nats, dir.path(), hour).await;
+    listening(&publisher, &second, "probe-2", base).await;
     publish(60, 140).await;
-    let mut found = None;
-    eventually("an incident diagnosed", Duration::from_secs(30), || {
-        let Ok(store) = Store::open(&db) else {
-            return false;
-        };
-        found = store
-            .incidents()
-            .unwrap_or_default()
-            .into_iter()
-            .find_map(|i| {
-                let h = store.hypotheses(&i.id).ok()?;
-                (!h.is_empty()).then_some((i, h))
-            });
-        found.is_some()
-    })
-    .await;
-    let (incident, hypotheses) = found.unwrap();
+    let (incident, hypotheses) = first_diagnosed(&db).await;
     assert_eq!(
         second.stats.held_after_change.load(Ordering::Relaxed),
         1,
         "found by the watch, not the detector"
     );
-    let best = &hypotheses[0];
-    assert_eq!(
-        (best.cause.as_str(), best.target.as_str()),
-        ("bad_deploy", "payment-engine"),
-        "{incident:?}\n{hypotheses:#?}"
-    );
-    assert!(
-        best.evidence.iter().any(|e| e.contains("deploy-43")),
-        "{hypotheses:#?}"
-    );
+    blames(&incident, &hypotheses, "payment-engine", "deploy-43");
     second.shutdown().await;
 }
 

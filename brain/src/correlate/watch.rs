@@ -70,9 +70,23 @@ const STRETCH_KEPT: usize = 512;
 /// Watched series at most (the oldest go first).
 const MAX_WATCHED: usize = 4096;
 
-/// One watched series.
+/// One watched series: what it learnt before its change, and how far it
+/// read since.
 #[derive(Clone, Debug)]
 struct Watch {
+    base: Saved,
+    /// Samples before this were read.
+    next: i64,
+    /// The reading before (a repeated reading is one).
+    last: Option<f32>,
+    state: State,
+}
+
+/// What a watch learnt of its series before its change: what the store
+/// keeps of it, which a restarted brain cannot learn again (the samples
+/// from before the change went with the process).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
     key: SeriesKey,
     class: Arc<str>,
     direction: Direction,
@@ -87,62 +101,17 @@ struct Watch {
     level: f64,
     scale: f64,
     ceiling: f64,
-    /// Samples before this were read.
-    next: i64,
-    /// The reading before (a repeated reading is one).
-    last: Option<f32>,
-    hold_ms: i64,
-    state: State,
-}
-
-/// A watch as the store keeps it: what it learnt before its change,
-/// which a restarted brain cannot learn again (the samples from before
-/// the change went with the process).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Saved {
-    key: SeriesKey,
-    class: String,
-    direction: Direction,
-    quality: bool,
-    change_ts: i64,
-    until: i64,
-    level: f64,
-    scale: f64,
-    ceiling: f64,
     hold_ms: i64,
 }
 
 impl Watch {
-    fn saved(&self) -> Saved {
-        Saved {
-            key: self.key.clone(),
-            class: self.class.to_string(),
-            direction: self.direction,
-            quality: self.quality,
-            change_ts: self.change_ts,
-            until: self.until,
-            level: self.level,
-            scale: self.scale,
-            ceiling: self.ceiling,
-            hold_ms: self.hold_ms,
-        }
-    }
-
-    fn restored(s: Saved) -> Watch {
+    /// A watch of what `base` learnt, reading from its change on.
+    fn from(base: Saved) -> Watch {
         Watch {
-            key: s.key,
-            class: Arc::from(s.class),
-            direction: s.direction,
-            quality: s.quality,
-            change_ts: s.change_ts,
-            until: s.until,
-            level: s.level,
-            scale: s.scale,
-            ceiling: s.ceiling,
-            next: s.change_ts + 1,
+            next: base.change_ts + 1,
             last: None,
-            hold_ms: s.hold_ms,
             state: State::Quiet,
+            base,
         }
     }
 }
@@ -186,13 +155,14 @@ impl ChangeWatch {
         classes: &MetricClasses,
         horizon: impl Fn(i64) -> i64,
     ) -> Vec<Saved> {
-        self.watched
-            .retain(|w| w.key.service != change.service || matches!(w.state, State::Open { .. }));
+        self.watched.retain(|w| {
+            w.base.key.service != change.service || matches!(w.state, State::Open { .. })
+        });
         let open: Vec<SeriesKey> = self
             .watched
             .iter()
-            .filter(|w| w.key.service == change.service)
-            .map(|w| w.key.clone())
+            .filter(|w| w.base.key.service == change.service)
+            .map(|w| w.base.key.clone())
             .collect();
         let found: Vec<Watch> = recent.scan(|all| {
             all.filter(|(k, _)| k.service == change.service && !open.contains(k))
@@ -215,7 +185,7 @@ impl ChangeWatch {
                 })
                 .collect()
         });
-        let saved = found.iter().map(Watch::saved).collect();
+        let saved = found.iter().map(|w| w.base.clone()).collect();
         self.watched.extend(found);
         self.cap();
         saved
@@ -226,8 +196,8 @@ impl ChangeWatch {
     /// read again. A series watched already keeps its watch.
     pub fn restore(&mut self, saved: impl IntoIterator<Item = Saved>) {
         for s in saved {
-            if !self.watched.iter().any(|w| w.key == s.key) {
-                self.watched.push(Watch::restored(s));
+            if !self.watched.iter().any(|w| w.base.key == s.key) {
+                self.watched.push(Watch::from(s));
             }
         }
         self.cap();
@@ -255,7 +225,7 @@ impl ChangeWatch {
                 State::Stretch { since, .. } => Some(since),
                 State::Quiet => None,
             };
-            !known(&w.key.service, w.change_ts, since)
+            !known(&w.base.key.service, w.base.change_ts, since)
         });
     }
 
@@ -268,7 +238,7 @@ impl ChangeWatch {
             .iter()
             .filter(|w| w.next < until)
             .filter_map(|w| {
-                recent.with_history(&w.key, |h| {
+                recent.with_history(&w.base.key, |h| {
                     let h = h?;
                     let i = h.partition_point(|(t, _)| *t < w.next);
                     h.get(i).map(|(t, _)| *t).filter(|t| *t < until)
@@ -300,7 +270,7 @@ impl ChangeWatch {
             if next >= until {
                 continue;
             }
-            let samples: Vec<(i64, f32)> = recent.with_history(&w.key, |h| {
+            let samples: Vec<(i64, f32)> = recent.with_history(&w.base.key, |h| {
                 let Some(h) = h else { return Vec::new() };
                 let from = h.partition_point(|(t, _)| *t < next);
                 let to = h.partition_point(|(t, _)| *t < until);
@@ -319,7 +289,7 @@ impl ChangeWatch {
             w.next = w.next.max(until);
         }
         self.watched
-            .retain(|w| !matches!(w.state, State::Quiet) || w.next < w.until);
+            .retain(|w| !matches!(w.state, State::Quiet) || w.next < w.base.until);
         out
     }
 }
@@ -357,7 +327,7 @@ impl Watch {
         }
         let level = localize::median(values.clone());
         let scale = localize::yardstick(level, localize::noise(&values));
-        Some(Watch {
+        Some(Watch::from(Saved {
             key: key.clone(),
             class,
             direction,
@@ -367,17 +337,14 @@ impl Watch {
             level,
             scale,
             ceiling,
-            next: change_ts + 1,
-            last: None,
             hold_ms: HOLD_MS.max(i64::from(HOLD_READINGS - 1) * step),
-            state: State::Quiet,
-        })
+        }))
     }
 
     /// The failures a reading shows (a success rate's shortfall).
     fn failures(&self, x: f64) -> f64 {
-        match self.direction {
-            Direction::Down => self.ceiling - x,
+        match self.base.direction {
+            Direction::Down => self.base.ceiling - x,
             _ => x,
         }
     }
@@ -389,20 +356,20 @@ impl Watch {
         }
         self.last = Some(x);
         let v = self.failures(f64::from(x));
-        let z = (v - self.level) / self.scale;
+        let z = (v - self.base.level) / self.base.scale;
         match &mut self.state {
             State::Open { back } => {
                 *back = if z < HOLD_Z { *back + 1 } else { 0 };
                 if *back >= CLOSE_READINGS {
                     self.state = State::Quiet;
                     // Watched no more: what the change did is over.
-                    self.until = ts;
+                    self.base.until = ts;
                     return Some(self.event(ts, ts, f64::from(x), AnomalyKind::End));
                 }
                 None
             }
             State::Quiet => {
-                if z > HOLD_Z && ts < self.until {
+                if z > HOLD_Z && ts < self.base.until {
                     self.state = State::Stretch {
                         since: ts,
                         sum: z.min(CLAMP_Z),
@@ -430,18 +397,18 @@ impl Watch {
                     }
                     return None;
                 }
-                if *n < HOLD_READINGS || ts - *since < self.hold_ms {
+                if *n < HOLD_READINGS || ts - *since < self.base.hold_ms {
                     return None;
                 }
                 let rise = localize::median(Vec::from(values.clone()));
-                let times = if self.level.abs() > 1e-9 {
-                    rise / self.level
+                let times = if self.base.level.abs() > 1e-9 {
+                    rise / self.base.level
                 } else if rise > 1e-9 {
                     f64::INFINITY
                 } else {
                     1.0
                 };
-                let enough = if self.quality {
+                let enough = if self.base.quality {
                     FAILURES_RISE
                 } else {
                     LATENCY_RISE
@@ -456,13 +423,13 @@ impl Watch {
     }
 
     fn event(&self, ts: i64, onset: i64, value: f64, kind: AnomalyKind) -> AnomalyEvent {
-        let baseline = match self.direction {
-            Direction::Down => self.ceiling - self.level,
-            _ => self.level,
+        let baseline = match self.base.direction {
+            Direction::Down => self.base.ceiling - self.base.level,
+            _ => self.base.level,
         };
-        let z = (self.failures(value) - self.level) / self.scale;
+        let z = (self.failures(value) - self.base.level) / self.base.scale;
         AnomalyEvent {
-            key: self.key.clone(),
+            key: self.base.key.clone(),
             ts,
             kind,
             onset,
@@ -472,10 +439,10 @@ impl Watch {
                 AnomalyKind::Start => (z.max(0.0) / (z.max(0.0) + 2.0 * HOLD_Z)).clamp(0.0, 1.0),
                 AnomalyKind::End => 0.0,
             },
-            direction: self.direction,
-            class: self.class.clone(),
+            direction: self.base.direction,
+            class: self.base.class.clone(),
             novel: false,
-            after_change: Some(self.change_ts),
+            after_change: Some(self.base.change_ts),
         }
     }
 }
@@ -680,9 +647,9 @@ mod tests {
         }
         let mut watch = ChangeWatch::default();
         deployed(&mut watch, &recent, 40 * MIN);
-        let keys: Vec<&str> = watch.watched.iter().map(|w| &*w.key.metric).collect();
+        let keys: Vec<&str> = watch.watched.iter().map(|w| &*w.base.key.metric).collect();
         assert_eq!(keys, ["LatencyP99"]);
-        assert_eq!(watch.watched[0].key.service, "cart");
+        assert_eq!(watch.watched[0].base.key.service, "cart");
         // Known to an incident already: watched no more.
         watch.drop_known(|service, since, _| service == "cart" && since <= 40 * MIN);
         assert!(watch.is_empty());
@@ -703,7 +670,7 @@ mod tests {
             );
         }
         deployed(&mut watch, &recent, 40 * MIN);
-        let keys: Vec<&str> = watch.watched.iter().map(|w| &*w.key.metric).collect();
+        let keys: Vec<&str> = watch.watched.iter().map(|w| &*w.base.key.metric).collect();
         assert_eq!(keys, ["LatencyP99"]);
     }
 
