@@ -682,8 +682,20 @@ fn squeeze(h: &str) -> String {
 /// suffix is told by Kubernetes' alphabet (no vowels, no 0, 1 or 3) and
 /// its length, the hash by its length and a digit in it (older clusters
 /// and other tools write it in hex or decimal); any other name is its
-/// own service.
+/// own service. A pod named after its node (`node-6.adservice-0`, as a
+/// CMDB keys a container: `<node>.<pod>`) belongs to its pod's service.
 pub fn service_of_pod(pod: &str) -> &str {
+    if let Some((_, tail)) = pod.rsplit_once('.')
+        && let service = pod_service(tail)
+        && service != tail
+    {
+        return service;
+    }
+    pod_service(pod)
+}
+
+/// [`service_of_pod`] of a name without a node before it.
+fn pod_service(pod: &str) -> &str {
     const ALPHABET: &str = "bcdfghjklmnpqrstvwxz2456789";
     let made = |p: &str| p.chars().all(|c| ALPHABET.contains(c));
     let digit = |p: &str| p.chars().any(|c| c.is_ascii_digit());
@@ -1851,6 +1863,13 @@ mod tests {
             ("ledger-db", "ledger-db"),
             ("payment-gateway-blue", "payment-gateway-blue"),
             ("10.0.0.7:8080", "10.0.0.7:8080"),
+            // A container keyed by its node and pod; hosts and addresses
+            // are their own.
+            ("node-6.adservice-0", "adservice"),
+            ("node-5.frontend-579b9bff58-t2dbm", "frontend"),
+            ("ip-10-0-0-1.ec2.internal", "ip-10-0-0-1.ec2.internal"),
+            ("10.0.0.12", "10.0.0.12"),
+            ("db-7.prod", "db-7.prod"),
             ("-0", "-0"),
         ] {
             assert_eq!(service_of_pod(pod), service, "{pod}");
