@@ -103,8 +103,9 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         .map(|t| ms(t.assume_utc()))
 }
 
-/// `s` with a `YYYY/MM/DD` date written `YYYY-MM-DD`.
-fn slashed_date(s: &str) -> String {
+/// `s` with a `YYYY/MM/DD` date written `YYYY-MM-DD` (as it is, without
+/// a copy, otherwise: replay reads a time per row).
+fn slashed_date(s: &str) -> std::borrow::Cow<'_, str> {
     let b = s.as_bytes();
     if b.len() >= 10
         && b[4] == b'/'
@@ -114,9 +115,9 @@ fn slashed_date(s: &str) -> String {
             .enumerate()
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
     {
-        format!("{}-{}-{}", &s[..4], &s[5..7], &s[8..])
+        format!("{}-{}-{}", &s[..4], &s[5..7], &s[8..]).into()
     } else {
-        s.to_string()
+        s.into()
     }
 }
 
