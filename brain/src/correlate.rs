@@ -560,8 +560,12 @@ impl Correlator {
             (AnomalyKind::Start, Some(_)) => (ev.onset, true),
             _ => (ev.ts, false),
         };
+        // A person's incident stays current where it is still bad: at a
+        // coarse step a fault's next series there goes out minutes later.
+        // What held worse after a change since is that change's.
         let at = self.incidents.iter().rposition(|i| {
-            went_bad - i.last_activity <= self.window_ms
+            (went_bad - i.last_activity <= self.window_ms
+                || (ev.after_change.is_none() && i.owned_and_bad(Some(&ev.key.service))))
                 && match i.phase {
                     Phase::Done(Terminal::Recovered) => i.expects(ev),
                     Phase::Done(Terminal::DryRun) if dry_stands => self.stands_for(i, ev),
@@ -1314,11 +1318,12 @@ impl Correlator {
         self.traffic_surging.retain(|k| alive(k));
     }
 
-    /// Forgets finished incidents idle for longer than the window.
+    /// Forgets finished incidents idle for longer than the window, but
+    /// for a person's that is still bad somewhere.
     pub fn prune(&mut self, now: i64) {
         let w = self.window_ms;
         self.incidents
-            .retain(|i| !(i.is_done() && now - i.last_activity > w));
+            .retain(|i| !(i.is_done() && now - i.last_activity > w) || i.owned_and_bad(None));
     }
 }
 
@@ -2521,12 +2526,27 @@ mod tests {
             c.on_anomaly(&ev("bank-b", "success_rate", 503_000, AnomalyKind::Start)),
             Some((3, true))
         );
+        // Escalated and still bad, bank-a's incident takes bank-a's next
+        // series however late; on a sibling it is a new problem.
+        assert_eq!(
+            c.on_anomaly(&ev("bank-a", "latency_p99_ms", 900_000, AnomalyKind::Start)),
+            Some((1, false))
+        );
         c.prune(1_000_000);
         assert_eq!(
             c.incidents.len(),
-            2,
-            "finished incidents are forgotten, open ones kept"
+            3,
+            "finished incidents are forgotten; open ones kept, and a person's while still bad"
         );
+        c.on_anomaly(&ev("bank-a", "success_rate", 1_000_000, AnomalyKind::End));
+        c.on_anomaly(&ev("bank-a", "latency_p99_ms", 1_000_000, AnomalyKind::End));
+        assert_eq!(
+            c.on_anomaly(&ev("bank-a", "success_rate", 1_200_000, AnomalyKind::Start)),
+            Some((3, true)),
+            "recovered, the next is a new page"
+        );
+        c.prune(1_300_000);
+        assert_eq!(c.incidents.len(), 3);
         assert!(c.incidents.iter().all(|i| !i.is_done()));
     }
 }

@@ -961,6 +961,16 @@ impl Incident {
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done(_))
     }
+
+    /// Whether it went to a person and is still bad: a series of its
+    /// evidence (of `service`, when one is given) has not recovered.
+    pub fn owned_and_bad(&self, service: Option<&str>) -> bool {
+        matches!(self.phase, Phase::Done(Terminal::Escalated))
+            && self
+                .evidence
+                .iter()
+                .any(|(k, e)| e.active && service.is_none_or(|s| k.service == s))
+    }
 }
 
 /// How long after a recovered incident's last activity load on a service
