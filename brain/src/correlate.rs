@@ -565,7 +565,7 @@ impl Correlator {
         // What held worse after a change since is that change's.
         let at = self.incidents.iter().rposition(|i| {
             (went_bad - i.last_activity <= self.window_ms
-                || (ev.after_change.is_none() && i.owned_and_bad(Some(&ev.key.service))))
+                || (ev.after_change.is_none() && i.owned_and_bad(Some(&ev.key.service), went_bad)))
                 && match i.phase {
                     Phase::Done(Terminal::Recovered) => i.expects(ev),
                     Phase::Done(Terminal::DryRun) if dry_stands => self.stands_for(i, ev),
@@ -1319,11 +1319,12 @@ impl Correlator {
     }
 
     /// Forgets finished incidents idle for longer than the window, but
-    /// for a person's that is still bad somewhere.
+    /// for a person's that is still bad somewhere (for up to
+    /// [`crate::incident::OWNED_QUIET_MS`] without activity).
     pub fn prune(&mut self, now: i64) {
         let w = self.window_ms;
         self.incidents
-            .retain(|i| !(i.is_done() && now - i.last_activity > w) || i.owned_and_bad(None));
+            .retain(|i| !(i.is_done() && now - i.last_activity > w) || i.owned_and_bad(None, now));
     }
 }
 
@@ -2412,6 +2413,31 @@ mod tests {
         c.discipline.planned.push((0, 60_000, vec!["cart".into()]));
         assert_eq!(c.on_anomaly(&sys("cart", "ErrorsPerSecond", 10_000)), None);
         assert_eq!(c.on_anomaly(&cpu), None);
+    }
+
+    #[test]
+    fn a_person_s_incident_still_bad_is_let_go_after_an_hour_of_quiet() {
+        let mut c = Correlator::new(120_000, 3_000);
+        let t = 10_000;
+        c.on_anomaly(&ev("bank-a", "success_rate", t, AnomalyKind::Start));
+        escalate(&mut c.incidents[0], "channel_degraded", "bank-a");
+        // Half an hour on, still bad: bank-a's next series joins it.
+        let t = t + 1_800_000;
+        assert_eq!(
+            c.on_anomaly(&ev("bank-a", "latency_p99_ms", t, AnomalyKind::Start)),
+            Some((0, false))
+        );
+        c.prune(t + crate::incident::OWNED_QUIET_MS);
+        assert_eq!(c.incidents.len(), 1, "kept while bad");
+        // Quiet for over an hour, it is let go (a series that went away
+        // never sends its end): the next is a new page.
+        let t = t + crate::incident::OWNED_QUIET_MS + 1;
+        c.prune(t);
+        assert!(c.incidents.is_empty());
+        assert_eq!(
+            c.on_anomaly(&ev("bank-a", "success_rate", t, AnomalyKind::Start)),
+            Some((0, true))
+        );
     }
 
     #[test]

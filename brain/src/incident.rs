@@ -962,16 +962,23 @@ impl Incident {
         matches!(self.phase, Phase::Done(_))
     }
 
-    /// Whether it went to a person and is still bad: a series of its
-    /// evidence (of `service`, when one is given) has not recovered.
-    pub fn owned_and_bad(&self, service: Option<&str>) -> bool {
+    /// Whether it went to a person and is still bad at `now`: a series of
+    /// its evidence (of `service`, when one is given) has not recovered,
+    /// and it has not been quiet for [`OWNED_QUIET_MS`] (a series that
+    /// went away never sends its end).
+    pub fn owned_and_bad(&self, service: Option<&str>, now: i64) -> bool {
         matches!(self.phase, Phase::Done(Terminal::Escalated))
+            && now - self.last_activity <= OWNED_QUIET_MS
             && self
                 .evidence
                 .iter()
                 .any(|(k, e)| e.active && service.is_none_or(|s| k.service == s))
     }
 }
+
+/// How long a person's incident that is still bad stays current without
+/// activity, ms: what goes out where it is bad joins it until then.
+pub const OWNED_QUIET_MS: i64 = 3_600_000;
 
 /// How long after a recovered incident's last activity load on a service
 /// it acted on is still its repair's aftershock, ms.
