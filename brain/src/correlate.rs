@@ -2553,7 +2553,7 @@ mod tests {
             Some((3, true))
         );
         // Escalated and still bad, bank-a's incident takes bank-a's next
-        // series however late; on a sibling it is a new problem.
+        // series minutes later, past the window.
         assert_eq!(
             c.on_anomaly(&ev("bank-a", "latency_p99_ms", 900_000, AnomalyKind::Start)),
             Some((1, false))
