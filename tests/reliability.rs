@@ -302,16 +302,6 @@ async fn a_60_s_nats_outage_under_the_simulator_feed_loses_no_sample() {
     brain.shutdown().await;
 }
 
-/// Seeded uniform noise in [-0.5, 0.5), the same every run.
-fn jitter(mut seed: u64) -> impl FnMut() -> f64 {
-    move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-    }
-}
-
 /// Publishes a probe (one sample of a service of its own, from `source`)
 /// until `brain` takes one: a subscription made on another connection may
 /// not be in place at the server when a publisher starts, and core NATS
@@ -416,7 +406,7 @@ async fn a_deploy_notice_filed_before_a_restart_is_blamed_after_it() {
     let publisher: Bus = Arc::new(NatsTransport::connect(&nats.url(), "pub").await.unwrap());
     // Five minutes of a payment engine and its checkout, one sample a
     // second; two minutes after the deploy a quarter of its requests fail.
-    let mut jitter = jitter(7);
+    let mut jitter = common::noise(7);
     let sample = |metric: &str, scene: Option<&str>, ts: i64, value: f64| Sample {
         scene: scene.map(Into::into),
         link: scene.map(|_| "payment".into()),
@@ -488,7 +478,7 @@ async fn a_watch_after_a_deploy_goes_on_after_a_restart() {
     const STEP: i64 = 15_000;
     let base = (wall_ms() - 3_600_000) / 1000 * 1000;
     let deployed = base + 60 * STEP - 1000;
-    let mut jitter = jitter(11);
+    let mut jitter = common::noise(11);
     let publisher: Bus = Arc::new(NatsTransport::connect(&nats.url(), "pub").await.unwrap());
     let mut seq = 0;
     let mut publish = async |from: i64, to: i64| {

@@ -524,16 +524,6 @@ fn wide_header(first: &str, services: &[&str], metrics: &[&str]) -> String {
     csv
 }
 
-/// Seeded uniform noise in [-0.5, 0.5).
-fn noise(mut seed: u64) -> impl FnMut() -> f64 {
-    move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
-    }
-}
-
 #[test]
 fn a_wide_export_replays_and_a_pod_pinned_alone_at_its_limit_is_found() {
     // A data frame as benchmark suites export them: a time column (with
@@ -549,7 +539,7 @@ fn a_wide_export_replays_and_a_pod_pinned_alone_at_its_limit_is_found() {
         &services,
         &["cpu", "mem", "latency-50", "latency-90", "workload"],
     );
-    let mut noise = noise(7);
+    let mut noise = common::noise(7);
     for i in 0..600u64 {
         write!(csv, "{i},{}", 1_700_000_000 + i).unwrap();
         for (k, s) in services.iter().enumerate() {
@@ -649,7 +639,7 @@ fn an_export_of_raw_counters_is_read_as_rates_and_the_service_returning_errors_i
             "http_errors_total",
         ],
     );
-    let mut noise = noise(11);
+    let mut noise = common::noise(11);
     let mut counts = [[0.0f64; 2]; 4];
     for i in 0..700u64 {
         write!(csv, "{}", 1_700_000_000 + i).unwrap();
@@ -709,7 +699,7 @@ fn histogram_export(d: &std::path::Path, mode: &str) {
         ("payments", "payments-5c-y2"),
         ("payments", "payments-5c-z3"),
     ];
-    let mut noise = noise(23);
+    let mut noise = common::noise(23);
     let mut csv = String::from("timestamp,service,instance,metric,value\n");
     let mut counters = [[0.0f64; 3]; 5];
     for i in 0..720u64 {
@@ -1305,7 +1295,7 @@ fn a_service_file_of_success_and_response_rates_pages_on_its_success_falling() {
     // `sr` and `rr` are success and response rates in %. From the 120th
     // minute, 12 % of the payment service's requests fail; its mean
     // response time and its traffic do not move.
-    let mut rnd = noise(17);
+    let mut rnd = common::noise(17);
     let (mut market, mut bank) = (
         String::from("service,timestamp,rr,sr,mrt,count\n"),
         String::from("timestamp,rr,sr,cnt,mrt,tc\n"),

@@ -476,3 +476,13 @@ pub async fn browse(script: &str, args: &[&std::ffi::OsStr], secs: u64) -> serde
     println!("the page showed: {seen:#}");
     seen
 }
+
+/// Seeded uniform noise in [-0.5, 0.5), the same every run.
+pub fn noise(mut seed: u64) -> impl FnMut() -> f64 {
+    move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
+    }
+}
