@@ -363,6 +363,10 @@ pub fn candidate_facts(candidates: &[Candidate]) -> Array {
             m.insert("instance".into(), opt(c.instance.as_deref()));
             m.insert("score".into(), Dynamic::from(c.score));
             m.insert("magnitude".into(), Dynamic::from(c.magnitude));
+            m.insert(
+                "moved_clearly".into(),
+                Dynamic::from(c.magnitude >= localize::MOVED),
+            );
             m.insert("coverage".into(), Dynamic::from(c.coverage));
             m.insert(
                 "first_s".into(),

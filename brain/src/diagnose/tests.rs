@@ -354,6 +354,27 @@ fn a_caller_deployed_before_its_callee_failed_is_not_blamed() {
     };
     let (h, _) = rules().diagnose(&inc, &flat, &ctx, &[], &unexplained);
     assert!(!h.iter().any(|x| x.cause == "bad_deploy"), "{h:?}");
+    // Unless what ranks above it is noise: never flagged, and short of a
+    // clear move (in a world of hundreds of series some wander 2.9
+    // deviations out). Flagged, or moved clearly, it may be the fault.
+    let weak = |first_s, magnitude| {
+        let mut above = candidate("accounting-core", 0.8, &[]);
+        above.first_s = first_s;
+        above.magnitude = magnitude;
+        let mut own = candidate("payment-engine", 0.75, &[]);
+        own.magnitude = 1.8;
+        Measured {
+            candidates: vec![above, own],
+            ..Default::default()
+        }
+    };
+    let flat_blamed = |measured: &Measured| {
+        let (h, _) = rules().diagnose(&inc, &flat, &ctx, &[], measured);
+        h.iter().any(|x| x.cause == "bad_deploy")
+    };
+    assert!(flat_blamed(&weak(None, 2.9)));
+    assert!(!flat_blamed(&weak(Some(0.0), 2.9)));
+    assert!(!flat_blamed(&weak(None, localize::MOVED)));
     // With the graph, second at nearly the best's score, and nothing it
     // calls above it: the change decides.
     let close = Measured {
