@@ -396,6 +396,41 @@ fn a_caller_deployed_before_its_callee_failed_is_not_blamed() {
         ..Default::default()
     };
     assert!(!blamed(&far));
+    // Its callee's latency went bad with its own and rose more times
+    // over: a caller's latency is its own work plus its wait on the
+    // callee, so this is the callee's, thinned out up the calls. A victim,
+    // even as the localization's best. Its own rise the larger: blamed.
+    let slow = |service, ms| (System, "idc1", service, None, "latency_ms", ms, 20.0, 0);
+    for (callee_ms, caller_ms, blame) in [(300.0, 200.0, false), (200.0, 300.0, true)] {
+        let inc = incident(&[
+            slow("accounting-core", callee_ms),
+            slow("payment-engine", caller_ms),
+        ]);
+        let (h, _) = rules().diagnose(&inc, &topo(), &ctx, &[], &own_best());
+        assert_eq!(h.iter().any(|x| x.cause == "bad_deploy"), blame, "{h:?}");
+    }
+    // Without a graph, the localization's reading of the same: a service
+    // it is taken to call rose clearly more times over (`outrun_by`),
+    // its latency gone bad with the changed service's. Its errors alone
+    // do not say so (a caller whose errors were rarer before fails more
+    // times over than the callee failing it).
+    let mut outrun = candidate("payment-engine", 0.8, &[]);
+    outrun.outrun_by = vec!["accounting-core".into()];
+    let outrun = Measured {
+        candidates: vec![outrun],
+        ..Default::default()
+    };
+    let errors = |service| (System, "idc1", service, None, "error_rate", 0.3, 0.01, 0);
+    for (inc, blame) in [
+        (&inc, false),
+        (
+            &incident(&[errors("accounting-core"), errors("payment-engine")]),
+            true,
+        ),
+    ] {
+        let (h, _) = rules().diagnose(inc, &flat, &ctx, &[], &outrun);
+        assert_eq!(h.iter().any(|x| x.cause == "bad_deploy"), blame, "{h:?}");
+    }
 }
 
 #[test]
