@@ -1563,12 +1563,12 @@ impl Feeder {
 }
 
 /// How many instants ingest may run ahead of the engine: well inside the
-/// history the brain keeps of every series (128 samples) beyond the most
-/// diagnosis reads (80), so the same recording is diagnosed on the same
+/// history the brain keeps of every series (348 samples) beyond the most
+/// diagnosis reads (300), so the same recording is diagnosed on the same
 /// samples whatever the pace.
 const LEAD_INSTANTS: usize = 40;
 const _: () = assert!(
-    LEAD_INSTANTS + selfheal_brain::diagnose::localize::WINDOW_BACK
+    LEAD_INSTANTS + selfheal_brain::diagnose::localize::SPREAD_BACK
         <= selfheal_brain::recent::HISTORY_POINTS
 );
 /// How long the brain may make no progress at all before replay gives up.

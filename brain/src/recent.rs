@@ -45,7 +45,7 @@ pub const POINTS: usize = 600;
 pub const MAX_SERIES: usize = 4096;
 
 /// Samples of every series kept for diagnosis.
-pub const HISTORY_POINTS: usize = 128;
+pub const HISTORY_POINTS: usize = 348;
 /// Series kept for diagnosis.
 pub const MAX_HISTORY_SERIES: usize = 16_384;
 

@@ -53,7 +53,14 @@ const SLACK: usize = 48;
 /// How far back a score may read when the last [`WINDOW`] samples leave
 /// fewer than [`PRE_WANTED`] before the onset (an incident opened long
 /// after its onset: a latency group judged once it held, at 1-s steps).
-pub const WINDOW_BACK: usize = crate::recent::HISTORY_POINTS - SLACK;
+pub const WINDOW_BACK: usize = 80;
+/// How far back a score may read a series' spread: five minutes of its
+/// own time at most (see [`SPREAD_MS`]), within what the brain keeps.
+pub const SPREAD_BACK: usize = crate::recent::HISTORY_POINTS - SLACK;
+/// The time a series' spread is read over when it is sampled often
+/// enough: the detector's baseline remembers five minutes of 1-second
+/// data, and a series' wander over minutes is part of its noise.
+const SPREAD_MS: i64 = 300_000;
 /// Samples before the onset (40) a score wants to read a series' level
 /// and noise from (see [`WINDOW_BACK`]).
 const PRE_WANTED: usize = WINDOW - 8;
@@ -165,8 +172,17 @@ fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f
     if pre.len() < MIN_PRE || post.is_empty() {
         return None;
     }
+    // Its spread read over minutes before the onset, too: a few dozen
+    // samples at 1-second steps have not seen the series wander.
+    let mut long = spread_before(h, onset, now);
+    as_failures(&mut long, &mut [], direction);
     let (direction, floor) = as_failures(&mut pre, &mut post, direction);
-    let (level, spread) = (level(&pre), noise(&pre));
+    let spread = if long.len() > pre.len() {
+        noise(&pre).max(noise(&long))
+    } else {
+        noise(&pre)
+    };
+    let level = level(&pre);
     let scale = yardstick(level, spread).max(floor);
     // In a series written more often than it is scraped (an export
     // sampling every second what was scraped every 5 s), a value repeated
@@ -185,6 +201,18 @@ fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f
         z[at].max(0.0),
         spread > 1e-9 && spread >= (0.01 * level.abs()).max(floor),
     ))
+}
+
+/// The values of a series before `onset` that its spread is read from:
+/// those within [`SPREAD_MS`] of it, among the last [`SPREAD_BACK`]
+/// samples at or before `now`.
+fn spread_before(h: &History, onset: i64, now: i64) -> Vec<f64> {
+    let upto = h.partition_point(|(t, _)| *t <= now);
+    let from = upto.saturating_sub(SPREAD_BACK);
+    h.range(from..upto)
+        .filter(|(t, _)| *t < onset && *t >= onset.saturating_sub(SPREAD_MS))
+        .map(|(_, x)| f64::from(*x))
+        .collect()
 }
 
 /// A series' samples before and since an onset as a move is read in: a
@@ -1209,6 +1237,49 @@ mod tests {
         let cut: History = h.iter().copied().skip(66).collect();
         let (pre, post) = around(&cut, 80_000, 125_000, WINDOW_BACK);
         assert_eq!((pre.len(), post.len()), (14, 46));
+    }
+
+    #[test]
+    fn a_spread_is_read_over_minutes_of_a_series_own_time() {
+        // A series that flips between two levels every minute (a tail
+        // latency wandering with its load), calm between flips: of the
+        // 40 samples before the onset, at 1-s steps, all come from one
+        // level; the five minutes before it hold both.
+        let series = |step: i64, after: f32| -> History {
+            (0..400)
+                .map(|i: i64| {
+                    let jitter = [0.0, 0.3, -0.2, 0.1][(i % 4) as usize];
+                    let flip = if (i * step / 60_000) % 2 == 0 {
+                        10.0
+                    } else {
+                        0.0
+                    };
+                    let v = if i < 360 { 100.0 + flip } else { after };
+                    (i * step, v + jitter)
+                })
+                .collect()
+        };
+        let z = |step: i64, after| {
+            robust_score(&series(step, after), 360 * step, 399 * step, Direction::Up).unwrap()
+        };
+        // The next flip, at 1-s steps: its own wander, not a move.
+        assert!(z(1000, 110.0) < MOVED, "{}", z(1000, 110.0));
+        // Half as much again: a move.
+        assert!(z(1000, 150.0) >= MOVED, "{}", z(1000, 150.0));
+        // At 1-minute steps 40 samples span 40 minutes: a flip every 80
+        // is read from them as before (five minutes hold fewer samples).
+        let slow = |after| {
+            (0..400)
+                .map(|i: i64| {
+                    let jitter = [0.0, 0.3, -0.2, 0.1][(i % 4) as usize];
+                    let flip = if (i / 80) % 2 == 1 { 10.0 } else { 0.0 };
+                    let v = if i < 360 { 100.0 + flip } else { after };
+                    (i * 60_000, v + jitter)
+                })
+                .collect::<History>()
+        };
+        let z = robust_score(&slow(110.0), 360 * 60_000, 399 * 60_000, Direction::Up).unwrap();
+        assert!(z >= MOVED, "{z}");
     }
 
     #[test]
