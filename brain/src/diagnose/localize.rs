@@ -161,13 +161,26 @@ pub struct Candidate {
 /// its history before it, capped; `None` without enough samples on either
 /// side. Only the last [`WINDOW`] samples at or before `now` are read.
 pub fn robust_score(h: &History, onset: i64, now: i64, direction: Direction) -> Option<f64> {
-    far_out(h, onset, now, direction).map(|(z, _)| z.min(CAP))
+    far_out(h, onset, now, direction).map(|m| m.z.min(CAP))
 }
 
-/// [`robust_score`] before its cap, and whether the series' own noise
-/// before the onset (not a floor: a series flat before it) set the
-/// yardstick.
-fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f64, bool)> {
+/// How far out a series went (see [`far_out`]).
+struct FarOut {
+    /// In units of its spread over minutes before the onset (or over the
+    /// samples read, when wider): how unusual the move is.
+    z: f64,
+    /// In units of its spread over the samples read before the onset
+    /// only: how the move compares with the series' kin's (its latency's
+    /// against its errors' for a fault's fingerprint), each read over the
+    /// same few samples.
+    near: f64,
+    /// Whether the series' own noise before the onset (not a floor: a
+    /// series flat before it) set the yardstick.
+    noisy: bool,
+}
+
+/// [`robust_score`] before its cap.
+fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<FarOut> {
     let (mut pre, mut post) = around(h, onset, now, WINDOW_BACK);
     if pre.len() < MIN_PRE || post.is_empty() {
         return None;
@@ -177,13 +190,15 @@ fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f
     let mut long = spread_before(h, onset, now);
     as_failures(&mut long, &mut [], direction);
     let (direction, floor) = as_failures(&mut pre, &mut post, direction);
+    let near = noise(&pre);
     let spread = if long.len() > pre.len() {
-        noise(&pre).max(noise(&long))
+        near.max(noise(&long))
     } else {
-        noise(&pre)
+        near
     };
     let level = level(&pre);
     let scale = yardstick(level, spread).max(floor);
+    let near_scale = yardstick(level, near).max(floor);
     // In a series written more often than it is scraped (an export
     // sampling every second what was scraped every 5 s), a value repeated
     // is one reading held between scrapes: one scrape's spike is one
@@ -192,15 +207,16 @@ fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<(f
     if crate::recent::scrape_interval(h, now.saturating_add(1)).is_some() {
         post.dedup();
     }
-    let mut z = moves(&post, level, scale, direction);
+    let mut z = moves(&post, level, 1.0, direction);
     z.sort_by(|a, b| b.total_cmp(a));
     // The second largest when there are several: one stray sample is not
     // a move.
-    let at = usize::from(z.len() >= 3);
-    Some((
-        z[at].max(0.0),
-        spread > 1e-9 && spread >= (0.01 * level.abs()).max(floor),
-    ))
+    let moved = z[usize::from(z.len() >= 3)].max(0.0);
+    Some(FarOut {
+        z: moved / scale,
+        near: moved / near_scale,
+        noisy: spread > 1e-9 && spread >= (0.01 * level.abs()).max(floor),
+    })
 }
 
 /// The values of a series before `onset` that its spread is read from:
@@ -760,19 +776,26 @@ where
     // latency or failures rose to (the largest of its instances) and its
     // robust move, for edges learnt without a graph.
     let mut thinning: BTreeMap<(&str, &str), (f64, f64, &SeriesKey, &History)> = BTreeMap::new();
+    // Each series' weighted move against its spread over the samples read
+    // only, for the fingerprint (see [`FarOut::near`]).
+    let mut near_moves: BTreeMap<String, f64> = BTreeMap::new();
     for (k, h) in history {
         let c = classes.classify(&k.metric);
-        let Some((z, noisy)) = far_out(h, onset, now, c.direction) else {
+        let Some(FarOut { z, near, noisy }) = far_out(h, onset, now, c.direction) else {
             continue;
         };
         // Without call edges, how far out a series went is the trace of
         // where the fault started (it thins out up the calls); with them,
         // the calls say it, and a move capped is a move.
-        let z = if noisy && !called {
-            soften(z)
-        } else {
-            z.min(CAP)
+        let cap = |z: f64| {
+            if noisy && !called {
+                soften(z)
+            } else {
+                z.min(CAP)
+            }
         };
+        let (z, near) = (cap(z), cap(near));
+        near_moves.insert(k.to_string(), near * weight(&c.name));
         if &*c.name == "latency"
             && let Some(p) = percentile(&k.metric).or_else(|| is_mean(&k.metric).then_some(50))
             && (p <= 60 || p >= 90)
@@ -1100,7 +1123,21 @@ where
             };
             let mut moved = v;
             moved.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-            let mut fault = fingerprint(&moved, entries.contains(s));
+            // The fingerprint compares a service's series with each
+            // other, each read against the same few samples before the
+            // onset.
+            let mut print: Vec<(String, String, f64)> = moved
+                .iter()
+                .map(|(n, c, z)| {
+                    (
+                        n.clone(),
+                        c.clone(),
+                        near_moves.get(n).copied().unwrap_or(*z),
+                    )
+                })
+                .collect();
+            print.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+            let mut fault = fingerprint(&print, entries.contains(s));
             if fault == "network_delay"
                 && let Some(&(Some(median), tail)) = tails.get(*s)
                 && tail > 0.0
