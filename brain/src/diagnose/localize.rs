@@ -159,7 +159,8 @@ pub struct Candidate {
 
 /// How far one series moved since `onset`, in its bad direction, against
 /// its history before it, capped; `None` without enough samples on either
-/// side. Only the last [`WINDOW`] samples at or before `now` are read.
+/// side. Only the last [`WINDOW`] samples at or before `now` are read (up
+/// to [`WINDOW_BACK`] for a level, [`SPREAD_BACK`] for a spread).
 pub fn robust_score(h: &History, onset: i64, now: i64, direction: Direction) -> Option<f64> {
     far_out(h, onset, now, direction).map(|m| m.z.min(CAP))
 }
