@@ -188,15 +188,15 @@ fn far_out(h: &History, onset: i64, now: i64, direction: Direction) -> Option<Fa
     }
     // Its spread read over minutes before the onset, too: a few dozen
     // samples at 1-second steps have not seen the series wander.
+    // (At coarse steps five minutes hold fewer samples than those read.)
     let mut long = spread_before(h, onset, now);
-    as_failures(&mut long, &mut [], direction);
+    let wider = long.len() > pre.len();
+    if wider {
+        as_failures(&mut long, &mut [], direction);
+    }
     let (direction, floor) = as_failures(&mut pre, &mut post, direction);
     let near = noise(&pre);
-    let spread = if long.len() > pre.len() {
-        near.max(noise(&long))
-    } else {
-        near
-    };
+    let spread = if wider { near.max(noise(&long)) } else { near };
     let level = level(&pre);
     let scale = yardstick(level, spread).max(floor);
     let near_scale = yardstick(level, near).max(floor);
@@ -796,7 +796,8 @@ where
             }
         };
         let (z, near) = (cap(z), cap(near));
-        near_moves.insert(k.to_string(), near * weight(&c.name));
+        let name = k.to_string();
+        near_moves.insert(name.clone(), near * weight(&c.name));
         if &*c.name == "latency"
             && let Some(p) = percentile(&k.metric).or_else(|| is_mean(&k.metric).then_some(50))
             && (p <= 60 || p >= 90)
@@ -852,7 +853,7 @@ where
         rows.push((
             k.service.clone(),
             k.instance.clone(),
-            k.to_string(),
+            name,
             c.name.to_string(),
             z * weight(&c.name),
         ));
